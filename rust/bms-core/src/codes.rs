@@ -1,0 +1,1 @@
+//! (codes: work in progress)

@@ -1,0 +1,1 @@
+//! (history: work in progress)

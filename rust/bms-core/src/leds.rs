@@ -1,0 +1,1 @@
+//! (leds: work in progress)

@@ -1,0 +1,41 @@
+//! OpenBMS core: every decision of a smallBMS-NG-class battery management system, as a
+//! deterministic, sans-IO `no_std` library.
+//!
+//! The core never reads a clock, a pin or a flash page. The caller (the Zephyr firmware through
+//! `bms-ffi`, the simulator, or a test) passes the time as monotonic milliseconds and the
+//! measurements, and gets decisions back: the state of the Load disconnect (ATD), Charge
+//! disconnect (ATC) and pre-alarm outputs with their reasons, LED patterns, the Instant Readout
+//! payload and the records to persist. Time only moves forward; a call with an older time is
+//! treated as "no time passed".
+//!
+//! Modules follow the concepts of the product manual:
+//! - [`bank`]: battery reports, topology discovery and bank aggregates (BANK).
+//! - [`balancer`]: balancer status (BAL).
+//! - [`protection`]: the output state machine with debounce and hysteresis (PROT).
+//! - [`monitor`]: state of charge, time remaining, low-SoC warning, discharge floor (MON).
+//! - [`history`]: history counters (HIST).
+//! - [`settings`]: the user settings with validation and factory reset (SET).
+//! - [`leds`]: the two LED patterns (LED).
+//! - [`readout`]: the Instant Readout advertisement (BLE-3).
+//! - [`protocol`]: the GATT request/response protocol (BLE-1, BLE-2, BLE-4).
+//! - [`bus`]: the battery-bus frame codec.
+//! - [`storage`]: persisted records over a key → bytes [`storage::Storage`] trait.
+//! - [`limits`]: the one table of named thresholds, delays and hysteresis.
+//! - [`codes`]: the catalogue of error, alarm and warning codes.
+#![cfg_attr(not(test), no_std)]
+#![forbid(unsafe_code)]
+#![warn(missing_docs)]
+
+pub mod balancer;
+pub mod bank;
+pub mod bus;
+pub mod codes;
+pub mod history;
+pub mod leds;
+pub mod limits;
+pub mod monitor;
+pub mod protection;
+pub mod protocol;
+pub mod readout;
+pub mod settings;
+pub mod storage;

@@ -1,0 +1,1 @@
+//! (protection: work in progress)

@@ -1,0 +1,1 @@
+//! (readout: work in progress)

@@ -1,0 +1,1 @@
+//! (storage: work in progress)

@@ -1,0 +1,1 @@
+//! C ABI of the OpenBMS core (work in progress).

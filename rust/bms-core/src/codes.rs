@@ -1,1 +1,192 @@
-//! (codes: work in progress)
+//! The catalogue of error, alarm and warning codes (one stable number, severity and short name
+//! each), and [`ActiveCodes`], the fixed-size set of codes active now.
+
+/// How serious a code is. LED-2: red solid for any error or alarm, blinking for warnings only.
+#[derive(Clone, Copy, Debug, PartialEq, Eq, PartialOrd, Ord, Hash)]
+pub enum Severity {
+    /// Something needs attention soon; the outputs are unaffected by the warning itself.
+    Warning,
+    /// A protection is acting (or about to): an output is free-floating because of it.
+    Alarm,
+    /// The BMS itself, its data or its configuration is wrong.
+    Error,
+}
+
+/// One error, alarm or warning. The discriminant is the stable code number reported over BLE
+/// and in the simulator; new codes get new numbers, numbers are never reused.
+#[derive(Clone, Copy, Debug, PartialEq, Eq, Hash)]
+#[repr(u8)]
+pub enum Code {
+    /// SET-3: stored settings were corrupt or unreadable; defaults are in use.
+    SettingsCorrupt = 1,
+    /// SET-3: stored monitor or history records were corrupt or unreadable; they were reset.
+    RecordsCorrupt = 2,
+    /// A battery reports physically impossible data (cell voltage, temperature, cell count).
+    InvalidBatteryData = 3,
+    /// PROT-10: a firmware update failed or was aborted.
+    FirmwareUpdateFailed = 4,
+    /// BANK-2: the bank breaks the configuration rules (mixed models, unequal strings, too many
+    /// batteries, unsupported voltage).
+    ConfigurationError = 5,
+    /// PROT-2: cell under-voltage.
+    CellUndervoltage = 6,
+    /// PROT-4: cell over-voltage.
+    CellOvervoltage = 7,
+    /// PROT-5: cell temperature too low to charge.
+    LowTemperature = 8,
+    /// PROT-6: cell temperature too high.
+    HighTemperature = 9,
+    /// BANK-4: a battery sent nothing valid for 5 s.
+    BatteryLost = 10,
+    /// PROT-9: SoC at or below the discharge floor.
+    LowSoc = 11,
+    /// PROT-3: a cell is below the pre-alarm level.
+    LowCellVoltage = 12,
+    /// MON-6: SoC at or below the low-SoC warning level.
+    LowSocWarning = 13,
+    /// PROT-7: a battery's own flag does not allow charging.
+    BatteryChargeBlocked = 14,
+    /// PROT-7: a battery's own flag does not allow discharging.
+    BatteryDischargeBlocked = 15,
+}
+
+impl Code {
+    /// Every code, in number order.
+    pub const ALL: [Code; 15] = [
+        Code::SettingsCorrupt,
+        Code::RecordsCorrupt,
+        Code::InvalidBatteryData,
+        Code::FirmwareUpdateFailed,
+        Code::ConfigurationError,
+        Code::CellUndervoltage,
+        Code::CellOvervoltage,
+        Code::LowTemperature,
+        Code::HighTemperature,
+        Code::BatteryLost,
+        Code::LowSoc,
+        Code::LowCellVoltage,
+        Code::LowSocWarning,
+        Code::BatteryChargeBlocked,
+        Code::BatteryDischargeBlocked,
+    ];
+
+    /// The stable code number.
+    pub const fn number(self) -> u8 {
+        self as u8
+    }
+
+    /// The code with this number, if any.
+    pub fn from_number(number: u8) -> Option<Code> {
+        Code::ALL.into_iter().find(|c| c.number() == number)
+    }
+
+    /// How serious the code is.
+    pub const fn severity(self) -> Severity {
+        match self {
+            Code::SettingsCorrupt
+            | Code::RecordsCorrupt
+            | Code::InvalidBatteryData
+            | Code::FirmwareUpdateFailed
+            | Code::ConfigurationError => Severity::Error,
+            Code::CellUndervoltage
+            | Code::CellOvervoltage
+            | Code::LowTemperature
+            | Code::HighTemperature
+            | Code::BatteryLost
+            | Code::LowSoc => Severity::Alarm,
+            Code::LowCellVoltage
+            | Code::LowSocWarning
+            | Code::BatteryChargeBlocked
+            | Code::BatteryDischargeBlocked => Severity::Warning,
+        }
+    }
+
+    /// Short snake_case name (simulator CSV columns, logs).
+    pub const fn name(self) -> &'static str {
+        match self {
+            Code::SettingsCorrupt => "settings_corrupt",
+            Code::RecordsCorrupt => "records_corrupt",
+            Code::InvalidBatteryData => "invalid_battery_data",
+            Code::FirmwareUpdateFailed => "firmware_update_failed",
+            Code::ConfigurationError => "configuration_error",
+            Code::CellUndervoltage => "cell_undervoltage",
+            Code::CellOvervoltage => "cell_overvoltage",
+            Code::LowTemperature => "low_temperature",
+            Code::HighTemperature => "high_temperature",
+            Code::BatteryLost => "battery_lost",
+            Code::LowSoc => "low_soc",
+            Code::LowCellVoltage => "low_cell_voltage",
+            Code::LowSocWarning => "low_soc_warning",
+            Code::BatteryChargeBlocked => "battery_charge_blocked",
+            Code::BatteryDischargeBlocked => "battery_discharge_blocked",
+        }
+    }
+
+    const fn bit(self) -> u32 {
+        1 << (self as u8)
+    }
+}
+
+impl core::fmt::Display for Code {
+    fn fmt(&self, f: &mut core::fmt::Formatter<'_>) -> core::fmt::Result {
+        f.write_str(self.name())
+    }
+}
+
+/// The set of active codes (fixed size: one bit per code number).
+#[derive(Clone, Copy, Debug, Default, PartialEq, Eq, Hash)]
+pub struct ActiveCodes(u32);
+
+impl ActiveCodes {
+    /// No code active.
+    pub const EMPTY: ActiveCodes = ActiveCodes(0);
+
+    /// The raw bits (bit `n` = code number `n`).
+    pub const fn bits(self) -> u32 {
+        self.0
+    }
+
+    /// True when `code` is active.
+    pub const fn contains(self, code: Code) -> bool {
+        self.0 & code.bit() != 0
+    }
+
+    /// True when no code is active.
+    pub const fn is_empty(self) -> bool {
+        self.0 == 0
+    }
+
+    /// Marks `code` active.
+    pub fn insert(&mut self, code: Code) {
+        self.0 |= code.bit();
+    }
+
+    /// Marks `code` inactive.
+    pub fn remove(&mut self, code: Code) {
+        self.0 &= !code.bit();
+    }
+
+    /// Marks `code` active or inactive.
+    pub fn set(&mut self, code: Code, active: bool) {
+        if active {
+            self.insert(code);
+        } else {
+            self.remove(code);
+        }
+    }
+
+    /// The active codes, in number order.
+    pub fn iter(self) -> impl Iterator<Item = Code> {
+        Code::ALL.into_iter().filter(move |c| self.contains(*c))
+    }
+
+    /// The active codes of one severity.
+    pub fn of(self, severity: Severity) -> impl Iterator<Item = Code> {
+        self.iter().filter(move |c| c.severity() == severity)
+    }
+
+    /// True when any active code has this severity.
+    pub fn any(self, severity: Severity) -> bool {
+        self.of(severity).next().is_some()
+    }
+}

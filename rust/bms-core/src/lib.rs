@@ -41,6 +41,7 @@
 
 pub mod balancer;
 pub mod bank;
+pub mod bms;
 pub mod bus;
 pub mod codes;
 pub mod history;
@@ -52,3 +53,5 @@ pub mod protocol;
 pub mod readout;
 pub mod settings;
 pub mod storage;
+
+pub use bms::{Bms, Config, Decisions, DfuEvent, Event, Inputs, LedPattern, Output, Reason, Reasons};

@@ -207,7 +207,7 @@ impl Bms {
             },
             led_red: LedPattern::Off,
             low_power: false,
-            tick_ms: limits::TICK_MS as u32,
+            tick_ms: limits::TICK_MS,
             codes: self.codes,
             events: Vec::new(),
             events_dropped: 0,
@@ -218,7 +218,7 @@ impl Bms {
 
     /// When to call [`Bms::step`] again at the latest, in ms on the caller's clock.
     pub fn next_deadline_ms(&self) -> Option<u64> {
-        Some(self.now_ms.saturating_add(limits::TICK_MS))
+        Some(self.now_ms.saturating_add(u64::from(limits::TICK_MS)))
     }
 
     /// The configuration the BMS runs with (settings, key, product id).

@@ -1,4 +1,380 @@
-//! Every threshold, delay and hysteresis of the control path, in one place.
+//! Every threshold, delay and hysteresis of the control path, in one place: the [`LIMITS`] table
+//! of cell protections (one row per [`ProtectionId`], foxBMS `diag_cfg` style) and named
+//! constants for the rest. Inputs: none. Outputs: constants read by bank, protection, balancer
+//! and LEDs.
+//!
+//! Levels are integers with the unit in the name: cell voltages in mV, temperatures in 0.1 °C
+//! (`ddegc`), times in ms.
 
-/// The control loop period in ms (one tick).
-pub const TICK_MS: u64 = 100;
+use crate::bus::BatteryModel;
+
+/// One cell protection of [`LIMITS`]. The discriminant is the row index.
+#[derive(Clone, Copy, Debug, PartialEq, Eq, Hash)]
+#[repr(u8)]
+pub enum ProtectionId {
+    /// PROT-2: cell under-voltage ("imminent under-voltage").
+    CellUndervoltage = 0,
+    /// PROT-3: a cell below the pre-alarm level (setting).
+    CellLow = 1,
+    /// PROT-4: cell over-voltage.
+    CellOvervoltage = 2,
+    /// PROT-5: cell temperature too low to charge.
+    LowTemperature = 3,
+    /// PROT-6: cell temperature too high to charge.
+    HighTemperatureCharge = 4,
+    /// PROT-6 **(choice)**: cell temperature too high to discharge.
+    HighTemperatureDischarge = 5,
+}
+
+impl ProtectionId {
+    /// Number of protections (rows of [`LIMITS`]).
+    pub const COUNT: usize = 6;
+
+    /// Every protection, in row order.
+    pub const ALL: [ProtectionId; ProtectionId::COUNT] = [
+        ProtectionId::CellUndervoltage,
+        ProtectionId::CellLow,
+        ProtectionId::CellOvervoltage,
+        ProtectionId::LowTemperature,
+        ProtectionId::HighTemperatureCharge,
+        ProtectionId::HighTemperatureDischarge,
+    ];
+
+    /// The row index in [`LIMITS`] and in the protection timer table.
+    pub const fn index(self) -> usize {
+        self as usize
+    }
+
+    /// The table row of this protection.
+    pub const fn limit(self) -> &'static Limit {
+        match self {
+            ProtectionId::CellUndervoltage => &LIMITS[0],
+            ProtectionId::CellLow => &LIMITS[1],
+            ProtectionId::CellOvervoltage => &LIMITS[2],
+            ProtectionId::LowTemperature => &LIMITS[3],
+            ProtectionId::HighTemperatureCharge => &LIMITS[4],
+            ProtectionId::HighTemperatureDischarge => &LIMITS[5],
+        }
+    }
+}
+
+/// The bank aggregate a protection watches.
+#[derive(Clone, Copy, Debug, PartialEq, Eq)]
+pub enum Quantity {
+    /// Lowest cell voltage of the bank, mV.
+    MinCellMv,
+    /// Highest cell voltage of the bank, mV.
+    MaxCellMv,
+    /// Lowest cell temperature of the bank, 0.1 °C.
+    MinTempDdegc,
+    /// Highest cell temperature of the bank, 0.1 °C.
+    MaxTempDdegc,
+}
+
+/// A comparison of a measured value against a level, written as the spec writes it.
+#[derive(Clone, Copy, Debug, PartialEq, Eq)]
+pub enum Level {
+    /// value < level
+    Below(i32),
+    /// value ≤ level
+    AtMost(i32),
+    /// value > level
+    Above(i32),
+    /// value ≥ level
+    AtLeast(i32),
+}
+
+impl Level {
+    /// Whether `value` satisfies the comparison.
+    pub const fn holds(self, value: i32) -> bool {
+        match self {
+            Level::Below(level) => value < level,
+            Level::AtMost(level) => value <= level,
+            Level::Above(level) => value > level,
+            Level::AtLeast(level) => value >= level,
+        }
+    }
+
+    /// The level value.
+    pub const fn value(self) -> i32 {
+        match self {
+            Level::Below(v) | Level::AtMost(v) | Level::Above(v) | Level::AtLeast(v) => v,
+        }
+    }
+
+    /// The same comparison moved by `offset` (used when a setting moves a row's levels).
+    pub const fn shifted(self, offset: i32) -> Level {
+        match self {
+            Level::Below(v) => Level::Below(v.saturating_add(offset)),
+            Level::AtMost(v) => Level::AtMost(v.saturating_add(offset)),
+            Level::Above(v) => Level::Above(v.saturating_add(offset)),
+            Level::AtLeast(v) => Level::AtLeast(v.saturating_add(offset)),
+        }
+    }
+}
+
+/// What a protection does while it is active.
+#[derive(Clone, Copy, Debug, PartialEq, Eq)]
+pub enum Effect {
+    /// Activates the pre-alarm output (a warning; ATD/ATC unaffected).
+    Prealarm,
+    /// Makes ATC free-floating.
+    TripCharge,
+    /// Makes ATD free-floating (for under-voltage only after the pre-alarm lead time,
+    /// [`PREALARM_LEAD_MS`]).
+    TripDischarge,
+}
+
+/// One row of [`LIMITS`]: a latched condition with debounce and hysteresis.
+///
+/// The condition becomes active once `trip` has held continuously for `trip_debounce_ms`, and
+/// inactive once `release` has held continuously for `release_debounce_ms`; between the two
+/// levels it keeps its state (the hysteresis). A debounce of 0 acts on the first tick.
+#[derive(Clone, Copy, Debug, PartialEq, Eq)]
+pub struct Limit {
+    /// The protection this row configures (equals the row's position).
+    pub id: ProtectionId,
+    /// The aggregate compared against the levels.
+    pub quantity: Quantity,
+    /// Level at which the condition trips.
+    pub trip: Level,
+    /// Level at which the condition releases.
+    pub release: Level,
+    /// How long `trip` must hold before the condition becomes active, ms.
+    pub trip_debounce_ms: u32,
+    /// How long `release` must hold before the condition becomes inactive, ms.
+    pub release_debounce_ms: u32,
+    /// What the active condition does.
+    pub effect: Effect,
+    /// For a settable trip level: the allowed `min..=max` of the setting (the release level
+    /// moves with it, keeping the hysteresis); `None` when fixed.
+    pub settable: Option<(i32, i32)>,
+}
+
+impl Limit {
+    /// The hysteresis between release and trip levels, in the quantity's unit.
+    pub const fn hysteresis(&self) -> i32 {
+        self.release.value().saturating_sub(self.trip.value())
+    }
+}
+
+#[rustfmt::skip]
+/// The cell protections (PROT-2..6). One row per [`ProtectionId`], in id order.
+pub const LIMITS: [Limit; ProtectionId::COUNT] = [
+    //      id                                     quantity                       trip                  release                 trip_ms  rel_ms  effect                     settable
+    Limit { id: ProtectionId::CellUndervoltage,         quantity: Quantity::MinCellMv,    trip: Level::Below(2800), release: Level::AtLeast(3200), trip_debounce_ms: 5000, release_debounce_ms: 0,     effect: Effect::TripDischarge, settable: None },
+    Limit { id: ProtectionId::CellLow,                  quantity: Quantity::MinCellMv,    trip: Level::Below(3100), release: Level::AtLeast(3150), trip_debounce_ms: 5000, release_debounce_ms: 10000, effect: Effect::Prealarm,      settable: Some((2850, 3150)) },
+    Limit { id: ProtectionId::CellOvervoltage,          quantity: Quantity::MaxCellMv,    trip: Level::Above(3750), release: Level::Below(3600),   trip_debounce_ms: 1000, release_debounce_ms: 0,     effect: Effect::TripCharge,    settable: None },
+    Limit { id: ProtectionId::LowTemperature,           quantity: Quantity::MinTempDdegc, trip: Level::Below(50),   release: Level::AtLeast(70),   trip_debounce_ms: 0,    release_debounce_ms: 0,     effect: Effect::TripCharge,    settable: None },
+    Limit { id: ProtectionId::HighTemperatureCharge,    quantity: Quantity::MaxTempDdegc, trip: Level::Above(500),  release: Level::AtMost(480),   trip_debounce_ms: 0,    release_debounce_ms: 0,     effect: Effect::TripCharge,    settable: None },
+    Limit { id: ProtectionId::HighTemperatureDischarge, quantity: Quantity::MaxTempDdegc, trip: Level::Above(600),  release: Level::AtMost(550),   trip_debounce_ms: 0,    release_debounce_ms: 0,     effect: Effect::TripDischarge, settable: None },
+];
+
+// Every id has exactly its own row, at its own index; settable defaults lie within their bounds.
+const _: () = {
+    let mut i = 0;
+    while i < ProtectionId::COUNT {
+        assert!(LIMITS[i].id as usize == i);
+        if let Some((min, max)) = LIMITS[i].settable {
+            let trip = LIMITS[i].trip.value();
+            assert!(min <= trip && trip <= max);
+        }
+        i += 1;
+    }
+};
+
+/// PROT-2: how long the pre-alarm output must have been active before ATD goes free-floating for
+/// under-voltage, ms.
+pub const PREALARM_LEAD_MS: u64 = 30_000;
+
+/// PROT-10: delay between a failed or aborted firmware update and ATD going free-floating, ms.
+pub const DFU_FAILED_ATD_DELAY_MS: u64 = 120_000;
+
+/// PROT-9 **(choice)**: ATD returns when SoC ≥ discharge floor + this many percentage points.
+pub const FLOOR_RELEASE_POINTS: u8 = 3;
+
+/// PROT-8: Remote L below this (pulled to battery minus) means ON, mV.
+pub const REMOTE_L_ON_BELOW_MV: u32 = 3500;
+/// PROT-8: Remote H above this (and below battery voltage) means ON, mV.
+pub const REMOTE_H_ON_ABOVE_MV: u32 = 2900;
+/// PROT-8 **(choice)**: Remote H measured up to this much above the measured battery voltage
+/// still counts as "below Vbat": H wired to battery plus reads Vbat, give or take ADC error, mV.
+pub const REMOTE_H_VBAT_TOLERANCE_MV: u32 = 300;
+/// PROT-8 **(choice)**: Remote L and H within this of each other count as interconnected, mV.
+pub const REMOTE_LINK_TOLERANCE_MV: u32 = 150;
+
+/// The control loop period (one tick), ms.
+pub const TICK_MS: u32 = 100;
+/// PROT-12 **(choice)**: the tick in low-power mode, ms. Ten times slower: protections with a
+/// debounce still act on time because [`crate::Bms::next_deadline_ms`] includes their expiry.
+pub const LOW_POWER_TICK_MS: u32 = 1000;
+
+/// BANK-4 **(choice)**: a battery that sent nothing valid for this long is lost, ms.
+pub const BATTERY_LOST_MS: u64 = 5000;
+/// BANK-1/PROT-1 **(choice)**: after the first report, wait this long for the other batteries
+/// before judging the first data set complete (batteries report at least once a second), ms.
+pub const DISCOVERY_MS: u64 = 2000;
+
+/// BANK-2: most batteries in one bank (12.8 V and 25.6 V batteries); also the bank table size.
+pub const MAX_BATTERIES: usize = 50;
+/// BANK-2: most 51.2 V batteries in one bank.
+pub const MAX_BATTERIES_51V2: usize = 25;
+/// BANK-2: the supported bank nominal voltages (12, 24, 48 V), mV.
+pub const BANK_NOMINAL_MV: [u32; 3] = [12_800, 25_600, 51_200];
+/// The BMS operating voltage range (manual §6: 8–70 V); outside it the bank voltage is not
+/// trusted for topology discovery, mV.
+pub const SUPPLY_MIN_MV: u32 = 8_000;
+/// See [`SUPPLY_MIN_MV`].
+pub const SUPPLY_MAX_MV: u32 = 70_000;
+
+/// Most batteries allowed in one bank of `model` (BANK-2).
+pub const fn max_batteries(model: BatteryModel) -> usize {
+    match model {
+        BatteryModel::Lfp12V8 | BatteryModel::Lfp25V6 => MAX_BATTERIES,
+        BatteryModel::Lfp51V2 => MAX_BATTERIES_51V2,
+    }
+}
+
+/// A reported cell voltage must lie in this range to be physically possible, mV (0 V or less
+/// and above 5 V are impossible for a LiFePO4 cell that is being measured).
+pub const CELL_VALID_MV: (u16, u16) = (1, 5000);
+/// A reported temperature must lie in this range to be physically possible, 0.1 °C.
+pub const TEMP_VALID_DDEGC: (i16, i16) = (-600, 1500);
+
+/// BAL-2: the balancer state is Unknown when the last full charge is older than this, ms.
+pub const BALANCER_STALE_MS: u64 = 30 * 24 * 3600 * 1000;
+/// BAL-3: the largest cell spread at full charge still judged Balanced, mV.
+pub const BALANCED_SPREAD_MV: u16 = 30;
+/// BAL-3 **(choice)**: the bank is charging (for "Balancing") above this bank current, mA.
+pub const CHARGING_MIN_MA: i32 = 100;
+
+/// LED-1/LED-2: a blinking LED is lit this long per period, ms.
+pub const LED_BLINK_ON_MS: u32 = 100;
+/// LED-1/LED-2: a blinking LED is dark this long per period, ms.
+pub const LED_BLINK_OFF_MS: u32 = 900;
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    // The table itself, value by value against the spec text (as foxBMS's test_diag_cfg.c does).
+    #[test]
+    fn table_rows_match_the_spec() {
+        let uv = ProtectionId::CellUndervoltage.limit();
+        assert_eq!(
+            (uv.trip, uv.release),
+            (Level::Below(2800), Level::AtLeast(3200))
+        );
+        assert_eq!((uv.trip_debounce_ms, uv.release_debounce_ms), (5000, 0));
+        assert_eq!(uv.effect, Effect::TripDischarge);
+        assert_eq!(uv.quantity, Quantity::MinCellMv);
+
+        let low = ProtectionId::CellLow.limit();
+        assert_eq!(
+            (low.trip, low.release),
+            (Level::Below(3100), Level::AtLeast(3150))
+        );
+        assert_eq!(
+            (low.trip_debounce_ms, low.release_debounce_ms),
+            (5000, 10_000)
+        );
+        assert_eq!(low.settable, Some((2850, 3150)));
+        assert_eq!(low.hysteresis(), 50);
+        assert_eq!(low.effect, Effect::Prealarm);
+
+        let ov = ProtectionId::CellOvervoltage.limit();
+        assert_eq!(
+            (ov.trip, ov.release),
+            (Level::Above(3750), Level::Below(3600))
+        );
+        assert_eq!((ov.trip_debounce_ms, ov.release_debounce_ms), (1000, 0));
+        assert_eq!(ov.effect, Effect::TripCharge);
+        assert_eq!(ov.quantity, Quantity::MaxCellMv);
+
+        let lt = ProtectionId::LowTemperature.limit();
+        assert_eq!(
+            (lt.trip, lt.release),
+            (Level::Below(50), Level::AtLeast(70))
+        );
+        assert_eq!(
+            (lt.effect, lt.quantity),
+            (Effect::TripCharge, Quantity::MinTempDdegc)
+        );
+
+        let ht = ProtectionId::HighTemperatureCharge.limit();
+        assert_eq!(
+            (ht.trip, ht.release),
+            (Level::Above(500), Level::AtMost(480))
+        );
+        assert_eq!(
+            (ht.effect, ht.quantity),
+            (Effect::TripCharge, Quantity::MaxTempDdegc)
+        );
+
+        let htd = ProtectionId::HighTemperatureDischarge.limit();
+        assert_eq!(
+            (htd.trip, htd.release),
+            (Level::Above(600), Level::AtMost(550))
+        );
+        assert_eq!(
+            (htd.effect, htd.quantity),
+            (Effect::TripDischarge, Quantity::MaxTempDdegc)
+        );
+    }
+
+    #[test]
+    fn every_id_has_its_own_row() {
+        for (i, id) in ProtectionId::ALL.into_iter().enumerate() {
+            assert_eq!(id.index(), i);
+            assert_eq!(LIMITS[i].id, id);
+            assert_eq!(id.limit().id, id);
+        }
+    }
+
+    #[test]
+    fn release_levels_give_hysteresis_on_the_safe_side() {
+        for limit in &LIMITS {
+            match limit.quantity {
+                Quantity::MinCellMv | Quantity::MinTempDdegc => assert!(limit.hysteresis() > 0),
+                Quantity::MaxCellMv | Quantity::MaxTempDdegc => assert!(limit.hysteresis() < 0),
+            }
+            // A value can never trip and release at once.
+            for v in -1000..6000 {
+                assert!(
+                    !(limit.trip.holds(v) && limit.release.holds(v)),
+                    "{limit:?} at {v}"
+                );
+            }
+        }
+    }
+
+    #[test]
+    fn named_constants_match_the_spec() {
+        assert_eq!(PREALARM_LEAD_MS, 30_000);
+        assert_eq!(DFU_FAILED_ATD_DELAY_MS, 120_000);
+        assert_eq!(FLOOR_RELEASE_POINTS, 3);
+        assert_eq!((REMOTE_L_ON_BELOW_MV, REMOTE_H_ON_ABOVE_MV), (3500, 2900));
+        assert_eq!(TICK_MS, 100);
+        assert!(LOW_POWER_TICK_MS > TICK_MS);
+        assert_eq!(BATTERY_LOST_MS, 5000);
+        assert!(DISCOVERY_MS < BATTERY_LOST_MS);
+        assert_eq!((MAX_BATTERIES, MAX_BATTERIES_51V2), (50, 25));
+        assert_eq!(max_batteries(BatteryModel::Lfp12V8), 50);
+        assert_eq!(max_batteries(BatteryModel::Lfp25V6), 50);
+        assert_eq!(max_batteries(BatteryModel::Lfp51V2), 25);
+        assert_eq!(BANK_NOMINAL_MV, [12_800, 25_600, 51_200]);
+        assert_eq!(CELL_VALID_MV, (1, 5000));
+        assert_eq!(TEMP_VALID_DDEGC, (-600, 1500));
+        assert_eq!(BALANCER_STALE_MS, 2_592_000_000);
+        assert_eq!(BALANCED_SPREAD_MV, 30);
+    }
+
+    #[test]
+    fn levels_compare_as_written() {
+        assert!(Level::Below(10).holds(9) && !Level::Below(10).holds(10));
+        assert!(Level::AtMost(10).holds(10) && !Level::AtMost(10).holds(11));
+        assert!(Level::Above(10).holds(11) && !Level::Above(10).holds(10));
+        assert!(Level::AtLeast(10).holds(10) && !Level::AtLeast(10).holds(9));
+        assert_eq!(Level::Below(3100).shifted(-100), Level::Below(3000));
+    }
+}

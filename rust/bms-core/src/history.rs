@@ -1,1 +1,356 @@
-//! (history: work in progress)
+//! History (HIST): counters and extremes since installation or the last reset.
+//!
+//! Input, once per control step with valid bank data: a [`HistoryInput`] built from the bank
+//! values and the monitor's [`MonitorStatus`](crate::monitor::MonitorStatus); errors are added
+//! with [`History::record_error`] when they are raised. Output: the items (getters, for the
+//! history page) and when to persist. [`History`] itself is the persisted record (serde).
+//!
+//! Every item only grows (counters, extremes widen) except by [`History::reset`] (HIST-4). The one
+//! exception by nature is the time since the last full charge, which restarts at each full charge.
+
+use serde::{Deserialize, Serialize};
+
+use crate::monitor::{MAX_GAP_MS, NAS_PER_MAH};
+
+/// How many of the last errors are kept (HIST-1).
+pub const LAST_ERRORS: usize = 4;
+/// A cycle starts when the SoC drops below this, in permille (HIST-2).
+pub const CYCLE_LOW_PERMILLE: u16 = 650;
+/// A started cycle is counted when the SoC rises above this, in permille (HIST-2).
+pub const CYCLE_HIGH_PERMILLE: u16 = 900;
+/// A synchronisation is counted only if the SoC dropped below this since the previous one, in
+/// permille (HIST-3).
+pub const SYNC_ARM_PERMILLE: u16 = 900;
+/// Longest time a change of an uncounted item (Ah, energy, extremes, time since full charge)
+/// stays unpersisted, in ms.
+pub const PERSIST_INTERVAL_MS: u64 = 60 * 60_000;
+
+/// Energy of 1 mWh in nJ (mV × mA × ms).
+const NJ_PER_MWH: u128 = 3_600_000_000;
+
+/// Measurements and monitor results for one history update.
+#[derive(Clone, Copy, Debug, Default, PartialEq, Eq)]
+pub struct HistoryInput {
+    /// Bank voltage in mV.
+    pub bank_mv: u32,
+    /// Bank current in mA, positive = charging.
+    pub bank_ma: i32,
+    /// Lowest cell voltage in the bank in mV, when known.
+    pub min_cell_mv: Option<u16>,
+    /// Highest cell voltage in the bank in mV, when known.
+    pub max_cell_mv: Option<u16>,
+    /// Lowest battery temperature in 0.1 °C, when known.
+    pub min_temp_ddegc: Option<i16>,
+    /// Highest battery temperature in 0.1 °C, when known.
+    pub max_temp_ddegc: Option<i16>,
+    /// Known SoC in permille (`MonitorStatus::soc_permille`); `None` while unknown or estimated.
+    pub soc_permille: Option<u16>,
+    /// Consumed charge since full in mAh (`MonitorStatus::consumed_mah`).
+    pub consumed_mah: u32,
+    /// An automatic synchronisation happened in this step (`MonitorStatus::synchronised`).
+    pub synchronised: bool,
+}
+
+/// What a history update changed.
+#[derive(Clone, Copy, Debug, Default, PartialEq, Eq)]
+#[must_use]
+pub struct HistoryStatus {
+    /// A counted item (synchronisations, cycles, last errors) changed in this update.
+    pub counted_changed: bool,
+    /// The persisted record is out of date: persist the [`History`] and then call
+    /// [`History::mark_persisted`].
+    pub persist_due: bool,
+}
+
+#[derive(Clone, Copy, Debug, Default, PartialEq, Eq)]
+struct Sample {
+    at_ms: u64,
+    bank_mv: u32,
+    bank_ma: i32,
+}
+
+/// The persisted history items (HIST-1) and the state of the cycle and synchronisation rules.
+#[derive(Clone, Copy, Debug, Default, PartialEq, Eq, Serialize, Deserialize)]
+pub struct HistoryRecord {
+    deepest_discharge_mah: u32,
+    drawn_mah: u64,
+    drawn_rem_nas: u64,
+    discharged_mwh: u64,
+    discharged_rem_nj: u64,
+    charged_mwh: u64,
+    charged_rem_nj: u64,
+    synchronisations: u32,
+    cycles: u32,
+    since_full_charge_ms: Option<u64>,
+    min_bank_mv: Option<u32>,
+    max_bank_mv: Option<u32>,
+    min_cell_mv: Option<u16>,
+    max_cell_mv: Option<u16>,
+    min_temp_ddegc: Option<i16>,
+    max_temp_ddegc: Option<i16>,
+    last_errors: [Option<u16>; LAST_ERRORS],
+    /// SoC dropped below 65 % and has not yet risen above 90 % (HIST-2).
+    cycle_started: bool,
+    /// SoC dropped below 90 % since the last counted synchronisation (HIST-3).
+    sync_armed: bool,
+}
+
+/// The history: its items and when to persist them. Build a fresh one with
+/// `History::default()`; it (de)serialises as its [`HistoryRecord`], the persisted record.
+/// Two histories are equal when their records are.
+#[derive(Clone, Debug, Default, Serialize, Deserialize)]
+#[serde(from = "HistoryRecord", into = "HistoryRecord")]
+pub struct History {
+    record: HistoryRecord,
+    last: Option<Sample>,
+    persisted_at_ms: u64,
+    changed: bool,
+    counted_changed: bool,
+}
+
+impl From<HistoryRecord> for History {
+    /// A history continuing from a restored record; nothing is due to persist.
+    fn from(record: HistoryRecord) -> Self {
+        History {
+            record,
+            ..History::default()
+        }
+    }
+}
+
+impl From<History> for HistoryRecord {
+    fn from(history: History) -> Self {
+        history.record
+    }
+}
+
+impl PartialEq for History {
+    fn eq(&self, other: &Self) -> bool {
+        self.record == other.record
+    }
+}
+
+impl Eq for History {}
+
+impl History {
+    /// One history step at `now_ms` (every control step while the bank data is valid). Counts
+    /// charge and energy since the previous update, widens the extremes and applies the cycle
+    /// (HIST-2) and synchronisation (HIST-3) rules.
+    pub fn update(&mut self, now_ms: u64, input: &HistoryInput) -> HistoryStatus {
+        let before = self.record;
+        let now_ms = self.last.map_or(now_ms, |last| now_ms.max(last.at_ms));
+
+        if let Some(last) = self.last {
+            let elapsed_ms = now_ms - last.at_ms;
+            self.integrate(last, input, elapsed_ms.min(MAX_GAP_MS));
+            if let Some(since) = self.record.since_full_charge_ms.as_mut() {
+                *since = since.saturating_add(elapsed_ms);
+            }
+        }
+        self.last = Some(Sample {
+            at_ms: now_ms,
+            bank_mv: input.bank_mv,
+            bank_ma: input.bank_ma,
+        });
+
+        self.record.min_bank_mv = Some(
+            self.record
+                .min_bank_mv
+                .map_or(input.bank_mv, |v| v.min(input.bank_mv)),
+        );
+        self.record.max_bank_mv = Some(
+            self.record
+                .max_bank_mv
+                .map_or(input.bank_mv, |v| v.max(input.bank_mv)),
+        );
+        self.record.min_cell_mv = min_opt(self.record.min_cell_mv, input.min_cell_mv);
+        self.record.max_cell_mv = max_opt(self.record.max_cell_mv, input.max_cell_mv);
+        self.record.min_temp_ddegc = min_opt(self.record.min_temp_ddegc, input.min_temp_ddegc);
+        self.record.max_temp_ddegc = max_opt(self.record.max_temp_ddegc, input.max_temp_ddegc);
+
+        if input.synchronised {
+            if self.record.sync_armed {
+                self.record.synchronisations = self.record.synchronisations.saturating_add(1);
+                self.record.sync_armed = false;
+            }
+            self.record.since_full_charge_ms = Some(0);
+        }
+        if let Some(soc) = input.soc_permille {
+            self.record.deepest_discharge_mah =
+                self.record.deepest_discharge_mah.max(input.consumed_mah);
+            if soc < SYNC_ARM_PERMILLE && !input.synchronised {
+                self.record.sync_armed = true;
+            }
+            if soc < CYCLE_LOW_PERMILLE {
+                self.record.cycle_started = true;
+            } else if soc > CYCLE_HIGH_PERMILLE && self.record.cycle_started {
+                self.record.cycles = self.record.cycles.saturating_add(1);
+                self.record.cycle_started = false;
+            }
+        }
+
+        let counted_changed = (before.synchronisations, before.cycles)
+            != (self.record.synchronisations, self.record.cycles);
+        self.counted_changed |= counted_changed;
+        self.changed |= self.record != before;
+        HistoryStatus {
+            counted_changed,
+            persist_due: self.persist_due(now_ms),
+        }
+    }
+
+    fn integrate(&mut self, last: Sample, input: &HistoryInput, dt_ms: u64) {
+        let dt = i128::from(dt_ms);
+        // Trapezoids over the interval: (a + b) / 2 × dt; 1 mA·ms = 1000 nA·s, 1 mV·mA·ms = 1 nJ.
+        let charge_nas = (i128::from(last.bank_ma) + i128::from(input.bank_ma)) * dt * 500;
+        if charge_nas < 0 {
+            let total = u128::from(self.record.drawn_rem_nas) + charge_nas.unsigned_abs();
+            self.record.drawn_mah = add_u128(self.record.drawn_mah, total / NAS_PER_MAH as u128);
+            self.record.drawn_rem_nas = (total % NAS_PER_MAH as u128) as u64;
+        }
+        let power_start = i128::from(last.bank_mv) * i128::from(last.bank_ma);
+        let power_end = i128::from(input.bank_mv) * i128::from(input.bank_ma);
+        let energy_nj = (power_start + power_end) * dt / 2;
+        let (whole, rem) = if energy_nj < 0 {
+            (
+                &mut self.record.discharged_mwh,
+                &mut self.record.discharged_rem_nj,
+            )
+        } else {
+            (
+                &mut self.record.charged_mwh,
+                &mut self.record.charged_rem_nj,
+            )
+        };
+        let total = u128::from(*rem) + energy_nj.unsigned_abs();
+        *whole = add_u128(*whole, total / NJ_PER_MWH);
+        *rem = (total % NJ_PER_MWH) as u64;
+    }
+
+    /// Adds an error code to the last errors (HIST-1), newest first; call when an error is
+    /// raised (codes from [`crate::codes`]).
+    pub fn record_error(&mut self, code: u16) {
+        self.record.last_errors.rotate_right(1);
+        if let Some(newest) = self.record.last_errors.first_mut() {
+            *newest = Some(code);
+        }
+        self.changed = true;
+        self.counted_changed = true;
+    }
+
+    /// Clears every item (HIST-4); persist at once.
+    pub fn reset(&mut self) {
+        self.record = HistoryRecord::default();
+        self.changed = true;
+        self.counted_changed = true;
+    }
+
+    /// Whether the persisted record is out of date at `now_ms`: at once after a change of a
+    /// counted item or a reset, and [`PERSIST_INTERVAL_MS`] after any other change. Never while
+    /// nothing changed.
+    pub fn persist_due(&self, now_ms: u64) -> bool {
+        self.counted_changed
+            || (self.changed && now_ms.saturating_sub(self.persisted_at_ms) >= PERSIST_INTERVAL_MS)
+    }
+
+    /// Records that the history was persisted at `now_ms`.
+    pub fn mark_persisted(&mut self, now_ms: u64) {
+        self.persisted_at_ms = now_ms;
+        self.changed = false;
+        self.counted_changed = false;
+    }
+
+    /// The persisted record.
+    pub fn record(&self) -> &HistoryRecord {
+        &self.record
+    }
+
+    /// Deepest discharge: largest consumed charge seen while the SoC was known, in mAh.
+    pub fn deepest_discharge_mah(&self) -> u32 {
+        self.record.deepest_discharge_mah
+    }
+
+    /// Cumulative charge drawn from the bank, in mAh.
+    pub fn cumulative_drawn_mah(&self) -> u64 {
+        self.record.drawn_mah
+    }
+
+    /// Energy drawn from the bank, in mWh.
+    pub fn discharged_energy_mwh(&self) -> u64 {
+        self.record.discharged_mwh
+    }
+
+    /// Energy put into the bank, in mWh.
+    pub fn charged_energy_mwh(&self) -> u64 {
+        self.record.charged_mwh
+    }
+
+    /// Number of counted automatic synchronisations (HIST-3).
+    pub fn synchronisations(&self) -> u32 {
+        self.record.synchronisations
+    }
+
+    /// Number of charge cycles (HIST-2).
+    pub fn cycles(&self) -> u32 {
+        self.record.cycles
+    }
+
+    /// Time the BMS ran since the last automatic synchronisation, in ms (`None` = none since
+    /// the last reset).
+    pub fn since_full_charge_ms(&self) -> Option<u64> {
+        self.record.since_full_charge_ms
+    }
+
+    /// Lowest bank voltage seen, in mV.
+    pub fn min_bank_mv(&self) -> Option<u32> {
+        self.record.min_bank_mv
+    }
+
+    /// Highest bank voltage seen, in mV.
+    pub fn max_bank_mv(&self) -> Option<u32> {
+        self.record.max_bank_mv
+    }
+
+    /// Lowest cell voltage seen, in mV.
+    pub fn min_cell_mv(&self) -> Option<u16> {
+        self.record.min_cell_mv
+    }
+
+    /// Highest cell voltage seen, in mV.
+    pub fn max_cell_mv(&self) -> Option<u16> {
+        self.record.max_cell_mv
+    }
+
+    /// Lowest battery temperature seen, in 0.1 °C.
+    pub fn min_temp_ddegc(&self) -> Option<i16> {
+        self.record.min_temp_ddegc
+    }
+
+    /// Highest battery temperature seen, in 0.1 °C.
+    pub fn max_temp_ddegc(&self) -> Option<i16> {
+        self.record.max_temp_ddegc
+    }
+
+    /// The last errors, newest first (`None` = no error in that slot).
+    pub fn last_errors(&self) -> [Option<u16>; LAST_ERRORS] {
+        self.record.last_errors
+    }
+}
+
+fn add_u128(value: u64, add: u128) -> u64 {
+    value.saturating_add(u64::try_from(add).unwrap_or(u64::MAX))
+}
+
+fn min_opt<T: Ord + Copy>(kept: Option<T>, new: Option<T>) -> Option<T> {
+    match (kept, new) {
+        (Some(a), Some(b)) => Some(a.min(b)),
+        (a, b) => a.or(b),
+    }
+}
+
+fn max_opt<T: Ord + Copy>(kept: Option<T>, new: Option<T>) -> Option<T> {
+    match (kept, new) {
+        (Some(a), Some(b)) => Some(a.max(b)),
+        (a, b) => a.or(b),
+    }
+}

@@ -1,1 +1,807 @@
-//! (monitor: work in progress)
+//! The battery monitor (MON): state of charge by coulomb counting, synchronisation to 100 %,
+//! time remaining, low-SoC warning, the discharge-floor latch of PROT-9, and when to persist.
+//!
+//! Inputs, once per control step with valid bank data: time, bank voltage and current, bank
+//! capacity and cells in series ([`MonitorInput`]) and the [`Settings`]. Output: a
+//! [`MonitorStatus`]. The persisted record is [`SocState`].
+//!
+//! The monitor is split in two. A [`SocEstimator`] turns measured intervals into charge (today
+//! the [`CoulombCounter`]: charge efficiency and Peukert). The [`Monitor`] owns the MON
+//! semantics around it: when the SoC is known, synchronisation, manual actions, time remaining,
+//! warning and floor latches, and persistence. A better estimator (offset or capacity learning,
+//! knee corrections) replaces the counter without changing those semantics.
+//!
+//! Charge is counted in nA·s (`_nas`): an `i64` holds 2.5 million Ah at that resolution, and
+//! 1 mA for 1 ms is exactly 1000 nA·s, so integrating integer samples never rounds.
+//!
+//! How the fixed LiFePO4 parameters apply (MON-1):
+//! - Charge efficiency 99 %: of the charge that flows in, 99 % counts as stored, both for the
+//!   SoC and for consumed Ah (the rest is lost in side reactions).
+//! - Peukert exponent 1.05 applies to the SoC only: discharge at current `I` removes
+//!   `I · (I / I20)^0.05` of the capacity, where `I20` is the C/20 rate the nominal capacity is
+//!   rated at. Consumed Ah stays the charge actually drawn. Time remaining uses the same law
+//!   (MON-5), so it agrees with the SoC.
+
+use core::f32::consts::LN_2;
+use core::fmt;
+
+use serde::{Deserialize, Serialize};
+
+use crate::settings::Settings;
+
+/// Charge that 1 mAh represents, in nA·s.
+pub const NAS_PER_MAH: i64 = 3_600_000_000;
+/// Share of the charge flowing in that is stored, in percent (MON-1).
+pub const CHARGE_EFFICIENCY_PCT: i64 = 99;
+/// Peukert exponent for LiFePO4 (MON-1).
+pub const PEUKERT_EXPONENT: f32 = 1.05;
+/// Discharge time in hours at which the nominal capacity is rated (C/20), the Peukert reference.
+pub const PEUKERT_RATE_H: u32 = 20;
+/// Largest bank capacity taken into account, in mAh (50 batteries of 6553.5 Ah is less); larger
+/// inputs are clamped, which keeps every charge in nA·s far inside `i64`.
+pub const MAX_CAPACITY_MAH: u32 = 400_000_000;
+/// Longest interval between two updates that is integrated, in ms. A longer gap means bank data
+/// was missing (bus lost, caller stalled): only this much of it is counted with the currents
+/// around it, and the synchronisation and rest timers restart, since nothing was observed.
+pub const MAX_GAP_MS: u64 = 60_000;
+/// Current below which the bank is idle, in permille of capacity (0.1 %, MON-5).
+pub const IDLE_CURRENT_PERMILLE: u32 = 1;
+/// Window over which the discharge current is averaged for time remaining, in ms (MON-5).
+pub const TTG_WINDOW_MS: u64 = 180_000;
+/// Rest needed before the cell voltage is taken as open-circuit voltage for an estimate, in ms
+/// (MON-7). LiFePO4 takes minutes to hours to relax after load.
+pub const REST_FOR_ESTIMATE_MS: u64 = 30 * 60_000;
+/// Points (permille) above the level at which the low-SoC warning and the floor latch release
+/// (MON-6, PROT-9).
+pub const RELEASE_PERMILLE: u16 = 30;
+/// SoC change that makes a persist due at once, in permille (MON-8: 1 point).
+pub const PERSIST_SOC_STEP_PERMILLE: u16 = 10;
+/// Longest time a changed SoC or consumed Ah stays unpersisted, in ms (MON-8).
+pub const PERSIST_MAX_INTERVAL_MS: u64 = 10 * 60_000;
+/// Time since the last full charge is persisted when it has advanced this much, in ms, so a
+/// reboot loses at most this of it even while the SoC does not change.
+pub const PERSIST_AGE_INTERVAL_MS: u64 = 60 * 60_000;
+
+const TTG_BUCKET_MS: u64 = 10_000;
+const TTG_BUCKETS: usize = 18;
+
+/// Rested cell voltage (mV) for SoC 0, 5, ... 100 %: LibreSolar `ocv_lfp` (anchors §5.3).
+const OCV_CELL_MV: [u16; 21] = [
+    2833, 3132, 3177, 3190, 3213, 3226, 3240, 3252, 3262, 3264, 3265, 3268, 3271, 3275, 3283, 3296,
+    3304, 3308, 3309, 3314, 3392,
+];
+
+/// What the monitor knows about the SoC (MON-7).
+#[derive(Clone, Copy, Debug, Default, PartialEq, Eq, Serialize, Deserialize)]
+pub enum SocKnowledge {
+    /// Not known: no synchronisation or manual set since the bank was first seen.
+    #[default]
+    Unknown,
+    /// Estimated from the rested cell voltage and counted since; shown flagged as estimated,
+    /// never drives the warning, the floor or time remaining.
+    Estimated,
+    /// Known: counted since a synchronisation, a manual set, or a restored known state.
+    Known,
+}
+
+/// The monitor's persisted record (MON-8). Restoring it with [`Monitor::new`] continues where the
+/// monitor stopped; the latches are kept so a reboot does not re-allow a discharge PROT-9 stopped.
+#[derive(Clone, Copy, Debug, Default, PartialEq, Eq, Serialize, Deserialize)]
+pub struct SocState {
+    /// What is known about the SoC.
+    pub knowledge: SocKnowledge,
+    /// Bank capacity in mAh the charges refer to (0 = no bank seen yet).
+    pub capacity_mah: u32,
+    /// Effective charge below full, in nA·s (0 = full, capacity = empty).
+    pub used_nas: i64,
+    /// Charge drawn since full, net of charge stored, in nA·s (consumed Ah).
+    pub consumed_nas: i64,
+    /// Time the monitor ran since the last automatic synchronisation, in ms (`None` = never).
+    pub since_full_charge_ms: Option<u64>,
+    /// The low-SoC warning latch (MON-6).
+    pub low_soc_warning: bool,
+    /// The discharge-floor latch (PROT-9).
+    pub below_floor: bool,
+}
+
+/// The bank measurements for one update.
+#[derive(Clone, Copy, Debug, Default, PartialEq, Eq)]
+pub struct MonitorInput {
+    /// Bank voltage in mV.
+    pub bank_mv: u32,
+    /// Bank current in mA, positive = charging.
+    pub bank_ma: i32,
+    /// Bank capacity in mAh (0 = bank not known: nothing is counted).
+    pub capacity_mah: u32,
+    /// Cells in series in the bank (batteries in series × cells per battery).
+    pub cells_in_series: u16,
+}
+
+/// The monitor's decisions after an update.
+#[derive(Clone, Copy, Debug, Default, PartialEq, Eq)]
+#[must_use]
+pub struct MonitorStatus {
+    /// SoC in permille when known (MON-7); the only SoC that drives decisions.
+    pub soc_permille: Option<u16>,
+    /// SoC in permille estimated from the rested voltage, when the SoC is not known (MON-7);
+    /// to be shown flagged as estimated.
+    pub soc_estimate_permille: Option<u16>,
+    /// Consumed charge since full in mAh (MON-1).
+    pub consumed_mah: u32,
+    /// Bank current averaged over the time-remaining window in mA, when measured.
+    pub average_current_ma: Option<i32>,
+    /// Time remaining to the discharge floor in minutes (MON-5); `None` = not available.
+    pub ttg_min: Option<u32>,
+    /// The low-SoC warning is active: pre-alarm output on (MON-6, PROT-3).
+    pub low_soc_warning: bool,
+    /// SoC is at or below the discharge floor: low-SoC alarm, ATD free-floating (PROT-9).
+    pub below_floor: bool,
+    /// An automatic synchronisation happened in this update (MON-2, HIST-3).
+    pub synchronised: bool,
+    /// Time the monitor ran since the last automatic synchronisation, in ms.
+    pub since_full_charge_ms: Option<u64>,
+    /// The persisted record is out of date: persist [`Monitor::snapshot`] and then call
+    /// [`Monitor::mark_persisted`] (MON-8).
+    pub persist_due: bool,
+}
+
+/// Why a manual action was refused (MON-4). Nothing was changed.
+#[derive(Clone, Copy, Debug, PartialEq, Eq)]
+#[non_exhaustive]
+pub enum MonitorError {
+    /// The SoC given is above 100 % (the value, in permille).
+    SocOutOfRange {
+        /// The refused SoC in permille.
+        soc_permille: u16,
+    },
+    /// No bank capacity is known yet, so there is nothing to set.
+    NoBank,
+}
+
+impl fmt::Display for MonitorError {
+    fn fmt(&self, f: &mut fmt::Formatter<'_>) -> fmt::Result {
+        match self {
+            MonitorError::SocOutOfRange { soc_permille } => {
+                write!(f, "soc {soc_permille} permille out of range 0..=1000")
+            }
+            MonitorError::NoBank => f.write_str("no bank capacity known yet"),
+        }
+    }
+}
+
+/// One measured interval between two updates, as handed to a [`SocEstimator`].
+#[derive(Clone, Copy, Debug, PartialEq, Eq)]
+pub struct Interval {
+    /// Length in ms (at most [`MAX_GAP_MS`]).
+    pub dt_ms: u32,
+    /// Bank current at the start of the interval in mA, positive = charging.
+    pub start_ma: i32,
+    /// Bank current at the end of the interval in mA.
+    pub end_ma: i32,
+    /// Bank voltage at the end of the interval in mV.
+    pub bank_mv: u32,
+    /// Cells in series in the bank.
+    pub cells_in_series: u16,
+    /// Bank capacity in mAh (1..=[`MAX_CAPACITY_MAH`]).
+    pub capacity_mah: u32,
+}
+
+impl Interval {
+    /// Net charge that flowed in over the interval in nA·s (trapezoid of the two currents),
+    /// negative when discharging.
+    pub fn net_nas(&self) -> i64 {
+        // (start + end) / 2 mA × dt ms × 1000 nA·s per mA·ms; exact in integers.
+        (i64::from(self.start_ma) + i64::from(self.end_ma))
+            .saturating_mul(i64::from(self.dt_ms))
+            .saturating_mul(500)
+    }
+}
+
+/// Turns measured intervals into charge. The [`Monitor`] decides what the result means.
+///
+/// `used_nas` is the effective charge below full (0 = full); the monitor clamps it to
+/// `0..=capacity` after every call. `consumed_nas` is the measured net charge drawn since full.
+pub trait SocEstimator {
+    /// Accounts for one measured interval.
+    fn integrate(&mut self, interval: &Interval);
+    /// Effective charge below full in nA·s.
+    fn used_nas(&self) -> i64;
+    /// Net charge drawn since full in nA·s.
+    fn consumed_nas(&self) -> i64;
+    /// Sets the state (manual set, restore, rescale, clamping), both in nA·s.
+    fn reset(&mut self, used_nas: i64, consumed_nas: i64);
+    /// The bank was just found full by an automatic synchronisation (MON-2). A learning
+    /// estimator compares its count with "full" here before resetting.
+    fn synchronised(&mut self) {
+        self.reset(0, 0);
+    }
+}
+
+/// Coulomb counting with charge efficiency and Peukert correction (MON-1).
+#[derive(Clone, Copy, Debug, Default, PartialEq, Eq)]
+pub struct CoulombCounter {
+    used_nas: i64,
+    consumed_nas: i64,
+}
+
+impl SocEstimator for CoulombCounter {
+    fn integrate(&mut self, interval: &Interval) {
+        let net_nas = interval.net_nas();
+        if net_nas >= 0 {
+            let stored =
+                net_nas / 100 * CHARGE_EFFICIENCY_PCT + net_nas % 100 * CHARGE_EFFICIENCY_PCT / 100;
+            self.used_nas = self.used_nas.saturating_sub(stored);
+            self.consumed_nas = self.consumed_nas.saturating_sub(stored);
+        } else {
+            let drawn = net_nas.saturating_neg();
+            let mean_ma = (i64::from(interval.start_ma) + i64::from(interval.end_ma)).abs() / 2;
+            let factor_q24 = peukert_factor_q24(mean_ma, interval.capacity_mah);
+            let effective = (i128::from(drawn) * i128::from(factor_q24)) >> 24;
+            let effective = i64::try_from(effective).unwrap_or(i64::MAX);
+            self.used_nas = self.used_nas.saturating_add(effective);
+            self.consumed_nas = self.consumed_nas.saturating_add(drawn);
+        }
+    }
+
+    fn used_nas(&self) -> i64 {
+        self.used_nas
+    }
+
+    fn consumed_nas(&self) -> i64 {
+        self.consumed_nas
+    }
+
+    fn reset(&mut self, used_nas: i64, consumed_nas: i64) {
+        self.used_nas = used_nas;
+        self.consumed_nas = consumed_nas;
+    }
+}
+
+/// The Peukert factor `(I / I20)^(k - 1)` for a discharge of `current_ma` from a bank of
+/// `capacity_mah`, in 1/2^24 units (1.0 = 16 777 216). 1.0 when the capacity is unknown.
+pub fn peukert_factor_q24(current_ma: i64, capacity_mah: u32) -> u32 {
+    const ONE_Q24: f32 = 16_777_216.0;
+    let i20_ma = capacity_mah / PEUKERT_RATE_H;
+    if i20_ma == 0 || current_ma == 0 {
+        return 1 << 24;
+    }
+    // Clamped so the approximations below stay in their accurate range; the factor there is
+    // 0.50..2.0, far beyond any real battery current.
+    let ratio = (current_ma.unsigned_abs() as f32 / i20_ma as f32).clamp(1e-6, 1e6);
+    let factor = exp_small((PEUKERT_EXPONENT - 1.0) * ln_positive(ratio));
+    // Float-to-int `as` saturates; the factor is within 0.5..2.0 here anyway.
+    (factor * ONE_Q24) as u32
+}
+
+/// Natural logarithm of a positive normal `x`, error below 2e-5: exponent from the bits, the
+/// mantissa m in [1, 2) through ln m = 2 atanh((m - 1) / (m + 1)).
+fn ln_positive(x: f32) -> f32 {
+    let bits = x.to_bits();
+    let exponent = ((bits >> 23) & 0xff) as i32 - 127;
+    let mantissa = f32::from_bits((bits & 0x007f_ffff) | 0x3f80_0000);
+    let z = (mantissa - 1.0) / (mantissa + 1.0);
+    let z2 = z * z;
+    let ln_mantissa = 2.0 * z * (1.0 + z2 * (1.0 / 3.0 + z2 * (1.0 / 5.0 + z2 * (1.0 / 7.0))));
+    exponent as f32 * LN_2 + ln_mantissa
+}
+
+/// e^y for |y| ≤ 0.7 by its Taylor series to y^7 (error below 2e-6).
+fn exp_small(y: f32) -> f32 {
+    let mut term = 1.0;
+    let mut sum = 1.0;
+    for n in 1..=7u8 {
+        term *= y / f32::from(n);
+        sum += term;
+    }
+    sum
+}
+
+/// SoC in permille from a rested cell voltage, by linear interpolation in the LiFePO4 OCV table
+/// (MON-7). Below the table gives 0, above gives 1000.
+pub fn ocv_soc_permille(cell_mv: u16) -> u16 {
+    let mut lower_mv = 0u16;
+    let mut lower_permille = 0u16;
+    for (step, &upper_mv) in (0u16..).zip(OCV_CELL_MV.iter()) {
+        let upper_permille = step * 50;
+        if cell_mv <= upper_mv {
+            if step == 0 {
+                return 0;
+            }
+            let span_mv = u32::from(upper_mv - lower_mv).max(1);
+            let into = u32::from(cell_mv - lower_mv);
+            return lower_permille + (into * 50 / span_mv) as u16;
+        }
+        lower_mv = upper_mv;
+        lower_permille = upper_permille;
+    }
+    1000
+}
+
+#[derive(Clone, Copy, Debug, Default, PartialEq, Eq)]
+struct Bucket {
+    /// Bucket number (time / bucket length) the sums belong to.
+    epoch: u64,
+    nas: i64,
+    ms: u64,
+}
+
+/// Sliding average of the bank current over [`TTG_WINDOW_MS`], in 10 s buckets.
+#[derive(Clone, Copy, Debug, Default, PartialEq, Eq)]
+struct AverageWindow {
+    buckets: [Bucket; TTG_BUCKETS],
+}
+
+impl AverageWindow {
+    fn add(&mut self, now_ms: u64, dt_ms: u64, nas: i64) {
+        let epoch = now_ms / TTG_BUCKET_MS;
+        let slot = (epoch % TTG_BUCKETS as u64) as usize;
+        if let Some(bucket) = self.buckets.get_mut(slot) {
+            if bucket.epoch != epoch {
+                *bucket = Bucket {
+                    epoch,
+                    nas: 0,
+                    ms: 0,
+                };
+            }
+            bucket.nas = bucket.nas.saturating_add(nas);
+            bucket.ms = bucket.ms.saturating_add(dt_ms);
+        }
+    }
+
+    fn clear(&mut self) {
+        *self = AverageWindow::default();
+    }
+
+    /// Average current in mA over the buckets still inside the window at `now_ms`.
+    fn average_ma(&self, now_ms: u64) -> Option<i32> {
+        let epoch = now_ms / TTG_BUCKET_MS;
+        let oldest = epoch.saturating_sub(TTG_BUCKETS as u64 - 1);
+        let (nas, ms) = self
+            .buckets
+            .iter()
+            .filter(|b| b.ms > 0 && b.epoch >= oldest && b.epoch <= epoch)
+            .fold((0i64, 0u64), |(nas, ms), b| {
+                (nas.saturating_add(b.nas), ms.saturating_add(b.ms))
+            });
+        if ms == 0 {
+            return None;
+        }
+        let ma = nas / 1000 / i64::try_from(ms).unwrap_or(i64::MAX);
+        Some(i32::try_from(ma).unwrap_or(if ma < 0 { i32::MIN } else { i32::MAX }))
+    }
+}
+
+/// What was last persisted, to decide when the record is out of date (MON-8).
+#[derive(Clone, Copy, Debug, Default, PartialEq, Eq)]
+struct PersistMark {
+    at_ms: u64,
+    knowledge: SocKnowledge,
+    soc_permille: u16,
+    consumed_dah: i64,
+    since_full_charge_ms: Option<u64>,
+    low_soc_warning: bool,
+    below_floor: bool,
+}
+
+/// The battery monitor. Create it once with the restored [`SocState`], call
+/// [`Monitor::update`] every control step with valid bank data, persist when told.
+#[derive(Clone, Debug)]
+pub struct Monitor<E: SocEstimator = CoulombCounter> {
+    estimator: E,
+    knowledge: SocKnowledge,
+    capacity_mah: u32,
+    since_full_charge_ms: Option<u64>,
+    low_soc_warning: bool,
+    below_floor: bool,
+    last_ms: Option<u64>,
+    last_ma: i32,
+    charged_since_ms: Option<u64>,
+    synchronised_this_charge: bool,
+    rest_since_ms: Option<u64>,
+    window: AverageWindow,
+    persisted: PersistMark,
+    persist_forced: bool,
+    status: MonitorStatus,
+}
+
+impl Monitor<CoulombCounter> {
+    /// A monitor with the coulomb counter, continuing from `restored` (MON-8) or starting with
+    /// the SoC unknown (MON-7). An inconsistent record is clamped into range.
+    pub fn new(restored: Option<SocState>) -> Self {
+        Monitor::with_estimator(CoulombCounter::default(), restored)
+    }
+}
+
+impl<E: SocEstimator> Monitor<E> {
+    /// A monitor around another estimator, continuing from `restored`.
+    pub fn with_estimator(estimator: E, restored: Option<SocState>) -> Self {
+        let mut monitor = Monitor {
+            estimator,
+            knowledge: SocKnowledge::Unknown,
+            capacity_mah: 0,
+            since_full_charge_ms: None,
+            low_soc_warning: false,
+            below_floor: false,
+            last_ms: None,
+            last_ma: 0,
+            charged_since_ms: None,
+            synchronised_this_charge: false,
+            rest_since_ms: None,
+            window: AverageWindow::default(),
+            persisted: PersistMark::default(),
+            persist_forced: false,
+            status: MonitorStatus::default(),
+        };
+        if let Some(state) = restored {
+            monitor.restore(state);
+        }
+        // The restored record is what storage holds: nothing to persist yet.
+        monitor.persisted = monitor.mark(0);
+        monitor.status = monitor.make_status(0, None, false);
+        monitor
+    }
+
+    fn restore(&mut self, state: SocState) {
+        self.capacity_mah = state.capacity_mah.min(MAX_CAPACITY_MAH);
+        self.knowledge = if self.capacity_mah == 0 {
+            SocKnowledge::Unknown
+        } else {
+            state.knowledge
+        };
+        self.estimator.reset(state.used_nas, state.consumed_nas);
+        self.clamp_counts();
+        self.since_full_charge_ms = state.since_full_charge_ms;
+        let known = self.knowledge == SocKnowledge::Known;
+        self.low_soc_warning = known && state.low_soc_warning;
+        self.below_floor = known && state.below_floor;
+    }
+
+    /// One monitor step at `now_ms` with the bank measurements (every control step while the
+    /// bank data is valid; skip it while it is not). Counts charge since the previous update,
+    /// detects synchronisation, and re-evaluates time remaining, warning and floor.
+    pub fn update(
+        &mut self,
+        now_ms: u64,
+        input: &MonitorInput,
+        settings: &Settings,
+    ) -> MonitorStatus {
+        let now_ms = self.last_ms.map_or(now_ms, |last| now_ms.max(last));
+        let elapsed_ms = self.last_ms.map_or(0, |last| now_ms - last);
+        let gap = elapsed_ms > MAX_GAP_MS;
+        let dt_ms = elapsed_ms.min(MAX_GAP_MS);
+        let capacity_mah = input.capacity_mah.min(MAX_CAPACITY_MAH);
+
+        if capacity_mah > 0 {
+            if self.capacity_mah != capacity_mah {
+                self.rescale(capacity_mah);
+            }
+            if dt_ms > 0 {
+                let interval = Interval {
+                    dt_ms: dt_ms as u32,
+                    start_ma: self.last_ma,
+                    end_ma: input.bank_ma,
+                    bank_mv: input.bank_mv,
+                    cells_in_series: input.cells_in_series,
+                    capacity_mah,
+                };
+                self.estimator.integrate(&interval);
+                self.clamp_counts();
+                self.window.add(now_ms, dt_ms, interval.net_nas());
+            }
+        }
+        if gap {
+            self.window.clear();
+            self.charged_since_ms = None;
+            self.rest_since_ms = None;
+        }
+        self.last_ms = Some(now_ms);
+        self.last_ma = input.bank_ma;
+        if let Some(since) = self.since_full_charge_ms.as_mut() {
+            *since = since.saturating_add(elapsed_ms);
+        }
+
+        let synchronised = capacity_mah > 0 && self.detect_charged(now_ms, input, settings);
+        if synchronised {
+            self.estimator.synchronised();
+            self.clamp_counts();
+            self.knowledge = SocKnowledge::Known;
+            self.since_full_charge_ms = Some(0);
+        }
+        if capacity_mah > 0 {
+            self.estimate_from_rest(now_ms, input);
+        }
+        self.update_latches(settings);
+        let ttg_min = self.time_remaining(now_ms, input, settings);
+        self.status = self.make_status(now_ms, ttg_min, synchronised);
+        self.status
+    }
+
+    /// MON-2: bank voltage ≥ charged voltage and |current| ≤ tail current, continuously for the
+    /// detection time. Fires once per charge: it re-arms when the condition breaks. A discharge
+    /// larger than the tail current also breaks it: a loaded bank at charged voltage is not full.
+    fn detect_charged(&mut self, now_ms: u64, input: &MonitorInput, settings: &Settings) -> bool {
+        let capacity_mah = input.capacity_mah.min(MAX_CAPACITY_MAH);
+        let tail_ma = u64::from(settings.tail_current_ma(capacity_mah));
+        let charged = input.cells_in_series > 0
+            && input.bank_mv >= settings.charged_bank_mv(input.cells_in_series)
+            && u64::from(input.bank_ma.unsigned_abs()) <= tail_ma;
+        if !charged {
+            self.charged_since_ms = None;
+            self.synchronised_this_charge = false;
+            return false;
+        }
+        let since = *self.charged_since_ms.get_or_insert(now_ms);
+        if self.synchronised_this_charge || now_ms - since < settings.charged_detection_ms() {
+            return false;
+        }
+        self.synchronised_this_charge = true;
+        true
+    }
+
+    /// MON-7: while the SoC is not known and the bank has rested long enough, seed the count from
+    /// the open-circuit voltage; it is then counted on, flagged as estimated.
+    fn estimate_from_rest(&mut self, now_ms: u64, input: &MonitorInput) {
+        let idle = u64::from(input.bank_ma.unsigned_abs()) <= u64::from(self.idle_current_ma());
+        if !idle {
+            self.rest_since_ms = None;
+            return;
+        }
+        let since = *self.rest_since_ms.get_or_insert(now_ms);
+        if self.knowledge == SocKnowledge::Known
+            || input.cells_in_series == 0
+            || now_ms - since < REST_FOR_ESTIMATE_MS
+        {
+            return;
+        }
+        let cell_mv = input.bank_mv / u32::from(input.cells_in_series);
+        let soc_permille = ocv_soc_permille(u16::try_from(cell_mv).unwrap_or(u16::MAX));
+        let used_nas = self.used_for_soc(soc_permille);
+        self.estimator.reset(used_nas, used_nas);
+        self.knowledge = SocKnowledge::Estimated;
+    }
+
+    /// MON-6 and PROT-9 latches, with their +3 point release. Only a known SoC drives them.
+    fn update_latches(&mut self, settings: &Settings) {
+        let soc = match self.soc_permille() {
+            Some(soc) => soc,
+            None => {
+                self.low_soc_warning = false;
+                self.below_floor = false;
+                return;
+            }
+        };
+        self.low_soc_warning = latch(
+            self.low_soc_warning,
+            soc,
+            settings.low_soc_warning_permille(),
+        );
+        self.below_floor = latch(self.below_floor, soc, settings.discharge_floor_permille());
+    }
+
+    /// MON-5: (SoC − floor) × capacity ÷ Peukert-corrected average discharge current.
+    fn time_remaining(
+        &self,
+        now_ms: u64,
+        input: &MonitorInput,
+        settings: &Settings,
+    ) -> Option<u32> {
+        if self.knowledge != SocKnowledge::Known || self.capacity_mah == 0 {
+            return None;
+        }
+        let idle_ma = i64::from(self.idle_current_ma());
+        let average_ma = i64::from(self.window.average_ma(now_ms)?);
+        if average_ma > -idle_ma || i64::from(input.bank_ma) > idle_ma {
+            return None;
+        }
+        let capacity_nas = self.capacity_nas();
+        let floor_permille = i64::from(settings.discharge_floor_permille().unwrap_or(0));
+        let floor_nas = capacity_nas / 1000 * floor_permille;
+        let remaining_nas = (capacity_nas - self.estimator.used_nas() - floor_nas).max(0);
+        let drain_ma = average_ma.unsigned_abs();
+        let factor_q24 = peukert_factor_q24(average_ma, self.capacity_mah);
+        let effective_ma = ((u128::from(drain_ma) * u128::from(factor_q24)) >> 24).max(1);
+        // nA·s ÷ mA = µs; 60 000 000 µs per minute.
+        let minutes = u128::from(remaining_nas.unsigned_abs()) / effective_ma / 60_000_000;
+        Some(u32::try_from(minutes).unwrap_or(u32::MAX))
+    }
+
+    fn make_status(&self, now_ms: u64, ttg_min: Option<u32>, synchronised: bool) -> MonitorStatus {
+        MonitorStatus {
+            soc_permille: self.soc_permille(),
+            soc_estimate_permille: match self.knowledge {
+                SocKnowledge::Estimated => self.counted_soc_permille(),
+                _ => None,
+            },
+            consumed_mah: self.consumed_mah(),
+            average_current_ma: self.window.average_ma(now_ms),
+            ttg_min,
+            low_soc_warning: self.low_soc_warning,
+            below_floor: self.below_floor,
+            synchronised,
+            since_full_charge_ms: self.since_full_charge_ms,
+            persist_due: self.persist_due(now_ms),
+        }
+    }
+
+    /// MON-4: sets the SoC to `soc_permille` (0..=1000) now; consumed Ah becomes the charge
+    /// missing to full. The SoC is known from then on. The latches follow at the next update.
+    pub fn set_soc(&mut self, soc_permille: u16) -> Result<(), MonitorError> {
+        if soc_permille > 1000 {
+            return Err(MonitorError::SocOutOfRange { soc_permille });
+        }
+        if self.capacity_mah == 0 {
+            return Err(MonitorError::NoBank);
+        }
+        let used_nas = self.used_for_soc(soc_permille);
+        self.estimator.reset(used_nas, used_nas);
+        self.knowledge = SocKnowledge::Known;
+        self.persist_forced = true;
+        self.status.soc_permille = self.soc_permille();
+        self.status.soc_estimate_permille = None;
+        self.status.consumed_mah = self.consumed_mah();
+        Ok(())
+    }
+
+    /// MON-4: synchronises the SoC to 100 % now (consumed Ah 0). Unlike the automatic
+    /// synchronisation it is not a measured full charge: the time since the last full charge and
+    /// the synchronisation count (HIST-3) are left alone.
+    pub fn synchronise(&mut self) -> Result<(), MonitorError> {
+        self.set_soc(1000)
+    }
+
+    /// The record to persist (MON-8).
+    pub fn snapshot(&self) -> SocState {
+        SocState {
+            knowledge: self.knowledge,
+            capacity_mah: self.capacity_mah,
+            used_nas: self.estimator.used_nas(),
+            consumed_nas: self.estimator.consumed_nas(),
+            since_full_charge_ms: self.since_full_charge_ms,
+            low_soc_warning: self.low_soc_warning,
+            below_floor: self.below_floor,
+        }
+    }
+
+    /// Whether the persisted record is out of date at `now_ms` (MON-8): at once after a manual
+    /// action, a synchronisation, a change of knowledge or latch, or an SoC change of 1 point;
+    /// after [`PERSIST_MAX_INTERVAL_MS`] for any smaller change of SoC (0.1 %) or consumed Ah
+    /// (0.1 Ah); after [`PERSIST_AGE_INTERVAL_MS`] of time since the last full charge. Never
+    /// while nothing changed.
+    pub fn persist_due(&self, now_ms: u64) -> bool {
+        let last = &self.persisted;
+        let now = self.mark(now_ms);
+        let since_write_ms = now_ms.saturating_sub(last.at_ms);
+        let soc_step = now.soc_permille.abs_diff(last.soc_permille);
+        let age_due = match (now.since_full_charge_ms, last.since_full_charge_ms) {
+            (Some(now_age), Some(last_age)) => {
+                now_age.saturating_sub(last_age) >= PERSIST_AGE_INTERVAL_MS
+            }
+            (now_age, last_age) => now_age.is_some() != last_age.is_some(),
+        };
+        self.persist_forced
+            || now.knowledge != last.knowledge
+            || now.low_soc_warning != last.low_soc_warning
+            || now.below_floor != last.below_floor
+            || soc_step >= PERSIST_SOC_STEP_PERMILLE
+            || age_due
+            || ((soc_step > 0 || now.consumed_dah != last.consumed_dah)
+                && since_write_ms >= PERSIST_MAX_INTERVAL_MS)
+    }
+
+    /// Records that [`Monitor::snapshot`] was persisted at `now_ms`.
+    pub fn mark_persisted(&mut self, now_ms: u64) {
+        self.persisted = self.mark(now_ms);
+        self.persist_forced = false;
+        self.status.persist_due = false;
+    }
+
+    fn mark(&self, at_ms: u64) -> PersistMark {
+        PersistMark {
+            at_ms,
+            knowledge: self.knowledge,
+            soc_permille: self.counted_soc_permille().unwrap_or(0),
+            consumed_dah: self.estimator.consumed_nas() / (NAS_PER_MAH * 100),
+            since_full_charge_ms: self.since_full_charge_ms,
+            low_soc_warning: self.low_soc_warning,
+            below_floor: self.below_floor,
+        }
+    }
+
+    /// The decisions of the last update (or of the restored state before the first one).
+    pub fn status(&self) -> &MonitorStatus {
+        &self.status
+    }
+
+    /// What is known about the SoC.
+    pub fn knowledge(&self) -> SocKnowledge {
+        self.knowledge
+    }
+
+    /// SoC in permille when known, rounded down (so the floor trips no later than it should).
+    pub fn soc_permille(&self) -> Option<u16> {
+        match self.knowledge {
+            SocKnowledge::Known => self.counted_soc_permille(),
+            _ => None,
+        }
+    }
+
+    /// Consumed charge since full in mAh (MON-1).
+    pub fn consumed_mah(&self) -> u32 {
+        let mah = self.estimator.consumed_nas() / NAS_PER_MAH;
+        u32::try_from(mah).unwrap_or(if mah < 0 { 0 } else { u32::MAX })
+    }
+
+    /// Bank capacity in mAh the monitor counts against (0 = no bank seen yet).
+    pub fn capacity_mah(&self) -> u32 {
+        self.capacity_mah
+    }
+
+    /// Time the monitor ran since the last automatic synchronisation, in ms (BAL-2).
+    pub fn since_full_charge_ms(&self) -> Option<u64> {
+        self.since_full_charge_ms
+    }
+
+    /// The estimator, for inspection.
+    pub fn estimator(&self) -> &E {
+        &self.estimator
+    }
+
+    fn counted_soc_permille(&self) -> Option<u16> {
+        let capacity_nas = self.capacity_nas();
+        if capacity_nas == 0 {
+            return None;
+        }
+        let left_nas = i128::from(capacity_nas - self.estimator.used_nas());
+        let permille = left_nas * 1000 / i128::from(capacity_nas);
+        Some(permille.clamp(0, 1000) as u16)
+    }
+
+    fn capacity_nas(&self) -> i64 {
+        i64::from(self.capacity_mah) * NAS_PER_MAH
+    }
+
+    fn idle_current_ma(&self) -> u32 {
+        (self.capacity_mah / 1000 * IDLE_CURRENT_PERMILLE).max(1)
+    }
+
+    fn used_for_soc(&self, soc_permille: u16) -> i64 {
+        let missing = 1000 - i64::from(soc_permille.min(1000));
+        (i128::from(self.capacity_nas()) * i128::from(missing) / 1000) as i64
+    }
+
+    /// A different capacity (battery added or removed, BANK-5) keeps the SoC and scales the
+    /// charges: the bank's fraction of charge is the best guess for the new bank.
+    fn rescale(&mut self, capacity_mah: u32) {
+        if self.capacity_mah > 0 {
+            let scale = |nas: i64| {
+                let scaled =
+                    i128::from(nas) * i128::from(capacity_mah) / i128::from(self.capacity_mah);
+                i64::try_from(scaled).unwrap_or(i64::MAX)
+            };
+            let used = scale(self.estimator.used_nas());
+            let consumed = scale(self.estimator.consumed_nas());
+            self.estimator.reset(used, consumed);
+        }
+        self.capacity_mah = capacity_mah;
+        self.clamp_counts();
+    }
+
+    fn clamp_counts(&mut self) {
+        let used = self.estimator.used_nas().clamp(0, self.capacity_nas());
+        let consumed = self.estimator.consumed_nas().max(0);
+        if used != self.estimator.used_nas() || consumed != self.estimator.consumed_nas() {
+            self.estimator.reset(used, consumed);
+        }
+    }
+}
+
+/// A level latch with a +3 point release: on at or below `level`, off at or above
+/// `level + 3 points`, unchanged between; always off when the level is off.
+fn latch(active: bool, soc_permille: u16, level_permille: Option<u16>) -> bool {
+    match level_permille {
+        None => false,
+        Some(level) if soc_permille <= level => true,
+        Some(level) if soc_permille >= (level + RELEASE_PERMILLE).min(1000) => false,
+        Some(_) => active,
+    }
+}

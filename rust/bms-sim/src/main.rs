@@ -1,1 +1,3 @@
+//! `bms-sim`: run scenarios, replay recordings and benchmark the OpenBMS core.
+
 fn main() {}

@@ -909,7 +909,11 @@ mod tests {
         fresh.nonce_persisted(99);
         assert_eq!(fresh.nonce_to_persist(), Some(100 + NONCE_BLOCK));
         fresh.nonce_persisted(100 + NONCE_BLOCK + 1);
-        assert_eq!(fresh.nonce_to_persist(), Some(100 + NONCE_BLOCK), "beyond one block");
+        assert_eq!(
+            fresh.nonce_to_persist(),
+            Some(100 + NONCE_BLOCK),
+            "beyond one block"
+        );
     }
 
     /// BLE-3: with no data yet every field is sent as its "not available" pattern (IO and

@@ -374,7 +374,6 @@ impl AverageWindow {
 /// What was last persisted, to decide when the record is out of date (MON-8).
 #[derive(Clone, Copy, Debug, Default, PartialEq, Eq)]
 struct PersistMark {
-    at_ms: u64,
     knowledge: SocKnowledge,
     soc_permille: u16,
     consumed_dah: i64,
@@ -401,6 +400,8 @@ pub struct Monitor<E: SocEstimator = CoulombCounter> {
     window: AverageWindow,
     persisted: PersistMark,
     persist_forced: bool,
+    /// When the SoC or consumed Ah first differed from the persisted record.
+    unpersisted_since_ms: Option<u64>,
     status: MonitorStatus,
 }
 
@@ -430,13 +431,14 @@ impl<E: SocEstimator> Monitor<E> {
             window: AverageWindow::default(),
             persisted: PersistMark::default(),
             persist_forced: false,
+            unpersisted_since_ms: None,
             status: MonitorStatus::default(),
         };
         if let Some(state) = restored {
             monitor.restore(state);
         }
         // The restored record is what storage holds: nothing to persist yet.
-        monitor.persisted = monitor.mark(0);
+        monitor.persisted = monitor.mark();
         monitor.status = monitor.make_status(0, None, false);
         monitor
     }
@@ -512,6 +514,11 @@ impl<E: SocEstimator> Monitor<E> {
         }
         self.update_latches(settings);
         let ttg_min = self.time_remaining(now_ms, input, settings);
+        if !self.small_change() {
+            self.unpersisted_since_ms = None;
+        } else if self.unpersisted_since_ms.is_none() {
+            self.unpersisted_since_ms = Some(now_ms);
+        }
         self.status = self.make_status(now_ms, ttg_min, synchronised);
         self.status
     }
@@ -623,14 +630,23 @@ impl<E: SocEstimator> Monitor<E> {
         }
     }
 
-    /// MON-4: sets the SoC to `soc_permille` (0..=1000) now; consumed Ah becomes the charge
-    /// missing to full. The SoC is known from then on. The latches follow at the next update.
-    pub fn set_soc(&mut self, soc_permille: u16) -> Result<(), MonitorError> {
+    /// MON-4: sets the SoC to `soc_permille` (0..=1000) at `now_ms`; consumed Ah becomes the
+    /// charge missing to full. The SoC is known from then on; counting restarts at `now_ms`
+    /// (the charge since the previous update happened before the value the user gave). The
+    /// latches follow at the next update.
+    pub fn set_soc(&mut self, now_ms: u64, soc_permille: u16) -> Result<(), MonitorError> {
         if soc_permille > 1000 {
             return Err(MonitorError::SocOutOfRange { soc_permille });
         }
         if self.capacity_mah == 0 {
             return Err(MonitorError::NoBank);
+        }
+        if let Some(last) = self.last_ms {
+            let now_ms = now_ms.max(last);
+            if let Some(since) = self.since_full_charge_ms.as_mut() {
+                *since = since.saturating_add(now_ms - last);
+            }
+            self.last_ms = Some(now_ms);
         }
         let used_nas = self.used_for_soc(soc_permille);
         self.estimator.reset(used_nas, used_nas);
@@ -642,11 +658,11 @@ impl<E: SocEstimator> Monitor<E> {
         Ok(())
     }
 
-    /// MON-4: synchronises the SoC to 100 % now (consumed Ah 0). Unlike the automatic
+    /// MON-4: synchronises the SoC to 100 % at `now_ms` (consumed Ah 0). Unlike the automatic
     /// synchronisation it is not a measured full charge: the time since the last full charge and
     /// the synchronisation count (HIST-3) are left alone.
-    pub fn synchronise(&mut self) -> Result<(), MonitorError> {
-        self.set_soc(1000)
+    pub fn synchronise(&mut self, now_ms: u64) -> Result<(), MonitorError> {
+        self.set_soc(now_ms, 1000)
     }
 
     /// The record to persist (MON-8).
@@ -664,13 +680,16 @@ impl<E: SocEstimator> Monitor<E> {
 
     /// Whether the persisted record is out of date at `now_ms` (MON-8): at once after a manual
     /// action, a synchronisation, a change of knowledge or latch, or an SoC change of 1 point;
-    /// after [`PERSIST_MAX_INTERVAL_MS`] for any smaller change of SoC (0.1 %) or consumed Ah
-    /// (0.1 Ah); after [`PERSIST_AGE_INTERVAL_MS`] of time since the last full charge. Never
-    /// while nothing changed.
+    /// [`PERSIST_MAX_INTERVAL_MS`] after a smaller change of SoC (0.1 %) or consumed Ah (0.1 Ah)
+    /// first appeared; after [`PERSIST_AGE_INTERVAL_MS`] of time since the last full charge.
+    /// Never while nothing changed.
     pub fn persist_due(&self, now_ms: u64) -> bool {
         let last = &self.persisted;
-        let now = self.mark(now_ms);
-        let since_write_ms = now_ms.saturating_sub(last.at_ms);
+        let now = self.mark();
+        let small_change_due = self.small_change()
+            && self
+                .unpersisted_since_ms
+                .is_some_and(|since| now_ms.saturating_sub(since) >= PERSIST_MAX_INTERVAL_MS);
         let soc_step = now.soc_permille.abs_diff(last.soc_permille);
         let age_due = match (now.since_full_charge_ms, last.since_full_charge_ms) {
             (Some(now_age), Some(last_age)) => {
@@ -684,20 +703,26 @@ impl<E: SocEstimator> Monitor<E> {
             || now.below_floor != last.below_floor
             || soc_step >= PERSIST_SOC_STEP_PERMILLE
             || age_due
-            || ((soc_step > 0 || now.consumed_dah != last.consumed_dah)
-                && since_write_ms >= PERSIST_MAX_INTERVAL_MS)
+            || small_change_due
     }
 
-    /// Records that [`Monitor::snapshot`] was persisted at `now_ms`.
-    pub fn mark_persisted(&mut self, now_ms: u64) {
-        self.persisted = self.mark(now_ms);
+    /// The SoC (0.1 %) or consumed Ah (0.1 Ah) differ from the persisted record.
+    fn small_change(&self) -> bool {
+        let now = self.mark();
+        now.soc_permille != self.persisted.soc_permille
+            || now.consumed_dah != self.persisted.consumed_dah
+    }
+
+    /// Records that [`Monitor::snapshot`] was persisted (call right after a successful write).
+    pub fn mark_persisted(&mut self) {
+        self.persisted = self.mark();
         self.persist_forced = false;
+        self.unpersisted_since_ms = None;
         self.status.persist_due = false;
     }
 
-    fn mark(&self, at_ms: u64) -> PersistMark {
+    fn mark(&self) -> PersistMark {
         PersistMark {
-            at_ms,
             knowledge: self.knowledge,
             soc_permille: self.counted_soc_permille().unwrap_or(0),
             consumed_dah: self.estimator.consumed_nas() / (NAS_PER_MAH * 100),

@@ -1,0 +1,637 @@
+//! Battery monitor behaviour (MON-1..8, the PROT-9 floor latch), through the public API.
+// The rig's helpers return the last status; many steps only drive time.
+#![allow(unused_must_use)]
+
+use bms_core::monitor::{
+    ocv_soc_permille, peukert_factor_q24, Monitor, MonitorError, MonitorInput, MonitorStatus,
+    SocKnowledge, SocState, NAS_PER_MAH, REST_FOR_ESTIMATE_MS,
+};
+use bms_core::settings::Settings;
+
+const TICK_MS: u64 = 100;
+const MINUTE_MS: u64 = 60_000;
+const HOUR_MS: u64 = 3_600_000;
+/// A 12.8 V 100 Ah bank: 4 cells in series.
+const CAPACITY_MAH: u32 = 100_000;
+const CELLS: u16 = 4;
+const REST_MV: u32 = 13_200;
+
+/// Drives a monitor tick by tick, as `Bms::step` does.
+struct Rig {
+    monitor: Monitor,
+    settings: Settings,
+    now_ms: u64,
+    last: MonitorStatus,
+}
+
+impl Rig {
+    fn new() -> Self {
+        Rig::restored(None)
+    }
+
+    fn restored(state: Option<SocState>) -> Self {
+        let mut rig = Rig {
+            monitor: Monitor::new(state),
+            settings: Settings::default(),
+            now_ms: 0,
+            last: MonitorStatus::default(),
+        };
+        rig.tick(REST_MV, 0);
+        rig
+    }
+
+    /// A rig whose SoC was set to `soc_permille` at a rested bank.
+    fn at_soc(soc_permille: u16) -> Self {
+        let mut rig = Rig::new();
+        rig.set_soc(soc_permille).unwrap();
+        rig.tick(REST_MV, 0);
+        rig
+    }
+
+    fn set_soc(&mut self, soc_permille: u16) -> Result<(), MonitorError> {
+        self.monitor.set_soc(self.now_ms, soc_permille)
+    }
+
+    fn synchronise(&mut self) -> Result<(), MonitorError> {
+        self.monitor.synchronise(self.now_ms)
+    }
+
+    fn input(bank_mv: u32, bank_ma: i32) -> MonitorInput {
+        MonitorInput {
+            bank_mv,
+            bank_ma,
+            capacity_mah: CAPACITY_MAH,
+            cells_in_series: CELLS,
+        }
+    }
+
+    fn tick(&mut self, bank_mv: u32, bank_ma: i32) -> MonitorStatus {
+        self.last = self
+            .monitor
+            .update(self.now_ms, &Rig::input(bank_mv, bank_ma), &self.settings);
+        self.now_ms += TICK_MS;
+        self.last
+    }
+
+    /// Runs `duration_ms` of ticks at a constant current; returns the last status.
+    fn run(&mut self, duration_ms: u64, bank_mv: u32, bank_ma: i32) -> MonitorStatus {
+        for _ in 0..duration_ms / TICK_MS {
+            self.tick(bank_mv, bank_ma);
+        }
+        self.last
+    }
+
+    /// Runs until `until` holds (at most `limit_ms`); returns the status where it first held.
+    fn run_until(
+        &mut self,
+        limit_ms: u64,
+        bank_mv: u32,
+        bank_ma: i32,
+        until: impl Fn(&MonitorStatus) -> bool,
+    ) -> Option<MonitorStatus> {
+        for _ in 0..limit_ms / TICK_MS {
+            let status = self.tick(bank_mv, bank_ma);
+            if until(&status) {
+                return Some(status);
+            }
+        }
+        None
+    }
+}
+
+fn soc(status: &MonitorStatus) -> u16 {
+    status.soc_permille.expect("soc known")
+}
+
+/// MON-1: discharge at C/20 (Peukert factor 1) counts the drawn charge 1:1 into consumed Ah and SoC.
+#[test]
+fn mon_1_discharge_counts_consumed_ah_and_soc() {
+    let mut rig = Rig::at_soc(1000);
+    let status = rig.run(HOUR_MS, REST_MV, -5_000);
+    assert!((4_999..=5_001).contains(&status.consumed_mah), "{status:?}");
+    assert_eq!(soc(&status), 950);
+}
+
+/// MON-1: charging counts with a charge efficiency of 99 %, in SoC and in consumed Ah.
+#[test]
+fn mon_1_charge_counts_at_99_percent_efficiency() {
+    let mut rig = Rig::at_soc(500);
+    rig.tick(REST_MV, 10_000);
+    let before = rig.monitor.snapshot().used_nas;
+    let status = rig.run(HOUR_MS, REST_MV, 10_000);
+    let stored_nas = before - rig.monitor.snapshot().used_nas;
+    // 10 A for 1 h = 10 Ah in, 9.9 Ah stored.
+    assert!(
+        (stored_nas - 9_900 * NAS_PER_MAH).abs() < NAS_PER_MAH,
+        "{stored_nas}"
+    );
+    assert_eq!(soc(&status), 599);
+    assert!(
+        (40_099..=40_101).contains(&status.consumed_mah),
+        "{status:?}"
+    );
+}
+
+/// MON-1: Peukert exponent 1.05 relative to C/20: at 1 C the SoC falls 20^0.05 = 1.162 times
+/// faster than the drawn charge, while consumed Ah stays the drawn charge.
+#[test]
+fn mon_1_peukert_makes_high_current_drain_soc_faster() {
+    let mut rig = Rig::at_soc(1000);
+    let status = rig.run(6 * MINUTE_MS, REST_MV, -100_000);
+    // The first interval ramps from 0 A (trapezoid): 1.4 mAh less.
+    assert!(
+        (9_998..=10_001).contains(&status.consumed_mah),
+        "{status:?}"
+    );
+    // 10 Ah × 1.1616 = 11.6 Ah effective: SoC 88.4 %, rounded down.
+    assert_eq!(soc(&status), 883);
+}
+
+/// MON-1: below C/20 the Peukert factor is below 1.
+#[test]
+fn mon_1_peukert_low_current_drains_soc_slower() {
+    let mut rig = Rig::at_soc(1000);
+    let status = rig.run(10 * HOUR_MS, REST_MV, -1_000);
+    assert!((9_999..=10_001).contains(&status.consumed_mah));
+    // 10 Ah × (1/5)^0.05 = 9.23 Ah effective.
+    assert_eq!(soc(&status), 907);
+}
+
+/// MON-1: the Peukert approximation matches (I/I20)^0.05 within 1e-4 over the whole range.
+#[test]
+fn mon_1_peukert_factor_matches_powf() {
+    let i20_ma = f64::from(CAPACITY_MAH) / 20.0;
+    for current_ma in [
+        1i64,
+        7,
+        50,
+        499,
+        1_000,
+        5_000,
+        5_001,
+        33_333,
+        100_000,
+        2_000_000,
+        2_000_000_000,
+    ] {
+        let expected = (current_ma as f64 / i20_ma).powf(0.05);
+        let got = f64::from(peukert_factor_q24(-current_ma, CAPACITY_MAH)) / 16_777_216.0;
+        assert!(
+            (got - expected).abs() < 1e-4,
+            "{current_ma} mA: {got} vs {expected}"
+        );
+    }
+    assert_eq!(
+        peukert_factor_q24(-5_000, 0),
+        1 << 24,
+        "unknown capacity: no correction"
+    );
+}
+
+/// MON-1: integration is exact: a day of 100 ms ticks at 1 mA gives exactly 24 mAh consumed.
+#[test]
+fn mon_1_integration_does_not_drift() {
+    let mut rig = Rig::at_soc(1000);
+    rig.tick(REST_MV, -1);
+    let before = rig.monitor.snapshot().consumed_nas;
+    let status = rig.run(24 * HOUR_MS, REST_MV, -1);
+    assert_eq!(
+        rig.monitor.snapshot().consumed_nas - before,
+        24 * NAS_PER_MAH
+    );
+    assert_eq!(status.consumed_mah, 24);
+}
+
+/// MON-1: 50 batteries × 1000 Ah at 2 kA for a week neither overflows nor leaves 0..=100 %.
+#[test]
+fn mon_1_large_bank_long_run_stays_in_range() {
+    let mut monitor = Monitor::new(None);
+    let settings = Settings::default();
+    let input = |bank_ma| MonitorInput {
+        bank_mv: 13_200,
+        bank_ma,
+        capacity_mah: 50_000_000,
+        cells_in_series: 4,
+    };
+    monitor.update(0, &input(0), &settings);
+    monitor.set_soc(0, 1000).unwrap();
+    let mut now_ms = 0;
+    for hour in 0..24 * 7 {
+        let current = if hour % 48 < 24 {
+            -2_000_000
+        } else {
+            2_000_000
+        };
+        for _ in 0..60 {
+            now_ms += MINUTE_MS;
+            let status = monitor.update(now_ms, &input(current), &settings);
+            let soc = status.soc_permille.unwrap();
+            assert!(soc <= 1000);
+        }
+    }
+}
+
+/// MON-2: bank voltage ≥ charged voltage and current ≤ tail current for the detection time
+/// synchronise to 100 %, consumed 0, last full charge now; once per charge.
+#[test]
+fn mon_2_synchronises_after_charged_detection_time() {
+    let mut rig = Rig::new();
+    rig.run(HOUR_MS, REST_MV, -10_000);
+    assert_eq!(rig.last.soc_permille, None);
+    // Charged voltage 4 × 3.50 V = 14.0 V; tail current 4 % of 100 Ah = 4 A.
+    let mut synced_at = None;
+    let start_ms = rig.now_ms;
+    for _ in 0..(10 * MINUTE_MS / TICK_MS) {
+        let at = rig.now_ms;
+        let status = rig.tick(14_000, 3_900);
+        if status.synchronised {
+            assert!(synced_at.is_none(), "synchronised twice in one charge");
+            synced_at = Some(at);
+            assert_eq!(status.soc_permille, Some(1000));
+            assert_eq!(status.consumed_mah, 0);
+            assert_eq!(status.since_full_charge_ms, Some(0));
+        }
+    }
+    assert_eq!(synced_at, Some(start_ms + 3 * MINUTE_MS));
+    assert_eq!(
+        rig.last.since_full_charge_ms,
+        Some(10 * MINUTE_MS - 3 * MINUTE_MS - TICK_MS)
+    );
+}
+
+/// MON-2: no synchronisation while the current is above the tail current, the voltage is below
+/// the charged voltage, or the condition is interrupted before the detection time.
+#[test]
+fn mon_2_no_sync_unless_condition_holds_continuously() {
+    let mut rig = Rig::new();
+    assert!(rig
+        .run_until(10 * MINUTE_MS, 14_200, 4_100, |s| s.synchronised)
+        .is_none());
+    assert!(rig
+        .run_until(10 * MINUTE_MS, 13_990, 1_000, |s| s.synchronised)
+        .is_none());
+    assert!(rig
+        .run_until(10 * MINUTE_MS, 14_200, -4_100, |s| s.synchronised)
+        .is_none());
+    for _ in 0..5 {
+        assert!(rig
+            .run_until(2 * MINUTE_MS + 50_000, 14_100, 1_000, |s| s.synchronised)
+            .is_none());
+        rig.tick(14_100, 6_000);
+    }
+    assert_eq!(rig.last.soc_permille, None);
+    // Settings apply: a 1 min detection time syncs after 1 min.
+    rig.settings.charged_detection_min = 1;
+    let start_ms = rig.now_ms;
+    rig.run_until(2 * MINUTE_MS, 14_100, 1_000, |s| s.synchronised)
+        .expect("sync");
+    assert_eq!(rig.now_ms - TICK_MS - start_ms, MINUTE_MS);
+}
+
+/// MON-3: defaults and ranges of the monitor settings.
+#[test]
+fn mon_3_defaults_drive_the_monitor() {
+    let settings = Settings::default();
+    assert_eq!(settings.charged_bank_mv(4), 14_000);
+    assert_eq!(settings.charged_bank_mv(16), 56_000);
+    assert_eq!(settings.tail_current_ma(100_000), 4_000);
+    assert_eq!(settings.charged_detection_ms(), 3 * MINUTE_MS);
+    assert_eq!(settings.low_soc_warning_permille(), Some(200));
+    assert_eq!(settings.discharge_floor_permille(), Some(100));
+    assert_eq!(settings.prealarm_cell_mv, 3_100);
+}
+
+/// MON-4: setting the SoC makes it known at that value; out of range or without a bank is refused.
+#[test]
+fn mon_4_set_soc_and_synchronise_manually() {
+    let mut monitor = Monitor::new(None);
+    assert_eq!(monitor.set_soc(0, 500), Err(MonitorError::NoBank));
+    let mut rig = Rig::new();
+    assert_eq!(
+        rig.set_soc(1001),
+        Err(MonitorError::SocOutOfRange { soc_permille: 1001 })
+    );
+    assert_eq!(
+        rig.tick(REST_MV, 0).soc_permille,
+        None,
+        "refused set changed nothing"
+    );
+    rig.set_soc(425).unwrap();
+    let status = rig.tick(REST_MV, 0);
+    assert_eq!(status.soc_permille, Some(425));
+    assert_eq!(status.consumed_mah, 57_500);
+    rig.synchronise().unwrap();
+    let status = rig.tick(REST_MV, 0);
+    assert_eq!(status.soc_permille, Some(1000));
+    assert_eq!(status.consumed_mah, 0);
+    assert!(
+        !status.synchronised,
+        "a manual sync is not an automatic one (HIST-3)"
+    );
+    assert_eq!(status.since_full_charge_ms, None);
+}
+
+/// MON-5: time remaining = (SoC − floor) × capacity ÷ current averaged over 3 min.
+#[test]
+fn mon_5_time_remaining_to_floor() {
+    let mut rig = Rig::at_soc(600);
+    let status = rig.run(3 * MINUTE_MS, REST_MV, -5_000);
+    // 60 % − 0.25 Ah drawn − 10 % floor = 49.75 Ah at 5 A (C/20, no Peukert) = 597 min.
+    assert_eq!(status.ttg_min, Some(597));
+    // Floor off: down to 0 %.
+    rig.settings.discharge_floor_pct = 0;
+    assert_eq!(rig.tick(REST_MV, -5_000).ttg_min, Some(716));
+}
+
+/// MON-5: the discharge current is Peukert-corrected: at 50 A (10 × C/20) by 10^0.05.
+#[test]
+fn mon_5_time_remaining_is_peukert_corrected() {
+    let mut rig = Rig::at_soc(1000);
+    let status = rig.run(3 * MINUTE_MS, REST_MV, -50_000);
+    let remaining_ah = 100.0 * f64::from(soc(&status)) / 1000.0 - 10.0;
+    let expected_min = remaining_ah / (50.0 * 10f64.powf(0.05)) * 60.0;
+    let got = f64::from(status.ttg_min.unwrap());
+    assert!((got - expected_min).abs() <= 1.0, "{got} vs {expected_min}");
+    assert!(
+        got < remaining_ah / 50.0 * 60.0 - 5.0,
+        "shorter than without Peukert"
+    );
+}
+
+/// MON-5: the current is averaged over 3 min: a step from 5 A to 10 A shows fully after 3 min.
+#[test]
+fn mon_5_current_averaged_over_3_minutes() {
+    let mut rig = Rig::at_soc(900);
+    rig.run(10 * MINUTE_MS, REST_MV, -5_000);
+    let status = rig.run(MINUTE_MS, REST_MV, -10_000);
+    let average = status.average_current_ma.unwrap();
+    assert!(
+        (-7_000..=-6_000).contains(&average),
+        "one minute in: {average}"
+    );
+    let status = rig.run(3 * MINUTE_MS, REST_MV, -10_000);
+    assert_eq!(status.average_current_ma, Some(-10_000));
+    let expected =
+        (100.0 * f64::from(soc(&status)) / 1000.0 - 10.0) / 10.0 * 60.0 / 2f64.powf(0.05);
+    assert!((f64::from(status.ttg_min.unwrap()) - expected).abs() <= 1.0);
+}
+
+/// MON-5: not available while charging, idle (|I| < 0.1 % of capacity) or SoC unknown; 0 at
+/// or below the floor.
+#[test]
+fn mon_5_time_remaining_not_available_when_charging_idle_or_unknown() {
+    let mut unknown = Rig::new();
+    assert_eq!(unknown.run(5 * MINUTE_MS, REST_MV, -5_000).ttg_min, None);
+
+    let mut rig = Rig::at_soc(500);
+    assert!(rig.run(5 * MINUTE_MS, REST_MV, -5_000).ttg_min.is_some());
+    assert_eq!(rig.tick(REST_MV, 2_000).ttg_min, None, "charging now");
+    assert_eq!(
+        rig.run(5 * MINUTE_MS, REST_MV, 2_000).ttg_min,
+        None,
+        "charging"
+    );
+    assert_eq!(
+        rig.run(5 * MINUTE_MS, REST_MV, -99).ttg_min,
+        None,
+        "idle below 100 mA"
+    );
+    assert!(rig.run(5 * MINUTE_MS, REST_MV, -101).ttg_min.is_some());
+
+    let mut low = Rig::at_soc(100);
+    assert_eq!(low.run(5 * MINUTE_MS, REST_MV, -5_000).ttg_min, Some(0));
+}
+
+/// MON-6: low-SoC warning at SoC ≤ level, cleared at ≥ level + 3 points; off when level 0.
+#[test]
+fn mon_6_low_soc_warning_with_3_point_release() {
+    let mut rig = Rig::at_soc(210);
+    assert!(!rig.last.low_soc_warning);
+    let on = rig
+        .run_until(HOUR_MS, REST_MV, -5_000, |s| s.low_soc_warning)
+        .unwrap();
+    assert_eq!(soc(&on), 200);
+    let off = rig
+        .run_until(2 * HOUR_MS, REST_MV, 5_000, |s| !s.low_soc_warning)
+        .unwrap();
+    assert_eq!(soc(&off), 230);
+    // Between the level and the release the warning keeps its state.
+    rig.set_soc(215).unwrap();
+    assert!(!rig.tick(REST_MV, 0).low_soc_warning);
+    rig.settings.low_soc_warning_pct = 0;
+    rig.set_soc(50).unwrap();
+    assert!(!rig.tick(REST_MV, 0).low_soc_warning, "level 0 = off");
+}
+
+/// PROT-9: the floor latch sets at SoC ≤ floor and releases at ≥ floor + 3 points; floor 0
+/// disables it.
+#[test]
+fn prot_9_floor_latch_releases_3_points_above_floor() {
+    let mut rig = Rig::at_soc(110);
+    let on = rig
+        .run_until(HOUR_MS, REST_MV, -5_000, |s| s.below_floor)
+        .unwrap();
+    assert_eq!(soc(&on), 100);
+    let mut rig2 = Rig::at_soc(101);
+    assert!(!rig2.last.below_floor);
+    let off = rig
+        .run_until(2 * HOUR_MS, REST_MV, 5_000, |s| !s.below_floor)
+        .unwrap();
+    assert_eq!(soc(&off), 130);
+    rig.set_soc(50).unwrap();
+    assert!(rig.tick(REST_MV, 0).below_floor);
+    rig.settings.discharge_floor_pct = 0;
+    rig.settings.low_soc_warning_pct = 0;
+    assert!(!rig.tick(REST_MV, 0).below_floor, "floor 0 = off");
+    rig2.settings.discharge_floor_pct = 20;
+    assert!(
+        rig2.tick(REST_MV, 0).below_floor,
+        "raising the floor above the SoC latches"
+    );
+}
+
+/// MON-7: unknown until the first sync or manual set; nothing SoC-driven acts meanwhile.
+#[test]
+fn mon_7_soc_unknown_until_sync_or_set() {
+    let mut rig = Rig::new();
+    let status = rig.run(2 * HOUR_MS, REST_MV, -50_000);
+    assert_eq!(status.soc_permille, None);
+    assert_eq!(status.soc_estimate_permille, None);
+    assert_eq!(status.ttg_min, None);
+    assert!(!status.low_soc_warning);
+    assert!(!status.below_floor);
+    assert_eq!(rig.monitor.knowledge(), SocKnowledge::Unknown);
+}
+
+/// MON-7: after a 30 min rest the open-circuit voltage gives an estimate, flagged as estimated,
+/// which never drives the floor (PROT-9), the warning or time remaining.
+#[test]
+fn mon_7_rested_voltage_estimate_is_flagged_and_drives_nothing() {
+    let mut rig = Rig::new();
+    // 3.177 V per cell rested = 10 %.
+    let cell_low_mv = 4 * 3_177;
+    let before = rig.run(REST_FOR_ESTIMATE_MS - TICK_MS, cell_low_mv, 0);
+    assert_eq!(before.soc_estimate_permille, None);
+    let status = rig.run(MINUTE_MS, cell_low_mv, 0);
+    assert_eq!(status.soc_estimate_permille, Some(100));
+    assert_eq!(status.soc_permille, None);
+    assert!(!status.below_floor && !status.low_soc_warning);
+    let status = rig.run(10 * MINUTE_MS, cell_low_mv, -10_000);
+    assert!(
+        status.soc_estimate_permille.unwrap() < 100,
+        "counted on from the estimate"
+    );
+    assert!(!status.below_floor && !status.low_soc_warning);
+    assert_eq!(status.ttg_min, None);
+    // A sync makes it known.
+    rig.set_soc(800).unwrap();
+    let status = rig.tick(REST_MV, 0);
+    assert_eq!(status.soc_permille, Some(800));
+    assert_eq!(status.soc_estimate_permille, None);
+}
+
+/// MON-7: the OCV table interpolates and clamps.
+#[test]
+fn mon_7_ocv_table() {
+    assert_eq!(ocv_soc_permille(0), 0);
+    assert_eq!(ocv_soc_permille(2_833), 0);
+    assert_eq!(ocv_soc_permille(3_265), 500);
+    assert_eq!(ocv_soc_permille(3_392), 1000);
+    assert_eq!(ocv_soc_permille(4_000), 1000);
+    let mut last = 0;
+    for mv in 2_800..3_400 {
+        let soc = ocv_soc_permille(mv);
+        assert!(soc >= last);
+        last = soc;
+    }
+}
+
+/// MON-7, MON-8: a restored record continues known, with its latches.
+#[test]
+fn mon_8_restored_state_continues() {
+    let mut rig = Rig::at_soc(100);
+    rig.tick(REST_MV, -5_000);
+    rig.run(10 * MINUTE_MS, REST_MV, 5_000);
+    let state = rig.monitor.snapshot();
+    let mut buf = [0u8; 64];
+    let bytes = postcard::to_slice(&state, &mut buf).unwrap();
+    let decoded: SocState = postcard::from_bytes(bytes).unwrap();
+    assert_eq!(decoded, state);
+
+    let mut restored = Rig::restored(Some(decoded));
+    assert_eq!(restored.last.soc_permille, rig.last.soc_permille);
+    assert_eq!(restored.last.consumed_mah, rig.last.consumed_mah);
+    assert!(
+        restored.last.below_floor,
+        "a reboot does not release the floor latch"
+    );
+    assert!(!restored.last.persist_due);
+    let status = restored.run(MINUTE_MS, REST_MV, -5_000);
+    assert!(status.soc_permille.unwrap() < rig.last.soc_permille.unwrap());
+}
+
+/// MON-8: persist at once when the SoC changed by 1 point, and not while nothing changes.
+#[test]
+fn mon_8_persist_due_every_point_of_soc() {
+    let mut rig = Rig::at_soc(800);
+    assert!(rig.last.persist_due, "a manual set is persisted at once");
+    rig.monitor.mark_persisted();
+    assert!(
+        !rig.run(HOUR_MS, REST_MV, 0).persist_due,
+        "nothing changes: no write"
+    );
+    // 10 A on 100 Ah: 1 point in under 6 min, before the 10 min rule.
+    let due = rig
+        .run_until(HOUR_MS, REST_MV, -10_000, |s| s.persist_due)
+        .unwrap();
+    assert_eq!(soc(&due), 790);
+    rig.monitor.mark_persisted();
+    let due = rig
+        .run_until(HOUR_MS, REST_MV, -10_000, |s| s.persist_due)
+        .unwrap();
+    assert_eq!(soc(&due), 780);
+}
+
+/// MON-8: a slow change is persisted at least every 10 minutes.
+#[test]
+fn mon_8_persist_due_at_least_every_10_minutes_while_changing() {
+    let mut rig = Rig::at_soc(800);
+    rig.monitor.mark_persisted();
+    let start_ms = rig.now_ms;
+    // 200 mA: 0.2 point per 6 min.
+    rig.run_until(HOUR_MS, REST_MV, -200, |s| s.persist_due)
+        .unwrap();
+    let waited_ms = rig.now_ms - TICK_MS - start_ms;
+    assert!(
+        (10 * MINUTE_MS..10 * MINUTE_MS + 2 * TICK_MS).contains(&waited_ms),
+        "{waited_ms}"
+    );
+    assert!(rig.monitor.persist_due(rig.now_ms));
+    rig.monitor.mark_persisted();
+    assert!(!rig.monitor.persist_due(rig.now_ms));
+}
+
+/// MON-8: synchronisation, latches and the first knowledge are persisted at once.
+#[test]
+fn mon_8_persist_due_on_sync_and_latch_changes() {
+    let mut rig = Rig::new();
+    rig.monitor.mark_persisted();
+    let synced = rig
+        .run_until(10 * MINUTE_MS, 14_100, 1_000, |s| s.synchronised)
+        .unwrap();
+    assert!(synced.persist_due);
+    rig.monitor.mark_persisted();
+    rig.set_soc(101).unwrap();
+    rig.tick(REST_MV, 0);
+    rig.monitor.mark_persisted();
+    let latched = rig
+        .run_until(HOUR_MS, REST_MV, -5_000, |s| s.below_floor)
+        .unwrap();
+    assert!(latched.persist_due);
+}
+
+/// MON-1, MON-2: a time going backwards counts as no time; a gap is counted only up to 60 s and
+/// restarts the charged detection.
+#[test]
+fn mon_1_time_backwards_and_gaps() {
+    let mut rig = Rig::at_soc(1000);
+    rig.run(MINUTE_MS, REST_MV, -100_000);
+    let input = Rig::input(REST_MV, -100_000);
+    let consumed = |m: &Monitor| m.snapshot().consumed_nas;
+    let t = rig.now_ms;
+    rig.monitor.update(t, &input, &rig.settings);
+    let before = consumed(&rig.monitor);
+    rig.monitor.update(t - 50_000, &input, &rig.settings);
+    assert_eq!(consumed(&rig.monitor), before, "older time: no time passed");
+    rig.monitor.update(t + HOUR_MS, &input, &rig.settings);
+    assert_eq!(
+        consumed(&rig.monitor) - before,
+        100_000 * 60_000 * 1_000,
+        "capped at 60 s"
+    );
+
+    let mut rig = Rig::new();
+    rig.run(2 * MINUTE_MS, 14_100, 1_000);
+    rig.now_ms += 5 * MINUTE_MS;
+    assert!(
+        !rig.tick(14_100, 1_000).synchronised,
+        "a gap restarts the detection time"
+    );
+    assert!(rig
+        .run_until(3 * MINUTE_MS + TICK_MS, 14_100, 1_000, |s| s.synchronised)
+        .is_some());
+}
+
+/// MON-1: a change of bank capacity (battery added) keeps the SoC and scales consumed Ah.
+#[test]
+fn mon_1_capacity_change_keeps_soc() {
+    let mut rig = Rig::at_soc(600);
+    let settings = Settings::default();
+    let doubled = MonitorInput {
+        capacity_mah: 2 * CAPACITY_MAH,
+        ..Rig::input(REST_MV, 0)
+    };
+    let status = rig.monitor.update(rig.now_ms, &doubled, &settings);
+    assert_eq!(status.soc_permille, Some(600));
+    assert_eq!(status.consumed_mah, 80_000);
+}

@@ -1,0 +1,279 @@
+/*
+ * SPDX-License-Identifier: Apache-2.0
+ * Copyright (c) 2026 The OpenBMS authors
+ *
+ * The control thread: the one owner of the library instance. It sleeps until the core's next
+ * deadline or until another thread hands it something, then runs one step: read the analog
+ * inputs, bms_step(), apply the outputs and LEDs, pass changed advertisement and status data
+ * to the BLE thread, feed the task watchdog. Every decision is the core's; this file only
+ * moves data.
+ */
+
+#include <string.h>
+
+#include <zephyr/device.h>
+#include <zephyr/kernel.h>
+#include <zephyr/logging/log.h>
+#include <zephyr/sys/util.h>
+#include <zephyr/task_wdt/task_wdt.h>
+
+#include "app.h"
+
+LOG_MODULE_REGISTER(bms_control, CONFIG_BMS_LOG_LEVEL);
+
+/* Characteristic number of the status page (docs/protocol.md), read for notifications. */
+#define STATUS_CHARACTERISTIC 0x01
+
+enum ctrl_msg_type {
+	CTRL_MSG_BUS,
+	CTRL_MSG_DFU,
+	CTRL_MSG_GATT,
+};
+
+struct gatt_call {
+	uint8_t characteristic;
+	bool authenticated;
+	const uint8_t *req;
+	size_t req_len;
+	uint8_t *resp;
+	size_t resp_cap;
+	size_t resp_len;
+	int32_t rc;
+	struct k_sem done;
+};
+
+struct ctrl_msg {
+	enum ctrl_msg_type type;
+	union {
+		struct {
+			uint8_t len;
+			uint8_t bytes[APP_BUS_CHUNK_LEN];
+		} bus;
+		bms_dfu_t dfu;
+		struct gatt_call *gatt;
+	};
+};
+
+K_MSGQ_DEFINE(ctrl_msgq, sizeof(struct ctrl_msg), 8, 4);
+K_THREAD_STACK_DEFINE(control_stack, CONFIG_BMS_CONTROL_STACK_SIZE);
+
+static struct k_thread control_thread_data;
+static struct bms *bms;
+static int wdt_channel = -1;
+static atomic_t steps;
+
+static void handle_msg(struct ctrl_msg *msg, uint64_t now_ms)
+{
+	int32_t rc;
+
+	switch (msg->type) {
+	case CTRL_MSG_BUS:
+		/* The length byte came from another thread: never trust it past the array. */
+		rc = bms_feed_bus(bms, now_ms, msg->bus.bytes,
+				  MIN((size_t)msg->bus.len, sizeof(msg->bus.bytes)));
+		if (rc) {
+			LOG_DBG("Bus bytes refused (err %d)", rc);
+		}
+		break;
+	case CTRL_MSG_DFU:
+		rc = bms_dfu_event(bms, now_ms, msg->dfu);
+		if (rc) {
+			LOG_ERR("DFU event %u refused (err %d)", msg->dfu, rc);
+		}
+		break;
+	case CTRL_MSG_GATT: {
+		struct gatt_call *call = msg->gatt;
+
+		call->resp_len = 0;
+		call->rc = bms_gatt_request(bms, now_ms, call->characteristic, call->authenticated,
+					    call->req, call->req_len, call->resp, call->resp_cap,
+					    &call->resp_len);
+		k_sem_give(&call->done);
+		break;
+	}
+	}
+}
+
+static void publish(const struct bms_outputs *out)
+{
+	static uint8_t buf[APP_GATT_MAX_LEN];
+	size_t len = 0;
+	int32_t rc;
+
+	if (out->adv_changed) {
+		rc = bms_advertisement(bms, buf, APP_ADV_MAX_LEN, &len);
+		if (rc == 0) {
+			ble_post_advertisement(buf, MIN(len, (size_t)APP_ADV_MAX_LEN), out->low_power);
+		} else {
+			LOG_ERR("Advertisement not built (err %d)", rc);
+		}
+	}
+
+	if (out->status_changed && ble_status_subscribed()) {
+		rc = bms_gatt_request(bms, k_uptime_get(), STATUS_CHARACTERISTIC, false, NULL, 0, buf,
+				      sizeof(buf), &len);
+		if (rc == 0) {
+			ble_post_status(buf, MIN(len, sizeof(buf)));
+		}
+	}
+}
+
+static uint64_t step(uint64_t now_ms)
+{
+	struct bms_inputs in = {0};
+	struct bms_outputs out = {0};
+	uint64_t deadline = UINT64_MAX;
+	uint64_t next;
+	int err;
+
+	err = io_read_inputs(&in);
+	if (err) {
+		/* No valid measurement: skip the step; the watchdog is not fed, so a stuck ADC
+		 * ends in a reset with every output free-floating.
+		 */
+		LOG_ERR("Inputs not read (err %d)", err);
+		return now_ms + CONFIG_BMS_CONTROL_WDT_MS / 4;
+	}
+	in.app_connected = ble_connected();
+
+	err = bms_step(bms, now_ms, &in, &out);
+	if (err) {
+		LOG_ERR("Step failed (err %d)", err);
+		return now_ms + CONFIG_BMS_CONTROL_WDT_MS / 4;
+	}
+
+	err = io_apply(&out);
+	if (err) {
+		LOG_ERR("Outputs not applied (err %d)", err);
+		return now_ms + CONFIG_BMS_CONTROL_WDT_MS / 4;
+	}
+
+	publish(&out);
+	(void)task_wdt_feed(wdt_channel);
+	atomic_inc(&steps);
+
+	next = now_ms + MAX(out.tick_ms, 1U);
+	if (bms_next_deadline_ms(bms, &deadline) == 0 && deadline < next) {
+		next = MAX(deadline, now_ms + 1);
+	}
+	/* Wake often enough to feed the watchdog even in the slowest low-power tick. */
+	return MIN(next, now_ms + CONFIG_BMS_CONTROL_WDT_MS / 2);
+}
+
+static void control_thread(void *p1, void *p2, void *p3)
+{
+	struct ctrl_msg msg;
+	uint64_t next = k_uptime_get();
+
+	ARG_UNUSED(p1);
+	ARG_UNUSED(p2);
+	ARG_UNUSED(p3);
+
+	for (;;) {
+		if (k_msgq_get(&ctrl_msgq, &msg, K_TIMEOUT_ABS_MS(next)) == 0) {
+			handle_msg(&msg, k_uptime_get());
+		}
+
+		uint64_t now = k_uptime_get();
+
+		if (now >= next) {
+			next = step(now);
+		}
+	}
+}
+
+int control_init(void)
+{
+	const struct device *hw_wdt = DEVICE_DT_GET_OR_NULL(DT_ALIAS(watchdog0));
+	int err;
+
+	bms = bms_open();
+	if (bms == NULL) {
+		LOG_ERR("Library instance already open");
+		return -EALREADY;
+	}
+
+	if (hw_wdt != NULL && !device_is_ready(hw_wdt)) {
+		LOG_WRN("Hardware watchdog not ready, task watchdog without fallback");
+		hw_wdt = NULL;
+	}
+
+	err = task_wdt_init(hw_wdt);
+	if (err) {
+		LOG_ERR("Task watchdog init failed (err %d)", err);
+		return err;
+	}
+
+	return 0;
+}
+
+int control_start(void)
+{
+	wdt_channel = task_wdt_add(CONFIG_BMS_CONTROL_WDT_MS, NULL, NULL);
+	if (wdt_channel < 0) {
+		LOG_ERR("Task watchdog channel not added (err %d)", wdt_channel);
+		return wdt_channel;
+	}
+
+	k_thread_create(&control_thread_data, control_stack, K_THREAD_STACK_SIZEOF(control_stack),
+			control_thread, NULL, NULL, NULL, CONFIG_BMS_CONTROL_PRIORITY, 0, K_NO_WAIT);
+	k_thread_name_set(&control_thread_data, "bms_control");
+
+	return 0;
+}
+
+int control_post_bus(const uint8_t *bytes, size_t len)
+{
+	struct ctrl_msg msg = {.type = CTRL_MSG_BUS};
+
+	if (len > sizeof(msg.bus.bytes)) {
+		return -EINVAL;
+	}
+	memcpy(msg.bus.bytes, bytes, len);
+	msg.bus.len = (uint8_t)len;
+
+	return k_msgq_put(&ctrl_msgq, &msg, K_FOREVER);
+}
+
+int control_post_dfu(bms_dfu_t event)
+{
+	struct ctrl_msg msg = {.type = CTRL_MSG_DFU, .dfu = event};
+
+	/* Update progress must not be lost (PROT-10): wait for room, the owner drains fast. */
+	return k_msgq_put(&ctrl_msgq, &msg, K_FOREVER);
+}
+
+int control_gatt(uint8_t characteristic, bool authenticated, const uint8_t *req, size_t req_len,
+		 uint8_t *resp, size_t resp_cap, size_t *resp_len)
+{
+	struct gatt_call call = {
+		.characteristic = characteristic,
+		.authenticated = authenticated,
+		.req = req,
+		.req_len = req_len,
+		.resp = resp,
+		.resp_cap = resp_cap,
+	};
+	struct ctrl_msg msg = {.type = CTRL_MSG_GATT, .gatt = &call};
+	int err;
+
+	k_sem_init(&call.done, 0, 1);
+
+	err = k_msgq_put(&ctrl_msgq, &msg, K_FOREVER);
+	if (err) {
+		return err;
+	}
+
+	/* The control thread always answers: if it stalled, the task watchdog resets the
+	 * system, so waiting here cannot outlive `call`.
+	 */
+	k_sem_take(&call.done, K_FOREVER);
+	*resp_len = call.resp_len;
+
+	return call.rc;
+}
+
+uint32_t control_steps(void)
+{
+	return (uint32_t)atomic_get(&steps);
+}

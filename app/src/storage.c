@@ -1,0 +1,133 @@
+/*
+ * SPDX-License-Identifier: Apache-2.0
+ * Copyright (c) 2026 The OpenBMS authors
+ *
+ * The platform side of bms_port.h: the core's records (settings, SoC state, history) stored
+ * with Zephyr's settings subsystem on the ZMS backend, one settings entry per record. The
+ * bytes are opaque here: version and CRC are the core's (SET-3). Direct-load pattern of
+ * samples/subsys/settings.
+ */
+
+#include <errno.h>
+#include <string.h>
+
+#include <zephyr/logging/log.h>
+#include <zephyr/settings/settings.h>
+#include <zephyr/sys/util.h>
+
+#include <bms_port.h>
+
+#include "app.h"
+
+LOG_MODULE_REGISTER(bms_storage, CONFIG_BMS_LOG_LEVEL);
+
+/* bms_port.h: a key is at most 15 characters. */
+#define KEY_MAX_LEN 15
+struct read_ctx {
+	uint8_t *buf;
+	size_t cap;
+	size_t len;
+	int rc;
+};
+
+static int load_record(const char *key, size_t len, settings_read_cb read_cb, void *cb_arg,
+		       void *param)
+{
+	struct read_ctx *ctx = param;
+	const char *next;
+	ssize_t n;
+
+	/* Only the record itself, not records below it ("bms/x" vs "bms/x/y"). */
+	if (settings_name_next(key, &next) != 0 || next != NULL) {
+		return 0;
+	}
+
+	if (len > ctx->cap) {
+		ctx->rc = -ENOSPC;
+		return 0;
+	}
+
+	n = read_cb(cb_arg, ctx->buf, len);
+	if (n < 0 || (size_t)n != len) {
+		ctx->rc = -EIO;
+		return 0;
+	}
+
+	ctx->len = len;
+	ctx->rc = 0;
+	return 0;
+}
+
+static bool key_valid(const char *key)
+{
+	return key != NULL && key[0] != '\0' && strnlen(key, KEY_MAX_LEN + 1) <= KEY_MAX_LEN;
+}
+
+int bms_port_storage_read(const char *key, uint8_t *buf, size_t cap, size_t *len)
+{
+	struct read_ctx ctx = {.buf = buf, .cap = cap, .rc = -ENOENT};
+	int err;
+
+	if (!key_valid(key) || buf == NULL || len == NULL) {
+		return -EINVAL;
+	}
+
+	err = settings_load_subtree_direct(key, load_record, &ctx);
+	if (err) {
+		LOG_ERR("Record %s not loaded (err %d)", key, err);
+		return -EIO;
+	}
+
+	if (ctx.rc == 0) {
+		*len = ctx.len;
+	}
+
+	return ctx.rc;
+}
+
+int bms_port_storage_write(const char *key, const uint8_t *buf, size_t len)
+{
+	int err;
+
+	if (!key_valid(key) || (buf == NULL && len > 0)) {
+		return -EINVAL;
+	}
+
+	err = settings_save_one(key, buf, len);
+	if (err) {
+		LOG_ERR("Record %s not saved (err %d)", key, err);
+		return -EIO;
+	}
+
+	return 0;
+}
+
+int bms_port_storage_delete(const char *key)
+{
+	int err;
+
+	if (!key_valid(key)) {
+		return -EINVAL;
+	}
+
+	err = settings_delete(key);
+	if (err && err != -ENOENT) {
+		LOG_ERR("Record %s not deleted (err %d)", key, err);
+		return -EIO;
+	}
+
+	return 0;
+}
+
+int storage_init(void)
+{
+	int err;
+
+	err = settings_subsys_init();
+	if (err) {
+		LOG_ERR("Settings init failed (err %d)", err);
+		return err;
+	}
+
+	return 0;
+}

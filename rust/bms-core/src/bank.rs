@@ -1,24 +1,670 @@
-//! The battery bank (BANK): battery reports in, topology, validation and aggregates out.
+//! The battery bank (BANK): battery reports and the bank voltage in; the batteries, topology
+//! (BANK-1), configuration check (BANK-2), aggregates (BANK-3), lost batteries (BANK-4) and
+//! topology changes (BANK-5) out.
+//!
+//! Batteries are kept in a fixed table sorted by serial number, so a battery keeps its number
+//! across reboots. A battery is a *member* of the bank from its first valid report until it is
+//! lost; members make up the topology. A report with physically impossible data is refused
+//! with a [`ReportError`] and marks its battery invalid until its next valid report: the bank
+//! is then not [`BankHealth::complete`] and the protection fails safe.
 
-use crate::bus::BatteryReport;
+use core::fmt;
 
-/// Most batteries in one bank (BANK-2: 50 in a 12/24 V bank).
-pub const MAX_BATTERIES: usize = 50;
+use heapless::Vec;
 
-/// The batteries seen on the bus and what they last reported.
+use crate::bus::{BatteryFlags, BatteryModel, BatteryReport, MAX_CELLS_PER_BATTERY};
+use crate::limits::{
+    self, BANK_NOMINAL_MV, BATTERY_LOST_MS, CELL_VALID_MV, DISCOVERY_MS, MAX_BATTERIES,
+    SUPPLY_MAX_MV, SUPPLY_MIN_MV, TEMP_VALID_DDEGC,
+};
+
+/// Why a battery report was refused. The battery counts as not reporting valid data.
+#[derive(Clone, Copy, Debug, PartialEq, Eq)]
+#[non_exhaustive]
+pub enum ReportError {
+    /// The report carries `got` cell voltages where the model has `expected` cells.
+    CellCount {
+        /// Cells of the reported model.
+        expected: u8,
+        /// Cell voltages in the report.
+        got: u8,
+    },
+    /// Cell `cell` (0-based) reports `cell_mv`, outside 1..=5000 mV.
+    CellVoltage {
+        /// Index of the cell in the battery, 0-based.
+        cell: u8,
+        /// The reported voltage, mV.
+        cell_mv: u16,
+    },
+    /// The report carries no temperature.
+    NoTemperature,
+    /// Sensor `sensor` (0-based) reports `temp_ddegc`, outside -60..=150 °C.
+    Temperature {
+        /// Index of the sensor, 0-based.
+        sensor: u8,
+        /// The reported temperature, 0.1 °C.
+        temp_ddegc: i16,
+    },
+    /// The report gives a nominal capacity of 0 Ah.
+    NoCapacity,
+    /// The table already holds [`MAX_BATTERIES`] batteries; this serial was not stored
+    /// (BANK-2: too many batteries).
+    BankFull {
+        /// Serial of the battery that did not fit.
+        serial: u32,
+    },
+}
+
+impl fmt::Display for ReportError {
+    fn fmt(&self, f: &mut fmt::Formatter<'_>) -> fmt::Result {
+        match self {
+            ReportError::CellCount { expected, got } => {
+                write!(f, "{got} cell voltages for a {expected}-cell battery")
+            }
+            ReportError::CellVoltage { cell, cell_mv } => {
+                write!(f, "cell {cell} voltage {cell_mv} mV is impossible")
+            }
+            ReportError::NoTemperature => f.write_str("no temperature"),
+            ReportError::Temperature { sensor, temp_ddegc } => {
+                write!(f, "temperature {sensor} of {temp_ddegc} d°C is impossible")
+            }
+            ReportError::NoCapacity => f.write_str("nominal capacity 0"),
+            ReportError::BankFull { serial } => {
+                write!(f, "battery {serial} does not fit: bank table full")
+            }
+        }
+    }
+}
+
+/// Why the bank breaks the configuration rules of BANK-2.
+#[derive(Clone, Copy, Debug, PartialEq, Eq)]
+#[non_exhaustive]
+pub enum ConfigError {
+    /// Batteries of different models are mixed.
+    MixedModels,
+    /// `batteries` batteries cannot form equal strings of `series` batteries.
+    UnequalStrings {
+        /// Member batteries.
+        batteries: u8,
+        /// Batteries in series derived from the bank voltage.
+        series: u8,
+    },
+    /// More batteries than allowed for the model (50, or 25 of 51.2 V).
+    TooManyBatteries {
+        /// Batteries seen (at least; a battery that did not fit the table counts as one more).
+        batteries: u8,
+        /// The most allowed.
+        max: u8,
+    },
+    /// The bank's nominal voltage is not 12.8, 25.6 or 51.2 V.
+    UnsupportedVoltage {
+        /// The derived nominal voltage, mV.
+        nominal_mv: u32,
+    },
+    /// The bank voltage measured by the BMS is outside its 8–70 V operating range, so the
+    /// topology cannot be derived.
+    SupplyOutOfRange {
+        /// The measured supply voltage, mV.
+        supply_mv: u32,
+    },
+}
+
+impl fmt::Display for ConfigError {
+    fn fmt(&self, f: &mut fmt::Formatter<'_>) -> fmt::Result {
+        match self {
+            ConfigError::MixedModels => f.write_str("battery models are mixed"),
+            ConfigError::UnequalStrings { batteries, series } => {
+                write!(f, "{batteries} batteries do not form strings of {series}")
+            }
+            ConfigError::TooManyBatteries { batteries, max } => {
+                write!(f, "{batteries} batteries, at most {max} allowed")
+            }
+            ConfigError::UnsupportedVoltage { nominal_mv } => {
+                write!(
+                    f,
+                    "bank voltage {nominal_mv} mV is not 12.8, 25.6 or 51.2 V"
+                )
+            }
+            ConfigError::SupplyOutOfRange { supply_mv } => {
+                write!(f, "supply voltage {supply_mv} mV outside 8-70 V")
+            }
+        }
+    }
+}
+
+/// One battery of the bank, as last reported.
+#[derive(Clone, Copy, Debug, PartialEq, Eq)]
+pub struct Battery {
+    /// Serial number.
+    pub serial: u32,
+    /// Battery model.
+    pub model: BatteryModel,
+    /// Nominal capacity, 0.1 Ah.
+    pub capacity_dah: u16,
+    /// Firmware version (major in the high byte).
+    pub firmware: u16,
+    cells_mv: [u16; MAX_CELLS_PER_BATTERY],
+    /// Lowest reported temperature, 0.1 °C.
+    pub min_temp_ddegc: i16,
+    /// Highest reported temperature, 0.1 °C (the battery temperature shown to the user).
+    pub max_temp_ddegc: i16,
+    /// Current, mA, positive = charging.
+    pub current_ma: i32,
+    /// The battery's own flags.
+    pub flags: BatteryFlags,
+    /// Why the latest report was refused; `None` when it was valid.
+    pub error: Option<ReportError>,
+    /// True when nothing valid came for [`BATTERY_LOST_MS`] (BANK-4).
+    pub lost: bool,
+    has_valid: bool,
+    member: bool,
+    first_seen_ms: u64,
+    last_valid_ms: u64,
+}
+
+impl Battery {
+    fn new(serial: u32, model: BatteryModel, now_ms: u64) -> Self {
+        Battery {
+            serial,
+            model,
+            capacity_dah: 0,
+            firmware: 0,
+            cells_mv: [0; MAX_CELLS_PER_BATTERY],
+            min_temp_ddegc: 0,
+            max_temp_ddegc: 0,
+            current_ma: 0,
+            flags: BatteryFlags::default(),
+            error: None,
+            lost: false,
+            has_valid: false,
+            member: false,
+            first_seen_ms: now_ms,
+            last_valid_ms: now_ms,
+        }
+    }
+
+    /// The cell voltages of the last valid report, mV, first cell first (empty before any).
+    pub fn cells_mv(&self) -> &[u16] {
+        let count = if self.has_valid {
+            self.model.cells()
+        } else {
+            0
+        };
+        self.cells_mv.get(..count).unwrap_or(&[])
+    }
+
+    /// The battery voltage (sum of its cells), mV.
+    pub fn voltage_mv(&self) -> u32 {
+        self.cells_mv().iter().map(|&mv| u32::from(mv)).sum()
+    }
+
+    /// True when the battery has valid, current data: reported validly at least once, its
+    /// latest report was valid and it is not lost.
+    pub fn is_valid(&self) -> bool {
+        self.has_valid && self.error.is_none() && !self.lost
+    }
+
+    /// True while the battery is part of the bank: from its first valid report until lost.
+    pub fn is_member(&self) -> bool {
+        self.has_valid && !self.lost
+    }
+
+    /// When the last valid report arrived (or the battery was first seen), ms.
+    pub fn last_valid_ms(&self) -> u64 {
+        self.last_valid_ms
+    }
+}
+
+/// BANK-1: the bank layout discovered from the member batteries and the bank voltage.
+#[derive(Clone, Copy, Debug, PartialEq, Eq)]
+pub struct Topology {
+    /// Member batteries.
+    pub batteries: u8,
+    /// Cells in total.
+    pub cells_total: u16,
+    /// Batteries in series (0 when the bank voltage does not allow deriving it).
+    pub series: u8,
+    /// Batteries in parallel (strings); 0 when `series` is 0.
+    pub parallel: u8,
+    /// The model of the first member battery.
+    pub model: BatteryModel,
+    /// Bank nominal voltage, mV (`series` × battery nominal voltage).
+    pub nominal_mv: u32,
+    /// Bank nominal capacity, 0.1 Ah (sum of the members' capacities / `series`).
+    pub capacity_dah: u32,
+}
+
+impl Topology {
+    /// Cells in series in the bank (`series` × cells per battery), for per-cell settings.
+    pub fn cells_in_series(&self) -> u16 {
+        u16::from(self.series).saturating_mul(self.model.cells() as u16)
+    }
+}
+
+/// Where a cell sits: battery number (index in [`Bank::batteries`]) and cell index, 0-based.
+#[derive(Clone, Copy, Debug, Default, PartialEq, Eq)]
+pub struct CellRef {
+    /// Battery number, 0-based.
+    pub battery: u8,
+    /// Cell index in the battery, 0-based.
+    pub cell: u8,
+}
+
+/// BANK-3: the bank values over every battery with valid data.
+#[derive(Clone, Copy, Debug, Default, PartialEq, Eq)]
+pub struct Aggregates {
+    /// Lowest cell voltage, mV.
+    pub min_cell_mv: u16,
+    /// Where the lowest cell is.
+    pub min_cell: CellRef,
+    /// Highest cell voltage, mV.
+    pub max_cell_mv: u16,
+    /// Where the highest cell is.
+    pub max_cell: CellRef,
+    /// Lowest cell temperature, 0.1 °C.
+    pub min_temp_ddegc: i16,
+    /// Battery number with the lowest temperature.
+    pub min_temp_battery: u8,
+    /// Highest cell temperature, 0.1 °C.
+    pub max_temp_ddegc: i16,
+    /// Battery number with the highest temperature.
+    pub max_temp_battery: u8,
+    /// Bank voltage (the BMS supply voltage), mV.
+    pub voltage_mv: u32,
+    /// Bank current (sum of battery currents / batteries in series), mA, positive = charging.
+    pub current_ma: i32,
+    /// Some battery does not allow charging (PROT-7).
+    pub charge_blocked: bool,
+    /// Some battery does not allow discharging (PROT-7).
+    pub discharge_blocked: bool,
+    /// Some battery is balancing its cells (BAL-3).
+    pub balancing: bool,
+}
+
+impl Aggregates {
+    /// The cell spread (max − min cell voltage), mV.
+    pub fn cell_spread_mv(&self) -> u16 {
+        self.max_cell_mv.saturating_sub(self.min_cell_mv)
+    }
+}
+
+/// The state of the bank data, as the protection needs it.
+#[derive(Clone, Copy, Debug, Default, PartialEq, Eq)]
+pub struct BankHealth {
+    /// True when the data set is complete and valid: batteries discovered (the discovery
+    /// window passed), none lost or invalid, topology derived, no configuration error.
+    pub complete: bool,
+    /// Some battery is lost (BANK-4).
+    pub lost: bool,
+    /// Some battery's latest report was refused.
+    pub invalid: bool,
+    /// The bank breaks the configuration rules (BANK-2).
+    pub config_error: bool,
+}
+
+/// What [`Bank::update`] found.
+#[derive(Clone, Copy, Debug, Default, PartialEq, Eq)]
+#[must_use]
+pub struct BankUpdate {
+    /// BANK-5: a battery appeared or disappeared since the previous update.
+    pub topology_changed: bool,
+}
+
+/// The batteries seen on the bus and what they last reported (fixed size, no heap).
 #[derive(Clone, Debug, Default)]
 pub struct Bank {
-    reports_seen: u32,
+    batteries: Vec<Battery, MAX_BATTERIES>,
+    first_report_ms: Option<u64>,
+    overflow_ms: Option<u64>,
+    now_ms: u64,
+    supply_mv: u32,
+    topology: Option<Topology>,
+    config_error: Option<ConfigError>,
+    aggregates: Option<Aggregates>,
 }
 
 impl Bank {
     /// An empty bank: no battery seen yet.
     pub const fn new() -> Self {
-        Bank { reports_seen: 0 }
+        Bank {
+            batteries: Vec::new(),
+            first_report_ms: None,
+            overflow_ms: None,
+            now_ms: 0,
+            supply_mv: 0,
+            topology: None,
+            config_error: None,
+            aggregates: None,
+        }
     }
 
-    /// Takes one battery report received at `now_ms`.
-    pub fn handle_report(&mut self, _now_ms: u64, _report: &BatteryReport) {
-        self.reports_seen = self.reports_seen.saturating_add(1);
+    /// Takes one battery report received at `now_ms`. A refused report marks the battery
+    /// invalid (it is stored, so the bank fails safe) and returns why; the values of its last
+    /// valid report are kept for display but not used. Call [`Bank::update`] afterwards (the
+    /// next control step does).
+    pub fn handle_report(
+        &mut self,
+        now_ms: u64,
+        report: &BatteryReport,
+    ) -> Result<(), ReportError> {
+        let now_ms = now_ms.max(self.now_ms);
+        self.now_ms = now_ms;
+        self.first_report_ms.get_or_insert(now_ms);
+        let checked = check(report);
+        let index = match self
+            .batteries
+            .binary_search_by_key(&report.serial, |b| b.serial)
+        {
+            Ok(index) => index,
+            Err(index) => {
+                let battery = Battery::new(report.serial, report.model, now_ms);
+                if self.batteries.insert(index, battery).is_err() {
+                    self.overflow_ms = Some(now_ms);
+                    return Err(ReportError::BankFull {
+                        serial: report.serial,
+                    });
+                }
+                index
+            }
+        };
+        let Some(battery) = self.batteries.get_mut(index) else {
+            return Err(ReportError::BankFull {
+                serial: report.serial,
+            });
+        };
+        match checked {
+            Ok(()) => {
+                if battery.has_valid && battery.model != report.model {
+                    // A changed model changes the bank like a new battery does (BANK-5).
+                    battery.member = false;
+                }
+                battery.model = report.model;
+                battery.capacity_dah = report.capacity_dah;
+                battery.firmware = report.firmware;
+                for (slot, &mv) in battery.cells_mv.iter_mut().zip(report.cells_mv.iter()) {
+                    *slot = mv;
+                }
+                let temps = report.temps_ddegc.iter().copied();
+                battery.min_temp_ddegc = temps.clone().min().unwrap_or(0);
+                battery.max_temp_ddegc = temps.max().unwrap_or(0);
+                battery.current_ma = report.current_ma;
+                battery.flags = report.flags;
+                battery.error = None;
+                battery.lost = false;
+                battery.has_valid = true;
+                battery.last_valid_ms = now_ms;
+                Ok(())
+            }
+            Err(error) => {
+                battery.error = Some(error);
+                Err(error)
+            }
+        }
     }
+
+    /// Re-derives everything at `now_ms` with the bank voltage `supply_mv` measured by the BMS:
+    /// lost batteries, topology, configuration check and aggregates. Call once per control step.
+    pub fn update(&mut self, now_ms: u64, supply_mv: u32) -> BankUpdate {
+        let now_ms = now_ms.max(self.now_ms);
+        self.now_ms = now_ms;
+        self.supply_mv = supply_mv;
+        let mut changed = false;
+        for battery in self.batteries.iter_mut() {
+            if now_ms.saturating_sub(battery.last_valid_ms) >= BATTERY_LOST_MS && !battery.lost {
+                battery.lost = true;
+                log::warn!("battery {} lost", battery.serial);
+            }
+            let member = battery.is_member();
+            if member != battery.member {
+                battery.member = member;
+                changed = true;
+            }
+        }
+        if self
+            .overflow_ms
+            .is_some_and(|t| now_ms.saturating_sub(t) >= BATTERY_LOST_MS)
+        {
+            self.overflow_ms = None;
+        }
+        self.topology = self.derive_topology();
+        self.config_error = self.check_config();
+        self.aggregates = self.derive_aggregates();
+        if changed {
+            log::info!("bank topology changed: {:?}", self.topology);
+        }
+        BankUpdate {
+            topology_changed: changed,
+        }
+    }
+
+    /// Removes every lost battery (user action, after a battery was taken out on purpose),
+    /// then re-derives the bank. Returns how many were removed.
+    pub fn forget_lost(&mut self, now_ms: u64) -> usize {
+        let before = self.batteries.len();
+        self.batteries.retain(|b| !b.lost);
+        let removed = before.saturating_sub(self.batteries.len());
+        let supply_mv = self.supply_mv;
+        let _ = self.update(now_ms, supply_mv);
+        removed
+    }
+
+    /// Every battery seen, sorted by serial number; the position is the battery number.
+    pub fn batteries(&self) -> &[Battery] {
+        &self.batteries
+    }
+
+    /// Battery number `number` (0-based), if there is one.
+    pub fn battery(&self, number: usize) -> Option<&Battery> {
+        self.batteries.get(number)
+    }
+
+    /// BANK-1: the discovered topology, `None` while no battery is a member.
+    pub fn topology(&self) -> Option<Topology> {
+        self.topology
+    }
+
+    /// BANK-2: why the bank configuration is refused, `None` when it is fine.
+    pub fn config_error(&self) -> Option<ConfigError> {
+        self.config_error
+    }
+
+    /// BANK-3: the bank values over the batteries with valid data, `None` while there are none.
+    pub fn aggregates(&self) -> Option<Aggregates> {
+        self.aggregates
+    }
+
+    /// The state of the data for the protection (PROT-1, BANK-2, BANK-4).
+    pub fn health(&self) -> BankHealth {
+        let lost = self.batteries.iter().any(|b| b.lost);
+        let invalid = self.batteries.iter().any(|b| b.error.is_some());
+        let config_error = self.config_error.is_some();
+        let discovered = self
+            .first_report_ms
+            .is_some_and(|t| self.now_ms.saturating_sub(t) >= DISCOVERY_MS);
+        let complete = discovered
+            && !lost
+            && !invalid
+            && !config_error
+            && self.batteries.iter().all(Battery::is_valid)
+            && self.topology.is_some_and(|t| t.series > 0)
+            && self.aggregates.is_some();
+        BankHealth {
+            complete,
+            lost,
+            invalid,
+            config_error,
+        }
+    }
+
+    /// When the bank's own state changes next without new input (discovery window end, a
+    /// battery becoming lost), ms.
+    pub fn next_deadline_ms(&self) -> Option<u64> {
+        let discovery = self
+            .first_report_ms
+            .map(|t| t.saturating_add(DISCOVERY_MS))
+            .filter(|&t| t > self.now_ms);
+        let lost = self
+            .batteries
+            .iter()
+            .filter(|b| !b.lost)
+            .map(|b| b.last_valid_ms.saturating_add(BATTERY_LOST_MS))
+            .min();
+        let overflow = self.overflow_ms.map(|t| t.saturating_add(BATTERY_LOST_MS));
+        [discovery, lost, overflow].into_iter().flatten().min()
+    }
+
+    fn members(&self) -> impl Iterator<Item = &Battery> {
+        self.batteries.iter().filter(|b| b.is_member())
+    }
+
+    fn derive_topology(&self) -> Option<Topology> {
+        let first = self.members().next()?;
+        let model = first.model;
+        let count = self.members().count();
+        let batteries = u8::try_from(count).unwrap_or(u8::MAX);
+        let voltage_sum: u64 = self.members().map(|b| u64::from(b.voltage_mv())).sum();
+        let mean_mv = voltage_sum / count.max(1) as u64;
+        let series = if (SUPPLY_MIN_MV..=SUPPLY_MAX_MV).contains(&self.supply_mv) && mean_mv > 0 {
+            let rounded = (u64::from(self.supply_mv) + mean_mv / 2) / mean_mv;
+            u8::try_from(rounded).unwrap_or(u8::MAX)
+        } else {
+            0
+        };
+        let parallel = batteries.checked_div(series).unwrap_or(0);
+        let cells_total = self.members().map(|b| b.model.cells() as u16).sum();
+        let capacity_sum: u32 = self.members().map(|b| u32::from(b.capacity_dah)).sum();
+        Some(Topology {
+            batteries,
+            cells_total,
+            series,
+            parallel,
+            model,
+            nominal_mv: u32::from(series).saturating_mul(model.nominal_mv()),
+            capacity_dah: capacity_sum.checked_div(u32::from(series)).unwrap_or(0),
+        })
+    }
+
+    fn check_config(&self) -> Option<ConfigError> {
+        let overflow = usize::from(self.overflow_ms.is_some());
+        let topology = match self.topology {
+            Some(topology) => topology,
+            None if overflow > 0 => {
+                let batteries = self.batteries.len().saturating_add(1);
+                return Some(ConfigError::TooManyBatteries {
+                    batteries: u8::try_from(batteries).unwrap_or(u8::MAX),
+                    max: MAX_BATTERIES as u8,
+                });
+            }
+            None => return None,
+        };
+        if self.members().any(|b| b.model != topology.model) {
+            return Some(ConfigError::MixedModels);
+        }
+        let max = limits::max_batteries(topology.model);
+        let count = self.members().count().saturating_add(overflow);
+        if count > max {
+            return Some(ConfigError::TooManyBatteries {
+                batteries: u8::try_from(count).unwrap_or(u8::MAX),
+                max: u8::try_from(max).unwrap_or(u8::MAX),
+            });
+        }
+        if !(SUPPLY_MIN_MV..=SUPPLY_MAX_MV).contains(&self.supply_mv) {
+            return Some(ConfigError::SupplyOutOfRange {
+                supply_mv: self.supply_mv,
+            });
+        }
+        if !BANK_NOMINAL_MV.contains(&topology.nominal_mv) {
+            return Some(ConfigError::UnsupportedVoltage {
+                nominal_mv: topology.nominal_mv,
+            });
+        }
+        if topology.batteries.checked_rem(topology.series) != Some(0) {
+            return Some(ConfigError::UnequalStrings {
+                batteries: topology.batteries,
+                series: topology.series,
+            });
+        }
+        None
+    }
+
+    fn derive_aggregates(&self) -> Option<Aggregates> {
+        let mut agg: Option<Aggregates> = None;
+        let mut current_sum: i64 = 0;
+        for (number, battery) in self.batteries.iter().enumerate() {
+            if !battery.is_valid() {
+                continue;
+            }
+            let number = u8::try_from(number).unwrap_or(u8::MAX);
+            current_sum = current_sum.saturating_add(i64::from(battery.current_ma));
+            let a = agg.get_or_insert(Aggregates {
+                min_cell_mv: u16::MAX,
+                max_cell_mv: 0,
+                min_temp_ddegc: i16::MAX,
+                max_temp_ddegc: i16::MIN,
+                ..Aggregates::default()
+            });
+            for (cell, &mv) in battery.cells_mv().iter().enumerate() {
+                let at = CellRef {
+                    battery: number,
+                    cell: u8::try_from(cell).unwrap_or(u8::MAX),
+                };
+                if mv < a.min_cell_mv {
+                    a.min_cell_mv = mv;
+                    a.min_cell = at;
+                }
+                if mv > a.max_cell_mv {
+                    a.max_cell_mv = mv;
+                    a.max_cell = at;
+                }
+            }
+            if battery.min_temp_ddegc < a.min_temp_ddegc {
+                a.min_temp_ddegc = battery.min_temp_ddegc;
+                a.min_temp_battery = number;
+            }
+            if battery.max_temp_ddegc > a.max_temp_ddegc {
+                a.max_temp_ddegc = battery.max_temp_ddegc;
+                a.max_temp_battery = number;
+            }
+            a.charge_blocked |= !battery.flags.allowed_to_charge;
+            a.discharge_blocked |= !battery.flags.allowed_to_discharge;
+            a.balancing |= battery.flags.balancing;
+        }
+        let mut agg = agg?;
+        let series = self.topology.map_or(0, |t| t.series).max(1);
+        let current = current_sum / i64::from(series);
+        agg.current_ma =
+            i32::try_from(current).unwrap_or(if current < 0 { i32::MIN } else { i32::MAX });
+        agg.voltage_mv = self.supply_mv;
+        Some(agg)
+    }
+}
+
+/// Checks that a report is physically possible.
+fn check(report: &BatteryReport) -> Result<(), ReportError> {
+    let expected = report.model.cells();
+    if report.cells_mv.len() != expected {
+        return Err(ReportError::CellCount {
+            expected: expected as u8,
+            got: u8::try_from(report.cells_mv.len()).unwrap_or(u8::MAX),
+        });
+    }
+    for (cell, &cell_mv) in report.cells_mv.iter().enumerate() {
+        if !(CELL_VALID_MV.0..=CELL_VALID_MV.1).contains(&cell_mv) {
+            let cell = u8::try_from(cell).unwrap_or(u8::MAX);
+            return Err(ReportError::CellVoltage { cell, cell_mv });
+        }
+    }
+    if report.temps_ddegc.is_empty() {
+        return Err(ReportError::NoTemperature);
+    }
+    for (sensor, &temp_ddegc) in report.temps_ddegc.iter().enumerate() {
+        if !(TEMP_VALID_DDEGC.0..=TEMP_VALID_DDEGC.1).contains(&temp_ddegc) {
+            let sensor = u8::try_from(sensor).unwrap_or(u8::MAX);
+            return Err(ReportError::Temperature { sensor, temp_ddegc });
+        }
+    }
+    if report.capacity_dah == 0 {
+        return Err(ReportError::NoCapacity);
+    }
+    Ok(())
 }

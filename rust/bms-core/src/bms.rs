@@ -1,20 +1,36 @@
-//! The top level of the core: [`Bms`] ties bank, protection, monitor, history, settings and LEDs
-//! together. Inputs come in through `handle_*` calls and [`Bms::step`], decisions go out as
-//! [`Decisions`]; [`Bms::next_deadline_ms`] says when to call again.
+//! The top level of the core: [`Bms`] ties bank, protection, monitor, history, balancer, LEDs
+//! and the Instant Readout advertiser together.
+//!
+//! Inputs: battery reports ([`Bms::handle_report`]), firmware-update progress
+//! ([`Bms::handle_dfu`]), the BMS's own measurements each tick ([`Bms::step`] with [`Inputs`])
+//! and user actions (`set_soc`, `synchronise`, `write_settings`, ...). Outputs: [`Decisions`]
+//! from each step, the deadline for the next one ([`Bms::next_deadline_ms`]), read-only views
+//! (`bank()`, `monitor()`, `history()`, `settings()`, `codes()`, `readout_values()`), and the
+//! records to persist.
+//!
+//! One step runs, in order: bank (lost batteries, topology, aggregates) → monitor and history
+//! (only with a complete, valid data set) → protection → balancer → codes → LEDs → readout.
+//! Time only moves forward: an older `now_ms` than already seen counts as no time passed.
 
 use heapless::Vec;
 
-use crate::bank::Bank;
+use crate::balancer::{Balancer, BalancerInput, BalancerState};
+use crate::bank::{Bank, ReportError};
 use crate::bus::BatteryReport;
-use crate::codes::ActiveCodes;
+use crate::codes::{ActiveCodes, Code, Severity};
+use crate::history::{History, HistoryInput, HistoryRecord};
+use crate::leds;
 pub use crate::leds::LedPattern;
-use crate::limits;
-pub use crate::protection::{Reason, Reasons};
-use crate::settings::Settings;
+use crate::limits::{LOW_POWER_TICK_MS, TICK_MS};
+use crate::monitor::{Monitor, MonitorError, MonitorInput, MonitorStatus, SocKnowledge, SocState};
+use crate::protection::{self as prot, OutputStates, Protection, ProtectionInputs, SocInput};
+pub use crate::protection::{DfuEvent, Output, Reason, Reasons};
+use crate::readout::{self, Advertiser, ReadoutError, ReadoutValues};
+use crate::settings::{Settings, SettingsError};
 
 /// Most events one [`Decisions`] carries; further events in the same step are counted in
-/// [`Decisions::events_dropped`].
-pub const MAX_EVENTS: usize = 16;
+/// [`Decisions::events_dropped`]. Three output changes and every code changing at once fit.
+pub const MAX_EVENTS: usize = 24;
 
 /// What the caller restored and configured before start.
 ///
@@ -22,37 +38,37 @@ pub const MAX_EVENTS: usize = 16;
 /// break callers: `Config { settings, ..Config::default() }`.
 #[derive(Clone, Debug, PartialEq, Eq)]
 pub struct Config {
-    /// The user settings (factory defaults when none were stored).
+    /// The user settings (factory defaults when none were stored). Settings that do not
+    /// validate are replaced by the defaults and raise [`Code::SettingsCorrupt`].
     pub settings: Settings,
     /// True when stored settings existed but were corrupt or unreadable (SET-3): defaults are
     /// used and an error is raised.
     pub settings_corrupt: bool,
     /// True when stored monitor/history records were corrupt or unreadable (SET-3).
     pub records_corrupt: bool,
+    /// The monitor's persisted record (MON-8), `None` on first boot or when corrupt.
+    pub restored_soc: Option<SocState>,
+    /// The persisted history (HIST-4), `None` on first boot or when corrupt.
+    pub restored_history: Option<HistoryRecord>,
     /// The device's own 128-bit Instant Readout key (BLE-3).
     pub device_key: [u8; 16],
     /// The Victron product id advertised in Instant Readout (BLE-3).
     pub product_id: u16,
+    /// The advertisement nonce last persisted ([`Persist::nonce`]), 0 on first boot.
+    pub adv_nonce: u16,
 }
-
-/// Factory settings until `settings.rs` provides its own (minimal path, core-monitor owns it).
-const FACTORY_SETTINGS: Settings = Settings {
-    charged_cell_mv: 3500,
-    tail_current_permille: 40,
-    charged_detection_min: 3,
-    low_soc_warning_pct: 20,
-    discharge_floor_pct: 10,
-    prealarm_cell_mv: 3100,
-};
 
 impl Default for Config {
     fn default() -> Self {
         Config {
-            settings: FACTORY_SETTINGS,
+            settings: Settings::default(),
             settings_corrupt: false,
             records_corrupt: false,
+            restored_soc: None,
+            restored_history: None,
             device_key: [0; 16],
-            product_id: 0xA3F0,
+            product_id: readout::DEFAULT_PRODUCT_ID,
+            adv_nonce: 0,
         }
     }
 }
@@ -68,32 +84,6 @@ pub struct Inputs {
     pub supply_mv: u32,
     /// True while a BLE app is connected (LED-1).
     pub app_connected: bool,
-}
-
-/// Firmware-update progress reported by the platform (PROT-10, DFU-2).
-#[derive(Clone, Copy, Debug, PartialEq, Eq)]
-#[repr(u8)]
-pub enum DfuEvent {
-    /// An update attempt started (first image chunk received).
-    Started = 0,
-    /// The image was received and verified completely; a reboot into it follows.
-    Completed = 1,
-    /// The update failed (transfer or verification error).
-    Failed = 2,
-    /// The update was aborted (link lost, cancelled, timed out).
-    Aborted = 3,
-}
-
-/// One of the three protection outputs.
-#[derive(Clone, Copy, Debug, PartialEq, Eq)]
-#[repr(u8)]
-pub enum Output {
-    /// Load disconnect: high = discharging allowed.
-    Atd = 0,
-    /// Charge disconnect: high = charging allowed.
-    Atc = 1,
-    /// Pre-alarm: high = alarm.
-    Prealarm = 2,
 }
 
 /// Something that happened in this step, for logging and notifying (PROT-11).
@@ -113,6 +103,19 @@ pub enum Event {
     CodeRaised(crate::codes::Code),
     /// A code became inactive.
     CodeCleared(crate::codes::Code),
+}
+
+/// The records the caller should persist now (MON-8, HIST-4, BLE-3 nonce). After writing one,
+/// confirm with [`Bms::soc_persisted`], [`Bms::history_persisted`] or [`Bms::nonce_persisted`];
+/// until then it is asked for again.
+#[derive(Clone, Copy, Debug, Default, PartialEq, Eq)]
+pub struct Persist {
+    /// Write [`Bms::soc_record`].
+    pub soc: bool,
+    /// Write [`Bms::history_record`].
+    pub history: bool,
+    /// Write this advertisement nonce reservation.
+    pub nonce: Option<u16>,
 }
 
 /// What the caller must apply after one [`Bms::step`].
@@ -137,107 +140,492 @@ pub struct Decisions {
     pub led_red: LedPattern,
     /// PROT-12: low-power mode (slower tick, slower advertising).
     pub low_power: bool,
-    /// The tick period in ms the caller should use now ([`limits::TICK_MS`] or the low-power tick).
+    /// The tick period in ms to use now ([`TICK_MS`], or [`LOW_POWER_TICK_MS`] in low power).
     pub tick_ms: u32,
     /// The active codes after this step.
     pub codes: ActiveCodes,
-    /// What happened in this step, oldest first.
+    /// What happened in this step, oldest first (also logged through `log`).
     pub events: Vec<Event, MAX_EVENTS>,
     /// Events that did not fit into `events`.
     pub events_dropped: u16,
-    /// True when the Instant Readout payload should be rebuilt (values changed).
+    /// True when the Instant Readout values changed: rebuild the advertisement.
     pub adv_changed: bool,
-    /// True when the status page changed (for GATT notifications).
+    /// True when the status page changed (outputs, codes or readout values): notify.
     pub status_changed: bool,
+    /// Records to persist now.
+    pub persist: Persist,
+}
+
+impl Decisions {
+    fn push(&mut self, event: Event) {
+        if self.events.push(event).is_err() {
+            self.events_dropped = self.events_dropped.saturating_add(1);
+        }
+    }
 }
 
 /// The whole BMS state: fixed size, no heap. One owner calls its methods in order:
 /// `handle_report`/`handle_dfu` as inputs arrive, `step` every tick, then sleep until
-/// `next_deadline_ms`.
+/// `next_deadline_ms`. Read-only views may be taken at any time.
 #[derive(Clone, Debug)]
 pub struct Bms {
-    config: Config,
+    settings: Settings,
     bank: Bank,
-    now_ms: u64,
+    protection: Protection,
+    monitor: Monitor,
+    history: History,
+    balancer: Balancer,
+    advertiser: Advertiser,
+    /// Codes raised outside the step (restored data, storage) until the user acts.
+    sticky: ActiveCodes,
     codes: ActiveCodes,
+    now_ms: u64,
+    last_step_ms: Option<u64>,
+    outputs: OutputStates,
+    low_power: bool,
+    readout: ReadoutValues,
+    invalid_reports: u32,
 }
 
 impl Bms {
-    /// Starts with the settings and persisted state restored by the caller.
+    /// Starts with the settings and persisted state restored by the caller. Every output is
+    /// free-floating until the first complete, valid set of battery data (PROT-1).
     pub fn new(config: Config) -> Self {
-        let mut codes = ActiveCodes::EMPTY;
-        codes.set(crate::codes::Code::SettingsCorrupt, config.settings_corrupt);
-        codes.set(crate::codes::Code::RecordsCorrupt, config.records_corrupt);
+        let mut sticky = ActiveCodes::EMPTY;
+        let settings = match config.settings.validate() {
+            Ok(()) => config.settings,
+            Err(error) => {
+                log::error!("restored settings refused ({error}): factory defaults used");
+                sticky.insert(Code::SettingsCorrupt);
+                Settings::default()
+            }
+        };
+        sticky.set(
+            Code::SettingsCorrupt,
+            config.settings_corrupt || sticky.contains(Code::SettingsCorrupt),
+        );
+        sticky.set(Code::RecordsCorrupt, config.records_corrupt);
         Bms {
-            config,
+            settings,
             bank: Bank::new(),
+            protection: Protection::new(),
+            monitor: Monitor::new(config.restored_soc),
+            history: config
+                .restored_history
+                .map(History::from)
+                .unwrap_or_default(),
+            balancer: Balancer::new(),
+            advertiser: Advertiser::new(config.device_key, config.product_id, config.adv_nonce),
+            sticky,
+            codes: sticky,
             now_ms: 0,
-            codes,
-        }
-    }
-
-    /// A decoded battery report arrived over the bus at `now_ms`.
-    pub fn handle_report(&mut self, now_ms: u64, report: &BatteryReport) {
-        self.now_ms = self.now_ms.max(now_ms);
-        self.bank.handle_report(self.now_ms, report);
-    }
-
-    /// Firmware-update progress at `now_ms` (PROT-10).
-    pub fn handle_dfu(&mut self, now_ms: u64, _event: DfuEvent) {
-        self.now_ms = self.now_ms.max(now_ms);
-    }
-
-    /// One control step at `now_ms` (every [`Decisions::tick_ms`]): the BMS's own measurements
-    /// in, decisions out.
-    pub fn step(&mut self, now_ms: u64, inputs: &Inputs) -> Decisions {
-        self.now_ms = self.now_ms.max(now_ms);
-        let mut all = Reasons::EMPTY;
-        all.insert(Reason::NoValidData);
-        Decisions {
-            atd: false,
-            atc: false,
-            prealarm: false,
-            atd_reasons: all,
-            atc_reasons: all,
-            prealarm_reasons: Reasons::EMPTY,
-            led_blue: if inputs.app_connected {
-                LedPattern::Solid
-            } else {
-                LedPattern::Blink
-            },
-            led_red: LedPattern::Off,
+            last_step_ms: None,
+            outputs: OutputStates::default(),
             low_power: false,
-            tick_ms: limits::TICK_MS,
-            codes: self.codes,
-            events: Vec::new(),
-            events_dropped: 0,
-            adv_changed: false,
-            status_changed: false,
+            readout: ReadoutValues::NOT_AVAILABLE,
+            invalid_reports: 0,
         }
     }
 
-    /// When to call [`Bms::step`] again at the latest, in ms on the caller's clock.
-    pub fn next_deadline_ms(&self) -> Option<u64> {
-        Some(self.now_ms.saturating_add(u64::from(limits::TICK_MS)))
+    /// A decoded battery report arrived over the bus at `now_ms`. A report with impossible data
+    /// is refused with the reason; its battery then counts as not reporting valid data (the
+    /// outputs go free-floating at the next step, and [`Code::InvalidBatteryData`] is raised).
+    pub fn handle_report(
+        &mut self,
+        now_ms: u64,
+        report: &BatteryReport,
+    ) -> Result<(), ReportError> {
+        self.now_ms = self.now_ms.max(now_ms);
+        let result = self.bank.handle_report(self.now_ms, report);
+        if let Err(error) = result {
+            self.invalid_reports = self.invalid_reports.saturating_add(1);
+            log::warn!("battery {} report refused: {error}", report.serial);
+        }
+        result
     }
 
-    /// The configuration the BMS runs with (settings, key, product id).
-    pub fn config(&self) -> &Config {
-        &self.config
+    /// Firmware-update progress at `now_ms` (PROT-10, DFU-2). Takes effect at the next step.
+    pub fn handle_dfu(&mut self, now_ms: u64, event: DfuEvent) {
+        self.now_ms = self.now_ms.max(now_ms);
+        self.protection.handle_dfu(self.now_ms, event);
+    }
+
+    /// One control step at `now_ms` (every [`Decisions::tick_ms`], and at
+    /// [`Bms::next_deadline_ms`]): the BMS's own measurements in, decisions out.
+    pub fn step(&mut self, now_ms: u64, inputs: &Inputs) -> Decisions {
+        let now_ms = self.now_ms.max(now_ms);
+        self.now_ms = now_ms;
+        self.last_step_ms = Some(now_ms);
+
+        let bank_update = self.bank.update(now_ms, inputs.supply_mv);
+        let health = self.bank.health();
+        let aggregates = self.bank.aggregates();
+        let valid = health
+            .complete
+            .then_some(())
+            .and(aggregates.zip(self.bank.topology()));
+
+        let mut synchronised = false;
+        if let Some((agg, topology)) = valid {
+            let input = MonitorInput {
+                bank_mv: agg.voltage_mv,
+                bank_ma: agg.current_ma,
+                capacity_mah: topology.capacity_dah.saturating_mul(100),
+                cells_in_series: topology.cells_in_series(),
+            };
+            let status = self.monitor.update(now_ms, &input, &self.settings);
+            synchronised = status.synchronised;
+            let history_input = HistoryInput {
+                bank_mv: agg.voltage_mv,
+                bank_ma: agg.current_ma,
+                min_cell_mv: Some(agg.min_cell_mv),
+                max_cell_mv: Some(agg.max_cell_mv),
+                min_temp_ddegc: Some(agg.min_temp_ddegc),
+                max_temp_ddegc: Some(agg.max_temp_ddegc),
+                soc_permille: status.soc_permille,
+                consumed_mah: status.consumed_mah,
+                synchronised,
+            };
+            let _ = self.history.update(now_ms, &history_input);
+        }
+        let monitor = *self.monitor.status();
+
+        let protection_inputs = ProtectionInputs {
+            health,
+            aggregates,
+            remote_on: prot::remote_is_on(inputs.remote_h_mv, inputs.remote_l_mv, inputs.supply_mv),
+            soc: SocInput {
+                below_floor: monitor.below_floor,
+                low_soc_warning: monitor.low_soc_warning,
+            },
+            prealarm_cell_mv: self.settings.prealarm_cell_mv,
+        };
+        let outputs = self.protection.step(now_ms, &protection_inputs);
+
+        let _ = self.balancer.update(&BalancerInput {
+            soc_known: monitor.soc_permille.is_some(),
+            since_full_charge_ms: self.monitor.since_full_charge_ms(),
+            bank_ma: valid.map(|(agg, _)| agg.current_ma),
+            any_balancing: aggregates.is_some_and(|a| a.balancing),
+            synchronised,
+            cell_spread_mv: valid.map(|(agg, _)| agg.cell_spread_mv()),
+            topology_changed: bank_update.topology_changed,
+        });
+
+        let mut codes = self.protection.codes(aggregates.as_ref());
+        codes.set(Code::BatteryLost, health.lost);
+        codes.set(Code::InvalidBatteryData, health.invalid);
+        codes.set(Code::ConfigurationError, health.config_error);
+        codes.set(Code::LowSocWarning, monitor.low_soc_warning);
+        for code in self.sticky.iter() {
+            codes.insert(code);
+        }
+
+        let low_power = self.protection.low_power();
+        let mut decisions = Decisions {
+            atd: outputs.atd,
+            atc: outputs.atc,
+            prealarm: outputs.prealarm,
+            atd_reasons: outputs.atd_reasons,
+            atc_reasons: outputs.atc_reasons,
+            prealarm_reasons: outputs.prealarm_reasons,
+            led_blue: leds::blue(inputs.app_connected),
+            led_red: leds::red(codes),
+            low_power,
+            tick_ms: if low_power {
+                LOW_POWER_TICK_MS
+            } else {
+                TICK_MS
+            },
+            codes,
+            ..Decisions::default()
+        };
+        for output in [Output::Atd, Output::Atc, Output::Prealarm] {
+            let (high, reasons) = outputs.get(output);
+            if high != self.outputs.get(output).0 {
+                decisions.push(Event::OutputChanged {
+                    output,
+                    high,
+                    reasons,
+                });
+            }
+        }
+        for code in Code::ALL {
+            let (was, is) = (self.codes.contains(code), codes.contains(code));
+            if is && !was {
+                log::warn!("{} raised: {code}", severity_name(code.severity()));
+                if code.severity() != Severity::Warning {
+                    self.history.record_error(u16::from(code.number()));
+                }
+                decisions.push(Event::CodeRaised(code));
+            } else if was && !is {
+                log::info!("{} cleared: {code}", severity_name(code.severity()));
+                decisions.push(Event::CodeCleared(code));
+            }
+        }
+        if low_power != self.low_power {
+            log::info!("low-power mode {}", if low_power { "on" } else { "off" });
+        }
+
+        let changed = outputs != self.outputs || codes != self.codes;
+        self.outputs = outputs;
+        self.codes = codes;
+        self.low_power = low_power;
+        let readout = self.readout_values();
+        decisions.adv_changed = readout != self.readout;
+        decisions.status_changed = changed || decisions.adv_changed;
+        self.readout = readout;
+        decisions.persist = Persist {
+            soc: self.monitor.persist_due(now_ms),
+            history: self.history.persist_due(now_ms),
+            nonce: self.advertiser.nonce_to_persist(),
+        };
+        decisions
+    }
+
+    /// When to call [`Bms::step`] again at the latest, ms on the caller's clock: the next tick,
+    /// or earlier when a debounce, delay or lost-battery timeout expires in between. `None`
+    /// never happens today; it is kept for a future "nothing to do".
+    pub fn next_deadline_ms(&self) -> Option<u64> {
+        let tick_ms = if self.low_power {
+            LOW_POWER_TICK_MS
+        } else {
+            TICK_MS
+        };
+        let tick = self
+            .last_step_ms
+            .unwrap_or(self.now_ms)
+            .saturating_add(u64::from(tick_ms));
+        let due = [
+            Some(tick),
+            self.bank.next_deadline_ms(),
+            self.protection.next_deadline_ms(),
+        ];
+        due.into_iter().flatten().min()
+    }
+
+    /// MON-4: sets the SoC to `soc_permille` (0..=1000) at `now_ms`. Refused, changing nothing,
+    /// above 1000 or before the bank is known.
+    pub fn set_soc(&mut self, now_ms: u64, soc_permille: u16) -> Result<(), MonitorError> {
+        self.now_ms = self.now_ms.max(now_ms);
+        self.monitor.set_soc(self.now_ms, soc_permille)?;
+        self.sticky.remove(Code::RecordsCorrupt);
+        Ok(())
+    }
+
+    /// MON-4: synchronises the SoC to 100 % at `now_ms`.
+    pub fn synchronise(&mut self, now_ms: u64) -> Result<(), MonitorError> {
+        self.now_ms = self.now_ms.max(now_ms);
+        self.monitor.synchronise(self.now_ms)?;
+        self.sticky.remove(Code::RecordsCorrupt);
+        Ok(())
+    }
+
+    /// HIST-4: clears every history item; persist at once ([`Persist::history`]).
+    pub fn reset_history(&mut self) {
+        self.history.reset();
+        self.sticky.remove(Code::RecordsCorrupt);
+        log::info!("history reset");
+    }
+
+    /// SET-1: replaces all settings with `settings` if they validate as a whole; on error
+    /// nothing changes. The caller persists the accepted settings ([`Bms::settings`]).
+    pub fn write_settings(&mut self, settings: Settings) -> Result<(), SettingsError> {
+        self.settings.write(settings)?;
+        self.sticky.remove(Code::SettingsCorrupt);
+        log::info!("settings written");
+        Ok(())
+    }
+
+    /// SET-4: restores the factory defaults of the manual's list. The caller persists the
+    /// settings.
+    pub fn factory_reset(&mut self) {
+        self.settings.factory_reset();
+        self.sticky.remove(Code::SettingsCorrupt);
+        log::info!("settings reset to factory defaults");
+    }
+
+    /// BANK-4: forgets every lost battery (after one was taken out of the bank on purpose), so
+    /// the bank can be complete again. Returns how many were forgotten.
+    pub fn forget_lost_batteries(&mut self) -> usize {
+        let removed = self.bank.forget_lost(self.now_ms);
+        log::info!("{removed} lost batteries forgotten");
+        removed
+    }
+
+    /// The storage layer could not read or write a record: raises [`Code::RecordsCorrupt`]
+    /// (SET-3) until the user resets history, sets or synchronises the SoC.
+    pub fn report_storage_error(&mut self) {
+        self.sticky.insert(Code::RecordsCorrupt);
+    }
+
+    /// The monitor's record to persist (MON-8).
+    pub fn soc_record(&self) -> SocState {
+        self.monitor.snapshot()
+    }
+
+    /// [`Bms::soc_record`] was written.
+    pub fn soc_persisted(&mut self) {
+        self.monitor.mark_persisted();
+    }
+
+    /// The history record to persist (HIST-4).
+    pub fn history_record(&self) -> HistoryRecord {
+        *self.history.record()
+    }
+
+    /// [`Bms::history_record`] was written at `now_ms`.
+    pub fn history_persisted(&mut self, now_ms: u64) {
+        self.history.mark_persisted(now_ms.max(self.now_ms));
+    }
+
+    /// The advertisement nonce reservation `value` ([`Persist::nonce`]) was written.
+    pub fn nonce_persisted(&mut self, value: u16) {
+        self.advertiser.nonce_persisted(value);
+    }
+
+    /// BLE-3: builds the Instant Readout manufacturer data (company id first) into `out` and
+    /// returns its length.
+    pub fn manufacturer_data(&mut self, out: &mut [u8]) -> Result<usize, ReadoutError> {
+        let values = self.readout_values();
+        self.advertiser.manufacturer_data(&values, out)
+    }
+
+    /// BLE-3: the advertisement key (read over an authenticated link only).
+    pub fn device_key(&self) -> &[u8; 16] {
+        self.advertiser.key()
+    }
+
+    /// BLE-3: replaces the advertisement key. The caller persists it.
+    pub fn set_device_key(&mut self, key: [u8; 16]) {
+        self.advertiser.set_key(key);
+    }
+
+    /// The values the Instant Readout advertises, from the state of the last step.
+    pub fn readout_values(&self) -> ReadoutValues {
+        use readout::Level;
+        let health = self.bank.health();
+        let Some(agg) = self.bank.aggregates().filter(|_| health.complete) else {
+            return ReadoutValues {
+                error_code: self.error_code(),
+                battery_communication: Some(if health.lost { Level::Alarm } else { Level::Ok }),
+                allowed_to_charge: Some(self.outputs.atc),
+                allowed_to_discharge: Some(self.outputs.atd),
+                ..ReadoutValues::NOT_AVAILABLE
+            };
+        };
+        let monitor = self.monitor.status();
+        let codes = self.codes;
+        let level = |alarm: Code, warning: Option<Code>| {
+            if codes.contains(alarm) {
+                Level::Alarm
+            } else if warning.is_some_and(|w| codes.contains(w)) {
+                Level::Warning
+            } else {
+                Level::Ok
+            }
+        };
+        ReadoutValues {
+            soc_permille: monitor.soc_permille,
+            bank_mv: Some(agg.voltage_mv),
+            current_ma: Some(agg.current_ma),
+            time_remaining_min: monitor.ttg_min,
+            consumed_mah: monitor.soc_permille.map(|_| monitor.consumed_mah),
+            temp_ddegc: Some(agg.max_temp_ddegc),
+            error_code: self.error_code(),
+            allowed_to_charge: Some(self.outputs.atc),
+            allowed_to_discharge: Some(self.outputs.atd),
+            low_cell_voltage: Some(level(Code::CellUndervoltage, Some(Code::LowCellVoltage))),
+            high_temperature: Some(level(Code::HighTemperature, None)),
+            low_soc: Some(level(Code::LowSoc, Some(Code::LowSocWarning))),
+            battery_communication: Some(level(Code::BatteryLost, None)),
+            load_disconnect: Some(if self.outputs.atd {
+                Level::Ok
+            } else {
+                Level::Alarm
+            }),
+        }
+    }
+
+    /// The number of the most important active error (lowest number of severity Error), 0
+    /// when none.
+    pub fn error_code(&self) -> u8 {
+        self.codes
+            .of(Severity::Error)
+            .next()
+            .map_or(0, Code::number)
     }
 
     /// The current user settings.
     pub fn settings(&self) -> &Settings {
-        &self.config.settings
+        &self.settings
     }
 
-    /// The battery bank: batteries, topology and aggregates (BANK-3).
+    /// The battery bank: batteries, topology and aggregates (BANK-1, BANK-3).
     pub fn bank(&self) -> &Bank {
         &self.bank
     }
 
-    /// The active error, alarm and warning codes.
+    /// The battery monitor (SoC, consumed Ah, time remaining).
+    pub fn monitor(&self) -> &Monitor {
+        &self.monitor
+    }
+
+    /// The monitor's decisions of the last step.
+    pub fn monitor_status(&self) -> MonitorStatus {
+        *self.monitor.status()
+    }
+
+    /// What is known about the SoC (MON-7).
+    pub fn soc_knowledge(&self) -> SocKnowledge {
+        self.monitor.knowledge()
+    }
+
+    /// The history items (HIST-1).
+    pub fn history(&self) -> &History {
+        &self.history
+    }
+
+    /// The balancer status of the last step (BAL).
+    pub fn balancer(&self) -> BalancerState {
+        self.balancer.state()
+    }
+
+    /// The protection state machine (for inspection: latched conditions, DFU state).
+    pub fn protection(&self) -> &Protection {
+        &self.protection
+    }
+
+    /// The outputs decided by the last step (all free-floating before the first).
+    pub fn outputs(&self) -> OutputStates {
+        self.outputs
+    }
+
+    /// PROT-12: low-power mode as of the last step.
+    pub fn low_power(&self) -> bool {
+        self.low_power
+    }
+
+    /// The active error, alarm and warning codes as of the last step.
     pub fn codes(&self) -> ActiveCodes {
         self.codes
+    }
+
+    /// How many battery reports were refused since start.
+    pub fn invalid_reports(&self) -> u32 {
+        self.invalid_reports
+    }
+
+    /// The time of the latest input seen, ms.
+    pub fn now_ms(&self) -> u64 {
+        self.now_ms
+    }
+}
+
+fn severity_name(severity: Severity) -> &'static str {
+    match severity {
+        Severity::Warning => "warning",
+        Severity::Alarm => "alarm",
+        Severity::Error => "error",
     }
 }

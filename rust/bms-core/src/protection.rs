@@ -1,6 +1,30 @@
-//! The protection outputs (PROT): Load disconnect (ATD), Charge disconnect (ATC) and pre-alarm,
-//! decided each tick from bank data, remote input, monitor state and firmware-update progress,
-//! with debounce, hysteresis and a reason for every free-floating output.
+//! The protection outputs (PROT): Load disconnect (ATD), Charge disconnect (ATC) and pre-alarm.
+//!
+//! Inputs each tick: the bank health and aggregates, the remote on/off voltages, the monitor's
+//! SoC state and the settings; between ticks, firmware-update events. Output: the three output
+//! states, each with the set of [`Reason`]s behind it, and the codes the protection raises.
+//!
+//! The cell protections are the rows of [`crate::limits::LIMITS`]: each is a latched condition
+//! with a trip debounce, a release level (hysteresis) and a release debounce; the running
+//! debounce timers are a table `[Option<u64>; ProtectionId::COUNT]` indexed by
+//! [`ProtectionId`]. On top of the table:
+//! - PROT-1: until the first complete, valid data set every output is free-floating. That set is
+//!   judged at once: a condition already beyond its trip level starts active, without debounce,
+//!   so an unsafe bank never sees its outputs switch on.
+//! - PROT-2: ATD opens for under-voltage only once the pre-alarm *output* has been high for
+//!   [`PREALARM_LEAD_MS`]; the opening is latched until the under-voltage condition releases.
+//! - While the data is incomplete (lost, invalid, configuration error) the outputs are
+//!   free-floating, latched conditions keep their state and running debounces restart.
+//! - PROT-12 **(choice)**: low power while the remote is OFF or after an under-voltage
+//!   disconnect (until it releases).
+
+use crate::bank::{Aggregates, BankHealth};
+use crate::codes::{ActiveCodes, Code};
+use crate::limits::{
+    Effect, Level, ProtectionId, Quantity, DFU_FAILED_ATD_DELAY_MS, LIMITS, PREALARM_LEAD_MS,
+    REMOTE_H_ON_ABOVE_MV, REMOTE_H_VBAT_TOLERANCE_MV, REMOTE_LINK_TOLERANCE_MV,
+    REMOTE_L_ON_BELOW_MV,
+};
 
 /// One condition that can make an output free-floating (ATD, ATC) or active (pre-alarm).
 #[derive(Clone, Copy, Debug, PartialEq, Eq, Hash)]
@@ -152,3 +176,454 @@ impl core::fmt::Display for Reasons {
         Ok(())
     }
 }
+
+/// One of the three protection outputs.
+#[derive(Clone, Copy, Debug, PartialEq, Eq)]
+#[repr(u8)]
+pub enum Output {
+    /// Load disconnect: high = discharging allowed.
+    Atd = 0,
+    /// Charge disconnect: high = charging allowed.
+    Atc = 1,
+    /// Pre-alarm: high = alarm.
+    Prealarm = 2,
+}
+
+impl Output {
+    /// Short lowercase name for logs.
+    pub const fn name(self) -> &'static str {
+        match self {
+            Output::Atd => "atd",
+            Output::Atc => "atc",
+            Output::Prealarm => "prealarm",
+        }
+    }
+}
+
+/// Firmware-update progress reported by the platform (PROT-10, DFU-2).
+#[derive(Clone, Copy, Debug, PartialEq, Eq)]
+#[repr(u8)]
+pub enum DfuEvent {
+    /// An update attempt started (first image chunk received).
+    Started = 0,
+    /// The image was received and verified completely; a reboot into it follows.
+    Completed = 1,
+    /// The update failed (transfer or verification error).
+    Failed = 2,
+    /// The update was aborted (link lost, cancelled, timed out).
+    Aborted = 3,
+}
+
+impl DfuEvent {
+    /// The event with this number (the C ABI's `enum bms_dfu_event`), `None` when unknown.
+    pub const fn from_u8(number: u8) -> Option<DfuEvent> {
+        match number {
+            0 => Some(DfuEvent::Started),
+            1 => Some(DfuEvent::Completed),
+            2 => Some(DfuEvent::Failed),
+            3 => Some(DfuEvent::Aborted),
+            _ => None,
+        }
+    }
+}
+
+/// PROT-8: whether the remote on/off input is ON, from the voltages at Remote H and Remote L
+/// and the battery voltage `vbat_mv` (all against battery minus, mV).
+///
+/// ON when L and H are interconnected (within [`REMOTE_LINK_TOLERANCE_MV`] of each other), or
+/// L is pulled to battery minus (V_L < 3.5 V), or H is high (2.9 V < V_H < Vbat, with
+/// [`REMOTE_H_VBAT_TOLERANCE_MV`] of measurement tolerance above Vbat); OFF otherwise.
+pub fn remote_is_on(remote_h_mv: u32, remote_l_mv: u32, vbat_mv: u32) -> bool {
+    let linked = remote_h_mv.abs_diff(remote_l_mv) <= REMOTE_LINK_TOLERANCE_MV;
+    let l_low = remote_l_mv < REMOTE_L_ON_BELOW_MV;
+    let h_high = remote_h_mv > REMOTE_H_ON_ABOVE_MV
+        && remote_h_mv < vbat_mv.saturating_add(REMOTE_H_VBAT_TOLERANCE_MV);
+    linked || l_low || h_high
+}
+
+/// What the battery monitor tells the protection (kept small so the protection does not depend
+/// on the monitor's internals). Both are latches the monitor keeps with their +3 point release
+/// ([`crate::limits::FLOOR_RELEASE_POINTS`]), driven only by a known SoC (MON-7).
+#[derive(Clone, Copy, Debug, Default, PartialEq, Eq)]
+pub struct SocInput {
+    /// PROT-9: SoC at or below the discharge floor (low-SoC alarm, ATD free-floating).
+    pub below_floor: bool,
+    /// MON-6: the low-SoC warning is active (drives the pre-alarm, PROT-3).
+    pub low_soc_warning: bool,
+}
+
+/// Everything one protection step looks at.
+#[derive(Clone, Copy, Debug, Default, PartialEq, Eq)]
+pub struct ProtectionInputs {
+    /// The state of the bank data.
+    pub health: BankHealth,
+    /// The bank values, `None` while no battery has valid data.
+    pub aggregates: Option<Aggregates>,
+    /// PROT-8: the remote on/off input is ON (see [`remote_is_on`]).
+    pub remote_on: bool,
+    /// The monitor's state.
+    pub soc: SocInput,
+    /// The pre-alarm level setting, mV per cell (PROT-3).
+    pub prealarm_cell_mv: u16,
+}
+
+/// The three outputs with their reasons, as decided by one step.
+#[derive(Clone, Copy, Debug, Default, PartialEq, Eq)]
+pub struct OutputStates {
+    /// ATD: true = high = loads allowed.
+    pub atd: bool,
+    /// ATC: true = high = charging allowed.
+    pub atc: bool,
+    /// Pre-alarm: true = high = alarm.
+    pub prealarm: bool,
+    /// Why ATD is free-floating (empty when high).
+    pub atd_reasons: Reasons,
+    /// Why ATC is free-floating (empty when high).
+    pub atc_reasons: Reasons,
+    /// Why the pre-alarm is active (empty when free-floating).
+    pub prealarm_reasons: Reasons,
+}
+
+impl OutputStates {
+    /// The state (true = high) and reasons of `output`.
+    pub const fn get(&self, output: Output) -> (bool, Reasons) {
+        match output {
+            Output::Atd => (self.atd, self.atd_reasons),
+            Output::Atc => (self.atc, self.atc_reasons),
+            Output::Prealarm => (self.prealarm, self.prealarm_reasons),
+        }
+    }
+}
+
+/// The output state machine. Fixed size; see the module docs for the rules.
+#[derive(Clone, Debug, Default)]
+pub struct Protection {
+    now_ms: u64,
+    started: bool,
+    active: [bool; ProtectionId::COUNT],
+    /// Since when the opposite of each row's state has held (trip level while inactive,
+    /// release level while active): the debounce timer table.
+    pending_since: [Option<u64>; ProtectionId::COUNT],
+    uv_disconnect: bool,
+    prealarm_since: Option<u64>,
+    floor_active: bool,
+    dfu_in_progress: bool,
+    dfu_failed_at: Option<u64>,
+    dfu_atd_open: bool,
+    remote_on: bool,
+    outputs: OutputStates,
+}
+
+impl Protection {
+    /// Power-up state: every output free-floating (PROT-1).
+    pub fn new() -> Self {
+        Protection::default()
+    }
+
+    /// Firmware-update progress at `now_ms` (PROT-10).
+    pub fn handle_dfu(&mut self, now_ms: u64, event: DfuEvent) {
+        self.now_ms = self.now_ms.max(now_ms);
+        match event {
+            DfuEvent::Started => {
+                self.dfu_in_progress = true;
+                self.dfu_failed_at = None;
+            }
+            DfuEvent::Completed => {
+                self.dfu_in_progress = false;
+                self.dfu_failed_at = None;
+                self.dfu_atd_open = false;
+            }
+            DfuEvent::Failed | DfuEvent::Aborted => {
+                self.dfu_in_progress = false;
+                self.dfu_failed_at = Some(self.now_ms);
+            }
+        }
+        log::info!("firmware update: {event:?}");
+    }
+
+    /// One step at `now_ms`: evaluates every condition and returns the outputs. Logs every
+    /// output change with its reasons (PROT-11); compare with [`Protection::outputs`] from
+    /// before the call to report changes.
+    pub fn step(&mut self, now_ms: u64, inputs: &ProtectionInputs) -> OutputStates {
+        let now_ms = now_ms.max(self.now_ms);
+        self.now_ms = now_ms;
+        self.remote_on = inputs.remote_on;
+        let values = inputs.aggregates.filter(|_| inputs.health.complete);
+
+        match values {
+            Some(values) if !self.started => {
+                self.started = true;
+                for id in ProtectionId::ALL {
+                    let (trip, _) = self.levels(id, inputs);
+                    self.set_active(id, trip.holds(value_of(id, &values)));
+                }
+                self.uv_disconnect = self.is_active(ProtectionId::CellUndervoltage);
+                log::info!("first complete battery data set judged");
+            }
+            Some(values) => {
+                for id in ProtectionId::ALL {
+                    self.debounce(id, inputs, value_of(id, &values));
+                }
+            }
+            None => self.pending_since = [None; ProtectionId::COUNT],
+        }
+        self.floor_active = inputs.soc.below_floor;
+        if self
+            .dfu_failed_at
+            .is_some_and(|t| now_ms.saturating_sub(t) >= DFU_FAILED_ATD_DELAY_MS)
+        {
+            self.dfu_failed_at = None;
+            self.dfu_atd_open = true;
+        }
+
+        let healthy = self.started && values.is_some() && inputs.remote_on;
+        let mut prealarm_reasons = Reasons::EMPTY;
+        if healthy {
+            prealarm_reasons
+                .insert_if(self.is_active(ProtectionId::CellLow), Reason::PrealarmLevel);
+            let uv = self.is_active(ProtectionId::CellUndervoltage);
+            prealarm_reasons.insert_if(uv, Reason::CellUndervoltage);
+            prealarm_reasons.insert_if(inputs.soc.low_soc_warning, Reason::LowSoc);
+        }
+        if prealarm_reasons.is_empty() {
+            self.prealarm_since = None;
+        } else {
+            self.prealarm_since.get_or_insert(now_ms);
+        }
+        if !self.is_active(ProtectionId::CellUndervoltage) {
+            self.uv_disconnect = false;
+        } else if self
+            .prealarm_since
+            .is_some_and(|t| now_ms.saturating_sub(t) >= PREALARM_LEAD_MS)
+        {
+            self.uv_disconnect = true;
+        }
+
+        let mut common = Reasons::EMPTY;
+        common.insert_if(!self.started, Reason::NoValidData);
+        common.insert_if(!inputs.remote_on, Reason::RemoteOff);
+        common.insert_if(inputs.health.lost, Reason::BatteryLost);
+        common.insert_if(inputs.health.invalid, Reason::InvalidData);
+        common.insert_if(inputs.health.config_error, Reason::ConfigurationError);
+        let blocked = inputs.aggregates.unwrap_or_default();
+
+        let mut atd_reasons = common;
+        atd_reasons.insert_if(self.uv_disconnect, Reason::CellUndervoltage);
+        let very_hot = self.is_active(ProtectionId::HighTemperatureDischarge);
+        atd_reasons.insert_if(very_hot, Reason::VeryHighTemperature);
+        atd_reasons.insert_if(
+            blocked.discharge_blocked,
+            Reason::BatteryDischargeNotAllowed,
+        );
+        atd_reasons.insert_if(self.floor_active, Reason::DischargeFloor);
+        atd_reasons.insert_if(self.dfu_atd_open, Reason::FirmwareUpdateFailed);
+
+        let mut atc_reasons = common;
+        atc_reasons.insert_if(
+            self.is_active(ProtectionId::CellOvervoltage),
+            Reason::CellOvervoltage,
+        );
+        atc_reasons.insert_if(
+            self.is_active(ProtectionId::LowTemperature),
+            Reason::LowTemperature,
+        );
+        let hot = self.is_active(ProtectionId::HighTemperatureCharge);
+        atc_reasons.insert_if(hot, Reason::HighTemperature);
+        atc_reasons.insert_if(blocked.charge_blocked, Reason::BatteryChargeNotAllowed);
+        atc_reasons.insert_if(self.dfu_in_progress, Reason::FirmwareUpdate);
+
+        let outputs = OutputStates {
+            atd: atd_reasons.is_empty(),
+            atc: atc_reasons.is_empty(),
+            prealarm: !prealarm_reasons.is_empty(),
+            atd_reasons,
+            atc_reasons,
+            prealarm_reasons,
+        };
+        for output in [Output::Atd, Output::Atc, Output::Prealarm] {
+            let (high, reasons) = outputs.get(output);
+            if high != self.outputs.get(output).0 {
+                let state = if high { "high" } else { "free-floating" };
+                if output == Output::Prealarm || !high {
+                    log::warn!("{} {state}: {reasons}", output.name());
+                } else {
+                    log::info!("{} {state}", output.name());
+                }
+            }
+        }
+        self.outputs = outputs;
+        outputs
+    }
+
+    /// The outputs decided by the last step (all free-floating before the first).
+    pub fn outputs(&self) -> OutputStates {
+        self.outputs
+    }
+
+    /// Whether the cell protection `id` is active (latched).
+    pub fn is_active(&self, id: ProtectionId) -> bool {
+        self.active.get(id.index()).copied().unwrap_or(false)
+    }
+
+    /// PROT-1: true once the first complete, valid data set has been judged.
+    pub fn started(&self) -> bool {
+        self.started
+    }
+
+    /// PROT-2: true while ATD is free-floating for under-voltage (until all cells ≥ 3.20 V).
+    pub fn undervoltage_disconnect(&self) -> bool {
+        self.uv_disconnect
+    }
+
+    /// PROT-9: true while the discharge floor holds ATD free-floating.
+    pub fn discharge_floor_active(&self) -> bool {
+        self.floor_active
+    }
+
+    /// PROT-10: true while a firmware update is in progress.
+    pub fn dfu_in_progress(&self) -> bool {
+        self.dfu_in_progress
+    }
+
+    /// PROT-12: low-power mode, while the remote is OFF or after an under-voltage disconnect.
+    pub fn low_power(&self) -> bool {
+        !self.remote_on || self.uv_disconnect
+    }
+
+    /// The codes the protection holds active (cell protections, discharge floor, battery
+    /// flags, firmware update), given the aggregates used for the last step.
+    pub fn codes(&self, aggregates: Option<&Aggregates>) -> ActiveCodes {
+        let mut codes = ActiveCodes::EMPTY;
+        codes.set(
+            Code::CellUndervoltage,
+            self.is_active(ProtectionId::CellUndervoltage),
+        );
+        codes.set(Code::LowCellVoltage, self.is_active(ProtectionId::CellLow));
+        codes.set(
+            Code::CellOvervoltage,
+            self.is_active(ProtectionId::CellOvervoltage),
+        );
+        codes.set(
+            Code::LowTemperature,
+            self.is_active(ProtectionId::LowTemperature),
+        );
+        let hot = self.is_active(ProtectionId::HighTemperatureCharge)
+            || self.is_active(ProtectionId::HighTemperatureDischarge);
+        codes.set(Code::HighTemperature, hot);
+        codes.set(Code::LowSoc, self.floor_active);
+        codes.set(
+            Code::FirmwareUpdateFailed,
+            self.dfu_failed_at.is_some() || self.dfu_atd_open,
+        );
+        if let Some(a) = aggregates {
+            codes.set(Code::BatteryChargeBlocked, a.charge_blocked);
+            codes.set(Code::BatteryDischargeBlocked, a.discharge_blocked);
+        }
+        codes
+    }
+
+    /// When the protection acts next without new input (a debounce, the pre-alarm lead or the
+    /// firmware-update delay expiring), ms.
+    pub fn next_deadline_ms(&self) -> Option<u64> {
+        let debounces = ProtectionId::ALL.into_iter().filter_map(|id| {
+            let since = self.pending_since.get(id.index()).copied().flatten()?;
+            let limit = id.limit();
+            let debounce = if self.is_active(id) {
+                limit.release_debounce_ms
+            } else {
+                limit.trip_debounce_ms
+            };
+            Some(since.saturating_add(u64::from(debounce)))
+        });
+        let lead = self
+            .prealarm_since
+            .filter(|_| self.is_active(ProtectionId::CellUndervoltage) && !self.uv_disconnect)
+            .map(|t| t.saturating_add(PREALARM_LEAD_MS));
+        let dfu = self
+            .dfu_failed_at
+            .map(|t| t.saturating_add(DFU_FAILED_ATD_DELAY_MS));
+        debounces
+            .chain(lead)
+            .chain(dfu)
+            .filter(|&t| t > self.now_ms)
+            .min()
+    }
+
+    /// The trip and release levels of `id`, moved by the setting for a settable row.
+    fn levels(&self, id: ProtectionId, inputs: &ProtectionInputs) -> (Level, Level) {
+        let limit = id.limit();
+        match (id, limit.settable) {
+            (ProtectionId::CellLow, Some((min, max))) => {
+                let setting = i32::from(inputs.prealarm_cell_mv).clamp(min, max);
+                let offset = setting.saturating_sub(limit.trip.value());
+                (limit.trip.shifted(offset), limit.release.shifted(offset))
+            }
+            _ => (limit.trip, limit.release),
+        }
+    }
+
+    fn set_active(&mut self, id: ProtectionId, active: bool) {
+        if let Some(slot) = self.active.get_mut(id.index()) {
+            *slot = active;
+        }
+        if let Some(slot) = self.pending_since.get_mut(id.index()) {
+            *slot = None;
+        }
+    }
+
+    /// Advances the row `id` with the measured `value`: trip or release once its level has held
+    /// for its debounce time.
+    fn debounce(&mut self, id: ProtectionId, inputs: &ProtectionInputs, value: i32) {
+        let (trip, release) = self.levels(id, inputs);
+        let limit = id.limit();
+        let active = self.is_active(id);
+        let (level, debounce_ms) = if active {
+            (release, limit.release_debounce_ms)
+        } else {
+            (trip, limit.trip_debounce_ms)
+        };
+        let now_ms = self.now_ms;
+        let Some(pending) = self.pending_since.get_mut(id.index()) else {
+            return;
+        };
+        if !level.holds(value) {
+            *pending = None;
+            return;
+        }
+        let since = *pending.get_or_insert(now_ms);
+        if now_ms.saturating_sub(since) >= u64::from(debounce_ms) {
+            self.set_active(id, !active);
+            let what = if active { "released" } else { "tripped" };
+            log::info!("protection {id:?} {what} at {value} ({:?})", limit.effect);
+        }
+    }
+}
+
+/// The aggregate a row watches, as i32 in the row's unit.
+fn value_of(id: ProtectionId, values: &Aggregates) -> i32 {
+    match id.limit().quantity {
+        Quantity::MinCellMv => i32::from(values.min_cell_mv),
+        Quantity::MaxCellMv => i32::from(values.max_cell_mv),
+        Quantity::MinTempDdegc => i32::from(values.min_temp_ddegc),
+        Quantity::MaxTempDdegc => i32::from(values.max_temp_ddegc),
+    }
+}
+
+// Every row's effect is honoured above: the pre-alarm row feeds the pre-alarm, the others an
+// output. Checked here so that a new row cannot be added without deciding where it goes.
+const _: () = {
+    let mut i = 0;
+    while i < ProtectionId::COUNT {
+        let ok = match LIMITS[i].id {
+            ProtectionId::CellLow => matches!(LIMITS[i].effect, Effect::Prealarm),
+            ProtectionId::CellUndervoltage | ProtectionId::HighTemperatureDischarge => {
+                matches!(LIMITS[i].effect, Effect::TripDischarge)
+            }
+            ProtectionId::CellOvervoltage
+            | ProtectionId::LowTemperature
+            | ProtectionId::HighTemperatureCharge => matches!(LIMITS[i].effect, Effect::TripCharge),
+        };
+        assert!(ok);
+        i += 1;
+    }
+};

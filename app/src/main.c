@@ -5,7 +5,6 @@
 
 #include <zephyr/kernel.h>
 #include <zephyr/logging/log.h>
-#include <app_version.h>
 
 #include "app.h"
 
@@ -15,7 +14,7 @@ int main(void)
 {
 	int err;
 
-	LOG_INF("OpenBMS %s", APP_VERSION_STRING);
+	LOG_INF("OpenBMS starting");
 
 	err = storage_init();
 	if (err) {

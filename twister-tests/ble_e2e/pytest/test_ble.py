@@ -1,0 +1,148 @@
+# SPDX-License-Identifier: Apache-2.0
+# Copyright (c) 2026 The OpenBMS authors
+"""End-to-end BLE test of the OpenBMS firmware on native_sim against Bumble.
+
+A Bumble virtual controller serves HCI over TCP to zephyr.exe (--bt-dev=127.0.0.1:PORT); a
+second Bumble controller on the same in-process link is the phone. The phone scans the
+Instant Readout advertisement, reads the status page (open), is refused a settings write
+before pairing, pairs with the passkey (000000, CONFIG_BMS_BLE_PASSKEY), reads the readout key
+over the authenticated link, decodes the advertisement with victron-ble, and writes again.
+"""
+
+import asyncio
+import os
+import socket
+import subprocess
+from pathlib import Path
+
+import pytest
+
+bumble = pytest.importorskip("bumble")
+victron_devices = pytest.importorskip("victron_ble.devices")
+
+from bumble.att import ATT_Error  # noqa: E402
+from bumble.controller import Controller  # noqa: E402
+from bumble.core import UUID, AdvertisingData  # noqa: E402
+from bumble.device import Device, Peer  # noqa: E402
+from bumble.hci import Address  # noqa: E402
+from bumble.link import LocalLink  # noqa: E402
+from bumble.pairing import PairingConfig, PairingDelegate  # noqa: E402
+from bumble.transport import open_transport  # noqa: E402
+
+VICTRON_COMPANY_ID = 0x02E1
+PASSKEY = 0
+ATT_INSUFFICIENT_AUTHENTICATION = 0x05
+
+
+def bms_uuid(characteristic: int) -> UUID:
+    """The UUIDs of app/src/ble.c: 6f70656e-626d-73xx-8000-00805f9b34fb."""
+    return UUID(f"6f70656e-626d-73{characteristic:02x}-8000-00805f9b34fb")
+
+
+STATUS, SETTINGS, READOUT_KEY = bms_uuid(0x01), bms_uuid(0x04), bms_uuid(0x06)
+
+
+class KeyboardDelegate(PairingDelegate):
+    """The phone: a keyboard on which the user types the BMS's passkey."""
+
+    def __init__(self):
+        super().__init__(io_capability=PairingDelegate.IoCapability.KEYBOARD_INPUT_ONLY)
+
+    async def get_number(self):
+        return PASSKEY
+
+
+def free_port() -> int:
+    with socket.socket() as s:
+        s.bind(("127.0.0.1", 0))
+        return s.getsockname()[1]
+
+
+def zephyr_exe(request) -> Path:
+    build_dir = request.config.getoption("--build-dir", default=None) or os.environ.get(
+        "OPENBMS_BUILD_DIR"
+    )
+    if not build_dir:
+        pytest.skip("no build directory (run through twister, or set OPENBMS_BUILD_DIR)")
+    exe = Path(build_dir) / "zephyr" / "zephyr.exe"
+    assert exe.exists(), f"{exe} not built"
+    return exe
+
+
+async def run(exe: Path) -> None:
+    port = free_port()
+    link = LocalLink()
+    async with await open_transport(f"tcp-server:127.0.0.1:{port}") as hci:
+        Controller("bms", host_source=hci.source, host_sink=hci.sink, link=link)
+        phone_controller = Controller("phone", link=link)
+        phone = Device.with_hci(
+            "phone", Address("F0:F1:F2:F3:F4:F5"), phone_controller, phone_controller
+        )
+        phone.pairing_config_factory = lambda connection: PairingConfig(
+            sc=True, mitm=True, bonding=True, delegate=KeyboardDelegate()
+        )
+
+        firmware = subprocess.Popen(
+            [str(exe), f"--bt-dev=127.0.0.1:{port}", "--flash_in_ram"],
+            stdout=subprocess.PIPE,
+            stderr=subprocess.STDOUT,
+        )
+        try:
+            await phone.power_on()
+
+            readout = asyncio.get_running_loop().create_future()
+
+            def on_advertisement(advertisement):
+                data = advertisement.data.get(
+                    AdvertisingData.MANUFACTURER_SPECIFIC_DATA, raw=True
+                )
+                if data and int.from_bytes(data[:2], "little") == VICTRON_COMPANY_ID:
+                    if not readout.done():
+                        readout.set_result((advertisement.address, bytes(data[2:])))
+
+            phone.on("advertisement", on_advertisement)
+            await phone.start_scanning()
+            address, payload = await asyncio.wait_for(readout, 30)
+            await phone.stop_scanning()
+            assert payload[0] == 0x10, "Instant Readout record must start with 0x10"
+
+            connection = await phone.connect(address)
+            peer = Peer(connection)
+            await peer.discover_services()
+            await peer.discover_characteristics()
+            status = peer.get_characteristics_by_uuid(STATUS)[0]
+            settings = peer.get_characteristics_by_uuid(SETTINGS)[0]
+            key = peer.get_characteristics_by_uuid(READOUT_KEY)[0]
+
+            # BLE-1: the status page is readable without pairing.
+            assert len(await status.read_value()) > 0
+
+            # BLE-2: a write before pairing is refused by the stack.
+            current = bytes(await settings.read_value())
+            with pytest.raises(ATT_Error) as refused:
+                await settings.write_value(current, with_response=True)
+            assert refused.value.error_code == ATT_INSUFFICIENT_AUTHENTICATION
+
+            # BLE-2: passkey pairing gives an authenticated link; the same write succeeds.
+            await connection.pair()
+            await settings.write_value(current, with_response=True)
+
+            # BLE-3: the key read over the authenticated link decodes the advertisement.
+            device_key = bytes(await key.read_value())
+            assert len(device_key) == 16
+            parser = victron_devices.detect_device_type(payload)
+            assert parser is not None, f"victron-ble knows no record type 0x{payload[4]:02x}"
+            parsed = parser(device_key.hex()).parse(payload)
+            assert parsed is not None
+
+            await connection.disconnect()
+        finally:
+            firmware.terminate()
+            output, _ = firmware.communicate(timeout=10)
+            print(output.decode(errors="replace"))
+
+
+# BLE-1, BLE-2, BLE-3: scan, read open, refused write before pairing, passkey pairing,
+# authenticated write and key read, Instant Readout decoded by victron-ble.
+def test_ble_1_2_3_readout_pairing_and_permissions(request):
+    asyncio.run(run(zephyr_exe(request)))

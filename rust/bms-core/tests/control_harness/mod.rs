@@ -1,0 +1,214 @@
+//! A test rig for the control path: a fake bank of batteries reporting once a second, the
+//! BMS's own inputs, and a clock that jumps from deadline to deadline (it never sleeps).
+#![allow(dead_code)]
+
+use bms_core::bus::{BatteryFlags, BatteryModel, BatteryReport};
+use bms_core::{Bms, Config, Decisions, Inputs};
+use heapless::Vec;
+
+/// How often each fake battery reports, ms.
+pub const REPORT_PERIOD_MS: u64 = 1000;
+
+/// A report of `model` with every cell at `cell_mv` and one sensor at 25 °C.
+pub fn report(serial: u32, model: BatteryModel, cell_mv: u16) -> BatteryReport {
+    BatteryReport {
+        serial,
+        model,
+        capacity_dah: 1000,
+        firmware: 0x0112,
+        cells_mv: Vec::from_slice(&[cell_mv; 16][..model.cells()]).unwrap(),
+        temps_ddegc: Vec::from_slice(&[250]).unwrap(),
+        current_ma: 0,
+        flags: BatteryFlags {
+            allowed_to_charge: true,
+            allowed_to_discharge: true,
+            balancing: false,
+        },
+    }
+}
+
+/// Remote wiring seen by the BMS.
+#[derive(Clone, Copy, Debug, PartialEq, Eq)]
+pub enum Remote {
+    /// Wire loop between L and H (both at the same voltage).
+    Loop,
+    /// Nothing connected: H pulled down, L pulled up.
+    Open,
+}
+
+/// One step's result with its time.
+#[derive(Clone, Debug)]
+pub struct Record {
+    pub at_ms: u64,
+    pub decisions: Decisions,
+}
+
+pub struct Rig {
+    pub bms: Bms,
+    pub now_ms: u64,
+    /// The reports the batteries send (each every [`REPORT_PERIOD_MS`], while `silent` is false).
+    pub batteries: std::vec::Vec<(BatteryReport, bool)>,
+    pub series: u32,
+    pub remote: Remote,
+    pub app_connected: bool,
+    /// Override of the supply voltage (otherwise series × first battery's voltage).
+    pub supply_mv: Option<u32>,
+    next_report_ms: u64,
+    pub records: std::vec::Vec<Record>,
+}
+
+impl Rig {
+    /// `count` batteries of `model`, `series` of them in series, all cells at 3300 mV.
+    pub fn new(count: u32, series: u32, model: BatteryModel) -> Rig {
+        Rig::with_config(count, series, model, Config::default())
+    }
+
+    pub fn with_config(count: u32, series: u32, model: BatteryModel, config: Config) -> Rig {
+        Rig {
+            bms: Bms::new(config),
+            now_ms: 0,
+            batteries: (0..count)
+                .map(|i| (report(1000 + i, model, 3300), false))
+                .collect(),
+            series,
+            remote: Remote::Loop,
+            app_connected: false,
+            supply_mv: None,
+            next_report_ms: 0,
+            records: std::vec::Vec::new(),
+        }
+    }
+
+    /// One 12.8 V battery.
+    pub fn single() -> Rig {
+        Rig::new(1, 1, BatteryModel::Lfp12V8)
+    }
+
+    /// A rig already past discovery with outputs on (3 s of healthy data).
+    pub fn started() -> Rig {
+        let mut rig = Rig::single();
+        rig.run_for(3000);
+        assert!(
+            rig.last().atd && rig.last().atc,
+            "healthy bank must switch on"
+        );
+        rig
+    }
+
+    pub fn inputs(&self) -> Inputs {
+        let vbat = self.supply_mv.unwrap_or_else(|| {
+            let battery: u32 = self
+                .batteries
+                .first()
+                .map_or(0, |(r, _)| r.cells_mv.iter().map(|&c| u32::from(c)).sum());
+            battery * self.series
+        });
+        let (remote_h_mv, remote_l_mv) = match self.remote {
+            Remote::Loop => (vbat / 2, vbat / 2),
+            Remote::Open => (0, 5000),
+        };
+        Inputs {
+            remote_h_mv,
+            remote_l_mv,
+            supply_mv: vbat,
+            app_connected: self.app_connected,
+        }
+    }
+
+    /// Sets every cell of every battery to `cell_mv`.
+    pub fn set_cells(&mut self, cell_mv: u16) {
+        for (r, _) in &mut self.batteries {
+            for c in r.cells_mv.iter_mut() {
+                *c = cell_mv;
+            }
+        }
+    }
+
+    /// Sets one cell.
+    pub fn set_cell(&mut self, battery: usize, cell: usize, cell_mv: u16) {
+        self.batteries[battery].0.cells_mv[cell] = cell_mv;
+    }
+
+    /// Sets the temperature of every battery.
+    pub fn set_temp(&mut self, temp_ddegc: i16) {
+        for (r, _) in &mut self.batteries {
+            r.temps_ddegc = Vec::from_slice(&[temp_ddegc]).unwrap();
+        }
+    }
+
+    /// Sets the current of every battery.
+    pub fn set_current(&mut self, current_ma: i32) {
+        for (r, _) in &mut self.batteries {
+            r.current_ma = current_ma;
+        }
+    }
+
+    /// Makes battery `index` stop (or resume) reporting.
+    pub fn silence(&mut self, index: usize, silent: bool) {
+        self.batteries[index].1 = silent;
+    }
+
+    /// The decisions of the latest step.
+    pub fn last(&self) -> &Decisions {
+        &self.records.last().expect("no step yet").decisions
+    }
+
+    /// Steps once at the current time (sending due reports first).
+    pub fn step(&mut self) -> &Decisions {
+        if self.now_ms >= self.next_report_ms {
+            for (r, silent) in &self.batteries {
+                if !*silent {
+                    let _ = self.bms.handle_report(self.now_ms, r);
+                }
+            }
+            self.next_report_ms = self.now_ms + REPORT_PERIOD_MS;
+        }
+        let inputs = self.inputs();
+        let decisions = self.bms.step(self.now_ms, &inputs);
+        self.records.push(Record {
+            at_ms: self.now_ms,
+            decisions,
+        });
+        self.last()
+    }
+
+    /// Jumps to the next deadline (or report), then steps.
+    pub fn advance(&mut self) -> &Decisions {
+        let deadline = self.bms.next_deadline_ms().unwrap_or(self.now_ms + 100);
+        let next = deadline.min(self.next_report_ms).max(self.now_ms + 1);
+        self.now_ms = next;
+        self.step()
+    }
+
+    /// Steps now, then advances until `ms` more have passed.
+    pub fn run_for(&mut self, ms: u64) -> &Decisions {
+        let end = self.now_ms + ms;
+        if self.records.last().is_none_or(|r| r.at_ms != self.now_ms) {
+            self.step();
+        }
+        while self.now_ms < end {
+            let deadline = self.bms.next_deadline_ms().unwrap_or(self.now_ms + 100);
+            let next = deadline
+                .min(self.next_report_ms)
+                .min(end)
+                .max(self.now_ms + 1);
+            self.now_ms = next;
+            self.step();
+        }
+        self.last()
+    }
+
+    /// Advances until `cond` holds for the latest decisions; returns the time it first held.
+    pub fn run_until(&mut self, max_ms: u64, cond: impl Fn(&Decisions) -> bool) -> Option<u64> {
+        let end = self.now_ms + max_ms;
+        if cond(self.step()) {
+            return Some(self.now_ms);
+        }
+        while self.now_ms < end {
+            if cond(self.advance()) {
+                return Some(self.now_ms);
+            }
+        }
+        None
+    }
+}

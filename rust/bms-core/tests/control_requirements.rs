@@ -1,0 +1,941 @@
+//! The control path against the spec: one test (or more) per BANK, PROT and LED requirement,
+//! each a transition on a fresh rig, asserting on the returned decisions.
+
+mod control_harness;
+
+use bms_core::balancer::BalancerState;
+use bms_core::bank::{ConfigError, ReportError};
+use bms_core::bus::{BatteryModel, BatteryReport};
+use bms_core::codes::Code;
+use bms_core::settings::Settings;
+use bms_core::{Bms, Config, DfuEvent, Event, Inputs, LedPattern, Output, Reason};
+use control_harness::{report, Remote, Rig};
+
+/// BANK-1: batteries, cells, series, parallel, nominal voltage and capacity are discovered.
+#[test]
+fn bank_1_topology_discovered_automatically() {
+    let mut rig = Rig::new(4, 2, BatteryModel::Lfp12V8);
+    rig.run_for(3000);
+    let t = rig.bms.bank().topology().expect("topology");
+    assert_eq!(
+        (t.batteries, t.cells_total, t.series, t.parallel),
+        (4, 16, 2, 2)
+    );
+    assert_eq!(t.nominal_mv, 25_600);
+    assert_eq!(t.capacity_dah, 2000, "two strings of 100 Ah");
+    assert_eq!(t.cells_in_series(), 8);
+    assert!(rig.last().atd && rig.last().atc);
+
+    let mut rig = Rig::new(1, 1, BatteryModel::Lfp51V2);
+    rig.run_for(3000);
+    let t = rig.bms.bank().topology().unwrap();
+    assert_eq!(
+        (t.batteries, t.cells_total, t.series, t.parallel),
+        (1, 16, 1, 1)
+    );
+    assert_eq!(t.nominal_mv, 51_200);
+
+    // 4 in series of 12.8 V: a 48 V bank.
+    let mut rig = Rig::new(4, 4, BatteryModel::Lfp12V8);
+    rig.run_for(3000);
+    let t = rig.bms.bank().topology().unwrap();
+    assert_eq!((t.series, t.parallel, t.nominal_mv), (4, 1, 51_200));
+    assert!(rig.last().atd);
+}
+
+fn assert_config_error(rig: &mut Rig, expected: ConfigError) {
+    rig.run_for(3000);
+    let d = rig.last();
+    assert!(!d.atd && !d.atc, "config error must free-float ATD and ATC");
+    assert!(d.atd_reasons.contains(Reason::ConfigurationError));
+    assert!(d.atc_reasons.contains(Reason::ConfigurationError));
+    assert!(d.codes.contains(Code::ConfigurationError));
+    assert_eq!(rig.bms.bank().config_error(), Some(expected));
+}
+
+/// BANK-2: mixed models, unequal strings, too many batteries and unsupported bank voltages
+/// are configuration errors: alarm, ATC and ATD free-floating.
+#[test]
+fn bank_2_configuration_errors_free_float_atc_and_atd() {
+    let mut rig = Rig::new(2, 1, BatteryModel::Lfp12V8);
+    rig.batteries[1].0 = report(2000, BatteryModel::Lfp25V6, 3300);
+    assert_config_error(&mut rig, ConfigError::MixedModels);
+
+    // 3 batteries on a 24 V bank: 2 in series does not divide 3.
+    let mut rig = Rig::new(3, 2, BatteryModel::Lfp12V8);
+    assert_config_error(
+        &mut rig,
+        ConfigError::UnequalStrings {
+            batteries: 3,
+            series: 2,
+        },
+    );
+
+    // 3 × 12.8 V in series is 38.4 V: not a 12/24/48 V bank.
+    let mut rig = Rig::new(3, 3, BatteryModel::Lfp12V8);
+    assert_config_error(
+        &mut rig,
+        ConfigError::UnsupportedVoltage { nominal_mv: 38_400 },
+    );
+
+    // 2 × 25.6 V in series is 51.2 V: fine. 2 × 51.2 V in series is not.
+    let mut rig = Rig::new(2, 2, BatteryModel::Lfp25V6);
+    rig.run_for(3000);
+    assert!(rig.last().atd && rig.bms.bank().config_error().is_none());
+    let mut rig = Rig::new(2, 2, BatteryModel::Lfp51V2);
+    assert_config_error(
+        &mut rig,
+        ConfigError::SupplyOutOfRange { supply_mv: 105_600 },
+    );
+
+    // 25 × 51.2 V is the limit; 26 is too many.
+    let mut rig = Rig::new(25, 1, BatteryModel::Lfp51V2);
+    rig.run_for(3000);
+    assert!(rig.last().atd, "25 batteries of 51.2 V are allowed");
+    let mut rig = Rig::new(26, 1, BatteryModel::Lfp51V2);
+    assert_config_error(
+        &mut rig,
+        ConfigError::TooManyBatteries {
+            batteries: 26,
+            max: 25,
+        },
+    );
+
+    // 50 × 12.8 V is the limit; a 51st does not fit the table and is still counted.
+    let mut rig = Rig::new(50, 1, BatteryModel::Lfp12V8);
+    rig.run_for(3000);
+    assert!(rig.last().atd, "50 batteries of 12.8 V are allowed");
+    rig.batteries
+        .push((report(9999, BatteryModel::Lfp12V8, 3300), false));
+    rig.run_for(1000);
+    let d = rig.last();
+    assert!(!d.atd && !d.atc && d.atd_reasons.contains(Reason::ConfigurationError));
+    assert_eq!(
+        rig.bms.bank().config_error(),
+        Some(ConfigError::TooManyBatteries {
+            batteries: 51,
+            max: 50
+        })
+    );
+}
+
+/// BANK-2: the BMS supply (the bank voltage) outside 8-70 V leaves the topology underivable,
+/// which fails safe as a configuration error.
+#[test]
+fn bank_2_supply_out_of_range_is_a_configuration_error() {
+    let mut rig = Rig::single();
+    rig.supply_mv = Some(5000);
+    assert_config_error(&mut rig, ConfigError::SupplyOutOfRange { supply_mv: 5000 });
+    rig.supply_mv = None;
+    rig.run_for(1000);
+    assert!(
+        rig.last().atd && rig.last().atc,
+        "recovers once the supply is plausible"
+    );
+}
+
+/// BANK-3: min/max cell with battery and cell, min/max temperature, bank voltage and current,
+/// and per-battery data.
+#[test]
+fn bank_3_bank_values_and_per_battery_data() {
+    let mut rig = Rig::new(4, 2, BatteryModel::Lfp12V8);
+    rig.set_cell(2, 3, 3350);
+    rig.set_cell(1, 0, 3250);
+    rig.batteries[3].0.temps_ddegc = heapless::Vec::from_slice(&[180, 310]).unwrap();
+    rig.batteries[0].0.temps_ddegc = heapless::Vec::from_slice(&[120]).unwrap();
+    for (i, (r, _)) in rig.batteries.iter_mut().enumerate() {
+        r.current_ma = 1000 * (i as i32 + 1);
+    }
+    rig.run_for(3000);
+    let a = rig.bms.bank().aggregates().expect("aggregates");
+    assert_eq!(
+        (a.min_cell_mv, a.min_cell.battery, a.min_cell.cell),
+        (3250, 1, 0)
+    );
+    assert_eq!(
+        (a.max_cell_mv, a.max_cell.battery, a.max_cell.cell),
+        (3350, 2, 3)
+    );
+    assert_eq!((a.min_temp_ddegc, a.min_temp_battery), (120, 0));
+    assert_eq!((a.max_temp_ddegc, a.max_temp_battery), (310, 3));
+    assert_eq!(a.voltage_mv, rig.inputs().supply_mv);
+    assert_eq!(
+        a.current_ma,
+        (1000 + 2000 + 3000 + 4000) / 2,
+        "sum of currents / series"
+    );
+    assert_eq!(a.cell_spread_mv(), 100);
+
+    let b = rig.bms.bank().battery(3).expect("battery 3");
+    assert_eq!(b.serial, 1003);
+    assert_eq!(b.capacity_dah, 1000);
+    assert_eq!(b.firmware, 0x0112);
+    assert_eq!((b.min_temp_ddegc, b.max_temp_ddegc), (180, 310));
+    assert_eq!(b.current_ma, 4000);
+    assert_eq!(b.cells_mv(), &[3300, 3300, 3300, 3300]);
+    assert_eq!(b.voltage_mv(), 13_200);
+    assert_eq!(rig.bms.bank().batteries().len(), 4);
+}
+
+/// BANK-4: a battery silent for 5 s is lost: alarm, ATC and ATD free-floating until every
+/// battery reports again.
+#[test]
+fn bank_4_lost_battery_after_5_s_free_floats_until_it_reports() {
+    let mut rig = Rig::new(2, 1, BatteryModel::Lfp12V8);
+    rig.run_for(3000);
+    let last_report = rig.bms.bank().battery(1).unwrap().last_valid_ms();
+    rig.silence(1, true);
+    let lost_at = rig.run_until(10_000, |d| !d.atd).expect("lost");
+    assert_eq!(
+        lost_at,
+        last_report + 5000,
+        "exactly 5 s after the last valid report"
+    );
+    let d = rig.last();
+    assert!(!d.atc && d.atd_reasons.contains(Reason::BatteryLost));
+    assert!(d.atc_reasons.contains(Reason::BatteryLost));
+    assert!(d.codes.contains(Code::BatteryLost));
+    assert!(d.events.contains(&Event::CodeRaised(Code::BatteryLost)));
+    rig.run_for(20_000);
+    assert!(
+        !rig.last().atd,
+        "stays free-floating while the battery is silent"
+    );
+    rig.silence(1, false);
+    let back = rig.run_until(2000, |d| d.atd && d.atc);
+    assert!(back.is_some(), "returns once every battery reports again");
+    assert!(!rig.last().codes.contains(Code::BatteryLost));
+}
+
+/// BANK-4: forgetting a lost battery (taken out on purpose) lets the bank run without it.
+#[test]
+fn bank_4_forgetting_a_lost_battery_restores_the_outputs() {
+    let mut rig = Rig::new(2, 1, BatteryModel::Lfp12V8);
+    rig.run_for(3000);
+    rig.silence(1, true);
+    rig.run_for(8000);
+    assert!(!rig.last().atd);
+    assert_eq!(rig.bms.forget_lost_batteries(), 1);
+    rig.batteries.pop();
+    rig.run_for(1000);
+    assert!(rig.last().atd && rig.last().atc);
+    assert_eq!(rig.bms.bank().topology().unwrap().batteries, 1);
+}
+
+/// BANK-5: a battery appearing or disappearing re-derives the topology and resets the balancer
+/// to Unknown.
+#[test]
+fn bank_5_topology_change_rederives_and_resets_balancer() {
+    let mut rig = Rig::new(2, 1, BatteryModel::Lfp12V8);
+    rig.run_for(3000);
+    // A full charge judges the balancer.
+    rig.set_cells(3600);
+    rig.set_current(100);
+    rig.run_for(4 * 60_000);
+    assert_eq!(rig.bms.balancer(), BalancerState::Balanced);
+    rig.set_cells(3400);
+    rig.set_current(0);
+    rig.run_for(1000);
+
+    rig.batteries
+        .push((report(3000, BatteryModel::Lfp12V8, 3400), false));
+    rig.run_for(2000);
+    assert_eq!(rig.bms.bank().topology().unwrap().batteries, 3);
+    assert_eq!((rig.bms.bank().topology().unwrap().parallel), 3);
+    assert_eq!(
+        rig.bms.balancer(),
+        BalancerState::Unknown,
+        "battery just added"
+    );
+
+    rig.silence(2, true);
+    rig.run_for(6000);
+    assert_eq!(
+        rig.bms.bank().topology().unwrap().batteries,
+        2,
+        "lost battery leaves"
+    );
+}
+
+/// Impossible data (cell ≤ 0 or > 5 V, temperature outside -60..150 °C, wrong cell count, no
+/// temperature, no capacity) is refused with an error naming it; the outputs fail safe.
+#[test]
+fn invalid_report_is_refused_and_fails_safe() {
+    let good = report(1000, BatteryModel::Lfp12V8, 3300);
+    let mut cases: std::vec::Vec<(BatteryReport, ReportError)> = std::vec::Vec::new();
+    let mut r = good.clone();
+    r.cells_mv[2] = 0;
+    cases.push((
+        r,
+        ReportError::CellVoltage {
+            cell: 2,
+            cell_mv: 0,
+        },
+    ));
+    let mut r = good.clone();
+    r.cells_mv[0] = 5001;
+    cases.push((
+        r,
+        ReportError::CellVoltage {
+            cell: 0,
+            cell_mv: 5001,
+        },
+    ));
+    let mut r = good.clone();
+    r.temps_ddegc[0] = -601;
+    cases.push((
+        r,
+        ReportError::Temperature {
+            sensor: 0,
+            temp_ddegc: -601,
+        },
+    ));
+    let mut r = good.clone();
+    r.temps_ddegc[0] = 1501;
+    cases.push((
+        r,
+        ReportError::Temperature {
+            sensor: 0,
+            temp_ddegc: 1501,
+        },
+    ));
+    let mut r = good.clone();
+    r.cells_mv.pop();
+    cases.push((
+        r,
+        ReportError::CellCount {
+            expected: 4,
+            got: 3,
+        },
+    ));
+    let mut r = good.clone();
+    r.temps_ddegc.clear();
+    cases.push((r, ReportError::NoTemperature));
+    let mut r = good.clone();
+    r.capacity_dah = 0;
+    cases.push((r, ReportError::NoCapacity));
+
+    for (bad, expected) in cases {
+        let mut rig = Rig::started();
+        let now = rig.now_ms;
+        assert_eq!(rig.bms.handle_report(now, &bad), Err(expected));
+        assert!(!expected.to_string().is_empty());
+        let inputs = rig.inputs();
+        let d = rig.bms.step(now, &inputs);
+        assert!(
+            !d.atd && !d.atc && !d.prealarm,
+            "{expected:?} must fail safe"
+        );
+        assert!(d.atd_reasons.contains(Reason::InvalidData));
+        assert!(d.codes.contains(Code::InvalidBatteryData));
+        assert_eq!(
+            rig.bms.bank().aggregates(),
+            None,
+            "invalid data is not used"
+        );
+        // The next valid report restores the outputs.
+        rig.run_for(1500);
+        assert!(rig.last().atd && rig.last().atc, "{expected:?}: recovers");
+    }
+}
+
+/// PROT-1: every output is free-floating until the first complete, valid data set.
+#[test]
+fn prot_1_outputs_free_floating_until_first_valid_data() {
+    let mut rig = Rig::single();
+    let inputs = rig.inputs();
+    let d = rig.bms.step(0, &inputs);
+    assert!(!d.atd && !d.atc && !d.prealarm);
+    assert!(d.atd_reasons.contains(Reason::NoValidData));
+    assert!(d.atc_reasons.contains(Reason::NoValidData));
+    // Data arrives at t = 0; the discovery window keeps the outputs off for 2 s.
+    let on_at = rig
+        .run_until(10_000, |d| d.atd && d.atc)
+        .expect("switches on");
+    assert_eq!(on_at, 2000);
+    assert!(rig
+        .records
+        .iter()
+        .filter(|r| r.at_ms < 2000)
+        .all(|r| !r.decisions.atd));
+
+    // An unsafe first data set never switches the outputs on.
+    let mut rig = Rig::single();
+    rig.set_cells(2700);
+    rig.run_for(60_000);
+    assert!(
+        rig.records.iter().all(|r| !r.decisions.atd),
+        "ATD never on with cells < 2.80 V"
+    );
+    assert!(rig.last().atc, "charging is allowed");
+    assert!(rig.last().atd_reasons.contains(Reason::CellUndervoltage));
+
+    let mut rig = Rig::single();
+    rig.set_cells(3800);
+    rig.run_for(10_000);
+    assert!(
+        rig.records.iter().all(|r| !r.decisions.atc),
+        "ATC never on with cells > 3.75 V"
+    );
+    assert!(rig.last().atd);
+
+    let mut rig = Rig::single();
+    rig.set_temp(30);
+    rig.run_for(10_000);
+    assert!(
+        rig.records.iter().all(|r| !r.decisions.atc),
+        "ATC never on below 5 degC"
+    );
+}
+
+/// PROT-2: cells below 2.80 V for 5 s raise the pre-alarm at once; ATD goes free-floating 30 s
+/// after the pre-alarm, and returns only when all cells are ≥ 3.20 V.
+#[test]
+fn prot_2_atd_opens_30s_after_prealarm() {
+    let mut rig = Rig::started();
+    rig.set_cells(2750);
+    let t0 = rig.now_ms;
+    // Reports arrive once a second: the drop is seen at the next report.
+    let prealarm_at = rig.run_until(10_000, |d| d.prealarm).expect("pre-alarm");
+    let dropped_seen = ((t0 / 1000) + 1) * 1000;
+    assert_eq!(prealarm_at, dropped_seen + 5000, "5 s debounce");
+    assert!(rig
+        .last()
+        .prealarm_reasons
+        .contains(Reason::CellUndervoltage));
+    assert!(rig.last().atd, "ATD still high");
+    let atd_off_at = rig.run_until(60_000, |d| !d.atd).expect("ATD opens");
+    assert_eq!(
+        atd_off_at,
+        prealarm_at + 30_000,
+        "exactly 30 s after the pre-alarm"
+    );
+    assert!(rig.last().atd_reasons.contains(Reason::CellUndervoltage));
+    assert!(rig.last().atc, "charging stays allowed");
+    assert!(rig.last().codes.contains(Code::CellUndervoltage));
+
+    // Recovery above 2.80 V but below 3.20 V is not enough.
+    rig.set_cells(3190);
+    rig.run_for(60_000);
+    assert!(!rig.last().atd);
+    rig.set_cells(3200);
+    let back = rig.run_until(2000, |d| d.atd);
+    assert!(back.is_some(), "ATD returns at 3.20 V");
+}
+
+/// PROT-2: with the pre-alarm already active for 30 s (from its level), ATD opens as soon as
+/// the under-voltage is debounced; a pulse shorter than 5 s does not trip.
+#[test]
+fn prot_2_prealarm_already_active_and_pulse_loads() {
+    let mut rig = Rig::started();
+    rig.set_cells(3000);
+    rig.run_for(60_000);
+    assert!(rig.last().prealarm && rig.last().atd);
+    rig.set_cells(2700);
+    let t0 = rig.now_ms;
+    let off = rig.run_until(20_000, |d| !d.atd).unwrap();
+    assert!(
+        off <= t0 + 1000 + 5000,
+        "no extra 30 s once the pre-alarm ran long enough"
+    );
+
+    let mut rig = Rig::started();
+    rig.set_cells(3000);
+    rig.run_for(60_000);
+    let t0 = rig.now_ms;
+    for _ in 0..10 {
+        rig.set_cells(2700);
+        rig.run_for(4000);
+        rig.set_cells(3000);
+        rig.run_for(2000);
+    }
+    let after = rig.records.iter().filter(|r| r.at_ms >= t0);
+    assert!(
+        after.clone().all(|r| r.decisions.atd),
+        "4 s pulses never trip"
+    );
+    assert!(after.clone().any(|r| r.decisions.prealarm));
+    assert!(!rig.last().codes.contains(Code::CellUndervoltage));
+}
+
+/// PROT-3: the pre-alarm follows the pre-alarm level (debounced 5 s), clears at level + 50 mV
+/// held for 10 s, and follows the low-SoC warning.
+#[test]
+fn prot_3_prealarm_level_release_and_low_soc_warning() {
+    let mut rig = Rig::started();
+    rig.set_cells(3099);
+    let on = rig.run_until(10_000, |d| d.prealarm).unwrap();
+    assert!(rig.last().prealarm_reasons.contains(Reason::PrealarmLevel));
+    assert!(rig.last().codes.contains(Code::LowCellVoltage));
+    assert!(on >= 5000 + 2000, "debounced");
+    assert!(rig.last().atd, "the pre-alarm alone keeps ATD high");
+    // 3.149 V is inside the hysteresis: stays on.
+    rig.set_cells(3149);
+    rig.run_for(30_000);
+    assert!(rig.last().prealarm);
+    rig.set_cells(3150);
+    let start = rig.run_until(2000, |_| true).unwrap();
+    let off = rig.run_until(20_000, |d| !d.prealarm).unwrap();
+    assert!(
+        off >= start + 9000 && off <= start + 11_000,
+        "cleared after 10 s ({start}→{off})"
+    );
+
+    // A lower setting moves the level: 3.0 V is fine with a 2.90 V level.
+    let config = Config {
+        settings: Settings {
+            prealarm_cell_mv: 2900,
+            ..Settings::default()
+        },
+        ..Config::default()
+    };
+    let mut rig = Rig::with_config(1, 1, BatteryModel::Lfp12V8, config);
+    rig.set_cells(3000);
+    rig.run_for(30_000);
+    assert!(rig.records.iter().all(|r| !r.decisions.prealarm));
+
+    // The low-SoC warning (MON-6, 20 %) drives the pre-alarm.
+    let mut rig = Rig::started();
+    let now = rig.now_ms;
+    rig.bms.set_soc(now, 150).unwrap();
+    rig.run_for(200);
+    let d = rig.last();
+    assert!(d.prealarm && d.prealarm_reasons.contains(Reason::LowSoc));
+    assert!(d.codes.contains(Code::LowSocWarning));
+    let now = rig.now_ms;
+    rig.bms.set_soc(now, 500).unwrap();
+    rig.run_for(200);
+    assert!(!rig.last().prealarm);
+}
+
+/// PROT-4: a cell above 3.75 V for 1 s makes ATC free-floating; it returns below 3.60 V.
+#[test]
+fn prot_4_overvoltage_trips_atc_after_1s_and_returns_below_3_60() {
+    let mut rig = Rig::started();
+    rig.set_cell(0, 2, 3750);
+    rig.run_for(5000);
+    assert!(rig.last().atc, "3.75 V is not above 3.75 V");
+    rig.set_cell(0, 2, 3751);
+    let t0 = rig.now_ms;
+    let off = rig.run_until(5000, |d| !d.atc).unwrap();
+    let seen = (t0 / 1000 + 1) * 1000;
+    assert_eq!(off, seen + 1000, "1 s after the first report above 3.75 V");
+    assert!(rig.last().atc_reasons.contains(Reason::CellOvervoltage));
+    assert!(rig.last().atd, "loads stay allowed");
+    assert!(rig.last().codes.contains(Code::CellOvervoltage));
+    rig.set_cell(0, 2, 3600);
+    rig.run_for(5000);
+    assert!(!rig.last().atc, "3.60 V is not below 3.60 V");
+    rig.set_cell(0, 2, 3599);
+    assert!(rig.run_until(2000, |d| d.atc).is_some());
+
+    // 0.9 s above the limit does not trip.
+    let mut rig = Rig::started();
+    rig.run_for(1000 - rig.now_ms % 1000);
+    let t0 = rig.now_ms;
+    let inputs = rig.inputs();
+    let mut high = rig.batteries[0].0.clone();
+    high.cells_mv[0] = 3900;
+    rig.bms.handle_report(t0 + 1, &high).unwrap();
+    assert!(rig.bms.step(t0 + 1, &inputs).atc);
+    assert!(rig.bms.step(t0 + 900, &inputs).atc);
+    let normal = rig.batteries[0].0.clone();
+    rig.bms.handle_report(t0 + 901, &normal).unwrap();
+    assert!(rig.bms.step(t0 + 901, &inputs).atc);
+    assert!(rig.bms.step(t0 + 5000, &inputs).atc);
+}
+
+/// PROT-4: the 1 s debounce, measured exactly by stepping the core by hand.
+#[test]
+fn prot_4_overvoltage_debounce_is_1_s() {
+    let mut bms = Bms::new(Config::default());
+    let inputs = Inputs {
+        remote_h_mv: 6000,
+        remote_l_mv: 6000,
+        supply_mv: 13_200,
+        app_connected: false,
+    };
+    let mut t = 0;
+    while t <= 3000 {
+        bms.handle_report(t, &report(1, BatteryModel::Lfp12V8, 3300))
+            .unwrap();
+        let _ = bms.step(t, &inputs);
+        t += 100;
+    }
+    let mut high = report(1, BatteryModel::Lfp12V8, 3300);
+    high.cells_mv[1] = 3760;
+    bms.handle_report(t, &high).unwrap();
+    assert!(bms.step(t, &inputs).atc);
+    assert_eq!(bms.next_deadline_ms(), Some(t + 100));
+    assert!(bms.step(t + 999, &inputs).atc, "0.999 s");
+    let d = bms.step(t + 1000, &inputs);
+    assert!(!d.atc, "1 s");
+    assert!(d.events.contains(&Event::OutputChanged {
+        output: Output::Atc,
+        high: false,
+        reasons: d.atc_reasons
+    }));
+}
+
+/// PROT-5: below 5 °C ATC is free-floating; it returns at ≥ 7 °C.
+#[test]
+fn prot_5_low_temperature_blocks_charge_until_7_degc() {
+    let mut rig = Rig::started();
+    rig.set_temp(49);
+    assert!(rig.run_until(2000, |d| !d.atc).is_some());
+    assert!(rig.last().atc_reasons.contains(Reason::LowTemperature));
+    assert!(rig.last().atd);
+    assert!(rig.last().codes.contains(Code::LowTemperature));
+    rig.set_temp(50);
+    rig.run_for(5000);
+    assert!(!rig.last().atc, "5.0 degC is inside the hysteresis");
+    rig.set_temp(69);
+    rig.run_for(5000);
+    assert!(!rig.last().atc);
+    rig.set_temp(70);
+    assert!(rig.run_until(2000, |d| d.atc).is_some());
+}
+
+/// PROT-6: above 50 °C ATC is free-floating until ≤ 48 °C; above 60 °C ATD too, until ≤ 55 °C.
+#[test]
+fn prot_6_high_temperature_blocks_charge_and_above_60_discharge() {
+    let mut rig = Rig::started();
+    rig.set_temp(500);
+    rig.run_for(3000);
+    assert!(rig.last().atc, "50.0 degC is not above 50");
+    rig.set_temp(501);
+    assert!(rig.run_until(2000, |d| !d.atc).is_some());
+    assert!(rig.last().atc_reasons.contains(Reason::HighTemperature));
+    assert!(rig.last().atd);
+    rig.set_temp(601);
+    assert!(rig.run_until(2000, |d| !d.atd).is_some());
+    assert!(rig.last().atd_reasons.contains(Reason::VeryHighTemperature));
+    assert!(rig.last().codes.contains(Code::HighTemperature));
+    rig.set_temp(551);
+    rig.run_for(3000);
+    assert!(!rig.last().atd);
+    rig.set_temp(550);
+    assert!(rig.run_until(2000, |d| d.atd).is_some());
+    assert!(!rig.last().atc);
+    rig.set_temp(481);
+    rig.run_for(3000);
+    assert!(!rig.last().atc);
+    rig.set_temp(480);
+    assert!(rig.run_until(2000, |d| d.atc).is_some());
+}
+
+/// PROT-7: a battery's own not-allowed flags free-float ATC / ATD while set.
+#[test]
+fn prot_7_battery_flags_block_charge_and_discharge() {
+    let mut rig = Rig::new(2, 1, BatteryModel::Lfp12V8);
+    rig.run_for(3000);
+    rig.batteries[1].0.flags.allowed_to_charge = false;
+    assert!(rig.run_until(2000, |d| !d.atc).is_some());
+    assert!(rig.last().atd);
+    assert!(rig
+        .last()
+        .atc_reasons
+        .contains(Reason::BatteryChargeNotAllowed));
+    rig.batteries[1].0.flags.allowed_to_discharge = false;
+    assert!(rig.run_until(2000, |d| !d.atd).is_some());
+    assert!(rig
+        .last()
+        .atd_reasons
+        .contains(Reason::BatteryDischargeNotAllowed));
+    rig.batteries[1].0.flags.allowed_to_charge = true;
+    rig.batteries[1].0.flags.allowed_to_discharge = true;
+    assert!(rig.run_until(2000, |d| d.atc && d.atd).is_some());
+}
+
+/// PROT-8: remote ON when L-H interconnected, L < 3.5 V, or 2.9 V < H < Vbat; OFF otherwise,
+/// and OFF free-floats ATD, ATC and the pre-alarm.
+#[test]
+fn prot_8_remote_on_off_rules() {
+    use bms_core::protection::remote_is_on;
+    let vbat = 13_200;
+    assert!(remote_is_on(6600, 6600, vbat), "L and H interconnected");
+    assert!(remote_is_on(0, 3499, vbat), "L pulled to minus");
+    assert!(
+        !remote_is_on(0, 3500, vbat),
+        "L at 3.5 V is not pulled down"
+    );
+    assert!(remote_is_on(2901, 5000, vbat), "H high");
+    assert!(!remote_is_on(2900, 5000, vbat), "H at 2.9 V is not high");
+    assert!(remote_is_on(vbat, 5000, vbat), "H at battery plus");
+    assert!(!remote_is_on(vbat + 1000, 5000, vbat), "H above Vbat");
+    assert!(!remote_is_on(0, 5000, vbat), "nothing connected");
+
+    let mut rig = Rig::started();
+    rig.set_cells(3000);
+    rig.run_for(10_000);
+    assert!(rig.last().prealarm);
+    rig.remote = Remote::Open;
+    let d = rig.step().clone();
+    assert!(!d.atd && !d.atc && !d.prealarm, "OFF at once");
+    for r in [d.atd_reasons, d.atc_reasons] {
+        assert!(r.contains(Reason::RemoteOff));
+    }
+    rig.remote = Remote::Loop;
+    let d = rig.step().clone();
+    assert!(d.atd && d.atc && d.prealarm, "ON at once");
+}
+
+/// PROT-9: SoC at the floor raises the low-SoC alarm and free-floats ATD; ATD returns at
+/// floor + 3 points; floor 0 disables it.
+#[test]
+fn prot_9_discharge_floor_opens_atd_until_floor_plus_3() {
+    let mut rig = Rig::started();
+    let now = rig.now_ms;
+    rig.bms.set_soc(now, 100).unwrap();
+    rig.run_for(200);
+    let d = rig.last();
+    assert!(!d.atd && d.atd_reasons.contains(Reason::DischargeFloor));
+    assert!(d.atc);
+    assert!(d.codes.contains(Code::LowSoc));
+    let now = rig.now_ms;
+    rig.bms.set_soc(now, 129).unwrap();
+    rig.run_for(200);
+    assert!(!rig.last().atd, "12.9 % is below floor + 3");
+    let now = rig.now_ms;
+    rig.bms.set_soc(now, 130).unwrap();
+    rig.run_for(200);
+    assert!(rig.last().atd, "13 % releases");
+
+    let mut rig = Rig::started();
+    let settings = Settings {
+        discharge_floor_pct: 0,
+        ..Settings::default()
+    };
+    rig.bms.write_settings(settings).unwrap();
+    let now = rig.now_ms;
+    rig.bms.set_soc(now, 0).unwrap();
+    rig.run_for(200);
+    assert!(rig.last().atd, "floor 0 disables PROT-9");
+}
+
+/// PROT-10: during an update ATC is free-floating and ATD unchanged; a failure free-floats ATD
+/// 120 s later unless a new attempt started, whose own failure restarts the 120 s.
+#[test]
+fn prot_10_firmware_update_blocks_charge_and_failure_opens_atd_after_120s() {
+    let mut rig = Rig::started();
+    let t = rig.now_ms;
+    rig.bms.handle_dfu(t, DfuEvent::Started);
+    let d = rig.step().clone();
+    assert!(!d.atc && d.atc_reasons.contains(Reason::FirmwareUpdate));
+    assert!(d.atd, "ATD unchanged");
+    rig.run_for(30_000);
+    let t_fail = rig.now_ms;
+    rig.bms.handle_dfu(t_fail, DfuEvent::Failed);
+    let d = rig.step().clone();
+    assert!(d.atc && d.atd);
+    assert!(d.codes.contains(Code::FirmwareUpdateFailed));
+    let off = rig.run_until(200_000, |d| !d.atd).unwrap();
+    assert_eq!(off, t_fail + 120_000);
+    assert!(rig
+        .last()
+        .atd_reasons
+        .contains(Reason::FirmwareUpdateFailed));
+    // A successful new attempt restores ATD.
+    let t = rig.now_ms;
+    rig.bms.handle_dfu(t, DfuEvent::Started);
+    rig.run_for(10_000);
+    assert!(
+        !rig.last().atd && !rig.last().atc,
+        "ATD unchanged (still open) during the retry"
+    );
+    let t = rig.now_ms;
+    rig.bms.handle_dfu(t, DfuEvent::Completed);
+    let d = rig.step().clone();
+    assert!(d.atd && d.atc);
+
+    // A new attempt within 120 s cancels the countdown; its own failure restarts it.
+    let mut rig = Rig::started();
+    let t1 = rig.now_ms;
+    rig.bms.handle_dfu(t1, DfuEvent::Aborted);
+    rig.run_for(100_000);
+    let t2 = rig.now_ms;
+    rig.bms.handle_dfu(t2, DfuEvent::Started);
+    rig.run_for(50_000);
+    assert!(
+        rig.last().atd,
+        "no ATD opening at the first failure + 120 s"
+    );
+    let t3 = rig.now_ms;
+    rig.bms.handle_dfu(t3, DfuEvent::Failed);
+    let off = rig.run_until(200_000, |d| !d.atd).unwrap();
+    assert_eq!(off, t3 + 120_000);
+}
+
+/// PROT-11: every output change comes with an event carrying its reasons; a free-floating
+/// ATD/ATC always has at least one reason.
+#[test]
+fn prot_11_every_output_change_is_reported_with_reasons() {
+    let mut rig = Rig::single();
+    rig.run_for(3000);
+    rig.set_cells(2700);
+    rig.run_for(60_000);
+    rig.set_cells(3400);
+    rig.run_for(20_000);
+    rig.set_temp(600);
+    rig.run_for(5000);
+    rig.remote = Remote::Open;
+    rig.run_for(2000);
+    rig.remote = Remote::Loop;
+    rig.set_temp(250);
+    rig.run_for(5000);
+    let mut prev = bms_core::Decisions::default();
+    let mut changes = 0;
+    for r in &rig.records {
+        let d = &r.decisions;
+        for (output, was, is, reasons) in [
+            (Output::Atd, prev.atd, d.atd, d.atd_reasons),
+            (Output::Atc, prev.atc, d.atc, d.atc_reasons),
+            (
+                Output::Prealarm,
+                prev.prealarm,
+                d.prealarm,
+                d.prealarm_reasons,
+            ),
+        ] {
+            let event = Event::OutputChanged {
+                output,
+                high: is,
+                reasons,
+            };
+            assert_eq!(
+                was != is,
+                d.events.contains(&event),
+                "at {} ms: {output:?}",
+                r.at_ms
+            );
+            changes += usize::from(was != is);
+        }
+        assert_eq!(d.atd, d.atd_reasons.is_empty());
+        assert_eq!(d.atc, d.atc_reasons.is_empty());
+        assert_eq!(d.prealarm, !d.prealarm_reasons.is_empty());
+        prev = d.clone();
+    }
+    assert!(changes >= 8, "the scenario changes outputs ({changes})");
+}
+
+/// PROT-12: low power (slow tick) while remote is OFF and after an under-voltage disconnect;
+/// debounce expiries still wake the loop on time.
+#[test]
+fn prot_12_low_power_when_remote_off_or_after_uv_disconnect() {
+    let mut rig = Rig::started();
+    assert!(!rig.last().low_power);
+    assert_eq!(rig.last().tick_ms, 100);
+    rig.remote = Remote::Open;
+    let d = rig.step().clone();
+    assert!(d.low_power && d.tick_ms == 1000);
+    rig.remote = Remote::Loop;
+    let d = rig.step().clone();
+    assert!(!d.low_power);
+
+    rig.set_cells(2700);
+    rig.run_until(60_000, |d| !d.atd).unwrap();
+    assert!(rig.last().low_power, "after an under-voltage disconnect");
+    // Monitoring continues: the release is seen within a slow tick.
+    rig.set_cells(3300);
+    let t = rig.now_ms;
+    let back = rig.run_until(3000, |d| d.atd).unwrap();
+    assert!(back <= t + 2000);
+    assert!(!rig.last().low_power);
+
+    // With a pending debounce, the deadline is the debounce expiry, not the slow tick.
+    let mut rig = Rig::started();
+    rig.remote = Remote::Open;
+    rig.run_for(2000);
+    let t = rig.now_ms;
+    let inputs = rig.inputs();
+    let mut high = rig.batteries[0].0.clone();
+    high.cells_mv[0] = 3800;
+    rig.bms.handle_report(t, &high).unwrap();
+    assert_eq!(rig.bms.step(t, &inputs).tick_ms, 1000);
+    rig.bms.handle_report(t + 300, &high).unwrap();
+    let _ = rig.bms.step(t + 300, &inputs);
+    assert_eq!(
+        rig.bms.next_deadline_ms(),
+        Some(t + 1000),
+        "OV debounce expiry"
+    );
+    let d = rig.bms.step(t + 1000, &inputs);
+    assert!(
+        d.codes.contains(Code::CellOvervoltage),
+        "tripped on time in low power"
+    );
+}
+
+/// LED-1 and LED-2 through the whole BMS: blue follows the app connection, red the codes.
+#[test]
+fn led_1_led_2_patterns_from_the_bms() {
+    let mut rig = Rig::started();
+    assert_eq!(rig.last().led_blue, LedPattern::Blink);
+    assert_eq!(rig.last().led_red, LedPattern::Off);
+    rig.app_connected = true;
+    assert_eq!(rig.step().led_blue, LedPattern::Solid);
+    rig.set_cells(3050);
+    rig.run_until(10_000, |d| d.prealarm).unwrap();
+    assert_eq!(rig.last().led_red, LedPattern::Blink, "warning only");
+    rig.set_cells(3300);
+    rig.set_temp(520);
+    rig.run_until(3000, |d| !d.atc).unwrap();
+    assert_eq!(rig.last().led_red, LedPattern::Solid, "alarm");
+}
+
+/// Time going backwards counts as no time passed: no panic, no debounce shortcut.
+#[test]
+fn time_going_backwards_is_no_time_passed() {
+    let mut rig = Rig::started();
+    rig.set_cell(0, 0, 3800);
+    rig.run_for(1000);
+    let inputs = rig.inputs();
+    let t = rig.now_ms;
+    let before = rig.last().clone();
+    let d = rig.bms.step(5, &inputs);
+    assert_eq!(rig.bms.now_ms(), t);
+    assert_eq!(
+        (d.atd, d.atc, d.codes),
+        (before.atd, before.atc, before.codes)
+    );
+    assert!(rig.bms.next_deadline_ms().unwrap() >= t);
+    // A later report stamped in the past counts at the current time.
+    let report = rig.batteries[0].0.clone();
+    rig.bms.handle_report(0, &report).unwrap();
+    assert_eq!(rig.bms.bank().battery(0).unwrap().last_valid_ms(), t);
+}
+
+/// Settings refused as a whole change nothing; restored settings that do not validate fall back
+/// to the defaults with an error.
+#[test]
+fn settings_write_is_validated_and_restored_garbage_is_an_error() {
+    let mut rig = Rig::started();
+    let bad = Settings {
+        prealarm_cell_mv: 2000,
+        ..Settings::default()
+    };
+    assert!(rig.bms.write_settings(bad).is_err());
+    assert_eq!(*rig.bms.settings(), Settings::default());
+
+    let config = Config {
+        settings: bad,
+        ..Config::default()
+    };
+    let mut bms = Bms::new(config);
+    assert_eq!(*bms.settings(), Settings::default());
+    let d = bms.step(0, &Inputs::default());
+    assert!(d.codes.contains(Code::SettingsCorrupt));
+    assert_eq!(d.led_red, LedPattern::Solid);
+    bms.factory_reset();
+    assert!(!bms
+        .step(1, &Inputs::default())
+        .codes
+        .contains(Code::SettingsCorrupt));
+}
+
+/// The whole BMS with 50 × 16 cells must fit the static RAM budget.
+#[test]
+fn bms_fits_16_kib() {
+    let size = core::mem::size_of::<Bms>();
+    assert!(size <= 16 * 1024, "Bms is {size} bytes");
+}

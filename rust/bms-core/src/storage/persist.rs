@@ -1,0 +1,607 @@
+//! [`Persistence`]: writes each record when it is due and restores all of them at start, each on
+//! its own.
+//!
+//! Who decides "due": the settings are written whenever they differ from the stored ones (SET-2);
+//! the SoC state and the history when their owners say so (`Monitor::persist_due`: every point
+//! of SoC and at most 10 minutes after any change, MON-8; `History::persist_due`: at once for a
+//! counted item, at most an hour after any other change, HIST-4); the nonce whenever the
+//! advertiser asks for a new reservation (`Advertiser::nonce_to_persist`: once every 2048
+//! payload changes, never per advertisement). A record that is missing or unreadable at start is
+//! written at the first poll, so the store is repaired with the values in use. A write that fails
+//! is reported, retried after [`RETRY_MS`], and leaves the previous value in the store.
+//!
+//! Call order, every control step: build [`Records`] from the core, [`Persistence::poll`], then
+//! tell the core what was written (`Monitor::mark_persisted`, `History::mark_persisted`,
+//! `Advertiser::nonce_persisted`) and raise or clear the storage error from
+//! [`Persistence::failing`].
+
+use super::record::{decode_record, encode_record, Nonce, Record, RecordError, RecordKind};
+use super::{Storage, StorageError, MAX_RECORD_LEN};
+use crate::history::HistoryRecord;
+use crate::monitor::SocState;
+use crate::settings::Settings;
+
+/// Wait after a failed write before the same record is tried again, in ms: a broken flash is not
+/// hammered every control step.
+pub const RETRY_MS: u64 = 60_000;
+
+/// The records as the core holds them at one instant, and which of them their owners want
+/// written now.
+#[derive(Clone, Copy, Debug, Default, PartialEq, Eq)]
+pub struct Records {
+    /// The settings in use.
+    pub settings: Settings,
+    /// The monitor's state (`Monitor::snapshot`).
+    pub soc: SocState,
+    /// The monitor wants `soc` written (`Monitor::persist_due`).
+    pub soc_due: bool,
+    /// The history (`History::record`).
+    pub history: HistoryRecord,
+    /// The history wants to be written (`History::persist_due`).
+    pub history_due: bool,
+    /// A nonce reservation to persist (`Advertiser::nonce_to_persist`).
+    pub nonce: Option<u16>,
+}
+
+/// What [`Persistence::poll`] did with one record.
+#[derive(Clone, Copy, Debug, Default, PartialEq, Eq)]
+#[must_use]
+pub enum Outcome {
+    /// Not due: nothing written.
+    #[default]
+    Idle,
+    /// Written; tell its owner.
+    Written,
+    /// Due, but the write failed; the previous value is still stored.
+    Failed(StorageError),
+    /// Due, but a recent write failed: waiting [`RETRY_MS`] before trying again.
+    Deferred,
+}
+
+/// What one [`Persistence::poll`] did, per record.
+#[derive(Clone, Copy, Debug, Default, PartialEq, Eq)]
+#[must_use]
+pub struct PollReport {
+    /// The settings record.
+    pub settings: Outcome,
+    /// The SoC state record.
+    pub soc: Outcome,
+    /// The history record.
+    pub history: Outcome,
+    /// The nonce record (the value written is [`Records::nonce`]).
+    pub nonce: Outcome,
+}
+
+impl PollReport {
+    /// The outcome for `kind`.
+    pub fn outcome(&self, kind: RecordKind) -> Outcome {
+        match kind {
+            RecordKind::Settings => self.settings,
+            RecordKind::Soc => self.soc,
+            RecordKind::History => self.history,
+            RecordKind::Nonce => self.nonce,
+        }
+    }
+
+    /// True when any write in this poll failed.
+    pub fn any_failed(&self) -> bool {
+        RecordKind::ALL
+            .iter()
+            .any(|&kind| matches!(self.outcome(kind), Outcome::Failed(_)))
+    }
+
+    fn set(&mut self, kind: RecordKind, outcome: Outcome) {
+        match kind {
+            RecordKind::Settings => self.settings = outcome,
+            RecordKind::Soc => self.soc = outcome,
+            RecordKind::History => self.history = outcome,
+            RecordKind::Nonce => self.nonce = outcome,
+        }
+    }
+}
+
+/// Write counters of one record kind since start.
+#[derive(Clone, Copy, Debug, Default, PartialEq, Eq)]
+pub struct RecordStats {
+    /// Successful writes.
+    pub writes: u32,
+    /// Value bytes of the successful writes (envelope included).
+    pub bytes: u64,
+    /// Failed writes.
+    pub failures: u32,
+}
+
+/// What was found in the store at start, per record: the value, or why it was not applied (the
+/// caller then uses that record's defaults).
+#[derive(Clone, Copy, Debug, PartialEq, Eq)]
+pub struct Restored {
+    /// The stored settings.
+    pub settings: Result<Settings, RecordError>,
+    /// The stored SoC state (pass `.ok()` to `Monitor::new`).
+    pub soc: Result<SocState, RecordError>,
+    /// The stored history (`History::from`).
+    pub history: Result<HistoryRecord, RecordError>,
+    /// The stored nonce reservation (first nonce for `Advertiser::new`).
+    pub nonce: Result<Nonce, RecordError>,
+}
+
+impl Restored {
+    /// True when the store holds no record at all: a new (or erased) device, where missing
+    /// records are no error.
+    pub fn first_boot(&self) -> bool {
+        RecordKind::ALL
+            .iter()
+            .all(|&kind| self.error(kind) == Some(RecordError::Missing))
+    }
+
+    /// Why the record of `kind` was not restored, `None` when it was.
+    pub fn error(&self, kind: RecordKind) -> Option<RecordError> {
+        match kind {
+            RecordKind::Settings => self.settings.err(),
+            RecordKind::Soc => self.soc.err(),
+            RecordKind::History => self.history.err(),
+            RecordKind::Nonce => self.nonce.err(),
+        }
+    }
+
+    /// The error to raise and report for `kind` (SET-3): any reason it was not restored, except
+    /// that nothing is missing on a first boot.
+    pub fn fault(&self, kind: RecordKind) -> Option<RecordError> {
+        match self.error(kind) {
+            Some(RecordError::Missing) if self.first_boot() => None,
+            other => other,
+        }
+    }
+
+    /// The settings to run with: the stored ones, or the factory defaults.
+    pub fn settings_or_default(&self) -> Settings {
+        self.settings.unwrap_or_default()
+    }
+
+    /// The first nonce for the advertiser: the stored reservation, or `fallback` (a random value
+    /// from the platform) when it was lost, so that nonces likely do not repeat.
+    pub fn first_nonce(&self, fallback: u16) -> u16 {
+        self.nonce.map_or(fallback, |nonce| nonce.next)
+    }
+}
+
+/// The write policy and bookkeeping of the persisted records. Holds no storage itself: the
+/// caller passes its [`Storage`] to each call. Fixed size, no heap.
+#[derive(Clone, Debug, Default)]
+pub struct Persistence {
+    /// The settings the store holds (restored or last written), `None` when unknown.
+    settings_stored: Option<Settings>,
+    /// Per kind (index [`RecordKind::index`]): the store holds no valid value yet.
+    unstored: [bool; 4],
+    /// Per kind: do not retry before this time after a failed write.
+    retry_at_ms: [Option<u64>; 4],
+    /// Per kind: the last attempted write failed.
+    failing: [bool; 4],
+    stats: [RecordStats; 4],
+}
+
+impl Persistence {
+    /// Policy state for a store whose contents are unknown: every record is written at the
+    /// first poll. Prefer [`Persistence::restore`] at start.
+    pub fn new() -> Self {
+        Persistence {
+            unstored: [true; 4],
+            ..Persistence::default()
+        }
+    }
+
+    /// Reads every record at start, each on its own: a missing or unreadable record does not
+    /// keep the others from being restored. Records that were not restored are written (with
+    /// the values then in use) at the first [`Persistence::poll`].
+    pub fn restore<S: Storage + ?Sized>(storage: &mut S) -> (Persistence, Restored) {
+        let restored = Restored {
+            settings: read::<Settings, S>(storage),
+            soc: read::<SocState, S>(storage),
+            history: read::<HistoryRecord, S>(storage),
+            nonce: read::<Nonce, S>(storage),
+        };
+        let mut persistence = Persistence {
+            settings_stored: restored.settings.ok(),
+            ..Persistence::default()
+        };
+        for kind in RecordKind::ALL {
+            if let Some(slot) = persistence.unstored.get_mut(kind.index()) {
+                *slot = restored.error(kind).is_some();
+            }
+        }
+        (persistence, restored)
+    }
+
+    /// Writes every record that is due at `now_ms`, nonce first (so an advertisement never
+    /// runs ahead of its reservation), then settings, history and SoC state.
+    pub fn poll<S: Storage + ?Sized>(
+        &mut self,
+        storage: &mut S,
+        now_ms: u64,
+        records: &Records,
+    ) -> PollReport {
+        let mut report = PollReport::default();
+        for kind in RecordKind::ALL {
+            let outcome = match kind {
+                RecordKind::Nonce => match records.nonce {
+                    Some(next) => self.write_due(storage, now_ms, &Nonce { next }),
+                    None => Outcome::Idle,
+                },
+                RecordKind::Settings => {
+                    if self.settings_stored == Some(records.settings) && !self.unstored(kind) {
+                        Outcome::Idle
+                    } else {
+                        let outcome = self.write_due(storage, now_ms, &records.settings);
+                        if outcome == Outcome::Written {
+                            self.settings_stored = Some(records.settings);
+                        }
+                        outcome
+                    }
+                }
+                RecordKind::History if records.history_due || self.unstored(kind) => {
+                    self.write_due(storage, now_ms, &records.history)
+                }
+                RecordKind::Soc if records.soc_due || self.unstored(kind) => {
+                    self.write_due(storage, now_ms, &records.soc)
+                }
+                RecordKind::History | RecordKind::Soc => Outcome::Idle,
+            };
+            report.set(kind, outcome);
+        }
+        report
+    }
+
+    /// True while the last write of any record failed (raise a storage error until it clears).
+    pub fn failing(&self) -> bool {
+        self.failing.iter().any(|&f| f)
+    }
+
+    /// The write counters of `kind` since start.
+    pub fn stats(&self, kind: RecordKind) -> RecordStats {
+        self.stats.get(kind.index()).copied().unwrap_or_default()
+    }
+
+    fn unstored(&self, kind: RecordKind) -> bool {
+        self.unstored.get(kind.index()).copied().unwrap_or(true)
+    }
+
+    fn write_due<R: Record, S: Storage + ?Sized>(
+        &mut self,
+        storage: &mut S,
+        now_ms: u64,
+        record: &R,
+    ) -> Outcome {
+        let i = R::KIND.index();
+        if self
+            .retry_at_ms
+            .get(i)
+            .copied()
+            .flatten()
+            .is_some_and(|at_ms| now_ms < at_ms)
+        {
+            return Outcome::Deferred;
+        }
+        let mut buf = [0u8; MAX_RECORD_LEN];
+        let result = encode_record(record, &mut buf)
+            .map_err(|_| StorageError::Full)
+            .and_then(|len| {
+                let bytes = buf.get(..len).ok_or(StorageError::Full)?;
+                storage.write(R::KIND.key(), bytes).map(|()| len)
+            });
+        let (Some(stats), Some(retry_at_ms), Some(failing), Some(unstored)) = (
+            self.stats.get_mut(i),
+            self.retry_at_ms.get_mut(i),
+            self.failing.get_mut(i),
+            self.unstored.get_mut(i),
+        ) else {
+            return Outcome::Idle;
+        };
+        match result {
+            Ok(len) => {
+                stats.writes = stats.writes.saturating_add(1);
+                stats.bytes = stats.bytes.saturating_add(len as u64);
+                *retry_at_ms = None;
+                *failing = false;
+                *unstored = false;
+                Outcome::Written
+            }
+            Err(error) => {
+                stats.failures = stats.failures.saturating_add(1);
+                *retry_at_ms = Some(now_ms.saturating_add(RETRY_MS));
+                *failing = true;
+                Outcome::Failed(error)
+            }
+        }
+    }
+}
+
+fn read<R: Record, S: Storage + ?Sized>(storage: &mut S) -> Result<R, RecordError> {
+    let mut buf = [0u8; MAX_RECORD_LEN];
+    let len = storage.read(R::KIND.key(), &mut buf).map_err(|e| match e {
+        StorageError::NotFound => RecordError::Missing,
+        StorageError::TooLarge { .. } => RecordError::TooLarge,
+        other => RecordError::Storage(other),
+    })?;
+    let bytes = buf.get(..len).ok_or(RecordError::TooLarge)?;
+    decode_record::<R>(bytes)
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+    use crate::storage::record::tests::{sample_history, sample_settings, sample_soc};
+    use crate::storage::MemStorage;
+
+    /// A store whose writes can be made to fail, as a worn or disconnected flash would.
+    #[derive(Default)]
+    pub(crate) struct FaultyStorage {
+        pub(crate) inner: MemStorage,
+        pub(crate) fail_writes: bool,
+    }
+
+    impl Storage for FaultyStorage {
+        fn read(&mut self, key: &str, buf: &mut [u8]) -> Result<usize, StorageError> {
+            self.inner.read(key, buf)
+        }
+        fn write(&mut self, key: &str, value: &[u8]) -> Result<(), StorageError> {
+            if self.fail_writes {
+                return Err(StorageError::Io { code: -5 });
+            }
+            self.inner.write(key, value)
+        }
+        fn delete(&mut self, key: &str) -> Result<(), StorageError> {
+            self.inner.delete(key)
+        }
+    }
+
+    fn records() -> Records {
+        Records {
+            settings: sample_settings(),
+            soc: sample_soc(),
+            soc_due: false,
+            history: sample_history(),
+            history_due: false,
+            nonce: None,
+        }
+    }
+
+    /// A store holding every record of `records()` and the nonce 0x4000.
+    fn full_store() -> MemStorage {
+        let mut store = MemStorage::new();
+        let mut persistence = Persistence::new();
+        let all = Records {
+            nonce: Some(0x4000),
+            ..records()
+        };
+        let report = persistence.poll(&mut store, 0, &all);
+        assert!(!report.any_failed());
+        store
+    }
+
+    #[test]
+    fn first_boot_is_no_fault_and_writes_every_record_once() {
+        let mut store = MemStorage::new();
+        let (mut persistence, restored) = Persistence::restore(&mut store);
+        assert!(restored.first_boot());
+        for kind in RecordKind::ALL {
+            assert_eq!(restored.error(kind), Some(RecordError::Missing));
+            assert_eq!(restored.fault(kind), None);
+        }
+        assert_eq!(restored.settings_or_default(), Settings::default());
+        assert_eq!(restored.first_nonce(77), 77);
+        let report = persistence.poll(&mut store, 0, &records());
+        assert_eq!(
+            (report.settings, report.soc, report.history, report.nonce),
+            (
+                Outcome::Written,
+                Outcome::Written,
+                Outcome::Written,
+                Outcome::Idle
+            )
+        );
+        let again = persistence.poll(&mut store, 100, &records());
+        assert_eq!(again, PollReport::default(), "nothing due twice");
+    }
+
+    /// SET-2: settings are persisted on change and a reboot restores them exactly; unchanged
+    /// settings are never rewritten.
+    #[test]
+    fn set_2_settings_written_on_change_and_restored_exactly_after_reboot() {
+        let mut store = full_store();
+        let (mut persistence, restored) = Persistence::restore(&mut store);
+        assert_eq!(restored.settings, Ok(sample_settings()));
+        for step in 0..100u64 {
+            let report = persistence.poll(&mut store, step * 100, &records());
+            assert_eq!(
+                report.settings,
+                Outcome::Idle,
+                "unchanged settings rewritten"
+            );
+        }
+        let changed = Settings {
+            discharge_floor_pct: 5,
+            ..sample_settings()
+        };
+        let report = persistence.poll(
+            &mut store,
+            20_000,
+            &Records {
+                settings: changed,
+                ..records()
+            },
+        );
+        assert_eq!(report.settings, Outcome::Written);
+        let (_, after_reboot) = Persistence::restore(&mut store);
+        assert_eq!(after_reboot.settings, Ok(changed));
+        assert_eq!(after_reboot.fault(RecordKind::Settings), None);
+        assert_eq!(persistence.stats(RecordKind::Settings).writes, 1);
+    }
+
+    /// SET-3: a corrupt record (every bit flip, every truncation) is never applied: that record
+    /// alone falls back to defaults with an error raised, every other record is restored, and
+    /// the store is repaired with the values in use at the first poll.
+    #[test]
+    fn set_3_corrupt_record_is_not_applied_and_the_others_are_restored() {
+        let store = full_store();
+        for kind in RecordKind::ALL {
+            let stored = store.get(kind.key()).unwrap().to_vec();
+            let mut variants: std::vec::Vec<std::vec::Vec<u8>> = (0..stored.len())
+                .map(|len| stored[..len].to_vec())
+                .collect();
+            for bit in 0..stored.len() * 8 {
+                let mut corrupt = stored.clone();
+                corrupt[bit / 8] ^= 1 << (bit % 8);
+                variants.push(corrupt);
+            }
+            for variant in variants {
+                let mut damaged = store.clone();
+                damaged.write(kind.key(), &variant).unwrap();
+                let (mut persistence, restored) = Persistence::restore(&mut damaged);
+                assert!(!restored.first_boot());
+                for other in RecordKind::ALL {
+                    if other == kind {
+                        let fault = restored.fault(kind);
+                        assert!(fault.is_some(), "{kind} {variant:02x?} applied");
+                        assert_ne!(fault, Some(RecordError::Missing));
+                    } else {
+                        assert_eq!(restored.fault(other), None, "{other} lost with {kind}");
+                    }
+                }
+                assert_eq!(restored.soc.is_ok(), kind != RecordKind::Soc);
+                if kind == RecordKind::Settings {
+                    assert_eq!(restored.settings_or_default(), Settings::default());
+                } else {
+                    assert_eq!(restored.settings, Ok(sample_settings()));
+                }
+                // The first poll repairs the damaged record (the nonce once one is asked for).
+                let in_use = Records {
+                    settings: restored.settings_or_default(),
+                    nonce: Some(0x5000),
+                    ..records()
+                };
+                let report = persistence.poll(&mut damaged, 0, &in_use);
+                assert_eq!(
+                    report.outcome(kind),
+                    Outcome::Written,
+                    "{kind} not repaired"
+                );
+                let (_, repaired) = Persistence::restore(&mut damaged);
+                assert_eq!(repaired.fault(kind), None);
+            }
+        }
+    }
+
+    #[test]
+    fn missing_record_next_to_others_is_a_fault() {
+        let mut store = full_store();
+        store.delete(RecordKind::History.key()).unwrap();
+        let (_, restored) = Persistence::restore(&mut store);
+        assert_eq!(
+            restored.fault(RecordKind::History),
+            Some(RecordError::Missing)
+        );
+        assert_eq!(restored.fault(RecordKind::Soc), None);
+    }
+
+    #[test]
+    fn unreadable_store_is_reported_per_record() {
+        struct Broken;
+        impl Storage for Broken {
+            fn read(&mut self, _: &str, _: &mut [u8]) -> Result<usize, StorageError> {
+                Err(StorageError::Io { code: -5 })
+            }
+            fn write(&mut self, _: &str, _: &[u8]) -> Result<(), StorageError> {
+                Err(StorageError::Io { code: -5 })
+            }
+            fn delete(&mut self, _: &str) -> Result<(), StorageError> {
+                Err(StorageError::Io { code: -5 })
+            }
+        }
+        let (mut persistence, restored) = Persistence::restore(&mut Broken);
+        for kind in RecordKind::ALL {
+            assert_eq!(
+                restored.fault(kind),
+                Some(RecordError::Storage(StorageError::Io { code: -5 }))
+            );
+        }
+        let report = persistence.poll(&mut Broken, 0, &records());
+        assert!(report.any_failed());
+        assert!(persistence.failing());
+    }
+
+    /// A failed write leaves the previous value readable, raises an error, is retried after
+    /// RETRY_MS (not every step), and clears once a write succeeds.
+    #[test]
+    fn failed_write_keeps_the_previous_value_and_is_retried_later() {
+        let mut store = FaultyStorage {
+            inner: full_store(),
+            fail_writes: false,
+        };
+        let (mut persistence, _) = Persistence::restore(&mut store);
+        let changed = Records {
+            settings: Settings {
+                tail_current_permille: 50,
+                ..sample_settings()
+            },
+            soc_due: true,
+            ..records()
+        };
+        store.fail_writes = true;
+        let report = persistence.poll(&mut store, 1_000, &changed);
+        assert_eq!(
+            report.settings,
+            Outcome::Failed(StorageError::Io { code: -5 })
+        );
+        assert_eq!(report.soc, Outcome::Failed(StorageError::Io { code: -5 }));
+        assert!(report.any_failed());
+        assert!(persistence.failing());
+        let (_, restored) = Persistence::restore(&mut store);
+        assert_eq!(
+            restored.settings,
+            Ok(sample_settings()),
+            "previous value lost"
+        );
+        assert_eq!(restored.soc, Ok(sample_soc()));
+
+        let report = persistence.poll(&mut store, 1_000 + RETRY_MS - 1, &changed);
+        assert_eq!(report.settings, Outcome::Deferred);
+        assert_eq!(persistence.stats(RecordKind::Settings).failures, 1);
+
+        store.fail_writes = false;
+        let report = persistence.poll(&mut store, 1_000 + RETRY_MS, &changed);
+        assert_eq!(report.settings, Outcome::Written);
+        assert_eq!(report.soc, Outcome::Written);
+        assert!(!persistence.failing());
+        let (_, restored) = Persistence::restore(&mut store);
+        assert_eq!(restored.settings, Ok(changed.settings));
+    }
+
+    #[test]
+    fn records_are_written_only_when_their_owner_says_so() {
+        let mut store = full_store();
+        let (mut persistence, _) = Persistence::restore(&mut store);
+        let idle = persistence.poll(&mut store, 0, &records());
+        assert_eq!(idle, PollReport::default());
+        let due = persistence.poll(
+            &mut store,
+            0,
+            &Records {
+                soc_due: true,
+                history_due: true,
+                nonce: Some(9),
+                ..records()
+            },
+        );
+        assert_eq!(
+            (due.soc, due.history, due.nonce, due.settings),
+            (
+                Outcome::Written,
+                Outcome::Written,
+                Outcome::Written,
+                Outcome::Idle
+            )
+        );
+        let (_, restored) = Persistence::restore(&mut store);
+        assert_eq!(restored.first_nonce(0), 9);
+    }
+}

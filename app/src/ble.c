@@ -30,34 +30,38 @@
 
 LOG_MODULE_REGISTER(bms_ble, CONFIG_BMS_LOG_LEVEL);
 
-/* Characteristic numbers of bms_gatt_request() (docs/protocol.md). */
-enum bms_characteristic {
-	CHR_STATUS = 0x01,
-	CHR_BATTERY = 0x02,
-	CHR_HISTORY = 0x03,
-	CHR_SETTINGS = 0x04,
-	CHR_CONTROL = 0x05,
-	CHR_READOUT_KEY = 0x06,
+/* Characteristic numbers of bms_gatt_request() (rust/bms-core/src/protocol.rs, docs/protocol.md). */
+enum gatt_characteristic {
+	CHR_STATUS = 1,
+	CHR_BANK = 2,
+	CHR_BATTERY = 3,
+	CHR_HISTORY = 4,
+	CHR_SETTINGS = 5,
+	CHR_CONTROL_POINT = 6,
 };
 
-/* 6f70656e-626d-73xx-8000-00805f9b34fb: "openbms" in the first bytes, xx = characteristic. */
-#define BMS_UUID(xx) BT_UUID_128_ENCODE(0x6f70656e, 0x626d, 0x7300 | (xx), 0x8000, 0x00805f9b34fb)
-#define BMS_SVC_UUID        BT_UUID_DECLARE_128(BMS_UUID(0x00))
-#define BMS_STATUS_UUID     BT_UUID_DECLARE_128(BMS_UUID(CHR_STATUS))
-#define BMS_BATTERY_UUID    BT_UUID_DECLARE_128(BMS_UUID(CHR_BATTERY))
-#define BMS_HISTORY_UUID    BT_UUID_DECLARE_128(BMS_UUID(CHR_HISTORY))
-#define BMS_SETTINGS_UUID   BT_UUID_DECLARE_128(BMS_UUID(CHR_SETTINGS))
-#define BMS_CONTROL_UUID    BT_UUID_DECLARE_128(BMS_UUID(CHR_CONTROL))
-#define BMS_READOUT_KEY_UUID BT_UUID_DECLARE_128(BMS_UUID(CHR_READOUT_KEY))
+/* fde4NNNN-2435-4d33-8157-077d40b73501: NNNN = 0001 for the service, characteristic + 1. */
+#define BMS_UUID(nnnn) BT_UUID_128_ENCODE(0xfde40000 | (nnnn), 0x2435, 0x4d33, 0x8157, 0x077d40b73501)
+#define BMS_SVC_UUID       BT_UUID_DECLARE_128(BMS_UUID(0x0001))
+#define BMS_CHR_UUID(chr)  BT_UUID_DECLARE_128(BMS_UUID((chr) + 1))
 
 #define CHR(n) ((void *)(uintptr_t)(n))
 
-/* Longest status notification handed to the stack (ATT MTU 247 minus the 3-byte header). */
-#define NOTIFY_MAX_LEN 244
+/* Every response starts [version, status]; status 0 is "ok" (protocol.rs Status). */
+#define RESP_STATUS_OFFSET 1
+#define RESP_STATUS_OK 0
+#define RESP_STATUS_NOT_AUTHENTICATED 6
+
+/* Longest page or response the core produces (protocol.rs MAX_RESPONSE_LEN, one ATT payload
+ * at MTU 247).
+ */
+#define RESPONSE_MAX_LEN 244
+BUILD_ASSERT(RESPONSE_MAX_LEN <= APP_GATT_MAX_LEN);
 
 enum ble_msg_type {
 	BLE_MSG_ADVERTISEMENT,
 	BLE_MSG_STATUS,
+	BLE_MSG_CONTROL_RESPONSE,
 	BLE_MSG_RESTART,
 };
 
@@ -65,7 +69,7 @@ struct ble_msg {
 	enum ble_msg_type type;
 	bool low_power;
 	uint16_t len;
-	uint8_t data[NOTIFY_MAX_LEN];
+	uint8_t data[RESPONSE_MAX_LEN];
 };
 
 K_MSGQ_DEFINE(ble_msgq, sizeof(struct ble_msg), 4, 4);
@@ -75,6 +79,7 @@ static struct k_thread ble_thread_data;
 static atomic_t ready;
 static atomic_t connections;
 static atomic_t status_notify;
+static atomic_t control_indicate;
 
 static uint8_t mfg_data[APP_ADV_MAX_LEN];
 static bool advertising_low_power;
@@ -90,6 +95,8 @@ static const struct bt_data sd[] = {
 	BT_DATA_BYTES(BT_DATA_UUID128_ALL, SMP_BT_SVC_UUID_VAL),
 #endif
 };
+
+static void post_control_response(const uint8_t *resp, size_t len);
 
 static bool authenticated(struct bt_conn *conn)
 {
@@ -143,6 +150,7 @@ static ssize_t write_chr(struct bt_conn *conn, const struct bt_gatt_attr *attr, 
 {
 	uint8_t chr = (uint8_t)(uintptr_t)attr->user_data;
 	size_t resp_len = 0;
+	uint8_t status;
 	int rc;
 
 	ARG_UNUSED(flags);
@@ -159,6 +167,24 @@ static ssize_t write_chr(struct bt_conn *conn, const struct bt_gatt_attr *attr, 
 		return BT_GATT_ERR(att_error(rc));
 	}
 
+	resp_len = MIN(resp_len, sizeof(write_resp_buf));
+	if (chr == CHR_CONTROL_POINT) {
+		/* The control point's response (with the key, or why an action was refused)
+		 * goes back as an indication (docs/protocol.md).
+		 */
+		post_control_response(write_resp_buf, resp_len);
+	}
+
+	/* BLE-4: a refused request is an ATT error; its reason is in the response status. */
+	status = resp_len > RESP_STATUS_OFFSET ? write_resp_buf[RESP_STATUS_OFFSET] : 0xff;
+	if (status == RESP_STATUS_NOT_AUTHENTICATED) {
+		return BT_GATT_ERR(BT_ATT_ERR_AUTHENTICATION);
+	}
+	if (status != RESP_STATUS_OK) {
+		LOG_INF("Write to characteristic %u refused (status %u)", chr, status);
+		return BT_GATT_ERR(BT_ATT_ERR_WRITE_REQ_REJECTED);
+	}
+
 	return len;
 }
 
@@ -169,24 +195,38 @@ static void status_ccc_changed(const struct bt_gatt_attr *attr, uint16_t value)
 	atomic_set(&status_notify, value == BT_GATT_CCC_NOTIFY);
 }
 
+static void control_ccc_changed(const struct bt_gatt_attr *attr, uint16_t value)
+{
+	ARG_UNUSED(attr);
+
+	atomic_set(&control_indicate, value == BT_GATT_CCC_INDICATE);
+}
+
+/* Attribute indices used below: [1] status declaration, [13] control point value. */
 BT_GATT_SERVICE_DEFINE(bms_svc,
 	BT_GATT_PRIMARY_SERVICE(BMS_SVC_UUID),
-	BT_GATT_CHARACTERISTIC(BMS_STATUS_UUID, BT_GATT_CHRC_READ | BT_GATT_CHRC_NOTIFY,
+	BT_GATT_CHARACTERISTIC(BMS_CHR_UUID(CHR_STATUS), BT_GATT_CHRC_READ | BT_GATT_CHRC_NOTIFY,
 			       BT_GATT_PERM_READ, read_chr, NULL, CHR(CHR_STATUS)),
 	BT_GATT_CCC(status_ccc_changed, BT_GATT_PERM_READ | BT_GATT_PERM_WRITE),
-	BT_GATT_CHARACTERISTIC(BMS_BATTERY_UUID, BT_GATT_CHRC_READ | BT_GATT_CHRC_WRITE,
+	BT_GATT_CHARACTERISTIC(BMS_CHR_UUID(CHR_BANK), BT_GATT_CHRC_READ,
+			       BT_GATT_PERM_READ, read_chr, NULL, CHR(CHR_BANK)),
+	/* Selecting which battery to read is part of reading, so it is open (BLE-2). */
+	BT_GATT_CHARACTERISTIC(BMS_CHR_UUID(CHR_BATTERY), BT_GATT_CHRC_READ | BT_GATT_CHRC_WRITE,
 			       BT_GATT_PERM_READ | BT_GATT_PERM_WRITE, read_chr, write_chr,
 			       CHR(CHR_BATTERY)),
-	BT_GATT_CHARACTERISTIC(BMS_HISTORY_UUID, BT_GATT_CHRC_READ,
+	BT_GATT_CHARACTERISTIC(BMS_CHR_UUID(CHR_HISTORY), BT_GATT_CHRC_READ,
 			       BT_GATT_PERM_READ, read_chr, NULL, CHR(CHR_HISTORY)),
-	BT_GATT_CHARACTERISTIC(BMS_SETTINGS_UUID, BT_GATT_CHRC_READ | BT_GATT_CHRC_WRITE,
+	BT_GATT_CHARACTERISTIC(BMS_CHR_UUID(CHR_SETTINGS), BT_GATT_CHRC_READ | BT_GATT_CHRC_WRITE,
 			       BT_GATT_PERM_READ | BT_GATT_PERM_WRITE_AUTHEN, read_chr, write_chr,
 			       CHR(CHR_SETTINGS)),
-	BT_GATT_CHARACTERISTIC(BMS_CONTROL_UUID, BT_GATT_CHRC_WRITE,
-			       BT_GATT_PERM_WRITE_AUTHEN, NULL, write_chr, CHR(CHR_CONTROL)),
-	BT_GATT_CHARACTERISTIC(BMS_READOUT_KEY_UUID, BT_GATT_CHRC_READ,
-			       BT_GATT_PERM_READ_AUTHEN, read_chr, NULL, CHR(CHR_READOUT_KEY)),
+	BT_GATT_CHARACTERISTIC(BMS_CHR_UUID(CHR_CONTROL_POINT),
+			       BT_GATT_CHRC_WRITE | BT_GATT_CHRC_INDICATE,
+			       BT_GATT_PERM_WRITE_AUTHEN, NULL, write_chr, CHR(CHR_CONTROL_POINT)),
+	BT_GATT_CCC(control_ccc_changed, BT_GATT_PERM_READ | BT_GATT_PERM_WRITE_AUTHEN),
 );
+
+#define STATUS_ATTR (&bms_svc.attrs[1])
+#define CONTROL_POINT_VALUE_ATTR (&bms_svc.attrs[13])
 
 static void advertise(void)
 {
@@ -230,9 +270,51 @@ static void handle_status(const struct ble_msg *msg)
 {
 	int err;
 
-	err = bt_gatt_notify(NULL, &bms_svc.attrs[1], msg->data, msg->len);
+	err = bt_gatt_notify(NULL, STATUS_ATTR, msg->data, msg->len);
 	if (err && err != -ENOTCONN) {
 		LOG_WRN("Status not notified (err %d)", err);
+	}
+}
+
+static struct bt_gatt_indicate_params indicate_params;
+static uint8_t indicate_buf[RESPONSE_MAX_LEN];
+static K_SEM_DEFINE(indicate_done, 1, 1);
+
+static void indicate_destroy(struct bt_gatt_indicate_params *params)
+{
+	ARG_UNUSED(params);
+
+	k_sem_give(&indicate_done);
+}
+
+static void handle_control_response(const struct ble_msg *msg)
+{
+	int err;
+
+	if (!atomic_get(&control_indicate)) {
+		return;
+	}
+
+	/* One indication in flight at a time: the parameters and data must live until the
+	 * client confirms it (or the link drops).
+	 */
+	if (k_sem_take(&indicate_done, K_SECONDS(5))) {
+		LOG_WRN("Previous indication not confirmed, response dropped");
+		return;
+	}
+
+	memcpy(indicate_buf, msg->data, msg->len);
+	indicate_params = (struct bt_gatt_indicate_params){
+		.attr = CONTROL_POINT_VALUE_ATTR,
+		.data = indicate_buf,
+		.len = msg->len,
+		.destroy = indicate_destroy,
+	};
+
+	err = bt_gatt_indicate(NULL, &indicate_params);
+	if (err) {
+		LOG_WRN("Control-point response not indicated (err %d)", err);
+		k_sem_give(&indicate_done);
 	}
 }
 
@@ -271,6 +353,9 @@ static void ble_thread(void *p1, void *p2, void *p3)
 		case BLE_MSG_STATUS:
 			handle_status(&msg);
 			break;
+		case BLE_MSG_CONTROL_RESPONSE:
+			handle_control_response(&msg);
+			break;
 		case BLE_MSG_RESTART:
 			if (ad[1].data_len > 0) {
 				advertise();
@@ -305,6 +390,7 @@ static void disconnected(struct bt_conn *conn, uint8_t reason)
 {
 	atomic_dec(&connections);
 	atomic_set(&status_notify, 0);
+	atomic_set(&control_indicate, 0);
 	LOG_INF("Disconnected (reason 0x%02x)", reason);
 }
 
@@ -414,5 +500,18 @@ void ble_post_status(const uint8_t *status, size_t len)
 	}
 	msg.len = (uint16_t)len;
 	memcpy(msg.data, status, len);
+	post(&msg);
+}
+
+static void post_control_response(const uint8_t *resp, size_t len)
+{
+	struct ble_msg msg = {.type = BLE_MSG_CONTROL_RESPONSE};
+
+	if (len > sizeof(msg.data)) {
+		LOG_WRN("Control-point response of %zu bytes too long", len);
+		return;
+	}
+	msg.len = (uint16_t)len;
+	memcpy(msg.data, resp, len);
 	post(&msg);
 }

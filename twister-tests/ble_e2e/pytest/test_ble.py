@@ -5,8 +5,10 @@
 A Bumble virtual controller serves HCI over TCP to zephyr.exe (--bt-dev=127.0.0.1:PORT); a
 second Bumble controller on the same in-process link is the phone. The phone scans the
 Instant Readout advertisement, reads the status page (open), is refused a settings write
-before pairing, pairs with the passkey (000000, CONFIG_BMS_BLE_PASSKEY), reads the readout key
-over the authenticated link, decodes the advertisement with victron-ble, and writes again.
+before pairing, pairs with the passkey (000000), writes the settings back, reads the Instant
+Readout key through the control point (command 5, response indicated) and decodes the
+advertisement with victron-ble. Wire format: docs/protocol.md (requests [version, body],
+responses [version, status, body]).
 """
 
 import asyncio
@@ -34,12 +36,17 @@ PASSKEY = 0
 ATT_INSUFFICIENT_AUTHENTICATION = 0x05
 
 
+PROTOCOL_VERSION = 1
+STATUS_OK = 0
+READ_ADVERTISEMENT_KEY = 5
+
+
 def bms_uuid(characteristic: int) -> UUID:
-    """The UUIDs of app/src/ble.c: 6f70656e-626d-73xx-8000-00805f9b34fb."""
-    return UUID(f"6f70656e-626d-73{characteristic:02x}-8000-00805f9b34fb")
+    """protocol.rs: fde4NNNN-2435-4d33-8157-077d40b73501, NNNN = characteristic number + 1."""
+    return UUID(f"fde4{characteristic + 1:04x}-2435-4d33-8157-077d40b73501")
 
 
-STATUS, SETTINGS, READOUT_KEY = bms_uuid(0x01), bms_uuid(0x04), bms_uuid(0x06)
+STATUS, SETTINGS, CONTROL_POINT = bms_uuid(1), bms_uuid(5), bms_uuid(6)
 
 
 class KeyboardDelegate(PairingDelegate):
@@ -112,23 +119,34 @@ async def run(exe: Path) -> None:
             await peer.discover_characteristics()
             status = peer.get_characteristics_by_uuid(STATUS)[0]
             settings = peer.get_characteristics_by_uuid(SETTINGS)[0]
-            key = peer.get_characteristics_by_uuid(READOUT_KEY)[0]
+            control = peer.get_characteristics_by_uuid(CONTROL_POINT)[0]
 
             # BLE-1: the status page is readable without pairing.
-            assert len(await status.read_value()) > 0
+            page = bytes(await status.read_value())
+            assert page[:2] == bytes([PROTOCOL_VERSION, STATUS_OK]), page.hex()
 
-            # BLE-2: a write before pairing is refused by the stack.
+            # BLE-2: a write before pairing is refused by the stack. The request is the
+            # settings just read, sent back unchanged: [version, body].
             current = bytes(await settings.read_value())
+            assert current[:2] == bytes([PROTOCOL_VERSION, STATUS_OK]), current.hex()
+            request = bytes([PROTOCOL_VERSION]) + current[2:]
             with pytest.raises(ATT_Error) as refused:
-                await settings.write_value(current, with_response=True)
+                await settings.write_value(request, with_response=True)
             assert refused.value.error_code == ATT_INSUFFICIENT_AUTHENTICATION
 
             # BLE-2: passkey pairing gives an authenticated link; the same write succeeds.
             await connection.pair()
-            await settings.write_value(current, with_response=True)
+            await settings.write_value(request, with_response=True)
 
-            # BLE-3: the key read over the authenticated link decodes the advertisement.
-            device_key = bytes(await key.read_value())
+            # BLE-3: the key, read over the authenticated link, decodes the advertisement.
+            indications = asyncio.Queue()
+            await peer.subscribe(control, indications.put_nowait, prefer_notify=False)
+            await control.write_value(
+                bytes([PROTOCOL_VERSION, READ_ADVERTISEMENT_KEY]), with_response=True
+            )
+            response = bytes(await asyncio.wait_for(indications.get(), 10))
+            assert response[:2] == bytes([PROTOCOL_VERSION, STATUS_OK]), response.hex()
+            device_key = response[2:18]
             assert len(device_key) == 16
             parser = victron_devices.detect_device_type(payload)
             assert parser is not None, f"victron-ble knows no record type 0x{payload[4]:02x}"

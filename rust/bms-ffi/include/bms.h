@@ -140,6 +140,92 @@ typedef uint8_t bms_dfu;
 #endif // __cplusplus
 
 /**
+ * Why an output is free-floating (ATD, ATC) or active (pre-alarm): the bit numbers of the
+ * `*_reasons` fields of `bms_outputs` (`reasons & (1u << BMS_REASON_CELL_UNDERVOLTAGE)`).
+ */
+enum bms_reason
+#if defined(__cplusplus) || __STDC_VERSION__ >= 202311L
+  : uint8_t
+#endif // defined(__cplusplus) || __STDC_VERSION__ >= 202311L
+ {
+  /**
+   * PROT-1: no complete, valid set of battery data judged safe yet.
+   */
+  BMS_REASON_NO_VALID_DATA = 0,
+  /**
+   * PROT-8: the remote on/off input is OFF.
+   */
+  BMS_REASON_REMOTE_OFF = 1,
+  /**
+   * PROT-2: imminent cell under-voltage.
+   */
+  BMS_REASON_CELL_UNDERVOLTAGE = 2,
+  /**
+   * PROT-3: a cell is below the pre-alarm level.
+   */
+  BMS_REASON_PREALARM_LEVEL = 3,
+  /**
+   * MON-6: the low-SoC warning is active.
+   */
+  BMS_REASON_LOW_SOC = 4,
+  /**
+   * PROT-4: cell over-voltage.
+   */
+  BMS_REASON_CELL_OVERVOLTAGE = 5,
+  /**
+   * PROT-5: a cell is too cold to charge.
+   */
+  BMS_REASON_LOW_TEMPERATURE = 6,
+  /**
+   * PROT-6: a cell is too hot to charge.
+   */
+  BMS_REASON_HIGH_TEMPERATURE = 7,
+  /**
+   * PROT-6: a cell is too hot to discharge too.
+   */
+  BMS_REASON_VERY_HIGH_TEMPERATURE = 8,
+  /**
+   * PROT-7: a battery does not allow charging.
+   */
+  BMS_REASON_BATTERY_CHARGE_NOT_ALLOWED = 9,
+  /**
+   * PROT-7: a battery does not allow discharging.
+   */
+  BMS_REASON_BATTERY_DISCHARGE_NOT_ALLOWED = 10,
+  /**
+   * PROT-9: SoC at or below the discharge floor.
+   */
+  BMS_REASON_DISCHARGE_FLOOR = 11,
+  /**
+   * PROT-10: a firmware update is in progress.
+   */
+  BMS_REASON_FIRMWARE_UPDATE = 12,
+  /**
+   * PROT-10: a firmware update failed or was aborted 120 s ago.
+   */
+  BMS_REASON_FIRMWARE_UPDATE_FAILED = 13,
+  /**
+   * BANK-4: a battery stopped reporting.
+   */
+  BMS_REASON_BATTERY_LOST = 14,
+  /**
+   * BANK-2: the bank breaks the configuration rules.
+   */
+  BMS_REASON_CONFIGURATION_ERROR = 15,
+  /**
+   * A battery reported invalid data.
+   */
+  BMS_REASON_INVALID_DATA = 16,
+};
+#ifndef __cplusplus
+#if __STDC_VERSION__ >= 202311L
+typedef enum bms_reason bms_reason;
+#else
+typedef uint8_t bms_reason;
+#endif // __STDC_VERSION__ >= 202311L
+#endif // __cplusplus
+
+/**
  * The library state behind the C handle `struct bms *`: opaque to C, in static storage.
  */
 struct bms;
@@ -268,6 +354,22 @@ int32_t bms_step(struct bms *bms,
                  uint64_t now_ms,
                  const struct bms_inputs *inputs,
                  struct bms_outputs *outputs);
+
+/**
+ * Feeds bytes received on the battery bus at `now_ms` (any chunking: a frame may span calls).
+ * Each complete valid frame is handed to the core as a battery report; bad frames and refused
+ * reports are dropped, counted and logged at debug level.
+ *
+ * Returns the number of reports the core took (0 or more), or `BMS_EINVAL` (bad handle, null `bytes`
+ * with a non-zero `len`).
+ *
+ * # Safety
+ * `bytes` must be null or readable for `len` bytes.
+ */
+int32_t bms_feed_bus(struct bms *bms,
+                     uint64_t now_ms,
+                     const uint8_t *bytes,
+                     size_t len);
 
 /**
  * Reports firmware-update progress at `now_ms` (PROT-10): `event` is a `bms_dfu` value.

@@ -5,7 +5,8 @@
 
 use core::sync::atomic::{AtomicU8, Ordering};
 
-use bms_core::{Bms, Config, Decisions, DfuEvent, Event, Inputs, LedPattern, Output};
+use bms_core::bus::FrameDecoder;
+use bms_core::{Bms, Config, Decisions, DfuEvent, Event, Inputs, LedPattern, Output, Reason};
 
 use crate::instance::{Claim, Instance};
 use crate::logger;
@@ -51,6 +52,83 @@ impl From<LedPattern> for BmsLed {
         }
     }
 }
+
+/// Why an output is free-floating (ATD, ATC) or active (pre-alarm): the bit numbers of the
+/// `*_reasons` fields of `bms_outputs` (`reasons & (1u << BMS_REASON_CELL_UNDERVOLTAGE)`).
+#[repr(u8)]
+#[derive(Clone, Copy, Debug, PartialEq, Eq)]
+pub enum BmsReason {
+    /// PROT-1: no complete, valid set of battery data judged safe yet.
+    NoValidData = 0,
+    /// PROT-8: the remote on/off input is OFF.
+    RemoteOff = 1,
+    /// PROT-2: imminent cell under-voltage.
+    CellUndervoltage = 2,
+    /// PROT-3: a cell is below the pre-alarm level.
+    PrealarmLevel = 3,
+    /// MON-6: the low-SoC warning is active.
+    LowSoc = 4,
+    /// PROT-4: cell over-voltage.
+    CellOvervoltage = 5,
+    /// PROT-5: a cell is too cold to charge.
+    LowTemperature = 6,
+    /// PROT-6: a cell is too hot to charge.
+    HighTemperature = 7,
+    /// PROT-6: a cell is too hot to discharge too.
+    VeryHighTemperature = 8,
+    /// PROT-7: a battery does not allow charging.
+    BatteryChargeNotAllowed = 9,
+    /// PROT-7: a battery does not allow discharging.
+    BatteryDischargeNotAllowed = 10,
+    /// PROT-9: SoC at or below the discharge floor.
+    DischargeFloor = 11,
+    /// PROT-10: a firmware update is in progress.
+    FirmwareUpdate = 12,
+    /// PROT-10: a firmware update failed or was aborted 120 s ago.
+    FirmwareUpdateFailed = 13,
+    /// BANK-4: a battery stopped reporting.
+    BatteryLost = 14,
+    /// BANK-2: the bank breaks the configuration rules.
+    ConfigurationError = 15,
+    /// A battery reported invalid data.
+    InvalidData = 16,
+}
+
+impl BmsReason {
+    /// The C name of a core reason; exhaustive, so a new core reason fails the build here.
+    const fn of(reason: Reason) -> BmsReason {
+        match reason {
+            Reason::NoValidData => BmsReason::NoValidData,
+            Reason::RemoteOff => BmsReason::RemoteOff,
+            Reason::CellUndervoltage => BmsReason::CellUndervoltage,
+            Reason::PrealarmLevel => BmsReason::PrealarmLevel,
+            Reason::LowSoc => BmsReason::LowSoc,
+            Reason::CellOvervoltage => BmsReason::CellOvervoltage,
+            Reason::LowTemperature => BmsReason::LowTemperature,
+            Reason::HighTemperature => BmsReason::HighTemperature,
+            Reason::VeryHighTemperature => BmsReason::VeryHighTemperature,
+            Reason::BatteryChargeNotAllowed => BmsReason::BatteryChargeNotAllowed,
+            Reason::BatteryDischargeNotAllowed => BmsReason::BatteryDischargeNotAllowed,
+            Reason::DischargeFloor => BmsReason::DischargeFloor,
+            Reason::FirmwareUpdate => BmsReason::FirmwareUpdate,
+            Reason::FirmwareUpdateFailed => BmsReason::FirmwareUpdateFailed,
+            Reason::BatteryLost => BmsReason::BatteryLost,
+            Reason::ConfigurationError => BmsReason::ConfigurationError,
+            Reason::InvalidData => BmsReason::InvalidData,
+        }
+    }
+}
+
+// The reason bits go to C unchanged, so the C numbers must be the core's.
+#[allow(clippy::indexing_slicing, reason = "const evaluation: an index error fails the build")]
+const _: () = {
+    let mut i = 0;
+    while i < Reason::ALL.len() {
+        let reason = Reason::ALL[i];
+        assert!(BmsReason::of(reason) as u8 == reason as u8);
+        i += 1;
+    }
+};
 
 /// Firmware-update progress (PROT-10, DFU-2): the values of the `event` argument of
 /// `bms_dfu_event`.
@@ -182,6 +260,24 @@ unsafe fn arg_write<T>(ptr: *mut T, value: T) -> Result<(), i32> {
     Ok(())
 }
 
+/// A caller's byte buffer, or `BMS_EINVAL` for a null pointer with a non-zero length or a
+/// length beyond `isize::MAX`. A zero length gives an empty slice whatever the pointer.
+///
+/// # Safety
+/// A non-null `ptr` must be readable for `len` bytes for the returned lifetime, and not be
+/// written by anyone else meanwhile.
+unsafe fn arg_bytes<'a>(ptr: *const u8, len: usize) -> Result<&'a [u8], i32> {
+    if len == 0 {
+        return Ok(&[]);
+    }
+    if ptr.is_null() || len > isize::MAX as usize {
+        return Err(BMS_EINVAL);
+    }
+    // SAFETY: non-null, `u8` needs no alignment, length within `isize::MAX` (checked); readable
+    // and unaliased by writers (the caller's contract).
+    Ok(unsafe { core::slice::from_raw_parts(ptr, len) })
+}
+
 /// The status a C function returns for a `Result`.
 fn status(result: Result<(), i32>) -> i32 {
     match result {
@@ -228,6 +324,7 @@ pub extern "C" fn bms_open() -> *mut Instance {
     logger::install(LOG_LEVEL.load(Ordering::Relaxed));
     let handle = Claim::open(|| Instance {
         bms: Bms::new(Config::default()),
+        decoder: FrameDecoder::new(),
     });
     match handle {
         Some(handle) => {
@@ -284,6 +381,38 @@ pub unsafe extern "C" fn bms_step(
         // SAFETY: the caller's contract for `outputs` (null and alignment checked above).
         unsafe { arg_write(outputs, BmsOutputs::from_decisions(&decisions)) }
     })())
+}
+
+/// Feeds bytes received on the battery bus at `now_ms` (any chunking: a frame may span calls).
+/// Each complete valid frame is handed to the core as a battery report; bad frames and refused
+/// reports are dropped, counted and logged at debug level.
+///
+/// Returns the number of reports the core took (0 or more), or `BMS_EINVAL` (bad handle, null `bytes`
+/// with a non-zero `len`).
+///
+/// # Safety
+/// `bytes` must be null or readable for `len` bytes.
+#[no_mangle]
+pub unsafe extern "C" fn bms_feed_bus(bms: *mut Instance, now_ms: u64, bytes: *const u8, len: usize) -> i32 {
+    let result = (|| {
+        let mut claim = Claim::of(bms)?;
+        // SAFETY: the caller's contract for `bytes`.
+        let bytes = unsafe { arg_bytes(bytes, len) }?;
+        let Instance { bms, decoder, .. } = claim.instance();
+        let mut taken: i32 = 0;
+        decoder.feed_frames(bytes, |outcome| match outcome {
+            Ok(report) => match bms.handle_report(now_ms, &report) {
+                Ok(()) => taken = taken.saturating_add(1),
+                Err(err) => log::debug!("battery {} report refused: {err}", report.serial),
+            },
+            Err(err) => log::debug!("bus frame dropped: {err}"),
+        });
+        Ok(taken)
+    })();
+    match result {
+        Ok(taken) => taken,
+        Err(err) => err,
+    }
 }
 
 /// Reports firmware-update progress at `now_ms` (PROT-10): `event` is a `bms_dfu` value.

@@ -5,6 +5,7 @@ use core::cell::UnsafeCell;
 use core::mem::MaybeUninit;
 use core::sync::atomic::{AtomicBool, Ordering};
 
+use bms_core::bus::FrameDecoder;
 use bms_core::Bms;
 
 use crate::abi::{BMS_EBUSY, BMS_EINVAL};
@@ -12,6 +13,8 @@ use crate::abi::{BMS_EBUSY, BMS_EINVAL};
 /// The library state behind the C handle `struct bms *`: opaque to C, in static storage.
 pub struct Instance {
     pub(crate) bms: Bms,
+    /// Reassembles battery-bus frames across `bms_feed_bus` calls.
+    pub(crate) decoder: FrameDecoder,
 }
 
 /// Static storage for the instance plus two flags: `open` says whether `cell` holds a live

@@ -1,0 +1,231 @@
+/* SPDX-License-Identifier: Apache-2.0 */
+/* Copyright (c) 2026 The OpenBMS authors */
+
+/*
+ * The C test harness of bms-ffi: drives the library only through bms.h, with bms_port.h
+ * implemented in port_mem.c, the way the Zephyr application does. Run by
+ * rust/bms-ffi/tests/c_harness.rs (natively and under valgrind). Exit status 0 = all passed.
+ */
+
+#include <stdint.h>
+#include <stdio.h>
+#include <string.h>
+
+#include "bms.h"
+#include "fixtures.h"
+#include "port_mem.h"
+
+static int checks_failed;
+
+#define CHECK(cond)                                                                              \
+	do {                                                                                     \
+		if (!(cond)) {                                                                   \
+			checks_failed++;                                                         \
+			printf("  FAIL %s:%d: %s\n", __FILE__, __LINE__, #cond);                 \
+		}                                                                                \
+	} while (0)
+
+#define CHECK_EQ(a, b)                                                                           \
+	do {                                                                                     \
+		long long a_ = (long long)(a), b_ = (long long)(b);                              \
+		if (a_ != b_) {                                                                  \
+			checks_failed++;                                                         \
+			printf("  FAIL %s:%d: %s == %s (%lld != %lld)\n", __FILE__, __LINE__, #a, \
+			       #b, a_, b_);                                                      \
+		}                                                                                \
+	} while (0)
+
+#define BIT(reason) (1u << (reason))
+
+/* The control loop of the application, with simulated time: steps every 100 ms and feeds the
+ * current bus frames once a second, in small chunks as a UART would deliver them. */
+struct loop {
+	struct bms *bms;
+	uint64_t now_ms;
+	struct bms_inputs in;
+	struct bms_outputs out;
+	const uint8_t *frames;
+	size_t frames_len;
+	int reports;
+};
+
+static void loop_start(struct loop *l, struct bms *bms, uint32_t supply_mv)
+{
+	memset(l, 0, sizeof(*l));
+	l->bms = bms;
+	/* Remote L pulled to battery minus: remote ON (PROT-8). */
+	l->in.remote_h_mv = 0;
+	l->in.remote_l_mv = 0;
+	l->in.supply_mv = supply_mv;
+}
+
+static void loop_feed(struct loop *l)
+{
+	const size_t chunk = 7;
+
+	for (size_t at = 0; at < l->frames_len; at += chunk) {
+		size_t n = l->frames_len - at < chunk ? l->frames_len - at : chunk;
+		int32_t rc = bms_feed_bus(l->bms, l->now_ms, l->frames + at, n);
+
+		CHECK(rc >= 0);
+		l->reports += rc > 0 ? rc : 0;
+	}
+}
+
+/* Runs the loop until @p until_ms (inclusive), one 100 ms tick at a time. */
+static void loop_run(struct loop *l, uint64_t until_ms)
+{
+	while (l->now_ms <= until_ms) {
+		if (l->frames != NULL && l->now_ms % 1000 == 0) {
+			loop_feed(l);
+		}
+		CHECK_EQ(bms_step(l->bms, l->now_ms, &l->in, &l->out), BMS_OK);
+		l->now_ms += 100;
+	}
+}
+
+static void loop_frames(struct loop *l, const uint8_t *frames, size_t len)
+{
+	l->frames = frames;
+	l->frames_len = len;
+}
+
+/* PROT-1, LED-1, and the argument checks of every function. */
+static void scenario_startup(void)
+{
+	struct bms *bms = bms_open();
+	struct bms_inputs in = { .supply_mv = FIXTURE_BANK2_SUPPLY_MV };
+	struct bms_outputs out;
+	uint64_t deadline = 0;
+
+	CHECK(bms != NULL);
+	CHECK(bms_open() == NULL); /* one instance */
+	CHECK(port_mem_log_count("open") >= 1);
+
+	/* PROT-1: no battery data yet, so every output is free-floating. */
+	CHECK_EQ(bms_step(bms, 0, &in, &out), BMS_OK);
+	CHECK(!out.atd);
+	CHECK(!out.atc);
+	CHECK(!out.prealarm);
+	CHECK(out.atd_reasons & BIT(BMS_REASON_NO_VALID_DATA));
+	CHECK(out.atc_reasons & BIT(BMS_REASON_NO_VALID_DATA));
+	CHECK_EQ(out.tick_ms, 100);
+	/* LED-1: blue blinks with no app connected, is solid with one. */
+	CHECK_EQ(out.led_blue, BMS_LED_BLINK);
+	in.app_connected = true;
+	CHECK_EQ(bms_step(bms, 100, &in, &out), BMS_OK);
+	CHECK_EQ(out.led_blue, BMS_LED_SOLID);
+
+	CHECK_EQ(bms_next_deadline_ms(bms, &deadline), BMS_OK);
+	CHECK(deadline > 100 && deadline <= 200);
+
+	/* Bad arguments give an error status and change nothing. */
+	struct bms_outputs before;
+
+	memset(&out, 0xa5, sizeof(out));
+	memcpy(&before, &out, sizeof(out));
+	CHECK_EQ(bms_step(NULL, 200, &in, &out), BMS_EINVAL);
+	CHECK_EQ(bms_step(bms, 200, NULL, &out), BMS_EINVAL);
+	CHECK_EQ(bms_step(bms, 200, &in, NULL), BMS_EINVAL);
+	CHECK_EQ(bms_step((struct bms *)((uintptr_t)bms + 8), 200, &in, &out), BMS_EINVAL);
+	CHECK_EQ(bms_step(bms, 200, &in, (struct bms_outputs *)((uintptr_t)&out + 1)), BMS_EINVAL);
+	CHECK(memcmp(&before, &out, sizeof(out)) == 0);
+	CHECK_EQ(bms_next_deadline_ms(bms, NULL), BMS_EINVAL);
+	CHECK_EQ(bms_next_deadline_ms(NULL, &deadline), BMS_EINVAL);
+	CHECK_EQ(bms_dfu_event(bms, 200, 200), BMS_EINVAL);
+	CHECK_EQ(bms_dfu_event(NULL, 200, BMS_DFU_STARTED), BMS_EINVAL);
+	CHECK_EQ(bms_feed_bus(bms, 200, NULL, 5), BMS_EINVAL);
+	CHECK_EQ(bms_feed_bus(bms, 200, NULL, 0), 0);
+	CHECK_EQ(bms_feed_bus(NULL, 200, fixture_bank2_ok, sizeof(fixture_bank2_ok)), BMS_EINVAL);
+	CHECK_EQ(bms_close(NULL), BMS_EINVAL);
+
+	/* Close, then the handle is dead until the next open. */
+	CHECK_EQ(bms_close(bms), BMS_OK);
+	CHECK_EQ(bms_close(bms), BMS_EINVAL);
+	CHECK_EQ(bms_step(bms, 300, &in, &out), BMS_EINVAL);
+	struct bms *again = bms_open();
+
+	CHECK(again == bms);
+	CHECK_EQ(bms_close(again), BMS_OK);
+}
+
+/* PROT-1, PROT-3, PROT-2, PROT-11: a healthy bank, then a cell sags below the pre-alarm level
+ * and below 2.80 V; the pre-alarm comes first, ATD follows 30 s later, and both return. */
+static void scenario_undervoltage_with_prealarm(void)
+{
+	struct loop l;
+
+	loop_start(&l, bms_open(), FIXTURE_BANK2_SUPPLY_MV);
+	CHECK(l.bms != NULL);
+
+	/* PROT-1: outputs come up once complete, valid data arrived. */
+	loop_frames(&l, fixture_bank2_ok, sizeof(fixture_bank2_ok));
+	loop_run(&l, 3000);
+	CHECK(l.reports >= 2);
+	CHECK(l.out.atd);
+	CHECK(l.out.atc);
+	CHECK(!l.out.prealarm);
+	CHECK_EQ(l.out.atd_reasons, 0);
+
+	/* A cell at 2.75 V from t = 4 s: pre-alarm after the 5 s debounce (PROT-3), ATD still on. */
+	loop_frames(&l, fixture_bank2_undervoltage, sizeof(fixture_bank2_undervoltage));
+	loop_run(&l, 8500);
+	CHECK(!l.out.prealarm);
+	loop_run(&l, 9500);
+	CHECK(l.out.prealarm);
+	CHECK(l.out.prealarm_reasons & BIT(BMS_REASON_PREALARM_LEVEL));
+	CHECK(l.out.atd);
+
+	/* PROT-2: ATD only after the pre-alarm has been active for 30 s. */
+	loop_run(&l, 38500);
+	CHECK(l.out.atd);
+	loop_run(&l, 40000);
+	CHECK(!l.out.atd);
+	CHECK(l.out.atd_reasons & BIT(BMS_REASON_CELL_UNDERVOLTAGE));
+	CHECK(l.out.atc);
+	/* PROT-11: the change was logged with its reason. */
+	CHECK(port_mem_log_count("ATD free-floating") >= 1);
+	CHECK(port_mem_log_count("cell_undervoltage") >= 1);
+
+	/* All cells >= 3.20 V again: ATD returns; the pre-alarm clears after 10 s above 3.15 V. */
+	loop_frames(&l, fixture_bank2_recovered, sizeof(fixture_bank2_recovered));
+	loop_run(&l, 42000);
+	CHECK(l.out.atd);
+	loop_run(&l, 54000);
+	CHECK(!l.out.prealarm);
+
+	CHECK_EQ(bms_close(l.bms), BMS_OK);
+}
+
+struct scenario {
+	const char *name;
+	void (*run)(void);
+};
+
+static const struct scenario scenarios[] = {
+	{ "startup", scenario_startup },
+	{ "undervoltage_with_prealarm", scenario_undervoltage_with_prealarm },
+};
+
+int main(void)
+{
+	int passed = 0, failed = 0;
+
+	bms_set_log_level(4);
+	for (size_t i = 0; i < sizeof(scenarios) / sizeof(scenarios[0]); i++) {
+		int before = checks_failed;
+
+		port_mem_reset();
+		scenarios[i].run();
+		if (checks_failed == before) {
+			passed++;
+			printf("scenario %s: ok\n", scenarios[i].name);
+		} else {
+			failed++;
+			printf("scenario %s: FAILED\n", scenarios[i].name);
+			port_mem_log_dump();
+		}
+	}
+	printf("c harness: %d passed, %d failed\n", passed, failed);
+	return failed == 0 ? 0 : 1;
+}

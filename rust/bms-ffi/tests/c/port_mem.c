@@ -1,0 +1,149 @@
+/* SPDX-License-Identifier: Apache-2.0 */
+/* Copyright (c) 2026 The OpenBMS authors */
+
+/* bms_port.h for the host tests: a small key-value store in RAM and a log-line ring. */
+
+#include <errno.h>
+#include <stdio.h>
+#include <string.h>
+
+#include "bms_port.h"
+#include "port_mem.h"
+
+#define RECORDS 16
+#define RECORD_BYTES 1024
+#define KEY_BYTES 16
+#define LOG_LINES 512
+#define LOG_LINE_BYTES 128
+
+struct record {
+	char key[KEY_BYTES];
+	size_t len;
+	unsigned char data[RECORD_BYTES];
+};
+
+static struct record records[RECORDS];
+static char log_lines[LOG_LINES][LOG_LINE_BYTES];
+static int log_next;
+static int log_total;
+static int writes;
+static bool writes_fail;
+
+void port_mem_reset(void)
+{
+	memset(records, 0, sizeof(records));
+	memset(log_lines, 0, sizeof(log_lines));
+	log_next = 0;
+	log_total = 0;
+	writes = 0;
+	writes_fail = false;
+}
+
+static struct record *find(const char *key)
+{
+	for (int i = 0; i < RECORDS; i++) {
+		if (records[i].key[0] != '\0' && strcmp(records[i].key, key) == 0) {
+			return &records[i];
+		}
+	}
+	return NULL;
+}
+
+static bool key_ok(const char *key)
+{
+	return key != NULL && key[0] != '\0' && strlen(key) < KEY_BYTES;
+}
+
+int bms_port_storage_read(const char *key, uint8_t *buf, size_t cap, size_t *len)
+{
+	if (!key_ok(key) || len == NULL || (buf == NULL && cap > 0)) {
+		return -EINVAL;
+	}
+	const struct record *r = find(key);
+	if (r == NULL) {
+		return -ENOENT;
+	}
+	if (r->len > cap) {
+		return -ENOSPC;
+	}
+	memcpy(buf, r->data, r->len);
+	*len = r->len;
+	return 0;
+}
+
+int bms_port_storage_write(const char *key, const uint8_t *buf, size_t len)
+{
+	if (!key_ok(key) || (buf == NULL && len > 0) || len > RECORD_BYTES) {
+		return -EINVAL;
+	}
+	if (writes_fail) {
+		return -EIO;
+	}
+	struct record *r = find(key);
+	for (int i = 0; r == NULL && i < RECORDS; i++) {
+		if (records[i].key[0] == '\0') {
+			r = &records[i];
+			strcpy(r->key, key);
+		}
+	}
+	if (r == NULL) {
+		return -EIO;
+	}
+	memcpy(r->data, buf, len);
+	r->len = len;
+	writes++;
+	return 0;
+}
+
+int bms_port_storage_delete(const char *key)
+{
+	if (!key_ok(key)) {
+		return -EINVAL;
+	}
+	struct record *r = find(key);
+	if (r != NULL) {
+		memset(r, 0, sizeof(*r));
+	}
+	return 0;
+}
+
+void bms_port_log(uint8_t level, const char *msg, size_t len)
+{
+	/* The library promises: a level of 1..5 and a short, valid, unterminated text. */
+	if (level < 1 || level > 5 || msg == NULL || len >= LOG_LINE_BYTES - 4) {
+		fprintf(stderr, "bms_port_log: bad call (level %u, len %zu)\n", level, len);
+		return;
+	}
+	snprintf(log_lines[log_next], LOG_LINE_BYTES, "<%u> %.*s", level, (int)len, msg);
+	log_next = (log_next + 1) % LOG_LINES;
+	log_total++;
+}
+
+int port_mem_log_count(const char *needle)
+{
+	int n = 0;
+	for (int i = 0; i < LOG_LINES; i++) {
+		if (log_lines[i][0] != '\0' && strstr(log_lines[i], needle) != NULL) {
+			n++;
+		}
+	}
+	return n;
+}
+
+void port_mem_log_dump(void)
+{
+	int kept = log_total < LOG_LINES ? log_total : LOG_LINES;
+	for (int i = 0; i < kept; i++) {
+		printf("    log: %s\n", log_lines[(log_next - kept + i + LOG_LINES) % LOG_LINES]);
+	}
+}
+
+int port_mem_writes(void)
+{
+	return writes;
+}
+
+void port_mem_fail_writes(bool fail)
+{
+	writes_fail = fail;
+}

@@ -1,0 +1,27 @@
+/* SPDX-License-Identifier: Apache-2.0 */
+/* Copyright (c) 2026 The OpenBMS authors */
+
+/* bms_port.h for the host tests: records in RAM, log lines kept for inspection. */
+
+#ifndef PORT_MEM_H
+#define PORT_MEM_H
+
+#include <stdbool.h>
+#include <stddef.h>
+
+/* Forget every record and log line and clear the fault switches. */
+void port_mem_reset(void);
+
+/* How many kept log lines contain @p needle. */
+int port_mem_log_count(const char *needle);
+
+/* Print every kept log line to stdout (for a failing scenario). */
+void port_mem_log_dump(void);
+
+/* Number of successful bms_port_storage_write calls since the last reset. */
+int port_mem_writes(void);
+
+/* Make every following bms_port_storage_write fail with -EIO (true) or work again (false). */
+void port_mem_fail_writes(bool fail);
+
+#endif /* PORT_MEM_H */

@@ -1,0 +1,199 @@
+/* SPDX-License-Identifier: Apache-2.0 */
+/* Copyright (c) 2026 The OpenBMS authors */
+
+/*
+ * Link test and measurement image of bms-ffi for the nRF52840 (Cortex-M4F, hard-float ABI),
+ * built by scripts/target-build. Linking it with --gc-sections proves the static library
+ * resolves against a bare-metal C program through bms.h and bms_port.h alone. Run in QEMU
+ * (mps2-an386, a Cortex-M4F), it paints the stack, drives a full bank of 50 batteries and
+ * reports through semihosting the deepest stack each library call used.
+ */
+
+#include <stdint.h>
+
+#include "bms.h"
+#include "bms_port.h"
+#include "fixtures.h"
+
+extern uint32_t _sidata, _sdata, _edata, _sbss, _ebss, _sstack, _estack;
+
+#define PAINT 0xdeadbeefu
+#define SYS_WRITE0 0x04
+#define SYS_EXIT 0x18
+#define EXIT_OK 0x20026u     /* ADP_Stopped_ApplicationExit */
+#define EXIT_FAILED 0x20023u /* ADP_Stopped_RunTimeErrorUnknown */
+
+static int semihost(int op, const void *arg)
+{
+	register int r0 __asm__("r0") = op;
+	register const void *r1 __asm__("r1") = arg;
+
+	__asm__ volatile("bkpt 0xab" : "+r"(r0) : "r"(r1) : "memory");
+	return r0;
+}
+
+static void put(const char *s)
+{
+	semihost(SYS_WRITE0, s);
+}
+
+static void put_u32(uint32_t v)
+{
+	char buf[11];
+	int i = 10;
+
+	buf[i] = '\0';
+	do {
+		buf[--i] = (char)('0' + v % 10);
+		v /= 10;
+	} while (v != 0);
+	put(&buf[i]);
+}
+
+static __attribute__((noreturn)) void quit(uint32_t reason)
+{
+	semihost(SYS_EXIT, (const void *)reason);
+	for (;;) {
+	}
+}
+
+/* bms_port.h: no storage (every record absent, writes accepted), log lines to semihosting. */
+int bms_port_storage_read(const char *key, uint8_t *buf, size_t cap, size_t *len)
+{
+	(void)key, (void)buf, (void)cap, (void)len;
+	return BMS_ENOENT;
+}
+
+int bms_port_storage_write(const char *key, const uint8_t *buf, size_t len)
+{
+	(void)key, (void)buf, (void)len;
+	return 0;
+}
+
+int bms_port_storage_delete(const char *key)
+{
+	(void)key;
+	return 0;
+}
+
+void bms_port_log(uint8_t level, const char *msg, size_t len)
+{
+	char line[128];
+	size_t n = len < sizeof(line) - 2 ? len : sizeof(line) - 2;
+
+	(void)level;
+	for (size_t i = 0; i < n; i++) {
+		line[i] = msg[i];
+	}
+	line[n] = '\n';
+	line[n + 1] = '\0';
+	put("log: ");
+	put(line);
+}
+
+/* Fills the free stack below the caller's frame with PAINT. */
+static __attribute__((noinline)) void paint(void)
+{
+	uint32_t *sp = (uint32_t *)__builtin_frame_address(0);
+
+	for (uint32_t *p = &_sstack; p < sp - 16; p++) {
+		*p = PAINT;
+	}
+}
+
+/* Bytes of stack used below @p top since the last paint(). */
+static __attribute__((noinline)) uint32_t used_below(const void *top)
+{
+	const uint32_t *p = &_sstack;
+
+	while (*p == PAINT) {
+		p++;
+	}
+	return (uint32_t)((uintptr_t)top - (uintptr_t)p);
+}
+
+static void report(const char *what, uint32_t bytes)
+{
+	put("stack ");
+	put(what);
+	put(" ");
+	put_u32(bytes);
+	put(" bytes\n");
+}
+
+static void fail(const char *what)
+{
+	put("FAILED: ");
+	put(what);
+	put("\n");
+	quit(EXIT_FAILED);
+}
+
+int main(void)
+{
+	const void *top = __builtin_frame_address(0);
+	struct bms_inputs in = { .supply_mv = FIXTURE_BANK50_SUPPLY_MV };
+	struct bms_outputs out;
+	uint32_t open_bytes, feed_bytes = 0, step_bytes = 0, used;
+	struct bms *bms;
+
+	paint();
+	bms = bms_open();
+	open_bytes = used_below(top);
+	if (bms == NULL) {
+		fail("bms_open");
+	}
+
+	/* 60 s of the control loop: the bank reports once a second, a step every 100 ms. */
+	for (uint64_t now_ms = 0; now_ms <= 60000; now_ms += 100) {
+		if (now_ms % 1000 == 0) {
+			paint();
+			if (bms_feed_bus(bms, now_ms, fixture_bank50, sizeof(fixture_bank50)) != 50) {
+				fail("bms_feed_bus");
+			}
+			used = used_below(top);
+			feed_bytes = used > feed_bytes ? used : feed_bytes;
+		}
+		paint();
+		if (bms_step(bms, now_ms, &in, &out) != BMS_OK) {
+			fail("bms_step");
+		}
+		used = used_below(top);
+		step_bytes = used > step_bytes ? used : step_bytes;
+	}
+	if (!out.atd || !out.atc) {
+		fail("outputs of a healthy 50-battery bank");
+	}
+	report("bms_open", open_bytes);
+	report("bms_feed_bus", feed_bytes);
+	report("bms_step", step_bytes);
+	quit(EXIT_OK);
+}
+
+void reset_handler(void)
+{
+	uint32_t *src = &_sidata;
+
+	for (uint32_t *dst = &_sdata; dst < &_edata;) {
+		*dst++ = *src++;
+	}
+	for (uint32_t *dst = &_sbss; dst < &_ebss;) {
+		*dst++ = 0;
+	}
+	/* Full access to the FPU (CP10, CP11), as Zephyr does with CONFIG_FPU. */
+	*(volatile uint32_t *)0xe000ed88 |= 0xfu << 20;
+	__asm__ volatile("dsb\n\tisb" ::: "memory");
+	main();
+	quit(EXIT_FAILED);
+}
+
+static void fault_handler(void)
+{
+	fail("fault");
+}
+
+__attribute__((section(".vectors"), used)) static const void *const vectors[16] = {
+	&_estack,      reset_handler, fault_handler, fault_handler, fault_handler, fault_handler,
+	fault_handler, 0,             0,             0,             0,             fault_handler,
+	fault_handler, 0,             fault_handler, fault_handler,
+};

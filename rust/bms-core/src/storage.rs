@@ -18,6 +18,8 @@ use heapless::{LinearMap, String, Vec};
 
 pub mod persist;
 pub mod record;
+#[cfg(test)]
+mod week_tests;
 
 pub use persist::{Outcome, Persistence, PollReport, RecordStats, Records, Restored};
 pub use record::{

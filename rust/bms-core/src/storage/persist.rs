@@ -327,7 +327,7 @@ fn read<R: Record, S: Storage + ?Sized>(storage: &mut S) -> Result<R, RecordErro
 }
 
 #[cfg(test)]
-mod tests {
+pub(crate) mod tests {
     use super::*;
     use crate::storage::record::tests::{sample_history, sample_settings, sample_soc};
     use crate::storage::MemStorage;

@@ -13,7 +13,9 @@ use core::fmt;
 use heapless::Vec;
 use serde::{de::DeserializeOwned, Deserialize, Serialize};
 
+use crate::balancer;
 use crate::bank::{Bank, Battery};
+use crate::bms::Bms;
 use crate::bus::{BatteryFlags, BatteryModel, MAX_CELLS_PER_BATTERY};
 use crate::history::{History, LAST_ERRORS};
 use crate::settings::{Settings, SettingsError, SettingsField};
@@ -295,6 +297,17 @@ pub enum BalancerState {
     Imbalanced,
     /// 3: balancing now.
     Balancing,
+}
+
+impl From<balancer::BalancerState> for BalancerState {
+    fn from(state: balancer::BalancerState) -> BalancerState {
+        match state {
+            balancer::BalancerState::Unknown => BalancerState::Unknown,
+            balancer::BalancerState::Balanced => BalancerState::Balanced,
+            balancer::BalancerState::Imbalanced => BalancerState::Imbalanced,
+            balancer::BalancerState::Balancing => BalancerState::Balancing,
+        }
+    }
 }
 
 /// The status page (BLE-1): what the app's first screen shows. `None` = not available.
@@ -591,8 +604,106 @@ pub trait Device {
     fn advertisement_key(&self) -> [u8; 16];
 }
 
+/// The [`Device`] the firmware serves: the [`Bms`] and the device's [`DeviceSecrets`], which
+/// the caller restores at boot and persists when a [`Reply`] says [`Changed::secrets`].
+#[derive(Debug)]
+pub struct BmsDevice<'a> {
+    /// The BMS.
+    pub bms: &'a mut Bms,
+    /// The device's passkey and advertisement key.
+    pub secrets: &'a mut DeviceSecrets,
+}
+
+impl BmsDevice<'_> {
+    /// The status page of `bms` as of its last step.
+    pub fn status_of(bms: &Bms) -> StatusPage {
+        let monitor = bms.monitor_status();
+        let aggregates = bms.bank().aggregates();
+        let outputs = bms.outputs();
+        let bank_mv = aggregates.map(|a| a.voltage_mv);
+        let current_ma = aggregates.map(|a| a.current_ma);
+        let power_w = aggregates.map(|a| {
+            let mw = i64::from(a.voltage_mv).saturating_mul(i64::from(a.current_ma)) / 1_000_000;
+            i32::try_from(mw).unwrap_or(if mw < 0 { i32::MIN } else { i32::MAX })
+        });
+        StatusPage {
+            soc_permille: monitor.soc_permille.or(monitor.soc_estimate_permille),
+            soc_estimated: monitor.soc_permille.is_none()
+                && monitor.soc_estimate_permille.is_some(),
+            bank_mv,
+            current_ma,
+            power_w,
+            time_remaining_min: monitor.ttg_min,
+            consumed_mah: monitor.soc_permille.map(|_| monitor.consumed_mah),
+            temp_ddegc: aggregates.map(|a| a.max_temp_ddegc),
+            atd: outputs.atd,
+            atc: outputs.atc,
+            prealarm: outputs.prealarm,
+            atd_reasons: outputs.atd_reasons.bits(),
+            atc_reasons: outputs.atc_reasons.bits(),
+            prealarm_reasons: outputs.prealarm_reasons.bits(),
+            codes: bms.codes().bits(),
+        }
+    }
+}
+
+impl Device for BmsDevice<'_> {
+    fn status_page(&self) -> StatusPage {
+        BmsDevice::status_of(self.bms)
+    }
+
+    fn bank_page(&self) -> BankPage {
+        BankPage::from_bank(self.bms.bank(), self.bms.balancer().into())
+    }
+
+    fn battery_page(&self, number: u8) -> Option<BatteryPage> {
+        BatteryPage::from_bank(self.bms.bank(), number)
+    }
+
+    fn history_page(&self) -> HistoryPage {
+        HistoryPage::from_history(self.bms.history())
+    }
+
+    fn settings(&self) -> Settings {
+        *self.bms.settings()
+    }
+
+    fn write_settings(&mut self, _now_ms: u64, settings: Settings) -> Result<(), SettingsError> {
+        self.bms.write_settings(settings)
+    }
+
+    fn set_soc(&mut self, now_ms: u64, soc_permille: u16) -> Result<(), ActionError> {
+        self.bms
+            .set_soc(now_ms, soc_permille)
+            .map_err(|_| ActionError::NotAvailable)
+    }
+
+    fn synchronise(&mut self, now_ms: u64) -> Result<(), ActionError> {
+        self.bms
+            .synchronise(now_ms)
+            .map_err(|_| ActionError::NotAvailable)
+    }
+
+    fn reset_history(&mut self, _now_ms: u64) {
+        self.bms.reset_history();
+    }
+
+    fn reset_to_defaults(&mut self, _now_ms: u64) {
+        self.bms.factory_reset();
+    }
+
+    fn change_passkey(&mut self, _now_ms: u64, passkey: u32) -> Result<(), ActionError> {
+        self.secrets.passkey = passkey;
+        Ok(())
+    }
+
+    fn advertisement_key(&self) -> [u8; 16] {
+        *self.bms.device_key()
+    }
+}
+
 /// The outcome of [`handle_request`]: the response length and its status (also `resp[1]`),
-/// which the firmware may map to an ATT error for writes.
+/// which the firmware may map to an ATT error for writes, and what the request changed.
 #[derive(Clone, Copy, Debug, PartialEq, Eq)]
 #[must_use]
 pub struct Reply {
@@ -600,6 +711,21 @@ pub struct Reply {
     pub len: usize,
     /// The status sent.
     pub status: Status,
+    /// The records the request changed: persist them now.
+    pub changed: Changed,
+}
+
+/// Which persisted records a request changed (all false unless the status is [`Status::Ok`]).
+#[derive(Clone, Copy, Debug, Default, PartialEq, Eq)]
+pub struct Changed {
+    /// The settings (settings write, reset to defaults).
+    pub settings: bool,
+    /// The monitor's SoC record (set SoC, synchronise).
+    pub soc: bool,
+    /// The history (reset history).
+    pub history: bool,
+    /// The [`DeviceSecrets`] (passkey change): persist them and apply the passkey.
+    pub secrets: bool,
 }
 
 /// Handle one GATT access to `characteristic` (a [`Characteristic`] number) at `now_ms` and
@@ -704,7 +830,14 @@ fn dispatch<D: Device>(
             device
                 .write_settings(now_ms, settings)
                 .map_err(|e| Refused::Value(e.into()))?;
-            ok(&device.settings(), resp)
+            let reply = ok(&device.settings(), resp)?;
+            Ok(Reply {
+                changed: Changed {
+                    settings: true,
+                    ..Changed::default()
+                },
+                ..reply
+            })
         }
         (Characteristic::ControlPoint, Access::Write) => {
             if !authenticated {
@@ -727,6 +860,7 @@ fn run<D: Device>(
     resp: &mut [u8],
 ) -> Result<Reply, Refused> {
     let not_available = |_| Refused::Status(Status::NotAvailable);
+    let mut changed = Changed::default();
     match command {
         Command::SetSoc { soc_permille } => {
             if soc_permille > MAX_SOC_PERMILLE {
@@ -739,10 +873,20 @@ fn run<D: Device>(
             device
                 .set_soc(now_ms, soc_permille)
                 .map_err(not_available)?;
+            changed.soc = true;
         }
-        Command::Synchronise => device.synchronise(now_ms).map_err(not_available)?,
-        Command::ResetHistory => device.reset_history(now_ms),
-        Command::ResetToDefaults => device.reset_to_defaults(now_ms),
+        Command::Synchronise => {
+            device.synchronise(now_ms).map_err(not_available)?;
+            changed.soc = true;
+        }
+        Command::ResetHistory => {
+            device.reset_history(now_ms);
+            changed.history = true;
+        }
+        Command::ResetToDefaults => {
+            device.reset_to_defaults(now_ms);
+            changed.settings = true;
+        }
         Command::ChangePasskey { passkey } => {
             if passkey > MAX_PASSKEY {
                 return Err(Refused::Value(Refusal {
@@ -754,6 +898,7 @@ fn run<D: Device>(
             device
                 .change_passkey(now_ms, passkey)
                 .map_err(not_available)?;
+            changed.secrets = true;
         }
         Command::ReadAdvertisementKey => {
             let key = AdvertisementKey {
@@ -762,7 +907,10 @@ fn run<D: Device>(
             return ok(&key, resp);
         }
     }
-    ok(&(), resp)
+    Ok(Reply {
+        changed,
+        ..ok(&(), resp)?
+    })
 }
 
 /// An `Ok` response with `body`. Every body fits [`MAX_RESPONSE_LEN`] (tested), which the
@@ -777,7 +925,11 @@ fn respond<T: Serialize>(
     resp: &mut [u8],
 ) -> Result<Reply, ProtocolError> {
     let len = encode_response(status, body, resp)?;
-    Ok(Reply { len, status })
+    Ok(Reply {
+        len,
+        status,
+        changed: Changed::default(),
+    })
 }
 
 fn expect_empty(req: &[u8]) -> Result<(), Status> {
@@ -1552,6 +1704,190 @@ mod tests {
         for status in Status::ALL {
             assert_eq!(Status::from_u8(status as u8), Some(status));
         }
+    }
+
+    fn report(serial: u32) -> crate::bus::BatteryReport {
+        crate::bus::BatteryReport {
+            serial,
+            model: BatteryModel::Lfp12V8,
+            capacity_dah: 2000,
+            firmware: 0x0112,
+            cells_mv: Vec::from_slice(&[3300, 3301, 3302, 3303]).unwrap(),
+            temps_ddegc: Vec::from_slice(&[200, 215]).unwrap(),
+            current_ma: -2000,
+            flags: BatteryFlags {
+                allowed_to_charge: true,
+                allowed_to_discharge: true,
+                balancing: false,
+            },
+        }
+    }
+
+    fn bms_call(
+        bms: &mut Bms,
+        secrets: &mut DeviceSecrets,
+        chr: Characteristic,
+        access: Access,
+        bytes: &[u8],
+    ) -> (Reply, std::vec::Vec<u8>) {
+        let mut resp = [0u8; MAX_RESPONSE_LEN];
+        let mut device = BmsDevice { bms, secrets };
+        let reply = handle_request(
+            &mut device,
+            10_000,
+            chr as u8,
+            access,
+            true,
+            bytes,
+            &mut resp,
+        )
+        .unwrap();
+        (reply, resp[..reply.len].to_vec())
+    }
+
+    /// BLE-1, BLE-2: the real Bms behind the protocol: pages reflect its state, actions reach
+    /// it, and the reply says which records to persist.
+    #[test]
+    fn ble_1_bms_device_serves_pages_and_actions() {
+        let key = [7u8; 16];
+        let mut bms = Bms::new(crate::bms::Config {
+            device_key: key,
+            ..crate::bms::Config::default()
+        });
+        let mut secrets = DeviceSecrets {
+            passkey: DeviceSecrets::DEFAULT_PASSKEY,
+            adv_key: key,
+        };
+        let cp = Characteristic::ControlPoint;
+
+        let (reply, r) = bms_call(
+            &mut bms,
+            &mut secrets,
+            Characteristic::Status,
+            Access::Read,
+            &[],
+        );
+        assert_eq!(reply.changed, Changed::default());
+        let status = body::<StatusPage>(&r);
+        assert_eq!(
+            (status.soc_permille, status.bank_mv, status.atd, status.atc),
+            (None, None, false, false)
+        );
+        assert_eq!(
+            bms_call(
+                &mut bms,
+                &mut secrets,
+                Characteristic::Battery,
+                Access::Read,
+                &[]
+            )
+            .0
+            .status,
+            Status::NoSuchBattery
+        );
+        let (reply, _) = bms_call(
+            &mut bms,
+            &mut secrets,
+            cp,
+            Access::Write,
+            &req(&Command::SetSoc { soc_permille: 500 }),
+        );
+        assert_eq!(
+            (reply.status, reply.changed.soc),
+            (Status::NotAvailable, false),
+            "no bank yet"
+        );
+
+        // Time only moves forward: the bank starts after the requests above (at 10 s).
+        for t in (20_000..=23_000).step_by(500) {
+            for serial in [20, 10] {
+                bms.handle_report(t, &report(serial)).unwrap();
+            }
+            let inputs = crate::bms::Inputs {
+                supply_mv: 13_206,
+                ..crate::bms::Inputs::default()
+            };
+            let _ = bms.step(t, &inputs);
+        }
+        let (_, r) = bms_call(
+            &mut bms,
+            &mut secrets,
+            Characteristic::Bank,
+            Access::Read,
+            &[],
+        );
+        let bank = body::<BankPage>(&r);
+        assert_eq!((bank.batteries, bank.bank_mv), (2, Some(13_206)));
+        let (_, r) = bms_call(
+            &mut bms,
+            &mut secrets,
+            Characteristic::Battery,
+            Access::Read,
+            &req(&BatterySelect { number: 1 }),
+        );
+        let page = body::<BatteryPage>(&r);
+        assert_eq!((page.serial, page.count, page.voltage_mv), (20, 2, 13_206));
+        assert_eq!(page.cells_mv.as_slice(), &[3300, 3301, 3302, 3303]);
+
+        let (reply, _) = bms_call(
+            &mut bms,
+            &mut secrets,
+            cp,
+            Access::Write,
+            &req(&Command::SetSoc { soc_permille: 500 }),
+        );
+        assert_eq!((reply.status, reply.changed.soc), (Status::Ok, true));
+        assert_eq!(bms.monitor().soc_permille(), Some(500));
+        let (reply, _) = bms_call(
+            &mut bms,
+            &mut secrets,
+            cp,
+            Access::Write,
+            &req(&Command::ResetHistory),
+        );
+        assert!(reply.changed.history);
+        let new = Settings {
+            discharge_floor_pct: 5,
+            ..Settings::default()
+        };
+        let (reply, _) = bms_call(
+            &mut bms,
+            &mut secrets,
+            Characteristic::Settings,
+            Access::Write,
+            &req(&new),
+        );
+        assert_eq!(
+            (reply.status, reply.changed.settings, *bms.settings()),
+            (Status::Ok, true, new)
+        );
+        let (reply, _) = bms_call(
+            &mut bms,
+            &mut secrets,
+            cp,
+            Access::Write,
+            &req(&Command::ResetToDefaults),
+        );
+        assert_eq!(
+            (reply.changed.settings, *bms.settings()),
+            (true, Settings::default())
+        );
+        let (reply, _) = bms_call(
+            &mut bms,
+            &mut secrets,
+            cp,
+            Access::Write,
+            &req(&Command::ChangePasskey { passkey: 424_242 }),
+        );
+        assert_eq!((reply.changed.secrets, secrets.passkey), (true, 424_242));
+        let (_, r) = bms_call(
+            &mut bms,
+            &mut secrets,
+            cp,
+            Access::Write,
+            &req(&Command::ReadAdvertisementKey),
+        );
+        assert_eq!(body::<AdvertisementKey>(&r).key, key);
     }
 
     fn settings_strategy() -> impl Strategy<Value = Settings> {

@@ -40,6 +40,10 @@ pub enum Remote {
 #[derive(Clone, Debug)]
 pub struct Record {
     pub at_ms: u64,
+    /// The BMS's own inputs of this step.
+    pub inputs: Inputs,
+    /// How long the longest-silent battery has been silent at this step, ms.
+    pub longest_silence_ms: u64,
     pub decisions: Decisions,
 }
 
@@ -48,6 +52,7 @@ pub struct Rig {
     pub now_ms: u64,
     /// The reports the batteries send (each every [`REPORT_PERIOD_MS`], while `silent` is false).
     pub batteries: std::vec::Vec<(BatteryReport, bool)>,
+    silent_since: std::vec::Vec<Option<u64>>,
     pub series: u32,
     pub remote: Remote,
     pub app_connected: bool,
@@ -70,6 +75,7 @@ impl Rig {
             batteries: (0..count)
                 .map(|i| (report(1000 + i, model, 3300), false))
                 .collect(),
+            silent_since: std::vec::Vec::new(),
             series,
             remote: Remote::Loop,
             app_connected: false,
@@ -145,6 +151,14 @@ impl Rig {
 
     /// Makes battery `index` stop (or resume) reporting.
     pub fn silence(&mut self, index: usize, silent: bool) {
+        if self.silent_since.len() < self.batteries.len() {
+            self.silent_since.resize(self.batteries.len(), None);
+        }
+        if silent && !self.batteries[index].1 {
+            self.silent_since[index] = Some(self.now_ms);
+        } else if !silent {
+            self.silent_since[index] = None;
+        }
         self.batteries[index].1 = silent;
     }
 
@@ -165,8 +179,17 @@ impl Rig {
         }
         let inputs = self.inputs();
         let decisions = self.bms.step(self.now_ms, &inputs);
+        let longest_silence_ms = self
+            .silent_since
+            .iter()
+            .flatten()
+            .map(|&since| self.now_ms - since)
+            .max()
+            .unwrap_or(0);
         self.records.push(Record {
             at_ms: self.now_ms,
+            inputs,
+            longest_silence_ms,
             decisions,
         });
         self.last()

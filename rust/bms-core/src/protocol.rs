@@ -1890,6 +1890,58 @@ mod tests {
         assert_eq!(body::<AdvertisementKey>(&r).key, key);
     }
 
+    /// BLE-1: docs/protocol.md documents every status, reason and code with its number, the
+    /// UUIDs and the size table, so the document cannot drift from the code.
+    #[test]
+    fn ble_1_protocol_doc_matches_code() {
+        let doc = include_str!("../../../docs/protocol.md");
+        for status in Status::ALL {
+            let row = format!("| {} | {:?} |", status as u8, status);
+            assert!(doc.contains(&row), "missing status row {row}");
+        }
+        for reason in crate::Reason::ALL {
+            assert!(
+                doc.contains(&format!("\n| {} | ", reason as u8)),
+                "reason {reason:?}"
+            );
+        }
+        for code in crate::codes::Code::ALL {
+            let severity = match code.severity() {
+                crate::codes::Severity::Warning => "warning",
+                crate::codes::Severity::Alarm => "alarm",
+                crate::codes::Severity::Error => "error",
+            };
+            let row = format!("| {} | {severity} |", code.number());
+            assert!(doc.contains(&row), "missing code row {row}");
+        }
+        for chr in Characteristic::ALL {
+            let uuid = format!("{:032x}", chr.uuid());
+            let text = format!(
+                "`{}-{}-{}-{}-{}`",
+                &uuid[..8],
+                &uuid[8..12],
+                &uuid[12..16],
+                &uuid[16..20],
+                &uuid[20..]
+            );
+            assert!(
+                doc.contains(&format!("| {} | ", chr as u8)) && doc.contains(&text),
+                "{chr:?} {text}"
+            );
+        }
+        for row in [
+            "| StatusPage | 64 |",
+            "| BankPage | 57 |",
+            "| BatteryPage (16 cells) | 86 |",
+            "| HistoryPage | 102 |",
+            "| Settings | 14 |",
+            "| AdvertisementKey | 18 |",
+            "| InvalidValue with Refusal | 13 |",
+        ] {
+            assert!(doc.contains(row), "{row}");
+        }
+    }
+
     fn settings_strategy() -> impl Strategy<Value = Settings> {
         (
             any::<u16>(),

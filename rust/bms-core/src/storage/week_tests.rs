@@ -308,7 +308,7 @@ fn mon_8_hist_4_set_2_reboot_at_random_instants_of_a_week_loses_at_most_one_poin
     }
     assert!(reboots > 500, "only {reboots} reboots");
     // The policy writes at every point, so a loss close to it shows it is the bound that holds.
-    assert!(worst <= 10 && worst >= 5, "worst loss {worst} permille");
+    assert!((5..=10).contains(&worst), "worst loss {worst} permille");
 }
 
 /// MON-8 in the simulated week: the SoC record is written at every point of change, not at

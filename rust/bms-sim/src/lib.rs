@@ -1,11 +1,19 @@
 //! OpenBMS simulator: the real `bms-core` decision logic against a simulated LiFePO4 bank.
 //!
-//! The plant ([`plant`]) models cells, batteries and the bank; [`scenario`] reads the TOML
-//! scenarios; [`engine`] owns time, feeds the core through the battery-bus codec exactly as on
-//! the device and records a timeline; [`output`] writes the CSV and the picture; [`replay`]
-//! feeds recorded measurements of one battery to the core.
+//! The plant ([`plant`], [`ocv`]) models cells, batteries and the bank; [`sensors`] turns it
+//! into the reports batteries send; [`scenario`] reads the TOML scenarios; [`engine`] owns time,
+//! feeds the core through the battery-bus codec exactly as on the device and records a
+//! timeline; [`output`] writes the CSV files, the picture and the summary; [`replay`] feeds
+//! recorded measurements of one battery to the core; [`bench`] measures speed.
 #![forbid(unsafe_code)]
 #![warn(missing_docs)]
 
+pub mod bench;
+pub mod engine;
+pub mod error;
 pub mod ocv;
+pub mod output;
 pub mod plant;
+pub mod replay;
+pub mod scenario;
+pub mod sensors;

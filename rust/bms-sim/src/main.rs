@@ -1,3 +1,133 @@
 //! `bms-sim`: run scenarios, replay recordings and benchmark the OpenBMS core.
 
-fn main() {}
+use bms_sim::{bench, engine, output, replay, scenario};
+use clap::{Parser, Subcommand};
+use indicatif::{ProgressBar, ProgressStyle};
+use std::path::PathBuf;
+use std::process::ExitCode;
+use std::time::Duration;
+
+#[derive(Parser)]
+#[command(name = "bms-sim", version, about = "OpenBMS simulator: the BMS core against a simulated LiFePO4 bank")]
+struct Cli {
+    #[command(subcommand)]
+    command: Command,
+}
+
+#[derive(Subcommand)]
+enum Command {
+    /// Run a scenario: writes timeline.csv, events.csv and timeline.png, prints a summary.
+    Run {
+        /// The scenario file (TOML).
+        scenario: PathBuf,
+        /// Output directory (default: out/<scenario name>).
+        #[arg(long)]
+        out: Option<PathBuf>,
+        /// Directory holding the BMS's persisted records (settings, SoC, history) across runs.
+        #[arg(long)]
+        state: Option<PathBuf>,
+        /// Stop after this much simulated time ("36h", "2d").
+        #[arg(long, value_parser = humantime::parse_duration)]
+        until: Option<Duration>,
+        /// Timeline sample period ("1min").
+        #[arg(long, value_parser = humantime::parse_duration)]
+        sample_every: Option<Duration>,
+        /// No progress bar.
+        #[arg(long)]
+        quiet: bool,
+    },
+    /// Feed recorded measurements of one 12.8 V battery to the core and write its decisions.
+    Replay(replay::ReplayArgs),
+    /// Measure simulated control ticks per second for banks of several sizes.
+    Bench {
+        /// Bank sizes (number of 12.8 V batteries) to measure.
+        #[arg(long, value_delimiter = ',', default_values_t = [1usize, 4, 16, 50])]
+        batteries: Vec<usize>,
+        /// Simulated time per measurement.
+        #[arg(long, value_parser = humantime::parse_duration, default_value = "1day")]
+        simulate: Duration,
+    },
+}
+
+fn main() -> ExitCode {
+    let cli = Cli::parse();
+    match cli.command {
+        Command::Run { scenario, out, state, until, sample_every, quiet } => {
+            run(scenario, out, state, until, sample_every, quiet)
+        }
+        Command::Replay(args) => match replay::replay(&args) {
+            Ok(()) => ExitCode::SUCCESS,
+            Err(replay::ReplayError::Input(e)) => {
+                eprintln!("error: {e}");
+                ExitCode::from(2)
+            }
+            Err(replay::ReplayError::Output(e)) => {
+                eprintln!("error: {e}");
+                ExitCode::from(1)
+            }
+        },
+        Command::Bench { batteries, simulate } => {
+            for n in batteries {
+                let r = bench::measure(n, simulate);
+                println!("{}", r);
+            }
+            ExitCode::SUCCESS
+        }
+    }
+}
+
+fn run(
+    path: PathBuf,
+    out: Option<PathBuf>,
+    state: Option<PathBuf>,
+    until: Option<Duration>,
+    sample_every: Option<Duration>,
+    quiet: bool,
+) -> ExitCode {
+    let sc = match scenario::load(&path) {
+        Ok(s) => s,
+        Err(e) => {
+            eprintln!("error: {e}");
+            return ExitCode::from(2);
+        }
+    };
+    let out = out.unwrap_or_else(|| {
+        let stem = path.file_stem().map_or_else(|| "run".into(), |s| s.to_string_lossy().into_owned());
+        PathBuf::from("out").join(stem)
+    });
+    let options = engine::RunOptions { until, sample_every, no_samples: false, state_dir: state };
+    let end_s = until.map_or(sc.duration, |u| u.min(sc.duration)).as_secs_f64();
+    let bar = if quiet { ProgressBar::hidden() } else { ProgressBar::new(end_s.ceil() as u64) };
+    bar.set_style(
+        ProgressStyle::with_template("{spinner} [{bar:40}] {percent:>3}% simulated {msg} ({elapsed} real)")
+            .unwrap_or_else(|_| ProgressStyle::default_bar())
+            .progress_chars("=> "),
+    );
+    let result = engine::run(&sc, &options, &mut |t_s| {
+        bar.set_position(t_s as u64);
+        bar.set_message(output::format_time(t_s));
+    });
+    let result = match result {
+        Ok(r) => r,
+        Err(e) => {
+            bar.abandon();
+            eprintln!("error: {e}");
+            return ExitCode::from(1);
+        }
+    };
+    bar.finish_and_clear();
+    if let Err(e) = std::fs::create_dir_all(&out) {
+        eprintln!("error: {}: cannot create: {e}", out.display());
+        return ExitCode::from(1);
+    }
+    let written = output::write_timeline(&out.join("timeline.csv"), &result.samples)
+        .and_then(|()| output::write_events(&out.join("events.csv"), &result))
+        .and_then(|()| output::write_picture(&out.join("timeline.png"), &sc.name, &result.samples));
+    if let Err(e) = written {
+        eprintln!("error: {e}");
+        return ExitCode::from(1);
+    }
+    print!("{}", output::summary(&sc.name, &result));
+    println!("wrote {}/timeline.csv, events.csv, timeline.png", out.display());
+    ExitCode::SUCCESS
+}

@@ -45,7 +45,9 @@ impl FileStorage {
         if !valid {
             return Err(StorageError::Full);
         }
-        Ok(key.split('/').fold(self.dir.clone(), |path, part| path.join(part)))
+        Ok(key
+            .split('/')
+            .fold(self.dir.clone(), |path, part| path.join(part)))
     }
 }
 
@@ -115,14 +117,24 @@ mod tests {
         assert!(!dir.path().join("state/bms/soc.tmp").exists());
         reopened.delete("bms/soc").unwrap();
         reopened.delete("bms/soc").unwrap();
-        assert_eq!(reopened.read("bms/soc", &mut buf), Err(StorageError::NotFound));
+        assert_eq!(
+            reopened.read("bms/soc", &mut buf),
+            Err(StorageError::NotFound)
+        );
     }
 
     #[test]
     fn keys_cannot_leave_the_directory_and_big_values_are_refused_on_read() {
         let dir = tempfile::tempdir().unwrap();
         let mut store = FileStorage::open(dir.path()).unwrap();
-        for key in ["", "../x", "bms//soc", "/abs", "bms/so c", "a-key-longer-than-fifteen"] {
+        for key in [
+            "",
+            "../x",
+            "bms//soc",
+            "/abs",
+            "bms/so c",
+            "a-key-longer-than-fifteen",
+        ] {
             assert_eq!(store.write(key, &[1]), Err(StorageError::Full), "{key:?}");
         }
         store.write("bms/hist", &[0; 32]).unwrap();

@@ -63,7 +63,7 @@ pub const PERSIST_MAX_INTERVAL_MS: u64 = 10 * 60_000;
 pub const PERSIST_AGE_INTERVAL_MS: u64 = 60 * 60_000;
 
 const TTG_BUCKET_MS: u64 = 10_000;
-const TTG_BUCKETS: usize = 18;
+const TTG_BUCKETS: usize = (TTG_WINDOW_MS / TTG_BUCKET_MS) as usize;
 
 /// Rested cell voltage (mV) for SoC 0, 5, ... 100 %: LibreSolar `ocv_lfp` (anchors §5.3).
 const OCV_CELL_MV: [u16; 21] = [

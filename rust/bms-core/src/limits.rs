@@ -161,7 +161,6 @@ impl Limit {
 #[rustfmt::skip]
 /// The cell protections (PROT-2..6). One row per [`ProtectionId`], in id order.
 pub const LIMITS: [Limit; ProtectionId::COUNT] = [
-    //      id                                     quantity                       trip                  release                 trip_ms  rel_ms  effect                     settable
     Limit { id: ProtectionId::CellUndervoltage,         quantity: Quantity::MinCellMv,    trip: Level::Below(2800), release: Level::AtLeast(3200), trip_debounce_ms: 5000, release_debounce_ms: 0,     effect: Effect::TripDischarge, settable: None },
     Limit { id: ProtectionId::CellLow,                  quantity: Quantity::MinCellMv,    trip: Level::Below(3100), release: Level::AtLeast(3150), trip_debounce_ms: 5000, release_debounce_ms: 10000, effect: Effect::Prealarm,      settable: Some((2850, 3150)) },
     Limit { id: ProtectionId::CellOvervoltage,          quantity: Quantity::MaxCellMv,    trip: Level::Above(3750), release: Level::Below(3600),   trip_debounce_ms: 1000, release_debounce_ms: 0,     effect: Effect::TripCharge,    settable: None },
@@ -172,15 +171,21 @@ pub const LIMITS: [Limit; ProtectionId::COUNT] = [
 
 // Every id has exactly its own row, at its own index; settable defaults lie within their bounds.
 const _: () = {
+    let mut rest: &[Limit] = &LIMITS;
     let mut i = 0;
-    while i < ProtectionId::COUNT {
-        assert!(LIMITS[i].id as usize == i);
-        if let Some((min, max)) = LIMITS[i].settable {
-            let trip = LIMITS[i].trip.value();
+    while let [row, tail @ ..] = rest {
+        assert!(row.id as usize == i);
+        if let Some((min, max)) = row.settable {
+            let trip = row.trip.value();
             assert!(min <= trip && trip <= max);
         }
         i += 1;
+        rest = tail;
     }
+    assert!(i == ProtectionId::COUNT);
+    // The slow tick is slower; discovery ends before a silent battery counts as lost.
+    assert!(LOW_POWER_TICK_MS > TICK_MS);
+    assert!(DISCOVERY_MS < BATTERY_LOST_MS);
 };
 
 /// PROT-2: how long the pre-alarm output must have been active before ATD goes free-floating for
@@ -355,9 +360,7 @@ mod tests {
         assert_eq!(FLOOR_RELEASE_POINTS, 3);
         assert_eq!((REMOTE_L_ON_BELOW_MV, REMOTE_H_ON_ABOVE_MV), (3500, 2900));
         assert_eq!(TICK_MS, 100);
-        assert!(LOW_POWER_TICK_MS > TICK_MS);
         assert_eq!(BATTERY_LOST_MS, 5000);
-        assert!(DISCOVERY_MS < BATTERY_LOST_MS);
         assert_eq!((MAX_BATTERIES, MAX_BATTERIES_51V2), (50, 25));
         assert_eq!(max_batteries(BatteryModel::Lfp12V8), 50);
         assert_eq!(max_batteries(BatteryModel::Lfp25V6), 50);

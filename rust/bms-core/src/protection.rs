@@ -612,18 +612,18 @@ fn value_of(id: ProtectionId, values: &Aggregates) -> i32 {
 // Every row's effect is honoured above: the pre-alarm row feeds the pre-alarm, the others an
 // output. Checked here so that a new row cannot be added without deciding where it goes.
 const _: () = {
-    let mut i = 0;
-    while i < ProtectionId::COUNT {
-        let ok = match LIMITS[i].id {
-            ProtectionId::CellLow => matches!(LIMITS[i].effect, Effect::Prealarm),
+    let mut rest: &[crate::limits::Limit] = &LIMITS;
+    while let [row, tail @ ..] = rest {
+        let ok = match row.id {
+            ProtectionId::CellLow => matches!(row.effect, Effect::Prealarm),
             ProtectionId::CellUndervoltage | ProtectionId::HighTemperatureDischarge => {
-                matches!(LIMITS[i].effect, Effect::TripDischarge)
+                matches!(row.effect, Effect::TripDischarge)
             }
             ProtectionId::CellOvervoltage
             | ProtectionId::LowTemperature
-            | ProtectionId::HighTemperatureCharge => matches!(LIMITS[i].effect, Effect::TripCharge),
+            | ProtectionId::HighTemperatureCharge => matches!(row.effect, Effect::TripCharge),
         };
         assert!(ok);
-        i += 1;
+        rest = tail;
     }
 };

@@ -62,19 +62,19 @@
 #define BMS_ENOSPC -28
 
 /**
- * A malformed bus frame or GATT request (`-EBADMSG`, Zephyr/newlib numbering).
- */
-#define BMS_EBADMSG -77
-
-/**
- * The request is valid but was refused in the current state (`-EALREADY`).
- */
-#define BMS_EALREADY -120
-
-/**
  * `bms_next_deadline_ms` stores this when no step is due at any time.
  */
 #define BMS_NO_DEADLINE UINT64_MAX
+
+/**
+ * The response buffer of `bms_gatt_request` must hold this many bytes (an ATT MTU of 247).
+ */
+#define BMS_GATT_RESPONSE_MAX 244
+
+/**
+ * Length of the manufacturer data `bms_advertisement` builds (company id included).
+ */
+#define BMS_ADVERTISEMENT_LEN 26
 
 /**
  * What an LED shows (LED-1, LED-2); the application plays the pattern (`bms_led` values).
@@ -321,7 +321,8 @@ extern "C" {
 #endif // __cplusplus
 
 /**
- * Opens the BMS: restores settings and records through `bms_port_storage_read` and sets up
+ * Opens the BMS: restores settings and records through `bms_port_storage_read` (on the first
+ * start also makes the device's Instant Readout key with `bms_port_random`) and sets up
  * logging through `bms_port_log`. Call once at start-up, from the thread that will own it.
  *
  * Returns the handle for every other call, or NULL when the instance is open already.
@@ -340,8 +341,8 @@ int32_t bms_close(struct bms *bms);
 
 /**
  * One control step at `now_ms` (monotonic ms): takes the BMS's own measurements `inputs`,
- * writes the decisions to `outputs`. Call every `outputs->tick_ms` and at the deadline of
- * `bms_next_deadline_ms`; apply the outputs at once.
+ * writes the decisions to `outputs` and stores the records that are due. Call every
+ * `outputs->tick_ms` and at the deadline of `bms_next_deadline_ms`; apply the outputs at once.
  *
  * Returns `BMS_OK`, or `BMS_EINVAL` (bad handle, null or misaligned pointer; `outputs`
  * unchanged).
@@ -360,16 +361,56 @@ int32_t bms_step(struct bms *bms,
  * Each complete valid frame is handed to the core as a battery report; bad frames and refused
  * reports are dropped, counted and logged at debug level.
  *
- * Returns the number of reports the core took (0 or more), or `BMS_EINVAL` (bad handle, null `bytes`
- * with a non-zero `len`).
+ * Returns the number of reports the core took (0 or more), or `BMS_EINVAL` (bad handle, null
+ * `bytes` with a non-zero `len`).
  *
  * # Safety
  * `bytes` must be null or readable for `len` bytes.
  */
-int32_t bms_feed_bus(struct bms *bms,
-                     uint64_t now_ms,
-                     const uint8_t *bytes,
-                     size_t len);
+int32_t bms_feed_bus(struct bms *bms, uint64_t now_ms, const uint8_t *bytes, size_t len);
+
+/**
+ * Handles one GATT access at `now_ms` to the OpenBMS service characteristic `characteristic`
+ * (numbers in docs/protocol.md): a read (`write` false; `req` empty, or the battery selector
+ * the client last wrote) or a write of `req`. `authenticated` is true on an encrypted link
+ * paired with the passkey: only then are writes and actions accepted (BLE-2).
+ *
+ * Every request gets a response (`resp[1]` is its protocol status; a refused request changes
+ * nothing, BLE-4): it is written to `resp` and its length to `*resp_len`. Changed settings,
+ * SoC or history are stored before the call returns; after a control-point write, read
+ * `bms_passkey` again.
+ *
+ * Returns `BMS_OK`, `BMS_ENOSPC` when `resp_cap` < `BMS_GATT_RESPONSE_MAX`, or `BMS_EINVAL`
+ * (bad handle, null pointer with a non-zero length, null `resp_len`, `req` overlapping `resp`).
+ *
+ * # Safety
+ * `req` must be null or readable for `req_len` bytes, `resp` null or writable for `resp_cap`
+ * bytes, `resp_len` null or point to a writable `size_t`.
+ */
+int32_t bms_gatt_request(struct bms *bms,
+                         uint64_t now_ms,
+                         uint8_t characteristic,
+                         bool write,
+                         bool authenticated,
+                         const uint8_t *req,
+                         size_t req_len,
+                         uint8_t *resp,
+                         size_t resp_cap,
+                         size_t *resp_len);
+
+/**
+ * Builds the Instant Readout advertisement (BLE-3) into `buf`: the manufacturer data of the
+ * advertising packet, company id first (`BMS_ADVERTISEMENT_LEN` bytes), for
+ * `BT_DATA_MANUFACTURER_DATA`. Call when a step set `adv_changed` (each call takes a new nonce).
+ *
+ * Returns `BMS_OK` with the length in `*len`, `BMS_ENOSPC` when `cap` <
+ * `BMS_ADVERTISEMENT_LEN`, or `BMS_EINVAL` (bad handle, null pointer).
+ *
+ * # Safety
+ * `buf` must be null or writable for `cap` bytes, `len` null or point to a writable `size_t`,
+ * the two not overlapping.
+ */
+int32_t bms_advertisement(struct bms *bms, uint8_t *buf, size_t cap, size_t *len);
 
 /**
  * Reports firmware-update progress at `now_ms` (PROT-10): `event` is a `bms_dfu` value.
@@ -391,6 +432,17 @@ int32_t bms_dfu_event(struct bms *bms, uint64_t now_ms, bms_dfu_t event);
  * `deadline_ms` must be null or point to a writable `uint64_t`.
  */
 int32_t bms_next_deadline_ms(const struct bms *bms, uint64_t *deadline_ms);
+
+/**
+ * Stores in `*passkey` the pairing passkey (0–999999, BLE-2) to give the BLE stack: at start
+ * and after each control-point write (the user may change it).
+ *
+ * Returns `BMS_OK`, or `BMS_EINVAL` (bad handle, null or misaligned pointer).
+ *
+ * # Safety
+ * `passkey` must be null or point to a writable `uint32_t`.
+ */
+int32_t bms_passkey(const struct bms *bms, uint32_t *passkey);
 
 /**
  * Sets which library log records reach `bms_port_log`: 0 none, 1 errors, 2 + warnings,

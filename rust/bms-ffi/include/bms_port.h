@@ -58,6 +58,16 @@ int bms_port_storage_write(const char *key, const uint8_t *buf, size_t len);
 int bms_port_storage_delete(const char *key);
 
 /**
+ * Fill @p buf with @p len cryptographically secure random bytes (Zephyr: sys_csrand_get()).
+ * Called when the device makes its Instant Readout key (first start, or the stored secrets
+ * were lost) and for the first advertisement nonce after a lost nonce record.
+ *
+ * @retval 0     @p buf is filled.
+ * @retval -EIO  no random bytes available (the library retries at the next bms_open()).
+ */
+int bms_port_random(uint8_t *buf, size_t len);
+
+/**
  * One log record of the library. @p msg is @p len bytes of UTF-8 text, not NUL-terminated,
  * valid only during the call. Zephyr's LOG_* macros copy string arguments held in RAM, so
  * LOG_INF("%.*s", (int)len, msg) is safe in deferred mode too.

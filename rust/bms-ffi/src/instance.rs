@@ -1,20 +1,234 @@
-//! The one BMS instance in static storage, and the checks that turn a wrong handle or an
-//! overlapping call into an error status instead of undefined behaviour.
+//! The one BMS instance in static storage, what each C call does with it, and the checks that
+//! turn a wrong handle or an overlapping call into an error status instead of undefined
+//! behaviour.
 
 use core::cell::UnsafeCell;
 use core::mem::MaybeUninit;
 use core::sync::atomic::{AtomicBool, Ordering};
 
 use bms_core::bus::FrameDecoder;
-use bms_core::Bms;
+use bms_core::protocol::{self, Access, BmsDevice, DeviceSecrets};
+use bms_core::storage::{Outcome, Persistence, RecordKind, Records};
+use bms_core::{Bms, Config, Decisions, DfuEvent, Event, Inputs, Output};
 
-use crate::abi::{BMS_EBUSY, BMS_EINVAL};
+use crate::abi::{BmsOutputs, BMS_EBUSY, BMS_EINVAL, BMS_ENOSPC};
+use crate::port;
+use crate::store::{self, PortStorage, SecretsError};
 
 /// The library state behind the C handle `struct bms *`: opaque to C, in static storage.
 pub struct Instance {
-    pub(crate) bms: Bms,
+    bms: Bms,
     /// Reassembles battery-bus frames across `bms_feed_bus` calls.
-    pub(crate) decoder: FrameDecoder,
+    decoder: FrameDecoder,
+    /// The write policy of the persisted records.
+    persistence: Persistence,
+    /// The pairing passkey and the Instant Readout key.
+    secrets: DeviceSecrets,
+}
+
+impl Instance {
+    /// Restores every record through the port and builds the core from them.
+    fn open() -> Instance {
+        let mut storage = PortStorage;
+        let (persistence, restored) = Persistence::restore(&mut storage);
+        for kind in RecordKind::ALL {
+            if let Some(err) = restored.fault(kind) {
+                log::error!("{kind:?} record not restored: {err}");
+            }
+        }
+        let secrets = open_secrets(&mut storage);
+        let config = Config {
+            settings: restored.settings_or_default(),
+            settings_corrupt: restored.fault(RecordKind::Settings).is_some(),
+            records_corrupt: restored.fault(RecordKind::Soc).is_some()
+                || restored.fault(RecordKind::History).is_some(),
+            restored_soc: restored.soc.ok(),
+            restored_history: restored.history.ok(),
+            device_key: secrets.adv_key,
+            adv_nonce: restored.first_nonce(random_u16()),
+            ..Config::default()
+        };
+        Instance {
+            bms: Bms::new(config),
+            decoder: FrameDecoder::new(),
+            persistence,
+            secrets,
+        }
+    }
+
+    /// One control step, then the records that became due are written.
+    pub(crate) fn step(&mut self, now_ms: u64, inputs: &Inputs) -> BmsOutputs {
+        let decisions = self.bms.step(now_ms, inputs);
+        log_events(&decisions);
+        let persist = decisions.persist;
+        self.persist(now_ms, persist.soc, persist.history, persist.nonce);
+        BmsOutputs::from_decisions(&decisions)
+    }
+
+    /// Writes what is due (and what was never stored) and tells the core what was written.
+    fn persist(&mut self, now_ms: u64, soc_due: bool, history_due: bool, nonce: Option<u16>) {
+        let records = Records {
+            settings: *self.bms.settings(),
+            soc: self.bms.soc_record(),
+            soc_due,
+            history: self.bms.history_record(),
+            history_due,
+            nonce,
+        };
+        let report = self.persistence.poll(&mut PortStorage, now_ms, &records);
+        if report.soc == Outcome::Written {
+            self.bms.soc_persisted();
+        }
+        if report.history == Outcome::Written {
+            self.bms.history_persisted(now_ms);
+        }
+        if let (Outcome::Written, Some(value)) = (report.nonce, nonce) {
+            self.bms.nonce_persisted(value);
+        }
+        for kind in RecordKind::ALL {
+            if let Outcome::Failed(err) = report.outcome(kind) {
+                log::error!("{kind:?} record not written: {err}");
+                self.bms.report_storage_error();
+            }
+        }
+    }
+
+    /// Feeds bus bytes; returns how many reports the core took.
+    pub(crate) fn feed_bus(&mut self, now_ms: u64, bytes: &[u8]) -> i32 {
+        let Instance { bms, decoder, .. } = self;
+        let mut taken: i32 = 0;
+        decoder.feed_frames(bytes, |outcome| match outcome {
+            Ok(report) => match bms.handle_report(now_ms, &report) {
+                Ok(()) => taken = taken.saturating_add(1),
+                Err(err) => log::debug!("battery {} report refused: {err}", report.serial),
+            },
+            Err(err) => log::debug!("bus frame dropped: {err}"),
+        });
+        taken
+    }
+
+    /// Answers one GATT access into `resp`; returns the response length.
+    pub(crate) fn gatt_request(
+        &mut self,
+        now_ms: u64,
+        characteristic: u8,
+        access: Access,
+        authenticated: bool,
+        req: &[u8],
+        resp: &mut [u8],
+    ) -> Result<usize, i32> {
+        let mut device = BmsDevice {
+            bms: &mut self.bms,
+            secrets: &mut self.secrets,
+        };
+        let reply = protocol::handle_request(
+            &mut device,
+            now_ms,
+            characteristic,
+            access,
+            authenticated,
+            req,
+            resp,
+        )
+        .map_err(|_| BMS_ENOSPC)?;
+        let changed = reply.changed;
+        if changed.secrets {
+            log::info!("passkey changed");
+            if let Err(err) = store::save_secrets(&mut PortStorage, &self.secrets) {
+                log::error!("secrets not written: {err}");
+                self.bms.report_storage_error();
+            }
+        }
+        // Settings, SoC and history changed by a request are stored now, not at the next step.
+        if changed.settings || changed.soc || changed.history {
+            self.persist(now_ms, changed.soc, changed.history, None);
+        }
+        Ok(reply.len)
+    }
+
+    /// Builds the Instant Readout manufacturer data into `out`; returns its length.
+    pub(crate) fn advertisement(&mut self, out: &mut [u8]) -> Result<usize, i32> {
+        self.bms.manufacturer_data(out).map_err(|_| BMS_ENOSPC)
+    }
+
+    /// Firmware-update progress.
+    pub(crate) fn dfu_event(&mut self, now_ms: u64, event: DfuEvent) {
+        log::info!("firmware update {event:?}");
+        self.bms.handle_dfu(now_ms, event);
+    }
+
+    /// When the next step is due at the latest.
+    pub(crate) fn next_deadline_ms(&self) -> Option<u64> {
+        self.bms.next_deadline_ms()
+    }
+
+    /// The pairing passkey to give the BLE stack (0–999999).
+    pub(crate) fn passkey(&self) -> u32 {
+        self.secrets.passkey
+    }
+}
+
+/// Restores the secrets, or makes new ones: a random Instant Readout key and the factory
+/// passkey. The key is stored only when it is truly random.
+fn open_secrets(storage: &mut PortStorage) -> DeviceSecrets {
+    let err = match store::load_secrets(storage) {
+        Ok(secrets) => return secrets,
+        Err(err) => err,
+    };
+    if err != SecretsError::Missing {
+        log::error!("{err}: new advertisement key, factory passkey");
+    }
+    let mut secrets = DeviceSecrets {
+        passkey: DeviceSecrets::DEFAULT_PASSKEY,
+        adv_key: [0; 16],
+    };
+    if port::random(&mut secrets.adv_key).is_err() {
+        log::error!("no random bytes: advertisement key not made (retried at the next start)");
+        return secrets;
+    }
+    if let Err(err) = store::save_secrets(storage, &secrets) {
+        log::error!("secrets not written: {err}");
+    }
+    secrets
+}
+
+/// A random 16-bit value from the port, 0 when it has none.
+fn random_u16() -> u16 {
+    let mut bytes = [0u8; 2];
+    match port::random(&mut bytes) {
+        Ok(()) => u16::from_le_bytes(bytes),
+        Err(_) => 0,
+    }
+}
+
+/// Logs what happened in one step (PROT-11: every output change is logged with its reasons).
+fn log_events(decisions: &Decisions) {
+    for event in &decisions.events {
+        if let Event::OutputChanged {
+            output,
+            high,
+            reasons,
+        } = *event
+        {
+            let name = match output {
+                Output::Atd => "ATD",
+                Output::Atc => "ATC",
+                Output::Prealarm => "pre-alarm",
+            };
+            let state = match (output, high) {
+                (Output::Prealarm, true) => "active",
+                (_, true) => "high",
+                (_, false) => "free-floating",
+            };
+            log::info!("{name} {state} (reasons {:#x})", reasons.bits());
+            for reason in reasons.iter() {
+                log::info!("{name} reason: {}", reason.name());
+            }
+        }
+    }
+    if decisions.events_dropped > 0 {
+        log::warn!("{} events not logged", decisions.events_dropped);
+    }
 }
 
 /// Static storage for the instance plus two flags: `open` says whether `cell` holds a live
@@ -25,9 +239,8 @@ struct Slot {
     cell: UnsafeCell<MaybeUninit<Instance>>,
 }
 
-// SAFETY: the cell is only reached through `Slot::claim`, which hands out at most one `Claim`
-// at a time (the `busy` flag is taken with an atomic swap), so no two threads ever access the
-// cell at once.
+// SAFETY: the cell is only reached through `Claim`, of which at most one exists at a time (the
+// `busy` flag is taken with an atomic swap), so no two threads ever access the cell at once.
 unsafe impl Sync for Slot {}
 
 static SLOT: Slot = Slot {
@@ -49,7 +262,7 @@ impl Claim {
     }
 
     /// Takes the slot for a call on `handle`: `BMS_EINVAL` unless `handle` is the pointer
-    /// `bms_open` returned and the instance is open.
+    /// `bms_open` returned and the instance is open, `BMS_EBUSY` during another call.
     pub(crate) fn of(handle: *const Instance) -> Result<Claim, i32> {
         if handle.is_null() || handle != SLOT.cell.get().cast::<Instance>().cast_const() {
             return Err(BMS_EINVAL);
@@ -61,25 +274,25 @@ impl Claim {
         Ok(claim)
     }
 
-    /// Puts a new instance into the free slot and returns the C handle, or `None` when an
-    /// instance is already open or another call is running.
-    pub(crate) fn open(make: impl FnOnce() -> Instance) -> Option<*mut Instance> {
+    /// Opens the instance in the free slot and returns the C handle, or `None` when an
+    /// instance is open already or another call is running.
+    pub(crate) fn open() -> Option<*mut Instance> {
         let _claim = Claim::take().ok()?;
         if SLOT.open.load(Ordering::Relaxed) {
             return None;
         }
         // SAFETY: we hold the claim, so nothing else accesses the cell, and `open` is false, so
         // the cell holds no live instance that writing over could leak.
-        let instance = unsafe { (*SLOT.cell.get()).write(make()) };
+        let instance = unsafe { (*SLOT.cell.get()).write(Instance::open()) };
         SLOT.open.store(true, Ordering::Relaxed);
         Some(core::ptr::from_mut(instance))
     }
 
     /// The open instance.
     pub(crate) fn instance(&mut self) -> &mut Instance {
-        // SAFETY: a `Claim` obtained through `Claim::of` exists only while `open` is true, so
-        // the cell is initialised; the claim is exclusive and the returned borrow cannot outlive
-        // it, so this is the only reference.
+        // SAFETY: a `Claim` from `Claim::of` exists only while `open` is true, so the cell is
+        // initialised; the claim is exclusive and the returned borrow cannot outlive it, so
+        // this is the only reference.
         unsafe { (*SLOT.cell.get()).assume_init_mut() }
     }
 

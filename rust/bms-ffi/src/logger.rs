@@ -48,7 +48,8 @@ impl Write for Line {
         while !s.is_char_boundary(take) {
             take -= 1;
         }
-        if let (Some(dst), Some(src)) = (self.buf.get_mut(self.len..self.len + take), s.get(..take)) {
+        if let (Some(dst), Some(src)) = (self.buf.get_mut(self.len..self.len + take), s.get(..take))
+        {
             dst.copy_from_slice(src.as_bytes());
             self.len += take;
         }
@@ -138,7 +139,11 @@ mod tests {
         let long = "é".repeat(LINE_BYTES);
         assert!(write!(line, "{long}").is_err());
         let text = line.text();
-        assert_eq!(text.len(), LINE_BYTES - 1, "59 two-byte characters plus the mark");
+        assert_eq!(
+            text.len(),
+            LINE_BYTES - 1,
+            "59 two-byte characters plus the mark"
+        );
         assert_eq!(text.last(), Some(&b'~'));
         assert!(core::str::from_utf8(text).is_ok());
     }
@@ -152,7 +157,13 @@ mod tests {
 
     #[test]
     fn level_numbers_round_trip() {
-        for level in [Level::Error, Level::Warn, Level::Info, Level::Debug, Level::Trace] {
+        for level in [
+            Level::Error,
+            Level::Warn,
+            Level::Info,
+            Level::Debug,
+            Level::Trace,
+        ] {
             assert_eq!(level_filter(level_number(level)), level.to_level_filter());
         }
         assert_eq!(level_filter(0), LevelFilter::Off);

@@ -13,6 +13,14 @@ pub(crate) fn log(level: u8, line: &[u8]) {
     unsafe { port_sys::bms_port_log(level, line.as_ptr().cast(), line.len()) }
 }
 
+/// Fills `buf` with random bytes from the platform; `Err` carries its negative errno.
+pub(crate) fn random(buf: &mut [u8]) -> Result<(), i32> {
+    // SAFETY: `buf` is writable for `buf.len()` bytes during the call, which does not keep the
+    // pointer.
+    let status = unsafe { port_sys::bms_port_random(buf.as_mut_ptr(), buf.len()) };
+    status_of(status)
+}
+
 /// `key` as a NUL-terminated C string in a stack buffer; `BMS_EINVAL` when it is too long or
 /// holds a NUL.
 fn c_key(key: &str) -> Result<[u8; KEY_BYTES + 1], i32> {
@@ -34,8 +42,9 @@ pub(crate) fn storage_read(key: &str, buf: &mut [u8]) -> Result<usize, i32> {
     let mut len = 0usize;
     // SAFETY: `c` is NUL-terminated, `buf` is writable for `buf.len()` bytes and `len` is a
     // valid `size_t`; all three outlive the call, which does not keep the pointers.
-    let status =
-        unsafe { port_sys::bms_port_storage_read(c.as_ptr().cast(), buf.as_mut_ptr(), buf.len(), &mut len) };
+    let status = unsafe {
+        port_sys::bms_port_storage_read(c.as_ptr().cast(), buf.as_mut_ptr(), buf.len(), &mut len)
+    };
     match status {
         0 if len <= buf.len() => Ok(len),
         err if err < 0 => Err(err),
@@ -50,7 +59,8 @@ pub(crate) fn storage_write(key: &str, bytes: &[u8]) -> Result<(), i32> {
     let c = c_key(key)?;
     // SAFETY: `c` is NUL-terminated and `bytes` is readable for `bytes.len()` bytes during the
     // call, which does not keep the pointers.
-    let status = unsafe { port_sys::bms_port_storage_write(c.as_ptr().cast(), bytes.as_ptr(), bytes.len()) };
+    let status =
+        unsafe { port_sys::bms_port_storage_write(c.as_ptr().cast(), bytes.as_ptr(), bytes.len()) };
     status_of(status)
 }
 

@@ -22,5 +22,8 @@ unsafe extern "C" {
     pub fn bms_port_storage_delete(key: *const core::ffi::c_char) -> core::ffi::c_int;
 }
 unsafe extern "C" {
+    pub fn bms_port_random(buf: *mut u8, len: usize) -> core::ffi::c_int;
+}
+unsafe extern "C" {
     pub fn bms_port_log(level: u8, msg: *const core::ffi::c_char, len: usize);
 }

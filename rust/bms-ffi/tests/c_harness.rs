@@ -17,7 +17,12 @@ fn crate_dir() -> PathBuf {
 }
 
 /// One battery's report with all cells at `cell_mv`, except `low` = (cell index, mV).
-fn report(serial: u32, model: BatteryModel, cell_mv: u16, low: Option<(usize, u16)>) -> BatteryReport {
+fn report(
+    serial: u32,
+    model: BatteryModel,
+    cell_mv: u16,
+    low: Option<(usize, u16)>,
+) -> BatteryReport {
     let mut cells = heapless::Vec::new();
     for i in 0..model.cells() {
         let mv = match low {
@@ -56,7 +61,12 @@ fn stream(reports: &[BatteryReport]) -> Vec<u8> {
 
 fn c_array(out: &mut String, name: &str, doc: &str, bytes: &[u8]) {
     writeln!(out, "/* {doc} */").unwrap();
-    writeln!(out, "static const uint8_t {name}[{}] __attribute__((unused)) = {{", bytes.len()).unwrap();
+    writeln!(
+        out,
+        "static const uint8_t {name}[{}] __attribute__((unused)) = {{",
+        bytes.len()
+    )
+    .unwrap();
     for chunk in bytes.chunks(16) {
         let line: Vec<String> = chunk.iter().map(|b| format!("0x{b:02x}")).collect();
         writeln!(out, "\t{},", line.join(", ")).unwrap();
@@ -68,9 +78,14 @@ fn c_array(out: &mut String, name: &str, doc: &str, bytes: &[u8]) {
 fn fixtures() -> String {
     use BatteryModel::{Lfp12V8, Lfp25V6};
     let two = |cell_mv, low| {
-        stream(&[report(1001, Lfp12V8, cell_mv, low), report(1002, Lfp12V8, cell_mv, None)])
+        stream(&[
+            report(1001, Lfp12V8, cell_mv, low),
+            report(1002, Lfp12V8, cell_mv, None),
+        ])
     };
-    let bank50: Vec<BatteryReport> = (0..50).map(|i| report(2000 + i, Lfp25V6, 3300, None)).collect();
+    let bank50: Vec<BatteryReport> = (0..50)
+        .map(|i| report(2000 + i, Lfp25V6, 3300, None))
+        .collect();
     let mut out = String::new();
     out.push_str(
         "/* SPDX-License-Identifier: Apache-2.0 */\n\
@@ -78,11 +93,20 @@ fn fixtures() -> String {
          * bms-core's encoder; do not edit. Regenerate: BMS_FFI_BLESS=1 cargo test -p bms-ffi --test c_harness */\n\n\
          #ifndef FIXTURES_H\n#define FIXTURES_H\n\n#include <stdint.h>\n\n",
     );
-    out.push_str("/* Bank voltage of the two 12.8 V batteries in series at 3.30 V per cell, in mV. */\n");
+    out.push_str(
+        "/* Bank voltage of the two 12.8 V batteries in series at 3.30 V per cell, in mV. */\n",
+    );
     out.push_str("#define FIXTURE_BANK2_SUPPLY_MV 26400u\n");
-    out.push_str("/* Bank voltage of 50 25.6 V batteries in parallel at 3.30 V per cell, in mV. */\n");
+    out.push_str(
+        "/* Bank voltage of 50 25.6 V batteries in parallel at 3.30 V per cell, in mV. */\n",
+    );
     out.push_str("#define FIXTURE_BANK50_SUPPLY_MV 26400u\n\n");
-    c_array(&mut out, "fixture_bank2_ok", "2 x 12.8 V (serials 1001, 1002), cells 3.30 V", &two(3300, None));
+    c_array(
+        &mut out,
+        "fixture_bank2_ok",
+        "2 x 12.8 V (serials 1001, 1002), cells 3.30 V",
+        &two(3300, None),
+    );
     c_array(
         &mut out,
         "fixture_bank2_prealarm",
@@ -101,7 +125,12 @@ fn fixtures() -> String {
         "as fixture_bank2_ok, but cell 2 of battery 1001 at 3.25 V (above the 3.20 V release)",
         &two(3300, Some((1, 3250))),
     );
-    c_array(&mut out, "fixture_bank50", "50 x 25.6 V (serials 2000..2049) in parallel, cells 3.30 V", &stream(&bank50));
+    c_array(
+        &mut out,
+        "fixture_bank50",
+        "50 x 25.6 V (serials 2000..2049) in parallel, cells 3.30 V",
+        &stream(&bank50),
+    );
     out.push_str("#endif /* FIXTURES_H */\n");
     out
 }
@@ -125,7 +154,11 @@ fn fixtures_h_is_up_to_date() {
 /// The static library cargo built for this test run: the newest `libbms_ffi-*.a` next to this
 /// test's executable (cargo does not copy it out of `deps/` for test builds).
 fn staticlib() -> PathBuf {
-    let deps = std::env::current_exe().unwrap().parent().unwrap().to_path_buf();
+    let deps = std::env::current_exe()
+        .unwrap()
+        .parent()
+        .unwrap()
+        .to_path_buf();
     std::fs::read_dir(&deps)
         .unwrap()
         .filter_map(|e| e.ok().map(|e| e.path()))
@@ -151,21 +184,32 @@ fn build_harness(out: &Path) -> PathBuf {
         .get_compiler();
     let exe = out.join("bms_c_harness");
     let mut cmd = compiler.to_command();
-    cmd.args(["-std=c11", "-Wall", "-Wextra", "-Werror", "-Wconversion", "-Wno-sign-conversion"])
-        .arg("-I")
-        .arg(dir.join("include"))
-        .arg("-I")
-        .arg(dir.join("tests/c"))
-        .arg(dir.join("tests/c/harness.c"))
-        .arg(dir.join("tests/c/port_mem.c"))
-        .arg(staticlib())
-        // What a Rust std staticlib needs from the host C library.
-        .args(["-lpthread", "-ldl", "-lm", "-lrt", "-lutil"])
-        .arg("-o")
-        .arg(&exe);
+    cmd.args([
+        "-std=c11",
+        "-Wall",
+        "-Wextra",
+        "-Werror",
+        "-Wconversion",
+        "-Wno-sign-conversion",
+    ])
+    .arg("-I")
+    .arg(dir.join("include"))
+    .arg("-I")
+    .arg(dir.join("tests/c"))
+    .arg(dir.join("tests/c/harness.c"))
+    .arg(dir.join("tests/c/port_mem.c"))
+    .arg(staticlib())
+    // What a Rust std staticlib needs from the host C library.
+    .args(["-lpthread", "-ldl", "-lm", "-lrt", "-lutil"])
+    .arg("-o")
+    .arg(&exe);
     let status = cmd.status().expect("C compiler did not start");
     let args: Vec<_> = cmd.get_args().collect();
-    assert!(status.success(), "compiling the C harness failed: {:?} {args:?}", cmd.get_program());
+    assert!(
+        status.success(),
+        "compiling the C harness failed: {:?} {args:?}",
+        cmd.get_program()
+    );
     exe
 }
 
@@ -175,11 +219,18 @@ fn run(cmd: &mut Command) {
     let stderr = String::from_utf8_lossy(&output.stderr);
     println!("{stdout}");
     eprintln!("{stderr}");
-    assert!(output.status.success(), "C harness failed ({}): {cmd:?}", output.status);
+    assert!(
+        output.status.success(),
+        "C harness failed ({}): {cmd:?}",
+        output.status
+    );
 }
 
 fn valgrind_available() -> bool {
-    Command::new("valgrind").arg("--version").output().is_ok_and(|o| o.status.success())
+    Command::new("valgrind")
+        .arg("--version")
+        .output()
+        .is_ok_and(|o| o.status.success())
 }
 
 #[test]
@@ -190,16 +241,20 @@ fn c_harness_passes_natively_and_under_valgrind() {
     run(&mut Command::new(&exe));
     let require = std::env::var("BMS_FFI_VALGRIND").is_ok_and(|v| v == "require");
     if valgrind_available() {
-        run(Command::new("valgrind").args([
-            "--quiet",
-            "--error-exitcode=99",
-            "--leak-check=full",
-            "--errors-for-leak-kinds=definite",
-            "--track-origins=yes",
-        ])
-        .arg(&exe));
+        run(Command::new("valgrind")
+            .args([
+                "--quiet",
+                "--error-exitcode=99",
+                "--leak-check=full",
+                "--errors-for-leak-kinds=definite",
+                "--track-origins=yes",
+            ])
+            .arg(&exe));
     } else {
-        assert!(!require, "valgrind is required (BMS_FFI_VALGRIND=require) but not installed");
+        assert!(
+            !require,
+            "valgrind is required (BMS_FFI_VALGRIND=require) but not installed"
+        );
         eprintln!("valgrind not installed: the harness ran natively only");
     }
 }

@@ -19,7 +19,10 @@ fn check(path: &Path, generated: &str) {
             .lines()
             .zip(generated.lines())
             .position(|(a, b)| a != b)
-            .map_or(committed.lines().count().min(generated.lines().count()), |l| l);
+            .map_or(
+                committed.lines().count().min(generated.lines().count()),
+                |l| l,
+            );
         panic!(
             "{} is out of date (first difference at line {}): regenerate with \
              `BMS_FFI_BLESS=1 cargo test -p bms-ffi --test generated` and commit it",

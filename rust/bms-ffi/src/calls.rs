@@ -1,0 +1,340 @@
+//! The `extern "C"` functions of `bms.h`: argument checks, then one call on the instance.
+//!
+//! Every pointer argument is checked (null, alignment, overlap, the handle against the one
+//! instance) before use; a bad argument returns `BMS_EINVAL` and changes nothing.
+
+use core::sync::atomic::{AtomicU8, Ordering};
+
+use bms_core::protocol::Access;
+
+use crate::abi::{
+    BmsDfu, BmsDfuCode, BmsInputs, BmsOutputs, BMS_EINVAL, BMS_ENOSPC, BMS_NO_DEADLINE, BMS_OK,
+};
+use crate::instance::{Claim, Instance};
+use crate::logger;
+
+/// The level `bms_open` installs the logger with (see `bms_set_log_level`).
+static LOG_LEVEL: AtomicU8 = AtomicU8::new(3);
+
+/// A shared reference to a caller's struct, or `BMS_EINVAL` for a null or misaligned pointer.
+///
+/// # Safety
+/// A non-null, aligned `ptr` must point to a readable, initialised `T` for the returned lifetime.
+unsafe fn arg_ref<'a, T>(ptr: *const T) -> Result<&'a T, i32> {
+    if ptr.is_null() || !ptr.is_aligned() {
+        return Err(BMS_EINVAL);
+    }
+    // SAFETY: non-null and aligned (checked), readable and initialised (the caller's contract).
+    Ok(unsafe { &*ptr })
+}
+
+/// Checks a caller's out-pointer: `BMS_EINVAL` when null or misaligned.
+fn arg_out<T>(ptr: *mut T) -> Result<(), i32> {
+    if ptr.is_null() || !ptr.is_aligned() {
+        return Err(BMS_EINVAL);
+    }
+    Ok(())
+}
+
+/// Writes `value` through an out-pointer checked by `arg_out`.
+///
+/// # Safety
+/// `ptr` passed `arg_out` and is writable for one `T`.
+unsafe fn write_out<T>(ptr: *mut T, value: T) {
+    // SAFETY: non-null and aligned (`arg_out`), writable (the caller's contract); `write` does
+    // not read or drop the old contents, which may be uninitialised.
+    unsafe { ptr.write(value) }
+}
+
+/// Checks a caller's buffer: `BMS_EINVAL` for a null pointer with a non-zero length or a
+/// length beyond `isize::MAX`.
+fn arg_buf(ptr: *const u8, len: usize) -> Result<(), i32> {
+    if (ptr.is_null() && len > 0) || len > isize::MAX as usize {
+        return Err(BMS_EINVAL);
+    }
+    Ok(())
+}
+
+/// A caller's input bytes (checked by `arg_buf`); empty for a zero length, whatever the pointer.
+///
+/// # Safety
+/// `ptr` passed `arg_buf`, and a non-null `ptr` is readable for `len` bytes for the returned
+/// lifetime and not written meanwhile.
+unsafe fn in_bytes<'a>(ptr: *const u8, len: usize) -> &'a [u8] {
+    if len == 0 {
+        return &[];
+    }
+    // SAFETY: non-null with `len` in range (`arg_buf`; `u8` needs no alignment), readable and
+    // not written meanwhile (the caller's contract).
+    unsafe { core::slice::from_raw_parts(ptr, len) }
+}
+
+/// A caller's output buffer (checked by `arg_buf`); empty for a zero length.
+///
+/// # Safety
+/// `ptr` passed `arg_buf`, and a non-null `ptr` is writable for `len` bytes for the returned
+/// lifetime and not accessed by anyone else meanwhile (also not through another argument).
+unsafe fn out_bytes<'a>(ptr: *mut u8, len: usize) -> &'a mut [u8] {
+    if len == 0 {
+        return &mut [];
+    }
+    // SAFETY: as in `in_bytes`, with exclusive write access (the caller's contract).
+    unsafe { core::slice::from_raw_parts_mut(ptr, len) }
+}
+
+/// True when the byte ranges `[a, a + a_len)` and `[b, b + b_len)` share a byte.
+fn overlap(a: *const u8, a_len: usize, b: *const u8, b_len: usize) -> bool {
+    let (a, b) = (a as usize, b as usize);
+    a_len > 0 && b_len > 0 && a < b.saturating_add(b_len) && b < a.saturating_add(a_len)
+}
+
+/// The status of a call that returns nothing else.
+fn status(result: Result<(), i32>) -> i32 {
+    match result {
+        Ok(()) => BMS_OK,
+        Err(err) => err,
+    }
+}
+
+/// Opens the BMS: restores settings and records through `bms_port_storage_read` (on the first
+/// start also makes the device's Instant Readout key with `bms_port_random`) and sets up
+/// logging through `bms_port_log`. Call once at start-up, from the thread that will own it.
+///
+/// Returns the handle for every other call, or NULL when the instance is open already.
+#[no_mangle]
+pub extern "C" fn bms_open() -> *mut Instance {
+    logger::install(LOG_LEVEL.load(Ordering::Relaxed));
+    match Claim::open() {
+        Some(handle) => {
+            log::info!("open");
+            handle
+        }
+        None => core::ptr::null_mut(),
+    }
+}
+
+/// Closes the BMS; the handle is invalid afterwards and `bms_open` may be called again.
+///
+/// Returns `BMS_OK`, or `BMS_EINVAL` for a handle that is not the open instance.
+///
+/// # Safety
+/// Any pointer value is accepted and checked; there is no requirement on the caller.
+#[no_mangle]
+pub unsafe extern "C" fn bms_close(bms: *mut Instance) -> i32 {
+    status(Claim::of(bms).map(Claim::close))
+}
+
+/// One control step at `now_ms` (monotonic ms): takes the BMS's own measurements `inputs`,
+/// writes the decisions to `outputs` and stores the records that are due. Call every
+/// `outputs->tick_ms` and at the deadline of `bms_next_deadline_ms`; apply the outputs at once.
+///
+/// Returns `BMS_OK`, or `BMS_EINVAL` (bad handle, null or misaligned pointer; `outputs`
+/// unchanged).
+///
+/// # Safety
+/// `inputs` must be null or point to a readable `struct bms_inputs`, `outputs` null or point to
+/// a writable `struct bms_outputs`.
+#[no_mangle]
+pub unsafe extern "C" fn bms_step(
+    bms: *mut Instance,
+    now_ms: u64,
+    inputs: *const BmsInputs,
+    outputs: *mut BmsOutputs,
+) -> i32 {
+    status((|| {
+        let mut claim = Claim::of(bms)?;
+        // SAFETY: the caller's contract for `inputs`.
+        let inputs = unsafe { arg_ref(inputs) }?.to_core();
+        arg_out(outputs)?;
+        let result = claim.instance().step(now_ms, &inputs);
+        // SAFETY: checked by `arg_out`; writable by the caller's contract.
+        unsafe { write_out(outputs, result) };
+        Ok(())
+    })())
+}
+
+/// Feeds bytes received on the battery bus at `now_ms` (any chunking: a frame may span calls).
+/// Each complete valid frame is handed to the core as a battery report; bad frames and refused
+/// reports are dropped, counted and logged at debug level.
+///
+/// Returns the number of reports the core took (0 or more), or `BMS_EINVAL` (bad handle, null
+/// `bytes` with a non-zero `len`).
+///
+/// # Safety
+/// `bytes` must be null or readable for `len` bytes.
+#[no_mangle]
+pub unsafe extern "C" fn bms_feed_bus(
+    bms: *mut Instance,
+    now_ms: u64,
+    bytes: *const u8,
+    len: usize,
+) -> i32 {
+    let result = (|| {
+        let mut claim = Claim::of(bms)?;
+        arg_buf(bytes, len)?;
+        // SAFETY: checked by `arg_buf`; readable by the caller's contract.
+        let bytes = unsafe { in_bytes(bytes, len) };
+        Ok(claim.instance().feed_bus(now_ms, bytes))
+    })();
+    result.unwrap_or_else(|err| err)
+}
+
+/// Handles one GATT access at `now_ms` to the OpenBMS service characteristic `characteristic`
+/// (numbers in docs/protocol.md): a read (`write` false; `req` empty, or the battery selector
+/// the client last wrote) or a write of `req`. `authenticated` is true on an encrypted link
+/// paired with the passkey: only then are writes and actions accepted (BLE-2).
+///
+/// Every request gets a response (`resp[1]` is its protocol status; a refused request changes
+/// nothing, BLE-4): it is written to `resp` and its length to `*resp_len`. Changed settings,
+/// SoC or history are stored before the call returns; after a control-point write, read
+/// `bms_passkey` again.
+///
+/// Returns `BMS_OK`, `BMS_ENOSPC` when `resp_cap` < `BMS_GATT_RESPONSE_MAX`, or `BMS_EINVAL`
+/// (bad handle, null pointer with a non-zero length, null `resp_len`, `req` overlapping `resp`).
+///
+/// # Safety
+/// `req` must be null or readable for `req_len` bytes, `resp` null or writable for `resp_cap`
+/// bytes, `resp_len` null or point to a writable `size_t`.
+#[no_mangle]
+pub unsafe extern "C" fn bms_gatt_request(
+    bms: *mut Instance,
+    now_ms: u64,
+    characteristic: u8,
+    write: bool,
+    authenticated: bool,
+    req: *const u8,
+    req_len: usize,
+    resp: *mut u8,
+    resp_cap: usize,
+    resp_len: *mut usize,
+) -> i32 {
+    status((|| {
+        let mut claim = Claim::of(bms)?;
+        arg_buf(req, req_len)?;
+        arg_buf(resp, resp_cap)?;
+        arg_out(resp_len)?;
+        if overlap(req, req_len, resp, resp_cap) {
+            return Err(BMS_EINVAL);
+        }
+        if resp_cap < crate::abi::BMS_GATT_RESPONSE_MAX {
+            return Err(BMS_ENOSPC);
+        }
+        // SAFETY: checked by `arg_buf`; readable by the caller's contract, and not written
+        // through `resp`, which does not overlap it (checked).
+        let req = unsafe { in_bytes(req, req_len) };
+        // SAFETY: checked by `arg_buf`; writable by the caller's contract, and no other
+        // argument reaches it (`req` does not overlap; `resp_len` is only written after).
+        let resp = unsafe { out_bytes(resp, resp_cap) };
+        let access = if write { Access::Write } else { Access::Read };
+        let len = claim.instance().gatt_request(
+            now_ms,
+            characteristic,
+            access,
+            authenticated,
+            req,
+            resp,
+        )?;
+        // SAFETY: checked by `arg_out`; writable by the caller's contract.
+        unsafe { write_out(resp_len, len) };
+        Ok(())
+    })())
+}
+
+/// Builds the Instant Readout advertisement (BLE-3) into `buf`: the manufacturer data of the
+/// advertising packet, company id first (`BMS_ADVERTISEMENT_LEN` bytes), for
+/// `BT_DATA_MANUFACTURER_DATA`. Call when a step set `adv_changed` (each call takes a new nonce).
+///
+/// Returns `BMS_OK` with the length in `*len`, `BMS_ENOSPC` when `cap` <
+/// `BMS_ADVERTISEMENT_LEN`, or `BMS_EINVAL` (bad handle, null pointer).
+///
+/// # Safety
+/// `buf` must be null or writable for `cap` bytes, `len` null or point to a writable `size_t`,
+/// the two not overlapping.
+#[no_mangle]
+pub unsafe extern "C" fn bms_advertisement(
+    bms: *mut Instance,
+    buf: *mut u8,
+    cap: usize,
+    len: *mut usize,
+) -> i32 {
+    status((|| {
+        let mut claim = Claim::of(bms)?;
+        arg_buf(buf, cap)?;
+        arg_out(len)?;
+        if overlap(buf, cap, len.cast::<u8>(), core::mem::size_of::<usize>()) {
+            return Err(BMS_EINVAL);
+        }
+        // SAFETY: checked by `arg_buf`; writable by the caller's contract, not overlapping `len`.
+        let buf = unsafe { out_bytes(buf, cap) };
+        let used = claim.instance().advertisement(buf)?;
+        // SAFETY: checked by `arg_out`; writable by the caller's contract.
+        unsafe { write_out(len, used) };
+        Ok(())
+    })())
+}
+
+/// Reports firmware-update progress at `now_ms` (PROT-10): `event` is a `bms_dfu` value.
+///
+/// Returns `BMS_OK`, or `BMS_EINVAL` (bad handle or unknown event).
+///
+/// # Safety
+/// Any pointer value is accepted and checked; there is no requirement on the caller.
+#[no_mangle]
+pub unsafe extern "C" fn bms_dfu_event(bms: *mut Instance, now_ms: u64, event: BmsDfuCode) -> i32 {
+    status((|| {
+        let mut claim = Claim::of(bms)?;
+        let event = BmsDfu::from_code(event).ok_or(BMS_EINVAL)?;
+        claim.instance().dfu_event(now_ms, event);
+        Ok(())
+    })())
+}
+
+/// Stores in `*deadline_ms` when `bms_step` must run next at the latest (monotonic ms; may be
+/// in the past: step now), or `BMS_NO_DEADLINE`. Sleep until then unless data arrives.
+///
+/// Returns `BMS_OK`, or `BMS_EINVAL` (bad handle, null or misaligned pointer).
+///
+/// # Safety
+/// `deadline_ms` must be null or point to a writable `uint64_t`.
+#[no_mangle]
+pub unsafe extern "C" fn bms_next_deadline_ms(bms: *const Instance, deadline_ms: *mut u64) -> i32 {
+    status((|| {
+        let mut claim = Claim::of(bms)?;
+        arg_out(deadline_ms)?;
+        let deadline = claim
+            .instance()
+            .next_deadline_ms()
+            .unwrap_or(BMS_NO_DEADLINE);
+        // SAFETY: checked by `arg_out`; writable by the caller's contract.
+        unsafe { write_out(deadline_ms, deadline) };
+        Ok(())
+    })())
+}
+
+/// Stores in `*passkey` the pairing passkey (0–999999, BLE-2) to give the BLE stack: at start
+/// and after each control-point write (the user may change it).
+///
+/// Returns `BMS_OK`, or `BMS_EINVAL` (bad handle, null or misaligned pointer).
+///
+/// # Safety
+/// `passkey` must be null or point to a writable `uint32_t`.
+#[no_mangle]
+pub unsafe extern "C" fn bms_passkey(bms: *const Instance, passkey: *mut u32) -> i32 {
+    status((|| {
+        let mut claim = Claim::of(bms)?;
+        arg_out(passkey)?;
+        let value = claim.instance().passkey();
+        // SAFETY: checked by `arg_out`; writable by the caller's contract.
+        unsafe { write_out(passkey, value) };
+        Ok(())
+    })())
+}
+
+/// Sets which library log records reach `bms_port_log`: 0 none, 1 errors, 2 + warnings,
+/// 3 + info (the default), 4 + debug, 5 + trace. May be called at any time, also before
+/// `bms_open`.
+#[no_mangle]
+pub extern "C" fn bms_set_log_level(level: u8) {
+    LOG_LEVEL.store(level, Ordering::Relaxed);
+    log::set_max_level(logger::level_filter(level));
+}

@@ -63,7 +63,10 @@ struct PlantState {
 impl PlantState {
     /// A small deterministic ripple (± 500 mA) so that readings change as they do in life.
     fn ripple(&mut self) -> i32 {
-        self.noise = self.noise.wrapping_mul(6_364_136_223_846_793_005).wrapping_add(1);
+        self.noise = self
+            .noise
+            .wrapping_mul(6_364_136_223_846_793_005)
+            .wrapping_add(1);
         ((self.noise >> 33) % 1_000) as i32 - 500
     }
 }
@@ -149,7 +152,8 @@ fn run(scenario: &Scenario) -> Day {
     let mut t_ms = 0;
     while t_ms < 2 * DAY_MS {
         t_ms += STEP_MS;
-        let (bank_ma, bank_mv) = (scenario.plant)(t_ms, monitor.soc_permille().unwrap_or(500), &mut plant);
+        let (bank_ma, bank_mv) =
+            (scenario.plant)(t_ms, monitor.soc_permille().unwrap_or(500), &mut plant);
         let input = MonitorInput {
             bank_mv,
             bank_ma,
@@ -180,7 +184,11 @@ fn run(scenario: &Scenario) -> Day {
         if scenario.settings_changes_per_day > 0
             && t_ms % (DAY_MS / scenario.settings_changes_per_day) == 0
         {
-            let detection = if settings.charged_detection_min == 3 { 4 } else { 3 };
+            let detection = if settings.charged_detection_min == 3 {
+                4
+            } else {
+                3
+            };
             let new = Settings {
                 charged_detection_min: detection,
                 ..settings
@@ -194,7 +202,9 @@ fn run(scenario: &Scenario) -> Day {
             current_ma: Some(bank_ma),
             ..ReadoutValues::NOT_AVAILABLE
         };
-        advertiser.payload(&values, &mut payload).expect("payload buffer");
+        advertiser
+            .payload(&values, &mut payload)
+            .expect("payload buffer");
 
         let records = Records {
             settings,
@@ -331,6 +341,10 @@ fn main() {
         );
     }
     println!();
-    let verdict = if worst_years >= GOAL_YEARS { "met" } else { "NOT met" };
+    let verdict = if worst_years >= GOAL_YEARS {
+        "met"
+    } else {
+        "NOT met"
+    };
     println!("goal >= {GOAL_YEARS:.0} years in the worst case: {verdict} ({worst_years:.0} years)");
 }

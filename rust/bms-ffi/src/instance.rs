@@ -27,13 +27,19 @@ pub struct Instance {
 }
 
 impl Instance {
-    /// Restores every record through the port and builds the core from them.
-    fn open() -> Instance {
+    /// Restores every record through the port and builds the instance from them in `place`.
+    ///
+    /// Field by field, so that no whole `Instance` is built on the stack first (`Bms::new` still
+    /// returns its several KiB through a stack temporary: see docs/ffi.md on stack sizes).
+    ///
+    /// # Safety
+    /// `place` must be valid for writes of one `Instance` and hold no live value.
+    unsafe fn open_in(place: *mut Instance) {
         let mut storage = PortStorage;
         let (persistence, restored) = Persistence::restore(&mut storage);
         for kind in RecordKind::ALL {
             if let Some(err) = restored.fault(kind) {
-                log::error!("{kind:?} record not restored: {err}");
+                log::error!("{} record not restored: {err}", kind_name(kind));
             }
         }
         let secrets = open_secrets(&mut storage);
@@ -48,11 +54,14 @@ impl Instance {
             adv_nonce: restored.first_nonce(random_u16()),
             ..Config::default()
         };
-        Instance {
-            bms: Bms::new(config),
-            decoder: FrameDecoder::new(),
-            persistence,
-            secrets,
+        // SAFETY: `place` is valid for writes (the caller's contract); `addr_of_mut!` makes
+        // field pointers without reading or referencing the uninitialised memory, and `write`
+        // does not drop the old contents. Every field is written, so the value is complete.
+        unsafe {
+            core::ptr::addr_of_mut!((*place).bms).write(Bms::new(config));
+            core::ptr::addr_of_mut!((*place).decoder).write(FrameDecoder::new());
+            core::ptr::addr_of_mut!((*place).persistence).write(persistence);
+            core::ptr::addr_of_mut!((*place).secrets).write(secrets);
         }
     }
 
@@ -87,7 +96,7 @@ impl Instance {
         }
         for kind in RecordKind::ALL {
             if let Outcome::Failed(err) = report.outcome(kind) {
-                log::error!("{kind:?} record not written: {err}");
+                log::error!("{} record not written: {err}", kind_name(kind));
                 self.bms.report_storage_error();
             }
         }
@@ -153,7 +162,13 @@ impl Instance {
 
     /// Firmware-update progress.
     pub(crate) fn dfu_event(&mut self, now_ms: u64, event: DfuEvent) {
-        log::info!("firmware update {event:?}");
+        let what = match event {
+            DfuEvent::Started => "started",
+            DfuEvent::Completed => "completed",
+            DfuEvent::Failed => "failed",
+            DfuEvent::Aborted => "aborted",
+        };
+        log::info!("firmware update {what}");
         self.bms.handle_dfu(now_ms, event);
     }
 
@@ -190,6 +205,16 @@ fn open_secrets(storage: &mut PortStorage) -> DeviceSecrets {
         log::error!("secrets not written: {err}");
     }
     secrets
+}
+
+/// The name of a record kind in log lines (no `Debug` formatting: it costs flash).
+const fn kind_name(kind: RecordKind) -> &'static str {
+    match kind {
+        RecordKind::Settings => "settings",
+        RecordKind::Soc => "SoC",
+        RecordKind::History => "history",
+        RecordKind::Nonce => "nonce",
+    }
 }
 
 /// A random 16-bit value from the port, 0 when it has none.
@@ -281,11 +306,12 @@ impl Claim {
         if SLOT.open.load(Ordering::Relaxed) {
             return None;
         }
-        // SAFETY: we hold the claim, so nothing else accesses the cell, and `open` is false, so
-        // the cell holds no live instance that writing over could leak.
-        let instance = unsafe { (*SLOT.cell.get()).write(Instance::open()) };
+        let place = SLOT.cell.get().cast::<Instance>();
+        // SAFETY: we hold the claim, so nothing else accesses the cell, which is valid for one
+        // `Instance`; `open` is false, so it holds no live instance that writing over could leak.
+        unsafe { Instance::open_in(place) };
         SLOT.open.store(true, Ordering::Relaxed);
-        Some(core::ptr::from_mut(instance))
+        Some(place)
     }
 
     /// The open instance.

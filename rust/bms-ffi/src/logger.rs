@@ -76,7 +76,7 @@ impl Log for PortLogger {
         let mut line = Line::new();
         // The module path without the crate ("protection: ..."): Zephyr adds its own prefix.
         let target = record.target();
-        let module = target.rsplit("::").next().unwrap_or(target);
+        let module = target.rsplit(':').next().unwrap_or(target);
         // A cut line is still worth sending, so the write result is not needed.
         let _ = write!(line, "{module}: {}", record.args());
         port::log(level_number(record.level()), line.text());

@@ -76,6 +76,14 @@ int bms_port_storage_delete(const char *key)
 	return 0;
 }
 
+int bms_port_random(uint8_t *buf, size_t len)
+{
+	for (size_t i = 0; i < len; i++) {
+		buf[i] = (uint8_t)(i * 37u + 11u);
+	}
+	return 0;
+}
+
 void bms_port_log(uint8_t level, const char *msg, size_t len)
 {
 	char line[128];
@@ -163,6 +171,31 @@ int main(void)
 	}
 	if (!out.atd || !out.atc) {
 		fail("outputs of a healthy 50-battery bank");
+	}
+
+	/* Every other function once, so that all of the library is linked and measured. */
+	static uint8_t resp[BMS_GATT_RESPONSE_MAX];
+	static uint8_t adv[BMS_ADVERTISEMENT_LEN];
+	size_t len = 0;
+	uint64_t deadline;
+	uint32_t passkey;
+
+	paint();
+	for (uint8_t chr = 1; chr <= 6; chr++) {
+		if (bms_gatt_request(bms, 60100, chr, false, false, NULL, 0, resp, sizeof(resp), &len) != BMS_OK) {
+			fail("bms_gatt_request");
+		}
+	}
+	report("bms_gatt_request", used_below(top));
+	paint();
+	if (bms_advertisement(bms, adv, sizeof(adv), &len) != BMS_OK || len != BMS_ADVERTISEMENT_LEN) {
+		fail("bms_advertisement");
+	}
+	report("bms_advertisement", used_below(top));
+	if (bms_dfu_event(bms, 60200, BMS_DFU_STARTED) != BMS_OK ||
+	    bms_next_deadline_ms(bms, &deadline) != BMS_OK || bms_passkey(bms, &passkey) != BMS_OK ||
+	    bms_close(bms) != BMS_OK) {
+		fail("bms_dfu_event, bms_next_deadline_ms, bms_passkey, bms_close");
 	}
 	report("bms_open", open_bytes);
 	report("bms_feed_bus", feed_bytes);

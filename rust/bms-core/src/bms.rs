@@ -217,7 +217,8 @@ impl Bms {
             balancer: Balancer::new(),
             advertiser: Advertiser::new(config.device_key, config.product_id, config.adv_nonce),
             sticky,
-            codes: sticky,
+            // Empty, so that the first step reports the restored errors as raised.
+            codes: ActiveCodes::EMPTY,
             now_ms: 0,
             last_step_ms: None,
             outputs: OutputStates::default(),

@@ -189,4 +189,94 @@ impl ActiveCodes {
     pub fn any(self, severity: Severity) -> bool {
         self.of(severity).next().is_some()
     }
+
+    /// The subset of codes of one severity (e.g. for the `alarms` CSV column).
+    pub fn only(self, severity: Severity) -> ActiveCodes {
+        let mut subset = ActiveCodes::EMPTY;
+        for code in self.of(severity) {
+            subset.insert(code);
+        }
+        subset
+    }
+}
+
+impl core::fmt::Display for ActiveCodes {
+    /// The short names joined by `|`, in number order (empty when none):
+    /// `cell_undervoltage|battery_lost`.
+    fn fmt(&self, f: &mut core::fmt::Formatter<'_>) -> core::fmt::Result {
+        for (i, code) in self.iter().enumerate() {
+            if i > 0 {
+                f.write_str("|")?;
+            }
+            f.write_str(code.name())?;
+        }
+        Ok(())
+    }
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    #[test]
+    fn numbers_are_stable_and_unique() {
+        let numbers: std::vec::Vec<u8> = Code::ALL.iter().map(|c| c.number()).collect();
+        assert_eq!(
+            numbers,
+            (1..=15).collect::<std::vec::Vec<u8>>(),
+            "never renumber"
+        );
+        for code in Code::ALL {
+            assert_eq!(Code::from_number(code.number()), Some(code));
+            assert!(code.number() < 32, "fits the active-set bits");
+        }
+        assert_eq!(Code::from_number(0), None);
+        assert_eq!(Code::from_number(200), None);
+    }
+
+    #[test]
+    fn names_are_unique_snake_case() {
+        for (i, a) in Code::ALL.iter().enumerate() {
+            assert!(a.name().chars().all(|c| c.is_ascii_lowercase() || c == '_'));
+            for b in Code::ALL.iter().skip(i + 1) {
+                assert_ne!(a.name(), b.name());
+            }
+        }
+        assert_eq!(Code::CellUndervoltage.to_string(), "cell_undervoltage");
+    }
+
+    #[test]
+    fn severities_follow_the_catalogue() {
+        assert_eq!(Code::SettingsCorrupt.severity(), Severity::Error);
+        assert_eq!(Code::ConfigurationError.severity(), Severity::Error);
+        assert_eq!(Code::CellUndervoltage.severity(), Severity::Alarm);
+        assert_eq!(Code::BatteryLost.severity(), Severity::Alarm);
+        assert_eq!(Code::LowSoc.severity(), Severity::Alarm);
+        assert_eq!(Code::LowCellVoltage.severity(), Severity::Warning);
+        assert_eq!(Code::LowSocWarning.severity(), Severity::Warning);
+    }
+
+    #[test]
+    fn active_set_operations_and_csv_names() {
+        let mut codes = ActiveCodes::EMPTY;
+        assert!(codes.is_empty() && codes.to_string().is_empty());
+        codes.insert(Code::BatteryLost);
+        codes.insert(Code::CellUndervoltage);
+        codes.insert(Code::LowSocWarning);
+        assert_eq!(
+            codes.to_string(),
+            "cell_undervoltage|battery_lost|low_soc_warning"
+        );
+        assert_eq!(
+            codes.only(Severity::Alarm).to_string(),
+            "cell_undervoltage|battery_lost"
+        );
+        assert_eq!(codes.only(Severity::Warning).to_string(), "low_soc_warning");
+        assert!(codes.only(Severity::Error).is_empty());
+        assert!(codes.any(Severity::Alarm) && !codes.any(Severity::Error));
+        codes.set(Code::BatteryLost, false);
+        assert!(!codes.contains(Code::BatteryLost));
+        codes.remove(Code::CellUndervoltage);
+        assert_eq!(codes.bits(), 1 << 13);
+    }
 }

@@ -54,4 +54,6 @@ pub mod readout;
 pub mod settings;
 pub mod storage;
 
-pub use bms::{Bms, Config, Decisions, DfuEvent, Event, Inputs, LedPattern, Output, Reason, Reasons};
+pub use bms::{
+    Bms, Config, Decisions, DfuEvent, Event, Inputs, LedPattern, Output, Persist, Reason, Reasons,
+};

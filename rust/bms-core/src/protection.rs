@@ -627,3 +627,81 @@ const _: () = {
         rest = tail;
     }
 };
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    #[test]
+    fn reason_bits_are_stable_and_display_joins_names() {
+        for (n, reason) in Reason::ALL.into_iter().enumerate() {
+            assert_eq!(reason as usize, n, "bit numbers are part of the C ABI");
+            assert_eq!(Reasons::of(reason).bits(), 1 << n);
+        }
+        let mut reasons = Reasons::EMPTY;
+        assert!(reasons.is_empty() && reasons.to_string().is_empty());
+        reasons.insert(Reason::RemoteOff);
+        reasons.insert_if(true, Reason::BatteryLost);
+        reasons.insert_if(false, Reason::InvalidData);
+        assert_eq!(reasons.to_string(), "remote_off|battery_lost");
+        assert_eq!(reasons.iter().count(), 2);
+        assert!(reasons.contains(Reason::BatteryLost) && !reasons.contains(Reason::InvalidData));
+    }
+
+    #[test]
+    fn dfu_event_numbers_match_the_c_abi() {
+        for n in 0..4 {
+            assert_eq!(DfuEvent::from_u8(n).map(|e| e as u8), Some(n));
+        }
+        assert_eq!(DfuEvent::from_u8(4), None);
+    }
+
+    fn healthy(min_cell_mv: u16) -> ProtectionInputs {
+        ProtectionInputs {
+            health: BankHealth {
+                complete: true,
+                ..BankHealth::default()
+            },
+            aggregates: Some(Aggregates {
+                min_cell_mv,
+                max_cell_mv: min_cell_mv.max(3300),
+                min_temp_ddegc: 250,
+                max_temp_ddegc: 250,
+                ..Aggregates::default()
+            }),
+            remote_on: true,
+            soc: SocInput::default(),
+            prealarm_cell_mv: 3100,
+        }
+    }
+
+    /// PROT-2 at the table level: under-voltage raises the pre-alarm after 5 s and opens ATD
+    /// 30 s after the pre-alarm went high; the timer table says when to wake up.
+    #[test]
+    fn prot_2_deadlines_follow_the_timer_table() {
+        let mut p = Protection::new();
+        assert!(p.step(0, &healthy(3300)).atd);
+        let out = p.step(1000, &healthy(2700));
+        assert!(out.atd && !out.prealarm);
+        assert_eq!(p.next_deadline_ms(), Some(6000), "both 5 s debounces");
+        let out = p.step(6000, &healthy(2700));
+        assert!(out.prealarm && out.atd);
+        assert_eq!(p.next_deadline_ms(), Some(36_000), "the pre-alarm lead");
+        assert!(p.step(35_999, &healthy(2700)).atd);
+        let out = p.step(36_000, &healthy(2700));
+        assert!(!out.atd && out.atd_reasons.contains(Reason::CellUndervoltage));
+        assert!(p.undervoltage_disconnect() && p.low_power());
+    }
+
+    /// PROT-10 at the table level: the failure delay is a deadline of its own.
+    #[test]
+    fn prot_10_failure_delay_is_a_deadline() {
+        let mut p = Protection::new();
+        let _ = p.step(0, &healthy(3300));
+        p.handle_dfu(10, DfuEvent::Failed);
+        assert_eq!(p.next_deadline_ms(), Some(120_010));
+        assert!(p.step(120_009, &healthy(3300)).atd);
+        assert!(!p.step(120_010, &healthy(3300)).atd);
+        assert!(p.codes(None).contains(Code::FirmwareUpdateFailed));
+    }
+}

@@ -1,0 +1,234 @@
+"""Command line: generate the profiles (cached), replay them, print the error table."""
+
+from __future__ import annotations
+
+import argparse
+import concurrent.futures
+import json
+import math
+import shutil
+import subprocess
+import sys
+import time
+from pathlib import Path
+
+from . import generate, metrics, replay
+from .scenarios import BENCHMARK, SCENARIOS
+
+ROOT = generate.PACKAGE_DIR.parent.parent.parent
+COMMITTED = generate.PACKAGE_DIR.parent / "profiles"
+SMALL = "small-2day"
+
+
+def _parser() -> argparse.ArgumentParser:
+    p = argparse.ArgumentParser(
+        prog="soc-bench",
+        description="SoC benchmark: PyBaMM LiFePO4 profiles through bms-sim replay "
+        "(docs/soc-benchmark.md).",
+    )
+    p.add_argument(
+        "command",
+        nargs="?",
+        default="run",
+        choices=("run", "generate", "small", "list", "test"),
+        help="run: generate what is missing, replay, print the table (default); "
+        "generate: profiles only; small: rewrite the committed small profile; "
+        "list: the profiles; test: the generator's own tests (pytest)",
+    )
+    p.add_argument(
+        "--profiles",
+        default=",".join(BENCHMARK + (SMALL,)),
+        help="comma-separated profile names (default: all)",
+    )
+    p.add_argument("--model", default="SPMe", choices=("SPM", "SPMe", "DFN"), help="PyBaMM model")
+    p.add_argument("--out", type=Path, default=ROOT / "out" / "socbench", help="output folder")
+    p.add_argument("--jobs", type=int, default=2, help="profiles generated in parallel")
+    p.add_argument("--force", action="store_true", help="regenerate even when cached")
+    p.add_argument("--bms-sim", type=Path, help="bms-sim binary (default: cargo build --profile sim)")
+    return p
+
+
+def _generate_one(name: str, model: str, dest: str) -> tuple[str, dict]:
+    return name, generate.generate(SCENARIOS[name], model, Path(dest))
+
+
+def ensure_profiles(names: list[str], model: str, out: Path, jobs: int, force: bool) -> dict[str, Path]:
+    """Generates the profiles not yet in the cache; returns each profile's folder."""
+    dirs = {n: generate.profile_dir(out / "profiles", SCENARIOS[n], model) for n in names}
+    todo = [n for n in names if force or not (dirs[n] / "input.csv").exists()]
+    for n in names:
+        if n not in todo:
+            print(f"  cached     {n:14s} {dirs[n].name}", flush=True)
+    if not todo:
+        return dirs
+    started = time.monotonic()
+    with concurrent.futures.ProcessPoolExecutor(max_workers=max(1, jobs)) as pool:
+        futures = []
+        for n in todo:
+            if dirs[n].exists():
+                shutil.rmtree(dirs[n])
+            futures.append(pool.submit(_generate_one, n, model, str(dirs[n])))
+        for fut in concurrent.futures.as_completed(futures):
+            n, meta = fut.result()
+            size_mb = (dirs[n] / "input.csv").stat().st_size / 1e6
+            print(
+                f"  generated  {n:14s} {meta['simulate_s']:7.1f} s  {meta['rows']:7d} rows "
+                f"{size_mb:6.1f} MB  true SoC {meta['true_soc_min_pct']:.1f}..."
+                f"{meta['true_soc_max_pct']:.1f} %  absorptions {meta['absorption_phases']}",
+                flush=True,
+            )
+    print(f"  generation took {time.monotonic() - started:.0f} s", flush=True)
+    return dirs
+
+
+def write_small(model: str, out: Path) -> None:
+    """Regenerates the committed small profile under tools/socbench/profiles/."""
+    scenario = SCENARIOS[SMALL]
+    dest = out / "small-staging"
+    if dest.exists():
+        shutil.rmtree(dest)
+    meta = generate.generate(scenario, model, dest)
+    COMMITTED.mkdir(parents=True, exist_ok=True)
+    shutil.copy(dest / "input.csv", COMMITTED / f"{SMALL}.csv")
+    shutil.copy(dest / "truth.csv", COMMITTED / f"{SMALL}.truth.csv")
+    meta.pop("simulate_s")
+    meta.pop("total_s")
+    (COMMITTED / f"{SMALL}.meta.json").write_text(json.dumps(meta, indent=1) + "\n")
+    for suffix in (".csv", ".truth.csv", ".meta.json"):
+        path = COMMITTED / f"{SMALL}{suffix}"
+        print(f"  wrote {path.relative_to(ROOT)} ({path.stat().st_size / 1000:.0f} kB)")
+
+
+def _fmt(x: float) -> str:
+    return "     -" if math.isnan(x) else f"{x:6.2f}"
+
+
+def _cell(result) -> tuple[str, str]:
+    if isinstance(result, str):
+        return result, ""
+    return _fmt(result.max_abs_pct), _fmt(result.rms_pct)
+
+
+def _verdict(name: str, plain, adaptive) -> str:
+    if not isinstance(adaptive, metrics.Score):
+        return ""
+    scenario = SCENARIOS[name]
+    ok = adaptive.max_abs_pct <= scenario.goal_max_err_pct
+    if scenario.expect_full_charge and isinstance(plain, metrics.Score):
+        ok = ok and adaptive.max_abs_pct <= plain.max_abs_pct
+    return "met" if ok else "MISSED"
+
+
+def replay_all(names: list[str], dirs: dict[str, Path], out: Path, sim: replay.Simulator) -> list[dict]:
+    """Replays every profile with both estimators and scores them."""
+    results = []
+    for name in names:
+        meta = json.loads((dirs[name] / "meta.json").read_text())
+        row = {"profile": name, "days": meta["days"], "meta": meta}
+        for est in replay.ESTIMATORS:
+            if not sim.has_replay:
+                row[est] = sim.problem or "replay not available"
+                continue
+            if est != "plain" and not sim.has_estimator_flag:
+                row[est] = "estimator flag not available"
+                continue
+            out_csv = out / "replay" / f"{dirs[name].name}.{est}.csv"
+            out_csv.parent.mkdir(parents=True, exist_ok=True)
+            try:
+                replay.run(
+                    sim,
+                    dirs[name] / "input.csv",
+                    out_csv,
+                    meta["soc0_pct"],
+                    100.0,
+                    est if sim.has_estimator_flag else None,
+                )
+                row[est] = metrics.score_files(out_csv, dirs[name] / "truth.csv")
+            except (RuntimeError, metrics.ScoreError, OSError) as err:
+                row[est] = f"error: {err}"
+        results.append(row)
+    return results
+
+
+def print_table(results: list[dict]) -> str:
+    """Prints (and returns as text) the side-by-side table."""
+    lines = [
+        "SoC error, estimate minus truth, percentage points (max |err| and RMS over all rows)",
+        "",
+        f"{'profile':14s} {'days':>4s} | {'plain max':>9s} {'plain RMS':>9s} | "
+        f"{'adaptive max':>12s} {'adaptive RMS':>12s} | {'goal':>6s}",
+        "-" * 80,
+    ]
+    notes = []
+    for r in results:
+        p_max, p_rms = _cell(r["plain"])
+        a_max, a_rms = _cell(r["adaptive"])
+        for est in replay.ESTIMATORS:
+            if isinstance(r[est], str):
+                notes.append(f"{r['profile']} {est}: {r[est]}")
+            elif r[est].unknown_rows:
+                notes.append(f"{r['profile']} {est}: SoC unknown in {r[est].unknown_rows} rows")
+        if isinstance(r["plain"], str):
+            p_max, p_rms = "n/a", ""
+        if isinstance(r["adaptive"], str):
+            a_max, a_rms = "n/a", ""
+        goal = SCENARIOS[r["profile"]].goal_max_err_pct
+        verdict = _verdict(r["profile"], r["plain"], r["adaptive"])
+        lines.append(
+            f"{r['profile']:14s} {r['days']:4d} | {p_max:>9s} {p_rms:>9s} | "
+            f"{a_max:>12s} {a_rms:>12s} | <={goal:3.1f} {verdict}"
+        )
+    lines += [""] + sorted(set(notes))
+    text = "\n".join(lines)
+    print(text)
+    return text
+
+
+def _as_json(results: list[dict]) -> list[dict]:
+    out = []
+    for r in results:
+        row = {"profile": r["profile"], "days": r["days"]}
+        for est in replay.ESTIMATORS:
+            v = r[est]
+            row[est] = v if isinstance(v, str) else v.__dict__
+        out.append(row)
+    return out
+
+
+def main(argv: list[str] | None = None) -> int:
+    """Entry point of `scripts/soc-bench`."""
+    args = _parser().parse_args(argv)
+    if args.command == "list":
+        for name, s in SCENARIOS.items():
+            print(f"{name:14s} {s.days:3d} days  {s.title}")
+        return 0
+    if args.command == "test":
+        import pytest
+
+        return int(pytest.main(["-q", str(generate.PACKAGE_DIR.parent / "tests")]))
+    if args.command == "small":
+        write_small(args.model, args.out)
+        return 0
+    names = [n.strip() for n in args.profiles.split(",") if n.strip()]
+    unknown = [n for n in names if n not in SCENARIOS]
+    if unknown:
+        print(f"unknown profile(s): {', '.join(unknown)} (see `soc-bench list`)", file=sys.stderr)
+        return 2
+    print(f"profiles ({args.model}, cache {args.out / 'profiles'}):", flush=True)
+    dirs = ensure_profiles(names, args.model, args.out, args.jobs, args.force)
+    if args.command == "generate":
+        return 0
+    binary = args.bms_sim
+    if binary is None:
+        try:
+            binary = replay.build(ROOT)
+        except (OSError, subprocess.CalledProcessError) as err:
+            print(f"bms-sim build failed: {err}", file=sys.stderr)
+            binary = None
+    sim = replay.probe(binary)
+    print(flush=True)
+    results = replay_all(names, dirs, args.out, sim)
+    text = print_table(results)
+    (args.out / "results.txt").write_text(text + "\n")
+    (args.out / "results.json").write_text(json.dumps(_as_json(results), indent=1) + "\n")
+    return 0

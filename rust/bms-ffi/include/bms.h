@@ -401,7 +401,8 @@ int32_t bms_gatt_request(struct bms *bms,
 /**
  * Builds the Instant Readout advertisement (BLE-3) into `buf`: the manufacturer data of the
  * advertising packet, company id first (`BMS_ADVERTISEMENT_LEN` bytes), for
- * `BT_DATA_MANUFACTURER_DATA`. Call when a step set `adv_changed` (each call takes a new nonce).
+ * `BT_DATA_MANUFACTURER_DATA`. Call when a step set `adv_changed` (a new nonce is taken only
+ * when the values changed; the same state gives the same packet).
  *
  * Returns `BMS_OK` with the length in `*len`, `BMS_ENOSPC` when `cap` <
  * `BMS_ADVERTISEMENT_LEN`, or `BMS_EINVAL` (bad handle, null pointer).

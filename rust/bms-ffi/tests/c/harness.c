@@ -7,6 +7,7 @@
  * rust/bms-ffi/tests/c_harness.rs (natively and under valgrind). Exit status 0 = all passed.
  */
 
+#include <stdbool.h>
 #include <stdint.h>
 #include <stdio.h>
 #include <string.h>
@@ -197,6 +198,131 @@ static void scenario_undervoltage_with_prealarm(void)
 	CHECK_EQ(bms_close(l.bms), BMS_OK);
 }
 
+/* Protocol constants of docs/protocol.md, as a GATT client sees them. */
+#define PROTO_VERSION 1
+#define CHR_STATUS 1
+#define CHR_BANK 2
+#define CHR_CONTROL_POINT 6
+#define STATUS_OK 0
+#define STATUS_NOT_AUTHENTICATED 6
+#define STATUS_UNKNOWN_CHARACTERISTIC 10
+#define CMD_CHANGE_PASSKEY 4
+#define CMD_READ_ADVERTISEMENT_KEY 5
+
+static size_t gatt(struct bms *bms, uint64_t now_ms, uint8_t chr, bool write, bool auth,
+		   const uint8_t *req, size_t req_len, uint8_t *resp)
+{
+	size_t len = 0;
+
+	CHECK_EQ(bms_gatt_request(bms, now_ms, chr, write, auth, req, req_len, resp,
+				  BMS_GATT_RESPONSE_MAX, &len),
+		 BMS_OK);
+	CHECK(len >= 2 && len <= BMS_GATT_RESPONSE_MAX);
+	CHECK_EQ(resp[0], PROTO_VERSION);
+	return len;
+}
+
+/* BLE-1, BLE-2, BLE-4: pages are readable by anyone, actions need an authenticated link, bad
+ * requests get an error response; a changed passkey survives a restart (through bms_port). */
+static void scenario_gatt_read(void)
+{
+	static uint8_t resp[BMS_GATT_RESPONSE_MAX];
+	const uint8_t read_key[] = { PROTO_VERSION, CMD_READ_ADVERTISEMENT_KEY };
+	/* 123456 as a varint. */
+	const uint8_t change_passkey[] = { PROTO_VERSION, CMD_CHANGE_PASSKEY, 0xc0, 0xc4, 0x07 };
+	struct loop l;
+	size_t len = 0;
+	uint32_t passkey = 1;
+
+	loop_start(&l, bms_open(), FIXTURE_BANK2_SUPPLY_MV);
+	loop_frames(&l, fixture_bank2_ok, sizeof(fixture_bank2_ok));
+	loop_run(&l, 3000);
+
+	len = gatt(l.bms, 3100, CHR_STATUS, false, false, NULL, 0, resp);
+	CHECK_EQ(resp[1], STATUS_OK);
+	CHECK(len > 10);
+	gatt(l.bms, 3100, CHR_BANK, false, false, NULL, 0, resp);
+	CHECK_EQ(resp[1], STATUS_OK);
+
+	/* BLE-4: an unknown characteristic gets an error response. */
+	len = gatt(l.bms, 3100, 99, false, false, NULL, 0, resp);
+	CHECK_EQ(resp[1], STATUS_UNKNOWN_CHARACTERISTIC);
+	CHECK_EQ(len, 2);
+
+	/* BLE-2: the key only over an authenticated link. */
+	gatt(l.bms, 3100, CHR_CONTROL_POINT, true, false, read_key, sizeof(read_key), resp);
+	CHECK_EQ(resp[1], STATUS_NOT_AUTHENTICATED);
+	len = gatt(l.bms, 3100, CHR_CONTROL_POINT, true, true, read_key, sizeof(read_key), resp);
+	CHECK_EQ(resp[1], STATUS_OK);
+	CHECK_EQ(len, 2 + 16);
+
+	CHECK_EQ(bms_passkey(l.bms, &passkey), BMS_OK);
+	CHECK_EQ(passkey, 0); /* factory passkey 000000 */
+	gatt(l.bms, 3200, CHR_CONTROL_POINT, true, true, change_passkey, sizeof(change_passkey),
+	     resp);
+	CHECK_EQ(resp[1], STATUS_OK);
+	CHECK_EQ(bms_passkey(l.bms, &passkey), BMS_OK);
+	CHECK_EQ(passkey, 123456);
+
+	/* Caller errors: short buffer, overlapping buffers, missing length pointer. */
+	CHECK_EQ(bms_gatt_request(l.bms, 3300, CHR_STATUS, false, false, NULL, 0, resp, 100, &len),
+		 BMS_ENOSPC);
+	CHECK_EQ(bms_gatt_request(l.bms, 3300, CHR_CONTROL_POINT, true, true, resp, 2, resp,
+				  sizeof(resp), &len),
+		 BMS_EINVAL);
+	CHECK_EQ(bms_gatt_request(l.bms, 3300, CHR_STATUS, false, false, NULL, 0, resp,
+				  sizeof(resp), NULL),
+		 BMS_EINVAL);
+
+	/* The passkey was stored through bms_port_storage_write: a restart keeps it. */
+	CHECK_EQ(bms_close(l.bms), BMS_OK);
+	struct bms *bms = bms_open();
+
+	CHECK(bms != NULL);
+	CHECK_EQ(bms_passkey(bms, &passkey), BMS_OK);
+	CHECK_EQ(passkey, 123456);
+	CHECK_EQ(bms_close(bms), BMS_OK);
+}
+
+/* BLE-3: the Instant Readout manufacturer data: Victron's company id, the product
+ * advertisement byte, record type 0x0A, the first key byte, and a new nonce when values change. */
+static void scenario_advertisement(void)
+{
+	static uint8_t resp[BMS_GATT_RESPONSE_MAX];
+	const uint8_t read_key[] = { PROTO_VERSION, CMD_READ_ADVERTISEMENT_KEY };
+	uint8_t adv[BMS_ADVERTISEMENT_LEN + 4];
+	uint8_t again[BMS_ADVERTISEMENT_LEN];
+	size_t len = 0;
+	struct loop l;
+
+	loop_start(&l, bms_open(), FIXTURE_BANK2_SUPPLY_MV);
+	loop_frames(&l, fixture_bank2_ok, sizeof(fixture_bank2_ok));
+	loop_run(&l, 3000);
+
+	CHECK_EQ(bms_advertisement(l.bms, adv, sizeof(adv), &len), BMS_OK);
+	CHECK_EQ(len, BMS_ADVERTISEMENT_LEN);
+	CHECK_EQ(adv[0], 0xe1); /* company id 0x02e1, little-endian */
+	CHECK_EQ(adv[1], 0x02);
+	CHECK_EQ(adv[2], 0x10); /* product advertisement */
+	CHECK_EQ(adv[6], 0x0a); /* record type: BMS */
+	gatt(l.bms, 3100, CHR_CONTROL_POINT, true, true, read_key, sizeof(read_key), resp);
+	CHECK_EQ(adv[9], resp[2]); /* first byte of the key */
+
+	/* The same state gives the same packet; changed values a new nonce (bytes 7, 8). */
+	CHECK_EQ(bms_advertisement(l.bms, again, sizeof(again), &len), BMS_OK);
+	CHECK(memcmp(adv, again, BMS_ADVERTISEMENT_LEN) == 0);
+	loop_frames(&l, fixture_bank2_undervoltage, sizeof(fixture_bank2_undervoltage));
+	loop_run(&l, 12000);
+	CHECK(l.out.prealarm);
+	CHECK_EQ(bms_advertisement(l.bms, again, sizeof(again), &len), BMS_OK);
+	CHECK(adv[7] != again[7] || adv[8] != again[8]);
+
+	CHECK_EQ(bms_advertisement(l.bms, again, BMS_ADVERTISEMENT_LEN - 1, &len), BMS_ENOSPC);
+	CHECK_EQ(bms_advertisement(l.bms, again, sizeof(again), NULL), BMS_EINVAL);
+	CHECK_EQ(bms_advertisement(l.bms, NULL, 26, &len), BMS_EINVAL);
+	CHECK_EQ(bms_close(l.bms), BMS_OK);
+}
+
 struct scenario {
 	const char *name;
 	void (*run)(void);
@@ -205,6 +331,8 @@ struct scenario {
 static const struct scenario scenarios[] = {
 	{ "startup", scenario_startup },
 	{ "undervoltage_with_prealarm", scenario_undervoltage_with_prealarm },
+	{ "gatt_read", scenario_gatt_read },
+	{ "advertisement", scenario_advertisement },
 };
 
 int main(void)

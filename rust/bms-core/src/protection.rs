@@ -10,7 +10,8 @@
 //! [`ProtectionId`]. On top of the table:
 //! - PROT-1: until the first complete, valid data set every output is free-floating. That set is
 //!   judged at once: a condition already beyond its trip level starts active, without debounce,
-//!   so an unsafe bank never sees its outputs switch on.
+//!   so an unsafe bank never sees its outputs switch on. The same judgement applies whenever the
+//!   data comes back after being lost or invalid.
 //! - PROT-2: ATD opens for under-voltage only once the pre-alarm *output* has been high for
 //!   [`PREALARM_LEAD_MS`]; the opening is latched until the under-voltage condition releases.
 //! - While the data is incomplete (lost, invalid, configuration error) the outputs are
@@ -300,6 +301,8 @@ impl OutputStates {
 pub struct Protection {
     now_ms: u64,
     started: bool,
+    /// The previous step had a complete, valid data set.
+    data_ok: bool,
     active: [bool; ProtectionId::COUNT],
     /// Since when the opposite of each row's state has held (trip level while inactive,
     /// release level while active): the debounce timer table.
@@ -350,15 +353,26 @@ impl Protection {
         self.remote_on = inputs.remote_on;
         let values = inputs.aggregates.filter(|_| inputs.health.complete);
 
+        let judge = values.is_some() && !self.data_ok;
+        self.data_ok = values.is_some();
         match values {
-            Some(values) if !self.started => {
+            Some(values) if judge => {
+                // The outputs are free-floating (no data until now): a value already beyond its
+                // trip level keeps them so at once, without debounce or pre-alarm lead.
                 self.started = true;
                 for id in ProtectionId::ALL {
                     let (trip, _) = self.levels(id, inputs);
-                    self.set_active(id, trip.holds(value_of(id, &values)));
+                    let value = value_of(id, &values);
+                    if !self.is_active(id) && trip.holds(value) {
+                        self.set_active(id, true);
+                    } else {
+                        self.debounce(id, inputs, value);
+                    }
                 }
-                self.uv_disconnect = self.is_active(ProtectionId::CellUndervoltage);
-                log::info!("first complete battery data set judged");
+                if self.is_active(ProtectionId::CellUndervoltage) {
+                    self.uv_disconnect = true;
+                }
+                log::info!("complete battery data set judged");
             }
             Some(values) => {
                 for id in ProtectionId::ALL {
@@ -400,7 +414,13 @@ impl Protection {
         }
 
         let mut common = Reasons::EMPTY;
-        common.insert_if(!self.started, Reason::NoValidData);
+        let data_flagged =
+            inputs.health.lost || inputs.health.invalid || inputs.health.config_error;
+        // No data for another reason (the bank emptied): still no valid data set.
+        common.insert_if(
+            !self.started || (values.is_none() && !data_flagged),
+            Reason::NoValidData,
+        );
         common.insert_if(!inputs.remote_on, Reason::RemoteOff);
         common.insert_if(inputs.health.lost, Reason::BatteryLost);
         common.insert_if(inputs.health.invalid, Reason::InvalidData);

@@ -103,10 +103,9 @@ proptest! {
         for r in &rig.records {
             let d = &r.decisions;
             if let Some(p) = prev {
-                let newly_uv = d.atd_reasons.contains(Reason::CellUndervoltage)
-                    && !p.atd_reasons.contains(Reason::CellUndervoltage);
-                // Only the power-up judgement may start with the disconnect (PROT-1).
-                if newly_uv && !p.atd_reasons.contains(Reason::NoValidData) {
+                // ATD goes free-floating (from high) with under-voltage among the reasons.
+                let uv_opening = p.atd && !d.atd && d.atd_reasons.contains(Reason::CellUndervoltage);
+                if uv_opening {
                     let since = prealarm_since.expect("pre-alarm active before UV disconnect");
                     prop_assert!(r.at_ms - since >= 30_000, "pre-alarm only {} ms", r.at_ms - since);
                 }
@@ -246,6 +245,9 @@ proptest! {
                 Input::Report(r) => { let _ = bms.handle_report(now, &r); }
                 Input::Step { inputs } => {
                     let d = bms.step(now, &inputs);
+                    if !bms.bank().health().complete {
+                        prop_assert!(!d.atd && !d.atc && !d.prealarm, "incomplete data: {:?}", d);
+                    }
                     prop_assert_eq!(d.atd, d.atd_reasons.is_empty());
                     prop_assert_eq!(d.atc, d.atc_reasons.is_empty());
                     prop_assert_eq!(d.prealarm, !d.prealarm_reasons.is_empty());

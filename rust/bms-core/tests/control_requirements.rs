@@ -222,6 +222,40 @@ fn bank_4_forgetting_a_lost_battery_restores_the_outputs() {
     assert_eq!(rig.bms.bank().topology().unwrap().batteries, 1);
 }
 
+/// BANK-4: forgetting every battery leaves no valid data: the outputs stay free-floating.
+#[test]
+fn bank_4_forgetting_every_battery_keeps_outputs_free_floating() {
+    let mut rig = Rig::started();
+    rig.silence(0, true);
+    rig.run_for(6000);
+    assert_eq!(rig.bms.forget_lost_batteries(), 1);
+    let d = rig.step().clone();
+    assert!(!d.atd && !d.atc && !d.prealarm);
+    assert!(d.atd_reasons.contains(Reason::NoValidData));
+}
+
+/// BANK-4: data coming back after a loss is judged at once (as at power-up, PROT-1): a bank
+/// that went below 2.80 V meanwhile keeps ATD free-floating.
+#[test]
+fn bank_4_returning_data_is_judged_before_outputs_return() {
+    let mut rig = Rig::started();
+    rig.silence(0, true);
+    rig.run_for(6000);
+    assert!(!rig.last().atd);
+    rig.set_cells(2700);
+    rig.silence(0, false);
+    let back_at = rig.now_ms;
+    rig.run_for(60_000);
+    let since = rig.records.iter().filter(|r| r.at_ms >= back_at);
+    assert!(
+        since.clone().all(|r| !r.decisions.atd),
+        "ATD never returns below 2.80 V"
+    );
+    assert!(rig.last().atc);
+    assert!(rig.last().atd_reasons.contains(Reason::CellUndervoltage));
+    assert!(rig.last().prealarm);
+}
+
 /// BANK-5: a battery appearing or disappearing re-derives the topology and resets the balancer
 /// to Unknown.
 #[test]

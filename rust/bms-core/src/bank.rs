@@ -430,7 +430,15 @@ impl Bank {
         self.config_error = self.check_config();
         self.aggregates = self.derive_aggregates();
         if changed {
-            log::info!("bank topology changed: {:?}", self.topology);
+            match self.topology {
+                Some(t) => log::info!(
+                    "bank topology: {} batteries, {} in series, {} in parallel",
+                    t.batteries,
+                    t.series,
+                    t.parallel
+                ),
+                None => log::info!("bank topology: no battery"),
+            }
         }
         BankUpdate {
             topology_changed: changed,

@@ -40,6 +40,18 @@ impl ProtectionId {
         ProtectionId::HighTemperatureDischarge,
     ];
 
+    /// Short snake_case name for logs.
+    pub const fn name(self) -> &'static str {
+        match self {
+            ProtectionId::CellUndervoltage => "cell_undervoltage",
+            ProtectionId::CellLow => "cell_low",
+            ProtectionId::CellOvervoltage => "cell_overvoltage",
+            ProtectionId::LowTemperature => "low_temperature",
+            ProtectionId::HighTemperatureCharge => "high_temperature_charge",
+            ProtectionId::HighTemperatureDischarge => "high_temperature_discharge",
+        }
+    }
+
     /// The row index in [`LIMITS`] and in the protection timer table.
     pub const fn index(self) -> usize {
         self as usize
@@ -358,6 +370,11 @@ mod tests {
         assert_eq!(PREALARM_LEAD_MS, 30_000);
         assert_eq!(DFU_FAILED_ATD_DELAY_MS, 120_000);
         assert_eq!(FLOOR_RELEASE_POINTS, 3);
+        // The monitor keeps the PROT-9 latch; its release must be this table's.
+        assert_eq!(
+            crate::monitor::RELEASE_PERMILLE,
+            u16::from(FLOOR_RELEASE_POINTS) * 10
+        );
         assert_eq!((REMOTE_L_ON_BELOW_MV, REMOTE_H_ON_ABOVE_MV), (3500, 2900));
         assert_eq!(TICK_MS, 100);
         assert_eq!(BATTERY_LOST_MS, 5000);

@@ -216,6 +216,16 @@ pub enum DfuEvent {
 }
 
 impl DfuEvent {
+    /// Short lowercase name for logs.
+    pub const fn name(self) -> &'static str {
+        match self {
+            DfuEvent::Started => "started",
+            DfuEvent::Completed => "completed",
+            DfuEvent::Failed => "failed",
+            DfuEvent::Aborted => "aborted",
+        }
+    }
+
     /// The event with this number (the C ABI's `enum bms_dfu_event`), `None` when unknown.
     pub const fn from_u8(number: u8) -> Option<DfuEvent> {
         match number {
@@ -341,7 +351,7 @@ impl Protection {
                 self.dfu_failed_at = Some(self.now_ms);
             }
         }
-        log::info!("firmware update: {event:?}");
+        log::info!("firmware update: {}", event.name());
     }
 
     /// One step at `now_ms`: evaluates every condition and returns the outputs. Logs every
@@ -614,7 +624,7 @@ impl Protection {
         if now_ms.saturating_sub(since) >= u64::from(debounce_ms) {
             self.set_active(id, !active);
             let what = if active { "released" } else { "tripped" };
-            log::info!("protection {id:?} {what} at {value} ({:?})", limit.effect);
+            log::info!("protection {} {what} at {value}", id.name());
         }
     }
 }

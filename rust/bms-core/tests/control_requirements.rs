@@ -747,7 +747,8 @@ fn prot_9_discharge_floor_opens_atd_until_floor_plus_3() {
     assert!(rig.last().atd, "floor 0 disables PROT-9");
 }
 
-/// PROT-10: during an update ATC is free-floating and ATD unchanged; a failure free-floats ATD
+/// PROT-10, DFU-2: update progress (handle_dfu) drives the outputs. During an update ATC is
+/// free-floating and ATD unchanged; a failure free-floats ATD
 /// 120 s later unless a new attempt started, whose own failure restarts the 120 s.
 #[test]
 fn prot_10_firmware_update_blocks_charge_and_failure_opens_atd_after_120s() {

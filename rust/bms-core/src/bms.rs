@@ -200,10 +200,9 @@ impl Bms {
                 Settings::default()
             }
         };
-        sticky.set(
-            Code::SettingsCorrupt,
-            config.settings_corrupt || sticky.contains(Code::SettingsCorrupt),
-        );
+        if config.settings_corrupt {
+            sticky.insert(Code::SettingsCorrupt);
+        }
         sticky.set(Code::RecordsCorrupt, config.records_corrupt);
         Bms {
             settings,

@@ -339,3 +339,37 @@ pub extern "C" fn bms_set_log_level(level: u8) {
     LOG_LEVEL.store(level, Ordering::Relaxed);
     log::set_max_level(logger::level_filter(level));
 }
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    #[test]
+    fn overlap_is_any_shared_byte() {
+        let p = |a: usize| a as *const u8;
+        assert!(overlap(p(100), 10, p(109), 1));
+        assert!(overlap(p(109), 1, p(100), 10));
+        assert!(!overlap(p(100), 10, p(110), 5));
+        assert!(!overlap(p(110), 5, p(100), 10));
+        assert!(
+            !overlap(p(100), 0, p(100), 10),
+            "an empty range shares nothing"
+        );
+        assert!(
+            overlap(p(usize::MAX - 4), 10, p(usize::MAX - 1), 1),
+            "no wrap-around"
+        );
+    }
+
+    #[test]
+    fn buffers_need_a_pointer_unless_empty() {
+        assert_eq!(arg_buf(core::ptr::null(), 0), Ok(()));
+        assert_eq!(arg_buf(core::ptr::null(), 1), Err(BMS_EINVAL));
+        let byte = 0u8;
+        assert_eq!(arg_buf(&byte, usize::MAX), Err(BMS_EINVAL));
+        assert_eq!(arg_out(core::ptr::null_mut::<u32>()), Err(BMS_EINVAL));
+        let mut word = [0u32; 2];
+        let misaligned = word.as_mut_ptr().cast::<u8>().wrapping_add(1).cast::<u32>();
+        assert_eq!(arg_out(misaligned), Err(BMS_EINVAL));
+    }
+}

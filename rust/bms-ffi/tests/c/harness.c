@@ -140,6 +140,13 @@ static void scenario_startup(void)
 	CHECK_EQ(bms_feed_bus(NULL, 200, fixture_bank2_ok, sizeof(fixture_bank2_ok)), BMS_EINVAL);
 	CHECK_EQ(bms_close(NULL), BMS_EINVAL);
 
+	/* A call from inside a library call (here from bms_port_log) is refused, not run. */
+	port_mem_reenter(bms);
+	CHECK_EQ(bms_dfu_event(bms, 200, BMS_DFU_STARTED), BMS_OK);
+	port_mem_reenter(NULL);
+	CHECK_EQ(port_mem_reentry_status(), BMS_EBUSY);
+	CHECK_EQ(bms_next_deadline_ms(bms, &deadline), BMS_OK);
+
 	/* Close, then the handle is dead until the next open. */
 	CHECK_EQ(bms_close(bms), BMS_OK);
 	CHECK_EQ(bms_close(bms), BMS_EINVAL);

@@ -7,6 +7,7 @@
 #include <stdio.h>
 #include <string.h>
 
+#include "bms.h"
 #include "bms_port.h"
 #include "port_mem.h"
 
@@ -28,6 +29,8 @@ static int log_next;
 static int log_total;
 static int writes;
 static bool writes_fail;
+static struct bms *reenter_bms;
+static int reentry_status = 1;
 
 void port_mem_reset(void)
 {
@@ -37,6 +40,8 @@ void port_mem_reset(void)
 	log_total = 0;
 	writes = 0;
 	writes_fail = false;
+	reenter_bms = NULL;
+	reentry_status = 1;
 }
 
 static struct record *find(const char *key)
@@ -131,6 +136,11 @@ void bms_port_log(uint8_t level, const char *msg, size_t len)
 		fprintf(stderr, "bms_port_log: bad call (level %u, len %zu)\n", level, len);
 		return;
 	}
+	if (reenter_bms != NULL) {
+		uint64_t deadline;
+
+		reentry_status = bms_next_deadline_ms(reenter_bms, &deadline);
+	}
 	snprintf(log_lines[log_next], LOG_LINE_BYTES, "<%u> %.*s", level, (int)len, msg);
 	log_next = (log_next + 1) % LOG_LINES;
 	log_total++;
@@ -163,4 +173,14 @@ int port_mem_writes(void)
 void port_mem_fail_writes(bool fail)
 {
 	writes_fail = fail;
+}
+
+void port_mem_reenter(struct bms *bms)
+{
+	reenter_bms = bms;
+}
+
+int port_mem_reentry_status(void)
+{
+	return reentry_status;
 }

@@ -24,4 +24,13 @@ int port_mem_writes(void);
 /* Make every following bms_port_storage_write fail with -EIO (true) or work again (false). */
 void port_mem_fail_writes(bool fail);
 
+struct bms;
+
+/* From now on, each bms_port_log call calls back into the library on @p bms (which the
+ * threading contract forbids), and keeps the status that call got; NULL stops it. */
+void port_mem_reenter(struct bms *bms);
+
+/* The status of the last call back made because of port_mem_reenter(), 1 if none was made. */
+int port_mem_reentry_status(void);
+
 #endif /* PORT_MEM_H */

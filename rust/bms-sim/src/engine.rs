@@ -237,6 +237,7 @@ pub struct Engine<'a> {
     end_ms: u64,
     next_tick_ms: u64,
     next_report_ms: Vec<u64>,
+    next_report_any_ms: u64,
     next_slow_ms: u64,
     next_sample_ms: u64,
     sample_ms: u64,
@@ -307,9 +308,10 @@ impl<'a> Engine<'a> {
             .or(scenario.sample_every)
             .map_or_else(|| (end_ms / 4000).max(10_000), |d| d.as_millis() as u64)
             .max(1);
-        // Batteries start their 1 s report cycles at staggered phases, as on a real bus.
-        let next_report_ms = (0..count)
-            .map(|i| 100 + (i as u64 * 370) % REPORT_PERIOD_MS)
+        // Batteries start their 1 s report cycles at staggered phases, as on a real bus (on the
+        // 100 ms grid, so reports do not add plant steps between ticks).
+        let next_report_ms: Vec<u64> = (0..count)
+            .map(|i| 100 + 100 * ((i as u64 * 3) % 10))
             .collect();
         let chargers = scenario
             .chargers
@@ -334,6 +336,7 @@ impl<'a> Engine<'a> {
             now_ms: 0,
             end_ms,
             next_tick_ms: 0,
+            next_report_any_ms: next_report_ms.iter().copied().min().unwrap_or(u64::MAX),
             next_report_ms,
             next_slow_ms: SLOW_STEP_MS,
             next_sample_ms: 0,
@@ -353,8 +356,7 @@ impl<'a> Engine<'a> {
             record_samples: !options.no_samples,
             frame: vec![0; MAX_FRAME_LEN],
         };
-        let th = engine.bank.thevenin();
-        engine.last_bank_v = th.emf_v;
+        engine.last_bank_v = engine.bank.thevenin().emf_v;
         Ok(engine)
     }
 
@@ -362,7 +364,7 @@ impl<'a> Engine<'a> {
     pub fn run(&mut self, progress: &mut dyn FnMut(f64)) {
         let mut next_progress_ms = 0;
         while self.now_ms < self.end_ms {
-            let next_report = self.next_report_ms.iter().copied().min().unwrap_or(u64::MAX);
+            let next_report = self.next_report_any_ms;
             let next_event = self
                 .scenario
                 .events
@@ -383,7 +385,9 @@ impl<'a> Engine<'a> {
             if self.now_ms >= self.next_slow_ms {
                 self.slow_step();
             }
-            self.send_reports();
+            if self.now_ms >= self.next_report_any_ms {
+                self.send_reports();
+            }
             if self.now_ms >= self.next_tick_ms {
                 self.tick();
             }
@@ -431,8 +435,8 @@ impl<'a> Engine<'a> {
             let step_ms = (to_ms - self.now_ms).min(MAX_PLANT_STEP_MS);
             let dt_s = step_ms as f64 / 1000.0;
             let th = self.bank.thevenin();
-            let bank_a = self.solve_currents(&th, dt_s);
-            self.bank.step(&th, bank_a, dt_s);
+            let bank_a = self.solve_currents(&th);
+            self.bank.flow(bank_a, dt_s);
             let v = th.voltage(bank_a);
             let wh = v * bank_a * dt_s / 3600.0;
             let ah = bank_a * dt_s / 3600.0;
@@ -450,7 +454,7 @@ impl<'a> Engine<'a> {
     }
 
     /// Loads and chargers against the bank's Thevenin source: the bank current for this step.
-    fn solve_currents(&mut self, th: &Thevenin, dt_s: f64) -> f64 {
+    fn solve_currents(&mut self, th: &Thevenin) -> f64 {
         let t_s = self.now_ms as f64 / 1000.0;
         let atd = self.decisions.atd;
         let atc = self.decisions.atc;
@@ -504,7 +508,6 @@ impl<'a> Engine<'a> {
             state.output_a = out;
             charge_a += out;
         }
-        let _ = dt_s;
         self.last_load_a = load_a;
         self.last_charge_a = charge_a;
         charge_a - load_a
@@ -576,9 +579,9 @@ impl<'a> Engine<'a> {
     fn slow_step(&mut self) {
         let dt_s = (self.now_ms + SLOW_STEP_MS - self.next_slow_ms) as f64 / 1000.0;
         let ambient = self.scenario.temperature.ambient_c(self.now_ms as f64 / 1000.0);
-        self.bank.slow_step(ambient, dt_s);
+        self.bank.settle();
+        let (lo, hi) = self.bank.slow_step(ambient, dt_s);
         self.next_slow_ms = self.now_ms + SLOW_STEP_MS;
-        let (lo, hi) = self.bank.cell_min_max_v();
         self.totals.cell_min_v = self.totals.cell_min_v.min(lo);
         self.totals.cell_max_v = self.totals.cell_max_v.max(hi);
         if lo < 2.5 {
@@ -600,12 +603,14 @@ impl<'a> Engine<'a> {
     }
 
     fn send_reports(&mut self) {
+        self.next_report_any_ms = u64::MAX;
         for i in 0..self.next_report_ms.len() {
-            if self.next_report_ms[i] > self.now_ms {
-                continue;
+            let due = self.next_report_ms[i] <= self.now_ms;
+            if due {
+                self.next_report_ms[i] += REPORT_PERIOD_MS;
             }
-            self.next_report_ms[i] += REPORT_PERIOD_MS;
-            if !self.plugged[i] {
+            self.next_report_any_ms = self.next_report_any_ms.min(self.next_report_ms[i]);
+            if !due || !self.plugged[i] {
                 continue;
             }
             let report = self.sensors[i].report(

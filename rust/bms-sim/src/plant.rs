@@ -197,6 +197,7 @@ pub struct Battery {
     pub temp_c: f64,
     /// Temperature factors for the cells.
     pub env: CellEnv,
+    env_temp_c: f64,
     /// Current into the battery during the last step, amperes (positive = charging).
     pub current_a: f64,
     /// The balancer is bleeding at least one cell.
@@ -242,20 +243,25 @@ impl Battery {
     }
 
     /// Once-per-second housekeeping: temperature towards `ambient_c`, balancer, own flags.
-    fn slow_step(&mut self, ocv: &Ocv, ambient_c: f64, dt_s: f64) {
-        self.temp_c += (ambient_c - self.temp_c) * (1.0 - (-dt_s / THERMAL_TAU_S).exp());
-        self.env = CellEnv::at(self.temp_c);
+    /// Returns the lowest and highest cell voltage. `approach` is the fraction of the way
+    /// to ambient the temperature moves in this step.
+    fn slow_step(&mut self, ocv: &Ocv, ambient_c: f64, approach: f64) -> (f64, f64) {
+        self.temp_c += (ambient_c - self.temp_c) * approach;
+        // The factors are exponentials: recompute them only when the temperature has moved.
+        if (self.temp_c - self.env_temp_c).abs() > 0.01 {
+            self.env = CellEnv::at(self.temp_c);
+            self.env_temp_c = self.temp_c;
+        }
+        let mut volts = [0.0; bms_core::bus::MAX_CELLS_PER_BATTERY];
         let (mut min_v, mut max_v) = (f64::MAX, f64::MIN);
-        for v in self.cell_voltages(ocv) {
+        for (slot, v) in volts.iter_mut().zip(self.cell_voltages(ocv)) {
+            *slot = v;
             min_v = min_v.min(v);
             max_v = max_v.max(v);
         }
         let bleed_a = BALANCE_100AH_A * self.nominal_ah / 100.0;
-        let env = self.env;
-        let i = self.current_a;
         self.balancing = false;
-        for c in &mut self.cells {
-            let v = c.terminal_v(ocv, &env, i);
+        for (c, &v) in self.cells.iter_mut().zip(&volts) {
             c.bleed_a = if v >= BALANCE_START_V && v - min_v > BALANCE_SPREAD_V {
                 self.balancing = true;
                 bleed_a
@@ -275,6 +281,7 @@ impl Battery {
         } else if min_v >= 2.90 && (-18.0..=62.0).contains(&t) {
             self.allowed_to_discharge = true;
         }
+        (min_v, max_v)
     }
 }
 
@@ -299,6 +306,11 @@ pub struct BankSpec {
 
 /// The bank: `parallel` strings of `series` batteries. Battery `b` sits in string
 /// `b / series` at position `b % series`.
+///
+/// Two rates: [`Bank::flow`] every control tick shares the bank current between the strings
+/// against their held Thevenin sources and counts each string's charge; [`Bank::settle`] about
+/// once a second moves the cells on with that charge and refreshes the sources. So the per-tick
+/// cost grows with the number of strings, not cells.
 pub struct Bank {
     /// Batteries, string by string.
     pub batteries: Vec<Battery>,
@@ -309,6 +321,10 @@ pub struct Bank {
     factors: StepFactors,
     string_emf_v: Vec<f64>,
     string_r_ohm: Vec<f64>,
+    string_current_a: Vec<f64>,
+    string_charge_as: Vec<f64>,
+    flow_s: f64,
+    thevenin: Thevenin,
 }
 
 /// The bank seen from its terminals: an EMF behind a resistance.
@@ -371,6 +387,7 @@ impl Bank {
                     cells,
                     temp_c: spec.initial_temp_c,
                     env,
+                    env_temp_c: spec.initial_temp_c,
                     current_a: 0.0,
                     balancing: false,
                     allowed_to_charge: true,
@@ -384,11 +401,15 @@ impl Bank {
             batteries,
             series: spec.series,
             ocv,
-            factors: StepFactors::for_dt(0.1),
+            factors: StepFactors::for_dt(1.0),
             string_emf_v: vec![0.0; spec.parallel],
             string_r_ohm: vec![0.0; spec.parallel],
+            string_current_a: vec![0.0; spec.parallel],
+            string_charge_as: vec![0.0; spec.parallel],
+            flow_s: 0.0,
+            thevenin: Thevenin { emf_v: 0.0, r_ohm: 1.0 },
         };
-        bank.thevenin();
+        bank.refresh();
         bank
     }
 
@@ -402,9 +423,9 @@ impl Bank {
         self.batteries.first().map_or(0.0, |b| b.nominal_ah) * self.parallel() as f64
     }
 
-    /// The bank as a Thevenin source, from the current cell states. Call once per step before
-    /// [`Bank::step`].
-    pub fn thevenin(&mut self) -> Thevenin {
+    /// Recomputes the Thevenin source of every string from the cell states. [`Bank::settle`]
+    /// calls it; between settles the source is held.
+    fn refresh(&mut self) {
         let mut g_sum = 0.0;
         let mut ge_sum = 0.0;
         for (s, string) in self.batteries.chunks_mut(self.series).enumerate() {
@@ -420,42 +441,83 @@ impl Bank {
             g_sum += 1.0 / r;
             ge_sum += emf / r;
         }
-        Thevenin {
+        self.thevenin = Thevenin {
             emf_v: ge_sum / g_sum,
             r_ohm: 1.0 / g_sum,
-        }
+        };
     }
 
-    /// Moves every cell on by `dt_s` seconds with `bank_current_a` flowing into the bank
-    /// (positive = charging), shared between the strings by their EMF and resistance. `th`
-    /// must come from [`Bank::thevenin`] of this step.
-    pub fn step(&mut self, th: &Thevenin, bank_current_a: f64, dt_s: f64) {
-        if dt_s <= 0.0 {
-            return;
-        }
-        if self.factors.dt_s != dt_s {
-            self.factors = StepFactors::for_dt(dt_s);
-        }
-        let k = self.factors;
-        let bank_v = th.voltage(bank_current_a);
-        for (s, string) in self.batteries.chunks_mut(self.series).enumerate() {
+    /// The bank as a Thevenin source, as of the last [`Bank::settle`].
+    #[inline]
+    pub fn thevenin(&self) -> Thevenin {
+        self.thevenin
+    }
+
+    /// `bank_current_a` flows into the bank (positive = charging) for `dt_s` seconds, shared
+    /// between the strings by their EMF and resistance. Cheap: only the strings' charge is
+    /// counted here; the cells move on at the next [`Bank::settle`].
+    #[inline]
+    pub fn flow(&mut self, bank_current_a: f64, dt_s: f64) {
+        let bank_v = self.thevenin.voltage(bank_current_a);
+        for s in 0..self.string_emf_v.len() {
             let i = (bank_v - self.string_emf_v[s]) / self.string_r_ohm[s];
-            for b in string.iter_mut() {
-                b.current_a = i;
-                let env = b.env;
-                for c in &mut b.cells {
-                    c.step(i, dt_s, &k, &env);
+            self.string_current_a[s] = i;
+            self.string_charge_as[s] += i * dt_s;
+        }
+        self.flow_s += dt_s;
+    }
+
+    /// Moves every cell on by the time [`Bank::flow`] counted since the last settle, with each
+    /// string's mean current over it, then refreshes the Thevenin sources. Call about once a
+    /// second: the RC pairs and hysteresis move on a scale of a minute and more, and the
+    /// charge is counted exactly whatever the call rate.
+    pub fn settle(&mut self) {
+        let dt_s = self.flow_s;
+        if dt_s > 0.0 {
+            if self.factors.dt_s != dt_s {
+                self.factors = StepFactors::for_dt(dt_s);
+            }
+            let k = self.factors;
+            let series = self.series;
+            for (s, string) in self.batteries.chunks_mut(series).enumerate() {
+                let mean_a = self.string_charge_as[s] / dt_s;
+                for b in string.iter_mut() {
+                    let env = b.env;
+                    for c in &mut b.cells {
+                        c.step(mean_a, dt_s, &k, &env);
+                    }
                 }
+                self.string_charge_as[s] = 0.0;
+            }
+            self.flow_s = 0.0;
+        }
+        let series = self.series;
+        for (s, string) in self.batteries.chunks_mut(series).enumerate() {
+            for b in string.iter_mut() {
+                b.current_a = self.string_current_a[s];
             }
         }
+        self.refresh();
+    }
+
+    /// [`Bank::flow`] then [`Bank::settle`]: one full step of `dt_s` seconds.
+    pub fn step(&mut self, bank_current_a: f64, dt_s: f64) {
+        self.flow(bank_current_a, dt_s);
+        self.settle();
     }
 
     /// Once-per-second housekeeping of every battery (temperature towards `ambient_c`,
     /// balancers, own flags), for `dt_s` seconds since the last call.
-    pub fn slow_step(&mut self, ambient_c: f64, dt_s: f64) {
+    /// Returns the lowest and highest cell voltage in the bank.
+    pub fn slow_step(&mut self, ambient_c: f64, dt_s: f64) -> (f64, f64) {
+        let approach = 1.0 - (-dt_s / THERMAL_TAU_S).exp();
+        let (mut lo, mut hi) = (f64::MAX, f64::MIN);
         for b in &mut self.batteries {
-            b.slow_step(&self.ocv, ambient_c, dt_s);
+            let (l, h) = b.slow_step(&self.ocv, ambient_c, approach);
+            lo = lo.min(l);
+            hi = hi.max(h);
         }
+        (lo, hi)
     }
 
     /// True state of charge of the bank in percent: mean over all cells of charge / own
@@ -508,9 +570,9 @@ mod tests {
     fn run(bank: &mut Bank, current_a: f64, seconds: f64) {
         let steps = (seconds / 0.1).round() as usize;
         for i in 0..steps {
-            let th = bank.thevenin();
-            bank.step(&th, current_a, 0.1);
-            if i % 10 == 0 {
+            bank.flow(current_a, 0.1);
+            if i % 10 == 9 {
+                bank.settle();
                 let t = bank.temp_c();
                 bank.slow_step(t, 1.0);
             }
@@ -614,8 +676,7 @@ mod tests {
         }
         // 30 days in 10 s steps.
         for _ in 0..(30 * 24 * 360) {
-            let th = spec_bank.thevenin();
-            spec_bank.step(&th, 0.0, 10.0);
+            spec_bank.step(0.0, 10.0);
         }
         assert!((spec_bank.soc_pct() - 47.0).abs() < 0.01, "{}", spec_bank.soc_pct());
     }
@@ -663,7 +724,7 @@ mod tests {
         let mut b = Bank::new(&spec, &mut ChaCha8Rng::seed_from_u64(3));
         let th = b.thevenin();
         assert!((th.emf_v - 8.0 * (b.ocv.volts(0.5) - 0.006)).abs() < 0.05);
-        b.step(&th, -40.0, 0.1);
+        b.step(-40.0, 0.1);
         let total: f64 = [0, 2].iter().map(|&i| b.batteries[i].current_a).sum();
         assert!((total + 40.0).abs() < 1e-9);
         assert_eq!(b.batteries[0].current_a, b.batteries[1].current_a);

@@ -39,7 +39,7 @@ impl Instance {
         let (persistence, restored) = Persistence::restore(&mut storage);
         for kind in RecordKind::ALL {
             if let Some(err) = restored.fault(kind) {
-                log::error!("{} record not restored: {err}", kind_name(kind));
+                log::error!("{} record not restored: {err}", kind.name());
             }
         }
         let secrets = open_secrets(&mut storage);
@@ -96,7 +96,7 @@ impl Instance {
         }
         for kind in RecordKind::ALL {
             if let Outcome::Failed(err) = report.outcome(kind) {
-                log::error!("{} record not written: {err}", kind_name(kind));
+                log::error!("{} record not written: {err}", kind.name());
                 self.bms.report_storage_error();
             }
         }
@@ -205,16 +205,6 @@ fn open_secrets(storage: &mut PortStorage) -> DeviceSecrets {
         log::error!("secrets not written: {err}");
     }
     secrets
-}
-
-/// The name of a record kind in log lines (no `Debug` formatting: it costs flash).
-const fn kind_name(kind: RecordKind) -> &'static str {
-    match kind {
-        RecordKind::Settings => "settings",
-        RecordKind::Soc => "SoC",
-        RecordKind::History => "history",
-        RecordKind::Nonce => "nonce",
-    }
 }
 
 /// A random 16-bit value from the port, 0 when it has none.

@@ -213,6 +213,10 @@ pub struct BmsOutputs {
     pub status_changed: bool,
 }
 
+// The C harness asserts the same sizes, so a layout change shows on both sides.
+const _: () = assert!(core::mem::size_of::<BmsInputs>() == 16);
+const _: () = assert!(core::mem::size_of::<BmsOutputs>() == 28);
+
 impl BmsInputs {
     /// The core's inputs.
     pub(crate) fn to_core(self) -> Inputs {

@@ -16,6 +16,11 @@
 #include "fixtures.h"
 #include "port_mem.h"
 
+/* The C compiler's view of the structs is the Rust one (abi.rs asserts the same sizes). */
+_Static_assert(sizeof(struct bms_inputs) == 16, "struct bms_inputs layout");
+_Static_assert(sizeof(struct bms_outputs) == 28, "struct bms_outputs layout");
+_Static_assert(sizeof(bms_led) == 1 && sizeof(bms_dfu_t) == 1, "enum types are bytes");
+
 static int checks_failed;
 
 #define CHECK(cond)                                                                              \

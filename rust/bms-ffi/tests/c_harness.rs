@@ -233,8 +233,9 @@ fn valgrind_available() -> bool {
         .is_ok_and(|o| o.status.success())
 }
 
-/// PROT-1, PROT-2, PROT-3, PROT-11, LED-1, BLE-1, BLE-2, BLE-3, BLE-4: through the C ABI only
-/// (scenarios startup, undervoltage_with_prealarm, gatt_read, advertisement in tests/c/harness.c).
+/// PROT-1, PROT-2, PROT-3, PROT-11, LED-1, BLE-1, BLE-2, BLE-3, BLE-4, SET-1, SET-2: through the C
+/// ABI only (scenarios startup, undervoltage_with_prealarm, gatt_read, settings_persist and
+/// advertisement in tests/c/harness.c).
 #[test]
 fn c_harness_passes_natively_and_under_valgrind() {
     let out = PathBuf::from(env!("CARGO_TARGET_TMPDIR")).join("c_harness");

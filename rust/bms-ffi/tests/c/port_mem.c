@@ -31,6 +31,7 @@ static int writes;
 static bool writes_fail;
 static struct bms *reenter_bms;
 static int reentry_status = 1;
+static int bad_calls;
 
 void port_mem_reset(void)
 {
@@ -42,6 +43,7 @@ void port_mem_reset(void)
 	writes_fail = false;
 	reenter_bms = NULL;
 	reentry_status = 1;
+	bad_calls = 0;
 }
 
 static struct record *find(const char *key)
@@ -56,7 +58,10 @@ static struct record *find(const char *key)
 
 static bool key_ok(const char *key)
 {
-	return key != NULL && key[0] != '\0' && strlen(key) < KEY_BYTES;
+	bool ok = key != NULL && key[0] != '\0' && strlen(key) < KEY_BYTES;
+
+	bad_calls += ok ? 0 : 1;
+	return ok;
 }
 
 int bms_port_storage_read(const char *key, uint8_t *buf, size_t cap, size_t *len)
@@ -134,6 +139,7 @@ void bms_port_log(uint8_t level, const char *msg, size_t len)
 	/* The library promises: a level of 1..5 and a short, valid, unterminated text. */
 	if (level < 1 || level > 5 || msg == NULL || len >= LOG_LINE_BYTES - 4) {
 		fprintf(stderr, "bms_port_log: bad call (level %u, len %zu)\n", level, len);
+		bad_calls++;
 		return;
 	}
 	if (reenter_bms != NULL) {
@@ -183,4 +189,9 @@ void port_mem_reenter(struct bms *bms)
 int port_mem_reentry_status(void)
 {
 	return reentry_status;
+}
+
+int port_mem_bad_calls(void)
+{
+	return bad_calls;
 }

@@ -24,6 +24,9 @@ int port_mem_writes(void);
 /* Make every following bms_port_storage_write fail with -EIO (true) or work again (false). */
 void port_mem_fail_writes(bool fail);
 
+/* Calls that broke bms_port.h's rules (bad key, level or length) since the last reset. */
+int port_mem_bad_calls(void);
+
 struct bms;
 
 /* From now on, each bms_port_log call calls back into the library on @p bms (which the

@@ -11,8 +11,12 @@
 //!   8 bytes (conservative: the nRF52840 write block is 4). The settings backend writes a key's
 //!   name entry only the first time, so a rewrite costs the value entry alone.
 //! - Each sector loses 3 header ATEs (48 bytes), and when the write position enters a new sector
-//!   ZMS garbage-collects one sector, copying every live entry forward: our four records plus
+//!   ZMS garbage-collects one sector, copying every live entry forward: our records plus
 //!   their name entries plus other settings (Bluetooth bonds etc.; 1 KiB assumed).
+//!
+//! ZMS facts (zephyrproject-rtos/zephyr `subsys/fs/zms/zms_priv.h`: `struct zms_ate` is 16
+//! bytes, `ZMS_DATA_IN_ATE_SIZE` 8; `zms.c` `zms_flash_write_entry` copies a value of at most
+//! 8 bytes into the ATE and writes no data; the empty, close and GC-done ATEs head a sector).
 //! - ZMS writes round-robin through all sectors, so every sector is erased once per turn:
 //!   erases per sector per day = flash bytes per day / usable bytes per sector / sectors.
 
@@ -20,10 +24,7 @@ use bms_core::history::{History, HistoryInput};
 use bms_core::monitor::{Monitor, MonitorInput};
 use bms_core::readout::{Advertiser, ReadoutValues, PAYLOAD_LEN};
 use bms_core::settings::Settings;
-use bms_core::storage::record::encode_record;
-use bms_core::storage::{
-    MemStorage, Nonce, Outcome, Persistence, RecordKind, Records, MAX_RECORD_LEN,
-};
+use bms_core::storage::{MemStorage, Outcome, Persistence, RecordKind, RecordStats, Records};
 
 const STEP_MS: u64 = 1_000;
 const DAY_MS: u64 = 86_400_000;
@@ -131,11 +132,20 @@ struct Scenario {
     errors_per_day: u64,
 }
 
+/// The records in the order of the table.
+const KINDS: [RecordKind; RecordKind::COUNT] = [
+    RecordKind::Settings,
+    RecordKind::Soc,
+    RecordKind::SocPoint,
+    RecordKind::History,
+    RecordKind::Nonce,
+];
+
 #[derive(Default, Clone, Copy)]
 struct Day {
-    writes: [u64; 4],
-    bytes: [u64; 4],
-    flash: [u64; 4],
+    writes: [u64; RecordKind::COUNT],
+    bytes: [u64; RecordKind::COUNT],
+    flash: [u64; RecordKind::COUNT],
 }
 
 /// Runs `scenario` for two days and returns the second (the first settles the state).
@@ -149,6 +159,7 @@ fn run(scenario: &Scenario) -> Day {
     let mut plant = PlantState::default();
     let mut payload = [0u8; PAYLOAD_LEN];
     let mut day = Day::default();
+    let mut before = [RecordStats::default(); RecordKind::COUNT];
     let mut t_ms = 0;
     while t_ms < 2 * DAY_MS {
         t_ms += STEP_MS;
@@ -224,45 +235,29 @@ fn run(scenario: &Scenario) -> Day {
         if let (Outcome::Written, Some(next)) = (report.nonce, records.nonce) {
             advertiser.nonce_persisted(next);
         }
-        if t_ms > DAY_MS {
-            for kind in RecordKind::ALL {
-                if report.outcome(kind) == Outcome::Written {
-                    let len = encoded_len(kind, &records);
-                    let i = kind as usize - 1;
-                    day.writes[i] += 1;
-                    day.bytes[i] += len;
-                    day.flash[i] += flash_cost(len);
-                }
+        for (i, kind) in KINDS.into_iter().enumerate() {
+            let stats = persistence.stats(kind);
+            let writes = u64::from(stats.writes) - u64::from(before[i].writes);
+            let bytes = stats.bytes - before[i].bytes;
+            before[i] = stats;
+            if t_ms > DAY_MS && writes > 0 {
+                day.writes[i] += writes;
+                day.bytes[i] += bytes;
+                day.flash[i] += writes * flash_cost(bytes / writes);
             }
         }
     }
     day
 }
 
-fn encoded_len(kind: RecordKind, records: &Records) -> u64 {
-    let mut buf = [0u8; MAX_RECORD_LEN];
-    let len = match kind {
-        RecordKind::Settings => encode_record(&records.settings, &mut buf),
-        RecordKind::Soc => encode_record(&records.soc, &mut buf),
-        RecordKind::History => encode_record(&records.history, &mut buf),
-        RecordKind::Nonce => encode_record(
-            &Nonce {
-                next: records.nonce.unwrap_or(0),
-            },
-            &mut buf,
-        ),
-    };
-    len.expect("record fits") as u64
-}
-
 /// Live bytes ZMS copies forward at each garbage collection: the largest value of each record
 /// with its ATE and name entry, plus the other settings.
 fn live_bytes() -> u64 {
-    // Upper bounds of the encoded lengths (nonce, settings, SoC, history).
-    let largest = [8, 20, 48, 160];
-    let names: u64 = ["bms/settings", "bms/soc", "bms/hist", "bms/nonce"]
+    // Upper bounds of the encoded lengths (settings, SoC record, SoC point, history, nonce).
+    let largest = [20, 49, 8, 160, 8];
+    let names: u64 = KINDS
         .iter()
-        .map(|name| flash_cost(name.len() as u64))
+        .map(|kind| flash_cost(kind.key().len() as u64))
         .sum();
     largest.iter().map(|&len| flash_cost(len)).sum::<u64>() + names + OTHER_LIVE_BYTES
 }
@@ -307,18 +302,12 @@ fn main() {
         println!();
         println!("{}", scenario.name);
         println!(
-            "  {:<9} {:>10} {:>12} {:>16}",
+            "  {:<10} {:>10} {:>12} {:>16}",
             "record", "writes/day", "bytes/day", "flash bytes/day"
         );
-        for kind in [
-            RecordKind::Settings,
-            RecordKind::Soc,
-            RecordKind::History,
-            RecordKind::Nonce,
-        ] {
-            let i = kind as usize - 1;
+        for (i, kind) in KINDS.into_iter().enumerate() {
             println!(
-                "  {:<9} {:>10} {:>12} {:>16}",
+                "  {:<10} {:>10} {:>12} {:>16}",
                 kind.name(),
                 day.writes[i],
                 day.bytes[i],
@@ -327,7 +316,7 @@ fn main() {
         }
         let total_flash: u64 = day.flash.iter().sum();
         println!(
-            "  {:<9} {:>10} {:>12} {:>16}",
+            "  {:<10} {:>10} {:>12} {:>16}",
             "total",
             day.writes.iter().sum::<u64>(),
             day.bytes.iter().sum::<u64>(),

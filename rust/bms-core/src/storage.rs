@@ -5,10 +5,14 @@
 //! Zephyr's settings subsystem (ZMS or NVS), which already makes every write power-fail safe and
 //! wear-levelled, so there is no file system or journal here. On the host it is [`MemStorage`]
 //! (tests) or the simulator's file store. Keys follow the settings subsystem (`bms/settings`,
-//! `bms/soc`, `bms/hist`, `bms/nonce`), and every value is at most [`MAX_RECORD_LEN`] bytes.
+//! `bms/soc`, `bms/point`, `bms/hist`, `bms/nonce`), and every value is at most
+//! [`MAX_RECORD_LEN`] bytes.
 //!
-//! - [`record`]: the envelope of every value (kind, format version, postcard body, CRC-32) and
-//!   the versioned decoding, which reads every older format version.
+//! - [`record`]: the envelope of every value (kind, format version, postcard body, CRC-32; or
+//!   the 8-byte compact form with a CRC-16) and the versioned decoding, which reads every older
+//!   format version.
+//! - [`soc`]: the SoC state as a whole record plus a compact point written at every point of
+//!   SoC (MON-8), so that the frequent write fits inside one ZMS entry.
 //! - [`persist`]: [`Persistence`], which writes what is due and restores everything at start,
 //!   each record on its own.
 
@@ -18,6 +22,7 @@ use heapless::{LinearMap, String, Vec};
 
 pub mod persist;
 pub mod record;
+pub mod soc;
 #[cfg(test)]
 mod week_tests;
 
@@ -25,6 +30,7 @@ pub use persist::{Outcome, Persistence, PollReport, RecordStats, Records, Restor
 pub use record::{
     decode_record, encode_record, Nonce, Record, RecordError, RecordKind, MAX_RECORD_LEN,
 };
+pub use soc::{SocPoint, SocRecord};
 
 /// Longest key in bytes (Zephyr's settings names allow more; the C port copies keys into a
 /// 16-byte buffer with the NUL).

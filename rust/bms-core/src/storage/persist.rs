@@ -6,16 +6,19 @@
 //! of SoC and at most 10 minutes after any change, MON-8; `History::persist_due`: at once for a
 //! counted item, at most an hour after any other change, HIST-4); the nonce whenever the
 //! advertiser asks for a new reservation (`Advertiser::nonce_to_persist`: once every 2048
-//! payload changes, never per advertisement). A record that is missing or unreadable at start is
-//! written at the first poll, so the store is repaired with the values in use. A write that fails
-//! is reported, retried after [`RETRY_MS`], and leaves the previous value in the store.
+//! payload changes, never per advertisement). A due SoC state goes into the 8-byte
+//! [`SocPoint`] when only its charge counts changed, and into the whole [`SocRecord`] otherwise
+//! (see [`super::soc`]). A record that is missing or unreadable at start is written at the first
+//! poll, so the store is repaired with the values in use. A write that fails is reported,
+//! retried after [`RETRY_MS`], and leaves the previous value in the store.
 //!
 //! Call order, every control step: build [`Records`] from the core, [`Persistence::poll`], then
-//! tell the core what was written (`Monitor::mark_persisted`, `History::mark_persisted`,
-//! `Advertiser::nonce_persisted`) and raise or clear the storage error from
-//! [`Persistence::failing`].
+//! tell the core what was written (`Monitor::mark_persisted` when [`PollReport::soc`] is
+//! written, `History::mark_persisted`, `Advertiser::nonce_persisted`) and raise or clear the
+//! storage error from [`Persistence::failing`].
 
 use super::record::{decode_record, encode_record, Nonce, Record, RecordError, RecordKind};
+use super::soc::{self, SocPoint, SocRecord};
 use super::{Storage, StorageError, MAX_RECORD_LEN};
 use crate::history::HistoryRecord;
 use crate::monitor::SocState;
@@ -24,6 +27,8 @@ use crate::settings::Settings;
 /// Wait after a failed write before the same record is tried again, in ms: a broken flash is not
 /// hammered every control step.
 pub const RETRY_MS: u64 = 60_000;
+
+const KINDS: usize = RecordKind::COUNT;
 
 /// The records as the core holds them at one instant, and which of them their owners want
 /// written now.
@@ -64,8 +69,13 @@ pub enum Outcome {
 pub struct PollReport {
     /// The settings record.
     pub settings: Outcome,
-    /// The SoC state record.
+    /// The SoC state (MON-8), through whichever record carried it: `Written` means the state
+    /// given in [`Records::soc`] is stored (tell the monitor).
     pub soc: Outcome,
+    /// The whole SoC record (`bms/soc`).
+    pub soc_record: Outcome,
+    /// The SoC point (`bms/point`).
+    pub soc_point: Outcome,
     /// The history record.
     pub history: Outcome,
     /// The nonce record (the value written is [`Records::nonce`]).
@@ -73,11 +83,12 @@ pub struct PollReport {
 }
 
 impl PollReport {
-    /// The outcome for `kind`.
+    /// The outcome for the record of `kind`.
     pub fn outcome(&self, kind: RecordKind) -> Outcome {
         match kind {
             RecordKind::Settings => self.settings,
-            RecordKind::Soc => self.soc,
+            RecordKind::Soc => self.soc_record,
+            RecordKind::SocPoint => self.soc_point,
             RecordKind::History => self.history,
             RecordKind::Nonce => self.nonce,
         }
@@ -93,7 +104,8 @@ impl PollReport {
     fn set(&mut self, kind: RecordKind, outcome: Outcome) {
         match kind {
             RecordKind::Settings => self.settings = outcome,
-            RecordKind::Soc => self.soc = outcome,
+            RecordKind::Soc => self.soc_record = outcome,
+            RecordKind::SocPoint => self.soc_point = outcome,
             RecordKind::History => self.history = outcome,
             RecordKind::Nonce => self.nonce = outcome,
         }
@@ -117,8 +129,11 @@ pub struct RecordStats {
 pub struct Restored {
     /// The stored settings.
     pub settings: Result<Settings, RecordError>,
-    /// The stored SoC state (pass `.ok()` to `Monitor::new`).
+    /// The stored SoC state: the whole record with its point applied when the point belongs to
+    /// it (pass `.ok()` to `Monitor::new`).
     pub soc: Result<SocState, RecordError>,
+    /// The stored SoC point as read (applied in `soc` only on top of its own record).
+    pub soc_point: Result<SocPoint, RecordError>,
     /// The stored history (`History::from`).
     pub history: Result<HistoryRecord, RecordError>,
     /// The stored nonce reservation (first nonce for `Advertiser::new`).
@@ -139,16 +154,18 @@ impl Restored {
         match kind {
             RecordKind::Settings => self.settings.err(),
             RecordKind::Soc => self.soc.err(),
+            RecordKind::SocPoint => self.soc_point.err(),
             RecordKind::History => self.history.err(),
             RecordKind::Nonce => self.nonce.err(),
         }
     }
 
     /// The error to raise and report for `kind` (SET-3): any reason it was not restored, except
-    /// that nothing is missing on a first boot.
+    /// that nothing is missing on a first boot, and a missing SoC point never is an error (none
+    /// is written until the SoC moves).
     pub fn fault(&self, kind: RecordKind) -> Option<RecordError> {
         match self.error(kind) {
-            Some(RecordError::Missing) if self.first_boot() => None,
+            Some(RecordError::Missing) if self.first_boot() || kind == RecordKind::SocPoint => None,
             other => other,
         }
     }
@@ -171,13 +188,17 @@ impl Restored {
 pub struct Persistence {
     /// The settings the store holds (restored or last written), `None` when unknown.
     settings_stored: Option<Settings>,
+    /// The whole SoC record the store holds (restored or last written), `None` when unknown.
+    soc_stored: Option<SocRecord>,
+    /// The generation of the SoC point the store holds, `None` when it holds none.
+    point_generation: Option<u8>,
     /// Per kind (index [`RecordKind::index`]): the store holds no valid value yet.
-    unstored: [bool; 4],
+    unstored: [bool; KINDS],
     /// Per kind: do not retry before this time after a failed write.
-    retry_at_ms: [Option<u64>; 4],
+    retry_at_ms: [Option<u64>; KINDS],
     /// Per kind: the last attempted write failed.
-    failing: [bool; 4],
-    stats: [RecordStats; 4],
+    failing: [bool; KINDS],
+    stats: [RecordStats; KINDS],
 }
 
 impl Persistence {
@@ -185,28 +206,38 @@ impl Persistence {
     /// first poll. Prefer [`Persistence::restore`] at start.
     pub fn new() -> Self {
         Persistence {
-            unstored: [true; 4],
+            unstored: [true; KINDS],
             ..Persistence::default()
         }
     }
 
     /// Reads every record at start, each on its own: a missing or unreadable record does not
     /// keep the others from being restored. Records that were not restored are written (with
-    /// the values then in use) at the first [`Persistence::poll`].
+    /// the values then in use) at the first [`Persistence::poll`]; a missing SoC point is not
+    /// (it is written when the SoC moves).
     pub fn restore<S: Storage + ?Sized>(storage: &mut S) -> (Persistence, Restored) {
+        let soc_record = read::<SocRecord, S>(storage);
+        let soc_point = read::<SocPoint, S>(storage);
         let restored = Restored {
             settings: read::<Settings, S>(storage),
-            soc: read::<SocState, S>(storage),
+            soc: soc_record.map(|record| soc::combine(&record, soc_point.as_ref().ok())),
+            soc_point,
             history: read::<HistoryRecord, S>(storage),
             nonce: read::<Nonce, S>(storage),
         };
         let mut persistence = Persistence {
             settings_stored: restored.settings.ok(),
+            soc_stored: soc_record.ok(),
+            point_generation: soc_point.ok().map(|point| point.generation),
             ..Persistence::default()
         };
         for kind in RecordKind::ALL {
             if let Some(slot) = persistence.unstored.get_mut(kind.index()) {
-                *slot = restored.error(kind).is_some();
+                *slot = match restored.error(kind) {
+                    Some(RecordError::Missing) => kind != RecordKind::SocPoint,
+                    Some(_) => true,
+                    None => false,
+                };
             }
         }
         (persistence, restored)
@@ -241,14 +272,92 @@ impl Persistence {
                 RecordKind::History if records.history_due || self.unstored(kind) => {
                     self.write_due(storage, now_ms, &records.history)
                 }
-                RecordKind::Soc if records.soc_due || self.unstored(kind) => {
-                    self.write_due(storage, now_ms, &records.soc)
+                RecordKind::Soc => {
+                    let outcome = self.poll_soc_record(storage, now_ms, records);
+                    if outcome != Outcome::Idle {
+                        report.soc = outcome;
+                    }
+                    outcome
                 }
-                RecordKind::History | RecordKind::Soc => Outcome::Idle,
+                RecordKind::SocPoint => {
+                    let outcome = self.poll_soc_point(storage, now_ms, records, report.soc);
+                    if report.soc == Outcome::Idle && records.soc_due {
+                        report.soc = outcome;
+                    }
+                    outcome
+                }
+                RecordKind::History => Outcome::Idle,
             };
             report.set(kind, outcome);
         }
         report
+    }
+
+    /// The whole SoC record, when it is unstored or the due state cannot be a point on top of
+    /// the stored one. Its generation differs from the stored point's, so that point can never
+    /// apply to it.
+    fn poll_soc_record<S: Storage + ?Sized>(
+        &mut self,
+        storage: &mut S,
+        now_ms: u64,
+        records: &Records,
+    ) -> Outcome {
+        let needed = match &self.soc_stored {
+            Some(stored) if !self.unstored(RecordKind::Soc) => {
+                records.soc_due && soc::needs_record(&stored.state, &records.soc)
+            }
+            _ => true,
+        };
+        if !needed {
+            return Outcome::Idle;
+        }
+        let previous = self.soc_stored.map_or(0, |stored| stored.generation);
+        let record = SocRecord {
+            generation: self.point_generation.unwrap_or(previous).wrapping_add(1),
+            state: records.soc,
+        };
+        let outcome = self.write_due(storage, now_ms, &record);
+        if outcome == Outcome::Written {
+            self.soc_stored = Some(record);
+        }
+        outcome
+    }
+
+    /// The SoC point: when the SoC is due and the whole record did not just carry it (or could
+    /// not be written), or to repair an unreadable point.
+    fn poll_soc_point<S: Storage + ?Sized>(
+        &mut self,
+        storage: &mut S,
+        now_ms: u64,
+        records: &Records,
+        record_outcome: Outcome,
+    ) -> Outcome {
+        let Some(stored) = self.soc_stored else {
+            return Outcome::Idle;
+        };
+        let repair = self.unstored(RecordKind::SocPoint);
+        let due = records.soc_due && record_outcome == Outcome::Idle;
+        if !(due || repair) {
+            return Outcome::Idle;
+        }
+        // A point on top of a record whose slow fields differ from the state would restore a
+        // mix; the record is then written (or retried) instead.
+        let state = if soc::needs_record(&stored.state, &records.soc) {
+            if !repair {
+                return Outcome::Idle;
+            }
+            stored.state
+        } else {
+            records.soc
+        };
+        let Some(point) = SocPoint::of(&state, stored.generation) else {
+            return Outcome::Idle;
+        };
+        let outcome = self.write_due(storage, now_ms, &point);
+        if outcome == Outcome::Written {
+            self.point_generation = Some(point.generation);
+        }
+        outcome
     }
 
     /// True while the last write of any record failed (raise a storage error until it clears).
@@ -329,8 +438,31 @@ fn read<R: Record, S: Storage + ?Sized>(storage: &mut S) -> Result<R, RecordErro
 #[cfg(test)]
 pub(crate) mod tests {
     use super::*;
+    use crate::monitor::NAS_PER_MAH;
     use crate::storage::record::tests::{sample_history, sample_settings, sample_soc};
     use crate::storage::MemStorage;
+
+    /// `a` restored through a SoC point equals `b` up to the point's resolution.
+    pub(crate) fn assert_near(a: &SocState, b: &SocState) {
+        let capacity_nas = i64::from(b.capacity_mah) * NAS_PER_MAH;
+        assert!(
+            a.used_nas.abs_diff(b.used_nas) <= (capacity_nas / 65_535) as u64,
+            "{a:?} != {b:?}"
+        );
+        assert!(
+            a.consumed_nas.abs_diff(b.consumed_nas) <= (capacity_nas / 16_384) as u64,
+            "{a:?} != {b:?}"
+        );
+        let slow = |s: &SocState| {
+            (
+                s.knowledge,
+                s.capacity_mah,
+                s.low_soc_warning,
+                s.below_floor,
+            )
+        };
+        assert_eq!(slow(a), slow(b));
+    }
 
     /// A store whose writes can be made to fail, as a worn or disconnected flash would.
     #[derive(Default)]
@@ -561,7 +693,7 @@ pub(crate) mod tests {
             Ok(sample_settings()),
             "previous value lost"
         );
-        assert_eq!(restored.soc, Ok(sample_soc()));
+        assert_near(&restored.soc.unwrap(), &sample_soc());
 
         let report = persistence.poll(&mut store, 1_000 + RETRY_MS - 1, &changed);
         assert_eq!(report.settings, Outcome::Deferred);
@@ -603,5 +735,145 @@ pub(crate) mod tests {
         );
         let (_, restored) = Persistence::restore(&mut store);
         assert_eq!(restored.first_nonce(0), 9);
+    }
+
+    /// MON-8: a due SoC state whose charge counts alone changed goes into the 8-byte point; a
+    /// change of a slow field (here a latch) writes the whole record; a reboot restores both.
+    #[test]
+    fn mon_8_counts_go_to_the_point_and_slow_fields_to_the_record() {
+        let mut store = full_store();
+        let (mut persistence, _) = Persistence::restore(&mut store);
+        let capacity_nas = i64::from(sample_soc().capacity_mah) * NAS_PER_MAH;
+        let moved = SocState {
+            used_nas: capacity_nas / 2,
+            consumed_nas: capacity_nas / 2,
+            ..sample_soc()
+        };
+        let report = persistence.poll(
+            &mut store,
+            1_000,
+            &Records {
+                soc: moved,
+                soc_due: true,
+                ..records()
+            },
+        );
+        assert_eq!(
+            (report.soc, report.soc_record, report.soc_point),
+            (Outcome::Written, Outcome::Idle, Outcome::Written)
+        );
+        assert_eq!(store.get(RecordKind::SocPoint.key()).unwrap().len(), 8);
+        let (_, restored) = Persistence::restore(&mut store);
+        assert_near(&restored.soc.unwrap(), &moved);
+
+        let latched = SocState {
+            low_soc_warning: true,
+            used_nas: capacity_nas / 3,
+            ..moved
+        };
+        let report = persistence.poll(
+            &mut store,
+            2_000,
+            &Records {
+                soc: latched,
+                soc_due: true,
+                ..records()
+            },
+        );
+        assert_eq!(
+            (report.soc, report.soc_record, report.soc_point),
+            (Outcome::Written, Outcome::Written, Outcome::Idle)
+        );
+        let (_, restored) = Persistence::restore(&mut store);
+        assert_eq!(restored.soc, Ok(latched), "the record alone, exactly");
+        assert_eq!(persistence.stats(RecordKind::SocPoint).writes, 1);
+        assert_eq!(persistence.stats(RecordKind::Soc).writes, 1);
+    }
+
+    /// MON-8: a point never applies on top of a record written after it, however many records
+    /// are written without a point in between (the generation never meets the stored point's).
+    #[test]
+    fn mon_8_an_older_point_never_applies_to_a_newer_record() {
+        let mut store = full_store();
+        let (mut persistence, _) = Persistence::restore(&mut store);
+        let stale_point = store.get(RecordKind::SocPoint.key()).unwrap().to_vec();
+        let capacity_nas = i64::from(sample_soc().capacity_mah) * NAS_PER_MAH;
+        for i in 0..600u64 {
+            let state = SocState {
+                below_floor: i % 2 == 0,
+                used_nas: capacity_nas / 600 * (i as i64),
+                ..sample_soc()
+            };
+            let report = persistence.poll(
+                &mut store,
+                i * 1_000,
+                &Records {
+                    soc: state,
+                    soc_due: true,
+                    ..records()
+                },
+            );
+            assert_eq!(report.soc_record, Outcome::Written);
+            assert_eq!(
+                store.get(RecordKind::SocPoint.key()).unwrap(),
+                &stale_point[..]
+            );
+            let (_, restored) = Persistence::restore(&mut store);
+            assert_eq!(
+                restored.soc,
+                Ok(state),
+                "stale point applied after {i} records"
+            );
+        }
+    }
+
+    /// MON-8: a power cut between a point and the next record, or a point write that fails,
+    /// restores the latest state that was completely written.
+    #[test]
+    fn mon_8_a_failed_point_keeps_the_previous_point() {
+        let mut store = FaultyStorage {
+            inner: full_store(),
+            fail_writes: false,
+        };
+        let (mut persistence, before) = Persistence::restore(&mut store);
+        let capacity_nas = i64::from(sample_soc().capacity_mah) * NAS_PER_MAH;
+        let moved = SocState {
+            used_nas: capacity_nas / 4,
+            ..sample_soc()
+        };
+        store.fail_writes = true;
+        let due = Records {
+            soc: moved,
+            soc_due: true,
+            ..records()
+        };
+        let report = persistence.poll(&mut store, 0, &due);
+        assert_eq!(report.soc, Outcome::Failed(StorageError::Io { code: -5 }));
+        assert!(persistence.failing());
+        let (_, restored) = Persistence::restore(&mut store);
+        assert_eq!(restored.soc, before.soc);
+        store.fail_writes = false;
+        let report = persistence.poll(&mut store, RETRY_MS, &due);
+        assert_eq!(report.soc, Outcome::Written);
+        assert!(!persistence.failing());
+        let (_, restored) = Persistence::restore(&mut store);
+        assert_near(&restored.soc.unwrap(), &moved);
+    }
+
+    #[test]
+    fn a_missing_point_is_no_fault_and_not_rewritten() {
+        let mut store = full_store();
+        store.delete(RecordKind::SocPoint.key()).unwrap();
+        let (mut persistence, restored) = Persistence::restore(&mut store);
+        assert_eq!(
+            restored.error(RecordKind::SocPoint),
+            Some(RecordError::Missing)
+        );
+        assert_eq!(restored.fault(RecordKind::SocPoint), None);
+        assert_eq!(restored.soc, Ok(sample_soc()), "the record alone");
+        assert_eq!(
+            persistence.poll(&mut store, 0, &records()),
+            PollReport::default()
+        );
     }
 }

@@ -7,6 +7,11 @@
 //!        kind  version   body (postcard)     CRC-32/ISCSI of bytes 0 .. n-4, little-endian
 //! ```
 //!
+//! A compact record ([`Record::COMPACT`], at most [`COMPACT_MAX_LEN`] = 8 bytes, so that ZMS
+//! keeps it inside its allocation-table entry) is `version | postcard body | CRC-16 (LE)`, the
+//! CRC-16 taken over the kind byte followed by the stored bytes: the kind is checked without
+//! being stored.
+//!
 //! `kind` guards against a value landing under the wrong key; `version` is the body's format
 //! version. A newer firmware decodes every older version ([`Record::decode_body`] maps it to the
 //! current type); a version newer than the firmware (after a downgrade) is refused. Encoding goes
@@ -21,7 +26,6 @@ use serde::{Deserialize, Serialize};
 
 use super::StorageError;
 use crate::history::HistoryRecord;
-use crate::monitor::SocState;
 use crate::settings::Settings;
 
 /// Longest stored value in bytes (the history record is the largest, well below this).
@@ -35,27 +39,46 @@ pub const ENVELOPE_LEN: usize = 1 + 1 + 4;
 /// a record of this size.
 pub const CRC: crc::Crc<u32> = crc::Crc::<u32>::new(&crc::CRC_32_ISCSI);
 
+/// Longest compact record in bytes: what ZMS stores inside its 16-byte allocation-table entry
+/// (`ZMS_DATA_IN_ATE_SIZE`).
+pub const COMPACT_MAX_LEN: usize = 8;
+
+/// Envelope bytes around the body of a compact record: version, CRC-16.
+pub const COMPACT_ENVELOPE_LEN: usize = 1 + 2;
+
+/// The CRC of compact records: CRC-16/IBM-3740 (polynomial 0x1021, initial value 0xFFFF, not
+/// reflected), sent little-endian. It detects every error of up to 3 bits and every odd number
+/// of bit errors in a record of this size.
+pub const CRC16: crc::Crc<u16> = crc::Crc::<u16>::new(&crc::CRC_16_IBM_3740);
+
 /// The persisted record kinds: the first byte of each stored value.
 #[derive(Clone, Copy, Debug, PartialEq, Eq, Hash)]
 #[repr(u8)]
 pub enum RecordKind {
     /// The user settings ([`Settings`]), under `bms/settings`.
     Settings = 1,
-    /// The monitor's SoC state ([`SocState`]), under `bms/soc`.
+    /// The monitor's whole SoC state ([`super::SocRecord`]), under `bms/soc`.
     Soc = 2,
     /// The history ([`HistoryRecord`]), under `bms/hist`.
     History = 3,
     /// The Instant Readout nonce reservation ([`Nonce`]), under `bms/nonce`.
     Nonce = 4,
+    /// The SoC charge counts written at every point ([`super::SocPoint`]), under `bms/point`.
+    SocPoint = 5,
 }
 
 impl RecordKind {
-    /// Every kind, in the order [`super::Persistence`] writes them.
-    pub const ALL: [RecordKind; 4] = [
+    /// How many kinds there are.
+    pub const COUNT: usize = 5;
+
+    /// Every kind, in the order [`super::Persistence`] writes them (a point after the record it
+    /// belongs to).
+    pub const ALL: [RecordKind; RecordKind::COUNT] = [
         RecordKind::Nonce,
         RecordKind::Settings,
         RecordKind::History,
         RecordKind::Soc,
+        RecordKind::SocPoint,
     ];
 
     /// The key the record is stored under (a Zephyr settings name).
@@ -65,6 +88,7 @@ impl RecordKind {
             RecordKind::Soc => "bms/soc",
             RecordKind::History => "bms/hist",
             RecordKind::Nonce => "bms/nonce",
+            RecordKind::SocPoint => "bms/point",
         }
     }
 
@@ -75,6 +99,7 @@ impl RecordKind {
             RecordKind::Soc => "soc",
             RecordKind::History => "history",
             RecordKind::Nonce => "nonce",
+            RecordKind::SocPoint => "soc point",
         }
     }
 
@@ -84,6 +109,7 @@ impl RecordKind {
             RecordKind::Settings => 1,
             RecordKind::History => 2,
             RecordKind::Soc => 3,
+            RecordKind::SocPoint => 4,
         }
     }
 }
@@ -154,6 +180,9 @@ pub trait Record: Serialize + DeserializeOwned {
     const KIND: RecordKind;
     /// The format version written now (1 = the first).
     const VERSION: u8;
+    /// Stored in the compact envelope (version, body, CRC-16; at most [`COMPACT_MAX_LEN`]
+    /// bytes) instead of the full one.
+    const COMPACT: bool = false;
 
     /// Decodes a body of format `version` (1 ..= `VERSION`) into the current type.
     fn decode_body(version: u8, body: &[u8]) -> Result<Self, RecordError> {
@@ -186,11 +215,6 @@ impl Record for Settings {
     }
 }
 
-impl Record for SocState {
-    const KIND: RecordKind = RecordKind::Soc;
-    const VERSION: u8 = 1;
-}
-
 impl Record for HistoryRecord {
     const KIND: RecordKind = RecordKind::History;
     const VERSION: u8 = 1;
@@ -213,6 +237,18 @@ impl Record for Nonce {
 
 /// Encodes `record` with its envelope into `buf`; returns the length.
 pub fn encode_record<R: Record>(record: &R, buf: &mut [u8]) -> Result<usize, RecordError> {
+    if R::COMPACT {
+        let buf = match buf.get_mut(..COMPACT_MAX_LEN) {
+            Some(capped) => capped,
+            None => buf,
+        };
+        let mut digest = CRC16.digest();
+        digest.update(&[R::KIND as u8]);
+        let flavor = CrcModifier::new(Slice::new(buf), digest);
+        let used = postcard::serialize_with_flavor(&(R::VERSION, record), flavor)
+            .map_err(|_| RecordError::TooLarge)?;
+        return Ok(used.len());
+    }
     let buf = match buf.get_mut(..MAX_RECORD_LEN) {
         Some(capped) => capped,
         None => buf,
@@ -227,6 +263,9 @@ pub fn encode_record<R: Record>(record: &R, buf: &mut [u8]) -> Result<usize, Rec
 /// Decodes a stored value of record type `R`: checks the CRC, the kind and the version, decodes
 /// (migrating an older version) and checks the values.
 pub fn decode_record<R: Record>(bytes: &[u8]) -> Result<R, RecordError> {
+    if R::COMPACT {
+        return decode_compact(bytes);
+    }
     if bytes.len() < ENVELOPE_LEN {
         return Err(RecordError::Truncated { len: bytes.len() });
     }
@@ -242,10 +281,36 @@ pub fn decode_record<R: Record>(bytes: &[u8]) -> Result<R, RecordError> {
     if *kind != R::KIND as u8 {
         return Err(RecordError::WrongKind { kind: *kind });
     }
-    if *version == 0 || *version > R::VERSION {
-        return Err(RecordError::UnknownVersion { version: *version });
+    decode_version(*version, body)
+}
+
+fn decode_compact<R: Record>(bytes: &[u8]) -> Result<R, RecordError> {
+    if bytes.len() < COMPACT_ENVELOPE_LEN {
+        return Err(RecordError::Truncated { len: bytes.len() });
     }
-    let record = R::decode_body(*version, body)?;
+    if bytes.len() > COMPACT_MAX_LEN {
+        return Err(RecordError::TooLarge);
+    }
+    let Some((message, crc_bytes)) = bytes.split_last_chunk::<2>() else {
+        return Err(RecordError::Truncated { len: bytes.len() });
+    };
+    let mut digest = CRC16.digest();
+    digest.update(&[R::KIND as u8]);
+    digest.update(message);
+    if digest.finalize() != u16::from_le_bytes(*crc_bytes) {
+        return Err(RecordError::BadCrc);
+    }
+    let [version, body @ ..] = message else {
+        return Err(RecordError::Truncated { len: bytes.len() });
+    };
+    decode_version(*version, body)
+}
+
+fn decode_version<R: Record>(version: u8, body: &[u8]) -> Result<R, RecordError> {
+    if version == 0 || version > R::VERSION {
+        return Err(RecordError::UnknownVersion { version });
+    }
+    let record = R::decode_body(version, body)?;
     record.check()?;
     Ok(record)
 }
@@ -254,7 +319,8 @@ pub fn decode_record<R: Record>(bytes: &[u8]) -> Result<R, RecordError> {
 pub(crate) mod tests {
     use super::*;
     use crate::history::{History, HistoryInput};
-    use crate::monitor::SocKnowledge;
+    use crate::monitor::{SocKnowledge, SocState};
+    use crate::storage::{SocPoint, SocRecord};
 
     pub(crate) fn sample_settings() -> Settings {
         Settings {
@@ -276,6 +342,21 @@ pub(crate) mod tests {
             since_full_charge_ms: Some(86_400_000),
             low_soc_warning: false,
             below_floor: false,
+        }
+    }
+
+    pub(crate) fn sample_soc_record() -> SocRecord {
+        SocRecord {
+            generation: 9,
+            state: sample_soc(),
+        }
+    }
+
+    pub(crate) fn sample_point() -> SocPoint {
+        SocPoint {
+            generation: 9,
+            used: 40_000,
+            consumed: 9_000,
         }
     }
 
@@ -345,8 +426,12 @@ pub(crate) mod tests {
             Ok(sample_settings())
         );
         assert_eq!(
-            decode_record::<SocState>(&encode(&sample_soc())),
-            Ok(sample_soc())
+            decode_record::<SocRecord>(&encode(&sample_soc_record())),
+            Ok(sample_soc_record())
+        );
+        assert_eq!(
+            decode_record::<SocPoint>(&encode(&sample_point())),
+            Ok(sample_point())
         );
         assert_eq!(
             decode_record::<HistoryRecord>(&encode(&sample_history())),
@@ -357,8 +442,45 @@ pub(crate) mod tests {
     }
 
     #[test]
-    fn the_nonce_record_fits_a_zms_entry() {
+    fn the_nonce_and_point_records_fit_a_zms_entry() {
         assert_eq!(encode(&Nonce { next: u16::MAX }).len(), 8);
+        let largest = SocPoint {
+            generation: u8::MAX,
+            used: u16::MAX,
+            consumed: u16::MAX,
+        };
+        assert_eq!(encode(&largest).len(), COMPACT_MAX_LEN);
+    }
+
+    #[test]
+    fn a_compact_record_checks_its_kind_through_the_crc() {
+        let bytes = encode(&sample_point());
+        assert_eq!(bytes[0], SocPoint::VERSION);
+        let mut digest = CRC16.digest();
+        digest.update(&[RecordKind::SocPoint as u8]);
+        digest.update(&bytes[..bytes.len() - 2]);
+        assert_eq!(digest.finalize().to_le_bytes(), bytes[bytes.len() - 2..]);
+        // The same bytes sealed for another kind are refused.
+        let mut other = CRC16.digest();
+        other.update(&[RecordKind::Nonce as u8]);
+        other.update(&bytes[..bytes.len() - 2]);
+        let mut wrong = bytes[..bytes.len() - 2].to_vec();
+        wrong.extend_from_slice(&other.finalize().to_le_bytes());
+        assert_eq!(decode_record::<SocPoint>(&wrong), Err(RecordError::BadCrc));
+        assert_eq!(
+            decode_record::<SocPoint>(&[0; COMPACT_MAX_LEN + 1]),
+            Err(RecordError::TooLarge)
+        );
+        assert_eq!(
+            decode_record::<SocPoint>(&bytes[..2]),
+            Err(RecordError::Truncated { len: 2 })
+        );
+    }
+
+    #[test]
+    fn the_crc16_is_crc16_ibm_3740() {
+        // The standard check value of CRC-16/IBM-3740 over "123456789".
+        assert_eq!(CRC16.checksum(b"123456789"), 0x29B1);
     }
 
     /// SET-3: stored data carries a format version and a checksum; every single-bit flip and
@@ -366,7 +488,8 @@ pub(crate) mod tests {
     #[test]
     fn set_3_every_bit_flip_and_truncation_of_every_record_kind_is_detected() {
         assert_every_corruption_detected::<Settings>(&encode(&sample_settings()));
-        assert_every_corruption_detected::<SocState>(&encode(&sample_soc()));
+        assert_every_corruption_detected::<SocRecord>(&encode(&sample_soc_record()));
+        assert_every_corruption_detected::<SocPoint>(&encode(&sample_point()));
         assert_every_corruption_detected::<HistoryRecord>(&encode(&sample_history()));
         assert_every_corruption_detected::<Nonce>(&encode(&Nonce { next: 0x1234 }));
     }
@@ -385,7 +508,7 @@ pub(crate) mod tests {
             Err(RecordError::BadCrc)
         );
         assert_eq!(
-            decode_record::<SocState>(&good),
+            decode_record::<SocRecord>(&good),
             Err(RecordError::WrongKind { kind: 1 })
         );
     }
@@ -446,6 +569,7 @@ pub(crate) mod tests {
     const V1_SETTINGS: &str = "0101fa1a1e05190fea17670f8833";
     const V1_SOC: &str = "020102c09a0c80bdede09092388080fcd5f5c8360180b89929000078114073";
     const V1_NONCE: &str = "0401efbea6f04f14";
+    const V1_POINT: &str = "0109409c28233f9d";
     const V1_HISTORY: &str = concat!(
         "030180f104cd0280989abc049f2280989abc04000000000001ac6601906701da1901ee1901e802",
         "01e003010300000001015e410ab7"
@@ -457,7 +581,18 @@ pub(crate) mod tests {
             decode_record::<Settings>(&unhex(V1_SETTINGS)),
             Ok(sample_settings())
         );
-        assert_eq!(decode_record::<SocState>(&unhex(V1_SOC)), Ok(sample_soc()));
+        // Version 1 of the SoC record was the bare state: generation 0, which no point has.
+        assert_eq!(
+            decode_record::<SocRecord>(&unhex(V1_SOC)),
+            Ok(SocRecord {
+                generation: 0,
+                state: sample_soc()
+            })
+        );
+        assert_eq!(
+            decode_record::<SocPoint>(&unhex(V1_POINT)),
+            Ok(sample_point())
+        );
         assert_eq!(
             decode_record::<Nonce>(&unhex(V1_NONCE)),
             Ok(Nonce { next: 0xBEEF })

@@ -1,0 +1,280 @@
+//! The SoC state on flash as two records, so that the write MON-8 asks for at every point of SoC
+//! fits inside one ZMS allocation-table entry.
+//!
+//! - [`SocRecord`] under `bms/soc`: the whole [`SocState`] (knowledge, capacity, charge counts,
+//!   time since full, latches) and a `generation`. Written when a slow field changes: knowledge,
+//!   capacity, a latch, a synchronisation (time since full restarts), every
+//!   [`PERSIST_AGE_INTERVAL_MS`] of time since full, or when the counts do not fit a point.
+//! - [`SocPoint`] under `bms/point`: the two charge counts as fractions of the capacity and the
+//!   generation of the [`SocRecord`] they belong to; 8 bytes with version and CRC-16. Written
+//!   at every other SoC write.
+//!
+//! At start a point applies only on top of the [`SocRecord`] of its own generation; otherwise the
+//! record alone is restored. A new [`SocRecord`] always takes a generation different from the
+//! point then stored (`stored point + 1`), so a point written before it can never apply to it,
+//! whatever happens to power between the two writes.
+
+use serde::{Deserialize, Serialize};
+
+use super::record::{decode_exact, Record, RecordError, RecordKind};
+use crate::monitor::{SocState, NAS_PER_MAH, PERSIST_AGE_INTERVAL_MS};
+
+/// [`SocPoint::used`] of a bank at 0 % (the whole capacity used).
+pub const USED_FULL_SCALE: u16 = u16::MAX;
+
+/// [`SocPoint::consumed`] units per capacity: a point holds consumed Ah up to 4 × the capacity
+/// (beyond, the whole [`SocRecord`] is written).
+pub const CONSUMED_PER_CAPACITY: u16 = 16_384;
+
+/// The whole SoC state (MON-8) with the generation its [`SocPoint`]s carry.
+#[derive(Clone, Copy, Debug, Default, PartialEq, Eq, Serialize, Deserialize)]
+pub struct SocRecord {
+    /// Changes at every write of this record; a [`SocPoint`] applies only with the same value.
+    pub generation: u8,
+    /// The monitor's state when written.
+    pub state: SocState,
+}
+
+impl Record for SocRecord {
+    const KIND: RecordKind = RecordKind::Soc;
+    /// Version 1 was the bare [`SocState`], before points existed (generation 0).
+    const VERSION: u8 = 2;
+
+    fn decode_body(version: u8, body: &[u8]) -> Result<Self, RecordError> {
+        match version {
+            1 => Ok(SocRecord {
+                generation: 0,
+                state: decode_exact(body)?,
+            }),
+            2 => decode_exact(body),
+            version => Err(RecordError::UnknownVersion { version }),
+        }
+    }
+}
+
+/// The charge counts of the SoC state, compact enough to live inside a ZMS allocation-table
+/// entry (8 bytes with version and CRC-16). Resolution: 1 / 65535 of the capacity for the SoC
+/// (0.0015 %), 1 / 16384 of the capacity for consumed Ah.
+#[derive(Clone, Copy, Debug, Default, PartialEq, Eq, Serialize, Deserialize)]
+pub struct SocPoint {
+    /// The [`SocRecord::generation`] this point belongs to.
+    pub generation: u8,
+    /// Charge used below full, in 1/[`USED_FULL_SCALE`] of the capacity (0 = full).
+    #[serde(with = "postcard::fixint::le")]
+    pub used: u16,
+    /// Consumed Ah, in 1/[`CONSUMED_PER_CAPACITY`] of the capacity.
+    #[serde(with = "postcard::fixint::le")]
+    pub consumed: u16,
+}
+
+impl Record for SocPoint {
+    const KIND: RecordKind = RecordKind::SocPoint;
+    const VERSION: u8 = 1;
+    const COMPACT: bool = true;
+}
+
+impl SocPoint {
+    /// The point of `state` for the record of `generation`, or `None` when it cannot be
+    /// represented (no capacity, or counts out of the point's range): write the whole record.
+    pub fn of(state: &SocState, generation: u8) -> Option<SocPoint> {
+        let capacity_nas = capacity_nas(state)?;
+        let used = i128::from(state.used_nas);
+        let consumed = i128::from(state.consumed_nas);
+        if !(0..=capacity_nas).contains(&used) || consumed < 0 {
+            return None;
+        }
+        let used =
+            u16::try_from(div_round(used * i128::from(USED_FULL_SCALE), capacity_nas)).ok()?;
+        let consumed = u16::try_from(div_round(
+            consumed * i128::from(CONSUMED_PER_CAPACITY),
+            capacity_nas,
+        ))
+        .ok()?;
+        Some(SocPoint {
+            generation,
+            used,
+            consumed,
+        })
+    }
+
+    /// `state` (from the [`SocRecord`] this point belongs to) with the point's charge counts.
+    pub fn apply(&self, state: &SocState) -> SocState {
+        let Some(capacity_nas) = capacity_nas(state) else {
+            return *state;
+        };
+        let scale = |value: u16, per_capacity: u16| {
+            let nas = div_round(i128::from(value) * capacity_nas, i128::from(per_capacity));
+            i64::try_from(nas).unwrap_or(i64::MAX)
+        };
+        SocState {
+            used_nas: scale(self.used, USED_FULL_SCALE),
+            consumed_nas: scale(self.consumed, CONSUMED_PER_CAPACITY),
+            ..*state
+        }
+    }
+}
+
+/// True when `now` cannot be stored as a point on top of `stored` (the record the store
+/// holds): a slow field changed, time since full restarted or advanced by
+/// [`PERSIST_AGE_INTERVAL_MS`], or the counts do not fit a point.
+pub fn needs_record(stored: &SocState, now: &SocState) -> bool {
+    let age_due = match (stored.since_full_charge_ms, now.since_full_charge_ms) {
+        (Some(then), Some(now)) => now < then || now - then >= PERSIST_AGE_INTERVAL_MS,
+        (then, now) => then.is_some() != now.is_some(),
+    };
+    stored.knowledge != now.knowledge
+        || stored.capacity_mah != now.capacity_mah
+        || stored.low_soc_warning != now.low_soc_warning
+        || stored.below_floor != now.below_floor
+        || age_due
+        || SocPoint::of(now, 0).is_none()
+}
+
+/// The SoC state to restore: the record, with the point's counts when the point belongs to it.
+pub fn combine(record: &SocRecord, point: Option<&SocPoint>) -> SocState {
+    match point {
+        Some(point) if point.generation == record.generation => point.apply(&record.state),
+        _ => record.state,
+    }
+}
+
+fn capacity_nas(state: &SocState) -> Option<i128> {
+    let nas = i128::from(state.capacity_mah) * i128::from(NAS_PER_MAH);
+    (nas > 0).then_some(nas)
+}
+
+/// `n / d` rounded to nearest for `n >= 0`, `d > 0` (the callers' ranges keep far from overflow).
+fn div_round(n: i128, d: i128) -> i128 {
+    n.saturating_add(d / 2) / d
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+    use crate::monitor::{Monitor, SocKnowledge};
+    use crate::storage::record::tests::sample_soc;
+
+    #[test]
+    fn a_point_restores_the_soc_to_far_better_than_a_tenth_of_a_point() {
+        for capacity_mah in [1, 100_000, 200_000, 5_000_000, 400_000_000] {
+            let capacity_nas = i64::from(capacity_mah) * NAS_PER_MAH;
+            for permille in [0, 1, 7, 333, 500, 999, 1000] {
+                let state = SocState {
+                    capacity_mah,
+                    used_nas: capacity_nas / 1000 * (1000 - permille),
+                    consumed_nas: capacity_nas / 1000 * (3000 - permille),
+                    ..sample_soc()
+                };
+                let point = SocPoint::of(&state, 7).unwrap();
+                let back = point.apply(&state);
+                let used_err = back.used_nas.abs_diff(state.used_nas);
+                let consumed_err = back.consumed_nas.abs_diff(state.consumed_nas);
+                assert!(
+                    used_err <= (capacity_nas / 65_535) as u64 / 2 + 1,
+                    "{capacity_mah}"
+                );
+                assert!(consumed_err <= (capacity_nas / 16_384) as u64 / 2 + 1);
+                let soc = |s: &SocState| Monitor::new(Some(*s)).soc_permille().unwrap();
+                assert!(soc(&back).abs_diff(soc(&state)) <= 1);
+            }
+        }
+    }
+
+    #[test]
+    fn counts_a_point_cannot_hold_need_the_whole_record() {
+        let base = sample_soc();
+        let cap = i64::from(base.capacity_mah) * NAS_PER_MAH;
+        assert!(SocPoint::of(&base, 0).is_some());
+        for state in [
+            SocState {
+                capacity_mah: 0,
+                ..base
+            },
+            SocState {
+                consumed_nas: cap * 4,
+                ..base
+            },
+            SocState {
+                consumed_nas: -1,
+                ..base
+            },
+            SocState {
+                used_nas: cap + 1,
+                ..base
+            },
+        ] {
+            assert_eq!(SocPoint::of(&state, 0), None, "{state:?}");
+            assert!(needs_record(&base, &state));
+        }
+    }
+
+    #[test]
+    fn slow_fields_need_the_whole_record_and_counts_do_not() {
+        let stored = sample_soc();
+        let counts_only = SocState {
+            used_nas: stored.used_nas / 2,
+            consumed_nas: stored.consumed_nas / 2,
+            since_full_charge_ms: stored
+                .since_full_charge_ms
+                .map(|ms| ms + PERSIST_AGE_INTERVAL_MS - 1),
+            ..stored
+        };
+        assert!(!needs_record(&stored, &counts_only));
+        let changes = [
+            SocState {
+                knowledge: SocKnowledge::Estimated,
+                ..stored
+            },
+            SocState {
+                capacity_mah: 100_000,
+                ..stored
+            },
+            SocState {
+                low_soc_warning: true,
+                ..stored
+            },
+            SocState {
+                below_floor: true,
+                ..stored
+            },
+            SocState {
+                since_full_charge_ms: Some(0),
+                ..stored
+            },
+            SocState {
+                since_full_charge_ms: None,
+                ..stored
+            },
+            SocState {
+                since_full_charge_ms: stored
+                    .since_full_charge_ms
+                    .map(|ms| ms + PERSIST_AGE_INTERVAL_MS),
+                ..stored
+            },
+        ];
+        for now in changes {
+            assert!(needs_record(&stored, &now), "{now:?}");
+        }
+    }
+
+    #[test]
+    fn a_point_applies_only_to_the_record_of_its_generation() {
+        let record = SocRecord {
+            generation: 4,
+            state: sample_soc(),
+        };
+        let moved = SocState {
+            used_nas: 0,
+            consumed_nas: 0,
+            ..sample_soc()
+        };
+        let point = SocPoint::of(&moved, 4).unwrap();
+        assert_eq!(combine(&record, Some(&point)), moved);
+        let stale = SocPoint {
+            generation: 3,
+            ..point
+        };
+        assert_eq!(combine(&record, Some(&stale)), record.state);
+        assert_eq!(combine(&record, None), record.state);
+    }
+}

@@ -100,6 +100,8 @@ pub enum What {
     CodeCleared(bms_core::codes::Code),
     /// A scenario event was applied.
     Scenario(String),
+    /// Something the BMS did that is not an output or a code (a synchronisation).
+    Bms(String),
     /// The plant crossed a damage limit (a cell below 2.5 V or above 3.8 V) or came back.
     Plant(String),
 }
@@ -128,6 +130,7 @@ impl std::fmt::Display for What {
             What::CodeRaised(c) => write!(f, "{} raised: {}", severity_name(c.severity()), c.name()),
             What::CodeCleared(c) => write!(f, "{} cleared: {}", severity_name(c.severity()), c.name()),
             What::Scenario(s) => write!(f, "scenario: {s}"),
+            What::Bms(s) => write!(f, "bms: {s}"),
             What::Plant(s) => write!(f, "plant: {s}"),
         }
     }
@@ -592,12 +595,12 @@ impl<'a> Engine<'a> {
         }
         if (lo < 2.5) != self.undervolt {
             self.undervolt = lo < 2.5;
-            let text = if self.undervolt { "a cell is below 2.5 V (damage)" } else { "all cells back above 2.5 V" };
+            let text = if self.undervolt { "a cell is below 2.5 V" } else { "all cells back above 2.5 V" };
             self.log(What::Plant(text.into()));
         }
         if (hi > 3.8) != self.overvolt {
             self.overvolt = hi > 3.8;
-            let text = if self.overvolt { "a cell is above 3.8 V (damage)" } else { "all cells back below 3.8 V" };
+            let text = if self.overvolt { "a cell is above 3.8 V" } else { "all cells back below 3.8 V" };
             self.log(What::Plant(text.into()));
         }
     }
@@ -649,6 +652,9 @@ impl<'a> Engine<'a> {
                 Event::CodeCleared(c) => What::CodeCleared(c),
             };
             self.events.push(LoggedEvent { t_ms: self.now_ms, what });
+        }
+        if self.bms.monitor_status().synchronised {
+            self.log(What::Bms("SoC synchronised to 100 %".into()));
         }
         let tick_ms = u64::from(decisions.tick_ms).max(1);
         self.decisions = decisions;

@@ -32,6 +32,10 @@ pub const BALANCE_START_V: f64 = 3.45;
 pub const BALANCE_SPREAD_V: f64 = 0.010;
 /// Balancing bleed current of a 100 Ah battery, in amperes (scaled with capacity).
 pub const BALANCE_100AH_A: f64 = 0.3;
+/// Time constant of the cold-capacity depletion building up under discharge, in seconds.
+pub const DEPLETION_RISE_S: f64 = 600.0;
+/// Time constant of the depletion relaxing at rest or while charging, in seconds.
+pub const DEPLETION_RELAX_S: f64 = 3600.0;
 /// Thermal time constant of a battery towards ambient, in seconds.
 pub const THERMAL_TAU_S: f64 = 2.0 * 3600.0;
 
@@ -108,9 +112,11 @@ impl Cell {
     /// hysteresis and the two RC voltages (everything except the series-resistance drop).
     #[inline]
     pub fn emf_v(&self, ocv: &Ocv, env: &CellEnv) -> f64 {
-        // In the cold the bottom of the cell becomes inaccessible: the same charge reads as an
-        // emptier cell, so the voltage collapses after `capacity_factor` of the charge is drawn.
-        let soc_eff = 1.0 - (1.0 - self.soc()) * env.inv_capacity_factor;
+        // In the cold, under sustained discharge, the bottom of the cell becomes inaccessible:
+        // the same charge reads as an emptier cell, so the voltage collapses after
+        // `capacity_factor` of the charge is drawn. At rest the depletion relaxes and the
+        // voltage recovers (`CellEnv::depletion_scale`).
+        let soc_eff = 1.0 - (1.0 - self.soc()) * env.depletion_scale;
         ocv.volts(soc_eff) + self.hyst * env.hyst_v + self.v_rc1 + self.v_rc2
     }
 
@@ -147,6 +153,9 @@ impl Cell {
 pub struct CellEnv {
     /// 1 / [`capacity_factor`].
     pub inv_capacity_factor: f64,
+    /// How much emptier the cells read than they are: 1 at rest, up to
+    /// `inv_capacity_factor` after a sustained discharge (see [`Battery::depletion`]).
+    pub depletion_scale: f64,
     /// [`resistance_factor`].
     pub resistance_factor: f64,
     /// [`hysteresis_half_gap_v`].
@@ -158,6 +167,7 @@ impl CellEnv {
     pub fn at(temp_c: f64) -> Self {
         CellEnv {
             inv_capacity_factor: 1.0 / capacity_factor(temp_c),
+            depletion_scale: 1.0,
             resistance_factor: resistance_factor(temp_c),
             hyst_v: hysteresis_half_gap_v(temp_c),
         }
@@ -198,6 +208,10 @@ pub struct Battery {
     /// Temperature factors for the cells.
     pub env: CellEnv,
     env_temp_c: f64,
+    /// Depletion of the cells' surface by a sustained discharge, 0 (rested) … 1: rises over
+    /// [`DEPLETION_RISE_S`] while discharging at more than 2 % of capacity per hour, relaxes
+    /// over [`DEPLETION_RELAX_S`] otherwise. It scales how much of the cold capacity loss shows.
+    pub depletion: f64,
     /// Current into the battery during the last step, amperes (positive = charging).
     pub current_a: f64,
     /// The balancer is bleeding at least one cell.
@@ -245,13 +259,20 @@ impl Battery {
     /// Once-per-second housekeeping: temperature towards `ambient_c`, balancer, own flags.
     /// Returns the lowest and highest cell voltage. `approach` is the fraction of the way
     /// to ambient the temperature moves in this step.
-    fn slow_step(&mut self, ocv: &Ocv, ambient_c: f64, approach: f64) -> (f64, f64) {
+    fn slow_step(&mut self, ocv: &Ocv, ambient_c: f64, approach: f64, dt_s: f64) -> (f64, f64) {
         self.temp_c += (ambient_c - self.temp_c) * approach;
         // The factors are exponentials: recompute them only when the temperature has moved.
         if (self.temp_c - self.env_temp_c).abs() > 0.01 {
             self.env = CellEnv::at(self.temp_c);
             self.env_temp_c = self.temp_c;
         }
+        let (target, tau_s) = if self.current_a < -0.02 * self.nominal_ah {
+            (1.0, DEPLETION_RISE_S)
+        } else {
+            (0.0, DEPLETION_RELAX_S)
+        };
+        self.depletion += (target - self.depletion) * (dt_s / tau_s).min(1.0);
+        self.env.depletion_scale = 1.0 + self.depletion * (self.env.inv_capacity_factor - 1.0);
         let mut volts = [0.0; bms_core::bus::MAX_CELLS_PER_BATTERY];
         let (mut min_v, mut max_v) = (f64::MAX, f64::MIN);
         for (slot, v) in volts.iter_mut().zip(self.cell_voltages(ocv)) {
@@ -388,6 +409,7 @@ impl Bank {
                     temp_c: spec.initial_temp_c,
                     env,
                     env_temp_c: spec.initial_temp_c,
+                    depletion: 0.0,
                     current_a: 0.0,
                     balancing: false,
                     allowed_to_charge: true,
@@ -513,7 +535,7 @@ impl Bank {
         let approach = 1.0 - (-dt_s / THERMAL_TAU_S).exp();
         let (mut lo, mut hi) = (f64::MAX, f64::MIN);
         for b in &mut self.batteries {
-            let (l, h) = b.slow_step(&self.ocv, ambient_c, approach);
+            let (l, h) = b.slow_step(&self.ocv, ambient_c, approach, dt_s);
             lo = lo.min(l);
             hi = hi.max(h);
         }
@@ -659,6 +681,21 @@ mod tests {
         assert!((92.0..100.0).contains(&warm), "{warm}");
         assert!((zero / warm - 0.8).abs() < 0.05, "{zero} / {warm}");
         assert!((cold / warm - 0.5).abs() < 0.07, "{cold} / {warm}");
+    }
+
+    #[test]
+    fn cold_battery_recovers_its_voltage_at_rest() {
+        let mut b = bank(30.0, -10.0);
+        let rested = cell_v(&b);
+        run(&mut b, -20.0, 3600.0);
+        let loaded = cell_v(&b);
+        run(&mut b, 0.0, 6.0 * 3600.0);
+        let recovered = cell_v(&b);
+        assert!(loaded < 3.0, "the cold knee shows under load: {loaded}");
+        // Back on the OCV of the (now 10 % emptier) cell, not stuck on the cold knee.
+        let target = b.ocv.volts(b.batteries[0].cells[0].soc()) - hysteresis_half_gap_v(-10.0);
+        assert!((recovered - target).abs() < 0.01, "{recovered} vs {target}");
+        assert!(recovered > 3.1 && recovered < rested);
     }
 
     #[test]

@@ -40,7 +40,7 @@ def _parser() -> argparse.ArgumentParser:
         default=",".join(BENCHMARK + (SMALL,)),
         help="comma-separated profile names (default: all)",
     )
-    p.add_argument("--model", default="SPMe", choices=("SPM", "SPMe", "DFN"), help="PyBaMM model")
+    p.add_argument("--model", default="SPMe", choices=("SPM", "SPMe"), help="PyBaMM model")
     p.add_argument("--out", type=Path, default=ROOT / "out" / "socbench", help="output folder")
     p.add_argument("--jobs", type=int, default=2, help="profiles generated in parallel")
     p.add_argument("--force", action="store_true", help="regenerate even when cached")
@@ -49,7 +49,7 @@ def _parser() -> argparse.ArgumentParser:
 
 
 def _generate_one(name: str, model: str, dest: str) -> tuple[str, dict]:
-    return name, generate.generate(SCENARIOS[name], model, Path(dest))
+    return name, generate.generate(SCENARIOS[name], model, Path(dest), verbose=True)
 
 
 def ensure_profiles(names: list[str], model: str, out: Path, jobs: int, force: bool) -> dict[str, Path]:
@@ -72,7 +72,8 @@ def ensure_profiles(names: list[str], model: str, out: Path, jobs: int, force: b
             n, meta = fut.result()
             size_mb = (dirs[n] / "input.csv").stat().st_size / 1e6
             print(
-                f"  generated  {n:14s} {meta['simulate_s']:7.1f} s  {meta['rows']:7d} rows "
+                f"  generated  {n:14s} {meta['simulate_s']:6.0f} s ({meta['cpu_s']:.0f} s CPU) "
+                f"{meta['rows']:7d} rows "
                 f"{size_mb:6.1f} MB  true SoC {meta['true_soc_min_pct']:.1f}..."
                 f"{meta['true_soc_max_pct']:.1f} %  absorptions {meta['absorption_phases']}",
                 flush=True,

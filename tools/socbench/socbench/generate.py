@@ -43,7 +43,7 @@ def profile_dir(root: Path, scenario: Scenario, model: str) -> Path:
     return root / f"{scenario.name}-{model}-{cache_key(scenario, model)}"
 
 
-def generate(scenario: Scenario, model: str, dest: Path) -> dict:
+def generate(scenario: Scenario, model: str, dest: Path, verbose: bool = False) -> dict:
     """Simulates `scenario` with PyBaMM model `model` and writes the profile into `dest`."""
     from . import cell, plant  # PyBaMM is imported only when a profile is really generated
 
@@ -55,7 +55,13 @@ def generate(scenario: Scenario, model: str, dest: Path) -> dict:
     the_cell = cell.Cell(spec, calibration, scenario.soc0_pct, float(schedule.temp_c[0]))
     charger = plant.Charger(scenario.charger)
     hysteresis = sensors.Hysteresis(scenario.hysteresis)
-    trace = plant.run(the_cell, schedule, charger, hysteresis, scenario.sample_s)
+
+    def progress(t_s: float) -> None:
+        if verbose:
+            took = time.monotonic() - started
+            print(f"    {scenario.name}: day {t_s / 86400:.0f}/{scenario.days} ({took:.0f} s)", flush=True)
+
+    trace = plant.run(the_cell, schedule, charger, hysteresis, scenario.sample_s, progress=progress)
     simulated = time.monotonic()
 
     true_soc = scenario.soc0_pct - 100.0 * trace.q_dis_ah / spec.bank_capacity_ah

@@ -31,6 +31,8 @@ MAX_SWITCHES = 8
 # Longest single solver run (schedule steps) while nothing in the schedule changes.
 MAX_RUN_STEPS = 60
 TEMP_STEP_C = 0.25
+TIE_V = 0.0005
+TIE_A = 0.02
 
 
 @dataclasses.dataclass(frozen=True)
@@ -111,11 +113,16 @@ class Charger:
 
 
 def _control(regime: str, source_a: float, load_a: float, limit_v: float) -> Control:
+    # The small margins keep a regime from handing straight back at a numerical tie.
     if regime == "hold":
-        return Control(voltage_v=limit_v, i_above=source_a - load_a, i_below=-load_a)
+        return Control(
+            voltage_v=limit_v,
+            i_above=source_a - load_a + TIE_A,
+            i_below=-load_a - TIE_A,
+        )
     if regime == "source":
-        return Control(current_a=source_a - load_a, v_above=limit_v)
-    return Control(current_a=-load_a, v_below=limit_v)
+        return Control(current_a=source_a - load_a, v_above=limit_v + TIE_V)
+    return Control(current_a=-load_a, v_below=limit_v - TIE_V)
 
 
 # The regime an event hands over to.
@@ -129,11 +136,13 @@ def run(
     hysteresis: sensors.Hysteresis,
     sample_s: float,
     low_cutoff_v: float = 2.8,
+    progress=None,
 ) -> Trace:
     """Runs the whole schedule and returns the plant's trace at every `sample_s` seconds.
 
     Below `low_cutoff_v` per cell the loads are disconnected (as a BMS would), so a profile
     that is too heavy for the battery rests instead of leaving the model's valid range.
+    `progress(t_s)` is called after every simulated day.
     """
     step_s = schedule.step_s
     n_steps = len(schedule)
@@ -207,6 +216,8 @@ def run(
                     raise RuntimeError(f"charger regimes chatter at t = {t0:.0f} s")
                 regime = _NEXT[seg.event]
         stages.extend([charger.stage] * (j - k))
+        if progress is not None and (j * step_s) // 86400 > (k * step_s) // 86400:
+            progress(j * step_s)
         k = j
 
     t_all = np.asarray(times)

@@ -221,15 +221,13 @@ SCENARIOS: dict[str, Scenario] = {
                 sunset_h=16.5,
                 cloud=(0.3, 0.5, 0.2, 0.6, 0.4, 0.15, 0.3, 0.7, 0.5, 0.2, 0.4, 0.6, 0.3, 0.5),
             ),
-            generators=(
-                Generator(day=2, start_h=17.0, hours=1.5),
-                Generator(day=5, start_h=10.0, hours=1.5),
-                Generator(day=8, start_h=17.5, hours=1.5),
-                Generator(day=11, start_h=11.0, hours=1.5),
+            generators=tuple(
+                Generator(day=d, start_h=h, hours=1.25, current_a=30.0)
+                for d, h in ((2, 17.0), (5, 10.0), (7, 17.5), (10, 11.0), (12, 16.0))
             ),
             loads=Loads(
                 fridge_duty=0.0,
-                evening_a=4.0,
+                evening_a=3.0,
                 evening_h=(16.5, 22.5),
                 bursts_per_day=0.5,
             ),

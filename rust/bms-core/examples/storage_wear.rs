@@ -22,7 +22,7 @@
 
 use bms_core::history::{History, HistoryInput};
 use bms_core::monitor::{Monitor, MonitorInput};
-use bms_core::readout::{Advertiser, ReadoutValues, PAYLOAD_LEN};
+use bms_core::readout::{Advertiser, ReadoutError, ReadoutValues, PAYLOAD_LEN};
 use bms_core::settings::Settings;
 use bms_core::storage::{MemStorage, Outcome, Persistence, RecordKind, RecordStats, Records};
 
@@ -206,16 +206,18 @@ fn run(scenario: &Scenario) -> Day {
             };
             settings.write(new).expect("valid settings");
         }
-        // The advertisement is rebuilt every second with the live readings (a new nonce each).
+        // The advertisement is rebuilt every second with the live readings (a new nonce each,
+        // once the first reservation is written).
         let values = ReadoutValues {
             soc_permille: monitor.soc_permille(),
             bank_mv: Some(bank_mv),
             current_ma: Some(bank_ma),
             ..ReadoutValues::NOT_AVAILABLE
         };
-        advertiser
-            .payload(&values, &mut payload)
-            .expect("payload buffer");
+        match advertiser.payload(&values, &mut payload) {
+            Ok(_) | Err(ReadoutError::NotReserved) => {}
+            Err(e) => panic!("payload: {e}"),
+        }
 
         let records = Records {
             settings,

@@ -78,6 +78,9 @@ pub enum ReadoutError {
         /// Length of the record given, in bytes.
         len: usize,
     },
+    /// No nonce is reserved and no packet was built yet: persist
+    /// [`Advertiser::nonce_to_persist`] and confirm it first.
+    NotReserved,
 }
 
 impl fmt::Display for ReadoutError {
@@ -89,6 +92,7 @@ impl fmt::Display for ReadoutError {
             ReadoutError::RecordTooLong { len } => {
                 write!(f, "record of {len} bytes is longer than {RECORD_LEN}")
             }
+            ReadoutError::NotReserved => f.write_str("no advertisement nonce reserved yet"),
         }
     }
 }
@@ -401,7 +405,9 @@ pub fn seal(
 /// plaintexts under one key and nonce within a run); an unchanged state re-sends the identical
 /// packet. Across reboots the storage layer keeps the counter moving forward: persist the value
 /// [`Advertiser::nonce_to_persist`] asks for, confirm it with [`Advertiser::nonce_persisted`],
-/// and pass the stored value to [`Advertiser::new`] at the next boot. The field is 16 bits, so
+/// and pass the stored value to [`Advertiser::new`] at the next boot. Only reserved nonces are
+/// used: while none is left (the reservation could not be written), the last packet is sent
+/// again unchanged, and before the first reservation there is no packet. The field is 16 bits, so
 /// after 65536 changes the counter wraps, as on every device using this format.
 #[derive(Clone, Debug)]
 pub struct Advertiser {
@@ -472,7 +478,9 @@ impl Advertiser {
     }
 
     /// Build the manufacturer payload (without company id, what decoders get) for `values`
-    /// into `out`; returns its length, [`PAYLOAD_LEN`]. On error nothing changes.
+    /// into `out`; returns its length, [`PAYLOAD_LEN`]. Changed values take the next nonce only
+    /// while one is reserved; otherwise the last packet is built again as it was sent, or
+    /// [`ReadoutError::NotReserved`] before the first. On error nothing changes.
     pub fn payload(
         &mut self,
         values: &ReadoutValues,
@@ -483,11 +491,17 @@ impl Advertiser {
                 required: PAYLOAD_LEN,
             });
         }
-        let plaintext = BmsRecord::from_values(values).pack();
+        let mut plaintext = BmsRecord::from_values(values).pack();
         if self.last != Some(plaintext) {
-            self.nonce = self.next_unused();
-            self.reserved_left = self.reserved_left.saturating_sub(1);
-            self.last = Some(plaintext);
+            if self.reserved_left > 0 {
+                self.nonce = self.next_unused();
+                self.reserved_left -= 1;
+                self.last = Some(plaintext);
+            } else {
+                // A nonce not covered by the persisted reservation could be used again after a
+                // reboot: keep sending what was sent.
+                plaintext = self.last.ok_or(ReadoutError::NotReserved)?;
+            }
         }
         let header = Header {
             prefix: PREFIX_BYTE,
@@ -797,7 +811,7 @@ mod tests {
     /// that decrypt to the record of the values; the whole manufacturer data leads with E1 02.
     #[test]
     fn ble_3_advertiser_payload_layout() {
-        let mut adv = Advertiser::new(KEY, 0xA3E5, 0x0203);
+        let mut adv = reserved(Advertiser::new(KEY, 0xA3E5, 0x0203));
         let mut out = [0u8; MANUFACTURER_DATA_LEN];
         assert_eq!(adv.manufacturer_data(&sample(), &mut out), Ok(26));
         assert_eq!(
@@ -822,7 +836,7 @@ mod tests {
     /// identical packet, and a change after that gets the next nonce.
     #[test]
     fn ble_3_nonce_bumps_only_when_content_changes() {
-        let mut adv = Advertiser::new(KEY, DEFAULT_PRODUCT_ID, 7);
+        let mut adv = reserved(Advertiser::new(KEY, DEFAULT_PRODUCT_ID, 7));
         let (mut a, mut b, mut c) = ([0u8; 24], [0u8; 24], [0u8; 24]);
         adv.payload(&sample(), &mut a).unwrap();
         assert_eq!(adv.nonce(), 7);
@@ -852,10 +866,72 @@ mod tests {
         assert_ne!(a, c);
     }
 
+    /// `adv` with its first reservation persisted, as the storage layer does at boot.
+    fn reserved(mut adv: Advertiser) -> Advertiser {
+        if let Some(value) = adv.nonce_to_persist() {
+            adv.nonce_persisted(value);
+        }
+        adv
+    }
+
+    /// BLE-3: only reserved nonces are used. Before the first reservation there is no packet;
+    /// when the reservation runs out (its writes fail), changed values do not take a new nonce:
+    /// the last packet is sent again as it was, until a reservation is confirmed.
+    #[test]
+    fn ble_3_no_nonce_beyond_the_reservation() {
+        let mut adv = Advertiser::new(KEY, DEFAULT_PRODUCT_ID, 40);
+        let mut out = [0u8; PAYLOAD_LEN];
+        assert_eq!(
+            adv.payload(&sample(), &mut out),
+            Err(ReadoutError::NotReserved)
+        );
+        assert_eq!(adv.nonce(), 40, "no nonce used");
+        let first = adv.nonce_to_persist().unwrap();
+        adv.nonce_persisted(first);
+        let mut last = [0u8; PAYLOAD_LEN];
+        for i in 0..u32::from(NONCE_BLOCK) {
+            let values = ReadoutValues {
+                time_remaining_min: Some(i),
+                ..sample()
+            };
+            adv.payload(&values, &mut last).unwrap();
+            // The new reservations are never confirmed: the writes fail.
+        }
+        assert_eq!(adv.nonce(), first.wrapping_sub(1), "the whole block used");
+        for i in 0..10 {
+            let values = ReadoutValues {
+                soc_permille: Some(100 + i),
+                ..sample()
+            };
+            let mut again = [0u8; PAYLOAD_LEN];
+            assert_eq!(adv.payload(&values, &mut again), Ok(PAYLOAD_LEN));
+            assert_eq!(again, last, "a new packet beyond the reservation");
+            assert_eq!(adv.nonce(), first.wrapping_sub(1));
+        }
+        // A reboot now starts at `first`, never at a nonce already sent.
+        assert_eq!(
+            adv.nonce_to_persist(),
+            Some(first.wrapping_add(NONCE_BLOCK))
+        );
+        adv.nonce_persisted(first.wrapping_add(NONCE_BLOCK));
+        let mut next = [0u8; PAYLOAD_LEN];
+        adv.payload(&ReadoutValues::NOT_AVAILABLE, &mut next)
+            .unwrap();
+        assert_eq!(adv.nonce(), first);
+        assert_eq!(
+            open(&KEY, &next),
+            BmsRecord::from_values(&ReadoutValues::NOT_AVAILABLE).pack()
+        );
+        assert_eq!(
+            ReadoutError::NotReserved.to_string(),
+            "no advertisement nonce reserved yet"
+        );
+    }
+
     /// BLE-3: the 16-bit counter wraps from 0xFFFF to 0 like every device of this format.
     #[test]
     fn ble_3_nonce_wraps_at_16_bits() {
-        let mut adv = Advertiser::new(KEY, DEFAULT_PRODUCT_ID, 0xFFFF);
+        let mut adv = reserved(Advertiser::new(KEY, DEFAULT_PRODUCT_ID, 0xFFFF));
         let mut out = [0u8; 24];
         adv.payload(&sample(), &mut out).unwrap();
         adv.payload(&ReadoutValues::NOT_AVAILABLE, &mut out)
@@ -900,7 +976,7 @@ mod tests {
             }
         }
         // Reboot: the first nonce is ahead of every nonce already sent.
-        let mut rebooted = Advertiser::new(KEY, DEFAULT_PRODUCT_ID, persisted);
+        let mut rebooted = reserved(Advertiser::new(KEY, DEFAULT_PRODUCT_ID, persisted));
         rebooted.payload(&sample(), &mut out).unwrap();
         let ahead = rebooted.nonce().wrapping_sub(highest_sent);
         assert!((1..=NONCE_BLOCK + 1).contains(&ahead), "ahead by {ahead}");
@@ -1087,7 +1163,7 @@ mod tests {
     /// BLE-3: a buffer too small is an error naming the size, and the nonce does not move.
     #[test]
     fn ble_3_small_buffer_is_refused_without_change() {
-        let mut adv = Advertiser::new(KEY, DEFAULT_PRODUCT_ID, 5);
+        let mut adv = reserved(Advertiser::new(KEY, DEFAULT_PRODUCT_ID, 5));
         let mut small = [0u8; MANUFACTURER_DATA_LEN - 1];
         assert_eq!(
             adv.manufacturer_data(&sample(), &mut small),
@@ -1127,7 +1203,7 @@ mod tests {
     /// BLE-3: a new key changes the key-check byte and the ciphertext, and uses a new nonce.
     #[test]
     fn ble_3_set_key_changes_key_check_and_nonce() {
-        let mut adv = Advertiser::new(KEY, DEFAULT_PRODUCT_ID, 1);
+        let mut adv = reserved(Advertiser::new(KEY, DEFAULT_PRODUCT_ID, 1));
         let mut a = [0u8; 24];
         adv.payload(&sample(), &mut a).unwrap();
         let mut new_key = KEY;
@@ -1198,7 +1274,7 @@ mod tests {
         /// the key-check byte and the nonce in clear.
         #[test]
         fn ble_3_payload_decrypts_to_record(v in values(), k in any::<[u8; 16]>(), nonce in any::<u16>()) {
-            let mut adv = Advertiser::new(k, DEFAULT_PRODUCT_ID, nonce);
+            let mut adv = reserved(Advertiser::new(k, DEFAULT_PRODUCT_ID, nonce));
             let mut out = [0u8; PAYLOAD_LEN];
             prop_assert_eq!(adv.payload(&v, &mut out), Ok(PAYLOAD_LEN));
             prop_assert_eq!(out[7], k[0]);

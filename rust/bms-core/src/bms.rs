@@ -25,6 +25,7 @@ use crate::limits::{LOW_POWER_TICK_MS, TICK_MS};
 use crate::monitor::{Monitor, MonitorError, MonitorInput, MonitorStatus, SocKnowledge, SocState};
 use crate::protection::{self as prot, OutputStates, Protection, ProtectionInputs, SocInput};
 pub use crate::protection::{DfuEvent, Output, Reason, Reasons};
+use crate::protocol::{DeviceSecrets, MAX_PASSKEY};
 use crate::readout::{self, Advertiser, ReadoutError, ReadoutValues};
 use crate::settings::{Settings, SettingsError};
 
@@ -52,6 +53,14 @@ pub struct Config {
     pub restored_history: Option<HistoryRecord>,
     /// The device's own 128-bit Instant Readout key (BLE-3).
     pub device_key: [u8; 16],
+    /// The BLE pairing passkey, 0–999999 (BLE-2; factory [`DeviceSecrets::DEFAULT_PASSKEY`],
+    /// 000000). A larger value is replaced by the factory passkey.
+    pub passkey: u32,
+    /// True when `device_key` and `passkey` are the device's own (restored, or the key made at
+    /// the first start from the platform's random source): they are then persisted
+    /// ([`Bms::secrets_to_persist`]). False for a placeholder key, which is never stored, so the
+    /// next start makes a real one.
+    pub persist_secrets: bool,
     /// The Victron product id advertised in Instant Readout (BLE-3).
     pub product_id: u16,
     /// The advertisement nonce last persisted ([`Persist::nonce`]), 0 on first boot.
@@ -67,6 +76,8 @@ impl Default for Config {
             restored_soc: None,
             restored_history: None,
             device_key: [0; 16],
+            passkey: DeviceSecrets::DEFAULT_PASSKEY,
+            persist_secrets: false,
             product_id: readout::DEFAULT_PRODUCT_ID,
             adv_nonce: 0,
         }
@@ -176,6 +187,10 @@ pub struct Bms {
     history: History,
     balancer: Balancer,
     advertiser: Advertiser,
+    /// BLE-2 pairing passkey.
+    passkey: u32,
+    /// The key and passkey are the device's own and are persisted.
+    persist_secrets: bool,
     /// Codes raised outside the step (restored data, storage) until the user acts.
     sticky: ActiveCodes,
     codes: ActiveCodes,
@@ -215,6 +230,13 @@ impl Bms {
                 .unwrap_or_default(),
             balancer: Balancer::new(),
             advertiser: Advertiser::new(config.device_key, config.product_id, config.adv_nonce),
+            passkey: if config.passkey <= MAX_PASSKEY {
+                config.passkey
+            } else {
+                log::error!("passkey out of range: factory passkey used");
+                DeviceSecrets::DEFAULT_PASSKEY
+            },
+            persist_secrets: config.persist_secrets,
             sticky,
             // Empty, so that the first step reports the restored errors as raised.
             codes: ActiveCodes::EMPTY,
@@ -496,9 +518,41 @@ impl Bms {
         self.advertiser.key()
     }
 
-    /// BLE-3: replaces the advertisement key. The caller persists it.
+    /// BLE-3: replaces the advertisement key; it is persisted from now on
+    /// ([`Bms::secrets_to_persist`]).
     pub fn set_device_key(&mut self, key: [u8; 16]) {
         self.advertiser.set_key(key);
+        self.persist_secrets = true;
+    }
+
+    /// BLE-2: the pairing passkey (0–999999) to give the BLE stack.
+    pub fn passkey(&self) -> u32 {
+        self.passkey
+    }
+
+    /// BLE-2: changes the pairing passkey; above 999999 it is refused and nothing changes.
+    /// Apply it to the BLE stack; it is persisted ([`Bms::secrets_to_persist`]).
+    pub fn set_passkey(&mut self, passkey: u32) -> Result<(), PasskeyError> {
+        if passkey > MAX_PASSKEY {
+            return Err(PasskeyError::OutOfRange { max: MAX_PASSKEY });
+        }
+        self.passkey = passkey;
+        log::info!("passkey changed");
+        Ok(())
+    }
+
+    /// The passkey and the Instant Readout key (BLE-2, BLE-3).
+    pub fn secrets(&self) -> DeviceSecrets {
+        DeviceSecrets {
+            passkey: self.passkey,
+            adv_key: *self.advertiser.key(),
+        }
+    }
+
+    /// The secrets to keep in the store ([`crate::storage::Records::secrets`]); `None` while
+    /// the key is a placeholder ([`Config::persist_secrets`]).
+    pub fn secrets_to_persist(&self) -> Option<DeviceSecrets> {
+        self.persist_secrets.then(|| self.secrets())
     }
 
     /// The values the Instant Readout advertises, from the state of the last step.
@@ -619,6 +673,24 @@ impl Bms {
     /// The time of the latest input seen, ms.
     pub fn now_ms(&self) -> u64 {
         self.now_ms
+    }
+}
+
+/// Why a passkey was refused.
+#[derive(Clone, Copy, Debug, PartialEq, Eq)]
+pub enum PasskeyError {
+    /// The passkey has more than 6 digits.
+    OutOfRange {
+        /// The largest passkey, 999999.
+        max: u32,
+    },
+}
+
+impl core::fmt::Display for PasskeyError {
+    fn fmt(&self, f: &mut core::fmt::Formatter<'_>) -> core::fmt::Result {
+        match self {
+            PasskeyError::OutOfRange { max } => write!(f, "passkey above {max}"),
+        }
     }
 }
 

@@ -1,7 +1,8 @@
 //! [`Persistence`]: writes each record when it is due and restores all of them at start, each on
 //! its own.
 //!
-//! Who decides "due": the settings are written whenever they differ from the stored ones (SET-2);
+//! Who decides "due": the settings and the device secrets are written whenever they differ from
+//! the stored ones (SET-2, BLE-2);
 //! the SoC state and the history when their owners say so (`Monitor::persist_due`: every point
 //! of SoC and at most 10 minutes after any change, MON-8; `History::persist_due`: at once for a
 //! counted item, at most an hour after any other change, HIST-4); the nonce whenever the
@@ -22,6 +23,7 @@ use super::soc::{self, SocPoint, SocRecord};
 use super::{Storage, StorageError, MAX_RECORD_LEN};
 use crate::history::HistoryRecord;
 use crate::monitor::SocState;
+use crate::protocol::DeviceSecrets;
 use crate::settings::Settings;
 
 /// Wait after a failed write before the same record is tried again, in ms: a broken flash is not
@@ -46,6 +48,9 @@ pub struct Records {
     pub history_due: bool,
     /// A nonce reservation to persist (`Advertiser::nonce_to_persist`).
     pub nonce: Option<u16>,
+    /// The device's passkey and Instant Readout key (`Bms::secrets`); `None` while the key is
+    /// a placeholder that must not be stored (no random source at start).
+    pub secrets: Option<DeviceSecrets>,
 }
 
 /// What [`Persistence::poll`] did with one record.
@@ -80,6 +85,8 @@ pub struct PollReport {
     pub history: Outcome,
     /// The nonce record (the value written is [`Records::nonce`]).
     pub nonce: Outcome,
+    /// The device secrets record.
+    pub secrets: Outcome,
 }
 
 impl PollReport {
@@ -91,6 +98,7 @@ impl PollReport {
             RecordKind::SocPoint => self.soc_point,
             RecordKind::History => self.history,
             RecordKind::Nonce => self.nonce,
+            RecordKind::Secrets => self.secrets,
         }
     }
 
@@ -108,6 +116,7 @@ impl PollReport {
             RecordKind::SocPoint => self.soc_point = outcome,
             RecordKind::History => self.history = outcome,
             RecordKind::Nonce => self.nonce = outcome,
+            RecordKind::Secrets => self.secrets = outcome,
         }
     }
 }
@@ -138,6 +147,8 @@ pub struct Restored {
     pub history: Result<HistoryRecord, RecordError>,
     /// The stored nonce reservation (first nonce for `Advertiser::new`).
     pub nonce: Result<Nonce, RecordError>,
+    /// The stored passkey and Instant Readout key.
+    pub secrets: Result<DeviceSecrets, RecordError>,
 }
 
 impl Restored {
@@ -157,6 +168,7 @@ impl Restored {
             RecordKind::SocPoint => self.soc_point.err(),
             RecordKind::History => self.history.err(),
             RecordKind::Nonce => self.nonce.err(),
+            RecordKind::Secrets => self.secrets.err(),
         }
     }
 
@@ -188,6 +200,8 @@ impl Restored {
 pub struct Persistence {
     /// The settings the store holds (restored or last written), `None` when unknown.
     settings_stored: Option<Settings>,
+    /// The secrets the store holds (restored or last written), `None` when unknown.
+    secrets_stored: Option<DeviceSecrets>,
     /// The whole SoC record the store holds (restored or last written), `None` when unknown.
     soc_stored: Option<SocRecord>,
     /// The generation of the SoC point the store holds, `None` when it holds none.
@@ -224,9 +238,11 @@ impl Persistence {
             soc_point,
             history: read::<HistoryRecord, S>(storage),
             nonce: read::<Nonce, S>(storage),
+            secrets: read::<DeviceSecrets, S>(storage),
         };
         let mut persistence = Persistence {
             settings_stored: restored.settings.ok(),
+            secrets_stored: restored.secrets.ok(),
             soc_stored: soc_record.ok(),
             point_generation: soc_point.ok().map(|point| point.generation),
             ..Persistence::default()
@@ -244,7 +260,7 @@ impl Persistence {
     }
 
     /// Writes every record that is due at `now_ms`, nonce first (so an advertisement never
-    /// runs ahead of its reservation), then settings, history and SoC state.
+    /// runs ahead of its reservation), then secrets, settings, history and SoC state.
     pub fn poll<S: Storage + ?Sized>(
         &mut self,
         storage: &mut S,
@@ -257,6 +273,18 @@ impl Persistence {
                 RecordKind::Nonce => match records.nonce {
                     Some(next) => self.write_due(storage, now_ms, &Nonce { next }),
                     None => Outcome::Idle,
+                },
+                RecordKind::Secrets => match records.secrets {
+                    Some(secrets)
+                        if self.secrets_stored != Some(secrets) || self.unstored(kind) =>
+                    {
+                        let outcome = self.write_due(storage, now_ms, &secrets);
+                        if outcome == Outcome::Written {
+                            self.secrets_stored = Some(secrets);
+                        }
+                        outcome
+                    }
+                    _ => Outcome::Idle,
                 },
                 RecordKind::Settings => {
                     if self.settings_stored == Some(records.settings) && !self.unstored(kind) {
@@ -439,7 +467,9 @@ fn read<R: Record, S: Storage + ?Sized>(storage: &mut S) -> Result<R, RecordErro
 pub(crate) mod tests {
     use super::*;
     use crate::monitor::NAS_PER_MAH;
-    use crate::storage::record::tests::{sample_history, sample_settings, sample_soc};
+    use crate::storage::record::tests::{
+        sample_history, sample_secrets, sample_settings, sample_soc,
+    };
     use crate::storage::MemStorage;
 
     /// `a` restored through a SoC point equals `b` up to the point's resolution.
@@ -494,6 +524,7 @@ pub(crate) mod tests {
             history: sample_history(),
             history_due: false,
             nonce: None,
+            secrets: Some(sample_secrets()),
         }
     }
 
@@ -874,6 +905,51 @@ pub(crate) mod tests {
         assert_eq!(
             persistence.poll(&mut store, 0, &records()),
             PollReport::default()
+        );
+    }
+
+    /// BLE-2, BLE-3: the passkey and the Instant Readout key survive a reboot; they are written
+    /// when they change and never rewritten unchanged; a placeholder key (`None`) is not stored.
+    #[test]
+    fn ble_2_secrets_written_on_change_and_restored() {
+        let mut store = full_store();
+        let (mut persistence, restored) = Persistence::restore(&mut store);
+        assert_eq!(restored.secrets, Ok(sample_secrets()));
+        assert_eq!(
+            persistence.poll(&mut store, 0, &records()),
+            PollReport::default()
+        );
+        let changed = DeviceSecrets {
+            passkey: 654_321,
+            ..sample_secrets()
+        };
+        let report = persistence.poll(
+            &mut store,
+            100,
+            &Records {
+                secrets: Some(changed),
+                ..records()
+            },
+        );
+        assert_eq!(report.secrets, Outcome::Written);
+        let (_, restored) = Persistence::restore(&mut store);
+        assert_eq!(restored.secrets, Ok(changed));
+
+        let mut fresh = MemStorage::new();
+        let (mut persistence, _) = Persistence::restore(&mut fresh);
+        let report = persistence.poll(
+            &mut fresh,
+            0,
+            &Records {
+                secrets: None,
+                ..records()
+            },
+        );
+        assert_eq!(report.secrets, Outcome::Idle);
+        let (_, restored) = Persistence::restore(&mut fresh);
+        assert_eq!(
+            restored.error(RecordKind::Secrets),
+            Some(RecordError::Missing)
         );
     }
 }

@@ -26,6 +26,7 @@ use serde::{Deserialize, Serialize};
 
 use super::StorageError;
 use crate::history::HistoryRecord;
+use crate::protocol::{DeviceSecrets, MAX_PASSKEY};
 use crate::settings::Settings;
 
 /// Longest stored value in bytes (the history record is the largest, well below this).
@@ -65,16 +66,20 @@ pub enum RecordKind {
     Nonce = 4,
     /// The SoC charge counts written at every point ([`super::SocPoint`]), under `bms/point`.
     SocPoint = 5,
+    /// The pairing passkey and the Instant Readout key ([`DeviceSecrets`]), under
+    /// `bms/secrets`.
+    Secrets = 6,
 }
 
 impl RecordKind {
     /// How many kinds there are.
-    pub const COUNT: usize = 5;
+    pub const COUNT: usize = 6;
 
     /// Every kind, in the order [`super::Persistence`] writes them (a point after the record it
     /// belongs to).
     pub const ALL: [RecordKind; RecordKind::COUNT] = [
         RecordKind::Nonce,
+        RecordKind::Secrets,
         RecordKind::Settings,
         RecordKind::History,
         RecordKind::Soc,
@@ -89,6 +94,7 @@ impl RecordKind {
             RecordKind::History => "bms/hist",
             RecordKind::Nonce => "bms/nonce",
             RecordKind::SocPoint => "bms/point",
+            RecordKind::Secrets => "bms/secrets",
         }
     }
 
@@ -100,6 +106,7 @@ impl RecordKind {
             RecordKind::History => "history",
             RecordKind::Nonce => "nonce",
             RecordKind::SocPoint => "soc point",
+            RecordKind::Secrets => "secrets",
         }
     }
 
@@ -110,6 +117,7 @@ impl RecordKind {
             RecordKind::History => 2,
             RecordKind::Soc => 3,
             RecordKind::SocPoint => 4,
+            RecordKind::Secrets => 5,
         }
     }
 }
@@ -233,6 +241,18 @@ pub struct Nonce {
 impl Record for Nonce {
     const KIND: RecordKind = RecordKind::Nonce;
     const VERSION: u8 = 1;
+}
+
+impl Record for DeviceSecrets {
+    const KIND: RecordKind = RecordKind::Secrets;
+    const VERSION: u8 = 1;
+
+    fn check(&self) -> Result<(), RecordError> {
+        if self.passkey > MAX_PASSKEY {
+            return Err(RecordError::Invalid);
+        }
+        Ok(())
+    }
 }
 
 /// Encodes `record` with its envelope into `buf`; returns the length.
@@ -360,6 +380,13 @@ pub(crate) mod tests {
         }
     }
 
+    pub(crate) fn sample_secrets() -> DeviceSecrets {
+        DeviceSecrets {
+            passkey: 123_456,
+            adv_key: [0x5A; 16],
+        }
+    }
+
     pub(crate) fn sample_history() -> HistoryRecord {
         let mut history = History::default();
         let mut input = HistoryInput {
@@ -439,6 +466,10 @@ pub(crate) mod tests {
         );
         let nonce = Nonce { next: 0xBEEF };
         assert_eq!(decode_record::<Nonce>(&encode(&nonce)), Ok(nonce));
+        assert_eq!(
+            decode_record::<DeviceSecrets>(&encode(&sample_secrets())),
+            Ok(sample_secrets())
+        );
     }
 
     #[test]
@@ -492,6 +523,7 @@ pub(crate) mod tests {
         assert_every_corruption_detected::<SocPoint>(&encode(&sample_point()));
         assert_every_corruption_detected::<HistoryRecord>(&encode(&sample_history()));
         assert_every_corruption_detected::<Nonce>(&encode(&Nonce { next: 0x1234 }));
+        assert_every_corruption_detected::<DeviceSecrets>(&encode(&sample_secrets()));
     }
 
     #[test]
@@ -552,6 +584,15 @@ pub(crate) mod tests {
             decode_record::<Settings>(&buf[..len]),
             Err(RecordError::Invalid)
         );
+        // BLE-2: a passkey beyond 999999 is never applied.
+        let bad_passkey = DeviceSecrets {
+            passkey: MAX_PASSKEY + 1,
+            ..sample_secrets()
+        };
+        assert_eq!(
+            decode_record::<DeviceSecrets>(&encode(&bad_passkey)),
+            Err(RecordError::Invalid)
+        );
     }
 
     #[test]
@@ -570,6 +611,7 @@ pub(crate) mod tests {
     const V1_SOC: &str = "020102c09a0c80bdede09092388080fcd5f5c8360180b89929000078114073";
     const V1_NONCE: &str = "0401efbea6f04f14";
     const V1_POINT: &str = "0109409c28233f9d";
+    const V1_SECRETS: &str = "0601c0c4075a5a5a5a5a5a5a5a5a5a5a5a5a5a5a5a44e53ffc";
     const V1_HISTORY: &str = concat!(
         "030180f104cd0280989abc049f2280989abc04000000000001ac6601906701da1901ee1901e802",
         "01e003010300000001015e410ab7"
@@ -592,6 +634,10 @@ pub(crate) mod tests {
         assert_eq!(
             decode_record::<SocPoint>(&unhex(V1_POINT)),
             Ok(sample_point())
+        );
+        assert_eq!(
+            decode_record::<DeviceSecrets>(&unhex(V1_SECRETS)),
+            Ok(sample_secrets())
         );
         assert_eq!(
             decode_record::<Nonce>(&unhex(V1_NONCE)),

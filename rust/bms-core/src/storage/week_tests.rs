@@ -6,6 +6,7 @@ use super::persist::tests::{assert_near, FaultyStorage};
 use super::*;
 use crate::history::{History, HistoryInput, HistoryRecord};
 use crate::monitor::{Monitor, MonitorInput, SocState};
+use crate::protocol::DeviceSecrets;
 use crate::readout::{Advertiser, ReadoutError, ReadoutValues, PAYLOAD_LEN};
 use crate::settings::Settings;
 
@@ -78,6 +79,7 @@ struct Device {
     history: History,
     settings: Settings,
     advertiser: Advertiser,
+    secrets: DeviceSecrets,
     persistence: Persistence,
     boot_ms: u64,
 }
@@ -90,6 +92,10 @@ impl Device {
             history: restored.history.map(History::from).unwrap_or_default(),
             settings: restored.settings_or_default(),
             advertiser: Advertiser::new(KEY, 0xA3EC, restored.first_nonce(fallback_nonce)),
+            secrets: restored.secrets.unwrap_or(DeviceSecrets {
+                passkey: DeviceSecrets::DEFAULT_PASSKEY,
+                adv_key: KEY,
+            }),
             persistence,
             boot_ms: 0,
         };
@@ -106,6 +112,7 @@ struct Written {
     /// The state last written through either record (its charge counts are the latest).
     soc: Option<SocState>,
     history: Option<HistoryRecord>,
+    secrets: Option<DeviceSecrets>,
 }
 
 impl Written {
@@ -144,6 +151,8 @@ impl Storage for DyingStorage<'_> {
 
 struct WeekResult {
     reboots: u32,
+    /// Worst SoC lost by a reboot between two steps (a cut inside a poll may also lose that
+    /// step's change, checked on its own).
     max_soc_loss_permille: u16,
     cycles: u32,
     synchronisations: u32,
@@ -206,6 +215,9 @@ fn run_week(seed: u64) -> WeekResult {
             };
             dev.settings.write(new).unwrap();
         }
+        if rng.one_in(4_000) {
+            dev.secrets.passkey = rng.below(1_000_000) as u32;
+        }
         let values = ReadoutValues {
             soc_permille: dev.monitor.soc_permille(),
             bank_mv: Some(bank_mv),
@@ -226,6 +238,7 @@ fn run_week(seed: u64) -> WeekResult {
             history: *dev.history.record(),
             history_due: dev.history.persist_due(now),
             nonce: dev.advertiser.nonce_to_persist(),
+            secrets: Some(dev.secrets),
         };
         let kill = rng.one_in(300);
         let mid_poll = kill && rng.one_in(2);
@@ -253,6 +266,9 @@ fn run_week(seed: u64) -> WeekResult {
         if report.settings == Outcome::Written {
             written.settings = Some(records.settings);
         }
+        if report.secrets == Outcome::Written {
+            written.secrets = records.secrets;
+        }
         if let (Outcome::Written, Some(value)) = (report.nonce, records.nonce) {
             dev.advertiser.nonce_persisted(value);
         }
@@ -266,6 +282,7 @@ fn run_week(seed: u64) -> WeekResult {
         // Power cut now: what the device knew, then a fresh boot from the store.
         let actual_soc = dev.monitor.soc_permille();
         let actual_settings = dev.settings;
+        let actual_secrets = dev.secrets;
         let actual_counted = counted(dev.history.record());
         let (rebooted, restored) = Device::boot(&mut store, rng.next() as u16);
         result.reboots += 1;
@@ -276,6 +293,11 @@ fn run_week(seed: u64) -> WeekResult {
         assert_eq!(restored.settings.ok(), written.settings, "seed {seed}");
         if !mid_poll {
             assert_eq!(restored.settings, Ok(actual_settings), "seed {seed}");
+        }
+        // BLE-2: a changed passkey, once written, survives.
+        assert_eq!(restored.secrets.ok(), written.secrets, "seed {seed}");
+        if !mid_poll {
+            assert_eq!(restored.secrets, Ok(actual_secrets), "seed {seed}");
         }
         // MON-8: the SoC restored is the one written (the last whole record with the charge
         // counts of the last point), at most 1 point from the SoC at the cut (plus this step's
@@ -295,7 +317,9 @@ fn run_week(seed: u64) -> WeekResult {
             loss <= allowed,
             "seed {seed}: lost {loss} permille at {t_ms}"
         );
-        result.max_soc_loss_permille = result.max_soc_loss_permille.max(loss);
+        if !mid_poll {
+            result.max_soc_loss_permille = result.max_soc_loss_permille.max(loss);
+        }
         // HIST-4: a counted item once written is never lost, and counters never go backwards.
         assert_eq!(restored.history.ok(), written.history, "seed {seed}");
         let restored_counted = counted(&restored.history.unwrap());

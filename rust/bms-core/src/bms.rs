@@ -191,6 +191,8 @@ pub struct Bms {
     passkey: u32,
     /// The key and passkey are the device's own and are persisted.
     persist_secrets: bool,
+    /// The last write of some record failed (SET-3, [`Code::StorageWriteFailed`]).
+    storage_failing: bool,
     /// Codes raised outside the step (restored data, storage) until the user acts.
     sticky: ActiveCodes,
     codes: ActiveCodes,
@@ -237,6 +239,7 @@ impl Bms {
                 DeviceSecrets::DEFAULT_PASSKEY
             },
             persist_secrets: config.persist_secrets,
+            storage_failing: false,
             sticky,
             // Empty, so that the first step reports the restored errors as raised.
             codes: ActiveCodes::EMPTY,
@@ -339,6 +342,7 @@ impl Bms {
         codes.set(Code::InvalidBatteryData, health.invalid);
         codes.set(Code::ConfigurationError, health.config_error);
         codes.set(Code::LowSocWarning, monitor.low_soc_warning);
+        codes.set(Code::StorageWriteFailed, self.storage_failing);
         for code in self.sticky.iter() {
             codes.insert(code);
         }
@@ -475,10 +479,10 @@ impl Bms {
         removed
     }
 
-    /// The storage layer could not read or write a record: raises [`Code::RecordsCorrupt`]
-    /// (SET-3) until the user resets history, sets or synchronises the SoC.
+    /// A record could not be written (SET-3): raises [`Code::StorageWriteFailed`] at the next
+    /// step, until a poll reports the store healthy again (`PollReport::failing` false).
     pub fn report_storage_error(&mut self) {
-        self.sticky.insert(Code::RecordsCorrupt);
+        self.storage_failing = true;
     }
 
     /// The monitor's record to persist (MON-8).

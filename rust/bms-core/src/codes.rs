@@ -48,11 +48,14 @@ pub enum Code {
     BatteryChargeBlocked = 14,
     /// PROT-7: a battery's own flag does not allow discharging.
     BatteryDischargeBlocked = 15,
+    /// SET-3: a record could not be written to the store. The previous value stays stored and
+    /// the write is retried (every 60 s); the code clears when the writes succeed again.
+    StorageWriteFailed = 16,
 }
 
 impl Code {
     /// Every code, in number order.
-    pub const ALL: [Code; 15] = [
+    pub const ALL: [Code; 16] = [
         Code::SettingsCorrupt,
         Code::RecordsCorrupt,
         Code::InvalidBatteryData,
@@ -68,6 +71,7 @@ impl Code {
         Code::LowSocWarning,
         Code::BatteryChargeBlocked,
         Code::BatteryDischargeBlocked,
+        Code::StorageWriteFailed,
     ];
 
     /// The stable code number.
@@ -87,7 +91,8 @@ impl Code {
             | Code::RecordsCorrupt
             | Code::InvalidBatteryData
             | Code::FirmwareUpdateFailed
-            | Code::ConfigurationError => Severity::Error,
+            | Code::ConfigurationError
+            | Code::StorageWriteFailed => Severity::Error,
             Code::CellUndervoltage
             | Code::CellOvervoltage
             | Code::LowTemperature
@@ -119,6 +124,7 @@ impl Code {
             Code::LowSocWarning => "low_soc_warning",
             Code::BatteryChargeBlocked => "battery_charge_blocked",
             Code::BatteryDischargeBlocked => "battery_discharge_blocked",
+            Code::StorageWriteFailed => "storage_write_failed",
         }
     }
 
@@ -223,7 +229,7 @@ mod tests {
         let numbers: std::vec::Vec<u8> = Code::ALL.iter().map(|c| c.number()).collect();
         assert_eq!(
             numbers,
-            (1..=15).collect::<std::vec::Vec<u8>>(),
+            (1..=16).collect::<std::vec::Vec<u8>>(),
             "never renumber"
         );
         for code in Code::ALL {
@@ -248,6 +254,8 @@ mod tests {
     #[test]
     fn severities_follow_the_catalogue() {
         assert_eq!(Code::SettingsCorrupt.severity(), Severity::Error);
+        assert_eq!(Code::StorageWriteFailed.severity(), Severity::Error);
+        assert_ne!(Code::StorageWriteFailed, Code::RecordsCorrupt);
         assert_eq!(Code::ConfigurationError.severity(), Severity::Error);
         assert_eq!(Code::CellUndervoltage.severity(), Severity::Alarm);
         assert_eq!(Code::BatteryLost.severity(), Severity::Alarm);

@@ -87,6 +87,9 @@ pub struct PollReport {
     pub nonce: Outcome,
     /// The device secrets record.
     pub secrets: Outcome,
+    /// After this poll, the last write of some record failed ([`Persistence::failing`]):
+    /// raise the storage error until a poll reports false.
+    pub failing: bool,
 }
 
 impl PollReport {
@@ -318,6 +321,7 @@ impl Persistence {
             };
             report.set(kind, outcome);
         }
+        report.failing = self.failing();
         report
     }
 
@@ -716,7 +720,7 @@ pub(crate) mod tests {
             Outcome::Failed(StorageError::Io { code: -5 })
         );
         assert_eq!(report.soc, Outcome::Failed(StorageError::Io { code: -5 }));
-        assert!(report.any_failed());
+        assert!(report.any_failed() && report.failing);
         assert!(persistence.failing());
         let (_, restored) = Persistence::restore(&mut store);
         assert_eq!(
@@ -728,13 +732,14 @@ pub(crate) mod tests {
 
         let report = persistence.poll(&mut store, 1_000 + RETRY_MS - 1, &changed);
         assert_eq!(report.settings, Outcome::Deferred);
+        assert!(!report.any_failed() && report.failing, "still failing while deferred");
         assert_eq!(persistence.stats(RecordKind::Settings).failures, 1);
 
         store.fail_writes = false;
         let report = persistence.poll(&mut store, 1_000 + RETRY_MS, &changed);
         assert_eq!(report.settings, Outcome::Written);
         assert_eq!(report.soc, Outcome::Written);
-        assert!(!persistence.failing());
+        assert!(!persistence.failing() && !report.failing);
         let (_, restored) = Persistence::restore(&mut store);
         assert_eq!(restored.settings, Ok(changed.settings));
     }

@@ -120,35 +120,38 @@ def _verdict(name: str, plain, adaptive) -> str:
     return "met" if ok else "MISSED"
 
 
-def replay_all(names: list[str], dirs: dict[str, Path], out: Path, sim: replay.Simulator) -> list[dict]:
-    """Replays every profile with both estimators and scores them."""
-    results = []
+def replay_all(
+    names: list[str], dirs: dict[str, Path], out: Path, sim: replay.Simulator, workers: int
+) -> list[dict]:
+    """Replays every profile with both estimators (`workers` at a time) and scores them."""
+    rows = []
+    jobs = []
     for name in names:
         meta = json.loads((dirs[name] / "meta.json").read_text())
         row = {"profile": name, "days": meta["days"], "meta": meta}
         for est in replay.ESTIMATORS:
             if not sim.has_replay:
                 row[est] = sim.problem or "replay not available"
-                continue
-            if est != "plain" and not sim.has_estimator_flag:
+            elif est != "plain" and not sim.has_estimator_flag:
                 row[est] = "estimator flag not available"
-                continue
-            out_csv = out / "replay" / f"{dirs[name].name}.{est}.csv"
-            out_csv.parent.mkdir(parents=True, exist_ok=True)
-            try:
-                replay.run(
-                    sim,
-                    dirs[name] / "input.csv",
-                    out_csv,
-                    meta["soc0_pct"],
-                    100.0,
-                    est if sim.has_estimator_flag else None,
-                )
-                row[est] = metrics.score_files(out_csv, dirs[name] / "truth.csv")
-            except (RuntimeError, metrics.ScoreError, OSError) as err:
-                row[est] = f"error: {err}"
-        results.append(row)
-    return results
+            else:
+                jobs.append((row, est, dirs[name], meta["soc0_pct"]))
+        rows.append(row)
+
+    def one(job) -> None:
+        row, est, folder, soc0 = job
+        out_csv = out / "replay" / f"{folder.name}.{est}.csv"
+        out_csv.parent.mkdir(parents=True, exist_ok=True)
+        try:
+            flag = est if sim.has_estimator_flag else None
+            replay.run(sim, folder / "input.csv", out_csv, soc0, 100.0, flag)
+            row[est] = metrics.score_files(out_csv, folder / "truth.csv")
+        except (RuntimeError, metrics.ScoreError, OSError) as err:
+            row[est] = f"error: {err}"
+
+    with concurrent.futures.ThreadPoolExecutor(max_workers=max(1, workers)) as pool:
+        list(pool.map(one, jobs))
+    return rows
 
 
 def print_table(results: list[dict]) -> str:
@@ -228,7 +231,9 @@ def main(argv: list[str] | None = None) -> int:
             binary = None
     sim = replay.probe(binary)
     print(flush=True)
-    results = replay_all(names, dirs, args.out, sim)
+    started = time.monotonic()
+    results = replay_all(names, dirs, args.out, sim, args.jobs)
+    print(f"replays took {time.monotonic() - started:.0f} s\n", flush=True)
     text = print_table(results)
     (args.out / "results.txt").write_text(text + "\n")
     (args.out / "results.json").write_text(json.dumps(_as_json(results), indent=1) + "\n")

@@ -22,6 +22,7 @@
 
 use bms_core::history::{History, HistoryInput};
 use bms_core::monitor::{Monitor, MonitorInput};
+use bms_core::protocol::DeviceSecrets;
 use bms_core::readout::{Advertiser, ReadoutError, ReadoutValues, PAYLOAD_LEN};
 use bms_core::settings::Settings;
 use bms_core::storage::{MemStorage, Outcome, Persistence, RecordKind, RecordStats, Records};
@@ -139,6 +140,7 @@ const KINDS: [RecordKind; RecordKind::COUNT] = [
     RecordKind::SocPoint,
     RecordKind::History,
     RecordKind::Nonce,
+    RecordKind::Secrets,
 ];
 
 #[derive(Default, Clone, Copy)]
@@ -156,6 +158,10 @@ fn run(scenario: &Scenario) -> Day {
     let mut history = History::default();
     let mut settings = restored.settings_or_default();
     let mut advertiser = Advertiser::new([9; 16], 0xA3EC, 0);
+    let secrets = DeviceSecrets {
+        passkey: 0,
+        adv_key: [9; 16],
+    };
     let mut plant = PlantState::default();
     let mut payload = [0u8; PAYLOAD_LEN];
     let mut day = Day::default();
@@ -226,6 +232,7 @@ fn run(scenario: &Scenario) -> Day {
             history: *history.record(),
             history_due: history.persist_due(t_ms),
             nonce: advertiser.nonce_to_persist(),
+            secrets: Some(secrets),
         };
         let report = persistence.poll(&mut store, t_ms, &records);
         if report.soc == Outcome::Written {
@@ -255,8 +262,9 @@ fn run(scenario: &Scenario) -> Day {
 /// Live bytes ZMS copies forward at each garbage collection: the largest value of each record
 /// with its ATE and name entry, plus the other settings.
 fn live_bytes() -> u64 {
-    // Upper bounds of the encoded lengths (settings, SoC record, SoC point, history, nonce).
-    let largest = [20, 49, 8, 160, 8];
+    // Upper bounds of the encoded lengths (settings, SoC record, SoC point, history, nonce,
+    // secrets).
+    let largest = [20, 49, 8, 160, 8, 27];
     let names: u64 = KINDS
         .iter()
         .map(|kind| flash_cost(kind.key().len() as u64))

@@ -6,7 +6,8 @@
 //! and user actions (`set_soc`, `synchronise`, `write_settings`, ...). Outputs: [`Decisions`]
 //! from each step, the deadline for the next one ([`Bms::next_deadline_ms`]), read-only views
 //! (`bank()`, `monitor()`, `history()`, `settings()`, `codes()`, `readout_values()`), and the
-//! records to persist.
+//! records to persist: [`Config::from_restored`] at start and [`Bms::persist`] after every step
+//! and user action are the persistence glue every caller shares (docs/persistence.md).
 //!
 //! One step runs, in order: bank (lost batteries, topology, aggregates) → monitor and history
 //! (only with a complete, valid data set) → protection → balancer → codes → LEDs → readout.
@@ -28,6 +29,7 @@ pub use crate::protection::{DfuEvent, Output, Reason, Reasons};
 use crate::protocol::{DeviceSecrets, MAX_PASSKEY};
 use crate::readout::{self, Advertiser, ReadoutError, ReadoutValues};
 use crate::settings::{Settings, SettingsError};
+use crate::storage::{Outcome, Persistence, PollReport, RecordKind, Records, Restored, Storage};
 
 /// Most events one [`Decisions`] carries; further events in the same step are counted in
 /// [`Decisions::events_dropped`]. Three output changes and every code changing at once fit.
@@ -45,7 +47,8 @@ pub struct Config {
     /// True when stored settings existed but were corrupt or unreadable (SET-3): defaults are
     /// used and an error is raised.
     pub settings_corrupt: bool,
-    /// True when stored monitor/history records were corrupt or unreadable (SET-3).
+    /// True when stored SoC, history, nonce or secrets records were corrupt or unreadable
+    /// (SET-3): raises [`Code::RecordsCorrupt`].
     pub records_corrupt: bool,
     /// The monitor's persisted record (MON-8), `None` on first boot or when corrupt.
     pub restored_soc: Option<SocState>,
@@ -84,6 +87,62 @@ impl Default for Config {
     }
 }
 
+impl Config {
+    /// The configuration for what [`Persistence::restore`] found at start, the same for every
+    /// caller: restored settings, SoC state, history, nonce and secrets, each record that was
+    /// not restored replaced by its defaults and reported (SET-3: `settings_corrupt`,
+    /// `records_corrupt`, logged).
+    ///
+    /// `random_key` is 16 bytes from the platform's random source (`bms_port_random`), used as
+    /// the device's Instant Readout key when none is stored (first start, or lost); `None` when
+    /// the platform has none: the key is then a placeholder that is not stored, so the next
+    /// start makes a real one. `random_nonce` starts the advertisement nonce when its
+    /// reservation was lost. Fields not restored (product id) keep [`Config::default`].
+    pub fn from_restored(
+        restored: &Restored,
+        random_key: Option<[u8; 16]>,
+        random_nonce: u16,
+    ) -> Config {
+        for kind in RecordKind::ALL {
+            if let Some(error) = restored.fault(kind) {
+                log::error!("{kind} record not restored: {error}");
+            }
+        }
+        let records_corrupt = [
+            RecordKind::Soc,
+            RecordKind::SocPoint,
+            RecordKind::History,
+            RecordKind::Nonce,
+            RecordKind::Secrets,
+        ]
+        .into_iter()
+        .any(|kind| restored.fault(kind).is_some());
+        let secrets = match (restored.secrets, random_key) {
+            (Ok(secrets), _) => Some(secrets),
+            (Err(_), Some(adv_key)) => Some(DeviceSecrets {
+                passkey: DeviceSecrets::DEFAULT_PASSKEY,
+                adv_key,
+            }),
+            (Err(_), None) => {
+                log::error!("no random source: placeholder advertisement key, not stored");
+                None
+            }
+        };
+        Config {
+            settings: restored.settings_or_default(),
+            settings_corrupt: restored.fault(RecordKind::Settings).is_some(),
+            records_corrupt,
+            restored_soc: restored.soc.ok(),
+            restored_history: restored.history.ok(),
+            device_key: secrets.map_or([0; 16], |s| s.adv_key),
+            passkey: secrets.map_or(DeviceSecrets::DEFAULT_PASSKEY, |s| s.passkey),
+            persist_secrets: secrets.is_some(),
+            adv_nonce: restored.first_nonce(random_nonce),
+            ..Config::default()
+        }
+    }
+}
+
 /// The BMS's own measurements, passed to every [`Bms::step`].
 #[derive(Clone, Copy, Debug, Default, PartialEq, Eq)]
 pub struct Inputs {
@@ -116,9 +175,10 @@ pub enum Event {
     CodeCleared(crate::codes::Code),
 }
 
-/// The records the caller should persist now (MON-8, HIST-4, BLE-3 nonce). After writing one,
-/// confirm with [`Bms::soc_persisted`], [`Bms::history_persisted`] or [`Bms::nonce_persisted`];
-/// until then it is asked for again.
+/// The records the caller should persist now (MON-8, HIST-4, BLE-3 nonce). [`Bms::persist`]
+/// writes them (and the settings and secrets) through `storage::Persistence`; a caller doing
+/// it by hand confirms each with [`Bms::soc_persisted`], [`Bms::history_persisted`] or
+/// [`Bms::nonce_persisted`]; until then it is asked for again.
 #[derive(Clone, Copy, Debug, Default, PartialEq, Eq)]
 pub struct Persist {
     /// Write [`Bms::soc_record`].
@@ -480,7 +540,7 @@ impl Bms {
     }
 
     /// A record could not be written (SET-3): raises [`Code::StorageWriteFailed`] at the next
-    /// step, until a poll reports the store healthy again (`PollReport::failing` false).
+    /// step, until a poll reports the store healthy again ([`Bms::records_written`]).
     pub fn report_storage_error(&mut self) {
         self.storage_failing = true;
     }
@@ -493,6 +553,69 @@ impl Bms {
     /// [`Bms::soc_record`] was written.
     pub fn soc_persisted(&mut self) {
         self.monitor.mark_persisted();
+    }
+
+    /// Everything to persist now, with what is due (MON-8, HIST-4, SET-2, BLE-2, BLE-3), for
+    /// [`Persistence::poll`]; then report the outcome with [`Bms::records_written`].
+    /// [`Bms::persist`] does the three in one call.
+    pub fn records(&self) -> Records {
+        Records {
+            settings: self.settings,
+            soc: self.monitor.snapshot(),
+            soc_due: self.monitor.persist_due(self.now_ms),
+            history: *self.history.record(),
+            history_due: self.history.persist_due(self.now_ms),
+            nonce: self.advertiser.nonce_to_persist(),
+            secrets: self.secrets_to_persist(),
+        }
+    }
+
+    /// What [`Persistence::poll`] did with `records` (from [`Bms::records`]) at `now_ms`: marks
+    /// what was written, and raises [`Code::StorageWriteFailed`] at the next step while a write
+    /// is failing (cleared once the writes succeed again; SET-3).
+    pub fn records_written(&mut self, now_ms: u64, records: &Records, report: &PollReport) {
+        self.now_ms = self.now_ms.max(now_ms);
+        if report.soc == Outcome::Written {
+            self.monitor.mark_persisted();
+        }
+        if report.history == Outcome::Written {
+            self.history.mark_persisted(self.now_ms);
+        }
+        if let (Outcome::Written, Some(value)) = (report.nonce, records.nonce) {
+            self.advertiser.nonce_persisted(value);
+        }
+        for kind in RecordKind::ALL {
+            if let Outcome::Failed(error) = report.outcome(kind) {
+                log::error!("{kind} record not written: {error}");
+            }
+        }
+        if report.failing != self.storage_failing {
+            log::info!(
+                "storage {}",
+                if report.failing {
+                    "failing"
+                } else {
+                    "recovered"
+                }
+            );
+        }
+        self.storage_failing = report.failing;
+    }
+
+    /// Persists what is due at `now_ms` through `persistence` into `storage`:
+    /// [`Bms::records`], [`Persistence::poll`], [`Bms::records_written`]. Call after every
+    /// [`Bms::step`] and after every user action (settings, SoC, history, passkey), before
+    /// building the advertisement.
+    pub fn persist<S: Storage + ?Sized>(
+        &mut self,
+        now_ms: u64,
+        persistence: &mut Persistence,
+        storage: &mut S,
+    ) -> PollReport {
+        let records = self.records();
+        let report = persistence.poll(storage, now_ms, &records);
+        self.records_written(now_ms, &records, &report);
+        report
     }
 
     /// The history record to persist (HIST-4).

@@ -4,9 +4,17 @@
 mod control_harness;
 
 use bms_core::bms::PasskeyError;
+use bms_core::bus::BatteryModel;
+use bms_core::codes::Code;
 use bms_core::protocol::DeviceSecrets;
-use bms_core::storage::{MemStorage, Persistence, RecordKind};
-use bms_core::{Bms, Config};
+use bms_core::readout::{ReadoutError, NONCE_BLOCK};
+use bms_core::settings::Settings;
+use bms_core::storage::{
+    MemStorage, Outcome, Persistence, PollReport, RecordError, RecordKind, Restored, Storage,
+    StorageError,
+};
+use bms_core::{Bms, Config, Decisions, LedPattern};
+use control_harness::Rig;
 
 const KEY: [u8; 16] = [0x3C; 16];
 
@@ -75,4 +83,275 @@ fn ble_2_ble_3_secrets_survive_a_reboot() {
         })
     );
     assert_eq!(restored.fault(RecordKind::Secrets), None);
+}
+
+/// A store whose writes can be made to fail, as a worn or disconnected flash would.
+#[derive(Default)]
+struct Flash {
+    inner: MemStorage,
+    fail_writes: bool,
+}
+
+impl Storage for Flash {
+    fn read(&mut self, key: &str, buf: &mut [u8]) -> Result<usize, StorageError> {
+        self.inner.read(key, buf)
+    }
+    fn write(&mut self, key: &str, value: &[u8]) -> Result<(), StorageError> {
+        if self.fail_writes {
+            return Err(StorageError::Io { code: -5 });
+        }
+        self.inner.write(key, value)
+    }
+    fn delete(&mut self, key: &str) -> Result<(), StorageError> {
+        self.inner.delete(key)
+    }
+}
+
+/// A device: the flash survives reboots, the BMS and its persistence are rebuilt from it.
+struct Device {
+    flash: Flash,
+    persistence: Persistence,
+    rig: Rig,
+}
+
+impl Device {
+    /// Power-up as the firmware does it: restore, configure, build the core.
+    fn boot(mut flash: Flash, random_key: Option<[u8; 16]>) -> (Device, Restored) {
+        let (persistence, restored) = Persistence::restore(&mut flash);
+        let config = Config::from_restored(&restored, random_key, 0x0700);
+        let rig = Rig::with_config(1, 1, BatteryModel::Lfp12V8, config);
+        (
+            Device {
+                flash,
+                persistence,
+                rig,
+            },
+            restored,
+        )
+    }
+
+    /// Runs for `ms`, persisting after every step as the firmware does.
+    fn run_for(&mut self, ms: u64) -> &Decisions {
+        let end = self.rig.now_ms + ms;
+        while self.rig.now_ms < end {
+            self.rig.advance();
+            let _ = self.persist();
+        }
+        self.rig.last()
+    }
+
+    fn persist(&mut self) -> PollReport {
+        let now_ms = self.rig.now_ms;
+        self.rig
+            .bms
+            .persist(now_ms, &mut self.persistence, &mut self.flash)
+    }
+
+    fn reboot(self, random_key: Option<[u8; 16]>) -> (Device, Restored) {
+        Device::boot(self.flash, random_key)
+    }
+}
+
+/// SET-2, MON-8, HIST-4, BLE-2, BLE-3 through the glue every caller uses
+/// (`Config::from_restored`, `Bms::persist`): settings, SoC, history, passkey, key and the
+/// advertisement nonce all survive a reboot.
+#[test]
+fn set_2_mon_8_hist_4_ble_2_everything_survives_a_reboot_through_the_glue() {
+    let (mut dev, restored) = Device::boot(Flash::default(), Some(KEY));
+    assert!(restored.first_boot());
+    dev.run_for(3_000);
+    let now = dev.rig.now_ms;
+    dev.rig.bms.set_soc(now, 800).unwrap();
+    let settings = Settings {
+        discharge_floor_pct: 15,
+        ..Settings::default()
+    };
+    dev.rig.bms.write_settings(settings).unwrap();
+    dev.rig.bms.set_passkey(123_456).unwrap();
+    let _ = dev.persist();
+    // 100 A out of 100 Ah for 6 minutes: over 10 points of SoC (Peukert), a point at each.
+    dev.rig.set_current(-100_000);
+    dev.run_for(6 * 60_000);
+    let mut adv = [0u8; 26];
+    assert_eq!(dev.rig.bms.manufacturer_data(&mut adv), Ok(26));
+    let sent_nonce = u16::from_le_bytes([adv[7], adv[8]]);
+    let soc = dev.rig.bms.monitor().soc_permille().unwrap();
+    assert!((650..=700).contains(&soc), "SoC {soc}");
+    let drawn = dev.rig.bms.history().cumulative_drawn_mah();
+    assert!(drawn > 9_000, "drawn {drawn}");
+    assert!(dev.persistence.stats(RecordKind::SocPoint).writes >= 9);
+
+    let (mut dev, restored) = dev.reboot(Some([9; 16]));
+    for kind in RecordKind::ALL {
+        assert_eq!(restored.fault(kind), None, "{kind}");
+    }
+    let bms = &dev.rig.bms;
+    assert_eq!(*bms.settings(), settings);
+    assert_eq!(
+        bms.secrets(),
+        DeviceSecrets {
+            passkey: 123_456,
+            adv_key: KEY
+        },
+        "the stored key, not a new random one"
+    );
+    let restored_soc = bms.monitor().soc_permille().unwrap();
+    assert!(restored_soc.abs_diff(soc) <= 10, "{restored_soc} vs {soc}");
+    assert!(bms.history().cumulative_drawn_mah() <= drawn);
+    let d = dev.run_for(2_000).clone();
+    assert!(d.codes.is_empty(), "{}", d.codes);
+    assert_eq!(dev.rig.bms.manufacturer_data(&mut adv), Ok(26));
+    let ahead = u16::from_le_bytes([adv[7], adv[8]]).wrapping_sub(sent_nonce);
+    assert!(
+        (1..=NONCE_BLOCK + 1).contains(&ahead),
+        "nonce ahead by {ahead}"
+    );
+}
+
+/// BLE-3: the first start takes the platform's random key and stores it; without a random
+/// source the placeholder key is not stored, and the next start with one makes a real key.
+#[test]
+fn ble_3_the_first_start_stores_the_random_key_but_never_a_placeholder() {
+    let (mut dev, _) = Device::boot(Flash::default(), None);
+    dev.run_for(1_000);
+    assert_eq!(dev.rig.bms.device_key(), &[0; 16]);
+    assert_eq!(dev.flash.inner.get(RecordKind::Secrets.key()), None);
+    let (mut dev, restored) = dev.reboot(Some(KEY));
+    assert_eq!(
+        restored.fault(RecordKind::Secrets),
+        Some(RecordError::Missing),
+        "lost next to the other records"
+    );
+    dev.run_for(1_000);
+    let (dev, restored) = dev.reboot(Some([1; 16]));
+    assert_eq!(restored.secrets.map(|s| s.adv_key), Ok(KEY));
+    assert_eq!(dev.rig.bms.device_key(), &KEY);
+}
+
+/// SET-3: a corrupt record is never applied: its defaults are used and an error is raised at
+/// the first step (settings: SettingsCorrupt; SoC: RecordsCorrupt), the others are restored.
+#[test]
+fn set_3_corrupt_records_raise_errors_and_defaults_are_used() {
+    let (mut dev, _) = Device::boot(Flash::default(), Some(KEY));
+    dev.run_for(3_000);
+    let now = dev.rig.now_ms;
+    dev.rig.bms.set_soc(now, 500).unwrap();
+    let settings = Settings {
+        low_soc_warning_pct: 30,
+        ..Settings::default()
+    };
+    dev.rig.bms.write_settings(settings).unwrap();
+    let _ = dev.persist();
+    let mut flash = dev.flash;
+    let mut soc = flash.inner.get(RecordKind::Soc.key()).unwrap().to_vec();
+    soc[4] ^= 0x40;
+    flash.inner.write(RecordKind::Soc.key(), &soc).unwrap();
+
+    let (mut dev, restored) = Device::boot(flash, Some(KEY));
+    assert!(restored.fault(RecordKind::Soc).is_some());
+    assert_eq!(*dev.rig.bms.settings(), settings, "settings restored");
+    assert_eq!(
+        dev.rig.bms.monitor().soc_permille(),
+        None,
+        "SoC not applied"
+    );
+    let d = dev.run_for(100).clone();
+    assert!(d.codes.contains(Code::RecordsCorrupt));
+    assert!(!d.codes.contains(Code::SettingsCorrupt));
+    assert!(!d.codes.contains(Code::StorageWriteFailed));
+    assert!(dev.rig.records.iter().any(|r| r
+        .decisions
+        .events
+        .contains(&bms_core::Event::CodeRaised(Code::RecordsCorrupt))));
+
+    let mut flash = dev.flash;
+    let mut bytes = flash
+        .inner
+        .get(RecordKind::Settings.key())
+        .unwrap()
+        .to_vec();
+    bytes[2] ^= 1;
+    flash
+        .inner
+        .write(RecordKind::Settings.key(), &bytes)
+        .unwrap();
+    let (mut dev, _) = Device::boot(flash, Some(KEY));
+    assert_eq!(*dev.rig.bms.settings(), Settings::default());
+    let d = dev.run_for(100).clone();
+    assert!(d.codes.contains(Code::SettingsCorrupt));
+}
+
+/// SET-3: a write that fails raises StorageWriteFailed (not RecordsCorrupt: nothing stored is
+/// lost), the previous value stays stored, and the code clears once the writes succeed again.
+#[test]
+fn set_3_a_failing_write_raises_storage_write_failed_until_it_recovers() {
+    let (mut dev, _) = Device::boot(Flash::default(), Some(KEY));
+    dev.run_for(3_000);
+    dev.flash.fail_writes = true;
+    let settings = Settings {
+        discharge_floor_pct: 5,
+        ..Settings::default()
+    };
+    dev.rig.bms.write_settings(settings).unwrap();
+    let report = dev.persist();
+    assert_eq!(
+        report.settings,
+        Outcome::Failed(StorageError::Io { code: -5 })
+    );
+    let d = dev.run_for(1_000).clone();
+    assert!(d.codes.contains(Code::StorageWriteFailed));
+    assert!(!d.codes.contains(Code::RecordsCorrupt));
+    assert_eq!(d.led_red, LedPattern::Solid);
+    let (_, stored) = Persistence::restore(&mut dev.flash);
+    assert_eq!(
+        stored.settings,
+        Ok(Settings::default()),
+        "previous value kept"
+    );
+
+    dev.flash.fail_writes = false;
+    let d = dev.run_for(61_000).clone();
+    assert!(!d.codes.contains(Code::StorageWriteFailed), "{}", d.codes);
+    let (_, stored) = Persistence::restore(&mut dev.flash);
+    assert_eq!(stored.settings, Ok(settings));
+}
+
+/// BLE-3: the advertisement uses only nonces whose reservation is stored: none before the
+/// first reservation is written, and the same packet again while the reservation writes fail.
+#[test]
+fn ble_3_no_advertisement_nonce_without_a_stored_reservation() {
+    let (mut dev, _) = Device::boot(Flash::default(), Some(KEY));
+    let mut adv = [0u8; 26];
+    assert_eq!(
+        dev.rig.bms.manufacturer_data(&mut adv),
+        Err(ReadoutError::NotReserved)
+    );
+    dev.flash.fail_writes = true;
+    dev.run_for(3_000);
+    assert_eq!(
+        dev.rig.bms.manufacturer_data(&mut adv),
+        Err(ReadoutError::NotReserved),
+        "the reservation could not be written"
+    );
+    dev.flash.fail_writes = false;
+    dev.run_for(61_000);
+    assert_eq!(dev.rig.bms.manufacturer_data(&mut adv), Ok(26));
+    let first = adv;
+    // A reservation covers NONCE_BLOCK changes; with every later write failing, the values
+    // keep changing but the packet stays the last one sent once the block is used up.
+    dev.flash.fail_writes = true;
+    let mut last = adv;
+    for i in 0..i32::from(NONCE_BLOCK) + 10 {
+        // Reports come once a second: a new current each time changes the values.
+        dev.rig.set_current(-1_000 - 100 * (i % 100));
+        dev.run_for(1_000);
+        dev.rig.bms.manufacturer_data(&mut adv).unwrap();
+        last = adv;
+    }
+    let nonce = |a: &[u8; 26]| u16::from_le_bytes([a[7], a[8]]);
+    assert_eq!(
+        nonce(&last).wrapping_sub(nonce(&first)),
+        NONCE_BLOCK - 1,
+        "never beyond the stored reservation"
+    );
 }

@@ -10,6 +10,8 @@ use bms_core::bms::{Bms, Config, Decisions, DfuEvent, Event, Inputs, Output};
 use bms_core::bus::{encode_report, FrameDecoder, MAX_FRAME_LEN, REPORT_PERIOD_MS};
 use bms_core::codes::{ActiveCodes, Severity};
 use bms_core::monitor::{SocKnowledge, SocState};
+use bms_core::storage::{MemStorage, Outcome, Persistence, RecordKind, Records, Storage};
+use crate::file_storage::FileStorage;
 use bms_core::protection::Reasons;
 use rand::{Rng, SeedableRng};
 use rand_chacha::ChaCha8Rng;
@@ -258,6 +260,8 @@ pub struct Engine<'a> {
     soc_err_n: u64,
     record_samples: bool,
     frame: Vec<u8>,
+    store: Box<dyn Storage>,
+    persistence: Persistence,
 }
 
 /// Runs `scenario` to its end (or `options.until`), calling `progress` with the simulated
@@ -301,7 +305,13 @@ impl<'a> Engine<'a> {
         let supply_gain = 1.0 + if g > 0.0 { rng.gen_range(-g..=g) } else { 0.0 };
         let days = (scenario.duration.as_secs() / 86_400 + 2) as usize;
         let cloud_factor = (0..days).map(|_| rng.gen_range(0.0..1.0)).collect();
-        let bms = Bms::new(core_config(scenario));
+        let mut store: Box<dyn Storage> = match &options.state_dir {
+            Some(dir) => Box::new(
+                FileStorage::open(dir).map_err(|e| format!("{}: cannot open state: {e}", dir.display()))?,
+            ),
+            None => Box::new(MemStorage::new()),
+        };
+        let (persistence, bms, restore_note) = boot(scenario, store.as_mut(), true);
         let end_ms = options
             .until
             .map_or(scenario.duration, |u| u.min(scenario.duration))
@@ -358,7 +368,12 @@ impl<'a> Engine<'a> {
             soc_err_n: 0,
             record_samples: !options.no_samples,
             frame: vec![0; MAX_FRAME_LEN],
+            store,
+            persistence,
         };
+        if let Some(note) = restore_note {
+            engine.log(What::Bms(note));
+        }
         engine.last_bank_v = engine.bank.thevenin().emf_v;
         Ok(engine)
     }
@@ -564,6 +579,17 @@ impl<'a> Engine<'a> {
                     }
                     text = format!("{text} {name}");
                 }
+                Action::Reboot => {
+                    let (persistence, bms, note) = boot(self.scenario, self.store.as_mut(), false);
+                    self.persistence = persistence;
+                    self.bms = bms;
+                    self.decoder = FrameDecoder::new();
+                    self.decisions = Decisions::default();
+                    self.next_tick_ms = self.now_ms;
+                    if let Some(note) = note {
+                        self.log(What::Bms(note));
+                    }
+                }
                 Action::BusNoise => {
                     let count = e.count.unwrap_or(0);
                     let noise: Vec<u8> = (0..count).map(|_| self.rng.gen_range(1..=255)).collect();
@@ -653,6 +679,10 @@ impl<'a> Engine<'a> {
             };
             self.events.push(LoggedEvent { t_ms: self.now_ms, what });
         }
+        let persist = decisions.persist;
+        if persist.soc || persist.history || persist.nonce.is_some() || self.totals.ticks == 1 {
+            self.persist(persist.soc, persist.history, persist.nonce);
+        }
         if self.bms.monitor_status().synchronised {
             self.log(What::Bms("SoC synchronised to 100 %".into()));
         }
@@ -663,6 +693,33 @@ impl<'a> Engine<'a> {
             .next_deadline_ms()
             .unwrap_or(self.now_ms + tick_ms)
             .clamp(self.now_ms + 1, self.now_ms + tick_ms);
+    }
+
+    /// Writes what the core asks to persist (and whatever the store lacks), as the firmware does.
+    fn persist(&mut self, soc_due: bool, history_due: bool, nonce: Option<u16>) {
+        let records = Records {
+            settings: *self.bms.settings(),
+            soc: self.bms.soc_record(),
+            soc_due,
+            history: self.bms.history_record(),
+            history_due,
+            nonce,
+            ..Records::default()
+        };
+        let report = self.persistence.poll(self.store.as_mut(), self.now_ms, &records);
+        if report.soc == Outcome::Written {
+            self.bms.soc_persisted();
+        }
+        if report.history == Outcome::Written {
+            self.bms.history_persisted(self.now_ms);
+        }
+        if let (Outcome::Written, Some(value)) = (report.nonce, nonce) {
+            self.bms.nonce_persisted(value);
+        }
+        if report.any_failed() {
+            self.bms.report_storage_error();
+            self.log(What::Bms("a record could not be written".into()));
+        }
     }
 
     fn sample(&mut self) {
@@ -739,7 +796,38 @@ fn charger_available_a(cfg: &ChargerConfig, t_s: f64, cloud_draw: f64) -> f64 {
     }
 }
 
-/// The core's configuration for `scenario` (settings validated when the scenario was loaded).
+/// Starts the core from what `store` holds, as the firmware does at power-up: the scenario's
+/// settings are applied (and persisted at the first step when they differ); its initial SoC
+/// applies only when the store holds no SoC record. `first` is the start of the run (a later
+/// start is a `reboot` event). Returns a note for the log about what was restored.
+fn boot(scenario: &Scenario, store: &mut dyn Storage, first: bool) -> (Persistence, Bms, Option<String>) {
+    let (persistence, restored) = Persistence::restore(store);
+    let mut config = core_config(scenario);
+    let mut faults = Vec::new();
+    for kind in RecordKind::ALL {
+        if let Some(err) = restored.fault(kind) {
+            faults.push(format!("{}: {err}", kind.name()));
+        }
+    }
+    config.records_corrupt = restored.fault(RecordKind::Soc).is_some() || restored.fault(RecordKind::History).is_some();
+    if let Ok(soc) = restored.soc {
+        config.restored_soc = Some(soc);
+    }
+    config.restored_history = restored.history.ok();
+    // A fixed fallback nonce keeps runs reproducible; the device draws a random one.
+    config.adv_nonce = restored.first_nonce(0x1234);
+    let note = if restored.first_boot() {
+        (!first).then(|| "rebooted with an empty store".to_string())
+    } else if faults.is_empty() {
+        Some(if first { "restored the stored records" } else { "rebooted; records restored" }.to_string())
+    } else {
+        Some(format!("records not restored: {}", faults.join(", ")))
+    };
+    (persistence, Bms::new(config), note)
+}
+
+/// The core's configuration for `scenario` alone (settings validated when the scenario was
+/// loaded), as on a first boot.
 pub fn core_config(scenario: &Scenario) -> Config {
     let settings = scenario.bms.settings().to_settings().unwrap_or_default();
     let mut config = Config { settings, ..Config::default() };

@@ -11,6 +11,7 @@
 pub mod bench;
 pub mod engine;
 pub mod error;
+pub mod file_storage;
 pub mod ocv;
 pub mod output;
 pub mod plant;

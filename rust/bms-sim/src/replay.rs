@@ -256,6 +256,18 @@ pub fn run_rows(rows: &[InputRow], mut config: Config, initial_soc: Option<f64>,
                     app_connected: false,
                 };
                 decisions = bms.step(t, &inputs);
+                // No store here: every record counts as written at once, as on a device
+                // whose flash works (the nonce reservation lets the advertiser go on).
+                let persist = decisions.persist;
+                if let Some(value) = persist.nonce {
+                    bms.nonce_persisted(value);
+                }
+                if persist.soc {
+                    bms.soc_persisted();
+                }
+                if persist.history {
+                    bms.history_persisted(t);
+                }
                 let tick = u64::from(decisions.tick_ms).max(1);
                 next_tick = bms.next_deadline_ms().unwrap_or(t + tick).clamp(t + 1, t + tick);
             }

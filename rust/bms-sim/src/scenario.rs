@@ -157,7 +157,7 @@ impl Default for SensorConfig {
             current_noise_a: 0.05,
             cell_noise_mv: 1.0,
             cell_resolution_mv: 1,
-            temp_noise_c: 0.2,
+            temp_noise_c: 0.1,
             supply_gain_error_pct: 0.3,
             supply_resolution_mv: 10,
         }
@@ -454,6 +454,9 @@ pub enum Action {
     Disable,
     /// Line noise on the bus: `count` garbage bytes are injected.
     BusNoise,
+    /// The BMS restarts (power cut, watchdog): it restores its records from the store, as
+    /// after a reboot on the device (MON-8, SET-2).
+    Reboot,
 }
 
 /// `[[event]]`: something that happens at a given time.

@@ -1,0 +1,264 @@
+//! Every shipped scenario, run against the real core, with its key events asserted. Long
+//! scenarios run shortened (`RunOptions::until`) to the part that shows their point.
+
+use bms_core::bms::Output;
+use bms_core::codes::Code;
+use bms_core::protection::Reason;
+use bms_sim::engine::{Engine, LoggedEvent, RunOptions, RunResult, Sample, What};
+use bms_sim::scenario;
+use std::path::PathBuf;
+use std::time::Duration;
+
+struct Outcome {
+    result: RunResult,
+    topology: Option<bms_core::bank::Topology>,
+}
+
+fn run(file: &str, until: Option<Duration>) -> Outcome {
+    let path = PathBuf::from(env!("CARGO_MANIFEST_DIR")).join("../../scenarios").join(file);
+    let sc = scenario::load(&path).unwrap_or_else(|e| panic!("{e}"));
+    let options = RunOptions {
+        until,
+        sample_every: Some(Duration::from_secs(30)),
+        ..RunOptions::default()
+    };
+    let mut engine = Engine::new(&sc, &options).unwrap();
+    engine.run(&mut |_| {});
+    let topology = engine.bms().bank().topology();
+    Outcome { result: engine.finish(), topology }
+}
+
+fn hours(h: f64) -> Duration {
+    Duration::from_secs_f64(h * 3600.0)
+}
+
+fn s(t_ms: u64) -> f64 {
+    t_ms as f64 / 1000.0
+}
+
+/// Output changes of `output` to `high`, with their reasons.
+fn changes(r: &RunResult, output: Output, high: bool) -> Vec<(u64, bms_core::protection::Reasons)> {
+    r.events
+        .iter()
+        .filter_map(|e| match e.what {
+            What::Output { output: o, high: h, reasons } if o == output && h == high => Some((e.t_ms, reasons)),
+            _ => None,
+        })
+        .collect()
+}
+
+fn raised(r: &RunResult, code: Code) -> Vec<u64> {
+    r.events.iter().filter(|e| e.what == What::CodeRaised(code)).map(|e| e.t_ms).collect()
+}
+
+fn syncs(r: &RunResult) -> Vec<u64> {
+    r.events
+        .iter()
+        .filter(|e: &&LoggedEvent| matches!(&e.what, What::Bms(t) if t.contains("synchronised")))
+        .map(|e| e.t_ms)
+        .collect()
+}
+
+/// The sample closest after `t_s`.
+fn sample_after(r: &RunResult, t_s: f64) -> &Sample {
+    r.samples.iter().find(|x| x.t_s >= t_s).unwrap()
+}
+
+/// MON-2, MON-7: the new BMS does not know its SoC until the sun first charges the battery
+/// full; then it synchronises and follows the true SoC closely.
+/// PROT-4: at the top of the first charge a cell runs ahead; ATC opens on cell over-voltage and
+/// no cell ever passes 3.8 V, while the battery's balancer pulls the cells together.
+#[test]
+fn solar_camper_week_synchronises_and_protects_the_top_of_charge() {
+    let o = run("solar-camper-week.toml", Some(hours(24.0)));
+    let r = &o.result;
+    let first_sync = *syncs(r).first().expect("the sun charges the battery full on day 1");
+    assert!(s(first_sync) < 24.0 * 3600.0);
+    for x in &r.samples {
+        if x.t_s < s(first_sync) - 60.0 {
+            assert_eq!(x.soc_bms_pct, None, "SoC unknown before the first sync (t = {})", x.t_s);
+        } else if x.t_s > s(first_sync) + 60.0 {
+            let soc = x.soc_bms_pct.expect("known after the sync");
+            assert!((soc - x.soc_true_pct).abs() < 2.5, "t = {}: {soc} vs {}", x.t_s, x.soc_true_pct);
+        }
+    }
+    assert!(changes(r, Output::Atd, false).is_empty(), "loads never disconnected");
+    for (t, reasons) in changes(r, Output::Atc, false) {
+        assert!(reasons.contains(Reason::CellOvervoltage), "ATC at {t} ms: {reasons}");
+    }
+    assert_eq!(r.totals.overvolt_damage_s, 0.0);
+    assert!(r.totals.cell_max_v < 3.8);
+    assert!(r.totals.charge_in_ah > 30.0);
+}
+
+/// BANK-1: the BMS discovers 4 batteries, 2 in series and 2 in parallel, by itself; the bank
+/// runs the day with both outputs high and no error after the first report round.
+#[test]
+fn bank_24v_2x2_is_discovered_and_runs_without_alarms() {
+    let o = run("bank-24v-2x2.toml", Some(hours(10.0)));
+    let t = o.topology.expect("topology known");
+    assert_eq!((t.batteries, t.series, t.parallel), (4, 2, 2));
+    assert_eq!(t.capacity_dah, 4000);
+    let r = &o.result;
+    for x in r.samples.iter().filter(|x| x.t_s >= 5.0) {
+        assert!(x.atd && x.atc, "t = {}: {} / {}", x.t_s, x.atd_reasons, x.atc_reasons);
+        assert!(!x.codes.contains(Code::ConfigurationError), "t = {}", x.t_s);
+    }
+    // Loads of 1.8 kW at 24 V draw through both strings.
+    assert!(r.samples.iter().any(|x| x.load_a > 70.0));
+    assert!((22.0..27.0).contains(&r.samples[10].bank_v));
+}
+
+/// MON-1, MON-7: without a full charge the counted SoC is never synchronised and drifts from
+/// the true SoC. PROT-5: ATC is free-floating on cold nights and high on mild days. PROT-2,
+/// PROT-3: in the cold the battery gives less than the counted SoC says, and the cell voltage
+/// protection disconnects the loads, with the pre-alarm first, before any cell is damaged.
+#[test]
+fn winter_weeks_drift_without_sync_and_cells_protect_the_battery() {
+    let o = run("winter-weeks.toml", Some(hours(94.0)));
+    let r = &o.result;
+    assert!(syncs(r).is_empty(), "no full charge, no synchronisation");
+    assert!(r.samples.iter().all(|x| x.soc_bms_pct.is_some()), "restored SoC stays known");
+    let err = |t_h: f64| {
+        let x = sample_after(r, t_h * 3600.0);
+        (x.soc_bms_pct.unwrap() - x.soc_true_pct).abs()
+    };
+    assert!(err(12.0) < 2.0, "{}", err(12.0));
+    assert!(err(90.0) > err(12.0) + 3.0, "drift: {} then {}", err(12.0), err(90.0));
+    let cold_nights = changes(r, Output::Atc, false);
+    assert!(cold_nights.len() >= 3);
+    for (t, reasons) in &cold_nights {
+        assert!(reasons.contains(Reason::LowTemperature), "{t}: {reasons}");
+        // The core reads a noisy sensor (σ 0.1 °C) without debounce: allow 0.6 °C.
+        assert!(sample_after(r, s(*t)).temp_c < 5.6);
+    }
+    assert!(changes(r, Output::Atc, true).len() >= 3, "ATC back on mild days");
+    let (atd_off, reasons) = changes(r, Output::Atd, false)[0];
+    assert!(reasons.contains(Reason::CellUndervoltage), "{reasons}");
+    let prealarm_on = changes(r, Output::Prealarm, true);
+    assert!(prealarm_on.iter().any(|(t, _)| *t + 30_000 <= atd_off));
+    assert!(!raised(r, Code::LowSocWarning).is_empty());
+    assert_eq!(r.totals.undervolt_damage_s, 0.0);
+}
+
+/// PROT-5: the charger stays off while the battery is below 5 °C and starts only once it has
+/// warmed to 7 °C; PROT-7: the battery's own flag blocks charging below 0 °C as well.
+#[test]
+fn cold_morning_keeps_the_charger_off_until_the_battery_is_warm() {
+    let o = run("cold-morning.toml", None);
+    let r = &o.result;
+    let atc_on = changes(r, Output::Atc, true);
+    let (t_on, _) = *atc_on.first().expect("ATC comes on once warm");
+    for x in r.samples.iter().filter(|x| x.t_s > 5.0 && x.t_s < s(t_on)) {
+        assert!(!x.atc);
+        assert!(x.atc_reasons.contains(Reason::LowTemperature), "t = {}: {}", x.t_s, x.atc_reasons);
+        assert_eq!(x.charge_a, 0.0, "t = {}", x.t_s);
+    }
+    assert!(r.samples.iter().any(|x| x.atc_reasons.contains(Reason::BatteryChargeNotAllowed)));
+    let at_on = sample_after(r, s(t_on));
+    // The core reads a noisy sensor (σ 0.1 °C) without debounce: allow 0.6 °C.
+    assert!(at_on.temp_c >= 6.4, "ATC on at {} °C", at_on.temp_c);
+    assert!(r.samples.iter().filter(|x| x.t_s < 1.5 * 3600.0).all(|x| x.temp_c < 5.0));
+    assert!(r.samples.iter().any(|x| x.t_s > s(t_on) && x.charge_a > 25.0), "the charger works");
+    assert!(r.totals.charge_in_ah > 30.0);
+}
+
+/// PROT-3: the pre-alarm comes when a cell falls below 3.10 V; PROT-2: ATD opens on cell
+/// under-voltage only after the pre-alarm has been active 30 s, the ATD loads stop (a direct
+/// load keeps drawing), no cell reaches 2.5 V, and ATD returns only when every cell is back at
+/// 3.20 V after the generator starts.
+#[test]
+fn deep_discharge_prealarm_load_disconnect_and_recovery() {
+    let o = run("deep-discharge.toml", None);
+    let r = &o.result;
+    let (pre_on, pre_reasons) = changes(r, Output::Prealarm, true)[0];
+    assert!(pre_reasons.contains(Reason::PrealarmLevel), "{pre_reasons}");
+    let (atd_off, atd_reasons) = changes(r, Output::Atd, false)[0];
+    assert!(atd_reasons.contains(Reason::CellUndervoltage), "{atd_reasons}");
+    assert!(atd_off >= pre_on + 30_000, "pre-alarm {pre_on} ms, ATD {atd_off} ms");
+    assert!(sample_after(r, s(pre_on) - 30.0).cell_min_v < 3.12);
+    let before = r.samples.iter().rev().find(|x| x.t_s <= s(atd_off)).unwrap();
+    assert!(before.cell_min_v < 2.85, "{}", before.cell_min_v);
+    for x in r.samples.iter().filter(|x| x.t_s > s(atd_off) + 1.0 && x.t_s < 10.0 * 3600.0) {
+        assert!(!x.atd);
+        assert!((x.load_a - 0.03).abs() < 1e-9, "only the alarm system draws: {}", x.load_a);
+    }
+    let (atd_on, _) = *changes(r, Output::Atd, true).last().unwrap();
+    assert!(s(atd_on) > 10.0 * 3600.0, "back only after the generator started");
+    let at_return = r.samples.iter().rev().find(|x| x.t_s <= s(atd_on)).unwrap();
+    assert!(at_return.cell_min_v >= 3.19, "{}", at_return.cell_min_v);
+    assert_eq!(r.totals.undervolt_damage_s, 0.0);
+    assert!(r.totals.cell_min_v > 2.7);
+}
+
+/// BANK-4: 5 s without a valid report from one battery and ATD and ATC go free-floating with
+/// "battery communication lost"; they return when it reports again. Line noise on the bus
+/// costs a frame, not the outputs.
+#[test]
+fn cable_unplugged_opens_both_outputs_until_replugged() {
+    let o = run("cable-unplugged.toml", None);
+    let r = &o.result;
+    let unplug_ms = 30 * 60_000;
+    let replug_ms = 50 * 60_000;
+    for output in [Output::Atd, Output::Atc] {
+        let off = changes(r, output, false);
+        assert_eq!(off.len(), 1, "{output:?}");
+        let (t, reasons) = off[0];
+        assert!(reasons.contains(Reason::BatteryLost), "{reasons}");
+        assert!(t > unplug_ms + 3_900 && t <= unplug_ms + 6_100, "{output:?} off at {t} ms");
+        let on = changes(r, output, true);
+        let (t_on, _) = *on.last().unwrap();
+        assert!(t_on >= replug_ms && t_on <= replug_ms + 2_000, "{output:?} on at {t_on} ms");
+    }
+    assert!(raised(r, Code::BatteryLost).len() == 1);
+    for x in r.samples.iter().filter(|x| x.t_s > 30.0 * 60.0 + 7.0 && x.t_s < 50.0 * 60.0) {
+        assert!(!x.atd && !x.atc && x.load_a == 0.0 && x.charge_a == 0.0, "t = {}", x.t_s);
+    }
+    assert!(r.totals.frames_dropped >= 1, "the noise hit a frame");
+    assert!(r.samples.iter().filter(|x| x.t_s > 51.0 * 60.0).all(|x| x.atd && x.atc));
+}
+
+/// PROT-8: remote OFF opens ATD and ATC and keeps the pre-alarm free-floating; remote ON
+/// brings them back. PROT-12: the BMS ticks slower while the remote is OFF.
+#[test]
+fn remote_switch_turns_outputs_off_and_on() {
+    let o = run("remote-switch.toml", None);
+    let r = &o.result;
+    for output in [Output::Atd, Output::Atc] {
+        let (off, reasons) = changes(r, output, false)[0];
+        assert!(reasons.contains(Reason::RemoteOff), "{reasons}");
+        assert!(off >= 3_600_000 && off <= 3_601_000, "{off}");
+        let (on, _) = *changes(r, output, true).last().unwrap();
+        assert!(on >= 8 * 3_600_000 && on <= 8 * 3_600_000 + 1_000, "{on}");
+    }
+    assert!(changes(r, Output::Prealarm, true).is_empty());
+    for x in r.samples.iter().filter(|x| x.t_s > 3601.0 && x.t_s < 8.0 * 3600.0) {
+        assert!((x.load_a - 0.02).abs() < 1e-9 && x.charge_a == 0.0, "t = {}", x.t_s);
+    }
+    // 12 h at 10 ticks/s would be 432 000 ticks; 7 h of it in low power.
+    assert!(r.totals.ticks < 300_000, "{}", r.totals.ticks);
+}
+
+/// PROT-10: during an update ATC is free-floating and ATD unchanged; a failed or aborted
+/// update opens ATD 120 s later unless a new attempt has started; a completed update brings
+/// everything back.
+#[test]
+fn firmware_update_failure_opens_atd_120s_later_unless_retried() {
+    let o = run("firmware-update-fails.toml", None);
+    let r = &o.result;
+    let min = 60_000;
+    let atc_off: Vec<u64> = changes(r, Output::Atc, false).iter().map(|c| c.0).collect();
+    assert_eq!(atc_off, vec![30 * min, 41 * min, 80 * min]);
+    for (_, reasons) in changes(r, Output::Atc, false) {
+        assert!(reasons.contains(Reason::FirmwareUpdate), "{reasons}");
+    }
+    let atd_off = changes(r, Output::Atd, false);
+    assert_eq!(atd_off.len(), 1, "the retry within 120 s kept the loads on");
+    let (t, reasons) = atd_off[0];
+    assert!(reasons.contains(Reason::FirmwareUpdateFailed), "{reasons}");
+    assert!(t >= 52 * min && t <= 52 * min + 200, "ATD off at {t} ms");
+    let (atd_on, _) = *changes(r, Output::Atd, true).last().unwrap();
+    assert!(atd_on >= 90 * min && atd_on <= 90 * min + 200);
+    assert!(r.samples.iter().filter(|x| x.t_s > 5.0 && x.t_s < 52.0 * 60.0).all(|x| x.atd));
+    assert!(r.samples.iter().filter(|x| x.t_s > 91.0 * 60.0).all(|x| x.atd && x.atc));
+}

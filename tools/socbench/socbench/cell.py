@@ -140,9 +140,10 @@ def _control(variables):
     current = variables["Current [A]"]
     voltage = variables["Voltage [V]"]
     i_scale = pybamm.InputParameter("i_scale")
-    return mode * (voltage - pybamm.InputParameter("v_set")) + (1 - mode) * (
-        current - pybamm.InputParameter("i_set")
-    ) / i_scale
+    return (
+        mode * (voltage - pybamm.InputParameter("v_set"))
+        + (1 - mode) * (current - pybamm.InputParameter("i_set")) / i_scale
+    )
 
 
 @dataclasses.dataclass

@@ -44,7 +44,9 @@ def _parser() -> argparse.ArgumentParser:
     p.add_argument("--out", type=Path, default=ROOT / "out" / "socbench", help="output folder")
     p.add_argument("--jobs", type=int, default=2, help="profiles generated in parallel")
     p.add_argument("--force", action="store_true", help="regenerate even when cached")
-    p.add_argument("--bms-sim", type=Path, help="bms-sim binary (default: cargo build --profile sim)")
+    p.add_argument(
+        "--bms-sim", type=Path, help="bms-sim binary (default: cargo build --profile sim)"
+    )
     return p
 
 
@@ -52,7 +54,9 @@ def _generate_one(name: str, model: str, dest: str) -> tuple[str, dict]:
     return name, generate.generate(SCENARIOS[name], model, Path(dest), verbose=True)
 
 
-def ensure_profiles(names: list[str], model: str, out: Path, jobs: int, force: bool) -> dict[str, Path]:
+def ensure_profiles(
+    names: list[str], model: str, out: Path, jobs: int, force: bool
+) -> dict[str, Path]:
     """Generates the profiles not yet in the cache; returns each profile's folder."""
     dirs = {n: generate.profile_dir(out / "profiles", SCENARIOS[n], model) for n in names}
     todo = [n for n in names if force or not (dirs[n] / "input.csv").exists()]

@@ -59,7 +59,10 @@ def generate(scenario: Scenario, model: str, dest: Path, verbose: bool = False) 
     def progress(t_s: float) -> None:
         if verbose:
             took = time.monotonic() - started
-            print(f"    {scenario.name}: day {t_s / 86400:.0f}/{scenario.days} ({took:.0f} s)", flush=True)
+            print(
+                f"    {scenario.name}: day {t_s / 86400:.0f}/{scenario.days} ({took:.0f} s)",
+                flush=True,
+            )
 
     trace = plant.run(the_cell, schedule, charger, hysteresis, scenario.sample_s, progress=progress)
     simulated = time.monotonic()

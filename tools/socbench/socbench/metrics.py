@@ -41,7 +41,9 @@ def read_replay_soc(path: Path) -> tuple[np.ndarray, np.ndarray]:
     return np.asarray(times), np.asarray(socs)
 
 
-def score(t_est: np.ndarray, soc_est: np.ndarray, t_true: np.ndarray, soc_true: np.ndarray) -> Score:
+def score(
+    t_est: np.ndarray, soc_est: np.ndarray, t_true: np.ndarray, soc_true: np.ndarray
+) -> Score:
     """Compares row by row; both must hold the same times (one output row per input row)."""
     if len(t_est) != len(t_true):
         raise ScoreError(f"replay has {len(t_est)} rows, truth has {len(t_true)}")

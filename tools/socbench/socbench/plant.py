@@ -176,7 +176,11 @@ def run(
         switches = 0
         if regime == "hold":
             charger_a = cell.last_current_a + load
-            regime = "hold" if 0.0 <= charger_a <= source else ("source" if charger_a > source else "idle")
+            regime = (
+                "hold"
+                if 0.0 <= charger_a <= source
+                else ("source" if charger_a > source else "idle")
+            )
         elif regime == "source" and cell.last_voltage_v + h_v >= charger.limit_v():
             regime = "hold"
         elif regime == "idle" and cell.last_voltage_v + h_v <= charger.limit_v():

@@ -33,5 +33,7 @@ def test_small_profile_current_integrates_to_the_truth_within_the_sensor_errors(
     spec = sensors.SensorSpec()
     # Undo gain and offset: what is left is noise and quantisation.
     current = (data[:, 1] - spec.current_offset_a) / (1.0 + spec.current_gain)
-    counted = soc[0] + np.concatenate(([0.0], np.cumsum(current[:-1] * np.diff(data[:, 0])))) / 3600.0
+    counted = (
+        soc[0] + np.concatenate(([0.0], np.cumsum(current[:-1] * np.diff(data[:, 0])))) / 3600.0
+    )
     assert np.max(np.abs(counted - soc)) < 0.3

@@ -6,8 +6,10 @@
  * MCUboot's secondary slot (see prj.conf and sysbuild.conf); its status hooks tell the core
  * when an upload starts, completes or stops, and the core floats ATC meanwhile and decides
  * what a failed update means for ATD (PROT-10). After an update the new image runs in test
- * mode: it confirms itself only once the self-check passed, otherwise it reboots and MCUboot
- * reverts to the previous image. Hook pattern of doc/services/device_mgmt/mcumgr_callbacks.rst.
+ * mode: it confirms itself only once the core's self-check passed, and reboots when the core
+ * says it failed, so that MCUboot reverts to the previous image. The criteria and time limits
+ * are the core's (Bms::self_check, limits.rs); this file only applies the verdict. Hook
+ * pattern of doc/services/device_mgmt/mcumgr_callbacks.rst.
  */
 
 #include <zephyr/dfu/mcuboot.h>
@@ -20,7 +22,7 @@
 
 LOG_MODULE_REGISTER(bms_dfu, CONFIG_BMS_LOG_LEVEL);
 
-/* How often the self-check looks at the control loop while it waits. */
+/* How often the self-check asks for the core's verdict while it waits. */
 #define SELF_CHECK_POLL_MS 100
 
 static enum mgmt_cb_return img_status(uint32_t event, enum mgmt_cb_return prev_status,
@@ -69,7 +71,7 @@ int dfu_init(void)
 
 int dfu_self_check(void)
 {
-	int64_t deadline = k_uptime_get() + CONFIG_BMS_SELF_CHECK_TIMEOUT_MS;
+	int verdict;
 	int err;
 
 	if (!IS_ENABLED(CONFIG_BOOTLOADER_MCUBOOT) || boot_is_img_confirmed()) {
@@ -78,16 +80,18 @@ int dfu_self_check(void)
 
 	LOG_INF("Image in test mode: self-check");
 
-	/* Healthy = the control loop steps with working I/O, and Bluetooth (the only way to
-	 * update again) is up.
+	/* The core decides (DFU-1, bms_self_check): the control thread asks it after every step,
+	 * with Bluetooth and storage state, and keeps the verdict: 0 pending, 1 passed, negative
+	 * failed. A control thread that stops stepping is reset by the task watchdog, and MCUboot
+	 * reverts the unconfirmed image at that reboot too.
 	 */
-	while (control_steps() < CONFIG_BMS_SELF_CHECK_STEPS || !ble_ready()) {
-		if (k_uptime_get() >= deadline) {
-			LOG_ERR("Self-check failed (%u steps, Bluetooth %s): rebooting to revert",
-				control_steps(), ble_ready() ? "up" : "down");
-			sys_reboot(SYS_REBOOT_COLD);
-		}
+	while ((verdict = control_self_check()) == 0) {
 		k_msleep(SELF_CHECK_POLL_MS);
+	}
+
+	if (verdict < 0) {
+		LOG_ERR("Self-check failed (err %d): rebooting to revert", verdict);
+		sys_reboot(SYS_REBOOT_COLD);
 	}
 
 	err = boot_write_img_confirmed();

@@ -198,6 +198,9 @@ const _: () = {
     // The slow tick is slower; discovery ends before a silent battery counts as lost.
     assert!(LOW_POWER_TICK_MS > TICK_MS);
     assert!(DISCOVERY_MS < BATTERY_LOST_MS);
+    // The self-check can pass well before it times out, even in the slow tick.
+    assert!(SELF_CHECK_BUS_WAIT_MS < SELF_CHECK_TIMEOUT_MS);
+    assert!((SELF_CHECK_STEPS as u64) * (LOW_POWER_TICK_MS as u64) * 2 <= SELF_CHECK_TIMEOUT_MS);
 };
 
 /// PROT-2: how long the pre-alarm output must have been active before ATD goes free-floating for
@@ -206,6 +209,17 @@ pub const PREALARM_LEAD_MS: u64 = 30_000;
 
 /// PROT-10: delay between a failed or aborted firmware update and ATD going free-floating, ms.
 pub const DFU_FAILED_ATD_DELAY_MS: u64 = 120_000;
+
+/// DFU-1 **(choice)**: control steps a new image must complete before it is confirmed (2 s at
+/// the normal tick).
+pub const SELF_CHECK_STEPS: u32 = 20;
+/// DFU-1 **(choice)**: how long a new image waits for the first battery report before it takes
+/// the bus as having no battery connected (a bench, a new installation), which is no firmware
+/// fault; batteries report at least once a second, ms.
+pub const SELF_CHECK_BUS_WAIT_MS: u64 = 10_000;
+/// DFU-1 **(choice)**: a new image that has not passed its self-check this long after start
+/// has failed it: the firmware reboots and MCUboot reverts to the previous image, ms.
+pub const SELF_CHECK_TIMEOUT_MS: u64 = 60_000;
 
 /// PROT-9 **(choice)**: ATD returns when SoC ≥ discharge floor + this many percentage points.
 pub const FLOOR_RELEASE_POINTS: u8 = 3;
@@ -369,6 +383,14 @@ mod tests {
     fn named_constants_match_the_spec() {
         assert_eq!(PREALARM_LEAD_MS, 30_000);
         assert_eq!(DFU_FAILED_ATD_DELAY_MS, 120_000);
+        assert_eq!(
+            (
+                SELF_CHECK_STEPS,
+                SELF_CHECK_BUS_WAIT_MS,
+                SELF_CHECK_TIMEOUT_MS
+            ),
+            (20, 10_000, 60_000)
+        );
         assert_eq!(FLOOR_RELEASE_POINTS, 3);
         // The monitor keeps the PROT-9 latch; its release must be this table's.
         assert_eq!(

@@ -3,42 +3,38 @@
  * Copyright (c) 2026 The OpenBMS authors
  *
  * Bluetooth LE: the OpenBMS GATT service (docs/protocol.md), the Instant Readout advertisement
- * (BLE-3) and passkey pairing (BLE-2). GATT requests go to the control thread, which owns the
- * library; this file only maps ATT to bms_gatt_request() and back. Patterns of
+ * (BLE-3) and passkey pairing (BLE-2). GATT requests go through gatt.c to the control thread,
+ * which owns the library; this file only maps ATT to them and back. Patterns of
  * samples/bluetooth/peripheral_hr (service, callbacks), subsys/bluetooth/services/bas (notify)
  * and samples/subsys/mgmt/mcumgr/smp_svr (advertising restarted from .recycled).
  *
- * Permissions (BLE-2): monitoring pages are readable by anyone; every write that changes the
- * BMS, and the readout key, need an encrypted link authenticated by the passkey (security
- * level 3, BT_GATT_PERM_*_AUTHEN). The stack refuses other requests before they get here; the
- * core is told whether the link is authenticated and checks again.
+ * Permissions (BLE-2): monitoring pages and the battery selector are open; settings writes and
+ * control-point commands need an encrypted link authenticated by the passkey (security level
+ * 3, BT_GATT_PERM_*_AUTHEN). The stack refuses other requests before they get here; the core
+ * is told whether the link is authenticated and checks again.
+ *
+ * The advertisement and the status page are mailboxes: only the newest one matters, so the
+ * control thread overwrites them and queues at most one marker each; control-point responses
+ * are queued whole, one per write.
  */
 
 #include <string.h>
 
 #include <zephyr/bluetooth/bluetooth.h>
 #include <zephyr/bluetooth/conn.h>
+#include <zephyr/bluetooth/gap.h>
 #include <zephyr/bluetooth/gatt.h>
 #include <zephyr/bluetooth/uuid.h>
 #include <zephyr/kernel.h>
 #include <zephyr/logging/log.h>
 #include <zephyr/mgmt/mcumgr/transport/smp_bt.h>
 #include <zephyr/settings/settings.h>
+#include <zephyr/sys/atomic.h>
 #include <zephyr/sys/util.h>
 
 #include "app.h"
 
 LOG_MODULE_REGISTER(bms_ble, CONFIG_BMS_LOG_LEVEL);
-
-/* Characteristic numbers of bms_gatt_request() (rust/bms-core/src/protocol.rs, docs/protocol.md). */
-enum gatt_characteristic {
-	CHR_STATUS = 1,
-	CHR_BANK = 2,
-	CHR_BATTERY = 3,
-	CHR_HISTORY = 4,
-	CHR_SETTINGS = 5,
-	CHR_CONTROL_POINT = 6,
-};
 
 /* fde4NNNN-2435-4d33-8157-077d40b73501: NNNN = 0001 for the service, characteristic + 1. */
 #define BMS_UUID(nnnn) BT_UUID_128_ENCODE(0xfde40000 | (nnnn), 0x2435, 0x4d33, 0x8157, 0x077d40b73501)
@@ -47,16 +43,19 @@ enum gatt_characteristic {
 
 #define CHR(n) ((void *)(uintptr_t)(n))
 
-/* Every response starts [version, status]; status 0 is "ok" (protocol.rs Status). */
-#define RESP_STATUS_OFFSET 1
-#define RESP_STATUS_OK 0
-#define RESP_STATUS_NOT_AUTHENTICATED 6
+/* A notification or indication carries at most ATT_MTU - 3 bytes (opcode and handle). */
+#define ATT_NOTIFY_OVERHEAD 3
 
-/* Longest page or response the core produces (protocol.rs MAX_RESPONSE_LEN, one ATT payload
- * at MTU 247).
- */
-#define RESPONSE_MAX_LEN 244
-BUILD_ASSERT(RESPONSE_MAX_LEN <= APP_GATT_MAX_LEN);
+/* The largest pairing passkey (six digits, BLE-2). */
+#define PASSKEY_MAX 999999U
+
+/* Legacy advertising: Flags (3 bytes) and the Instant Readout manufacturer data must fit. */
+BUILD_ASSERT(3 + 2 + BMS_ADVERTISEMENT_LEN <= BT_GAP_ADV_MAX_ADV_DATA_LEN,
+	     "Instant Readout data does not fit a legacy advertisement");
+BUILD_ASSERT(2 + sizeof(CONFIG_BT_DEVICE_NAME) - 1 +
+			     (IS_ENABLED(CONFIG_MCUMGR_TRANSPORT_BT) ? 2 + 16 : 0) <=
+		     BT_GAP_ADV_MAX_ADV_DATA_LEN,
+	     "device name and SMP UUID do not fit the scan response");
 
 enum ble_msg_type {
 	BLE_MSG_ADVERTISEMENT,
@@ -65,24 +64,44 @@ enum ble_msg_type {
 	BLE_MSG_RESTART,
 };
 
-struct ble_msg {
-	enum ble_msg_type type;
-	bool low_power;
-	uint16_t len;
-	uint8_t data[RESPONSE_MAX_LEN];
+/* Bits of `pending`: a marker of this kind is in the queue. */
+enum ble_pending {
+	PENDING_ADVERTISEMENT,
+	PENDING_STATUS,
+	PENDING_RESTART,
 };
 
-K_MSGQ_DEFINE(ble_msgq, sizeof(struct ble_msg), 4, 4);
+struct ble_msg {
+	enum ble_msg_type type;
+	struct bt_conn *conn; /* BLE_MSG_CONTROL_RESPONSE: the writer, referenced */
+	uint16_t len;
+	uint8_t data[BMS_GATT_RESPONSE_MAX];
+};
+
+K_MSGQ_DEFINE(ble_msgq, sizeof(struct ble_msg), 6, 4);
 K_THREAD_STACK_DEFINE(ble_stack, CONFIG_BMS_BLE_STACK_SIZE);
 static struct k_thread ble_thread_data;
 
 static atomic_t ready;
 static atomic_t connections;
 static atomic_t status_notify;
-static atomic_t control_indicate;
+static atomic_t pending;
+static atomic_t passkey;
+static atomic_t passkey_known;
 
-static uint8_t mfg_data[APP_ADV_MAX_LEN];
+static K_MUTEX_DEFINE(mailbox_lock);
+static struct {
+	uint8_t adv[BMS_ADVERTISEMENT_LEN];
+	uint8_t adv_len;
+	bool adv_low_power;
+	uint8_t status[BMS_GATT_RESPONSE_MAX];
+	uint16_t status_len;
+} mailbox;
+
+/* Owned by the BLE thread. */
+static uint8_t mfg_data[BMS_ADVERTISEMENT_LEN];
 static bool advertising_low_power;
+static uint8_t status_data[BMS_GATT_RESPONSE_MAX];
 
 static struct bt_data ad[] = {
 	BT_DATA_BYTES(BT_DATA_FLAGS, (BT_LE_AD_GENERAL | BT_LE_AD_NO_BREDR)),
@@ -96,53 +115,35 @@ static const struct bt_data sd[] = {
 #endif
 };
 
-static void post_control_response(const uint8_t *resp, size_t len);
+/* One per connection (bt_conn_index()); touched only from the Bluetooth host's callbacks,
+ * which handle one ATT request of a connection at a time.
+ */
+static struct gatt_session sessions[CONFIG_BT_MAX_CONN];
+static uint8_t write_resp[BMS_GATT_RESPONSE_MAX];
+
+static void post_control_response(struct bt_conn *conn, const uint8_t *resp, size_t len);
 
 static bool authenticated(struct bt_conn *conn)
 {
 	return conn != NULL && bt_conn_get_security(conn) >= BT_SECURITY_L3;
 }
 
-static uint8_t att_error(int rc)
-{
-	switch (rc) {
-	case -EBADMSG:
-	case -EINVAL:
-		return BT_ATT_ERR_VALUE_NOT_ALLOWED;
-	case -ENOSPC:
-		return BT_ATT_ERR_INVALID_ATTRIBUTE_LEN;
-	case -EACCES:
-	case -EPERM:
-		return BT_ATT_ERR_AUTHENTICATION;
-	case -EALREADY:
-		return BT_ATT_ERR_WRITE_REQ_REJECTED;
-	default:
-		return BT_ATT_ERR_UNLIKELY;
-	}
-}
-
-/* ATT requests are handled one at a time (one thread, CONFIG_BT_MAX_CONN=1): static buffers
- * keep the 512-byte values off the Bluetooth stack's thread stack.
- */
-static uint8_t value_buf[APP_GATT_MAX_LEN];
-static uint8_t write_resp_buf[APP_GATT_MAX_LEN];
-
 static ssize_t read_chr(struct bt_conn *conn, const struct bt_gatt_attr *attr, void *buf,
 			uint16_t len, uint16_t offset)
 {
 	uint8_t chr = (uint8_t)(uintptr_t)attr->user_data;
-	size_t value_len = 0;
-	int rc;
+	const uint8_t *value;
+	size_t value_len;
+	int err;
 
-	rc = control_gatt(chr, authenticated(conn), NULL, 0, value_buf, sizeof(value_buf),
-			  &value_len);
-	if (rc) {
-		LOG_DBG("Read of characteristic %u refused (err %d)", chr, rc);
-		return BT_GATT_ERR(att_error(rc));
+	err = gatt_read(&sessions[bt_conn_index(conn)], chr, authenticated(conn), offset, &value,
+			&value_len);
+	if (err) {
+		LOG_ERR("Read of characteristic %u failed (err %d)", chr, err);
+		return BT_GATT_ERR(BT_ATT_ERR_UNLIKELY);
 	}
 
-	return bt_gatt_attr_read(conn, attr, buf, len, offset, value_buf,
-				 MIN(value_len, sizeof(value_buf)));
+	return bt_gatt_attr_read(conn, attr, buf, len, offset, value, value_len);
 }
 
 static ssize_t write_chr(struct bt_conn *conn, const struct bt_gatt_attr *attr, const void *buf,
@@ -150,8 +151,7 @@ static ssize_t write_chr(struct bt_conn *conn, const struct bt_gatt_attr *attr, 
 {
 	uint8_t chr = (uint8_t)(uintptr_t)attr->user_data;
 	size_t resp_len = 0;
-	uint8_t status;
-	int rc;
+	int err;
 
 	ARG_UNUSED(flags);
 
@@ -160,29 +160,23 @@ static ssize_t write_chr(struct bt_conn *conn, const struct bt_gatt_attr *attr, 
 		return BT_GATT_ERR(BT_ATT_ERR_INVALID_OFFSET);
 	}
 
-	rc = control_gatt(chr, authenticated(conn), buf, len, write_resp_buf,
-			  sizeof(write_resp_buf), &resp_len);
-	if (rc) {
-		LOG_INF("Write to characteristic %u refused (err %d)", chr, rc);
-		return BT_GATT_ERR(att_error(rc));
+	err = gatt_write(&sessions[bt_conn_index(conn)], chr, authenticated(conn), buf, len,
+			 write_resp, sizeof(write_resp), &resp_len);
+	if (err < 0) {
+		LOG_ERR("Write to characteristic %u failed (err %d)", chr, err);
+		return BT_GATT_ERR(BT_ATT_ERR_UNLIKELY);
 	}
 
-	resp_len = MIN(resp_len, sizeof(write_resp_buf));
-	if (chr == CHR_CONTROL_POINT) {
-		/* The control point's response (with the key, or why an action was refused)
-		 * goes back as an indication (docs/protocol.md).
-		 */
-		post_control_response(write_resp_buf, resp_len);
+	/* The control point answers by indication, refusals included: an InvalidValue
+	 * response carries the allowed range (docs/protocol.md).
+	 */
+	if (chr == APP_CHR_CONTROL_POINT) {
+		post_control_response(conn, write_resp, resp_len);
 	}
 
-	/* BLE-4: a refused request is an ATT error; its reason is in the response status. */
-	status = resp_len > RESP_STATUS_OFFSET ? write_resp_buf[RESP_STATUS_OFFSET] : 0xff;
-	if (status == RESP_STATUS_NOT_AUTHENTICATED) {
-		return BT_GATT_ERR(BT_ATT_ERR_AUTHENTICATION);
-	}
-	if (status != RESP_STATUS_OK) {
-		LOG_INF("Write to characteristic %u refused (status %u)", chr, status);
-		return BT_GATT_ERR(BT_ATT_ERR_WRITE_REQ_REJECTED);
+	/* BLE-4: a refused request is ATT error 0x80 + status and changed nothing. */
+	if (err > 0) {
+		return BT_GATT_ERR(err);
 	}
 
 	return len;
@@ -195,38 +189,43 @@ static void status_ccc_changed(const struct bt_gatt_attr *attr, uint16_t value)
 	atomic_set(&status_notify, value == BT_GATT_CCC_NOTIFY);
 }
 
-static void control_ccc_changed(const struct bt_gatt_attr *attr, uint16_t value)
-{
-	ARG_UNUSED(attr);
-
-	atomic_set(&control_indicate, value == BT_GATT_CCC_INDICATE);
-}
-
 /* Attribute indices used below: [1] status declaration, [13] control point value. */
 BT_GATT_SERVICE_DEFINE(bms_svc,
 	BT_GATT_PRIMARY_SERVICE(BMS_SVC_UUID),
-	BT_GATT_CHARACTERISTIC(BMS_CHR_UUID(CHR_STATUS), BT_GATT_CHRC_READ | BT_GATT_CHRC_NOTIFY,
-			       BT_GATT_PERM_READ, read_chr, NULL, CHR(CHR_STATUS)),
+	BT_GATT_CHARACTERISTIC(BMS_CHR_UUID(APP_CHR_STATUS), BT_GATT_CHRC_READ | BT_GATT_CHRC_NOTIFY,
+			       BT_GATT_PERM_READ, read_chr, NULL, CHR(APP_CHR_STATUS)),
 	BT_GATT_CCC(status_ccc_changed, BT_GATT_PERM_READ | BT_GATT_PERM_WRITE),
-	BT_GATT_CHARACTERISTIC(BMS_CHR_UUID(CHR_BANK), BT_GATT_CHRC_READ,
-			       BT_GATT_PERM_READ, read_chr, NULL, CHR(CHR_BANK)),
+	BT_GATT_CHARACTERISTIC(BMS_CHR_UUID(APP_CHR_BANK), BT_GATT_CHRC_READ,
+			       BT_GATT_PERM_READ, read_chr, NULL, CHR(APP_CHR_BANK)),
 	/* Selecting which battery to read is part of reading, so it is open (BLE-2). */
-	BT_GATT_CHARACTERISTIC(BMS_CHR_UUID(CHR_BATTERY), BT_GATT_CHRC_READ | BT_GATT_CHRC_WRITE,
+	BT_GATT_CHARACTERISTIC(BMS_CHR_UUID(APP_CHR_BATTERY), BT_GATT_CHRC_READ | BT_GATT_CHRC_WRITE,
 			       BT_GATT_PERM_READ | BT_GATT_PERM_WRITE, read_chr, write_chr,
-			       CHR(CHR_BATTERY)),
-	BT_GATT_CHARACTERISTIC(BMS_CHR_UUID(CHR_HISTORY), BT_GATT_CHRC_READ,
-			       BT_GATT_PERM_READ, read_chr, NULL, CHR(CHR_HISTORY)),
-	BT_GATT_CHARACTERISTIC(BMS_CHR_UUID(CHR_SETTINGS), BT_GATT_CHRC_READ | BT_GATT_CHRC_WRITE,
+			       CHR(APP_CHR_BATTERY)),
+	BT_GATT_CHARACTERISTIC(BMS_CHR_UUID(APP_CHR_HISTORY), BT_GATT_CHRC_READ,
+			       BT_GATT_PERM_READ, read_chr, NULL, CHR(APP_CHR_HISTORY)),
+	BT_GATT_CHARACTERISTIC(BMS_CHR_UUID(APP_CHR_SETTINGS),
+			       BT_GATT_CHRC_READ | BT_GATT_CHRC_WRITE,
 			       BT_GATT_PERM_READ | BT_GATT_PERM_WRITE_AUTHEN, read_chr, write_chr,
-			       CHR(CHR_SETTINGS)),
-	BT_GATT_CHARACTERISTIC(BMS_CHR_UUID(CHR_CONTROL_POINT),
+			       CHR(APP_CHR_SETTINGS)),
+	BT_GATT_CHARACTERISTIC(BMS_CHR_UUID(APP_CHR_CONTROL_POINT),
 			       BT_GATT_CHRC_WRITE | BT_GATT_CHRC_INDICATE,
-			       BT_GATT_PERM_WRITE_AUTHEN, NULL, write_chr, CHR(CHR_CONTROL_POINT)),
-	BT_GATT_CCC(control_ccc_changed, BT_GATT_PERM_READ | BT_GATT_PERM_WRITE_AUTHEN),
+			       BT_GATT_PERM_WRITE_AUTHEN, NULL, write_chr,
+			       CHR(APP_CHR_CONTROL_POINT)),
+	BT_GATT_CCC(NULL, BT_GATT_PERM_READ | BT_GATT_PERM_WRITE_AUTHEN),
 );
 
 #define STATUS_ATTR (&bms_svc.attrs[1])
 #define CONTROL_POINT_VALUE_ATTR (&bms_svc.attrs[13])
+
+/* Whether @p len bytes fit one notification or indication on @p conn; a page that does not is
+ * skipped, never cut: the client reads the characteristic instead (docs/protocol.md).
+ */
+static bool fits_mtu(struct bt_conn *conn, size_t len)
+{
+	uint16_t mtu = bt_gatt_get_mtu(conn);
+
+	return mtu > ATT_NOTIFY_OVERHEAD && len <= (size_t)(mtu - ATT_NOTIFY_OVERHEAD);
+}
 
 static void advertise(void)
 {
@@ -244,16 +243,20 @@ static void advertise(void)
 	}
 }
 
-static void handle_advertisement(const struct ble_msg *msg)
+static void handle_advertisement(void)
 {
 	bool started = ad[1].data_len > 0;
+	bool low_power;
 	int err;
 
-	memcpy(mfg_data, msg->data, MIN((size_t)msg->len, sizeof(mfg_data)));
-	ad[1].data_len = (uint8_t)MIN((size_t)msg->len, sizeof(mfg_data));
+	k_mutex_lock(&mailbox_lock, K_FOREVER);
+	memcpy(mfg_data, mailbox.adv, mailbox.adv_len);
+	ad[1].data_len = mailbox.adv_len;
+	low_power = mailbox.adv_low_power;
+	k_mutex_unlock(&mailbox_lock);
 
-	if (!started || msg->low_power != advertising_low_power) {
-		advertising_low_power = msg->low_power;
+	if (!started || low_power != advertising_low_power) {
+		advertising_low_power = low_power;
 		(void)bt_le_adv_stop();
 		advertise();
 		return;
@@ -266,33 +269,68 @@ static void handle_advertisement(const struct ble_msg *msg)
 	}
 }
 
-static void handle_status(const struct ble_msg *msg)
+struct notify_ctx {
+	const uint8_t *data;
+	uint16_t len;
+};
+
+static void notify_status(struct bt_conn *conn, void *user_data)
 {
+	const struct notify_ctx *ctx = user_data;
 	int err;
 
-	err = bt_gatt_notify(NULL, STATUS_ATTR, msg->data, msg->len);
+	if (!bt_gatt_is_subscribed(conn, STATUS_ATTR, BT_GATT_CCC_NOTIFY)) {
+		return;
+	}
+	if (!fits_mtu(conn, ctx->len)) {
+		LOG_DBG("Status page of %u bytes exceeds the MTU, not notified", ctx->len);
+		return;
+	}
+
+	err = bt_gatt_notify(conn, STATUS_ATTR, ctx->data, ctx->len);
 	if (err && err != -ENOTCONN) {
 		LOG_WRN("Status not notified (err %d)", err);
 	}
 }
 
+static void handle_status(void)
+{
+	struct notify_ctx ctx = {.data = status_data};
+
+	k_mutex_lock(&mailbox_lock, K_FOREVER);
+	memcpy(status_data, mailbox.status, mailbox.status_len);
+	ctx.len = mailbox.status_len;
+	k_mutex_unlock(&mailbox_lock);
+
+	bt_conn_foreach(BT_CONN_TYPE_LE, notify_status, &ctx);
+}
+
 static struct bt_gatt_indicate_params indicate_params;
-static uint8_t indicate_buf[RESPONSE_MAX_LEN];
+static struct bt_conn *indicate_conn;
+static uint8_t indicate_buf[BMS_GATT_RESPONSE_MAX];
 static K_SEM_DEFINE(indicate_done, 1, 1);
 
 static void indicate_destroy(struct bt_gatt_indicate_params *params)
 {
 	ARG_UNUSED(params);
 
+	bt_conn_unref(indicate_conn);
+	indicate_conn = NULL;
 	k_sem_give(&indicate_done);
 }
 
-static void handle_control_response(const struct ble_msg *msg)
+static void handle_control_response(struct ble_msg *msg)
 {
 	int err;
 
-	if (!atomic_get(&control_indicate)) {
-		return;
+	if (!bt_gatt_is_subscribed(msg->conn, CONTROL_POINT_VALUE_ATTR, BT_GATT_CCC_INDICATE)) {
+		LOG_DBG("Control-point response dropped: indications not enabled");
+		goto done;
+	}
+	if (!fits_mtu(msg->conn, msg->len)) {
+		LOG_WRN("Control-point response of %u bytes exceeds the MTU, not indicated",
+			msg->len);
+		goto done;
 	}
 
 	/* One indication in flight at a time: the parameters and data must live until the
@@ -300,10 +338,11 @@ static void handle_control_response(const struct ble_msg *msg)
 	 */
 	if (k_sem_take(&indicate_done, K_SECONDS(5))) {
 		LOG_WRN("Previous indication not confirmed, response dropped");
-		return;
+		goto done;
 	}
 
 	memcpy(indicate_buf, msg->data, msg->len);
+	indicate_conn = msg->conn;
 	indicate_params = (struct bt_gatt_indicate_params){
 		.attr = CONTROL_POINT_VALUE_ATTR,
 		.data = indicate_buf,
@@ -311,11 +350,16 @@ static void handle_control_response(const struct ble_msg *msg)
 		.destroy = indicate_destroy,
 	};
 
-	err = bt_gatt_indicate(NULL, &indicate_params);
-	if (err) {
-		LOG_WRN("Control-point response not indicated (err %d)", err);
-		k_sem_give(&indicate_done);
+	err = bt_gatt_indicate(msg->conn, &indicate_params);
+	if (err == 0) {
+		/* indicate_destroy() releases the connection. */
+		return;
 	}
+	LOG_WRN("Control-point response not indicated (err %d)", err);
+	indicate_conn = NULL;
+	k_sem_give(&indicate_done);
+done:
+	bt_conn_unref(msg->conn);
 }
 
 static void ble_thread(void *p1, void *p2, void *p3)
@@ -348,15 +392,18 @@ static void ble_thread(void *p1, void *p2, void *p3)
 
 		switch (msg.type) {
 		case BLE_MSG_ADVERTISEMENT:
-			handle_advertisement(&msg);
+			atomic_clear_bit(&pending, PENDING_ADVERTISEMENT);
+			handle_advertisement();
 			break;
 		case BLE_MSG_STATUS:
-			handle_status(&msg);
+			atomic_clear_bit(&pending, PENDING_STATUS);
+			handle_status();
 			break;
 		case BLE_MSG_CONTROL_RESPONSE:
 			handle_control_response(&msg);
 			break;
 		case BLE_MSG_RESTART:
+			atomic_clear_bit(&pending, PENDING_RESTART);
 			if (ad[1].data_len > 0) {
 				advertise();
 			}
@@ -365,13 +412,17 @@ static void ble_thread(void *p1, void *p2, void *p3)
 	}
 }
 
-static void post(const struct ble_msg *msg)
+/* Queues a marker of @p type unless one is queued already; never blocks the sender. */
+static void post_marker(enum ble_msg_type type, int bit)
 {
-	/* Never block the sender (the control thread): a full queue drops this update, the
-	 * next change sends a fresh one.
-	 */
-	if (k_msgq_put(&ble_msgq, msg, K_NO_WAIT)) {
-		LOG_DBG("BLE queue full, update %d dropped", msg->type);
+	struct ble_msg msg = {.type = type};
+
+	if (atomic_test_and_set_bit(&pending, bit)) {
+		return;
+	}
+	if (k_msgq_put(&ble_msgq, &msg, K_NO_WAIT)) {
+		atomic_clear_bit(&pending, bit);
+		LOG_WRN("BLE queue full, update %d dropped", type);
 	}
 }
 
@@ -382,27 +433,28 @@ static void connected(struct bt_conn *conn, uint8_t err)
 		return;
 	}
 
+	gatt_session_reset(&sessions[bt_conn_index(conn)]);
 	atomic_inc(&connections);
 	LOG_INF("Connected");
 }
 
 static void disconnected(struct bt_conn *conn, uint8_t reason)
 {
+	gatt_session_reset(&sessions[bt_conn_index(conn)]);
 	atomic_dec(&connections);
 	atomic_set(&status_notify, 0);
-	atomic_set(&control_indicate, 0);
 	LOG_INF("Disconnected (reason 0x%02x)", reason);
 }
 
 static void recycled(void)
 {
-	struct ble_msg msg = {.type = BLE_MSG_RESTART};
-
-	post(&msg);
+	post_marker(BLE_MSG_RESTART, PENDING_RESTART);
 }
 
 static void security_changed(struct bt_conn *conn, bt_security_t level, enum bt_security_err err)
 {
+	ARG_UNUSED(conn);
+
 	if (err) {
 		LOG_WRN("Security failed: level %u (err %d)", level, err);
 	} else {
@@ -417,18 +469,26 @@ BT_CONN_CB_DEFINE(conn_callbacks) = {
 	.security_changed = security_changed,
 };
 
-static void auth_passkey_display(struct bt_conn *conn, unsigned int passkey)
+static void auth_passkey_display(struct bt_conn *conn, unsigned int key)
 {
 	ARG_UNUSED(conn);
+	ARG_UNUSED(key);
 
-	LOG_INF("Pairing: enter passkey %06u on the phone", passkey);
+	/* The passkey is the user's secret (BLE-2): never in the log. */
+	LOG_INF("Pairing: enter the passkey on the phone");
 }
 
 static uint32_t auth_app_passkey(struct bt_conn *conn)
 {
 	ARG_UNUSED(conn);
 
-	return CONFIG_BMS_BLE_PASSKEY;
+	/* Unknown until the core opened: a random passkey nobody sees, so pairing fails
+	 * rather than accept a guessable default.
+	 */
+	if (!atomic_get(&passkey_known)) {
+		return BT_PASSKEY_RAND;
+	}
+	return (uint32_t)atomic_get(&passkey);
 }
 
 static void auth_cancel(struct bt_conn *conn)
@@ -476,34 +536,50 @@ bool ble_status_subscribed(void)
 	return atomic_get(&status_notify) != 0;
 }
 
+void ble_set_passkey(uint32_t key)
+{
+	if (key > PASSKEY_MAX) {
+		LOG_ERR("Passkey out of range: pairing disabled");
+		atomic_set(&passkey_known, 0);
+		return;
+	}
+	atomic_set(&passkey, (atomic_val_t)key);
+	atomic_set(&passkey_known, 1);
+}
+
 void ble_post_advertisement(const uint8_t *mfg, size_t len, bool low_power)
 {
-	struct ble_msg msg = {.type = BLE_MSG_ADVERTISEMENT, .low_power = low_power};
-
-	if (len > sizeof(mfg_data)) {
+	if (len > sizeof(mailbox.adv)) {
 		LOG_ERR("Advertisement of %zu bytes does not fit", len);
 		return;
 	}
-	msg.len = (uint16_t)len;
-	memcpy(msg.data, mfg, len);
-	post(&msg);
+
+	k_mutex_lock(&mailbox_lock, K_FOREVER);
+	memcpy(mailbox.adv, mfg, len);
+	mailbox.adv_len = (uint8_t)len;
+	mailbox.adv_low_power = low_power;
+	k_mutex_unlock(&mailbox_lock);
+
+	post_marker(BLE_MSG_ADVERTISEMENT, PENDING_ADVERTISEMENT);
 }
 
 void ble_post_status(const uint8_t *status, size_t len)
 {
-	struct ble_msg msg = {.type = BLE_MSG_STATUS};
-
 	/* A cut page would be a malformed one: a client that misses it reads the page. */
-	if (len > sizeof(msg.data)) {
+	if (len > sizeof(mailbox.status)) {
 		LOG_WRN("Status of %zu bytes too long to notify", len);
 		return;
 	}
-	msg.len = (uint16_t)len;
-	memcpy(msg.data, status, len);
-	post(&msg);
+
+	k_mutex_lock(&mailbox_lock, K_FOREVER);
+	memcpy(mailbox.status, status, len);
+	mailbox.status_len = (uint16_t)len;
+	k_mutex_unlock(&mailbox_lock);
+
+	post_marker(BLE_MSG_STATUS, PENDING_STATUS);
 }
 
-static void post_control_response(const uint8_t *resp, size_t len)
+static void post_control_response(struct bt_conn *conn, const uint8_t *resp, size_t len)
 {
 	struct ble_msg msg = {.type = BLE_MSG_CONTROL_RESPONSE};
 
@@ -513,5 +589,10 @@ static void post_control_response(const uint8_t *resp, size_t len)
 	}
 	msg.len = (uint16_t)len;
 	memcpy(msg.data, resp, len);
-	post(&msg);
+	msg.conn = bt_conn_ref(conn);
+
+	if (k_msgq_put(&ble_msgq, &msg, K_NO_WAIT)) {
+		LOG_WRN("BLE queue full, control-point response dropped");
+		bt_conn_unref(msg.conn);
+	}
 }

@@ -2,8 +2,9 @@
  * SPDX-License-Identifier: Apache-2.0
  * Copyright (c) 2026 The OpenBMS authors
  *
- * The control thread: the one owner of the library instance. It sleeps until the core's next
- * deadline or until another thread hands it something, then runs one step: read the analog
+ * The control thread: the one owner of the library instance. It opens the instance on its own
+ * stack (bms_open() needs about 10.4 KiB, docs/ffi.md), then sleeps until the core's next
+ * deadline or until another thread hands it something, and runs one step: read the analog
  * inputs, bms_step(), apply the outputs and LEDs, pass changed advertisement and status data
  * to the BLE thread, feed the task watchdog. Every decision is the core's; this file only
  * moves data.
@@ -21,8 +22,8 @@
 
 LOG_MODULE_REGISTER(bms_control, CONFIG_BMS_LOG_LEVEL);
 
-/* Characteristic number of the status page (docs/protocol.md), read for notifications. */
-#define STATUS_CHARACTERISTIC 0x01
+BUILD_ASSERT(CONFIG_BMS_CONTROL_STACK_SIZE >= 12288,
+	     "bms_open() runs on the control thread and needs about 10.4 KiB (docs/ffi.md)");
 
 enum ctrl_msg_type {
 	CTRL_MSG_BUS,
@@ -32,6 +33,7 @@ enum ctrl_msg_type {
 
 struct gatt_call {
 	uint8_t characteristic;
+	bool write;
 	bool authenticated;
 	const uint8_t *req;
 	size_t req_len;
@@ -58,9 +60,39 @@ K_MSGQ_DEFINE(ctrl_msgq, sizeof(struct ctrl_msg), 8, 4);
 K_THREAD_STACK_DEFINE(control_stack, CONFIG_BMS_CONTROL_STACK_SIZE);
 
 static struct k_thread control_thread_data;
+static K_SEM_DEFINE(control_opened, 0, 1);
+static int control_open_err;
 static struct bms *bms;
 static int wdt_channel = -1;
 static atomic_t steps;
+static bool advertised;
+
+static void apply_passkey(void)
+{
+	uint32_t passkey;
+	int32_t rc;
+
+	rc = bms_passkey(bms, &passkey);
+	if (rc) {
+		LOG_ERR("Passkey not read (err %d)", rc);
+		return;
+	}
+	ble_set_passkey(passkey);
+}
+
+static void handle_gatt(struct gatt_call *call, uint64_t now_ms)
+{
+	call->resp_len = 0;
+	call->rc = bms_gatt_request(bms, now_ms, call->characteristic, call->write,
+				    call->authenticated, call->req, call->req_len, call->resp,
+				    call->resp_cap, &call->resp_len);
+
+	/* A control-point command may have changed the passkey (ChangePasskey, BLE-2). */
+	if (call->rc == BMS_OK && call->write && call->characteristic == APP_CHR_CONTROL_POINT) {
+		apply_passkey();
+	}
+	k_sem_give(&call->done);
+}
 
 static void handle_msg(struct ctrl_msg *msg, uint64_t now_ms)
 {
@@ -71,8 +103,8 @@ static void handle_msg(struct ctrl_msg *msg, uint64_t now_ms)
 		/* The length byte came from another thread: never trust it past the array. */
 		rc = bms_feed_bus(bms, now_ms, msg->bus.bytes,
 				  MIN((size_t)msg->bus.len, sizeof(msg->bus.bytes)));
-		if (rc) {
-			LOG_DBG("Bus bytes refused (err %d)", rc);
+		if (rc < 0) {
+			LOG_ERR("Bus bytes not fed (err %d)", rc);
 		}
 		break;
 	case CTRL_MSG_DFU:
@@ -81,39 +113,37 @@ static void handle_msg(struct ctrl_msg *msg, uint64_t now_ms)
 			LOG_ERR("DFU event %u refused (err %d)", msg->dfu, rc);
 		}
 		break;
-	case CTRL_MSG_GATT: {
-		struct gatt_call *call = msg->gatt;
-
-		call->resp_len = 0;
-		call->rc = bms_gatt_request(bms, now_ms, call->characteristic, call->authenticated,
-					    call->req, call->req_len, call->resp, call->resp_cap,
-					    &call->resp_len);
-		k_sem_give(&call->done);
+	case CTRL_MSG_GATT:
+		handle_gatt(msg->gatt, now_ms);
 		break;
-	}
 	}
 }
 
-static void publish(const struct bms_outputs *out)
+static void publish(const struct bms_outputs *out, uint64_t now_ms)
 {
-	static uint8_t buf[APP_GATT_MAX_LEN];
+	static uint8_t buf[BMS_GATT_RESPONSE_MAX];
 	size_t len = 0;
 	int32_t rc;
 
-	if (out->adv_changed) {
-		rc = bms_advertisement(bms, buf, APP_ADV_MAX_LEN, &len);
-		if (rc == 0) {
-			ble_post_advertisement(buf, MIN(len, (size_t)APP_ADV_MAX_LEN), out->low_power);
+	/* Only after a step: bms_step() has persisted the nonce reservation the packet uses
+	 * (BLE-3), and the first packet goes out even if nothing changed since bms_open().
+	 */
+	if (out->adv_changed || !advertised) {
+		rc = bms_advertisement(bms, buf, sizeof(buf), &len);
+		if (rc == BMS_OK) {
+			ble_post_advertisement(buf, len, out->low_power);
+			advertised = true;
 		} else {
 			LOG_ERR("Advertisement not built (err %d)", rc);
 		}
 	}
 
 	if (out->status_changed && ble_status_subscribed()) {
-		rc = bms_gatt_request(bms, k_uptime_get(), STATUS_CHARACTERISTIC, false, NULL, 0, buf,
+		rc = bms_gatt_request(bms, now_ms, APP_CHR_STATUS, false, false, NULL, 0, buf,
 				      sizeof(buf), &len);
-		if (rc == 0) {
-			ble_post_status(buf, MIN(len, sizeof(buf)));
+		if (rc == BMS_OK && len > APP_RESP_STATUS_OFFSET &&
+		    buf[APP_RESP_STATUS_OFFSET] == APP_RESP_STATUS_OK) {
+			ble_post_status(buf, len);
 		}
 	}
 }
@@ -122,7 +152,7 @@ static uint64_t step(uint64_t now_ms)
 {
 	struct bms_inputs in = {0};
 	struct bms_outputs out = {0};
-	uint64_t deadline = UINT64_MAX;
+	uint64_t deadline = BMS_NO_DEADLINE;
 	uint64_t next;
 	int err;
 
@@ -148,16 +178,36 @@ static uint64_t step(uint64_t now_ms)
 		return now_ms + CONFIG_BMS_CONTROL_WDT_MS / 4;
 	}
 
-	publish(&out);
+	publish(&out, now_ms);
 	(void)task_wdt_feed(wdt_channel);
 	atomic_inc(&steps);
 
 	next = now_ms + MAX(out.tick_ms, 1U);
-	if (bms_next_deadline_ms(bms, &deadline) == 0 && deadline < next) {
+	if (bms_next_deadline_ms(bms, &deadline) == BMS_OK && deadline < next) {
 		next = MAX(deadline, now_ms + 1);
 	}
 	/* Wake often enough to feed the watchdog even in the slowest low-power tick. */
 	return MIN(next, now_ms + CONFIG_BMS_CONTROL_WDT_MS / 2);
+}
+
+static int open_instance(void)
+{
+	bms = bms_open();
+	if (bms == NULL) {
+		LOG_ERR("Library instance already open");
+		return -EALREADY;
+	}
+
+	/* Before ble_init(): pairing must never run with a passkey other than the stored one. */
+	apply_passkey();
+
+	wdt_channel = task_wdt_add(CONFIG_BMS_CONTROL_WDT_MS, NULL, NULL);
+	if (wdt_channel < 0) {
+		LOG_ERR("Task watchdog channel not added (err %d)", wdt_channel);
+		return wdt_channel;
+	}
+
+	return 0;
 }
 
 static void control_thread(void *p1, void *p2, void *p3)
@@ -168,6 +218,12 @@ static void control_thread(void *p1, void *p2, void *p3)
 	ARG_UNUSED(p1);
 	ARG_UNUSED(p2);
 	ARG_UNUSED(p3);
+
+	control_open_err = open_instance();
+	k_sem_give(&control_opened);
+	if (control_open_err) {
+		return;
+	}
 
 	for (;;) {
 		if (k_msgq_get(&ctrl_msgq, &msg, K_TIMEOUT_ABS_MS(next)) == 0) {
@@ -187,12 +243,6 @@ int control_init(void)
 	const struct device *hw_wdt = DEVICE_DT_GET_OR_NULL(DT_ALIAS(watchdog0));
 	int err;
 
-	bms = bms_open();
-	if (bms == NULL) {
-		LOG_ERR("Library instance already open");
-		return -EALREADY;
-	}
-
 	if (hw_wdt != NULL && !device_is_ready(hw_wdt)) {
 		LOG_WRN("Hardware watchdog not ready, task watchdog without fallback");
 		hw_wdt = NULL;
@@ -209,17 +259,14 @@ int control_init(void)
 
 int control_start(void)
 {
-	wdt_channel = task_wdt_add(CONFIG_BMS_CONTROL_WDT_MS, NULL, NULL);
-	if (wdt_channel < 0) {
-		LOG_ERR("Task watchdog channel not added (err %d)", wdt_channel);
-		return wdt_channel;
-	}
-
 	k_thread_create(&control_thread_data, control_stack, K_THREAD_STACK_SIZEOF(control_stack),
 			control_thread, NULL, NULL, NULL, CONFIG_BMS_CONTROL_PRIORITY, 0, K_NO_WAIT);
 	k_thread_name_set(&control_thread_data, "bms_control");
 
-	return 0;
+	/* bms_open() only reads a few records from flash: it always returns. */
+	k_sem_take(&control_opened, K_FOREVER);
+
+	return control_open_err;
 }
 
 int control_post_bus(const uint8_t *bytes, size_t len)
@@ -243,11 +290,12 @@ int control_post_dfu(bms_dfu_t event)
 	return k_msgq_put(&ctrl_msgq, &msg, K_FOREVER);
 }
 
-int control_gatt(uint8_t characteristic, bool authenticated, const uint8_t *req, size_t req_len,
-		 uint8_t *resp, size_t resp_cap, size_t *resp_len)
+int control_gatt(uint8_t characteristic, bool write, bool authenticated, const uint8_t *req,
+		 size_t req_len, uint8_t *resp, size_t resp_cap, size_t *resp_len)
 {
 	struct gatt_call call = {
 		.characteristic = characteristic,
+		.write = write,
 		.authenticated = authenticated,
 		.req = req,
 		.req_len = req_len,

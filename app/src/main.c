@@ -40,6 +40,13 @@ int main(void)
 		return err;
 	}
 
+	/* Opens the core, which hands the stored passkey to ble.c before pairing can start. */
+	err = control_start();
+	if (err) {
+		LOG_ERR("Control start failed (err %d)", err);
+		return err;
+	}
+
 	err = ble_init();
 	if (err) {
 		/* The BMS protects the battery without Bluetooth: keep going. */
@@ -51,12 +58,6 @@ int main(void)
 		if (err) {
 			LOG_ERR("DFU init failed (err %d)", err);
 		}
-	}
-
-	err = control_start();
-	if (err) {
-		LOG_ERR("Control start failed (err %d)", err);
-		return err;
 	}
 
 	if (IS_ENABLED(CONFIG_MCUMGR_GRP_IMG)) {

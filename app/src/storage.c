@@ -2,10 +2,11 @@
  * SPDX-License-Identifier: Apache-2.0
  * Copyright (c) 2026 The OpenBMS authors
  *
- * The platform side of bms_port.h: the core's records (settings, SoC state, history) stored
- * with Zephyr's settings subsystem on the ZMS backend, one settings entry per record. The
- * bytes are opaque here: version and CRC are the core's (SET-3). Direct-load pattern of
- * samples/subsys/settings.
+ * The platform side of bms_port.h: the core's records stored with Zephyr's settings subsystem
+ * on the ZMS backend, one settings entry per record. Any key the core names is stored as it
+ * is ("bms/settings", "bms/soc", "bms/point", "bms/hist", "bms/nonce", "bms/secrets", and
+ * whatever it adds later): nothing here lists them. The bytes are opaque here: version and
+ * CRC are the core's (SET-3). Direct-load pattern of samples/subsys/settings.
  */
 
 #include <errno.h>
@@ -37,7 +38,9 @@ static int load_record(const char *key, size_t len, settings_read_cb read_cb, vo
 	const char *next;
 	ssize_t n;
 
-	/* Only the record itself, not records below it ("bms/x" vs "bms/x/y"). */
+	/* Only the record itself, not records below it ("bms/x" vs "bms/x/y"): @p key is the
+	 * rest of the name after the subtree, NULL or empty for the record itself.
+	 */
 	if (settings_name_next(key, &next) != 0 || next != NULL) {
 		return 0;
 	}

@@ -4,10 +4,12 @@
 
 A Bumble virtual controller serves HCI over TCP to zephyr.exe (--bt-dev=127.0.0.1:PORT); a
 second Bumble controller on the same in-process link is the phone. The phone scans the
-Instant Readout advertisement, reads the status page (open), is refused a settings write
-before pairing, pairs with the passkey (000000), writes the settings back, reads the Instant
-Readout key through the control point (command 5, response indicated) and decodes the
-advertisement with victron-ble. Wire format: docs/protocol.md (requests [version, body],
+Instant Readout advertisement (26 bytes of manufacturer data, the name in the scan response),
+reads the status page (open), is refused a battery selection on the empty bank with ATT error
+0x80 + NoSuchBattery, is refused a settings write before pairing, pairs with the passkey
+(000000), gets ATT error 0x80 + InvalidValue for an out-of-range setting, writes the settings
+back, reads the Instant Readout key through the control point (command 5, response
+indicated) and decodes the advertisement with victron-ble. Wire format: docs/protocol.md (requests [version, body],
 responses [version, status, body]).
 """
 
@@ -38,7 +40,17 @@ ATT_INSUFFICIENT_AUTHENTICATION = 0x05
 
 PROTOCOL_VERSION = 1
 STATUS_OK = 0
+STATUS_INVALID_VALUE = 7
+STATUS_NO_SUCH_BATTERY = 8
 READ_ADVERTISEMENT_KEY = 5
+# bms.h BMS_ADVERTISEMENT_LEN: company id and the Instant Readout payload.
+ADVERTISEMENT_LEN = 26
+DEVICE_NAME = "OpenBMS"
+
+
+def att_refused(status: int) -> int:
+    """The ATT error of a refused request (docs/protocol.md): 0x80 + protocol status."""
+    return 0x80 + status
 
 
 def bms_uuid(characteristic: int) -> UUID:
@@ -46,7 +58,7 @@ def bms_uuid(characteristic: int) -> UUID:
     return UUID(f"fde4{characteristic + 1:04x}-2435-4d33-8157-077d40b73501")
 
 
-STATUS, SETTINGS, CONTROL_POINT = bms_uuid(1), bms_uuid(5), bms_uuid(6)
+STATUS, BATTERY, SETTINGS, CONTROL_POINT = bms_uuid(1), bms_uuid(3), bms_uuid(5), bms_uuid(6)
 
 
 class KeyboardDelegate(PairingDelegate):
@@ -98,32 +110,52 @@ async def run(exe: Path) -> None:
             await phone.power_on()
 
             readout = asyncio.get_running_loop().create_future()
+            names = set()
 
             def on_advertisement(advertisement):
+                name = advertisement.data.get(AdvertisingData.COMPLETE_LOCAL_NAME)
+                if name:
+                    names.add(name.decode() if isinstance(name, bytes) else str(name))
                 data = advertisement.data.get(
                     AdvertisingData.MANUFACTURER_SPECIFIC_DATA, raw=True
                 )
                 if data and int.from_bytes(data[:2], "little") == VICTRON_COMPANY_ID:
                     if not readout.done():
-                        readout.set_result((advertisement.address, bytes(data[2:])))
+                        readout.set_result((advertisement.address, bytes(data)))
 
             phone.on("advertisement", on_advertisement)
-            await phone.start_scanning()
-            address, payload = await asyncio.wait_for(readout, 30)
+            await phone.start_scanning(active=True)
+            address, manufacturer_data = await asyncio.wait_for(readout, 30)
+            for _ in range(50):
+                if DEVICE_NAME in names:
+                    break
+                await asyncio.sleep(0.1)
             await phone.stop_scanning()
+            assert len(manufacturer_data) == ADVERTISEMENT_LEN, manufacturer_data.hex()
+            payload = manufacturer_data[2:]
             assert payload[0] == 0x10, "Instant Readout record must start with 0x10"
+            assert DEVICE_NAME in names, f"no scan response with the name, saw {names}"
 
             connection = await phone.connect(address)
             peer = Peer(connection)
             await peer.discover_services()
             await peer.discover_characteristics()
             status = peer.get_characteristics_by_uuid(STATUS)[0]
+            battery = peer.get_characteristics_by_uuid(BATTERY)[0]
             settings = peer.get_characteristics_by_uuid(SETTINGS)[0]
             control = peer.get_characteristics_by_uuid(CONTROL_POINT)[0]
 
             # BLE-1: the status page is readable without pairing.
             page = bytes(await status.read_value())
             assert page[:2] == bytes([PROTOCOL_VERSION, STATUS_OK]), page.hex()
+
+            # BLE-1, BLE-4: no battery reports here, so selecting battery 0 is refused with
+            # ATT error 0x80 + NoSuchBattery, and a read answers with that status.
+            with pytest.raises(ATT_Error) as refused:
+                await battery.write_value(bytes([PROTOCOL_VERSION, 0]), with_response=True)
+            assert refused.value.error_code == att_refused(STATUS_NO_SUCH_BATTERY)
+            page = bytes(await battery.read_value())
+            assert page == bytes([PROTOCOL_VERSION, STATUS_NO_SUCH_BATTERY]), page.hex()
 
             # BLE-2: a write before pairing is refused by the stack. The request is the
             # settings just read, sent back unchanged: [version, body].
@@ -134,8 +166,15 @@ async def run(exe: Path) -> None:
                 await settings.write_value(request, with_response=True)
             assert refused.value.error_code == ATT_INSUFFICIENT_AUTHENTICATION
 
-            # BLE-2: passkey pairing gives an authenticated link; the same write succeeds.
+            # BLE-2: passkey pairing gives an authenticated link. An out-of-range value
+            # (charged_cell_mv 3000) is refused with 0x80 + InvalidValue; the settings read
+            # before are accepted.
             await connection.pair()
+            too_low = bytes([PROTOCOL_VERSION, 0xB8, 0x17]) + current[4:]
+            with pytest.raises(ATT_Error) as refused:
+                await settings.write_value(too_low, with_response=True)
+            assert refused.value.error_code == att_refused(STATUS_INVALID_VALUE)
+            assert bytes(await settings.read_value()) == current
             await settings.write_value(request, with_response=True)
 
             # BLE-3: the key, read over the authenticated link, decodes the advertisement.
@@ -160,7 +199,8 @@ async def run(exe: Path) -> None:
             print(output.decode(errors="replace"))
 
 
-# BLE-1, BLE-2, BLE-3: scan, read open, refused write before pairing, passkey pairing,
-# authenticated write and key read, Instant Readout decoded by victron-ble.
-def test_ble_1_2_3_readout_pairing_and_permissions(request):
+# BLE-1, BLE-2, BLE-3, BLE-4: scan, read open, refused selection as ATT error, refused write
+# before pairing, passkey pairing, refused value as ATT error, authenticated write and key
+# read, Instant Readout decoded by victron-ble.
+def test_ble_1_2_3_4_readout_pairing_and_permissions(request):
     asyncio.run(run(zephyr_exe(request)))

@@ -18,6 +18,8 @@
 #include <zephyr/sys/crc.h>
 #include <zephyr/ztest.h>
 
+#include <bms_port.h>
+
 #include "app.h"
 #include "support.h"
 
@@ -27,7 +29,10 @@ static const struct device *const gpio_dev = DEVICE_DT_GET(DT_NODELABEL(gpio0));
 static const struct device *const adc_dev = DEVICE_DT_GET(DT_NODELABEL(adc0));
 static const struct device *const bus_dev = DEVICE_DT_GET(DT_PHANDLE(BMS_IO, battery_bus));
 
-/* BLE fakes: these suites run the control loop without Bluetooth. */
+/* BLE fakes: these suites run the control loop without Bluetooth and record what it passes. */
+static K_MUTEX_DEFINE(ble_lock);
+static struct support_ble ble_seen;
+
 bool ble_ready(void)
 {
 	return true;
@@ -43,11 +48,33 @@ bool ble_status_subscribed(void)
 	return false;
 }
 
+void ble_set_passkey(uint32_t passkey)
+{
+	k_mutex_lock(&ble_lock, K_FOREVER);
+	ble_seen.passkey = passkey;
+	ble_seen.passkey_updates++;
+	k_mutex_unlock(&ble_lock);
+}
+
 void ble_post_advertisement(const uint8_t *mfg, size_t len, bool low_power)
 {
-	ARG_UNUSED(mfg);
-	ARG_UNUSED(len);
+	uint8_t nonce[16];
+	size_t nonce_len;
+
 	ARG_UNUSED(low_power);
+
+	k_mutex_lock(&ble_lock, K_FOREVER);
+	if (ble_seen.adv_posts == 0) {
+		/* Called on the control thread outside any bms_*() call: the storage port may be
+		 * read directly here.
+		 */
+		ble_seen.nonce_stored_at_first_adv =
+			bms_port_storage_read("bms/nonce", nonce, sizeof(nonce), &nonce_len) == 0;
+	}
+	ble_seen.adv_len = MIN(len, sizeof(ble_seen.adv));
+	memcpy(ble_seen.adv, mfg, ble_seen.adv_len);
+	ble_seen.adv_posts++;
+	k_mutex_unlock(&ble_lock);
 }
 
 void ble_post_status(const uint8_t *status, size_t len)
@@ -219,4 +246,14 @@ int64_t support_wait_output(uint8_t pin, int level, int64_t timeout_ms)
 		k_sleep(K_MSEC(100));
 	}
 	return -1;
+}
+
+struct support_ble support_ble(void)
+{
+	struct support_ble copy;
+
+	k_mutex_lock(&ble_lock, K_FOREVER);
+	copy = ble_seen;
+	k_mutex_unlock(&ble_lock);
+	return copy;
 }

@@ -13,6 +13,8 @@
 #include <stddef.h>
 #include <stdint.h>
 
+#include <bms.h>
+
 /* gpio0 pins and adc0 channels of boards/native_sim.overlay. */
 #define PIN_ATD 1
 #define PIN_ATC 2
@@ -63,5 +65,21 @@ int support_output(uint8_t pin);
  * uptime at which it did, or -1.
  */
 int64_t support_wait_output(uint8_t pin, int level, int64_t timeout_ms);
+
+/* What the control thread gave the BLE fakes of app.h. */
+struct support_ble {
+	/* Passkey of the last ble_set_passkey(), and how many calls there were. */
+	uint32_t passkey;
+	uint32_t passkey_updates;
+	/* The last advertisement (manufacturer data) and how many were posted. */
+	uint8_t adv[BMS_ADVERTISEMENT_LEN];
+	size_t adv_len;
+	uint32_t adv_posts;
+	/* Whether the nonce record ("bms/nonce") was in storage when the first one was posted. */
+	bool nonce_stored_at_first_adv;
+};
+
+/* A consistent copy of what the fakes recorded. */
+struct support_ble support_ble(void);
 
 #endif /* OPENBMS_TEST_SUPPORT_H_ */

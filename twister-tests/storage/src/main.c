@@ -99,6 +99,40 @@ ZTEST(storage, test_port_round_trip_and_errors)
 	zassert_equal(bms_port_storage_read("", buf, sizeof(buf), &len), -EINVAL);
 }
 
+/* SET-2: every record key the core uses is stored as it is, generically: "bms/secrets" and
+ * "bms/point" like the others; a key is never answered with a longer or a nested record
+ * ("bms/so" is not "bms/soc", "bms/soc" is not "bms/soc/x").
+ */
+ZTEST(storage, test_set_2_any_core_key_stored_exactly)
+{
+	static const char *const keys[] = {"bms/settings", "bms/soc", "bms/point",
+					   "bms/hist",     "bms/nonce", "bms/secrets"};
+	static const uint8_t nested[] = {0xee};
+	uint8_t buf[8];
+	size_t len = 0;
+
+	for (size_t i = 0; i < ARRAY_SIZE(keys); i++) {
+		uint8_t record[] = {0xa5, (uint8_t)i, 0x00, 0xff};
+
+		zassert_ok(bms_port_storage_write(keys[i], record, sizeof(record)), "%s", keys[i]);
+	}
+	zassert_ok(settings_save_one("bms/soc/x", nested, sizeof(nested)));
+
+	for (size_t i = 0; i < ARRAY_SIZE(keys); i++) {
+		uint8_t record[] = {0xa5, (uint8_t)i, 0x00, 0xff};
+
+		zassert_ok(bms_port_storage_read(keys[i], buf, sizeof(buf), &len), "%s", keys[i]);
+		zassert_equal(len, sizeof(record), "%s", keys[i]);
+		zassert_mem_equal(buf, record, sizeof(record), "%s", keys[i]);
+	}
+	zassert_equal(bms_port_storage_read("bms/so", buf, sizeof(buf), &len), -ENOENT);
+
+	zassert_ok(settings_delete("bms/soc/x"));
+	for (size_t i = 0; i < ARRAY_SIZE(keys); i++) {
+		zassert_ok(bms_port_storage_delete(keys[i]), "%s", keys[i]);
+	}
+}
+
 /* SET-3: a corrupted stored settings record is never applied: the core opens with defaults
  * and reports "settings corrupt".
  */

@@ -1,0 +1,253 @@
+/*
+ * SPDX-License-Identifier: Apache-2.0
+ * Copyright (c) 2026 The OpenBMS authors
+ *
+ * gatt.c on the real control thread and core, without a Bluetooth controller: each
+ * struct gatt_session stands for one connection, and the ATT error a request would get is
+ * what gatt_write() returns. Battery reports enter through the UART emulator as in the bus
+ * suite. Requests and pages are the bytes of docs/protocol.md.
+ */
+
+#include <string.h>
+
+#include <zephyr/kernel.h>
+#include <zephyr/ztest.h>
+
+#include "app.h"
+#include "support.h"
+
+/* Protocol statuses (docs/protocol.md, "Status codes"). */
+#define STATUS_TRUNCATED 1
+#define STATUS_NOT_AUTHENTICATED 6
+#define STATUS_INVALID_VALUE 7
+#define STATUS_NO_SUCH_BATTERY 8
+#define STATUS_UNKNOWN_CHARACTERISTIC 10
+
+/* Page bytes after [version, status]: BatteryPage starts with `number: u8`; BankPage with
+ * `balancer` (a one-byte enum) and `batteries: u8`.
+ */
+#define BATTERY_PAGE_NUMBER 2
+#define BANK_PAGE_BATTERIES 3
+
+#define SERIAL_A 123456
+#define SERIAL_B 123457
+
+static uint8_t resp[BMS_GATT_RESPONSE_MAX];
+
+static void *gatt_setup(void)
+{
+	support_terminal_mv(ADC_BATTERY, 4 * 3300);
+	support_terminal_mv(ADC_REMOTE_H, 0);
+	support_terminal_mv(ADC_REMOTE_L, 0);
+
+	zassert_ok(storage_init());
+	zassert_ok(io_init());
+	zassert_ok(control_init());
+	zassert_ok(bus_init());
+	zassert_ok(control_start());
+	return NULL;
+}
+
+static void send_report(uint32_t serial)
+{
+	struct test_report r = support_report(3300);
+	uint8_t frame[128];
+	size_t len;
+
+	r.serial = serial;
+	len = support_encode_frame(&r, frame, sizeof(frame));
+	support_bus_rx(frame, len);
+}
+
+/* Two 12.8 V batteries in parallel, both reporting, until the Bank page counts them. */
+static void bank_of_two(void)
+{
+	struct gatt_session s;
+	const uint8_t *value;
+	size_t len;
+
+	gatt_session_reset(&s);
+	for (int i = 0; i < 20; i++) {
+		send_report(SERIAL_A);
+		send_report(SERIAL_B);
+		k_sleep(K_MSEC(200));
+		zassert_ok(gatt_read(&s, APP_CHR_BANK, false, 0, &value, &len));
+		zassert_true(len > BANK_PAGE_BATTERIES, "bank page of %zu bytes", len);
+		if (value[BANK_PAGE_BATTERIES] == 2) {
+			return;
+		}
+	}
+	ztest_test_fail();
+}
+
+static uint8_t battery_read(struct gatt_session *s)
+{
+	const uint8_t *value;
+	size_t len;
+
+	zassert_ok(gatt_read(s, APP_CHR_BATTERY, false, 0, &value, &len));
+	zassert_true(len > BATTERY_PAGE_NUMBER, "battery page of %zu bytes", len);
+	zassert_equal(value[APP_RESP_STATUS_OFFSET], APP_RESP_STATUS_OK, "status %u",
+		      value[APP_RESP_STATUS_OFFSET]);
+	return value[BATTERY_PAGE_NUMBER];
+}
+
+static int write_req(struct gatt_session *s, uint8_t chr, bool authenticated,
+		     const uint8_t *req, size_t req_len)
+{
+	size_t len = 0;
+
+	memset(resp, 0, sizeof(resp));
+	return gatt_write(s, chr, authenticated, req, req_len, resp, sizeof(resp), &len);
+}
+
+/* BLE-1: each connection keeps the battery it selected: reads pass it (battery 0 before any
+ * selection), another connection is not affected, and a refused selection (NoSuchBattery,
+ * ATT error 0x88) keeps the previous one.
+ */
+ZTEST(gatt, test_ble_1_battery_selector_kept_per_connection)
+{
+	static const uint8_t select_1[] = {0x01, 0x01};
+	static const uint8_t select_9[] = {0x01, 0x09};
+	struct gatt_session phone;
+	struct gatt_session tablet;
+
+	gatt_session_reset(&phone);
+	gatt_session_reset(&tablet);
+	bank_of_two();
+
+	zassert_equal(battery_read(&phone), 0, "battery 0 before any selection");
+
+	zassert_equal(write_req(&phone, APP_CHR_BATTERY, false, select_1, sizeof(select_1)), 0,
+		      "selecting an existing battery is open (BLE-2) and accepted");
+	zassert_equal(resp[BATTERY_PAGE_NUMBER], 1, "the write answers with the page");
+	zassert_equal(battery_read(&phone), 1, "selection not kept");
+	zassert_equal(battery_read(&tablet), 0, "selection leaked to another connection");
+
+	zassert_equal(write_req(&phone, APP_CHR_BATTERY, false, select_9, sizeof(select_9)),
+		      APP_ATT_ERR_REFUSED(STATUS_NO_SUCH_BATTERY));
+	zassert_equal(battery_read(&phone), 1, "a refused selection replaced the kept one");
+}
+
+/* BLE-1: a long read (ATT Read Blob) is cut from the page built at offset 0, even when the
+ * state changed in between, so the client reassembles one consistent page.
+ */
+ZTEST(gatt, test_ble_1_long_read_is_one_page)
+{
+	struct gatt_session s;
+	uint8_t first[BMS_GATT_RESPONSE_MAX];
+	const uint8_t *value;
+	size_t first_len;
+	size_t len;
+
+	gatt_session_reset(&s);
+	zassert_ok(gatt_read(&s, APP_CHR_BANK, false, 0, &value, &first_len));
+	memcpy(first, value, first_len);
+
+	/* A third battery changes the Bank page. */
+	for (int i = 0; i < 5; i++) {
+		send_report(SERIAL_B + 1);
+		k_sleep(K_MSEC(200));
+	}
+
+	zassert_ok(gatt_read(&s, APP_CHR_BANK, false, 10, &value, &len));
+	zassert_equal(len, first_len);
+	zassert_mem_equal(value, first, first_len, "blob read from a newer page");
+
+	zassert_ok(gatt_read(&s, APP_CHR_BANK, false, 0, &value, &len));
+	zassert_true(len != first_len || memcmp(value, first, len) != 0,
+		     "a read at offset 0 must build the page afresh");
+}
+
+/* BLE-2, BLE-4: a refused write is ATT error 0x80 + status (not authenticated, truncated,
+ * out of range, unknown characteristic) and changes nothing: the settings read back are the
+ * ones before.
+ */
+ZTEST(gatt, test_ble_4_refused_write_is_att_error_and_changes_nothing)
+{
+	/* Defaults with charged_cell_mv 3000 (below 3350): InvalidValue for field 0. */
+	static const uint8_t too_low[] = {0x01, 0xB8, 0x17, 0x28, 0x03, 0x14, 0x0A, 0x9C, 0x18};
+	static const uint8_t version_only[] = {0x01};
+	uint8_t before[BMS_GATT_RESPONSE_MAX];
+	uint8_t request[BMS_GATT_RESPONSE_MAX];
+	struct gatt_session s;
+	const uint8_t *value;
+	size_t before_len;
+	size_t len;
+
+	gatt_session_reset(&s);
+	zassert_ok(gatt_read(&s, APP_CHR_SETTINGS, false, 0, &value, &before_len));
+	zassert_equal(value[APP_RESP_STATUS_OFFSET], APP_RESP_STATUS_OK);
+	memcpy(before, value, before_len);
+
+	/* The settings in force, written back: [version, body]. */
+	request[0] = before[0];
+	memcpy(&request[1], &before[2], before_len - 2);
+	zassert_equal(write_req(&s, APP_CHR_SETTINGS, false, request, before_len - 1),
+		      APP_ATT_ERR_REFUSED(STATUS_NOT_AUTHENTICATED));
+	zassert_equal(write_req(&s, APP_CHR_SETTINGS, true, version_only, sizeof(version_only)),
+		      APP_ATT_ERR_REFUSED(STATUS_TRUNCATED));
+	zassert_equal(write_req(&s, APP_CHR_SETTINGS, true, too_low, sizeof(too_low)),
+		      APP_ATT_ERR_REFUSED(STATUS_INVALID_VALUE));
+	zassert_equal(resp[2], 0, "the refusal names field 0 (charged_cell_mv)");
+	zassert_equal(write_req(&s, 42, true, version_only, sizeof(version_only)),
+		      APP_ATT_ERR_REFUSED(STATUS_UNKNOWN_CHARACTERISTIC));
+
+	zassert_ok(gatt_read(&s, APP_CHR_SETTINGS, false, 0, &value, &len));
+	zassert_equal(len, before_len);
+	zassert_mem_equal(value, before, before_len, "a refused write changed the settings");
+
+	zassert_equal(write_req(&s, APP_CHR_SETTINGS, true, request, before_len - 1), 0,
+		      "the same settings on an authenticated link are accepted");
+}
+
+/* BLE-2: the BLE side gets the stored passkey (000000 at first start) when the core opens,
+ * and the new one after an authenticated ChangePasskey; a refused change keeps it.
+ */
+ZTEST(gatt, test_ble_2_passkey_follows_change_passkey)
+{
+	/* ChangePasskey (command 4) with 123456 and with 1000000 (out of range). */
+	static const uint8_t change_ok[] = {0x01, 0x04, 0xC0, 0xC4, 0x07};
+	static const uint8_t change_too_big[] = {0x01, 0x04, 0xC0, 0x84, 0x3D};
+	struct gatt_session s;
+	struct support_ble seen = support_ble();
+
+	zassert_true(seen.passkey_updates >= 1, "no passkey given to the BLE side at start");
+	zassert_equal(seen.passkey, 0, "factory passkey is 000000");
+
+	gatt_session_reset(&s);
+	zassert_equal(write_req(&s, APP_CHR_CONTROL_POINT, false, change_ok, sizeof(change_ok)),
+		      APP_ATT_ERR_REFUSED(STATUS_NOT_AUTHENTICATED));
+	zassert_equal(support_ble().passkey, 0, "unauthenticated change applied");
+
+	zassert_equal(write_req(&s, APP_CHR_CONTROL_POINT, true, change_too_big,
+			    sizeof(change_too_big)),
+		      APP_ATT_ERR_REFUSED(STATUS_INVALID_VALUE));
+	zassert_equal(support_ble().passkey, 0, "out-of-range passkey applied");
+
+	zassert_equal(write_req(&s, APP_CHR_CONTROL_POINT, true, change_ok, sizeof(change_ok)), 0);
+	zassert_equal(support_ble().passkey, 123456, "new passkey not given to the BLE side");
+}
+
+/* BLE-3: the first Instant Readout advertisement is posted after the first step, with the
+ * company id 0x02E1 and the Product Advertisement record, and only once the nonce
+ * reservation it uses is in storage.
+ */
+ZTEST(gatt, test_ble_3_first_advertisement_after_nonce_stored)
+{
+	struct support_ble seen = support_ble();
+
+	for (int i = 0; i < 20 && seen.adv_posts == 0; i++) {
+		k_sleep(K_MSEC(100));
+		seen = support_ble();
+	}
+
+	zassert_true(seen.adv_posts >= 1, "no advertisement posted");
+	zassert_equal(seen.adv_len, BMS_ADVERTISEMENT_LEN);
+	zassert_equal(seen.adv[0], 0xE1, "company id low byte");
+	zassert_equal(seen.adv[1], 0x02, "company id high byte");
+	zassert_equal(seen.adv[2], 0x10, "Product Advertisement record");
+	zassert_true(seen.nonce_stored_at_first_adv, "advertised before the nonce was stored");
+}
+
+ZTEST_SUITE(gatt, NULL, gatt_setup, NULL, NULL, NULL);

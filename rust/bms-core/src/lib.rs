@@ -44,6 +44,7 @@ pub mod bank;
 pub mod bms;
 pub mod bus;
 pub mod codes;
+pub mod estimator;
 pub mod history;
 pub mod leds;
 pub mod limits;

@@ -5,11 +5,12 @@
 //! capacity and cells in series ([`MonitorInput`]) and the [`Settings`]. Output: a
 //! [`MonitorStatus`]. The persisted record is [`SocState`].
 //!
-//! The monitor is split in two. A [`SocEstimator`] turns measured intervals into charge (today
-//! the [`CoulombCounter`]: charge efficiency and Peukert). The [`Monitor`] owns the MON
-//! semantics around it: when the SoC is known, synchronisation, manual actions, time remaining,
-//! warning and floor latches, and persistence. A better estimator (offset or capacity learning,
-//! knee corrections) replaces the counter without changing those semantics.
+//! The monitor is split in two. A [`SocEstimator`] turns measured intervals into charge: the
+//! [`CoulombCounter`] (charge efficiency and Peukert), or the
+//! [`AdaptiveEstimator`](crate::estimator::AdaptiveEstimator) that corrects the same count with a
+//! learned sensor offset, rested knee voltages and a learned capacity. The [`Monitor`] owns the
+//! MON semantics around it: when the SoC is known, synchronisation, manual actions, time
+//! remaining, warning and floor latches, and persistence; they do not depend on the estimator.
 //!
 //! Charge is counted in nA·s (`_nas`): an `i64` holds 2.5 million Ah at that resolution, and
 //! 1 mA for 1 ms is exactly 1000 nA·s, so integrating integer samples never rounds.
@@ -27,6 +28,7 @@ use core::fmt;
 
 use serde::{Deserialize, Serialize};
 
+use crate::estimator::{Estimator, EstimatorKind};
 use crate::settings::Settings;
 
 /// Charge that 1 mAh represents, in nA·s.
@@ -117,6 +119,20 @@ pub struct MonitorInput {
     pub cells_in_series: u16,
 }
 
+/// What the batteries report beyond the bank voltage and current, for an estimator that uses
+/// it (the [`AdaptiveEstimator`](crate::estimator::AdaptiveEstimator)); `None` = not known.
+#[derive(Clone, Copy, Debug, Default, PartialEq, Eq)]
+pub struct CellInput {
+    /// Lowest cell voltage in the bank, mV.
+    pub min_cell_mv: Option<u16>,
+    /// Highest cell voltage in the bank, mV.
+    pub max_cell_mv: Option<u16>,
+    /// Lowest battery temperature in the bank, 0.1 °C.
+    pub min_temp_ddegc: Option<i16>,
+    /// Highest battery temperature in the bank, 0.1 °C.
+    pub max_temp_ddegc: Option<i16>,
+}
+
 /// The monitor's decisions after an update.
 #[derive(Clone, Copy, Debug, Default, PartialEq, Eq)]
 #[must_use]
@@ -126,6 +142,9 @@ pub struct MonitorStatus {
     /// SoC in permille estimated from the rested voltage, when the SoC is not known (MON-7);
     /// to be shown flagged as estimated.
     pub soc_estimate_permille: Option<u16>,
+    /// 1-σ uncertainty of the SoC (known or estimated) in permille, from an estimator that
+    /// tracks it (the adaptive one); `None` otherwise.
+    pub soc_uncertainty_permille: Option<u16>,
     /// Consumed charge since full in mAh (MON-1).
     pub consumed_mah: u32,
     /// Bank current averaged over the time-remaining window in mA, when measured.
@@ -184,6 +203,13 @@ pub struct Interval {
     pub cells_in_series: u16,
     /// Bank capacity in mAh (1..=[`MAX_CAPACITY_MAH`]).
     pub capacity_mah: u32,
+    /// Lowest cell voltage at the end of the interval in mV, when reported.
+    pub min_cell_mv: Option<u16>,
+    /// Highest cell voltage at the end of the interval in mV, when reported.
+    pub max_cell_mv: Option<u16>,
+    /// Battery temperature (the lowest in the bank) at the end of the interval in 0.1 °C,
+    /// when reported.
+    pub temp_ddegc: Option<i16>,
 }
 
 impl Interval {
@@ -197,6 +223,17 @@ impl Interval {
     }
 }
 
+/// Where a new SoC given to an estimator comes from ([`SocEstimator::anchor`]).
+#[derive(Clone, Copy, Debug, PartialEq, Eq)]
+pub enum Anchor {
+    /// The user set it (MON-4).
+    Manual,
+    /// A persisted record was restored (MON-8).
+    Restored,
+    /// Estimated from the rested voltage while the SoC was unknown (MON-7).
+    RestEstimate,
+}
+
 /// Turns measured intervals into charge. The [`Monitor`] decides what the result means.
 ///
 /// `used_nas` is the effective charge below full (0 = full); the monitor clamps it to
@@ -208,12 +245,26 @@ pub trait SocEstimator {
     fn used_nas(&self) -> i64;
     /// Net charge drawn since full in nA·s.
     fn consumed_nas(&self) -> i64;
-    /// Sets the state (manual set, restore, rescale, clamping), both in nA·s.
+    /// Sets both counts in nA·s, keeping everything else (a capacity change rescales).
     fn reset(&mut self, used_nas: i64, consumed_nas: i64);
+    /// The monitor clipped the counts into range (SoC above 100 % or below 0 %). A learning
+    /// estimator remembers by how much: it is evidence at the next synchronisation.
+    fn clamp(&mut self, used_nas: i64, consumed_nas: i64) {
+        self.reset(used_nas, consumed_nas);
+    }
+    /// A new starting point for the count (manual set, restored record, rested estimate).
+    fn anchor(&mut self, used_nas: i64, consumed_nas: i64, anchor: Anchor) {
+        let _ = anchor;
+        self.reset(used_nas, consumed_nas);
+    }
     /// The bank was just found full by an automatic synchronisation (MON-2). A learning
     /// estimator compares its count with "full" here before resetting.
     fn synchronised(&mut self) {
         self.reset(0, 0);
+    }
+    /// 1-σ uncertainty of `used_nas` in nA·s, when the estimator tracks one.
+    fn uncertainty_nas(&self) -> Option<i64> {
+        None
     }
 }
 
@@ -383,9 +434,11 @@ struct PersistMark {
 }
 
 /// The battery monitor. Create it once with the restored [`SocState`], call
-/// [`Monitor::update`] every control step with valid bank data, persist when told.
+/// [`Monitor::update`] (or [`Monitor::update_with`]) every control step with valid bank data,
+/// persist when told. The estimator is chosen at run time ([`Estimator`]); [`Monitor::new`]
+/// counts plainly, [`Monitor::with_kind`] picks.
 #[derive(Clone, Debug)]
-pub struct Monitor<E: SocEstimator = CoulombCounter> {
+pub struct Monitor<E: SocEstimator = Estimator> {
     estimator: E,
     knowledge: SocKnowledge,
     capacity_mah: u32,
@@ -405,11 +458,16 @@ pub struct Monitor<E: SocEstimator = CoulombCounter> {
     status: MonitorStatus,
 }
 
-impl Monitor<CoulombCounter> {
-    /// A monitor with the coulomb counter, continuing from `restored` (MON-8) or starting with
-    /// the SoC unknown (MON-7). An inconsistent record is clamped into range.
+impl Monitor<Estimator> {
+    /// A monitor with the plain coulomb counter, continuing from `restored` (MON-8) or starting
+    /// with the SoC unknown (MON-7). An inconsistent record is clamped into range.
     pub fn new(restored: Option<SocState>) -> Self {
-        Monitor::with_estimator(CoulombCounter::default(), restored)
+        Monitor::with_kind(EstimatorKind::Plain, restored)
+    }
+
+    /// A monitor with the estimator of `kind`, continuing from `restored`.
+    pub fn with_kind(kind: EstimatorKind, restored: Option<SocState>) -> Self {
+        Monitor::with_estimator(Estimator::new(kind), restored)
     }
 }
 
@@ -450,7 +508,8 @@ impl<E: SocEstimator> Monitor<E> {
         } else {
             state.knowledge
         };
-        self.estimator.reset(state.used_nas, state.consumed_nas);
+        self.estimator
+            .anchor(state.used_nas, state.consumed_nas, Anchor::Restored);
         self.clamp_counts();
         self.since_full_charge_ms = state.since_full_charge_ms;
         let known = self.knowledge == SocKnowledge::Known;
@@ -465,6 +524,18 @@ impl<E: SocEstimator> Monitor<E> {
         &mut self,
         now_ms: u64,
         input: &MonitorInput,
+        settings: &Settings,
+    ) -> MonitorStatus {
+        self.update_with(now_ms, input, &CellInput::default(), settings)
+    }
+
+    /// [`Monitor::update`] with the cell voltages and temperatures as well, which the adaptive
+    /// estimator uses (hysteresis and rest time depend on the temperature).
+    pub fn update_with(
+        &mut self,
+        now_ms: u64,
+        input: &MonitorInput,
+        cells: &CellInput,
         settings: &Settings,
     ) -> MonitorStatus {
         let now_ms = self.last_ms.map_or(now_ms, |last| now_ms.max(last));
@@ -485,6 +556,9 @@ impl<E: SocEstimator> Monitor<E> {
                     bank_mv: input.bank_mv,
                     cells_in_series: input.cells_in_series,
                     capacity_mah,
+                    min_cell_mv: cells.min_cell_mv,
+                    max_cell_mv: cells.max_cell_mv,
+                    temp_ddegc: cells.min_temp_ddegc,
                 };
                 self.estimator.integrate(&interval);
                 self.clamp_counts();
@@ -563,7 +637,8 @@ impl<E: SocEstimator> Monitor<E> {
         let cell_mv = input.bank_mv / u32::from(input.cells_in_series);
         let soc_permille = ocv_soc_permille(u16::try_from(cell_mv).unwrap_or(u16::MAX));
         let used_nas = self.used_for_soc(soc_permille);
-        self.estimator.reset(used_nas, used_nas);
+        self.estimator
+            .anchor(used_nas, used_nas, Anchor::RestEstimate);
         self.knowledge = SocKnowledge::Estimated;
     }
 
@@ -619,6 +694,10 @@ impl<E: SocEstimator> Monitor<E> {
                 SocKnowledge::Estimated => self.counted_soc_permille(),
                 _ => None,
             },
+            soc_uncertainty_permille: match self.knowledge {
+                SocKnowledge::Unknown => None,
+                _ => self.soc_uncertainty_permille(),
+            },
             consumed_mah: self.consumed_mah(),
             average_current_ma: self.window.average_ma(now_ms),
             ttg_min,
@@ -649,11 +728,12 @@ impl<E: SocEstimator> Monitor<E> {
             self.last_ms = Some(now_ms);
         }
         let used_nas = self.used_for_soc(soc_permille);
-        self.estimator.reset(used_nas, used_nas);
+        self.estimator.anchor(used_nas, used_nas, Anchor::Manual);
         self.knowledge = SocKnowledge::Known;
         self.persist_forced = true;
         self.status.soc_permille = self.soc_permille();
         self.status.soc_estimate_permille = None;
+        self.status.soc_uncertainty_permille = self.soc_uncertainty_permille();
         self.status.consumed_mah = self.consumed_mah();
         Ok(())
     }
@@ -771,6 +851,17 @@ impl<E: SocEstimator> Monitor<E> {
         &self.estimator
     }
 
+    /// 1-σ uncertainty of the SoC in permille, when the estimator tracks one.
+    pub fn soc_uncertainty_permille(&self) -> Option<u16> {
+        let capacity_nas = self.capacity_nas();
+        if capacity_nas == 0 {
+            return None;
+        }
+        let sigma_nas = i128::from(self.estimator.uncertainty_nas()?.max(0));
+        let permille = sigma_nas * 1000 / i128::from(capacity_nas);
+        Some(permille.clamp(0, 1000) as u16)
+    }
+
     fn counted_soc_permille(&self) -> Option<u16> {
         let capacity_nas = self.capacity_nas();
         if capacity_nas == 0 {
@@ -815,7 +906,7 @@ impl<E: SocEstimator> Monitor<E> {
         let used = self.estimator.used_nas().clamp(0, self.capacity_nas());
         let consumed = self.estimator.consumed_nas().max(0);
         if used != self.estimator.used_nas() || consumed != self.estimator.consumed_nas() {
-            self.estimator.reset(used, consumed);
+            self.estimator.clamp(used, consumed);
         }
     }
 }

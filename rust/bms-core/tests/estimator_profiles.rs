@@ -1,0 +1,248 @@
+//! The SoC estimators against recorded LiFePO4 profiles (issue 7): the committed small
+//! profile from `tools/socbench/profiles` (made with PyBaMM, checked here without it), and any
+//! other profile folders named in `SOC_PROFILES` for the ignored table test.
+//!
+//! The profile format is `bms-sim replay`'s input (`t_s,current_a,temp_c,cell1_v..cell4_v`,
+//! values held until the next row) and a truth file (`t_s,true_soc_pct`). The monitor is fed
+//! once a second, as the batteries report, with the SoC restored to the true starting value
+//! as `bms-sim replay --initial-soc` does; the error is taken at every row, as the benchmark does.
+
+use std::path::{Path, PathBuf};
+
+use bms_core::estimator::EstimatorKind;
+use bms_core::monitor::{CellInput, Monitor, MonitorInput, SocKnowledge, SocState, NAS_PER_MAH};
+use bms_core::settings::Settings;
+
+const CAPACITY_MAH: u32 = 100_000;
+const CELLS: u16 = 4;
+const REPORT_MS: u64 = 1000;
+
+/// One row of a replay input file.
+#[derive(Clone, Copy, Debug)]
+struct Row {
+    t_ms: u64,
+    current_ma: i32,
+    temp_ddegc: i16,
+    cells_mv: [u16; 4],
+}
+
+/// SoC error of a run against the truth, in percentage points.
+#[derive(Clone, Copy, Debug)]
+struct Score {
+    max_abs_pct: f64,
+    rms_pct: f64,
+    end_pct: f64,
+    unknown_rows: usize,
+}
+
+fn numbers(line: &str) -> Vec<f64> {
+    line.split(',')
+        .map(|f| f.trim().parse::<f64>().expect("a number"))
+        .collect()
+}
+
+fn parse_input(text: &str) -> Vec<Row> {
+    let mut lines = text.lines();
+    assert_eq!(
+        lines.next().map(str::trim),
+        Some("t_s,current_a,temp_c,cell1_v,cell2_v,cell3_v,cell4_v"),
+        "replay input header"
+    );
+    lines
+        .filter(|l| !l.trim().is_empty())
+        .map(|l| {
+            let v = numbers(l);
+            assert_eq!(v.len(), 7, "row {l:?}");
+            Row {
+                t_ms: (v[0] * 1000.0).round() as u64,
+                current_ma: (v[1] * 1000.0).round() as i32,
+                temp_ddegc: (v[2] * 10.0).round() as i16,
+                cells_mv: [3, 4, 5, 6].map(|i| (v[i] * 1000.0).round() as u16),
+            }
+        })
+        .collect()
+}
+
+fn parse_truth(text: &str) -> Vec<(u64, f64)> {
+    let mut lines = text.lines();
+    assert_eq!(lines.next().map(str::trim), Some("t_s,true_soc_pct"));
+    lines
+        .filter(|l| !l.trim().is_empty())
+        .map(|l| {
+            let v = numbers(l);
+            ((v[0] * 1000.0).round() as u64, v[1])
+        })
+        .collect()
+}
+
+fn restored(soc_pct: f64) -> SocState {
+    let used_nas =
+        ((100.0 - soc_pct) / 100.0 * f64::from(CAPACITY_MAH) * NAS_PER_MAH as f64).round() as i64;
+    SocState {
+        knowledge: SocKnowledge::Known,
+        capacity_mah: CAPACITY_MAH,
+        used_nas,
+        consumed_nas: used_nas,
+        ..SocState::default()
+    }
+}
+
+/// Runs one estimator over a profile; returns the SoC (percent, `None` = unknown) per row.
+fn run(kind: EstimatorKind, rows: &[Row], soc0_pct: f64) -> Vec<Option<f64>> {
+    run_traced(kind, rows, soc0_pct, &mut |_, _| {})
+}
+
+/// [`run`], calling `trace` after every row with the row index and the monitor.
+fn run_traced(
+    kind: EstimatorKind,
+    rows: &[Row],
+    soc0_pct: f64,
+    trace: &mut dyn FnMut(usize, &Monitor),
+) -> Vec<Option<f64>> {
+    let mut monitor = Monitor::with_kind(kind, Some(restored(soc0_pct)));
+    let settings = Settings::default();
+    let mut out = Vec::with_capacity(rows.len());
+    for (k, row) in rows.iter().enumerate() {
+        let next_ms = rows.get(k + 1).map_or(row.t_ms + 1, |r| r.t_ms);
+        let input = MonitorInput {
+            bank_mv: row.cells_mv.iter().map(|&v| u32::from(v)).sum(),
+            bank_ma: row.current_ma,
+            capacity_mah: CAPACITY_MAH,
+            cells_in_series: CELLS,
+        };
+        let cells = CellInput {
+            min_cell_mv: row.cells_mv.iter().copied().min(),
+            max_cell_mv: row.cells_mv.iter().copied().max(),
+            min_temp_ddegc: Some(row.temp_ddegc),
+            max_temp_ddegc: Some(row.temp_ddegc),
+        };
+        let mut t = row.t_ms;
+        let status = monitor.update_with(t, &input, &cells, &settings);
+        out.push(status.soc_permille.map(|p| f64::from(p) / 10.0));
+        trace(k, &monitor);
+        t += REPORT_MS;
+        while t < next_ms {
+            let _ = monitor.update_with(t, &input, &cells, &settings);
+            t += REPORT_MS;
+        }
+    }
+    out
+}
+
+fn score(soc: &[Option<f64>], truth: &[(u64, f64)]) -> Score {
+    assert_eq!(soc.len(), truth.len(), "one truth row per input row");
+    let errors: Vec<f64> = soc
+        .iter()
+        .zip(truth)
+        .filter_map(|(s, (_, t))| s.map(|s| s - t))
+        .collect();
+    let n = errors.len().max(1) as f64;
+    Score {
+        max_abs_pct: errors.iter().fold(0.0, |m, e| e.abs().max(m)),
+        rms_pct: (errors.iter().map(|e| e * e).sum::<f64>() / n).sqrt(),
+        end_pct: errors.last().copied().unwrap_or(f64::NAN),
+        unknown_rows: soc.iter().filter(|s| s.is_none()).count(),
+    }
+}
+
+/// Plain and adaptive scores over one profile.
+fn compare(input: &str, truth: &str) -> (Score, Score) {
+    let rows = parse_input(input);
+    let truth = parse_truth(truth);
+    assert_eq!(rows.len(), truth.len());
+    for (row, (t, _)) in rows.iter().zip(&truth) {
+        assert_eq!(row.t_ms, *t, "input and truth rows at the same times");
+    }
+    let soc0 = truth.first().expect("rows").1;
+    let plain = score(&run(EstimatorKind::Plain, &rows, soc0), &truth);
+    let adaptive = score(&run(EstimatorKind::Adaptive, &rows, soc0), &truth);
+    (plain, adaptive)
+}
+
+fn print_row(name: &str, plain: &Score, adaptive: &Score) {
+    println!(
+        "{name:24} | plain max {:6.2} rms {:5.2} end {:+6.2} | adaptive max {:6.2} rms {:5.2} end {:+6.2} | unknown rows {}/{}",
+        plain.max_abs_pct,
+        plain.rms_pct,
+        plain.end_pct,
+        adaptive.max_abs_pct,
+        adaptive.rms_pct,
+        adaptive.end_pct,
+        plain.unknown_rows,
+        adaptive.unknown_rows
+    );
+}
+
+/// Folders holding `input.csv` and `truth.csv`, from `SOC_PROFILES` (comma-separated).
+fn profile_dirs() -> Vec<PathBuf> {
+    std::env::var("SOC_PROFILES")
+        .unwrap_or_default()
+        .split(',')
+        .filter(|s| !s.trim().is_empty())
+        .map(|s| PathBuf::from(s.trim()))
+        .collect()
+}
+
+fn read(path: &Path) -> String {
+    std::fs::read_to_string(path).unwrap_or_else(|e| panic!("{}: {e}", path.display()))
+}
+
+/// The table for the profiles in `SOC_PROFILES` (run with `--ignored --nocapture`, best in
+/// release: `cargo test --release -p bms-core --test estimator_profiles -- --ignored`).
+#[test]
+#[ignore = "needs SOC_PROFILES; prints a table"]
+fn estimator_profile_table() {
+    for dir in profile_dirs() {
+        let (plain, adaptive) =
+            compare(&read(&dir.join("input.csv")), &read(&dir.join("truth.csv")));
+        print_row(&dir.display().to_string(), &plain, &adaptive);
+    }
+}
+
+/// Writes `trace.csv` next to each profile in `SOC_PROFILES`: truth, both estimates and the
+/// adaptive estimator's state, one line per minute.
+#[test]
+#[ignore = "needs SOC_PROFILES; writes trace.csv files"]
+fn estimator_profile_trace() {
+    use std::fmt::Write as _;
+    for dir in profile_dirs() {
+        let rows = parse_input(&read(&dir.join("input.csv")));
+        let truth = parse_truth(&read(&dir.join("truth.csv")));
+        let soc0 = truth[0].1;
+        let plain = run(EstimatorKind::Plain, &rows, soc0);
+        let mut text = String::from(
+            "t_h,truth,plain,adaptive,sigma,offset_ma,thr_err,bias_lo,hyst,cell_mv,current_a,knee,float,syncs\n",
+        );
+        let mut last_min = u64::MAX;
+        let _ = run_traced(EstimatorKind::Adaptive, &rows, soc0, &mut |k, m| {
+            let row = rows[k];
+            let minute = row.t_ms / 60_000;
+            if minute == last_min {
+                return;
+            }
+            last_min = minute;
+            let a = m.estimator().adaptive().expect("adaptive");
+            let c = a.corrections();
+            let _ = writeln!(
+                text,
+                "{:.4},{:.3},{},{},{:.2},{:.1},{:.2},{:.1},{:.2},{:.1},{:.2},{},{},{}",
+                row.t_ms as f64 / 3.6e6,
+                truth[k].1,
+                plain[k].map_or(String::new(), |v| format!("{v:.1}")),
+                m.soc_permille()
+                    .map_or(String::new(), |v| format!("{:.1}", f64::from(v) / 10.0)),
+                a.soc_sigma() * 100.0,
+                a.offset_ma(),
+                a.throughput_error() * 100.0,
+                a.table_bias(0.2) * 100.0,
+                a.hysteresis(),
+                row.cells_mv.iter().map(|&v| f64::from(v)).sum::<f64>() / 4.0,
+                f64::from(row.current_ma) / 1000.0,
+                c.knee_readings,
+                c.float_readings,
+                c.syncs
+            );
+        });
+        std::fs::write(dir.join("trace.csv"), text).expect("trace written");
+    }
+}

@@ -26,7 +26,7 @@
 
 use serde::{Deserialize, Serialize};
 
-use crate::monitor::{Anchor, CoulombCounter, Interval, SocEstimator, NAS_PER_MAH};
+use crate::monitor::{stored_nas, Anchor, CoulombCounter, Interval, SocEstimator, NAS_PER_MAH};
 
 /// Prior 1-σ current-sensor offset, as a fraction of the capacity per hour: 50 mA on 100 Ah,
 /// the typical uncalibrated shunt the issue quotes (1.2 % of SoC per day).
@@ -41,7 +41,7 @@ pub const THROUGHPUT_PRIOR: f32 = 0.02;
 /// How far that error may wander, 1 σ per √day.
 pub const THROUGHPUT_WALK_PER_SQRT_DAY: f32 = 0.001;
 /// Random counting error: 1-σ SoC error per √(capacity moved), as a fraction.
-pub const COUNT_NOISE_PER_SQRT_THROUGHPUT: f32 = 0.007;
+pub const COUNT_NOISE_PER_SQRT_THROUGHPUT: f32 = 0.004;
 /// Prior 1-σ difference between this cell's rested voltage and the generic OCV table, as SoC
 /// (fraction), in the lower region. LiFePO4 types differ most there (at 3.18 V one table says
 /// 10 %, another 20 %), so the generic table is hardly trusted: the curve is learned, in
@@ -756,12 +756,16 @@ impl SocEstimator for AdaptiveEstimator {
         if let Some(t) = interval.temp_ddegc {
             self.temp_ddegc = t;
         }
-        // The spine: exactly what the plain counter counts for this interval.
-        let mut step = CoulombCounter::default();
-        step.integrate(interval);
+        // The spine: the charge counted, with the MON-1 charge efficiency but no Peukert
+        // correction (see the module documentation).
+        let net_nas = interval.net_nas();
+        let counted = if net_nas >= 0 {
+            stored_nas(net_nas).saturating_neg()
+        } else {
+            net_nas.saturating_neg()
+        };
         let dt_ms = interval.dt_ms as f32;
         let cap_nas = self.capacity_nas();
-        let counted = step.used_nas();
         let moved = (counted as f32 / cap_nas).abs();
         // The sensor reads `offset` too high: that much more was really drawn; and a share of
         // the charge moved was not counted.
@@ -778,7 +782,7 @@ impl SocEstimator for AdaptiveEstimator {
         self.used_nas = self.used_nas.saturating_add(used);
         self.consumed_nas = self
             .consumed_nas
-            .saturating_add(step.consumed_nas().saturating_add(offset_nas));
+            .saturating_add(counted.saturating_add(offset_nas));
 
         // Predict: SoC' = SoC − k·offset + moved·error; the other states wander slowly.
         let k = dt_ms / 1000.0 / HOUR_S / (self.capacity_mah as f32 * self.capacity_factor);

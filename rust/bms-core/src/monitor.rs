@@ -279,8 +279,7 @@ impl SocEstimator for CoulombCounter {
     fn integrate(&mut self, interval: &Interval) {
         let net_nas = interval.net_nas();
         if net_nas >= 0 {
-            let stored =
-                net_nas / 100 * CHARGE_EFFICIENCY_PCT + net_nas % 100 * CHARGE_EFFICIENCY_PCT / 100;
+            let stored = stored_nas(net_nas);
             self.used_nas = self.used_nas.saturating_sub(stored);
             self.consumed_nas = self.consumed_nas.saturating_sub(stored);
         } else {
@@ -306,6 +305,11 @@ impl SocEstimator for CoulombCounter {
         self.used_nas = used_nas;
         self.consumed_nas = consumed_nas;
     }
+}
+
+/// Of `net_nas` (≥ 0) flowing in, the charge stored at the MON-1 charge efficiency, in nA·s.
+pub fn stored_nas(net_nas: i64) -> i64 {
+    net_nas / 100 * CHARGE_EFFICIENCY_PCT + net_nas % 100 * CHARGE_EFFICIENCY_PCT / 100
 }
 
 /// The Peukert factor `(I / I20)^(k - 1)` for a discharge of `current_ma` from a bank of

@@ -69,8 +69,9 @@ def ensure_profiles(
     with concurrent.futures.ProcessPoolExecutor(max_workers=max(1, jobs)) as pool:
         futures = []
         for n in todo:
-            if dirs[n].exists():
-                shutil.rmtree(dirs[n])
+            # Older versions of this profile (other hashes) and a half-written one go.
+            for stale in dirs[n].parent.glob(f"{n}-{model}-*"):
+                shutil.rmtree(stale)
             futures.append(pool.submit(_generate_one, n, model, str(dirs[n])))
         for fut in concurrent.futures.as_completed(futures):
             n, meta = fut.result()

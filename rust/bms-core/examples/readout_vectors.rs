@@ -389,6 +389,10 @@ fn main() {
     for (seq, state) in states.iter().enumerate() {
         let id = seq * advertisers.len() / states.len();
         let adv = &mut advertisers[id];
+        // The firmware persists each nonce reservation before advertising with it.
+        if let Some(v) = adv.nonce_to_persist() {
+            adv.nonce_persisted(v);
+        }
         let mut out = [0u8; MANUFACTURER_DATA_LEN];
         let n = adv.manufacturer_data(state, &mut out).expect("buffer fits");
         println!(

@@ -56,5 +56,6 @@ pub mod settings;
 pub mod storage;
 
 pub use bms::{
-    Bms, Config, Decisions, DfuEvent, Event, Inputs, LedPattern, Output, Persist, Reason, Reasons,
+    Bms, Config, Decisions, DfuEvent, Event, Inputs, LedPattern, Output, PasskeyError, Persist,
+    Reason, Reasons, SelfCheck, SelfCheckInputs,
 };

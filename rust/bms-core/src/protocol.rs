@@ -693,6 +693,10 @@ impl Device for BmsDevice<'_> {
     }
 
     fn change_passkey(&mut self, _now_ms: u64, passkey: u32) -> Result<(), ActionError> {
+        // The Bms holds the passkey and persists it; the caller's copy follows it.
+        self.bms
+            .set_passkey(passkey)
+            .map_err(|_| ActionError::NotAvailable)?;
         self.secrets.passkey = passkey;
         Ok(())
     }

@@ -66,6 +66,7 @@ static struct bms *bms;
 static int wdt_channel = -1;
 static atomic_t steps;
 static bool advertised;
+static bool advertised_low_power;
 
 static void apply_passkey(void)
 {
@@ -126,13 +127,16 @@ static void publish(const struct bms_outputs *out, uint64_t now_ms)
 	int32_t rc;
 
 	/* Only after a step: bms_step() has persisted the nonce reservation the packet uses
-	 * (BLE-3), and the first packet goes out even if nothing changed since bms_open().
+	 * (BLE-3), and the first packet goes out even if nothing changed since bms_open(). A
+	 * change of low-power mode only changes the interval: the unchanged state gives the
+	 * same packet, no new nonce.
 	 */
-	if (out->adv_changed || !advertised) {
+	if (out->adv_changed || !advertised || out->low_power != advertised_low_power) {
 		rc = bms_advertisement(bms, buf, sizeof(buf), &len);
 		if (rc == BMS_OK) {
 			ble_post_advertisement(buf, len, out->low_power);
 			advertised = true;
+			advertised_low_power = out->low_power;
 		} else {
 			LOG_ERR("Advertisement not built (err %d)", rc);
 		}

@@ -7,13 +7,13 @@ use core::mem::MaybeUninit;
 use core::sync::atomic::{AtomicBool, Ordering};
 
 use bms_core::bus::FrameDecoder;
-use bms_core::protocol::{self, Access, BmsDevice, DeviceSecrets};
-use bms_core::storage::{Outcome, Persistence, RecordKind, Records};
+use bms_core::protocol::{self, Access, BmsDevice};
+use bms_core::storage::Persistence;
 use bms_core::{Bms, Config, Decisions, DfuEvent, Event, Inputs, Output};
 
 use crate::abi::{BmsOutputs, BMS_EBUSY, BMS_EINVAL, BMS_ENOSPC};
 use crate::port;
-use crate::store::{self, PortStorage, SecretsError};
+use crate::store::PortStorage;
 
 /// The library state behind the C handle `struct bms *`: opaque to C, in static storage.
 pub struct Instance {
@@ -22,8 +22,6 @@ pub struct Instance {
     decoder: FrameDecoder,
     /// The write policy of the persisted records.
     persistence: Persistence,
-    /// The pairing passkey and the Instant Readout key.
-    secrets: DeviceSecrets,
 }
 
 impl Instance {
@@ -37,23 +35,13 @@ impl Instance {
     unsafe fn open_in(place: *mut Instance) {
         let mut storage = PortStorage;
         let (persistence, restored) = Persistence::restore(&mut storage);
-        for kind in RecordKind::ALL {
-            if let Some(err) = restored.fault(kind) {
-                log::error!("{} record not restored: {err}", kind.name());
-            }
-        }
-        let secrets = open_secrets(&mut storage);
-        let config = Config {
-            settings: restored.settings_or_default(),
-            settings_corrupt: restored.fault(RecordKind::Settings).is_some(),
-            records_corrupt: restored.fault(RecordKind::Soc).is_some()
-                || restored.fault(RecordKind::History).is_some(),
-            restored_soc: restored.soc.ok(),
-            restored_history: restored.history.ok(),
-            device_key: secrets.adv_key,
-            adv_nonce: restored.first_nonce(random_u16()),
-            ..Config::default()
+        // A new Instant Readout key only when none was restored; without a random source the
+        // core runs with a placeholder key that it does not store.
+        let random_key = match restored.secrets {
+            Ok(_) => None,
+            Err(_) => random_key(),
         };
+        let config = Config::from_restored(&restored, random_key, random_u16());
         // SAFETY: `place` is valid for writes (the caller's contract); `addr_of_mut!` makes
         // field pointers without reading or referencing the uninitialised memory, and `write`
         // does not drop the old contents. Every field is written, so the value is complete.
@@ -61,7 +49,6 @@ impl Instance {
             core::ptr::addr_of_mut!((*place).bms).write(Bms::new(config));
             core::ptr::addr_of_mut!((*place).decoder).write(FrameDecoder::new());
             core::ptr::addr_of_mut!((*place).persistence).write(persistence);
-            core::ptr::addr_of_mut!((*place).secrets).write(secrets);
         }
     }
 
@@ -69,37 +56,17 @@ impl Instance {
     pub(crate) fn step(&mut self, now_ms: u64, inputs: &Inputs) -> BmsOutputs {
         let decisions = self.bms.step(now_ms, inputs);
         log_events(&decisions);
-        let persist = decisions.persist;
-        self.persist(now_ms, persist.soc, persist.history, persist.nonce);
+        self.persist(now_ms);
         BmsOutputs::from_decisions(&decisions)
     }
 
-    /// Writes what is due (and what was never stored) and tells the core what was written.
-    fn persist(&mut self, now_ms: u64, soc_due: bool, history_due: bool, nonce: Option<u16>) {
-        let records = Records {
-            settings: *self.bms.settings(),
-            soc: self.bms.soc_record(),
-            soc_due,
-            history: self.bms.history_record(),
-            history_due,
-            nonce,
-        };
-        let report = self.persistence.poll(&mut PortStorage, now_ms, &records);
-        if report.soc == Outcome::Written {
-            self.bms.soc_persisted();
-        }
-        if report.history == Outcome::Written {
-            self.bms.history_persisted(now_ms);
-        }
-        if let (Outcome::Written, Some(value)) = (report.nonce, nonce) {
-            self.bms.nonce_persisted(value);
-        }
-        for kind in RecordKind::ALL {
-            if let Outcome::Failed(err) = report.outcome(kind) {
-                log::error!("{} record not written: {err}", kind.name());
-                self.bms.report_storage_error();
-            }
-        }
+    /// Writes what is due (and what was never stored).
+    fn persist(&mut self, now_ms: u64) {
+        // The report needs no handling here: the core logs a failed write and raises
+        // StorageWriteFailed from it.
+        let _report = self
+            .bms
+            .persist(now_ms, &mut self.persistence, &mut PortStorage);
     }
 
     /// Feeds bus bytes; returns how many reports the core took.
@@ -126,9 +93,11 @@ impl Instance {
         req: &[u8],
         resp: &mut [u8],
     ) -> Result<usize, i32> {
+        // The core holds the passkey; the protocol changes this copy, range-checked.
+        let mut secrets = self.bms.secrets();
         let mut device = BmsDevice {
             bms: &mut self.bms,
-            secrets: &mut self.secrets,
+            secrets: &mut secrets,
         };
         let reply = protocol::handle_request(
             &mut device,
@@ -142,15 +111,13 @@ impl Instance {
         .map_err(|_| BMS_ENOSPC)?;
         let changed = reply.changed;
         if changed.secrets {
-            log::info!("passkey changed");
-            if let Err(err) = store::save_secrets(&mut PortStorage, &self.secrets) {
-                log::error!("secrets not written: {err}");
-                self.bms.report_storage_error();
+            if let Err(err) = self.bms.set_passkey(secrets.passkey) {
+                log::error!("passkey not changed: {err}");
             }
         }
-        // Settings, SoC and history changed by a request are stored now, not at the next step.
-        if changed.settings || changed.soc || changed.history {
-            self.persist(now_ms, changed.soc, changed.history, None);
+        // What a request changed is stored now, not at the next step.
+        if changed.settings || changed.soc || changed.history || changed.secrets {
+            self.persist(now_ms);
         }
         Ok(reply.len)
     }
@@ -179,32 +146,14 @@ impl Instance {
 
     /// The pairing passkey to give the BLE stack (0–999999).
     pub(crate) fn passkey(&self) -> u32 {
-        self.secrets.passkey
+        self.bms.passkey()
     }
 }
 
-/// Restores the secrets, or makes new ones: a random Instant Readout key and the factory
-/// passkey. The key is stored only when it is truly random.
-fn open_secrets(storage: &mut PortStorage) -> DeviceSecrets {
-    let err = match store::load_secrets(storage) {
-        Ok(secrets) => return secrets,
-        Err(err) => err,
-    };
-    if err != SecretsError::Missing {
-        log::error!("{err}: new advertisement key, factory passkey");
-    }
-    let mut secrets = DeviceSecrets {
-        passkey: DeviceSecrets::DEFAULT_PASSKEY,
-        adv_key: [0; 16],
-    };
-    if port::random(&mut secrets.adv_key).is_err() {
-        log::error!("no random bytes: advertisement key not made (retried at the next start)");
-        return secrets;
-    }
-    if let Err(err) = store::save_secrets(storage, &secrets) {
-        log::error!("secrets not written: {err}");
-    }
-    secrets
+/// A random Instant Readout key from the port, `None` when it has none.
+fn random_key() -> Option<[u8; 16]> {
+    let mut key = [0u8; 16];
+    port::random(&mut key).ok().map(|()| key)
 }
 
 /// A random 16-bit value from the port, 0 when it has none.

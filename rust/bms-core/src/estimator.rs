@@ -1,28 +1,37 @@
 //! Adaptive state of charge (issue 7): coulomb counting corrected by what the measurements can
-//! honestly support, with an uncertainty reported alongside.
+//! honestly support, with a 1-σ uncertainty reported alongside.
 //!
-//! Plain counting ([`CoulombCounter`], MON-1) stays the spine: every interval's charge is counted
-//! exactly as the plain counter counts it. On top of it a two-state Kalman filter carries the SoC
-//! error and the current-sensor offset (the cause of the "drift per day" users complain about):
+//! The spine is the charge count: the bank current integrated exactly as in
+//! [`CoulombCounter`], with the MON-1 charge efficiency but without the Peukert rate
+//! correction. For LiFePO4 the usable charge hardly depends on the rate, and Peukert's law
+//! applied to the SoC turns every burst of load into a permanent step (a 50 A burst for 20 min
+//! on 100 Ah counts 11 % too much); what is left of the counting error is learned instead.
+//! On top of the count a small Kalman filter carries ten states: the SoC, the current-sensor
+//! offset, a counting error proportional to the charge moved (charge efficiency, sensor gain,
+//! rate effects), and the difference between this cell's rested voltage and the generic OCV
+//! table in six bins of the lower region and one near full.
 //!
-//! - **Offset learning.** The offset turns into a SoC error that grows with time. An automatic
-//!   synchronisation (MON-2) measures that error ("full" against the count), and so does a
-//!   battery floated by its charger: with the bank held at a float voltage and the voltage flat
-//!   for an hour, the true current is close to zero, so the measured mean current *is* the
-//!   offset. Both are Kalman measurements; the learned offset is subtracted from then on.
-//! - **Knee corrections.** The rested cell voltage says little in the LiFePO4 plateau (about
-//!   1–1.5 mV per %) but much near the knees. After a rest long enough for the cell to relax
-//!   (longer in the cold) with the voltage flat, the voltage is compared with the OCV table,
-//!   shifted by a one-state hysteresis model (the table is the discharge branch), and applied
-//!   only where the table is steep (below 15 % or above 95 %). The measurement noise includes a
-//!   cell-to-cell table error, so a correction only moves the SoC when the count is less certain
-//!   than the voltage.
-//! - **Capacity learning.** A rested knee reading after a deep discharge from a synchronisation
-//!   measures the usable capacity; counting then scales by the learned capacity.
+//! - **Offset and counting error.** Both turn into a SoC error that grows between
+//!   synchronisations. An automatic synchronisation (MON-2) measures that error ("full"
+//!   against the count without its clipping at 100 %). A battery floated by its charger measures
+//!   the offset directly: held flat at a float voltage for an hour, the true current is about
+//!   zero, so the mean measured current *is* the offset.
+//! - **Knee corrections.** The rested cell voltage says little in the plateau (about 1–1.5 mV
+//!   per %) but much near the knees. After a rest long enough for the cell to relax (longer in
+//!   the cold) with the voltage flat, the voltage is moved to the table's discharge branch by a
+//!   one-state hysteresis model and read in the OCV table, only where the table is steep: the
+//!   lower region (up to 30 %) and the top (95 % and above). Cell types differ a lot in the
+//!   lower region, so its table biases start almost unknown (1 σ 20 %): the first readings in a
+//!   bin teach the bias from the count and correct nothing; later readings in a learned bin
+//!   correct the SoC, offset and counting error. Near full all LiFePO4 types agree within a
+//!   few percent, so those readings correct at once.
+//! - **Capacity learning.** A rested reading low in the lower region, after a deep discharge
+//!   from a synchronisation, measures the usable capacity; counting then scales by it.
 //!
 //! The user-visible semantics stay the monitor's: MON-2 synchronises to exactly 100 %, MON-4
-//! sets exactly, MON-7 keeps the SoC unknown until then. All of it is `f32` arithmetic, a few
-//! dozen operations per interval and a little more every five minutes (cheap on a Cortex-M4F).
+//! sets exactly, MON-7 keeps the SoC unknown until then. Everything is `f32`: a few dozen
+//! operations per interval, the covariance prediction (about 60 operations) once a second, and
+//! a 10-state update (about 300) at the rare readings; cheap on a Cortex-M4F.
 
 use serde::{Deserialize, Serialize};
 
@@ -140,6 +149,9 @@ const OCV_CELL_MV: [f32; 21] = [
 ];
 const OCV_STEP: f32 = 0.05;
 const BUCKETS: usize = 6;
+/// The covariance prediction is gathered over this long and applied at once (exact: the
+/// steps compose by adding their couplings), to keep the per-tick cost small.
+const PREDICT_MS: u32 = 1000;
 const DAY_S: f32 = 86_400.0;
 const HOUR_S: f32 = 3_600.0;
 
@@ -378,6 +390,11 @@ pub struct AdaptiveEstimator {
     x: Vector,
     /// Filter covariance.
     p: Matrix,
+    /// Prediction gathered since the covariance was last updated: time (ms), offset coupling
+    /// (SoC per mA) and charge moved (fraction of capacity).
+    pending_ms: u32,
+    pending_k: f32,
+    pending_moved: f32,
     /// Hysteresis state: −1 on the discharge branch, +1 on the charge branch.
     hysteresis: f32,
     /// Last battery temperature, 0.1 °C (25 °C until one is known).
@@ -415,6 +432,9 @@ impl Default for AdaptiveEstimator {
             capacity_mah: 0,
             x: [0.0; N],
             p: [[0.0; N]; N],
+            pending_ms: 0,
+            pending_k: 0.0,
+            pending_moved: 0.0,
             hysteresis: 0.0,
             temp_ddegc: 250,
             rest: RestWatch::default(),
@@ -553,6 +573,7 @@ impl AdaptiveEstimator {
     /// A new bank capacity: the offset prior scales with it (a battery added brings its own
     /// sensor); the offset learned for the old bank is kept as a start but made uncertain.
     fn set_capacity(&mut self, capacity_mah: u32) {
+        self.flush_prediction();
         if self.capacity_mah > 0 {
             self.x[B] *= capacity_mah as f32 / self.capacity_mah as f32;
         }
@@ -584,6 +605,28 @@ impl AdaptiveEstimator {
         1.0 - self.used_nas as f32 / cap
     }
 
+    /// Applies the gathered prediction to the covariance.
+    fn flush_prediction(&mut self) {
+        if self.pending_ms == 0 {
+            return;
+        }
+        let mut g = [0.0; N];
+        g[B] = -self.pending_k;
+        g[E] = self.pending_moved;
+        let days = self.pending_ms as f32 / 1000.0 / DAY_S;
+        let walk_b = OFFSET_WALK_C_PER_SQRT_DAY * self.capacity_mah as f32;
+        let bias_walk = TABLE_BIAS_WALK_PER_SQRT_DAY * TABLE_BIAS_WALK_PER_SQRT_DAY * days;
+        let mut q = [bias_walk; N];
+        q[S] =
+            COUNT_NOISE_PER_SQRT_THROUGHPUT * COUNT_NOISE_PER_SQRT_THROUGHPUT * self.pending_moved;
+        q[B] = walk_b * walk_b * days;
+        q[E] = THROUGHPUT_WALK_PER_SQRT_DAY * THROUGHPUT_WALK_PER_SQRT_DAY * days;
+        predict(&mut self.p, &g, &q);
+        self.pending_ms = 0;
+        self.pending_k = 0.0;
+        self.pending_moved = 0.0;
+    }
+
     /// Kalman update with the reading `z = h · state + noise` (noise variance `r`).
     fn measure(&mut self, h: Vector, z: f32, r: f32) {
         self.update(h, z, r, [true; N]);
@@ -593,6 +636,7 @@ impl AdaptiveEstimator {
     /// their uncertainty is accounted for, their estimates left alone). The Joseph form keeps
     /// the covariance right for such a gain: `P − K phᵀ − ph Kᵀ + K (h·ph + r) Kᵀ`.
     fn update(&mut self, h: Vector, z: f32, r: f32, mask: [bool; N]) {
+        self.flush_prediction();
         let mut state = self.x;
         state[S] = self.soc();
         let innovation = z - dot(&h, &state);
@@ -698,12 +742,6 @@ impl AdaptiveEstimator {
             self.learn_capacity(soc, region, r);
         }
         let mut mask = [true; N];
-        if region != HIGH {
-            // The lower region is too uncertain to teach the offset or the counting error
-            // (their mistakes would grow the SoC error between readings): SoC and biases only.
-            mask[B] = false;
-            mask[E] = false;
-        }
         if variance(&self.p, region) > BIAS_LEARNED_SIGMA * BIAS_LEARNED_SIGMA {
             // Not learned yet: teach the table biases only.
             mask[S] = false;
@@ -785,18 +823,13 @@ impl SocEstimator for AdaptiveEstimator {
             .saturating_add(counted.saturating_add(offset_nas));
 
         // Predict: SoC' = SoC − k·offset + moved·error; the other states wander slowly.
-        let k = dt_ms / 1000.0 / HOUR_S / (self.capacity_mah as f32 * self.capacity_factor);
-        let mut g = [0.0; N];
-        g[B] = -k;
-        g[E] = moved;
-        let days = dt_ms / 1000.0 / DAY_S;
-        let walk_b = OFFSET_WALK_C_PER_SQRT_DAY * self.capacity_mah as f32;
-        let bias_walk = TABLE_BIAS_WALK_PER_SQRT_DAY * TABLE_BIAS_WALK_PER_SQRT_DAY * days;
-        let mut q = [bias_walk; N];
-        q[S] = COUNT_NOISE_PER_SQRT_THROUGHPUT * COUNT_NOISE_PER_SQRT_THROUGHPUT * moved;
-        q[B] = walk_b * walk_b * days;
-        q[E] = THROUGHPUT_WALK_PER_SQRT_DAY * THROUGHPUT_WALK_PER_SQRT_DAY * days;
-        predict(&mut self.p, &g, &q);
+        self.pending_ms = self.pending_ms.saturating_add(interval.dt_ms);
+        self.pending_k +=
+            dt_ms / 1000.0 / HOUR_S / (self.capacity_mah as f32 * self.capacity_factor);
+        self.pending_moved += moved;
+        if self.pending_ms >= PREDICT_MS {
+            self.flush_prediction();
+        }
         if let Some(throughput) = self.since_full.as_mut() {
             *throughput += moved;
         }
@@ -848,6 +881,7 @@ impl SocEstimator for AdaptiveEstimator {
             Anchor::Manual | Anchor::Restored => SET_SIGMA,
             Anchor::RestEstimate => REST_ESTIMATE_SIGMA,
         };
+        self.flush_prediction();
         forget(&mut self.p, S, sigma * sigma);
     }
 
@@ -945,7 +979,9 @@ fn forget(p: &mut Matrix, i: usize, var: f32) {
 /// Covariance prediction for `SoC' = SoC + g · state` (the other states unchanged), plus the
 /// process noise `q` on the diagonal: `P' = F P Fᵀ + Q` with `F = I + e_S gᵀ`.
 fn predict(p: &mut Matrix, g: &Vector, q: &Vector) {
-    let pg = p.map(|row| dot(&row, g));
+    // Only the offset and throughput-error states couple into the SoC.
+    let (g_b, g_e) = (g[B], g[E]);
+    let pg = p.map(|row| row[B] * g_b + row[E] * g_e);
     let gpg = dot(g, &pg);
     if let Some(row) = p.first_mut() {
         for (v, add) in row.iter_mut().zip(pg) {

@@ -10,7 +10,7 @@ use bms_core::bms::{Bms, Config, Decisions, DfuEvent, Event, Inputs, Output};
 use bms_core::bus::{encode_report, FrameDecoder, MAX_FRAME_LEN, REPORT_PERIOD_MS};
 use bms_core::codes::{ActiveCodes, Severity};
 use bms_core::monitor::{SocKnowledge, SocState};
-use bms_core::storage::{MemStorage, Outcome, Persistence, RecordKind, Records, Storage};
+use bms_core::storage::{MemStorage, Persistence, RecordKind, Storage};
 use crate::file_storage::FileStorage;
 use bms_core::protection::Reasons;
 use rand::{Rng, SeedableRng};
@@ -262,6 +262,7 @@ pub struct Engine<'a> {
     frame: Vec<u8>,
     store: Box<dyn Storage>,
     persistence: Persistence,
+    next_persist_ms: u64,
 }
 
 /// Runs `scenario` to its end (or `options.until`), calling `progress` with the simulated
@@ -370,6 +371,7 @@ impl<'a> Engine<'a> {
             frame: vec![0; MAX_FRAME_LEN],
             store,
             persistence,
+            next_persist_ms: 0,
         };
         if let Some(note) = restore_note {
             engine.log(What::Bms(note));
@@ -538,7 +540,7 @@ impl<'a> Engine<'a> {
             }
             self.next_event += 1;
             let e = e.clone();
-            let mut text = format!("{:?}", e.action).to_lowercase();
+            let mut text = e.action.name().to_string();
             match e.action {
                 Action::UnplugCable | Action::ReplugCable => {
                     let plug = e.action == Action::ReplugCable;
@@ -679,9 +681,12 @@ impl<'a> Engine<'a> {
             };
             self.events.push(LoggedEvent { t_ms: self.now_ms, what });
         }
+        // The firmware persists after every step; here the due flags and a once-a-second poll
+        // (for records only the store's bookkeeping knows about) do the same work for less.
         let persist = decisions.persist;
-        if persist.soc || persist.history || persist.nonce.is_some() || self.totals.ticks == 1 {
-            self.persist(persist.soc, persist.history, persist.nonce);
+        if persist.soc || persist.history || persist.nonce.is_some() || self.now_ms >= self.next_persist_ms {
+            self.persist();
+            self.next_persist_ms = self.now_ms + 1_000;
         }
         if self.bms.monitor_status().synchronised {
             self.log(What::Bms("SoC synchronised to 100 %".into()));
@@ -695,29 +700,11 @@ impl<'a> Engine<'a> {
             .clamp(self.now_ms + 1, self.now_ms + tick_ms);
     }
 
-    /// Writes what the core asks to persist (and whatever the store lacks), as the firmware does.
-    fn persist(&mut self, soc_due: bool, history_due: bool, nonce: Option<u16>) {
-        let records = Records {
-            settings: *self.bms.settings(),
-            soc: self.bms.soc_record(),
-            soc_due,
-            history: self.bms.history_record(),
-            history_due,
-            nonce,
-            ..Records::default()
-        };
-        let report = self.persistence.poll(self.store.as_mut(), self.now_ms, &records);
-        if report.soc == Outcome::Written {
-            self.bms.soc_persisted();
-        }
-        if report.history == Outcome::Written {
-            self.bms.history_persisted(self.now_ms);
-        }
-        if let (Outcome::Written, Some(value)) = (report.nonce, nonce) {
-            self.bms.nonce_persisted(value);
-        }
+    /// Writes what the core asks to persist (and whatever the store lacks), as the firmware
+    /// does after a step.
+    fn persist(&mut self) {
+        let report = self.bms.persist(self.now_ms, &mut self.persistence, self.store.as_mut());
         if report.any_failed() {
-            self.bms.report_storage_error();
             self.log(What::Bms("a record could not be written".into()));
         }
     }
@@ -796,26 +783,27 @@ fn charger_available_a(cfg: &ChargerConfig, t_s: f64, cloud_draw: f64) -> f64 {
     }
 }
 
-/// Starts the core from what `store` holds, as the firmware does at power-up: the scenario's
-/// settings are applied (and persisted at the first step when they differ); its initial SoC
-/// applies only when the store holds no SoC record. `first` is the start of the run (a later
-/// start is a `reboot` event). Returns a note for the log about what was restored.
+/// Starts the core from what `store` holds, as the firmware does at power-up
+/// ([`Config::from_restored`]). The scenario's settings and key are applied over the stored
+/// ones (and persisted at the first step when they differ); its initial SoC applies only when
+/// the store holds no SoC record. `first` is the start of the run (a later start is a
+/// `reboot` event). Returns a note for the log about what was restored.
 fn boot(scenario: &Scenario, store: &mut dyn Storage, first: bool) -> (Persistence, Bms, Option<String>) {
     let (persistence, restored) = Persistence::restore(store);
-    let mut config = core_config(scenario);
-    let mut faults = Vec::new();
-    for kind in RecordKind::ALL {
-        if let Some(err) = restored.fault(kind) {
-            faults.push(format!("{}: {err}", kind.name()));
-        }
+    let fresh = core_config(scenario);
+    // A fixed key and nonce keep runs reproducible where the device draws random ones.
+    let mut config = Config::from_restored(&restored, Some(fresh.device_key), 0x1234);
+    config.settings = fresh.settings;
+    if scenario.bms.device_key.is_some() {
+        config.device_key = fresh.device_key;
     }
-    config.records_corrupt = restored.fault(RecordKind::Soc).is_some() || restored.fault(RecordKind::History).is_some();
-    if let Ok(soc) = restored.soc {
-        config.restored_soc = Some(soc);
+    if config.restored_soc.is_none() {
+        config.restored_soc = fresh.restored_soc;
     }
-    config.restored_history = restored.history.ok();
-    // A fixed fallback nonce keeps runs reproducible; the device draws a random one.
-    config.adv_nonce = restored.first_nonce(0x1234);
+    let faults: Vec<String> = RecordKind::ALL
+        .iter()
+        .filter_map(|&kind| restored.fault(kind).map(|err| format!("{}: {err}", kind.name())))
+        .collect();
     let note = if restored.first_boot() {
         (!first).then(|| "rebooted with an empty store".to_string())
     } else if faults.is_empty() {

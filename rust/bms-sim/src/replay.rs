@@ -12,6 +12,7 @@ use crate::output::codes_joined;
 use crate::scenario::{parse_key, toml_error, SettingsConfig};
 use crate::sensors::BATTERY_FIRMWARE;
 use bms_core::bms::{Bms, Config, Decisions, Inputs};
+use bms_core::storage::{MemStorage, Persistence};
 use bms_core::bus::{encode_report, BatteryFlags, BatteryModel, BatteryReport, FrameDecoder, MAX_FRAME_LEN, REPORT_PERIOD_MS};
 use serde::Serialize;
 use std::fmt;
@@ -221,6 +222,8 @@ fn report(row: &InputRow, capacity_ah: f64) -> BatteryReport {
 pub fn run_rows(rows: &[InputRow], mut config: Config, initial_soc: Option<f64>, capacity_ah: f64, adv: bool) -> Vec<OutputRow> {
     config.restored_soc = initial_soc.map(|pct| crate::engine::restored_soc(pct, capacity_ah));
     let mut bms = Bms::new(config);
+    let mut store = MemStorage::new();
+    let mut persistence = Persistence::new();
     let mut decoder = FrameDecoder::new();
     let mut frame = [0u8; MAX_FRAME_LEN];
     let Some(first) = rows.first() else { return Vec::new() };
@@ -256,18 +259,9 @@ pub fn run_rows(rows: &[InputRow], mut config: Config, initial_soc: Option<f64>,
                     app_connected: false,
                 };
                 decisions = bms.step(t, &inputs);
-                // No store here: every record counts as written at once, as on a device
-                // whose flash works (the nonce reservation lets the advertiser go on).
-                let persist = decisions.persist;
-                if let Some(value) = persist.nonce {
-                    bms.nonce_persisted(value);
-                }
-                if persist.soc {
-                    bms.soc_persisted();
-                }
-                if persist.history {
-                    bms.history_persisted(t);
-                }
+                // Records go to a store in memory, as on a device whose flash works (the
+                // advertiser needs its nonce reservation written before it advertises).
+                let _ = bms.persist(t, &mut persistence, &mut store);
                 let tick = u64::from(decisions.tick_ms).max(1);
                 next_tick = bms.next_deadline_ms().unwrap_or(t + tick).clamp(t + 1, t + tick);
             }

@@ -459,6 +459,28 @@ pub enum Action {
     Reboot,
 }
 
+impl Action {
+    /// The name as written in scenarios.
+    pub const fn name(self) -> &'static str {
+        match self {
+            Action::UnplugCable => "unplug_cable",
+            Action::ReplugCable => "replug_cable",
+            Action::RemoteOff => "remote_off",
+            Action::RemoteOn => "remote_on",
+            Action::DfuStart => "dfu_start",
+            Action::DfuFail => "dfu_fail",
+            Action::DfuAbort => "dfu_abort",
+            Action::DfuComplete => "dfu_complete",
+            Action::SetSoc => "set_soc",
+            Action::Synchronise => "synchronise",
+            Action::Enable => "enable",
+            Action::Disable => "disable",
+            Action::BusNoise => "bus_noise",
+            Action::Reboot => "reboot",
+        }
+    }
+}
+
 /// `[[event]]`: something that happens at a given time.
 #[derive(Clone, Debug, Deserialize)]
 #[serde(deny_unknown_fields)]

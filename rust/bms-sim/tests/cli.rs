@@ -1,0 +1,187 @@
+//! The `bms-sim` command line: `run` writes its files, `replay` keeps its fixed interface, and
+//! bad input gets one clear line naming file, line and field, exit code 2, nothing written.
+
+use std::fs;
+use std::path::{Path, PathBuf};
+use std::process::{Command, Output};
+
+fn bms_sim(args: &[&str]) -> Output {
+    Command::new(env!("CARGO_BIN_EXE_bms-sim")).args(args).output().unwrap()
+}
+
+fn repo(path: &str) -> PathBuf {
+    PathBuf::from(env!("CARGO_MANIFEST_DIR")).join("../..").join(path)
+}
+
+fn data(name: &str) -> String {
+    PathBuf::from(env!("CARGO_MANIFEST_DIR")).join("tests/data").join(name).display().to_string()
+}
+
+fn stderr(o: &Output) -> String {
+    String::from_utf8_lossy(&o.stderr).into_owned()
+}
+
+fn s(p: &Path) -> &str {
+    p.to_str().unwrap()
+}
+
+#[test]
+fn run_writes_timeline_events_and_picture_and_prints_a_summary() {
+    let dir = tempfile::tempdir().unwrap();
+    let out = dir.path().join("out");
+    let scenario = repo("scenarios/firmware-update-fails.toml");
+    let o = bms_sim(&["run", s(&scenario), "--out", s(&out), "--until", "1h", "--quiet"]);
+    assert!(o.status.success(), "{}", stderr(&o));
+    let summary = String::from_utf8_lossy(&o.stdout);
+    assert!(summary.contains("ATC free-floating (firmware_update)"), "{summary}");
+    assert!(summary.contains("energy: in"), "{summary}");
+    let csv = fs::read_to_string(out.join("timeline.csv")).unwrap();
+    let header = csv.lines().next().unwrap();
+    assert!(header.starts_with("t_s,soc_true_pct,soc_bms_pct,cell_min_v,cell_max_v"), "{header}");
+    assert!(csv.lines().count() > 100);
+    let events = fs::read_to_string(out.join("events.csv")).unwrap();
+    assert!(events.contains("1800.0,scenario: dfu_start\n1800.0,ATC free-floating (firmware_update)"), "{events}");
+    let png = fs::read(out.join("timeline.png")).unwrap();
+    assert_eq!(&png[..8], b"\x89PNG\r\n\x1a\n");
+    assert!(png.len() > 20_000, "a real picture, not an empty canvas");
+}
+
+#[test]
+fn run_with_state_restores_the_records_at_the_next_run() {
+    let dir = tempfile::tempdir().unwrap();
+    let state = dir.path().join("state");
+    let scenario = repo("scenarios/remote-switch.toml");
+    let out = dir.path().join("o");
+    let args = ["run", s(&scenario), "--out", s(&out), "--until", "2min", "--quiet", "--state", s(&state)];
+    let first = bms_sim(&args);
+    assert!(first.status.success(), "{}", stderr(&first));
+    assert!(!String::from_utf8_lossy(&first.stdout).contains("restored"));
+    assert!(state.join("bms/settings").exists());
+    let second = bms_sim(&args);
+    assert!(String::from_utf8_lossy(&second.stdout).contains("bms: restored the stored records"));
+}
+
+#[test]
+fn run_refuses_an_unknown_scenario_key_with_file_line_and_field() {
+    let dir = tempfile::tempdir().unwrap();
+    let bad = dir.path().join("bad.toml");
+    fs::write(&bad, "name = \"x\"\nduration = \"1h\"\n\n[bank]\nbattery = \"12.8V\"\ncapacity_ah = 100\ninitial_soc_pct = 50\nvoltage = 12\n").unwrap();
+    let out = dir.path().join("out");
+    let o = bms_sim(&["run", s(&bad), "--out", s(&out)]);
+    assert_eq!(o.status.code(), Some(2));
+    let err = stderr(&o);
+    assert_eq!(err.lines().count(), 1, "{err}");
+    assert!(err.contains("bad.toml line 8 field `voltage`: unknown field `voltage`"), "{err}");
+    assert!(!out.exists(), "nothing written");
+    let missing = bms_sim(&["run", s(&dir.path().join("nope.toml")), "--out", s(&out)]);
+    assert_eq!(missing.status.code(), Some(2));
+    assert!(stderr(&missing).contains("nope.toml: cannot read"), "{}", stderr(&missing));
+}
+
+#[test]
+fn every_shipped_scenario_parses() {
+    let mut count = 0;
+    for entry in fs::read_dir(repo("scenarios")).unwrap() {
+        let path = entry.unwrap().path();
+        if path.extension().is_some_and(|e| e == "toml") {
+            bms_sim::scenario::load(&path).unwrap_or_else(|e| panic!("{e}"));
+            count += 1;
+        }
+    }
+    assert!(count >= 8, "{count} scenarios");
+}
+
+/// PROT-1, PROT-8, PROT-3 through the fixed replay interface: outputs high once the battery has
+/// reported, remote off opens ATD/ATC, a cell under the pre-alarm level for 5 s raises the
+/// pre-alarm, and the output has one row per input row.
+#[test]
+fn replay_writes_one_row_of_decisions_per_input_row() {
+    let dir = tempfile::tempdir().unwrap();
+    let out = dir.path().join("decisions.csv");
+    let o = bms_sim(&["replay", &data("replay-small.csv"), "--out", s(&out)]);
+    assert!(o.status.success(), "{}", stderr(&o));
+    let mut reader = csv::Reader::from_path(&out).unwrap();
+    assert_eq!(reader.headers().unwrap().iter().collect::<Vec<_>>(), ["t_s", "soc_pct", "atd", "atc", "prealarm", "alarms", "warnings"]);
+    let rows: Vec<csv::StringRecord> = reader.records().map(Result::unwrap).collect();
+    assert_eq!(rows.len(), 47);
+    let row = |t: &str| rows.iter().find(|r| &r[0] == t).unwrap().clone();
+    assert_eq!(&row("0")[2], "0", "free-floating until valid data (PROT-1)");
+    assert_eq!((&row("5")[2], &row("5")[3], &row("5")[4]), ("1", "1", "0"));
+    assert_eq!(&row("5")[1], "", "SoC unknown without --initial-soc");
+    assert_eq!((&row("13")[2], &row("13")[3]), ("0", "0"), "remote off (PROT-8)");
+    assert_eq!((&row("16")[2], &row("16")[3]), ("1", "1"));
+    assert_eq!(&row("23")[4], "0", "pre-alarm waits for its 5 s debounce");
+    assert_eq!(&row("26")[4], "1", "cell 4 at 3.05 V for 5 s (PROT-3)");
+    assert_eq!(&row("26")[6], "low_cell_voltage");
+    assert_eq!(&row("75.5")[4], "0", "cleared after the cell recovered for 10 s");
+}
+
+#[test]
+fn replay_with_initial_soc_and_key_adds_soc_and_advertisement() {
+    let dir = tempfile::tempdir().unwrap();
+    let out = dir.path().join("d.csv");
+    let settings = dir.path().join("s.toml");
+    fs::write(&settings, "prealarm_cell_mv = 3000\n").unwrap();
+    let o = bms_sim(&[
+        "replay", &data("replay-small.csv"), "--out", s(&out), "--initial-soc", "55", "--adv-key",
+        "000102030405060708090a0b0c0d0e0f", "--settings", s(&settings), "--capacity-ah", "200",
+    ]);
+    assert!(o.status.success(), "{}", stderr(&o));
+    let mut reader = csv::Reader::from_path(&out).unwrap();
+    assert_eq!(&reader.headers().unwrap()[7], "adv_hex");
+    let rows: Vec<csv::StringRecord> = reader.records().map(Result::unwrap).collect();
+    assert_eq!(&rows[0][1], "55.0");
+    for r in &rows {
+        assert_eq!(r[7].len(), 48, "24-byte payload without company id: {}", &r[7]);
+        assert!(r[7].starts_with("10"), "product advertisement record: {}", &r[7]);
+        assert_eq!(&r[4], "0", "3.05 V is above a 3.00 V pre-alarm level");
+    }
+}
+
+#[test]
+fn replay_bad_input_names_file_line_and_field_and_writes_nothing() {
+    let dir = tempfile::tempdir().unwrap();
+    let out = dir.path().join("d.csv");
+    let cases = [
+        ("t_s,current_a,temp_c,cell1_v,cell2_v,cell3_v\n0,1,20,3.3,3.3,3.3\n", "line 1 field `cell4_v`: missing column"),
+        ("t_s,current_a,temp_c,cell1_v,cell2_v,cell3_v,cell4_v,extra\n", "line 1 field `extra`: unknown column"),
+        ("t_s,current_a,temp_c,cell1_v,cell2_v,cell3_v,cell4_v\n0,1,20,3.3,3.3,3.3,3.3\nabc,1,20,3.3,3.3,3.3,3.3\n", "line 3 field `t_s`: not a number"),
+        ("t_s,current_a,temp_c,cell1_v,cell2_v,cell3_v,cell4_v\n5,1,20,3.3,3.3,3.3,3.3\n5,1,20,3.3,3.3,3.3,3.3\n", "line 3 field `t_s`: time 5 is not after"),
+        ("t_s,current_a,temp_c,cell1_v,cell2_v,cell3_v,cell4_v\n0,x,20,3.3,3.3,3.3,3.3\n", "line 2 field `current_a`: not a number"),
+        ("t_s,current_a,temp_c,cell1_v,cell2_v,cell3_v,cell4_v,remote_on\n0,1,20,3.3,3.3,3.3,3.3,yes\n", "line 2 field `remote_on`"),
+    ];
+    for (i, (text, expected)) in cases.iter().enumerate() {
+        let input = dir.path().join(format!("in{i}.csv"));
+        fs::write(&input, text).unwrap();
+        let o = bms_sim(&["replay", s(&input), "--out", s(&out)]);
+        assert_eq!(o.status.code(), Some(2), "case {i}");
+        let err = stderr(&o);
+        assert_eq!(err.lines().count(), 1, "{err}");
+        assert!(err.contains(&format!("in{i}.csv {expected}")), "case {i}: {err}");
+        assert!(!out.exists(), "case {i}: nothing written");
+    }
+    let o = bms_sim(&["replay", s(&dir.path().join("missing.csv")), "--out", s(&out)]);
+    assert_eq!(o.status.code(), Some(2));
+    assert!(stderr(&o).contains("missing.csv: cannot read"));
+    let settings = dir.path().join("bad.toml");
+    fs::write(&settings, "prealarm_cell_mv = 3000\ncolour = 1\n").unwrap();
+    let o = bms_sim(&["replay", &data("replay-small.csv"), "--out", s(&out), "--settings", s(&settings)]);
+    assert_eq!(o.status.code(), Some(2));
+    assert!(stderr(&o).contains("bad.toml line 2 field `colour`"), "{}", stderr(&o));
+    fs::write(&settings, "prealarm_cell_mv = 2000\n").unwrap();
+    let o = bms_sim(&["replay", &data("replay-small.csv"), "--out", s(&out), "--settings", s(&settings)]);
+    assert_eq!(o.status.code(), Some(2));
+    assert!(stderr(&o).contains("bad.toml line 1 field `prealarm_cell_mv`"), "{}", stderr(&o));
+    assert!(!out.exists());
+    let o = bms_sim(&["replay", &data("replay-small.csv"), "--out", s(&out), "--initial-soc", "150"]);
+    assert_eq!(o.status.code(), Some(2));
+}
+
+#[test]
+fn bench_prints_ticks_per_second_for_each_size() {
+    let o = bms_sim(&["bench", "--batteries", "1,4", "--simulate", "2min"]);
+    assert!(o.status.success(), "{}", stderr(&o));
+    let text = String::from_utf8_lossy(&o.stdout);
+    assert_eq!(text.lines().count(), 2, "{text}");
+    assert!(text.lines().all(|l| l.contains("ticks/s")), "{text}");
+}

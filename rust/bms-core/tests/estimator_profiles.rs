@@ -33,6 +33,15 @@ struct Score {
     rms_pct: f64,
     end_pct: f64,
     unknown_rows: usize,
+    /// Share of the rows with a reported uncertainty where |error| ≤ 2σ (`NaN`: none).
+    within_2_sigma: f64,
+}
+
+/// The monitor's SoC and its reported 1-σ uncertainty after a row, in percent.
+#[derive(Clone, Copy, Debug)]
+struct Estimate {
+    soc_pct: Option<f64>,
+    sigma_pct: Option<f64>,
 }
 
 fn numbers(line: &str) -> Vec<f64> {
@@ -87,8 +96,8 @@ fn restored(soc_pct: f64) -> SocState {
     }
 }
 
-/// Runs one estimator over a profile; returns the SoC (percent, `None` = unknown) per row.
-fn run(kind: EstimatorKind, rows: &[Row], soc0_pct: f64) -> Vec<Option<f64>> {
+/// Runs one estimator over a profile; returns the estimate after every row.
+fn run(kind: EstimatorKind, rows: &[Row], soc0_pct: f64) -> Vec<Estimate> {
     run_traced(kind, rows, soc0_pct, &mut |_, _| {})
 }
 
@@ -98,7 +107,7 @@ fn run_traced(
     rows: &[Row],
     soc0_pct: f64,
     trace: &mut dyn FnMut(usize, &Monitor),
-) -> Vec<Option<f64>> {
+) -> Vec<Estimate> {
     let mut monitor = Monitor::with_kind(kind, Some(restored(soc0_pct)));
     let settings = Settings::default();
     let mut out = Vec::with_capacity(rows.len());
@@ -118,7 +127,10 @@ fn run_traced(
         };
         let mut t = row.t_ms;
         let status = monitor.update_with(t, &input, &cells, &settings);
-        out.push(status.soc_permille.map(|p| f64::from(p) / 10.0));
+        out.push(Estimate {
+            soc_pct: status.soc_permille.map(|p| f64::from(p) / 10.0),
+            sigma_pct: status.soc_uncertainty_permille.map(|p| f64::from(p) / 10.0),
+        });
         trace(k, &monitor);
         t += REPORT_MS;
         while t < next_ms {
@@ -129,19 +141,25 @@ fn run_traced(
     out
 }
 
-fn score(soc: &[Option<f64>], truth: &[(u64, f64)]) -> Score {
-    assert_eq!(soc.len(), truth.len(), "one truth row per input row");
-    let errors: Vec<f64> = soc
+fn score(estimates: &[Estimate], truth: &[(u64, f64)]) -> Score {
+    assert_eq!(estimates.len(), truth.len(), "one truth row per input row");
+    let errors: Vec<(f64, Option<f64>)> = estimates
         .iter()
         .zip(truth)
-        .filter_map(|(s, (_, t))| s.map(|s| s - t))
+        .filter_map(|(e, (_, t))| e.soc_pct.map(|s| (s - t, e.sigma_pct)))
         .collect();
     let n = errors.len().max(1) as f64;
+    let with_sigma: Vec<bool> = errors
+        .iter()
+        .filter_map(|(e, sigma)| sigma.map(|s| e.abs() <= 2.0 * s.max(0.1)))
+        .collect();
     Score {
-        max_abs_pct: errors.iter().fold(0.0, |m, e| e.abs().max(m)),
-        rms_pct: (errors.iter().map(|e| e * e).sum::<f64>() / n).sqrt(),
-        end_pct: errors.last().copied().unwrap_or(f64::NAN),
-        unknown_rows: soc.iter().filter(|s| s.is_none()).count(),
+        max_abs_pct: errors.iter().fold(0.0, |m, (e, _)| e.abs().max(m)),
+        rms_pct: (errors.iter().map(|(e, _)| e * e).sum::<f64>() / n).sqrt(),
+        end_pct: errors.last().map_or(f64::NAN, |(e, _)| *e),
+        unknown_rows: estimates.iter().filter(|e| e.soc_pct.is_none()).count(),
+        within_2_sigma: with_sigma.iter().filter(|&&ok| ok).count() as f64
+            / with_sigma.len() as f64,
     }
 }
 
@@ -161,15 +179,51 @@ fn compare(input: &str, truth: &str) -> (Score, Score) {
 
 fn print_row(name: &str, plain: &Score, adaptive: &Score) {
     println!(
-        "{name:24} | plain max {:6.2} rms {:5.2} end {:+6.2} | adaptive max {:6.2} rms {:5.2} end {:+6.2} | unknown rows {}/{}",
+        "{name:24} | plain max {:6.2} rms {:5.2} end {:+6.2} | adaptive max {:6.2} rms {:5.2} end {:+6.2} within 2σ {:5.1} % | unknown rows {}/{}",
         plain.max_abs_pct,
         plain.rms_pct,
         plain.end_pct,
         adaptive.max_abs_pct,
         adaptive.rms_pct,
         adaptive.end_pct,
+        adaptive.within_2_sigma * 100.0,
         plain.unknown_rows,
         adaptive.unknown_rows
+    );
+}
+
+/// The small PyBaMM profile committed with the benchmark (2 days, 60 s rows, Prada2013 cell,
+/// sensor gain +0.5 %, offset +50 mA, noise): a dull day without a full charge, then a sunny
+/// one with a synchronisation.
+const SMALL_INPUT: &str = include_str!("../../../tools/socbench/profiles/small-2day.csv");
+const SMALL_TRUTH: &str = include_str!("../../../tools/socbench/profiles/small-2day.truth.csv");
+
+/// Issue 7 goal for profiles with a full charge: the adaptive estimator stays within 1.5
+/// points of the truth and is never worse than plain counting; its reported uncertainty
+/// covers the error (|error| ≤ 2σ) nearly everywhere.
+#[test]
+fn adaptive_estimator_beats_plain_counting_on_the_committed_profile() {
+    let (plain, adaptive) = compare(SMALL_INPUT, SMALL_TRUTH);
+    print_row("small-2day", &plain, &adaptive);
+    assert_eq!(
+        adaptive.unknown_rows, 0,
+        "the restored SoC is known throughout"
+    );
+    assert!(
+        adaptive.max_abs_pct <= 1.5,
+        "adaptive max error {:.2} points",
+        adaptive.max_abs_pct
+    );
+    assert!(
+        adaptive.max_abs_pct <= plain.max_abs_pct,
+        "adaptive {:.2} worse than plain {:.2}",
+        adaptive.max_abs_pct,
+        plain.max_abs_pct
+    );
+    assert!(
+        adaptive.within_2_sigma >= 0.9,
+        "uncertainty covers the error in only {:.0} % of the rows",
+        adaptive.within_2_sigma * 100.0
     );
 }
 
@@ -228,7 +282,9 @@ fn estimator_profile_trace() {
                 "{:.4},{:.3},{},{},{:.2},{:.1},{:.2},{:.1},{:.2},{:.1},{:.2},{},{},{}",
                 row.t_ms as f64 / 3.6e6,
                 truth[k].1,
-                plain[k].map_or(String::new(), |v| format!("{v:.1}")),
+                plain[k]
+                    .soc_pct
+                    .map_or(String::new(), |v| format!("{v:.1}")),
                 m.soc_permille()
                     .map_or(String::new(), |v| format!("{:.1}", f64::from(v) / 10.0)),
                 a.soc_sigma() * 100.0,

@@ -3,7 +3,7 @@
  * Copyright (c) 2026 The OpenBMS authors
  *
  * The control thread: the one owner of the library instance. It opens the instance on its own
- * stack (bms_open() needs about 10.4 KiB, docs/ffi.md), then sleeps until the core's next
+ * stack (bms_open() is the deepest library call, docs/ffi.md), then sleeps until the core's next
  * deadline or until another thread hands it something, and runs one step: read the analog
  * inputs, bms_step(), apply the outputs and LEDs, pass changed advertisement and status data
  * to the BLE thread, feed the task watchdog. Every decision is the core's; this file only
@@ -23,7 +23,7 @@
 LOG_MODULE_REGISTER(bms_control, CONFIG_BMS_LOG_LEVEL);
 
 BUILD_ASSERT(CONFIG_BMS_CONTROL_STACK_SIZE >= 12288,
-	     "bms_open() runs on the control thread and needs about 10.4 KiB (docs/ffi.md)");
+	     "bms_open() runs on the control thread: keep 12 KiB (docs/ffi.md, stack)");
 
 enum ctrl_msg_type {
 	CTRL_MSG_BUS,

@@ -6,10 +6,10 @@
 //! correction. For LiFePO4 the usable charge hardly depends on the rate, and Peukert's law
 //! applied to the SoC turns every burst of load into a permanent step (a 50 A burst for 20 min
 //! on 100 Ah counts 11 % too much); what is left of the counting error is learned instead.
-//! On top of the count a small Kalman filter carries ten states: the SoC, the current-sensor
+//! On top of the count a small Kalman filter carries eleven states: the SoC, the current-sensor
 //! offset, a counting error proportional to the charge moved (charge efficiency, sensor gain,
-//! rate effects), and the difference between this cell's rested voltage and the generic OCV
-//! table in six bins of the lower region and one near full.
+//! rate effects), the difference between this cell's rested voltage and the generic OCV table
+//! in six bins of the lower region and one near full, and the error of the usable capacity.
 //!
 //! - **Offset and counting error.** Both turn into a SoC error that grows between
 //!   synchronisations. An automatic synchronisation (MON-2) measures that error ("full"
@@ -21,17 +21,21 @@
 //!   the cold) with the voltage flat, the voltage is moved to the table's discharge branch by a
 //!   one-state hysteresis model and read in the OCV table, only where the table is steep: the
 //!   lower region (up to 30 %) and the top (95 % and above). Cell types differ a lot in the
-//!   lower region, so its table biases start almost unknown (1 σ 20 %): the first readings in a
+//!   lower region above the deep knee, so its table biases start almost unknown (1 σ 20 %): the
+//!   first readings in a
 //!   bin teach the bias from the count and correct nothing; later readings in a learned bin
 //!   correct the SoC, offset and counting error. Near full all LiFePO4 types agree within a
 //!   few percent, so those readings correct at once.
-//! - **Capacity learning.** A rested reading low in the lower region, after a deep discharge
-//!   from a synchronisation, measures the usable capacity; counting then scales by it.
+//! - **Capacity learning.** The error of the usable capacity is an eleventh state, coupled to
+//!   the SoC by the charge counted since the last anchor (so a synchronisation followed by a
+//!   deep discharge makes it visible). Only a rested reading in the deep knee (the last 5 %,
+//!   where LiFePO4 types agree within a few percent) with the battery at 15 °C or warmer
+//!   teaches it; counting then scales by the learned capacity.
 //!
 //! The user-visible semantics stay the monitor's: MON-2 synchronises to exactly 100 %, MON-4
 //! sets exactly, MON-7 keeps the SoC unknown until then. Everything is `f32`: a few dozen
 //! operations per interval, the covariance prediction (about 60 operations) once a second, and
-//! a 10-state update (about 300) at the rare readings; cheap on a Cortex-M4F.
+//! an 11-state update (about 400) at the rare readings; cheap on a Cortex-M4F.
 
 use serde::{Deserialize, Serialize};
 
@@ -58,6 +62,9 @@ pub const COUNT_NOISE_PER_SQRT_THROUGHPUT: f32 = 0.004;
 pub const TABLE_BIAS_LOW_PRIOR: f32 = 0.20;
 /// ...plus this much of their own (the curves differ in shape as well as position).
 pub const TABLE_BIAS_BIN_PRIOR: f32 = 0.05;
+/// The first bin (the last 5 %, the deep knee where every LiFePO4 type collapses: about 3 %
+/// left at 2.8 V loaded) is known much better, on its own.
+pub const TABLE_BIAS_DEEP_PRIOR: f32 = 0.03;
 /// Number of lower-region bins, each [`LOW_BIN_WIDTH`] of table SoC wide from 0.
 pub const LOW_BINS: usize = 6;
 /// Width of a lower-region bin, as table SoC (fraction).
@@ -98,6 +105,10 @@ pub const HYSTERESIS_SIGMA_MV: f32 = 3.0;
 /// reading in its bin only teaches the bias (from the counted SoC) and corrects nothing: a
 /// generic table must not pull the SoC towards another cell type's curve.
 pub const BIAS_LEARNED_SIGMA: f32 = 0.06;
+/// A reading further than this many σ from what the filter expects is an outlier for the slow
+/// states: it may still correct the SoC and its table bias, but not teach the offset, the
+/// counting error or the capacity.
+pub const OUTLIER_SIGMAS: f32 = 4.0;
 /// 1-σ SoC error of one rested reading beyond the voltage noise: the table's shape inside a
 /// bin (one learned bias per bin), relaxation not quite complete, temperature, as a fraction.
 /// In the lower region...
@@ -126,20 +137,16 @@ pub const FLOAT_INTERVAL_MS: u64 = 6 * 60 * 60_000;
 /// 1-σ true current of a floated battery, as a fraction of the capacity per hour (30 mA on
 /// 100 Ah: float current and residual relaxation).
 pub const FLOAT_SIGMA_C: f32 = 0.000_3;
-/// Capacity learning needs at least this much counted from full before the knee reading, as
-/// a fraction of capacity.
-pub const CAPACITY_MIN_DEPTH: f32 = 0.6;
-/// Capacity learning needs the reading at or below this SoC (fraction).
-pub const CAPACITY_MAX_SOC: f32 = 0.15;
-/// Capacity learning needs the battery at least this warm (0.1 °C), so cold (temporary)
-/// capacity loss is not learned as ageing.
+/// Only readings in the deep knee (the first lower bin) teach the capacity, and only with the
+/// battery at least this warm (0.1 °C), so cold (temporary) capacity loss is not learned as
+/// ageing.
 pub const CAPACITY_MIN_TEMP_DDEGC: i16 = 150;
 /// Learned capacity limits, as a fraction of the nominal capacity.
 pub const CAPACITY_RANGE: (f32, f32) = (0.5, 1.1);
 /// Prior 1-σ of the usable capacity as a fraction of nominal.
 pub const CAPACITY_PRIOR: f32 = 0.05;
-/// A capacity reading is used only when its 1 σ is below this fraction.
-pub const CAPACITY_MAX_SIGMA: f32 = 0.05;
+/// How far the capacity may wander (ageing), 1 σ per √day as a fraction of nominal.
+pub const CAPACITY_WALK_PER_SQRT_DAY: f32 = 0.001;
 
 /// Rested cell voltage (mV) for SoC 0, 5, ... 100 %, discharge branch, 25 °C: LibreSolar
 /// `ocv_lfp` (anchors §5.3), the same table as the monitor's MON-7 estimate.
@@ -157,13 +164,14 @@ const HOUR_S: f32 = 3_600.0;
 
 /// Filter states: SoC (fraction; its value lives in the exact count), sensor offset (mA),
 /// throughput error (fraction), the table biases of the lower bins and near full (fraction of
-/// SoC).
-const N: usize = 4 + LOW_BINS;
+/// SoC), and the error of the capacity factor (folded into the factor after every update).
+const N: usize = 5 + LOW_BINS;
 const S: usize = 0;
 const B: usize = 1;
 const E: usize = 2;
 const LOW: usize = 3;
 const HIGH: usize = LOW + LOW_BINS;
+const CAP: usize = HIGH + 1;
 type Vector = [f32; N];
 type Matrix = [[f32; N]; N];
 
@@ -395,17 +403,14 @@ pub struct AdaptiveEstimator {
     pending_ms: u32,
     pending_k: f32,
     pending_moved: f32,
+    pending_cap: f32,
     /// Hysteresis state: −1 on the discharge branch, +1 on the charge branch.
     hysteresis: f32,
     /// Last battery temperature, 0.1 °C (25 °C until one is known).
     temp_ddegc: i16,
     rest: RestWatch,
-    /// Usable capacity as a fraction of nominal, and its variance.
+    /// Usable capacity as a fraction of nominal (its uncertainty is the filter's).
     capacity_factor: f32,
-    capacity_var: f32,
-    /// Charge moved since the last synchronisation as a fraction of capacity (`None` = no
-    /// synchronisation since the last anchor).
-    since_full: Option<f32>,
     /// Counts of the corrections made, for inspection and tests.
     stats: Corrections,
 }
@@ -435,12 +440,11 @@ impl Default for AdaptiveEstimator {
             pending_ms: 0,
             pending_k: 0.0,
             pending_moved: 0.0,
+            pending_cap: 0.0,
             hysteresis: 0.0,
             temp_ddegc: 250,
             rest: RestWatch::default(),
             capacity_factor: 1.0,
-            capacity_var: CAPACITY_PRIOR * CAPACITY_PRIOR,
-            since_full: None,
             stats: Corrections::default(),
         };
         estimator.p = prior(SET_SIGMA, 0.0);
@@ -500,7 +504,7 @@ impl AdaptiveEstimator {
             throughput_error: with_sigma(E),
             table_bias_low: core::array::from_fn(|bin| with_sigma(LOW + bin)),
             table_bias_high: with_sigma(HIGH),
-            capacity_factor: (self.capacity_factor, sqrt(self.capacity_var)),
+            capacity_factor: (self.capacity_factor, sqrt(variance(&self.p, CAP))),
         }
     }
 
@@ -563,7 +567,9 @@ impl AdaptiveEstimator {
         self.p = diagonal(var);
         self.capacity_mah = learned.capacity_mah;
         self.capacity_factor = learned.capacity_factor.0;
-        self.capacity_var = learned.capacity_factor.1 * learned.capacity_factor.1;
+        if let Some(v) = self.p.get_mut(CAP).and_then(|row| row.get_mut(CAP)) {
+            *v = learned.capacity_factor.1 * learned.capacity_factor.1;
+        }
     }
 
     fn capacity_nas(&self) -> f32 {
@@ -613,6 +619,7 @@ impl AdaptiveEstimator {
         let mut g = [0.0; N];
         g[B] = -self.pending_k;
         g[E] = self.pending_moved;
+        g[CAP] = self.pending_cap;
         let days = self.pending_ms as f32 / 1000.0 / DAY_S;
         let walk_b = OFFSET_WALK_C_PER_SQRT_DAY * self.capacity_mah as f32;
         let bias_walk = TABLE_BIAS_WALK_PER_SQRT_DAY * TABLE_BIAS_WALK_PER_SQRT_DAY * days;
@@ -621,21 +628,27 @@ impl AdaptiveEstimator {
             COUNT_NOISE_PER_SQRT_THROUGHPUT * COUNT_NOISE_PER_SQRT_THROUGHPUT * self.pending_moved;
         q[B] = walk_b * walk_b * days;
         q[E] = THROUGHPUT_WALK_PER_SQRT_DAY * THROUGHPUT_WALK_PER_SQRT_DAY * days;
+        q[CAP] = CAPACITY_WALK_PER_SQRT_DAY * CAPACITY_WALK_PER_SQRT_DAY * days;
         predict(&mut self.p, &g, &q);
         self.pending_ms = 0;
         self.pending_k = 0.0;
         self.pending_moved = 0.0;
+        self.pending_cap = 0.0;
     }
 
-    /// Kalman update with the reading `z = h · state + noise` (noise variance `r`).
+    /// Kalman update with the reading `z = h · state + noise` (noise variance `r`), for every
+    /// state but the capacity (which only the deep knee teaches).
     fn measure(&mut self, h: Vector, z: f32, r: f32) {
-        self.update(h, z, r, [true; N]);
+        let mut mask = [true; N];
+        mask[CAP] = false;
+        let _ = self.update(h, z, r, mask);
     }
 
     /// Kalman update that changes only the states in `mask` (the others are "considered":
     /// their uncertainty is accounted for, their estimates left alone). The Joseph form keeps
     /// the covariance right for such a gain: `P − K phᵀ − ph Kᵀ + K (h·ph + r) Kᵀ`.
-    fn update(&mut self, h: Vector, z: f32, r: f32, mask: [bool; N]) {
+    /// Returns whether the capacity was taught.
+    fn update(&mut self, h: Vector, z: f32, r: f32, mask: [bool; N]) -> bool {
         self.flush_prediction();
         let mut state = self.x;
         state[S] = self.soc();
@@ -643,7 +656,13 @@ impl AdaptiveEstimator {
         let ph = self.p.map(|row| dot(&row, &h));
         let total = dot(&h, &ph) + r;
         if !total.is_finite() || total <= 0.0 || !innovation.is_finite() {
-            return;
+            return false;
+        }
+        let mut mask = mask;
+        if innovation * innovation > OUTLIER_SIGMAS * OUTLIER_SIGMAS * total {
+            mask[B] = false;
+            mask[E] = false;
+            mask[CAP] = false;
         }
         let mut gain = ph.map(|v| v / total);
         for (k, keep) in gain.iter_mut().zip(mask) {
@@ -662,7 +681,12 @@ impl AdaptiveEstimator {
                 *v += -ki * phj - phi * kj + ki * total * kj;
             }
         }
+        // The capacity state is the error of the factor: fold it in.
+        self.capacity_factor =
+            (self.capacity_factor + self.x[CAP]).clamp(CAPACITY_RANGE.0, CAPACITY_RANGE.1);
+        self.x[CAP] = 0.0;
         self.keep_sane();
+        mask[CAP]
     }
 
     /// Keeps the state within physical limits and the covariance usable whatever the input.
@@ -674,6 +698,7 @@ impl AdaptiveEstimator {
                 B => 4.0 * prior_b,
                 E => 4.0 * THROUGHPUT_PRIOR,
                 HIGH => 4.0 * TABLE_BIAS_HIGH_PRIOR,
+                CAP => CAPACITY_RANGE.1 - CAPACITY_RANGE.0,
                 _ => 4.0 * TABLE_BIAS_LOW_PRIOR,
             };
             *x = if x.is_finite() {
@@ -738,48 +763,22 @@ impl AdaptiveEstimator {
         if let Some(bias) = h.get_mut(region) {
             *bias = 1.0;
         }
-        if region != HIGH {
-            self.learn_capacity(soc, region, r);
-        }
         let mut mask = [true; N];
+        // Only the deep knee, warm, is sure enough of "nearly empty" to teach the capacity.
+        mask[CAP] = region == LOW && self.temp_ddegc >= CAPACITY_MIN_TEMP_DDEGC;
         if variance(&self.p, region) > BIAS_LEARNED_SIGMA * BIAS_LEARNED_SIGMA {
             // Not learned yet: teach the table biases only.
             mask[S] = false;
             mask[B] = false;
             mask[E] = false;
+            mask[CAP] = false;
         }
-        self.update(h, soc, r, mask);
+        let capacity_taught = self.update(h, soc, r, mask);
         self.stats.knee_readings = self.stats.knee_readings.saturating_add(1);
+        if capacity_taught {
+            self.stats.capacity_readings = self.stats.capacity_readings.saturating_add(1);
+        }
         true
-    }
-
-    /// A low-knee reading after a deep discharge from full measures the usable capacity.
-    fn learn_capacity(&mut self, table_soc: f32, region: usize, r: f32) {
-        let Some(throughput) = self.since_full else {
-            return;
-        };
-        let soc = table_soc - self.x.get(region).copied().unwrap_or(0.0);
-        let drawn = (self.used_nas - self.clipped_nas) as f32 / self.capacity_nas().max(1.0);
-        if soc > CAPACITY_MAX_SOC
-            || drawn < CAPACITY_MIN_DEPTH
-            || self.temp_ddegc < CAPACITY_MIN_TEMP_DDEGC
-            || throughput > 2.0
-        {
-            return;
-        }
-        // Counted `drawn` of nominal at the present factor; truly `1 - soc` of the usable.
-        let measured = drawn * self.capacity_factor / (1.0 - soc);
-        let var_soc = self.p[S][S] + variance(&self.p, region) + r;
-        let sigma = sqrt(var_soc) / (1.0 - soc) * measured;
-        if !sigma.is_finite() || sigma >= CAPACITY_MAX_SIGMA {
-            return;
-        }
-        let k = self.capacity_var / (self.capacity_var + sigma * sigma);
-        self.capacity_factor = (self.capacity_factor + k * (measured - self.capacity_factor))
-            .clamp(CAPACITY_RANGE.0, CAPACITY_RANGE.1);
-        self.capacity_var *= 1.0 - k;
-        self.since_full = None;
-        self.stats.capacity_readings = self.stats.capacity_readings.saturating_add(1);
     }
 }
 
@@ -827,11 +826,9 @@ impl SocEstimator for AdaptiveEstimator {
         self.pending_k +=
             dt_ms / 1000.0 / HOUR_S / (self.capacity_mah as f32 * self.capacity_factor);
         self.pending_moved += moved;
+        self.pending_cap += used as f32 / (cap_nas * self.capacity_factor);
         if self.pending_ms >= PREDICT_MS {
             self.flush_prediction();
-        }
-        if let Some(throughput) = self.since_full.as_mut() {
-            *throughput += moved;
         }
 
         // Hysteresis follows the charge moved (Plett's one-state model, linearised per step).
@@ -876,7 +873,6 @@ impl SocEstimator for AdaptiveEstimator {
     fn anchor(&mut self, used_nas: i64, consumed_nas: i64, anchor: Anchor) {
         self.reset(used_nas, consumed_nas);
         self.clipped_nas = 0;
-        self.since_full = None;
         let sigma = match anchor {
             Anchor::Manual | Anchor::Restored => SET_SIGMA,
             Anchor::RestEstimate => REST_ESTIMATE_SIGMA,
@@ -895,7 +891,6 @@ impl SocEstimator for AdaptiveEstimator {
         self.used_nas = 0;
         self.consumed_nas = 0;
         self.clipped_nas = 0;
-        self.since_full = Some(0.0);
         // The voltage at a synchronisation is on the charge branch.
         self.hysteresis = 1.0;
     }
@@ -930,20 +925,23 @@ fn bias_state(soc: f32) -> Option<usize> {
 }
 
 /// The prior covariance: SoC and offset σ as given, the rest from the constants; the lower
-/// bins share [`TABLE_BIAS_LOW_PRIOR`].
+/// bins above the deep knee share [`TABLE_BIAS_LOW_PRIOR`].
 fn prior(soc_sigma: f32, offset_sigma: f32) -> Matrix {
     let shared = TABLE_BIAS_LOW_PRIOR * TABLE_BIAS_LOW_PRIOR;
     let own = TABLE_BIAS_BIN_PRIOR * TABLE_BIAS_BIN_PRIOR;
     let mut p = [[0.0; N]; N];
     for (r, row) in p.iter_mut().enumerate() {
         for (c, v) in row.iter_mut().enumerate() {
-            let low = (LOW..HIGH).contains(&r) && (LOW..HIGH).contains(&c);
+            let upper_bins = LOW + 1..HIGH;
+            let low = upper_bins.contains(&r) && upper_bins.contains(&c);
             *v = match (r == c, r) {
                 _ if low => shared + if r == c { own } else { 0.0 },
+                (true, LOW) => TABLE_BIAS_DEEP_PRIOR * TABLE_BIAS_DEEP_PRIOR,
                 (true, S) => soc_sigma * soc_sigma,
                 (true, B) => offset_sigma * offset_sigma,
                 (true, E) => THROUGHPUT_PRIOR * THROUGHPUT_PRIOR,
                 (true, HIGH) => TABLE_BIAS_HIGH_PRIOR * TABLE_BIAS_HIGH_PRIOR,
+                (true, CAP) => CAPACITY_PRIOR * CAPACITY_PRIOR,
                 _ => 0.0,
             };
         }
@@ -979,9 +977,9 @@ fn forget(p: &mut Matrix, i: usize, var: f32) {
 /// Covariance prediction for `SoC' = SoC + g · state` (the other states unchanged), plus the
 /// process noise `q` on the diagonal: `P' = F P Fᵀ + Q` with `F = I + e_S gᵀ`.
 fn predict(p: &mut Matrix, g: &Vector, q: &Vector) {
-    // Only the offset and throughput-error states couple into the SoC.
-    let (g_b, g_e) = (g[B], g[E]);
-    let pg = p.map(|row| row[B] * g_b + row[E] * g_e);
+    // Only the offset, throughput-error and capacity states couple into the SoC.
+    let (g_b, g_e, g_c) = (g[B], g[E], g[CAP]);
+    let pg = p.map(|row| row[B] * g_b + row[E] * g_e + row[CAP] * g_c);
     let gpg = dot(g, &pg);
     if let Some(row) = p.first_mut() {
         for (v, add) in row.iter_mut().zip(pg) {

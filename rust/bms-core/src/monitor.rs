@@ -855,14 +855,15 @@ impl<E: SocEstimator> Monitor<E> {
         &self.estimator
     }
 
-    /// 1-σ uncertainty of the SoC in permille, when the estimator tracks one.
+    /// 1-σ uncertainty of the SoC in permille (rounded), when the estimator tracks one.
     pub fn soc_uncertainty_permille(&self) -> Option<u16> {
         let capacity_nas = self.capacity_nas();
         if capacity_nas == 0 {
             return None;
         }
         let sigma_nas = i128::from(self.estimator.uncertainty_nas()?.max(0));
-        let permille = sigma_nas * 1000 / i128::from(capacity_nas);
+        let capacity = i128::from(capacity_nas);
+        let permille = (sigma_nas * 1000 + capacity / 2) / capacity;
         Some(permille.clamp(0, 1000) as u16)
     }
 

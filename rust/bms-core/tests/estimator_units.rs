@@ -1,0 +1,462 @@
+//! The adaptive SoC estimator (issue 7) piece by piece: offset learning, knee-reading gates,
+//! hysteresis, capacity learning, what it learns and restores, and that the monitor keeps its
+//! MON semantics with it.
+
+use bms_core::estimator::{AdaptiveEstimator, Estimator, EstimatorKind, Learned};
+use bms_core::monitor::{
+    Anchor, CellInput, CoulombCounter, Interval, Monitor, MonitorInput, SocEstimator, NAS_PER_MAH,
+};
+use bms_core::settings::Settings;
+use proptest::prelude::*;
+
+const CAPACITY_MAH: u32 = 100_000;
+const CAPACITY_NAS: i64 = CAPACITY_MAH as i64 * NAS_PER_MAH;
+const CELLS: u16 = 4;
+const MINUTE_S: u32 = 60;
+const HOUR_S: u32 = 3600;
+
+/// Feeds `est` one-second intervals of `ma` at `cell_mv` per cell and `temp_ddegc`.
+fn hold(est: &mut impl SocEstimator, seconds: u32, ma: i32, cell_mv: u16, temp_ddegc: i16) {
+    for _ in 0..seconds {
+        est.integrate(&Interval {
+            dt_ms: 1000,
+            start_ma: ma,
+            end_ma: ma,
+            bank_mv: u32::from(cell_mv) * u32::from(CELLS),
+            cells_in_series: CELLS,
+            capacity_mah: CAPACITY_MAH,
+            min_cell_mv: Some(cell_mv),
+            max_cell_mv: Some(cell_mv),
+            temp_ddegc: Some(temp_ddegc),
+        });
+    }
+}
+
+fn soc_pct(est: &impl SocEstimator) -> f64 {
+    100.0 * (1.0 - est.used_nas() as f64 / CAPACITY_NAS as f64)
+}
+
+fn used_for(soc_pct: f64) -> i64 {
+    ((100.0 - soc_pct) / 100.0 * CAPACITY_NAS as f64) as i64
+}
+
+/// An adaptive estimator that has seen the bank and was set to `soc_pct` by hand.
+fn adaptive_at(soc_pct: f64) -> AdaptiveEstimator {
+    let mut est = AdaptiveEstimator::default();
+    hold(&mut est, 1, 0, 3265, 250);
+    est.anchor(used_for(soc_pct), used_for(soc_pct), Anchor::Manual);
+    est
+}
+
+/// A battery held by its charger at a float voltage carries about no current, so what the
+/// sensor reads there is its offset.
+#[test]
+fn offset_is_learned_from_a_floated_battery() {
+    let mut est = adaptive_at(99.0);
+    // The sensor reads +50 mA while nothing flows; 3.375 V per cell is a float voltage.
+    hold(&mut est, 50 * MINUTE_S, 50, 3375, 250);
+    assert_eq!(
+        est.corrections().float_readings,
+        0,
+        "an hour of float first"
+    );
+    hold(&mut est, 20 * MINUTE_S, 50, 3375, 250);
+    assert_eq!(est.corrections().float_readings, 1);
+    let learned = est.learned();
+    assert!(
+        (30.0..=55.0).contains(&learned.offset_ma.0),
+        "offset {learned:?}"
+    );
+    assert!(
+        learned.offset_ma.1 < 30.0,
+        "offset σ {:?}",
+        learned.offset_ma
+    );
+}
+
+/// A battery resting while the charger holds a voltage that is not a float voltage (here
+/// absorption), or resting in the plateau, is not taken as floated.
+#[test]
+fn offset_is_not_learned_at_absorption_or_in_the_plateau() {
+    for cell_mv in [3550, 3265] {
+        let mut est = adaptive_at(80.0);
+        hold(&mut est, 3 * HOUR_S, 50, cell_mv, 250);
+        assert_eq!(est.corrections().float_readings, 0, "{cell_mv} mV");
+    }
+    let mut est = adaptive_at(80.0);
+    hold(&mut est, 3 * HOUR_S, 50, 3265, 250);
+    assert_eq!(est.offset_ma(), 0.0);
+}
+
+/// Synchronisations measure what the count gained since the last one; the offset learned from
+/// them shrinks the drift between synchronisations.
+#[test]
+fn offset_is_learned_from_synchronisations_and_drift_shrinks() {
+    let mut adaptive = adaptive_at(100.0);
+    let mut plain = CoulombCounter::default();
+    let mut drift = Vec::new();
+    for _day in 0..6 {
+        // A day resting on the plateau: nothing flows, the sensor reads +80 mA.
+        hold(&mut adaptive, 20 * HOUR_S, 80, 3280, 250);
+        hold(&mut plain, 20 * HOUR_S, 80, 3280, 250);
+        drift.push((soc_pct(&adaptive) - 100.0, soc_pct(&plain) - 100.0));
+        adaptive.synchronised();
+        plain.synchronised();
+        assert_eq!(adaptive.used_nas(), 0, "MON-2: exactly full");
+        assert_eq!(adaptive.consumed_nas(), 0);
+    }
+    let (first_adaptive, first_plain) = drift[0];
+    let (last_adaptive, last_plain) = drift[5];
+    assert!(first_adaptive > 1.0 && (first_adaptive - first_plain).abs() < 0.01);
+    assert!(
+        (last_plain - first_plain).abs() < 0.01,
+        "plain never learns"
+    );
+    assert!(
+        last_adaptive.abs() < first_plain.abs() / 3.0,
+        "drift per day {drift:?}"
+    );
+    assert!(
+        (50.0..=100.0).contains(&adaptive.offset_ma()),
+        "offset {}",
+        adaptive.offset_ma()
+    );
+    assert_eq!(adaptive.corrections().syncs, 6);
+}
+
+/// Knee gating: in the plateau a rested voltage corrects nothing, however long the rest.
+#[test]
+fn no_knee_correction_in_the_plateau() {
+    let mut est = adaptive_at(80.0);
+    let before = est.used_nas();
+    // 3.265 V is 50 % on the table, 30 points from the count, but the plateau is flat.
+    hold(&mut est, 6 * HOUR_S, 0, 3265, 250);
+    assert_eq!(est.corrections().knee_readings, 0);
+    assert_eq!(est.used_nas(), before);
+}
+
+/// Knee gating: near full a rested voltage corrects the SoC, but only after the rest.
+#[test]
+fn no_knee_correction_before_the_cell_has_rested() {
+    let mut est = adaptive_at(90.0);
+    // 3.35 V per cell at rest is about 97 % on the table.
+    hold(&mut est, 25 * MINUTE_S, 0, 3350, 250);
+    assert_eq!(est.corrections().knee_readings, 0, "25 min is not rested");
+    // Load interrupts the rest: the rest time starts over.
+    hold(&mut est, 60, -5000, 3350, 250);
+    hold(&mut est, 25 * MINUTE_S, 0, 3350, 250);
+    assert_eq!(est.corrections().knee_readings, 0, "the rest started over");
+    let before = soc_pct(&est);
+    hold(&mut est, 15 * MINUTE_S, 0, 3350, 250);
+    assert_eq!(est.corrections().knee_readings, 1);
+    let after = soc_pct(&est);
+    assert!(after > before + 3.0, "{before:.2} -> {after:.2}");
+    assert!(after < 99.0, "{after:.2}");
+}
+
+/// Knee gating: the cold slows relaxation, so the rest needed grows.
+#[test]
+fn cold_cells_need_a_longer_rest() {
+    let mut est = adaptive_at(90.0);
+    hold(&mut est, 90 * MINUTE_S, 0, 3350, 20);
+    assert_eq!(
+        est.corrections().knee_readings,
+        0,
+        "2 °C: 90 min is not enough"
+    );
+    hold(&mut est, 40 * MINUTE_S, 0, 3350, 20);
+    assert_eq!(est.corrections().knee_readings, 1);
+}
+
+/// Knee gating: a voltage still moving (relaxing) is not read.
+#[test]
+fn relaxing_voltage_is_not_read() {
+    let mut est = adaptive_at(90.0);
+    for step in 0..30u16 {
+        // Falling 1 mV a minute, as after a charge.
+        hold(&mut est, MINUTE_S * 4, 0, 3400 - step * 4, 250);
+    }
+    assert_eq!(est.corrections().knee_readings, 0);
+}
+
+/// Hysteresis: the same rested voltage means less charge after charging (charge branch) than
+/// after discharging.
+#[test]
+fn hysteresis_is_taken_into_account() {
+    let mut charged = adaptive_at(80.0);
+    hold(&mut charged, 30 * MINUTE_S, 20_000, 3400, 250);
+    let mut discharged = adaptive_at(100.0);
+    hold(&mut discharged, 30 * MINUTE_S, -20_000, 3300, 250);
+    assert!(charged.hysteresis() > 0.9 && discharged.hysteresis() < -0.9);
+    for est in [&mut charged, &mut discharged] {
+        est.anchor(used_for(92.0), used_for(92.0), Anchor::Manual);
+        hold(est, HOUR_S, 0, 3340, 250);
+        assert_eq!(est.corrections().knee_readings, 1);
+    }
+    let (c, d) = (soc_pct(&charged), soc_pct(&discharged));
+    assert!(c + 0.5 < d, "charged {c:.2} discharged {d:.2}");
+}
+
+/// Capacity learning: full (a synchronisation), a deep discharge, a rested reading in the deep
+/// knee: the battery holds less than its nominal capacity, and the count scales by it. With
+/// every reading at the same depth, a smaller capacity and a deep-knee table bias explain the
+/// reading equally well; the priors split it (capacity 5 %, bias 3 %), so the learned capacity
+/// lands between nominal and true.
+#[test]
+fn capacity_is_learned_between_full_and_a_deep_discharge() {
+    let mut est = adaptive_at(100.0);
+    let mut seen = Vec::new();
+    for cycle in 0..3 {
+        est.synchronised();
+        // The battery really holds 90 Ah: after 86 Ah it has 4.4 % left, 3.098 V rested on
+        // the table's discharge branch; the count at nominal 100 Ah says 14 %.
+        hold(&mut est, 43 * MINUTE_S * 6, -20_000, 3200, 250);
+        let counted = soc_pct(&est);
+        hold(&mut est, HOUR_S, 0, 3098, 250);
+        assert_eq!(est.corrections().capacity_readings, cycle + 1);
+        seen.push((counted, soc_pct(&est), est.capacity_factor()));
+        hold(&mut est, 43 * MINUTE_S * 6, 20_000, 3300, 250);
+    }
+    let (first_counted, first_after, first_factor) = seen[0];
+    assert!((first_counted - 14.0).abs() < 0.2, "{seen:?}");
+    assert!(first_after < 9.0, "the reading corrects the SoC: {seen:?}");
+    assert!(first_factor < 0.96, "{seen:?}");
+    let (last_counted, last_after, factor) = seen[2];
+    assert!(
+        last_counted < first_counted - 4.0,
+        "counts against the learned capacity"
+    );
+    assert!((last_after - 4.4).abs() < 4.0, "{seen:?}");
+    assert!((0.9..0.95).contains(&factor), "{seen:?}");
+    // A fresh cycle counts against the learned capacity.
+    est.synchronised();
+    hold(&mut est, HOUR_S, -45_000, 3250, 250);
+    let expected = 100.0 - 45.0 / f64::from(factor);
+    assert!(
+        (soc_pct(&est) - expected).abs() < 0.5,
+        "{} expected {expected}",
+        soc_pct(&est)
+    );
+}
+
+/// No capacity learning in the cold, or from a reading the count cannot explain (30 Ah from
+/// full and a deep-knee voltage is a fault or another cell, not a small battery).
+#[test]
+fn capacity_is_not_learned_cold_or_from_an_outlier() {
+    let mut est = adaptive_at(100.0);
+    est.synchronised();
+    hold(&mut est, 43 * MINUTE_S * 6, -20_000, 3200, 50);
+    hold(&mut est, 3 * HOUR_S, 0, 3098, 50);
+    assert_eq!(est.corrections().knee_readings, 1);
+    assert_eq!(est.corrections().capacity_readings, 0);
+    assert_eq!(est.capacity_factor(), 1.0);
+
+    let mut est = adaptive_at(100.0);
+    est.synchronised();
+    hold(&mut est, 90 * MINUTE_S, -20_000, 3250, 250);
+    hold(&mut est, HOUR_S, 0, 3098, 250);
+    assert_eq!(est.corrections().knee_readings, 1);
+    assert_eq!(est.corrections().capacity_readings, 0);
+    assert_eq!(est.capacity_factor(), 1.0);
+    assert_eq!(est.offset_ma(), 0.0, "an outlier teaches no offset");
+}
+
+/// What was learned can be persisted and restored; a damaged record is ignored.
+#[test]
+fn learned_values_survive_a_restore_and_garbage_is_ignored() {
+    let mut est = adaptive_at(99.0);
+    hold(&mut est, 90 * MINUTE_S, 50, 3375, 250);
+    let learned = est.learned();
+    let mut restored = AdaptiveEstimator::default();
+    restored.restore_learned(&learned);
+    assert_eq!(restored.learned(), learned);
+
+    let mut fresh = AdaptiveEstimator::default();
+    let before = fresh.learned();
+    for bad in [
+        Learned {
+            offset_ma: (f32::NAN, 1.0),
+            ..learned
+        },
+        Learned {
+            capacity_factor: (3.0, 0.01),
+            ..learned
+        },
+        Learned {
+            capacity_mah: 0,
+            ..learned
+        },
+        Learned {
+            offset_ma: (1.0e9, 1.0),
+            ..learned
+        },
+    ] {
+        fresh.restore_learned(&bad);
+        assert_eq!(fresh.learned(), before, "{bad:?}");
+    }
+}
+
+/// The product default is the adaptive estimator; [`Monitor::new`] keeps plain counting.
+#[test]
+fn adaptive_is_the_product_default_and_plain_stays_selectable() {
+    assert_eq!(EstimatorKind::default(), EstimatorKind::Adaptive);
+    assert_eq!(
+        Estimator::new(EstimatorKind::Plain).kind(),
+        EstimatorKind::Plain
+    );
+    assert_eq!(Monitor::new(None).estimator().kind(), EstimatorKind::Plain);
+    assert_eq!(
+        Monitor::with_kind(EstimatorKind::Adaptive, None)
+            .estimator()
+            .kind(),
+        EstimatorKind::Adaptive
+    );
+}
+
+/// Drives a monitor tick by tick as `Bms::step` does.
+struct Rig {
+    monitor: Monitor,
+    settings: Settings,
+    now_ms: u64,
+}
+
+impl Rig {
+    fn new(kind: EstimatorKind) -> Self {
+        Rig {
+            monitor: Monitor::with_kind(kind, None),
+            settings: Settings::default(),
+            now_ms: 0,
+        }
+    }
+
+    fn run(
+        &mut self,
+        seconds: u64,
+        bank_mv: u32,
+        bank_ma: i32,
+    ) -> bms_core::monitor::MonitorStatus {
+        let input = MonitorInput {
+            bank_mv,
+            bank_ma,
+            capacity_mah: CAPACITY_MAH,
+            cells_in_series: CELLS,
+        };
+        let cells = CellInput {
+            min_temp_ddegc: Some(250),
+            max_temp_ddegc: Some(250),
+            ..CellInput::default()
+        };
+        let mut status = self
+            .monitor
+            .update_with(self.now_ms, &input, &cells, &self.settings);
+        for _ in 0..seconds * 10 {
+            self.now_ms += 100;
+            status = self
+                .monitor
+                .update_with(self.now_ms, &input, &cells, &self.settings);
+        }
+        status
+    }
+}
+
+/// MON-7: with the adaptive estimator the SoC stays unknown until set or synchronised, and
+/// no uncertainty is reported for an unknown SoC.
+#[test]
+fn mon_7_adaptive_soc_unknown_until_set() {
+    let mut rig = Rig::new(EstimatorKind::Adaptive);
+    let status = rig.run(600, 13_100, -2_000);
+    assert_eq!(status.soc_permille, None);
+    assert_eq!(status.soc_uncertainty_permille, None);
+    assert_eq!(rig.monitor.soc_permille(), None);
+}
+
+/// MON-4: with the adaptive estimator a manual set and a manual synchronisation are exact,
+/// and the uncertainty is reported with the SoC (plain counting reports none).
+#[test]
+fn mon_4_adaptive_manual_set_is_exact() {
+    let mut rig = Rig::new(EstimatorKind::Adaptive);
+    let _ = rig.run(1, 13_100, 0);
+    rig.monitor.set_soc(rig.now_ms, 437).unwrap();
+    assert_eq!(rig.monitor.soc_permille(), Some(437));
+    assert_eq!(rig.monitor.status().soc_uncertainty_permille, Some(20));
+    rig.monitor.synchronise(rig.now_ms).unwrap();
+    assert_eq!(rig.monitor.soc_permille(), Some(1000));
+    assert_eq!(rig.monitor.consumed_mah(), 0);
+
+    let mut plain = Rig::new(EstimatorKind::Plain);
+    let _ = plain.run(1, 13_100, 0);
+    plain.monitor.set_soc(plain.now_ms, 437).unwrap();
+    assert_eq!(plain.monitor.soc_uncertainty_permille(), None);
+}
+
+/// MON-2: with the adaptive estimator the automatic synchronisation still sets exactly 100 %
+/// and consumed 0, however far the count was off.
+#[test]
+fn mon_2_adaptive_synchronises_to_exactly_100() {
+    let mut rig = Rig::new(EstimatorKind::Adaptive);
+    let _ = rig.run(1, 13_100, 0);
+    rig.monitor.set_soc(rig.now_ms, 600).unwrap();
+    // Charged voltage (14.0 V) with 2 A (below the 4 A tail) for the 3 min detection time.
+    let mut synchronised = false;
+    for _ in 0..200 {
+        let status = rig.run(1, 14_200, 2_000);
+        synchronised |= status.synchronised;
+    }
+    assert!(synchronised);
+    assert_eq!(rig.monitor.soc_permille(), Some(1000));
+    assert_eq!(rig.monitor.consumed_mah(), 0);
+    let sigma = rig.monitor.status().soc_uncertainty_permille.unwrap();
+    assert!(sigma <= 15, "σ after a synchronisation {sigma} permille");
+}
+
+proptest! {
+    #![proptest_config(ProptestConfig::with_cases(64))]
+
+    /// Whatever the input, the adaptive monitor does not panic, keeps the SoC in range and
+    /// reports a finite uncertainty within 0..=100 %.
+    #[test]
+    fn adaptive_monitor_survives_any_input(
+        steps in proptest::collection::vec(
+            (
+                0u64..200_000,
+                any::<i32>(),
+                prop_oneof![3 => 12_000u32..15_000, 1 => any::<u32>()],
+                prop_oneof![3 => Just(100_000u32), 1 => any::<u32>()],
+                prop_oneof![3 => Just(4u16), 1 => any::<u16>()],
+                any::<i16>(),
+                0u8..4,
+            ),
+            1..200,
+        )
+    ) {
+        let mut monitor = Monitor::with_kind(EstimatorKind::Adaptive, None);
+        let settings = Settings::default();
+        let mut now_ms = 0u64;
+        for (dt_ms, bank_ma, bank_mv, capacity_mah, cells_in_series, temp, action) in steps {
+            now_ms = now_ms.saturating_add(dt_ms);
+            let input = MonitorInput { bank_mv, bank_ma, capacity_mah, cells_in_series };
+            let cells = CellInput {
+                min_temp_ddegc: Some(temp),
+                max_temp_ddegc: Some(temp),
+                ..CellInput::default()
+            };
+            let status = monitor.update_with(now_ms, &input, &cells, &settings);
+            if let Some(soc) = status.soc_permille {
+                prop_assert!(soc <= 1000);
+            }
+            if let Some(sigma) = status.soc_uncertainty_permille {
+                prop_assert!(sigma <= 1000);
+            }
+            match action {
+                0 => { let _ = monitor.set_soc(now_ms, 500); }
+                1 => { let _ = monitor.synchronise(now_ms); }
+                _ => {}
+            }
+        }
+        if let Some(a) = monitor.estimator().adaptive() {
+            let learned = a.learned();
+            prop_assert!(learned.offset_ma.0.is_finite() && learned.offset_ma.1.is_finite());
+            prop_assert!(a.soc_sigma().is_finite());
+        }
+    }
+}

@@ -53,7 +53,11 @@ impl fmt::Display for BenchResult {
 /// even, for 24 V banks of 4 and more), a cycling load and a mains charger in the evening, so
 /// the core sees discharge, charge and synchronisation.
 pub fn scenario_text(batteries: usize, simulated: Duration) -> String {
-    let (series, parallel) = if batteries >= 4 && batteries % 2 == 0 { (2, batteries / 2) } else { (1, batteries) };
+    let (series, parallel) = if batteries >= 4 && batteries % 2 == 0 {
+        (2, batteries / 2)
+    } else {
+        (1, batteries)
+    };
     format!(
         r#"
 name = "bench {batteries} batteries"
@@ -92,7 +96,10 @@ pub fn measure(batteries: usize, simulated: Duration) -> BenchResult {
         Ok(s) => s,
         Err(e) => unreachable!("bench scenario: {e}"),
     };
-    let options = RunOptions { no_samples: true, ..RunOptions::default() };
+    let options = RunOptions {
+        no_samples: true,
+        ..RunOptions::default()
+    };
     let start = Instant::now();
     let cpu_start = cpu_time::ThreadTime::now();
     let Ok(mut engine) = Engine::new(&sc, &options) else {
@@ -116,7 +123,11 @@ mod tests {
     #[test]
     fn bench_scenarios_parse_for_every_size() {
         for n in [1, 4, 16, 50, 7] {
-            let sc = scenario::parse(Path::new("bench"), &scenario_text(n, Duration::from_secs(60))).unwrap();
+            let sc = scenario::parse(
+                Path::new("bench"),
+                &scenario_text(n, Duration::from_secs(60)),
+            )
+            .unwrap();
             assert_eq!(sc.bank.series * sc.bank.parallel, n);
         }
     }

@@ -3,6 +3,7 @@
 //! chargers. It never sleeps: it jumps to the earliest of the core's deadline, the next bus
 //! report, the next scenario event and the next timeline sample (style.md §5).
 
+use crate::file_storage::FileStorage;
 use crate::plant::{Bank, BankSpec, Spread, Thevenin};
 use crate::scenario::{in_hours, Action, ChargerConfig, ChargerKind, LoadConfig, Scenario, Via};
 use crate::sensors::{supply_mv, BatterySensor};
@@ -10,9 +11,8 @@ use bms_core::bms::{Bms, Config, Decisions, DfuEvent, Event, Inputs, Output};
 use bms_core::bus::{encode_report, FrameDecoder, MAX_FRAME_LEN, REPORT_PERIOD_MS};
 use bms_core::codes::{ActiveCodes, Severity};
 use bms_core::monitor::{SocKnowledge, SocState};
-use bms_core::storage::{MemStorage, Persistence, RecordKind, Storage};
-use crate::file_storage::FileStorage;
 use bms_core::protection::Reasons;
+use bms_core::storage::{MemStorage, Persistence, RecordKind, Storage};
 use rand::{Rng, SeedableRng};
 use rand_chacha::ChaCha8Rng;
 use std::time::Duration;
@@ -111,7 +111,11 @@ pub enum What {
 impl std::fmt::Display for What {
     fn fmt(&self, f: &mut std::fmt::Formatter<'_>) -> std::fmt::Result {
         match self {
-            What::Output { output, high, reasons } => {
+            What::Output {
+                output,
+                high,
+                reasons,
+            } => {
                 let name = match output {
                     Output::Atd => "ATD",
                     Output::Atc => "ATC",
@@ -129,8 +133,12 @@ impl std::fmt::Display for What {
                     write!(f, "{name} {state} ({reasons})")
                 }
             }
-            What::CodeRaised(c) => write!(f, "{} raised: {}", severity_name(c.severity()), c.name()),
-            What::CodeCleared(c) => write!(f, "{} cleared: {}", severity_name(c.severity()), c.name()),
+            What::CodeRaised(c) => {
+                write!(f, "{} raised: {}", severity_name(c.severity()), c.name())
+            }
+            What::CodeCleared(c) => {
+                write!(f, "{} cleared: {}", severity_name(c.severity()), c.name())
+            }
             What::Scenario(s) => write!(f, "scenario: {s}"),
             What::Bms(s) => write!(f, "bms: {s}"),
             What::Plant(s) => write!(f, "plant: {s}"),
@@ -198,7 +206,9 @@ impl RunResult {
         self.events
             .iter()
             .filter_map(|e| match e.what {
-                What::Output { output: o, high: h, .. } if o == output && h == high => Some(e.t_ms),
+                What::Output {
+                    output: o, high: h, ..
+                } if o == output && h == high => Some(e.t_ms),
                 _ => None,
             })
             .collect()
@@ -308,7 +318,8 @@ impl<'a> Engine<'a> {
         let cloud_factor = (0..days).map(|_| rng.gen_range(0.0..1.0)).collect();
         let mut store: Box<dyn Storage> = match &options.state_dir {
             Some(dir) => Box::new(
-                FileStorage::open(dir).map_err(|e| format!("{}: cannot open state: {e}", dir.display()))?,
+                FileStorage::open(dir)
+                    .map_err(|e| format!("{}: cannot open state: {e}", dir.display()))?,
             ),
             None => Box::new(MemStorage::new()),
         };
@@ -330,9 +341,18 @@ impl<'a> Engine<'a> {
         let chargers = scenario
             .chargers
             .iter()
-            .map(|c| ChargerState { stage: Stage::Bulk, enabled: c.enabled, off_since_ms: None, output_a: 0.0 })
+            .map(|c| ChargerState {
+                stage: Stage::Bulk,
+                enabled: c.enabled,
+                off_since_ms: None,
+                output_a: 0.0,
+            })
             .collect();
-        let loads = scenario.loads.iter().map(|l| LoadState { enabled: l.enabled }).collect();
+        let loads = scenario
+            .loads
+            .iter()
+            .map(|l| LoadState { enabled: l.enabled })
+            .collect();
         let mut engine = Engine {
             scenario,
             bms,
@@ -362,7 +382,11 @@ impl<'a> Engine<'a> {
             last_bank_a: 0.0,
             samples: Vec::new(),
             events: Vec::new(),
-            totals: Totals { cell_min_v: f64::MAX, cell_max_v: f64::MIN, ..Totals::default() },
+            totals: Totals {
+                cell_min_v: f64::MAX,
+                cell_max_v: f64::MIN,
+                ..Totals::default()
+            },
             undervolt: false,
             overvolt: false,
             soc_err_sum: 0.0,
@@ -438,7 +462,11 @@ impl<'a> Engine<'a> {
         if let Some(soc) = core_soc_pct(&self.bms) {
             self.totals.soc_error_final_pct = Some(soc - self.bank.soc_pct());
         }
-        RunResult { samples: self.samples, events: self.events, totals: self.totals }
+        RunResult {
+            samples: self.samples,
+            events: self.events,
+            totals: self.totals,
+        }
     }
 
     /// The BMS (for tests and the summary).
@@ -446,8 +474,16 @@ impl<'a> Engine<'a> {
         &self.bms
     }
 
+    /// The simulated bank (for tests).
+    pub fn bank(&self) -> &Bank {
+        &self.bank
+    }
+
     fn log(&mut self, what: What) {
-        self.events.push(LoggedEvent { t_ms: self.now_ms, what });
+        self.events.push(LoggedEvent {
+            t_ms: self.now_ms,
+            what,
+        });
     }
 
     fn advance_plant(&mut self, to_ms: u64) {
@@ -492,7 +528,14 @@ impl<'a> Engine<'a> {
         let mut charge_a = 0.0;
         let now_ms = self.now_ms;
         for (i, cfg) in self.scenario.chargers.iter().enumerate() {
-            let available = charger_available_a(cfg, t_s, self.cloud_factor.get((t_s / 86_400.0) as usize).copied().unwrap_or(0.0));
+            let available = charger_available_a(
+                cfg,
+                t_s,
+                self.cloud_factor
+                    .get((t_s / 86_400.0) as usize)
+                    .copied()
+                    .unwrap_or(0.0),
+            );
             let state = &mut self.chargers[i];
             let on = state.enabled && (cfg.via == Via::Direct || atc) && available > 0.0;
             if !on {
@@ -516,7 +559,8 @@ impl<'a> Engine<'a> {
             state.stage = match state.stage {
                 Stage::Bulk if cv_limited => Stage::Absorption { since_ms: now_ms },
                 Stage::Absorption { since_ms }
-                    if now_ms.saturating_sub(since_ms) >= cfg.absorption_time.as_millis() as u64
+                    if now_ms.saturating_sub(since_ms)
+                        >= cfg.absorption_time.as_millis() as u64
                         || (cv_limited && out < 0.02 * cfg.max_a.max(1.0)) =>
                 {
                     Stage::Float
@@ -609,7 +653,10 @@ impl<'a> Engine<'a> {
 
     fn slow_step(&mut self) {
         let dt_s = (self.now_ms + SLOW_STEP_MS - self.next_slow_ms) as f64 / 1000.0;
-        let ambient = self.scenario.temperature.ambient_c(self.now_ms as f64 / 1000.0);
+        let ambient = self
+            .scenario
+            .temperature
+            .ambient_c(self.now_ms as f64 / 1000.0);
         self.bank.settle();
         let (lo, hi) = self.bank.slow_step(ambient, dt_s);
         self.next_slow_ms = self.now_ms + SLOW_STEP_MS;
@@ -623,12 +670,20 @@ impl<'a> Engine<'a> {
         }
         if (lo < 2.5) != self.undervolt {
             self.undervolt = lo < 2.5;
-            let text = if self.undervolt { "a cell is below 2.5 V" } else { "all cells back above 2.5 V" };
+            let text = if self.undervolt {
+                "a cell is below 2.5 V"
+            } else {
+                "all cells back above 2.5 V"
+            };
             self.log(What::Plant(text.into()));
         }
         if (hi > 3.8) != self.overvolt {
             self.overvolt = hi > 3.8;
-            let text = if self.overvolt { "a cell is above 3.8 V" } else { "all cells back below 3.8 V" };
+            let text = if self.overvolt {
+                "a cell is above 3.8 V"
+            } else {
+                "all cells back below 3.8 V"
+            };
             self.log(What::Plant(text.into()));
         }
     }
@@ -651,7 +706,9 @@ impl<'a> Engine<'a> {
                 &mut self.rng,
             );
             // The frame buffer has MAX_FRAME_LEN bytes, which always fits a report.
-            let Ok(len) = encode_report(&report, &mut self.frame) else { continue };
+            let Ok(len) = encode_report(&report, &mut self.frame) else {
+                continue;
+            };
             let now = self.now_ms;
             let bms = &mut self.bms;
             // A refused report is counted by the core and shows in its codes.
@@ -675,16 +732,31 @@ impl<'a> Engine<'a> {
         self.totals.ticks += 1;
         for e in &decisions.events {
             let what = match *e {
-                Event::OutputChanged { output, high, reasons } => What::Output { output, high, reasons },
+                Event::OutputChanged {
+                    output,
+                    high,
+                    reasons,
+                } => What::Output {
+                    output,
+                    high,
+                    reasons,
+                },
                 Event::CodeRaised(c) => What::CodeRaised(c),
                 Event::CodeCleared(c) => What::CodeCleared(c),
             };
-            self.events.push(LoggedEvent { t_ms: self.now_ms, what });
+            self.events.push(LoggedEvent {
+                t_ms: self.now_ms,
+                what,
+            });
         }
         // The firmware persists after every step; here the due flags and a once-a-second poll
         // (for records only the store's bookkeeping knows about) do the same work for less.
         let persist = decisions.persist;
-        if persist.soc || persist.history || persist.nonce.is_some() || self.now_ms >= self.next_persist_ms {
+        if persist.soc
+            || persist.history
+            || persist.nonce.is_some()
+            || self.now_ms >= self.next_persist_ms
+        {
             self.persist();
             self.next_persist_ms = self.now_ms + 1_000;
         }
@@ -703,7 +775,9 @@ impl<'a> Engine<'a> {
     /// Writes what the core asks to persist (and whatever the store lacks), as the firmware
     /// does after a step.
     fn persist(&mut self) {
-        let report = self.bms.persist(self.now_ms, &mut self.persistence, self.store.as_mut());
+        let report = self
+            .bms
+            .persist(self.now_ms, &mut self.persistence, self.store.as_mut());
         if report.any_failed() {
             self.log(What::Bms("a record could not be written".into()));
         }
@@ -744,7 +818,9 @@ impl<'a> Engine<'a> {
 }
 
 fn load_active(cfg: &LoadConfig, t_s: f64) -> bool {
-    if cfg.start.is_some_and(|s| t_s < s.as_secs_f64()) || cfg.stop.is_some_and(|s| t_s >= s.as_secs_f64()) {
+    if cfg.start.is_some_and(|s| t_s < s.as_secs_f64())
+        || cfg.stop.is_some_and(|s| t_s >= s.as_secs_f64())
+    {
         return false;
     }
     if !in_hours(&cfg.hours, t_s) {
@@ -761,7 +837,9 @@ fn load_active(cfg: &LoadConfig, t_s: f64) -> bool {
 
 /// What the charger could deliver now (before voltage limiting), amperes.
 fn charger_available_a(cfg: &ChargerConfig, t_s: f64, cloud_draw: f64) -> f64 {
-    if cfg.start.is_some_and(|s| t_s < s.as_secs_f64()) || cfg.stop.is_some_and(|s| t_s >= s.as_secs_f64()) {
+    if cfg.start.is_some_and(|s| t_s < s.as_secs_f64())
+        || cfg.stop.is_some_and(|s| t_s >= s.as_secs_f64())
+    {
         return 0.0;
     }
     match cfg.kind {
@@ -788,7 +866,11 @@ fn charger_available_a(cfg: &ChargerConfig, t_s: f64, cloud_draw: f64) -> f64 {
 /// ones (and persisted at the first step when they differ); its initial SoC applies only when
 /// the store holds no SoC record. `first` is the start of the run (a later start is a
 /// `reboot` event). Returns a note for the log about what was restored.
-fn boot(scenario: &Scenario, store: &mut dyn Storage, first: bool) -> (Persistence, Bms, Option<String>) {
+fn boot(
+    scenario: &Scenario,
+    store: &mut dyn Storage,
+    first: bool,
+) -> (Persistence, Bms, Option<String>) {
     let (persistence, restored) = Persistence::restore(store);
     let fresh = core_config(scenario);
     // A fixed key and nonce keep runs reproducible where the device draws random ones.
@@ -802,12 +884,23 @@ fn boot(scenario: &Scenario, store: &mut dyn Storage, first: bool) -> (Persisten
     }
     let faults: Vec<String> = RecordKind::ALL
         .iter()
-        .filter_map(|&kind| restored.fault(kind).map(|err| format!("{}: {err}", kind.name())))
+        .filter_map(|&kind| {
+            restored
+                .fault(kind)
+                .map(|err| format!("{}: {err}", kind.name()))
+        })
         .collect();
     let note = if restored.first_boot() {
         (!first).then(|| "rebooted with an empty store".to_string())
     } else if faults.is_empty() {
-        Some(if first { "restored the stored records" } else { "rebooted; records restored" }.to_string())
+        Some(
+            if first {
+                "restored the stored records"
+            } else {
+                "rebooted; records restored"
+            }
+            .to_string(),
+        )
     } else {
         Some(format!("records not restored: {}", faults.join(", ")))
     };
@@ -818,13 +911,24 @@ fn boot(scenario: &Scenario, store: &mut dyn Storage, first: bool) -> (Persisten
 /// loaded), as on a first boot.
 pub fn core_config(scenario: &Scenario) -> Config {
     let settings = scenario.bms.settings().to_settings().unwrap_or_default();
-    let mut config = Config { settings, ..Config::default() };
-    if let Some(key) = scenario.bms.device_key.as_deref().and_then(crate::scenario::parse_key) {
+    let mut config = Config {
+        settings,
+        ..Config::default()
+    };
+    if let Some(key) = scenario
+        .bms
+        .device_key
+        .as_deref()
+        .and_then(crate::scenario::parse_key)
+    {
         config.device_key = key;
     }
     let b = &scenario.bank;
     let capacity_ah = b.capacity_ah * b.parallel as f64;
-    config.restored_soc = scenario.bms.initial_soc_pct.map(|pct| restored_soc(pct, capacity_ah));
+    config.restored_soc = scenario
+        .bms
+        .initial_soc_pct
+        .map(|pct| restored_soc(pct, capacity_ah));
     config
 }
 
@@ -845,12 +949,15 @@ pub fn restored_soc(soc_pct: f64, capacity_ah: f64) -> SocState {
 
 /// The BMS's SoC in percent, `None` while unknown (MON-7: an estimate is not a SoC).
 pub fn core_soc_pct(bms: &Bms) -> Option<f64> {
-    bms.monitor_status().soc_permille.map(|p| f64::from(p) / 10.0)
+    bms.monitor_status()
+        .soc_permille
+        .map(|p| f64::from(p) / 10.0)
 }
 
 /// MON-4: set the SoC by hand.
 fn core_set_soc(bms: &mut Bms, now_ms: u64, pct: f64) -> Result<(), String> {
-    bms.set_soc(now_ms, (pct * 10.0).round() as u16).map_err(|e| e.to_string())
+    bms.set_soc(now_ms, (pct * 10.0).round() as u16)
+        .map_err(|e| e.to_string())
 }
 
 /// MON-4: synchronise to 100 % by hand.

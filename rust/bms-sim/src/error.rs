@@ -61,7 +61,10 @@ mod tests {
     #[test]
     fn display_names_file_line_and_field_on_one_line() {
         let e = InputError::at(Path::new("in.csv"), 3, "t_s", "not a number: \"x\"\nmore");
-        assert_eq!(e.to_string(), "in.csv line 3 field `t_s`: not a number: \"x\" more");
+        assert_eq!(
+            e.to_string(),
+            "in.csv line 3 field `t_s`: not a number: \"x\" more"
+        );
         let e = InputError::file(Path::new("gone.toml"), "cannot read: no such file");
         assert_eq!(e.to_string(), "gone.toml: cannot read: no such file");
     }

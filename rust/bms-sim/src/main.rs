@@ -8,7 +8,11 @@ use std::process::ExitCode;
 use std::time::Duration;
 
 #[derive(Parser)]
-#[command(name = "bms-sim", version, about = "OpenBMS simulator: the BMS core against a simulated LiFePO4 bank")]
+#[command(
+    name = "bms-sim",
+    version,
+    about = "OpenBMS simulator: the BMS core against a simulated LiFePO4 bank"
+)]
 struct Cli {
     #[command(subcommand)]
     command: Command,
@@ -52,9 +56,14 @@ enum Command {
 fn main() -> ExitCode {
     let cli = Cli::parse();
     match cli.command {
-        Command::Run { scenario, out, state, until, sample_every, quiet } => {
-            run(scenario, out, state, until, sample_every, quiet)
-        }
+        Command::Run {
+            scenario,
+            out,
+            state,
+            until,
+            sample_every,
+            quiet,
+        } => run(scenario, out, state, until, sample_every, quiet),
         Command::Replay(args) => match replay::replay(&args) {
             Ok(()) => ExitCode::SUCCESS,
             Err(replay::ReplayError::Input(e)) => {
@@ -66,7 +75,10 @@ fn main() -> ExitCode {
                 ExitCode::from(1)
             }
         },
-        Command::Bench { batteries, simulate } => {
+        Command::Bench {
+            batteries,
+            simulate,
+        } => {
             for n in batteries {
                 let r = bench::measure(n, simulate);
                 println!("{}", r);
@@ -92,16 +104,31 @@ fn run(
         }
     };
     let out = out.unwrap_or_else(|| {
-        let stem = path.file_stem().map_or_else(|| "run".into(), |s| s.to_string_lossy().into_owned());
+        let stem = path
+            .file_stem()
+            .map_or_else(|| "run".into(), |s| s.to_string_lossy().into_owned());
         PathBuf::from("out").join(stem)
     });
-    let options = engine::RunOptions { until, sample_every, no_samples: false, state_dir: state };
-    let end_s = until.map_or(sc.duration, |u| u.min(sc.duration)).as_secs_f64();
-    let bar = if quiet { ProgressBar::hidden() } else { ProgressBar::new(end_s.ceil() as u64) };
+    let options = engine::RunOptions {
+        until,
+        sample_every,
+        no_samples: false,
+        state_dir: state,
+    };
+    let end_s = until
+        .map_or(sc.duration, |u| u.min(sc.duration))
+        .as_secs_f64();
+    let bar = if quiet {
+        ProgressBar::hidden()
+    } else {
+        ProgressBar::new(end_s.ceil() as u64)
+    };
     bar.set_style(
-        ProgressStyle::with_template("{spinner} [{bar:40}] {percent:>3}% simulated {msg} ({elapsed} real)")
-            .unwrap_or_else(|_| ProgressStyle::default_bar())
-            .progress_chars("=> "),
+        ProgressStyle::with_template(
+            "{spinner} [{bar:40}] {percent:>3}% simulated {msg} ({elapsed} real)",
+        )
+        .unwrap_or_else(|_| ProgressStyle::default_bar())
+        .progress_chars("=> "),
     );
     let result = engine::run(&sc, &options, &mut |t_s| {
         bar.set_position(t_s as u64);
@@ -128,6 +155,9 @@ fn run(
         return ExitCode::from(1);
     }
     print!("{}", output::summary(&sc.name, &result));
-    println!("wrote {}/timeline.csv, events.csv, timeline.png", out.display());
+    println!(
+        "wrote {}/timeline.csv, events.csv, timeline.png",
+        out.display()
+    );
     ExitCode::SUCCESS
 }

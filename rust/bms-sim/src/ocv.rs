@@ -154,7 +154,10 @@ mod tests {
         let ocv = Ocv::new();
         // Anchors §5.1: about 1.1–1.5 mV per % in the plateau.
         let plateau_mv_per_pct = (ocv.volts(0.8) - ocv.volts(0.2)) * 1000.0 / 60.0;
-        assert!((0.8..2.0).contains(&plateau_mv_per_pct), "{plateau_mv_per_pct}");
+        assert!(
+            (0.8..2.0).contains(&plateau_mv_per_pct),
+            "{plateau_mv_per_pct}"
+        );
         assert!((ocv.volts(1.0) - 3.6).abs() < 1e-9);
         assert!((ocv.volts(0.0) - 2.5).abs() < 1e-9);
         // Over-charge goes past the 3.75 V cell over-voltage limit (PROT-4).

@@ -93,8 +93,11 @@ struct EventRow {
 pub fn write_events(path: &Path, result: &RunResult) -> Result<(), String> {
     let mut w = csv::Writer::from_path(path).map_err(|e| format!("{}: {e}", path.display()))?;
     for e in &result.events {
-        w.serialize(EventRow { t_s: e.t_ms as f64 / 1000.0, event: e.what.to_string() })
-            .map_err(|e| format!("{}: {e}", path.display()))?;
+        w.serialize(EventRow {
+            t_s: e.t_ms as f64 / 1000.0,
+            event: e.what.to_string(),
+        })
+        .map_err(|e| format!("{}: {e}", path.display()))?;
     }
     w.flush().map_err(|e| format!("{}: {e}", path.display()))
 }
@@ -119,20 +122,48 @@ pub fn summary(name: &str, result: &RunResult) -> String {
     let t = &result.totals;
     let mut out = String::new();
     let _ = writeln!(out, "scenario: {name}");
-    let _ = writeln!(out, "simulated: {} ({} control ticks)", format_time(t.duration_s), t.ticks);
+    let _ = writeln!(
+        out,
+        "simulated: {} ({} control ticks)",
+        format_time(t.duration_s),
+        t.ticks
+    );
     let _ = writeln!(out, "events:");
     for e in &result.events {
-        let _ = writeln!(out, "  {:>16}  {}", format_time(e.t_ms as f64 / 1000.0), e.what);
+        let _ = writeln!(
+            out,
+            "  {:>16}  {}",
+            format_time(e.t_ms as f64 / 1000.0),
+            e.what
+        );
     }
-    let pct = |v: Option<f64>| v.map_or("n/a (SoC unknown)".to_string(), |v| format!("{v:.2} points"));
-    let _ = writeln!(out, "soc error: mean {}, max {}, at end {}", pct(t.soc_error_mean_pct), pct(t.soc_error_max_pct), pct(t.soc_error_final_pct));
+    let pct = |v: Option<f64>| {
+        v.map_or("n/a (SoC unknown)".to_string(), |v| {
+            format!("{v:.2} points")
+        })
+    };
+    let _ = writeln!(
+        out,
+        "soc error: mean {}, max {}, at end {}",
+        pct(t.soc_error_mean_pct),
+        pct(t.soc_error_max_pct),
+        pct(t.soc_error_final_pct)
+    );
     let _ = writeln!(
         out,
         "energy: in {:.1} Wh ({:.1} Ah), out {:.1} Wh ({:.1} Ah)",
         t.energy_in_wh, t.charge_in_ah, t.energy_out_wh, t.charge_out_ah
     );
-    let _ = writeln!(out, "cells: min {:.3} V, max {:.3} V; below 2.5 V for {:.0} s, above 3.8 V for {:.0} s", t.cell_min_v, t.cell_max_v, t.undervolt_damage_s, t.overvolt_damage_s);
-    let _ = writeln!(out, "bus: {} frames decoded, {} dropped", t.frames_good, t.frames_dropped);
+    let _ = writeln!(
+        out,
+        "cells: min {:.3} V, max {:.3} V; below 2.5 V for {:.0} s, above 3.8 V for {:.0} s",
+        t.cell_min_v, t.cell_max_v, t.undervolt_damage_s, t.overvolt_damage_s
+    );
+    let _ = writeln!(
+        out,
+        "bus: {} frames decoded, {} dropped",
+        t.frames_good, t.frames_dropped
+    );
     out
 }
 
@@ -145,9 +176,16 @@ pub fn write_picture(path: &Path, title: &str, samples: &[Sample]) -> Result<(),
     draw(path, title, samples).map_err(|e| format!("{}: {e}", path.display()))
 }
 
+/// One lane of the outputs panel: name, colour, and whether it is on in a sample.
+type Lane<'a> = (&'a str, RGBColor, &'a dyn Fn(&Sample) -> bool);
+
 fn draw(path: &Path, title: &str, samples: &[Sample]) -> Result<(), Box<dyn std::error::Error>> {
     let end_s = samples.last().map_or(1.0, |s| s.t_s).max(1.0);
-    let (unit, unit_s) = if end_s > 3.0 * 86_400.0 { ("days", 86_400.0) } else { ("hours", 3600.0) };
+    let (unit, unit_s) = if end_s > 3.0 * 86_400.0 {
+        ("days", 86_400.0)
+    } else {
+        ("hours", 3600.0)
+    };
     let x_end = end_s / unit_s;
     let x = |s: &Sample| s.t_s / unit_s;
 
@@ -157,8 +195,15 @@ fn draw(path: &Path, title: &str, samples: &[Sample]) -> Result<(), Box<dyn std:
     let panels = root.split_by_breakpoints::<i32, i32, _, _>([], [330, 610, 860, 1080]);
 
     let range = |f: &dyn Fn(&Sample) -> f64, pad: f64| {
-        let (lo, hi) = samples.iter().map(f).fold((f64::MAX, f64::MIN), |(a, b), v| (a.min(v), b.max(v)));
-        if lo > hi { (0.0, 1.0) } else { (lo - pad, hi + pad) }
+        let (lo, hi) = samples
+            .iter()
+            .map(f)
+            .fold((f64::MAX, f64::MIN), |(a, b), v| (a.min(v), b.max(v)));
+        if lo > hi {
+            (0.0, 1.0)
+        } else {
+            (lo - pad, hi + pad)
+        }
     };
 
     let mut soc = ChartBuilder::on(&panels[0])
@@ -168,9 +213,12 @@ fn draw(path: &Path, title: &str, samples: &[Sample]) -> Result<(), Box<dyn std:
         .caption("State of charge", ("sans-serif", 18))
         .build_cartesian_2d(0.0..x_end, 0.0..105.0)?;
     soc.configure_mesh().y_desc("%").x_desc(unit).draw()?;
-    soc.draw_series(LineSeries::new(samples.iter().map(|s| (x(s), s.soc_true_pct)), BLUE.stroke_width(2)))?
-        .label("true")
-        .legend(|(x, y)| PathElement::new(vec![(x, y), (x + 20, y)], BLUE));
+    soc.draw_series(LineSeries::new(
+        samples.iter().map(|s| (x(s), s.soc_true_pct)),
+        BLUE.stroke_width(2),
+    ))?
+    .label("true")
+    .legend(|(x, y)| PathElement::new(vec![(x, y), (x + 20, y)], BLUE));
     // The BMS's SoC is drawn only where known, as separate runs.
     let mut runs: Vec<Vec<(f64, f64)>> = Vec::new();
     let mut last_known = false;
@@ -192,11 +240,17 @@ fn draw(path: &Path, title: &str, samples: &[Sample]) -> Result<(), Box<dyn std:
     for run in runs {
         let series = soc.draw_series(LineSeries::new(run, RED.stroke_width(2)))?;
         if first {
-            series.label("BMS estimate").legend(|(x, y)| PathElement::new(vec![(x, y), (x + 20, y)], RED));
+            series
+                .label("BMS estimate")
+                .legend(|(x, y)| PathElement::new(vec![(x, y), (x + 20, y)], RED));
             first = false;
         }
     }
-    soc.configure_series_labels().background_style(WHITE.mix(0.8)).border_style(BLACK).position(SeriesLabelPosition::LowerRight).draw()?;
+    soc.configure_series_labels()
+        .background_style(WHITE.mix(0.8))
+        .border_style(BLACK)
+        .position(SeriesLabelPosition::LowerRight)
+        .draw()?;
 
     let (lo, hi) = range(&|s| s.cell_min_v, 0.02);
     let (_, hi2) = range(&|s| s.cell_max_v, 0.02);
@@ -208,14 +262,25 @@ fn draw(path: &Path, title: &str, samples: &[Sample]) -> Result<(), Box<dyn std:
         .build_cartesian_2d(0.0..x_end, lo.min(3.0)..hi.max(hi2).max(3.4))?;
     cells.configure_mesh().y_desc("V").x_desc(unit).draw()?;
     cells
-        .draw_series(LineSeries::new(samples.iter().map(|s| (x(s), s.cell_max_v)), MAGENTA))?
+        .draw_series(LineSeries::new(
+            samples.iter().map(|s| (x(s), s.cell_max_v)),
+            MAGENTA,
+        ))?
         .label("max")
         .legend(|(x, y)| PathElement::new(vec![(x, y), (x + 20, y)], MAGENTA));
     cells
-        .draw_series(LineSeries::new(samples.iter().map(|s| (x(s), s.cell_min_v)), BLUE))?
+        .draw_series(LineSeries::new(
+            samples.iter().map(|s| (x(s), s.cell_min_v)),
+            BLUE,
+        ))?
         .label("min")
         .legend(|(x, y)| PathElement::new(vec![(x, y), (x + 20, y)], BLUE));
-    cells.configure_series_labels().background_style(WHITE.mix(0.8)).border_style(BLACK).position(SeriesLabelPosition::LowerRight).draw()?;
+    cells
+        .configure_series_labels()
+        .background_style(WHITE.mix(0.8))
+        .border_style(BLACK)
+        .position(SeriesLabelPosition::LowerRight)
+        .draw()?;
 
     let (clo, chi) = range(&|s| s.current_a.min(-s.load_a), 1.0);
     let (_, chi2) = range(&|s| s.charge_a, 1.0);
@@ -227,18 +292,32 @@ fn draw(path: &Path, title: &str, samples: &[Sample]) -> Result<(), Box<dyn std:
         .build_cartesian_2d(0.0..x_end, clo..chi.max(chi2))?;
     current.configure_mesh().y_desc("A").x_desc(unit).draw()?;
     current
-        .draw_series(LineSeries::new(samples.iter().map(|s| (x(s), s.charge_a)), GREEN))?
+        .draw_series(LineSeries::new(
+            samples.iter().map(|s| (x(s), s.charge_a)),
+            GREEN,
+        ))?
         .label("chargers")
         .legend(|(x, y)| PathElement::new(vec![(x, y), (x + 20, y)], GREEN));
     current
-        .draw_series(LineSeries::new(samples.iter().map(|s| (x(s), -s.load_a)), RED))?
+        .draw_series(LineSeries::new(
+            samples.iter().map(|s| (x(s), -s.load_a)),
+            RED,
+        ))?
         .label("loads")
         .legend(|(x, y)| PathElement::new(vec![(x, y), (x + 20, y)], RED));
     current
-        .draw_series(LineSeries::new(samples.iter().map(|s| (x(s), s.current_a)), BLACK))?
+        .draw_series(LineSeries::new(
+            samples.iter().map(|s| (x(s), s.current_a)),
+            BLACK,
+        ))?
         .label("bank")
         .legend(|(x, y)| PathElement::new(vec![(x, y), (x + 20, y)], BLACK));
-    current.configure_series_labels().background_style(WHITE.mix(0.8)).border_style(BLACK).position(SeriesLabelPosition::LowerRight).draw()?;
+    current
+        .configure_series_labels()
+        .background_style(WHITE.mix(0.8))
+        .border_style(BLACK)
+        .position(SeriesLabelPosition::LowerRight)
+        .draw()?;
 
     let (tlo, thi) = range(&|s| s.temp_c.min(s.ambient_c), 2.0);
     let (_, thi2) = range(&|s| s.ambient_c.max(s.temp_c), 2.0);
@@ -249,21 +328,35 @@ fn draw(path: &Path, title: &str, samples: &[Sample]) -> Result<(), Box<dyn std:
         .caption("Temperature", ("sans-serif", 18))
         .build_cartesian_2d(0.0..x_end, tlo..thi.max(thi2))?;
     temp.configure_mesh().y_desc("°C").x_desc(unit).draw()?;
-    temp.draw_series(LineSeries::new(samples.iter().map(|s| (x(s), s.ambient_c)), CYAN))?
-        .label("ambient")
-        .legend(|(x, y)| PathElement::new(vec![(x, y), (x + 20, y)], CYAN));
-    temp.draw_series(LineSeries::new(samples.iter().map(|s| (x(s), s.temp_c)), BLUE))?
-        .label("battery")
-        .legend(|(x, y)| PathElement::new(vec![(x, y), (x + 20, y)], BLUE));
-    temp.configure_series_labels().background_style(WHITE.mix(0.8)).border_style(BLACK).position(SeriesLabelPosition::LowerRight).draw()?;
+    temp.draw_series(LineSeries::new(
+        samples.iter().map(|s| (x(s), s.ambient_c)),
+        CYAN,
+    ))?
+    .label("ambient")
+    .legend(|(x, y)| PathElement::new(vec![(x, y), (x + 20, y)], CYAN));
+    temp.draw_series(LineSeries::new(
+        samples.iter().map(|s| (x(s), s.temp_c)),
+        BLUE,
+    ))?
+    .label("battery")
+    .legend(|(x, y)| PathElement::new(vec![(x, y), (x + 20, y)], BLUE));
+    temp.configure_series_labels()
+        .background_style(WHITE.mix(0.8))
+        .border_style(BLACK)
+        .position(SeriesLabelPosition::LowerRight)
+        .draw()?;
 
     // Outputs and alarms as lanes: each lane is 0.8 high when on.
-    let lanes: [(&str, RGBColor, &dyn Fn(&Sample) -> bool); 5] = [
+    let lanes: [Lane; 5] = [
         ("ATD high", GREEN, &|s| s.atd),
         ("ATC high", BLUE, &|s| s.atc),
         ("pre-alarm", RGBColor(255, 140, 0), &|s| s.prealarm),
-        ("alarm/error", RED, &|s| s.codes.any(Severity::Alarm) || s.codes.any(Severity::Error)),
-        ("warning", RGBColor(200, 170, 0), &|s| s.codes.any(Severity::Warning)),
+        ("alarm/error", RED, &|s| {
+            s.codes.any(Severity::Alarm) || s.codes.any(Severity::Error)
+        }),
+        ("warning", RGBColor(200, 170, 0), &|s| {
+            s.codes.any(Severity::Warning)
+        }),
     ];
     let mut outputs = ChartBuilder::on(&panels[4])
         .margin(10)
@@ -281,13 +374,22 @@ fn draw(path: &Path, title: &str, samples: &[Sample]) -> Result<(), Box<dyn std:
         let base = (lanes.len() - 1 - i) as f64 + 0.1;
         outputs
             .draw_series(LineSeries::new(
-                samples.iter().map(|s| (x(s), base + if on(s) { 0.8 } else { 0.0 })),
+                samples
+                    .iter()
+                    .map(|s| (x(s), base + if on(s) { 0.8 } else { 0.0 })),
                 color.stroke_width(2),
             ))?
             .label(*name)
-            .legend(move |(x, y)| PathElement::new(vec![(x, y), (x + 20, y)], color.stroke_width(2)));
+            .legend(move |(x, y)| {
+                PathElement::new(vec![(x, y), (x + 20, y)], color.stroke_width(2))
+            });
     }
-    outputs.configure_series_labels().background_style(WHITE.mix(0.8)).border_style(BLACK).position(SeriesLabelPosition::UpperRight).draw()?;
+    outputs
+        .configure_series_labels()
+        .background_style(WHITE.mix(0.8))
+        .border_style(BLACK)
+        .position(SeriesLabelPosition::UpperRight)
+        .draw()?;
     root.present()?;
     Ok(())
 }

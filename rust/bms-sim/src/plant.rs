@@ -229,9 +229,7 @@ impl Battery {
     pub fn cell_voltages<'a>(&'a self, ocv: &'a Ocv) -> impl Iterator<Item = f64> + 'a {
         let env = self.env;
         let i = self.current_a;
-        self.cells
-            .iter()
-            .map(move |c| c.terminal_v(ocv, &env, i))
+        self.cells.iter().map(move |c| c.terminal_v(ocv, &env, i))
     }
 
     /// Terminal voltage of the battery in volts.
@@ -381,12 +379,13 @@ impl Bank {
             .map(|b| {
                 let cells = (0..cells_per_battery)
                     .map(|_| {
-                        let capacity_ah = spec.capacity_ah * draw(spec.spread.capacity_pct, 0.8, 1.2);
+                        let capacity_ah =
+                            spec.capacity_ah * draw(spec.spread.capacity_pct, 0.8, 1.2);
                         let r = draw(spec.spread.resistance_pct, 0.5, 2.0) * scale;
                         let soc_offset = draw(spec.spread.soc_pct, 0.9, 1.1) - 1.0;
                         let soc = (spec.initial_soc_pct / 100.0 + soc_offset).clamp(0.0, 1.0);
-                        let sd_frac = spec.spread.self_discharge_pct_per_month / 100.0
-                            * draw(17.0, 0.7, 1.3);
+                        let sd_frac =
+                            spec.spread.self_discharge_pct_per_month / 100.0 * draw(17.0, 0.7, 1.3);
                         Cell {
                             capacity_ah,
                             charge_ah: soc * capacity_ah,
@@ -403,7 +402,9 @@ impl Bank {
                     .collect();
                 Battery {
                     model: spec.model,
-                    serial: 0x00C0_FFEE_u32.wrapping_mul(7).wrapping_add(b as u32 * 7919),
+                    serial: 0x00C0_FFEE_u32
+                        .wrapping_mul(7)
+                        .wrapping_add(b as u32 * 7919),
                     nominal_ah: spec.capacity_ah,
                     cells,
                     temp_c: spec.initial_temp_c,
@@ -429,7 +430,10 @@ impl Bank {
             string_current_a: vec![0.0; spec.parallel],
             string_charge_as: vec![0.0; spec.parallel],
             flow_s: 0.0,
-            thevenin: Thevenin { emf_v: 0.0, r_ohm: 1.0 },
+            thevenin: Thevenin {
+                emf_v: 0.0,
+                r_ohm: 1.0,
+            },
         };
         bank.refresh();
         bank
@@ -635,11 +639,23 @@ mod tests {
         let after_10min = cell_v(&b);
         run(&mut b, 0.0, 3.0 * 3600.0);
         let after_3h = cell_v(&b);
-        assert!(just_after > loaded + 0.03, "series resistance drop vanishes at once");
-        assert!(after_10min > just_after + 0.005, "fast RC relaxes within minutes");
-        assert!(after_3h > after_10min + 0.005, "slow RC relaxes over an hour");
+        assert!(
+            just_after > loaded + 0.03,
+            "series resistance drop vanishes at once"
+        );
+        assert!(
+            after_10min > just_after + 0.005,
+            "fast RC relaxes within minutes"
+        );
+        assert!(
+            after_3h > after_10min + 0.005,
+            "slow RC relaxes over an hour"
+        );
         let rest_target = b.ocv.volts(b.batteries[0].cells[0].soc()) - hysteresis_half_gap_v(25.0);
-        assert!((after_3h - rest_target).abs() < 0.001, "{after_3h} vs {rest_target}");
+        assert!(
+            (after_3h - rest_target).abs() < 0.001,
+            "{after_3h} vs {rest_target}"
+        );
     }
 
     #[test]
@@ -715,7 +731,11 @@ mod tests {
         for _ in 0..(30 * 24 * 360) {
             spec_bank.step(0.0, 10.0);
         }
-        assert!((spec_bank.soc_pct() - 47.0).abs() < 0.01, "{}", spec_bank.soc_pct());
+        assert!(
+            (spec_bank.soc_pct() - 47.0).abs() < 0.01,
+            "{}",
+            spec_bank.soc_pct()
+        );
     }
 
     #[test]

@@ -12,8 +12,11 @@ use crate::output::codes_joined;
 use crate::scenario::{parse_key, toml_error, SettingsConfig};
 use crate::sensors::BATTERY_FIRMWARE;
 use bms_core::bms::{Bms, Config, Decisions, Inputs};
+use bms_core::bus::{
+    encode_report, BatteryFlags, BatteryModel, BatteryReport, FrameDecoder, MAX_FRAME_LEN,
+    REPORT_PERIOD_MS,
+};
 use bms_core::storage::{MemStorage, Persistence};
-use bms_core::bus::{encode_report, BatteryFlags, BatteryModel, BatteryReport, FrameDecoder, MAX_FRAME_LEN, REPORT_PERIOD_MS};
 use serde::Serialize;
 use std::fmt;
 use std::path::{Path, PathBuf};
@@ -93,19 +96,36 @@ pub struct InputRow {
     pub remote_on: bool,
 }
 
-const REQUIRED: [&str; 7] = ["t_s", "current_a", "temp_c", "cell1_v", "cell2_v", "cell3_v", "cell4_v"];
+const REQUIRED: [&str; 7] = [
+    "t_s",
+    "current_a",
+    "temp_c",
+    "cell1_v",
+    "cell2_v",
+    "cell3_v",
+    "cell4_v",
+];
 
 /// Reads and checks the whole input file.
 pub fn read_input(path: &Path) -> Result<Vec<InputRow>, InputError> {
-    let file = std::fs::File::open(path).map_err(|e| InputError::file(path, format!("cannot read: {e}")))?;
-    let mut reader = csv::ReaderBuilder::new().trim(csv::Trim::All).from_reader(file);
+    let file = std::fs::File::open(path)
+        .map_err(|e| InputError::file(path, format!("cannot read: {e}")))?;
+    let mut reader = csv::ReaderBuilder::new()
+        .trim(csv::Trim::All)
+        .from_reader(file);
     let headers = reader
         .headers()
-        .map_err(|e| InputError { line: Some(1), ..InputError::file(path, format!("bad header: {e}")) })?
+        .map_err(|e| InputError {
+            line: Some(1),
+            ..InputError::file(path, format!("bad header: {e}"))
+        })?
         .clone();
     let mut columns = [usize::MAX; 8];
     for (i, name) in headers.iter().enumerate() {
-        let slot = REQUIRED.iter().position(|r| *r == name).or((name == "remote_on").then_some(7));
+        let slot = REQUIRED
+            .iter()
+            .position(|r| *r == name)
+            .or((name == "remote_on").then_some(7));
         match slot {
             Some(s) if columns[s] == usize::MAX => columns[s] = i,
             Some(_) => return Err(InputError::at(path, 1, name, "column appears twice")),
@@ -114,19 +134,29 @@ pub fn read_input(path: &Path) -> Result<Vec<InputRow>, InputError> {
                     path,
                     1,
                     name,
-                    format!("unknown column; expected {} and optionally remote_on", REQUIRED.join(",")),
+                    format!(
+                        "unknown column; expected {} and optionally remote_on",
+                        REQUIRED.join(",")
+                    ),
                 ))
             }
         }
     }
-    if let Some(missing) = REQUIRED.iter().enumerate().find(|(i, _)| columns[*i] == usize::MAX) {
+    if let Some(missing) = REQUIRED
+        .iter()
+        .enumerate()
+        .find(|(i, _)| columns[*i] == usize::MAX)
+    {
         return Err(InputError::at(path, 1, missing.1, "missing column"));
     }
     let mut rows: Vec<InputRow> = Vec::new();
     for record in reader.records() {
         let record = record.map_err(|e| {
             let line = e.position().map_or(0, |p| p.line() as usize);
-            InputError { line: Some(line), ..InputError::file(path, format!("bad row: {e}")) }
+            InputError {
+                line: Some(line),
+                ..InputError::file(path, format!("bad row: {e}"))
+            }
         })?;
         let line = record.position().map_or(0, |p| p.line() as usize);
         let text = |slot: usize| record.get(columns[slot]).unwrap_or("");
@@ -134,17 +164,36 @@ pub fn read_input(path: &Path) -> Result<Vec<InputRow>, InputError> {
             let t = text(slot);
             match t.parse::<f64>() {
                 Ok(v) if v.is_finite() => Ok(v),
-                _ => Err(InputError::at(path, line, name, format!("not a number: {t:?}"))),
+                _ => Err(InputError::at(
+                    path,
+                    line,
+                    name,
+                    format!("not a number: {t:?}"),
+                )),
             }
         };
         let t_s = number(0, "t_s")?;
-        if t_s < 0.0 || t_s > 1.0e10 {
-            return Err(InputError::at(path, line, "t_s", format!("time {t_s} outside 0–1e10 s")));
+        if !(0.0..=1.0e10).contains(&t_s) {
+            return Err(InputError::at(
+                path,
+                line,
+                "t_s",
+                format!("time {t_s} outside 0–1e10 s"),
+            ));
         }
         let t_ms = (t_s * 1000.0).round() as u64;
         if let Some(prev) = rows.last() {
             if t_ms <= prev.t_ms {
-                return Err(InputError::at(path, line, "t_s", format!("time {} is not after the previous row's {}", text(0), prev.t_text)));
+                return Err(InputError::at(
+                    path,
+                    line,
+                    "t_s",
+                    format!(
+                        "time {} is not after the previous row's {}",
+                        text(0),
+                        prev.t_text
+                    ),
+                ));
             }
         }
         let current_a = number(1, "current_a")?;
@@ -153,14 +202,24 @@ pub fn read_input(path: &Path) -> Result<Vec<InputRow>, InputError> {
         }
         let temp_c = number(2, "temp_c")?;
         if !(-100.0..=200.0).contains(&temp_c) {
-            return Err(InputError::at(path, line, "temp_c", format!("{temp_c} outside −100–200 °C")));
+            return Err(InputError::at(
+                path,
+                line,
+                "temp_c",
+                format!("{temp_c} outside −100–200 °C"),
+            ));
         }
         let mut cells_v = [0.0; 4];
         for (k, cell) in cells_v.iter_mut().enumerate() {
             let name = REQUIRED[3 + k];
             *cell = number(3 + k, name)?;
             if !(0.0..=6.0).contains(cell) {
-                return Err(InputError::at(path, line, name, format!("{cell} outside 0–6 V")));
+                return Err(InputError::at(
+                    path,
+                    line,
+                    name,
+                    format!("{cell} outside 0–6 V"),
+                ));
             }
         }
         let remote_on = if columns[7] == usize::MAX {
@@ -169,10 +228,24 @@ pub fn read_input(path: &Path) -> Result<Vec<InputRow>, InputError> {
             match text(7) {
                 "1" => true,
                 "0" => false,
-                other => return Err(InputError::at(path, line, "remote_on", format!("{other:?} is not 1 or 0"))),
+                other => {
+                    return Err(InputError::at(
+                        path,
+                        line,
+                        "remote_on",
+                        format!("{other:?} is not 1 or 0"),
+                    ))
+                }
             }
         };
-        rows.push(InputRow { t_text: text(0).to_string(), t_ms, current_a, temp_c, cells_v, remote_on });
+        rows.push(InputRow {
+            t_text: text(0).to_string(),
+            t_ms,
+            current_a,
+            temp_c,
+            cells_v,
+            remote_on,
+        });
     }
     Ok(rows)
 }
@@ -214,19 +287,31 @@ fn report(row: &InputRow, capacity_ah: f64) -> BatteryReport {
         cells_mv,
         temps_ddegc,
         current_ma: (row.current_a * 1000.0).round() as i32,
-        flags: BatteryFlags { allowed_to_charge: true, allowed_to_discharge: true, balancing: false },
+        flags: BatteryFlags {
+            allowed_to_charge: true,
+            allowed_to_discharge: true,
+            balancing: false,
+        },
     }
 }
 
 /// Runs the core over checked rows; one output row per input row.
-pub fn run_rows(rows: &[InputRow], mut config: Config, initial_soc: Option<f64>, capacity_ah: f64, adv: bool) -> Vec<OutputRow> {
+pub fn run_rows(
+    rows: &[InputRow],
+    mut config: Config,
+    initial_soc: Option<f64>,
+    capacity_ah: f64,
+    adv: bool,
+) -> Vec<OutputRow> {
     config.restored_soc = initial_soc.map(|pct| crate::engine::restored_soc(pct, capacity_ah));
     let mut bms = Bms::new(config);
     let mut store = MemStorage::new();
     let mut persistence = Persistence::new();
     let mut decoder = FrameDecoder::new();
     let mut frame = [0u8; MAX_FRAME_LEN];
-    let Some(first) = rows.first() else { return Vec::new() };
+    let Some(first) = rows.first() else {
+        return Vec::new();
+    };
     let mut next_tick = first.t_ms;
     let mut next_report = first.t_ms;
     let mut decisions = Decisions::default();
@@ -263,13 +348,18 @@ pub fn run_rows(rows: &[InputRow], mut config: Config, initial_soc: Option<f64>,
                 // advertiser needs its nonce reservation written before it advertises).
                 let _ = bms.persist(t, &mut persistence, &mut store);
                 let tick = u64::from(decisions.tick_ms).max(1);
-                next_tick = bms.next_deadline_ms().unwrap_or(t + tick).clamp(t + 1, t + tick);
+                next_tick = bms
+                    .next_deadline_ms()
+                    .unwrap_or(t + tick)
+                    .clamp(t + 1, t + tick);
             }
         }
         held = row;
         out.push(OutputRow {
             t_s: row.t_text.clone(),
-            soc_pct: crate::engine::core_soc_pct(&bms).map(|v| format!("{v:.1}")).unwrap_or_default(),
+            soc_pct: crate::engine::core_soc_pct(&bms)
+                .map(|v| format!("{v:.1}"))
+                .unwrap_or_default(),
             atd: u8::from(decisions.atd),
             atc: u8::from(decisions.atc),
             prealarm: u8::from(decisions.prealarm),
@@ -286,7 +376,12 @@ fn advertisement_hex(bms: &mut Bms) -> String {
     let mut buf = [0u8; 64];
     match bms.manufacturer_data(&mut buf) {
         // The first two bytes are Victron's company id (0x02E1, little-endian).
-        Ok(len) => buf.get(2..len).unwrap_or(&[]).iter().map(|b| format!("{b:02x}")).collect(),
+        Ok(len) => buf
+            .get(2..len)
+            .unwrap_or(&[])
+            .iter()
+            .map(|b| format!("{b:02x}"))
+            .collect(),
         Err(_) => String::new(),
     }
 }
@@ -296,24 +391,46 @@ pub fn replay(args: &ReplayArgs) -> Result<(), ReplayError> {
     let rows = read_input(&args.input).map_err(ReplayError::Input)?;
     let settings = match &args.settings {
         Some(path) => {
-            let src = std::fs::read_to_string(path)
-                .map_err(|e| ReplayError::Input(InputError::file(path, format!("cannot read: {e}"))))?;
-            let parsed: SettingsConfig = toml::from_str(&src).map_err(|e| ReplayError::Input(toml_error(path, &src, &e)))?;
+            let src = std::fs::read_to_string(path).map_err(|e| {
+                ReplayError::Input(InputError::file(path, format!("cannot read: {e}")))
+            })?;
+            let parsed: SettingsConfig =
+                toml::from_str(&src).map_err(|e| ReplayError::Input(toml_error(path, &src, &e)))?;
             parsed.to_settings().map_err(|(field, message)| {
-                let line = src.lines().position(|l| l.split('=').next().is_some_and(|k| k.trim() == field)).map(|l| l + 1);
-                ReplayError::Input(InputError { file: path.clone(), line, field: Some(field), message })
+                let line = src
+                    .lines()
+                    .position(|l| l.split('=').next().is_some_and(|k| k.trim() == field))
+                    .map(|l| l + 1);
+                ReplayError::Input(InputError {
+                    file: path.clone(),
+                    line,
+                    field: Some(field),
+                    message,
+                })
             })?
         }
         None => bms_core::settings::Settings::default(),
     };
-    let mut config = Config { settings, ..Config::default() };
+    let mut config = Config {
+        settings,
+        ..Config::default()
+    };
     if let Some(key) = args.adv_key {
         config.device_key = key;
     }
-    let out = run_rows(&rows, config, args.initial_soc, args.capacity_ah, args.adv_key.is_some());
-    let mut w = csv::Writer::from_path(&args.out).map_err(|e| ReplayError::Output(format!("{}: {e}", args.out.display())))?;
+    let out = run_rows(
+        &rows,
+        config,
+        args.initial_soc,
+        args.capacity_ah,
+        args.adv_key.is_some(),
+    );
+    let mut w = csv::Writer::from_path(&args.out)
+        .map_err(|e| ReplayError::Output(format!("{}: {e}", args.out.display())))?;
     for row in &out {
-        w.serialize(row).map_err(|e| ReplayError::Output(format!("{}: {e}", args.out.display())))?;
+        w.serialize(row)
+            .map_err(|e| ReplayError::Output(format!("{}: {e}", args.out.display())))?;
     }
-    w.flush().map_err(|e| ReplayError::Output(format!("{}: {e}", args.out.display())))
+    w.flush()
+        .map_err(|e| ReplayError::Output(format!("{}: {e}", args.out.display())))
 }

@@ -214,12 +214,36 @@ impl SettingsConfig {
     /// (SET-1). The error names the field by its key here.
     pub fn to_settings(&self) -> Result<Settings, (String, String)> {
         let pairs = [
-            (SettingsField::ChargedVoltage, "charged_cell_mv", self.charged_cell_mv),
-            (SettingsField::TailCurrent, "tail_current_permille", self.tail_current_permille),
-            (SettingsField::ChargedDetectionTime, "charged_detection_min", self.charged_detection_min),
-            (SettingsField::LowSocWarningLevel, "low_soc_warning_pct", self.low_soc_warning_pct),
-            (SettingsField::DischargeFloor, "discharge_floor_pct", self.discharge_floor_pct),
-            (SettingsField::PrealarmLevel, "prealarm_cell_mv", self.prealarm_cell_mv),
+            (
+                SettingsField::ChargedVoltage,
+                "charged_cell_mv",
+                self.charged_cell_mv,
+            ),
+            (
+                SettingsField::TailCurrent,
+                "tail_current_permille",
+                self.tail_current_permille,
+            ),
+            (
+                SettingsField::ChargedDetectionTime,
+                "charged_detection_min",
+                self.charged_detection_min,
+            ),
+            (
+                SettingsField::LowSocWarningLevel,
+                "low_soc_warning_pct",
+                self.low_soc_warning_pct,
+            ),
+            (
+                SettingsField::DischargeFloor,
+                "discharge_floor_pct",
+                self.discharge_floor_pct,
+            ),
+            (
+                SettingsField::PrealarmLevel,
+                "prealarm_cell_mv",
+                self.prealarm_cell_mv,
+            ),
         ];
         let mut settings = Settings::default();
         for (field, _, value) in pairs {
@@ -541,9 +565,13 @@ pub fn parse(path: &Path, src: &str) -> Result<Scenario, InputError> {
 /// A TOML/serde error as an [`InputError`]: the line from its span, the field from the
 /// `key = value` on that line when serde's message does not name it.
 pub fn toml_error(path: &Path, src: &str, e: &toml::de::Error) -> InputError {
-    let line = e
-        .span()
-        .map(|s| src.as_bytes()[..s.start.min(src.len())].iter().filter(|&&c| c == b'\n').count() + 1);
+    let line = e.span().map(|s| {
+        src.as_bytes()[..s.start.min(src.len())]
+            .iter()
+            .filter(|&&c| c == b'\n')
+            .count()
+            + 1
+    });
     let field = line.and_then(|l| src.lines().nth(l - 1)).and_then(|text| {
         let (key, _) = text.split_once('=')?;
         let key = key.trim();
@@ -592,7 +620,13 @@ fn locate(src: &str, table: &str, index: Option<usize>, key: &str) -> Option<usi
 
 type Invalid = (&'static str, Option<usize>, &'static str, String);
 
-fn check(ok: bool, table: &'static str, index: Option<usize>, key: &'static str, message: impl FnOnce() -> String) -> Result<(), Invalid> {
+fn check(
+    ok: bool,
+    table: &'static str,
+    index: Option<usize>,
+    key: &'static str,
+    message: impl FnOnce() -> String,
+) -> Result<(), Invalid> {
     if ok {
         Ok(())
     } else {
@@ -606,37 +640,162 @@ fn finite_in(v: f64, lo: f64, hi: f64) -> bool {
 
 /// Checks values serde cannot: ranges, names, combinations.
 fn validate(s: &Scenario) -> Result<(), Invalid> {
-    check(!s.name.trim().is_empty(), "", None, "name", || "must not be empty".into())?;
-    check(s.duration.as_secs_f64() > 0.0, "", None, "duration", || "must be longer than 0".into())?;
-    check(s.duration <= Duration::from_secs(5 * 366 * 86_400), "", None, "duration", || "at most 5 years".into())?;
+    check(!s.name.trim().is_empty(), "", None, "name", || {
+        "must not be empty".into()
+    })?;
+    check(s.duration.as_secs_f64() > 0.0, "", None, "duration", || {
+        "must be longer than 0".into()
+    })?;
+    check(
+        s.duration <= Duration::from_secs(5 * 366 * 86_400),
+        "",
+        None,
+        "duration",
+        || "at most 5 years".into(),
+    )?;
     if let Some(every) = s.sample_every {
-        check(every >= Duration::from_secs(1), "", None, "sample_every", || "at least 1 s".into())?;
+        check(
+            every >= Duration::from_secs(1),
+            "",
+            None,
+            "sample_every",
+            || "at least 1 s".into(),
+        )?;
     }
     let b = &s.bank;
-    check(finite_in(b.capacity_ah, 1.0, 10_000.0), "bank", None, "capacity_ah", || format!("{} outside 1–10000 Ah", b.capacity_ah))?;
-    let max_batteries = if b.battery == BatteryKind::V48 { 25 } else { 50 };
-    check(b.series >= 1 && b.parallel >= 1, "bank", None, "series", || "series and parallel must be at least 1".into())?;
-    check(b.series * b.parallel <= max_batteries, "bank", None, "parallel", || {
-        format!("{} batteries, at most {max_batteries} with this model (BANK-2)", b.series * b.parallel)
-    })?;
-    check(finite_in(b.initial_soc_pct, 0.0, 100.0), "bank", None, "initial_soc_pct", || format!("{} outside 0–100 %", b.initial_soc_pct))?;
+    check(
+        finite_in(b.capacity_ah, 1.0, 10_000.0),
+        "bank",
+        None,
+        "capacity_ah",
+        || format!("{} outside 1–10000 Ah", b.capacity_ah),
+    )?;
+    let max_batteries = if b.battery == BatteryKind::V48 {
+        25
+    } else {
+        50
+    };
+    check(
+        b.series >= 1 && b.parallel >= 1,
+        "bank",
+        None,
+        "series",
+        || "series and parallel must be at least 1".into(),
+    )?;
+    check(
+        b.series * b.parallel <= max_batteries,
+        "bank",
+        None,
+        "parallel",
+        || {
+            format!(
+                "{} batteries, at most {max_batteries} with this model (BANK-2)",
+                b.series * b.parallel
+            )
+        },
+    )?;
+    check(
+        finite_in(b.initial_soc_pct, 0.0, 100.0),
+        "bank",
+        None,
+        "initial_soc_pct",
+        || format!("{} outside 0–100 %", b.initial_soc_pct),
+    )?;
     if let Some(t) = b.initial_temp_c {
-        check(finite_in(t, -40.0, 80.0), "bank", None, "initial_temp_c", || format!("{t} outside −40–80 °C"))?;
+        check(
+            finite_in(t, -40.0, 80.0),
+            "bank",
+            None,
+            "initial_temp_c",
+            || format!("{t} outside −40–80 °C"),
+        )?;
     }
-    check(finite_in(b.capacity_spread_pct, 0.0, 10.0), "bank", None, "capacity_spread_pct", || "outside 0–10 %".into())?;
-    check(finite_in(b.resistance_spread_pct, 0.0, 50.0), "bank", None, "resistance_spread_pct", || "outside 0–50 %".into())?;
-    check(finite_in(b.soc_spread_pct, 0.0, 10.0), "bank", None, "soc_spread_pct", || "outside 0–10 %".into())?;
-    check(finite_in(b.self_discharge_pct_per_month, 0.0, 30.0), "bank", None, "self_discharge_pct_per_month", || "outside 0–30 %".into())?;
+    check(
+        finite_in(b.capacity_spread_pct, 0.0, 10.0),
+        "bank",
+        None,
+        "capacity_spread_pct",
+        || "outside 0–10 %".into(),
+    )?;
+    check(
+        finite_in(b.resistance_spread_pct, 0.0, 50.0),
+        "bank",
+        None,
+        "resistance_spread_pct",
+        || "outside 0–50 %".into(),
+    )?;
+    check(
+        finite_in(b.soc_spread_pct, 0.0, 10.0),
+        "bank",
+        None,
+        "soc_spread_pct",
+        || "outside 0–10 %".into(),
+    )?;
+    check(
+        finite_in(b.self_discharge_pct_per_month, 0.0, 30.0),
+        "bank",
+        None,
+        "self_discharge_pct_per_month",
+        || "outside 0–30 %".into(),
+    )?;
 
     let n = &s.sensors;
-    check(finite_in(n.current_gain_error_pct, 0.0, 20.0), "sensors", None, "current_gain_error_pct", || "outside 0–20 %".into())?;
-    check(finite_in(n.current_offset_a, 0.0, 50.0), "sensors", None, "current_offset_a", || "outside 0–50 A".into())?;
-    check(finite_in(n.current_noise_a, 0.0, 50.0), "sensors", None, "current_noise_a", || "outside 0–50 A".into())?;
-    check(finite_in(n.cell_noise_mv, 0.0, 100.0), "sensors", None, "cell_noise_mv", || "outside 0–100 mV".into())?;
-    check((1..=100).contains(&n.cell_resolution_mv), "sensors", None, "cell_resolution_mv", || "outside 1–100 mV".into())?;
-    check(finite_in(n.temp_noise_c, 0.0, 10.0), "sensors", None, "temp_noise_c", || "outside 0–10 °C".into())?;
-    check(finite_in(n.supply_gain_error_pct, 0.0, 20.0), "sensors", None, "supply_gain_error_pct", || "outside 0–20 %".into())?;
-    check((1..=1000).contains(&n.supply_resolution_mv), "sensors", None, "supply_resolution_mv", || "outside 1–1000 mV".into())?;
+    check(
+        finite_in(n.current_gain_error_pct, 0.0, 20.0),
+        "sensors",
+        None,
+        "current_gain_error_pct",
+        || "outside 0–20 %".into(),
+    )?;
+    check(
+        finite_in(n.current_offset_a, 0.0, 50.0),
+        "sensors",
+        None,
+        "current_offset_a",
+        || "outside 0–50 A".into(),
+    )?;
+    check(
+        finite_in(n.current_noise_a, 0.0, 50.0),
+        "sensors",
+        None,
+        "current_noise_a",
+        || "outside 0–50 A".into(),
+    )?;
+    check(
+        finite_in(n.cell_noise_mv, 0.0, 100.0),
+        "sensors",
+        None,
+        "cell_noise_mv",
+        || "outside 0–100 mV".into(),
+    )?;
+    check(
+        (1..=100).contains(&n.cell_resolution_mv),
+        "sensors",
+        None,
+        "cell_resolution_mv",
+        || "outside 1–100 mV".into(),
+    )?;
+    check(
+        finite_in(n.temp_noise_c, 0.0, 10.0),
+        "sensors",
+        None,
+        "temp_noise_c",
+        || "outside 0–10 °C".into(),
+    )?;
+    check(
+        finite_in(n.supply_gain_error_pct, 0.0, 20.0),
+        "sensors",
+        None,
+        "supply_gain_error_pct",
+        || "outside 0–20 %".into(),
+    )?;
+    check(
+        (1..=1000).contains(&n.supply_resolution_mv),
+        "sensors",
+        None,
+        "supply_resolution_mv",
+        || "outside 1–1000 mV".into(),
+    )?;
 
     s.bms.settings().to_settings().map_err(|(key, message)| {
         let key: &'static str = match key.as_str() {
@@ -650,51 +809,150 @@ fn validate(s: &Scenario) -> Result<(), Invalid> {
         ("bms", None, key, message)
     })?;
     if let Some(soc) = s.bms.initial_soc_pct {
-        check(finite_in(soc, 0.0, 100.0), "bms", None, "initial_soc_pct", || format!("{soc} outside 0–100 %"))?;
+        check(
+            finite_in(soc, 0.0, 100.0),
+            "bms",
+            None,
+            "initial_soc_pct",
+            || format!("{soc} outside 0–100 %"),
+        )?;
     }
     if let Some(key) = &s.bms.device_key {
-        check(parse_key(key).is_some(), "bms", None, "device_key", || "must be 32 hex digits".into())?;
+        check(parse_key(key).is_some(), "bms", None, "device_key", || {
+            "must be 32 hex digits".into()
+        })?;
     }
 
     let t = &s.temperature;
-    check(finite_in(t.ambient_c, -40.0, 80.0), "temperature", None, "ambient_c", || "outside −40–80 °C".into())?;
-    check(finite_in(t.daily_swing_c, 0.0, 60.0), "temperature", None, "daily_swing_c", || "outside 0–60 °C".into())?;
+    check(
+        finite_in(t.ambient_c, -40.0, 80.0),
+        "temperature",
+        None,
+        "ambient_c",
+        || "outside −40–80 °C".into(),
+    )?;
+    check(
+        finite_in(t.daily_swing_c, 0.0, 60.0),
+        "temperature",
+        None,
+        "daily_swing_c",
+        || "outside 0–60 °C".into(),
+    )?;
     for (i, p) in t.points.iter().enumerate() {
-        check(finite_in(p.c, -40.0, 80.0), "temperature", None, "points", || format!("point {} at {} °C outside −40–80 °C", i + 1, p.c))?;
-        check(i == 0 || p.at > t.points[i - 1].at, "temperature", None, "points", || format!("point {} is not later than the one before", i + 1))?;
+        check(
+            finite_in(p.c, -40.0, 80.0),
+            "temperature",
+            None,
+            "points",
+            || format!("point {} at {} °C outside −40–80 °C", i + 1, p.c),
+        )?;
+        check(
+            i == 0 || p.at > t.points[i - 1].at,
+            "temperature",
+            None,
+            "points",
+            || format!("point {} is not later than the one before", i + 1),
+        )?;
     }
 
     let mut names: Vec<&str> = Vec::new();
     for (i, l) in s.loads.iter().enumerate() {
         let ix = Some(i);
-        check(!names.contains(&l.name.as_str()), "load", ix, "name", || format!("`{}` is used twice", l.name))?;
+        check(
+            !names.contains(&l.name.as_str()),
+            "load",
+            ix,
+            "name",
+            || format!("`{}` is used twice", l.name),
+        )?;
         names.push(&l.name);
         match (l.current_a, l.power_w) {
-            (Some(a), None) => check(finite_in(a, 0.0, 10_000.0), "load", ix, "current_a", || "outside 0–10000 A".into())?,
-            (None, Some(w)) => check(finite_in(w, 0.0, 500_000.0), "load", ix, "power_w", || "outside 0–500000 W".into())?,
-            _ => return Err(("load", ix, "current_a", "give exactly one of current_a and power_w".into())),
+            (Some(a), None) => check(finite_in(a, 0.0, 10_000.0), "load", ix, "current_a", || {
+                "outside 0–10000 A".into()
+            })?,
+            (None, Some(w)) => check(finite_in(w, 0.0, 500_000.0), "load", ix, "power_w", || {
+                "outside 0–500000 W".into()
+            })?,
+            _ => {
+                return Err((
+                    "load",
+                    ix,
+                    "current_a",
+                    "give exactly one of current_a and power_w".into(),
+                ))
+            }
         }
         check_hours(&l.hours, "load", ix)?;
-        check(l.on_for.is_some() == l.off_for.is_some(), "load", ix, "on_for", || "give both on_for and off_for, or neither".into())?;
+        check(
+            l.on_for.is_some() == l.off_for.is_some(),
+            "load",
+            ix,
+            "on_for",
+            || "give both on_for and off_for, or neither".into(),
+        )?;
         if let (Some(on), Some(off)) = (l.on_for, l.off_for) {
-            check(!on.is_zero() && !off.is_zero(), "load", ix, "on_for", || "on_for and off_for must be longer than 0".into())?;
+            check(
+                !on.is_zero() && !off.is_zero(),
+                "load",
+                ix,
+                "on_for",
+                || "on_for and off_for must be longer than 0".into(),
+            )?;
         }
     }
     for (i, c) in s.chargers.iter().enumerate() {
         let ix = Some(i);
-        check(!names.contains(&c.name.as_str()), "charger", ix, "name", || format!("`{}` is used twice", c.name))?;
+        check(
+            !names.contains(&c.name.as_str()),
+            "charger",
+            ix,
+            "name",
+            || format!("`{}` is used twice", c.name),
+        )?;
         names.push(&c.name);
-        check(finite_in(c.max_a, 0.0, 10_000.0), "charger", ix, "max_a", || "outside 0–10000 A".into())?;
-        check(finite_in(c.absorption_cell_v, 3.3, 3.9), "charger", ix, "absorption_cell_v", || "outside 3.3–3.9 V".into())?;
-        check(finite_in(c.float_cell_v, 3.2, c.absorption_cell_v), "charger", ix, "float_cell_v", || "outside 3.2 V–absorption".into())?;
-        check(finite_in(c.sunrise_h, 0.0, 24.0) && finite_in(c.sunset_h, c.sunrise_h, 24.0), "charger", ix, "sunset_h", || "need 0 ≤ sunrise_h < sunset_h ≤ 24".into())?;
-        check(finite_in(c.cloudiness, 0.0, 1.0), "charger", ix, "cloudiness", || "outside 0–1".into())?;
+        check(
+            finite_in(c.max_a, 0.0, 10_000.0),
+            "charger",
+            ix,
+            "max_a",
+            || "outside 0–10000 A".into(),
+        )?;
+        check(
+            finite_in(c.absorption_cell_v, 3.3, 3.9),
+            "charger",
+            ix,
+            "absorption_cell_v",
+            || "outside 3.3–3.9 V".into(),
+        )?;
+        check(
+            finite_in(c.float_cell_v, 3.2, c.absorption_cell_v),
+            "charger",
+            ix,
+            "float_cell_v",
+            || "outside 3.2 V–absorption".into(),
+        )?;
+        check(
+            finite_in(c.sunrise_h, 0.0, 24.0) && finite_in(c.sunset_h, c.sunrise_h, 24.0),
+            "charger",
+            ix,
+            "sunset_h",
+            || "need 0 ≤ sunrise_h < sunset_h ≤ 24".into(),
+        )?;
+        check(
+            finite_in(c.cloudiness, 0.0, 1.0),
+            "charger",
+            ix,
+            "cloudiness",
+            || "outside 0–1".into(),
+        )?;
         check_hours(&c.hours, "charger", ix)?;
     }
     let batteries = b.series * b.parallel;
     for (i, e) in s.events.iter().enumerate() {
         let ix = Some(i);
-        check(e.at <= s.duration, "event", ix, "at", || "after the end of the scenario".into())?;
+        check(e.at <= s.duration, "event", ix, "at", || {
+            "after the end of the scenario".into()
+        })?;
         let (needs_battery, needs_target, needs_soc, needs_count) = match e.action {
             Action::UnplugCable | Action::ReplugCable => (None, false, false, false),
             Action::Enable | Action::Disable => (Some(false), true, false, false),
@@ -703,27 +961,59 @@ fn validate(s: &Scenario) -> Result<(), Invalid> {
             _ => (Some(false), false, false, false),
         };
         if needs_battery == Some(false) {
-            check(e.battery.is_none(), "event", ix, "battery", || "only for unplug_cable and replug_cable".into())?;
+            check(e.battery.is_none(), "event", ix, "battery", || {
+                "only for unplug_cable and replug_cable".into()
+            })?;
         }
         if let Some(n) = e.battery {
-            check((1..=batteries).contains(&n), "event", ix, "battery", || format!("{n} outside 1–{batteries}"))?;
+            check((1..=batteries).contains(&n), "event", ix, "battery", || {
+                format!("{n} outside 1–{batteries}")
+            })?;
         }
-        check(e.target.is_some() == needs_target, "event", ix, "target", || "needed by enable/disable, and only there".into())?;
+        check(
+            e.target.is_some() == needs_target,
+            "event",
+            ix,
+            "target",
+            || "needed by enable/disable, and only there".into(),
+        )?;
         if let Some(t) = &e.target {
-            check(names.contains(&t.as_str()), "event", ix, "target", || format!("no load or charger named `{t}`"))?;
+            check(names.contains(&t.as_str()), "event", ix, "target", || {
+                format!("no load or charger named `{t}`")
+            })?;
         }
-        check(e.soc_pct.is_some() == needs_soc, "event", ix, "soc_pct", || "needed by set_soc, and only there".into())?;
+        check(
+            e.soc_pct.is_some() == needs_soc,
+            "event",
+            ix,
+            "soc_pct",
+            || "needed by set_soc, and only there".into(),
+        )?;
         if let Some(p) = e.soc_pct {
-            check(finite_in(p, 0.0, 100.0), "event", ix, "soc_pct", || "outside 0–100 %".into())?;
+            check(finite_in(p, 0.0, 100.0), "event", ix, "soc_pct", || {
+                "outside 0–100 %".into()
+            })?;
         }
-        check(e.count.is_some() == needs_count, "event", ix, "count", || "needed by bus_noise, and only there".into())?;
+        check(
+            e.count.is_some() == needs_count,
+            "event",
+            ix,
+            "count",
+            || "needed by bus_noise, and only there".into(),
+        )?;
     }
     Ok(())
 }
 
 fn check_hours(hours: &[[f64; 2]], table: &'static str, ix: Option<usize>) -> Result<(), Invalid> {
     for [from, to] in hours {
-        check(finite_in(*from, 0.0, 24.0) && finite_in(*to, 0.0, 24.0), table, ix, "hours", || format!("[{from}, {to}] outside 0–24 h"))?;
+        check(
+            finite_in(*from, 0.0, 24.0) && finite_in(*to, 0.0, 24.0),
+            table,
+            ix,
+            "hours",
+            || format!("[{from}, {to}] outside 0–24 h"),
+        )?;
     }
     Ok(())
 }
@@ -776,7 +1066,10 @@ initial_soc_pct = 50
         assert_eq!(e.line, Some(9), "{e}");
         assert_eq!(e.field.as_deref(), Some("colour"));
         assert!(e.message.contains("unknown field `colour`"), "{e}");
-        assert!(e.to_string().starts_with("s.toml line 9 field `colour`: "), "{e}");
+        assert!(
+            e.to_string().starts_with("s.toml line 9 field `colour`: "),
+            "{e}"
+        );
     }
 
     #[test]
@@ -818,13 +1111,23 @@ initial_soc_pct = 50
             ambient_c: 0.0,
             daily_swing_c: 0.0,
             points: vec![
-                TempPoint { at: Duration::from_secs(0), c: -10.0 },
-                TempPoint { at: Duration::from_secs(3600), c: 10.0 },
+                TempPoint {
+                    at: Duration::from_secs(0),
+                    c: -10.0,
+                },
+                TempPoint {
+                    at: Duration::from_secs(3600),
+                    c: 10.0,
+                },
             ],
         };
         assert_eq!(t.ambient_c(1800.0), 0.0);
         assert_eq!(t.ambient_c(7200.0), 10.0);
-        let swing = TemperatureConfig { ambient_c: 10.0, daily_swing_c: 10.0, points: vec![] };
+        let swing = TemperatureConfig {
+            ambient_c: 10.0,
+            daily_swing_c: 10.0,
+            points: vec![],
+        };
         assert!((swing.ambient_c(3.0 * 3600.0) - 5.0).abs() < 1e-9);
         assert!((swing.ambient_c(15.0 * 3600.0) - 15.0).abs() < 1e-9);
     }
@@ -839,7 +1142,10 @@ initial_soc_pct = 50
 
     #[test]
     fn key_is_32_hex_digits() {
-        assert_eq!(parse_key("000102030405060708090a0b0c0d0e0f").unwrap()[15], 15);
+        assert_eq!(
+            parse_key("000102030405060708090a0b0c0d0e0f").unwrap()[15],
+            15
+        );
         assert!(parse_key("0001").is_none());
         assert!(parse_key("zz0102030405060708090a0b0c0d0e0f").is_none());
     }

@@ -1,8 +1,8 @@
 //! What the batteries measure and send: each battery's report built from the plant's true
 //! values with its sensor errors (current gain and offset, noise, voltage quantisation).
 
-use crate::plant::Battery;
 use crate::ocv::Ocv;
+use crate::plant::Battery;
 use crate::scenario::SensorConfig;
 use bms_core::bus::{BatteryFlags, BatteryReport};
 use rand::Rng;
@@ -65,12 +65,15 @@ impl BatterySensor {
         BatteryReport {
             serial: battery.serial,
             model: battery.model,
-            capacity_dah: (battery.nominal_ah * 10.0).round().clamp(0.0, f64::from(u16::MAX)) as u16,
+            capacity_dah: (battery.nominal_ah * 10.0)
+                .round()
+                .clamp(0.0, f64::from(u16::MAX)) as u16,
             firmware: BATTERY_FIRMWARE,
             cells_mv,
             temps_ddegc,
-            current_ma: (current_a * 1000.0).round().clamp(f64::from(i32::MIN), f64::from(i32::MAX))
-                as i32,
+            current_ma: (current_a * 1000.0)
+                .round()
+                .clamp(f64::from(i32::MIN), f64::from(i32::MAX)) as i32,
             flags: BatteryFlags {
                 allowed_to_charge: battery.allowed_to_charge,
                 allowed_to_discharge: battery.allowed_to_discharge,
@@ -102,7 +105,12 @@ mod tests {
             parallel: 1,
             initial_soc_pct: 50.0,
             initial_temp_c: 25.0,
-            spread: Spread { capacity_pct: 0.0, resistance_pct: 0.0, soc_pct: 0.0, self_discharge_pct_per_month: 0.0 },
+            spread: Spread {
+                capacity_pct: 0.0,
+                resistance_pct: 0.0,
+                soc_pct: 0.0,
+                self_discharge_pct_per_month: 0.0,
+            },
         };
         let mut rng = ChaCha8Rng::seed_from_u64(5);
         let mut bank = Bank::new(&spec, &mut rng);
@@ -114,7 +122,10 @@ mod tests {
             temp_noise_c: 0.0,
             ..SensorConfig::default()
         };
-        let sensor = BatterySensor { current_gain: 1.01, current_offset_a: 0.05 };
+        let sensor = BatterySensor {
+            current_gain: 1.01,
+            current_offset_a: 0.05,
+        };
         let r = sensor.report(&bank.batteries[0], &bank.ocv, &config, &mut rng);
         assert_eq!(r.cells_mv.len(), 4);
         assert!(r.cells_mv.iter().all(|mv| mv % 5 == 0));

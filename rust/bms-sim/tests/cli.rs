@@ -6,15 +6,24 @@ use std::path::{Path, PathBuf};
 use std::process::{Command, Output};
 
 fn bms_sim(args: &[&str]) -> Output {
-    Command::new(env!("CARGO_BIN_EXE_bms-sim")).args(args).output().unwrap()
+    Command::new(env!("CARGO_BIN_EXE_bms-sim"))
+        .args(args)
+        .output()
+        .unwrap()
 }
 
 fn repo(path: &str) -> PathBuf {
-    PathBuf::from(env!("CARGO_MANIFEST_DIR")).join("../..").join(path)
+    PathBuf::from(env!("CARGO_MANIFEST_DIR"))
+        .join("../..")
+        .join(path)
 }
 
 fn data(name: &str) -> String {
-    PathBuf::from(env!("CARGO_MANIFEST_DIR")).join("tests/data").join(name).display().to_string()
+    PathBuf::from(env!("CARGO_MANIFEST_DIR"))
+        .join("tests/data")
+        .join(name)
+        .display()
+        .to_string()
 }
 
 fn stderr(o: &Output) -> String {
@@ -30,17 +39,34 @@ fn run_writes_timeline_events_and_picture_and_prints_a_summary() {
     let dir = tempfile::tempdir().unwrap();
     let out = dir.path().join("out");
     let scenario = repo("scenarios/firmware-update-fails.toml");
-    let o = bms_sim(&["run", s(&scenario), "--out", s(&out), "--until", "1h", "--quiet"]);
+    let o = bms_sim(&[
+        "run",
+        s(&scenario),
+        "--out",
+        s(&out),
+        "--until",
+        "1h",
+        "--quiet",
+    ]);
     assert!(o.status.success(), "{}", stderr(&o));
     let summary = String::from_utf8_lossy(&o.stdout);
-    assert!(summary.contains("ATC free-floating (firmware_update)"), "{summary}");
+    assert!(
+        summary.contains("ATC free-floating (firmware_update)"),
+        "{summary}"
+    );
     assert!(summary.contains("energy: in"), "{summary}");
     let csv = fs::read_to_string(out.join("timeline.csv")).unwrap();
     let header = csv.lines().next().unwrap();
-    assert!(header.starts_with("t_s,soc_true_pct,soc_bms_pct,cell_min_v,cell_max_v"), "{header}");
+    assert!(
+        header.starts_with("t_s,soc_true_pct,soc_bms_pct,cell_min_v,cell_max_v"),
+        "{header}"
+    );
     assert!(csv.lines().count() > 100);
     let events = fs::read_to_string(out.join("events.csv")).unwrap();
-    assert!(events.contains("1800.0,scenario: dfu_start\n1800.0,ATC free-floating (firmware_update)"), "{events}");
+    assert!(
+        events.contains("1800.0,scenario: dfu_start\n1800.0,ATC free-floating (firmware_update)"),
+        "{events}"
+    );
     let png = fs::read(out.join("timeline.png")).unwrap();
     assert_eq!(&png[..8], b"\x89PNG\r\n\x1a\n");
     assert!(png.len() > 20_000, "a real picture, not an empty canvas");
@@ -52,7 +78,17 @@ fn run_with_state_restores_the_records_at_the_next_run() {
     let state = dir.path().join("state");
     let scenario = repo("scenarios/remote-switch.toml");
     let out = dir.path().join("o");
-    let args = ["run", s(&scenario), "--out", s(&out), "--until", "2min", "--quiet", "--state", s(&state)];
+    let args = [
+        "run",
+        s(&scenario),
+        "--out",
+        s(&out),
+        "--until",
+        "2min",
+        "--quiet",
+        "--state",
+        s(&state),
+    ];
     let first = bms_sim(&args);
     assert!(first.status.success(), "{}", stderr(&first));
     assert!(!String::from_utf8_lossy(&first.stdout).contains("restored"));
@@ -71,11 +107,18 @@ fn run_refuses_an_unknown_scenario_key_with_file_line_and_field() {
     assert_eq!(o.status.code(), Some(2));
     let err = stderr(&o);
     assert_eq!(err.lines().count(), 1, "{err}");
-    assert!(err.contains("bad.toml line 8 field `voltage`: unknown field `voltage`"), "{err}");
+    assert!(
+        err.contains("bad.toml line 8 field `voltage`: unknown field `voltage`"),
+        "{err}"
+    );
     assert!(!out.exists(), "nothing written");
     let missing = bms_sim(&["run", s(&dir.path().join("nope.toml")), "--out", s(&out)]);
     assert_eq!(missing.status.code(), Some(2));
-    assert!(stderr(&missing).contains("nope.toml: cannot read"), "{}", stderr(&missing));
+    assert!(
+        stderr(&missing).contains("nope.toml: cannot read"),
+        "{}",
+        stderr(&missing)
+    );
 }
 
 #[test]
@@ -101,19 +144,30 @@ fn replay_writes_one_row_of_decisions_per_input_row() {
     let o = bms_sim(&["replay", &data("replay-small.csv"), "--out", s(&out)]);
     assert!(o.status.success(), "{}", stderr(&o));
     let mut reader = csv::Reader::from_path(&out).unwrap();
-    assert_eq!(reader.headers().unwrap().iter().collect::<Vec<_>>(), ["t_s", "soc_pct", "atd", "atc", "prealarm", "alarms", "warnings"]);
+    assert_eq!(
+        reader.headers().unwrap().iter().collect::<Vec<_>>(),
+        ["t_s", "soc_pct", "atd", "atc", "prealarm", "alarms", "warnings"]
+    );
     let rows: Vec<csv::StringRecord> = reader.records().map(Result::unwrap).collect();
     assert_eq!(rows.len(), 47);
     let row = |t: &str| rows.iter().find(|r| &r[0] == t).unwrap().clone();
     assert_eq!(&row("0")[2], "0", "free-floating until valid data (PROT-1)");
     assert_eq!((&row("5")[2], &row("5")[3], &row("5")[4]), ("1", "1", "0"));
     assert_eq!(&row("5")[1], "", "SoC unknown without --initial-soc");
-    assert_eq!((&row("13")[2], &row("13")[3]), ("0", "0"), "remote off (PROT-8)");
+    assert_eq!(
+        (&row("13")[2], &row("13")[3]),
+        ("0", "0"),
+        "remote off (PROT-8)"
+    );
     assert_eq!((&row("16")[2], &row("16")[3]), ("1", "1"));
     assert_eq!(&row("23")[4], "0", "pre-alarm waits for its 5 s debounce");
     assert_eq!(&row("26")[4], "1", "cell 4 at 3.05 V for 5 s (PROT-3)");
     assert_eq!(&row("26")[6], "low_cell_voltage");
-    assert_eq!(&row("75.5")[4], "0", "cleared after the cell recovered for 10 s");
+    assert_eq!(
+        &row("75.5")[4],
+        "0",
+        "cleared after the cell recovered for 10 s"
+    );
 }
 
 #[test]
@@ -123,8 +177,18 @@ fn replay_with_initial_soc_and_key_adds_soc_and_advertisement() {
     let settings = dir.path().join("s.toml");
     fs::write(&settings, "prealarm_cell_mv = 3000\n").unwrap();
     let o = bms_sim(&[
-        "replay", &data("replay-small.csv"), "--out", s(&out), "--initial-soc", "55", "--adv-key",
-        "000102030405060708090a0b0c0d0e0f", "--settings", s(&settings), "--capacity-ah", "200",
+        "replay",
+        &data("replay-small.csv"),
+        "--out",
+        s(&out),
+        "--initial-soc",
+        "55",
+        "--adv-key",
+        "000102030405060708090a0b0c0d0e0f",
+        "--settings",
+        s(&settings),
+        "--capacity-ah",
+        "200",
     ]);
     assert!(o.status.success(), "{}", stderr(&o));
     let mut reader = csv::Reader::from_path(&out).unwrap();
@@ -132,8 +196,17 @@ fn replay_with_initial_soc_and_key_adds_soc_and_advertisement() {
     let rows: Vec<csv::StringRecord> = reader.records().map(Result::unwrap).collect();
     assert_eq!(&rows[0][1], "55.0");
     for r in &rows {
-        assert_eq!(r[7].len(), 48, "24-byte payload without company id: {}", &r[7]);
-        assert!(r[7].starts_with("10"), "product advertisement record: {}", &r[7]);
+        assert_eq!(
+            r[7].len(),
+            48,
+            "24-byte payload without company id: {}",
+            &r[7]
+        );
+        assert!(
+            r[7].starts_with("10"),
+            "product advertisement record: {}",
+            &r[7]
+        );
         assert_eq!(&r[4], "0", "3.05 V is above a 3.00 V pre-alarm level");
     }
 }
@@ -157,23 +230,60 @@ fn replay_bad_input_names_file_line_and_field_and_writes_nothing() {
         assert_eq!(o.status.code(), Some(2), "case {i}");
         let err = stderr(&o);
         assert_eq!(err.lines().count(), 1, "{err}");
-        assert!(err.contains(&format!("in{i}.csv {expected}")), "case {i}: {err}");
+        assert!(
+            err.contains(&format!("in{i}.csv {expected}")),
+            "case {i}: {err}"
+        );
         assert!(!out.exists(), "case {i}: nothing written");
     }
-    let o = bms_sim(&["replay", s(&dir.path().join("missing.csv")), "--out", s(&out)]);
+    let o = bms_sim(&[
+        "replay",
+        s(&dir.path().join("missing.csv")),
+        "--out",
+        s(&out),
+    ]);
     assert_eq!(o.status.code(), Some(2));
     assert!(stderr(&o).contains("missing.csv: cannot read"));
     let settings = dir.path().join("bad.toml");
     fs::write(&settings, "prealarm_cell_mv = 3000\ncolour = 1\n").unwrap();
-    let o = bms_sim(&["replay", &data("replay-small.csv"), "--out", s(&out), "--settings", s(&settings)]);
+    let o = bms_sim(&[
+        "replay",
+        &data("replay-small.csv"),
+        "--out",
+        s(&out),
+        "--settings",
+        s(&settings),
+    ]);
     assert_eq!(o.status.code(), Some(2));
-    assert!(stderr(&o).contains("bad.toml line 2 field `colour`"), "{}", stderr(&o));
+    assert!(
+        stderr(&o).contains("bad.toml line 2 field `colour`"),
+        "{}",
+        stderr(&o)
+    );
     fs::write(&settings, "prealarm_cell_mv = 2000\n").unwrap();
-    let o = bms_sim(&["replay", &data("replay-small.csv"), "--out", s(&out), "--settings", s(&settings)]);
+    let o = bms_sim(&[
+        "replay",
+        &data("replay-small.csv"),
+        "--out",
+        s(&out),
+        "--settings",
+        s(&settings),
+    ]);
     assert_eq!(o.status.code(), Some(2));
-    assert!(stderr(&o).contains("bad.toml line 1 field `prealarm_cell_mv`"), "{}", stderr(&o));
+    assert!(
+        stderr(&o).contains("bad.toml line 1 field `prealarm_cell_mv`"),
+        "{}",
+        stderr(&o)
+    );
     assert!(!out.exists());
-    let o = bms_sim(&["replay", &data("replay-small.csv"), "--out", s(&out), "--initial-soc", "150"]);
+    let o = bms_sim(&[
+        "replay",
+        &data("replay-small.csv"),
+        "--out",
+        s(&out),
+        "--initial-soc",
+        "150",
+    ]);
     assert_eq!(o.status.code(), Some(2));
 }
 

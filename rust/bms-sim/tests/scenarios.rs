@@ -15,7 +15,9 @@ struct Outcome {
 }
 
 fn run(file: &str, until: Option<Duration>) -> Outcome {
-    let path = PathBuf::from(env!("CARGO_MANIFEST_DIR")).join("../../scenarios").join(file);
+    let path = PathBuf::from(env!("CARGO_MANIFEST_DIR"))
+        .join("../../scenarios")
+        .join(file);
     let sc = scenario::load(&path).unwrap_or_else(|e| panic!("{e}"));
     let options = RunOptions {
         until,
@@ -25,7 +27,10 @@ fn run(file: &str, until: Option<Duration>) -> Outcome {
     let mut engine = Engine::new(&sc, &options).unwrap();
     engine.run(&mut |_| {});
     let topology = engine.bms().bank().topology();
-    Outcome { result: engine.finish(), topology }
+    Outcome {
+        result: engine.finish(),
+        topology,
+    }
 }
 
 fn hours(h: f64) -> Duration {
@@ -41,14 +46,22 @@ fn changes(r: &RunResult, output: Output, high: bool) -> Vec<(u64, bms_core::pro
     r.events
         .iter()
         .filter_map(|e| match e.what {
-            What::Output { output: o, high: h, reasons } if o == output && h == high => Some((e.t_ms, reasons)),
+            What::Output {
+                output: o,
+                high: h,
+                reasons,
+            } if o == output && h == high => Some((e.t_ms, reasons)),
             _ => None,
         })
         .collect()
 }
 
 fn raised(r: &RunResult, code: Code) -> Vec<u64> {
-    r.events.iter().filter(|e| e.what == What::CodeRaised(code)).map(|e| e.t_ms).collect()
+    r.events
+        .iter()
+        .filter(|e| e.what == What::CodeRaised(code))
+        .map(|e| e.t_ms)
+        .collect()
 }
 
 fn syncs(r: &RunResult) -> Vec<u64> {
@@ -72,19 +85,36 @@ fn sample_after(r: &RunResult, t_s: f64) -> &Sample {
 fn solar_camper_week_synchronises_and_protects_the_top_of_charge() {
     let o = run("solar-camper-week.toml", Some(hours(24.0)));
     let r = &o.result;
-    let first_sync = *syncs(r).first().expect("the sun charges the battery full on day 1");
+    let first_sync = *syncs(r)
+        .first()
+        .expect("the sun charges the battery full on day 1");
     assert!(s(first_sync) < 24.0 * 3600.0);
     for x in &r.samples {
         if x.t_s < s(first_sync) - 60.0 {
-            assert_eq!(x.soc_bms_pct, None, "SoC unknown before the first sync (t = {})", x.t_s);
+            assert_eq!(
+                x.soc_bms_pct, None,
+                "SoC unknown before the first sync (t = {})",
+                x.t_s
+            );
         } else if x.t_s > s(first_sync) + 60.0 {
             let soc = x.soc_bms_pct.expect("known after the sync");
-            assert!((soc - x.soc_true_pct).abs() < 2.5, "t = {}: {soc} vs {}", x.t_s, x.soc_true_pct);
+            assert!(
+                (soc - x.soc_true_pct).abs() < 2.5,
+                "t = {}: {soc} vs {}",
+                x.t_s,
+                x.soc_true_pct
+            );
         }
     }
-    assert!(changes(r, Output::Atd, false).is_empty(), "loads never disconnected");
+    assert!(
+        changes(r, Output::Atd, false).is_empty(),
+        "loads never disconnected"
+    );
     for (t, reasons) in changes(r, Output::Atc, false) {
-        assert!(reasons.contains(Reason::CellOvervoltage), "ATC at {t} ms: {reasons}");
+        assert!(
+            reasons.contains(Reason::CellOvervoltage),
+            "ATC at {t} ms: {reasons}"
+        );
     }
     assert_eq!(r.totals.overvolt_damage_s, 0.0);
     assert!(r.totals.cell_max_v < 3.8);
@@ -101,7 +131,13 @@ fn bank_24v_2x2_is_discovered_and_runs_without_alarms() {
     assert_eq!(t.capacity_dah, 4000);
     let r = &o.result;
     for x in r.samples.iter().filter(|x| x.t_s >= 5.0) {
-        assert!(x.atd && x.atc, "t = {}: {} / {}", x.t_s, x.atd_reasons, x.atc_reasons);
+        assert!(
+            x.atd && x.atc,
+            "t = {}: {} / {}",
+            x.t_s,
+            x.atd_reasons,
+            x.atc_reasons
+        );
         assert!(!x.codes.contains(Code::ConfigurationError), "t = {}", x.t_s);
     }
     // Loads of 1.8 kW at 24 V draw through both strings.
@@ -118,13 +154,21 @@ fn winter_weeks_drift_without_sync_and_cells_protect_the_battery() {
     let o = run("winter-weeks.toml", Some(hours(94.0)));
     let r = &o.result;
     assert!(syncs(r).is_empty(), "no full charge, no synchronisation");
-    assert!(r.samples.iter().all(|x| x.soc_bms_pct.is_some()), "restored SoC stays known");
+    assert!(
+        r.samples.iter().all(|x| x.soc_bms_pct.is_some()),
+        "restored SoC stays known"
+    );
     let err = |t_h: f64| {
         let x = sample_after(r, t_h * 3600.0);
         (x.soc_bms_pct.unwrap() - x.soc_true_pct).abs()
     };
     assert!(err(12.0) < 2.0, "{}", err(12.0));
-    assert!(err(90.0) > err(12.0) + 3.0, "drift: {} then {}", err(12.0), err(90.0));
+    assert!(
+        err(90.0) > err(12.0) + 3.0,
+        "drift: {} then {}",
+        err(12.0),
+        err(90.0)
+    );
     let cold_nights = changes(r, Output::Atc, false);
     assert!(cold_nights.len() >= 3);
     for (t, reasons) in &cold_nights {
@@ -132,7 +176,10 @@ fn winter_weeks_drift_without_sync_and_cells_protect_the_battery() {
         // The core reads a noisy sensor (σ 0.1 °C) without debounce: allow 0.6 °C.
         assert!(sample_after(r, s(*t)).temp_c < 5.6);
     }
-    assert!(changes(r, Output::Atc, true).len() >= 3, "ATC back on mild days");
+    assert!(
+        changes(r, Output::Atc, true).len() >= 3,
+        "ATC back on mild days"
+    );
     let (atd_off, reasons) = changes(r, Output::Atd, false)[0];
     assert!(reasons.contains(Reason::CellUndervoltage), "{reasons}");
     let prealarm_on = changes(r, Output::Prealarm, true);
@@ -151,15 +198,32 @@ fn cold_morning_keeps_the_charger_off_until_the_battery_is_warm() {
     let (t_on, _) = *atc_on.first().expect("ATC comes on once warm");
     for x in r.samples.iter().filter(|x| x.t_s > 5.0 && x.t_s < s(t_on)) {
         assert!(!x.atc);
-        assert!(x.atc_reasons.contains(Reason::LowTemperature), "t = {}: {}", x.t_s, x.atc_reasons);
+        assert!(
+            x.atc_reasons.contains(Reason::LowTemperature),
+            "t = {}: {}",
+            x.t_s,
+            x.atc_reasons
+        );
         assert_eq!(x.charge_a, 0.0, "t = {}", x.t_s);
     }
-    assert!(r.samples.iter().any(|x| x.atc_reasons.contains(Reason::BatteryChargeNotAllowed)));
+    assert!(r
+        .samples
+        .iter()
+        .any(|x| x.atc_reasons.contains(Reason::BatteryChargeNotAllowed)));
     let at_on = sample_after(r, s(t_on));
     // The core reads a noisy sensor (σ 0.1 °C) without debounce: allow 0.6 °C.
     assert!(at_on.temp_c >= 6.4, "ATC on at {} °C", at_on.temp_c);
-    assert!(r.samples.iter().filter(|x| x.t_s < 1.5 * 3600.0).all(|x| x.temp_c < 5.0));
-    assert!(r.samples.iter().any(|x| x.t_s > s(t_on) && x.charge_a > 25.0), "the charger works");
+    assert!(r
+        .samples
+        .iter()
+        .filter(|x| x.t_s < 1.5 * 3600.0)
+        .all(|x| x.temp_c < 5.0));
+    assert!(
+        r.samples
+            .iter()
+            .any(|x| x.t_s > s(t_on) && x.charge_a > 25.0),
+        "the charger works"
+    );
     assert!(r.totals.charge_in_ah > 30.0);
 }
 
@@ -174,17 +238,39 @@ fn deep_discharge_prealarm_load_disconnect_and_recovery() {
     let (pre_on, pre_reasons) = changes(r, Output::Prealarm, true)[0];
     assert!(pre_reasons.contains(Reason::PrealarmLevel), "{pre_reasons}");
     let (atd_off, atd_reasons) = changes(r, Output::Atd, false)[0];
-    assert!(atd_reasons.contains(Reason::CellUndervoltage), "{atd_reasons}");
-    assert!(atd_off >= pre_on + 30_000, "pre-alarm {pre_on} ms, ATD {atd_off} ms");
+    assert!(
+        atd_reasons.contains(Reason::CellUndervoltage),
+        "{atd_reasons}"
+    );
+    assert!(
+        atd_off >= pre_on + 30_000,
+        "pre-alarm {pre_on} ms, ATD {atd_off} ms"
+    );
     assert!(sample_after(r, s(pre_on) - 30.0).cell_min_v < 3.12);
-    let before = r.samples.iter().rev().find(|x| x.t_s <= s(atd_off)).unwrap();
+    let before = r
+        .samples
+        .iter()
+        .rev()
+        .find(|x| x.t_s <= s(atd_off))
+        .unwrap();
     assert!(before.cell_min_v < 2.85, "{}", before.cell_min_v);
-    for x in r.samples.iter().filter(|x| x.t_s > s(atd_off) + 1.0 && x.t_s < 10.0 * 3600.0) {
+    for x in r
+        .samples
+        .iter()
+        .filter(|x| x.t_s > s(atd_off) + 1.0 && x.t_s < 10.0 * 3600.0)
+    {
         assert!(!x.atd);
-        assert!((x.load_a - 0.03).abs() < 1e-9, "only the alarm system draws: {}", x.load_a);
+        assert!(
+            (x.load_a - 0.03).abs() < 1e-9,
+            "only the alarm system draws: {}",
+            x.load_a
+        );
     }
     let (atd_on, _) = *changes(r, Output::Atd, true).last().unwrap();
-    assert!(s(atd_on) > 10.0 * 3600.0, "back only after the generator started");
+    assert!(
+        s(atd_on) > 10.0 * 3600.0,
+        "back only after the generator started"
+    );
     let at_return = r.samples.iter().rev().find(|x| x.t_s <= s(atd_on)).unwrap();
     assert!(at_return.cell_min_v >= 3.19, "{}", at_return.cell_min_v);
     assert_eq!(r.totals.undervolt_damage_s, 0.0);
@@ -205,17 +291,35 @@ fn cable_unplugged_opens_both_outputs_until_replugged() {
         assert_eq!(off.len(), 1, "{output:?}");
         let (t, reasons) = off[0];
         assert!(reasons.contains(Reason::BatteryLost), "{reasons}");
-        assert!(t > unplug_ms + 3_900 && t <= unplug_ms + 6_100, "{output:?} off at {t} ms");
+        assert!(
+            t > unplug_ms + 3_900 && t <= unplug_ms + 6_100,
+            "{output:?} off at {t} ms"
+        );
         let on = changes(r, output, true);
         let (t_on, _) = *on.last().unwrap();
-        assert!(t_on >= replug_ms && t_on <= replug_ms + 2_000, "{output:?} on at {t_on} ms");
+        assert!(
+            t_on >= replug_ms && t_on <= replug_ms + 2_000,
+            "{output:?} on at {t_on} ms"
+        );
     }
     assert!(raised(r, Code::BatteryLost).len() == 1);
-    for x in r.samples.iter().filter(|x| x.t_s > 30.0 * 60.0 + 7.0 && x.t_s < 50.0 * 60.0) {
-        assert!(!x.atd && !x.atc && x.load_a == 0.0 && x.charge_a == 0.0, "t = {}", x.t_s);
+    for x in r
+        .samples
+        .iter()
+        .filter(|x| x.t_s > 30.0 * 60.0 + 7.0 && x.t_s < 50.0 * 60.0)
+    {
+        assert!(
+            !x.atd && !x.atc && x.load_a == 0.0 && x.charge_a == 0.0,
+            "t = {}",
+            x.t_s
+        );
     }
     assert!(r.totals.frames_dropped >= 1, "the noise hit a frame");
-    assert!(r.samples.iter().filter(|x| x.t_s > 51.0 * 60.0).all(|x| x.atd && x.atc));
+    assert!(r
+        .samples
+        .iter()
+        .filter(|x| x.t_s > 51.0 * 60.0)
+        .all(|x| x.atd && x.atc));
 }
 
 /// PROT-8: remote OFF opens ATD and ATC and keeps the pre-alarm free-floating; remote ON
@@ -227,13 +331,24 @@ fn remote_switch_turns_outputs_off_and_on() {
     for output in [Output::Atd, Output::Atc] {
         let (off, reasons) = changes(r, output, false)[0];
         assert!(reasons.contains(Reason::RemoteOff), "{reasons}");
-        assert!(off >= 3_600_000 && off <= 3_601_000, "{off}");
+        assert!((3_600_000..=3_601_000).contains(&off), "{off}");
         let (on, _) = *changes(r, output, true).last().unwrap();
-        assert!(on >= 8 * 3_600_000 && on <= 8 * 3_600_000 + 1_000, "{on}");
+        assert!(
+            (8 * 3_600_000..=8 * 3_600_000 + 1_000).contains(&on),
+            "{on}"
+        );
     }
     assert!(changes(r, Output::Prealarm, true).is_empty());
-    for x in r.samples.iter().filter(|x| x.t_s > 3601.0 && x.t_s < 8.0 * 3600.0) {
-        assert!((x.load_a - 0.02).abs() < 1e-9 && x.charge_a == 0.0, "t = {}", x.t_s);
+    for x in r
+        .samples
+        .iter()
+        .filter(|x| x.t_s > 3601.0 && x.t_s < 8.0 * 3600.0)
+    {
+        assert!(
+            (x.load_a - 0.02).abs() < 1e-9 && x.charge_a == 0.0,
+            "t = {}",
+            x.t_s
+        );
     }
     // 12 h at 10 ticks/s would be 432 000 ticks; 7 h of it in low power.
     assert!(r.totals.ticks < 300_000, "{}", r.totals.ticks);
@@ -259,6 +374,14 @@ fn firmware_update_failure_opens_atd_120s_later_unless_retried() {
     assert!(t >= 52 * min && t <= 52 * min + 200, "ATD off at {t} ms");
     let (atd_on, _) = *changes(r, Output::Atd, true).last().unwrap();
     assert!(atd_on >= 90 * min && atd_on <= 90 * min + 200);
-    assert!(r.samples.iter().filter(|x| x.t_s > 5.0 && x.t_s < 52.0 * 60.0).all(|x| x.atd));
-    assert!(r.samples.iter().filter(|x| x.t_s > 91.0 * 60.0).all(|x| x.atd && x.atc));
+    assert!(r
+        .samples
+        .iter()
+        .filter(|x| x.t_s > 5.0 && x.t_s < 52.0 * 60.0)
+        .all(|x| x.atd));
+    assert!(r
+        .samples
+        .iter()
+        .filter(|x| x.t_s > 91.0 * 60.0)
+        .all(|x| x.atd && x.atc));
 }

@@ -31,7 +31,7 @@ KELVIN = 273.15
 NEVER_HIGH = 1.0e4
 NEVER_LOW = -1.0e4
 OUTPUTS = ["Voltage [V]", "Current [A]", "Discharge capacity [A.h]"]
-MODELS = ("SPM", "SPMe")
+MODELS = ("SPM", "SPMe", "DFN")
 
 
 @dataclasses.dataclass(frozen=True)

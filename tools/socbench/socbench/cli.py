@@ -40,7 +40,7 @@ def _parser() -> argparse.ArgumentParser:
         default=",".join(BENCHMARK + (SMALL,)),
         help="comma-separated profile names (default: all)",
     )
-    p.add_argument("--model", default="SPMe", choices=("SPM", "SPMe"), help="PyBaMM model")
+    p.add_argument("--model", default="SPMe", choices=("SPM", "SPMe", "DFN"), help="PyBaMM model")
     p.add_argument("--out", type=Path, default=ROOT / "out" / "socbench", help="output folder")
     p.add_argument("--jobs", type=int, default=2, help="profiles generated in parallel")
     p.add_argument("--force", action="store_true", help="regenerate even when cached")

@@ -99,6 +99,7 @@ def generate(scenario: Scenario, model: str, dest: Path, verbose: bool = False) 
         "true_soc_max_pct": float(true_soc.max()),
         "true_soc_end_pct": float(true_soc[-1]),
         "absorption_phases": absorptions,
+        "boundary_slides": trace.slides,
         "charge_ah": float(np.sum(np.clip(current[:-1], 0, None) * np.diff(trace.t_s)) / 3600),
         "discharge_ah": float(np.sum(np.clip(-current[:-1], 0, None) * np.diff(trace.t_s)) / 3600),
         "cell_v_min": float(trace.voltage_v.min()),

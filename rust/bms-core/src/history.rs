@@ -26,7 +26,7 @@ pub const SYNC_ARM_PERMILLE: u16 = 900;
 pub const PERSIST_INTERVAL_MS: u64 = 60 * 60_000;
 
 /// Energy of 1 mWh in nJ (mV × mA × ms).
-const NJ_PER_MWH: u128 = 3_600_000_000;
+const NJ_PER_MWH: u64 = 3_600_000_000;
 
 /// Measurements and monitor results for one history update.
 #[derive(Clone, Copy, Debug, Default, PartialEq, Eq)]
@@ -199,18 +199,24 @@ impl History {
         }
     }
 
+    /// Counts charge and energy over `dt_ms` (at most [`MAX_GAP_MS`]) in 64-bit arithmetic, which
+    /// is exact here: |2 × i32 mA| × 60 000 ms × 500 < 2^57 nA·s, and |mV × mA| < 2^63. Only the
+    /// energy of one step beyond 2^63 nJ (2.5 MWh: a bank above 150 MW) saturates, to 2^62 nJ.
     fn integrate(&mut self, last: Sample, input: &HistoryInput, dt_ms: u64) {
-        let dt = i128::from(dt_ms);
+        let dt = i64::try_from(dt_ms.min(MAX_GAP_MS)).unwrap_or(0);
         // Trapezoids over the interval: (a + b) / 2 × dt; 1 mA·ms = 1000 nA·s, 1 mV·mA·ms = 1 nJ.
-        let charge_nas = (i128::from(last.bank_ma) + i128::from(input.bank_ma)) * dt * 500;
+        let charge_nas = (i64::from(last.bank_ma) + i64::from(input.bank_ma)) * dt * 500;
         if charge_nas < 0 {
-            let total = u128::from(self.record.drawn_rem_nas) + charge_nas.unsigned_abs();
-            self.record.drawn_mah = add_u128(self.record.drawn_mah, total / NAS_PER_MAH as u128);
-            self.record.drawn_rem_nas = (total % NAS_PER_MAH as u128) as u64;
+            accumulate(
+                &mut self.record.drawn_mah,
+                &mut self.record.drawn_rem_nas,
+                charge_nas.unsigned_abs(),
+                NAS_PER_MAH.unsigned_abs(),
+            );
         }
-        let power_start = i128::from(last.bank_mv) * i128::from(last.bank_ma);
-        let power_end = i128::from(input.bank_mv) * i128::from(input.bank_ma);
-        let energy_nj = (power_start + power_end) * dt / 2;
+        let power_start = i64::from(last.bank_mv) * i64::from(last.bank_ma);
+        let power_end = i64::from(input.bank_mv) * i64::from(input.bank_ma);
+        let energy_nj = power_start.saturating_add(power_end).saturating_mul(dt) / 2;
         let (whole, rem) = if energy_nj < 0 {
             (
                 &mut self.record.discharged_mwh,
@@ -222,9 +228,7 @@ impl History {
                 &mut self.record.charged_rem_nj,
             )
         };
-        let total = u128::from(*rem) + energy_nj.unsigned_abs();
-        *whole = add_u128(*whole, total / NJ_PER_MWH);
-        *rem = (total % NJ_PER_MWH) as u64;
+        accumulate(whole, rem, energy_nj.unsigned_abs(), NJ_PER_MWH);
     }
 
     /// Adds an error code to the last errors (HIST-1), newest first; call when an error is
@@ -337,8 +341,17 @@ impl History {
     }
 }
 
-fn add_u128(value: u64, add: u128) -> u64 {
-    value.saturating_add(u64::try_from(add).unwrap_or(u64::MAX))
+/// Adds `add` (nA·s or nJ) to a count of whole units (`per_whole` each) and the remainder, with
+/// the same result as adding in 128 bits: the whole parts and the remainders are added apart,
+/// so nothing overflows, and the count saturates.
+fn accumulate(whole: &mut u64, rem: &mut u64, add: u64, per_whole: u64) {
+    // Both remainders are below `per_whole` (at most 3.6e9): the sum cannot overflow.
+    let rem_sum = *rem % per_whole + add % per_whole;
+    *whole = whole
+        .saturating_add(*rem / per_whole)
+        .saturating_add(add / per_whole)
+        .saturating_add(rem_sum / per_whole);
+    *rem = rem_sum % per_whole;
 }
 
 fn min_opt<T: Ord + Copy>(kept: Option<T>, new: Option<T>) -> Option<T> {
@@ -352,5 +365,112 @@ fn max_opt<T: Ord + Copy>(kept: Option<T>, new: Option<T>) -> Option<T> {
     match (kept, new) {
         (Some(a), Some(b)) => Some(a.max(b)),
         (a, b) => a.or(b),
+    }
+}
+
+#[cfg(test)]
+mod tests {
+    use proptest::prelude::*;
+
+    use super::*;
+
+    /// The 128-bit sum `accumulate` replaces, as the code had it before.
+    fn accumulate_u128(whole: u64, rem: u64, add: u64, per_whole: u64) -> (u64, u64) {
+        let total = u128::from(rem) + u128::from(add);
+        let whole_add = u64::try_from(total / u128::from(per_whole)).unwrap_or(u64::MAX);
+        (
+            whole.saturating_add(whole_add),
+            (total % u128::from(per_whole)) as u64,
+        )
+    }
+
+    /// The charge and energy of one step in 128 bits, as the code had it before, except that an
+    /// energy beyond 2^63 nJ is cut to the documented ±2^62 nJ.
+    fn integrate_i128(last: Sample, input: &HistoryInput, dt_ms: u64) -> (i128, i128) {
+        let dt = i128::from(dt_ms);
+        let charge_nas = (i128::from(last.bank_ma) + i128::from(input.bank_ma)) * dt * 500;
+        let power_start = i128::from(last.bank_mv) * i128::from(last.bank_ma);
+        let power_end = i128::from(input.bank_mv) * i128::from(input.bank_ma);
+        let product = (power_start + power_end) * dt;
+        let energy_nj = match i64::try_from(product) {
+            Ok(_) => product / 2,
+            Err(_) if product < 0 => i128::from(i64::MIN / 2),
+            Err(_) => i128::from(i64::MAX / 2),
+        };
+        (charge_nas, energy_nj)
+    }
+
+    proptest! {
+        /// Adding apart gives the 128-bit result for every count, remainder (also a corrupt
+        /// one above the unit) and addition, saturation included.
+        #[test]
+        fn accumulate_matches_128_bit_sum(
+            whole in prop_oneof![Just(u64::MAX), Just(0u64), any::<u64>()],
+            rem in prop_oneof![Just(u64::MAX), 0u64..NJ_PER_MWH, any::<u64>()],
+            add in prop_oneof![Just(u64::MAX >> 1), any::<u64>()],
+        ) {
+            let (mut w, mut r) = (whole, rem);
+            accumulate(&mut w, &mut r, add, NJ_PER_MWH);
+            prop_assert_eq!((w, r), accumulate_u128(whole, rem, add, NJ_PER_MWH));
+        }
+
+        /// A step counts what the 128-bit arithmetic counted, for every voltage and current.
+        #[test]
+        fn integrate_matches_128_bit_arithmetic(
+            mv in (any::<u32>(), 0u32..=100_000),
+            ma in (any::<i32>(), -2_000_000i32..=2_000_000),
+            dt_ms in prop_oneof![Just(MAX_GAP_MS), 0u64..=MAX_GAP_MS],
+            start in (0u64..NAS_PER_MAH.unsigned_abs(), 0u64..NJ_PER_MWH, 0u64..NJ_PER_MWH),
+        ) {
+            let mut history = History::default();
+            history.record.drawn_rem_nas = start.0;
+            history.record.discharged_rem_nj = start.1;
+            history.record.charged_rem_nj = start.2;
+            let before = history.record;
+            let last = Sample { at_ms: 0, bank_mv: mv.0, bank_ma: ma.0 };
+            let input = HistoryInput { bank_mv: mv.1, bank_ma: ma.1, ..HistoryInput::default() };
+            history.integrate(last, &input, dt_ms);
+
+            let (charge_nas, energy_nj) = integrate_i128(last, &input, dt_ms);
+            let mut want = before;
+            if charge_nas < 0 {
+                (want.drawn_mah, want.drawn_rem_nas) = accumulate_u128(
+                    want.drawn_mah,
+                    want.drawn_rem_nas,
+                    u64::try_from(charge_nas.unsigned_abs()).unwrap(),
+                    NAS_PER_MAH.unsigned_abs(),
+                );
+            }
+            let energy = u64::try_from(energy_nj.unsigned_abs()).unwrap();
+            if energy_nj < 0 {
+                (want.discharged_mwh, want.discharged_rem_nj) = accumulate_u128(
+                    want.discharged_mwh, want.discharged_rem_nj, energy, NJ_PER_MWH);
+            } else {
+                (want.charged_mwh, want.charged_rem_nj) = accumulate_u128(
+                    want.charged_mwh, want.charged_rem_nj, energy, NJ_PER_MWH);
+            }
+            prop_assert_eq!(history.record, want);
+        }
+    }
+
+    /// A step of an impossible bank (4.3 MV, 2.1 MA) counts 2^62 nJ instead of overflowing.
+    #[test]
+    fn integrate_saturates_the_energy_of_an_impossible_bank() {
+        let mut history = History::default();
+        let last = Sample {
+            at_ms: 0,
+            bank_mv: u32::MAX,
+            bank_ma: i32::MIN,
+        };
+        let input = HistoryInput {
+            bank_mv: u32::MAX,
+            bank_ma: i32::MIN,
+            ..HistoryInput::default()
+        };
+        history.integrate(last, &input, MAX_GAP_MS);
+        let nj = 1u64 << 62;
+        assert_eq!(history.record.discharged_mwh, nj / NJ_PER_MWH);
+        assert_eq!(history.record.discharged_rem_nj, nj % NJ_PER_MWH);
+        assert_eq!(history.record.charged_mwh, 0);
     }
 }

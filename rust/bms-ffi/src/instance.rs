@@ -9,7 +9,7 @@ use core::sync::atomic::{AtomicBool, Ordering};
 use bms_core::bus::FrameDecoder;
 use bms_core::protocol::{self, Access, BmsDevice};
 use bms_core::storage::Persistence;
-use bms_core::{Bms, Config, Decisions, DfuEvent, Event, Inputs, Output};
+use bms_core::{Bms, Config, DfuEvent, Inputs};
 
 use crate::abi::{BmsOutputs, BMS_EBUSY, BMS_EINVAL, BMS_ENOSPC};
 use crate::port;
@@ -54,8 +54,8 @@ impl Instance {
 
     /// One control step, then the records that became due are written.
     pub(crate) fn step(&mut self, now_ms: u64, inputs: &Inputs) -> BmsOutputs {
+        // The core logs every output change with its reasons (PROT-11) and every code.
         let decisions = self.bms.step(now_ms, inputs);
-        log_events(&decisions);
         self.persist(now_ms);
         BmsOutputs::from_decisions(&decisions)
     }
@@ -74,10 +74,12 @@ impl Instance {
         let Instance { bms, decoder, .. } = self;
         let mut taken: i32 = 0;
         decoder.feed_frames(bytes, |outcome| match outcome {
-            Ok(report) => match bms.handle_report(now_ms, &report) {
-                Ok(()) => taken = taken.saturating_add(1),
-                Err(err) => log::debug!("battery {} report refused: {err}", report.serial),
-            },
+            // The core logs a refused report.
+            Ok(report) => {
+                if bms.handle_report(now_ms, &report).is_ok() {
+                    taken = taken.saturating_add(1);
+                }
+            }
             Err(err) => log::debug!("bus frame dropped: {err}"),
         });
         taken
@@ -129,13 +131,7 @@ impl Instance {
 
     /// Firmware-update progress.
     pub(crate) fn dfu_event(&mut self, now_ms: u64, event: DfuEvent) {
-        let what = match event {
-            DfuEvent::Started => "started",
-            DfuEvent::Completed => "completed",
-            DfuEvent::Failed => "failed",
-            DfuEvent::Aborted => "aborted",
-        };
-        log::info!("firmware update {what}");
+        // Logged by the core.
         self.bms.handle_dfu(now_ms, event);
     }
 
@@ -162,36 +158,6 @@ fn random_u16() -> u16 {
     match port::random(&mut bytes) {
         Ok(()) => u16::from_le_bytes(bytes),
         Err(_) => 0,
-    }
-}
-
-/// Logs what happened in one step (PROT-11: every output change is logged with its reasons).
-fn log_events(decisions: &Decisions) {
-    for event in &decisions.events {
-        if let Event::OutputChanged {
-            output,
-            high,
-            reasons,
-        } = *event
-        {
-            let name = match output {
-                Output::Atd => "ATD",
-                Output::Atc => "ATC",
-                Output::Prealarm => "pre-alarm",
-            };
-            let state = match (output, high) {
-                (Output::Prealarm, true) => "active",
-                (_, true) => "high",
-                (_, false) => "free-floating",
-            };
-            log::info!("{name} {state} (reasons {:#x})", reasons.bits());
-            for reason in reasons.iter() {
-                log::info!("{name} reason: {}", reason.name());
-            }
-        }
-    }
-    if decisions.events_dropped > 0 {
-        log::warn!("{} events not logged", decisions.events_dropped);
     }
 }
 

@@ -453,9 +453,7 @@ impl<'a> Engine<'a> {
     /// The results so far.
     pub fn finish(mut self) -> RunResult {
         self.totals.duration_s = self.now_ms as f64 / 1000.0;
-        let stats = self.decoder.stats();
-        self.totals.frames_good = stats.good;
-        self.totals.frames_dropped = stats.dropped();
+        self.count_frames();
         if self.soc_err_n > 0 {
             self.totals.soc_error_mean_pct = Some(self.soc_err_sum / self.soc_err_n as f64);
         }
@@ -477,6 +475,13 @@ impl<'a> Engine<'a> {
     /// The simulated bank (for tests).
     pub fn bank(&self) -> &Bank {
         &self.bank
+    }
+
+    /// Adds the decoder's frame counters to the totals (before it is replaced or at the end).
+    fn count_frames(&mut self) {
+        let stats = self.decoder.stats();
+        self.totals.frames_good += stats.good;
+        self.totals.frames_dropped += stats.dropped();
     }
 
     fn log(&mut self, what: What) {
@@ -629,6 +634,7 @@ impl<'a> Engine<'a> {
                     let (persistence, bms, note) = boot(self.scenario, self.store.as_mut(), false);
                     self.persistence = persistence;
                     self.bms = bms;
+                    self.count_frames();
                     self.decoder = FrameDecoder::new();
                     self.decisions = Decisions::default();
                     self.next_tick_ms = self.now_ms;

@@ -295,8 +295,11 @@ fn cable_unplugged_opens_both_outputs_until_replugged() {
             t > unplug_ms + 3_900 && t <= unplug_ms + 6_100,
             "{output:?} off at {t} ms"
         );
-        let on = changes(r, output, true);
-        let (t_on, _) = *on.last().unwrap();
+        let t_on = changes(r, output, true)
+            .into_iter()
+            .map(|c| c.0)
+            .find(|&t| t > unplug_ms)
+            .unwrap();
         assert!(
             t_on >= replug_ms && t_on <= replug_ms + 2_000,
             "{output:?} on at {t_on} ms"
@@ -318,7 +321,7 @@ fn cable_unplugged_opens_both_outputs_until_replugged() {
     assert!(r
         .samples
         .iter()
-        .filter(|x| x.t_s > 51.0 * 60.0)
+        .filter(|x| x.t_s > 51.0 * 60.0 && x.t_s < 90.0 * 60.0)
         .all(|x| x.atd && x.atc));
 }
 
@@ -383,5 +386,41 @@ fn firmware_update_failure_opens_atd_120s_later_unless_retried() {
         .samples
         .iter()
         .filter(|x| x.t_s > 91.0 * 60.0)
+        .all(|x| x.atd && x.atc));
+}
+
+/// MON-8: the BMS restarts 90 min in and restores its SoC from the store; PROT-1: after the
+/// restart the outputs stay free-floating until both batteries have reported valid data.
+#[test]
+fn reboot_restores_the_soc_and_waits_for_valid_data() {
+    let o = run("cable-unplugged.toml", None);
+    let r = &o.result;
+    let reboot_ms = 90 * 60_000;
+    assert!(r.events.iter().any(|e| e.t_ms == reboot_ms
+        && matches!(&e.what, What::Bms(t) if t.contains("records restored"))));
+    let before = r
+        .samples
+        .iter()
+        .rev()
+        .find(|x| x.t_s < s(reboot_ms))
+        .unwrap();
+    let after = sample_after(r, s(reboot_ms) + 1.0);
+    let (b, a) = (before.soc_bms_pct.unwrap(), after.soc_bms_pct.unwrap());
+    assert!((a - b).abs() < 0.3, "SoC {b} before, {a} after the reboot");
+    // The restarted core starts free-floating and reports going high once both batteries have
+    // sent valid data: within a report round or two.
+    let atd_back = changes(r, Output::Atd, true)
+        .into_iter()
+        .map(|c| c.0)
+        .find(|&t| t > reboot_ms)
+        .unwrap();
+    assert!(
+        atd_back > reboot_ms + 500 && atd_back <= reboot_ms + 3_000,
+        "{atd_back}"
+    );
+    assert!(r
+        .samples
+        .iter()
+        .filter(|x| x.t_s > s(reboot_ms) + 5.0)
         .all(|x| x.atd && x.atc));
 }

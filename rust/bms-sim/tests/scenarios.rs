@@ -424,3 +424,47 @@ fn reboot_restores_the_soc_and_waits_for_valid_data() {
         .filter(|x| x.t_s > s(reboot_ms) + 5.0)
         .all(|x| x.atd && x.atc));
 }
+
+/// MON-4: the user sets the SoC by hand and later synchronises it to 100 %; both reach the
+/// core through the scenario's events, and a manual set before the bank is known is refused.
+#[test]
+fn mon_4_manual_set_soc_and_synchronise() {
+    let text = r#"
+name = "manual actions"
+duration = "20min"
+
+[bank]
+battery = "12.8V"
+capacity_ah = 100
+initial_soc_pct = 50
+
+[[event]]
+at = "0s"
+action = "set_soc"
+soc_pct = 10
+
+[[event]]
+at = "5min"
+action = "set_soc"
+soc_pct = 42.5
+
+[[event]]
+at = "10min"
+action = "synchronise"
+"#;
+    let sc = scenario::parse(std::path::Path::new("inline.toml"), text).unwrap();
+    let options = RunOptions {
+        sample_every: Some(Duration::from_secs(60)),
+        ..RunOptions::default()
+    };
+    let mut engine = Engine::new(&sc, &options).unwrap();
+    engine.run(&mut |_| {});
+    let r = engine.finish();
+    let refused = r.events.iter().any(|e| {
+        e.t_ms == 0 && matches!(&e.what, What::Scenario(t) if t.starts_with("set_soc") && t.contains("refused"))
+    });
+    assert!(refused, "no bank known at t = 0: {:?}", r.events);
+    assert_eq!(sample_after(&r, 4.0 * 60.0).soc_bms_pct, None);
+    assert_eq!(sample_after(&r, 6.0 * 60.0).soc_bms_pct, Some(42.5));
+    assert_eq!(sample_after(&r, 11.0 * 60.0).soc_bms_pct, Some(100.0));
+}

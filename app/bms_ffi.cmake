@@ -14,7 +14,7 @@
 # Toolchain, as scripts/target-build chooses it: rustup's cargo when rustup has the target
 # installed (`rustup target add <target>`); otherwise, for the bare-metal targets, Debian's
 # rustc-web/cargo-web with rust-web-src, which builds core from source (-Zbuild-std, with
-# -Cpanic=immediate-abort). BMS_TARGET_TOOLCHAIN=debian (environment or -D) forces the Debian
+# -Cpanic=immediate-abort). cargo runs in rust/bms-ffi so that its .cargo/config.toml applies. BMS_TARGET_TOOLCHAIN=debian (environment or -D) forces the Debian
 # route; BMS_DEBIAN_CARGO and BMS_DEBIAN_RUSTC name its programs.
 
 set(BMS_FFI_DIR ${CMAKE_CURRENT_LIST_DIR}/../rust/bms-ffi)
@@ -79,14 +79,16 @@ elseif(BMS_RUST_TARGET MATCHES "^thumb")
       "bms-ffi: no Rust toolchain for ${BMS_RUST_TARGET}: run `rustup target add ${BMS_RUST_TARGET}`, "
       "or install Debian's rustc-web cargo-web rust-web-src (scripts/target-build does)")
   endif()
+  # The panic flags go in as --config so that they add to rust/bms-ffi/.cargo/config.toml's
+  # target rustflags (RUSTFLAGS would replace them).
   set(bms_cargo_command
     ${CMAKE_COMMAND} -E env
       RUSTC=${BMS_DEBIAN_RUSTC}
       RUSTC_BOOTSTRAP=1
-      "RUSTFLAGS=-Zunstable-options -Cpanic=immediate-abort"
     ${BMS_DEBIAN_CARGO} ${bms_cargo_args}
       -Zbuild-std=core,compiler_builtins
       -Zbuild-std-features=compiler-builtins-mem
+      --config "target.${BMS_RUST_TARGET}.rustflags=[\"-Zunstable-options\", \"-Cpanic=immediate-abort\"]"
   )
   set(bms_toolchain "Debian build-std")
 else()

@@ -22,6 +22,34 @@ const SLOW_STEP_MS: u64 = 1_000;
 /// Longest plant step, in ms: the plant never jumps further even while the core sleeps longer.
 const MAX_PLANT_STEP_MS: u64 = 1_000;
 
+/// Why a run could not start.
+#[derive(Debug)]
+pub enum EngineError {
+    /// The `--state` directory could not be opened or created.
+    State {
+        /// The directory.
+        dir: std::path::PathBuf,
+        /// What the file system said.
+        error: std::io::Error,
+    },
+}
+
+impl std::fmt::Display for EngineError {
+    fn fmt(&self, f: &mut std::fmt::Formatter<'_>) -> std::fmt::Result {
+        match self {
+            EngineError::State { dir, error } => {
+                write!(
+                    f,
+                    "{}: cannot open the state directory: {error}",
+                    dir.display()
+                )
+            }
+        }
+    }
+}
+
+impl std::error::Error for EngineError {}
+
 /// Options of one run beyond the scenario.
 #[derive(Clone, Debug, Default)]
 pub struct RunOptions {
@@ -281,7 +309,7 @@ pub fn run(
     scenario: &Scenario,
     options: &RunOptions,
     progress: &mut dyn FnMut(f64),
-) -> Result<RunResult, String> {
+) -> Result<RunResult, EngineError> {
     let mut engine = Engine::new(scenario, options)?;
     engine.run(progress);
     Ok(engine.finish())
@@ -289,7 +317,7 @@ pub fn run(
 
 impl<'a> Engine<'a> {
     /// Builds the plant and the BMS at time 0.
-    pub fn new(scenario: &'a Scenario, options: &RunOptions) -> Result<Self, String> {
+    pub fn new(scenario: &'a Scenario, options: &RunOptions) -> Result<Self, EngineError> {
         let mut rng = ChaCha8Rng::seed_from_u64(scenario.seed);
         let b = &scenario.bank;
         let ambient0 = scenario.temperature.ambient_c(0.0);
@@ -317,10 +345,10 @@ impl<'a> Engine<'a> {
         let days = (scenario.duration.as_secs() / 86_400 + 2) as usize;
         let cloud_factor = (0..days).map(|_| rng.gen_range(0.0..1.0)).collect();
         let mut store: Box<dyn Storage> = match &options.state_dir {
-            Some(dir) => Box::new(
-                FileStorage::open(dir)
-                    .map_err(|e| format!("{}: cannot open state: {e}", dir.display()))?,
-            ),
+            Some(dir) => Box::new(FileStorage::open(dir).map_err(|error| EngineError::State {
+                dir: dir.clone(),
+                error,
+            })?),
             None => Box::new(MemStorage::new()),
         };
         let (persistence, bms, restore_note) = boot(scenario, store.as_mut(), true);

@@ -732,7 +732,10 @@ pub(crate) mod tests {
 
         let report = persistence.poll(&mut store, 1_000 + RETRY_MS - 1, &changed);
         assert_eq!(report.settings, Outcome::Deferred);
-        assert!(!report.any_failed() && report.failing, "still failing while deferred");
+        assert!(
+            !report.any_failed() && report.failing,
+            "still failing while deferred"
+        );
         assert_eq!(persistence.stats(RecordKind::Settings).failures, 1);
 
         store.fail_writes = false;

@@ -21,14 +21,15 @@
 //! - Peukert exponent 1.05 applies to the SoC only: discharge at current `I` removes
 //!   `I · (I / I20)^0.05` of the capacity, where `I20` is the C/20 rate the nominal capacity is
 //!   rated at. Consumed Ah stays the charge actually drawn. Time remaining uses the same law
-//!   (MON-5), so it agrees with the SoC.
+//!   (MON-5), so it agrees with the SoC. The adaptive estimator counts the SoC without it and
+//!   learns the remaining counting error instead (see [`crate::estimator`]).
 
 use core::f32::consts::LN_2;
 use core::fmt;
 
 use serde::{Deserialize, Serialize};
 
-use crate::estimator::{Estimator, EstimatorKind};
+use crate::estimator::{AdaptiveEstimator, Estimator, EstimatorKind, Learned};
 use crate::settings::Settings;
 
 /// Charge that 1 mAh represents, in nA·s.
@@ -472,6 +473,20 @@ impl Monitor<Estimator> {
     /// A monitor with the estimator of `kind`, continuing from `restored`.
     pub fn with_kind(kind: EstimatorKind, restored: Option<SocState>) -> Self {
         Monitor::with_estimator(Estimator::new(kind), restored)
+    }
+
+    /// What the adaptive estimator has learned (sensor offset, counting error, OCV table
+    /// biases, capacity), to persist next to [`SocState`]; `None` with plain counting.
+    pub fn learned(&self) -> Option<Learned> {
+        self.estimator.adaptive().map(AdaptiveEstimator::learned)
+    }
+
+    /// Restores persisted [`Learned`] values at start (ignored with plain counting, and when
+    /// the record is out of range).
+    pub fn restore_learned(&mut self, learned: &Learned) {
+        if let Some(adaptive) = self.estimator.adaptive_mut() {
+            adaptive.restore_learned(learned);
+        }
     }
 }
 

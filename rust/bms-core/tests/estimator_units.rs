@@ -296,6 +296,25 @@ fn learned_values_survive_a_restore_and_garbage_is_ignored() {
     }
 }
 
+/// The monitor hands out what the adaptive estimator learned and takes it back after a
+/// reboot; plain counting has nothing to learn.
+#[test]
+fn monitor_persists_and_restores_learned_values() {
+    let mut rig = Rig::new(EstimatorKind::Adaptive);
+    let _ = rig.run(1, 13_500, 0);
+    rig.monitor.set_soc(rig.now_ms, 990).unwrap();
+    // A floated battery: 3.375 V per cell, the sensor reads +50 mA.
+    let _ = rig.run(2 * u64::from(HOUR_S), 13_500, 50);
+    let learned = rig.monitor.learned().expect("adaptive");
+    assert!(learned.offset_ma.0 > 20.0, "{learned:?}");
+    let mut rebooted = Monitor::with_kind(EstimatorKind::Adaptive, None);
+    rebooted.restore_learned(&learned);
+    assert_eq!(rebooted.learned(), Some(learned));
+    let mut plain = Monitor::new(None);
+    plain.restore_learned(&learned);
+    assert_eq!(plain.learned(), None);
+}
+
 /// The product default is the adaptive estimator; [`Monitor::new`] keeps plain counting.
 #[test]
 fn adaptive_is_the_product_default_and_plain_stays_selectable() {

@@ -676,6 +676,10 @@ impl AdaptiveEstimator {
         self.x[S] = 0.0;
         let shift_nas = (gain[S] * innovation * self.capacity_nas()) as i64;
         self.used_nas = self.used_nas.saturating_sub(shift_nas);
+        if gain[S] != 0.0 {
+            // The SoC has a new reference: what was clipped before is accounted for.
+            self.clipped_nas = 0;
+        }
         for ((row, ki), phi) in self.p.iter_mut().zip(gain).zip(ph) {
             for ((v, kj), phj) in row.iter_mut().zip(gain).zip(ph) {
                 *v += -ki * phj - phi * kj + ki * total * kj;

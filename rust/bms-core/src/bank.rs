@@ -15,7 +15,7 @@ use heapless::Vec;
 use crate::bus::{BatteryFlags, BatteryModel, BatteryReport, MAX_CELLS_PER_BATTERY};
 use crate::limits::{
     self, BANK_NOMINAL_MV, BATTERY_LOST_MS, CELL_VALID_MV, DISCOVERY_MS, MAX_BATTERIES,
-    SUPPLY_MAX_MV, SUPPLY_MIN_MV, TEMP_VALID_DDEGC,
+    SUPPLY_MAX_MV, SUPPLY_MIN_MV, TEMP_VALID_DDEGC, TOPOLOGY_SETTLE_MS,
 };
 
 /// Why a battery report was refused. The battery counts as not reporting valid data.
@@ -292,7 +292,7 @@ impl Aggregates {
 #[derive(Clone, Copy, Debug, Default, PartialEq, Eq)]
 pub struct BankHealth {
     /// True when the data set is complete and valid: batteries discovered (the discovery
-    /// window passed), none lost or invalid, topology derived, no configuration error.
+    /// window passed, the layout judged once), none lost or invalid, topology derived, no configuration error.
     pub complete: bool,
     /// Some battery is lost (BANK-4).
     pub lost: bool,
@@ -315,6 +315,11 @@ pub struct BankUpdate {
 pub struct Bank {
     batteries: Vec<Battery, MAX_BATTERIES>,
     first_report_ms: Option<u64>,
+    /// Since when the set of member batteries has been unchanged (first report, then each
+    /// topology change); the configuration is judged [`TOPOLOGY_SETTLE_MS`] after it.
+    settle_from_ms: Option<u64>,
+    /// The configuration has been judged at least once.
+    judged: bool,
     overflow_ms: Option<u64>,
     now_ms: u64,
     supply_mv: u32,
@@ -329,6 +334,8 @@ impl Bank {
         Bank {
             batteries: Vec::new(),
             first_report_ms: None,
+            settle_from_ms: None,
+            judged: false,
             overflow_ms: None,
             now_ms: 0,
             supply_mv: 0,
@@ -427,7 +434,20 @@ impl Bank {
             self.overflow_ms = None;
         }
         self.topology = self.derive_topology();
-        self.config_error = self.check_config();
+        if changed || self.settle_from_ms.is_none() {
+            self.settle_from_ms = self
+                .first_report_ms
+                .map(|first| if changed { now_ms } else { first });
+        }
+        // BANK-1/BANK-2: a layout still being discovered (batteries reporting one after the
+        // other) is not judged; the previous judgement holds until the new one settles.
+        if self
+            .settle_from_ms
+            .is_some_and(|t| now_ms.saturating_sub(t) >= TOPOLOGY_SETTLE_MS)
+        {
+            self.config_error = self.check_config();
+            self.judged = true;
+        }
         self.aggregates = self.derive_aggregates();
         if changed {
             match self.topology {
@@ -471,7 +491,9 @@ impl Bank {
         self.topology
     }
 
-    /// BANK-2: why the bank configuration is refused, `None` when it is fine.
+    /// BANK-2: why the bank configuration is refused, `None` when it is fine or not judged yet
+    /// (the layout is judged [`TOPOLOGY_SETTLE_MS`] after the first report and after each
+    /// topology change; the previous judgement holds meanwhile).
     pub fn config_error(&self) -> Option<ConfigError> {
         self.config_error
     }
@@ -490,6 +512,7 @@ impl Bank {
             .first_report_ms
             .is_some_and(|t| self.now_ms.saturating_sub(t) >= DISCOVERY_MS);
         let complete = discovered
+            && self.judged
             && !lost
             && !invalid
             && !config_error
@@ -504,8 +527,8 @@ impl Bank {
         }
     }
 
-    /// When the bank's own state changes next without new input (discovery window end, a
-    /// battery becoming lost), ms.
+    /// When the bank's own state changes next without new input (discovery window end, layout
+    /// settled, a battery becoming lost), ms.
     pub fn next_deadline_ms(&self) -> Option<u64> {
         let discovery = self
             .first_report_ms
@@ -518,7 +541,14 @@ impl Bank {
             .map(|b| b.last_valid_ms.saturating_add(BATTERY_LOST_MS))
             .min();
         let overflow = self.overflow_ms.map(|t| t.saturating_add(BATTERY_LOST_MS));
-        [discovery, lost, overflow].into_iter().flatten().min()
+        let settle = self
+            .settle_from_ms
+            .map(|t| t.saturating_add(TOPOLOGY_SETTLE_MS))
+            .filter(|&t| t > self.now_ms);
+        [discovery, lost, overflow, settle]
+            .into_iter()
+            .flatten()
+            .min()
     }
 
     fn members(&self) -> impl Iterator<Item = &Battery> {

@@ -198,6 +198,8 @@ const _: () = {
     // The slow tick is slower; discovery ends before a silent battery counts as lost.
     assert!(LOW_POWER_TICK_MS > TICK_MS);
     assert!(DISCOVERY_MS < BATTERY_LOST_MS);
+    // The layout is judged after every battery reported once (1 s period), before one is lost.
+    assert!(TOPOLOGY_SETTLE_MS > 1000 && TOPOLOGY_SETTLE_MS < BATTERY_LOST_MS);
     // The self-check can pass well before it times out, even in the slow tick.
     assert!(SELF_CHECK_BUS_WAIT_MS < SELF_CHECK_TIMEOUT_MS);
     assert!((SELF_CHECK_STEPS as u64) * (LOW_POWER_TICK_MS as u64) * 2 <= SELF_CHECK_TIMEOUT_MS);
@@ -245,6 +247,11 @@ pub const BATTERY_LOST_MS: u64 = 5000;
 /// BANK-1/PROT-1 **(choice)**: after the first report, wait this long for the other batteries
 /// before judging the first data set complete (batteries report at least once a second), ms.
 pub const DISCOVERY_MS: u64 = 2000;
+/// BANK-1/BANK-2 **(choice)**: the bank layout is judged (configuration check) only once the
+/// set of batteries has been unchanged this long, counted from the first report and from each
+/// topology change: 1.5 report periods, so that every battery has reported once. Until then a
+/// half-discovered bank (one battery of a 2×2 bank on 24 V) raises no false alarm, ms.
+pub const TOPOLOGY_SETTLE_MS: u64 = 1500;
 
 /// BANK-2: most batteries in one bank (12.8 V and 25.6 V batteries); also the bank table size.
 pub const MAX_BATTERIES: usize = 50;

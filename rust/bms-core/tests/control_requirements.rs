@@ -119,6 +119,55 @@ fn bank_2_configuration_errors_free_float_atc_and_atd() {
     );
 }
 
+/// BANK-1/BANK-2/PROT-1: a 24 V bank of 2×2 batteries whose reports arrive one after the
+/// other in the first second raises no configuration error while half discovered (1 or 3
+/// batteries on 24 V look like unequal strings); the outputs stay free-floating until the
+/// layout is judged, 1.5 s after the last battery appeared, and then switch on.
+#[test]
+fn bank_1_bank_2_prot_1_layout_judged_after_one_report_round() {
+    let mut bms = Bms::new(Config::default());
+    let batteries: std::vec::Vec<BatteryReport> = (0..4)
+        .map(|i| report(1000 + i, BatteryModel::Lfp12V8, 3300))
+        .collect();
+    let inputs = Inputs {
+        remote_h_mv: 13_200,
+        remote_l_mv: 13_200,
+        supply_mv: 26_400,
+        app_connected: false,
+    };
+    let mut judged_at = None;
+    let mut now_ms = 0;
+    while now_ms <= 5000 {
+        for (i, battery) in (0u64..).zip(&batteries) {
+            // Battery i reports at i × 250 ms, then once a second.
+            if now_ms >= i * 250 && (now_ms - i * 250) % 1000 == 0 {
+                bms.handle_report(now_ms, battery).unwrap();
+            }
+        }
+        let d = bms.step(now_ms, &inputs);
+        assert!(
+            !d.codes.contains(Code::ConfigurationError)
+                && !d.atd_reasons.contains(Reason::ConfigurationError),
+            "false configuration error at {now_ms} ms"
+        );
+        assert_eq!(bms.bank().config_error(), None, "at {now_ms} ms");
+        if judged_at.is_none() && d.atd && d.atc {
+            judged_at = Some(now_ms);
+        }
+        if judged_at.is_none() {
+            assert!(
+                !d.atd && !d.atc,
+                "free-floating before the judgement ({now_ms} ms)"
+            );
+        }
+        now_ms += 50;
+    }
+    // The last battery appeared at 750 ms; the layout settles 1.5 s later.
+    assert_eq!(judged_at, Some(2250));
+    let t = bms.bank().topology().unwrap();
+    assert_eq!((t.batteries, t.series, t.parallel), (4, 2, 2));
+}
+
 /// BANK-2: the BMS supply (the bank voltage) outside 8-70 V leaves the topology underivable,
 /// which fails safe as a configuration error.
 #[test]

@@ -170,15 +170,20 @@ impl Limit {
     }
 }
 
+/// PROT-5/PROT-6 **(choice)**: the temperature trips and releases act only once their level has
+/// held this long, so that 0.1–0.2 °C of sensor noise around a threshold does not switch ATC or
+/// ATD early or back and forth (temperatures change over minutes; reports come once a second), ms.
+pub const TEMP_DEBOUNCE_MS: u32 = 2000;
+
 #[rustfmt::skip]
 /// The cell protections (PROT-2..6). One row per [`ProtectionId`], in id order.
 pub const LIMITS: [Limit; ProtectionId::COUNT] = [
     Limit { id: ProtectionId::CellUndervoltage,         quantity: Quantity::MinCellMv,    trip: Level::Below(2800), release: Level::AtLeast(3200), trip_debounce_ms: 5000, release_debounce_ms: 0,     effect: Effect::TripDischarge, settable: None },
     Limit { id: ProtectionId::CellLow,                  quantity: Quantity::MinCellMv,    trip: Level::Below(3100), release: Level::AtLeast(3150), trip_debounce_ms: 5000, release_debounce_ms: 10000, effect: Effect::Prealarm,      settable: Some((2850, 3150)) },
     Limit { id: ProtectionId::CellOvervoltage,          quantity: Quantity::MaxCellMv,    trip: Level::Above(3750), release: Level::Below(3600),   trip_debounce_ms: 1000, release_debounce_ms: 0,     effect: Effect::TripCharge,    settable: None },
-    Limit { id: ProtectionId::LowTemperature,           quantity: Quantity::MinTempDdegc, trip: Level::Below(50),   release: Level::AtLeast(70),   trip_debounce_ms: 0,    release_debounce_ms: 0,     effect: Effect::TripCharge,    settable: None },
-    Limit { id: ProtectionId::HighTemperatureCharge,    quantity: Quantity::MaxTempDdegc, trip: Level::Above(500),  release: Level::AtMost(480),   trip_debounce_ms: 0,    release_debounce_ms: 0,     effect: Effect::TripCharge,    settable: None },
-    Limit { id: ProtectionId::HighTemperatureDischarge, quantity: Quantity::MaxTempDdegc, trip: Level::Above(600),  release: Level::AtMost(550),   trip_debounce_ms: 0,    release_debounce_ms: 0,     effect: Effect::TripDischarge, settable: None },
+    Limit { id: ProtectionId::LowTemperature,           quantity: Quantity::MinTempDdegc, trip: Level::Below(50),   release: Level::AtLeast(70),   trip_debounce_ms: TEMP_DEBOUNCE_MS, release_debounce_ms: TEMP_DEBOUNCE_MS, effect: Effect::TripCharge,    settable: None },
+    Limit { id: ProtectionId::HighTemperatureCharge,    quantity: Quantity::MaxTempDdegc, trip: Level::Above(500),  release: Level::AtMost(480),   trip_debounce_ms: TEMP_DEBOUNCE_MS, release_debounce_ms: TEMP_DEBOUNCE_MS, effect: Effect::TripCharge,    settable: None },
+    Limit { id: ProtectionId::HighTemperatureDischarge, quantity: Quantity::MaxTempDdegc, trip: Level::Above(600),  release: Level::AtMost(550),   trip_debounce_ms: TEMP_DEBOUNCE_MS, release_debounce_ms: TEMP_DEBOUNCE_MS, effect: Effect::TripDischarge, settable: None },
 ];
 
 // Every id has exactly its own row, at its own index; settable defaults lie within their bounds.
@@ -334,6 +339,7 @@ mod tests {
             (lt.trip, lt.release),
             (Level::Below(50), Level::AtLeast(70))
         );
+        assert_eq!((lt.trip_debounce_ms, lt.release_debounce_ms), (2000, 2000));
         assert_eq!(
             (lt.effect, lt.quantity),
             (Effect::TripCharge, Quantity::MinTempDdegc)
@@ -344,6 +350,7 @@ mod tests {
             (ht.trip, ht.release),
             (Level::Above(500), Level::AtMost(480))
         );
+        assert_eq!((ht.trip_debounce_ms, ht.release_debounce_ms), (2000, 2000));
         assert_eq!(
             (ht.effect, ht.quantity),
             (Effect::TripCharge, Quantity::MaxTempDdegc)
@@ -353,6 +360,10 @@ mod tests {
         assert_eq!(
             (htd.trip, htd.release),
             (Level::Above(600), Level::AtMost(550))
+        );
+        assert_eq!(
+            (htd.trip_debounce_ms, htd.release_debounce_ms),
+            (2000, 2000)
         );
         assert_eq!(
             (htd.effect, htd.quantity),

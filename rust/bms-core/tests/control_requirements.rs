@@ -665,7 +665,7 @@ fn prot_4_overvoltage_debounce_is_1_s() {
 fn prot_5_low_temperature_blocks_charge_until_7_degc() {
     let mut rig = Rig::started();
     rig.set_temp(49);
-    assert!(rig.run_until(2000, |d| !d.atc).is_some());
+    assert!(rig.run_until(4000, |d| !d.atc).is_some());
     assert!(rig.last().atc_reasons.contains(Reason::LowTemperature));
     assert!(rig.last().atd);
     assert!(rig.last().codes.contains(Code::LowTemperature));
@@ -676,7 +676,7 @@ fn prot_5_low_temperature_blocks_charge_until_7_degc() {
     rig.run_for(5000);
     assert!(!rig.last().atc);
     rig.set_temp(70);
-    assert!(rig.run_until(2000, |d| d.atc).is_some());
+    assert!(rig.run_until(4000, |d| d.atc).is_some());
 }
 
 /// PROT-6: above 50 °C ATC is free-floating until ≤ 48 °C; above 60 °C ATD too, until ≤ 55 °C.
@@ -687,24 +687,69 @@ fn prot_6_high_temperature_blocks_charge_and_above_60_discharge() {
     rig.run_for(3000);
     assert!(rig.last().atc, "50.0 degC is not above 50");
     rig.set_temp(501);
-    assert!(rig.run_until(2000, |d| !d.atc).is_some());
+    assert!(rig.run_until(4000, |d| !d.atc).is_some());
     assert!(rig.last().atc_reasons.contains(Reason::HighTemperature));
     assert!(rig.last().atd);
     rig.set_temp(601);
-    assert!(rig.run_until(2000, |d| !d.atd).is_some());
+    assert!(rig.run_until(4000, |d| !d.atd).is_some());
     assert!(rig.last().atd_reasons.contains(Reason::VeryHighTemperature));
     assert!(rig.last().codes.contains(Code::HighTemperature));
     rig.set_temp(551);
     rig.run_for(3000);
     assert!(!rig.last().atd);
     rig.set_temp(550);
-    assert!(rig.run_until(2000, |d| d.atd).is_some());
+    assert!(rig.run_until(4000, |d| d.atd).is_some());
     assert!(!rig.last().atc);
     rig.set_temp(481);
     rig.run_for(3000);
     assert!(!rig.last().atc);
     rig.set_temp(480);
-    assert!(rig.run_until(2000, |d| d.atc).is_some());
+    assert!(rig.run_until(4000, |d| d.atc).is_some());
+}
+
+/// PROT-5/PROT-6: the temperature trips and releases are debounced (2 s), so 0.2 °C of sensor
+/// noise around a threshold neither switches ATC early nor toggles it: a true 6.8 °C reading
+/// 7.0/6.6 alternately keeps charging blocked, a true 5.1 °C reading 5.3/4.9 keeps it allowed,
+/// a true 50.0 °C reading 50.2/49.8 keeps it allowed, and a steady 7.2 °C ± 0.1 releases it once.
+#[test]
+fn prot_5_prot_6_temperature_noise_does_not_toggle_atc() {
+    fn noisy(rig: &mut Rig, true_ddegc: i16, noise_ddegc: i16, seconds: usize) {
+        for k in 0..seconds {
+            let sign = if k % 2 == 0 { 1 } else { -1 };
+            rig.set_temp(true_ddegc + sign * noise_ddegc);
+            rig.run_for(1000);
+        }
+    }
+    fn atc_changes(rig: &Rig, from: usize) -> usize {
+        rig.records[from..]
+            .windows(2)
+            .filter(|w| w[0].decisions.atc != w[1].decisions.atc)
+            .count()
+    }
+
+    let mut rig = Rig::started();
+    let from = rig.records.len();
+    noisy(&mut rig, 51, 2, 60);
+    assert!(rig.last().atc, "5.1 degC +/- 0.2 must not block charging");
+    assert_eq!(atc_changes(&rig, from), 0);
+    let from = rig.records.len();
+    noisy(&mut rig, 500, 2, 60);
+    assert!(rig.last().atc, "50.0 degC +/- 0.2 must not block charging");
+    assert_eq!(atc_changes(&rig, from), 0);
+
+    rig.set_temp(30);
+    assert!(rig.run_until(4000, |d| !d.atc).is_some());
+    let from = rig.records.len();
+    noisy(&mut rig, 68, 2, 60);
+    assert!(
+        !rig.last().atc,
+        "6.8 degC +/- 0.2 must not release charging"
+    );
+    assert_eq!(atc_changes(&rig, from), 0);
+    let from = rig.records.len();
+    noisy(&mut rig, 72, 1, 10);
+    assert!(rig.last().atc, "7.2 degC +/- 0.1 releases charging");
+    assert_eq!(atc_changes(&rig, from), 1, "released once, no toggling");
 }
 
 /// PROT-7: a battery's own not-allowed flags free-float ATC / ATD while set.

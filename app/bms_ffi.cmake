@@ -59,9 +59,10 @@ endif()
 
 set(BMS_CARGO_DIR ${CMAKE_BINARY_DIR}/cargo)
 set(BMS_FFI_LIB ${BMS_CARGO_DIR}/${BMS_RUST_TARGET}/release/libbms_ffi.a)
+# `rustc --crate-type staticlib`: the static library alone, so that cargo applies LTO.
 set(bms_cargo_args
-  build --release --locked
-  --package bms-ffi
+  rustc --release --locked
+  --package bms-ffi --lib --crate-type staticlib
   --target ${BMS_RUST_TARGET}
   --manifest-path ${BMS_FFI_DIR}/Cargo.toml
   --target-dir ${BMS_CARGO_DIR}

@@ -62,6 +62,11 @@
 #define BMS_ENOSPC -28
 
 /**
+ * The firmware self-check failed: do not confirm the image (Zephyr's `-ETIMEDOUT`).
+ */
+#define BMS_ETIMEDOUT -110
+
+/**
  * `bms_next_deadline_ms` stores this when no step is due at any time.
  */
 #define BMS_NO_DEADLINE UINT64_MAX
@@ -422,6 +427,20 @@ int32_t bms_advertisement(struct bms *bms, uint8_t *buf, size_t cap, size_t *len
  * Any pointer value is accepted and checked; there is no requirement on the caller.
  */
 int32_t bms_dfu_event(struct bms *bms, uint64_t now_ms, bms_dfu_t event);
+
+/**
+ * DFU-1: the firmware's self-check of a new image running in MCUboot's test mode. Call it
+ * after each `bms_step` until it gives a verdict; `ble_ready` and `storage_ok` are the
+ * platform's view of its Bluetooth stack and storage. Confirm the image on `1`; reboot (so
+ * MCUboot reverts) on `BMS_ETIMEDOUT`. The verdict is final once given.
+ *
+ * Returns `0` while pending, `1` when passed, `BMS_ETIMEDOUT` when failed, or `BMS_EINVAL`
+ * (bad handle).
+ *
+ * # Safety
+ * Any pointer value is accepted and checked; there is no requirement on the caller.
+ */
+int32_t bms_self_check(struct bms *bms, uint64_t now_ms, bool ble_ready, bool storage_ok);
 
 /**
  * Stores in `*deadline_ms` when `bms_step` must run next at the latest (monotonic ms; may be

@@ -15,6 +15,8 @@ pub const BMS_EBUSY: i32 = -16;
 pub const BMS_EINVAL: i32 = -22;
 /// The caller's buffer is too small (`-ENOSPC`).
 pub const BMS_ENOSPC: i32 = -28;
+/// The firmware self-check failed: do not confirm the image (Zephyr's `-ETIMEDOUT`).
+pub const BMS_ETIMEDOUT: i32 = -110;
 
 /// `bms_next_deadline_ms` stores this when no step is due at any time.
 pub const BMS_NO_DEADLINE: u64 = u64::MAX;

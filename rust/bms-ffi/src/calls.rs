@@ -6,9 +6,11 @@
 use core::sync::atomic::{AtomicU8, Ordering};
 
 use bms_core::protocol::Access;
+use bms_core::{SelfCheck, SelfCheckInputs};
 
 use crate::abi::{
-    BmsDfu, BmsDfuCode, BmsInputs, BmsOutputs, BMS_EINVAL, BMS_ENOSPC, BMS_NO_DEADLINE, BMS_OK,
+    BmsDfu, BmsDfuCode, BmsInputs, BmsOutputs, BMS_EINVAL, BMS_ENOSPC, BMS_ETIMEDOUT,
+    BMS_NO_DEADLINE, BMS_OK,
 };
 use crate::instance::{Claim, Instance};
 use crate::logger;
@@ -288,6 +290,38 @@ pub unsafe extern "C" fn bms_dfu_event(bms: *mut Instance, now_ms: u64, event: B
         claim.instance().dfu_event(now_ms, event);
         Ok(())
     })())
+}
+
+/// DFU-1: the firmware's self-check of a new image running in MCUboot's test mode. Call it
+/// after each `bms_step` until it gives a verdict; `ble_ready` and `storage_ok` are the
+/// platform's view of its Bluetooth stack and storage. Confirm the image on `1`; reboot (so
+/// MCUboot reverts) on `BMS_ETIMEDOUT`. The verdict is final once given.
+///
+/// Returns `0` while pending, `1` when passed, `BMS_ETIMEDOUT` when failed, or `BMS_EINVAL`
+/// (bad handle).
+///
+/// # Safety
+/// Any pointer value is accepted and checked; there is no requirement on the caller.
+#[no_mangle]
+pub unsafe extern "C" fn bms_self_check(
+    bms: *mut Instance,
+    now_ms: u64,
+    ble_ready: bool,
+    storage_ok: bool,
+) -> i32 {
+    let mut claim = match Claim::of(bms) {
+        Ok(claim) => claim,
+        Err(err) => return err,
+    };
+    let inputs = SelfCheckInputs {
+        ble_ready,
+        storage_ok,
+    };
+    match claim.instance().self_check(now_ms, inputs) {
+        SelfCheck::Pending => 0,
+        SelfCheck::Passed => 1,
+        SelfCheck::Failed => BMS_ETIMEDOUT,
+    }
 }
 
 /// Stores in `*deadline_ms` when `bms_step` must run next at the latest (monotonic ms; may be

@@ -9,7 +9,7 @@ use core::sync::atomic::{AtomicBool, Ordering};
 use bms_core::bus::FrameDecoder;
 use bms_core::protocol::{self, Access, BmsDevice};
 use bms_core::storage::Persistence;
-use bms_core::{Bms, Config, DfuEvent, Inputs};
+use bms_core::{Bms, Config, DfuEvent, Inputs, SelfCheck, SelfCheckInputs};
 
 use crate::abi::{BmsOutputs, BMS_EBUSY, BMS_EINVAL, BMS_ENOSPC};
 use crate::port;
@@ -143,6 +143,11 @@ impl Instance {
     /// The pairing passkey to give the BLE stack (0–999999).
     pub(crate) fn passkey(&self) -> u32 {
         self.bms.passkey()
+    }
+
+    /// DFU-1: the core's verdict on the running image (see `bms_self_check`).
+    pub(crate) fn self_check(&mut self, now_ms: u64, inputs: SelfCheckInputs) -> SelfCheck {
+        self.bms.self_check(now_ms, inputs)
     }
 }
 

@@ -65,6 +65,7 @@ static int control_open_err;
 static struct bms *bms;
 static int wdt_channel = -1;
 static atomic_t steps;
+static atomic_t self_check_verdict;
 static bool advertised;
 static bool advertised_low_power;
 
@@ -185,6 +186,13 @@ static uint64_t step(uint64_t now_ms)
 	publish(&out, now_ms);
 	(void)task_wdt_feed(wdt_channel);
 	atomic_inc(&steps);
+
+	/* DFU-1: the core judges the running image. Storage is up (main() stops when
+	 * storage_init() fails); whether records really get written the core sees itself.
+	 */
+	if (atomic_get(&self_check_verdict) == 0) {
+		atomic_set(&self_check_verdict, bms_self_check(bms, now_ms, ble_ready(), true));
+	}
 
 	next = now_ms + MAX(out.tick_ms, 1U);
 	if (bms_next_deadline_ms(bms, &deadline) == BMS_OK && deadline < next) {
@@ -328,4 +336,9 @@ int control_gatt(uint8_t characteristic, bool write, bool authenticated, const u
 uint32_t control_steps(void)
 {
 	return (uint32_t)atomic_get(&steps);
+}
+
+int control_self_check(void)
+{
+	return (int)atomic_get(&self_check_verdict);
 }

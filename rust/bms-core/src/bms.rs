@@ -19,6 +19,7 @@ use crate::balancer::{Balancer, BalancerInput, BalancerState};
 use crate::bank::{Bank, ReportError};
 use crate::bus::BatteryReport;
 use crate::codes::{ActiveCodes, Code, Severity};
+use crate::estimator::EstimatorKind;
 use crate::history::{History, HistoryInput, HistoryRecord};
 use crate::leds;
 pub use crate::leds::LedPattern;
@@ -70,6 +71,9 @@ pub struct Config {
     pub product_id: u16,
     /// The advertisement nonce last persisted ([`Persist::nonce`]), 0 on first boot.
     pub adv_nonce: u16,
+    /// Which SoC estimator the monitor runs (MON-1); the product default is
+    /// [`EstimatorKind::default`]. The simulator's `replay --estimator` selects it to compare.
+    pub estimator: EstimatorKind,
 }
 
 impl Default for Config {
@@ -85,6 +89,7 @@ impl Default for Config {
             persist_secrets: false,
             product_id: readout::DEFAULT_PRODUCT_ID,
             adv_nonce: 0,
+            estimator: EstimatorKind::default(),
         }
     }
 }
@@ -327,7 +332,7 @@ impl Bms {
             settings,
             bank: Bank::new(),
             protection: Protection::new(),
-            monitor: Monitor::new(config.restored_soc),
+            monitor: Monitor::with_kind(config.estimator, config.restored_soc),
             history: config
                 .restored_history
                 .map(History::from)

@@ -211,6 +211,63 @@ fn replay_with_initial_soc_and_key_adds_soc_and_advertisement() {
     }
 }
 
+/// `replay --estimator plain|adaptive` selects the SoC estimator for the benchmark (default:
+/// the product default, adaptive); the output columns stay the fixed ones and the protection
+/// decisions do not depend on the estimator; an unknown estimator is refused and writes nothing.
+#[test]
+fn replay_estimator_flag_selects_the_estimator_and_keeps_the_columns() {
+    let help = bms_sim(&["replay", "--help"]);
+    assert!(help.status.success());
+    let help = String::from_utf8_lossy(&help.stdout);
+    assert!(help.contains("--estimator"), "{help}");
+    assert!(
+        help.contains("plain") && help.contains("adaptive"),
+        "{help}"
+    );
+    assert!(help.contains("[default: adaptive]"), "{help}");
+
+    let dir = tempfile::tempdir().unwrap();
+    let input = data("replay-small.csv");
+    let mut runs = Vec::new();
+    for kind in [None, Some("plain"), Some("adaptive")] {
+        let out = dir.path().join(format!("{kind:?}.csv"));
+        let mut args = vec!["replay", &input, "--out", s(&out), "--initial-soc", "55"];
+        args.extend(kind.iter().flat_map(|k| ["--estimator", *k]));
+        let o = bms_sim(&args);
+        assert!(o.status.success(), "{kind:?}: {}", stderr(&o));
+        let mut reader = csv::Reader::from_path(&out).unwrap();
+        assert_eq!(
+            reader.headers().unwrap().iter().collect::<Vec<_>>(),
+            ["t_s", "soc_pct", "atd", "atc", "prealarm", "alarms", "warnings"],
+            "{kind:?}"
+        );
+        let rows: Vec<csv::StringRecord> = reader.records().map(Result::unwrap).collect();
+        assert_eq!(rows.len(), 47, "{kind:?}");
+        assert_eq!(&rows[0][1], "55.0", "{kind:?}");
+        runs.push(rows);
+    }
+    assert_eq!(runs[0], runs[2], "the default is the adaptive estimator");
+    let decisions = |rows: &[csv::StringRecord]| -> Vec<Vec<String>> {
+        rows.iter()
+            .map(|r| r.iter().skip(2).map(str::to_owned).collect())
+            .collect()
+    };
+    assert_eq!(decisions(&runs[1]), decisions(&runs[2]));
+
+    let out = dir.path().join("bad.csv");
+    let o = bms_sim(&[
+        "replay",
+        &data("replay-small.csv"),
+        "--out",
+        s(&out),
+        "--estimator",
+        "kalman",
+    ]);
+    assert!(!o.status.success());
+    assert!(stderr(&o).contains("kalman"), "{}", stderr(&o));
+    assert!(!out.exists());
+}
+
 #[test]
 fn replay_bad_input_names_file_line_and_field_and_writes_nothing() {
     let dir = tempfile::tempdir().unwrap();

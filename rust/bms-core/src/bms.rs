@@ -26,7 +26,9 @@ pub use crate::leds::LedPattern;
 use crate::limits::{
     LOW_POWER_TICK_MS, SELF_CHECK_BUS_WAIT_MS, SELF_CHECK_STEPS, SELF_CHECK_TIMEOUT_MS, TICK_MS,
 };
-use crate::monitor::{Monitor, MonitorError, MonitorInput, MonitorStatus, SocKnowledge, SocState};
+use crate::monitor::{
+    CellInput, Monitor, MonitorError, MonitorInput, MonitorStatus, SocKnowledge, SocState,
+};
 use crate::protection::{self as prot, OutputStates, Protection, ProtectionInputs, SocInput};
 pub use crate::protection::{DfuEvent, Output, Reason, Reasons};
 use crate::protocol::{DeviceSecrets, MAX_PASSKEY};
@@ -412,7 +414,16 @@ impl Bms {
                 capacity_mah: topology.capacity_dah.saturating_mul(100),
                 cells_in_series: topology.cells_in_series(),
             };
-            let status = self.monitor.update(now_ms, &input, &self.settings);
+            // The adaptive estimator reads the knees of the cell voltage curve (issue 7).
+            let cells = CellInput {
+                min_cell_mv: Some(agg.min_cell_mv),
+                max_cell_mv: Some(agg.max_cell_mv),
+                min_temp_ddegc: Some(agg.min_temp_ddegc),
+                max_temp_ddegc: Some(agg.max_temp_ddegc),
+            };
+            let status = self
+                .monitor
+                .update_with(now_ms, &input, &cells, &self.settings);
             synchronised = status.synchronised;
             let history_input = HistoryInput {
                 bank_mv: agg.voltage_mv,

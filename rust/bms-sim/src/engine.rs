@@ -910,6 +910,7 @@ fn boot(
     // A fixed key and nonce keep runs reproducible where the device draws random ones.
     let mut config = Config::from_restored(&restored, Some(fresh.device_key), 0x1234);
     config.settings = fresh.settings;
+    config.estimator = fresh.estimator;
     if scenario.bms.device_key.is_some() {
         config.device_key = fresh.device_key;
     }
@@ -956,6 +957,9 @@ pub fn core_config(scenario: &Scenario) -> Config {
         .and_then(crate::scenario::parse_key)
     {
         config.device_key = key;
+    }
+    if let Some(choice) = scenario.bms.estimator {
+        config.estimator = choice.into();
     }
     let b = &scenario.bank;
     let capacity_ah = b.capacity_ah * b.parallel as f64;

@@ -189,6 +189,28 @@ pub struct BmsConfig {
     pub app_connected: bool,
     /// The Instant Readout key as 32 hex digits.
     pub device_key: Option<String>,
+    /// The SoC estimator: "adaptive" (the product default) or "plain" coulomb counting.
+    #[serde(default)]
+    pub estimator: Option<EstimatorChoice>,
+}
+
+/// The `estimator` key of `[bms]`.
+#[derive(Clone, Copy, Debug, PartialEq, Eq, Deserialize)]
+#[serde(rename_all = "lowercase")]
+pub enum EstimatorChoice {
+    /// Plain coulomb counting with Victron synchronisation.
+    Plain,
+    /// The adaptive estimator (issue 7).
+    Adaptive,
+}
+
+impl From<EstimatorChoice> for bms_core::estimator::EstimatorKind {
+    fn from(choice: EstimatorChoice) -> Self {
+        match choice {
+            EstimatorChoice::Plain => bms_core::estimator::EstimatorKind::Plain,
+            EstimatorChoice::Adaptive => bms_core::estimator::EstimatorKind::Adaptive,
+        }
+    }
 }
 
 /// The settings part of `[bms]`, also the whole of a `--settings FILE.toml` for replay.

@@ -259,7 +259,7 @@ fn values_json(v: &ReadoutValues) -> String {
 fn random_state(rng: &mut Rng) -> ReadoutValues {
     let nominal_mv = [12_800, 25_600, 51_200][rng.below(3) as usize];
     let soc = rng.below(1001) as u16;
-    let mv = (nominal_mv * 3 / 4 + rng.below(u64::from(nominal_mv) / 2)) as u32;
+    let mv = (nominal_mv * 3 / 4 + rng.below(nominal_mv / 2)) as u32;
     let ma = rng.range(-2_000_000, 2_000_000) as i32;
     let ttg = rng.below(70_000) as u32;
     let mah = rng.below(20_000_000) as u32;

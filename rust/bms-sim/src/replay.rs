@@ -9,14 +9,13 @@
 
 use crate::error::InputError;
 use crate::output::codes_joined;
-use crate::scenario::{parse_key, toml_error, SettingsConfig};
+use crate::scenario::{parse_key, toml_error, EstimatorChoice, SettingsConfig};
 use crate::sensors::BATTERY_FIRMWARE;
 use bms_core::bms::{Bms, Config, Decisions, Inputs};
 use bms_core::bus::{
     encode_report, BatteryFlags, BatteryModel, BatteryReport, FrameDecoder, MAX_FRAME_LEN,
     REPORT_PERIOD_MS,
 };
-use bms_core::estimator::EstimatorKind;
 use bms_core::storage::{MemStorage, Persistence};
 use serde::Serialize;
 use std::fmt;
@@ -43,42 +42,8 @@ pub struct ReplayArgs {
     #[arg(long, default_value_t = 100.0, value_parser = parse_capacity)]
     pub capacity_ah: f64,
     /// SoC estimator the BMS runs (default: the product default, adaptive).
-    #[arg(long, value_enum, default_value_t = EstimatorArg::default())]
-    pub estimator: EstimatorArg,
-}
-
-/// The SoC estimator choice of `replay --estimator`.
-#[derive(Clone, Copy, Debug, PartialEq, Eq, clap::ValueEnum)]
-pub enum EstimatorArg {
-    /// Plain coulomb counting with synchronisation.
-    Plain,
-    /// Counting with offset, knee and capacity learning.
-    Adaptive,
-}
-
-impl Default for EstimatorArg {
-    /// The product default ([`EstimatorKind::default`]).
-    fn default() -> Self {
-        EstimatorArg::from(EstimatorKind::default())
-    }
-}
-
-impl From<EstimatorKind> for EstimatorArg {
-    fn from(kind: EstimatorKind) -> Self {
-        match kind {
-            EstimatorKind::Plain => EstimatorArg::Plain,
-            EstimatorKind::Adaptive => EstimatorArg::Adaptive,
-        }
-    }
-}
-
-impl From<EstimatorArg> for EstimatorKind {
-    fn from(arg: EstimatorArg) -> Self {
-        match arg {
-            EstimatorArg::Plain => EstimatorKind::Plain,
-            EstimatorArg::Adaptive => EstimatorKind::Adaptive,
-        }
-    }
+    #[arg(long, value_enum, default_value_t = EstimatorChoice::default())]
+    pub estimator: EstimatorChoice,
 }
 
 fn parse_pct(s: &str) -> Result<f64, String> {

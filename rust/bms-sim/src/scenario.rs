@@ -194,14 +194,24 @@ pub struct BmsConfig {
     pub estimator: Option<EstimatorChoice>,
 }
 
-/// The `estimator` key of `[bms]`.
-#[derive(Clone, Copy, Debug, PartialEq, Eq, Deserialize)]
+/// The SoC estimator: the `estimator` key of `[bms]` and `replay --estimator`.
+#[derive(Clone, Copy, Debug, PartialEq, Eq, Deserialize, clap::ValueEnum)]
 #[serde(rename_all = "lowercase")]
 pub enum EstimatorChoice {
-    /// Plain coulomb counting with Victron synchronisation.
+    /// Plain coulomb counting with synchronisation.
     Plain,
-    /// The adaptive estimator (issue 7).
+    /// Counting with offset, knee and capacity learning.
     Adaptive,
+}
+
+impl Default for EstimatorChoice {
+    /// The product default ([`bms_core::estimator::EstimatorKind::default`]).
+    fn default() -> Self {
+        match bms_core::estimator::EstimatorKind::default() {
+            bms_core::estimator::EstimatorKind::Plain => EstimatorChoice::Plain,
+            bms_core::estimator::EstimatorKind::Adaptive => EstimatorChoice::Adaptive,
+        }
+    }
 }
 
 impl From<EstimatorChoice> for bms_core::estimator::EstimatorKind {

@@ -14,7 +14,7 @@ use bms_core::storage::{
     StorageError,
 };
 use bms_core::{Bms, Config, Decisions, LedPattern};
-use control_harness::Rig;
+use control_harness::{Flash, Rig};
 
 const KEY: [u8; 16] = [0x3C; 16];
 
@@ -83,28 +83,6 @@ fn ble_2_ble_3_secrets_survive_a_reboot() {
         })
     );
     assert_eq!(restored.fault(RecordKind::Secrets), None);
-}
-
-/// A store whose writes can be made to fail, as a worn or disconnected flash would.
-#[derive(Default)]
-struct Flash {
-    inner: MemStorage,
-    fail_writes: bool,
-}
-
-impl Storage for Flash {
-    fn read(&mut self, key: &str, buf: &mut [u8]) -> Result<usize, StorageError> {
-        self.inner.read(key, buf)
-    }
-    fn write(&mut self, key: &str, value: &[u8]) -> Result<(), StorageError> {
-        if self.fail_writes {
-            return Err(StorageError::Io { code: -5 });
-        }
-        self.inner.write(key, value)
-    }
-    fn delete(&mut self, key: &str) -> Result<(), StorageError> {
-        self.inner.delete(key)
-    }
 }
 
 /// A device: the flash survives reboots, the BMS and its persistence are rebuilt from it.

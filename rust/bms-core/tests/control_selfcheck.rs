@@ -5,36 +5,14 @@ mod control_harness;
 use bms_core::bms::{SelfCheck, SelfCheckInputs};
 use bms_core::bus::BatteryModel;
 use bms_core::limits::{SELF_CHECK_BUS_WAIT_MS, SELF_CHECK_STEPS, SELF_CHECK_TIMEOUT_MS};
-use bms_core::storage::{MemStorage, Persistence, Storage, StorageError};
+use bms_core::storage::Persistence;
 use bms_core::{Bms, Config, Inputs};
-use control_harness::{report, Rig};
+use control_harness::{report, Flash, Rig};
 
 const HEALTHY: SelfCheckInputs = SelfCheckInputs {
     ble_ready: true,
     storage_ok: true,
 };
-
-/// A flash whose writes can fail.
-#[derive(Default)]
-struct Flash {
-    inner: MemStorage,
-    fail_writes: bool,
-}
-
-impl Storage for Flash {
-    fn read(&mut self, key: &str, buf: &mut [u8]) -> Result<usize, StorageError> {
-        self.inner.read(key, buf)
-    }
-    fn write(&mut self, key: &str, value: &[u8]) -> Result<(), StorageError> {
-        if self.fail_writes {
-            return Err(StorageError::Io { code: -5 });
-        }
-        self.inner.write(key, value)
-    }
-    fn delete(&mut self, key: &str) -> Result<(), StorageError> {
-        self.inner.delete(key)
-    }
-}
 
 /// A new image starting: the control loop, persistence after each step, and the platform's
 /// view for the self-check, which is asked after every step as the firmware does.

@@ -3,6 +3,7 @@
 #![allow(dead_code)]
 
 use bms_core::bus::{BatteryFlags, BatteryModel, BatteryReport};
+use bms_core::storage::{MemStorage, Storage, StorageError};
 use bms_core::{Bms, Config, Decisions, Inputs};
 use heapless::Vec;
 
@@ -233,5 +234,29 @@ impl Rig {
             }
         }
         None
+    }
+}
+
+/// A flash whose writes can be made to fail, as a worn or disconnected flash would.
+#[derive(Default)]
+pub struct Flash {
+    /// What the flash holds; survives a simulated reboot.
+    pub inner: MemStorage,
+    /// Every write fails with an I/O error while set.
+    pub fail_writes: bool,
+}
+
+impl Storage for Flash {
+    fn read(&mut self, key: &str, buf: &mut [u8]) -> Result<usize, StorageError> {
+        self.inner.read(key, buf)
+    }
+    fn write(&mut self, key: &str, value: &[u8]) -> Result<(), StorageError> {
+        if self.fail_writes {
+            return Err(StorageError::Io { code: -5 });
+        }
+        self.inner.write(key, value)
+    }
+    fn delete(&mut self, key: &str) -> Result<(), StorageError> {
+        self.inner.delete(key)
     }
 }

@@ -20,6 +20,7 @@
 //! - [`protocol`]: the GATT request/response protocol (BLE-1, BLE-2, BLE-4).
 //! - [`bus`]: the battery-bus frame codec.
 //! - [`storage`]: persisted records over a key → bytes [`storage::Storage`] trait.
+//! - [`muldiv`]: exact 64-bit scaling of charge counts (no 128-bit division on the target).
 //! - [`limits`]: the one table of named thresholds, delays and hysteresis.
 //! - [`codes`]: the catalogue of error, alarm and warning codes.
 #![cfg_attr(not(test), no_std)]
@@ -49,6 +50,7 @@ pub mod history;
 pub mod leds;
 pub mod limits;
 pub mod monitor;
+pub mod muldiv;
 pub mod protection;
 pub mod protocol;
 pub mod readout;

@@ -30,6 +30,7 @@ use core::fmt;
 use serde::{Deserialize, Serialize};
 
 use crate::estimator::{AdaptiveEstimator, Estimator, EstimatorKind, Learned};
+use crate::muldiv::{mul_div, scale_signed, Rounding};
 use crate::settings::Settings;
 
 /// Charge that 1 mAh represents, in nA·s.
@@ -287,8 +288,7 @@ impl SocEstimator for CoulombCounter {
             let drawn = net_nas.saturating_neg();
             let mean_ma = (i64::from(interval.start_ma) + i64::from(interval.end_ma)).abs() / 2;
             let factor_q24 = peukert_factor_q24(mean_ma, interval.capacity_mah);
-            let effective = (i128::from(drawn) * i128::from(factor_q24)) >> 24;
-            let effective = i64::try_from(effective).unwrap_or(i64::MAX);
+            let effective = peukert_effective_nas(drawn, factor_q24);
             self.used_nas = self.used_nas.saturating_add(effective);
             self.consumed_nas = self.consumed_nas.saturating_add(drawn);
         }
@@ -311,6 +311,15 @@ impl SocEstimator for CoulombCounter {
 /// Of `net_nas` (≥ 0) flowing in, the charge stored at the MON-1 charge efficiency, in nA·s.
 pub fn stored_nas(net_nas: i64) -> i64 {
     net_nas / 100 * CHARGE_EFFICIENCY_PCT + net_nas % 100 * CHARGE_EFFICIENCY_PCT / 100
+}
+
+/// `drawn_nas · factor_q24 / 2^24`, floored and saturating: exact in 64 bits by splitting
+/// `drawn_nas` at bit 24 (the low part times the factor stays below 2^50).
+fn peukert_effective_nas(drawn_nas: i64, factor_q24: u32) -> i64 {
+    let drawn = drawn_nas.max(0);
+    let factor = i64::from(factor_q24);
+    let low = ((drawn & 0xff_ffff) * factor) >> 24;
+    (drawn >> 24).saturating_mul(factor).saturating_add(low)
 }
 
 /// The Peukert factor `(I / I20)^(k - 1)` for a discharge of `current_ma` from a bank of
@@ -700,9 +709,11 @@ impl<E: SocEstimator> Monitor<E> {
         let remaining_nas = (capacity_nas - self.estimator.used_nas() - floor_nas).max(0);
         let drain_ma = average_ma.unsigned_abs();
         let factor_q24 = peukert_factor_q24(average_ma, self.capacity_mah);
-        let effective_ma = ((u128::from(drain_ma) * u128::from(factor_q24)) >> 24).max(1);
+        // drain_ma < 2^32 and the factor < 2^26, so the product fits 64 bits.
+        let effective_ma =
+            ((drain_ma.min(u64::from(u32::MAX)) * u64::from(factor_q24)) >> 24).max(1);
         // nA·s ÷ mA = µs; 60 000 000 µs per minute.
-        let minutes = u128::from(remaining_nas.unsigned_abs()) / effective_ma / 60_000_000;
+        let minutes = remaining_nas.unsigned_abs() / effective_ma / 60_000_000;
         Some(u32::try_from(minutes).unwrap_or(u32::MAX))
     }
 
@@ -876,10 +887,16 @@ impl<E: SocEstimator> Monitor<E> {
         if capacity_nas == 0 {
             return None;
         }
-        let sigma_nas = i128::from(self.estimator.uncertainty_nas()?.max(0));
-        let capacity = i128::from(capacity_nas);
-        let permille = (sigma_nas * 1000 + capacity / 2) / capacity;
-        Some(permille.clamp(0, 1000) as u16)
+        let sigma_nas = self.estimator.uncertainty_nas()?.max(0);
+        // capacity_nas is a whole number of mAh in nA·s, so a multiple of 1000: dividing by
+        // its thousandth is exact and cannot overflow.
+        let permille = mul_div(
+            sigma_nas.unsigned_abs(),
+            1,
+            self.capacity_per_mille_nas(),
+            Rounding::Nearest,
+        );
+        Some(permille.unwrap_or(u64::MAX).min(1000) as u16)
     }
 
     fn counted_soc_permille(&self) -> Option<u16> {
@@ -887,13 +904,19 @@ impl<E: SocEstimator> Monitor<E> {
         if capacity_nas == 0 {
             return None;
         }
-        let left_nas = i128::from(capacity_nas - self.estimator.used_nas());
-        let permille = left_nas * 1000 / i128::from(capacity_nas);
+        let left_nas = capacity_nas.saturating_sub(self.estimator.used_nas());
+        // Exact: capacity_nas = 1000 · capacity_per_mille_nas.
+        let permille = left_nas / self.capacity_per_mille_nas().max(1) as i64;
         Some(permille.clamp(0, 1000) as u16)
     }
 
     fn capacity_nas(&self) -> i64 {
         i64::from(self.capacity_mah) * NAS_PER_MAH
+    }
+
+    /// A thousandth of the capacity, exact (NAS_PER_MAH is a multiple of 1000).
+    fn capacity_per_mille_nas(&self) -> u64 {
+        u64::from(self.capacity_mah) * (NAS_PER_MAH / 1000) as u64
     }
 
     fn idle_current_ma(&self) -> u32 {
@@ -902,18 +925,14 @@ impl<E: SocEstimator> Monitor<E> {
 
     fn used_for_soc(&self, soc_permille: u16) -> i64 {
         let missing = 1000 - i64::from(soc_permille.min(1000));
-        (i128::from(self.capacity_nas()) * i128::from(missing) / 1000) as i64
+        self.capacity_per_mille_nas() as i64 * missing
     }
 
     /// A different capacity (battery added or removed, BANK-5) keeps the SoC and scales the
     /// charges: the bank's fraction of charge is the best guess for the new bank.
     fn rescale(&mut self, capacity_mah: u32) {
         if self.capacity_mah > 0 {
-            let scale = |nas: i64| {
-                let scaled =
-                    i128::from(nas) * i128::from(capacity_mah) / i128::from(self.capacity_mah);
-                i64::try_from(scaled).unwrap_or(i64::MAX)
-            };
+            let scale = |nas: i64| scale_signed(nas, capacity_mah, self.capacity_mah);
             let used = scale(self.estimator.used_nas());
             let consumed = scale(self.estimator.consumed_nas());
             self.estimator.reset(used, consumed);
@@ -939,5 +958,21 @@ fn latch(active: bool, soc_permille: u16, level_permille: Option<u16>) -> bool {
         Some(level) if soc_permille <= level => true,
         Some(level) if soc_permille >= (level + RELEASE_PERMILLE).min(1000) => false,
         Some(_) => active,
+    }
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+    use proptest::prelude::*;
+
+    proptest! {
+        // MON-1: the Peukert-corrected charge is exact, as the 128-bit product would give it.
+        #[test]
+        fn mon_1_peukert_effective_charge_is_exact(drawn in 0..=i64::MAX, factor in 0..(1u32 << 26)) {
+            let exact = (i128::from(drawn) * i128::from(factor)) >> 24;
+            let want = i64::try_from(exact).unwrap_or(i64::MAX);
+            prop_assert_eq!(peukert_effective_nas(drawn, factor), want);
+        }
     }
 }

@@ -18,6 +18,7 @@ use serde::{Deserialize, Serialize};
 
 use super::record::{decode_exact, Record, RecordError, RecordKind};
 use crate::monitor::{SocState, NAS_PER_MAH, PERSIST_AGE_INTERVAL_MS};
+use crate::muldiv::{mul_div, Rounding};
 
 /// [`SocPoint::used`] of a bank at 0 % (the whole capacity used).
 pub const USED_FULL_SCALE: u16 = u16::MAX;
@@ -78,18 +79,21 @@ impl SocPoint {
     /// represented (no capacity, or counts out of the point's range): write the whole record.
     pub fn of(state: &SocState, generation: u8) -> Option<SocPoint> {
         let capacity_nas = capacity_nas(state)?;
-        let used = i128::from(state.used_nas);
-        let consumed = i128::from(state.consumed_nas);
-        if !(0..=capacity_nas).contains(&used) || consumed < 0 {
-            return None;
-        }
-        let used =
-            u16::try_from(div_round(used * i128::from(USED_FULL_SCALE), capacity_nas)).ok()?;
-        let consumed = u16::try_from(div_round(
-            consumed * i128::from(CONSUMED_PER_CAPACITY),
-            capacity_nas,
-        ))
-        .ok()?;
+        let used = u64::try_from(state.used_nas)
+            .ok()
+            .filter(|&used| used <= capacity_nas)?;
+        let consumed = u64::try_from(state.consumed_nas).ok()?;
+        let fraction = |nas: u64, per_capacity: u16| {
+            mul_div(
+                nas,
+                u64::from(per_capacity),
+                capacity_nas,
+                Rounding::Nearest,
+            )
+            .and_then(|value| u16::try_from(value).ok())
+        };
+        let used = fraction(used, USED_FULL_SCALE)?;
+        let consumed = fraction(consumed, CONSUMED_PER_CAPACITY)?;
         Some(SocPoint {
             generation,
             used,
@@ -103,8 +107,14 @@ impl SocPoint {
             return *state;
         };
         let scale = |value: u16, per_capacity: u16| {
-            let nas = div_round(i128::from(value) * capacity_nas, i128::from(per_capacity));
-            i64::try_from(nas).unwrap_or(i64::MAX)
+            mul_div(
+                u64::from(value),
+                capacity_nas,
+                u64::from(per_capacity),
+                Rounding::Nearest,
+            )
+            .and_then(|nas| i64::try_from(nas).ok())
+            .unwrap_or(i64::MAX)
         };
         SocState {
             used_nas: scale(self.used, USED_FULL_SCALE),
@@ -138,14 +148,9 @@ pub fn combine(record: &SocRecord, point: Option<&SocPoint>) -> SocState {
     }
 }
 
-fn capacity_nas(state: &SocState) -> Option<i128> {
-    let nas = i128::from(state.capacity_mah) * i128::from(NAS_PER_MAH);
+fn capacity_nas(state: &SocState) -> Option<u64> {
+    let nas = u64::from(state.capacity_mah) * NAS_PER_MAH as u64;
     (nas > 0).then_some(nas)
-}
-
-/// `n / d` rounded to nearest for `n >= 0`, `d > 0` (the callers' ranges keep far from overflow).
-fn div_round(n: i128, d: i128) -> i128 {
-    n.saturating_add(d / 2) / d
 }
 
 #[cfg(test)]

@@ -17,6 +17,7 @@ use crate::limits::{
     self, BANK_NOMINAL_MV, BATTERY_LOST_MS, CELL_VALID_MV, DISCOVERY_MS, MAX_BATTERIES,
     SUPPLY_MAX_MV, SUPPLY_MIN_MV, TEMP_VALID_DDEGC, TOPOLOGY_SETTLE_MS,
 };
+use crate::shift::move_last_to;
 
 /// Why a battery report was refused. The battery counts as not reporting valid data.
 #[derive(Clone, Copy, Debug, PartialEq, Eq)]
@@ -365,12 +366,14 @@ impl Bank {
             Ok(index) => index,
             Err(index) => {
                 let battery = Battery::new(report.serial, report.model, now_ms);
-                if self.batteries.insert(index, battery).is_err() {
+                if self.batteries.push(battery).is_err() {
                     self.overflow_ms = Some(now_ms);
                     return Err(ReportError::BankFull {
                         serial: report.serial,
                     });
                 }
+                // Kept sorted by serial for the binary search.
+                move_last_to(&mut self.batteries, index);
                 index
             }
         };

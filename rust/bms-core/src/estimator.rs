@@ -40,6 +40,7 @@
 use serde::{Deserialize, Serialize};
 
 use crate::monitor::{stored_nas, Anchor, CoulombCounter, Interval, SocEstimator, NAS_PER_MAH};
+use crate::shift::push_front;
 
 /// Prior 1-σ current-sensor offset, as a fraction of the capacity per hour: 50 mA on 100 Ah,
 /// the typical uncalibrated shunt the issue quotes (1.2 % of SoC per day).
@@ -353,10 +354,8 @@ impl RestWatch {
             return false;
         }
         let n = self.bucket_ms as f32;
-        self.mv.rotate_right(1);
-        self.ma.rotate_right(1);
-        self.mv[0] = self.bucket_mv_ms / n;
-        self.ma[0] = self.bucket_ma_ms / n;
+        push_front(&mut self.mv, self.bucket_mv_ms / n);
+        push_front(&mut self.ma, self.bucket_ma_ms / n);
         self.filled = self.filled.saturating_add(1).min(BUCKETS as u8);
         self.bucket_ms = 0;
         self.bucket_mv_ms = 0.0;

@@ -11,6 +11,7 @@
 use serde::{Deserialize, Serialize};
 
 use crate::monitor::{MAX_GAP_MS, NAS_PER_MAH};
+use crate::shift::push_front;
 
 /// How many of the last errors are kept (HIST-1).
 pub const LAST_ERRORS: usize = 4;
@@ -234,10 +235,7 @@ impl History {
     /// Adds an error code to the last errors (HIST-1), newest first; call when an error is
     /// raised (codes from [`crate::codes`]).
     pub fn record_error(&mut self, code: u16) {
-        self.record.last_errors.rotate_right(1);
-        if let Some(newest) = self.record.last_errors.first_mut() {
-            *newest = Some(code);
-        }
+        push_front(&mut self.record.last_errors, Some(code));
         self.changed = true;
         self.counted_changed = true;
     }

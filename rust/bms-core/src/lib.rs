@@ -55,6 +55,7 @@ pub mod protection;
 pub mod protocol;
 pub mod readout;
 pub mod settings;
+mod shift;
 pub mod storage;
 
 pub use bms::{

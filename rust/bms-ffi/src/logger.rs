@@ -125,17 +125,6 @@ pub(crate) fn install(level: u8) {
     log::set_max_level(level_filter(level));
 }
 
-/// Logs a panic's location without going through `log` (whose state may be what broke).
-#[cfg(all(target_os = "none", not(test)))]
-pub(crate) fn log_panic(info: &core::panic::PanicInfo<'_>) {
-    let mut line = Line::new();
-    let _ = match info.location() {
-        Some(at) => write!(line, "panic at {}:{}", at.file(), at.line()),
-        None => write!(line, "panic"),
-    };
-    port::log(level_number(Level::Error), line.text());
-}
-
 #[cfg(test)]
 mod tests {
     use super::*;

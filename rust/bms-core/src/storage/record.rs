@@ -19,8 +19,6 @@
 
 use core::fmt;
 
-use postcard::ser_flavors::crc::CrcModifier;
-use postcard::ser_flavors::Slice;
 use serde::de::DeserializeOwned;
 use serde::{Deserialize, Serialize};
 
@@ -37,8 +35,9 @@ pub const ENVELOPE_LEN: usize = 1 + 1 + 4;
 
 /// The CRC of every record: CRC-32/ISCSI (Castagnoli, polynomial 0x1EDC6F41, reflected, initial
 /// value and final XOR 0xFFFFFFFF), sent little-endian. It detects every error of up to 5 bits in
-/// a record of this size.
-pub const CRC: crc::Crc<u32> = crc::Crc::<u32>::new(&crc::CRC_32_ISCSI);
+/// a record of this size. Computed bit by bit (no 1 KB lookup table): records are short and
+/// written rarely.
+pub const CRC: crc::Crc<u32, crc::NoTable> = crc::Crc::<u32, crc::NoTable>::new(&crc::CRC_32_ISCSI);
 
 /// Longest compact record in bytes: what ZMS stores inside its 16-byte allocation-table entry
 /// (`ZMS_DATA_IN_ATE_SIZE`).
@@ -50,7 +49,8 @@ pub const COMPACT_ENVELOPE_LEN: usize = 1 + 2;
 /// The CRC of compact records: CRC-16/IBM-3740 (polynomial 0x1021, initial value 0xFFFF, not
 /// reflected), sent little-endian. It detects every error of up to 3 bits and every odd number
 /// of bit errors in a record of this size.
-pub const CRC16: crc::Crc<u16> = crc::Crc::<u16>::new(&crc::CRC_16_IBM_3740);
+pub const CRC16: crc::Crc<u16, crc::NoTable> =
+    crc::Crc::<u16, crc::NoTable>::new(&crc::CRC_16_IBM_3740);
 
 /// The persisted record kinds: the first byte of each stored value.
 #[derive(Clone, Copy, Debug, PartialEq, Eq, Hash)]
@@ -262,22 +262,33 @@ pub fn encode_record<R: Record>(record: &R, buf: &mut [u8]) -> Result<usize, Rec
             Some(capped) => capped,
             None => buf,
         };
+        let used = postcard::to_slice(&(R::VERSION, record), buf)
+            .map_err(|_| RecordError::TooLarge)?
+            .len();
         let mut digest = CRC16.digest();
         digest.update(&[R::KIND as u8]);
-        let flavor = CrcModifier::new(Slice::new(buf), digest);
-        let used = postcard::serialize_with_flavor(&(R::VERSION, record), flavor)
-            .map_err(|_| RecordError::TooLarge)?;
-        return Ok(used.len());
+        digest.update(buf.get(..used).ok_or(RecordError::TooLarge)?);
+        return append_crc(buf, used, &digest.finalize().to_le_bytes());
     }
     let buf = match buf.get_mut(..MAX_RECORD_LEN) {
         Some(capped) => capped,
         None => buf,
     };
-    let flavor = CrcModifier::new(Slice::new(buf), CRC.digest());
     let message = (R::KIND as u8, R::VERSION, record);
-    let used =
-        postcard::serialize_with_flavor(&message, flavor).map_err(|_| RecordError::TooLarge)?;
-    Ok(used.len())
+    let used = postcard::to_slice(&message, buf)
+        .map_err(|_| RecordError::TooLarge)?
+        .len();
+    let crc = CRC.checksum(buf.get(..used).ok_or(RecordError::TooLarge)?);
+    append_crc(buf, used, &crc.to_le_bytes())
+}
+
+/// Writes `crc` after the `used` bytes of `buf`; returns the record's length.
+fn append_crc(buf: &mut [u8], used: usize, crc: &[u8]) -> Result<usize, RecordError> {
+    let len = used + crc.len();
+    buf.get_mut(used..len)
+        .ok_or(RecordError::TooLarge)?
+        .copy_from_slice(crc);
+    Ok(len)
 }
 
 /// Decodes a stored value of record type `R`: checks the CRC, the kind and the version, decodes

@@ -22,8 +22,8 @@
 
 LOG_MODULE_REGISTER(bms_control, CONFIG_BMS_LOG_LEVEL);
 
-BUILD_ASSERT(CONFIG_BMS_CONTROL_STACK_SIZE >= 12288,
-	     "bms_open() runs on the control thread: keep 12 KiB (docs/ffi.md, stack)");
+BUILD_ASSERT(CONFIG_BMS_CONTROL_STACK_SIZE >= 8192,
+	     "bms_open() runs on the control thread: keep 8 KiB (docs/ffi.md, stack)");
 
 enum ctrl_msg_type {
 	CTRL_MSG_BUS,

@@ -19,7 +19,7 @@ use crate::balancer::{Balancer, BalancerInput, BalancerState};
 use crate::bank::{Bank, ReportError};
 use crate::bus::BatteryReport;
 use crate::codes::{ActiveCodes, Code, Severity};
-use crate::estimator::EstimatorKind;
+use crate::estimator::{EstimatorKind, Learned};
 use crate::history::{History, HistoryInput, HistoryRecord};
 use crate::leds;
 pub use crate::leds::LedPattern;
@@ -44,7 +44,7 @@ pub const MAX_EVENTS: usize = 24;
 ///
 /// Build it with struct-update syntax from [`Config::default`] so that fields added later do not
 /// break callers: `Config { settings, ..Config::default() }`.
-#[derive(Clone, Debug, PartialEq, Eq)]
+#[derive(Clone, Debug, PartialEq)]
 pub struct Config {
     /// The user settings (factory defaults when none were stored). Settings that do not
     /// validate are replaced by the defaults and raise [`Code::SettingsCorrupt`].
@@ -52,13 +52,17 @@ pub struct Config {
     /// True when stored settings existed but were corrupt or unreadable (SET-3): defaults are
     /// used and an error is raised.
     pub settings_corrupt: bool,
-    /// True when stored SoC, history, nonce or secrets records were corrupt or unreadable
-    /// (SET-3): raises [`Code::RecordsCorrupt`].
+    /// True when stored SoC, history, nonce, secrets or learned records were corrupt or
+    /// unreadable (SET-3): raises [`Code::RecordsCorrupt`].
     pub records_corrupt: bool,
     /// The monitor's persisted record (MON-8), `None` on first boot or when corrupt.
     pub restored_soc: Option<SocState>,
     /// The persisted history (HIST-4), `None` on first boot or when corrupt.
     pub restored_history: Option<HistoryRecord>,
+    /// What the adaptive SoC estimator had learned (MON-8), `None` when none was stored or it
+    /// was corrupt: the estimator then starts from its priors, as it does when the values are
+    /// out of range. Ignored with plain counting.
+    pub restored_learned: Option<Learned>,
     /// The device's own 128-bit Instant Readout key (BLE-3).
     pub device_key: [u8; 16],
     /// The BLE pairing passkey, 0–999999 (BLE-2; factory [`DeviceSecrets::DEFAULT_PASSKEY`],
@@ -86,6 +90,7 @@ impl Default for Config {
             records_corrupt: false,
             restored_soc: None,
             restored_history: None,
+            restored_learned: None,
             device_key: [0; 16],
             passkey: DeviceSecrets::DEFAULT_PASSKEY,
             persist_secrets: false,
@@ -123,6 +128,7 @@ impl Config {
             RecordKind::History,
             RecordKind::Nonce,
             RecordKind::Secrets,
+            RecordKind::Learned,
         ]
         .into_iter()
         .any(|kind| restored.fault(kind).is_some());
@@ -143,6 +149,7 @@ impl Config {
             records_corrupt,
             restored_soc: restored.soc.ok(),
             restored_history: restored.history.ok(),
+            restored_learned: restored.learned.ok(),
             device_key: secrets.map_or([0; 16], |s| s.adv_key),
             passkey: secrets.map_or(DeviceSecrets::DEFAULT_PASSKEY, |s| s.passkey),
             persist_secrets: secrets.is_some(),
@@ -330,11 +337,15 @@ impl Bms {
             sticky.insert(Code::SettingsCorrupt);
         }
         sticky.set(Code::RecordsCorrupt, config.records_corrupt);
+        let mut monitor = Monitor::with_kind(config.estimator, config.restored_soc);
+        if let Some(learned) = &config.restored_learned {
+            monitor.restore_learned(learned);
+        }
         Bms {
             settings,
             bank: Bank::new(),
             protection: Protection::new(),
-            monitor: Monitor::with_kind(config.estimator, config.restored_soc),
+            monitor,
             history: config
                 .restored_history
                 .map(History::from)
@@ -676,6 +687,7 @@ impl Bms {
             history_due: self.history.persist_due(self.now_ms),
             nonce: self.advertiser.nonce_to_persist(),
             secrets: self.secrets_to_persist(),
+            learned: self.monitor.learned(),
         }
     }
 

@@ -1,18 +1,20 @@
-//! Persisted records (settings, SoC state, history, Instant Readout nonce) over a small key → bytes
-//! [`Storage`] trait: the record format, the write policy and the restore at start.
+//! Persisted records (settings, SoC state, history, Instant Readout nonce, device secrets, what
+//! the SoC estimator learned) over a small key → bytes [`Storage`] trait: the record format, the
+//! write policy and the restore at start.
 //!
 //! The core never touches flash. On the device, [`Storage`] is implemented by the firmware on
 //! Zephyr's settings subsystem (ZMS or NVS), which already makes every write power-fail safe and
 //! wear-levelled, so there is no file system or journal here. On the host it is [`MemStorage`]
 //! (tests) or the simulator's file store. Keys follow the settings subsystem (`bms/settings`,
-//! `bms/soc`, `bms/point`, `bms/hist`, `bms/nonce`), and every value is at most
-//! [`MAX_RECORD_LEN`] bytes.
+//! `bms/soc`, `bms/point`, `bms/hist`, `bms/nonce`, `bms/secrets`, `bms/learn`), and every
+//! value is at most [`MAX_RECORD_LEN`] bytes.
 //!
 //! - [`record`]: the envelope of every value (kind, format version, postcard body, CRC-32; or
 //!   the 8-byte compact form with a CRC-16) and the versioned decoding, which reads every older
 //!   format version.
 //! - [`soc`]: the SoC state as a whole record plus a compact point written at every point of
 //!   SoC (MON-8), so that the frequent write fits inside one ZMS entry.
+//! - [`learned`]: what the adaptive SoC estimator learned, written rarely.
 //! - [`persist`]: [`Persistence`], which writes what is due and restores everything at start,
 //!   each record on its own.
 
@@ -20,6 +22,7 @@ use core::fmt;
 
 use heapless::{LinearMap, String, Vec};
 
+pub mod learned;
 pub mod persist;
 pub mod record;
 pub mod soc;

@@ -7,10 +7,13 @@
 //! of SoC and at most 10 minutes after any change, MON-8; `History::persist_due`: at once for a
 //! counted item, at most an hour after any other change, HIST-4); the nonce whenever the
 //! advertiser asks for a new reservation (`Advertiser::nonce_to_persist`: once every 2048
-//! payload changes, never per advertisement). A due SoC state goes into the 8-byte
+//! payload changes, never per advertisement); what the adaptive SoC estimator learned when it
+//! moved by a meaningful step since the stored values, at most once every 4 hours
+//! ([`super::learned`] explains why). A due SoC state goes into the 8-byte
 //! [`SocPoint`] when only its charge counts changed, and into the whole [`SocRecord`] otherwise
 //! (see [`super::soc`]). A record that is missing or unreadable at start is written at the first
-//! poll, so the store is repaired with the values in use. A write that fails is reported,
+//! poll, so the store is repaired with the values in use (the learned values once the monitor
+//! knows its bank). A write that fails is reported,
 //! retried after [`RETRY_MS`], and leaves the previous value in the store.
 //!
 //! Call order, every control step: build [`Records`] from the core, [`Persistence::poll`], then
@@ -18,9 +21,11 @@
 //! written, `History::mark_persisted`, `Advertiser::nonce_persisted`) and raise or clear the
 //! storage error from [`Persistence::failing`].
 
+use super::learned::{self, LEARNED_INTERVAL_MS};
 use super::record::{decode_record, encode_record, Nonce, Record, RecordError, RecordKind};
 use super::soc::{self, SocPoint, SocRecord};
 use super::{Storage, StorageError, MAX_RECORD_LEN};
+use crate::estimator::Learned;
 use crate::history::HistoryRecord;
 use crate::monitor::SocState;
 use crate::protocol::DeviceSecrets;
@@ -34,7 +39,7 @@ const KINDS: usize = RecordKind::COUNT;
 
 /// The records as the core holds them at one instant, and which of them their owners want
 /// written now.
-#[derive(Clone, Copy, Debug, Default, PartialEq, Eq)]
+#[derive(Clone, Copy, Debug, Default, PartialEq)]
 pub struct Records {
     /// The settings in use.
     pub settings: Settings,
@@ -51,6 +56,10 @@ pub struct Records {
     /// The device's passkey and Instant Readout key (`Bms::secrets`); `None` while the key is
     /// a placeholder that must not be stored (no random source at start).
     pub secrets: Option<DeviceSecrets>,
+    /// What the adaptive SoC estimator learned (`Monitor::learned`); `None` with plain
+    /// counting, which learns nothing. Written when it moved by a meaningful step, at most
+    /// once per [`LEARNED_INTERVAL_MS`].
+    pub learned: Option<Learned>,
 }
 
 /// What [`Persistence::poll`] did with one record.
@@ -87,6 +96,8 @@ pub struct PollReport {
     pub nonce: Outcome,
     /// The device secrets record.
     pub secrets: Outcome,
+    /// The learned-values record (the value written is [`Records::learned`]).
+    pub learned: Outcome,
     /// After this poll, the last write of some record failed ([`Persistence::failing`]):
     /// raise the storage error until a poll reports false.
     pub failing: bool,
@@ -102,6 +113,7 @@ impl PollReport {
             RecordKind::History => self.history,
             RecordKind::Nonce => self.nonce,
             RecordKind::Secrets => self.secrets,
+            RecordKind::Learned => self.learned,
         }
     }
 
@@ -120,6 +132,7 @@ impl PollReport {
             RecordKind::History => self.history = outcome,
             RecordKind::Nonce => self.nonce = outcome,
             RecordKind::Secrets => self.secrets = outcome,
+            RecordKind::Learned => self.learned = outcome,
         }
     }
 }
@@ -137,7 +150,7 @@ pub struct RecordStats {
 
 /// What was found in the store at start, per record: the value, or why it was not applied (the
 /// caller then uses that record's defaults).
-#[derive(Clone, Copy, Debug, PartialEq, Eq)]
+#[derive(Clone, Copy, Debug, PartialEq)]
 pub struct Restored {
     /// The stored settings.
     pub settings: Result<Settings, RecordError>,
@@ -152,6 +165,9 @@ pub struct Restored {
     pub nonce: Result<Nonce, RecordError>,
     /// The stored passkey and Instant Readout key.
     pub secrets: Result<DeviceSecrets, RecordError>,
+    /// What the adaptive SoC estimator had learned (`Monitor::restore_learned`, which keeps
+    /// the priors when the values are out of range).
+    pub learned: Result<Learned, RecordError>,
 }
 
 impl Restored {
@@ -172,15 +188,22 @@ impl Restored {
             RecordKind::History => self.history.err(),
             RecordKind::Nonce => self.nonce.err(),
             RecordKind::Secrets => self.secrets.err(),
+            RecordKind::Learned => self.learned.err(),
         }
     }
 
     /// The error to raise and report for `kind` (SET-3): any reason it was not restored, except
-    /// that nothing is missing on a first boot, and a missing SoC point never is an error (none
-    /// is written until the SoC moves).
+    /// that nothing is missing on a first boot, and a missing SoC point or learned record never
+    /// is an error (no point is written until the SoC moves; nothing is learned with plain
+    /// counting, nor before the monitor knows its bank, nor by a firmware that predates it).
     pub fn fault(&self, kind: RecordKind) -> Option<RecordError> {
         match self.error(kind) {
-            Some(RecordError::Missing) if self.first_boot() || kind == RecordKind::SocPoint => None,
+            Some(RecordError::Missing)
+                if self.first_boot()
+                    || matches!(kind, RecordKind::SocPoint | RecordKind::Learned) =>
+            {
+                None
+            }
             other => other,
         }
     }
@@ -209,6 +232,11 @@ pub struct Persistence {
     soc_stored: Option<SocRecord>,
     /// The generation of the SoC point the store holds, `None` when it holds none.
     point_generation: Option<u8>,
+    /// The learned values the store holds (restored or last written), `None` when unknown.
+    learned_stored: Option<Learned>,
+    /// No learned record is written before this time (one [`LEARNED_INTERVAL_MS`] after the
+    /// last write; 0 until the first).
+    learned_hold_until_ms: u64,
     /// Per kind (index [`RecordKind::index`]): the store holds no valid value yet.
     unstored: [bool; KINDS],
     /// Per kind: do not retry before this time after a failed write.
@@ -242,12 +270,14 @@ impl Persistence {
             history: read::<HistoryRecord, S>(storage),
             nonce: read::<Nonce, S>(storage),
             secrets: read::<DeviceSecrets, S>(storage),
+            learned: read::<Learned, S>(storage),
         };
         let mut persistence = Persistence {
             settings_stored: restored.settings.ok(),
             secrets_stored: restored.secrets.ok(),
             soc_stored: soc_record.ok(),
             point_generation: soc_point.ok().map(|point| point.generation),
+            learned_stored: restored.learned.ok(),
             ..Persistence::default()
         };
         for kind in RecordKind::ALL {
@@ -263,7 +293,8 @@ impl Persistence {
     }
 
     /// Writes every record that is due at `now_ms`, nonce first (so an advertisement never
-    /// runs ahead of its reservation), then secrets, settings, history and SoC state.
+    /// runs ahead of its reservation), then secrets, settings, history, SoC state and the
+    /// learned values.
     pub fn poll<S: Storage + ?Sized>(
         &mut self,
         storage: &mut S,
@@ -318,6 +349,7 @@ impl Persistence {
                     outcome
                 }
                 RecordKind::History => Outcome::Idle,
+                RecordKind::Learned => self.poll_learned(storage, now_ms, records.learned),
             };
             report.set(kind, outcome);
         }
@@ -388,6 +420,35 @@ impl Persistence {
         let outcome = self.write_due(storage, now_ms, &point);
         if outcome == Outcome::Written {
             self.point_generation = Some(point.generation);
+        }
+        outcome
+    }
+
+    /// The learned values: when the store holds none, or they moved by a meaningful step from
+    /// the stored ones ([`learned::needs_write`]); at most once per [`LEARNED_INTERVAL_MS`], and
+    /// never before the monitor knows its bank's capacity (nothing learned yet).
+    fn poll_learned<S: Storage + ?Sized>(
+        &mut self,
+        storage: &mut S,
+        now_ms: u64,
+        learned: Option<Learned>,
+    ) -> Outcome {
+        let Some(now) = learned.filter(|learned| learned.capacity_mah > 0) else {
+            return Outcome::Idle;
+        };
+        let due = match &self.learned_stored {
+            Some(stored) if !self.unstored(RecordKind::Learned) => {
+                learned::needs_write(stored, &now)
+            }
+            _ => true,
+        };
+        if !due || now_ms < self.learned_hold_until_ms {
+            return Outcome::Idle;
+        }
+        let outcome = self.write_due(storage, now_ms, &now);
+        if outcome == Outcome::Written {
+            self.learned_stored = Some(now);
+            self.learned_hold_until_ms = now_ms.saturating_add(LEARNED_INTERVAL_MS);
         }
         outcome
     }
@@ -472,7 +533,7 @@ pub(crate) mod tests {
     use super::*;
     use crate::monitor::NAS_PER_MAH;
     use crate::storage::record::tests::{
-        sample_history, sample_secrets, sample_settings, sample_soc,
+        sample_history, sample_learned, sample_secrets, sample_settings, sample_soc,
     };
     use crate::storage::MemStorage;
 
@@ -529,6 +590,7 @@ pub(crate) mod tests {
             history_due: false,
             nonce: None,
             secrets: Some(sample_secrets()),
+            learned: Some(sample_learned()),
         }
     }
 

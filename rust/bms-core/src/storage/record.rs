@@ -69,11 +69,14 @@ pub enum RecordKind {
     /// The pairing passkey and the Instant Readout key ([`DeviceSecrets`]), under
     /// `bms/secrets`.
     Secrets = 6,
+    /// What the adaptive SoC estimator has learned ([`crate::estimator::Learned`]), under
+    /// `bms/learn`.
+    Learned = 7,
 }
 
 impl RecordKind {
     /// How many kinds there are.
-    pub const COUNT: usize = 6;
+    pub const COUNT: usize = 7;
 
     /// Every kind, in the order [`super::Persistence`] writes them (a point after the record it
     /// belongs to).
@@ -84,6 +87,7 @@ impl RecordKind {
         RecordKind::History,
         RecordKind::Soc,
         RecordKind::SocPoint,
+        RecordKind::Learned,
     ];
 
     /// The key the record is stored under (a Zephyr settings name).
@@ -95,6 +99,7 @@ impl RecordKind {
             RecordKind::Nonce => "bms/nonce",
             RecordKind::SocPoint => "bms/point",
             RecordKind::Secrets => "bms/secrets",
+            RecordKind::Learned => "bms/learn",
         }
     }
 
@@ -107,6 +112,7 @@ impl RecordKind {
             RecordKind::Nonce => "nonce",
             RecordKind::SocPoint => "soc point",
             RecordKind::Secrets => "secrets",
+            RecordKind::Learned => "learned",
         }
     }
 
@@ -118,6 +124,7 @@ impl RecordKind {
             RecordKind::Soc => 3,
             RecordKind::SocPoint => 4,
             RecordKind::Secrets => 5,
+            RecordKind::Learned => 6,
         }
     }
 }
@@ -349,6 +356,7 @@ fn decode_version<R: Record>(version: u8, body: &[u8]) -> Result<R, RecordError>
 #[cfg(test)]
 pub(crate) mod tests {
     use super::*;
+    use crate::estimator::Learned;
     use crate::history::{History, HistoryInput};
     use crate::monitor::{SocKnowledge, SocState};
     use crate::storage::{SocPoint, SocRecord};
@@ -395,6 +403,24 @@ pub(crate) mod tests {
         DeviceSecrets {
             passkey: 123_456,
             adv_key: [0x5A; 16],
+        }
+    }
+
+    pub(crate) fn sample_learned() -> Learned {
+        Learned {
+            capacity_mah: 200_000,
+            offset_ma: (-12.5, 20.0),
+            throughput_error: (0.004, 0.008),
+            table_bias_low: [
+                (0.01, 0.02),
+                (-0.03, 0.1),
+                (0.05, 0.15),
+                (0.0, 0.2),
+                (0.02, 0.21),
+                (-0.1, 0.2),
+            ],
+            table_bias_high: (0.003, 0.01),
+            capacity_factor: (0.96, 0.02),
         }
     }
 
@@ -481,6 +507,21 @@ pub(crate) mod tests {
             decode_record::<DeviceSecrets>(&encode(&sample_secrets())),
             Ok(sample_secrets())
         );
+        assert_eq!(
+            decode_record::<Learned>(&encode(&sample_learned())),
+            Ok(sample_learned())
+        );
+    }
+
+    #[test]
+    fn the_learned_record_is_87_to_91_bytes() {
+        for (capacity_mah, len) in [(1, 87), (200_000, 89), (u32::MAX, 91)] {
+            let learned = Learned {
+                capacity_mah,
+                ..sample_learned()
+            };
+            assert_eq!(encode(&learned).len(), len);
+        }
     }
 
     #[test]
@@ -529,12 +570,42 @@ pub(crate) mod tests {
     /// every truncation of every record kind is detected (exhaustive over a sample of each).
     #[test]
     fn set_3_every_bit_flip_and_truncation_of_every_record_kind_is_detected() {
-        assert_every_corruption_detected::<Settings>(&encode(&sample_settings()));
-        assert_every_corruption_detected::<SocRecord>(&encode(&sample_soc_record()));
-        assert_every_corruption_detected::<SocPoint>(&encode(&sample_point()));
-        assert_every_corruption_detected::<HistoryRecord>(&encode(&sample_history()));
-        assert_every_corruption_detected::<Nonce>(&encode(&Nonce { next: 0x1234 }));
-        assert_every_corruption_detected::<DeviceSecrets>(&encode(&sample_secrets()));
+        for kind in RecordKind::ALL {
+            // Exhaustive: a new kind does not compile until it is covered here.
+            match kind {
+                RecordKind::Settings => {
+                    assert_every_corruption_detected::<Settings>(&encode(&sample_settings()))
+                }
+                RecordKind::Soc => {
+                    assert_every_corruption_detected::<SocRecord>(&encode(&sample_soc_record()))
+                }
+                RecordKind::SocPoint => {
+                    assert_every_corruption_detected::<SocPoint>(&encode(&sample_point()))
+                }
+                RecordKind::History => {
+                    assert_every_corruption_detected::<HistoryRecord>(&encode(&sample_history()))
+                }
+                RecordKind::Nonce => {
+                    assert_every_corruption_detected::<Nonce>(&encode(&Nonce { next: 0x1234 }))
+                }
+                RecordKind::Secrets => {
+                    assert_every_corruption_detected::<DeviceSecrets>(&encode(&sample_secrets()))
+                }
+                // MON-8: the learned values are refused whole when damaged (priors used).
+                RecordKind::Learned => {
+                    assert_every_corruption_detected::<Learned>(&encode(&sample_learned()))
+                }
+            }
+        }
+    }
+
+    #[test]
+    fn kinds_are_counted_and_indexed_once() {
+        let mut seen = [false; RecordKind::COUNT];
+        for kind in RecordKind::ALL {
+            assert!(!core::mem::replace(&mut seen[kind.index()], true), "{kind}");
+        }
+        assert!(seen.iter().all(|&s| s));
     }
 
     #[test]
@@ -623,6 +694,11 @@ pub(crate) mod tests {
     const V1_NONCE: &str = "0401efbea6f04f14";
     const V1_POINT: &str = "0109409c28233f9d";
     const V1_SECRETS: &str = "0601c0c4075a5a5a5a5a5a5a5a5a5a5a5a5a5a5a5a44e53ffc";
+    const V1_LEARNED: &str = concat!(
+        "0701c09a0c000048c10000a0416f12833b6f12033c0ad7233c0ad7a33c8fc2f5bccdcccc3dcdcc4c3d9a99",
+        "193e00000000cdcc4c3e0ad7a33c3d0a573ecdccccbdcdcc4c3ea69b443b0ad7233c8fc2753f0ad7a33c49",
+        "a38e6b"
+    );
     const V1_HISTORY: &str = concat!(
         "030180f104cd0280989abc049f2280989abc04000000000001ac6601906701da1901ee1901e802",
         "01e003010300000001015e410ab7"
@@ -653,6 +729,10 @@ pub(crate) mod tests {
         assert_eq!(
             decode_record::<Nonce>(&unhex(V1_NONCE)),
             Ok(Nonce { next: 0xBEEF })
+        );
+        assert_eq!(
+            decode_record::<Learned>(&unhex(V1_LEARNED)),
+            Ok(sample_learned())
         );
         let record = decode_record::<HistoryRecord>(&unhex(V1_HISTORY)).unwrap();
         assert_eq!(encode(&record), unhex(V1_HISTORY));

@@ -239,6 +239,7 @@ fn run_week(seed: u64) -> WeekResult {
             history_due: dev.history.persist_due(now),
             nonce: dev.advertiser.nonce_to_persist(),
             secrets: Some(dev.secrets),
+            learned: dev.monitor.learned(),
         };
         let kill = rng.one_in(300);
         let mid_poll = kill && rng.one_in(2);

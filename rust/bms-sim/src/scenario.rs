@@ -166,6 +166,10 @@ impl Default for SensorConfig {
 
 /// `[bms]`: the BMS's settings and what it restored at power-up. Settings left out keep their
 /// factory defaults.
+///
+/// The six settings repeat [`SettingsConfig`]'s fields rather than `#[serde(flatten)]` it: serde
+/// cannot combine `flatten` with `deny_unknown_fields`, and the latter is what reports a
+/// misspelt key with its line. [`BmsConfig::settings`] hands them over.
 #[derive(Clone, Debug, Default, Deserialize)]
 #[serde(deny_unknown_fields)]
 pub struct BmsConfig {

@@ -204,6 +204,10 @@ static uint64_t step(uint64_t now_ms)
 
 static int open_instance(void)
 {
+	if (bms_set_readout_product_id(CONFIG_BMS_READOUT_PRODUCT_ID) != BMS_OK) {
+		LOG_WRN("CONFIG_BMS_READOUT_PRODUCT_ID 0x%04x is no product id: default used",
+			CONFIG_BMS_READOUT_PRODUCT_ID);
+	}
 	bms = bms_open();
 	if (bms == NULL) {
 		LOG_ERR("Library instance already open");

@@ -47,6 +47,12 @@
 #define BMS_EIO -5
 
 /**
+ * Not possible yet, try again after the next step (`-EAGAIN`): no advertisement nonce is
+ * stored yet.
+ */
+#define BMS_EAGAIN -11
+
+/**
  * Another `bms_*` call is running (`-EBUSY`): the threading contract was broken.
  */
 #define BMS_EBUSY -16
@@ -410,7 +416,8 @@ int32_t bms_gatt_request(struct bms *bms,
  * when the values changed; the same state gives the same packet).
  *
  * Returns `BMS_OK` with the length in `*len`, `BMS_ENOSPC` when `cap` <
- * `BMS_ADVERTISEMENT_LEN`, or `BMS_EINVAL` (bad handle, null pointer).
+ * `BMS_ADVERTISEMENT_LEN`, `BMS_EAGAIN` before a step has stored the first nonce reservation
+ * (the packet would need an unreserved nonce), or `BMS_EINVAL` (bad handle, null pointer).
  *
  * # Safety
  * `buf` must be null or writable for `cap` bytes, `len` null or point to a writable `size_t`,
@@ -470,6 +477,17 @@ int32_t bms_passkey(const struct bms *bms, uint32_t *passkey);
  * `bms_open`.
  */
 void bms_set_log_level(uint8_t level);
+
+/**
+ * Sets the Victron product id that Instant Readout advertisements announce (BLE-3: bytes 4–5
+ * of the manufacturer data, little-endian; the apps show it as the model). The default is
+ * 0xA3EC, "smallBMS" in the decoders' product tables. Takes effect at the next `bms_open`:
+ * call it before.
+ *
+ * Returns `BMS_OK`, or `BMS_EINVAL` for 0x0000 and 0xFFFF (no product; erased flash), which
+ * change nothing.
+ */
+int32_t bms_set_readout_product_id(uint16_t product_id);
 
 #ifdef __cplusplus
 }  // extern "C"

@@ -9,6 +9,9 @@ pub const BMS_OK: i32 = 0;
 pub const BMS_ENOENT: i32 = -2;
 /// Storage failed (`-EIO`; returned by the `bms_port_storage_*` functions).
 pub const BMS_EIO: i32 = -5;
+/// Not possible yet, try again after the next step (`-EAGAIN`): no advertisement nonce is
+/// stored yet.
+pub const BMS_EAGAIN: i32 = -11;
 /// Another `bms_*` call is running (`-EBUSY`): the threading contract was broken.
 pub const BMS_EBUSY: i32 = -16;
 /// A bad argument: null or misaligned pointer, wrong handle, value out of range (`-EINVAL`).

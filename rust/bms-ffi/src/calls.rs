@@ -3,7 +3,7 @@
 //! Every pointer argument is checked (null, alignment, overlap, the handle against the one
 //! instance) before use; a bad argument returns `BMS_EINVAL` and changes nothing.
 
-use core::sync::atomic::{AtomicU8, Ordering};
+use core::sync::atomic::{AtomicU16, AtomicU8, Ordering};
 
 use bms_core::protocol::Access;
 use bms_core::{SelfCheck, SelfCheckInputs};
@@ -17,6 +17,15 @@ use crate::logger;
 
 /// The level `bms_open` installs the logger with (see `bms_set_log_level`).
 static LOG_LEVEL: AtomicU8 = AtomicU8::new(3);
+
+/// The product id `bms_open` gives the Instant Readout advertiser (see
+/// `bms_set_readout_product_id`).
+static READOUT_PRODUCT_ID: AtomicU16 = AtomicU16::new(bms_core::readout::DEFAULT_PRODUCT_ID);
+
+/// The product id set for the next `bms_open`.
+pub(crate) fn readout_product_id() -> u16 {
+    READOUT_PRODUCT_ID.load(Ordering::Relaxed)
+}
 
 /// A shared reference to a caller's struct, or `BMS_EINVAL` for a null or misaligned pointer.
 ///
@@ -248,7 +257,8 @@ pub unsafe extern "C" fn bms_gatt_request(
 /// when the values changed; the same state gives the same packet).
 ///
 /// Returns `BMS_OK` with the length in `*len`, `BMS_ENOSPC` when `cap` <
-/// `BMS_ADVERTISEMENT_LEN`, or `BMS_EINVAL` (bad handle, null pointer).
+/// `BMS_ADVERTISEMENT_LEN`, `BMS_EAGAIN` before a step has stored the first nonce reservation
+/// (the packet would need an unreserved nonce), or `BMS_EINVAL` (bad handle, null pointer).
 ///
 /// # Safety
 /// `buf` must be null or writable for `cap` bytes, `len` null or point to a writable `size_t`,
@@ -372,6 +382,22 @@ pub unsafe extern "C" fn bms_passkey(bms: *const Instance, passkey: *mut u32) ->
 pub extern "C" fn bms_set_log_level(level: u8) {
     LOG_LEVEL.store(level, Ordering::Relaxed);
     log::set_max_level(logger::level_filter(level));
+}
+
+/// Sets the Victron product id that Instant Readout advertisements announce (BLE-3: bytes 4–5
+/// of the manufacturer data, little-endian; the apps show it as the model). The default is
+/// 0xA3EC, "smallBMS" in the decoders' product tables. Takes effect at the next `bms_open`:
+/// call it before.
+///
+/// Returns `BMS_OK`, or `BMS_EINVAL` for 0x0000 and 0xFFFF (no product; erased flash), which
+/// change nothing.
+#[no_mangle]
+pub extern "C" fn bms_set_readout_product_id(product_id: u16) -> i32 {
+    if product_id == 0 || product_id == u16::MAX {
+        return BMS_EINVAL;
+    }
+    READOUT_PRODUCT_ID.store(product_id, Ordering::Relaxed);
+    BMS_OK
 }
 
 #[cfg(test)]

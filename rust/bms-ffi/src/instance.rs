@@ -8,10 +8,11 @@ use core::sync::atomic::{AtomicBool, Ordering};
 
 use bms_core::bus::FrameDecoder;
 use bms_core::protocol::{self, Access, BmsDevice};
+use bms_core::readout::ReadoutError;
 use bms_core::storage::Persistence;
 use bms_core::{Bms, Config, DfuEvent, Inputs, SelfCheck, SelfCheckInputs};
 
-use crate::abi::{BmsOutputs, BMS_EBUSY, BMS_EINVAL, BMS_ENOSPC};
+use crate::abi::{BmsOutputs, BMS_EAGAIN, BMS_EBUSY, BMS_EINVAL, BMS_ENOSPC};
 use crate::port;
 use crate::store::PortStorage;
 
@@ -41,7 +42,10 @@ impl Instance {
             Ok(_) => None,
             Err(_) => random_key(),
         };
-        let config = Config::from_restored(&restored, random_key, random_u16());
+        let config = Config {
+            product_id: crate::calls::readout_product_id(),
+            ..Config::from_restored(&restored, random_key, random_u16())
+        };
         // SAFETY: `place` is valid for writes (the caller's contract); `addr_of_mut!` makes
         // field pointers without reading or referencing the uninitialised memory, and `write`
         // does not drop the old contents. Every field is written, so the value is complete.
@@ -126,7 +130,13 @@ impl Instance {
 
     /// Builds the Instant Readout manufacturer data into `out`; returns its length.
     pub(crate) fn advertisement(&mut self, out: &mut [u8]) -> Result<usize, i32> {
-        self.bms.manufacturer_data(out).map_err(|_| BMS_ENOSPC)
+        self.bms
+            .manufacturer_data(out)
+            .map_err(|error| match error {
+                ReadoutError::NotReserved => BMS_EAGAIN,
+                // Too small a buffer (the record is the core's own, never too long).
+                _ => BMS_ENOSPC,
+            })
     }
 
     /// Firmware-update progress.

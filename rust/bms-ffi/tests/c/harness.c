@@ -342,7 +342,8 @@ static void scenario_settings_persist(void)
 }
 
 /* BLE-3: the Instant Readout manufacturer data: Victron's company id, the product
- * advertisement byte, record type 0x0A, the first key byte, and a new nonce when values change. */
+ * advertisement byte, the product id set before bms_open, record type 0x0A, the first key byte,
+ * and a new nonce when values change. */
 static void scenario_advertisement(void)
 {
 	static uint8_t resp[BMS_GATT_RESPONSE_MAX];
@@ -352,7 +353,21 @@ static void scenario_advertisement(void)
 	size_t len = 0;
 	struct loop l;
 
+	/* No product and erased flash are refused; the id in force stays the default 0xA3EC. */
+	CHECK_EQ(bms_set_readout_product_id(0x0000), BMS_EINVAL);
+	CHECK_EQ(bms_set_readout_product_id(0xffff), BMS_EINVAL);
 	loop_start(&l, bms_open(), FIXTURE_BANK2_SUPPLY_MV);
+	/* No packet before a step has stored the first nonce reservation. */
+	CHECK_EQ(bms_advertisement(l.bms, adv, sizeof(adv), &len), BMS_EAGAIN);
+	loop_run(&l, 1000);
+	CHECK_EQ(bms_advertisement(l.bms, adv, sizeof(adv), &len), BMS_OK);
+	CHECK_EQ(adv[4], 0xec);
+	CHECK_EQ(adv[5], 0xa3);
+	CHECK_EQ(bms_close(l.bms), BMS_OK);
+
+	CHECK_EQ(bms_set_readout_product_id(0xa3e9), BMS_OK);
+	loop_start(&l, bms_open(), FIXTURE_BANK2_SUPPLY_MV);
+	CHECK_EQ(bms_set_readout_product_id(0xa3ec), BMS_OK); /* for the next open only */
 	loop_frames(&l, fixture_bank2_ok, sizeof(fixture_bank2_ok));
 	loop_run(&l, 3000);
 
@@ -361,6 +376,8 @@ static void scenario_advertisement(void)
 	CHECK_EQ(adv[0], 0xe1); /* company id 0x02e1, little-endian */
 	CHECK_EQ(adv[1], 0x02);
 	CHECK_EQ(adv[2], 0x10); /* product advertisement */
+	CHECK_EQ(adv[4], 0xe9); /* product id 0xA3E9, little-endian */
+	CHECK_EQ(adv[5], 0xa3);
 	CHECK_EQ(adv[6], 0x0a); /* record type: BMS */
 	gatt(l.bms, 3100, CHR_CONTROL_POINT, true, true, read_key, sizeof(read_key), resp);
 	CHECK_EQ(adv[9], resp[2]); /* first byte of the key */

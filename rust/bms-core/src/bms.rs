@@ -122,16 +122,10 @@ impl Config {
                 log::error!("{kind} record not restored: {error}");
             }
         }
-        let records_corrupt = [
-            RecordKind::Soc,
-            RecordKind::SocPoint,
-            RecordKind::History,
-            RecordKind::Nonce,
-            RecordKind::Secrets,
-            RecordKind::Learned,
-        ]
-        .into_iter()
-        .any(|kind| restored.fault(kind).is_some());
+        // Every record but the settings, which have their own code.
+        let records_corrupt = RecordKind::ALL
+            .into_iter()
+            .any(|kind| kind != RecordKind::Settings && restored.fault(kind).is_some());
         let secrets = match (restored.secrets, random_key) {
             (Ok(secrets), _) => Some(secrets),
             (Err(_), Some(adv_key)) => Some(DeviceSecrets {

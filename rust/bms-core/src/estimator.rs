@@ -513,50 +513,49 @@ impl AdaptiveEstimator {
     pub fn restore_learned(&mut self, learned: &Learned) {
         let cap = learned.capacity_mah as f32;
         let offset_limit = 4.0 * OFFSET_PRIOR_C * cap;
+        // Comparisons with NaN are false and the limits are finite, so these also refuse
+        // values that are not finite.
         let within = |(value, sigma): (f32, f32), limit: f32, prior: f32| {
-            value.is_finite()
-                && sigma.is_finite()
-                && value.abs() <= limit
-                && sigma > 0.0
-                && sigma <= 2.0 * prior
+            value.abs() <= limit && sigma > 0.0 && sigma <= 2.0 * prior
         };
-        let sane = learned.capacity_mah > 0
-            && within(learned.offset_ma, offset_limit, OFFSET_PRIOR_C * cap)
-            && within(
+        let cf = learned.capacity_factor;
+        // One table for the checks and the restore: the firmware's flash is tight.
+        let (low_limit, low_prior) = (4.0 * TABLE_BIAS_LOW_PRIOR, 2.0 * TABLE_BIAS_LOW_PRIOR);
+        let [l0, l1, l2, l3, l4, l5] = learned.table_bias_low;
+        let states = [
+            (B, learned.offset_ma, offset_limit, OFFSET_PRIOR_C * cap),
+            (
+                E,
                 learned.throughput_error,
                 4.0 * THROUGHPUT_PRIOR,
                 THROUGHPUT_PRIOR,
-            )
-            && learned
-                .table_bias_low
-                .iter()
-                .all(|&bias| within(bias, 4.0 * TABLE_BIAS_LOW_PRIOR, 2.0 * TABLE_BIAS_LOW_PRIOR))
-            && within(
+            ),
+            (
+                HIGH,
                 learned.table_bias_high,
                 4.0 * TABLE_BIAS_HIGH_PRIOR,
                 TABLE_BIAS_HIGH_PRIOR,
-            )
-            && within(
-                (learned.capacity_factor.0 - 1.0, learned.capacity_factor.1),
-                0.5,
-                CAPACITY_PRIOR,
-            )
-            && (CAPACITY_RANGE.0..=CAPACITY_RANGE.1).contains(&learned.capacity_factor.0);
+            ),
+            (LOW, l0, low_limit, low_prior),
+            (LOW + 1, l1, low_limit, low_prior),
+            (LOW + 2, l2, low_limit, low_prior),
+            (LOW + 3, l3, low_limit, low_prior),
+            (LOW + 4, l4, low_limit, low_prior),
+            (LOW + 5, l5, low_limit, low_prior),
+        ];
+        let sane = learned.capacity_mah > 0
+            && states
+                .iter()
+                .all(|&(_, pair, limit, prior)| within(pair, limit, prior))
+            && within((cf.0 - 1.0, cf.1), 0.5, CAPACITY_PRIOR)
+            && (CAPACITY_RANGE.0..=CAPACITY_RANGE.1).contains(&cf.0);
         if !sane {
             return;
         }
         let mut x = [0.0; N];
         let mut var = [0.0; N];
         var[S] = self.p[S][S];
-        let low = learned.table_bias_low.iter().enumerate();
-        let values = [
-            (B, learned.offset_ma),
-            (E, learned.throughput_error),
-            (HIGH, learned.table_bias_high),
-        ]
-        .into_iter()
-        .chain(low.map(|(bin, &bias)| (LOW + bin, bias)));
-        for (i, (value, sigma)) in values {
+        for &(i, (value, sigma), _, _) in &states {
             if let (Some(xi), Some(vi)) = (x.get_mut(i), var.get_mut(i)) {
                 *xi = value;
                 *vi = sigma * sigma;

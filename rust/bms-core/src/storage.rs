@@ -29,6 +29,7 @@ pub mod soc;
 #[cfg(test)]
 mod week_tests;
 
+pub use learned::LearnedRecord;
 pub use persist::{Outcome, Persistence, PollReport, RecordStats, Records, Restored};
 pub use record::{
     decode_record, encode_record, Nonce, Record, RecordError, RecordKind, MAX_RECORD_LEN,

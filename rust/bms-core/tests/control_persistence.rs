@@ -1,17 +1,19 @@
 //! The whole BMS persisting through `storage::Persistence`: what survives a reboot, device
-//! secrets (BLE-2, BLE-3), storage errors (SET-3) and the persistence glue every caller uses.
+//! secrets (BLE-2, BLE-3), what the SoC estimator learned (MON-8), storage errors (SET-3) and
+//! the persistence glue every caller uses.
 
 mod control_harness;
 
 use bms_core::bms::PasskeyError;
 use bms_core::bus::BatteryModel;
 use bms_core::codes::Code;
+use bms_core::estimator::EstimatorKind;
 use bms_core::protocol::DeviceSecrets;
 use bms_core::readout::{ReadoutError, NONCE_BLOCK};
 use bms_core::settings::Settings;
 use bms_core::storage::{
-    MemStorage, Outcome, Persistence, PollReport, RecordError, RecordKind, Restored, Storage,
-    StorageError,
+    learned, MemStorage, Outcome, Persistence, PollReport, RecordError, RecordKind, Restored,
+    Storage, StorageError,
 };
 use bms_core::{Bms, Config, Decisions, LedPattern};
 use control_harness::{Flash, Rig};
@@ -332,4 +334,120 @@ fn ble_3_no_advertisement_nonce_without_a_stored_reservation() {
         NONCE_BLOCK - 1,
         "never beyond the stored reservation"
     );
+}
+
+/// MON-8: what the adaptive estimator learned survives a reboot. Floated for two hours at
+/// 3.40 V a cell with the sensor reading +0.15 A, it learns a current-sensor offset; after a
+/// reboot the offset is the stored one, not the prior (it fails if the record is not written,
+/// not restored, or not applied to the estimator). Without the record it starts over.
+#[test]
+fn mon_8_learned_values_survive_a_reboot() {
+    let (mut dev, _) = Device::boot(Flash::default(), Some(KEY));
+    dev.run_for(3_000);
+    let prior = dev
+        .rig
+        .bms
+        .monitor()
+        .learned()
+        .expect("adaptive by default");
+    dev.rig.set_cells(3_400);
+    dev.rig.set_current(150);
+    dev.run_for(2 * 3_600_000);
+    let learned = dev.rig.bms.monitor().learned().unwrap();
+    let (offset_ma, sigma_ma) = learned.offset_ma;
+    assert!(
+        offset_ma > prior.offset_ma.0 + 50.0 && sigma_ma < prior.offset_ma.1 * 0.6,
+        "offset not learned: {prior:?} -> {learned:?}"
+    );
+    assert!(dev.persistence.stats(RecordKind::Learned).writes >= 2);
+    let copy = Flash {
+        inner: dev.flash.inner.clone(),
+        ..Flash::default()
+    };
+
+    let (dev, restored) = dev.reboot(Some(KEY));
+    assert_eq!(restored.fault(RecordKind::Learned), None);
+    let after = dev.rig.bms.monitor().learned().unwrap();
+    assert_eq!(
+        Ok(after.offset_ma.0),
+        restored.learned.map(|l| l.offset_ma.0)
+    );
+    assert!(
+        (after.offset_ma.0 - offset_ma).abs() <= learned::LEARNED_STEP_SIGMAS * sigma_ma,
+        "restored {after:?}, learned {learned:?}"
+    );
+    assert!((after.offset_ma.1 - sigma_ma).abs() <= sigma_ma / 2.0);
+
+    let mut flash = copy;
+    flash.inner.delete(RecordKind::Learned.key()).unwrap();
+    let (mut dev, restored) = Device::boot(flash, Some(KEY));
+    assert_eq!(
+        restored.fault(RecordKind::Learned),
+        None,
+        "missing is no fault"
+    );
+    dev.run_for(3_000);
+    assert_eq!(
+        dev.rig.bms.monitor().learned().unwrap().offset_ma,
+        prior.offset_ma
+    );
+}
+
+/// MON-8, SET-3: a corrupt learned record is not applied (the estimator starts from its
+/// priors) and raises RecordsCorrupt like the other records; it is rewritten at once.
+#[test]
+fn mon_8_set_3_a_corrupt_learned_record_leaves_the_priors() {
+    let (mut dev, _) = Device::boot(Flash::default(), Some(KEY));
+    dev.run_for(3_000);
+    let prior = dev.rig.bms.monitor().learned().unwrap();
+    dev.rig.set_cells(3_400);
+    dev.rig.set_current(150);
+    dev.run_for(2 * 3_600_000);
+    let mut flash = dev.flash;
+    let mut bytes = flash.inner.get(RecordKind::Learned.key()).unwrap().to_vec();
+    bytes[9] ^= 0x08;
+    flash
+        .inner
+        .write(RecordKind::Learned.key(), &bytes)
+        .unwrap();
+
+    let (mut dev, restored) = Device::boot(flash, Some(KEY));
+    assert_eq!(
+        restored.fault(RecordKind::Learned),
+        Some(RecordError::BadCrc)
+    );
+    let d = dev.run_for(3_000).clone();
+    assert_eq!(
+        dev.rig.bms.monitor().learned().unwrap().offset_ma,
+        prior.offset_ma
+    );
+    assert!(d.codes.contains(Code::RecordsCorrupt));
+    let (_, repaired) = Persistence::restore(&mut dev.flash);
+    assert_eq!(repaired.fault(RecordKind::Learned), None);
+}
+
+/// MON-8: with plain coulomb counting nothing is learned and no learned record is written;
+/// its absence is no fault.
+#[test]
+fn mon_8_plain_counting_writes_no_learned_record() {
+    let mut flash = Flash::default();
+    let (mut persistence, restored) = Persistence::restore(&mut flash);
+    let config = Config {
+        estimator: EstimatorKind::Plain,
+        ..Config::from_restored(&restored, Some(KEY), 1)
+    };
+    let mut rig = Rig::with_config(1, 1, BatteryModel::Lfp12V8, config);
+    rig.set_cells(3_400);
+    rig.set_current(300);
+    while rig.now_ms < 2 * 3_600_000 {
+        rig.advance();
+        let report = rig.bms.persist(rig.now_ms, &mut persistence, &mut flash);
+        assert_eq!(report.learned, Outcome::Idle);
+    }
+    assert_eq!(rig.bms.monitor().learned(), None);
+    assert_eq!(flash.inner.get(RecordKind::Learned.key()), None);
+    assert!(flash.inner.get(RecordKind::Soc.key()).is_some());
+    let (_, restored) = Persistence::restore(&mut flash);
+    assert_eq!(restored.learned, Err(RecordError::Missing));
+    assert_eq!(restored.fault(RecordKind::Learned), None);
 }

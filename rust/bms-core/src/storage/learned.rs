@@ -2,7 +2,9 @@
 //! usable capacity) on flash under `bms/learn`, so that a reboot continues from it instead of
 //! the priors (MON-8: the SoC a reboot restores is only as good as what it is counted with).
 //!
-//! The record is [`Learned`] itself (postcard body, full envelope with CRC-32; 87–91 bytes).
+//! The record is [`LearnedRecord`]: [`Learned`] as fixed little-endian words in a postcard byte
+//! string, in the full envelope with CRC-32 (91 bytes). Fixed words rather than serde's derive
+//! of the struct: the firmware's flash budget has no room for a visitor per tuple and array.
 //! Values out of range are not refused here: the estimator's `restore_learned` ignores such a
 //! record as a whole and learning starts over from the priors. A grown uncertainty is no damage,
 //! so it raises no error.
@@ -18,8 +20,19 @@
 //! one write a day while learning, none once settled): even written at every chance, the
 //! record leaves the worst-case day of docs/persistence.md above 20 years of flash life.
 
+use core::fmt;
+
+use serde::de::{self, Deserializer, Visitor};
+use serde::{Deserialize, Serialize, Serializer};
+
 use super::record::{Record, RecordKind};
-use crate::estimator::Learned;
+use crate::estimator::{Learned, LOW_BINS};
+
+/// Learned values, each with its σ.
+const PAIRS: usize = 4 + LOW_BINS;
+
+/// Length of the record's body: the capacity (u32) and every value and σ (f32).
+pub const LEARNED_BODY_LEN: usize = 4 + 8 * PAIRS;
 
 /// Shortest time between two writes of the learned record, in ms: at most 6 writes (672 flash
 /// bytes) a day whatever the estimator does. Hourly writes at the cap would cost the worst-case
@@ -35,9 +48,72 @@ pub const LEARNED_STEP_SIGMAS: f32 = 0.5;
 /// after a reboot.
 pub const LEARNED_SHRINK: f32 = 0.75;
 
-impl Record for Learned {
+/// [`Learned`] as stored: the capacity (u32 LE), then value and σ (f32 LE) of the offset, the
+/// counting error, the table bias near full, the capacity factor and the six lower-region table
+/// biases, as one postcard byte string of [`LEARNED_BODY_LEN`] bytes.
+#[derive(Clone, Copy, Debug, PartialEq)]
+pub struct LearnedRecord(pub Learned);
+
+impl Record for LearnedRecord {
     const KIND: RecordKind = RecordKind::Learned;
     const VERSION: u8 = 1;
+}
+
+impl Serialize for LearnedRecord {
+    fn serialize<S: Serializer>(&self, serializer: S) -> Result<S::Ok, S::Error> {
+        let learned = &self.0;
+        let mut bytes = [0u8; LEARNED_BODY_LEN];
+        if let Some((capacity, words)) = bytes.split_first_chunk_mut::<4>() {
+            *capacity = learned.capacity_mah.to_le_bytes();
+            for (word, (value, sigma)) in words.chunks_exact_mut(8).zip(pairs(learned)) {
+                if let Some((v, s)) = word.split_first_chunk_mut::<4>() {
+                    *v = value.to_le_bytes();
+                    s.copy_from_slice(&sigma.to_le_bytes());
+                }
+            }
+        }
+        serializer.serialize_bytes(&bytes)
+    }
+}
+
+impl<'de> Deserialize<'de> for LearnedRecord {
+    fn deserialize<D: Deserializer<'de>>(deserializer: D) -> Result<Self, D::Error> {
+        deserializer.deserialize_bytes(BodyVisitor)
+    }
+}
+
+struct BodyVisitor;
+
+impl Visitor<'_> for BodyVisitor {
+    type Value = LearnedRecord;
+
+    fn expecting(&self, f: &mut fmt::Formatter<'_>) -> fmt::Result {
+        f.write_str("the learned values")
+    }
+
+    fn visit_bytes<E: de::Error>(self, bytes: &[u8]) -> Result<LearnedRecord, E> {
+        let Some((capacity, words)) = bytes
+            .split_first_chunk::<4>()
+            .filter(|_| bytes.len() == LEARNED_BODY_LEN)
+        else {
+            return Err(E::custom("learned record body of another length"));
+        };
+        let mut pairs = [(0.0, 0.0); PAIRS];
+        for (pair, word) in pairs.iter_mut().zip(words.chunks_exact(8)) {
+            if let (Some(value), Some(sigma)) = (word.first_chunk(), word.last_chunk()) {
+                *pair = (f32::from_le_bytes(*value), f32::from_le_bytes(*sigma));
+            }
+        }
+        let [offset_ma, throughput_error, table_bias_high, capacity_factor, low @ ..] = pairs;
+        Ok(LearnedRecord(Learned {
+            capacity_mah: u32::from_le_bytes(*capacity),
+            offset_ma,
+            throughput_error,
+            table_bias_low: low,
+            table_bias_high,
+            capacity_factor,
+        }))
+    }
 }
 
 /// True when `now` has learned enough beyond `stored` (the record the store holds) to be
@@ -50,13 +126,15 @@ pub fn needs_write(stored: &Learned, now: &Learned) -> bool {
             .iter()
             .zip(pairs(now))
             .any(|(&(was, was_sigma), (value, sigma))| {
-                !((value - was).abs() <= LEARNED_STEP_SIGMAS * sigma)
-                    || sigma < LEARNED_SHRINK * was_sigma
+                // False for NaN, so a value that is not a number counts as moved.
+                let near = (value - was).abs() <= LEARNED_STEP_SIGMAS * sigma;
+                !near || sigma < LEARNED_SHRINK * was_sigma
             })
 }
 
-/// Every learned value with its σ.
-fn pairs(learned: &Learned) -> [(f32, f32); 4 + crate::estimator::LOW_BINS] {
+/// Every learned value with its σ, in the stored order.
+#[inline(never)]
+fn pairs(learned: &Learned) -> [(f32, f32); PAIRS] {
     let [a, b, c, d, e, f] = learned.table_bias_low;
     [
         learned.offset_ma,

@@ -21,7 +21,7 @@
 //! written, `History::mark_persisted`, `Advertiser::nonce_persisted`) and raise or clear the
 //! storage error from [`Persistence::failing`].
 
-use super::learned::{self, LEARNED_INTERVAL_MS};
+use super::learned::{self, LearnedRecord, LEARNED_INTERVAL_MS};
 use super::record::{decode_record, encode_record, Nonce, Record, RecordError, RecordKind};
 use super::soc::{self, SocPoint, SocRecord};
 use super::{Storage, StorageError, MAX_RECORD_LEN};
@@ -234,8 +234,8 @@ pub struct Persistence {
     point_generation: Option<u8>,
     /// The learned values the store holds (restored or last written), `None` when unknown.
     learned_stored: Option<Learned>,
-    /// No learned record is written before this time (one [`LEARNED_INTERVAL_MS`] after the
-    /// last write; 0 until the first).
+    /// No learned record is written for a lesson before this time (one [`LEARNED_INTERVAL_MS`]
+    /// after the last lesson written; 0 until the first).
     learned_hold_until_ms: u64,
     /// Per kind (index [`RecordKind::index`]): the store holds no valid value yet.
     unstored: [bool; KINDS],
@@ -270,7 +270,7 @@ impl Persistence {
             history: read::<HistoryRecord, S>(storage),
             nonce: read::<Nonce, S>(storage),
             secrets: read::<DeviceSecrets, S>(storage),
-            learned: read::<Learned, S>(storage),
+            learned: read::<LearnedRecord, S>(storage).map(|record| record.0),
         };
         let mut persistence = Persistence {
             settings_stored: restored.settings.ok(),
@@ -436,19 +436,23 @@ impl Persistence {
         let Some(now) = learned.filter(|learned| learned.capacity_mah > 0) else {
             return Outcome::Idle;
         };
-        let due = match &self.learned_stored {
+        let lesson = match &self.learned_stored {
             Some(stored) if !self.unstored(RecordKind::Learned) => {
-                learned::needs_write(stored, &now)
+                if !learned::needs_write(stored, &now) || now_ms < self.learned_hold_until_ms {
+                    return Outcome::Idle;
+                }
+                true
             }
-            _ => true,
+            _ => false,
         };
-        if !due || now_ms < self.learned_hold_until_ms {
-            return Outcome::Idle;
-        }
-        let outcome = self.write_due(storage, now_ms, &now);
+        let outcome = self.write_due(storage, now_ms, &LearnedRecord(now));
         if outcome == Outcome::Written {
             self.learned_stored = Some(now);
-            self.learned_hold_until_ms = now_ms.saturating_add(LEARNED_INTERVAL_MS);
+            // A repair (nothing valid stored) starts no hold, so that the first lesson after
+            // it is not delayed; it happens at most once per start.
+            if lesson {
+                self.learned_hold_until_ms = now_ms.saturating_add(LEARNED_INTERVAL_MS);
+            }
         }
         outcome
     }
@@ -473,23 +477,37 @@ impl Persistence {
         now_ms: u64,
         record: &R,
     ) -> Outcome {
-        let i = R::KIND.index();
-        if self
-            .retry_at_ms
-            .get(i)
-            .copied()
-            .flatten()
-            .is_some_and(|at_ms| now_ms < at_ms)
-        {
+        if self.deferred(R::KIND, now_ms) {
             return Outcome::Deferred;
         }
         let mut buf = [0u8; MAX_RECORD_LEN];
-        let result = encode_record(record, &mut buf)
-            .map_err(|_| StorageError::Full)
-            .and_then(|len| {
-                let bytes = buf.get(..len).ok_or(StorageError::Full)?;
-                storage.write(R::KIND.key(), bytes).map(|()| len)
-            });
+        let len = encode_record(record, &mut buf);
+        // Only the encoding is generic; one copy of the rest serves every kind.
+        self.write_encoded(storage, now_ms, R::KIND, &buf, len)
+    }
+
+    fn deferred(&self, kind: RecordKind, now_ms: u64) -> bool {
+        self.retry_at_ms
+            .get(kind.index())
+            .copied()
+            .flatten()
+            .is_some_and(|at_ms| now_ms < at_ms)
+    }
+
+    #[inline(never)]
+    fn write_encoded<S: Storage + ?Sized>(
+        &mut self,
+        storage: &mut S,
+        now_ms: u64,
+        kind: RecordKind,
+        buf: &[u8],
+        len: Result<usize, RecordError>,
+    ) -> Outcome {
+        let i = kind.index();
+        let result = len.map_err(|_| StorageError::Full).and_then(|len| {
+            let bytes = buf.get(..len).ok_or(StorageError::Full)?;
+            storage.write(kind.key(), bytes).map(|()| len)
+        });
         let (Some(stats), Some(retry_at_ms), Some(failing), Some(unstored)) = (
             self.stats.get_mut(i),
             self.retry_at_ms.get_mut(i),
@@ -519,13 +537,22 @@ impl Persistence {
 
 fn read<R: Record, S: Storage + ?Sized>(storage: &mut S) -> Result<R, RecordError> {
     let mut buf = [0u8; MAX_RECORD_LEN];
-    let len = storage.read(R::KIND.key(), &mut buf).map_err(|e| match e {
+    decode_record::<R>(read_raw(storage, R::KIND, &mut buf)?)
+}
+
+/// The stored bytes of `kind`, read into `buf`.
+#[inline(never)]
+fn read_raw<'a, S: Storage + ?Sized>(
+    storage: &mut S,
+    kind: RecordKind,
+    buf: &'a mut [u8; MAX_RECORD_LEN],
+) -> Result<&'a [u8], RecordError> {
+    let len = storage.read(kind.key(), buf).map_err(|e| match e {
         StorageError::NotFound => RecordError::Missing,
         StorageError::TooLarge { .. } => RecordError::TooLarge,
         other => RecordError::Storage(other),
     })?;
-    let bytes = buf.get(..len).ok_or(RecordError::TooLarge)?;
-    decode_record::<R>(bytes)
+    buf.get(..len).ok_or(RecordError::TooLarge)
 }
 
 #[cfg(test)]

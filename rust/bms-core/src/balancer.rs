@@ -4,6 +4,7 @@
 //! Output: a [`BalancerState`].
 
 use crate::limits::{BALANCED_SPREAD_MV, BALANCER_STALE_MS, CHARGING_MIN_MA};
+use crate::word::Word;
 
 /// BAL-1: what the balancer page shows.
 #[derive(Clone, Copy, Debug, Default, PartialEq, Eq)]
@@ -92,7 +93,7 @@ impl Balancer {
             Some(false) => BalancerState::Imbalanced,
         };
         if state != self.state {
-            log::info!("balancer {}", state.name());
+            log::info!("balancer {}", Word(state.name()));
         }
         self.state = state;
         state

@@ -35,6 +35,7 @@ use crate::protocol::{DeviceSecrets, MAX_PASSKEY};
 use crate::readout::{self, Advertiser, ReadoutError, ReadoutValues};
 use crate::settings::{Settings, SettingsError};
 use crate::storage::{Outcome, Persistence, PollReport, RecordKind, Records, Restored, Storage};
+use crate::word::Word;
 
 /// Most events one [`Decisions`] carries; further events in the same step are counted in
 /// [`Decisions::events_dropped`]. Three output changes and every code changing at once fit.
@@ -509,18 +510,21 @@ impl Bms {
         for code in Code::ALL {
             let (was, is) = (self.codes.contains(code), codes.contains(code));
             if is && !was {
-                log::warn!("{} raised: {code}", severity_name(code.severity()));
+                log::warn!("{} raised: {code}", Word(severity_name(code.severity())));
                 if code.severity() != Severity::Warning {
                     self.history.record_error(u16::from(code.number()));
                 }
                 decisions.push(Event::CodeRaised(code));
             } else if was && !is {
-                log::info!("{} cleared: {code}", severity_name(code.severity()));
+                log::info!("{} cleared: {code}", Word(severity_name(code.severity())));
                 decisions.push(Event::CodeCleared(code));
             }
         }
         if low_power != self.low_power {
-            log::info!("low-power mode {}", if low_power { "on" } else { "off" });
+            log::info!(
+                "low-power mode {}",
+                Word(if low_power { "on" } else { "off" })
+            );
         }
 
         let changed = outputs != self.outputs || codes != self.codes;
@@ -707,14 +711,12 @@ impl Bms {
             }
         }
         if report.failing != self.storage_failing {
-            log::info!(
-                "storage {}",
-                if report.failing {
-                    "failing"
-                } else {
-                    "recovered"
-                }
-            );
+            let state = Word(if report.failing {
+                "failing"
+            } else {
+                "recovered"
+            });
+            log::info!("storage {state}");
         }
         self.storage_failing = report.failing;
     }

@@ -23,6 +23,7 @@
 //! - [`muldiv`]: exact 64-bit scaling of charge counts (no 128-bit division on the target).
 //! - [`limits`]: the one table of named thresholds, delays and hysteresis.
 //! - [`codes`]: the catalogue of error, alarm and warning codes.
+//! - [`word`]: fixed words in log lines.
 #![cfg_attr(not(test), no_std)]
 #![forbid(unsafe_code)]
 #![warn(missing_docs)]
@@ -57,6 +58,7 @@ pub mod readout;
 pub mod settings;
 mod shift;
 pub mod storage;
+pub mod word;
 
 pub use bms::{
     Bms, Config, Decisions, DfuEvent, Event, Inputs, LedPattern, Output, PasskeyError, Persist,

@@ -26,6 +26,7 @@ use crate::limits::{
     REMOTE_H_ON_ABOVE_MV, REMOTE_H_VBAT_TOLERANCE_MV, REMOTE_LINK_TOLERANCE_MV,
     REMOTE_L_ON_BELOW_MV,
 };
+use crate::word::Word;
 
 /// One condition that can make an output free-floating (ATD, ATC) or active (pre-alarm).
 #[derive(Clone, Copy, Debug, PartialEq, Eq, Hash)]
@@ -351,7 +352,7 @@ impl Protection {
                 self.dfu_failed_at = Some(self.now_ms);
             }
         }
-        log::info!("firmware update: {}", event.name());
+        log::info!("firmware update: {}", Word(event.name()));
     }
 
     /// One step at `now_ms`: evaluates every condition and returns the outputs. Logs every
@@ -473,11 +474,12 @@ impl Protection {
         for output in [Output::Atd, Output::Atc, Output::Prealarm] {
             let (high, reasons) = outputs.get(output);
             if high != self.outputs.get(output).0 {
-                let state = if high { "high" } else { "free-floating" };
+                let state = Word(if high { "high" } else { "free-floating" });
+                let name = Word(output.name());
                 if output == Output::Prealarm || !high {
-                    log::warn!("{} {state}: {reasons}", output.name());
+                    log::warn!("{name} {state}: {reasons}");
                 } else {
-                    log::info!("{} {state}", output.name());
+                    log::info!("{name} {state}");
                 }
             }
         }
@@ -623,8 +625,8 @@ impl Protection {
         let since = *pending.get_or_insert(now_ms);
         if now_ms.saturating_sub(since) >= u64::from(debounce_ms) {
             self.set_active(id, !active);
-            let what = if active { "released" } else { "tripped" };
-            log::info!("protection {} {what} at {value}", id.name());
+            let what = Word(if active { "released" } else { "tripped" });
+            log::info!("protection {} {what} at {value}", Word(id.name()));
         }
     }
 }

@@ -628,6 +628,7 @@ impl AdaptiveEstimator {
         q[E] = THROUGHPUT_WALK_PER_SQRT_DAY * THROUGHPUT_WALK_PER_SQRT_DAY * days;
         q[CAP] = CAPACITY_WALK_PER_SQRT_DAY * CAPACITY_WALK_PER_SQRT_DAY * days;
         predict(&mut self.p, &g, &q);
+        cap_at_prior(&mut self.p, OFFSET_PRIOR_C * self.capacity_mah as f32);
         self.pending_ms = 0;
         self.pending_k = 0.0;
         self.pending_moved = 0.0;
@@ -930,25 +931,67 @@ fn bias_state(soc: f32) -> Option<usize> {
 /// bins above the deep knee share [`TABLE_BIAS_LOW_PRIOR`].
 fn prior(soc_sigma: f32, offset_sigma: f32) -> Matrix {
     let shared = TABLE_BIAS_LOW_PRIOR * TABLE_BIAS_LOW_PRIOR;
-    let own = TABLE_BIAS_BIN_PRIOR * TABLE_BIAS_BIN_PRIOR;
     let mut p = [[0.0; N]; N];
     for (r, row) in p.iter_mut().enumerate() {
         for (c, v) in row.iter_mut().enumerate() {
             let upper_bins = LOW + 1..HIGH;
-            let low = upper_bins.contains(&r) && upper_bins.contains(&c);
-            *v = match (r == c, r) {
-                _ if low => shared + if r == c { own } else { 0.0 },
-                (true, LOW) => TABLE_BIAS_DEEP_PRIOR * TABLE_BIAS_DEEP_PRIOR,
-                (true, S) => soc_sigma * soc_sigma,
-                (true, B) => offset_sigma * offset_sigma,
-                (true, E) => THROUGHPUT_PRIOR * THROUGHPUT_PRIOR,
-                (true, HIGH) => TABLE_BIAS_HIGH_PRIOR * TABLE_BIAS_HIGH_PRIOR,
-                (true, CAP) => CAPACITY_PRIOR * CAPACITY_PRIOR,
-                _ => 0.0,
+            *v = if r == c {
+                prior_variance(r, offset_sigma).unwrap_or(soc_sigma * soc_sigma)
+            } else if upper_bins.contains(&r) && upper_bins.contains(&c) {
+                shared
+            } else {
+                0.0
             };
         }
     }
     p
+}
+
+/// The variance state `i` has at the first start (the diagonal of [`prior`]); `None` for the
+/// SoC, whose starting uncertainty depends on how it was set.
+fn prior_variance(i: usize, offset_sigma: f32) -> Option<f32> {
+    let sigma = match i {
+        S => return None,
+        B => offset_sigma,
+        E => THROUGHPUT_PRIOR,
+        HIGH => TABLE_BIAS_HIGH_PRIOR,
+        CAP => CAPACITY_PRIOR,
+        LOW => TABLE_BIAS_DEEP_PRIOR,
+        // The upper low-region bins: a bias they share plus their own.
+        _ => {
+            return Some(
+                TABLE_BIAS_LOW_PRIOR * TABLE_BIAS_LOW_PRIOR
+                    + TABLE_BIAS_BIN_PRIOR * TABLE_BIAS_BIN_PRIOR,
+            )
+        }
+    };
+    Some(sigma * sigma)
+}
+
+/// Keeps every state at most as uncertain as at the first start: without a reading the random
+/// walks would grow a state's variance without bound (a year without a reading near full
+/// doubles the near-full bias's σ), and a restored record is refused when a σ is beyond twice
+/// its prior. Row and column are scaled together (`P' = D P D`), which keeps `P` positive
+/// semi-definite.
+fn cap_at_prior(p: &mut Matrix, offset_sigma: f32) {
+    for i in 0..N {
+        let (Some(max), now) = (prior_variance(i, offset_sigma), variance(p, i)) else {
+            continue;
+        };
+        if now > max {
+            let scale = sqrt(max / now);
+            for (r, row) in p.iter_mut().enumerate() {
+                for (c, v) in row.iter_mut().enumerate() {
+                    if r == i {
+                        *v *= scale;
+                    }
+                    if c == i {
+                        *v *= scale;
+                    }
+                }
+            }
+        }
+    }
 }
 
 fn diagonal(d: Vector) -> Matrix {

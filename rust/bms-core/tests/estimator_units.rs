@@ -2,7 +2,11 @@
 //! hysteresis, capacity learning, what it learns and restores, and that the monitor keeps its
 //! MON semantics with it.
 
-use bms_core::estimator::{AdaptiveEstimator, Estimator, EstimatorKind, Learned};
+use bms_core::estimator::{
+    AdaptiveEstimator, Estimator, EstimatorKind, Learned, CAPACITY_PRIOR, OFFSET_PRIOR_C,
+    TABLE_BIAS_BIN_PRIOR, TABLE_BIAS_DEEP_PRIOR, TABLE_BIAS_HIGH_PRIOR, TABLE_BIAS_LOW_PRIOR,
+    THROUGHPUT_PRIOR,
+};
 use bms_core::monitor::{
     Anchor, CellInput, CoulombCounter, Interval, Monitor, MonitorInput, SocEstimator, NAS_PER_MAH,
 };
@@ -294,6 +298,68 @@ fn learned_values_survive_a_restore_and_garbage_is_ignored() {
         fresh.restore_learned(&bad);
         assert_eq!(fresh.learned(), before, "{bad:?}");
     }
+}
+
+/// MON-8: a bank that sits for a year without a reading to learn from is no less known than
+/// at the first start: every uncertainty stays at or below its prior, so the record written
+/// then is still restored after a reboot (it used to grow past the restore limit and be
+/// thrown away as a whole).
+#[test]
+fn mon_8_a_year_without_readings_keeps_what_was_learned_restorable() {
+    let mut est = adaptive_at(99.0);
+    hold(&mut est, 90 * MINUTE_S, 50, 3375, 250);
+    let taught = est.learned();
+    for _ in 0..400 * 24 {
+        est.integrate(&Interval {
+            dt_ms: HOUR_S * 1000,
+            start_ma: -500,
+            end_ma: -500,
+            bank_mv: 3265 * u32::from(CELLS),
+            cells_in_series: CELLS,
+            capacity_mah: CAPACITY_MAH,
+            min_cell_mv: Some(3265),
+            max_cell_mv: Some(3265),
+            temp_ddegc: Some(250),
+        });
+        est.anchor(used_for(50.0), used_for(50.0), Anchor::Manual);
+    }
+    let aged = est.learned();
+    let priors = [
+        (
+            "offset",
+            aged.offset_ma.1,
+            OFFSET_PRIOR_C * CAPACITY_MAH as f32,
+        ),
+        ("throughput", aged.throughput_error.1, THROUGHPUT_PRIOR),
+        ("high bias", aged.table_bias_high.1, TABLE_BIAS_HIGH_PRIOR),
+        ("capacity", aged.capacity_factor.1, CAPACITY_PRIOR),
+    ];
+    for (name, sigma, prior) in priors {
+        assert!(
+            sigma <= prior * 1.001,
+            "{name}: sigma {sigma} above prior {prior}"
+        );
+    }
+    for (bin, &(_, sigma)) in aged.table_bias_low.iter().enumerate() {
+        let prior = if bin == 0 {
+            TABLE_BIAS_DEEP_PRIOR
+        } else {
+            (TABLE_BIAS_LOW_PRIOR.powi(2) + TABLE_BIAS_BIN_PRIOR.powi(2)).sqrt()
+        };
+        assert!(
+            sigma <= prior * 1.001,
+            "low bin {bin}: sigma {sigma} above prior {prior}"
+        );
+    }
+    assert!(
+        aged.offset_ma.1 > taught.offset_ma.1,
+        "the offset became less certain with time: {} then {}",
+        taught.offset_ma.1,
+        aged.offset_ma.1
+    );
+    let mut rebooted = AdaptiveEstimator::default();
+    rebooted.restore_learned(&aged);
+    assert_eq!(rebooted.learned(), aged, "the aged record is restored");
 }
 
 /// The monitor hands out what the adaptive estimator learned and takes it back after a

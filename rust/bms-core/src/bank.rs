@@ -18,6 +18,7 @@ use crate::limits::{
     SUPPLY_MAX_MV, SUPPLY_MIN_MV, TEMP_VALID_DDEGC, TOPOLOGY_SETTLE_MS,
 };
 use crate::shift::move_last_to;
+use crate::word::Number;
 
 /// Why a battery report was refused. The battery counts as not reporting valid data.
 #[derive(Clone, Copy, Debug, PartialEq, Eq)]
@@ -60,18 +61,37 @@ impl fmt::Display for ReportError {
     fn fmt(&self, f: &mut fmt::Formatter<'_>) -> fmt::Result {
         match self {
             ReportError::CellCount { expected, got } => {
-                write!(f, "{got} cell voltages for a {expected}-cell battery")
+                write!(
+                    f,
+                    "{} cell voltages for a {}-cell battery",
+                    Number::from(*got),
+                    Number::from(*expected)
+                )
             }
             ReportError::CellVoltage { cell, cell_mv } => {
-                write!(f, "cell {cell} voltage {cell_mv} mV is impossible")
+                write!(
+                    f,
+                    "cell {} voltage {} mV is impossible",
+                    Number::from(*cell),
+                    Number::from(*cell_mv)
+                )
             }
             ReportError::NoTemperature => f.write_str("no temperature"),
             ReportError::Temperature { sensor, temp_ddegc } => {
-                write!(f, "temperature {sensor} of {temp_ddegc} d°C is impossible")
+                write!(
+                    f,
+                    "temperature {} of {} d°C is impossible",
+                    Number::from(*sensor),
+                    Number::from(*temp_ddegc)
+                )
             }
             ReportError::NoCapacity => f.write_str("nominal capacity 0"),
             ReportError::BankFull { serial } => {
-                write!(f, "battery {serial} does not fit: bank table full")
+                write!(
+                    f,
+                    "battery {} does not fit: bank table full",
+                    Number::from(*serial)
+                )
             }
         }
     }
@@ -115,19 +135,34 @@ impl fmt::Display for ConfigError {
         match self {
             ConfigError::MixedModels => f.write_str("battery models are mixed"),
             ConfigError::UnequalStrings { batteries, series } => {
-                write!(f, "{batteries} batteries do not form strings of {series}")
+                write!(
+                    f,
+                    "{} batteries do not form strings of {}",
+                    Number::from(*batteries),
+                    Number::from(*series)
+                )
             }
             ConfigError::TooManyBatteries { batteries, max } => {
-                write!(f, "{batteries} batteries, at most {max} allowed")
+                write!(
+                    f,
+                    "{} batteries, at most {} allowed",
+                    Number::from(*batteries),
+                    Number::from(*max)
+                )
             }
             ConfigError::UnsupportedVoltage { nominal_mv } => {
                 write!(
                     f,
-                    "bank voltage {nominal_mv} mV is not 12.8, 25.6 or 51.2 V"
+                    "bank voltage {} mV is not 12.8, 25.6 or 51.2 V",
+                    Number::from(*nominal_mv)
                 )
             }
             ConfigError::SupplyOutOfRange { supply_mv } => {
-                write!(f, "supply voltage {supply_mv} mV outside 8-70 V")
+                write!(
+                    f,
+                    "supply voltage {} mV outside 8-70 V",
+                    Number::from(*supply_mv)
+                )
             }
         }
     }
@@ -422,7 +457,7 @@ impl Bank {
         for battery in self.batteries.iter_mut() {
             if now_ms.saturating_sub(battery.last_valid_ms) >= BATTERY_LOST_MS && !battery.lost {
                 battery.lost = true;
-                log::warn!("battery {} lost", battery.serial);
+                log::warn!("battery {} lost", Number::from(battery.serial));
             }
             let member = battery.is_member();
             if member != battery.member {
@@ -456,9 +491,9 @@ impl Bank {
             match self.topology {
                 Some(t) => log::info!(
                     "bank topology: {} batteries, {} in series, {} in parallel",
-                    t.batteries,
-                    t.series,
-                    t.parallel
+                    Number::from(t.batteries),
+                    Number::from(t.series),
+                    Number::from(t.parallel)
                 ),
                 None => log::info!("bank topology: no battery"),
             }

@@ -35,7 +35,7 @@ use crate::protocol::{DeviceSecrets, MAX_PASSKEY};
 use crate::readout::{self, Advertiser, ReadoutError, ReadoutValues};
 use crate::settings::{Settings, SettingsError};
 use crate::storage::{Outcome, Persistence, PollReport, RecordKind, Records, Restored, Storage};
-use crate::word::Word;
+use crate::word::{Number, Word};
 
 /// Most events one [`Decisions`] carries; further events in the same step are counted in
 /// [`Decisions::events_dropped`]. Three output changes and every code changing at once fit.
@@ -381,7 +381,10 @@ impl Bms {
         let result = self.bank.handle_report(self.now_ms, report);
         if let Err(error) = result {
             self.invalid_reports = self.invalid_reports.saturating_add(1);
-            log::warn!("battery {} report refused: {error}", report.serial);
+            log::warn!(
+                "battery {} report refused: {error}",
+                Number::from(report.serial)
+            );
         }
         result
     }
@@ -653,7 +656,7 @@ impl Bms {
     /// the bank can be complete again. Returns how many were forgotten.
     pub fn forget_lost_batteries(&mut self) -> usize {
         let removed = self.bank.forget_lost(self.now_ms);
-        log::info!("{removed} lost batteries forgotten");
+        log::info!("{} lost batteries forgotten", Number::from(removed));
         removed
     }
 
@@ -935,7 +938,7 @@ pub enum PasskeyError {
 impl core::fmt::Display for PasskeyError {
     fn fmt(&self, f: &mut core::fmt::Formatter<'_>) -> core::fmt::Result {
         match self {
-            PasskeyError::OutOfRange { max } => write!(f, "passkey above {max}"),
+            PasskeyError::OutOfRange { max } => write!(f, "passkey above {}", Number::from(*max)),
         }
     }
 }

@@ -41,6 +41,8 @@ use core::fmt;
 use heapless::Vec;
 use serde::{Deserialize, Serialize};
 
+use crate::word::Number;
+
 /// Most cells one battery can have (a 51.2 V battery).
 pub const MAX_CELLS_PER_BATTERY: usize = 16;
 /// Most temperature sensors one battery reports.
@@ -174,7 +176,11 @@ impl fmt::Display for EncodeError {
     fn fmt(&self, f: &mut fmt::Formatter<'_>) -> fmt::Result {
         match self {
             EncodeError::BufferTooSmall { required } => {
-                write!(f, "frame buffer too small: {required} bytes needed")
+                write!(
+                    f,
+                    "frame buffer too small: {} bytes needed",
+                    Number::from(*required)
+                )
             }
         }
     }
@@ -209,11 +215,15 @@ impl fmt::Display for FrameError {
         match self {
             FrameError::Garbage => f.write_str("garbage frame (bad framing or too short)"),
             FrameError::Crc => f.write_str("frame crc mismatch"),
-            FrameError::Oversize => write!(f, "frame longer than {MAX_FRAME_LEN} bytes"),
-            FrameError::UnknownVersion { version } => {
-                write!(f, "unknown bus protocol version {version}")
+            FrameError::Oversize => {
+                write!(f, "frame longer than {} bytes", Number::from(MAX_FRAME_LEN))
             }
-            FrameError::UnknownKind { kind } => write!(f, "unknown bus message kind {kind}"),
+            FrameError::UnknownVersion { version } => {
+                write!(f, "unknown bus protocol version {}", Number::from(*version))
+            }
+            FrameError::UnknownKind { kind } => {
+                write!(f, "unknown bus message kind {}", Number::from(*kind))
+            }
             FrameError::Malformed => f.write_str("frame body does not decode"),
         }
     }

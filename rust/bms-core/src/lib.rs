@@ -23,7 +23,7 @@
 //! - [`muldiv`]: exact 64-bit scaling of charge counts (no 128-bit division on the target).
 //! - [`limits`]: the one table of named thresholds, delays and hysteresis.
 //! - [`codes`]: the catalogue of error, alarm and warning codes.
-//! - [`word`]: fixed words in log lines.
+//! - [`word`]: fixed words and integers in log lines and error messages.
 #![cfg_attr(not(test), no_std)]
 #![forbid(unsafe_code)]
 #![warn(missing_docs)]

@@ -32,6 +32,7 @@ use serde::{Deserialize, Serialize};
 use crate::estimator::{AdaptiveEstimator, Estimator, EstimatorKind, Learned};
 use crate::muldiv::{mul_div, scale_signed, Rounding};
 use crate::settings::Settings;
+use crate::word::Number;
 
 /// Charge that 1 mAh represents, in nA·s.
 pub const NAS_PER_MAH: i64 = 3_600_000_000;
@@ -183,7 +184,11 @@ impl fmt::Display for MonitorError {
     fn fmt(&self, f: &mut fmt::Formatter<'_>) -> fmt::Result {
         match self {
             MonitorError::SocOutOfRange { soc_permille } => {
-                write!(f, "soc {soc_permille} permille out of range 0..=1000")
+                write!(
+                    f,
+                    "soc {} permille out of range 0..=1000",
+                    Number::from(*soc_permille)
+                )
             }
             MonitorError::NoBank => f.write_str("no bank capacity known yet"),
         }

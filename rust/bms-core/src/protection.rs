@@ -26,7 +26,7 @@ use crate::limits::{
     REMOTE_H_ON_ABOVE_MV, REMOTE_H_VBAT_TOLERANCE_MV, REMOTE_LINK_TOLERANCE_MV,
     REMOTE_L_ON_BELOW_MV,
 };
-use crate::word::Word;
+use crate::word::{Number, Word};
 
 /// One condition that can make an output free-floating (ATD, ATC) or active (pre-alarm).
 #[derive(Clone, Copy, Debug, PartialEq, Eq, Hash)]
@@ -626,7 +626,11 @@ impl Protection {
         if now_ms.saturating_sub(since) >= u64::from(debounce_ms) {
             self.set_active(id, !active);
             let what = Word(if active { "released" } else { "tripped" });
-            log::info!("protection {} {what} at {value}", Word(id.name()));
+            log::info!(
+                "protection {} {what} at {}",
+                Word(id.name()),
+                Number::from(value)
+            );
         }
     }
 }

@@ -19,6 +19,7 @@ use crate::bms::Bms;
 use crate::bus::{BatteryFlags, BatteryModel, MAX_CELLS_PER_BATTERY};
 use crate::history::{History, LAST_ERRORS};
 use crate::settings::{Settings, SettingsError, SettingsField};
+use crate::word::Number;
 
 /// Protocol version: the first byte of every request that has a body and of every response.
 pub const VERSION: u8 = 1;
@@ -191,7 +192,11 @@ impl fmt::Display for ProtocolError {
     fn fmt(&self, f: &mut fmt::Formatter<'_>) -> fmt::Result {
         match self {
             ProtocolError::BufferTooSmall { required } => {
-                write!(f, "buffer too small: {required} bytes required")
+                write!(
+                    f,
+                    "buffer too small: {} bytes required",
+                    Number::from(*required)
+                )
             }
         }
     }

@@ -28,6 +28,8 @@ use aes::Aes128;
 use core::fmt;
 use ctr::cipher::{KeyIvInit, StreamCipher};
 
+use crate::word::Number;
+
 /// Bluetooth SIG company identifier of Victron Energy BV, sent little-endian before the payload.
 pub const COMPANY_ID: u16 = 0x02E1;
 
@@ -87,10 +89,19 @@ impl fmt::Display for ReadoutError {
     fn fmt(&self, f: &mut fmt::Formatter<'_>) -> fmt::Result {
         match self {
             ReadoutError::BufferTooSmall { required } => {
-                write!(f, "buffer too small: {required} bytes required")
+                write!(
+                    f,
+                    "buffer too small: {} bytes required",
+                    Number::from(*required)
+                )
             }
             ReadoutError::RecordTooLong { len } => {
-                write!(f, "record of {len} bytes is longer than {RECORD_LEN}")
+                write!(
+                    f,
+                    "record of {} bytes is longer than {}",
+                    Number::from(*len),
+                    Number::from(RECORD_LEN)
+                )
             }
             ReadoutError::NotReserved => f.write_str("no advertisement nonce reserved yet"),
         }

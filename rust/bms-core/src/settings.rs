@@ -9,6 +9,8 @@ use core::fmt;
 
 use serde::{Deserialize, Serialize};
 
+use crate::word::Number;
+
 /// The user settings. Units are in the names.
 #[derive(Clone, Copy, Debug, PartialEq, Eq, Serialize, Deserialize)]
 pub struct Settings {
@@ -187,12 +189,28 @@ impl SettingsError {
 impl fmt::Display for SettingsError {
     fn fmt(&self, f: &mut fmt::Formatter<'_>) -> fmt::Result {
         match self {
-            SettingsError::OutOfRange { field, value, min, max } => {
-                write!(f, "{field} {value} out of range {min}..={max}")
+            SettingsError::OutOfRange {
+                field,
+                value,
+                min,
+                max,
+            } => {
+                write!(
+                    f,
+                    "{field} {} out of range {}..={}",
+                    Number::from(*value),
+                    Number::from(*min),
+                    Number::from(*max)
+                )
             }
-            SettingsError::WarningNotAboveFloor { warning_pct, floor_pct } => write!(
+            SettingsError::WarningNotAboveFloor {
+                warning_pct,
+                floor_pct,
+            } => write!(
                 f,
-                "low-soc warning level {warning_pct} % must be above the discharge floor {floor_pct} %"
+                "low-soc warning level {} % must be above the discharge floor {} %",
+                Number::from(*warning_pct),
+                Number::from(*floor_pct)
             ),
         }
     }

@@ -22,6 +22,8 @@ use core::fmt;
 
 use heapless::{LinearMap, String, Vec};
 
+use crate::word::Number;
+
 pub mod learned;
 pub mod persist;
 pub mod record;
@@ -64,10 +66,14 @@ impl fmt::Display for StorageError {
         match self {
             StorageError::NotFound => f.write_str("no value stored under the key"),
             StorageError::TooLarge { len } => {
-                write!(f, "stored value of {len} bytes does not fit the buffer")
+                write!(
+                    f,
+                    "stored value of {} bytes does not fit the buffer",
+                    Number::from(*len)
+                )
             }
             StorageError::Full => f.write_str("storage full"),
-            StorageError::Io { code } => write!(f, "storage i/o error {code}"),
+            StorageError::Io { code } => write!(f, "storage i/o error {}", Number::from(*code)),
         }
     }
 }

@@ -26,6 +26,7 @@ use super::StorageError;
 use crate::history::HistoryRecord;
 use crate::protocol::{DeviceSecrets, MAX_PASSKEY};
 use crate::settings::Settings;
+use crate::word::Number;
 
 /// Longest stored value in bytes (the history record is the largest, well below this).
 pub const MAX_RECORD_LEN: usize = 256;
@@ -172,15 +173,27 @@ impl fmt::Display for RecordError {
         match self {
             RecordError::Missing => f.write_str("record missing"),
             RecordError::Storage(e) => write!(f, "record unreadable: {e}"),
-            RecordError::Truncated { len } => write!(f, "record truncated to {len} bytes"),
+            RecordError::Truncated { len } => {
+                write!(f, "record truncated to {} bytes", Number::from(*len))
+            }
             RecordError::BadCrc => f.write_str("record crc mismatch"),
-            RecordError::WrongKind { kind } => write!(f, "record of another kind {kind}"),
+            RecordError::WrongKind { kind } => {
+                write!(f, "record of another kind {}", Number::from(*kind))
+            }
             RecordError::UnknownVersion { version } => {
-                write!(f, "record format version {version} unknown")
+                write!(
+                    f,
+                    "record format version {} unknown",
+                    Number::from(*version)
+                )
             }
             RecordError::Malformed => f.write_str("record body does not decode"),
             RecordError::Invalid => f.write_str("record values out of range"),
-            RecordError::TooLarge => write!(f, "record larger than {MAX_RECORD_LEN} bytes"),
+            RecordError::TooLarge => write!(
+                f,
+                "record larger than {} bytes",
+                Number::from(MAX_RECORD_LEN)
+            ),
         }
     }
 }

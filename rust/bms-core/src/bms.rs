@@ -943,12 +943,8 @@ impl core::fmt::Display for PasskeyError {
     }
 }
 
-fn ok(good: bool) -> &'static str {
-    if good {
-        "ok"
-    } else {
-        "not ok"
-    }
+fn ok(good: bool) -> Word {
+    Word(if good { "ok" } else { "not ok" })
 }
 
 fn severity_name(severity: Severity) -> &'static str {

@@ -145,6 +145,11 @@ int main(void)
 	uint32_t open_bytes, feed_bytes = 0, step_bytes = 0, used;
 	struct bms *bms;
 
+	/* As the firmware does before opening (control.c). */
+	bms_set_log_level(3);
+	if (bms_set_readout_product_id(0xA3EC) != BMS_OK) {
+		fail("bms_set_readout_product_id");
+	}
 	paint();
 	bms = bms_open();
 	open_bytes = used_below(top);
@@ -192,6 +197,12 @@ int main(void)
 		fail("bms_advertisement");
 	}
 	report("bms_advertisement", used_below(top));
+	/* As dfu.c after a step; any verdict will do, the call links all of the self-check. */
+	int32_t verdict = bms_self_check(bms, 60150, true, true);
+
+	if (verdict != 0 && verdict != 1 && verdict != BMS_ETIMEDOUT) {
+		fail("bms_self_check");
+	}
 	if (bms_dfu_event(bms, 60200, BMS_DFU_STARTED) != BMS_OK ||
 	    bms_next_deadline_ms(bms, &deadline) != BMS_OK || bms_passkey(bms, &passkey) != BMS_OK ||
 	    bms_close(bms) != BMS_OK) {

@@ -58,6 +58,9 @@ impl From<LedPattern> for BmsLed {
 
 /// Why an output is free-floating (ATD, ATC) or active (pre-alarm): the bit numbers of the
 /// `*_reasons` fields of `bms_outputs` (`reasons & (1u << BMS_REASON_CELL_UNDERVOLTAGE)`).
+///
+/// A copy of `bms_core::Reason`, because cbindgen writes C only for this crate's types; the
+/// numbers are checked equal at compile time below.
 #[repr(u8)]
 #[derive(Clone, Copy, Debug, PartialEq, Eq)]
 pub enum BmsReason {

@@ -155,7 +155,7 @@ typedef uint8_t bms_dfu;
  * `*_reasons` fields of `bms_outputs` (`reasons & (1u << BMS_REASON_CELL_UNDERVOLTAGE)`).
  *
  * A copy of `bms_core::Reason`, because cbindgen writes C only for this crate's types; the
- * numbers are checked equal at compile time below.
+ * numbers are checked equal at compile time (abi.rs).
  */
 enum bms_reason
 #if defined(__cplusplus) || __STDC_VERSION__ >= 202311L

@@ -60,7 +60,7 @@ impl From<LedPattern> for BmsLed {
 /// `*_reasons` fields of `bms_outputs` (`reasons & (1u << BMS_REASON_CELL_UNDERVOLTAGE)`).
 ///
 /// A copy of `bms_core::Reason`, because cbindgen writes C only for this crate's types; the
-/// numbers are checked equal at compile time below.
+/// numbers are checked equal at compile time (abi.rs).
 #[repr(u8)]
 #[derive(Clone, Copy, Debug, PartialEq, Eq)]
 pub enum BmsReason {

@@ -49,15 +49,16 @@ pub struct BalancerInput {
     pub synchronised: bool,
     /// The cell spread (max − min cell) now, mV; `None` while the bank data is not valid.
     pub cell_spread_mv: Option<u16>,
-    /// BANK-5: a battery appeared or disappeared in this step.
-    pub topology_changed: bool,
+    /// BANK-5: a battery appeared or disappeared in this step, so the capacity the monitor
+    /// counts with changed.
+    pub capacity_changed: bool,
 }
 
 /// The balancer judgement, kept between full charges.
 #[derive(Clone, Copy, Debug, Default, PartialEq, Eq)]
 pub struct Balancer {
-    /// Spread judged at the last full charge: `Some(true)` = balanced. Forgotten when the
-    /// topology changes.
+    /// Spread judged at the last full charge: `Some(true)` = balanced. Forgotten when a
+    /// battery is added or removed.
     judged_balanced: Option<bool>,
     state: BalancerState,
 }
@@ -71,9 +72,23 @@ impl Balancer {
         }
     }
 
+    /// The judgement restored from flash (stored with the SoC record): shown again once the
+    /// bank is back, until a battery is added or removed.
+    pub const fn restored(judged_balanced: Option<bool>) -> Self {
+        Balancer {
+            judged_balanced,
+            state: BalancerState::Unknown,
+        }
+    }
+
+    /// The judgement of the last full charge, to persist: `Some(true)` = balanced.
+    pub fn judged_balanced(&self) -> Option<bool> {
+        self.judged_balanced
+    }
+
     /// One step; returns the state to show.
     pub fn update(&mut self, input: &BalancerInput) -> BalancerState {
-        if input.topology_changed {
+        if input.capacity_changed {
             self.judged_balanced = None;
         }
         if input.synchronised {
@@ -119,7 +134,7 @@ mod tests {
             any_balancing: false,
             synchronised: true,
             cell_spread_mv: Some(spread_mv),
-            topology_changed: false,
+            capacity_changed: false,
         }
     }
 
@@ -179,7 +194,7 @@ mod tests {
             "soc unknown"
         );
         let added = BalancerInput {
-            topology_changed: true,
+            capacity_changed: true,
             ..later(DAY_MS)
         };
         assert_eq!(b.update(&added), BalancerState::Unknown, "battery added");

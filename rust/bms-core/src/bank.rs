@@ -338,14 +338,6 @@ pub struct BankHealth {
     pub config_error: bool,
 }
 
-/// What [`Bank::update`] found.
-#[derive(Clone, Copy, Debug, Default, PartialEq, Eq)]
-#[must_use]
-pub struct BankUpdate {
-    /// BANK-5: a battery appeared or disappeared since the previous update.
-    pub topology_changed: bool,
-}
-
 /// The batteries seen on the bus and what they last reported (fixed size, no heap).
 #[derive(Clone, Debug, Default)]
 pub struct Bank {
@@ -449,7 +441,7 @@ impl Bank {
 
     /// Re-derives everything at `now_ms` with the bank voltage `supply_mv` measured by the BMS:
     /// lost batteries, topology, configuration check and aggregates. Call once per control step.
-    pub fn update(&mut self, now_ms: u64, supply_mv: u32) -> BankUpdate {
+    pub fn update(&mut self, now_ms: u64, supply_mv: u32) {
         let now_ms = now_ms.max(self.now_ms);
         self.now_ms = now_ms;
         self.supply_mv = supply_mv;
@@ -498,9 +490,6 @@ impl Bank {
                 None => log::info!("bank topology: no battery"),
             }
         }
-        BankUpdate {
-            topology_changed: changed,
-        }
     }
 
     /// Removes every lost battery (user action, after a battery was taken out on purpose),
@@ -510,7 +499,7 @@ impl Bank {
         self.batteries.retain(|b| !b.lost);
         let removed = before.saturating_sub(self.batteries.len());
         let supply_mv = self.supply_mv;
-        let _ = self.update(now_ms, supply_mv);
+        self.update(now_ms, supply_mv);
         removed
     }
 

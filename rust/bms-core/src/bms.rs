@@ -64,6 +64,9 @@ pub struct Config {
     /// was corrupt: the estimator then starts from its priors, as it does when the values are
     /// out of range. Ignored with plain counting.
     pub restored_learned: Option<Learned>,
+    /// The balancer's judgement at the last full charge, stored with the SoC (BAL-3): it
+    /// shows again after a reboot as long as the bank counts the same capacity.
+    pub restored_balanced_at_full: Option<bool>,
     /// The device's own 128-bit Instant Readout key (BLE-3).
     pub device_key: [u8; 16],
     /// The BLE pairing passkey, 0–999999 (BLE-2; factory [`DeviceSecrets::DEFAULT_PASSKEY`],
@@ -92,6 +95,7 @@ impl Default for Config {
             restored_soc: None,
             restored_history: None,
             restored_learned: None,
+            restored_balanced_at_full: None,
             device_key: [0; 16],
             passkey: DeviceSecrets::DEFAULT_PASSKEY,
             persist_secrets: false,
@@ -145,6 +149,7 @@ impl Config {
             restored_soc: restored.soc.ok(),
             restored_history: restored.history.ok(),
             restored_learned: restored.learned.ok(),
+            restored_balanced_at_full: restored.balanced_at_full,
             device_key: secrets.map_or([0; 16], |s| s.adv_key),
             passkey: secrets.map_or(DeviceSecrets::DEFAULT_PASSKEY, |s| s.passkey),
             persist_secrets: secrets.is_some(),
@@ -345,7 +350,7 @@ impl Bms {
                 .restored_history
                 .map(History::from)
                 .unwrap_or_default(),
-            balancer: Balancer::new(),
+            balancer: Balancer::restored(config.restored_balanced_at_full),
             advertiser: Advertiser::new(config.device_key, config.product_id, config.adv_nonce),
             passkey: if config.passkey <= MAX_PASSKEY {
                 config.passkey
@@ -404,7 +409,7 @@ impl Bms {
         self.self_check.start_ms.get_or_insert(now_ms);
         self.self_check.steps = self.self_check.steps.saturating_add(1);
 
-        let bank_update = self.bank.update(now_ms, inputs.supply_mv);
+        self.bank.update(now_ms, inputs.supply_mv);
         let health = self.bank.health();
         let aggregates = self.bank.aggregates();
         let valid = health
@@ -413,6 +418,7 @@ impl Bms {
             .and(aggregates.zip(self.bank.topology()));
 
         let mut synchronised = false;
+        let counted_capacity_mah = self.monitor.capacity_mah();
         if valid.is_some() && !health.invalid && !health.config_error {
             self.self_check.bank_valid = true;
         }
@@ -468,7 +474,10 @@ impl Bms {
             any_balancing: aggregates.is_some_and(|a| a.balancing),
             synchronised,
             cell_spread_mv: valid.map(|(agg, _)| agg.cell_spread_mv()),
-            topology_changed: bank_update.topology_changed,
+            // A battery added or removed changes the capacity counted with (BANK-5); the
+            // batteries found one by one after a reboot do not, once the bank is complete.
+            capacity_changed: counted_capacity_mah != 0
+                && self.monitor.capacity_mah() != counted_capacity_mah,
         });
 
         let mut codes = self.protection.codes(aggregates.as_ref());
@@ -684,6 +693,7 @@ impl Bms {
             settings: self.settings,
             soc: self.monitor.snapshot(),
             soc_due: self.monitor.persist_due(self.now_ms),
+            balanced_at_full: self.balancer.judged_balanced(),
             history: *self.history.record(),
             history_due: self.history.persist_due(self.now_ms),
             nonce: self.advertiser.nonce_to_persist(),

@@ -4,6 +4,7 @@
 
 mod control_harness;
 
+use bms_core::balancer::BalancerState;
 use bms_core::bms::PasskeyError;
 use bms_core::bus::BatteryModel;
 use bms_core::codes::Code;
@@ -16,7 +17,7 @@ use bms_core::storage::{
     Storage, StorageError,
 };
 use bms_core::{Bms, Config, Decisions, LedPattern};
-use control_harness::{Flash, Rig};
+use control_harness::{report, Flash, Rig};
 
 const KEY: [u8; 16] = [0x3C; 16];
 
@@ -450,4 +451,46 @@ fn mon_8_plain_counting_writes_no_learned_record() {
     let (_, restored) = Persistence::restore(&mut flash);
     assert_eq!(restored.learned, Err(RecordError::Missing));
     assert_eq!(restored.fault(RecordKind::Learned), None);
+}
+
+/// BAL-2, BAL-3, MON-8: what the last full charge showed of the cell balance is stored with
+/// the SoC and shows again after a reboot once the same bank is back (a reboot is none of
+/// BAL-2's reasons for Unknown); a battery added afterwards makes it Unknown.
+#[test]
+fn bal_2_balancer_judgement_survives_a_reboot_until_a_battery_is_added() {
+    let mut storage = MemStorage::new();
+    let (mut persistence, _) = Persistence::restore(&mut storage);
+    let mut rig = Rig::new(2, 1, BatteryModel::Lfp12V8);
+    rig.run_for(3000);
+    rig.set_cells(3600);
+    rig.set_current(100);
+    rig.run_for(4 * 60_000);
+    assert_eq!(rig.bms.balancer(), BalancerState::Balanced);
+    rig.set_cells(3400);
+    rig.set_current(0);
+    rig.run_for(1000);
+    let _ = rig.bms.persist(rig.now_ms, &mut persistence, &mut storage);
+
+    let (_, restored) = Persistence::restore(&mut storage);
+    assert_eq!(restored.balanced_at_full, Some(true));
+    let config = Config::from_restored(&restored, Some(KEY), 0);
+    let mut rebooted = Rig::with_config(2, 1, BatteryModel::Lfp12V8, config);
+    rebooted.set_cells(3400);
+    rebooted.run_for(3000);
+    assert_eq!(
+        rebooted.bms.balancer(),
+        BalancerState::Balanced,
+        "the same bank after a reboot"
+    );
+
+    rebooted
+        .batteries
+        .push((report(3000, BatteryModel::Lfp12V8, 3400), false));
+    rebooted.run_for(3000);
+    assert_eq!(rebooted.bms.bank().topology().unwrap().batteries, 3);
+    assert_eq!(
+        rebooted.bms.balancer(),
+        BalancerState::Unknown,
+        "battery just added"
+    );
 }

@@ -47,6 +47,9 @@ pub struct Records {
     pub soc: SocState,
     /// The monitor wants `soc` written (`Monitor::persist_due`).
     pub soc_due: bool,
+    /// The balancer's judgement at the last full charge (`Balancer::judged_balanced`), kept
+    /// in the SoC record; a change writes the record.
+    pub balanced_at_full: Option<bool>,
     /// The history (`History::record`).
     pub history: HistoryRecord,
     /// The history wants to be written (`History::persist_due`).
@@ -159,6 +162,9 @@ pub struct Restored {
     pub soc: Result<SocState, RecordError>,
     /// The stored SoC point as read (applied in `soc` only on top of its own record).
     pub soc_point: Result<SocPoint, RecordError>,
+    /// The balancer's judgement at the last full charge, from the SoC record (`None` without
+    /// one).
+    pub balanced_at_full: Option<bool>,
     /// The stored history (`History::from`).
     pub history: Result<HistoryRecord, RecordError>,
     /// The stored nonce reservation (first nonce for `Advertiser::new`).
@@ -267,6 +273,7 @@ impl Persistence {
             settings: read::<Settings, S>(storage),
             soc: soc_record.map(|record| soc::combine(&record, soc_point.as_ref().ok())),
             soc_point,
+            balanced_at_full: soc_record.ok().and_then(|record| record.balanced_at_full),
             history: read::<HistoryRecord, S>(storage),
             nonce: read::<Nonce, S>(storage),
             secrets: read::<DeviceSecrets, S>(storage),
@@ -368,7 +375,8 @@ impl Persistence {
     ) -> Outcome {
         let needed = match &self.soc_stored {
             Some(stored) if !self.unstored(RecordKind::Soc) => {
-                records.soc_due && soc::needs_record(&stored.state, &records.soc)
+                (records.soc_due && soc::needs_record(&stored.state, &records.soc))
+                    || stored.balanced_at_full != records.balanced_at_full
             }
             _ => true,
         };
@@ -379,6 +387,7 @@ impl Persistence {
         let record = SocRecord {
             generation: self.point_generation.unwrap_or(previous).wrapping_add(1),
             state: records.soc,
+            balanced_at_full: records.balanced_at_full,
         };
         let outcome = self.write_due(storage, now_ms, &record);
         if outcome == Outcome::Written {
@@ -613,6 +622,7 @@ pub(crate) mod tests {
             settings: sample_settings(),
             soc: sample_soc(),
             soc_due: false,
+            balanced_at_full: Some(false),
             history: sample_history(),
             history_due: false,
             nonce: None,

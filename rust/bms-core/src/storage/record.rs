@@ -417,6 +417,7 @@ pub(crate) mod tests {
         SocRecord {
             generation: 9,
             state: sample_soc(),
+            balanced_at_full: Some(false),
         }
     }
 
@@ -720,6 +721,8 @@ pub(crate) mod tests {
     /// changes without a new version and a migration, this test fails.
     const V1_SETTINGS: &str = "0101fa1a1e05190fea17670f8833";
     const V1_SOC: &str = "020102c09a0c80bdede09092388080fcd5f5c8360180b89929000078114073";
+    /// Version 2 of the SoC record (generation and state), frozen the same way.
+    const V2_SOC: &str = "02020902c09a0c80bdede09092388080fcd5f5c8360180b899290000763e724b";
     const V1_NONCE: &str = "0401efbea6f04f14";
     const V1_POINT: &str = "0109409c28233f9d";
     const V1_SECRETS: &str = "0601c0c4075a5a5a5a5a5a5a5a5a5a5a5a5a5a5a5a44e53ffc";
@@ -739,12 +742,21 @@ pub(crate) mod tests {
             decode_record::<Settings>(&unhex(V1_SETTINGS)),
             Ok(sample_settings())
         );
-        // Version 1 of the SoC record was the bare state: generation 0, which no point has.
+        // Version 1 of the SoC record was the bare state: generation 0, which no point has;
+        // neither it nor version 2 held the balancer's judgement.
         assert_eq!(
             decode_record::<SocRecord>(&unhex(V1_SOC)),
             Ok(SocRecord {
                 generation: 0,
-                state: sample_soc()
+                state: sample_soc(),
+                balanced_at_full: None,
+            })
+        );
+        assert_eq!(
+            decode_record::<SocRecord>(&unhex(V2_SOC)),
+            Ok(SocRecord {
+                balanced_at_full: None,
+                ..sample_soc_record()
             })
         );
         assert_eq!(

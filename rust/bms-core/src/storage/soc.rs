@@ -27,27 +27,48 @@ pub const USED_FULL_SCALE: u16 = u16::MAX;
 /// (beyond, the whole [`SocRecord`] is written).
 pub const CONSUMED_PER_CAPACITY: u16 = 16_384;
 
-/// The whole SoC state (MON-8) with the generation its [`SocPoint`]s carry.
+/// The whole SoC state (MON-8) with the generation its [`SocPoint`]s carry, and what the last
+/// full charge showed of the cell balance (BAL-3), which holds as long as that charge does.
 #[derive(Clone, Copy, Debug, Default, PartialEq, Eq, Serialize, Deserialize)]
 pub struct SocRecord {
     /// Changes at every write of this record; a [`SocPoint`] applies only with the same value.
     pub generation: u8,
     /// The monitor's state when written.
     pub state: SocState,
+    /// The balancer's judgement at the last full charge (`Some(true)`: balanced), `None` when
+    /// there was none for this bank.
+    pub balanced_at_full: Option<bool>,
+}
+
+/// Version 2 of [`SocRecord`], before it held the balancer's judgement.
+#[derive(Deserialize)]
+struct SocRecordV2 {
+    generation: u8,
+    state: SocState,
 }
 
 impl Record for SocRecord {
     const KIND: RecordKind = RecordKind::Soc;
-    /// Version 1 was the bare [`SocState`], before points existed (generation 0).
-    const VERSION: u8 = 2;
+    /// Version 1 was the bare [`SocState`], before points existed (generation 0); version 2
+    /// had no balancer judgement (restored as none: Unknown until the next full charge).
+    const VERSION: u8 = 3;
 
     fn decode_body(version: u8, body: &[u8]) -> Result<Self, RecordError> {
         match version {
             1 => Ok(SocRecord {
                 generation: 0,
                 state: decode_exact(body)?,
+                balanced_at_full: None,
             }),
-            2 => decode_exact(body),
+            2 => {
+                let v2: SocRecordV2 = decode_exact(body)?;
+                Ok(SocRecord {
+                    generation: v2.generation,
+                    state: v2.state,
+                    balanced_at_full: None,
+                })
+            }
+            3 => decode_exact(body),
             version => Err(RecordError::UnknownVersion { version }),
         }
     }
@@ -267,6 +288,7 @@ mod tests {
         let record = SocRecord {
             generation: 4,
             state: sample_soc(),
+            balanced_at_full: None,
         };
         let moved = SocState {
             used_nas: 0,

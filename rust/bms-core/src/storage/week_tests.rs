@@ -235,6 +235,7 @@ fn run_week(seed: u64) -> WeekResult {
             settings: dev.settings,
             soc: dev.monitor.snapshot(),
             soc_due: dev.monitor.persist_due(now),
+            balanced_at_full: None,
             history: *dev.history.record(),
             history_due: dev.history.persist_due(now),
             nonce: dev.advertiser.nonce_to_persist(),

@@ -462,13 +462,7 @@ fn bal_2_balancer_judgement_survives_a_reboot_until_a_battery_is_added() {
     let (mut persistence, _) = Persistence::restore(&mut storage);
     let mut rig = Rig::new(2, 1, BatteryModel::Lfp12V8);
     rig.run_for(3000);
-    rig.set_cells(3600);
-    rig.set_current(100);
-    rig.run_for(4 * 60_000);
-    assert_eq!(rig.bms.balancer(), BalancerState::Balanced);
-    rig.set_cells(3400);
-    rig.set_current(0);
-    rig.run_for(1000);
+    rig.full_charge();
     let _ = rig.bms.persist(rig.now_ms, &mut persistence, &mut storage);
 
     let (_, restored) = Persistence::restore(&mut storage);

@@ -312,13 +312,7 @@ fn bank_5_topology_change_rederives_and_resets_balancer() {
     let mut rig = Rig::new(2, 1, BatteryModel::Lfp12V8);
     rig.run_for(3000);
     // A full charge judges the balancer.
-    rig.set_cells(3600);
-    rig.set_current(100);
-    rig.run_for(4 * 60_000);
-    assert_eq!(rig.bms.balancer(), BalancerState::Balanced);
-    rig.set_cells(3400);
-    rig.set_current(0);
-    rig.run_for(1000);
+    rig.full_charge();
 
     rig.batteries
         .push((report(3000, BatteryModel::Lfp12V8, 3400), false));

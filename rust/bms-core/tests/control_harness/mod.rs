@@ -196,6 +196,21 @@ impl Rig {
         self.last()
     }
 
+    /// A full charge (MON-2 synchronisation: 3.60 V cells, tail current) with the cells equal,
+    /// then the bank resting at 3.40 V: the balancer has judged it Balanced.
+    pub fn full_charge(&mut self) {
+        self.set_cells(3600);
+        self.set_current(100);
+        self.run_for(4 * 60_000);
+        assert_eq!(
+            self.bms.balancer(),
+            bms_core::balancer::BalancerState::Balanced
+        );
+        self.set_cells(3400);
+        self.set_current(0);
+        self.run_for(1000);
+    }
+
     /// Jumps to the next deadline (or report), then steps.
     pub fn advance(&mut self) -> &Decisions {
         let deadline = self.bms.next_deadline_ms().unwrap_or(self.now_ms + 100);

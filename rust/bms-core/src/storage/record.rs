@@ -308,10 +308,7 @@ fn seal(
 ) -> Result<usize, RecordError> {
     let message = buf.get(..used).ok_or(RecordError::TooLarge)?;
     let (crc, crc_len) = if compact {
-        let mut digest = CRC16.digest();
-        digest.update(&[kind as u8]);
-        digest.update(message);
-        (u32::from(digest.finalize()), 2)
+        (u32::from(compact_crc(kind, message)), 2)
     } else {
         (CRC.checksum(message), 4)
     };
@@ -331,6 +328,15 @@ pub fn decode_record<R: Record>(bytes: &[u8]) -> Result<R, RecordError> {
     decode_version(version, body)
 }
 
+/// The CRC-16 of a compact record: over its kind (not stored, so a value under another kind's
+/// key fails the check) and its bytes.
+fn compact_crc(kind: RecordKind, message: &[u8]) -> u16 {
+    let mut digest = CRC16.digest();
+    digest.update(&[kind as u8]);
+    digest.update(message);
+    digest.finalize()
+}
+
 /// Checks the envelope of a stored value of `kind`; returns its format version and body.
 #[inline(never)]
 fn open(bytes: &[u8], kind: RecordKind, compact: bool) -> Result<(u8, &[u8]), RecordError> {
@@ -343,10 +349,7 @@ fn open(bytes: &[u8], kind: RecordKind, compact: bool) -> Result<(u8, &[u8]), Re
             return Err(RecordError::TooLarge);
         }
         let (message, crc_bytes) = bytes.split_last_chunk::<2>().ok_or(truncated)?;
-        let mut digest = CRC16.digest();
-        digest.update(&[kind as u8]);
-        digest.update(message);
-        if digest.finalize() != u16::from_le_bytes(*crc_bytes) {
+        if compact_crc(kind, message) != u16::from_le_bytes(*crc_bytes) {
             return Err(RecordError::BadCrc);
         }
         message

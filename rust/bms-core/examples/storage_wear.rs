@@ -20,12 +20,12 @@
 //! - ZMS writes round-robin through all sectors, so every sector is erased once per turn:
 //!   erases per sector per day = flash bytes per day / usable bytes per sector / sectors.
 
-use bms_core::estimator::EstimatorKind;
 use bms_core::history::{History, HistoryInput};
 use bms_core::monitor::{Monitor, MonitorInput};
 use bms_core::protocol::DeviceSecrets;
 use bms_core::readout::{Advertiser, ReadoutError, ReadoutValues, PAYLOAD_LEN};
 use bms_core::settings::Settings;
+use bms_core::soc::EstimatorKind;
 use bms_core::storage::learned::LEARNED_INTERVAL_MS;
 use bms_core::storage::{MemStorage, Outcome, Persistence, RecordKind, RecordStats, Records};
 

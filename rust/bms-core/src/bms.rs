@@ -19,7 +19,6 @@ use crate::balancer::{Balancer, BalancerInput, BalancerState};
 use crate::bank::{Bank, ReportError};
 use crate::bus::BatteryReport;
 use crate::codes::{ActiveCodes, Code, Severity};
-use crate::estimator::{EstimatorKind, Learned};
 use crate::history::{History, HistoryInput, HistoryRecord};
 use crate::leds;
 pub use crate::leds::LedPattern;
@@ -34,6 +33,7 @@ pub use crate::protection::{DfuEvent, Output, Reason, Reasons};
 use crate::protocol::{DeviceSecrets, MAX_PASSKEY};
 use crate::readout::{self, Advertiser, ReadoutError, ReadoutValues};
 use crate::settings::{Settings, SettingsError};
+use crate::soc::{EstimatorKind, Learned};
 use crate::storage::{Outcome, Persistence, PollReport, RecordKind, Records, Restored, Storage};
 use crate::word::{Number, Word};
 

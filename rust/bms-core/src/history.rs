@@ -10,8 +10,9 @@
 
 use serde::{Deserialize, Serialize};
 
-use crate::monitor::{MAX_GAP_MS, NAS_PER_MAH};
+use crate::monitor::MAX_GAP_MS;
 use crate::shift::push_front;
+use crate::soc::NAS_PER_MAH;
 
 /// How many of the last errors are kept (HIST-1).
 pub const LAST_ERRORS: usize = 4;

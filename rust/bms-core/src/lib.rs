@@ -13,6 +13,8 @@
 //! - [`balancer`]: balancer status (BAL).
 //! - [`protection`]: the output state machine with debounce and hysteresis (PROT).
 //! - [`monitor`]: state of charge, time remaining, low-SoC warning, discharge floor (MON).
+//! - [`soc`]: the SoC estimators the monitor runs (plain coulomb counter, adaptive filter), the
+//!   OCV table and charge units.
 //! - [`history`]: history counters (HIST).
 //! - [`settings`]: the user settings with validation and factory reset (SET).
 //! - [`leds`]: the two LED patterns (LED).
@@ -46,7 +48,6 @@ pub mod bank;
 pub mod bms;
 pub mod bus;
 pub mod codes;
-pub mod estimator;
 pub mod history;
 pub mod leds;
 pub mod limits;
@@ -57,6 +58,7 @@ pub mod protocol;
 pub mod readout;
 pub mod settings;
 mod shift;
+pub mod soc;
 pub mod storage;
 pub mod word;
 

@@ -5,43 +5,27 @@
 //! capacity and cells in series ([`MonitorInput`]) and the [`Settings`]. Output: a
 //! [`MonitorStatus`]. The persisted record is [`SocState`].
 //!
-//! The monitor is split in two. A [`SocEstimator`] turns measured intervals into charge: the
-//! [`CoulombCounter`] (charge efficiency and Peukert), or the
-//! [`AdaptiveEstimator`](crate::estimator::AdaptiveEstimator) that corrects the same count with a
-//! learned sensor offset, rested knee voltages and a learned capacity. The [`Monitor`] owns the
-//! MON semantics around it: when the SoC is known, synchronisation, manual actions, time
-//! remaining, warning and floor latches, and persistence; they do not depend on the estimator.
-//!
-//! Charge is counted in nA·s (`_nas`): an `i64` holds 2.5 million Ah at that resolution, and
-//! 1 mA for 1 ms is exactly 1000 nA·s, so integrating integer samples never rounds.
-//!
-//! How the fixed LiFePO4 parameters apply (MON-1):
-//! - Charge efficiency 99 %: of the charge that flows in, 99 % counts as stored, both for the
-//!   SoC and for consumed Ah (the rest is lost in side reactions).
-//! - Peukert exponent 1.05 applies to the SoC only: discharge at current `I` removes
-//!   `I · (I / I20)^0.05` of the capacity, where `I20` is the C/20 rate the nominal capacity is
-//!   rated at. Consumed Ah stays the charge actually drawn. Time remaining uses the same law
-//!   (MON-5), so it agrees with the SoC. The adaptive estimator counts the SoC without it and
-//!   learns the remaining counting error instead (see [`crate::estimator`]).
+//! The monitor is split in two. An [`Estimator`] (from [`crate::soc`]) turns measured intervals
+//! into charge: plain coulomb counting with charge efficiency and Peukert (MON-1), or the
+//! adaptive estimator that corrects the same count with a learned sensor offset, knee voltages
+//! and a learned capacity. The [`Monitor`] owns the MON semantics around it: when the SoC is
+//! known, synchronisation, manual actions, time remaining, warning and floor latches, and
+//! persistence; they do not depend on the estimator.
 
-use core::f32::consts::LN_2;
 use core::fmt;
 
 use serde::{Deserialize, Serialize};
 
-use crate::estimator::{AdaptiveEstimator, Estimator, EstimatorKind, Learned};
 use crate::muldiv::{mul_div, scale_signed, Rounding};
 use crate::settings::Settings;
+use crate::soc::counter::peukert_factor_q24;
+use crate::soc::ocv::ocv_soc_permille;
+use crate::soc::units::NAS_PER_MAH;
+use crate::soc::{
+    AdaptiveEstimator, Anchor, Estimator, EstimatorKind, Interval, Learned, SocEstimator,
+};
 use crate::word::Number;
 
-/// Charge that 1 mAh represents, in nA·s.
-pub const NAS_PER_MAH: i64 = 3_600_000_000;
-/// Share of the charge flowing in that is stored, in percent (MON-1).
-pub const CHARGE_EFFICIENCY_PCT: i64 = 99;
-/// Peukert exponent for LiFePO4 (MON-1).
-pub const PEUKERT_EXPONENT: f32 = 1.05;
-/// Discharge time in hours at which the nominal capacity is rated (C/20), the Peukert reference.
-pub const PEUKERT_RATE_H: u32 = 20;
 /// Largest bank capacity taken into account, in mAh (50 batteries of 6553.5 Ah is less); larger
 /// inputs are clamped, which keeps every charge in nA·s far inside `i64`.
 pub const MAX_CAPACITY_MAH: u32 = 400_000_000;
@@ -69,12 +53,6 @@ pub const PERSIST_AGE_INTERVAL_MS: u64 = 60 * 60_000;
 
 const TTG_BUCKET_MS: u64 = 10_000;
 const TTG_BUCKETS: usize = (TTG_WINDOW_MS / TTG_BUCKET_MS) as usize;
-
-/// Rested cell voltage (mV) for SoC 0, 5, ... 100 %: LibreSolar `ocv_lfp` (anchors §5.3).
-const OCV_CELL_MV: [u16; 21] = [
-    2833, 3132, 3177, 3190, 3213, 3226, 3240, 3252, 3262, 3264, 3265, 3268, 3271, 3275, 3283, 3296,
-    3304, 3308, 3309, 3314, 3392,
-];
 
 /// What the monitor knows about the SoC (MON-7).
 #[derive(Clone, Copy, Debug, Default, PartialEq, Eq, Serialize, Deserialize)]
@@ -123,7 +101,7 @@ pub struct MonitorInput {
 }
 
 /// What the batteries report beyond the bank voltage and current, for an estimator that uses
-/// it (the [`AdaptiveEstimator`](crate::estimator::AdaptiveEstimator)); `None` = not known.
+/// it (the [`AdaptiveEstimator`]); `None` = not known.
 #[derive(Clone, Copy, Debug, Default, PartialEq, Eq)]
 pub struct CellInput {
     /// Lowest cell voltage in the bank, mV.
@@ -193,198 +171,6 @@ impl fmt::Display for MonitorError {
             MonitorError::NoBank => f.write_str("no bank capacity known yet"),
         }
     }
-}
-
-/// One measured interval between two updates, as handed to a [`SocEstimator`].
-#[derive(Clone, Copy, Debug, PartialEq, Eq)]
-pub struct Interval {
-    /// Length in ms (at most [`MAX_GAP_MS`]).
-    pub dt_ms: u32,
-    /// Bank current at the start of the interval in mA, positive = charging.
-    pub start_ma: i32,
-    /// Bank current at the end of the interval in mA.
-    pub end_ma: i32,
-    /// Bank voltage at the end of the interval in mV.
-    pub bank_mv: u32,
-    /// Cells in series in the bank.
-    pub cells_in_series: u16,
-    /// Bank capacity in mAh (1..=[`MAX_CAPACITY_MAH`]).
-    pub capacity_mah: u32,
-    /// Lowest cell voltage at the end of the interval in mV, when reported.
-    pub min_cell_mv: Option<u16>,
-    /// Highest cell voltage at the end of the interval in mV, when reported.
-    pub max_cell_mv: Option<u16>,
-    /// Battery temperature (the lowest in the bank) at the end of the interval in 0.1 °C,
-    /// when reported.
-    pub temp_ddegc: Option<i16>,
-}
-
-impl Interval {
-    /// Net charge that flowed in over the interval in nA·s (trapezoid of the two currents),
-    /// negative when discharging.
-    pub fn net_nas(&self) -> i64 {
-        // (start + end) / 2 mA × dt ms × 1000 nA·s per mA·ms; exact in integers.
-        (i64::from(self.start_ma) + i64::from(self.end_ma))
-            .saturating_mul(i64::from(self.dt_ms))
-            .saturating_mul(500)
-    }
-}
-
-/// Where a new SoC given to an estimator comes from ([`SocEstimator::anchor`]).
-#[derive(Clone, Copy, Debug, PartialEq, Eq)]
-pub enum Anchor {
-    /// The user set it (MON-4).
-    Manual,
-    /// A persisted record was restored (MON-8).
-    Restored,
-    /// Estimated from the rested voltage while the SoC was unknown (MON-7).
-    RestEstimate,
-}
-
-/// Turns measured intervals into charge. The [`Monitor`] decides what the result means.
-///
-/// `used_nas` is the effective charge below full (0 = full); the monitor clamps it to
-/// `0..=capacity` after every call. `consumed_nas` is the measured net charge drawn since full.
-pub trait SocEstimator {
-    /// Accounts for one measured interval.
-    fn integrate(&mut self, interval: &Interval);
-    /// Effective charge below full in nA·s.
-    fn used_nas(&self) -> i64;
-    /// Net charge drawn since full in nA·s.
-    fn consumed_nas(&self) -> i64;
-    /// Sets both counts in nA·s, keeping everything else (a capacity change rescales).
-    fn reset(&mut self, used_nas: i64, consumed_nas: i64);
-    /// The monitor clipped the counts into range (SoC above 100 % or below 0 %). A learning
-    /// estimator remembers by how much: it is evidence at the next synchronisation.
-    fn clamp(&mut self, used_nas: i64, consumed_nas: i64) {
-        self.reset(used_nas, consumed_nas);
-    }
-    /// A new starting point for the count (manual set, restored record, rested estimate).
-    fn anchor(&mut self, used_nas: i64, consumed_nas: i64, anchor: Anchor) {
-        let _ = anchor;
-        self.reset(used_nas, consumed_nas);
-    }
-    /// The bank was just found full by an automatic synchronisation (MON-2). A learning
-    /// estimator compares its count with "full" here before resetting.
-    fn synchronised(&mut self) {
-        self.reset(0, 0);
-    }
-    /// 1-σ uncertainty of `used_nas` in nA·s, when the estimator tracks one.
-    fn uncertainty_nas(&self) -> Option<i64> {
-        None
-    }
-}
-
-/// Coulomb counting with charge efficiency and Peukert correction (MON-1).
-#[derive(Clone, Copy, Debug, Default, PartialEq, Eq)]
-pub struct CoulombCounter {
-    used_nas: i64,
-    consumed_nas: i64,
-}
-
-impl SocEstimator for CoulombCounter {
-    fn integrate(&mut self, interval: &Interval) {
-        let net_nas = interval.net_nas();
-        if net_nas >= 0 {
-            let stored = stored_nas(net_nas);
-            self.used_nas = self.used_nas.saturating_sub(stored);
-            self.consumed_nas = self.consumed_nas.saturating_sub(stored);
-        } else {
-            let drawn = net_nas.saturating_neg();
-            let mean_ma = (i64::from(interval.start_ma) + i64::from(interval.end_ma)).abs() / 2;
-            let factor_q24 = peukert_factor_q24(mean_ma, interval.capacity_mah);
-            let effective = peukert_effective_nas(drawn, factor_q24);
-            self.used_nas = self.used_nas.saturating_add(effective);
-            self.consumed_nas = self.consumed_nas.saturating_add(drawn);
-        }
-    }
-
-    fn used_nas(&self) -> i64 {
-        self.used_nas
-    }
-
-    fn consumed_nas(&self) -> i64 {
-        self.consumed_nas
-    }
-
-    fn reset(&mut self, used_nas: i64, consumed_nas: i64) {
-        self.used_nas = used_nas;
-        self.consumed_nas = consumed_nas;
-    }
-}
-
-/// Of `net_nas` (≥ 0) flowing in, the charge stored at the MON-1 charge efficiency, in nA·s.
-pub fn stored_nas(net_nas: i64) -> i64 {
-    net_nas / 100 * CHARGE_EFFICIENCY_PCT + net_nas % 100 * CHARGE_EFFICIENCY_PCT / 100
-}
-
-/// `drawn_nas · factor_q24 / 2^24`, floored and saturating: exact in 64 bits by splitting
-/// `drawn_nas` at bit 24 (the low part times the factor stays below 2^50).
-fn peukert_effective_nas(drawn_nas: i64, factor_q24: u32) -> i64 {
-    let drawn = drawn_nas.max(0);
-    let factor = i64::from(factor_q24);
-    let low = ((drawn & 0xff_ffff) * factor) >> 24;
-    (drawn >> 24).saturating_mul(factor).saturating_add(low)
-}
-
-/// The Peukert factor `(I / I20)^(k - 1)` for a discharge of `current_ma` from a bank of
-/// `capacity_mah`, in 1/2^24 units (1.0 = 16 777 216). 1.0 when the capacity is unknown.
-pub fn peukert_factor_q24(current_ma: i64, capacity_mah: u32) -> u32 {
-    const ONE_Q24: f32 = 16_777_216.0;
-    let i20_ma = capacity_mah / PEUKERT_RATE_H;
-    if i20_ma == 0 || current_ma == 0 {
-        return 1 << 24;
-    }
-    // Clamped so the approximations below stay in their accurate range; the factor there is
-    // 0.50..2.0, far beyond any real battery current.
-    let ratio = (current_ma.unsigned_abs() as f32 / i20_ma as f32).clamp(1e-6, 1e6);
-    let factor = exp_small((PEUKERT_EXPONENT - 1.0) * ln_positive(ratio));
-    // Float-to-int `as` saturates; the factor is within 0.5..2.0 here anyway.
-    (factor * ONE_Q24) as u32
-}
-
-/// Natural logarithm of a positive normal `x`, error below 2e-5: exponent from the bits, the
-/// mantissa m in [1, 2) through ln m = 2 atanh((m - 1) / (m + 1)).
-fn ln_positive(x: f32) -> f32 {
-    let bits = x.to_bits();
-    let exponent = ((bits >> 23) & 0xff) as i32 - 127;
-    let mantissa = f32::from_bits((bits & 0x007f_ffff) | 0x3f80_0000);
-    let z = (mantissa - 1.0) / (mantissa + 1.0);
-    let z2 = z * z;
-    let ln_mantissa = 2.0 * z * (1.0 + z2 * (1.0 / 3.0 + z2 * (1.0 / 5.0 + z2 * (1.0 / 7.0))));
-    exponent as f32 * LN_2 + ln_mantissa
-}
-
-/// e^y for |y| ≤ 0.7 by its Taylor series to y^7 (error below 2e-6).
-fn exp_small(y: f32) -> f32 {
-    let mut term = 1.0;
-    let mut sum = 1.0;
-    for n in 1..=7u8 {
-        term *= y / f32::from(n);
-        sum += term;
-    }
-    sum
-}
-
-/// SoC in permille from a rested cell voltage, by linear interpolation in the LiFePO4 OCV table
-/// (MON-7). Below the table gives 0, above gives 1000.
-pub fn ocv_soc_permille(cell_mv: u16) -> u16 {
-    let mut lower_mv = 0u16;
-    let mut lower_permille = 0u16;
-    for (step, &upper_mv) in (0u16..).zip(OCV_CELL_MV.iter()) {
-        let upper_permille = step * 50;
-        if cell_mv <= upper_mv {
-            if step == 0 {
-                return 0;
-            }
-            let span_mv = u32::from(upper_mv - lower_mv).max(1);
-            let into = u32::from(cell_mv - lower_mv);
-            return lower_permille + (into * 50 / span_mv) as u16;
-        }
-        lower_mv = upper_mv;
-        lower_permille = upper_permille;
-    }
-    1000
 }
 
 #[derive(Clone, Copy, Debug, Default, PartialEq, Eq)]
@@ -457,8 +243,8 @@ struct PersistMark {
 /// persist when told. The estimator is chosen at run time ([`Estimator`]); [`Monitor::new`]
 /// counts plainly, [`Monitor::with_kind`] picks.
 #[derive(Clone, Debug)]
-pub struct Monitor<E: SocEstimator = Estimator> {
-    estimator: E,
+pub struct Monitor {
+    estimator: Estimator,
     knowledge: SocKnowledge,
     capacity_mah: u32,
     since_full_charge_ms: Option<u64>,
@@ -477,7 +263,7 @@ pub struct Monitor<E: SocEstimator = Estimator> {
     status: MonitorStatus,
 }
 
-impl Monitor<Estimator> {
+impl Monitor {
     /// A monitor with the plain coulomb counter, continuing from `restored` (MON-8) or starting
     /// with the SoC unknown (MON-7). An inconsistent record is clamped into range.
     pub fn new(restored: Option<SocState>) -> Self {
@@ -486,29 +272,8 @@ impl Monitor<Estimator> {
 
     /// A monitor with the estimator of `kind`, continuing from `restored`.
     pub fn with_kind(kind: EstimatorKind, restored: Option<SocState>) -> Self {
-        Monitor::with_estimator(Estimator::new(kind), restored)
-    }
-
-    /// What the adaptive estimator has learned (sensor offset, counting error, OCV table
-    /// biases, capacity), to persist next to [`SocState`]; `None` with plain counting.
-    pub fn learned(&self) -> Option<Learned> {
-        self.estimator.adaptive().map(AdaptiveEstimator::learned)
-    }
-
-    /// Restores persisted [`Learned`] values at start (ignored with plain counting, and when
-    /// the record is out of range).
-    pub fn restore_learned(&mut self, learned: &Learned) {
-        if let Some(adaptive) = self.estimator.adaptive_mut() {
-            adaptive.restore_learned(learned);
-        }
-    }
-}
-
-impl<E: SocEstimator> Monitor<E> {
-    /// A monitor around another estimator, continuing from `restored`.
-    pub fn with_estimator(estimator: E, restored: Option<SocState>) -> Self {
         let mut monitor = Monitor {
-            estimator,
+            estimator: Estimator::new(kind),
             knowledge: SocKnowledge::Unknown,
             capacity_mah: 0,
             since_full_charge_ms: None,
@@ -534,6 +299,19 @@ impl<E: SocEstimator> Monitor<E> {
         monitor
     }
 
+    /// What the adaptive estimator has learned (sensor offset, counting error, OCV table
+    /// biases, capacity), to persist next to [`SocState`]; `None` with plain counting.
+    pub fn learned(&self) -> Option<Learned> {
+        self.estimator.adaptive().map(AdaptiveEstimator::learned)
+    }
+
+    /// Restores persisted [`Learned`] values at start (ignored with plain counting, and when
+    /// the record is out of range).
+    pub fn restore_learned(&mut self, learned: &Learned) {
+        if let Some(adaptive) = self.estimator.adaptive_mut() {
+            adaptive.restore_learned(learned);
+        }
+    }
     fn restore(&mut self, state: SocState) {
         self.capacity_mah = state.capacity_mah.min(MAX_CAPACITY_MAH);
         self.knowledge = if self.capacity_mah == 0 {
@@ -882,7 +660,7 @@ impl<E: SocEstimator> Monitor<E> {
     }
 
     /// The estimator, for inspection.
-    pub fn estimator(&self) -> &E {
+    pub fn estimator(&self) -> &Estimator {
         &self.estimator
     }
 
@@ -963,21 +741,5 @@ fn latch(active: bool, soc_permille: u16, level_permille: Option<u16>) -> bool {
         Some(level) if soc_permille <= level => true,
         Some(level) if soc_permille >= (level + RELEASE_PERMILLE).min(1000) => false,
         Some(_) => active,
-    }
-}
-
-#[cfg(test)]
-mod tests {
-    use super::*;
-    use proptest::prelude::*;
-
-    proptest! {
-        // MON-1: the Peukert-corrected charge is exact, as the 128-bit product would give it.
-        #[test]
-        fn mon_1_peukert_effective_charge_is_exact(drawn in 0..=i64::MAX, factor in 0..(1u32 << 26)) {
-            let exact = (i128::from(drawn) * i128::from(factor)) >> 24;
-            let want = i64::try_from(exact).unwrap_or(i64::MAX);
-            prop_assert_eq!(peukert_effective_nas(drawn, factor), want);
-        }
     }
 }

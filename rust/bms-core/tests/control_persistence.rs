@@ -8,10 +8,10 @@ use bms_core::balancer::BalancerState;
 use bms_core::bms::PasskeyError;
 use bms_core::bus::BatteryModel;
 use bms_core::codes::Code;
-use bms_core::estimator::EstimatorKind;
 use bms_core::protocol::DeviceSecrets;
 use bms_core::readout::{ReadoutError, NONCE_BLOCK};
 use bms_core::settings::Settings;
+use bms_core::soc::EstimatorKind;
 use bms_core::storage::{
     learned, MemStorage, Outcome, Persistence, PollReport, RecordError, RecordKind, Restored,
     Storage, StorageError,

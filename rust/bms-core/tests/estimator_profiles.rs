@@ -9,9 +9,10 @@
 
 use std::path::{Path, PathBuf};
 
-use bms_core::estimator::EstimatorKind;
-use bms_core::monitor::{CellInput, Monitor, MonitorInput, SocKnowledge, SocState, NAS_PER_MAH};
+use bms_core::monitor::{CellInput, Monitor, MonitorInput, SocKnowledge, SocState};
 use bms_core::settings::Settings;
+use bms_core::soc::EstimatorKind;
+use bms_core::soc::NAS_PER_MAH;
 
 const CAPACITY_MAH: u32 = 100_000;
 const CELLS: u16 = 4;

@@ -2,15 +2,15 @@
 //! hysteresis, capacity learning, what it learns and restores, and that the monitor keeps its
 //! MON semantics with it.
 
-use bms_core::estimator::{
-    AdaptiveEstimator, Estimator, EstimatorKind, Learned, CAPACITY_PRIOR, OFFSET_PRIOR_C,
-    TABLE_BIAS_BIN_PRIOR, TABLE_BIAS_DEEP_PRIOR, TABLE_BIAS_HIGH_PRIOR, TABLE_BIAS_LOW_PRIOR,
-    THROUGHPUT_PRIOR,
-};
-use bms_core::monitor::{
-    Anchor, CellInput, CoulombCounter, Interval, Monitor, MonitorInput, SocEstimator, NAS_PER_MAH,
-};
+use bms_core::monitor::{CellInput, Monitor, MonitorInput};
 use bms_core::settings::Settings;
+use bms_core::soc::adaptive::{
+    AdaptiveEstimator, Learned, CAPACITY_PRIOR, OFFSET_PRIOR_C, TABLE_BIAS_BIN_PRIOR,
+    TABLE_BIAS_DEEP_PRIOR, TABLE_BIAS_HIGH_PRIOR, TABLE_BIAS_LOW_PRIOR, THROUGHPUT_PRIOR,
+};
+use bms_core::soc::{
+    Anchor, CoulombCounter, Estimator, EstimatorKind, Interval, SocEstimator, NAS_PER_MAH,
+};
 use proptest::prelude::*;
 
 const CAPACITY_MAH: u32 = 100_000;

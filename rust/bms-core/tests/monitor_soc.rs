@@ -3,10 +3,12 @@
 #![allow(unused_must_use)]
 
 use bms_core::monitor::{
-    ocv_soc_permille, peukert_factor_q24, Monitor, MonitorError, MonitorInput, MonitorStatus,
-    SocKnowledge, SocState, NAS_PER_MAH, REST_FOR_ESTIMATE_MS,
+    Monitor, MonitorError, MonitorInput, MonitorStatus, SocKnowledge, SocState,
+    REST_FOR_ESTIMATE_MS,
 };
 use bms_core::settings::Settings;
+use bms_core::soc::counter::peukert_factor_q24;
+use bms_core::soc::{ocv_soc_permille, NAS_PER_MAH};
 
 const TICK_MS: u64 = 100;
 const MINUTE_MS: u64 = 60_000;

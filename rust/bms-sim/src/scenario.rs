@@ -209,20 +209,20 @@ pub enum EstimatorChoice {
 }
 
 impl Default for EstimatorChoice {
-    /// The product default ([`bms_core::estimator::EstimatorKind::default`]).
+    /// The product default ([`bms_core::soc::EstimatorKind::default`]).
     fn default() -> Self {
-        match bms_core::estimator::EstimatorKind::default() {
-            bms_core::estimator::EstimatorKind::Plain => EstimatorChoice::Plain,
-            bms_core::estimator::EstimatorKind::Adaptive => EstimatorChoice::Adaptive,
+        match bms_core::soc::EstimatorKind::default() {
+            bms_core::soc::EstimatorKind::Plain => EstimatorChoice::Plain,
+            bms_core::soc::EstimatorKind::Adaptive => EstimatorChoice::Adaptive,
         }
     }
 }
 
-impl From<EstimatorChoice> for bms_core::estimator::EstimatorKind {
+impl From<EstimatorChoice> for bms_core::soc::EstimatorKind {
     fn from(choice: EstimatorChoice) -> Self {
         match choice {
-            EstimatorChoice::Plain => bms_core::estimator::EstimatorKind::Plain,
-            EstimatorChoice::Adaptive => bms_core::estimator::EstimatorKind::Adaptive,
+            EstimatorChoice::Plain => bms_core::soc::EstimatorKind::Plain,
+            EstimatorChoice::Adaptive => bms_core::soc::EstimatorKind::Adaptive,
         }
     }
 }

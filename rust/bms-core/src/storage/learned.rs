@@ -26,7 +26,7 @@ use serde::de::{self, Deserializer, Visitor};
 use serde::{Deserialize, Serialize, Serializer};
 
 use super::record::{Record, RecordKind};
-use crate::estimator::{Learned, LOW_BINS};
+use crate::soc::adaptive::{Learned, LOW_BINS};
 
 /// Learned values, each with its σ.
 const PAIRS: usize = 4 + LOW_BINS;

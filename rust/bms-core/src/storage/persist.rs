@@ -25,11 +25,11 @@ use super::learned::{self, LearnedRecord, LEARNED_INTERVAL_MS};
 use super::record::{decode_record, encode_record, Nonce, Record, RecordError, RecordKind};
 use super::soc::{self, SocPoint, SocRecord};
 use super::{Storage, StorageError, MAX_RECORD_LEN};
-use crate::estimator::Learned;
 use crate::history::HistoryRecord;
 use crate::monitor::SocState;
 use crate::protocol::DeviceSecrets;
 use crate::settings::Settings;
+use crate::soc::Learned;
 
 /// Wait after a failed write before the same record is tried again, in ms: a broken flash is not
 /// hammered every control step.
@@ -567,7 +567,7 @@ fn read_raw<'a, S: Storage + ?Sized>(
 #[cfg(test)]
 pub(crate) mod tests {
     use super::*;
-    use crate::monitor::NAS_PER_MAH;
+    use crate::soc::NAS_PER_MAH;
     use crate::storage::record::tests::{
         sample_history, sample_learned, sample_secrets, sample_settings, sample_soc,
     };

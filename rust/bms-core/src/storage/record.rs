@@ -70,7 +70,7 @@ pub enum RecordKind {
     /// The pairing passkey and the Instant Readout key ([`DeviceSecrets`]), under
     /// `bms/secrets`.
     Secrets = 6,
-    /// What the adaptive SoC estimator has learned ([`crate::estimator::Learned`]), under
+    /// What the adaptive SoC estimator has learned ([`crate::soc::Learned`]), under
     /// `bms/learn`.
     Learned = 7,
 }
@@ -387,9 +387,9 @@ fn decode_version<R: Record>(version: u8, body: &[u8]) -> Result<R, RecordError>
 #[cfg(test)]
 pub(crate) mod tests {
     use super::*;
-    use crate::estimator::Learned;
     use crate::history::{History, HistoryInput};
     use crate::monitor::{SocKnowledge, SocState};
+    use crate::soc::Learned;
     use crate::storage::learned::LearnedRecord;
     use crate::storage::{SocPoint, SocRecord};
 

@@ -17,8 +17,9 @@
 use serde::{Deserialize, Serialize};
 
 use super::record::{decode_exact, Record, RecordError, RecordKind};
-use crate::monitor::{SocState, NAS_PER_MAH, PERSIST_AGE_INTERVAL_MS};
+use crate::monitor::{SocState, PERSIST_AGE_INTERVAL_MS};
 use crate::muldiv::{mul_div, Rounding};
+use crate::soc::NAS_PER_MAH;
 
 /// [`SocPoint::used`] of a bank at 0 % (the whole capacity used).
 pub const USED_FULL_SCALE: u16 = u16::MAX;

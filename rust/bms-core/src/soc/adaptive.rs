@@ -2,7 +2,7 @@
 //! honestly support, with a 1-σ uncertainty reported alongside.
 //!
 //! The spine is the charge count: the bank current integrated exactly as in
-//! [`CoulombCounter`], with the MON-1 charge efficiency but without the Peukert rate
+//! [`CoulombCounter`](super::CoulombCounter), with the MON-1 charge efficiency but without the Peukert rate
 //! correction. For LiFePO4 the usable charge hardly depends on the rate, and Peukert's law
 //! applied to the SoC turns every burst of load into a permanent step (a 50 A burst for 20 min
 //! on 100 Ah counts 11 % too much); what is left of the counting error is learned instead.
@@ -39,7 +39,9 @@
 
 use serde::{Deserialize, Serialize};
 
-use crate::monitor::{stored_nas, Anchor, CoulombCounter, Interval, SocEstimator, NAS_PER_MAH};
+use super::ocv::ocv_soc;
+use super::units::{stored_nas, NAS_PER_MAH};
+use super::{Anchor, Interval, SocEstimator};
 use crate::shift::push_front;
 
 /// Prior 1-σ current-sensor offset, as a fraction of the capacity per hour: 50 mA on 100 Ah,
@@ -116,7 +118,7 @@ pub const OUTLIER_SIGMAS: f32 = 4.0;
 pub const LOW_READING_SIGMA: f32 = 0.025;
 /// ...and near full, where the curve is steep and relaxes quickly on a float charger.
 pub const HIGH_READING_SIGMA: f32 = 0.01;
-/// Half the gap between the charge and discharge OCV branches at 25 °C, in mV (anchors §5.1:
+/// Half the gap between the charge and discharge OCV branches at 25 °C, in mV (LiFePO4 shows
 /// a 10–25 mV gap)...
 pub const HYSTERESIS_HALF_GAP_MV: f32 = 8.0;
 /// ...growing by this much per °C below 25 °C...
@@ -149,13 +151,6 @@ pub const CAPACITY_PRIOR: f32 = 0.05;
 /// How far the capacity may wander (ageing), 1 σ per √day as a fraction of nominal.
 pub const CAPACITY_WALK_PER_SQRT_DAY: f32 = 0.001;
 
-/// Rested cell voltage (mV) for SoC 0, 5, ... 100 %, discharge branch, 25 °C: LibreSolar
-/// `ocv_lfp` (anchors §5.3), the same table as the monitor's MON-7 estimate.
-const OCV_CELL_MV: [f32; 21] = [
-    2833.0, 3132.0, 3177.0, 3190.0, 3213.0, 3226.0, 3240.0, 3252.0, 3262.0, 3264.0, 3265.0, 3268.0,
-    3271.0, 3275.0, 3283.0, 3296.0, 3304.0, 3308.0, 3309.0, 3314.0, 3392.0,
-];
-const OCV_STEP: f32 = 0.05;
 const BUCKETS: usize = 6;
 /// The covariance prediction is gathered over this long and applied at once (exact: the
 /// steps compose by adding their couplings), to keep the per-tick cost small.
@@ -175,126 +170,6 @@ const HIGH: usize = LOW + LOW_BINS;
 const CAP: usize = HIGH + 1;
 type Vector = [f32; N];
 type Matrix = [[f32; N]; N];
-
-/// Which estimator the monitor runs (selected by the product configuration).
-#[derive(Clone, Copy, Debug, Default, PartialEq, Eq, Serialize, Deserialize)]
-pub enum EstimatorKind {
-    /// Plain coulomb counting with Victron synchronisation (MON-1, MON-2).
-    Plain,
-    /// [`AdaptiveEstimator`]: counting with offset learning, knee corrections and capacity
-    /// learning (issue 7). The product default: it beat plain counting in the SoC benchmark.
-    #[default]
-    Adaptive,
-}
-
-/// The estimator chosen at run time, as the monitor holds it.
-// No heap to box the larger variant into; the monitor holds exactly one of these.
-#[allow(clippy::large_enum_variant)]
-#[derive(Clone, Debug, PartialEq)]
-pub enum Estimator {
-    /// Plain coulomb counting.
-    Plain(CoulombCounter),
-    /// Adaptive estimation.
-    Adaptive(AdaptiveEstimator),
-}
-
-impl Default for Estimator {
-    fn default() -> Self {
-        Estimator::new(EstimatorKind::Plain)
-    }
-}
-
-impl Estimator {
-    /// A fresh estimator of `kind`.
-    pub fn new(kind: EstimatorKind) -> Self {
-        match kind {
-            EstimatorKind::Plain => Estimator::Plain(CoulombCounter::default()),
-            EstimatorKind::Adaptive => Estimator::Adaptive(AdaptiveEstimator::default()),
-        }
-    }
-
-    /// Which kind this is.
-    pub fn kind(&self) -> EstimatorKind {
-        match self {
-            Estimator::Plain(_) => EstimatorKind::Plain,
-            Estimator::Adaptive(_) => EstimatorKind::Adaptive,
-        }
-    }
-
-    /// The adaptive estimator, when that is the one running.
-    pub fn adaptive(&self) -> Option<&AdaptiveEstimator> {
-        match self {
-            Estimator::Adaptive(a) => Some(a),
-            Estimator::Plain(_) => None,
-        }
-    }
-
-    /// The adaptive estimator, mutable (to restore [`Learned`] values).
-    pub fn adaptive_mut(&mut self) -> Option<&mut AdaptiveEstimator> {
-        match self {
-            Estimator::Adaptive(a) => Some(a),
-            Estimator::Plain(_) => None,
-        }
-    }
-}
-
-impl SocEstimator for Estimator {
-    fn integrate(&mut self, interval: &Interval) {
-        match self {
-            Estimator::Plain(e) => e.integrate(interval),
-            Estimator::Adaptive(e) => e.integrate(interval),
-        }
-    }
-
-    fn used_nas(&self) -> i64 {
-        match self {
-            Estimator::Plain(e) => e.used_nas(),
-            Estimator::Adaptive(e) => e.used_nas(),
-        }
-    }
-
-    fn consumed_nas(&self) -> i64 {
-        match self {
-            Estimator::Plain(e) => e.consumed_nas(),
-            Estimator::Adaptive(e) => e.consumed_nas(),
-        }
-    }
-
-    fn reset(&mut self, used_nas: i64, consumed_nas: i64) {
-        match self {
-            Estimator::Plain(e) => e.reset(used_nas, consumed_nas),
-            Estimator::Adaptive(e) => e.reset(used_nas, consumed_nas),
-        }
-    }
-
-    fn clamp(&mut self, used_nas: i64, consumed_nas: i64) {
-        match self {
-            Estimator::Plain(e) => e.clamp(used_nas, consumed_nas),
-            Estimator::Adaptive(e) => e.clamp(used_nas, consumed_nas),
-        }
-    }
-
-    fn anchor(&mut self, used_nas: i64, consumed_nas: i64, anchor: Anchor) {
-        match self {
-            Estimator::Plain(e) => e.anchor(used_nas, consumed_nas, anchor),
-            Estimator::Adaptive(e) => e.anchor(used_nas, consumed_nas, anchor),
-        }
-    }
-
-    fn synchronised(&mut self) {
-        match self {
-            Estimator::Plain(e) => e.synchronised(),
-            Estimator::Adaptive(e) => e.synchronised(),
-        }
-    }
-
-    fn uncertainty_nas(&self) -> Option<i64> {
-        match self {
-            Estimator::Plain(e) => e.uncertainty_nas(),
-            Estimator::Adaptive(e) => e.uncertainty_nas(),
-        }
-    }
-}
 
 /// What the adaptive estimator has learned about the bank, to be persisted and restored
 /// across reboots (with [`AdaptiveEstimator::restore_learned`]). Each value comes with its
@@ -1046,23 +921,6 @@ fn predict(p: &mut Matrix, g: &Vector, q: &Vector) {
             }
         }
     }
-}
-
-/// SoC (fraction) for a rested discharge-branch cell voltage by the OCV table, and the table's
-/// slope there in mV per unit SoC. Outside the table: 0 or 1, with the end segment's slope.
-pub fn ocv_soc(cell_mv: f32) -> (f32, f32) {
-    let mut lower = OCV_CELL_MV[0];
-    let mut lower_soc = 0.0;
-    for (step, &upper) in OCV_CELL_MV.iter().enumerate().skip(1) {
-        let slope = (upper - lower) / OCV_STEP;
-        if cell_mv <= upper || step == OCV_CELL_MV.len() - 1 {
-            let soc = (lower_soc + (cell_mv - lower) / slope.max(1.0)).clamp(0.0, 1.0);
-            return (soc, slope);
-        }
-        lower = upper;
-        lower_soc += OCV_STEP;
-    }
-    (1.0, 0.0)
 }
 
 /// Square root of a non-negative `x` (Newton's method from an exponent-halving guess; `core`

@@ -1,0 +1,120 @@
+//! Plain coulomb counting with the fixed LiFePO4 parameters of MON-1.
+//!
+//! - Charge efficiency 99 %: of the charge that flows in, 99 % counts as stored, both for the
+//!   SoC and for consumed Ah (the rest is lost in side reactions).
+//! - Peukert exponent 1.05 applies to the SoC only: discharge at current `I` removes
+//!   `I · (I / I20)^0.05` of the capacity, where `I20` is the C/20 rate the nominal capacity is
+//!   rated at. Consumed Ah stays the charge actually drawn. Time remaining uses the same law
+//!   (MON-5), so it agrees with the SoC.
+
+use core::f32::consts::LN_2;
+
+use super::units::stored_nas;
+use super::{Interval, SocEstimator};
+
+/// Peukert exponent for LiFePO4 (MON-1).
+pub const PEUKERT_EXPONENT: f32 = 1.05;
+/// Discharge time in hours at which the nominal capacity is rated (C/20), the Peukert reference.
+pub const PEUKERT_RATE_H: u32 = 20;
+
+/// Coulomb counting with charge efficiency and Peukert correction (MON-1).
+#[derive(Clone, Copy, Debug, Default, PartialEq, Eq)]
+pub struct CoulombCounter {
+    used_nas: i64,
+    consumed_nas: i64,
+}
+
+impl SocEstimator for CoulombCounter {
+    fn integrate(&mut self, interval: &Interval) {
+        let net_nas = interval.net_nas();
+        if net_nas >= 0 {
+            let stored = stored_nas(net_nas);
+            self.used_nas = self.used_nas.saturating_sub(stored);
+            self.consumed_nas = self.consumed_nas.saturating_sub(stored);
+        } else {
+            let drawn = net_nas.saturating_neg();
+            let mean_ma = (i64::from(interval.start_ma) + i64::from(interval.end_ma)).abs() / 2;
+            let factor_q24 = peukert_factor_q24(mean_ma, interval.capacity_mah);
+            let effective = peukert_effective_nas(drawn, factor_q24);
+            self.used_nas = self.used_nas.saturating_add(effective);
+            self.consumed_nas = self.consumed_nas.saturating_add(drawn);
+        }
+    }
+
+    fn used_nas(&self) -> i64 {
+        self.used_nas
+    }
+
+    fn consumed_nas(&self) -> i64 {
+        self.consumed_nas
+    }
+
+    fn reset(&mut self, used_nas: i64, consumed_nas: i64) {
+        self.used_nas = used_nas;
+        self.consumed_nas = consumed_nas;
+    }
+}
+
+/// `drawn_nas · factor_q24 / 2^24`, floored and saturating: exact in 64 bits by splitting
+/// `drawn_nas` at bit 24 (the low part times the factor stays below 2^50).
+fn peukert_effective_nas(drawn_nas: i64, factor_q24: u32) -> i64 {
+    let drawn = drawn_nas.max(0);
+    let factor = i64::from(factor_q24);
+    let low = ((drawn & 0xff_ffff) * factor) >> 24;
+    (drawn >> 24).saturating_mul(factor).saturating_add(low)
+}
+
+/// The Peukert factor `(I / I20)^(k - 1)` for a discharge of `current_ma` from a bank of
+/// `capacity_mah`, in 1/2^24 units (1.0 = 16 777 216). 1.0 when the capacity is unknown.
+pub fn peukert_factor_q24(current_ma: i64, capacity_mah: u32) -> u32 {
+    const ONE_Q24: f32 = 16_777_216.0;
+    let i20_ma = capacity_mah / PEUKERT_RATE_H;
+    if i20_ma == 0 || current_ma == 0 {
+        return 1 << 24;
+    }
+    // Clamped so the approximations below stay in their accurate range; the factor there is
+    // 0.50..2.0, far beyond any real battery current.
+    let ratio = (current_ma.unsigned_abs() as f32 / i20_ma as f32).clamp(1e-6, 1e6);
+    let factor = exp_small((PEUKERT_EXPONENT - 1.0) * ln_positive(ratio));
+    // Float-to-int `as` saturates; the factor is within 0.5..2.0 here anyway.
+    (factor * ONE_Q24) as u32
+}
+
+/// Natural logarithm of a positive normal `x`, error below 2e-5: exponent from the bits, the
+/// mantissa m in [1, 2) through ln m = 2 atanh((m - 1) / (m + 1)).
+fn ln_positive(x: f32) -> f32 {
+    let bits = x.to_bits();
+    let exponent = ((bits >> 23) & 0xff) as i32 - 127;
+    let mantissa = f32::from_bits((bits & 0x007f_ffff) | 0x3f80_0000);
+    let z = (mantissa - 1.0) / (mantissa + 1.0);
+    let z2 = z * z;
+    let ln_mantissa = 2.0 * z * (1.0 + z2 * (1.0 / 3.0 + z2 * (1.0 / 5.0 + z2 * (1.0 / 7.0))));
+    exponent as f32 * LN_2 + ln_mantissa
+}
+
+/// e^y for |y| ≤ 0.7 by its Taylor series to y^7 (error below 2e-6).
+fn exp_small(y: f32) -> f32 {
+    let mut term = 1.0;
+    let mut sum = 1.0;
+    for n in 1..=7u8 {
+        term *= y / f32::from(n);
+        sum += term;
+    }
+    sum
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+    use proptest::prelude::*;
+
+    proptest! {
+        // MON-1: the Peukert-corrected charge is exact, as the 128-bit product would give it.
+        #[test]
+        fn mon_1_peukert_effective_charge_is_exact(drawn in 0..=i64::MAX, factor in 0..(1u32 << 26)) {
+            let exact = (i128::from(drawn) * i128::from(factor)) >> 24;
+            let want = i64::try_from(exact).unwrap_or(i64::MAX);
+            prop_assert_eq!(peukert_effective_nas(drawn, factor), want);
+        }
+    }
+}

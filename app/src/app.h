@@ -25,7 +25,7 @@
 
 #include <bms.h>
 
-/* Characteristic numbers of bms_gatt_request() (rust/bms-core/src/protocol.rs, docs/protocol.md). */
+/* Characteristic numbers of bms_gatt_request() (rust/bms-core/src/protocol/wire.rs, docs/protocol.md). */
 enum app_chr {
 	APP_CHR_STATUS = 1,
 	APP_CHR_BANK = 2,

@@ -19,7 +19,7 @@
 //! - [`settings`]: the user settings with validation and factory reset (SET).
 //! - [`leds`]: the two LED patterns (LED).
 //! - [`readout`]: the Instant Readout advertisement (BLE-3).
-//! - [`protocol`]: the GATT request/response protocol (BLE-1, BLE-2, BLE-4).
+//! - [`protocol`]: the GATT request/response protocol (BLE-1, BLE-2, BLE-4): wire, pages, handler.
 //! - [`bus`]: the battery-bus frame codec.
 //! - [`storage`]: persisted records over a key → bytes [`storage::Storage`] trait.
 //! - [`muldiv`]: exact 64-bit scaling of charge counts (no 128-bit division on the target).

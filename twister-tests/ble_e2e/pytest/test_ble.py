@@ -54,7 +54,7 @@ def att_refused(status: int) -> int:
 
 
 def bms_uuid(characteristic: int) -> UUID:
-    """protocol.rs: fde4NNNN-2435-4d33-8157-077d40b73501, NNNN = characteristic number + 1."""
+    """protocol/wire.rs: fde4NNNN-2435-4d33-8157-077d40b73501, NNNN = characteristic number + 1."""
     return UUID(f"fde4{characteristic + 1:04x}-2435-4d33-8157-077d40b73501")
 
 

@@ -1,0 +1,1115 @@
+//! The GATT protocol (BLE-1, BLE-2, BLE-4): exact bytes, authentication, validation and bad
+//! requests, against a fake device and the real `Bms`.
+
+use core::fmt;
+
+use bms_core::bms::Bms;
+use bms_core::bus::{BatteryFlags, BatteryModel, MAX_CELLS_PER_BATTERY};
+use bms_core::history::LAST_ERRORS;
+use bms_core::protocol::*;
+use bms_core::settings::{Settings, SettingsError};
+use heapless::Vec;
+use serde::{de::DeserializeOwned, Serialize};
+use proptest::prelude::*;
+
+/// A device that records every mutation, so tests can assert nothing changed.
+#[derive(Clone, Debug, PartialEq, Eq)]
+struct Fake {
+    settings: Settings,
+    soc_permille: Option<u16>,
+    bank_seen: bool,
+    batteries: u8,
+    history_resets: u32,
+    passkey: u32,
+    key: [u8; 16],
+    last_now_ms: u64,
+}
+
+impl Fake {
+    fn new() -> Fake {
+        Fake {
+            settings: Settings::default(),
+            soc_permille: None,
+            bank_seen: true,
+            batteries: 2,
+            history_resets: 0,
+            passkey: DeviceSecrets::DEFAULT_PASSKEY,
+            key: [0xA5; 16],
+            last_now_ms: 0,
+        }
+    }
+}
+
+fn battery(number: u8, count: u8) -> BatteryPage {
+    BatteryPage {
+        number,
+        count,
+        serial: 1000 + u32::from(number),
+        model: BatteryModel::Lfp12V8,
+        capacity_dah: 2000,
+        firmware: 0x0112,
+        voltage_mv: 13_280,
+        current_ma: -1500,
+        min_temp_ddegc: 201,
+        max_temp_ddegc: 215,
+        flags: BatteryFlags {
+            allowed_to_charge: true,
+            allowed_to_discharge: true,
+            balancing: false,
+        },
+        valid: true,
+        lost: false,
+        cells_mv: Vec::from_slice(&[3320, 3321, 3319, 3320]).unwrap(),
+    }
+}
+
+fn status() -> StatusPage {
+    StatusPage {
+        soc_permille: Some(875),
+        soc_estimated: false,
+        bank_mv: Some(13_280),
+        current_ma: Some(-3000),
+        power_w: Some(-40),
+        time_remaining_min: Some(1234),
+        consumed_mah: Some(25_000),
+        temp_ddegc: Some(215),
+        atd: true,
+        atc: true,
+        prealarm: false,
+        atd_reasons: 0,
+        atc_reasons: 0,
+        prealarm_reasons: 0,
+        codes: 0,
+    }
+}
+
+impl Device for Fake {
+    fn status_page(&self) -> StatusPage {
+        StatusPage {
+            soc_permille: self.soc_permille,
+            ..status()
+        }
+    }
+    fn bank_page(&self) -> BankPage {
+        BankPage {
+            batteries: self.batteries,
+            members: self.batteries,
+            ..BankPage::default()
+        }
+    }
+    fn battery_page(&self, number: u8) -> Option<BatteryPage> {
+        (number < self.batteries).then(|| battery(number, self.batteries))
+    }
+    fn history_page(&self) -> HistoryPage {
+        HistoryPage {
+            cycles: 7,
+            ..HistoryPage::default()
+        }
+    }
+    fn settings(&self) -> Settings {
+        self.settings
+    }
+    fn write_settings(&mut self, now_ms: u64, settings: Settings) -> Result<(), SettingsError> {
+        self.settings.write(settings)?;
+        self.last_now_ms = now_ms;
+        Ok(())
+    }
+    fn set_soc(&mut self, now_ms: u64, soc_permille: u16) -> Result<(), ActionError> {
+        if !self.bank_seen {
+            return Err(ActionError::NotAvailable);
+        }
+        self.soc_permille = Some(soc_permille);
+        self.last_now_ms = now_ms;
+        Ok(())
+    }
+    fn synchronise(&mut self, now_ms: u64) -> Result<(), ActionError> {
+        self.set_soc(now_ms, 1000)
+    }
+    fn reset_history(&mut self, now_ms: u64) {
+        self.history_resets += 1;
+        self.last_now_ms = now_ms;
+    }
+    fn reset_to_defaults(&mut self, now_ms: u64) {
+        self.settings.factory_reset();
+        self.last_now_ms = now_ms;
+    }
+    fn change_passkey(&mut self, now_ms: u64, passkey: u32) -> Result<(), ActionError> {
+        self.passkey = passkey;
+        self.last_now_ms = now_ms;
+        Ok(())
+    }
+    fn advertisement_key(&self) -> [u8; 16] {
+        self.key
+    }
+}
+
+/// Runs one request; returns the reply and the response bytes.
+fn call(
+    dev: &mut Fake,
+    chr: Characteristic,
+    access: Access,
+    auth: bool,
+    req: &[u8],
+) -> (Status, std::vec::Vec<u8>) {
+    let mut resp = [0u8; MAX_RESPONSE_LEN];
+    let reply = handle_request(dev, 1_000, chr as u8, access, auth, req, &mut resp).unwrap();
+    assert_eq!(resp[0], VERSION);
+    assert_eq!(resp[1], reply.status as u8);
+    (reply.status, resp[..reply.len].to_vec())
+}
+
+fn req<T: Serialize>(msg: &T) -> std::vec::Vec<u8> {
+    let mut out = [0u8; MAX_REQUEST_LEN];
+    let n = encode_request(msg, &mut out).unwrap();
+    out[..n].to_vec()
+}
+
+fn body<T: DeserializeOwned>(resp: &[u8]) -> T {
+    let (status, body) = decode_response(resp).unwrap();
+    assert_eq!(status, Status::Ok);
+    decode_body(body).unwrap()
+}
+
+/// BLE-1: one service, six characteristics, all with distinct 128-bit UUIDs on one base.
+#[test]
+fn ble_1_service_and_characteristic_uuids() {
+    assert_eq!(SERVICE_UUID, 0xfde40001_2435_4d33_8157_077d40b73501);
+    assert_eq!(
+        Characteristic::Status.uuid(),
+        0xfde40002_2435_4d33_8157_077d40b73501
+    );
+    assert_eq!(
+        Characteristic::ControlPoint.uuid(),
+        0xfde40007_2435_4d33_8157_077d40b73501
+    );
+    let mut uuids: std::vec::Vec<u128> = Characteristic::ALL.iter().map(|c| c.uuid()).collect();
+    uuids.push(SERVICE_UUID);
+    uuids.sort_unstable();
+    uuids.dedup();
+    assert_eq!(uuids.len(), 7);
+    for chr in Characteristic::ALL {
+        assert_eq!(Characteristic::from_u8(chr as u8), Some(chr));
+    }
+    assert_eq!(Characteristic::from_u8(0), None);
+    assert_eq!(Characteristic::from_u8(7), None);
+}
+
+/// BLE-1: every page is readable on an open link and decodes to what the device holds.
+#[test]
+fn ble_1_pages_read_on_any_link() {
+    let mut dev = Fake::new();
+    let (s, r) = call(&mut dev, Characteristic::Status, Access::Read, false, &[]);
+    assert_eq!(s, Status::Ok);
+    assert_eq!(body::<StatusPage>(&r), dev.status_page());
+    let (_, r) = call(&mut dev, Characteristic::Bank, Access::Read, false, &[]);
+    assert_eq!(body::<BankPage>(&r).batteries, 2);
+    let (_, r) = call(&mut dev, Characteristic::History, Access::Read, false, &[]);
+    assert_eq!(body::<HistoryPage>(&r).cycles, 7);
+    let (_, r) = call(&mut dev, Characteristic::Settings, Access::Read, false, &[]);
+    assert_eq!(body::<Settings>(&r), Settings::default());
+    assert_eq!(dev, Fake::new(), "reads change nothing");
+}
+
+/// BLE-1: a battery page is selected by a request payload; the default is battery 0 and a
+/// number past the bank is refused with NoSuchBattery.
+#[test]
+fn ble_1_battery_page_selected_by_number() {
+    let mut dev = Fake::new();
+    let (_, r) = call(&mut dev, Characteristic::Battery, Access::Read, false, &[]);
+    assert_eq!(body::<BatteryPage>(&r), battery(0, 2));
+    let (_, r) = call(
+        &mut dev,
+        Characteristic::Battery,
+        Access::Write,
+        false,
+        &req(&BatterySelect { number: 1 }),
+    );
+    assert_eq!(body::<BatteryPage>(&r).serial, 1001);
+    let (s, r) = call(
+        &mut dev,
+        Characteristic::Battery,
+        Access::Read,
+        false,
+        &req(&BatterySelect { number: 2 }),
+    );
+    assert_eq!((s, r.len()), (Status::NoSuchBattery, 2));
+    assert_eq!(dev, Fake::new());
+}
+
+/// BLE-1: the wire format is fixed: exact bytes of a request and a response.
+#[test]
+fn ble_1_exact_bytes() {
+    assert_eq!(
+        req(&Command::SetSoc { soc_permille: 500 }),
+        [1, 0, 0xF4, 0x03]
+    );
+    assert_eq!(req(&Command::ReadAdvertisementKey), [1, 5]);
+    assert_eq!(req(&BatterySelect { number: 3 }), [1, 3]);
+    assert_eq!(
+        req(&Settings::default()),
+        [1, 0xAC, 0x1B, 40, 3, 20, 10, 0x9C, 0x18]
+    );
+    let mut dev = Fake::new();
+    let (_, r) = call(&mut dev, Characteristic::History, Access::Read, false, &[]);
+    assert_eq!(r, [1, 0, 0, 0, 0, 0, 0, 7, 0, 0, 0, 0, 0, 0, 0, 0, 0, 0, 0]);
+    let (_, r) = call(
+        &mut dev,
+        Characteristic::ControlPoint,
+        Access::Write,
+        true,
+        &[1, 5],
+    );
+    let mut expected = vec![1, 0];
+    expected.extend_from_slice(&[0xA5; 16]);
+    assert_eq!(r, expected);
+}
+
+/// BLE-1: the sizes documented in docs/protocol.md: the largest value of every page fits
+/// one ATT payload of MAX_RESPONSE_LEN.
+#[test]
+fn ble_1_largest_pages_fit_the_mtu_budget() {
+    let mut out = [0u8; 512];
+    let mut size = |page: &dyn Fn(&mut [u8]) -> usize| page(&mut out);
+    let status = size(&|o| {
+        let p = StatusPage {
+            soc_permille: Some(u16::MAX),
+            soc_estimated: true,
+            bank_mv: Some(u32::MAX),
+            current_ma: Some(i32::MIN),
+            power_w: Some(i32::MIN),
+            time_remaining_min: Some(u32::MAX),
+            consumed_mah: Some(u32::MAX),
+            temp_ddegc: Some(i16::MIN),
+            atd: true,
+            atc: true,
+            prealarm: true,
+            atd_reasons: u32::MAX,
+            atc_reasons: u32::MAX,
+            prealarm_reasons: u32::MAX,
+            codes: u32::MAX,
+        };
+        encode_response(Status::Ok, Some(&p), o).unwrap()
+    });
+    let extreme = CellExtreme {
+        mv: u16::MAX,
+        battery: u8::MAX,
+        cell: u8::MAX,
+    };
+    let temp = TempExtreme {
+        ddegc: i16::MIN,
+        battery: u8::MAX,
+    };
+    let bank = size(&|o| {
+        let p = BankPage {
+            balancer: BalancerState::Balancing,
+            batteries: u8::MAX,
+            members: u8::MAX,
+            cells_total: u16::MAX,
+            series: u8::MAX,
+            parallel: u8::MAX,
+            model: Some(BatteryModel::Lfp51V2),
+            nominal_mv: u32::MAX,
+            capacity_dah: u32::MAX,
+            bank_mv: Some(u32::MAX),
+            current_ma: Some(i32::MIN),
+            min_cell: Some(extreme),
+            max_cell: Some(extreme),
+            min_temp: Some(temp),
+            max_temp: Some(temp),
+            config_error: true,
+        };
+        encode_response(Status::Ok, Some(&p), o).unwrap()
+    });
+    let battery = size(&|o| {
+        let p = BatteryPage {
+            serial: u32::MAX,
+            capacity_dah: u16::MAX,
+            firmware: u16::MAX,
+            voltage_mv: u32::MAX,
+            current_ma: i32::MIN,
+            min_temp_ddegc: i16::MIN,
+            max_temp_ddegc: i16::MIN,
+            cells_mv: Vec::from_slice(&[u16::MAX; MAX_CELLS_PER_BATTERY]).unwrap(),
+            ..battery(u8::MAX, u8::MAX)
+        };
+        encode_response(Status::Ok, Some(&p), o).unwrap()
+    });
+    let history = size(&|o| {
+        let p = HistoryPage {
+            deepest_discharge_mah: u32::MAX,
+            cumulative_drawn_mah: u64::MAX,
+            discharged_energy_mwh: u64::MAX,
+            charged_energy_mwh: u64::MAX,
+            synchronisations: u32::MAX,
+            cycles: u32::MAX,
+            since_full_charge_ms: Some(u64::MAX),
+            min_bank_mv: Some(u32::MAX),
+            max_bank_mv: Some(u32::MAX),
+            min_cell_mv: Some(u16::MAX),
+            max_cell_mv: Some(u16::MAX),
+            min_temp_ddegc: Some(i16::MIN),
+            max_temp_ddegc: Some(i16::MIN),
+            last_errors: [Some(u16::MAX); LAST_ERRORS],
+        };
+        encode_response(Status::Ok, Some(&p), o).unwrap()
+    });
+    let settings = size(&|o| {
+        let p = Settings {
+            charged_cell_mv: u16::MAX,
+            tail_current_permille: u16::MAX,
+            charged_detection_min: u8::MAX,
+            low_soc_warning_pct: u8::MAX,
+            discharge_floor_pct: u8::MAX,
+            prealarm_cell_mv: u16::MAX,
+        };
+        encode_response(Status::Ok, Some(&p), o).unwrap()
+    });
+    let refusal = size(&|o| {
+        let p = Refusal {
+            field: u8::MAX,
+            min: u32::MAX,
+            max: u32::MAX,
+        };
+        encode_response(Status::InvalidValue, Some(&p), o).unwrap()
+    });
+    // These numbers are the table in docs/protocol.md.
+    assert_eq!(
+        (status, bank, battery, history, settings, refusal),
+        (64, 57, 86, 102, 14, 13)
+    );
+    assert!([status, bank, battery, history, settings, refusal, 18]
+        .iter()
+        .all(|&n| n <= MAX_RESPONSE_LEN));
+    // Even a 20-byte ATT payload (the default MTU of 23) carries every request.
+    let set = req(&Settings {
+        charged_cell_mv: u16::MAX,
+        tail_current_permille: u16::MAX,
+        prealarm_cell_mv: u16::MAX,
+        ..Settings::default()
+    });
+    assert_eq!(set.len(), 13);
+    assert_eq!(req(&Command::ChangePasskey { passkey: u32::MAX }).len(), 7);
+}
+
+/// BLE-2: every write and action is refused on an unauthenticated link with its own
+/// status, and nothing changes; the same requests succeed when authenticated.
+#[test]
+fn ble_2_writes_and_actions_need_an_authenticated_link() {
+    let new_settings = Settings {
+        charged_cell_mv: 3450,
+        ..Settings::default()
+    };
+    let writes: [(Characteristic, std::vec::Vec<u8>); 7] = [
+        (Characteristic::Settings, req(&new_settings)),
+        (
+            Characteristic::ControlPoint,
+            req(&Command::SetSoc { soc_permille: 500 }),
+        ),
+        (Characteristic::ControlPoint, req(&Command::Synchronise)),
+        (Characteristic::ControlPoint, req(&Command::ResetHistory)),
+        (Characteristic::ControlPoint, req(&Command::ResetToDefaults)),
+        (
+            Characteristic::ControlPoint,
+            req(&Command::ChangePasskey { passkey: 123_456 }),
+        ),
+        (
+            Characteristic::ControlPoint,
+            req(&Command::ReadAdvertisementKey),
+        ),
+    ];
+    let mut dev = Fake::new();
+    for (chr, bytes) in &writes {
+        let (s, r) = call(&mut dev, *chr, Access::Write, false, bytes);
+        assert_eq!((s, r.len()), (Status::NotAuthenticated, 2), "{bytes:?}");
+        // Garbage is refused for the same reason: the link is checked first.
+        let (s, _) = call(&mut dev, *chr, Access::Write, false, &[0xFF, 0xFF]);
+        assert_eq!(s, Status::NotAuthenticated);
+    }
+    assert_eq!(dev, Fake::new());
+    for (chr, bytes) in &writes {
+        let (s, _) = call(&mut dev, *chr, Access::Write, true, bytes);
+        assert_eq!(s, Status::Ok, "{bytes:?}");
+    }
+    assert_eq!(dev.history_resets, 1);
+    assert_eq!(dev.passkey, 123_456);
+    assert_eq!(dev.soc_permille, Some(1000), "set 50 %, then synchronised");
+    assert_eq!(
+        dev.settings,
+        Settings::default(),
+        "written, then reset to defaults"
+    );
+    assert_eq!(dev.last_now_ms, 1_000);
+}
+
+/// BLE-2: a settings write answers with the settings now in force; an out-of-range value
+/// or a broken cross-rule is refused with the field and its range, nothing changes (SET-1).
+#[test]
+fn ble_2_settings_write_validated_as_a_whole() {
+    let mut dev = Fake::new();
+    let good = Settings {
+        tail_current_permille: 25,
+        ..Settings::default()
+    };
+    let (s, r) = call(
+        &mut dev,
+        Characteristic::Settings,
+        Access::Write,
+        true,
+        &req(&good),
+    );
+    assert_eq!(s, Status::Ok);
+    assert_eq!(body::<Settings>(&r), good);
+    let before = dev.clone();
+    let bad = Settings {
+        charged_cell_mv: 3700,
+        ..good
+    };
+    let (s, r) = call(
+        &mut dev,
+        Characteristic::Settings,
+        Access::Write,
+        true,
+        &req(&bad),
+    );
+    assert_eq!(s, Status::InvalidValue);
+    assert_eq!(
+        decode_body::<Refusal>(&r[2..]).unwrap(),
+        Refusal {
+            field: 0,
+            min: 3350,
+            max: 3650
+        }
+    );
+    let cross = Settings {
+        low_soc_warning_pct: 10,
+        discharge_floor_pct: 15,
+        ..good
+    };
+    let (s, r) = call(
+        &mut dev,
+        Characteristic::Settings,
+        Access::Write,
+        true,
+        &req(&cross),
+    );
+    assert_eq!(s, Status::InvalidValue);
+    assert_eq!(
+        decode_body::<Refusal>(&r[2..]).unwrap(),
+        Refusal {
+            field: 3,
+            min: 16,
+            max: 99
+        }
+    );
+    assert_eq!(dev, before);
+}
+
+/// BLE-2: action arguments are range-checked (SoC ≤ 100 %, passkey six digits), and an
+/// action the device cannot do now answers NotAvailable; nothing changes in either case.
+#[test]
+fn ble_2_action_arguments_checked() {
+    let mut dev = Fake::new();
+    let (s, r) = call(
+        &mut dev,
+        Characteristic::ControlPoint,
+        Access::Write,
+        true,
+        &req(&Command::SetSoc { soc_permille: 1001 }),
+    );
+    assert_eq!(s, Status::InvalidValue);
+    assert_eq!(
+        decode_body::<Refusal>(&r[2..]).unwrap(),
+        Refusal {
+            field: 0,
+            min: 0,
+            max: 1000
+        }
+    );
+    let (s, _) = call(
+        &mut dev,
+        Characteristic::ControlPoint,
+        Access::Write,
+        true,
+        &req(&Command::ChangePasskey { passkey: 1_000_000 }),
+    );
+    assert_eq!(s, Status::InvalidValue);
+    assert_eq!(dev, Fake::new());
+    dev.bank_seen = false;
+    let (s, _) = call(
+        &mut dev,
+        Characteristic::ControlPoint,
+        Access::Write,
+        true,
+        &req(&Command::Synchronise),
+    );
+    assert_eq!(s, Status::NotAvailable);
+    assert_eq!(dev.soc_permille, None);
+}
+
+/// BLE-4: truncated, oversized, unknown-version, unknown-command, garbage, unknown
+/// characteristic and unsupported access each get their defined status; nothing changes.
+#[test]
+fn ble_4_bad_requests_get_defined_errors() {
+    let cp = Characteristic::ControlPoint;
+    let cases: [(Characteristic, Access, &[u8], Status); 14] = [
+        (cp, Access::Write, &[], Status::Truncated),
+        (cp, Access::Write, &[1], Status::Truncated),
+        (cp, Access::Write, &[1, 0], Status::Truncated),
+        (cp, Access::Write, &[1, 0, 0xF4], Status::Truncated),
+        (cp, Access::Write, &[1, 1, 0], Status::Oversized),
+        (
+            cp,
+            Access::Write,
+            &[0; MAX_REQUEST_LEN + 1],
+            Status::Oversized,
+        ),
+        (cp, Access::Write, &[2, 1], Status::UnknownVersion),
+        (cp, Access::Write, &[0, 1], Status::UnknownVersion),
+        (cp, Access::Write, &[1, 6], Status::UnknownCommand),
+        (cp, Access::Write, &[1, 0x80, 0x01], Status::UnknownCommand),
+        (
+            cp,
+            Access::Write,
+            &[1, 0xFF, 0xFF, 0xFF, 0xFF, 0xFF],
+            Status::Malformed,
+        ),
+        (
+            Characteristic::Settings,
+            Access::Write,
+            &[1, 0xAC, 0x1B, 40, 3, 20, 10, 0x9C],
+            Status::Truncated,
+        ),
+        (
+            Characteristic::Battery,
+            Access::Read,
+            &[1, 0, 0],
+            Status::Oversized,
+        ),
+        (
+            Characteristic::Status,
+            Access::Read,
+            &[1],
+            Status::Oversized,
+        ),
+    ];
+    let mut dev = Fake::new();
+    for (chr, access, bytes, want) in cases {
+        let (s, r) = call(&mut dev, chr, access, true, bytes);
+        assert_eq!((s, r.len()), (want, 2), "{chr:?} {bytes:?}");
+    }
+    for chr in [
+        Characteristic::Status,
+        Characteristic::Bank,
+        Characteristic::History,
+    ] {
+        assert_eq!(
+            call(&mut dev, chr, Access::Write, true, &[1, 0]).0,
+            Status::UnsupportedAccess
+        );
+    }
+    assert_eq!(
+        call(&mut dev, cp, Access::Read, true, &[]).0,
+        Status::UnsupportedAccess
+    );
+    let mut resp = [0u8; MAX_RESPONSE_LEN];
+    for number in [0, 7, 255] {
+        let reply =
+            handle_request(&mut dev, 0, number, Access::Read, true, &[], &mut resp).unwrap();
+        assert_eq!(
+            (reply.status, reply.len),
+            (Status::UnknownCharacteristic, 2)
+        );
+    }
+    // A varint longer than its type allows is malformed; a longer-than-needed one is the
+    // same number (postcard accepts it).
+    assert_eq!(
+        decode_request::<Settings>(&[1, 0xFF, 0xFF, 0xFF, 0xFF]),
+        Err(Status::Malformed)
+    );
+    assert_eq!(decode_command(&[1, 0x81, 0x00]), Ok(Command::Synchronise));
+    assert_eq!(
+        decode_request::<BatterySelect>(&[1, 0x82, 0x00]),
+        Err(Status::Oversized)
+    );
+    assert_eq!(dev, Fake::new());
+}
+
+/// BLE-4: a response buffer that is too small is the caller's error, before anything runs.
+#[test]
+fn ble_4_small_response_buffer_changes_nothing() {
+    let mut dev = Fake::new();
+    let mut small = [0u8; MAX_RESPONSE_LEN - 1];
+    let cmd = req(&Command::ResetHistory);
+    assert_eq!(
+        handle_request(
+            &mut dev,
+            0,
+            Characteristic::ControlPoint as u8,
+            Access::Write,
+            true,
+            &cmd,
+            &mut small
+        ),
+        Err(ProtocolError::BufferTooSmall {
+            required: MAX_RESPONSE_LEN
+        })
+    );
+    assert_eq!(dev, Fake::new());
+}
+
+/// BLE-4 (client side): responses with a bad version, unknown status or nothing in them are
+/// rejected by the decoder.
+#[test]
+fn ble_4_response_decoder_rejects_bad_responses() {
+    assert_eq!(decode_response(&[]), Err(Status::Truncated));
+    assert_eq!(decode_response(&[1]), Err(Status::Truncated));
+    assert_eq!(decode_response(&[2, 0]), Err(Status::UnknownVersion));
+    assert_eq!(decode_response(&[1, 200]), Err(Status::Malformed));
+    assert_eq!(
+        decode_response(&[1, 8]),
+        Ok((Status::NoSuchBattery, &[][..]))
+    );
+    assert_eq!(decode_body::<Refusal>(&[0, 1]), Err(Status::Truncated));
+    for status in Status::ALL {
+        assert_eq!(Status::from_u8(status as u8), Some(status));
+    }
+}
+
+fn report(serial: u32) -> bms_core::bus::BatteryReport {
+    bms_core::bus::BatteryReport {
+        serial,
+        model: BatteryModel::Lfp12V8,
+        capacity_dah: 2000,
+        firmware: 0x0112,
+        cells_mv: Vec::from_slice(&[3300, 3301, 3302, 3303]).unwrap(),
+        temps_ddegc: Vec::from_slice(&[200, 215]).unwrap(),
+        current_ma: -2000,
+        flags: BatteryFlags {
+            allowed_to_charge: true,
+            allowed_to_discharge: true,
+            balancing: false,
+        },
+    }
+}
+
+fn bms_call(
+    bms: &mut Bms,
+    secrets: &mut DeviceSecrets,
+    chr: Characteristic,
+    access: Access,
+    bytes: &[u8],
+) -> (Reply, std::vec::Vec<u8>) {
+    let mut resp = [0u8; MAX_RESPONSE_LEN];
+    let mut device = BmsDevice { bms, secrets };
+    let reply = handle_request(
+        &mut device,
+        10_000,
+        chr as u8,
+        access,
+        true,
+        bytes,
+        &mut resp,
+    )
+    .unwrap();
+    (reply, resp[..reply.len].to_vec())
+}
+
+/// BLE-1, BLE-2: the real Bms behind the protocol: pages reflect its state, actions reach
+/// it, and the reply says which records to persist.
+#[test]
+fn ble_1_bms_device_serves_pages_and_actions() {
+    let key = [7u8; 16];
+    let mut bms = Bms::new(bms_core::bms::Config {
+        device_key: key,
+        ..bms_core::bms::Config::default()
+    });
+    let mut secrets = DeviceSecrets {
+        passkey: DeviceSecrets::DEFAULT_PASSKEY,
+        adv_key: key,
+    };
+    let cp = Characteristic::ControlPoint;
+
+    let (reply, r) = bms_call(
+        &mut bms,
+        &mut secrets,
+        Characteristic::Status,
+        Access::Read,
+        &[],
+    );
+    assert_eq!(reply.changed, Changed::default());
+    let status = body::<StatusPage>(&r);
+    assert_eq!(
+        (status.soc_permille, status.bank_mv, status.atd, status.atc),
+        (None, None, false, false)
+    );
+    assert_eq!(
+        bms_call(
+            &mut bms,
+            &mut secrets,
+            Characteristic::Battery,
+            Access::Read,
+            &[]
+        )
+        .0
+        .status,
+        Status::NoSuchBattery
+    );
+    let (reply, _) = bms_call(
+        &mut bms,
+        &mut secrets,
+        cp,
+        Access::Write,
+        &req(&Command::SetSoc { soc_permille: 500 }),
+    );
+    assert_eq!(
+        (reply.status, reply.changed.soc),
+        (Status::NotAvailable, false),
+        "no bank yet"
+    );
+
+    // Time only moves forward: the bank starts after the requests above (at 10 s).
+    for t in (20_000..=23_000).step_by(500) {
+        for serial in [20, 10] {
+            bms.handle_report(t, &report(serial)).unwrap();
+        }
+        let inputs = bms_core::bms::Inputs {
+            supply_mv: 13_206,
+            ..bms_core::bms::Inputs::default()
+        };
+        let _ = bms.step(t, &inputs);
+    }
+    let (_, r) = bms_call(
+        &mut bms,
+        &mut secrets,
+        Characteristic::Bank,
+        Access::Read,
+        &[],
+    );
+    let bank = body::<BankPage>(&r);
+    assert_eq!((bank.batteries, bank.bank_mv), (2, Some(13_206)));
+    let (_, r) = bms_call(
+        &mut bms,
+        &mut secrets,
+        Characteristic::Battery,
+        Access::Read,
+        &req(&BatterySelect { number: 1 }),
+    );
+    let page = body::<BatteryPage>(&r);
+    assert_eq!((page.serial, page.count, page.voltage_mv), (20, 2, 13_206));
+    assert_eq!(page.cells_mv.as_slice(), &[3300, 3301, 3302, 3303]);
+
+    let (reply, _) = bms_call(
+        &mut bms,
+        &mut secrets,
+        cp,
+        Access::Write,
+        &req(&Command::SetSoc { soc_permille: 500 }),
+    );
+    assert_eq!((reply.status, reply.changed.soc), (Status::Ok, true));
+    assert_eq!(bms.monitor().soc_permille(), Some(500));
+    let (reply, _) = bms_call(
+        &mut bms,
+        &mut secrets,
+        cp,
+        Access::Write,
+        &req(&Command::ResetHistory),
+    );
+    assert!(reply.changed.history);
+    let new = Settings {
+        discharge_floor_pct: 5,
+        ..Settings::default()
+    };
+    let (reply, _) = bms_call(
+        &mut bms,
+        &mut secrets,
+        Characteristic::Settings,
+        Access::Write,
+        &req(&new),
+    );
+    assert_eq!(
+        (reply.status, reply.changed.settings, *bms.settings()),
+        (Status::Ok, true, new)
+    );
+    let (reply, _) = bms_call(
+        &mut bms,
+        &mut secrets,
+        cp,
+        Access::Write,
+        &req(&Command::ResetToDefaults),
+    );
+    assert_eq!(
+        (reply.changed.settings, *bms.settings()),
+        (true, Settings::default())
+    );
+    let (reply, _) = bms_call(
+        &mut bms,
+        &mut secrets,
+        cp,
+        Access::Write,
+        &req(&Command::ChangePasskey { passkey: 424_242 }),
+    );
+    assert_eq!((reply.changed.secrets, secrets.passkey), (true, 424_242));
+    let (_, r) = bms_call(
+        &mut bms,
+        &mut secrets,
+        cp,
+        Access::Write,
+        &req(&Command::ReadAdvertisementKey),
+    );
+    assert_eq!(body::<AdvertisementKey>(&r).key, key);
+}
+
+/// BLE-1: docs/protocol.md documents every status, reason and code with its number, the
+/// UUIDs and the size table, so the document cannot drift from the code.
+#[test]
+fn ble_1_protocol_doc_matches_code() {
+    let doc = include_str!("../../../docs/protocol.md");
+    for status in Status::ALL {
+        let row = format!("| {} | {:?} |", status as u8, status);
+        assert!(doc.contains(&row), "missing status row {row}");
+    }
+    for reason in bms_core::Reason::ALL {
+        assert!(
+            doc.contains(&format!("\n| {} | ", reason as u8)),
+            "reason {reason:?}"
+        );
+    }
+    for code in bms_core::codes::Code::ALL {
+        let severity = match code.severity() {
+            bms_core::codes::Severity::Warning => "warning",
+            bms_core::codes::Severity::Alarm => "alarm",
+            bms_core::codes::Severity::Error => "error",
+        };
+        let row = format!("| {} | {severity} |", code.number());
+        assert!(doc.contains(&row), "missing code row {row}");
+    }
+    for chr in Characteristic::ALL {
+        let uuid = format!("{:032x}", chr.uuid());
+        let text = format!(
+            "`{}-{}-{}-{}-{}`",
+            &uuid[..8],
+            &uuid[8..12],
+            &uuid[12..16],
+            &uuid[16..20],
+            &uuid[20..]
+        );
+        assert!(
+            doc.contains(&format!("| {} | ", chr as u8)) && doc.contains(&text),
+            "{chr:?} {text}"
+        );
+    }
+    for row in [
+        "| StatusPage | 64 |",
+        "| BankPage | 57 |",
+        "| BatteryPage (16 cells) | 86 |",
+        "| HistoryPage | 102 |",
+        "| Settings | 14 |",
+        "| AdvertisementKey | 18 |",
+        "| InvalidValue with Refusal | 13 |",
+    ] {
+        assert!(doc.contains(row), "{row}");
+    }
+}
+
+fn settings_strategy() -> impl Strategy<Value = Settings> {
+    (
+        any::<u16>(),
+        any::<u16>(),
+        any::<u8>(),
+        any::<u8>(),
+        any::<u8>(),
+        any::<u16>(),
+    )
+        .prop_map(|(a, b, c, d, e, f)| Settings {
+            charged_cell_mv: a,
+            tail_current_permille: b,
+            charged_detection_min: c,
+            low_soc_warning_pct: d,
+            discharge_floor_pct: e,
+            prealarm_cell_mv: f,
+        })
+}
+
+fn command_strategy() -> impl Strategy<Value = Command> {
+    prop_oneof![
+        any::<u16>().prop_map(|soc_permille| Command::SetSoc { soc_permille }),
+        Just(Command::Synchronise),
+        Just(Command::ResetHistory),
+        Just(Command::ResetToDefaults),
+        any::<u32>().prop_map(|passkey| Command::ChangePasskey { passkey }),
+        Just(Command::ReadAdvertisementKey),
+    ]
+}
+
+fn model_strategy() -> impl Strategy<Value = BatteryModel> {
+    prop_oneof![
+        Just(BatteryModel::Lfp12V8),
+        Just(BatteryModel::Lfp25V6),
+        Just(BatteryModel::Lfp51V2)
+    ]
+}
+
+prop_compose! {
+    fn status_strategy()(
+        soc in proptest::option::of(any::<u16>()), est in any::<bool>(),
+        mv in proptest::option::of(any::<u32>()), ma in proptest::option::of(any::<i32>()),
+        w in proptest::option::of(any::<i32>()), ttg in proptest::option::of(any::<u32>()),
+        mah in proptest::option::of(any::<u32>()), t in proptest::option::of(any::<i16>()),
+        outs in any::<(bool, bool, bool)>(), bits in any::<(u32, u32, u32, u32)>(),
+    ) -> StatusPage {
+        StatusPage {
+            soc_permille: soc, soc_estimated: est, bank_mv: mv, current_ma: ma, power_w: w,
+            time_remaining_min: ttg, consumed_mah: mah, temp_ddegc: t,
+            atd: outs.0, atc: outs.1, prealarm: outs.2,
+            atd_reasons: bits.0, atc_reasons: bits.1, prealarm_reasons: bits.2, codes: bits.3,
+        }
+    }
+}
+
+prop_compose! {
+    fn cell_strategy()(mv in any::<u16>(), battery in any::<u8>(), cell in any::<u8>()) -> CellExtreme {
+        CellExtreme { mv, battery, cell }
+    }
+}
+
+prop_compose! {
+    fn temp_strategy()(ddegc in any::<i16>(), battery in any::<u8>()) -> TempExtreme {
+        TempExtreme { ddegc, battery }
+    }
+}
+
+prop_compose! {
+    fn bank_strategy()(
+        balancer in prop_oneof![Just(BalancerState::Unknown), Just(BalancerState::Balanced), Just(BalancerState::Imbalanced), Just(BalancerState::Balancing)],
+        counts in any::<(u8, u8, u16, u8, u8)>(), model in proptest::option::of(model_strategy()),
+        nominal_mv in any::<u32>(), capacity_dah in any::<u32>(),
+        bank_mv in proptest::option::of(any::<u32>()), current_ma in proptest::option::of(any::<i32>()),
+        min_cell in proptest::option::of(cell_strategy()), max_cell in proptest::option::of(cell_strategy()),
+        min_temp in proptest::option::of(temp_strategy()), max_temp in proptest::option::of(temp_strategy()),
+        config_error in any::<bool>(),
+    ) -> BankPage {
+        BankPage {
+            balancer, batteries: counts.0, members: counts.1, cells_total: counts.2, series: counts.3,
+            parallel: counts.4, model, nominal_mv, capacity_dah, bank_mv, current_ma,
+            min_cell, max_cell, min_temp, max_temp, config_error,
+        }
+    }
+}
+
+prop_compose! {
+    fn battery_strategy()(
+        ids in any::<(u8, u8, u32)>(), model in model_strategy(), cap in any::<u16>(), fw in any::<u16>(),
+        mv in any::<u32>(), ma in any::<i32>(), temps in any::<(i16, i16)>(),
+        flags in any::<(bool, bool, bool)>(), state in any::<(bool, bool)>(),
+        cells in proptest::collection::vec(any::<u16>(), 0..=MAX_CELLS_PER_BATTERY),
+    ) -> BatteryPage {
+        BatteryPage {
+            number: ids.0, count: ids.1, serial: ids.2, model, capacity_dah: cap, firmware: fw,
+            voltage_mv: mv, current_ma: ma, min_temp_ddegc: temps.0, max_temp_ddegc: temps.1,
+            flags: BatteryFlags { allowed_to_charge: flags.0, allowed_to_discharge: flags.1, balancing: flags.2 },
+            valid: state.0, lost: state.1, cells_mv: Vec::from_slice(&cells).unwrap(),
+        }
+    }
+}
+
+prop_compose! {
+    fn history_strategy()(
+        a in any::<(u32, u64, u64, u64, u32, u32)>(),
+        since in proptest::option::of(any::<u64>()),
+        bank in any::<(Option<u32>, Option<u32>)>(), cell in any::<(Option<u16>, Option<u16>)>(),
+        temp in any::<(Option<i16>, Option<i16>)>(), errors in any::<[Option<u16>; LAST_ERRORS]>(),
+    ) -> HistoryPage {
+        HistoryPage {
+            deepest_discharge_mah: a.0, cumulative_drawn_mah: a.1, discharged_energy_mwh: a.2,
+            charged_energy_mwh: a.3, synchronisations: a.4, cycles: a.5, since_full_charge_ms: since,
+            min_bank_mv: bank.0, max_bank_mv: bank.1, min_cell_mv: cell.0, max_cell_mv: cell.1,
+            min_temp_ddegc: temp.0, max_temp_ddegc: temp.1, last_errors: errors,
+        }
+    }
+}
+
+fn round_trip_request<T: Serialize + DeserializeOwned + PartialEq + fmt::Debug>(
+    msg: &T,
+) -> Result<(), TestCaseError> {
+    let mut out = [0u8; MAX_REQUEST_LEN];
+    let n = encode_request(msg, &mut out).unwrap();
+    prop_assert_eq!(&decode_request::<T>(&out[..n]).unwrap(), msg);
+    Ok(())
+}
+
+fn round_trip_response<T: Serialize + DeserializeOwned + PartialEq + fmt::Debug>(
+    status: Status,
+    msg: &T,
+) -> Result<(), TestCaseError> {
+    let mut out = [0u8; MAX_RESPONSE_LEN];
+    let n = encode_response(status, Some(msg), &mut out).unwrap();
+    let (got_status, body) = decode_response(&out[..n]).unwrap();
+    prop_assert_eq!(got_status, status);
+    prop_assert_eq!(&decode_body::<T>(body).unwrap(), msg);
+    Ok(())
+}
+
+proptest! {
+    /// BLE-1: every request message round-trips through its encoder and decoder.
+    #[test]
+    fn ble_1_requests_round_trip(cmd in command_strategy(), settings in settings_strategy(), number in any::<u8>()) {
+        round_trip_request(&cmd)?;
+        let mut out = [0u8; MAX_REQUEST_LEN];
+        let n = encode_request(&cmd, &mut out).unwrap();
+        prop_assert_eq!(decode_command(&out[..n]), Ok(cmd));
+        round_trip_request(&settings)?;
+        round_trip_request(&BatterySelect { number })?;
+    }
+
+    /// BLE-1: every response message round-trips through its encoder and decoder.
+    #[test]
+    fn ble_1_responses_round_trip(
+        status in status_strategy(), bank in bank_strategy(), battery in battery_strategy(),
+        history in history_strategy(), settings in settings_strategy(), key in any::<[u8; 16]>(),
+        refusal in any::<(u8, u32, u32)>(),
+    ) {
+        round_trip_response(Status::Ok, &status)?;
+        round_trip_response(Status::Ok, &bank)?;
+        round_trip_response(Status::Ok, &battery)?;
+        round_trip_response(Status::Ok, &history)?;
+        round_trip_response(Status::Ok, &settings)?;
+        round_trip_response(Status::Ok, &AdvertisementKey { key })?;
+        round_trip_response(Status::InvalidValue, &Refusal { field: refusal.0, min: refusal.1, max: refusal.2 })?;
+        let secrets = DeviceSecrets { passkey: refusal.1, adv_key: key };
+        let bytes = postcard::to_allocvec(&secrets).unwrap();
+        prop_assert_eq!(postcard::from_bytes::<DeviceSecrets>(&bytes).unwrap(), secrets);
+    }
+
+    /// BLE-4: any bytes on any characteristic, access and link get a well-formed response
+    /// with a known status and never panic; whatever is refused changes nothing.
+    #[test]
+    fn ble_4_any_bytes_answered_refusals_change_nothing(
+        chr in 0u8..9, write in any::<bool>(), auth in any::<bool>(),
+        bytes in proptest::collection::vec(any::<u8>(), 0..40),
+    ) {
+        let mut dev = Fake::new();
+        let access = if write { Access::Write } else { Access::Read };
+        let mut resp = [0u8; MAX_RESPONSE_LEN];
+        let reply = handle_request(&mut dev, 5, chr, access, auth, &bytes, &mut resp).unwrap();
+        prop_assert!(reply.len >= 2 && reply.len <= MAX_RESPONSE_LEN);
+        prop_assert_eq!(decode_response(&resp[..reply.len]).map(|r| r.0), Ok(reply.status));
+        if reply.status != Status::Ok {
+            prop_assert_eq!(&dev, &Fake::new());
+        }
+        if !auth && write && chr != Characteristic::Battery as u8 {
+            prop_assert_eq!(&dev, &Fake::new());
+        }
+    }
+
+    /// BLE-4: the settings decoder never panics; what it accepts re-encodes to a request
+    /// that decodes to the same settings (minimal varints; the input may use longer ones).
+    #[test]
+    fn ble_4_settings_decoder_total(bytes in proptest::collection::vec(any::<u8>(), 0..40)) {
+        if let Ok(settings) = decode_settings(&bytes) {
+            let mut out = [0u8; MAX_REQUEST_LEN];
+            let n = encode_request(&settings, &mut out).unwrap();
+            prop_assert!(n <= bytes.len());
+            prop_assert_eq!(decode_settings(&out[..n]), Ok(settings));
+        }
+    }
+}

@@ -9,8 +9,8 @@ use bms_core::history::LAST_ERRORS;
 use bms_core::protocol::*;
 use bms_core::settings::{Settings, SettingsError};
 use heapless::Vec;
-use serde::{de::DeserializeOwned, Serialize};
 use proptest::prelude::*;
+use serde::{de::DeserializeOwned, Serialize};
 
 /// A device that records every mutation, so tests can assert nothing changed.
 #[derive(Clone, Debug, PartialEq, Eq)]

@@ -278,7 +278,6 @@ impl DeviceSecrets {
     pub const DEFAULT_PASSKEY: u32 = 0;
 }
 
-
 fn decode_error(error: postcard::Error) -> Status {
     match error {
         postcard::Error::DeserializeUnexpectedEnd => Status::Truncated,

@@ -58,10 +58,10 @@ if(BMS_RUSTUP AND NOT BMS_TARGET_TOOLCHAIN STREQUAL "debian")
 endif()
 
 set(BMS_CARGO_DIR ${CMAKE_BINARY_DIR}/cargo)
-set(BMS_FFI_LIB ${BMS_CARGO_DIR}/${BMS_RUST_TARGET}/release/libbms_ffi.a)
+set(BMS_FFI_LIB ${BMS_CARGO_DIR}/${BMS_RUST_TARGET}/firmware/libbms_ffi.a)
 # `rustc --crate-type staticlib`: the static library alone, so that cargo applies LTO.
 set(bms_cargo_args
-  rustc --release --locked
+  rustc --profile firmware --locked
   --package bms-ffi --lib --crate-type staticlib
   --target ${BMS_RUST_TARGET}
   --manifest-path ${BMS_FFI_DIR}/Cargo.toml

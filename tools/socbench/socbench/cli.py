@@ -45,7 +45,7 @@ def _parser() -> argparse.ArgumentParser:
     p.add_argument("--jobs", type=int, default=2, help="profiles generated in parallel")
     p.add_argument("--force", action="store_true", help="regenerate even when cached")
     p.add_argument(
-        "--bms-sim", type=Path, help="bms-sim binary (default: cargo build --profile sim)"
+        "--bms-sim", type=Path, help="bms-sim binary (default: cargo build --release)"
     )
     return p
 

@@ -21,14 +21,14 @@ class Simulator:
 
 
 def build(root: Path) -> Path:
-    """Builds bms-sim with the `sim` profile and returns the binary's path."""
+    """Builds bms-sim with the `release` profile and returns the binary's path."""
     target = Path(os.environ.get("CARGO_TARGET_DIR", root / "target"))
     subprocess.run(
-        ["cargo", "build", "--quiet", "--profile", "sim", "-p", "bms-sim"],
+        ["cargo", "build", "--quiet", "--release", "-p", "bms-sim"],
         cwd=root,
         check=True,
     )
-    return target / "sim" / "bms-sim"
+    return target / "release" / "bms-sim"
 
 
 def probe(binary: Path | None) -> Simulator:

@@ -5,13 +5,16 @@
 
 use crate::file_storage::FileStorage;
 use crate::plant::{Bank, BankSpec, Spread, Thevenin};
-use crate::scenario::{in_hours, Action, ChargerConfig, ChargerKind, LoadConfig, Scenario, Via};
+use crate::scenario::{
+    in_hours, Action, ChargerConfig, ChargerKind, EventConfig, LoadConfig, Scenario, Via,
+};
 use crate::sensors::{supply_mv, BatterySensor};
 use bms_core::bms::{Bms, Config, Decisions, DfuEvent, Event, Inputs, Output};
 use bms_core::bus::{encode_report, FrameDecoder, MAX_FRAME_LEN, REPORT_PERIOD_MS};
 use bms_core::codes::{ActiveCodes, Severity};
 use bms_core::monitor::{SocKnowledge, SocState};
 use bms_core::protection::Reasons;
+use bms_core::protocol;
 use bms_core::storage::{MemStorage, Persistence, RecordKind, Storage};
 use rand::{Rng, SeedableRng};
 use rand_chacha::ChaCha8Rng;
@@ -301,6 +304,7 @@ pub struct Engine<'a> {
     store: Box<dyn Storage>,
     persistence: Persistence,
     next_persist_ms: u64,
+    ambient_override_c: Option<f64>,
 }
 
 /// Runs `scenario` to its end (or `options.until`), calling `progress` with the simulated
@@ -424,6 +428,7 @@ impl<'a> Engine<'a> {
             store,
             persistence,
             next_persist_ms: 0,
+            ambient_override_c: None,
         };
         if let Some(note) = restore_note {
             engine.log(What::Bms(note));
@@ -434,8 +439,19 @@ impl<'a> Engine<'a> {
 
     /// Runs to the end time.
     pub fn run(&mut self, progress: &mut dyn FnMut(f64)) {
+        self.run_until(self.end_ms, progress);
+        if self.record_samples {
+            self.sample();
+        }
+        progress(self.now_ms as f64 / 1000.0);
+    }
+
+    /// Runs to `until_ms` (at most the end time), calling `progress` with the simulated
+    /// seconds now and then. The demo device in the web app advances this way, a little at a time.
+    pub fn run_until(&mut self, until_ms: u64, progress: &mut dyn FnMut(f64)) {
+        let end_ms = until_ms.min(self.end_ms);
         let mut next_progress_ms = 0;
-        while self.now_ms < self.end_ms {
+        while self.now_ms < end_ms {
             let next_report = self.next_report_any_ms;
             let next_event = self
                 .scenario
@@ -447,7 +463,7 @@ impl<'a> Engine<'a> {
                 .min(next_report)
                 .min(next_event)
                 .min(self.next_slow_ms)
-                .min(self.end_ms);
+                .min(end_ms);
             if self.record_samples {
                 t = t.min(self.next_sample_ms);
             }
@@ -472,10 +488,93 @@ impl<'a> Engine<'a> {
                 next_progress_ms = self.now_ms + 3_600_000;
             }
         }
-        if self.record_samples {
-            self.sample();
+    }
+
+    /// Simulated time now, in ms since the start.
+    pub fn now_ms(&self) -> u64 {
+        self.now_ms
+    }
+
+    /// Whether the last control step changed the status page (the firmware notifies then).
+    pub fn status_changed(&self) -> bool {
+        self.decisions.status_changed
+    }
+
+    /// Does `action` now, as an `[[event]]` of the scenario would (`battery` 1-based for the
+    /// cable actions, `target` a load or charger name, `soc_pct` for set_soc). Returns the line
+    /// it logs.
+    pub fn apply(
+        &mut self,
+        action: Action,
+        battery: Option<usize>,
+        target: Option<&str>,
+        soc_pct: Option<f64>,
+    ) -> Result<String, String> {
+        if let Some(n) = battery {
+            if n == 0 || n > self.plugged.len() {
+                return Err(format!(
+                    "battery {n} does not exist (the bank has {})",
+                    self.plugged.len()
+                ));
+            }
         }
-        progress(self.now_ms as f64 / 1000.0);
+        if let Some(name) = target {
+            let known = self.scenario.loads.iter().any(|l| l.name == name)
+                || self.scenario.chargers.iter().any(|c| c.name == name);
+            if !known {
+                return Err(format!("no load or charger is called {name:?}"));
+            }
+        }
+        let event = EventConfig {
+            at: Duration::from_millis(self.now_ms),
+            action,
+            battery,
+            target: target.map(str::to_string),
+            soc_pct,
+            count: None,
+        };
+        Ok(self.apply_event(&event))
+    }
+
+    /// Sets the ambient temperature to `celsius` from now on, in place of the scenario's
+    /// profile (`None` returns to it). The bank warms or cools towards it at its own pace.
+    pub fn set_ambient_c(&mut self, celsius: Option<f64>) {
+        self.ambient_override_c = celsius;
+    }
+
+    /// Answers one GATT access exactly as the firmware does (`protocol::handle_request` on the
+    /// BMS), and persists what the request changed. `resp` must hold
+    /// [`protocol::MAX_RESPONSE_LEN`] bytes.
+    pub fn gatt(
+        &mut self,
+        characteristic: u8,
+        access: protocol::Access,
+        authenticated: bool,
+        req: &[u8],
+        resp: &mut [u8],
+    ) -> Result<protocol::Reply, protocol::ProtocolError> {
+        let mut secrets = protocol::DeviceSecrets {
+            passkey: self.bms.passkey(),
+            adv_key: *self.bms.device_key(),
+        };
+        let mut device = protocol::BmsDevice {
+            bms: &mut self.bms,
+            secrets: &mut secrets,
+        };
+        let reply = protocol::handle_request(
+            &mut device,
+            self.now_ms,
+            characteristic,
+            access,
+            authenticated,
+            req,
+            resp,
+        )?;
+        let changed = reply.changed;
+        if changed.settings || changed.soc || changed.history || changed.secrets {
+            self.persist();
+        }
+        Ok(reply)
     }
 
     /// The results so far.
@@ -617,80 +716,87 @@ impl<'a> Engine<'a> {
             }
             self.next_event += 1;
             let e = e.clone();
-            let mut text = e.action.name().to_string();
-            match e.action {
-                Action::UnplugCable | Action::ReplugCable => {
-                    let plug = e.action == Action::ReplugCable;
-                    match e.battery {
-                        Some(n) => {
-                            self.plugged[n - 1] = plug;
-                            text = format!("{text} battery {n}");
-                        }
-                        None => self.plugged.iter_mut().for_each(|p| *p = plug),
-                    }
-                }
-                Action::RemoteOff => self.remote_on = false,
-                Action::RemoteOn => self.remote_on = true,
-                Action::DfuStart => self.bms.handle_dfu(self.now_ms, DfuEvent::Started),
-                Action::DfuFail => self.bms.handle_dfu(self.now_ms, DfuEvent::Failed),
-                Action::DfuAbort => self.bms.handle_dfu(self.now_ms, DfuEvent::Aborted),
-                Action::DfuComplete => self.bms.handle_dfu(self.now_ms, DfuEvent::Completed),
-                Action::SetSoc => {
-                    let pct = e.soc_pct.unwrap_or(0.0);
-                    text = format!("{text} {pct} %");
-                    if let Err(err) = core_set_soc(&mut self.bms, self.now_ms, pct) {
-                        text = format!("{text} refused: {err}");
-                    }
-                }
-                Action::Synchronise => {
-                    if let Err(err) = core_synchronise(&mut self.bms, self.now_ms) {
-                        text = format!("{text} refused: {err}");
-                    }
-                }
-                Action::Enable | Action::Disable => {
-                    let on = e.action == Action::Enable;
-                    let name = e.target.clone().unwrap_or_default();
-                    if let Some(i) = self.scenario.loads.iter().position(|l| l.name == name) {
-                        self.loads[i].enabled = on;
-                    }
-                    if let Some(i) = self.scenario.chargers.iter().position(|c| c.name == name) {
-                        self.chargers[i].enabled = on;
-                    }
-                    text = format!("{text} {name}");
-                }
-                Action::Reboot => {
-                    let (persistence, bms, note) = boot(self.scenario, self.store.as_mut(), false);
-                    self.persistence = persistence;
-                    self.bms = bms;
-                    self.count_frames();
-                    self.decoder = FrameDecoder::new();
-                    self.decisions = Decisions::default();
-                    self.next_tick_ms = self.now_ms;
-                    if let Some(note) = note {
-                        self.log(What::Bms(note));
-                    }
-                }
-                Action::BusNoise => {
-                    let count = e.count.unwrap_or(0);
-                    let noise: Vec<u8> = (0..count).map(|_| self.rng.gen_range(1..=255)).collect();
-                    let now = self.now_ms;
-                    let bms = &mut self.bms;
-                    self.decoder.feed(&noise, |r| {
-                        let _ = bms.handle_report(now, &r);
-                    });
-                    text = format!("{text} {count} bytes");
-                }
-            }
+            let text = self.apply_event(&e);
             self.log(What::Scenario(text));
         }
     }
 
+    /// Does what `e` says now; returns the line to log.
+    fn apply_event(&mut self, e: &EventConfig) -> String {
+        let mut text = e.action.name().to_string();
+        match e.action {
+            Action::UnplugCable | Action::ReplugCable => {
+                let plug = e.action == Action::ReplugCable;
+                match e.battery {
+                    Some(n) => {
+                        self.plugged[n - 1] = plug;
+                        text = format!("{text} battery {n}");
+                    }
+                    None => self.plugged.iter_mut().for_each(|p| *p = plug),
+                }
+            }
+            Action::RemoteOff => self.remote_on = false,
+            Action::RemoteOn => self.remote_on = true,
+            Action::DfuStart => self.bms.handle_dfu(self.now_ms, DfuEvent::Started),
+            Action::DfuFail => self.bms.handle_dfu(self.now_ms, DfuEvent::Failed),
+            Action::DfuAbort => self.bms.handle_dfu(self.now_ms, DfuEvent::Aborted),
+            Action::DfuComplete => self.bms.handle_dfu(self.now_ms, DfuEvent::Completed),
+            Action::SetSoc => {
+                let pct = e.soc_pct.unwrap_or(0.0);
+                text = format!("{text} {pct} %");
+                if let Err(err) = core_set_soc(&mut self.bms, self.now_ms, pct) {
+                    text = format!("{text} refused: {err}");
+                }
+            }
+            Action::Synchronise => {
+                if let Err(err) = core_synchronise(&mut self.bms, self.now_ms) {
+                    text = format!("{text} refused: {err}");
+                }
+            }
+            Action::Enable | Action::Disable => {
+                let on = e.action == Action::Enable;
+                let name = e.target.clone().unwrap_or_default();
+                if let Some(i) = self.scenario.loads.iter().position(|l| l.name == name) {
+                    self.loads[i].enabled = on;
+                }
+                if let Some(i) = self.scenario.chargers.iter().position(|c| c.name == name) {
+                    self.chargers[i].enabled = on;
+                }
+                text = format!("{text} {name}");
+            }
+            Action::Reboot => {
+                let (persistence, bms, note) = boot(self.scenario, self.store.as_mut(), false);
+                self.persistence = persistence;
+                self.bms = bms;
+                self.count_frames();
+                self.decoder = FrameDecoder::new();
+                self.decisions = Decisions::default();
+                self.next_tick_ms = self.now_ms;
+                if let Some(note) = note {
+                    self.log(What::Bms(note));
+                }
+            }
+            Action::BusNoise => {
+                let count = e.count.unwrap_or(0);
+                let noise: Vec<u8> = (0..count).map(|_| self.rng.gen_range(1..=255)).collect();
+                let now = self.now_ms;
+                let bms = &mut self.bms;
+                self.decoder.feed(&noise, |r| {
+                    let _ = bms.handle_report(now, &r);
+                });
+                text = format!("{text} {count} bytes");
+            }
+        }
+        text
+    }
+
     fn slow_step(&mut self) {
         let dt_s = (self.now_ms + SLOW_STEP_MS - self.next_slow_ms) as f64 / 1000.0;
-        let ambient = self
-            .scenario
-            .temperature
-            .ambient_c(self.now_ms as f64 / 1000.0);
+        let ambient = self.ambient_override_c.unwrap_or_else(|| {
+            self.scenario
+                .temperature
+                .ambient_c(self.now_ms as f64 / 1000.0)
+        });
         self.bank.settle();
         let (lo, hi) = self.bank.slow_step(ambient, dt_s);
         self.next_slow_ms = self.now_ms + SLOW_STEP_MS;

@@ -8,13 +8,16 @@
 #![forbid(unsafe_code)]
 #![warn(missing_docs)]
 
+#[cfg(feature = "cli")]
 pub mod bench;
 pub mod engine;
 pub mod error;
 pub mod file_storage;
 pub mod ocv;
+#[cfg(feature = "cli")]
 pub mod output;
 pub mod plant;
+#[cfg(feature = "cli")]
 pub mod replay;
 pub mod scenario;
 pub mod sensors;

@@ -199,7 +199,8 @@ pub struct BmsConfig {
 }
 
 /// The SoC estimator: the `estimator` key of `[bms]` and `replay --estimator`.
-#[derive(Clone, Copy, Debug, PartialEq, Eq, Deserialize, clap::ValueEnum)]
+#[derive(Clone, Copy, Debug, PartialEq, Eq, Deserialize)]
+#[cfg_attr(feature = "cli", derive(clap::ValueEnum))]
 #[serde(rename_all = "lowercase")]
 pub enum EstimatorChoice {
     /// Plain coulomb counting with synchronisation.

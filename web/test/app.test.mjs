@@ -1,0 +1,222 @@
+// The web app in Chromium against the real core: over emulated Bluetooth (harness.mjs) and as
+// the in-page demo device. Screenshots for docs/app.md are taken here.
+import { test, before, after } from 'node:test';
+import assert from 'node:assert/strict';
+import crypto from 'node:crypto';
+import fs from 'node:fs';
+import os from 'node:os';
+import path from 'node:path';
+import {
+  serve, launch, openApp, emulateBms, connect, textOf, waitText, screenshot, decode, core,
+} from './harness.mjs';
+
+let server;
+let browser;
+before(async () => {
+  server = await serve();
+  browser = await launch();
+});
+after(async () => {
+  await browser?.close();
+  await server?.close();
+});
+
+/** A fresh page connected over emulated Bluetooth to a fresh simulated BMS. */
+async function connected(t) {
+  const page = await openApp(browser, server.url);
+  const bms = await emulateBms(page);
+  t.after(async () => { await page.close(); await bms.stop(); });
+  await connect(page);
+  return { page, bms };
+}
+
+const settingsOf = (bms) => decode('settings', bms.device.read(5, true));
+
+test('connect and live status', async (t) => {
+  const { page, bms } = await connected(t);
+  await waitText(page, '#soc-value', /^\d+\.\d %$/);
+  await waitText(page, '#link', /Connected: OpenBMS/);
+  const s = decode('status', bms.device.read(1, false));
+  assert.equal(await textOf(page, '#soc-value'), `${(s.soc_permille / 10).toFixed(1)} %`);
+  await waitText(page, '#st-voltage', /^\d+\.\d\d V$/);
+  await waitText(page, '#st-outputs', /Loads \(ATD\): allowed/);
+  await waitText(page, '#st-codes', /None/);
+  await waitText(page, '#st-balancer', /not known yet|balanced|balancing/);
+  // Live: a 2 kW load comes on in the bank; the page follows by itself.
+  bms.device.act('enable', undefined, 'inverter');
+  bms.device.advance(2000);
+  await waitText(page, '#st-power', /^-[12],\d{3} W$/);
+  await waitText(page, '#st-current', /discharging/);
+  await screenshot(page, 'status');
+  assert.deepEqual(page.errors, []);
+});
+
+test('battery page of a 2 x 2 24 V bank', async (t) => {
+  const { page } = await connected(t);
+  await page.click('nav button[data-page="bank"]');
+  await waitText(page, '#bank-topology', /2 in series × 2 in parallel: 4 of 4 batteries, 12\.8 V LiFePO4, 25\.60 V 400 Ah, 16 cells/);
+  await page.waitForFunction(() => document.querySelectorAll('article.battery').length === 4, { timeout: 10000 });
+  const cells = await page.$$eval('article.battery', (a) => a.map((b) => b.querySelectorAll('.cell').length));
+  assert.deepEqual(cells, [4, 4, 4, 4]);
+  assert.equal(await page.$$eval('.cell.min', (e) => e.length), 1, 'the lowest cell is marked');
+  assert.equal(await page.$$eval('.cell.max', (e) => e.length), 1, 'the highest cell is marked');
+  await waitText(page, '#bank-extremes', /Lowest cell 3\.\d\d V \(battery \d, cell \d\)/);
+  await waitText(page, '#batteries', /may charge, may discharge/);
+  await screenshot(page, 'batteries');
+  assert.deepEqual(page.errors, []);
+});
+
+test('settings write refused unpaired and accepted paired, with the refusal shown', async (t) => {
+  const { page, bms } = await connected(t);
+  await page.click('nav button[data-page="settings"]');
+  await page.waitForFunction(() => document.getElementById('setting-4').value === '10');
+  const floor = await page.$('#setting-4');
+  await floor.click({ clickCount: 3 });
+  await floor.type('15');
+  bms.authenticated = false;
+  await page.click('#settings-save');
+  await waitText(page, '#settings-result', /refused the settings: not paired/);
+  assert.equal(settingsOf(bms)[4], 10, 'the refused write changed nothing');
+  assert.deepEqual(bms.log.at(-1), { number: 5, status: 6 });
+
+  // A value the device would refuse: the page runs the device's own check and shows its words.
+  const warning = await page.$('#setting-3');
+  await warning.click({ clickCount: 3 });
+  await warning.type('12');
+  await waitText(page, '#settings-result', /Not accepted: low-soc warning level must be between 16 and 99/);
+  await screenshot(page, 'settings');
+
+  await warning.click({ clickCount: 3 });
+  await warning.type('25');
+  bms.authenticated = true;
+  await page.click('#settings-save');
+  await waitText(page, '#settings-result', /Saved/);
+  assert.deepEqual(Array.from(settingsOf(bms)), [3500, 40, 3, 25, 15, 3100]);
+  assert.deepEqual(page.errors, []);
+});
+
+test('an alarm appears and clears', async (t) => {
+  const { page, bms } = await connected(t);
+  await waitText(page, '#st-codes', /None/);
+  bms.device.act('unplug_cable', 1);
+  bms.device.advance(6000);
+  await waitText(page, '#st-codes', /Alarm 10: Battery communication lost/);
+  await waitText(page, '#st-outputs', /Loads \(ATD\): switched off — .*communication with a battery lost/);
+  await screenshot(page, 'alarm');
+  bms.device.act('replug_cable', 1);
+  bms.device.advance(6000);
+  await waitText(page, '#st-codes', /^None$/, 15000);
+  await waitText(page, '#st-outputs', /Loads \(ATD\): allowed/);
+  assert.deepEqual(page.errors, []);
+});
+
+test('history reset with confirmation', async (t) => {
+  const { page, bms } = await connected(t);
+  bms.device.advance(3600 * 1000);
+  assert.ok(decode('history', bms.device.read(4, false)).cumulative_drawn_mah > 0);
+  await page.click('nav button[data-page="history"]');
+  await waitText(page, '#history-table', /Cumulative charge drawn[1-9]/);
+  await screenshot(page, 'history');
+  page.once('dialog', (d) => d.dismiss());
+  await page.click('#history-reset');
+  await new Promise((r) => setTimeout(r, 300));
+  assert.ok(decode('history', bms.device.read(4, false)).cumulative_drawn_mah > 0, 'cancelled: nothing reset');
+  bms.authenticated = true;
+  page.once('dialog', (d) => d.accept());
+  await page.click('#history-reset');
+  await waitText(page, '#history-result', /History reset/);
+  await waitText(page, '#history-table', /Cumulative charge drawn0\.0 Ah/);
+  assert.equal(decode('history', bms.device.read(4, false)).cumulative_drawn_mah, 0);
+  assert.deepEqual(page.errors, []);
+});
+
+/** The page with the in-page demo device (the same core; control-point indications and SMP
+ * notifications need a peripheral that can push, which the Bluetooth emulation cannot). */
+async function demo(t) {
+  const page = await openApp(browser, server.url);
+  t.after(() => page.close());
+  await page.click('#demo');
+  await page.waitForFunction(() => document.body.dataset.connected === 'demo');
+  await waitText(page, '#soc-value', /%/);
+  return page;
+}
+
+test('the Instant Readout key is shown', async (t) => {
+  const page = await demo(t);
+  await page.click('nav button[data-page="actions"]');
+  await page.click('#key-show');
+  await waitText(page, '#key-value', /^0df4e1a2c3b49d8a7f6e5d4c3b2a1908$/);
+  await screenshot(page, 'actions');
+  assert.deepEqual(page.errors, []);
+});
+
+/** A signed MCUboot image as imgtool lays it out: header, code, TLVs (SHA-256, Ed25519). */
+function mcubootImage(major, minor, revision, build, code) {
+  const hdr = Buffer.alloc(32);
+  hdr.writeUInt32LE(0x96f3b83d, 0);
+  hdr.writeUInt16LE(32, 8);
+  hdr.writeUInt32LE(code.length, 12);
+  hdr[20] = major; hdr[21] = minor;
+  hdr.writeUInt16LE(revision, 22);
+  hdr.writeUInt32LE(build, 24);
+  const body = Buffer.concat([hdr, code]);
+  const sha = crypto.createHash('sha256').update(body).digest();
+  const tlv = (type, value) => { const h = Buffer.alloc(4); h.writeUInt16LE(type, 0); h.writeUInt16LE(value.length, 2); return Buffer.concat([h, value]); };
+  const tlvs = Buffer.concat([tlv(0x10, sha), tlv(0x24, crypto.randomBytes(64))]);
+  const info = Buffer.alloc(4);
+  info.writeUInt16LE(0x6907, 0);
+  info.writeUInt16LE(4 + tlvs.length, 2);
+  return Buffer.concat([body, info, tlvs]);
+}
+
+test('firmware upload over SMP: version shown, progress, test, confirm', async (t) => {
+  const page = await demo(t);
+  const image = mcubootImage(0, 2, 0, 7, crypto.randomBytes(6000));
+  const file = path.join(fs.mkdtempSync(path.join(os.tmpdir(), 'openbms-')), 'zephyr.signed.bin');
+  fs.writeFileSync(file, image);
+  await page.click('nav button[data-page="update"]');
+  const input = await page.$('#image-file');
+  await input.uploadFile(file);
+  await waitText(page, '#image-info', /^Version 0\.2\.0\+7, 6[\d,]+ bytes, signed \(Ed25519\)/);
+  await page.click('#image-upload');
+  await waitText(page, '#image-result', /Uploaded version 0\.2\.0\+7/, 30000);
+  assert.equal(await page.$eval('#image-progress', (p) => p.value), 100);
+  const received = await page.evaluate(() => Array.from(window.openbms.link.responder.received));
+  assert.ok(Buffer.from(received).equals(image), 'the device received the file byte for byte');
+  // While the image uploads, the BMS opens its outputs (PROT-10): the core says so.
+  await waitText(page, '#st-outputs', /firmware update in progress/);
+  await page.click('#image-test');
+  await waitText(page, '#image-slots', /Slot 0: version 0\.2\.0running/);
+  await page.click('#image-confirm');
+  await waitText(page, '#image-slots', /Slot 0: version 0\.2\.0running, confirmed/);
+  await screenshot(page, 'update');
+
+  // A file that is not an image is refused with the reason.
+  const text = path.join(path.dirname(file), 'notes.bin');
+  fs.writeFileSync(text, Buffer.from('These are my notes, not firmware: a text file chosen by mistake.'));
+  await input.uploadFile(text);
+  await waitText(page, '#image-info', /Cannot use this file: not an MCUboot image: magic/);
+  assert.ok(await page.$eval('#image-upload', (b) => b.disabled));
+  assert.deepEqual(page.errors, []);
+});
+
+test('the demo device reacts to a pulled cable, cold and a drain', async (t) => {
+  const page = await demo(t);
+  await page.click('#demo-unplug');
+  await waitText(page, '#st-codes', /Battery communication lost/);
+  await page.click('#demo-replug');
+  await waitText(page, '#st-codes', /^None$/, 15000);
+  await page.select('#demo-speed', '3600');
+  await page.click('#demo-cold');
+  await waitText(page, '#st-outputs', /Charging \(ATC\): switched off — too cold to charge/, 30000);
+  await screenshot(page, 'demo');
+  assert.deepEqual(page.errors, []);
+});
+
+test('protocol helpers come from the core', () => {
+  assert.deepEqual(Array.from(core.encodeSettings([3500, 40, 3, 20, 10, 3100])),
+    [0x01, 0xac, 0x1b, 0x28, 0x03, 0x14, 0x0a, 0x9c, 0x18], 'docs/protocol.md example');
+  assert.deepEqual(Array.from(core.encodeCommand({ SetSoc: { soc_permille: 500 } })), [0x01, 0x00, 0xf4, 0x03]);
+  assert.equal(core.validateSettings([3500, 40, 3, 20, 10, 3100]), null);
+  assert.match(core.validateSettings([3700, 40, 3, 20, 10, 3100]).text, /charged voltage must be between 3350 and 3650/);
+});

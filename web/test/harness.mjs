@@ -1,0 +1,167 @@
+// Test harness: serves web/ on 127.0.0.1, starts Chromium (puppeteer-core) with Web Bluetooth
+// on, and emulates an OpenBMS peripheral with Chromium's BluetoothEmulation domain. Every GATT
+// read and write the page makes is answered by the real bms-core (the WebAssembly build of
+// rust/bms-wasm, running the web demo scenario here in Node), exactly as the firmware answers
+// (app/src/gatt.c): reads return the response, a refused write becomes an ATT error (the stack's
+// 0x05 Insufficient Authentication on an unpaired link, else 0x80 + status).
+import fs from 'node:fs';
+import http from 'node:http';
+import path from 'node:path';
+import { fileURLToPath } from 'node:url';
+import puppeteer from 'puppeteer-core';
+import init, * as core from '../pkg/bms_wasm.js';
+
+export const WEB = path.resolve(path.dirname(fileURLToPath(import.meta.url)), '..');
+export const REPO = path.resolve(WEB, '..');
+export const SCENARIO = fs.readFileSync(path.join(REPO, 'scenarios/web-demo.toml'), 'utf8');
+export { core };
+
+await init({ module_or_path: fs.readFileSync(path.join(WEB, 'pkg/bms_wasm_bg.wasm')) });
+export const info = core.protocolInfo();
+
+const TYPES = {
+  '.html': 'text/html', '.js': 'text/javascript', '.mjs': 'text/javascript', '.css': 'text/css',
+  '.wasm': 'application/wasm', '.svg': 'image/svg+xml', '.webmanifest': 'application/manifest+json',
+  '.toml': 'text/plain', '.json': 'application/json',
+};
+
+/** A static file server for web/ on 127.0.0.1 (gzip when asked, as a host would). */
+export async function serve() {
+  const { gzipSync } = await import('node:zlib');
+  const server = http.createServer((req, res) => {
+    const url = new URL(req.url, 'http://x');
+    let file = path.join(WEB, decodeURIComponent(url.pathname));
+    if (!file.startsWith(WEB)) { res.writeHead(403).end(); return; }
+    if (file.endsWith('/')) file += 'index.html';
+    fs.readFile(file, (err, data) => {
+      if (err) { res.writeHead(404).end(); return; }
+      const headers = { 'content-type': TYPES[path.extname(file)] || 'application/octet-stream', 'cache-control': 'no-cache' };
+      if (/gzip/.test(req.headers['accept-encoding'] || '')) {
+        data = gzipSync(data);
+        headers['content-encoding'] = 'gzip';
+      }
+      res.writeHead(200, headers).end(data);
+    });
+  });
+  await new Promise((r) => server.listen(0, '127.0.0.1', r));
+  return { url: `http://127.0.0.1:${server.address().port}/`, close: () => new Promise((r) => server.close(r)) };
+}
+
+export async function launch() {
+  return puppeteer.launch({
+    executablePath: process.env.CHROMIUM || '/usr/bin/chromium',
+    headless: true,
+    args: ['--no-sandbox', '--enable-experimental-web-platform-features',
+      '--enable-features=WebBluetoothNewPermissionsBackend'],
+  });
+}
+
+/** Opens the app in a phone-sized page; fails the test on any page error. */
+export async function openApp(browser, url) {
+  const page = await browser.newPage();
+  await page.setViewport({ width: 390, height: 844, deviceScaleFactor: 1 });
+  page.errors = [];
+  page.on('pageerror', (e) => page.errors.push(e));
+  page.on('console', (m) => { if (m.type() === 'error') page.errors.push(new Error(m.text())); });
+  await page.goto(url);
+  await page.waitForSelector('body[data-ready="true"]', { timeout: 20000 });
+  return page;
+}
+
+const ADDRESS = '09:09:09:09:09:09';
+
+/**
+ * An emulated OpenBMS peripheral in `page`, answered by a demo device running the web demo
+ * scenario. `bms.authenticated` says whether the link is paired; `bms.device` is the core.
+ */
+export async function emulateBms(page) {
+  // The emulated adapter belongs to the browser: its domain is on the browser's session.
+  const cdp = await page.browser().target().createCDPSession();
+  const device = new core.DemoDevice('web-demo.toml', SCENARIO);
+  device.advance(15000);
+  const bms = { device, cdp, authenticated: false, log: [] };
+  const numberOf = {};
+  await cdp.send('BluetoothEmulation.enable', { state: 'powered-on', leSupported: true });
+  await cdp.send('BluetoothEmulation.simulatePreconnectedPeripheral', {
+    address: ADDRESS, name: 'OpenBMS', manufacturerData: [], knownServiceUuids: [info.service_uuid],
+  });
+  const { serviceId } = await cdp.send('BluetoothEmulation.addService', { address: ADDRESS, serviceUuid: info.service_uuid });
+  const props = {
+    status: { read: true, notify: true }, bank: { read: true }, battery: { read: true, write: true },
+    history: { read: true }, settings: { read: true, write: true }, control: { write: true, indicate: true },
+  };
+  for (const [name, c] of info.characteristics) {
+    const { characteristicId } = await cdp.send('BluetoothEmulation.addCharacteristic', {
+      serviceId, characteristicUuid: c.uuid, properties: props[name],
+    });
+    numberOf[characteristicId] = c.number;
+  }
+  cdp.on('BluetoothEmulation.gattOperationReceived', ({ address, type }) => {
+    cdp.send('BluetoothEmulation.simulateGATTOperationResponse', { address, type, code: 0 }).catch(() => {});
+  });
+  cdp.on('BluetoothEmulation.characteristicOperationReceived', ({ characteristicId, type, data }) => {
+    const number = numberOf[characteristicId];
+    let code = 0;
+    let out;
+    if (type === 'read') {
+      out = Buffer.from(device.read(number, bms.authenticated)).toString('base64');
+    } else if (type === 'write') {
+      const resp = device.write(number, bms.authenticated, Buffer.from(data, 'base64'));
+      const status = resp[1];
+      // What the device's stack and app/src/gatt.c make of the core's answer.
+      code = status === 0 ? 0 : status === 6 ? 0x05 : 0x80 + status;
+      bms.log.push({ number, status });
+    }
+    cdp.send('BluetoothEmulation.simulateCharacteristicOperationResponse', {
+      characteristicId, type, code, ...(out !== undefined ? { data: out } : {}),
+    }).catch(() => {});
+  });
+  // The bank lives on in real time while the test runs.
+  let last = Date.now();
+  bms.timer = setInterval(() => { const now = Date.now(); device.advance(now - last); last = now; }, 100);
+  bms.stop = async () => {
+    clearInterval(bms.timer);
+    await cdp.send('BluetoothEmulation.disable').catch(() => {});
+    await cdp.detach().catch(() => {});
+  };
+  return bms;
+}
+
+/** Clicks "Find my BMS" and picks the emulated OpenBMS in the browser's device chooser. */
+export async function connect(page) {
+  const prompt = page.waitForDevicePrompt();
+  await page.click('#find');
+  const chooser = await prompt;
+  // The emulated chooser lists the preconnected peripheral by address (its name comes empty).
+  const d = await chooser.waitForDevice((x) => x.id === ADDRESS, { timeout: 10000 });
+  await chooser.select(d);
+  await page.waitForFunction(() => document.body.dataset.connected === 'ble', { timeout: 15000 });
+}
+
+export async function textOf(page, sel) {
+  return page.$eval(sel, (e) => e.textContent);
+}
+
+/** Waits until the text of `sel` matches `re`; on timeout says what it was. */
+export async function waitText(page, sel, re, timeout = 10000) {
+  try {
+    await page.waitForFunction((s, src, flags) => {
+      const e = document.querySelector(s);
+      return e && new RegExp(src, flags).test(e.textContent);
+    }, { timeout }, sel, re.source, re.flags);
+  } catch {
+    throw new Error(`${sel} never matched ${re}: it says ${JSON.stringify(await textOf(page, sel).catch(() => null))}`);
+  }
+}
+
+export async function screenshot(page, name) {
+  const dir = path.join(REPO, 'docs/app');
+  fs.mkdirSync(dir, { recursive: true });
+  await page.screenshot({ path: path.join(dir, `${name}.png`), fullPage: false });
+}
+
+export function decode(kind, bytes) {
+  const d = core.decode(kind, bytes);
+  if (!d.ok) throw new Error(`${kind}: ${d.status_text}`);
+  return d.page;
+}

@@ -176,7 +176,7 @@ class DemoLink {
     this.responder = new SmpResponder({
       events: (what) => {
         if (what === 'upload-started') this.dev.act('dfu_start');
-        if (what === 'reset') { this.dev.act('dfu_complete'); this.dev.act('reboot'); }
+        if (what === 'reset') this.dev.act('dfu_complete');
       },
     });
     this.dev.advance(15000);

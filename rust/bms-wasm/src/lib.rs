@@ -17,8 +17,8 @@
 use bms_core::codes::{Code, Severity};
 use bms_core::protection::Reason;
 use bms_core::protocol::{
-    self, Access, AdvertisementKey, BankPage, BatteryPage, BatterySelect, Characteristic,
-    Command, HistoryPage, Refusal, Status, StatusPage,
+    self, Access, AdvertisementKey, BankPage, BatteryPage, BatterySelect, Characteristic, Command,
+    HistoryPage, Refusal, Status, StatusPage,
 };
 use bms_core::settings::{Settings, SettingsField};
 use bms_sim::engine::{Engine, RunOptions};
@@ -201,10 +201,7 @@ fn refusal_text(refusal: Refusal, of_settings: bool) -> RefusalText {
         name,
         min: refusal.min,
         max: refusal.max,
-        text: format!(
-            "{name} must be between {} and {}",
-            refusal.min, refusal.max
-        ),
+        text: format!("{name} must be between {} and {}", refusal.min, refusal.max),
     }
 }
 
@@ -235,9 +232,10 @@ fn decode_as<T: for<'de> Deserialize<'de> + Serialize>(
     };
     match status {
         Status::Ok => {
-            out.page = Some(protocol::decode_body::<T>(body).map_err(|s| {
-                JsError::new(&format!("page does not decode: {}", status_text(s)))
-            })?)
+            out.page =
+                Some(protocol::decode_body::<T>(body).map_err(|s| {
+                    JsError::new(&format!("page does not decode: {}", status_text(s)))
+                })?)
         }
         Status::InvalidValue => {
             let refusal = protocol::decode_body::<Refusal>(body).map_err(|s| {
@@ -470,12 +468,7 @@ impl DemoDevice {
             Action::deserialize(action.into_deserializer());
         let action = parsed.map_err(|e| JsError::new(&format!("action {action:?}: {e}")))?;
         self.engine
-            .apply(
-                action,
-                battery.map(|b| b as usize),
-                target.as_deref(),
-                None,
-            )
+            .apply(action, battery.map(|b| b as usize), target.as_deref(), None)
             .map_err(|e| JsError::new(&e))
     }
 

@@ -553,10 +553,7 @@ impl<'a> Engine<'a> {
         req: &[u8],
         resp: &mut [u8],
     ) -> Result<protocol::Reply, protocol::ProtocolError> {
-        let mut secrets = protocol::DeviceSecrets {
-            passkey: self.bms.passkey(),
-            adv_key: *self.bms.device_key(),
-        };
+        let mut secrets = self.bms.secrets();
         let mut device = protocol::BmsDevice {
             bms: &mut self.bms,
             secrets: &mut secrets,

@@ -143,26 +143,25 @@ fn a_cold_ambient_cools_the_bank_until_charging_stops() {
     assert_ne!(page.codes & (1 << Code::LowTemperature.number()), 0);
 }
 
+fn command(engine: &mut Engine, command: Command) -> Vec<u8> {
+    let req = encode(&command);
+    request(
+        engine,
+        Characteristic::ControlPoint,
+        Access::Write,
+        true,
+        &req,
+    )
+}
+
 #[test]
 fn control_point_commands_answer_as_on_the_device() {
     let scenario = demo();
     let mut engine = Engine::new(&scenario, &options()).unwrap();
     engine.run_until(5_000, &mut |_| {});
-    let key = request(
-        &mut engine,
-        Characteristic::ControlPoint,
-        Access::Write,
-        true,
-        &encode(&Command::ReadAdvertisementKey),
-    );
+    let key = command(&mut engine, Command::ReadAdvertisementKey);
     assert_eq!(key[1], Status::Ok as u8);
     assert_eq!(key[2..6], [0x0d, 0xf4, 0xe1, 0xa2]);
-    let bad = request(
-        &mut engine,
-        Characteristic::ControlPoint,
-        Access::Write,
-        true,
-        &encode(&Command::SetSoc { soc_permille: 1001 }),
-    );
+    let bad = command(&mut engine, Command::SetSoc { soc_permille: 1001 });
     assert_eq!(bad[1], Status::InvalidValue as u8);
 }

@@ -213,6 +213,23 @@ test('the demo device reacts to a pulled cable, cold and a drain', async (t) => 
   assert.deepEqual(page.errors, []);
 });
 
+test('installable and usable offline once opened', async (t) => {
+  const page = await openApp(browser, server.url);
+  t.after(() => page.close());
+  const manifest = await page.$eval('link[rel=manifest]', (l) => fetch(l.href).then((r) => r.json()));
+  assert.equal(manifest.display, 'standalone');
+  assert.ok(manifest.icons.length > 0);
+  await page.evaluate(() => navigator.serviceWorker.ready);
+  await page.waitForFunction(async () => (await (await caches.open('openbms-v1')).keys()).length >= 11, { timeout: 15000 });
+  await page.setOfflineMode(true);
+  await page.reload();
+  await page.waitForSelector('body[data-ready="true"]', { timeout: 15000 });
+  await page.click('#demo');
+  await waitText(page, '#soc-value', /%/);
+  await page.setOfflineMode(false);
+  assert.deepEqual(page.errors, []);
+});
+
 test('protocol helpers come from the core', () => {
   assert.deepEqual(Array.from(core.encodeSettings([3500, 40, 3, 20, 10, 3100])),
     [0x01, 0xac, 0x1b, 0x28, 0x03, 0x14, 0x0a, 0x9c, 0x18], 'docs/protocol.md example');

@@ -21,6 +21,7 @@
 //! - [`readout`]: the Instant Readout advertisement (BLE-3).
 //! - [`protocol`]: the GATT request/response protocol (BLE-1, BLE-2, BLE-4): wire, pages, handler.
 //! - [`bus`]: the battery-bus frame codec.
+//! - [`drivers`]: reading JBD, JK and Daly packs (and the bus) as bank members.
 //! - [`storage`]: persisted records over a key → bytes [`storage::Storage`] trait.
 //! - [`muldiv`]: exact 64-bit scaling of charge counts (no 128-bit division on the target).
 //! - [`limits`]: the one table of named thresholds, delays and hysteresis.
@@ -48,6 +49,7 @@ pub mod bank;
 pub mod bms;
 pub mod bus;
 pub mod codes;
+pub mod drivers;
 pub mod history;
 pub mod leds;
 pub mod limits;

@@ -1,0 +1,624 @@
+//! The poller: asks every pack on one line in turn, once per [`POLL_PERIOD_MS`] round, and turns
+//! each complete set of answers into a [`PackReport`].
+//!
+//! Sans-IO: [`Poller::poll`] writes the request due now (the caller transmits it at once),
+//! [`Poller::receive`] takes arriving bytes in any chunking, [`Poller::next_deadline_ms`] says
+//! when to call `poll` again. An unanswered request is sent again up to [`MAX_ATTEMPTS`] times
+//! (a sleeping JBD pack answers the second one), then the pack is skipped for this round. A pack
+//! that stays silent produces no report and the bank declares it lost after
+//! [`crate::limits::BATTERY_LOST_MS`] (BANK-4): no timeout of its own here.
+
+use heapless::Vec;
+
+use super::{
+    daly, jbd, jk, openbms, pack_serial, wire_time_us, Assembler, BadFrame, LineConfig, PackData,
+    PackReport, Protocol, Scan, MAX_PACKS_PER_LINE,
+};
+
+/// A round starts at most this often, ms: each pack is read once per round.
+pub const POLL_PERIOD_MS: u64 = 1_000;
+
+/// Sends of one request before the pack is skipped for the round: a sleeping JBD pack ignores
+/// the first request and answers the next.
+pub const MAX_ATTEMPTS: u8 = 3;
+
+/// Time a pack may take to start answering, beyond the bytes' time on the wire, ms.
+pub const REPLY_LATENCY_MS: u64 = 100;
+
+/// One request of a round.
+#[derive(Clone, Copy, Debug, PartialEq, Eq)]
+pub enum Query {
+    /// A JBD register.
+    Jbd(u8),
+    /// The JK-PB status trigger.
+    Jk,
+    /// A Daly data id.
+    Daly(u8),
+}
+
+/// Counters of one poller, each saturating.
+#[derive(Clone, Copy, Debug, Default, PartialEq, Eq)]
+pub struct PollStats {
+    /// Requests sent, retries included.
+    pub requests: u32,
+    /// Requests sent again after no answer.
+    pub retries: u32,
+    /// Packs skipped for a round after [`MAX_ATTEMPTS`] unanswered sends.
+    pub skipped: u32,
+    /// Frames dropped as [`BadFrame`].
+    pub bad_frames: u32,
+    /// Complete readings that did not make a report (unsupported cell count).
+    pub refused: u32,
+    /// Reports handed out.
+    pub reports: u32,
+}
+
+#[derive(Clone, Debug, Default)]
+struct Slot {
+    address: u8,
+    data: PackData,
+    /// JBD: the name was asked (answered or not).
+    named: bool,
+    name: Vec<u8, { jbd::MAX_NAME_LEN }>,
+    /// Daly: cells and sensors from 0x94, and 0x50 read.
+    daly_counts: Option<(u8, u8)>,
+    daly_rated: bool,
+    /// JK: the status frame waiting for its echo.
+    jk_status: Option<PackData>,
+}
+
+#[derive(Clone, Copy, Debug, PartialEq, Eq)]
+enum State {
+    /// Nothing to send before this time.
+    Idle { until_ms: u64 },
+    /// Waiting for the answer to the request sent; give up at the deadline.
+    Waiting { deadline_ms: u64 },
+}
+
+/// Polls the packs of one line.
+#[derive(Clone, Debug)]
+pub struct Poller {
+    config: LineConfig,
+    slots: Vec<Slot, MAX_PACKS_PER_LINE>,
+    assembler: Assembler,
+    receiver: openbms::Receiver,
+    pack: usize,
+    step: usize,
+    attempts: u8,
+    frames_left: u8,
+    round: Vec<Query, 8>,
+    required: usize,
+    state: State,
+    cycle_start_ms: Option<u64>,
+    last_cycle_ms: Option<u64>,
+    stats: PollStats,
+}
+
+impl Poller {
+    /// A poller for `config` (checked by [`LineConfig::check`]); the first round starts at the
+    /// first [`Poller::poll`].
+    pub fn new(config: LineConfig) -> Self {
+        let mut slots = Vec::new();
+        for &address in &config.addresses {
+            let _ = slots.push(Slot {
+                address,
+                ..Slot::default()
+            });
+        }
+        Poller {
+            config,
+            slots,
+            assembler: Assembler::default(),
+            receiver: openbms::Receiver::new(),
+            pack: 0,
+            step: 0,
+            attempts: 0,
+            frames_left: 0,
+            round: Vec::new(),
+            required: 0,
+            state: State::Idle { until_ms: 0 },
+            cycle_start_ms: None,
+            last_cycle_ms: None,
+            stats: PollStats::default(),
+        }
+    }
+
+    /// The line this poller drives.
+    pub fn config(&self) -> &LineConfig {
+        &self.config
+    }
+
+    /// The counters so far.
+    pub fn stats(&self) -> PollStats {
+        self.stats
+    }
+
+    /// How long the last complete round took, from its first request to its last answer, ms.
+    pub fn last_cycle_ms(&self) -> Option<u64> {
+        self.last_cycle_ms
+    }
+
+    /// The name a JBD pack gave (register 0x05), bytes as sent; empty before it answered.
+    pub fn pack_name(&self, index: usize) -> &[u8] {
+        self.slots.get(index).map_or(&[], |s| &s.name)
+    }
+
+    /// When [`Poller::poll`] has something to do next, ms (`None` for the OpenBMS bus).
+    pub fn next_deadline_ms(&self) -> Option<u64> {
+        if self.config.protocol == Protocol::OpenBms || self.slots.is_empty() {
+            return None;
+        }
+        Some(match self.state {
+            State::Idle { until_ms } => until_ms,
+            State::Waiting { deadline_ms } => deadline_ms,
+        })
+    }
+
+    /// Writes the request to send now into `tx` and returns its length; 0 when nothing is due.
+    /// `tx` of [`super::MAX_REQUEST_LEN`] bytes always fits.
+    pub fn poll(&mut self, now_ms: u64, tx: &mut [u8]) -> usize {
+        if self.config.protocol == Protocol::OpenBms || self.slots.is_empty() {
+            return 0;
+        }
+        match self.state {
+            State::Idle { until_ms } if now_ms >= until_ms => {}
+            State::Waiting { deadline_ms } if now_ms >= deadline_ms => {
+                self.attempts = self.attempts.saturating_add(1);
+                if self.attempts < MAX_ATTEMPTS {
+                    self.stats.retries = self.stats.retries.saturating_add(1);
+                } else if self.query_is_optional() {
+                    self.answered(now_ms, &mut |_| {});
+                    return self.poll(now_ms, tx);
+                } else {
+                    self.stats.skipped = self.stats.skipped.saturating_add(1);
+                    self.next_pack(now_ms);
+                    return self.poll(now_ms, tx);
+                }
+            }
+            _ => return 0,
+        }
+        if self.step == 0 && self.attempts == 0 {
+            if self.pack == 0 {
+                self.cycle_start_ms = Some(now_ms);
+            }
+            (self.round, self.required) = self.plan();
+        }
+        let Some(query) = self.query() else {
+            self.next_pack(now_ms);
+            return 0;
+        };
+        let Some(slot) = self.slots.get_mut(self.pack) else {
+            return 0;
+        };
+        if self.step == 0 && self.attempts == 0 {
+            slot.data.cells_mv.clear();
+            slot.data.temps_ddegc.clear();
+            slot.jk_status = None;
+        }
+        let address = slot.address;
+        let (len, frames) = match query {
+            Query::Jbd(register) => (jbd::encode_request(register, tx), 1),
+            Query::Jk => (jk::encode_request(address, tx), 2),
+            Query::Daly(id) => {
+                let (cells, temps) = slot.daly_counts.unwrap_or((0, 0));
+                let frames = match id {
+                    daly::ID_CELLS => {
+                        slot.data.cells_mv.clear();
+                        daly::cell_frames(cells)
+                    }
+                    daly::ID_TEMPS => {
+                        slot.data.temps_ddegc.clear();
+                        daly::temp_frames(temps)
+                    }
+                    _ => 1,
+                };
+                (daly::encode_request(address, id, tx), frames)
+            }
+        };
+        if len == 0 {
+            return 0;
+        }
+        self.frames_left = frames;
+        self.assembler.clear();
+        self.stats.requests = self.stats.requests.saturating_add(1);
+        let reply_us = wire_time_us(len + expected_reply_len(query, slot), self.config.baud);
+        let deadline_ms = now_ms + reply_us.div_ceil(1000) + REPLY_LATENCY_MS;
+        self.state = State::Waiting { deadline_ms };
+        len
+    }
+
+    /// Feeds bytes received at `now_ms`; calls `on_report` for each pack whose round is
+    /// complete. Frames nobody asked for and damaged frames are counted and dropped.
+    pub fn receive(&mut self, now_ms: u64, bytes: &[u8], mut on_report: impl FnMut(PackReport)) {
+        if self.config.protocol == Protocol::OpenBms {
+            self.receiver.receive(bytes, &mut on_report);
+            return;
+        }
+        let scan: fn(&[u8]) -> Scan = match self.config.protocol {
+            Protocol::Jbd => jbd::scan,
+            Protocol::Jk => jk::scan,
+            Protocol::Daly | Protocol::OpenBms => daly::scan,
+        };
+        let mut assembler = core::mem::take(&mut self.assembler);
+        assembler.feed(bytes, scan, |frame| {
+            if let Err(_bad) = self.frame(now_ms, frame, &mut on_report) {
+                self.stats.bad_frames = self.stats.bad_frames.saturating_add(1);
+            }
+        });
+        self.assembler = assembler;
+    }
+
+    fn frame(
+        &mut self,
+        now_ms: u64,
+        frame: &[u8],
+        on_report: &mut dyn FnMut(PackReport),
+    ) -> Result<(), BadFrame> {
+        if !matches!(self.state, State::Waiting { .. }) {
+            return Err(BadFrame::Unexpected);
+        }
+        let query = self.query().ok_or(BadFrame::Unexpected)?;
+        let slot = self.slots.get_mut(self.pack).ok_or(BadFrame::Unexpected)?;
+        match (query, self.config.protocol) {
+            (Query::Jbd(register), Protocol::Jbd) => match jbd::decode(frame)? {
+                jbd::Response::Basic(basic) if register == jbd::REG_BASIC => {
+                    jbd::apply_basic(&basic, &mut slot.data)
+                }
+                jbd::Response::Cells(cells) if register == jbd::REG_CELLS => {
+                    slot.data.cells_mv = cells
+                }
+                jbd::Response::Name(name) if register == jbd::REG_NAME => slot.name = name,
+                _ => return Err(BadFrame::Unexpected),
+            },
+            (Query::Jk, Protocol::Jk) => match jk::decode(frame)? {
+                jk::Frame::Status(data) => {
+                    slot.jk_status = Some(data);
+                    return Ok(());
+                }
+                jk::Frame::Echo { address } if address == slot.address => {
+                    // A status frame followed by the polled pack's echo is that pack's.
+                    slot.data = slot.jk_status.take().ok_or(BadFrame::Unexpected)?;
+                    self.frames_left = 1;
+                }
+                jk::Frame::Echo { .. } => return Err(BadFrame::Unexpected),
+            },
+            (Query::Daly(id), Protocol::Daly) => {
+                let r = daly::decode(frame)?;
+                if r.board != slot.address || r.id != id {
+                    return Err(BadFrame::Unexpected);
+                }
+                if id == daly::ID_STATUS {
+                    slot.daly_counts = Some(daly::counts(&r.data)?);
+                } else {
+                    let (cells, temps) = slot.daly_counts.ok_or(BadFrame::Unexpected)?;
+                    daly::apply(&r, cells, temps, &mut slot.data)?;
+                    if id == daly::ID_RATED {
+                        slot.daly_rated = true;
+                    }
+                }
+            }
+            _ => return Err(BadFrame::Unexpected),
+        }
+        self.frames_left = self.frames_left.saturating_sub(1);
+        if self.frames_left == 0 {
+            self.answered(now_ms, on_report);
+        }
+        Ok(())
+    }
+
+    /// The awaited answer is complete: next query, a report when the pack's required queries
+    /// are all answered, next pack after its last query.
+    fn answered(&mut self, now_ms: u64, on_report: &mut dyn FnMut(PackReport)) {
+        if let (Some(Query::Jbd(jbd::REG_NAME)), Some(slot)) =
+            (self.query(), self.slots.get_mut(self.pack))
+        {
+            slot.named = true;
+        }
+        self.step += 1;
+        self.attempts = 0;
+        let (total, required) = self.plan_len();
+        if self.step == required {
+            self.report(on_report);
+        }
+        if self.step >= total {
+            self.next_pack(now_ms);
+        } else {
+            self.state = State::Idle {
+                until_ms: now_ms + self.gap_ms(),
+            };
+        }
+    }
+
+    fn report(&mut self, on_report: &mut dyn FnMut(PackReport)) {
+        let Some(slot) = self.slots.get(self.pack) else {
+            return;
+        };
+        let serial = pack_serial(self.config.protocol, self.config.line, slot.address);
+        match slot.data.to_report(serial) {
+            Ok(report) => {
+                self.stats.reports = self.stats.reports.saturating_add(1);
+                on_report(PackReport {
+                    address: slot.address,
+                    soc_percent: slot.data.soc_percent,
+                    report,
+                });
+            }
+            Err(error) => {
+                self.stats.refused = self.stats.refused.saturating_add(1);
+                log::warn!("{} pack refused: {}", self.config.protocol.name(), error);
+            }
+        }
+    }
+
+    fn next_pack(&mut self, now_ms: u64) {
+        self.step = 0;
+        self.attempts = 0;
+        self.pack += 1;
+        if self.pack >= self.slots.len() {
+            self.pack = 0;
+            let start = self.cycle_start_ms.unwrap_or(now_ms);
+            self.last_cycle_ms = Some(now_ms.saturating_sub(start));
+            self.state = State::Idle {
+                until_ms: (start + POLL_PERIOD_MS).max(now_ms + self.gap_ms()),
+            };
+        } else {
+            self.state = State::Idle {
+                until_ms: now_ms + self.gap_ms(),
+            };
+        }
+    }
+
+    /// Silence between an answer and the next request: 3.5 characters, as Modbus RTU asks.
+    fn gap_ms(&self) -> u64 {
+        wire_time_us(4, self.config.baud).div_ceil(1000)
+    }
+
+    /// The current pack's queries this round, fixed when its round starts: (all, required
+    /// before a report).
+    fn plan(&self) -> (Vec<Query, 8>, usize) {
+        let mut plan = Vec::new();
+        let Some(slot) = self.slots.get(self.pack) else {
+            return (plan, 0);
+        };
+        let queries: &[Query] = match self.config.protocol {
+            Protocol::OpenBms => &[],
+            Protocol::Jbd => &[Query::Jbd(jbd::REG_BASIC), Query::Jbd(jbd::REG_CELLS)],
+            Protocol::Jk => &[Query::Jk],
+            Protocol::Daly => {
+                if slot.daly_counts.is_none() {
+                    let _ = plan.push(Query::Daly(daly::ID_STATUS));
+                }
+                if !slot.daly_rated {
+                    let _ = plan.push(Query::Daly(daly::ID_RATED));
+                }
+                &[
+                    Query::Daly(daly::ID_SOC),
+                    Query::Daly(daly::ID_MOS),
+                    Query::Daly(daly::ID_CELLS),
+                    Query::Daly(daly::ID_TEMPS),
+                    Query::Daly(daly::ID_BALANCE),
+                ]
+            }
+        };
+        let _ = plan.extend_from_slice(queries);
+        let required = plan.len();
+        if self.config.protocol == Protocol::Jbd && !slot.named {
+            let _ = plan.push(Query::Jbd(jbd::REG_NAME));
+        }
+        (plan, required)
+    }
+
+    fn plan_len(&self) -> (usize, usize) {
+        (self.round.len(), self.required)
+    }
+
+    fn query(&self) -> Option<Query> {
+        self.round.get(self.step).copied()
+    }
+
+    fn query_is_optional(&self) -> bool {
+        self.step >= self.required
+    }
+}
+
+/// Bytes the answer to `query` takes at most (for the reply timeout).
+fn expected_reply_len(query: Query, slot: &Slot) -> usize {
+    match query {
+        Query::Jbd(jbd::REG_BASIC) => jbd::OVERHEAD + 23 + 2 * 8,
+        Query::Jbd(_) => jbd::OVERHEAD + 2 * super::MAX_PACK_CELLS,
+        Query::Jk => jk::STATUS_FRAME_LEN + jk::ECHO_LEN,
+        Query::Daly(id) => {
+            let (cells, temps) = slot.daly_counts.unwrap_or((0, 0));
+            let frames = match id {
+                daly::ID_CELLS => daly::cell_frames(cells),
+                daly::ID_TEMPS => daly::temp_frames(temps),
+                _ => 1,
+            };
+            daly::FRAME_LEN * usize::from(frames.max(1))
+        }
+    }
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+    use crate::drivers::emulator::{sample_pack, PackEmulator};
+    use crate::drivers::MAX_REQUEST_LEN;
+    use proptest::prelude::*;
+
+    /// Runs `poller` with `packs` answering at once until `end_ms`; the reports with their time.
+    fn run(
+        poller: &mut Poller,
+        packs: &mut [PackEmulator],
+        from_ms: u64,
+        end_ms: u64,
+    ) -> std::vec::Vec<(u64, PackReport)> {
+        let mut reports = std::vec::Vec::new();
+        let mut now = from_ms;
+        while now < end_ms {
+            let mut tx = [0u8; MAX_REQUEST_LEN];
+            let len = poller.poll(now, &mut tx);
+            if len > 0 {
+                let mut wire = std::vec::Vec::new();
+                for pack in packs.iter_mut() {
+                    pack.answer(&tx[..len], |frame| wire.extend_from_slice(frame));
+                }
+                // Answers arrive in small pieces, as a UART driver hands them over.
+                for chunk in wire.chunks(7) {
+                    poller.receive(now, chunk, |r| reports.push((now, r)));
+                }
+            }
+            let next = poller.next_deadline_ms().unwrap();
+            now = if len == 0 {
+                next.max(now + 1)
+            } else {
+                next.max(now)
+            };
+        }
+        reports
+    }
+
+    fn line(protocol: Protocol, addresses: &[u8]) -> Poller {
+        Poller::new(LineConfig::new(protocol, 0, addresses).unwrap())
+    }
+
+    #[test]
+    fn a_jbd_pack_is_read_every_round_and_named_once() {
+        let mut poller = line(Protocol::Jbd, &[1]);
+        let mut packs = [PackEmulator::new(
+            Protocol::Jbd,
+            1,
+            sample_pack(Protocol::Jbd, 4, 3300),
+        )];
+        let reports = run(&mut poller, &mut packs, 0, 10_000);
+        assert_eq!(reports.len(), 10, "one report a round");
+        let (_, first) = &reports[0];
+        assert_eq!(first.report.model, crate::bus::BatteryModel::Lfp12V8);
+        assert_eq!(first.report.cells_mv.len(), 4);
+        assert_eq!(first.soc_percent, Some(80));
+        assert_eq!(first.report.capacity_dah, 1000);
+        assert_eq!(poller.pack_name(0), b"OpenBMS sim pack");
+        // 2 requests a round, the name once.
+        assert_eq!(poller.stats().requests, 21);
+        assert_eq!(poller.stats().bad_frames, 0);
+        for pair in reports.windows(2) {
+            assert!(pair[1].0 - pair[0].0 <= POLL_PERIOD_MS);
+        }
+    }
+
+    #[test]
+    fn a_sleeping_pack_answers_the_second_request() {
+        let mut poller = line(Protocol::Jbd, &[1]);
+        let mut pack = PackEmulator::new(Protocol::Jbd, 1, sample_pack(Protocol::Jbd, 4, 3300));
+        pack.asleep = true;
+        let mut packs = [pack];
+        let reports = run(&mut poller, &mut packs, 0, 1_000);
+        assert_eq!(reports.len(), 1);
+        assert_eq!(poller.stats().retries, 1);
+        assert_eq!(poller.stats().skipped, 0);
+    }
+
+    #[test]
+    fn a_silent_pack_is_skipped_and_the_others_still_read_each_round() {
+        let mut poller = line(Protocol::Daly, &[1, 2, 3]);
+        let mut packs: std::vec::Vec<PackEmulator> = (1..=3)
+            .map(|a| PackEmulator::new(Protocol::Daly, a, sample_pack(Protocol::Daly, 8, 3300)))
+            .collect();
+        packs[1].silent = true;
+        let reports = run(&mut poller, &mut packs, 0, 5_000);
+        let from = |a: u8| reports.iter().filter(|(_, r)| r.address == a).count();
+        assert_eq!((from(1), from(2), from(3)), (5, 0, 5));
+        assert_eq!(poller.stats().skipped, 5);
+        assert_eq!(
+            poller.stats().retries,
+            5 * u32::from(MAX_ATTEMPTS - 1),
+            "each send of the silent pack's first query"
+        );
+        let r = &reports[0].1.report;
+        assert_eq!(r.model, crate::bus::BatteryModel::Lfp25V6);
+        assert_eq!(r.serial, pack_serial(Protocol::Daly, 0, 1));
+        assert_eq!(r.temps_ddegc.len(), 2);
+        assert_eq!(r.capacity_dah, 1000);
+    }
+
+    #[test]
+    fn jk_packs_on_one_line_each_report_under_their_own_serial() {
+        let mut poller = line(Protocol::Jk, &[1, 2, 3]);
+        let mut packs: std::vec::Vec<PackEmulator> = (1..=3)
+            .map(|a| {
+                PackEmulator::new(
+                    Protocol::Jk,
+                    a,
+                    sample_pack(Protocol::Jk, 16, 3300 + u16::from(a)),
+                )
+            })
+            .collect();
+        let reports = run(&mut poller, &mut packs, 0, 3_000);
+        assert_eq!(reports.len(), 9);
+        for (_, r) in &reports {
+            assert_eq!(r.report.serial, pack_serial(Protocol::Jk, 0, r.address));
+            assert_eq!(r.report.cells_mv[0], 3300 + u16::from(r.address));
+        }
+    }
+
+    #[test]
+    fn a_status_frame_followed_by_another_packs_echo_is_refused() {
+        let mut poller = line(Protocol::Jk, &[1]);
+        let mut tx = [0u8; MAX_REQUEST_LEN];
+        assert!(poller.poll(0, &mut tx) > 0);
+        let mut other = PackEmulator::new(Protocol::Jk, 2, sample_pack(Protocol::Jk, 16, 3300));
+        let mut request = [0u8; MAX_REQUEST_LEN];
+        let len = jk::encode_request(2, &mut request);
+        let mut reports = 0;
+        other.answer(&request[..len], |f| poller.receive(1, f, |_| reports += 1));
+        assert_eq!(reports, 0);
+        assert_eq!(poller.stats().bad_frames, 1);
+    }
+
+    #[test]
+    fn a_15_cell_pack_is_refused_not_reported() {
+        let mut poller = line(Protocol::Jbd, &[1]);
+        let mut packs = [PackEmulator::new(
+            Protocol::Jbd,
+            1,
+            sample_pack(Protocol::Jbd, 15, 3300),
+        )];
+        assert!(run(&mut poller, &mut packs, 0, 3_000).is_empty());
+        assert_eq!(poller.stats().refused, 3);
+    }
+
+    #[test]
+    fn the_openbms_bus_passes_reports_through_and_sends_nothing() {
+        let mut poller = Poller::new(LineConfig::new(Protocol::OpenBms, 0, &[]).unwrap());
+        let mut tx = [0u8; MAX_REQUEST_LEN];
+        assert_eq!(poller.poll(0, &mut tx), 0);
+        assert_eq!(poller.next_deadline_ms(), None);
+        let pack = sample_pack(Protocol::Jbd, 4, 3300);
+        let report = pack.to_report(7).unwrap();
+        let mut frame = [0u8; crate::bus::MAX_FRAME_LEN];
+        let len = crate::bus::encode_report(&report, &mut frame).unwrap();
+        let mut got = std::vec::Vec::new();
+        poller.receive(0, &frame[..len], |r| got.push(r.report));
+        assert_eq!(got, [report]);
+    }
+
+    proptest! {
+        // Garbage between and inside answers gives bad frames, never a report it does not
+        // carry, never a panic.
+        #[test]
+        fn garbage_gives_only_bad_frames(
+            protocol in prop_oneof![Just(Protocol::Jbd), Just(Protocol::Jk), Just(Protocol::Daly)],
+            garbage in proptest::collection::vec(any::<u8>(), 0..700),
+            at in 0u64..5_000,
+        ) {
+            let mut poller = line(protocol, &[1]);
+            let mut tx = [0u8; MAX_REQUEST_LEN];
+            let mut reports = 0;
+            for t in [at, at + 500, at + 5_000] {
+                poller.poll(t, &mut tx);
+                poller.receive(t, &garbage, |_| reports += 1);
+            }
+            prop_assert_eq!(reports, 0);
+        }
+    }
+}

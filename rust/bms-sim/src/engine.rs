@@ -4,14 +4,19 @@
 //! report, the next scenario event and the next timeline sample (style.md §5).
 
 use crate::file_storage::FileStorage;
+use crate::line::{pack_data, VirtualLine};
 use crate::plant::{Bank, BankSpec, Spread, Thevenin};
 use crate::scenario::{
-    in_hours, Action, ChargerConfig, ChargerKind, EventConfig, LoadConfig, Scenario, Via,
+    in_hours, Action, ChargerConfig, ChargerKind, EventConfig, LoadConfig, ProtocolChoice,
+    Scenario, Via,
 };
 use crate::sensors::{supply_mv, BatterySensor};
 use bms_core::bms::{Bms, Config, Decisions, DfuEvent, Event, Inputs, Output};
 use bms_core::bus::{encode_report, FrameDecoder, MAX_FRAME_LEN, REPORT_PERIOD_MS};
 use bms_core::codes::{ActiveCodes, Severity};
+use bms_core::drivers::emulator::PackEmulator;
+use bms_core::drivers::poller::Poller;
+use bms_core::drivers::{LineConfig, Protocol};
 use bms_core::monitor::{SocKnowledge, SocState};
 use bms_core::protection::Reasons;
 use bms_core::protocol;
@@ -305,6 +310,48 @@ pub struct Engine<'a> {
     persistence: Persistence,
     next_persist_ms: u64,
     ambient_override_c: Option<f64>,
+    /// Request/response packs (`protocol` other than openbms): the lines, and for each line
+    /// the battery behind each of its packs.
+    lines: Vec<VirtualLine>,
+    line_batteries: Vec<Vec<usize>>,
+    /// When each battery's pack data was last refreshed from the plant, ms.
+    pack_refreshed_ms: Vec<u64>,
+    next_line_ms: u64,
+}
+
+/// The request/response lines of a scenario whose packs speak JBD, JK or Daly (none for the
+/// OpenBMS bus): JBD packs one per line, JK and Daly packs on one line at addresses 1..N.
+fn build_lines(scenario: &Scenario, count: usize) -> (Vec<VirtualLine>, Vec<Vec<usize>>) {
+    let b = &scenario.bank;
+    if b.protocol == ProtocolChoice::Openbms || count == 0 {
+        return (Vec::new(), Vec::new());
+    }
+    let protocol = b.protocol.protocol();
+    let baud = b.baud.unwrap_or(protocol.default_baud());
+    let latency_us = (b.reply_latency_ms * 1000.0).round() as u64;
+    let groups: Vec<Vec<usize>> = if protocol == Protocol::Jbd {
+        (0..count).map(|i| vec![i]).collect()
+    } else {
+        vec![(0..count).collect()]
+    };
+    let mut lines = Vec::new();
+    for (n, group) in groups.iter().enumerate() {
+        let addresses: Vec<u8> = if protocol == Protocol::Jbd {
+            vec![1]
+        } else {
+            (1..=group.len() as u8).collect()
+        };
+        // The scenario check limits the packs per line, so the configuration is valid.
+        let Ok(config) = LineConfig::with_baud(protocol, baud, n as u8, &addresses) else {
+            continue;
+        };
+        let packs = addresses
+            .iter()
+            .map(|&a| PackEmulator::new(protocol, a, Default::default()))
+            .collect();
+        lines.push(VirtualLine::new(config, packs, latency_us));
+    }
+    (lines, groups)
 }
 
 /// Runs `scenario` to its end (or `options.until`), calling `progress` with the simulated
@@ -367,9 +414,14 @@ impl<'a> Engine<'a> {
             .max(1);
         // Batteries start their 1 s report cycles at staggered phases, as on a real bus (on the
         // 100 ms grid, so reports do not add plant steps between ticks).
-        let next_report_ms: Vec<u64> = (0..count)
-            .map(|i| 100 + 100 * ((i as u64 * 3) % 10))
-            .collect();
+        let (lines, line_batteries) = build_lines(scenario, count);
+        let next_report_ms: Vec<u64> = if lines.is_empty() {
+            (0..count)
+                .map(|i| 100 + 100 * ((i as u64 * 3) % 10))
+                .collect()
+        } else {
+            vec![u64::MAX; count]
+        };
         let chargers = scenario
             .chargers
             .iter()
@@ -429,6 +481,10 @@ impl<'a> Engine<'a> {
             persistence,
             next_persist_ms: 0,
             ambient_override_c: None,
+            next_line_ms: if lines.is_empty() { u64::MAX } else { 0 },
+            lines,
+            line_batteries,
+            pack_refreshed_ms: vec![0; count],
         };
         if let Some(note) = restore_note {
             engine.log(What::Bms(note));
@@ -463,6 +519,7 @@ impl<'a> Engine<'a> {
                 .min(next_report)
                 .min(next_event)
                 .min(self.next_slow_ms)
+                .min(self.next_line_ms)
                 .min(end_ms);
             if self.record_samples {
                 t = t.min(self.next_sample_ms);
@@ -475,6 +532,9 @@ impl<'a> Engine<'a> {
             }
             if self.now_ms >= self.next_report_any_ms {
                 self.send_reports();
+            }
+            if self.now_ms >= self.next_line_ms {
+                self.service_lines();
             }
             if self.now_ms >= self.next_tick_ms {
                 self.tick();
@@ -606,6 +666,11 @@ impl<'a> Engine<'a> {
         let stats = self.decoder.stats();
         self.totals.frames_good += stats.good;
         self.totals.frames_dropped += stats.dropped();
+        for line in &self.lines {
+            let stats = line.poller.stats();
+            self.totals.frames_good += stats.reports;
+            self.totals.frames_dropped += stats.bad_frames;
+        }
     }
 
     fn log(&mut self, what: What) {
@@ -767,6 +832,12 @@ impl<'a> Engine<'a> {
                 self.bms = bms;
                 self.count_frames();
                 self.decoder = FrameDecoder::new();
+                for line in &mut self.lines {
+                    line.poller = Poller::new(line.poller.config().clone());
+                }
+                if !self.lines.is_empty() {
+                    self.next_line_ms = self.now_ms;
+                }
                 self.decisions = Decisions::default();
                 self.next_tick_ms = self.now_ms;
                 if let Some(note) = note {
@@ -778,9 +849,14 @@ impl<'a> Engine<'a> {
                 let noise: Vec<u8> = (0..count).map(|_| self.rng.gen_range(1..=255)).collect();
                 let now = self.now_ms;
                 let bms = &mut self.bms;
-                self.decoder.feed(&noise, |r| {
-                    let _ = bms.handle_report(now, &r);
-                });
+                match self.lines.first_mut() {
+                    Some(line) => line.noise(now, &noise, |r| {
+                        let _ = bms.handle_report(now, &r.report);
+                    }),
+                    None => self.decoder.feed(&noise, |r| {
+                        let _ = bms.handle_report(now, &r);
+                    }),
+                }
                 text = format!("{text} {count} bytes");
             }
         }
@@ -853,6 +929,40 @@ impl<'a> Engine<'a> {
                 let _ = bms.handle_report(now, &r);
             });
         }
+    }
+
+    /// Runs the request/response lines to now: packs answer from the plant's present state.
+    fn service_lines(&mut self) {
+        let now = self.now_ms;
+        let mut next = u64::MAX;
+        for (line, batteries) in self.lines.iter_mut().zip(&self.line_batteries) {
+            let protocol = line.poller.config().protocol;
+            let (sensors, plant, config) = (&self.sensors, &self.bank, &self.scenario.sensors);
+            let (rng, plugged, refreshed) =
+                (&mut self.rng, &self.plugged, &mut self.pack_refreshed_ms);
+            let bms = &mut self.bms;
+            line.advance(
+                now,
+                |i, pack: &mut PackEmulator| {
+                    let b = batteries[i];
+                    pack.silent = !plugged[b];
+                    // The plant moves slowly: fresh values once per half second are enough.
+                    if refreshed[b] == 0 || now >= refreshed[b] + 500 {
+                        refreshed[b] = now.max(1);
+                        let battery = &plant.batteries[b];
+                        let report = sensors[b].report(battery, &plant.ocv, config, rng);
+                        let soc = (battery.soc() * 100.0).round().clamp(0.0, 100.0) as u8;
+                        pack.data = pack_data(&report, Some(soc), protocol);
+                    }
+                },
+                |r| {
+                    // A refused report is counted by the core and shows in its codes.
+                    let _ = bms.handle_report(now, &r.report);
+                },
+            );
+            next = next.min(line.next_event_ms().unwrap_or(u64::MAX));
+        }
+        self.next_line_ms = next.max(now + 1);
     }
 
     fn tick(&mut self) {

@@ -4,7 +4,8 @@
 //! into the reports batteries send; [`scenario`] reads the TOML scenarios; [`engine`] owns time,
 //! feeds the core through the battery-bus codec exactly as on the device and records a
 //! timeline; [`output`] writes the CSV files, the picture and the summary; [`replay`] feeds
-//! recorded measurements of one battery to the core; [`bench`] measures speed.
+//! recorded measurements of one battery to the core; [`bench`] measures speed; [`line`] puts
+//! packs that answer requests (JBD, JK, Daly) on a serial line in simulated time.
 #![forbid(unsafe_code)]
 #![warn(missing_docs)]
 
@@ -13,6 +14,7 @@ pub mod bench;
 pub mod engine;
 pub mod error;
 pub mod file_storage;
+pub mod line;
 pub mod ocv;
 #[cfg(feature = "cli")]
 pub mod output;

@@ -109,6 +109,48 @@ pub struct BankConfig {
     /// Mean self-discharge in percent of capacity per 30 days.
     #[serde(default = "default_self_discharge")]
     pub self_discharge_pct_per_month: f64,
+    /// What the batteries speak: "openbms" (reports on the battery bus, the default), or
+    /// "jbd", "jk", "daly": packs that answer the BMS's requests exactly as those BMSs do.
+    #[serde(default)]
+    pub protocol: ProtocolChoice,
+    /// Line speed for the packs, bit/s; default: the protocol's own (JBD, Daly 9600; JK 115200).
+    #[serde(default)]
+    pub baud: Option<u32>,
+    /// Time a pack takes before its answer starts, ms.
+    #[serde(default = "default_reply_latency")]
+    pub reply_latency_ms: f64,
+}
+
+/// The protocol the simulated batteries speak.
+#[derive(Clone, Copy, Debug, Default, Deserialize, PartialEq, Eq)]
+#[serde(rename_all = "lowercase")]
+pub enum ProtocolChoice {
+    /// The OpenBMS battery bus.
+    #[default]
+    Openbms,
+    /// JBD / Xiaoxiang: one pack per line.
+    Jbd,
+    /// JK-PB RS485: addresses 1..15 on one line.
+    Jk,
+    /// Daly: boards 1..16 on one line.
+    Daly,
+}
+
+impl ProtocolChoice {
+    /// The core's protocol.
+    pub fn protocol(self) -> bms_core::drivers::Protocol {
+        use bms_core::drivers::Protocol;
+        match self {
+            ProtocolChoice::Openbms => Protocol::OpenBms,
+            ProtocolChoice::Jbd => Protocol::Jbd,
+            ProtocolChoice::Jk => Protocol::Jk,
+            ProtocolChoice::Daly => Protocol::Daly,
+        }
+    }
+}
+
+fn default_reply_latency() -> f64 {
+    20.0
 }
 
 fn one() -> usize {
@@ -718,6 +760,35 @@ fn validate(s: &Scenario) -> Result<(), Invalid> {
         None,
         "series",
         || "series and parallel must be at least 1".into(),
+    )?;
+    let packs = b.series.saturating_mul(b.parallel);
+    let per_line = match b.protocol {
+        ProtocolChoice::Openbms => usize::MAX,
+        ProtocolChoice::Jbd => 16,
+        ProtocolChoice::Jk => 15,
+        ProtocolChoice::Daly => 16,
+    };
+    check(packs <= per_line, "bank", None, "protocol", || {
+        format!(
+            "{packs} {} packs: at most {per_line} (one line; JBD: one line each, 16 lines)",
+            b.protocol.protocol().name()
+        )
+    })?;
+    if let Some(baud) = b.baud {
+        check(
+            (1_200..=1_000_000).contains(&baud),
+            "bank",
+            None,
+            "baud",
+            || format!("{baud} outside 1200–1000000 bit/s"),
+        )?;
+    }
+    check(
+        finite_in(b.reply_latency_ms, 0.0, 1_000.0),
+        "bank",
+        None,
+        "reply_latency_ms",
+        || format!("{} outside 0–1000 ms", b.reply_latency_ms),
     )?;
     check(
         b.series * b.parallel <= max_batteries,

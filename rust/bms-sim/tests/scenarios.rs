@@ -468,3 +468,52 @@ action = "synchronise"
     assert_eq!(sample_after(&r, 6.0 * 60.0).soc_bms_pct, Some(42.5));
     assert_eq!(sample_after(&r, 11.0 * 60.0).soc_bms_pct, Some(100.0));
 }
+
+/// BANK-1, BANK-4 with packs that are asked (JBD): two 4-cell JBD packs join the bank as
+/// 12.8 V batteries in series, run the outputs like bus batteries, and the one whose cable is
+/// pulled is lost 5 s after its last answer (rounds are 1 s apart, so 4..6 s after the pull).
+#[test]
+fn bank_4_bank_24v_jbd_packs_join_and_a_silent_pack_is_lost_after_5_s() {
+    let o = run("bank-24v-jbd.toml", None);
+    let t = o.topology.expect("topology known");
+    assert_eq!((t.batteries, t.series, t.parallel), (2, 2, 1));
+    assert_eq!(t.model, bms_core::bus::BatteryModel::Lfp12V8);
+    assert_eq!(t.capacity_dah, 1000);
+    let r = &o.result;
+    let unplug_ms = 30 * 60_000;
+    let replug_ms = 40 * 60_000;
+    for x in r.samples.iter().filter(|x| x.t_s >= 10.0 && x.t_s < 1800.0) {
+        assert!(
+            x.atd && x.atc,
+            "t = {}: {} / {}",
+            x.t_s,
+            x.atd_reasons,
+            x.atc_reasons
+        );
+    }
+    for output in [Output::Atd, Output::Atc] {
+        let off: Vec<_> = changes(r, output, false)
+            .into_iter()
+            .filter(|c| c.0 > 10_000)
+            .collect();
+        assert_eq!(off.len(), 1, "{output:?}");
+        let (t, reasons) = off[0];
+        assert!(reasons.contains(Reason::BatteryLost), "{reasons}");
+        assert!(
+            t >= unplug_ms + 4_000 && t <= unplug_ms + 6_100,
+            "{output:?} off at {t} ms"
+        );
+        let t_on = changes(r, output, true)
+            .into_iter()
+            .map(|c| c.0)
+            .find(|&t| t > unplug_ms)
+            .unwrap();
+        assert!(
+            t_on >= replug_ms && t_on <= replug_ms + 3_000,
+            "{output:?} on at {t_on} ms"
+        );
+    }
+    assert_eq!(raised(r, Code::BatteryLost).len(), 1);
+    assert!(r.totals.frames_good > 2 * 3000, "{}", r.totals.frames_good);
+    assert_eq!(r.totals.frames_dropped, 0);
+}

@@ -4,7 +4,8 @@
 //! cell1_v,cell2_v,cell3_v,cell4_v` and optionally `remote_on` (1/0, absent = on); rows at
 //! strictly increasing times; values hold until the next row. The battery reports every second
 //! through the bus codec and the core ticks at its own rate in between. Output columns:
-//! `t_s,soc_pct,atd,atc,prealarm,alarms,warnings` (+ `adv_hex` with `--adv-key`), one row per
+//! `t_s,soc_pct,atd,atc,prealarm,alarms,warnings` (+ `adv_hex` with `--adv-key`, then
+//! `soc_sigma_pct` with `--uncertainty`), one row per
 //! input row, taken after that row's time has been processed. Bad input writes nothing.
 
 use crate::error::InputError;
@@ -44,6 +45,9 @@ pub struct ReplayArgs {
     /// SoC estimator the BMS runs (default: the product default, adaptive).
     #[arg(long, value_enum, default_value_t = EstimatorChoice::default())]
     pub estimator: EstimatorChoice,
+    /// Adds the `soc_sigma_pct` column: the 1-σ uncertainty the estimator reports, percent.
+    #[arg(long)]
+    pub uncertainty: bool,
 }
 
 fn parse_pct(s: &str) -> Result<f64, String> {
@@ -273,6 +277,10 @@ pub struct OutputRow {
     /// Instant Readout payload in hex (only with `--adv-key`).
     #[serde(skip_serializing_if = "Option::is_none")]
     pub adv_hex: Option<String>,
+    /// 1-σ uncertainty of the SoC in percent with one decimal, empty when not reported (only
+    /// with `--uncertainty`).
+    #[serde(skip_serializing_if = "Option::is_none")]
+    pub soc_sigma_pct: Option<String>,
 }
 
 fn report(row: &InputRow, capacity_ah: f64) -> BatteryReport {
@@ -369,6 +377,12 @@ pub fn run_rows(
             alarms: codes_joined(decisions.codes, true),
             warnings: codes_joined(decisions.codes, false),
             adv_hex: adv.then(|| advertisement_hex(&mut bms)),
+            soc_sigma_pct: Some(
+                bms.monitor_status()
+                    .soc_uncertainty_permille
+                    .map(|p| format!("{:.1}", f64::from(p) / 10.0))
+                    .unwrap_or_default(),
+            ),
         });
     }
     out
@@ -422,13 +436,18 @@ pub fn replay(args: &ReplayArgs) -> Result<(), ReplayError> {
     if let Some(key) = args.adv_key {
         config.device_key = key;
     }
-    let out = run_rows(
+    let mut out = run_rows(
         &rows,
         config,
         args.initial_soc,
         args.capacity_ah,
         args.adv_key.is_some(),
     );
+    if !args.uncertainty {
+        for row in &mut out {
+            row.soc_sigma_pct = None;
+        }
+    }
     let mut w = csv::Writer::from_path(&args.out)
         .map_err(|e| ReplayError::Output(format!("{}: {e}", args.out.display())))?;
     for row in &out {

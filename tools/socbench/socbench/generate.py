@@ -38,33 +38,72 @@ def cache_key(scenario: Scenario, model: str) -> str:
     return h.hexdigest()[:12]
 
 
+# Fields that only change how the plant is read or judged, not what it does.
+_NOT_PLANT = ("name", "title", "sensors", "goal_max_err_pct", "expect_full_charge")
+
+
+def plant_key(scenario: Scenario, model: str) -> str:
+    """Hash of what shapes the simulated plant (not the sensors): sensor variants share it."""
+    fields = {k: v for k, v in dataclasses.asdict(scenario).items() if k not in _NOT_PLANT}
+    h = hashlib.sha256()
+    h.update(json.dumps(fields, sort_keys=True).encode())
+    h.update(model.encode())
+    for path in sorted(PACKAGE_DIR.glob("*.py")) + [REQUIREMENTS]:
+        if path.name not in ("cli.py", "metrics.py", "replay.py", "sensors.py"):
+            h.update(path.name.encode())
+            h.update(path.read_bytes())
+    return h.hexdigest()[:12]
+
+
 def profile_dir(root: Path, scenario: Scenario, model: str) -> Path:
     """The cache folder of a profile under `root`."""
     return root / f"{scenario.name}-{model}-{cache_key(scenario, model)}"
 
 
-def generate(scenario: Scenario, model: str, dest: Path, verbose: bool = False) -> dict:
-    """Simulates `scenario` with PyBaMM model `model` and writes the profile into `dest`."""
+def generate(
+    scenario: Scenario, model: str, dest: Path, verbose: bool = False, plants: Path | None = None
+) -> dict:
+    """Simulates `scenario` with PyBaMM model `model` and writes the profile into `dest`.
+
+    With `plants`, the plant run is cached there (`<plant_key>.npz`) and reused by every
+    scenario that differs only in its sensors.
+    """
     from . import cell, plant  # PyBaMM is imported only when a profile is really generated
 
     started = time.monotonic()
     cpu_started = time.process_time()
-    spec = cell.CellSpec(model=model)
+    spec = cell.CellSpec(model=model, bank_capacity_ah=scenario.capacity_ah)
     calibration = cell.calibrate(spec)
-    schedule = scenario.schedule()
-    the_cell = cell.Cell(spec, calibration, scenario.soc0_pct, float(schedule.temp_c[0]))
-    charger = plant.Charger(scenario.charger)
-    hysteresis = sensors.Hysteresis(scenario.hysteresis)
-
-    def progress(t_s: float) -> None:
-        if verbose:
-            took = time.monotonic() - started
-            print(
-                f"    {scenario.name}: day {t_s / 86400:.0f}/{scenario.days} ({took:.0f} s)",
-                flush=True,
+    cached = plants / f"{plant_key(scenario, model)}.npz" if plants is not None else None
+    if cached is not None and cached.exists():
+        with np.load(cached) as z:
+            trace = plant.Trace(
+                **{k: z[k] for k in ("t_s", "voltage_v", "q_dis_ah", "hysteresis_v", "temp_c",
+                                     "stage")},
+                slides=int(z["slides"]),
             )
+    else:
+        schedule = scenario.schedule()
+        the_cell = cell.Cell(spec, calibration, scenario.soc0_pct, float(schedule.temp_c[0]))
+        charger = plant.Charger(scenario.charger)
+        hysteresis = sensors.Hysteresis(scenario.hysteresis)
 
-    trace = plant.run(the_cell, schedule, charger, hysteresis, scenario.sample_s, progress=progress)
+        def progress(t_s: float) -> None:
+            if verbose:
+                took = time.monotonic() - started
+                print(
+                    f"    {scenario.name}: day {t_s / 86400:.0f}/{scenario.days} ({took:.0f} s)",
+                    flush=True,
+                )
+
+        trace = plant.run(
+            the_cell, schedule, charger, hysteresis, scenario.sample_s, progress=progress
+        )
+        if cached is not None:
+            cached.parent.mkdir(parents=True, exist_ok=True)
+            tmp = cached.with_suffix(".tmp.npz")
+            np.savez(tmp, **{k: v for k, v in dataclasses.asdict(trace).items()})
+            tmp.rename(cached)
     simulated = time.monotonic()
 
     true_soc = scenario.soc0_pct - 100.0 * trace.q_dis_ah / spec.bank_capacity_ah

@@ -18,6 +18,7 @@ class Simulator:
     has_replay: bool
     has_estimator_flag: bool
     problem: str = ""
+    has_uncertainty_flag: bool = False
 
 
 def build(root: Path) -> Path:
@@ -44,7 +45,7 @@ def probe(binary: Path | None) -> Simulator:
     text = res.stdout + res.stderr
     if res.returncode != 0 or "--out" not in text:
         return Simulator(binary, False, False, "replay not available")
-    return Simulator(binary, True, "--estimator" in text)
+    return Simulator(binary, True, "--estimator" in text, "", "--uncertainty" in text)
 
 
 def run(
@@ -71,6 +72,8 @@ def run(
     ]
     if estimator is not None:
         cmd += ["--estimator", estimator]
+    if sim.has_uncertainty_flag:
+        cmd += ["--uncertainty"]
     res = subprocess.run(cmd, capture_output=True, text=True)
     if res.returncode != 0:
         tail = (res.stderr or res.stdout).strip().splitlines()[-5:]

@@ -2,7 +2,7 @@
 //! honestly support, with a 1-σ uncertainty reported alongside.
 //!
 //! The spine is the charge count: the bank current integrated exactly as in
-//! [`CoulombCounter`](super::CoulombCounter), with the MON-1 charge efficiency but without the Peukert rate
+//! [`CoulombCounter`], with the MON-1 charge efficiency but without the Peukert rate
 //! correction. For LiFePO4 the usable charge hardly depends on the rate, and Peukert's law
 //! applied to the SoC turns every burst of load into a permanent step (a 50 A burst for 20 min
 //! on 100 Ah counts 11 % too much); what is left of the counting error is learned instead.
@@ -41,8 +41,9 @@ use serde::{Deserialize, Serialize};
 
 use super::ocv::ocv_soc;
 use super::units::{stored_nas, NAS_PER_MAH};
-use super::{Anchor, Interval, SocEstimator};
+use super::{Anchor, CoulombCounter, Interval, SocEstimator};
 use crate::shift::push_front;
+use crate::word::Number;
 
 /// Prior 1-σ current-sensor offset, as a fraction of the capacity per hour: 50 mA on 100 Ah,
 /// the typical uncalibrated shunt the issue quotes (1.2 % of SoC per day).
@@ -151,6 +152,36 @@ pub const CAPACITY_PRIOR: f32 = 0.05;
 /// How far the capacity may wander (ageing), 1 σ per √day as a fraction of nominal.
 pub const CAPACITY_WALK_PER_SQRT_DAY: f32 = 0.001;
 
+/// A bank current (offset-corrected) up to this, as a fraction of capacity per hour (C/33),
+/// is a light load: the cell voltage under it is a reading once the IR drop and the
+/// relaxation are modelled (fridge, router, fan: systems that never rest).
+pub const LIGHT_LOAD_C: f32 = 0.03;
+/// Series resistance of a cell times its capacity, mΩ·Ah at 25 °C (0.8 mΩ for 100 Ah): the
+/// part of the drop that follows the current at once.
+pub const SERIES_RESISTANCE_MOHM_AH: f32 = 80.0;
+/// Polarisation resistance times capacity, mΩ·Ah at 25 °C: the part that builds up with
+/// [`POLARISATION_TAU_MS`] (charge transfer and diffusion, lumped into one RC pair).
+pub const POLARISATION_MOHM_AH: f32 = 120.0;
+/// Time constant of the polarisation, in ms.
+pub const POLARISATION_TAU_MS: f32 = 10.0 * 60_000.0;
+/// Both resistances double for every this many °C below 25 °C (up to eight times).
+pub const RESISTANCE_DOUBLING_DEGC: f32 = 12.0;
+/// Time under light load (three polarisation time constants) before a loaded reading, in ms.
+pub const LOADED_SETTLE_MS: u64 = 30 * 60_000;
+/// Shortest time between two loaded readings, in ms: their model errors are correlated, so
+/// more of them would not be more information.
+pub const LOADED_INTERVAL_MS: u64 = 60 * 60_000;
+/// 1-σ error of the modelled drop, as a fraction of it, plus [`LOADED_SIGMA_MV`].
+pub const LOADED_DROP_SIGMA: f32 = 0.5;
+/// Fixed part of a loaded reading's voltage error (relaxation not finished), in mV.
+pub const LOADED_SIGMA_MV: f32 = 2.0;
+/// Average normalised innovation of the voltage readings above which model and data disagree:
+/// the estimator then counts as the plain counter does until they agree again.
+pub const DISAGREE_NIS: f32 = 6.0;
+/// ...and below which they agree again.
+pub const AGREE_NIS: f32 = 3.0;
+/// Weight of the newest reading in that average.
+const NIS_WEIGHT: f32 = 0.2;
 const BUCKETS: usize = 6;
 /// The covariance prediction is gathered over this long and applied at once (exact: the
 /// steps compose by adding their couplings), to keep the per-tick cost small.
@@ -287,6 +318,30 @@ pub struct AdaptiveEstimator {
     capacity_factor: f32,
     /// Counts of the corrections made, for inspection and tests.
     stats: Corrections,
+    /// Light-load readings: time under light load, the bucket being filled, since the last.
+    light: LightWatch,
+    /// Modelled polarisation voltage of a cell, mV (positive while charging).
+    polarisation_mv: f32,
+    /// The plain count (MON-1) alongside, the fallback when model and data disagree.
+    plain: CoulombCounter,
+    /// Running average of the readings' normalised innovation squared (1 when consistent).
+    nis: f32,
+    /// Model and data disagree: counting as the plain counter does.
+    disagree: bool,
+    /// Normalised innovation squared of the last update.
+    last_nis: f32,
+}
+
+/// Light-load readings: the cell voltage corrected for the modelled drop, in 5-minute buckets.
+#[derive(Clone, Copy, Debug, Default, PartialEq)]
+struct LightWatch {
+    /// Time the bank has been under light load, in ms.
+    light_ms: u64,
+    /// Time since the last loaded reading, in ms (`None` = none yet).
+    since_reading_ms: Option<u64>,
+    bucket_ms: u32,
+    bucket_mv_ms: f32,
+    bucket_drop_ms: f32,
 }
 
 /// How many corrections of each kind the adaptive estimator has made.
@@ -300,6 +355,10 @@ pub struct Corrections {
     pub float_readings: u32,
     /// Capacity readings applied.
     pub capacity_readings: u32,
+    /// Readings of the voltage under a light load applied.
+    pub loaded_readings: u32,
+    /// Times the estimator fell back to the plain count because model and data disagreed.
+    pub fallbacks: u32,
 }
 
 impl Default for AdaptiveEstimator {
@@ -320,6 +379,12 @@ impl Default for AdaptiveEstimator {
             rest: RestWatch::default(),
             capacity_factor: 1.0,
             stats: Corrections::default(),
+            light: LightWatch::default(),
+            polarisation_mv: 0.0,
+            plain: CoulombCounter::default(),
+            nis: 1.0,
+            disagree: false,
+            last_nis: 0.0,
         };
         estimator.p = prior(SET_SIGMA, 0.0);
         estimator
@@ -532,6 +597,7 @@ impl AdaptiveEstimator {
         if !total.is_finite() || total <= 0.0 || !innovation.is_finite() {
             return false;
         }
+        self.last_nis = innovation * innovation / total;
         let mut mask = mask;
         if innovation * innovation > OUTLIER_SIGMAS * OUTLIER_SIGMAS * total {
             mask[B] = false;
@@ -620,6 +686,16 @@ impl AdaptiveEstimator {
 
     /// A relaxed cell voltage: corrects the SoC when it lies on a knee. True when applied.
     fn knee_reading(&mut self, cell_mv: f32) -> bool {
+        let applied = self.voltage_reading(cell_mv, 0.0);
+        if applied {
+            self.stats.knee_readings = self.stats.knee_readings.saturating_add(1);
+        }
+        applied
+    }
+
+    /// A cell voltage taken as open-circuit voltage with `extra_var_mv` (mV²) of model error
+    /// beyond a rested reading's: corrects the SoC when it lies on a knee. True when applied.
+    fn voltage_reading(&mut self, cell_mv: f32, extra_var_mv: f32) -> bool {
         // The table is the discharge branch: move the reading there.
         let on_discharge_mv = cell_mv - (self.hysteresis + 1.0) * self.half_gap_mv();
         let (soc, slope_mv) = ocv_soc(on_discharge_mv);
@@ -629,8 +705,15 @@ impl AdaptiveEstimator {
         let Some(region) = bias_state(soc) else {
             return false;
         };
-        let var_mv =
-            READING_SIGMA_MV * READING_SIGMA_MV + HYSTERESIS_SIGMA_MV * HYSTERESIS_SIGMA_MV;
+        // Under load only the lower region: near full, a battery fresh off its charger still
+        // relaxes for hours, and the plateau's end is a few mV from the knee.
+        let loaded = extra_var_mv > 0.0;
+        if loaded && region == HIGH {
+            return false;
+        }
+        let var_mv = READING_SIGMA_MV * READING_SIGMA_MV
+            + HYSTERESIS_SIGMA_MV * HYSTERESIS_SIGMA_MV
+            + extra_var_mv;
         let extra = if region == HIGH {
             HIGH_READING_SIGMA
         } else {
@@ -651,12 +734,125 @@ impl AdaptiveEstimator {
             mask[E] = false;
             mask[CAP] = false;
         }
+        if loaded {
+            // A loaded reading far from what the filter expects is the model's failure (a
+            // relaxation not modelled), not news about the SoC: it teaches nothing.
+            let mut state = self.x;
+            state[S] = self.soc();
+            let expected = dot(&h, &state);
+            let total = dot(&h, &self.p.map(|row| dot(&row, &h))) + r;
+            if (soc - expected) * (soc - expected) > OUTLIER_SIGMAS * OUTLIER_SIGMAS * total {
+                self.last_nis = OUTLIER_SIGMAS * OUTLIER_SIGMAS;
+                self.judge_consistency();
+                return false;
+            }
+        }
+        if self.disagree {
+            // Counting plainly: readings teach the table only, and say when model and data
+            // agree again.
+            mask[S] = false;
+            mask[B] = false;
+            mask[E] = false;
+            mask[CAP] = false;
+        }
         let capacity_taught = self.update(h, soc, r, mask);
-        self.stats.knee_readings = self.stats.knee_readings.saturating_add(1);
         if capacity_taught {
             self.stats.capacity_readings = self.stats.capacity_readings.saturating_add(1);
         }
+        self.judge_consistency();
         true
+    }
+
+    /// Folds the last reading's normalised innovation into the running average and switches
+    /// between the model and the plain count when they part or meet again.
+    fn judge_consistency(&mut self) {
+        self.nis += (self.last_nis.min(100.0) - self.nis) * NIS_WEIGHT;
+        if !self.disagree && self.nis > DISAGREE_NIS {
+            self.disagree = true;
+            self.stats.fallbacks = self.stats.fallbacks.saturating_add(1);
+            // Fall back to the plain count; the gap between the two is uncertainty now.
+            let gap = (self.plain.used_nas() - self.used_nas) as f32 / self.capacity_nas();
+            self.used_nas = self.plain.used_nas();
+            self.clipped_nas = 0;
+            self.p[S][S] += gap * gap;
+            log::warn!(
+                "soc: voltage and count disagree, counting plainly (gap {} permille)",
+                Number::from((gap * 1000.0) as i32)
+            );
+        } else if self.disagree && self.nis < AGREE_NIS {
+            self.disagree = false;
+            log::info!("soc: voltage and count agree again");
+        }
+    }
+
+    /// Light-load readings: models the drop of the cell voltage under the present current
+    /// (series resistance at once, polarisation with its time constant) and fills the
+    /// 5-minute buckets of the corrected voltage while the load is light.
+    fn watch_light_load(&mut self, interval: &Interval, mean_ma: f32) {
+        let current_a = (mean_ma - self.x[B]) / 1000.0;
+        let scale = self.resistance_scale();
+        let dt_ms = interval.dt_ms as f32;
+        let settle = (dt_ms / POLARISATION_TAU_MS).min(1.0);
+        self.polarisation_mv +=
+            (POLARISATION_MOHM_AH * scale * current_a - self.polarisation_mv) * settle;
+        let drop_mv = SERIES_RESISTANCE_MOHM_AH * scale * current_a + self.polarisation_mv;
+        let light_ma = LIGHT_LOAD_C * self.capacity_mah as f32;
+        let rest_ma = REST_CURRENT_C * self.capacity_mah as f32;
+        let end_ma = interval.end_ma as f32 - self.x[B];
+        // Discharging lightly: a rest is read by the rested path, a charge is never light.
+        let light = current_a * 1000.0 < -rest_ma
+            && current_a * 1000.0 >= -light_ma
+            && end_ma <= 0.0
+            && end_ma >= -light_ma;
+        if let Some(since) = self.light.since_reading_ms.as_mut() {
+            *since = since.saturating_add(u64::from(interval.dt_ms));
+        }
+        if !light || interval.cells_in_series == 0 {
+            let since = self.light.since_reading_ms;
+            self.light = LightWatch {
+                since_reading_ms: since,
+                ..LightWatch::default()
+            };
+            return;
+        }
+        let cell_mv = interval.bank_mv as f32 / f32::from(interval.cells_in_series);
+        let w = &mut self.light;
+        w.light_ms = w.light_ms.saturating_add(u64::from(interval.dt_ms));
+        w.bucket_ms = w.bucket_ms.saturating_add(interval.dt_ms);
+        w.bucket_mv_ms += cell_mv * dt_ms;
+        w.bucket_drop_ms += drop_mv * dt_ms;
+        if w.bucket_ms >= BUCKET_MS {
+            let n = w.bucket_ms as f32;
+            let (mv, drop) = (w.bucket_mv_ms / n, w.bucket_drop_ms / n);
+            w.bucket_ms = 0;
+            w.bucket_mv_ms = 0.0;
+            w.bucket_drop_ms = 0.0;
+            self.light_bucket(mv, drop);
+        }
+    }
+
+    /// Every completed 5-minute light-load bucket: a loaded reading when its gates open.
+    fn light_bucket(&mut self, cell_mv: f32, drop_mv: f32) {
+        let due = self
+            .light
+            .since_reading_ms
+            .is_none_or(|since| since >= LOADED_INTERVAL_MS);
+        if !due || self.light.light_ms < LOADED_SETTLE_MS {
+            return;
+        }
+        let sigma_mv = LOADED_DROP_SIGMA * drop_mv.abs() + LOADED_SIGMA_MV;
+        if self.voltage_reading(cell_mv - drop_mv, sigma_mv * sigma_mv) {
+            self.light.since_reading_ms = Some(0);
+            self.stats.loaded_readings = self.stats.loaded_readings.saturating_add(1);
+        }
+    }
+
+    /// Resistances scale with the inverse capacity and double every
+    /// [`RESISTANCE_DOUBLING_DEGC`] below 25 °C.
+    fn resistance_scale(&self) -> f32 {
+        let below = ((250.0 - f32::from(self.temp_ddegc)) / 10.0).clamp(0.0, 36.0);
+        let cold = exp2(below / RESISTANCE_DOUBLING_DEGC).min(8.0);
+        cold * 1000.0 / self.capacity_mah.max(1) as f32
     }
 }
 
@@ -673,10 +869,18 @@ impl SocEstimator for AdaptiveEstimator {
         }
         // The spine: the charge counted, with the MON-1 charge efficiency but no Peukert
         // correction (see the module documentation).
+        self.plain.integrate(interval);
+        let full_nas = i64::from(self.capacity_mah).saturating_mul(NAS_PER_MAH);
+        let plain_used = self.plain.used_nas();
+        if !(0..=full_nas).contains(&plain_used) {
+            let consumed = self.plain.consumed_nas().max(0);
+            self.plain.reset(plain_used.clamp(0, full_nas), consumed);
+        }
         let net_nas = interval.net_nas();
         let counted = if net_nas >= 0 {
             stored_nas(net_nas).saturating_neg()
         } else {
+            // No Peukert scaling at any rate: see the module documentation.
             net_nas.saturating_neg()
         };
         let dt_ms = interval.dt_ms as f32;
@@ -715,6 +919,10 @@ impl SocEstimator for AdaptiveEstimator {
         self.hysteresis += (target - self.hysteresis) * pull;
 
         let mean_ma = (interval.start_ma as f32 + interval.end_ma as f32) / 2.0;
+        if self.disagree {
+            self.used_nas = self.plain.used_nas();
+        }
+        self.watch_light_load(interval, mean_ma);
         let rest_ma = REST_CURRENT_C * self.capacity_mah as f32;
         let resting = (mean_ma - self.x[B]).abs() <= rest_ma
             && (interval.end_ma as f32 - self.x[B]).abs() <= rest_ma;
@@ -739,6 +947,9 @@ impl SocEstimator for AdaptiveEstimator {
     fn reset(&mut self, used_nas: i64, consumed_nas: i64) {
         self.used_nas = used_nas;
         self.consumed_nas = consumed_nas;
+        if self.disagree {
+            self.plain.reset(used_nas, consumed_nas);
+        }
     }
 
     fn clamp(&mut self, used_nas: i64, consumed_nas: i64) {
@@ -750,6 +961,7 @@ impl SocEstimator for AdaptiveEstimator {
 
     fn anchor(&mut self, used_nas: i64, consumed_nas: i64, anchor: Anchor) {
         self.reset(used_nas, consumed_nas);
+        self.plain.reset(used_nas, consumed_nas);
         self.clipped_nas = 0;
         let sigma = match anchor {
             Anchor::Manual | Anchor::Restored => SET_SIGMA,
@@ -769,6 +981,7 @@ impl SocEstimator for AdaptiveEstimator {
         self.used_nas = 0;
         self.consumed_nas = 0;
         self.clipped_nas = 0;
+        self.plain.reset(0, 0);
         // The voltage at a synchronisation is on the charge branch.
         self.hysteresis = 1.0;
     }
@@ -934,4 +1147,14 @@ pub fn sqrt(x: f32) -> f32 {
         y = 0.5 * (y + x / y);
     }
     y
+}
+
+/// 2^x for 0 ≤ x ≤ 3 (integer part by doubling, the fraction by its Taylor series to x^4;
+/// error below 0.1 %).
+fn exp2(x: f32) -> f32 {
+    let x = x.clamp(0.0, 3.0);
+    let whole = x as u8;
+    let y = (x - f32::from(whole)) * core::f32::consts::LN_2;
+    let fraction = 1.0 + y * (1.0 + y * (0.5 + y * (1.0 / 6.0 + y / 24.0)));
+    fraction * f32::from(1u8 << whole)
 }

@@ -91,6 +91,13 @@ class BleLink {
       this.chr[name] = await service.getCharacteristic(c.uuid);
     }
     try {
+      // The Device Information Service: firmware version (app/VERSION) and board.
+      const dis = await server.getPrimaryService('device_information');
+      const text = async (c) => new TextDecoder().decode(await (await dis.getCharacteristic(c)).readValue());
+      this.firmware = await text('firmware_revision_string');
+      this.hardware = await text('hardware_revision_string').catch(() => null);
+    } catch { this.firmware = null; }
+    try {
       const smp = await server.getPrimaryService(SMP_SERVICE);
       this.smpChr = await smp.getCharacteristic(SMP_CHARACTERISTIC);
     } catch { this.smpChr = null; }
@@ -170,6 +177,7 @@ const notPaired = 'not paired: the BMS accepts changes only from a paired phone.
 class DemoLink {
   constructor(toml) {
     this.name = 'OpenBMS demo';
+    this.firmware = 'demo (the core of this page)';
     this.dev = new core.DemoDevice('web-demo.toml', toml);
     this.speed = 600;
     this.listeners = [];
@@ -564,6 +572,8 @@ async function start(newLink) {
   settingsValues = null;
   smp = null;
   $('link').textContent = `Connected: ${link.name}`;
+  $('version').textContent = link.firmware
+    ? `${link.name}: firmware ${link.firmware}${link.hardware ? `, board ${link.hardware}` : ''}` : '';
   document.body.dataset.connected = link instanceof DemoLink ? 'demo' : 'ble';
   $('tabs').hidden = false;
   $('connect').hidden = true;
@@ -591,6 +601,7 @@ function stop() {
   pollTimer = null;
   link = null;
   $('tabs').hidden = true;
+  $('version').textContent = '';
   for (const s of document.querySelectorAll('section.page')) s.hidden = s.id !== 'connect';
   $('disconnect').hidden = true;
   delete document.body.dataset.connected;

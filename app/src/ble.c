@@ -189,33 +189,41 @@ static void status_ccc_changed(const struct bt_gatt_attr *attr, uint16_t value)
 	atomic_set(&status_notify, value == BT_GATT_CCC_NOTIFY);
 }
 
-/* Attribute indices used below: [1] status declaration, [13] control point value. */
+/* Attribute indices used below: [1] status declaration, [18] control point value. Each
+ * characteristic carries a User Description, so generic BLE tools show its name.
+ */
 BT_GATT_SERVICE_DEFINE(bms_svc,
 	BT_GATT_PRIMARY_SERVICE(BMS_SVC_UUID),
 	BT_GATT_CHARACTERISTIC(BMS_CHR_UUID(APP_CHR_STATUS), BT_GATT_CHRC_READ | BT_GATT_CHRC_NOTIFY,
 			       BT_GATT_PERM_READ, read_chr, NULL, CHR(APP_CHR_STATUS)),
 	BT_GATT_CCC(status_ccc_changed, BT_GATT_PERM_READ | BT_GATT_PERM_WRITE),
+	BT_GATT_CUD("Status", BT_GATT_PERM_READ),
 	BT_GATT_CHARACTERISTIC(BMS_CHR_UUID(APP_CHR_BANK), BT_GATT_CHRC_READ,
 			       BT_GATT_PERM_READ, read_chr, NULL, CHR(APP_CHR_BANK)),
+	BT_GATT_CUD("Bank", BT_GATT_PERM_READ),
 	/* Selecting which battery to read is part of reading, so it is open (BLE-2). */
 	BT_GATT_CHARACTERISTIC(BMS_CHR_UUID(APP_CHR_BATTERY), BT_GATT_CHRC_READ | BT_GATT_CHRC_WRITE,
 			       BT_GATT_PERM_READ | BT_GATT_PERM_WRITE, read_chr, write_chr,
 			       CHR(APP_CHR_BATTERY)),
+	BT_GATT_CUD("Battery (write the number, then read)", BT_GATT_PERM_READ),
 	BT_GATT_CHARACTERISTIC(BMS_CHR_UUID(APP_CHR_HISTORY), BT_GATT_CHRC_READ,
 			       BT_GATT_PERM_READ, read_chr, NULL, CHR(APP_CHR_HISTORY)),
+	BT_GATT_CUD("History", BT_GATT_PERM_READ),
 	BT_GATT_CHARACTERISTIC(BMS_CHR_UUID(APP_CHR_SETTINGS),
 			       BT_GATT_CHRC_READ | BT_GATT_CHRC_WRITE,
 			       BT_GATT_PERM_READ | BT_GATT_PERM_WRITE_AUTHEN, read_chr, write_chr,
 			       CHR(APP_CHR_SETTINGS)),
+	BT_GATT_CUD("Settings", BT_GATT_PERM_READ),
 	BT_GATT_CHARACTERISTIC(BMS_CHR_UUID(APP_CHR_CONTROL_POINT),
 			       BT_GATT_CHRC_WRITE | BT_GATT_CHRC_INDICATE,
 			       BT_GATT_PERM_WRITE_AUTHEN, NULL, write_chr,
 			       CHR(APP_CHR_CONTROL_POINT)),
 	BT_GATT_CCC(NULL, BT_GATT_PERM_READ | BT_GATT_PERM_WRITE_AUTHEN),
+	BT_GATT_CUD("Control point", BT_GATT_PERM_READ),
 );
 
 #define STATUS_ATTR (&bms_svc.attrs[1])
-#define CONTROL_POINT_VALUE_ATTR (&bms_svc.attrs[13])
+#define CONTROL_POINT_VALUE_ATTR (&bms_svc.attrs[18])
 
 /* Whether @p len bytes fit one notification or indication on @p conn; a page that does not is
  * skipped, never cut: the client reads the characteristic instead (docs/protocol.md).

@@ -7,7 +7,7 @@ import fs from 'node:fs';
 import os from 'node:os';
 import path from 'node:path';
 import {
-  serve, launch, openApp, emulateBms, connect, textOf, waitText, screenshot, decode, core,
+  serve, launch, openApp, emulateBms, connect, textOf, waitText, screenshot, decode, core, FIRMWARE_VERSION,
 } from './harness.mjs';
 
 let server;
@@ -36,6 +36,7 @@ test('connect and live status', async (t) => {
   const { page, bms } = await connected(t);
   await waitText(page, '#soc-value', /^\d+\.\d %$/);
   await waitText(page, '#link', /Connected: OpenBMS/);
+  await waitText(page, '#version', new RegExp(`firmware ${FIRMWARE_VERSION.replace('+', '\\+')}, board openbms_ng`));
   const s = decode('status', bms.device.read(1, false));
   assert.equal(await textOf(page, '#soc-value'), `${(s.soc_permille / 10).toFixed(1)} %`);
   await waitText(page, '#st-voltage', /^\d+\.\d\d V$/);

@@ -13,6 +13,9 @@ import init, * as core from '../pkg/bms_wasm.js';
 
 export const WEB = path.resolve(path.dirname(fileURLToPath(import.meta.url)), '..');
 export const REPO = path.resolve(WEB, '..');
+const VERSION_FILE = Object.fromEntries(fs.readFileSync(path.join(REPO, 'app/VERSION'), 'utf8')
+  .split('\n').filter((l) => l.includes('=')).map((l) => l.split('=').map((x) => x.trim())));
+export const FIRMWARE_VERSION = `${VERSION_FILE.VERSION_MAJOR}.${VERSION_FILE.VERSION_MINOR}.${VERSION_FILE.PATCHLEVEL}+${VERSION_FILE.VERSION_TWEAK}`;
 export const SCENARIO = fs.readFileSync(path.join(REPO, 'scenarios/web-demo.toml'), 'utf8');
 export { core };
 
@@ -83,7 +86,7 @@ export async function emulateBms(page) {
   const numberOf = {};
   await cdp.send('BluetoothEmulation.enable', { state: 'powered-on', leSupported: true });
   await cdp.send('BluetoothEmulation.simulatePreconnectedPeripheral', {
-    address: ADDRESS, name: 'OpenBMS', manufacturerData: [], knownServiceUuids: [info.service_uuid],
+    address: ADDRESS, name: 'OpenBMS', manufacturerData: [], knownServiceUuids: [info.service_uuid, '0000180a-0000-1000-8000-00805f9b34fb'],
   });
   const { serviceId } = await cdp.send('BluetoothEmulation.addService', { address: ADDRESS, serviceUuid: info.service_uuid });
   const props = {
@@ -96,10 +99,22 @@ export async function emulateBms(page) {
     });
     numberOf[characteristicId] = c.number;
   }
+  // The Device Information Service as Zephyr serves it (CONFIG_BT_DIS_FW_REV_STR defaults to
+  // app/VERSION's "major.minor.patch+tweak"): answered here, it is not the core's.
+  const { serviceId: disId } = await cdp.send('BluetoothEmulation.addService', { address: ADDRESS, serviceUuid: '0000180a-0000-1000-8000-00805f9b34fb' });
+  const dis = {};
+  for (const [uuid, value] of [['00002a26-0000-1000-8000-00805f9b34fb', FIRMWARE_VERSION], ['00002a27-0000-1000-8000-00805f9b34fb', 'openbms_ng']]) {
+    const { characteristicId } = await cdp.send('BluetoothEmulation.addCharacteristic', { serviceId: disId, characteristicUuid: uuid, properties: { read: true } });
+    dis[characteristicId] = Buffer.from(value).toString('base64');
+  }
   cdp.on('BluetoothEmulation.gattOperationReceived', ({ address, type }) => {
     cdp.send('BluetoothEmulation.simulateGATTOperationResponse', { address, type, code: 0 }).catch(() => {});
   });
   cdp.on('BluetoothEmulation.characteristicOperationReceived', ({ characteristicId, type, data }) => {
+    if (dis[characteristicId]) {
+      cdp.send('BluetoothEmulation.simulateCharacteristicOperationResponse', { characteristicId, type, code: 0, data: dis[characteristicId] }).catch(() => {});
+      return;
+    }
     const number = numberOf[characteristicId];
     let code = 0;
     let out;

@@ -6,10 +6,11 @@
 # Used by the application and by the Twister suites (include() after find_package(Zephyr)).
 #
 # Rust target per Zephyr build (the float ABI must match Zephyr's -mfloat-abi):
-#   Cortex-M4 with CONFIG_FPU and CONFIG_FP_HARDABI (-mfloat-abi=hard)  thumbv7em-none-eabihf
-#   Cortex-M4 otherwise (soft float, or softfp)                         thumbv7em-none-eabi
-#   native_sim/native/64 (CONFIG_ARCH_POSIX, CONFIG_64BIT)              x86_64-unknown-linux-gnu
-#   native_sim (32-bit)                                                 i686-unknown-linux-gnu
+#   Cortex-M4F with CONFIG_FPU and CONFIG_FP_HARDABI (-mfloat-abi=hard)  thumbv7em-none-eabihf
+#   native_sim/native/64 (CONFIG_ARCH_POSIX, CONFIG_64BIT)               x86_64-unknown-linux-gnu
+#   native_sim (32-bit)                                                  i686-unknown-linux-gnu
+# A Cortex-M4 build without the FPU is refused: the core's f32 maths would run in software
+# routines, and the sizes and stacks in docs/ffi.md (measured hard-float) would not hold.
 #
 # Toolchain, as scripts/target-build chooses it: rustup's cargo when rustup has the target
 # installed (`rustup target add <target>`); otherwise, for the bare-metal targets, Debian's
@@ -29,7 +30,8 @@ if(CONFIG_ARCH_POSIX)
 elseif(CONFIG_CPU_CORTEX_M4 AND CONFIG_FPU AND CONFIG_FP_HARDABI)
   set(BMS_RUST_TARGET thumbv7em-none-eabihf)
 elseif(CONFIG_CPU_CORTEX_M4)
-  set(BMS_RUST_TARGET thumbv7em-none-eabi)
+  message(FATAL_ERROR "bms-ffi: set CONFIG_FPU=y and CONFIG_FP_HARDABI=y for this Cortex-M4F board "
+                      "(the Rust core is built for thumbv7em-none-eabihf only)")
 else()
   message(FATAL_ERROR "bms-ffi: no Rust target known for this board (add one in ${CMAKE_CURRENT_LIST_FILE})")
 endif()
@@ -57,7 +59,16 @@ if(BMS_RUSTUP AND NOT BMS_TARGET_TOOLCHAIN STREQUAL "debian")
   endif()
 endif()
 
-set(BMS_CARGO_DIR ${CMAKE_BINARY_DIR}/cargo)
+# cargo's target directory: per build by default; BMS_CARGO_TARGET_DIR (environment or -D)
+# shares one between builds for the same Rust target (scripts/twister does, for its suites).
+if(NOT DEFINED BMS_CARGO_TARGET_DIR AND DEFINED ENV{BMS_CARGO_TARGET_DIR})
+  set(BMS_CARGO_TARGET_DIR $ENV{BMS_CARGO_TARGET_DIR})
+endif()
+if(BMS_CARGO_TARGET_DIR)
+  set(BMS_CARGO_DIR ${BMS_CARGO_TARGET_DIR})
+else()
+  set(BMS_CARGO_DIR ${CMAKE_BINARY_DIR}/cargo)
+endif()
 set(BMS_FFI_LIB ${BMS_CARGO_DIR}/${BMS_RUST_TARGET}/firmware/libbms_ffi.a)
 # `rustc --crate-type staticlib`: the static library alone, so that cargo applies LTO.
 set(bms_cargo_args
@@ -89,7 +100,7 @@ elseif(BMS_RUST_TARGET MATCHES "^thumb")
     ${BMS_DEBIAN_CARGO} ${bms_cargo_args}
       -Zbuild-std=core,compiler_builtins
       -Zbuild-std-features=compiler-builtins-mem
-      --config "target.${BMS_RUST_TARGET}.rustflags=[\"-Zunstable-options\", \"-Cpanic=immediate-abort\"]"
+      --config "target.${BMS_RUST_TARGET}.rustflags=[\"-Zunstable-options\", \"-Cpanic=immediate-abort\", \"-Zlocation-detail=none\", \"-Zfmt-debug=none\"]"
   )
   set(bms_toolchain "Debian build-std")
 else()

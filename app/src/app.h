@@ -6,14 +6,17 @@
  *
  * Threads and who talks to whom:
  *
- *   UART IRQ --ring--> bus thread --ctrl msgq--> control thread --ble msgq--> BLE thread
- *   BT RX (GATT) --ctrl msgq + semaphore------->      |  owns struct bms, makes every bms_*()
- *   MCUmgr hooks --ctrl msgq------------------->      |  call; reads ADCs, sets outputs/LEDs,
- *                                                     |  feeds the task watchdog
+ *   UART IRQ --ring buffer---------------> control thread --mailbox + k_work--> system work
+ *   BT RX (GATT) --ctrl msgq + semaphore-->      |  owns struct bms, makes every    queue (adv.,
+ *   MCUmgr hooks --ctrl msgq-------------->      |  bms_*() call; reads ADCs, sets  notify,
+ *                                                |  outputs/LEDs, feeds the task    indicate)
+ *                                                |  watchdog
  *
  * Only the control thread calls the library (bms.h threading contract): it opens the instance
  * itself, so bms_open() runs on its stack. Every other context hands its data over through
- * the control message queue.
+ * the control message queue or, for battery-bus bytes, the ring buffer it drains.
+ * Wire numbers (characteristics, response status, sizes, passkey range, LED timing) are the
+ * core's, from bms.h.
  */
 
 #ifndef OPENBMS_APP_H_
@@ -23,29 +26,12 @@
 #include <stddef.h>
 #include <stdint.h>
 
+#include <zephyr/kernel.h>
+
 #include <bms.h>
 
-/* Characteristic numbers of bms_gatt_request() (rust/bms-core/src/protocol/wire.rs, docs/protocol.md). */
-enum app_chr {
-	APP_CHR_STATUS = 1,
-	APP_CHR_BANK = 2,
-	APP_CHR_BATTERY = 3,
-	APP_CHR_HISTORY = 4,
-	APP_CHR_SETTINGS = 5,
-	APP_CHR_CONTROL_POINT = 6,
-};
-
-/* Every response starts [version, status]; status 0 is Ok (docs/protocol.md). */
-#define APP_RESP_STATUS_OFFSET 1
-#define APP_RESP_STATUS_OK 0
-/* Longest request the core accepts (docs/protocol.md "Message sizes"): the battery selector a
- * connection keeps is never longer.
- */
-#define APP_GATT_REQUEST_MAX 32
-/* ATT application error for a refused request: 0x80 + protocol status (docs/protocol.md). */
-#define APP_ATT_ERR_REFUSED(status) (0x80 + (status))
-/* Battery-bus bytes handed over per message: one whole frame (88 bytes) fits. */
-#define APP_BUS_CHUNK_LEN 96
+/* ATT application error of a refused request: BMS_ATT_ERROR_BASE + status (docs/protocol.md). */
+#define APP_ATT_ERR_REFUSED(status) (BMS_ATT_ERROR_BASE + (status))
 
 /** storage.c: the settings subsystem on ZMS, behind bms_port.h storage. */
 int storage_init(void);
@@ -55,19 +41,26 @@ int io_init(void);
 int io_read_inputs(struct bms_inputs *in);
 int io_apply(const struct bms_outputs *out);
 
-/** bus.c: the battery-bus UART and its receive thread. */
+struct k_poll_event;
+
+/** bus.c: the battery-bus UART; its bytes wait in a ring buffer for the control thread. */
 int bus_init(void);
+/* Sets @p event up to become ready when bytes arrived (k_poll). */
+void bus_poll_event_init(struct k_poll_event *event);
+/* Moves up to @p cap received bytes into @p buf; returns how many. */
+size_t bus_read(uint8_t *buf, size_t cap);
 
 /** control.c: the control thread, sole owner of the library instance. */
 int control_init(void);
 int control_start(void);
-int control_post_bus(const uint8_t *bytes, size_t len);
 int control_post_dfu(bms_dfu_t event);
 int control_gatt(uint8_t characteristic, bool write, bool authenticated, const uint8_t *req,
 		 size_t req_len, uint8_t *resp, size_t resp_cap, size_t *resp_len);
 uint32_t control_steps(void);
-/* DFU-1: the core's self-check verdict after the last step: 0 pending, 1 passed, < 0 failed. */
-int control_self_check(void);
+/* DFU-1: waits up to @p timeout for the core's self-check verdict: 1 passed, < 0 failed,
+ * 0 still pending when the time is up.
+ */
+int control_self_check_wait(k_timeout_t timeout);
 
 /**
  * gatt.c: one connection's view of the OpenBMS service, without Bluetooth types: the battery
@@ -75,7 +68,7 @@ int control_self_check(void);
  * to its ATT error.
  */
 struct gatt_session {
-	uint8_t selector[APP_GATT_REQUEST_MAX];
+	uint8_t selector[BMS_GATT_REQUEST_MAX];
 	uint8_t selector_len;
 	uint8_t value_chr;
 	uint16_t value_len;

@@ -13,9 +13,11 @@
  * 3, BT_GATT_PERM_*_AUTHEN). The stack refuses other requests before they get here; the core
  * is told whether the link is authenticated and checks again.
  *
- * The advertisement and the status page are mailboxes: only the newest one matters, so the
- * control thread overwrites them and queues at most one marker each; control-point responses
- * are queued whole, one per write.
+ * Bluetooth work runs on the system work queue: the control thread leaves the newest
+ * advertisement and status page in a mailbox and submits a k_work item (submitting a pending
+ * item again is a no-op, so only the newest data goes out); advertising restarts after a
+ * connection from .recycled the same way. Control-point responses are queued whole, one per
+ * write, and indicated one at a time: the confirmation submits the next.
  */
 
 #include <string.h>
@@ -46,9 +48,6 @@ LOG_MODULE_REGISTER(bms_ble, CONFIG_BMS_LOG_LEVEL);
 /* A notification or indication carries at most ATT_MTU - 3 bytes (opcode and handle). */
 #define ATT_NOTIFY_OVERHEAD 3
 
-/* The largest pairing passkey (six digits, BLE-2). */
-#define PASSKEY_MAX 999999U
-
 /* Legacy advertising: Flags (3 bytes) and the Instant Readout manufacturer data must fit. */
 BUILD_ASSERT(3 + 2 + BMS_ADVERTISEMENT_LEN <= BT_GAP_ADV_MAX_ADV_DATA_LEN,
 	     "Instant Readout data does not fit a legacy advertisement");
@@ -57,35 +56,18 @@ BUILD_ASSERT(2 + sizeof(CONFIG_BT_DEVICE_NAME) - 1 +
 		     BT_GAP_ADV_MAX_ADV_DATA_LEN,
 	     "device name and SMP UUID do not fit the scan response");
 
-enum ble_msg_type {
-	BLE_MSG_ADVERTISEMENT,
-	BLE_MSG_STATUS,
-	BLE_MSG_CONTROL_RESPONSE,
-	BLE_MSG_RESTART,
-};
-
-/* Bits of `pending`: a marker of this kind is in the queue. */
-enum ble_pending {
-	PENDING_ADVERTISEMENT,
-	PENDING_STATUS,
-	PENDING_RESTART,
-};
-
-struct ble_msg {
-	enum ble_msg_type type;
-	struct bt_conn *conn; /* BLE_MSG_CONTROL_RESPONSE: the writer, referenced */
+/* A control-point response waiting to be indicated to the connection that wrote the command. */
+struct indication {
+	struct bt_conn *conn; /* referenced */
 	uint16_t len;
 	uint8_t data[BMS_GATT_RESPONSE_MAX];
 };
 
-K_MSGQ_DEFINE(ble_msgq, sizeof(struct ble_msg), 6, 4);
-K_THREAD_STACK_DEFINE(ble_stack, CONFIG_BMS_BLE_STACK_SIZE);
-static struct k_thread ble_thread_data;
+K_MSGQ_DEFINE(indication_q, sizeof(struct indication), 2, 4);
 
 static atomic_t ready;
 static atomic_t connections;
 static atomic_t status_notify;
-static atomic_t pending;
 static atomic_t passkey;
 static atomic_t passkey_known;
 
@@ -98,7 +80,7 @@ static struct {
 	uint16_t status_len;
 } mailbox;
 
-/* Owned by the BLE thread. */
+/* Owned by the work items (all on the system work queue, never concurrently). */
 static uint8_t mfg_data[BMS_ADVERTISEMENT_LEN];
 static bool advertising_low_power;
 static uint8_t status_data[BMS_GATT_RESPONSE_MAX];
@@ -170,7 +152,7 @@ static ssize_t write_chr(struct bt_conn *conn, const struct bt_gatt_attr *attr, 
 	/* The control point answers by indication, refusals included: an InvalidValue
 	 * response carries the allowed range (docs/protocol.md).
 	 */
-	if (chr == APP_CHR_CONTROL_POINT) {
+	if (chr == BMS_CHR_CONTROL_POINT) {
 		post_control_response(conn, write_resp, resp_len);
 	}
 
@@ -194,30 +176,30 @@ static void status_ccc_changed(const struct bt_gatt_attr *attr, uint16_t value)
  */
 BT_GATT_SERVICE_DEFINE(bms_svc,
 	BT_GATT_PRIMARY_SERVICE(BMS_SVC_UUID),
-	BT_GATT_CHARACTERISTIC(BMS_CHR_UUID(APP_CHR_STATUS), BT_GATT_CHRC_READ | BT_GATT_CHRC_NOTIFY,
-			       BT_GATT_PERM_READ, read_chr, NULL, CHR(APP_CHR_STATUS)),
+	BT_GATT_CHARACTERISTIC(BMS_CHR_UUID(BMS_CHR_STATUS), BT_GATT_CHRC_READ | BT_GATT_CHRC_NOTIFY,
+			       BT_GATT_PERM_READ, read_chr, NULL, CHR(BMS_CHR_STATUS)),
 	BT_GATT_CCC(status_ccc_changed, BT_GATT_PERM_READ | BT_GATT_PERM_WRITE),
 	BT_GATT_CUD("Status", BT_GATT_PERM_READ),
-	BT_GATT_CHARACTERISTIC(BMS_CHR_UUID(APP_CHR_BANK), BT_GATT_CHRC_READ,
-			       BT_GATT_PERM_READ, read_chr, NULL, CHR(APP_CHR_BANK)),
+	BT_GATT_CHARACTERISTIC(BMS_CHR_UUID(BMS_CHR_BANK), BT_GATT_CHRC_READ,
+			       BT_GATT_PERM_READ, read_chr, NULL, CHR(BMS_CHR_BANK)),
 	BT_GATT_CUD("Bank", BT_GATT_PERM_READ),
 	/* Selecting which battery to read is part of reading, so it is open (BLE-2). */
-	BT_GATT_CHARACTERISTIC(BMS_CHR_UUID(APP_CHR_BATTERY), BT_GATT_CHRC_READ | BT_GATT_CHRC_WRITE,
+	BT_GATT_CHARACTERISTIC(BMS_CHR_UUID(BMS_CHR_BATTERY), BT_GATT_CHRC_READ | BT_GATT_CHRC_WRITE,
 			       BT_GATT_PERM_READ | BT_GATT_PERM_WRITE, read_chr, write_chr,
-			       CHR(APP_CHR_BATTERY)),
+			       CHR(BMS_CHR_BATTERY)),
 	BT_GATT_CUD("Battery (write the number, then read)", BT_GATT_PERM_READ),
-	BT_GATT_CHARACTERISTIC(BMS_CHR_UUID(APP_CHR_HISTORY), BT_GATT_CHRC_READ,
-			       BT_GATT_PERM_READ, read_chr, NULL, CHR(APP_CHR_HISTORY)),
+	BT_GATT_CHARACTERISTIC(BMS_CHR_UUID(BMS_CHR_HISTORY), BT_GATT_CHRC_READ,
+			       BT_GATT_PERM_READ, read_chr, NULL, CHR(BMS_CHR_HISTORY)),
 	BT_GATT_CUD("History", BT_GATT_PERM_READ),
-	BT_GATT_CHARACTERISTIC(BMS_CHR_UUID(APP_CHR_SETTINGS),
+	BT_GATT_CHARACTERISTIC(BMS_CHR_UUID(BMS_CHR_SETTINGS),
 			       BT_GATT_CHRC_READ | BT_GATT_CHRC_WRITE,
 			       BT_GATT_PERM_READ | BT_GATT_PERM_WRITE_AUTHEN, read_chr, write_chr,
-			       CHR(APP_CHR_SETTINGS)),
+			       CHR(BMS_CHR_SETTINGS)),
 	BT_GATT_CUD("Settings", BT_GATT_PERM_READ),
-	BT_GATT_CHARACTERISTIC(BMS_CHR_UUID(APP_CHR_CONTROL_POINT),
+	BT_GATT_CHARACTERISTIC(BMS_CHR_UUID(BMS_CHR_CONTROL_POINT),
 			       BT_GATT_CHRC_WRITE | BT_GATT_CHRC_INDICATE,
 			       BT_GATT_PERM_WRITE_AUTHEN, NULL, write_chr,
-			       CHR(APP_CHR_CONTROL_POINT)),
+			       CHR(BMS_CHR_CONTROL_POINT)),
 	BT_GATT_CCC(NULL, BT_GATT_PERM_READ | BT_GATT_PERM_WRITE_AUTHEN),
 	BT_GATT_CUD("Control point", BT_GATT_PERM_READ),
 );
@@ -251,11 +233,13 @@ static void advertise(void)
 	}
 }
 
-static void handle_advertisement(void)
+static void advertisement_update(struct k_work *work)
 {
 	bool started = ad[1].data_len > 0;
 	bool low_power;
 	int err;
+
+	ARG_UNUSED(work);
 
 	k_mutex_lock(&mailbox_lock, K_FOREVER);
 	memcpy(mfg_data, mailbox.adv, mailbox.adv_len);
@@ -276,6 +260,20 @@ static void handle_advertisement(void)
 		LOG_ERR("Advertising data not updated (err %d)", err);
 	}
 }
+
+static K_WORK_DEFINE(advertisement_work, advertisement_update);
+
+static void advertising_restart(struct k_work *work)
+{
+	ARG_UNUSED(work);
+
+	/* Nothing to advertise before the control thread's first packet. */
+	if (ad[1].data_len > 0) {
+		advertise();
+	}
+}
+
+static K_WORK_DEFINE(restart_work, advertising_restart);
 
 struct notify_ctx {
 	const uint8_t *data;
@@ -301,9 +299,11 @@ static void notify_status(struct bt_conn *conn, void *user_data)
 	}
 }
 
-static void handle_status(void)
+static void status_update(struct k_work *work)
 {
 	struct notify_ctx ctx = {.data = status_data};
+
+	ARG_UNUSED(work);
 
 	k_mutex_lock(&mailbox_lock, K_FOREVER);
 	memcpy(status_data, mailbox.status, mailbox.status_len);
@@ -313,124 +313,59 @@ static void handle_status(void)
 	bt_conn_foreach(BT_CONN_TYPE_LE, notify_status, &ctx);
 }
 
+static K_WORK_DEFINE(status_work, status_update);
+
+/* The indication in flight: its parameters and data live until the client confirms it or the
+ * link drops (then .destroy runs).
+ */
 static struct bt_gatt_indicate_params indicate_params;
-static struct bt_conn *indicate_conn;
-static uint8_t indicate_buf[BMS_GATT_RESPONSE_MAX];
-static K_SEM_DEFINE(indicate_done, 1, 1);
+static struct indication in_flight;
+static atomic_t indicating;
+
+static void indicate_next(struct k_work *work);
+static K_WORK_DEFINE(indication_work, indicate_next);
 
 static void indicate_destroy(struct bt_gatt_indicate_params *params)
 {
 	ARG_UNUSED(params);
 
-	bt_conn_unref(indicate_conn);
-	indicate_conn = NULL;
-	k_sem_give(&indicate_done);
+	bt_conn_unref(in_flight.conn);
+	in_flight.conn = NULL;
+	atomic_clear(&indicating);
+	k_work_submit(&indication_work);
 }
 
-static void handle_control_response(struct ble_msg *msg)
+static void indicate_next(struct k_work *work)
 {
 	int err;
 
-	if (!bt_gatt_is_subscribed(msg->conn, CONTROL_POINT_VALUE_ATTR, BT_GATT_CCC_INDICATE)) {
-		LOG_DBG("Control-point response dropped: indications not enabled");
-		goto done;
-	}
-	if (!fits_mtu(msg->conn, msg->len)) {
-		LOG_WRN("Control-point response of %u bytes exceeds the MTU, not indicated",
-			msg->len);
-		goto done;
-	}
+	ARG_UNUSED(work);
 
-	/* One indication in flight at a time: the parameters and data must live until the
-	 * client confirms it (or the link drops).
-	 */
-	if (k_sem_take(&indicate_done, K_SECONDS(5))) {
-		LOG_WRN("Previous indication not confirmed, response dropped");
-		goto done;
-	}
-
-	memcpy(indicate_buf, msg->data, msg->len);
-	indicate_conn = msg->conn;
-	indicate_params = (struct bt_gatt_indicate_params){
-		.attr = CONTROL_POINT_VALUE_ATTR,
-		.data = indicate_buf,
-		.len = msg->len,
-		.destroy = indicate_destroy,
-	};
-
-	err = bt_gatt_indicate(msg->conn, &indicate_params);
-	if (err == 0) {
-		/* indicate_destroy() releases the connection. */
-		return;
-	}
-	LOG_WRN("Control-point response not indicated (err %d)", err);
-	indicate_conn = NULL;
-	k_sem_give(&indicate_done);
-done:
-	bt_conn_unref(msg->conn);
-}
-
-static void ble_thread(void *p1, void *p2, void *p3)
-{
-	struct ble_msg msg;
-	int err;
-
-	ARG_UNUSED(p1);
-	ARG_UNUSED(p2);
-	ARG_UNUSED(p3);
-
-	err = bt_enable(NULL);
-	if (err) {
-		LOG_ERR("Bluetooth init failed (err %d)", err);
-		return;
-	}
-
-	if (IS_ENABLED(CONFIG_BT_SETTINGS)) {
-		err = settings_load_subtree("bt");
-		if (err) {
-			LOG_ERR("Bonds not loaded (err %d)", err);
-		}
-	}
-
-	atomic_set(&ready, 1);
-	LOG_INF("Bluetooth ready");
-
-	for (;;) {
-		k_msgq_get(&ble_msgq, &msg, K_FOREVER);
-
-		switch (msg.type) {
-		case BLE_MSG_ADVERTISEMENT:
-			atomic_clear_bit(&pending, PENDING_ADVERTISEMENT);
-			handle_advertisement();
-			break;
-		case BLE_MSG_STATUS:
-			atomic_clear_bit(&pending, PENDING_STATUS);
-			handle_status();
-			break;
-		case BLE_MSG_CONTROL_RESPONSE:
-			handle_control_response(&msg);
-			break;
-		case BLE_MSG_RESTART:
-			atomic_clear_bit(&pending, PENDING_RESTART);
-			if (ad[1].data_len > 0) {
-				advertise();
+	while (!atomic_get(&indicating) && k_msgq_get(&indication_q, &in_flight, K_NO_WAIT) == 0) {
+		if (!bt_gatt_is_subscribed(in_flight.conn, CONTROL_POINT_VALUE_ATTR,
+					   BT_GATT_CCC_INDICATE)) {
+			LOG_DBG("Control-point response dropped: indications not enabled");
+		} else if (!fits_mtu(in_flight.conn, in_flight.len)) {
+			LOG_WRN("Control-point response of %u bytes exceeds the MTU, not indicated",
+				in_flight.len);
+		} else {
+			indicate_params = (struct bt_gatt_indicate_params){
+				.attr = CONTROL_POINT_VALUE_ATTR,
+				.data = in_flight.data,
+				.len = in_flight.len,
+				.destroy = indicate_destroy,
+			};
+			atomic_set(&indicating, 1);
+			err = bt_gatt_indicate(in_flight.conn, &indicate_params);
+			if (err == 0) {
+				/* indicate_destroy() releases the connection. */
+				return;
 			}
-			break;
+			atomic_clear(&indicating);
+			LOG_WRN("Control-point response not indicated (err %d)", err);
 		}
-	}
-}
-
-/* Queues a marker of @p type unless one is queued already; never blocks the sender. */
-static void post_marker(enum ble_msg_type type, int bit)
-{
-	struct ble_msg msg = {.type = type};
-
-	if (atomic_test_and_set_bit(&pending, bit)) {
-		return;
-	}
-	if (k_msgq_put(&ble_msgq, &msg, K_NO_WAIT)) {
-		atomic_clear_bit(&pending, bit);
-		LOG_WRN("BLE queue full, update %d dropped", type);
+		bt_conn_unref(in_flight.conn);
+		in_flight.conn = NULL;
 	}
 }
 
@@ -456,7 +391,7 @@ static void disconnected(struct bt_conn *conn, uint8_t reason)
 
 static void recycled(void)
 {
-	post_marker(BLE_MSG_RESTART, PENDING_RESTART);
+	k_work_submit(&restart_work);
 }
 
 static void security_changed(struct bt_conn *conn, bt_security_t level, enum bt_security_err err)
@@ -486,18 +421,41 @@ static void auth_passkey_display(struct bt_conn *conn, unsigned int key)
 	LOG_INF("Pairing: enter the passkey on the phone");
 }
 
+/* The stored passkey goes to the host in the way the Zephyr release has (its Kconfig comes from
+ * app/zephyr-version/<release>.conf): asked for at each pairing (4.3+, CONFIG_BT_APP_PASSKEY),
+ * or set as the fixed passkey (4.2, CONFIG_BT_FIXED_PASSKEY). Until the core has opened, the
+ * host uses a random passkey nobody sees, so pairing fails rather than accept a guessable
+ * default.
+ */
+#if defined(CONFIG_BT_APP_PASSKEY)
 static uint32_t auth_app_passkey(struct bt_conn *conn)
 {
 	ARG_UNUSED(conn);
 
-	/* Unknown until the core opened: a random passkey nobody sees, so pairing fails
-	 * rather than accept a guessable default.
-	 */
 	if (!atomic_get(&passkey_known)) {
 		return BT_PASSKEY_RAND;
 	}
 	return (uint32_t)atomic_get(&passkey);
 }
+
+#define AUTH_APP_PASSKEY .app_passkey = auth_app_passkey,
+
+static void passkey_to_host(void)
+{
+}
+#else
+#define AUTH_APP_PASSKEY
+
+static void passkey_to_host(void)
+{
+	int err = bt_passkey_set(atomic_get(&passkey_known) ? (unsigned int)atomic_get(&passkey)
+							    : BT_PASSKEY_INVALID);
+
+	if (err) {
+		LOG_ERR("Passkey not given to the host (err %d)", err);
+	}
+}
+#endif
 
 static void auth_cancel(struct bt_conn *conn)
 {
@@ -508,7 +466,7 @@ static void auth_cancel(struct bt_conn *conn)
 
 static struct bt_conn_auth_cb auth_cb = {
 	.passkey_display = auth_passkey_display,
-	.app_passkey = auth_app_passkey,
+	AUTH_APP_PASSKEY
 	.cancel = auth_cancel,
 };
 
@@ -522,9 +480,24 @@ int ble_init(void)
 		return err;
 	}
 
-	k_thread_create(&ble_thread_data, ble_stack, K_THREAD_STACK_SIZEOF(ble_stack), ble_thread,
-			NULL, NULL, NULL, CONFIG_BMS_BLE_PRIORITY, 0, K_NO_WAIT);
-	k_thread_name_set(&ble_thread_data, "bms_ble");
+	err = bt_enable(NULL);
+	if (err) {
+		LOG_ERR("Bluetooth init failed (err %d)", err);
+		return err;
+	}
+
+	if (IS_ENABLED(CONFIG_BT_SETTINGS)) {
+		err = settings_load_subtree("bt");
+		if (err) {
+			LOG_ERR("Bonds not loaded (err %d)", err);
+		}
+	}
+
+	atomic_set(&ready, 1);
+	LOG_INF("Bluetooth ready");
+
+	/* The control thread's first advertisement may have come before the host was up. */
+	k_work_submit(&advertisement_work);
 
 	return 0;
 }
@@ -546,13 +519,14 @@ bool ble_status_subscribed(void)
 
 void ble_set_passkey(uint32_t key)
 {
-	if (key > PASSKEY_MAX) {
+	if (key > BMS_PASSKEY_MAX) {
 		LOG_ERR("Passkey out of range: pairing disabled");
 		atomic_set(&passkey_known, 0);
-		return;
+	} else {
+		atomic_set(&passkey, (atomic_val_t)key);
+		atomic_set(&passkey_known, 1);
 	}
-	atomic_set(&passkey, (atomic_val_t)key);
-	atomic_set(&passkey_known, 1);
+	passkey_to_host();
 }
 
 void ble_post_advertisement(const uint8_t *mfg, size_t len, bool low_power)
@@ -568,7 +542,9 @@ void ble_post_advertisement(const uint8_t *mfg, size_t len, bool low_power)
 	mailbox.adv_low_power = low_power;
 	k_mutex_unlock(&mailbox_lock);
 
-	post_marker(BLE_MSG_ADVERTISEMENT, PENDING_ADVERTISEMENT);
+	if (atomic_get(&ready)) {
+		k_work_submit(&advertisement_work);
+	}
 }
 
 void ble_post_status(const uint8_t *status, size_t len)
@@ -584,12 +560,12 @@ void ble_post_status(const uint8_t *status, size_t len)
 	mailbox.status_len = (uint16_t)len;
 	k_mutex_unlock(&mailbox_lock);
 
-	post_marker(BLE_MSG_STATUS, PENDING_STATUS);
+	k_work_submit(&status_work);
 }
 
 static void post_control_response(struct bt_conn *conn, const uint8_t *resp, size_t len)
 {
-	struct ble_msg msg = {.type = BLE_MSG_CONTROL_RESPONSE};
+	struct indication msg;
 
 	if (len > sizeof(msg.data)) {
 		LOG_WRN("Control-point response of %zu bytes too long", len);
@@ -599,8 +575,10 @@ static void post_control_response(struct bt_conn *conn, const uint8_t *resp, siz
 	memcpy(msg.data, resp, len);
 	msg.conn = bt_conn_ref(conn);
 
-	if (k_msgq_put(&ble_msgq, &msg, K_NO_WAIT)) {
-		LOG_WRN("BLE queue full, control-point response dropped");
+	if (k_msgq_put(&indication_q, &msg, K_NO_WAIT)) {
+		LOG_WRN("Indication queue full, control-point response dropped");
 		bt_conn_unref(msg.conn);
+		return;
 	}
+	k_work_submit(&indication_work);
 }

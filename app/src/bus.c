@@ -2,11 +2,10 @@
  * SPDX-License-Identifier: Apache-2.0
  * Copyright (c) 2026 The OpenBMS authors
  *
- * The battery-bus receiver: the UART interrupt moves bytes into a ring buffer, the bus thread
- * cuts them into chunks that end at a frame delimiter (0x00, docs/battery-bus.md) and hands
- * each chunk to the control thread, which feeds it to the core's frame decoder. Nothing here
- * interprets a frame: COBS, CRC and decoding are the core's. Receive pattern of
- * samples/drivers/uart/echo_bot.
+ * The battery-bus receiver: the UART interrupt moves bytes into a ring buffer and signals the
+ * control thread, which drains the buffer straight into the core's frame decoder
+ * (bms_feed_bus). Nothing here interprets a byte: delimiting, COBS, CRC and decoding are the
+ * core's. Receive pattern of samples/drivers/uart/echo_bot.
  */
 
 #include <zephyr/device.h>
@@ -21,16 +20,13 @@
 LOG_MODULE_REGISTER(bms_bus, CONFIG_BMS_LOG_LEVEL);
 
 #define BMS_IO DT_COMPAT_GET_ANY_STATUS_OKAY(openbms_bms_io)
-#define FRAME_DELIMITER 0x00
 
 static const struct device *const bus_uart = DEVICE_DT_GET(DT_PHANDLE(BMS_IO, battery_bus));
 
+/* One producer (the UART interrupt), one consumer (the control thread): no lock needed. */
 RING_BUF_DECLARE(rx_ring, CONFIG_BMS_BUS_RX_BUF_SIZE);
 static K_SEM_DEFINE(rx_sem, 0, 1);
 static atomic_t rx_dropped;
-
-K_THREAD_STACK_DEFINE(bus_stack, CONFIG_BMS_BUS_STACK_SIZE);
-static struct k_thread bus_thread_data;
 
 static void uart_cb(const struct device *dev, void *user_data)
 {
@@ -58,40 +54,24 @@ static void uart_cb(const struct device *dev, void *user_data)
 	k_sem_give(&rx_sem);
 }
 
-static void bus_thread(void *p1, void *p2, void *p3)
+void bus_poll_event_init(struct k_poll_event *event)
 {
-	uint8_t chunk[APP_BUS_CHUNK_LEN];
-	size_t len = 0;
+	k_poll_event_init(event, K_POLL_TYPE_SEM_AVAILABLE, K_POLL_MODE_NOTIFY_ONLY, &rx_sem);
+}
 
-	ARG_UNUSED(p1);
-	ARG_UNUSED(p2);
-	ARG_UNUSED(p3);
+size_t bus_read(uint8_t *buf, size_t cap)
+{
+	atomic_val_t dropped;
 
-	for (;;) {
-		uint8_t byte;
+	/* Taken before reading: bytes that arrive meanwhile give the semaphore again. */
+	(void)k_sem_take(&rx_sem, K_NO_WAIT);
 
-		k_sem_take(&rx_sem, K_FOREVER);
-
-		while (ring_buf_get(&rx_ring, &byte, 1) == 1) {
-			chunk[len++] = byte;
-			if (byte == FRAME_DELIMITER || len == sizeof(chunk)) {
-				(void)control_post_bus(chunk, len);
-				len = 0;
-			}
-		}
-
-		/* Hand over a partial frame too, so that the core sees bytes as they arrive. */
-		if (len > 0) {
-			(void)control_post_bus(chunk, len);
-			len = 0;
-		}
-
-		atomic_val_t dropped = atomic_set(&rx_dropped, 0);
-
-		if (dropped > 0) {
-			LOG_WRN("Battery bus: %ld bytes dropped (receive buffer full)", (long)dropped);
-		}
+	dropped = atomic_set(&rx_dropped, 0);
+	if (dropped > 0) {
+		LOG_WRN("Battery bus: %ld bytes dropped (receive buffer full)", (long)dropped);
 	}
+
+	return ring_buf_get(&rx_ring, buf, (uint32_t)MIN(cap, UINT32_MAX));
 }
 
 int bus_init(void)
@@ -108,10 +88,6 @@ int bus_init(void)
 		LOG_ERR("UART callback not set (err %d)", err);
 		return err;
 	}
-
-	k_thread_create(&bus_thread_data, bus_stack, K_THREAD_STACK_SIZEOF(bus_stack), bus_thread,
-			NULL, NULL, NULL, CONFIG_BMS_BUS_PRIORITY, 0, K_NO_WAIT);
-	k_thread_name_set(&bus_thread_data, "bms_bus");
 
 	uart_irq_rx_enable(bus_uart);
 

@@ -3,11 +3,12 @@
  * Copyright (c) 2026 The OpenBMS authors
  *
  * The control thread: the one owner of the library instance. It opens the instance on its own
- * stack (bms_open() is the deepest library call, docs/ffi.md), then sleeps until the core's next
- * deadline or until another thread hands it something, and runs one step: read the analog
- * inputs, bms_step(), apply the outputs and LEDs, pass changed advertisement and status data
- * to the BLE thread, feed the task watchdog. Every decision is the core's; this file only
- * moves data.
+ * stack (bms_open() is the deepest library call, docs/ffi.md), then sleeps (k_poll) until the
+ * core's next deadline, battery-bus bytes in the ring buffer, or a message from another thread.
+ * Bus bytes go to the core's frame decoder as they are; a step reads the analog inputs, calls
+ * bms_step(), applies the outputs and LEDs, hands changed advertisement and status data to
+ * ble.c's work items, and feeds the task watchdog. Every decision is the core's; this file
+ * only moves data.
  */
 
 #include <string.h>
@@ -25,8 +26,10 @@ LOG_MODULE_REGISTER(bms_control, CONFIG_BMS_LOG_LEVEL);
 BUILD_ASSERT(CONFIG_BMS_CONTROL_STACK_SIZE >= 8192,
 	     "bms_open() runs on the control thread: keep 8 KiB (docs/ffi.md, stack)");
 
+/* Battery-bus bytes taken from the ring buffer per bms_feed_bus() call. */
+#define BUS_READ_LEN 64
+
 enum ctrl_msg_type {
-	CTRL_MSG_BUS,
 	CTRL_MSG_DFU,
 	CTRL_MSG_GATT,
 };
@@ -47,10 +50,6 @@ struct gatt_call {
 struct ctrl_msg {
 	enum ctrl_msg_type type;
 	union {
-		struct {
-			uint8_t len;
-			uint8_t bytes[APP_BUS_CHUNK_LEN];
-		} bus;
 		bms_dfu_t dfu;
 		struct gatt_call *gatt;
 	};
@@ -66,6 +65,7 @@ static struct bms *bms;
 static int wdt_channel = -1;
 static atomic_t steps;
 static atomic_t self_check_verdict;
+static K_SEM_DEFINE(self_check_decided, 0, 1);
 static bool advertised;
 static bool advertised_low_power;
 
@@ -90,7 +90,7 @@ static void handle_gatt(struct gatt_call *call, uint64_t now_ms)
 				    call->resp_cap, &call->resp_len);
 
 	/* A control-point command may have changed the passkey (ChangePasskey, BLE-2). */
-	if (call->rc == BMS_OK && call->write && call->characteristic == APP_CHR_CONTROL_POINT) {
+	if (call->rc == BMS_OK && call->write && call->characteristic == BMS_CHR_CONTROL_POINT) {
 		apply_passkey();
 	}
 	k_sem_give(&call->done);
@@ -101,14 +101,6 @@ static void handle_msg(struct ctrl_msg *msg, uint64_t now_ms)
 	int32_t rc;
 
 	switch (msg->type) {
-	case CTRL_MSG_BUS:
-		/* The length byte came from another thread: never trust it past the array. */
-		rc = bms_feed_bus(bms, now_ms, msg->bus.bytes,
-				  MIN((size_t)msg->bus.len, sizeof(msg->bus.bytes)));
-		if (rc < 0) {
-			LOG_ERR("Bus bytes not fed (err %d)", rc);
-		}
-		break;
 	case CTRL_MSG_DFU:
 		rc = bms_dfu_event(bms, now_ms, msg->dfu);
 		if (rc) {
@@ -144,10 +136,10 @@ static void publish(const struct bms_outputs *out, uint64_t now_ms)
 	}
 
 	if (out->status_changed && ble_status_subscribed()) {
-		rc = bms_gatt_request(bms, now_ms, APP_CHR_STATUS, false, false, NULL, 0, buf,
+		rc = bms_gatt_request(bms, now_ms, BMS_CHR_STATUS, false, false, NULL, 0, buf,
 				      sizeof(buf), &len);
-		if (rc == BMS_OK && len > APP_RESP_STATUS_OFFSET &&
-		    buf[APP_RESP_STATUS_OFFSET] == APP_RESP_STATUS_OK) {
+		if (rc == BMS_OK && len > BMS_RESPONSE_STATUS_OFFSET &&
+		    buf[BMS_RESPONSE_STATUS_OFFSET] == BMS_STATUS_OK) {
 			ble_post_status(buf, len);
 		}
 	}
@@ -191,7 +183,12 @@ static uint64_t step(uint64_t now_ms)
 	 * storage_init() fails); whether records really get written the core sees itself.
 	 */
 	if (atomic_get(&self_check_verdict) == 0) {
-		atomic_set(&self_check_verdict, bms_self_check(bms, now_ms, ble_ready(), true));
+		int32_t verdict = bms_self_check(bms, now_ms, ble_ready(), true);
+
+		if (verdict != 0) {
+			atomic_set(&self_check_verdict, verdict);
+			k_sem_give(&self_check_decided);
+		}
 	}
 
 	next = now_ms + MAX(out.tick_ms, 1U);
@@ -226,8 +223,24 @@ static int open_instance(void)
 	return 0;
 }
 
+/* Feeds every battery-bus byte received so far to the core's frame decoder. */
+static void feed_bus(void)
+{
+	uint8_t bytes[BUS_READ_LEN];
+	size_t len;
+	int32_t rc;
+
+	while ((len = bus_read(bytes, sizeof(bytes))) > 0) {
+		rc = bms_feed_bus(bms, k_uptime_get(), bytes, len);
+		if (rc < 0) {
+			LOG_ERR("Bus bytes not fed (err %d)", rc);
+		}
+	}
+}
+
 static void control_thread(void *p1, void *p2, void *p3)
 {
+	struct k_poll_event events[2];
 	struct ctrl_msg msg;
 	uint64_t next = k_uptime_get();
 
@@ -241,8 +254,18 @@ static void control_thread(void *p1, void *p2, void *p3)
 		return;
 	}
 
+	k_poll_event_init(&events[0], K_POLL_TYPE_MSGQ_DATA_AVAILABLE, K_POLL_MODE_NOTIFY_ONLY,
+			  &ctrl_msgq);
+	bus_poll_event_init(&events[1]);
+
 	for (;;) {
-		if (k_msgq_get(&ctrl_msgq, &msg, K_TIMEOUT_ABS_MS(next)) == 0) {
+		/* -EAGAIN at the deadline; either way everything that is ready is handled. */
+		(void)k_poll(events, ARRAY_SIZE(events), K_TIMEOUT_ABS_MS(next));
+		events[0].state = K_POLL_STATE_NOT_READY;
+		events[1].state = K_POLL_STATE_NOT_READY;
+
+		feed_bus();
+		while (k_msgq_get(&ctrl_msgq, &msg, K_NO_WAIT) == 0) {
 			handle_msg(&msg, k_uptime_get());
 		}
 
@@ -283,19 +306,6 @@ int control_start(void)
 	k_sem_take(&control_opened, K_FOREVER);
 
 	return control_open_err;
-}
-
-int control_post_bus(const uint8_t *bytes, size_t len)
-{
-	struct ctrl_msg msg = {.type = CTRL_MSG_BUS};
-
-	if (len > sizeof(msg.bus.bytes)) {
-		return -EINVAL;
-	}
-	memcpy(msg.bus.bytes, bytes, len);
-	msg.bus.len = (uint8_t)len;
-
-	return k_msgq_put(&ctrl_msgq, &msg, K_FOREVER);
 }
 
 int control_post_dfu(bms_dfu_t event)
@@ -342,7 +352,12 @@ uint32_t control_steps(void)
 	return (uint32_t)atomic_get(&steps);
 }
 
-int control_self_check(void)
+int control_self_check_wait(k_timeout_t timeout)
 {
+	/* Given once, when the verdict is made; it never changes after that. */
+	if (k_sem_take(&self_check_decided, timeout) == 0) {
+		k_sem_give(&self_check_decided);
+	}
+
 	return (int)atomic_get(&self_check_verdict);
 }

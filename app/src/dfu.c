@@ -22,9 +22,6 @@
 
 LOG_MODULE_REGISTER(bms_dfu, CONFIG_BMS_LOG_LEVEL);
 
-/* How often the self-check asks for the core's verdict while it waits. */
-#define SELF_CHECK_POLL_MS 100
-
 static enum mgmt_cb_return img_status(uint32_t event, enum mgmt_cb_return prev_status,
 				      int32_t *rc, uint16_t *group, bool *abort_more, void *data,
 				      size_t data_size)
@@ -81,13 +78,11 @@ int dfu_self_check(void)
 	LOG_INF("Image in test mode: self-check");
 
 	/* The core decides (DFU-1, bms_self_check): the control thread asks it after every step,
-	 * with Bluetooth and storage state, and keeps the verdict: 0 pending, 1 passed, negative
-	 * failed. A control thread that stops stepping is reset by the task watchdog, and MCUboot
-	 * reverts the unconfirmed image at that reboot too.
+	 * with Bluetooth and storage state, and gives a semaphore once the verdict is made:
+	 * 1 passed, negative failed. A control thread that stops stepping is reset by the task
+	 * watchdog, and MCUboot reverts the unconfirmed image at that reboot too.
 	 */
-	while ((verdict = control_self_check()) == 0) {
-		k_msleep(SELF_CHECK_POLL_MS);
-	}
+	verdict = control_self_check_wait(K_FOREVER);
 
 	if (verdict < 0) {
 		LOG_ERR("Self-check failed (err %d): rebooting to revert", verdict);

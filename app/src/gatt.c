@@ -31,10 +31,10 @@ void gatt_session_reset(struct gatt_session *s)
 static int response_status(const uint8_t *resp, size_t len)
 {
 	/* The core answers every request with [version, status, ...]. */
-	if (len <= APP_RESP_STATUS_OFFSET) {
+	if (len <= BMS_RESPONSE_STATUS_OFFSET) {
 		return -EBADMSG;
 	}
-	return resp[APP_RESP_STATUS_OFFSET];
+	return resp[BMS_RESPONSE_STATUS_OFFSET];
 }
 
 int gatt_read(struct gatt_session *s, uint8_t chr, bool authenticated, uint16_t offset,
@@ -46,7 +46,7 @@ int gatt_read(struct gatt_session *s, uint8_t chr, bool authenticated, uint16_t 
 	int err;
 
 	if (offset == 0 || s->value_chr != chr) {
-		if (chr == APP_CHR_BATTERY) {
+		if (chr == BMS_CHR_BATTERY) {
 			req = s->selector;
 			req_len = s->selector_len;
 		}
@@ -91,12 +91,12 @@ int gatt_write(struct gatt_session *s, uint8_t chr, bool authenticated, const ui
 	/* A write may change what a started long read would return: cut the next one afresh. */
 	s->value_chr = 0;
 
-	if (status != APP_RESP_STATUS_OK) {
+	if (status != BMS_STATUS_OK) {
 		LOG_INF("Write to characteristic %u refused (status %d)", chr, status);
 		return APP_ATT_ERR_REFUSED(status);
 	}
 
-	if (chr == APP_CHR_BATTERY) {
+	if (chr == BMS_CHR_BATTERY) {
 		/* The core accepts no request longer than the selector buffer. */
 		if (req_len > sizeof(s->selector)) {
 			LOG_ERR("Battery selector of %zu bytes not kept", req_len);

@@ -22,8 +22,6 @@
 
 LOG_MODULE_REGISTER(bms_storage, CONFIG_BMS_LOG_LEVEL);
 
-/* bms_port.h: a key is at most 15 characters. */
-#define KEY_MAX_LEN 15
 struct read_ctx {
 	uint8_t *buf;
 	size_t cap;
@@ -63,7 +61,8 @@ static int load_record(const char *key, size_t len, settings_read_cb read_cb, vo
 
 static bool key_valid(const char *key)
 {
-	return key != NULL && key[0] != '\0' && strnlen(key, KEY_MAX_LEN + 1) <= KEY_MAX_LEN;
+	/* memchr, not POSIX strnlen (not declared by ISO C libraries such as picolibc). */
+	return key != NULL && key[0] != '\0' && memchr(key, '\0', BMS_STORAGE_KEY_MAX_LEN + 1) != NULL;
 }
 
 int bms_port_storage_read(const char *key, uint8_t *buf, size_t cap, size_t *len)

@@ -12,6 +12,7 @@ get_filename_component(OPENBMS_ROOT ${OPENBMS_ROOT} ABSOLUTE)
 set(KCONFIG_ROOT ${OPENBMS_ROOT}/app/Kconfig)
 set(DTC_OVERLAY_FILE ${OPENBMS_ROOT}/boards/native_sim.overlay)
 list(APPEND EXTRA_CONF_FILE ${CMAKE_CURRENT_LIST_DIR}/common.conf)
+include(${OPENBMS_ROOT}/app/zephyr_version.cmake)
 
 # The real application files under test, the shared test support, and the Rust core.
 function(openbms_test_sources)

@@ -88,6 +88,42 @@
 #define BMS_ADVERTISEMENT_LEN 26
 
 /**
+ * Longest request `bms_gatt_request` accepts; a longer one gets `BMS_STATUS_OVERSIZED`.
+ */
+#define BMS_GATT_REQUEST_MAX 32
+
+/**
+ * Index of the status byte (`bms_status`) in every `bms_gatt_request` response; byte 0 is
+ * the protocol version.
+ */
+#define BMS_RESPONSE_STATUS_OFFSET 1
+
+/**
+ * A refused GATT write answers the ATT application error `BMS_ATT_ERROR_BASE + status`.
+ */
+#define BMS_ATT_ERROR_BASE 128
+
+/**
+ * Highest pairing passkey `bms_passkey` gives (six decimal digits).
+ */
+#define BMS_PASSKEY_MAX 999999
+
+/**
+ * Longest key, without its terminating NUL, that the `bms_port_storage_*` functions get.
+ */
+#define BMS_STORAGE_KEY_MAX_LEN 15
+
+/**
+ * A `BMS_LED_BLINK` LED is lit this long, then dark for `BMS_LED_BLINK_OFF_MS`.
+ */
+#define BMS_LED_BLINK_ON_MS 100
+
+/**
+ * A `BMS_LED_BLINK` LED is dark this long after each `BMS_LED_BLINK_ON_MS`.
+ */
+#define BMS_LED_BLINK_OFF_MS 900
+
+/**
  * What an LED shows (LED-1, LED-2); the application plays the pattern (`bms_led` values).
  */
 enum bms_led
@@ -104,7 +140,7 @@ enum bms_led
    */
   BMS_LED_SOLID = 1,
   /**
-   * Blinking: 500 ms on, 500 ms off.
+   * Blinking: `BMS_LED_BLINK_ON_MS` lit, then `BMS_LED_BLINK_OFF_MS` dark.
    */
   BMS_LED_BLINK = 2,
 };
@@ -236,6 +272,114 @@ enum bms_reason
 typedef enum bms_reason bms_reason;
 #else
 typedef uint8_t bms_reason;
+#endif // __STDC_VERSION__ >= 202311L
+#endif // __cplusplus
+
+/**
+ * The characteristics of the OpenBMS GATT service: the `characteristic` argument of
+ * `bms_gatt_request` (a copy of `bms_core::protocol::Characteristic`, checked equal below).
+ */
+enum bms_chr
+#if defined(__cplusplus) || __STDC_VERSION__ >= 202311L
+  : uint8_t
+#endif // defined(__cplusplus) || __STDC_VERSION__ >= 202311L
+ {
+  /**
+   * Status page: read, notify.
+   */
+  BMS_CHR_STATUS = 1,
+  /**
+   * Battery bank page: read.
+   */
+  BMS_CHR_BANK = 2,
+  /**
+   * One battery: write the selector, read its page.
+   */
+  BMS_CHR_BATTERY = 3,
+  /**
+   * History page: read.
+   */
+  BMS_CHR_HISTORY = 4,
+  /**
+   * Settings: read, write (authenticated).
+   */
+  BMS_CHR_SETTINGS = 5,
+  /**
+   * Control point: write (authenticated), response by indication.
+   */
+  BMS_CHR_CONTROL_POINT = 6,
+};
+#ifndef __cplusplus
+#if __STDC_VERSION__ >= 202311L
+typedef enum bms_chr bms_chr;
+#else
+typedef uint8_t bms_chr;
+#endif // __STDC_VERSION__ >= 202311L
+#endif // __cplusplus
+
+/**
+ * The status byte of every response (`resp[BMS_RESPONSE_STATUS_OFFSET]`; a copy of
+ * `bms_core::protocol::Status`, checked equal below).
+ */
+enum bms_status
+#if defined(__cplusplus) || __STDC_VERSION__ >= 202311L
+  : uint8_t
+#endif // defined(__cplusplus) || __STDC_VERSION__ >= 202311L
+ {
+  /**
+   * Done.
+   */
+  BMS_STATUS_OK = 0,
+  /**
+   * The request ended before its message did.
+   */
+  BMS_STATUS_TRUNCATED = 1,
+  /**
+   * Longer than `BMS_GATT_REQUEST_MAX`, or bytes after the message.
+   */
+  BMS_STATUS_OVERSIZED = 2,
+  /**
+   * Unknown protocol version.
+   */
+  BMS_STATUS_UNKNOWN_VERSION = 3,
+  /**
+   * Unknown control-point command.
+   */
+  BMS_STATUS_UNKNOWN_COMMAND = 4,
+  /**
+   * The bytes do not decode as the message.
+   */
+  BMS_STATUS_MALFORMED = 5,
+  /**
+   * A write or action on a link that is not authenticated.
+   */
+  BMS_STATUS_NOT_AUTHENTICATED = 6,
+  /**
+   * A value out of range.
+   */
+  BMS_STATUS_INVALID_VALUE = 7,
+  /**
+   * The selected battery does not exist.
+   */
+  BMS_STATUS_NO_SUCH_BATTERY = 8,
+  /**
+   * Not possible now.
+   */
+  BMS_STATUS_NOT_AVAILABLE = 9,
+  /**
+   * Unknown characteristic number.
+   */
+  BMS_STATUS_UNKNOWN_CHARACTERISTIC = 10,
+  /**
+   * The characteristic does not support this access.
+   */
+  BMS_STATUS_UNSUPPORTED_ACCESS = 11,
+};
+#ifndef __cplusplus
+#if __STDC_VERSION__ >= 202311L
+typedef enum bms_status bms_status;
+#else
+typedef uint8_t bms_status;
 #endif // __STDC_VERSION__ >= 202311L
 #endif // __cplusplus
 

@@ -30,9 +30,134 @@ pub const BMS_GATT_RESPONSE_MAX: usize = 244;
 /// Length of the manufacturer data `bms_advertisement` builds (company id included).
 pub const BMS_ADVERTISEMENT_LEN: usize = 26;
 
-// The sizes above are literals for cbindgen; they must be the core's.
+/// Longest request `bms_gatt_request` accepts; a longer one gets `BMS_STATUS_OVERSIZED`.
+pub const BMS_GATT_REQUEST_MAX: usize = 32;
+/// Index of the status byte (`bms_status`) in every `bms_gatt_request` response; byte 0 is
+/// the protocol version.
+pub const BMS_RESPONSE_STATUS_OFFSET: usize = 1;
+/// A refused GATT write answers the ATT application error `BMS_ATT_ERROR_BASE + status`.
+pub const BMS_ATT_ERROR_BASE: u8 = 0x80;
+/// Highest pairing passkey `bms_passkey` gives (six decimal digits).
+pub const BMS_PASSKEY_MAX: u32 = 999_999;
+/// Longest key, without its terminating NUL, that the `bms_port_storage_*` functions get.
+pub const BMS_STORAGE_KEY_MAX_LEN: usize = 15;
+/// A `BMS_LED_BLINK` LED is lit this long, then dark for `BMS_LED_BLINK_OFF_MS`.
+pub const BMS_LED_BLINK_ON_MS: u32 = 100;
+/// A `BMS_LED_BLINK` LED is dark this long after each `BMS_LED_BLINK_ON_MS`.
+pub const BMS_LED_BLINK_OFF_MS: u32 = 900;
+// The numbers above are literals for cbindgen; they must be the core's.
 const _: () = assert!(BMS_GATT_RESPONSE_MAX == bms_core::protocol::MAX_RESPONSE_LEN);
 const _: () = assert!(BMS_ADVERTISEMENT_LEN == bms_core::readout::MANUFACTURER_DATA_LEN);
+const _: () = assert!(BMS_GATT_REQUEST_MAX == bms_core::protocol::MAX_REQUEST_LEN);
+const _: () = assert!(BMS_PASSKEY_MAX == bms_core::protocol::MAX_PASSKEY);
+const _: () = assert!(BMS_STORAGE_KEY_MAX_LEN == bms_core::storage::MAX_KEY_LEN);
+const _: () = assert!(BMS_LED_BLINK_ON_MS == bms_core::limits::LED_BLINK_ON_MS);
+const _: () = assert!(BMS_LED_BLINK_OFF_MS == bms_core::limits::LED_BLINK_OFF_MS);
+
+/// The characteristics of the OpenBMS GATT service: the `characteristic` argument of
+/// `bms_gatt_request` (a copy of `bms_core::protocol::Characteristic`, checked equal below).
+#[repr(u8)]
+#[derive(Clone, Copy, Debug, PartialEq, Eq)]
+pub enum BmsChr {
+    /// Status page: read, notify.
+    Status = 1,
+    /// Battery bank page: read.
+    Bank = 2,
+    /// One battery: write the selector, read its page.
+    Battery = 3,
+    /// History page: read.
+    History = 4,
+    /// Settings: read, write (authenticated).
+    Settings = 5,
+    /// Control point: write (authenticated), response by indication.
+    ControlPoint = 6,
+}
+
+impl BmsChr {
+    /// The C number of a core characteristic; exhaustive, so a new one fails the build here.
+    const fn of(chr: bms_core::protocol::Characteristic) -> BmsChr {
+        use bms_core::protocol::Characteristic;
+        match chr {
+            Characteristic::Status => BmsChr::Status,
+            Characteristic::Bank => BmsChr::Bank,
+            Characteristic::Battery => BmsChr::Battery,
+            Characteristic::History => BmsChr::History,
+            Characteristic::Settings => BmsChr::Settings,
+            Characteristic::ControlPoint => BmsChr::ControlPoint,
+        }
+    }
+}
+
+/// The status byte of every response (`resp[BMS_RESPONSE_STATUS_OFFSET]`; a copy of
+/// `bms_core::protocol::Status`, checked equal below).
+#[repr(u8)]
+#[derive(Clone, Copy, Debug, PartialEq, Eq)]
+pub enum BmsStatus {
+    /// Done.
+    Ok = 0,
+    /// The request ended before its message did.
+    Truncated = 1,
+    /// Longer than `BMS_GATT_REQUEST_MAX`, or bytes after the message.
+    Oversized = 2,
+    /// Unknown protocol version.
+    UnknownVersion = 3,
+    /// Unknown control-point command.
+    UnknownCommand = 4,
+    /// The bytes do not decode as the message.
+    Malformed = 5,
+    /// A write or action on a link that is not authenticated.
+    NotAuthenticated = 6,
+    /// A value out of range.
+    InvalidValue = 7,
+    /// The selected battery does not exist.
+    NoSuchBattery = 8,
+    /// Not possible now.
+    NotAvailable = 9,
+    /// Unknown characteristic number.
+    UnknownCharacteristic = 10,
+    /// The characteristic does not support this access.
+    UnsupportedAccess = 11,
+}
+
+impl BmsStatus {
+    /// Every status, in number order, to check against the core's list.
+    const ALL: [BmsStatus; 12] = [
+        BmsStatus::Ok,
+        BmsStatus::Truncated,
+        BmsStatus::Oversized,
+        BmsStatus::UnknownVersion,
+        BmsStatus::UnknownCommand,
+        BmsStatus::Malformed,
+        BmsStatus::NotAuthenticated,
+        BmsStatus::InvalidValue,
+        BmsStatus::NoSuchBattery,
+        BmsStatus::NotAvailable,
+        BmsStatus::UnknownCharacteristic,
+        BmsStatus::UnsupportedAccess,
+    ];
+}
+
+// The characteristic and status numbers go over the wire: the C numbers must be the core's.
+#[allow(
+    clippy::indexing_slicing,
+    reason = "const evaluation: an index error fails the build"
+)]
+const _: () = {
+    use bms_core::protocol::{Characteristic, Status};
+    let mut i = 0;
+    while i < Characteristic::ALL.len() {
+        let chr = Characteristic::ALL[i];
+        assert!(BmsChr::of(chr) as u8 == chr as u8);
+        i += 1;
+    }
+    // The core's Status is non-exhaustive: a status added there changes its list's length.
+    assert!(BmsStatus::ALL.len() == Status::ALL.len());
+    let mut i = 0;
+    while i < Status::ALL.len() {
+        assert!(BmsStatus::ALL[i] as u8 == Status::ALL[i] as u8);
+        i += 1;
+    }
+};
 
 /// What an LED shows (LED-1, LED-2); the application plays the pattern (`bms_led` values).
 #[repr(u8)]
@@ -42,7 +167,7 @@ pub enum BmsLed {
     Off = 0,
     /// Lit continuously.
     Solid = 1,
-    /// Blinking: 500 ms on, 500 ms off.
+    /// Blinking: `BMS_LED_BLINK_ON_MS` lit, then `BMS_LED_BLINK_OFF_MS` dark.
     Blink = 2,
 }
 

@@ -4,10 +4,13 @@
 
 A Bumble virtual controller serves HCI over TCP to zephyr.exe (--bt-dev=127.0.0.1:PORT); a
 second Bumble controller on the same in-process link is the phone. The phone scans the
-Instant Readout advertisement (26 bytes of manufacturer data, the name in the scan response),
-reads the status page (open), is refused a battery selection on the empty bank with ATT error
-0x80 + NoSuchBattery, is refused a settings write before pairing, pairs with the passkey
-(000000), gets ATT error 0x80 + InvalidValue for an out-of-range setting, writes the settings
+Instant Readout advertisement (26 bytes of manufacturer data), connects and reads the device
+name from the GAP service (Bumble's virtual controller reports advertising and scan-response
+data in one report, so the scan response is not where the name is checked), reads the status
+page (open), is refused a battery selection on the empty bank with ATT error 0x80 +
+NoSuchBattery, is refused a settings write before pairing, pairs with the passkey (123456, set
+at boot by the test-only src/known_passkey.c; Bumble's SMP takes passkey 0 for "none"), gets
+ATT error 0x80 + InvalidValue for an out-of-range setting, writes the settings
 back, reads the Instant Readout key through the control point (command 5, response
 indicated) and decodes the advertisement with victron-ble. Wire format: docs/protocol.md (requests [version, body],
 responses [version, status, body]).
@@ -28,13 +31,15 @@ from bumble.att import ATT_Error  # noqa: E402
 from bumble.controller import Controller  # noqa: E402
 from bumble.core import UUID, AdvertisingData  # noqa: E402
 from bumble.device import Device, Peer  # noqa: E402
+from bumble.gatt import GATT_DEVICE_NAME_CHARACTERISTIC  # noqa: E402
 from bumble.hci import Address  # noqa: E402
 from bumble.link import LocalLink  # noqa: E402
 from bumble.pairing import PairingConfig, PairingDelegate  # noqa: E402
 from bumble.transport import open_transport  # noqa: E402
 
 VICTRON_COMPANY_ID = 0x02E1
-PASSKEY = 0
+# src/known_passkey.c sets it at boot (ChangePasskey); not 0, which Bumble takes for "none".
+PASSKEY = 123456
 ATT_INSUFFICIENT_AUTHENTICATION = 0x05
 
 
@@ -110,12 +115,8 @@ async def run(exe: Path) -> None:
             await phone.power_on()
 
             readout = asyncio.get_running_loop().create_future()
-            names = set()
 
             def on_advertisement(advertisement):
-                name = advertisement.data.get(AdvertisingData.COMPLETE_LOCAL_NAME)
-                if name:
-                    names.add(name.decode() if isinstance(name, bytes) else str(name))
                 data = advertisement.data.get(
                     AdvertisingData.MANUFACTURER_SPECIFIC_DATA, raw=True
                 )
@@ -126,20 +127,21 @@ async def run(exe: Path) -> None:
             phone.on("advertisement", on_advertisement)
             await phone.start_scanning(active=True)
             address, manufacturer_data = await asyncio.wait_for(readout, 30)
-            for _ in range(50):
-                if DEVICE_NAME in names:
-                    break
-                await asyncio.sleep(0.1)
             await phone.stop_scanning()
             assert len(manufacturer_data) == ADVERTISEMENT_LEN, manufacturer_data.hex()
             payload = manufacturer_data[2:]
             assert payload[0] == 0x10, "Instant Readout record must start with 0x10"
-            assert DEVICE_NAME in names, f"no scan response with the name, saw {names}"
 
             connection = await phone.connect(address)
             peer = Peer(connection)
             await peer.discover_services()
             await peer.discover_characteristics()
+
+            # The name, from the GAP service's Device Name characteristic.
+            names = peer.get_characteristics_by_uuid(GATT_DEVICE_NAME_CHARACTERISTIC)
+            assert names, "no Device Name characteristic"
+            name = bytes(await names[0].read_value()).decode()
+            assert name == DEVICE_NAME, f"device name {name!r}"
             status = peer.get_characteristics_by_uuid(STATUS)[0]
             battery = peer.get_characteristics_by_uuid(BATTERY)[0]
             settings = peer.get_characteristics_by_uuid(SETTINGS)[0]

@@ -17,11 +17,6 @@
 #include "support.h"
 
 /* Protocol statuses (docs/protocol.md, "Status codes"). */
-#define STATUS_TRUNCATED 1
-#define STATUS_NOT_AUTHENTICATED 6
-#define STATUS_INVALID_VALUE 7
-#define STATUS_NO_SUCH_BATTERY 8
-#define STATUS_UNKNOWN_CHARACTERISTIC 10
 
 /* Page bytes after [version, status]: BatteryPage starts with `number: u8`; BankPage with
  * `balancer` (a one-byte enum) and `batteries: u8`.
@@ -71,7 +66,7 @@ static void bank_of_two(void)
 		send_report(SERIAL_A);
 		send_report(SERIAL_B);
 		k_sleep(K_MSEC(200));
-		zassert_ok(gatt_read(&s, APP_CHR_BANK, false, 0, &value, &len));
+		zassert_ok(gatt_read(&s, BMS_CHR_BANK, false, 0, &value, &len));
 		zassert_true(len > BANK_PAGE_BATTERIES, "bank page of %zu bytes", len);
 		if (value[BANK_PAGE_BATTERIES] == 2) {
 			return;
@@ -85,10 +80,10 @@ static uint8_t battery_read(struct gatt_session *s)
 	const uint8_t *value;
 	size_t len;
 
-	zassert_ok(gatt_read(s, APP_CHR_BATTERY, false, 0, &value, &len));
+	zassert_ok(gatt_read(s, BMS_CHR_BATTERY, false, 0, &value, &len));
 	zassert_true(len > BATTERY_PAGE_NUMBER, "battery page of %zu bytes", len);
-	zassert_equal(value[APP_RESP_STATUS_OFFSET], APP_RESP_STATUS_OK, "status %u",
-		      value[APP_RESP_STATUS_OFFSET]);
+	zassert_equal(value[BMS_RESPONSE_STATUS_OFFSET], BMS_STATUS_OK, "status %u",
+		      value[BMS_RESPONSE_STATUS_OFFSET]);
 	return value[BATTERY_PAGE_NUMBER];
 }
 
@@ -118,14 +113,14 @@ ZTEST(gatt, test_ble_1_battery_selector_kept_per_connection)
 
 	zassert_equal(battery_read(&phone), 0, "battery 0 before any selection");
 
-	zassert_equal(write_req(&phone, APP_CHR_BATTERY, false, select_1, sizeof(select_1)), 0,
+	zassert_equal(write_req(&phone, BMS_CHR_BATTERY, false, select_1, sizeof(select_1)), 0,
 		      "selecting an existing battery is open (BLE-2) and accepted");
 	zassert_equal(resp[BATTERY_PAGE_NUMBER], 1, "the write answers with the page");
 	zassert_equal(battery_read(&phone), 1, "selection not kept");
 	zassert_equal(battery_read(&tablet), 0, "selection leaked to another connection");
 
-	zassert_equal(write_req(&phone, APP_CHR_BATTERY, false, select_9, sizeof(select_9)),
-		      APP_ATT_ERR_REFUSED(STATUS_NO_SUCH_BATTERY));
+	zassert_equal(write_req(&phone, BMS_CHR_BATTERY, false, select_9, sizeof(select_9)),
+		      APP_ATT_ERR_REFUSED(BMS_STATUS_NO_SUCH_BATTERY));
 	zassert_equal(battery_read(&phone), 1, "a refused selection replaced the kept one");
 }
 
@@ -141,7 +136,7 @@ ZTEST(gatt, test_ble_1_long_read_is_one_page)
 	size_t len;
 
 	gatt_session_reset(&s);
-	zassert_ok(gatt_read(&s, APP_CHR_BANK, false, 0, &value, &first_len));
+	zassert_ok(gatt_read(&s, BMS_CHR_BANK, false, 0, &value, &first_len));
 	memcpy(first, value, first_len);
 
 	/* A third battery changes the Bank page. */
@@ -150,11 +145,11 @@ ZTEST(gatt, test_ble_1_long_read_is_one_page)
 		k_sleep(K_MSEC(200));
 	}
 
-	zassert_ok(gatt_read(&s, APP_CHR_BANK, false, 10, &value, &len));
+	zassert_ok(gatt_read(&s, BMS_CHR_BANK, false, 10, &value, &len));
 	zassert_equal(len, first_len);
 	zassert_mem_equal(value, first, first_len, "blob read from a newer page");
 
-	zassert_ok(gatt_read(&s, APP_CHR_BANK, false, 0, &value, &len));
+	zassert_ok(gatt_read(&s, BMS_CHR_BANK, false, 0, &value, &len));
 	zassert_true(len != first_len || memcmp(value, first, len) != 0,
 		     "a read at offset 0 must build the page afresh");
 }
@@ -176,28 +171,28 @@ ZTEST(gatt, test_ble_4_refused_write_is_att_error_and_changes_nothing)
 	size_t len;
 
 	gatt_session_reset(&s);
-	zassert_ok(gatt_read(&s, APP_CHR_SETTINGS, false, 0, &value, &before_len));
-	zassert_equal(value[APP_RESP_STATUS_OFFSET], APP_RESP_STATUS_OK);
+	zassert_ok(gatt_read(&s, BMS_CHR_SETTINGS, false, 0, &value, &before_len));
+	zassert_equal(value[BMS_RESPONSE_STATUS_OFFSET], BMS_STATUS_OK);
 	memcpy(before, value, before_len);
 
 	/* The settings in force, written back: [version, body]. */
 	request[0] = before[0];
 	memcpy(&request[1], &before[2], before_len - 2);
-	zassert_equal(write_req(&s, APP_CHR_SETTINGS, false, request, before_len - 1),
-		      APP_ATT_ERR_REFUSED(STATUS_NOT_AUTHENTICATED));
-	zassert_equal(write_req(&s, APP_CHR_SETTINGS, true, version_only, sizeof(version_only)),
-		      APP_ATT_ERR_REFUSED(STATUS_TRUNCATED));
-	zassert_equal(write_req(&s, APP_CHR_SETTINGS, true, too_low, sizeof(too_low)),
-		      APP_ATT_ERR_REFUSED(STATUS_INVALID_VALUE));
+	zassert_equal(write_req(&s, BMS_CHR_SETTINGS, false, request, before_len - 1),
+		      APP_ATT_ERR_REFUSED(BMS_STATUS_NOT_AUTHENTICATED));
+	zassert_equal(write_req(&s, BMS_CHR_SETTINGS, true, version_only, sizeof(version_only)),
+		      APP_ATT_ERR_REFUSED(BMS_STATUS_TRUNCATED));
+	zassert_equal(write_req(&s, BMS_CHR_SETTINGS, true, too_low, sizeof(too_low)),
+		      APP_ATT_ERR_REFUSED(BMS_STATUS_INVALID_VALUE));
 	zassert_equal(resp[2], 0, "the refusal names field 0 (charged_cell_mv)");
 	zassert_equal(write_req(&s, 42, true, version_only, sizeof(version_only)),
-		      APP_ATT_ERR_REFUSED(STATUS_UNKNOWN_CHARACTERISTIC));
+		      APP_ATT_ERR_REFUSED(BMS_STATUS_UNKNOWN_CHARACTERISTIC));
 
-	zassert_ok(gatt_read(&s, APP_CHR_SETTINGS, false, 0, &value, &len));
+	zassert_ok(gatt_read(&s, BMS_CHR_SETTINGS, false, 0, &value, &len));
 	zassert_equal(len, before_len);
 	zassert_mem_equal(value, before, before_len, "a refused write changed the settings");
 
-	zassert_equal(write_req(&s, APP_CHR_SETTINGS, true, request, before_len - 1), 0,
+	zassert_equal(write_req(&s, BMS_CHR_SETTINGS, true, request, before_len - 1), 0,
 		      "the same settings on an authenticated link are accepted");
 }
 
@@ -216,16 +211,16 @@ ZTEST(gatt, test_ble_2_passkey_follows_change_passkey)
 	zassert_equal(seen.passkey, 0, "factory passkey is 000000");
 
 	gatt_session_reset(&s);
-	zassert_equal(write_req(&s, APP_CHR_CONTROL_POINT, false, change_ok, sizeof(change_ok)),
-		      APP_ATT_ERR_REFUSED(STATUS_NOT_AUTHENTICATED));
+	zassert_equal(write_req(&s, BMS_CHR_CONTROL_POINT, false, change_ok, sizeof(change_ok)),
+		      APP_ATT_ERR_REFUSED(BMS_STATUS_NOT_AUTHENTICATED));
 	zassert_equal(support_ble().passkey, 0, "unauthenticated change applied");
 
-	zassert_equal(write_req(&s, APP_CHR_CONTROL_POINT, true, change_too_big,
+	zassert_equal(write_req(&s, BMS_CHR_CONTROL_POINT, true, change_too_big,
 			    sizeof(change_too_big)),
-		      APP_ATT_ERR_REFUSED(STATUS_INVALID_VALUE));
+		      APP_ATT_ERR_REFUSED(BMS_STATUS_INVALID_VALUE));
 	zassert_equal(support_ble().passkey, 0, "out-of-range passkey applied");
 
-	zassert_equal(write_req(&s, APP_CHR_CONTROL_POINT, true, change_ok, sizeof(change_ok)), 0);
+	zassert_equal(write_req(&s, BMS_CHR_CONTROL_POINT, true, change_ok, sizeof(change_ok)), 0);
 	zassert_equal(support_ble().passkey, 123456, "new passkey not given to the BLE side");
 }
 

@@ -120,6 +120,58 @@ static __attribute__((noinline)) uint32_t used_below(const void *top)
 	return (uint32_t)((uintptr_t)top - (uintptr_t)p);
 }
 
+/*
+ * Instruction counting: scripts/target-build runs QEMU with -icount shift=0, so virtual time
+ * advances 1 ns per executed instruction, and SysTick (processor clock, 25 MHz on mps2-an386)
+ * counts one tick per 40 instructions. calibrate() checks that ratio on a loop of known length.
+ */
+#define SYST_CSR (*(volatile uint32_t *)0xe000e010)
+#define SYST_RVR (*(volatile uint32_t *)0xe000e014)
+#define SYST_CVR (*(volatile uint32_t *)0xe000e018)
+#define SYST_MASK 0xffffffu
+
+static void ticks_start(void)
+{
+	SYST_RVR = SYST_MASK;
+	SYST_CVR = 0;
+	SYST_CSR = 0x5; /* enable, processor clock, no interrupt */
+}
+
+static uint32_t ticks_now(void)
+{
+	return SYST_CVR;
+}
+
+/* SysTick counts down; one measured stretch must stay below 2^24 ticks (16.7 M x 40 insns). */
+static uint32_t ticks_since(uint32_t start)
+{
+	return (start - ticks_now()) & SYST_MASK;
+}
+
+/* Instructions per SysTick tick, measured on 2 x 400 000 instructions of a counted loop. */
+static uint32_t calibrate(void)
+{
+	uint32_t n = 400000;
+	uint32_t start = ticks_now();
+
+	__asm__ volatile("1: subs %0, %0, #1\n\tbne 1b" : "+r"(n) : : "cc");
+	return (800000 + ticks_since(start) / 2) / ticks_since(start);
+}
+
+static void report_insn(const char *what, uint64_t total_ticks, uint32_t count,
+			uint32_t max_ticks, uint32_t insn_per_tick)
+{
+	put("insn ");
+	put(what);
+	put(": mean ");
+	put_u32((uint32_t)(total_ticks * insn_per_tick / count));
+	put(", max ");
+	put_u32(max_ticks * insn_per_tick);
+	put(" instructions (");
+	put_u32(count);
+	put(" calls)\n");
+}
+
 static void report(const char *what, uint32_t bytes)
 {
 	put("stack ");
@@ -143,7 +195,12 @@ int main(void)
 	struct bms_inputs in = { .supply_mv = FIXTURE_BANK50_SUPPLY_MV };
 	struct bms_outputs out;
 	uint32_t open_bytes, feed_bytes = 0, step_bytes = 0, used;
+	uint64_t step_ticks = 0, feed_ticks = 0;
+	uint32_t step_max = 0, feed_max = 0, steps = 0, feeds = 0, t, insn_per_tick;
 	struct bms *bms;
+
+	ticks_start();
+	insn_per_tick = calibrate();
 
 	/* As the firmware does before opening (control.c). */
 	bms_set_log_level(3);
@@ -161,16 +218,26 @@ int main(void)
 	for (uint64_t now_ms = 0; now_ms <= 60000; now_ms += 100) {
 		if (now_ms % 1000 == 0) {
 			paint();
+			t = ticks_now();
 			if (bms_feed_bus(bms, now_ms, fixture_bank50, sizeof(fixture_bank50)) != 50) {
 				fail("bms_feed_bus");
 			}
+			t = ticks_since(t);
+			feed_ticks += t;
+			feed_max = t > feed_max ? t : feed_max;
+			feeds++;
 			used = used_below(top);
 			feed_bytes = used > feed_bytes ? used : feed_bytes;
 		}
 		paint();
+		t = ticks_now();
 		if (bms_step(bms, now_ms, &in, &out) != BMS_OK) {
 			fail("bms_step");
 		}
+		t = ticks_since(t);
+		step_ticks += t;
+		step_max = t > step_max ? t : step_max;
+		steps++;
 		used = used_below(top);
 		step_bytes = used > step_bytes ? used : step_bytes;
 	}
@@ -211,6 +278,11 @@ int main(void)
 	report("bms_open", open_bytes);
 	report("bms_feed_bus", feed_bytes);
 	report("bms_step", step_bytes);
+	put("insn per SysTick tick (calibration, expected 40 with -icount shift=0): ");
+	put_u32(insn_per_tick);
+	put("\n");
+	report_insn("bms_step (50 batteries)", step_ticks, steps, step_max, insn_per_tick);
+	report_insn("bms_feed_bus (50 reports)", feed_ticks, feeds, feed_max, insn_per_tick);
 	quit(EXIT_OK);
 }
 

@@ -1,7 +1,7 @@
 """BLE-3 conformance: Instant Readout advertisements built by bms-core, decoded by the real
 decoders `victron-ble` and `victron-ble-ha-parser` (Home Assistant), field by field.
 
-The expected values are computed here from the spec (shared/reference/instant-readout.md §5.3),
+The expected values are computed here from the published field definitions,
 independently of the Rust code: rounding half away from zero to the field unit, clamping into
 the field range, NA patterns for absent values.
 """
@@ -18,7 +18,7 @@ PRODUCT_ID = 0xA3EC
 LEVEL = {None: 0, "ok": 1, "warning": 2, "alarm": 3}
 IO = {None: 0, True: 1, False: 2}
 
-# §9 of the reference: (name, payload hex) exactly as published.
+# The published reference vectors: (name, payload hex) exactly as published.
 REFERENCE = {
     "smartshunt": "100289a302b040af925d09a4d89aa0128bdef48c6298a9",
     "battery_sense": "1000a4a3025f150d8dcbff517f30eb65e76b22a04ac4e1",
@@ -110,7 +110,7 @@ def ha_update(key: str, payload: bytes):
 
 
 def test_ble_3_rust_seals_every_reference_vector_byte_for_byte(vectors):
-    """BLE-3: the Rust encoder reproduces every §9 vector from its inputs, byte for byte."""
+    """BLE-3: the Rust encoder reproduces every published vector from its inputs, byte for byte."""
     assert vectors == REFERENCE
 
 

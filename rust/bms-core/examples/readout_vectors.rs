@@ -1,8 +1,8 @@
 //! Prints Instant Readout advertisements built by `bms_core::readout` as JSON lines, for the
 //! conformance test that decodes them with the real Python decoders (tests/conformance).
 //!
-//! Lines with `"kind":"vector"` seal the inputs of the reference vectors
-//! (docs: shared/reference/instant-readout.md §9); lines with `"kind":"state"` give one generated
+//! Lines with `"kind":"vector"` seal the inputs of the published reference vectors of the
+//! Instant Readout format (the VECTORS table below); lines with `"kind":"state"` give one generated
 //! bank state, the advertiser's key, nonce and the complete manufacturer data (company id
 //! first). States come from a fixed-seed generator plus hand-picked extremes, so every run
 //! prints the same lines. Usage: `cargo run -p bms-core --example readout_vectors [count]`.
@@ -13,7 +13,7 @@ use bms_core::readout::{
 };
 use std::fmt::Write as _;
 
-/// Reference vectors of §9: name, key, nonce, prefix byte, product id, record type, plaintext.
+/// The published reference vectors: name, key, nonce, prefix byte, product id, record type, plaintext.
 const VECTORS: [(&str, &str, u16, u8, u16, u8, &str); 16] = [
     (
         "smartshunt",

@@ -429,7 +429,7 @@ impl Bms {
                 capacity_mah: topology.capacity_dah.saturating_mul(100),
                 cells_in_series: topology.cells_in_series(),
             };
-            // The adaptive estimator reads the knees of the cell voltage curve (issue 7).
+            // The adaptive estimator reads the knees of the cell voltage curve.
             let cells = CellInput {
                 min_cell_mv: Some(agg.min_cell_mv),
                 max_cell_mv: Some(agg.max_cell_mv),

@@ -65,10 +65,10 @@ pub const LOST_AFTER_MS: u64 = 5 * REPORT_PERIOD_MS;
 /// 0x1021, initial value 0xFFFF, not reflected, no final XOR), sent little-endian.
 pub const CRC: crc::Crc<u16, CrcTable> = crc::Crc::<u16, CrcTable>::new(&crc::CRC_16_IBM_3740);
 
-/// How [`CRC`] is computed. On the device bit by bit: a byte table would cost 512 bytes of
-/// flash to save about 4 000 instructions per report (0.3 % of the CPU at 50 batteries). With
-/// the `crc-table` feature (the simulator, which encodes and decodes every report of every
-/// simulated battery) from the table: the CRC is the same, the simulator 12 % faster.
+/// How [`CRC`] is computed. On the device bit by bit: a byte table costs more flash than the
+/// instructions it saves are worth (docs/ffi.md has both numbers). With the `crc-table` feature
+/// (the simulator, which encodes and decodes every report of every simulated battery) from the
+/// table: the same CRC, a faster simulator (docs/simulator.md, Speed).
 #[cfg(not(feature = "crc-table"))]
 pub type CrcTable = crc::NoTable;
 /// How [`CRC`] is computed: from a byte table (the `crc-table` feature).

@@ -264,7 +264,7 @@ pub const MAX_BATTERIES: usize = 50;
 pub const MAX_BATTERIES_51V2: usize = 25;
 /// BANK-2: the supported bank nominal voltages (12, 24, 48 V), mV.
 pub const BANK_NOMINAL_MV: [u32; 3] = [12_800, 25_600, 51_200];
-/// The BMS operating voltage range (manual §6: 8–70 V); outside it the bank voltage is not
+/// The BMS operating voltage range (8–70 V, the supply range the hardware is specified for); outside it the bank voltage is not
 /// trusted for topology discovery, mV.
 pub const SUPPLY_MIN_MV: u32 = 8_000;
 /// See [`SUPPLY_MIN_MV`].

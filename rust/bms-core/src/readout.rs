@@ -685,8 +685,8 @@ mod tests {
         }
     }
 
-    /// BLE-3: every end-to-end vector of the reference (§9.1 upstream devices, §9.2 and §9.3
-    /// SmartLithium, Battery Monitor and Lynx BMS) is reproduced byte for byte from its key,
+    /// BLE-3: every published end-to-end vector (upstream devices, SmartLithium, Battery
+    /// Monitor and Lynx BMS) is reproduced byte for byte from its key,
     /// nonce, header and plaintext.
     #[test]
     fn ble_3_reference_vectors_seal_byte_for_byte() {

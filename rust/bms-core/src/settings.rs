@@ -127,7 +127,7 @@ impl SettingsField {
     }
 
     /// Whether the factory reset (SET-4) restores this field. The pre-alarm level is not in the
-    /// manual's list (§5.1.2), so a factory reset keeps the user's pre-alarm level.
+    /// list of SET-4 (docs/spec/behaviour.md), so a factory reset keeps the user's pre-alarm level.
     pub const fn restored_by_factory_reset(self) -> bool {
         !matches!(self, SettingsField::PrealarmLevel)
     }
@@ -292,7 +292,7 @@ impl Settings {
         Ok(())
     }
 
-    /// Restores the factory defaults of exactly the fields the manual lists (SET-4, §5.1.2):
+    /// Restores the factory defaults of exactly the fields SET-4 lists (docs/spec/behaviour.md):
     /// charged voltage, tail current, charged detection time, low-SoC warning level and
     /// discharge floor. The pre-alarm level is kept: it is not in that list, and it is a
     /// protection level the installer chose for the loads. The result always validates.

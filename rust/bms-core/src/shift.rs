@@ -1,8 +1,8 @@
 //! Shifting the elements of small arrays by one place without `memmove`.
 //!
 //! `rotate_right`, `Vec::insert` and friends compile to a `memmove` call; on the target that
-//! links compiler-builtins' speed-tuned memmove, about 1.6 KB of flash for these few shifts of
-//! at most 50 elements. Moving elements one by one through a carried value or a swap costs a few
+//! links compiler-builtins' speed-tuned memmove, more flash (docs/ffi.md) than these few shifts of
+//! at most 50 elements are worth. Moving elements one by one through a carried value or a swap costs a few
 //! instructions more per call and no library code.
 
 /// Puts `newest` at the front of `slots`, moving every element one place back; the last one

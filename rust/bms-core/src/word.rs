@@ -6,7 +6,7 @@ use core::fmt;
 /// A fixed word in a log line (`log::info!("balancer {}", Word(state.name()))`).
 ///
 /// `{}` of a plain `&str` goes through `Formatter::pad`, which supports width and precision and
-/// costs about 0.7 KB of the firmware's flash; no log line here pads, so this writes the text
+/// costs flash (docs/ffi.md); no log line here pads, so this writes the text
 /// as it is.
 #[derive(Clone, Copy, Debug, PartialEq, Eq)]
 pub struct Word(pub &'static str);
@@ -21,7 +21,7 @@ impl fmt::Display for Word {
 /// (`write!(f, "record truncated to {} bytes", Number::from(*len))`).
 ///
 /// `{}` of an integer goes through core's per-type `Display` code and `Formatter::pad_integral`,
-/// which support width, fill, sign and `#` and cost about 1 KB of the firmware's flash; no
+/// which support width, fill, sign and `#` and cost flash (docs/ffi.md); no
 /// message here uses them, so this writes the plain digits (with a `-` when negative), the same
 /// text as `{}`. Built with `Number::from` from any integer of up to 64 bits.
 #[derive(Clone, Copy, Debug, PartialEq, Eq)]

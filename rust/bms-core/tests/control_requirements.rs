@@ -839,7 +839,7 @@ fn prot_9_discharge_floor_opens_atd_until_floor_plus_3() {
 /// free-floating and ATD unchanged; a failure free-floats ATD
 /// 120 s later unless a new attempt started, whose own failure restarts the 120 s.
 #[test]
-fn prot_10_firmware_update_blocks_charge_and_failure_opens_atd_after_120s() {
+fn prot_10_dfu_2_firmware_update_blocks_charge_and_failure_opens_atd_after_120s() {
     let mut rig = Rig::started();
     let t = rig.now_ms;
     rig.bms.handle_dfu(t, DfuEvent::Started);

@@ -1,4 +1,4 @@
-//! The SoC estimators against recorded LiFePO4 profiles (issue 7): the committed small
+//! The SoC estimators against recorded LiFePO4 profiles: the committed small
 //! profile from `tools/socbench/profiles` (made with PyBaMM, checked here without it), and any
 //! other profile folders named in `SOC_PROFILES` for the ignored table test.
 //!
@@ -199,7 +199,7 @@ fn print_row(name: &str, plain: &Score, adaptive: &Score) {
 const SMALL_INPUT: &str = include_str!("../../../tools/socbench/profiles/small-2day.csv");
 const SMALL_TRUTH: &str = include_str!("../../../tools/socbench/profiles/small-2day.truth.csv");
 
-/// Issue 7 goal for profiles with a full charge: the adaptive estimator stays within 1.5
+/// The goal for profiles with a full charge (docs/soc-benchmark.md): the adaptive estimator stays within 1.5
 /// points of the truth and is never worse than plain counting; its reported uncertainty
 /// covers the error (|error| ≤ 2σ) nearly everywhere.
 #[test]

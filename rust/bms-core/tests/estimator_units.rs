@@ -1,4 +1,4 @@
-//! The adaptive SoC estimator (issue 7) piece by piece: offset learning, knee-reading gates,
+//! The adaptive SoC estimator piece by piece: offset learning, knee-reading gates,
 //! hysteresis, capacity learning, what it learns and restores, and that the monitor keeps its
 //! MON semantics with it.
 

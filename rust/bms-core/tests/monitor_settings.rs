@@ -128,7 +128,7 @@ fn set_1_field_numbers_round_trip() {
 }
 
 /// SET-4: factory reset restores exactly charged voltage, tail current, charged detection time,
-/// low-SoC warning level and discharge floor; the pre-alarm level (not listed in §5.1.2) stays.
+/// low-SoC warning level and discharge floor; the pre-alarm level (not in SET-4's list) stays.
 #[test]
 fn set_4_factory_reset_restores_exactly_the_listed_settings() {
     let mut settings = custom();

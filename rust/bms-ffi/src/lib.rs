@@ -48,7 +48,7 @@ pub use instance::Instance;
 /// undefined instruction, so that Zephyr's fatal-error handler reports the fault with its program
 /// counter (`addr2line` on zephyr.elf names the line) and resets the board, which leaves the
 /// outputs free-floating until the restart. The message is not formatted here: that would keep
-/// every panic location in flash (about 0.9 KB), and the Debian build's `panic=immediate-abort`
+/// every panic location in flash (docs/ffi.md), and the Debian build's `panic=immediate-abort`
 /// has no message anyway.
 #[cfg(all(target_os = "none", not(test)))]
 #[panic_handler]

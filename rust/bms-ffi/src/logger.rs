@@ -76,7 +76,7 @@ impl Log for PortLogger {
         let mut line = Line::new();
         let module = module_of(record.target());
         // A cut line is still worth sending, so the write results are not needed. The module
-        // goes in with write_str: `{}` of a &str would bring core's padding code (0.7 KB).
+        // goes in with write_str: `{}` of a &str would bring core's padding code.
         let _ = line.write_str(module);
         let _ = line.write_str(": ");
         let _ = line.write_fmt(*record.args());
@@ -87,7 +87,7 @@ impl Log for PortLogger {
 }
 
 /// The last part of a module path ("protection" of "bms_core::protection"): Zephyr adds its own
-/// prefix. A byte search, not `rsplit`, which would bring core's memrchr along (0.6 KB).
+/// prefix. A byte search, not `rsplit`, which would bring core's memrchr along.
 fn module_of(target: &str) -> &str {
     match target.bytes().rposition(|b| b == b':') {
         Some(colon) => target.get(colon + 1..).unwrap_or(target),

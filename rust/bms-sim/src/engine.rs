@@ -1,7 +1,7 @@
 //! The simulation loop: owns time, steps the plant, sends each battery's report through the
 //! battery-bus codec into [`Bms`], calls [`Bms::step`] and applies its decisions to loads and
 //! chargers. It never sleeps: it jumps to the earliest of the core's deadline, the next bus
-//! report, the next scenario event and the next timeline sample (style.md §5).
+//! report, the next scenario event and the next timeline sample.
 
 use crate::file_storage::FileStorage;
 use crate::line::{pack_data, VirtualLine};

@@ -1,8 +1,8 @@
 //! Open-circuit voltage of a rested LiFePO4 cell against its state of charge.
 //!
 //! The curve is the hysteresis midline at 25 °C. Its plateau follows LibreSolar's `ocv_lfp`
-//! table (5 % steps, 10–95 %); the knees follow the shape of the APR18650M1B breakpoints
-//! (anchors §5.3): a steep rise above 98 % and a collapse below 5 %, placed so that about 3 % of
+//! table (5 % steps, 10–95 %); the knees follow the shape of the APR18650M1B breakpoints:
+//! a steep rise above 98 % and a collapse below 5 %, placed so that about 3 % of
 //! the charge is left when a loaded cell reaches 2.8 V (Victron LFP manual). The table goes on
 //! past both ends so that an over-charged cell really climbs above 3.75 V and an over-drained
 //! one falls below 2.5 V, which is what the BMS is there to prevent.
@@ -152,7 +152,7 @@ mod tests {
     #[test]
     fn plateau_is_flat_and_knees_are_steep() {
         let ocv = Ocv::new();
-        // Anchors §5.1: about 1.1–1.5 mV per % in the plateau.
+        // A LiFePO4 plateau rises about 1.1–1.5 mV per %.
         let plateau_mv_per_pct = (ocv.volts(0.8) - ocv.volts(0.2)) * 1000.0 / 60.0;
         assert!(
             (0.8..2.0).contains(&plateau_mv_per_pct),

@@ -1,4 +1,4 @@
-//! Adaptive state of charge (issue 7): coulomb counting corrected by what the measurements can
+//! Adaptive state of charge: coulomb counting corrected by what the measurements can
 //! honestly support, with a 1-σ uncertainty reported alongside.
 //!
 //! The spine is the charge count: the bank current integrated exactly as in
@@ -46,7 +46,7 @@ use crate::shift::push_front;
 use crate::word::Number;
 
 /// Prior 1-σ current-sensor offset, as a fraction of the capacity per hour: 50 mA on 100 Ah,
-/// the typical uncalibrated shunt the issue quotes (1.2 % of SoC per day).
+/// a typical uncalibrated shunt (1.2 % of SoC per day).
 pub const OFFSET_PRIOR_C: f32 = 0.000_5;
 /// How far the offset may wander (temperature, ageing), 1 σ per √day as a fraction of the
 /// capacity per hour (5 mA per √day on 100 Ah).

@@ -110,7 +110,8 @@ pub enum EstimatorKind {
     /// Plain coulomb counting with Victron synchronisation (MON-1, MON-2).
     Plain,
     /// [`AdaptiveEstimator`]: counting with offset learning, knee corrections and capacity
-    /// learning (issue 7). The product default: it beat plain counting in the SoC benchmark.
+    /// learning. The product default: it beat plain counting in the SoC benchmark
+    /// (docs/soc-benchmark.md).
     #[default]
     Adaptive,
 }

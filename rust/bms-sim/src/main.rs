@@ -3,6 +3,7 @@
 use bms_sim::{bench, engine, output, replay, scenario};
 use clap::{Parser, Subcommand};
 use indicatif::{ProgressBar, ProgressStyle};
+use std::io::{self, Write as _};
 use std::path::PathBuf;
 use std::process::ExitCode;
 use std::time::Duration;
@@ -33,8 +34,8 @@ enum Command {
         /// Stop after this much simulated time ("36h", "2d").
         #[arg(long, value_parser = humantime::parse_duration)]
         until: Option<Duration>,
-        /// Timeline sample period ("1min").
-        #[arg(long, value_parser = humantime::parse_duration)]
+        /// Timeline sample period ("1min"), at least 1 s.
+        #[arg(long, value_parser = parse_sample_period)]
         sample_every: Option<Duration>,
         /// No progress bar.
         #[arg(long)]
@@ -44,8 +45,9 @@ enum Command {
     Replay(replay::ReplayArgs),
     /// Measure simulated control ticks per second for banks of several sizes.
     Bench {
-        /// Bank sizes (number of 12.8 V batteries) to measure.
-        #[arg(long, value_delimiter = ',', default_values_t = [1usize, 4, 16, 50])]
+        /// Bank sizes (number of 12.8 V batteries, 1 to 50) to measure.
+        #[arg(long, value_delimiter = ',', default_values_t = [1usize, 4, 16, 50],
+              value_parser = parse_batteries)]
         batteries: Vec<usize>,
         /// Simulated time per measurement.
         #[arg(long, value_parser = humantime::parse_duration, default_value = "1day")]
@@ -65,7 +67,7 @@ fn main() -> ExitCode {
             quiet,
         } => run(scenario, out, state, until, sample_every, quiet),
         Command::Replay(args) => match replay::replay(&args) {
-            Ok(()) => ExitCode::SUCCESS,
+            Ok(()) | Err(replay::ReplayError::BrokenPipe) => ExitCode::SUCCESS,
             Err(replay::ReplayError::Input(e)) => {
                 eprintln!("error: {e}");
                 ExitCode::from(2)
@@ -81,10 +83,46 @@ fn main() -> ExitCode {
         } => {
             for n in batteries {
                 let r = bench::measure(n, simulate);
-                println!("{}", r);
+                if let Err(code) = print_out(&format!("{r}\n")) {
+                    return code;
+                }
             }
             ExitCode::SUCCESS
         }
+    }
+}
+
+/// Writes `text` to standard output. A reader that went away (`bms-sim bench | head -1`) ends
+/// the program quietly with success, as it would a shell tool; any other failure is an error.
+fn print_out(text: &str) -> Result<(), ExitCode> {
+    let mut out = io::stdout().lock();
+    match out.write_all(text.as_bytes()).and_then(|()| out.flush()) {
+        Ok(()) => Ok(()),
+        Err(e) if e.kind() == io::ErrorKind::BrokenPipe => Err(ExitCode::SUCCESS),
+        Err(e) => {
+            eprintln!("error: standard output: {e}");
+            Err(ExitCode::from(1))
+        }
+    }
+}
+
+/// `--sample-every`: a duration of at least 1 s, as the scenario file's `sample_every`.
+fn parse_sample_period(s: &str) -> Result<Duration, String> {
+    let every = humantime::parse_duration(s).map_err(|e| format!("`{s}`: {e}"))?;
+    if every < Duration::from_secs(1) {
+        return Err(format!("`{s}` is shorter than 1 s"));
+    }
+    Ok(every)
+}
+
+/// `bench --batteries`: a bank size the core supports (1 to 50 batteries of 12.8 V).
+fn parse_batteries(s: &str) -> Result<usize, String> {
+    let max = bms_core::limits::MAX_BATTERIES;
+    match s.parse::<usize>() {
+        Ok(n) if (1..=max).contains(&n) => Ok(n),
+        _ => Err(format!(
+            "`{s}` is not a number of batteries from 1 to {max}"
+        )),
     }
 }
 
@@ -154,10 +192,10 @@ fn run(
         eprintln!("error: {e}");
         return ExitCode::from(1);
     }
-    print!("{}", output::summary(&sc.name, &result));
-    println!(
-        "wrote {}/timeline.csv, events.csv, timeline.png",
+    let text = format!(
+        "{}wrote {}/timeline.csv, events.csv, timeline.png\n",
+        output::summary(&sc.name, &result),
         out.display()
     );
-    ExitCode::SUCCESS
+    print_out(&text).err().unwrap_or(ExitCode::SUCCESS)
 }

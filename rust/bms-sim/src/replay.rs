@@ -27,7 +27,7 @@ use std::path::{Path, PathBuf};
 pub struct ReplayArgs {
     /// Recorded measurements (CSV).
     pub input: PathBuf,
-    /// Where to write the decisions (CSV).
+    /// Where to write the decisions (CSV); `-` for standard output.
     #[arg(long)]
     pub out: PathBuf,
     /// BMS settings (TOML with the keys of a scenario's [bms] settings).
@@ -75,6 +75,8 @@ pub enum ReplayError {
     Input(InputError),
     /// The output could not be written: exit code 1.
     Output(String),
+    /// Standard output was closed by its reader (`| head`): nothing more to do, exit code 0.
+    BrokenPipe,
 }
 
 impl fmt::Display for ReplayError {
@@ -82,6 +84,7 @@ impl fmt::Display for ReplayError {
         match self {
             ReplayError::Input(e) => write!(f, "{e}"),
             ReplayError::Output(e) => write!(f, "{e}"),
+            ReplayError::BrokenPipe => write!(f, "standard output closed"),
         }
     }
 }
@@ -448,12 +451,44 @@ pub fn replay(args: &ReplayArgs) -> Result<(), ReplayError> {
             row.soc_sigma_pct = None;
         }
     }
-    let mut w = csv::Writer::from_path(&args.out)
-        .map_err(|e| ReplayError::Output(format!("{}: {e}", args.out.display())))?;
-    for row in &out {
-        w.serialize(row)
+    if args.out.as_os_str() == "-" {
+        write_rows(std::io::stdout().lock(), &out, args).map_err(|e| match e.kind() {
+            csv::ErrorKind::Io(io) if io.kind() == std::io::ErrorKind::BrokenPipe => {
+                ReplayError::BrokenPipe
+            }
+            _ => ReplayError::Output(format!("standard output: {e}")),
+        })
+    } else {
+        let file = std::fs::File::create(&args.out)
             .map_err(|e| ReplayError::Output(format!("{}: {e}", args.out.display())))?;
+        write_rows(file, &out, args)
+            .map_err(|e| ReplayError::Output(format!("{}: {e}", args.out.display())))
     }
-    w.flush()
-        .map_err(|e| ReplayError::Output(format!("{}: {e}", args.out.display())))
+}
+
+/// Writes the header and `rows`: the header even when there are no rows, so that a tool
+/// reading the output always finds its columns.
+fn write_rows(
+    sink: impl std::io::Write,
+    rows: &[OutputRow],
+    args: &ReplayArgs,
+) -> Result<(), csv::Error> {
+    let mut w = csv::WriterBuilder::new()
+        .has_headers(false)
+        .from_writer(sink);
+    let mut header = vec![
+        "t_s", "soc_pct", "atd", "atc", "prealarm", "alarms", "warnings",
+    ];
+    if args.adv_key.is_some() {
+        header.push("adv_hex");
+    }
+    if args.uncertainty {
+        header.push("soc_sigma_pct");
+    }
+    w.write_record(&header)?;
+    for row in rows {
+        w.serialize(row)?;
+    }
+    w.flush()?;
+    Ok(())
 }

@@ -352,3 +352,133 @@ fn bench_prints_ticks_per_second_for_each_size() {
     assert_eq!(text.lines().count(), 2, "{text}");
     assert!(text.lines().all(|l| l.contains("ticks/s")), "{text}");
 }
+
+/// `--sample-every` on the command line obeys the scenario file's rule (at least 1 s): `0s`
+/// is refused with the value named, exit code 2, nothing written.
+#[test]
+fn run_refuses_a_sample_period_under_1s() {
+    let dir = tempfile::tempdir().unwrap();
+    let out = dir.path().join("out");
+    let scenario = repo("scenarios/cable-unplugged.toml");
+    for every in ["0s", "500ms"] {
+        let o = bms_sim(&[
+            "run",
+            s(&scenario),
+            "--out",
+            s(&out),
+            "--sample-every",
+            every,
+            "--quiet",
+        ]);
+        assert_eq!(o.status.code(), Some(2), "{}", stderr(&o));
+        let err = stderr(&o);
+        assert!(
+            err.contains("--sample-every") && err.contains(every),
+            "{err}"
+        );
+        assert!(!out.exists());
+    }
+}
+
+/// `bench --batteries` outside the sizes the core supports (1 to 50) is a usage error naming
+/// the value, not a panic.
+#[test]
+fn bench_refuses_0_and_51_batteries() {
+    for n in ["0", "51"] {
+        let o = bms_sim(&["bench", "--batteries", n, "--simulate", "1min"]);
+        assert_eq!(o.status.code(), Some(2), "{}", stderr(&o));
+        let err = stderr(&o);
+        assert!(
+            err.contains(&format!("`{n}`")) && err.contains("1 to 50"),
+            "{err}"
+        );
+        assert!(!err.contains("panicked"), "{err}");
+    }
+}
+
+/// A reader that goes away (`bms-sim ... | head`) ends the program quietly: no panic, exit 0.
+#[test]
+fn a_closed_standard_output_ends_quietly() {
+    let dir = tempfile::tempdir().unwrap();
+    let input = dir.path().join("long.csv");
+    let mut text = String::from("t_s,current_a,temp_c,cell1_v,cell2_v,cell3_v,cell4_v\n");
+    for t in 0..20_000 {
+        text.push_str(&format!("{t},-5,25,3.3,3.3,3.3,3.3\n"));
+    }
+    fs::write(&input, text).unwrap();
+    for args in [
+        vec!["replay", s(&input), "--out", "-"],
+        vec!["bench", "--batteries", "1", "--simulate", "1min"],
+    ] {
+        let mut child = Command::new(env!("CARGO_BIN_EXE_bms-sim"))
+            .args(&args)
+            .stdout(std::process::Stdio::piped())
+            .stderr(std::process::Stdio::piped())
+            .spawn()
+            .unwrap();
+        drop(child.stdout.take());
+        let o = child.wait_with_output().unwrap();
+        assert_eq!(o.status.code(), Some(0), "{args:?}: {}", stderr(&o));
+        assert!(stderr(&o).is_empty(), "{args:?}: {}", stderr(&o));
+    }
+}
+
+/// An input with a header and no rows gives an output with the header and no rows (the same
+/// header a run with rows writes), not an empty file.
+#[test]
+fn replay_header_only_input_writes_the_header() {
+    let dir = tempfile::tempdir().unwrap();
+    let empty = dir.path().join("empty.csv");
+    fs::write(
+        &empty,
+        "t_s,current_a,temp_c,cell1_v,cell2_v,cell3_v,cell4_v\n",
+    )
+    .unwrap();
+    let key = "00112233445566778899aabbccddeeff";
+    let header_of = |input: &str, out: &Path| {
+        let o = bms_sim(&[
+            "replay",
+            input,
+            "--out",
+            s(out),
+            "--adv-key",
+            key,
+            "--uncertainty",
+        ]);
+        assert!(o.status.success(), "{}", stderr(&o));
+        fs::read_to_string(out).unwrap()
+    };
+    let from_empty = header_of(s(&empty), &dir.path().join("a.csv"));
+    let from_rows = header_of(&data("replay-small.csv"), &dir.path().join("b.csv"));
+    assert_eq!(
+        from_empty,
+        "t_s,soc_pct,atd,atc,prealarm,alarms,warnings,adv_hex,soc_sigma_pct\n"
+    );
+    assert_eq!(from_rows.lines().next(), from_empty.lines().next());
+    let plain = dir.path().join("c.csv");
+    let o = bms_sim(&["replay", s(&empty), "--out", s(&plain)]);
+    assert!(o.status.success(), "{}", stderr(&o));
+    assert_eq!(
+        fs::read_to_string(&plain).unwrap(),
+        "t_s,soc_pct,atd,atc,prealarm,alarms,warnings\n"
+    );
+}
+
+/// `--out -` writes the decisions to standard output (no file named `-`).
+#[test]
+fn replay_out_dash_writes_to_standard_output() {
+    let dir = tempfile::tempdir().unwrap();
+    let o = Command::new(env!("CARGO_BIN_EXE_bms-sim"))
+        .current_dir(dir.path())
+        .args(["replay", &data("replay-small.csv"), "--out", "-"])
+        .output()
+        .unwrap();
+    assert!(o.status.success(), "{}", stderr(&o));
+    let text = String::from_utf8_lossy(&o.stdout);
+    assert!(
+        text.starts_with("t_s,soc_pct,atd,atc,prealarm,alarms,warnings\n"),
+        "{text}"
+    );
+    assert_eq!(text.lines().count(), 48, "{text}");
+    assert!(!dir.path().join("-").exists());
+}

@@ -249,6 +249,11 @@ pub const LOW_POWER_TICK_MS: u32 = 1000;
 
 /// BANK-4 **(choice)**: a battery that sent nothing valid for this long is lost, ms.
 pub const BATTERY_LOST_MS: u64 = 5000;
+/// BANK-4 **(choice)**: the longest polling round a battery line may need (every pack asked
+/// once, answers at a typical latency), ms: half the lost time, so that a pack whose answer is
+/// missed once (retries, skipped) is still read again before it counts as lost. A line that
+/// would take longer is refused when it is configured.
+pub const MAX_POLL_ROUND_MS: u64 = BATTERY_LOST_MS / 2;
 /// BANK-1/PROT-1 **(choice)**: after the first report, wait this long for the other batteries
 /// before judging the first data set complete (batteries report at least once a second), ms.
 pub const DISCOVERY_MS: u64 = 2000;

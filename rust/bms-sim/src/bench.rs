@@ -2,7 +2,9 @@
 //! A benchmark, not a test: the numbers go into the README.
 
 use crate::engine::{Engine, RunOptions};
+use crate::error::InputError;
 use crate::scenario;
+use bms_core::drivers::Protocol;
 use std::fmt;
 use std::path::Path;
 use std::time::{Duration, Instant};
@@ -12,6 +14,8 @@ use std::time::{Duration, Instant};
 pub struct BenchResult {
     /// Batteries in the bank.
     pub batteries: usize,
+    /// What they speak.
+    pub protocol: Protocol,
     /// Control ticks simulated.
     pub ticks: u64,
     /// Simulated time.
@@ -36,9 +40,10 @@ impl fmt::Display for BenchResult {
         let year_s = 365.0 * 86_400.0 / speedup;
         write!(
             f,
-            "{:>3} batteries: {:>9.0} ticks/s, {:>8.0}x real time, a simulated year in {:>6.1} s \
+            "{:>3} batteries ({}): {:>9.0} ticks/s, {:>8.0}x real time, a simulated year in {:>6.1} s \
              ({} ticks, {:.2} s CPU, {:.2} s wall)",
             self.batteries,
+            self.protocol.name(),
             self.ticks_per_s(),
             speedup,
             year_s,
@@ -51,8 +56,9 @@ impl fmt::Display for BenchResult {
 
 /// The bench scenario: `batteries` 12.8 V 100 Ah batteries in parallel (two in series when
 /// even, for 24 V banks of 4 and more), a cycling load and a mains charger in the evening, so
-/// the core sees discharge, charge and synchronisation.
-pub fn scenario_text(batteries: usize, simulated: Duration) -> String {
+/// the core sees discharge, charge and synchronisation. The batteries speak `protocol`: bus
+/// reports, or packs the core polls on simulated serial lines.
+pub fn scenario_text(batteries: usize, simulated: Duration, protocol: Protocol) -> String {
     let (series, parallel) = if batteries >= 4 && batteries % 2 == 0 {
         (2, batteries / 2)
     } else {
@@ -70,6 +76,7 @@ capacity_ah = 100
 series = {series}
 parallel = {parallel}
 initial_soc_pct = 90
+protocol = "{protocol}"
 
 [[load]]
 name = "load"
@@ -85,17 +92,19 @@ hours = [[18, 23]]
         secs = simulated.as_secs().max(1),
         load = 8.0 * parallel as f64,
         charge = 40.0 * parallel as f64,
+        protocol = protocol.name(),
     )
 }
 
-/// Runs the bench scenario for `batteries` and times it.
-pub fn measure(batteries: usize, simulated: Duration) -> BenchResult {
-    let text = scenario_text(batteries, simulated);
-    // The text is built above from fixed parts, so it always parses.
-    let sc = match scenario::parse(Path::new("bench"), &text) {
-        Ok(s) => s,
-        Err(e) => unreachable!("bench scenario: {e}"),
-    };
+/// Runs the bench scenario for `batteries` speaking `protocol` and times it; refused when the
+/// protocol cannot have that many packs (JK: 15 on its line).
+pub fn measure(
+    batteries: usize,
+    simulated: Duration,
+    protocol: Protocol,
+) -> Result<BenchResult, InputError> {
+    let text = scenario_text(batteries, simulated, protocol);
+    let sc = scenario::parse(Path::new("bench"), &text)?;
     let options = RunOptions {
         no_samples: true,
         ..RunOptions::default()
@@ -107,13 +116,14 @@ pub fn measure(batteries: usize, simulated: Duration) -> BenchResult {
     };
     engine.run(&mut |_| {});
     let result = engine.finish();
-    BenchResult {
+    Ok(BenchResult {
         batteries,
+        protocol,
         ticks: result.totals.ticks,
         simulated: Duration::from_secs_f64(result.totals.duration_s),
         wall: start.elapsed(),
         cpu: cpu_start.elapsed(),
-    }
+    })
 }
 
 #[cfg(test)]
@@ -125,10 +135,20 @@ mod tests {
         for n in [1, 4, 16, 50, 7] {
             let sc = scenario::parse(
                 Path::new("bench"),
-                &scenario_text(n, Duration::from_secs(60)),
+                &scenario_text(n, Duration::from_secs(60), Protocol::OpenBms),
             )
             .unwrap();
             assert_eq!(sc.bank.series * sc.bank.parallel, n);
         }
+        for protocol in [Protocol::Jbd, Protocol::Jk, Protocol::Daly] {
+            let sc = scenario::parse(
+                Path::new("bench"),
+                &scenario_text(4, Duration::from_secs(60), protocol),
+            )
+            .unwrap();
+            assert_eq!(sc.bank.protocol.protocol(), protocol);
+        }
+        let too_many = measure(16, Duration::from_secs(1), Protocol::Jk).unwrap_err();
+        assert!(too_many.to_string().contains("jk"), "{too_many}");
     }
 }

@@ -1,6 +1,7 @@
 //! `bms-sim`: run scenarios, replay recordings and benchmark the OpenBMS core.
 
-use bms_sim::{bench, engine, output, replay, scenario};
+use bms_core::drivers::Protocol;
+use bms_sim::{bench, cycle, engine, output, replay, scenario};
 use clap::{Parser, Subcommand};
 use indicatif::{ProgressBar, ProgressStyle};
 use std::io::{self, Write as _};
@@ -52,7 +53,32 @@ enum Command {
         /// Simulated time per measurement.
         #[arg(long, value_parser = humantime::parse_duration, default_value = "1day")]
         simulate: Duration,
+        /// What the batteries speak: openbms (bus reports) or jbd, jk, daly (packs the core
+        /// polls on simulated serial lines).
+        #[arg(long, default_value = "openbms", value_parser = parse_protocol)]
+        protocol: Protocol,
     },
+    /// Time to read every pack on one JBD, JK or Daly line, in simulated time (wire time and
+    /// a 20 ms reply latency per answer).
+    Cycle {
+        /// Protocols to measure.
+        #[arg(long, value_delimiter = ',', default_values = ["jbd", "jk", "daly"], value_parser = parse_protocol)]
+        protocols: Vec<Protocol>,
+        /// Line speeds, bit/s.
+        #[arg(long, value_delimiter = ',', default_values_t = [9600u32, 115_200])]
+        baud: Vec<u32>,
+        /// Packs on the line (at most the protocol's addresses: JBD 1, JK 15, Daly 16).
+        #[arg(long, default_value_t = 16)]
+        packs: u8,
+        /// Cells per pack.
+        #[arg(long, default_value_t = 16)]
+        cells: usize,
+    },
+}
+
+fn parse_protocol(name: &str) -> Result<Protocol, String> {
+    Protocol::from_name(name)
+        .ok_or_else(|| format!("unknown protocol {name:?}: openbms, jbd, jk or daly"))
 }
 
 fn main() -> ExitCode {
@@ -80,11 +106,39 @@ fn main() -> ExitCode {
         Command::Bench {
             batteries,
             simulate,
+            protocol,
         } => {
             for n in batteries {
-                let r = bench::measure(n, simulate);
-                if let Err(code) = print_out(&format!("{r}\n")) {
+                let line = match bench::measure(n, simulate, protocol) {
+                    Ok(r) => format!("{r}\n"),
+                    Err(e) => format!("{n:>3} batteries: not measured: {e}\n"),
+                };
+                if let Err(code) = print_out(&line) {
                     return code;
+                }
+            }
+            ExitCode::SUCCESS
+        }
+        Command::Cycle {
+            protocols,
+            baud,
+            packs,
+            cells,
+        } => {
+            for protocol in protocols {
+                let on_line = packs.min(cycle::max_packs(protocol));
+                for &speed in &baud {
+                    match cycle::measure(protocol, speed, on_line, cells) {
+                        Ok(r) => {
+                            if let Err(code) = print_out(&format!("{r}\n")) {
+                                return code;
+                            }
+                        }
+                        Err(e) => {
+                            eprintln!("error: {e}");
+                            return ExitCode::from(2);
+                        }
+                    }
                 }
             }
             ExitCode::SUCCESS

@@ -790,6 +790,17 @@ fn validate(s: &Scenario) -> Result<(), Invalid> {
         "reply_latency_ms",
         || format!("{} outside 0–1000 ms", b.reply_latency_ms),
     )?;
+    if b.protocol != ProtocolChoice::Openbms && b.protocol != ProtocolChoice::Jbd {
+        // The line the engine builds, checked as the firmware checks its devicetree line: one
+        // too slow to read every pack in time is refused (BANK-4).
+        let protocol = b.protocol.protocol();
+        let baud = b.baud.unwrap_or(protocol.default_baud());
+        let count = u8::try_from(packs).unwrap_or(u8::MAX);
+        let line = bms_core::drivers::LineConfig::scan(protocol, baud, 0, count);
+        check(line.is_ok(), "bank", None, "protocol", || {
+            line.err().map(|e| e.to_string()).unwrap_or_default()
+        })?;
+    }
     check(
         b.series * b.parallel <= max_batteries,
         "bank",

@@ -278,6 +278,18 @@ pub enum LineError {
         /// The speed given, bit/s.
         baud: u32,
     },
+    /// The packs of the line cannot all be read within
+    /// [`crate::limits::MAX_POLL_ROUND_MS`] ([`poller::round_estimate_ms`] with 16-cell packs).
+    RoundTooLong {
+        /// The protocol.
+        protocol: Protocol,
+        /// Line speed, bit/s.
+        baud: u32,
+        /// Packs on the line.
+        packs: u8,
+        /// The round's estimated length, ms.
+        round_ms: u64,
+    },
     /// Two lines of one bank speak different protocols.
     MixedProtocols {
         /// The first line's protocol.
@@ -314,6 +326,21 @@ impl fmt::Display for LineError {
             LineError::Baud { baud } => {
                 write!(f, "battery line speed {} bit/s", Number::from(*baud))
             }
+            LineError::RoundTooLong {
+                protocol,
+                baud,
+                packs,
+                round_ms,
+            } => write!(
+                f,
+                "{} {} packs at {} bit/s need {} ms to be read once, at most {}: fewer packs \
+                 on this line or a faster line",
+                Number::from(*packs),
+                protocol.name(),
+                Number::from(*baud),
+                Number::from(*round_ms),
+                Number::from(crate::limits::MAX_POLL_ROUND_MS)
+            ),
             LineError::MixedProtocols { first, other } => write!(
                 f,
                 "mixed battery protocols in one bank: {} and {}",
@@ -396,6 +423,15 @@ impl LineConfig {
             if self.addresses.iter().take(i).any(|&a| a == address) {
                 return Err(LineError::DuplicateAddress { address });
             }
+        }
+        let round_ms = poller::round_estimate_ms(self, poller::ESTIMATE_CELLS);
+        if round_ms > crate::limits::MAX_POLL_ROUND_MS {
+            return Err(LineError::RoundTooLong {
+                protocol: self.protocol,
+                baud: self.baud,
+                packs: u8::try_from(self.addresses.len()).unwrap_or(u8::MAX),
+                round_ms,
+            });
         }
         Ok(())
     }
@@ -602,12 +638,39 @@ mod tests {
             LineError::TooManyPacks { count: 17 }
         );
         assert_eq!(
-            LineConfig::scan(Protocol::Daly, 9600, 0, 16)
+            LineConfig::scan(Protocol::Daly, 115_200, 0, 16)
                 .unwrap()
                 .addresses
                 .len(),
             16
         );
+    }
+
+    #[test]
+    fn bank_4_a_line_too_slow_to_read_every_pack_in_time_is_refused() {
+        // 16 Daly packs at 9600 bit/s: 4 requests and 9 answer frames a pack, 4.4 s a round;
+        // with one missed answer a pack would be lost before it is read again.
+        let err = LineConfig::scan(Protocol::Daly, 9600, 0, 16).unwrap_err();
+        assert_eq!(
+            err,
+            LineError::RoundTooLong {
+                protocol: Protocol::Daly,
+                baud: 9600,
+                packs: 16,
+                round_ms: 4364
+            }
+        );
+        assert_eq!(
+            err.to_string(),
+            "16 daly packs at 9600 bit/s need 4364 ms to be read once, at most 2500: fewer \
+             packs on this line or a faster line"
+        );
+        assert!(LineConfig::scan(Protocol::Daly, 9600, 0, 9).is_ok());
+        assert!(LineConfig::scan(Protocol::Daly, 9600, 0, 10).is_err());
+        // A JK-PB status frame is 300 bytes: at 9600 bit/s (protocol 013) 7 packs fit.
+        assert!(LineConfig::scan(Protocol::Jk, 9600, 0, 7).is_ok());
+        assert!(LineConfig::scan(Protocol::Jk, 9600, 0, 8).is_err());
+        assert!(LineConfig::scan(Protocol::Jk, 115_200, 0, 15).is_ok());
     }
 
     #[test]

@@ -25,6 +25,18 @@ pub const MAX_ATTEMPTS: u8 = 3;
 /// Time a pack may take to start answering, beyond the bytes' time on the wire, ms.
 pub const REPLY_LATENCY_MS: u64 = 100;
 
+/// **(choice)** Time a pack typically takes to start answering, ms: what the round estimate
+/// ([`round_estimate_ms`]) and the simulator's packs assume.
+pub const TYPICAL_REPLY_LATENCY_MS: u64 = 20;
+
+/// A Daly pack's balancing bits are asked every this many rounds: they only light the
+/// balancing flag, and one query less a round lets more packs share a 9600 bit/s line.
+pub const DALY_BALANCE_EVERY_ROUNDS: u32 = 10;
+
+/// Cells per pack the round estimate assumes when a line is configured: the most a supported
+/// battery has.
+pub const ESTIMATE_CELLS: u8 = 16;
+
 /// One request of a round.
 #[derive(Clone, Copy, Debug, PartialEq, Eq)]
 pub enum Query {
@@ -91,6 +103,8 @@ pub struct Poller {
     state: State,
     cycle_start_ms: Option<u64>,
     last_cycle_ms: Option<u64>,
+    /// Complete rounds so far (wrapping).
+    rounds: u32,
     stats: PollStats,
 }
 
@@ -119,6 +133,7 @@ impl Poller {
             state: State::Idle { until_ms: 0 },
             cycle_start_ms: None,
             last_cycle_ms: None,
+            rounds: 0,
             stats: PollStats::default(),
         }
     }
@@ -358,6 +373,7 @@ impl Poller {
             self.pack = 0;
             let start = self.cycle_start_ms.unwrap_or(now_ms);
             self.last_cycle_ms = Some(now_ms.saturating_sub(start));
+            self.rounds = self.rounds.wrapping_add(1);
             self.state = State::Idle {
                 until_ms: (start + POLL_PERIOD_MS).max(now_ms + self.gap_ms()),
             };
@@ -382,8 +398,8 @@ impl Poller {
         };
         let queries: &[Query] = match self.config.protocol {
             Protocol::OpenBms => &[],
-            Protocol::Jbd => &[Query::Jbd(jbd::REG_BASIC), Query::Jbd(jbd::REG_CELLS)],
-            Protocol::Jk => &[Query::Jk],
+            Protocol::Jbd => STEADY_JBD,
+            Protocol::Jk => STEADY_JK,
             Protocol::Daly => {
                 if slot.daly_counts.is_none() {
                     let _ = plan.push(Query::Daly(daly::ID_STATUS));
@@ -391,19 +407,16 @@ impl Poller {
                 if !slot.daly_rated {
                     let _ = plan.push(Query::Daly(daly::ID_RATED));
                 }
-                &[
-                    Query::Daly(daly::ID_SOC),
-                    Query::Daly(daly::ID_MOS),
-                    Query::Daly(daly::ID_CELLS),
-                    Query::Daly(daly::ID_TEMPS),
-                    Query::Daly(daly::ID_BALANCE),
-                ]
+                STEADY_DALY
             }
         };
         let _ = plan.extend_from_slice(queries);
         let required = plan.len();
         if self.config.protocol == Protocol::Jbd && !slot.named {
             let _ = plan.push(Query::Jbd(jbd::REG_NAME));
+        }
+        if self.config.protocol == Protocol::Daly && self.rounds % DALY_BALANCE_EVERY_ROUNDS == 0 {
+            let _ = plan.push(Query::Daly(daly::ID_BALANCE));
         }
         (plan, required)
     }
@@ -418,6 +431,64 @@ impl Poller {
 
     fn query_is_optional(&self) -> bool {
         self.step >= self.required
+    }
+}
+
+/// The queries of every round of a JBD pack (its name is asked once, after them).
+const STEADY_JBD: &[Query] = &[Query::Jbd(jbd::REG_BASIC), Query::Jbd(jbd::REG_CELLS)];
+/// The query of every round of a JK pack.
+const STEADY_JK: &[Query] = &[Query::Jk];
+/// The queries of every round of a Daly pack (counts and rated capacity are asked in its
+/// first round, balancing every [`DALY_BALANCE_EVERY_ROUNDS`] rounds).
+const STEADY_DALY: &[Query] = &[
+    Query::Daly(daly::ID_SOC),
+    Query::Daly(daly::ID_MOS),
+    Query::Daly(daly::ID_CELLS),
+    Query::Daly(daly::ID_TEMPS),
+];
+
+/// How long a round of `config`'s line takes when each of its packs has `cells` cells and two
+/// temperature sensors and answers after [`TYPICAL_REPLY_LATENCY_MS`], ms: requests and
+/// answers on the wire, the silence between them and the latency, for the queries of every
+/// round. `bms-sim cycle` measures the same in simulated time.
+pub fn round_estimate_ms(config: &LineConfig, cells: u8) -> u64 {
+    let queries = match config.protocol {
+        Protocol::OpenBms => return 0,
+        Protocol::Jbd => STEADY_JBD,
+        Protocol::Jk => STEADY_JK,
+        Protocol::Daly => STEADY_DALY,
+    };
+    let gap_us = wire_time_us(4, config.baud);
+    let per_pack_us: u64 = queries
+        .iter()
+        .map(|&query| {
+            let request = match query {
+                Query::Jbd(_) => jbd::REQUEST_LEN,
+                Query::Jk => jk::REQUEST_LEN,
+                Query::Daly(_) => daly::FRAME_LEN,
+            };
+            let bytes = request + reply_len(query, cells, 2);
+            wire_time_us(bytes, config.baud) + gap_us + TYPICAL_REPLY_LATENCY_MS * 1000
+        })
+        .sum();
+    (per_pack_us * config.addresses.len() as u64).div_ceil(1000)
+}
+
+/// Bytes the answer to `query` takes for a pack of `cells` cells and `temps` sensors.
+fn reply_len(query: Query, cells: u8, temps: u8) -> usize {
+    match query {
+        Query::Jbd(jbd::REG_BASIC) => jbd::OVERHEAD + 23 + 2 * usize::from(temps),
+        Query::Jbd(jbd::REG_CELLS) => jbd::OVERHEAD + 2 * usize::from(cells),
+        Query::Jbd(_) => jbd::OVERHEAD + jbd::MAX_NAME_LEN,
+        Query::Jk => jk::STATUS_FRAME_LEN + jk::ECHO_LEN,
+        Query::Daly(id) => {
+            let frames = match id {
+                daly::ID_CELLS => daly::cell_frames(cells),
+                daly::ID_TEMPS => daly::temp_frames(temps),
+                _ => 1,
+            };
+            daly::FRAME_LEN * usize::from(frames.max(1))
+        }
     }
 }
 

@@ -124,6 +124,16 @@
 #define BMS_LED_BLINK_OFF_MS 900
 
 /**
+ * The request buffer of `bms_line_poll` must hold this many bytes.
+ */
+#define BMS_LINE_REQUEST_MAX 16
+
+/**
+ * Most packs on one battery line (`bms_line_configure`).
+ */
+#define BMS_LINE_MAX_PACKS 16
+
+/**
  * What an LED shows (LED-1, LED-2); the application plays the pattern (`bms_led` values).
  */
 enum bms_led
@@ -384,6 +394,41 @@ typedef uint8_t bms_status;
 #endif // __cplusplus
 
 /**
+ * What the packs on the battery line speak: the `protocol` argument of `bms_line_configure`,
+ * in the order of the devicetree property `battery-protocol` (a copy of
+ * `bms_core::drivers::Protocol`, checked equal below).
+ */
+enum BmsProtocol
+#if defined(__cplusplus) || __STDC_VERSION__ >= 202311L
+  : uint8_t
+#endif // defined(__cplusplus) || __STDC_VERSION__ >= 202311L
+ {
+  /**
+   * The OpenBMS battery bus: batteries report unasked, nothing is sent.
+   */
+  BMS_PROTOCOL_OPENBMS = 0,
+  /**
+   * JBD / Xiaoxiang / Overkill Solar: one pack per line, no address.
+   */
+  BMS_PROTOCOL_JBD = 1,
+  /**
+   * JK-PB RS485: addresses 1..15.
+   */
+  BMS_PROTOCOL_JK = 2,
+  /**
+   * Daly UART/RS485: boards 1..16.
+   */
+  BMS_PROTOCOL_DALY = 3,
+};
+#ifndef __cplusplus
+#if __STDC_VERSION__ >= 202311L
+typedef enum BmsProtocol BmsProtocol;
+#else
+typedef uint8_t BmsProtocol;
+#endif // __STDC_VERSION__ >= 202311L
+#endif // __cplusplus
+
+/**
  * The library state behind the C handle `struct bms *`: opaque to C, in static storage.
  */
 struct bms;
@@ -517,7 +562,9 @@ int32_t bms_step(struct bms *bms,
 /**
  * Feeds bytes received on the battery bus at `now_ms` (any chunking: a frame may span calls).
  * Each complete valid frame is handed to the core as a battery report; bad frames and refused
- * reports are dropped, counted and logged at debug level.
+ * reports are dropped, counted and logged at debug level. On a JBD, JK or Daly line
+ * (`bms_line_configure`) the bytes are the packs' answers: a pack's report is taken when all
+ * its answers of a round are in.
  *
  * Returns the number of reports the core took (0 or more), or `BMS_EINVAL` (bad handle, null
  * `bytes` with a non-zero `len`).
@@ -526,6 +573,47 @@ int32_t bms_step(struct bms *bms,
  * `bytes` must be null or readable for `len` bytes.
  */
 int32_t bms_feed_bus(struct bms *bms, uint64_t now_ms, const uint8_t *bytes, size_t len);
+
+/**
+ * Chooses what the battery line speaks (devicetree `battery-protocol`): `protocol` is a
+ * `bms_protocol` value, `baud` the UART's speed, `addresses` the packs' addresses (`count` of
+ * them, polled in this order), or NULL with `count` N for addresses 1..N ("scan"). The OpenBMS
+ * bus takes no addresses (`count` 0); a JBD pack has none, give address 1. Call once after
+ * `bms_open`; until then the line is the OpenBMS bus.
+ *
+ * Returns `BMS_OK`, or `BMS_EINVAL` (bad handle, unknown protocol, more than
+ * `BMS_LINE_MAX_PACKS` addresses, or a line the core refuses: an address outside the
+ * protocol's range or given twice, a speed of 0 or above 1 Mbit/s, too many packs to read each
+ * within 2.5 s at this speed; the reason is logged) and nothing changes.
+ *
+ * # Safety
+ * `addresses` must be null or readable for `count` bytes.
+ */
+int32_t bms_line_configure(struct bms *bms,
+                           uint8_t protocol,
+                           uint32_t baud,
+                           const uint8_t *addresses,
+                           size_t count);
+
+/**
+ * The battery line's next request at `now_ms`: writes it to `tx` and its length to `*len`
+ * (0: nothing to send now), and to `*next_ms` when to call again at the latest
+ * (`BMS_NO_DEADLINE` for the OpenBMS bus, which sends nothing). Transmit the request at once;
+ * the answer goes to `bms_feed_bus` like every received byte.
+ *
+ * Returns `BMS_OK`, `BMS_ENOSPC` when `cap` < `BMS_LINE_REQUEST_MAX`, or `BMS_EINVAL` (bad
+ * handle, null or misaligned pointer).
+ *
+ * # Safety
+ * `tx` must be null or writable for `cap` bytes, `len` null or point to a writable `size_t`,
+ * `next_ms` null or point to a writable `uint64_t`; none overlapping.
+ */
+int32_t bms_line_poll(struct bms *bms,
+                      uint64_t now_ms,
+                      uint8_t *tx,
+                      size_t cap,
+                      size_t *len,
+                      uint64_t *next_ms);
 
 /**
  * Handles one GATT access at `now_ms` to the OpenBMS service characteristic `characteristic`

@@ -45,7 +45,13 @@ pub const BMS_STORAGE_KEY_MAX_LEN: usize = 15;
 pub const BMS_LED_BLINK_ON_MS: u32 = 100;
 /// A `BMS_LED_BLINK` LED is dark this long after each `BMS_LED_BLINK_ON_MS`.
 pub const BMS_LED_BLINK_OFF_MS: u32 = 900;
+/// The request buffer of `bms_line_poll` must hold this many bytes.
+pub const BMS_LINE_REQUEST_MAX: usize = 16;
+/// Most packs on one battery line (`bms_line_configure`).
+pub const BMS_LINE_MAX_PACKS: usize = 16;
 // The numbers above are literals for cbindgen; they must be the core's.
+const _: () = assert!(BMS_LINE_REQUEST_MAX == bms_core::drivers::MAX_REQUEST_LEN);
+const _: () = assert!(BMS_LINE_MAX_PACKS == bms_core::drivers::MAX_PACKS_PER_LINE);
 const _: () = assert!(BMS_GATT_RESPONSE_MAX == bms_core::protocol::MAX_RESPONSE_LEN);
 const _: () = assert!(BMS_ADVERTISEMENT_LEN == bms_core::readout::MANUFACTURER_DATA_LEN);
 const _: () = assert!(BMS_GATT_REQUEST_MAX == bms_core::protocol::MAX_REQUEST_LEN);
@@ -155,6 +161,43 @@ const _: () = {
     let mut i = 0;
     while i < Status::ALL.len() {
         assert!(BmsStatus::ALL[i] as u8 == Status::ALL[i] as u8);
+        i += 1;
+    }
+};
+
+/// What the packs on the battery line speak: the `protocol` argument of `bms_line_configure`,
+/// in the order of the devicetree property `battery-protocol` (a copy of
+/// `bms_core::drivers::Protocol`, checked equal below).
+#[repr(u8)]
+#[derive(Clone, Copy, Debug, PartialEq, Eq)]
+pub enum BmsProtocol {
+    /// The OpenBMS battery bus: batteries report unasked, nothing is sent.
+    Openbms = 0,
+    /// JBD / Xiaoxiang / Overkill Solar: one pack per line, no address.
+    Jbd = 1,
+    /// JK-PB RS485: addresses 1..15.
+    Jk = 2,
+    /// Daly UART/RS485: boards 1..16.
+    Daly = 3,
+}
+
+// The protocol numbers are devicetree's enum indices: the C numbers must be the core's.
+#[allow(
+    clippy::indexing_slicing,
+    reason = "const evaluation: an index error fails the build"
+)]
+const _: () = {
+    use bms_core::drivers::Protocol;
+    let c = [
+        BmsProtocol::Openbms,
+        BmsProtocol::Jbd,
+        BmsProtocol::Jk,
+        BmsProtocol::Daly,
+    ];
+    assert!(c.len() == Protocol::ALL.len());
+    let mut i = 0;
+    while i < c.len() {
+        assert!(c[i] as u8 == Protocol::ALL[i] as u8);
         i += 1;
     }
 };

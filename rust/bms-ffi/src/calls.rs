@@ -10,7 +10,7 @@ use bms_core::{SelfCheck, SelfCheckInputs};
 
 use crate::abi::{
     BmsDfu, BmsDfuCode, BmsInputs, BmsOutputs, BMS_EINVAL, BMS_ENOSPC, BMS_ETIMEDOUT,
-    BMS_NO_DEADLINE, BMS_OK,
+    BMS_LINE_MAX_PACKS, BMS_LINE_REQUEST_MAX, BMS_NO_DEADLINE, BMS_OK,
 };
 use crate::instance::{Claim, Instance};
 use crate::logger;
@@ -166,7 +166,9 @@ pub unsafe extern "C" fn bms_step(
 
 /// Feeds bytes received on the battery bus at `now_ms` (any chunking: a frame may span calls).
 /// Each complete valid frame is handed to the core as a battery report; bad frames and refused
-/// reports are dropped, counted and logged at debug level.
+/// reports are dropped, counted and logged at debug level. On a JBD, JK or Daly line
+/// (`bms_line_configure`) the bytes are the packs' answers: a pack's report is taken when all
+/// its answers of a round are in.
 ///
 /// Returns the number of reports the core took (0 or more), or `BMS_EINVAL` (bad handle, null
 /// `bytes` with a non-zero `len`).
@@ -188,6 +190,99 @@ pub unsafe extern "C" fn bms_feed_bus(
         Ok(claim.instance().feed_bus(now_ms, bytes))
     })();
     result.unwrap_or_else(|err| err)
+}
+
+/// Chooses what the battery line speaks (devicetree `battery-protocol`): `protocol` is a
+/// `bms_protocol` value, `baud` the UART's speed, `addresses` the packs' addresses (`count` of
+/// them, polled in this order), or NULL with `count` N for addresses 1..N ("scan"). The OpenBMS
+/// bus takes no addresses (`count` 0); a JBD pack has none, give address 1. Call once after
+/// `bms_open`; until then the line is the OpenBMS bus.
+///
+/// Returns `BMS_OK`, or `BMS_EINVAL` (bad handle, unknown protocol, more than
+/// `BMS_LINE_MAX_PACKS` addresses, or a line the core refuses: an address outside the
+/// protocol's range or given twice, a speed of 0 or above 1 Mbit/s, too many packs to read each
+/// within 2.5 s at this speed; the reason is logged) and nothing changes.
+///
+/// # Safety
+/// `addresses` must be null or readable for `count` bytes.
+#[no_mangle]
+pub unsafe extern "C" fn bms_line_configure(
+    bms: *mut Instance,
+    protocol: u8,
+    baud: u32,
+    addresses: *const u8,
+    count: usize,
+) -> i32 {
+    status((|| {
+        let mut claim = Claim::of(bms)?;
+        let protocol = bms_core::drivers::Protocol::from_number(protocol).ok_or(BMS_EINVAL)?;
+        if count > BMS_LINE_MAX_PACKS {
+            return Err(BMS_EINVAL);
+        }
+        let scan: [u8; BMS_LINE_MAX_PACKS] = core::array::from_fn(|i| (i + 1) as u8);
+        let addresses = if addresses.is_null() {
+            scan.get(..count).ok_or(BMS_EINVAL)?
+        } else {
+            arg_buf(addresses, count)?;
+            // SAFETY: checked by `arg_buf`; readable by the caller's contract.
+            unsafe { in_bytes(addresses, count) }
+        };
+        claim
+            .instance()
+            .configure_line(protocol, baud, addresses)
+            .map_err(|err| {
+                log::error!("battery line refused: {err}");
+                BMS_EINVAL
+            })
+    })())
+}
+
+/// The battery line's next request at `now_ms`: writes it to `tx` and its length to `*len`
+/// (0: nothing to send now), and to `*next_ms` when to call again at the latest
+/// (`BMS_NO_DEADLINE` for the OpenBMS bus, which sends nothing). Transmit the request at once;
+/// the answer goes to `bms_feed_bus` like every received byte.
+///
+/// Returns `BMS_OK`, `BMS_ENOSPC` when `cap` < `BMS_LINE_REQUEST_MAX`, or `BMS_EINVAL` (bad
+/// handle, null or misaligned pointer).
+///
+/// # Safety
+/// `tx` must be null or writable for `cap` bytes, `len` null or point to a writable `size_t`,
+/// `next_ms` null or point to a writable `uint64_t`; none overlapping.
+#[no_mangle]
+pub unsafe extern "C" fn bms_line_poll(
+    bms: *mut Instance,
+    now_ms: u64,
+    tx: *mut u8,
+    cap: usize,
+    len: *mut usize,
+    next_ms: *mut u64,
+) -> i32 {
+    status((|| {
+        let mut claim = Claim::of(bms)?;
+        arg_buf(tx, cap)?;
+        arg_out(len)?;
+        arg_out(next_ms)?;
+        let size = core::mem::size_of::<usize>();
+        if overlap(tx, cap, len.cast::<u8>(), size)
+            || overlap(tx, cap, next_ms.cast::<u8>(), 8)
+            || overlap(len.cast::<u8>(), size, next_ms.cast::<u8>(), 8)
+        {
+            return Err(BMS_EINVAL);
+        }
+        if cap < BMS_LINE_REQUEST_MAX {
+            return Err(BMS_ENOSPC);
+        }
+        // SAFETY: checked by `arg_buf`; writable by the caller's contract, overlapping neither
+        // out-pointer (checked).
+        let tx = unsafe { out_bytes(tx, cap) };
+        let (used, next) = claim.instance().line_poll(now_ms, tx);
+        // SAFETY: both checked by `arg_out`; writable by the caller's contract.
+        unsafe {
+            write_out(len, used);
+            write_out(next_ms, next.unwrap_or(BMS_NO_DEADLINE));
+        }
+        Ok(())
+    })())
 }
 
 /// Handles one GATT access at `now_ms` to the OpenBMS service characteristic `characteristic`

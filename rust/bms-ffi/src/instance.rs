@@ -7,6 +7,8 @@ use core::mem::MaybeUninit;
 use core::sync::atomic::{AtomicBool, Ordering};
 
 use bms_core::bus::FrameDecoder;
+use bms_core::drivers::poller::Poller;
+use bms_core::drivers::{LineConfig, LineError, Protocol};
 use bms_core::protocol::{self, Access, BmsDevice};
 use bms_core::readout::ReadoutError;
 use bms_core::storage::Persistence;
@@ -21,6 +23,9 @@ pub struct Instance {
     bms: Bms,
     /// Reassembles battery-bus frames across `bms_feed_bus` calls.
     decoder: FrameDecoder,
+    /// The packs' poller when the battery line speaks JBD, JK or Daly (`bms_line_configure`);
+    /// none for the OpenBMS bus.
+    poller: Option<Poller>,
     /// The write policy of the persisted records.
     persistence: Persistence,
 }
@@ -52,6 +57,7 @@ impl Instance {
         unsafe {
             core::ptr::addr_of_mut!((*place).bms).write(Bms::new(config));
             core::ptr::addr_of_mut!((*place).decoder).write(FrameDecoder::new());
+            core::ptr::addr_of_mut!((*place).poller).write(None);
             core::ptr::addr_of_mut!((*place).persistence).write(persistence);
         }
     }
@@ -73,10 +79,58 @@ impl Instance {
             .persist(now_ms, &mut self.persistence, &mut PortStorage);
     }
 
+    /// Chooses what the battery line speaks; a line the core refuses changes nothing.
+    pub(crate) fn configure_line(
+        &mut self,
+        protocol: Protocol,
+        baud: u32,
+        addresses: &[u8],
+    ) -> Result<(), LineError> {
+        let config = LineConfig::with_baud(protocol, baud, 0, addresses)?;
+        // Integers through Number, as everywhere in the core: no integer formatting code.
+        log::info!(
+            "battery line: {} at {} bit/s, {} packs",
+            protocol.name(),
+            bms_core::word::Number::from(baud),
+            bms_core::word::Number::from(config.addresses.len())
+        );
+        self.poller = match protocol {
+            Protocol::OpenBms => None,
+            _ => Some(Poller::new(config)),
+        };
+        Ok(())
+    }
+
+    /// Writes the request due now on the battery line into `tx`; returns its length and when
+    /// to ask again (`None`: never, the OpenBMS bus).
+    pub(crate) fn line_poll(&mut self, now_ms: u64, tx: &mut [u8]) -> (usize, Option<u64>) {
+        match &mut self.poller {
+            Some(poller) => {
+                let len = poller.poll(now_ms, tx);
+                (len, poller.next_deadline_ms())
+            }
+            None => (0, None),
+        }
+    }
+
     /// Feeds bus bytes; returns how many reports the core took.
     pub(crate) fn feed_bus(&mut self, now_ms: u64, bytes: &[u8]) -> i32 {
-        let Instance { bms, decoder, .. } = self;
+        let Instance {
+            bms,
+            decoder,
+            poller,
+            ..
+        } = self;
         let mut taken: i32 = 0;
+        if let Some(poller) = poller {
+            poller.receive(now_ms, bytes, |pack| {
+                // The core logs a refused report.
+                if bms.handle_report(now_ms, &pack.report).is_ok() {
+                    taken = taken.saturating_add(1);
+                }
+            });
+            return taken;
+        }
         decoder.feed_frames(bytes, |outcome| match outcome {
             // The core logs a refused report.
             Ok(report) => {

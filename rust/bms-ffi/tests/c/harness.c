@@ -397,6 +397,142 @@ static void scenario_advertisement(void)
 	CHECK_EQ(bms_close(l.bms), BMS_OK);
 }
 
+/* A 4-cell JBD pack at 3300 mV a cell answering @p request (a JBD read request) into
+ * @p out, as the pack's protocol document says; returns the answer's length, 0 for none. */
+static size_t jbd_answer(const uint8_t *request, size_t len, uint8_t *out)
+{
+	static const uint8_t basic[] = {
+		0x05, 0x28, 0x00, 0x00, 0x13, 0x88, 0x27, 0x10, 0x00, 0x00, 0x2C, 0x2A, 0x00, 0x00,
+		0x00, 0x00, 0x00, 0x00, 0x10, 50,   0x03, 4,    2,    0x0B, 0xA5, 0x0B, 0xA5,
+	};
+	static const uint8_t cells[] = {0x0C, 0xE4, 0x0C, 0xE4, 0x0C, 0xE4, 0x0C, 0xE4};
+	const uint8_t *data;
+	size_t data_len;
+	uint16_t sum = 0;
+
+	if (len != 7 || request[0] != 0xDD || request[1] != 0xA5 || request[6] != 0x77) {
+		return 0;
+	}
+	switch (request[2]) {
+	case 0x03:
+		data = basic;
+		data_len = sizeof(basic);
+		break;
+	case 0x04:
+		data = cells;
+		data_len = sizeof(cells);
+		break;
+	default:
+		return 0;
+	}
+	out[0] = 0xDD;
+	out[1] = request[2];
+	out[2] = 0x00;
+	out[3] = (uint8_t)data_len;
+	memcpy(&out[4], data, data_len);
+	for (size_t i = 2; i < 4 + data_len; i++) {
+		sum += out[i];
+	}
+	sum = (uint16_t)(0x10000u - sum);
+	out[4 + data_len] = (uint8_t)(sum >> 8);
+	out[5 + data_len] = (uint8_t)sum;
+	out[6 + data_len] = 0x77;
+	return 7 + data_len;
+}
+
+/* BANK-4 and PROT-1 on a JBD line through the C interface: the configuration is checked, the
+ * core asks for registers 0x03 and 0x04, the pack's answers make it a bank member that
+ * drives the outputs, and when it falls silent it is lost 5 s after its last report. */
+static void scenario_jbd_line(void)
+{
+	static const uint8_t daly16[] = {1, 2, 3, 4, 5, 6, 7, 8, 9, 10, 11, 12, 13, 14, 15, 16};
+	static const uint8_t twice[] = {3, 3};
+	struct loop l;
+	uint8_t tx[BMS_LINE_REQUEST_MAX];
+	uint8_t answer[64];
+	size_t len = 99;
+	uint64_t next = 0;
+	uint64_t last_report_ms = 0;
+	uint64_t lost_ms = 0;
+	bool answering = true;
+	int reports = 0;
+
+	loop_start(&l, bms_open(), 4 * 3300);
+	CHECK(l.bms != NULL);
+
+	/* Until configured, the line is the OpenBMS bus: nothing to send, ever. */
+	CHECK_EQ(bms_line_poll(l.bms, 0, tx, sizeof(tx), &len, &next), BMS_OK);
+	CHECK_EQ(len, 0);
+	CHECK(next == BMS_NO_DEADLINE);
+
+	/* Refused lines change nothing and say why in the log. */
+	CHECK_EQ(bms_line_configure(l.bms, 9, 9600, NULL, 1), BMS_EINVAL);
+	CHECK_EQ(bms_line_configure(l.bms, BMS_PROTOCOL_DALY, 9600, NULL, 17), BMS_EINVAL);
+	CHECK_EQ(bms_line_configure(l.bms, BMS_PROTOCOL_DALY, 9600, twice, 2), BMS_EINVAL);
+	CHECK(port_mem_log_count("pack address 3 given twice") >= 1);
+	CHECK_EQ(bms_line_configure(l.bms, BMS_PROTOCOL_DALY, 9600, daly16, 16), BMS_EINVAL);
+	CHECK(port_mem_log_count("16 daly packs at 9600 bit/s need") >= 1);
+	CHECK_EQ(bms_line_configure(l.bms, BMS_PROTOCOL_JK, 115200, NULL, 16), BMS_EINVAL);
+	CHECK_EQ(bms_line_configure(NULL, BMS_PROTOCOL_JBD, 9600, NULL, 1), BMS_EINVAL);
+	CHECK_EQ(bms_line_poll(l.bms, 0, tx, sizeof(tx), &len, &next), BMS_OK);
+	CHECK_EQ(len, 0);
+	CHECK_EQ(bms_line_poll(l.bms, 0, tx, BMS_LINE_REQUEST_MAX - 1, &len, &next), BMS_ENOSPC);
+	CHECK_EQ(bms_line_poll(l.bms, 0, tx, sizeof(tx), NULL, &next), BMS_EINVAL);
+	CHECK_EQ(bms_line_poll(l.bms, 0, tx, sizeof(tx), &len, NULL), BMS_EINVAL);
+
+	/* "Scan 1..1": the one JBD pack of this line. */
+	CHECK_EQ(bms_line_configure(l.bms, BMS_PROTOCOL_JBD, 9600, NULL, 1), BMS_OK);
+	CHECK(port_mem_log_count("battery line: jbd at 9600 bit/s, 1 packs") >= 1);
+
+	/* The first request is the protocol document's "read basic information". */
+	CHECK_EQ(bms_line_poll(l.bms, 0, tx, sizeof(tx), &len, &next), BMS_OK);
+	CHECK_EQ(len, 7);
+	static const uint8_t read_basic[] = {0xDD, 0xA5, 0x03, 0x00, 0xFF, 0xFD, 0x77};
+	CHECK(memcmp(tx, read_basic, sizeof(read_basic)) == 0);
+	CHECK(next > 0 && next <= 200);
+
+	/* The loop of app/src/control.c: poll the line at its deadline, step every 100 ms. */
+	while (l.now_ms <= 20000) {
+		if (l.now_ms >= next) {
+			CHECK_EQ(bms_line_poll(l.bms, l.now_ms, tx, sizeof(tx), &len, &next),
+				 BMS_OK);
+			size_t n = answering ? jbd_answer(tx, len, answer) : 0;
+
+			/* In pieces, as the UART delivers them. */
+			for (size_t at = 0; at < n; at += 5) {
+				int32_t rc = bms_feed_bus(l.bms, l.now_ms, answer + at,
+							  n - at < 5 ? n - at : 5);
+
+				CHECK(rc >= 0);
+				if (rc > 0) {
+					reports += rc;
+					last_report_ms = l.now_ms;
+				}
+			}
+		}
+		if (l.now_ms % 100 == 0) {
+			CHECK_EQ(bms_step(l.bms, l.now_ms, &l.in, &l.out), BMS_OK);
+			if (l.now_ms == 8000) {
+				/* Joined and judged: both outputs on. */
+				CHECK(l.out.atd);
+				CHECK(l.out.atc);
+				answering = false;
+			}
+			if (!answering && lost_ms == 0 && !l.out.atd) {
+				lost_ms = l.now_ms;
+			}
+		}
+		l.now_ms += 1;
+	}
+	CHECK(reports >= 6);
+	CHECK(lost_ms > 0);
+	CHECK(lost_ms - last_report_ms >= 5000);
+	CHECK(lost_ms - last_report_ms <= 5100);
+	CHECK(!l.out.atc);
+	CHECK(l.out.atc_reasons & BIT(BMS_REASON_BATTERY_LOST));
+	CHECK_EQ(bms_close(l.bms), BMS_OK);
+}
+
 struct scenario {
 	const char *name;
 	void (*run)(void);
@@ -408,6 +544,7 @@ static const struct scenario scenarios[] = {
 	{ "gatt_read", scenario_gatt_read },
 	{ "settings_persist", scenario_settings_persist },
 	{ "advertisement", scenario_advertisement },
+	{ "jbd_line", scenario_jbd_line },
 };
 
 int main(void)

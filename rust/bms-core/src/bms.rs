@@ -5,9 +5,9 @@
 //! ([`Bms::handle_dfu`]), the BMS's own measurements each tick ([`Bms::step`] with [`Inputs`])
 //! and user actions (`set_soc`, `synchronise`, `write_settings`, ...). Outputs: [`Decisions`]
 //! from each step, the deadline for the next one ([`Bms::next_deadline_ms`]), read-only views
-//! (`bank()`, `monitor()`, `history()`, `settings()`, `codes()`, `readout_values()`), and the
-//! records to persist: [`Config::from_restored`] at start and [`Bms::persist`] after every step
-//! and user action are the persistence glue every caller shares (docs/persistence.md).
+//! (`bank()`, `monitor()`, `history()`, `settings()`, `codes()`, `readout_values()`). Restoring
+//! at start and persisting after every step are [`crate::node::Node`]'s: callers hold a node,
+//! not a bare `Bms` (docs/persistence.md).
 //!
 //! One step runs, in order: bank (lost batteries, topology, aggregates) → monitor and history
 //! (only with a complete, valid data set) → protection → balancer → codes → LEDs → readout.
@@ -30,11 +30,11 @@ use crate::monitor::{
 };
 use crate::protection::{self as prot, OutputStates, Protection, ProtectionInputs, SocInput};
 pub use crate::protection::{DfuEvent, Output, Reason, Reasons};
-use crate::protocol::{DeviceSecrets, MAX_PASSKEY};
 use crate::readout::{self, Advertiser, ReadoutError, ReadoutValues};
+use crate::secrets::{DeviceSecrets, MAX_PASSKEY};
 use crate::settings::{Settings, SettingsError};
 use crate::soc::{EstimatorKind, Learned};
-use crate::storage::{Outcome, Persistence, PollReport, RecordKind, Records, Restored, Storage};
+use crate::storage::{Outcome, PollReport, RecordKind, Records, Restored};
 use crate::word::{Number, Word};
 
 /// Most events one [`Decisions`] carries; further events in the same step are counted in
@@ -79,7 +79,7 @@ pub struct Config {
     pub persist_secrets: bool,
     /// The Victron product id advertised in Instant Readout (BLE-3).
     pub product_id: u16,
-    /// The advertisement nonce last persisted ([`Persist::nonce`]), 0 on first boot.
+    /// The advertisement nonce to start from (the stored reservation), 0 on first boot.
     pub adv_nonce: u16,
     /// Which SoC estimator the monitor runs (MON-1); the product default is
     /// [`EstimatorKind::default`]. The simulator's `replay --estimator` selects it to compare.
@@ -229,20 +229,6 @@ pub enum Event {
     CodeCleared(crate::codes::Code),
 }
 
-/// The records the caller should persist now (MON-8, HIST-4, BLE-3 nonce). [`Bms::persist`]
-/// writes them (and the settings and secrets) through `storage::Persistence`; a caller doing
-/// it by hand confirms each with [`Bms::soc_persisted`], [`Bms::history_persisted`] or
-/// [`Bms::nonce_persisted`]; until then it is asked for again.
-#[derive(Clone, Copy, Debug, Default, PartialEq, Eq)]
-pub struct Persist {
-    /// Write [`Bms::soc_record`].
-    pub soc: bool,
-    /// Write [`Bms::history_record`].
-    pub history: bool,
-    /// Write this advertisement nonce reservation.
-    pub nonce: Option<u16>,
-}
-
 /// What the caller must apply after one [`Bms::step`].
 #[derive(Clone, Debug, Default, PartialEq, Eq)]
 #[must_use]
@@ -277,8 +263,6 @@ pub struct Decisions {
     pub adv_changed: bool,
     /// True when the status page changed (outputs, codes or readout values): notify.
     pub status_changed: bool,
-    /// Records to persist now.
-    pub persist: Persist,
 }
 
 impl Decisions {
@@ -547,11 +531,6 @@ impl Bms {
         decisions.adv_changed = readout != self.readout;
         decisions.status_changed = changed || decisions.adv_changed;
         self.readout = readout;
-        decisions.persist = Persist {
-            soc: self.monitor.persist_due(now_ms),
-            history: self.history.persist_due(now_ms),
-            nonce: self.advertiser.nonce_to_persist(),
-        };
         decisions
     }
 
@@ -637,7 +616,7 @@ impl Bms {
         Ok(())
     }
 
-    /// HIST-4: clears every history item; persist at once ([`Persist::history`]).
+    /// HIST-4: clears every history item (stored at once by the node).
     pub fn reset_history(&mut self) {
         self.history.reset();
         self.sticky.remove(Code::RecordsCorrupt);
@@ -645,7 +624,7 @@ impl Bms {
     }
 
     /// SET-1: replaces all settings with `settings` if they validate as a whole; on error
-    /// nothing changes. The caller persists the accepted settings ([`Bms::settings`]).
+    /// nothing changes. The node stores the accepted settings.
     pub fn write_settings(&mut self, settings: Settings) -> Result<(), SettingsError> {
         self.settings.write(settings)?;
         self.sticky.remove(Code::SettingsCorrupt);
@@ -653,8 +632,7 @@ impl Bms {
         Ok(())
     }
 
-    /// SET-4: restores the factory defaults of the manual's list. The caller persists the
-    /// settings.
+    /// SET-4: restores the factory defaults of SET-4's list (stored by the node).
     pub fn factory_reset(&mut self) {
         self.settings.factory_reset();
         self.sticky.remove(Code::SettingsCorrupt);
@@ -669,26 +647,15 @@ impl Bms {
         removed
     }
 
-    /// A record could not be written (SET-3): raises [`Code::StorageWriteFailed`] at the next
-    /// step, until a poll reports the store healthy again ([`Bms::records_written`]).
-    pub fn report_storage_error(&mut self) {
-        self.storage_failing = true;
-    }
-
-    /// The monitor's record to persist (MON-8).
+    /// The monitor's state as it is persisted (MON-8).
     pub fn soc_record(&self) -> SocState {
         self.monitor.snapshot()
     }
 
-    /// [`Bms::soc_record`] was written.
-    pub fn soc_persisted(&mut self) {
-        self.monitor.mark_persisted();
-    }
-
     /// Everything to persist now, with what is due (MON-8, HIST-4, SET-2, BLE-2, BLE-3), for
-    /// [`Persistence::poll`]; then report the outcome with [`Bms::records_written`].
-    /// [`Bms::persist`] does the three in one call.
-    pub fn records(&self) -> Records {
+    /// [`crate::storage::Persistence::poll`]; the outcome goes back through
+    /// [`Bms::records_written`]. [`crate::node::Node`] does both after every step.
+    pub(crate) fn records(&self) -> Records {
         Records {
             settings: self.settings,
             soc: self.monitor.snapshot(),
@@ -702,10 +669,10 @@ impl Bms {
         }
     }
 
-    /// What [`Persistence::poll`] did with `records` (from [`Bms::records`]) at `now_ms`: marks
-    /// what was written, and raises [`Code::StorageWriteFailed`] at the next step while a write
-    /// is failing (cleared once the writes succeed again; SET-3).
-    pub fn records_written(&mut self, now_ms: u64, records: &Records, report: &PollReport) {
+    /// What [`crate::storage::Persistence::poll`] did with `records` (from [`Bms::records`]) at
+    /// `now_ms`: marks what was written, and raises [`Code::StorageWriteFailed`] at the next step
+    /// while a write is failing (cleared once the writes succeed again; SET-3).
+    pub(crate) fn records_written(&mut self, now_ms: u64, records: &Records, report: &PollReport) {
         self.now_ms = self.now_ms.max(now_ms);
         if report.soc == Outcome::Written {
             self.monitor.mark_persisted();
@@ -734,37 +701,6 @@ impl Bms {
         self.storage_failing = report.failing;
     }
 
-    /// Persists what is due at `now_ms` through `persistence` into `storage`:
-    /// [`Bms::records`], [`Persistence::poll`], [`Bms::records_written`]. Call after every
-    /// [`Bms::step`] and after every user action (settings, SoC, history, passkey), before
-    /// building the advertisement.
-    pub fn persist<S: Storage + ?Sized>(
-        &mut self,
-        now_ms: u64,
-        persistence: &mut Persistence,
-        storage: &mut S,
-    ) -> PollReport {
-        let records = self.records();
-        let report = persistence.poll(storage, now_ms, &records);
-        self.records_written(now_ms, &records, &report);
-        report
-    }
-
-    /// The history record to persist (HIST-4).
-    pub fn history_record(&self) -> HistoryRecord {
-        *self.history.record()
-    }
-
-    /// [`Bms::history_record`] was written at `now_ms`.
-    pub fn history_persisted(&mut self, now_ms: u64) {
-        self.history.mark_persisted(now_ms.max(self.now_ms));
-    }
-
-    /// The advertisement nonce reservation `value` ([`Persist::nonce`]) was written.
-    pub fn nonce_persisted(&mut self, value: u16) {
-        self.advertiser.nonce_persisted(value);
-    }
-
     /// BLE-3: builds the Instant Readout manufacturer data (company id first) into `out` and
     /// returns its length.
     pub fn manufacturer_data(&mut self, out: &mut [u8]) -> Result<usize, ReadoutError> {
@@ -790,7 +726,7 @@ impl Bms {
     }
 
     /// BLE-2: changes the pairing passkey; above 999999 it is refused and nothing changes.
-    /// Apply it to the BLE stack; it is persisted ([`Bms::secrets_to_persist`]).
+    /// The node reports it for the BLE stack and stores it.
     pub fn set_passkey(&mut self, passkey: u32) -> Result<(), PasskeyError> {
         if passkey > MAX_PASSKEY {
             return Err(PasskeyError::OutOfRange { max: MAX_PASSKEY });
@@ -801,7 +737,7 @@ impl Bms {
     }
 
     /// The passkey and the Instant Readout key (BLE-2, BLE-3).
-    pub fn secrets(&self) -> DeviceSecrets {
+    fn secrets(&self) -> DeviceSecrets {
         DeviceSecrets {
             passkey: self.passkey,
             adv_key: *self.advertiser.key(),
@@ -810,7 +746,7 @@ impl Bms {
 
     /// The secrets to keep in the store ([`crate::storage::Records::secrets`]); `None` while
     /// the key is a placeholder ([`Config::persist_secrets`]).
-    pub fn secrets_to_persist(&self) -> Option<DeviceSecrets> {
+    pub(crate) fn secrets_to_persist(&self) -> Option<DeviceSecrets> {
         self.persist_secrets.then(|| self.secrets())
     }
 

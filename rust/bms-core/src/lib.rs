@@ -5,7 +5,7 @@
 //! `bms-ffi`, the simulator, or a test) passes the time as monotonic milliseconds and the
 //! measurements, and gets decisions back: the state of the Load disconnect (ATD), Charge
 //! disconnect (ATC) and pre-alarm outputs with their reasons, LED patterns, the Instant Readout
-//! payload and the records to persist. Time only moves forward; a call with an older time is
+//! payload, and writes to the caller's storage through [`node::Node`]. Time only moves forward; a call with an older time is
 //! treated as "no time passed".
 //!
 //! Modules follow the concepts of the product manual:
@@ -23,6 +23,8 @@
 //! - [`bus`]: the battery-bus frame codec.
 //! - [`drivers`]: reading JBD, JK and Daly packs (and the bus) as bank members.
 //! - [`storage`]: persisted records over a key → bytes [`storage::Storage`] trait.
+//! - [`secrets`]: the pairing passkey and the Instant Readout key (BLE-2, BLE-3).
+//! - [`node`]: the device shell every caller holds: core, bus decoder and persistence.
 //! - [`muldiv`]: exact 64-bit scaling of charge counts (no 128-bit division on the target).
 //! - [`limits`]: the one table of named thresholds, delays and hysteresis.
 //! - [`codes`]: the catalogue of error, alarm and warning codes.
@@ -55,9 +57,11 @@ pub mod leds;
 pub mod limits;
 pub mod monitor;
 pub mod muldiv;
+pub mod node;
 pub mod protection;
 pub mod protocol;
 pub mod readout;
+pub mod secrets;
 pub mod settings;
 mod shift;
 pub mod soc;
@@ -65,6 +69,7 @@ pub mod storage;
 pub mod word;
 
 pub use bms::{
-    Bms, Config, Decisions, DfuEvent, Event, Inputs, LedPattern, Output, PasskeyError, Persist,
-    Reason, Reasons, SelfCheck, SelfCheckInputs,
+    Bms, Config, Decisions, DfuEvent, Event, Inputs, LedPattern, Output, PasskeyError, Reason,
+    Reasons, SelfCheck, SelfCheckInputs,
 };
+pub use node::Node;

@@ -1,6 +1,6 @@
-//! The whole BMS persisting through `storage::Persistence`: what survives a reboot, device
-//! secrets (BLE-2, BLE-3), what the SoC estimator learned (MON-8), storage errors (SET-3) and
-//! the persistence glue every caller uses.
+//! The whole device ([`Node`]) persisting through `storage::Persistence`: what survives a
+//! reboot, device secrets (BLE-2, BLE-3), what the SoC estimator learned (MON-8) and storage
+//! errors (SET-3).
 
 mod control_harness;
 
@@ -8,13 +8,13 @@ use bms_core::balancer::BalancerState;
 use bms_core::bms::PasskeyError;
 use bms_core::bus::BatteryModel;
 use bms_core::codes::Code;
+use bms_core::node::Node;
 use bms_core::protocol::DeviceSecrets;
 use bms_core::readout::{ReadoutError, NONCE_BLOCK};
 use bms_core::settings::Settings;
 use bms_core::soc::EstimatorKind;
 use bms_core::storage::{
-    learned, MemStorage, Outcome, Persistence, PollReport, RecordError, RecordKind, Restored,
-    Storage, StorageError,
+    learned, MemStorage, Persistence, RecordError, RecordKind, Restored, Storage,
 };
 use bms_core::{Bms, Config, Decisions, LedPattern};
 use control_harness::{report, Flash, Rig};
@@ -31,53 +31,29 @@ fn ble_2_passkey_default_changeable_and_checked() {
         ..Config::default()
     });
     assert_eq!(bms.passkey(), 0);
-    assert_eq!(
-        bms.secrets(),
-        DeviceSecrets {
-            passkey: 0,
-            adv_key: KEY
-        }
-    );
+    assert_eq!(bms.device_key(), &KEY);
     assert_eq!(bms.set_passkey(999_999), Ok(()));
     assert_eq!(
         bms.set_passkey(1_000_000),
         Err(PasskeyError::OutOfRange { max: 999_999 })
     );
     assert_eq!(bms.passkey(), 999_999);
-    assert_eq!(bms.secrets_to_persist().map(|s| s.passkey), Some(999_999));
     // A passkey restored out of range is never applied.
     let bms = Bms::new(Config {
         passkey: 1_234_567,
         ..Config::default()
     });
     assert_eq!(bms.passkey(), DeviceSecrets::DEFAULT_PASSKEY);
-    assert_eq!(
-        bms.secrets_to_persist(),
-        None,
-        "a placeholder key is not stored"
-    );
 }
 
 /// BLE-2, BLE-3: the passkey and the key are persisted like the other records and restored
 /// after a reboot.
 #[test]
 fn ble_2_ble_3_secrets_survive_a_reboot() {
-    let mut store = MemStorage::new();
-    let (mut persistence, restored) = Persistence::restore(&mut store);
-    assert!(restored.first_boot());
-    let mut bms = Bms::new(Config {
-        device_key: KEY,
-        persist_secrets: true,
-        ..Config::default()
-    });
-    bms.set_passkey(424_242).unwrap();
-    let records = bms_core::storage::Records {
-        secrets: bms.secrets_to_persist(),
-        ..Default::default()
-    };
-    let report = persistence.poll(&mut store, 0, &records);
-    assert!(!report.any_failed());
-    let (_, restored) = Persistence::restore(&mut store);
+    let mut node = Node::open(MemStorage::new(), &mut random(Some(KEY)));
+    node.bms_mut().set_passkey(424_242).unwrap();
+    let _ = node.step(0, &bms_core::Inputs::default());
+    let (_, restored) = Persistence::restore(&mut node.into_storage());
     assert_eq!(
         restored.secrets,
         Ok(DeviceSecrets {
@@ -88,92 +64,99 @@ fn ble_2_ble_3_secrets_survive_a_reboot() {
     assert_eq!(restored.fault(RecordKind::Secrets), None);
 }
 
-/// A device: the flash survives reboots, the BMS and its persistence are rebuilt from it.
+/// The platform's random source: `key` for the device key (none: no random source), 0x0700
+/// for the starting nonce.
+fn random(key: Option<[u8; 16]>) -> impl FnMut(&mut [u8]) -> bool {
+    move |out: &mut [u8]| match key {
+        Some(key) if out.len() == key.len() => {
+            out.copy_from_slice(&key);
+            true
+        }
+        None if out.len() == 16 => false,
+        _ => {
+            out.iter_mut().for_each(|b| *b = 0);
+            if let Some(first) = out.get_mut(1) {
+                *first = 0x07;
+            }
+            true
+        }
+    }
+}
+
+/// A device: a node over a flash that survives reboots, driven by the rig's batteries.
 struct Device {
-    flash: Flash,
-    persistence: Persistence,
-    rig: Rig,
+    rig: Rig<Node<Flash>>,
 }
 
 impl Device {
-    /// Power-up as the firmware does it: restore, configure, build the core.
+    /// Power-up as the firmware does it ([`Node::open`]); also what the flash held.
     fn boot(mut flash: Flash, random_key: Option<[u8; 16]>) -> (Device, Restored) {
-        let (persistence, restored) = Persistence::restore(&mut flash);
-        let config = Config::from_restored(&restored, random_key, 0x0700);
-        let rig = Rig::with_config(1, 1, BatteryModel::Lfp12V8, config);
-        (
-            Device {
-                flash,
-                persistence,
-                rig,
-            },
-            restored,
-        )
+        let (_, restored) = Persistence::restore(&mut flash);
+        let node = Node::open(flash, &mut random(random_key));
+        let rig = Rig::with_core(1, 1, BatteryModel::Lfp12V8, node);
+        (Device { rig }, restored)
     }
 
-    /// Runs for `ms`, persisting after every step as the firmware does.
+    /// Runs for `ms`; the node persists after every step.
     fn run_for(&mut self, ms: u64) -> &Decisions {
         let end = self.rig.now_ms + ms;
         while self.rig.now_ms < end {
             self.rig.advance();
-            let _ = self.persist();
         }
         self.rig.last()
     }
 
-    fn persist(&mut self) -> PollReport {
-        let now_ms = self.rig.now_ms;
-        self.rig
-            .bms
-            .persist(now_ms, &mut self.persistence, &mut self.flash)
+    fn bms(&mut self) -> &mut Bms {
+        self.rig.bms.bms_mut()
+    }
+
+    fn flash(&mut self) -> &mut Flash {
+        self.rig.bms.storage_mut()
     }
 
     fn reboot(self, random_key: Option<[u8; 16]>) -> (Device, Restored) {
-        Device::boot(self.flash, random_key)
+        Device::boot(self.rig.bms.into_storage(), random_key)
     }
 }
 
-/// SET-2, MON-8, HIST-4, BLE-2, BLE-3 through the glue every caller uses
-/// (`Config::from_restored`, `Bms::persist`): settings, SoC, history, passkey, key and the
-/// advertisement nonce all survive a reboot.
+/// SET-2, MON-8, HIST-4, BLE-2, BLE-3 through the device shell every caller uses ([`Node`]):
+/// settings, SoC, history, passkey, key and the advertisement nonce all survive a reboot.
 #[test]
-fn set_2_mon_8_hist_4_ble_2_everything_survives_a_reboot_through_the_glue() {
+fn set_2_mon_8_hist_4_ble_2_everything_survives_a_reboot_through_the_node() {
     let (mut dev, restored) = Device::boot(Flash::default(), Some(KEY));
     assert!(restored.first_boot());
     dev.run_for(3_000);
     let now = dev.rig.now_ms;
-    dev.rig.bms.set_soc(now, 800).unwrap();
+    dev.bms().set_soc(now, 800).unwrap();
     let settings = Settings {
         discharge_floor_pct: 15,
         ..Settings::default()
     };
-    dev.rig.bms.write_settings(settings).unwrap();
-    dev.rig.bms.set_passkey(123_456).unwrap();
-    let _ = dev.persist();
+    dev.bms().write_settings(settings).unwrap();
+    dev.bms().set_passkey(123_456).unwrap();
+    dev.run_for(100);
     // 100 A out of 100 Ah for 6 minutes: over 10 points of SoC (Peukert), a point at each.
     dev.rig.set_current(-100_000);
     dev.run_for(6 * 60_000);
     let mut adv = [0u8; 26];
-    assert_eq!(dev.rig.bms.manufacturer_data(&mut adv), Ok(26));
+    assert_eq!(dev.bms().manufacturer_data(&mut adv), Ok(26));
     let sent_nonce = u16::from_le_bytes([adv[7], adv[8]]);
-    let soc = dev.rig.bms.monitor().soc_permille().unwrap();
+    let soc = dev.bms().monitor().soc_permille().unwrap();
     assert!((650..=700).contains(&soc), "SoC {soc}");
-    let drawn = dev.rig.bms.history().cumulative_drawn_mah();
+    let drawn = dev.bms().history().cumulative_drawn_mah();
     assert!(drawn > 9_000, "drawn {drawn}");
-    assert!(dev.persistence.stats(RecordKind::SocPoint).writes >= 9);
+    assert!(dev.rig.bms.persistence().stats(RecordKind::SocPoint).writes >= 9);
 
     let (mut dev, restored) = dev.reboot(Some([9; 16]));
     for kind in RecordKind::ALL {
         assert_eq!(restored.fault(kind), None, "{kind}");
     }
-    let bms = &dev.rig.bms;
+    let bms = dev.rig.bms.bms();
     assert_eq!(*bms.settings(), settings);
+    assert_eq!(bms.passkey(), 123_456);
     assert_eq!(
-        bms.secrets(),
-        DeviceSecrets {
-            passkey: 123_456,
-            adv_key: KEY
-        },
+        bms.device_key(),
+        &KEY,
         "the stored key, not a new random one"
     );
     let restored_soc = bms.monitor().soc_permille().unwrap();
@@ -181,7 +164,7 @@ fn set_2_mon_8_hist_4_ble_2_everything_survives_a_reboot_through_the_glue() {
     assert!(bms.history().cumulative_drawn_mah() <= drawn);
     let d = dev.run_for(2_000).clone();
     assert!(d.codes.is_empty(), "{}", d.codes);
-    assert_eq!(dev.rig.bms.manufacturer_data(&mut adv), Ok(26));
+    assert_eq!(dev.bms().manufacturer_data(&mut adv), Ok(26));
     let ahead = u16::from_le_bytes([adv[7], adv[8]]).wrapping_sub(sent_nonce);
     assert!(
         (1..=NONCE_BLOCK + 1).contains(&ahead),
@@ -195,8 +178,8 @@ fn set_2_mon_8_hist_4_ble_2_everything_survives_a_reboot_through_the_glue() {
 fn ble_3_the_first_start_stores_the_random_key_but_never_a_placeholder() {
     let (mut dev, _) = Device::boot(Flash::default(), None);
     dev.run_for(1_000);
-    assert_eq!(dev.rig.bms.device_key(), &[0; 16]);
-    assert_eq!(dev.flash.inner.get(RecordKind::Secrets.key()), None);
+    assert_eq!(dev.bms().device_key(), &[0; 16]);
+    assert_eq!(dev.flash().inner.get(RecordKind::Secrets.key()), None);
     let (mut dev, restored) = dev.reboot(Some(KEY));
     assert_eq!(
         restored.fault(RecordKind::Secrets),
@@ -204,9 +187,9 @@ fn ble_3_the_first_start_stores_the_random_key_but_never_a_placeholder() {
         "lost next to the other records"
     );
     dev.run_for(1_000);
-    let (dev, restored) = dev.reboot(Some([1; 16]));
+    let (mut dev, restored) = dev.reboot(Some([1; 16]));
     assert_eq!(restored.secrets.map(|s| s.adv_key), Ok(KEY));
-    assert_eq!(dev.rig.bms.device_key(), &KEY);
+    assert_eq!(dev.bms().device_key(), &KEY);
 }
 
 /// SET-3: a corrupt record is never applied: its defaults are used and an error is raised at
@@ -216,26 +199,22 @@ fn set_3_corrupt_records_raise_errors_and_defaults_are_used() {
     let (mut dev, _) = Device::boot(Flash::default(), Some(KEY));
     dev.run_for(3_000);
     let now = dev.rig.now_ms;
-    dev.rig.bms.set_soc(now, 500).unwrap();
+    dev.bms().set_soc(now, 500).unwrap();
     let settings = Settings {
         low_soc_warning_pct: 30,
         ..Settings::default()
     };
-    dev.rig.bms.write_settings(settings).unwrap();
-    let _ = dev.persist();
-    let mut flash = dev.flash;
+    dev.bms().write_settings(settings).unwrap();
+    dev.run_for(100);
+    let mut flash = dev.rig.bms.into_storage();
     let mut soc = flash.inner.get(RecordKind::Soc.key()).unwrap().to_vec();
     soc[4] ^= 0x40;
     flash.inner.write(RecordKind::Soc.key(), &soc).unwrap();
 
     let (mut dev, restored) = Device::boot(flash, Some(KEY));
     assert!(restored.fault(RecordKind::Soc).is_some());
-    assert_eq!(*dev.rig.bms.settings(), settings, "settings restored");
-    assert_eq!(
-        dev.rig.bms.monitor().soc_permille(),
-        None,
-        "SoC not applied"
-    );
+    assert_eq!(*dev.bms().settings(), settings, "settings restored");
+    assert_eq!(dev.bms().monitor().soc_permille(), None, "SoC not applied");
     let d = dev.run_for(100).clone();
     assert!(d.codes.contains(Code::RecordsCorrupt));
     assert!(!d.codes.contains(Code::SettingsCorrupt));
@@ -245,7 +224,7 @@ fn set_3_corrupt_records_raise_errors_and_defaults_are_used() {
         .events
         .contains(&bms_core::Event::CodeRaised(Code::RecordsCorrupt))));
 
-    let mut flash = dev.flash;
+    let mut flash = dev.rig.bms.into_storage();
     let mut bytes = flash
         .inner
         .get(RecordKind::Settings.key())
@@ -257,7 +236,7 @@ fn set_3_corrupt_records_raise_errors_and_defaults_are_used() {
         .write(RecordKind::Settings.key(), &bytes)
         .unwrap();
     let (mut dev, _) = Device::boot(flash, Some(KEY));
-    assert_eq!(*dev.rig.bms.settings(), Settings::default());
+    assert_eq!(*dev.bms().settings(), Settings::default());
     let d = dev.run_for(100).clone();
     assert!(d.codes.contains(Code::SettingsCorrupt));
 }
@@ -268,32 +247,37 @@ fn set_3_corrupt_records_raise_errors_and_defaults_are_used() {
 fn set_3_a_failing_write_raises_storage_write_failed_until_it_recovers() {
     let (mut dev, _) = Device::boot(Flash::default(), Some(KEY));
     dev.run_for(3_000);
-    dev.flash.fail_writes = true;
+    dev.flash().fail_writes = true;
     let settings = Settings {
         discharge_floor_pct: 5,
         ..Settings::default()
     };
-    dev.rig.bms.write_settings(settings).unwrap();
-    let report = dev.persist();
-    assert_eq!(
-        report.settings,
-        Outcome::Failed(StorageError::Io { code: -5 })
+    dev.bms().write_settings(settings).unwrap();
+    dev.run_for(100);
+    assert!(
+        dev.rig
+            .bms
+            .persistence()
+            .stats(RecordKind::Settings)
+            .failures
+            > 0,
+        "the settings write was tried and failed"
     );
     let d = dev.run_for(1_000).clone();
     assert!(d.codes.contains(Code::StorageWriteFailed));
     assert!(!d.codes.contains(Code::RecordsCorrupt));
     assert_eq!(d.led_red, LedPattern::Solid);
-    let (_, stored) = Persistence::restore(&mut dev.flash);
+    let (_, stored) = Persistence::restore(dev.flash());
     assert_eq!(
         stored.settings,
         Ok(Settings::default()),
         "previous value kept"
     );
 
-    dev.flash.fail_writes = false;
+    dev.flash().fail_writes = false;
     let d = dev.run_for(61_000).clone();
     assert!(!d.codes.contains(Code::StorageWriteFailed), "{}", d.codes);
-    let (_, stored) = Persistence::restore(&mut dev.flash);
+    let (_, stored) = Persistence::restore(dev.flash());
     assert_eq!(stored.settings, Ok(settings));
 }
 
@@ -304,29 +288,29 @@ fn ble_3_no_advertisement_nonce_without_a_stored_reservation() {
     let (mut dev, _) = Device::boot(Flash::default(), Some(KEY));
     let mut adv = [0u8; 26];
     assert_eq!(
-        dev.rig.bms.manufacturer_data(&mut adv),
+        dev.bms().manufacturer_data(&mut adv),
         Err(ReadoutError::NotReserved)
     );
-    dev.flash.fail_writes = true;
+    dev.flash().fail_writes = true;
     dev.run_for(3_000);
     assert_eq!(
-        dev.rig.bms.manufacturer_data(&mut adv),
+        dev.bms().manufacturer_data(&mut adv),
         Err(ReadoutError::NotReserved),
         "the reservation could not be written"
     );
-    dev.flash.fail_writes = false;
+    dev.flash().fail_writes = false;
     dev.run_for(61_000);
-    assert_eq!(dev.rig.bms.manufacturer_data(&mut adv), Ok(26));
+    assert_eq!(dev.bms().manufacturer_data(&mut adv), Ok(26));
     let first = adv;
     // A reservation covers NONCE_BLOCK changes; with every later write failing, the values
     // keep changing but the packet stays the last one sent once the block is used up.
-    dev.flash.fail_writes = true;
+    dev.flash().fail_writes = true;
     let mut last = adv;
     for i in 0..i32::from(NONCE_BLOCK) + 10 {
         // Reports come once a second: a new current each time changes the values.
         dev.rig.set_current(-1_000 - 100 * (i % 100));
         dev.run_for(1_000);
-        dev.rig.bms.manufacturer_data(&mut adv).unwrap();
+        dev.bms().manufacturer_data(&mut adv).unwrap();
         last = adv;
     }
     let nonce = |a: &[u8; 26]| u16::from_le_bytes([a[7], a[8]]);
@@ -345,30 +329,25 @@ fn ble_3_no_advertisement_nonce_without_a_stored_reservation() {
 fn mon_8_learned_values_survive_a_reboot() {
     let (mut dev, _) = Device::boot(Flash::default(), Some(KEY));
     dev.run_for(3_000);
-    let prior = dev
-        .rig
-        .bms
-        .monitor()
-        .learned()
-        .expect("adaptive by default");
+    let prior = dev.bms().monitor().learned().expect("adaptive by default");
     dev.rig.set_cells(3_400);
     dev.rig.set_current(150);
     dev.run_for(2 * 3_600_000);
-    let learned = dev.rig.bms.monitor().learned().unwrap();
+    let learned = dev.bms().monitor().learned().unwrap();
     let (offset_ma, sigma_ma) = learned.offset_ma;
     assert!(
         offset_ma > prior.offset_ma.0 + 50.0 && sigma_ma < prior.offset_ma.1 * 0.6,
         "offset not learned: {prior:?} -> {learned:?}"
     );
-    assert!(dev.persistence.stats(RecordKind::Learned).writes >= 2);
+    assert!(dev.rig.bms.persistence().stats(RecordKind::Learned).writes >= 2);
     let copy = Flash {
-        inner: dev.flash.inner.clone(),
+        inner: dev.flash().inner.clone(),
         ..Flash::default()
     };
 
-    let (dev, restored) = dev.reboot(Some(KEY));
+    let (mut dev, restored) = dev.reboot(Some(KEY));
     assert_eq!(restored.fault(RecordKind::Learned), None);
-    let after = dev.rig.bms.monitor().learned().unwrap();
+    let after = dev.bms().monitor().learned().unwrap();
     assert_eq!(
         Ok(after.offset_ma.0),
         restored.learned.map(|l| l.offset_ma.0)
@@ -389,7 +368,7 @@ fn mon_8_learned_values_survive_a_reboot() {
     );
     dev.run_for(3_000);
     assert_eq!(
-        dev.rig.bms.monitor().learned().unwrap().offset_ma,
+        dev.bms().monitor().learned().unwrap().offset_ma,
         prior.offset_ma
     );
 }
@@ -400,11 +379,11 @@ fn mon_8_learned_values_survive_a_reboot() {
 fn mon_8_set_3_a_corrupt_learned_record_leaves_the_priors() {
     let (mut dev, _) = Device::boot(Flash::default(), Some(KEY));
     dev.run_for(3_000);
-    let prior = dev.rig.bms.monitor().learned().unwrap();
+    let prior = dev.bms().monitor().learned().unwrap();
     dev.rig.set_cells(3_400);
     dev.rig.set_current(150);
     dev.run_for(2 * 3_600_000);
-    let mut flash = dev.flash;
+    let mut flash = dev.rig.bms.into_storage();
     let mut bytes = flash.inner.get(RecordKind::Learned.key()).unwrap().to_vec();
     bytes[9] ^= 0x08;
     flash
@@ -419,11 +398,11 @@ fn mon_8_set_3_a_corrupt_learned_record_leaves_the_priors() {
     );
     let d = dev.run_for(3_000).clone();
     assert_eq!(
-        dev.rig.bms.monitor().learned().unwrap().offset_ma,
+        dev.bms().monitor().learned().unwrap().offset_ma,
         prior.offset_ma
     );
     assert!(d.codes.contains(Code::RecordsCorrupt));
-    let (_, repaired) = Persistence::restore(&mut dev.flash);
+    let (_, repaired) = Persistence::restore(dev.flash());
     assert_eq!(repaired.fault(RecordKind::Learned), None);
 }
 
@@ -431,21 +410,18 @@ fn mon_8_set_3_a_corrupt_learned_record_leaves_the_priors() {
 /// its absence is no fault.
 #[test]
 fn mon_8_plain_counting_writes_no_learned_record() {
-    let mut flash = Flash::default();
-    let (mut persistence, restored) = Persistence::restore(&mut flash);
-    let config = Config {
-        estimator: EstimatorKind::Plain,
-        ..Config::from_restored(&restored, Some(KEY), 1)
-    };
-    let mut rig = Rig::with_config(1, 1, BatteryModel::Lfp12V8, config);
+    let node = Node::open_with(Flash::default(), &mut random(Some(KEY)), |config| {
+        config.estimator = EstimatorKind::Plain;
+    });
+    let mut rig = Rig::with_core(1, 1, BatteryModel::Lfp12V8, node);
     rig.set_cells(3_400);
     rig.set_current(300);
     while rig.now_ms < 2 * 3_600_000 {
         rig.advance();
-        let report = rig.bms.persist(rig.now_ms, &mut persistence, &mut flash);
-        assert_eq!(report.learned, Outcome::Idle);
     }
-    assert_eq!(rig.bms.monitor().learned(), None);
+    assert_eq!(rig.bms.persistence().stats(RecordKind::Learned).writes, 0);
+    assert_eq!(rig.bms.bms().monitor().learned(), None);
+    let mut flash = rig.bms.into_storage();
     assert_eq!(flash.inner.get(RecordKind::Learned.key()), None);
     assert!(flash.inner.get(RecordKind::Soc.key()).is_some());
     let (_, restored) = Persistence::restore(&mut flash);
@@ -458,21 +434,20 @@ fn mon_8_plain_counting_writes_no_learned_record() {
 /// BAL-2's reasons for Unknown); a battery added afterwards makes it Unknown.
 #[test]
 fn bal_2_balancer_judgement_survives_a_reboot_until_a_battery_is_added() {
-    let mut storage = MemStorage::new();
-    let (mut persistence, _) = Persistence::restore(&mut storage);
-    let mut rig = Rig::new(2, 1, BatteryModel::Lfp12V8);
+    let node = Node::open(MemStorage::new(), &mut random(Some(KEY)));
+    let mut rig = Rig::with_core(2, 1, BatteryModel::Lfp12V8, node);
     rig.run_for(3000);
     rig.full_charge();
-    let _ = rig.bms.persist(rig.now_ms, &mut persistence, &mut storage);
 
+    let mut storage = rig.bms.into_storage();
     let (_, restored) = Persistence::restore(&mut storage);
     assert_eq!(restored.balanced_at_full, Some(true));
-    let config = Config::from_restored(&restored, Some(KEY), 0);
-    let mut rebooted = Rig::with_config(2, 1, BatteryModel::Lfp12V8, config);
+    let node = Node::open(storage, &mut random(Some(KEY)));
+    let mut rebooted = Rig::with_core(2, 1, BatteryModel::Lfp12V8, node);
     rebooted.set_cells(3400);
     rebooted.run_for(3000);
     assert_eq!(
-        rebooted.bms.balancer(),
+        rebooted.bms.bms().balancer(),
         BalancerState::Balanced,
         "the same bank after a reboot"
     );
@@ -481,9 +456,9 @@ fn bal_2_balancer_judgement_survives_a_reboot_until_a_battery_is_added() {
         .batteries
         .push((report(3000, BatteryModel::Lfp12V8, 3400), false));
     rebooted.run_for(3000);
-    assert_eq!(rebooted.bms.bank().topology().unwrap().batteries, 3);
+    assert_eq!(rebooted.bms.bms().bank().topology().unwrap().batteries, 3);
     assert_eq!(
-        rebooted.bms.balancer(),
+        rebooted.bms.bms().balancer(),
         BalancerState::Unknown,
         "battery just added"
     );

@@ -5,8 +5,8 @@ mod control_harness;
 use bms_core::bms::{SelfCheck, SelfCheckInputs};
 use bms_core::bus::BatteryModel;
 use bms_core::limits::{SELF_CHECK_BUS_WAIT_MS, SELF_CHECK_STEPS, SELF_CHECK_TIMEOUT_MS};
-use bms_core::storage::Persistence;
-use bms_core::{Bms, Config, Inputs};
+use bms_core::node::Node;
+use bms_core::Inputs;
 use control_harness::{report, Flash, Rig};
 
 const HEALTHY: SelfCheckInputs = SelfCheckInputs {
@@ -14,30 +14,26 @@ const HEALTHY: SelfCheckInputs = SelfCheckInputs {
     storage_ok: true,
 };
 
-/// A new image starting: the control loop, persistence after each step, and the platform's
-/// view for the self-check, which is asked after every step as the firmware does.
+/// A new image starting: the device's control loop (persisting after each step) and the
+/// platform's view for the self-check, which is asked after every step as the firmware does.
 struct Image {
-    rig: Rig,
-    flash: Flash,
-    persistence: Persistence,
+    rig: Rig<Node<Flash>>,
     platform: SelfCheckInputs,
     /// (time, verdict) after each step.
     verdicts: Vec<(u64, SelfCheck)>,
 }
 
 impl Image {
-    fn start(rig: Rig) -> Image {
+    fn start(rig: Rig<Node<Flash>>) -> Image {
         Image {
             rig,
-            flash: Flash::default(),
-            persistence: Persistence::new(),
             platform: HEALTHY,
             verdicts: Vec::new(),
         }
     }
 
     fn with_batteries() -> Image {
-        Image::start(Rig::single())
+        Image::start(Rig::device(1, 1, BatteryModel::Lfp12V8))
     }
 
     /// Steps (persisting and asking for the verdict after each) until `ms` have passed.
@@ -50,10 +46,6 @@ impl Image {
                 self.rig.advance();
             }
             let now = self.rig.now_ms;
-            let _ = self
-                .rig
-                .bms
-                .persist(now, &mut self.persistence, &mut self.flash);
             let verdict = self.rig.bms.self_check(now, self.platform);
             self.verdicts.push((now, verdict));
         }
@@ -118,7 +110,7 @@ fn dfu_1_bluetooth_down_fails_at_the_time_limit() {
 /// installation): the image passes once it has waited for the first report.
 #[test]
 fn dfu_1_no_battery_connected_passes_after_the_bus_wait() {
-    let mut image = Image::start(Rig::new(0, 1, BatteryModel::Lfp12V8));
+    let mut image = Image::start(Rig::device(0, 1, BatteryModel::Lfp12V8));
     image.rig.supply_mv = Some(13_200);
     assert_eq!(image.run_for(20_000), SelfCheck::Passed);
     let passed_at = image.first(SelfCheck::Passed).unwrap();
@@ -132,7 +124,7 @@ fn dfu_1_no_battery_connected_passes_after_the_bus_wait() {
 /// bus) keep the image from being confirmed: it fails at the time limit.
 #[test]
 fn dfu_1_reports_that_never_make_a_valid_bank_fail() {
-    let mut rig = Rig::single();
+    let mut rig = Rig::device(1, 1, BatteryModel::Lfp12V8);
     rig.set_cells(0);
     let mut image = Image::start(rig);
     assert_eq!(
@@ -146,7 +138,7 @@ fn dfu_1_reports_that_never_make_a_valid_bank_fail() {
 #[test]
 fn dfu_1_storage_down_or_unwritable_fails() {
     let mut image = Image::with_batteries();
-    image.flash.fail_writes = true;
+    image.rig.bms.storage_mut().fail_writes = true;
     assert_eq!(
         image.run_for(SELF_CHECK_TIMEOUT_MS + 1_000),
         SelfCheck::Failed
@@ -167,15 +159,16 @@ fn dfu_1_storage_down_or_unwritable_fails() {
 #[test]
 fn dfu_1_a_control_loop_that_stops_stepping_fails() {
     for stalls in [true, false] {
-        let mut bms = Bms::new(Config::default());
-        let mut flash = Flash::default();
-        let mut persistence = Persistence::new();
+        let mut random = |out: &mut [u8]| {
+            out.fill(0x5A);
+            true
+        };
+        let mut bms = Node::open(Flash::default(), &mut random);
         let mut verdict = SelfCheck::Pending;
         let mut t = 0;
         while t <= SELF_CHECK_TIMEOUT_MS + 1_000 && verdict == SelfCheck::Pending {
             if !stalls || t <= 4_000 {
-                bms.handle_report(t, &report(1000, BatteryModel::Lfp12V8, 3300))
-                    .unwrap();
+                assert!(bms.handle_report(t, &report(1000, BatteryModel::Lfp12V8, 3300)));
                 let inputs = Inputs {
                     remote_h_mv: 6_600,
                     remote_l_mv: 6_600,
@@ -186,7 +179,6 @@ fn dfu_1_a_control_loop_that_stops_stepping_fails() {
                 if t >= 3_000 {
                     assert!(d.atd, "bank valid");
                 }
-                let _ = bms.persist(t, &mut persistence, &mut flash);
             }
             verdict = bms.self_check(t, HEALTHY);
             t += 1_000;

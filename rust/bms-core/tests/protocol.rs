@@ -694,13 +694,12 @@ fn report(serial: u32) -> bms_core::bus::BatteryReport {
 
 fn bms_call(
     bms: &mut Bms,
-    secrets: &mut DeviceSecrets,
     chr: Characteristic,
     access: Access,
     bytes: &[u8],
 ) -> (Reply, std::vec::Vec<u8>) {
     let mut resp = [0u8; MAX_RESPONSE_LEN];
-    let mut device = BmsDevice { bms, secrets };
+    let mut device = BmsDevice { bms };
     let reply = handle_request(
         &mut device,
         10_000,
@@ -723,19 +722,9 @@ fn ble_1_bms_device_serves_pages_and_actions() {
         device_key: key,
         ..bms_core::bms::Config::default()
     });
-    let mut secrets = DeviceSecrets {
-        passkey: DeviceSecrets::DEFAULT_PASSKEY,
-        adv_key: key,
-    };
     let cp = Characteristic::ControlPoint;
 
-    let (reply, r) = bms_call(
-        &mut bms,
-        &mut secrets,
-        Characteristic::Status,
-        Access::Read,
-        &[],
-    );
+    let (reply, r) = bms_call(&mut bms, Characteristic::Status, Access::Read, &[]);
     assert_eq!(reply.changed, Changed::default());
     let status = body::<StatusPage>(&r);
     assert_eq!(
@@ -743,20 +732,13 @@ fn ble_1_bms_device_serves_pages_and_actions() {
         (None, None, false, false)
     );
     assert_eq!(
-        bms_call(
-            &mut bms,
-            &mut secrets,
-            Characteristic::Battery,
-            Access::Read,
-            &[]
-        )
-        .0
-        .status,
+        bms_call(&mut bms, Characteristic::Battery, Access::Read, &[])
+            .0
+            .status,
         Status::NoSuchBattery
     );
     let (reply, _) = bms_call(
         &mut bms,
-        &mut secrets,
         cp,
         Access::Write,
         &req(&Command::SetSoc { soc_permille: 500 }),
@@ -778,18 +760,11 @@ fn ble_1_bms_device_serves_pages_and_actions() {
         };
         let _ = bms.step(t, &inputs);
     }
-    let (_, r) = bms_call(
-        &mut bms,
-        &mut secrets,
-        Characteristic::Bank,
-        Access::Read,
-        &[],
-    );
+    let (_, r) = bms_call(&mut bms, Characteristic::Bank, Access::Read, &[]);
     let bank = body::<BankPage>(&r);
     assert_eq!((bank.batteries, bank.bank_mv), (2, Some(13_206)));
     let (_, r) = bms_call(
         &mut bms,
-        &mut secrets,
         Characteristic::Battery,
         Access::Read,
         &req(&BatterySelect { number: 1 }),
@@ -800,20 +775,13 @@ fn ble_1_bms_device_serves_pages_and_actions() {
 
     let (reply, _) = bms_call(
         &mut bms,
-        &mut secrets,
         cp,
         Access::Write,
         &req(&Command::SetSoc { soc_permille: 500 }),
     );
     assert_eq!((reply.status, reply.changed.soc), (Status::Ok, true));
     assert_eq!(bms.monitor().soc_permille(), Some(500));
-    let (reply, _) = bms_call(
-        &mut bms,
-        &mut secrets,
-        cp,
-        Access::Write,
-        &req(&Command::ResetHistory),
-    );
+    let (reply, _) = bms_call(&mut bms, cp, Access::Write, &req(&Command::ResetHistory));
     assert!(reply.changed.history);
     let new = Settings {
         discharge_floor_pct: 5,
@@ -821,7 +789,6 @@ fn ble_1_bms_device_serves_pages_and_actions() {
     };
     let (reply, _) = bms_call(
         &mut bms,
-        &mut secrets,
         Characteristic::Settings,
         Access::Write,
         &req(&new),
@@ -830,28 +797,20 @@ fn ble_1_bms_device_serves_pages_and_actions() {
         (reply.status, reply.changed.settings, *bms.settings()),
         (Status::Ok, true, new)
     );
-    let (reply, _) = bms_call(
-        &mut bms,
-        &mut secrets,
-        cp,
-        Access::Write,
-        &req(&Command::ResetToDefaults),
-    );
+    let (reply, _) = bms_call(&mut bms, cp, Access::Write, &req(&Command::ResetToDefaults));
     assert_eq!(
         (reply.changed.settings, *bms.settings()),
         (true, Settings::default())
     );
     let (reply, _) = bms_call(
         &mut bms,
-        &mut secrets,
         cp,
         Access::Write,
         &req(&Command::ChangePasskey { passkey: 424_242 }),
     );
-    assert_eq!((reply.changed.secrets, secrets.passkey), (true, 424_242));
+    assert_eq!((reply.changed.secrets, bms.passkey()), (true, 424_242));
     let (_, r) = bms_call(
         &mut bms,
-        &mut secrets,
         cp,
         Access::Write,
         &req(&Command::ReadAdvertisementKey),

@@ -429,7 +429,9 @@ typedef uint8_t BmsProtocol;
 #endif // __cplusplus
 
 /**
- * The library state behind the C handle `struct bms *`: opaque to C, in static storage.
+ * The library state behind the C handle `struct bms *`: opaque to C, in static storage. The
+ * device is the core's `bms_core::node::Node` over the port's storage; each C call is one
+ * delegation to it.
  */
 struct bms;
 

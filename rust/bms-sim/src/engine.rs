@@ -1,9 +1,9 @@
 //! The simulation loop: owns time, steps the plant, sends each battery's report through the
-//! battery-bus codec into [`Bms`], calls [`Bms::step`] and applies its decisions to loads and
-//! chargers. It never sleeps: it jumps to the earliest of the core's deadline, the next bus
+//! battery-bus codec into the device ([`Node`], as on the firmware), calls [`Node::step`] and
+//! applies its decisions to loads and chargers. It never sleeps: it jumps to the earliest of the core's deadline, the next bus
 //! report, the next scenario event and the next timeline sample.
 
-use crate::file_storage::FileStorage;
+use crate::file_storage::{FileStorage, SimStorage};
 use crate::line::{pack_data, VirtualLine};
 use crate::plant::{Bank, BankSpec, Spread, Thevenin};
 use crate::scenario::{
@@ -12,15 +12,16 @@ use crate::scenario::{
 };
 use crate::sensors::{supply_mv, BatterySensor};
 use bms_core::bms::{Bms, Config, Decisions, DfuEvent, Event, Inputs, Output};
-use bms_core::bus::{encode_report, FrameDecoder, MAX_FRAME_LEN, REPORT_PERIOD_MS};
+use bms_core::bus::{encode_report, MAX_FRAME_LEN, REPORT_PERIOD_MS};
 use bms_core::codes::{ActiveCodes, Severity};
 use bms_core::drivers::emulator::PackEmulator;
 use bms_core::drivers::poller::Poller;
 use bms_core::drivers::{LineConfig, Protocol};
 use bms_core::monitor::{SocKnowledge, SocState};
+use bms_core::node::Node;
 use bms_core::protection::Reasons;
 use bms_core::protocol;
-use bms_core::storage::{MemStorage, Persistence, RecordKind, Storage};
+use bms_core::storage::{Persistence, RecordKind};
 use rand::{Rng, SeedableRng};
 use rand_chacha::ChaCha8Rng;
 use std::time::Duration;
@@ -272,9 +273,8 @@ struct LoadState {
 /// One simulation, built from a scenario.
 pub struct Engine<'a> {
     scenario: &'a Scenario,
-    bms: Bms,
+    node: Node<SimStorage>,
     bank: Bank,
-    decoder: FrameDecoder,
     rng: ChaCha8Rng,
     sensors: Vec<BatterySensor>,
     supply_gain: f64,
@@ -306,9 +306,6 @@ pub struct Engine<'a> {
     soc_err_n: u64,
     record_samples: bool,
     frame: Vec<u8>,
-    store: Box<dyn Storage>,
-    persistence: Persistence,
-    next_persist_ms: u64,
     ambient_override_c: Option<f64>,
     /// Request/response packs (`protocol` other than openbms): the lines, and for each line
     /// the battery behind each of its packs.
@@ -395,14 +392,16 @@ impl<'a> Engine<'a> {
         let supply_gain = 1.0 + if g > 0.0 { rng.gen_range(-g..=g) } else { 0.0 };
         let days = (scenario.duration.as_secs() / 86_400 + 2) as usize;
         let cloud_factor = (0..days).map(|_| rng.gen_range(0.0..1.0)).collect();
-        let mut store: Box<dyn Storage> = match &options.state_dir {
-            Some(dir) => Box::new(FileStorage::open(dir).map_err(|error| EngineError::State {
-                dir: dir.clone(),
-                error,
-            })?),
-            None => Box::new(MemStorage::new()),
+        let store = match &options.state_dir {
+            Some(dir) => {
+                SimStorage::Files(FileStorage::open(dir).map_err(|error| EngineError::State {
+                    dir: dir.clone(),
+                    error,
+                })?)
+            }
+            None => SimStorage::Memory(Box::default()),
         };
-        let (persistence, bms, restore_note) = boot(scenario, store.as_mut(), true);
+        let (node, restore_note) = boot(scenario, store, true);
         let end_ms = options
             .until
             .map_or(scenario.duration, |u| u.min(scenario.duration))
@@ -439,9 +438,8 @@ impl<'a> Engine<'a> {
             .collect();
         let mut engine = Engine {
             scenario,
-            bms,
+            node,
             bank,
-            decoder: FrameDecoder::new(),
             rng,
             sensors,
             supply_gain,
@@ -477,9 +475,6 @@ impl<'a> Engine<'a> {
             soc_err_n: 0,
             record_samples: !options.no_samples,
             frame: vec![0; MAX_FRAME_LEN],
-            store,
-            persistence,
-            next_persist_ms: 0,
             ambient_override_c: None,
             next_line_ms: if lines.is_empty() { u64::MAX } else { 0 },
             lines,
@@ -602,8 +597,8 @@ impl<'a> Engine<'a> {
         self.ambient_override_c = celsius;
     }
 
-    /// Answers one GATT access exactly as the firmware does (`protocol::handle_request` on the
-    /// BMS), and persists what the request changed. `resp` must hold
+    /// Answers one GATT access exactly as the firmware does ([`Node::gatt`]): what the
+    /// request changed is stored before this returns. `resp` must hold
     /// [`protocol::MAX_RESPONSE_LEN`] bytes.
     pub fn gatt(
         &mut self,
@@ -612,26 +607,15 @@ impl<'a> Engine<'a> {
         authenticated: bool,
         req: &[u8],
         resp: &mut [u8],
-    ) -> Result<protocol::Reply, protocol::ProtocolError> {
-        let mut secrets = self.bms.secrets();
-        let mut device = protocol::BmsDevice {
-            bms: &mut self.bms,
-            secrets: &mut secrets,
-        };
-        let reply = protocol::handle_request(
-            &mut device,
+    ) -> Result<bms_core::node::GattReply, protocol::ProtocolError> {
+        self.node.gatt(
             self.now_ms,
             characteristic,
             access,
             authenticated,
             req,
             resp,
-        )?;
-        let changed = reply.changed;
-        if changed.settings || changed.soc || changed.history || changed.secrets {
-            self.persist();
-        }
-        Ok(reply)
+        )
     }
 
     /// The results so far.
@@ -641,7 +625,7 @@ impl<'a> Engine<'a> {
         if self.soc_err_n > 0 {
             self.totals.soc_error_mean_pct = Some(self.soc_err_sum / self.soc_err_n as f64);
         }
-        if let Some(soc) = core_soc_pct(&self.bms) {
+        if let Some(soc) = core_soc_pct(self.node.bms()) {
             self.totals.soc_error_final_pct = Some(soc - self.bank.soc_pct());
         }
         RunResult {
@@ -653,7 +637,7 @@ impl<'a> Engine<'a> {
 
     /// The BMS (for tests and the summary).
     pub fn bms(&self) -> &Bms {
-        &self.bms
+        self.node.bms()
     }
 
     /// The simulated bank (for tests).
@@ -663,7 +647,7 @@ impl<'a> Engine<'a> {
 
     /// Adds the decoder's frame counters to the totals (before it is replaced or at the end).
     fn count_frames(&mut self) {
-        let stats = self.decoder.stats();
+        let stats = self.node.bus_stats();
         self.totals.frames_good += stats.good;
         self.totals.frames_dropped += stats.dropped();
         for line in &self.lines {
@@ -799,19 +783,19 @@ impl<'a> Engine<'a> {
             }
             Action::RemoteOff => self.remote_on = false,
             Action::RemoteOn => self.remote_on = true,
-            Action::DfuStart => self.bms.handle_dfu(self.now_ms, DfuEvent::Started),
-            Action::DfuFail => self.bms.handle_dfu(self.now_ms, DfuEvent::Failed),
-            Action::DfuAbort => self.bms.handle_dfu(self.now_ms, DfuEvent::Aborted),
-            Action::DfuComplete => self.bms.handle_dfu(self.now_ms, DfuEvent::Completed),
+            Action::DfuStart => self.node.dfu(self.now_ms, DfuEvent::Started),
+            Action::DfuFail => self.node.dfu(self.now_ms, DfuEvent::Failed),
+            Action::DfuAbort => self.node.dfu(self.now_ms, DfuEvent::Aborted),
+            Action::DfuComplete => self.node.dfu(self.now_ms, DfuEvent::Completed),
             Action::SetSoc => {
                 let pct = e.soc_pct.unwrap_or(0.0);
                 text = format!("{text} {pct} %");
-                if let Err(err) = core_set_soc(&mut self.bms, self.now_ms, pct) {
+                if let Err(err) = core_set_soc(self.node.bms_mut(), self.now_ms, pct) {
                     text = format!("{text} refused: {err}");
                 }
             }
             Action::Synchronise => {
-                if let Err(err) = core_synchronise(&mut self.bms, self.now_ms) {
+                if let Err(err) = core_synchronise(self.node.bms_mut(), self.now_ms) {
                     text = format!("{text} refused: {err}");
                 }
             }
@@ -827,11 +811,12 @@ impl<'a> Engine<'a> {
                 text = format!("{text} {name}");
             }
             Action::Reboot => {
-                let (persistence, bms, note) = boot(self.scenario, self.store.as_mut(), false);
-                self.persistence = persistence;
-                self.bms = bms;
                 self.count_frames();
-                self.decoder = FrameDecoder::new();
+                // The old node goes, its store stays: a placeholder holds the place meanwhile.
+                let placeholder = Node::open(SimStorage::Memory(Box::default()), &mut no_random);
+                let store = std::mem::replace(&mut self.node, placeholder).into_storage();
+                let (node, note) = boot(self.scenario, store, false);
+                self.node = node;
                 for line in &mut self.lines {
                     line.poller = Poller::new(line.poller.config().clone());
                 }
@@ -848,14 +833,14 @@ impl<'a> Engine<'a> {
                 let count = e.count.unwrap_or(0);
                 let noise: Vec<u8> = (0..count).map(|_| self.rng.gen_range(1..=255)).collect();
                 let now = self.now_ms;
-                let bms = &mut self.bms;
+                let node = &mut self.node;
                 match self.lines.first_mut() {
                     Some(line) => line.noise(now, &noise, |r| {
-                        let _ = bms.handle_report(now, &r.report);
+                        let _ = node.handle_report(now, &r.report);
                     }),
-                    None => self.decoder.feed(&noise, |r| {
-                        let _ = bms.handle_report(now, &r);
-                    }),
+                    None => {
+                        let _ = node.feed_bus(now, &noise);
+                    }
                 }
                 text = format!("{text} {count} bytes");
             }
@@ -922,12 +907,8 @@ impl<'a> Engine<'a> {
             let Ok(len) = encode_report(&report, &mut self.frame) else {
                 continue;
             };
-            let now = self.now_ms;
-            let bms = &mut self.bms;
             // A refused report is counted by the core and shows in its codes.
-            self.decoder.feed(&self.frame[..len], |r| {
-                let _ = bms.handle_report(now, &r);
-            });
+            let _ = self.node.feed_bus(self.now_ms, &self.frame[..len]);
         }
     }
 
@@ -940,7 +921,7 @@ impl<'a> Engine<'a> {
             let (sensors, plant, config) = (&self.sensors, &self.bank, &self.scenario.sensors);
             let (rng, plugged, refreshed) =
                 (&mut self.rng, &self.plugged, &mut self.pack_refreshed_ms);
-            let bms = &mut self.bms;
+            let node = &mut self.node;
             line.advance(
                 now,
                 |i, pack: &mut PackEmulator| {
@@ -957,7 +938,7 @@ impl<'a> Engine<'a> {
                 },
                 |r| {
                     // A refused report is counted by the core and shows in its codes.
-                    let _ = bms.handle_report(now, &r.report);
+                    let _ = node.handle_report(now, &r.report);
                 },
             );
             next = next.min(line.next_event_ms().unwrap_or(u64::MAX));
@@ -975,7 +956,7 @@ impl<'a> Engine<'a> {
             supply_mv: supply,
             app_connected: self.scenario.bms.app_connected,
         };
-        let decisions = self.bms.step(self.now_ms, &inputs);
+        let decisions = self.node.step(self.now_ms, &inputs);
         self.totals.ticks += 1;
         for e in &decisions.events {
             let what = match *e {
@@ -996,44 +977,22 @@ impl<'a> Engine<'a> {
                 what,
             });
         }
-        // The firmware persists after every step; here the due flags and a once-a-second poll
-        // (for records only the store's bookkeeping knows about) do the same work for less.
-        let persist = decisions.persist;
-        if persist.soc
-            || persist.history
-            || persist.nonce.is_some()
-            || self.now_ms >= self.next_persist_ms
-        {
-            self.persist();
-            self.next_persist_ms = self.now_ms + 1_000;
-        }
-        if self.bms.monitor_status().synchronised {
+        if self.node.bms().monitor_status().synchronised {
             self.log(What::Bms("SoC synchronised to 100 %".into()));
         }
         let tick_ms = u64::from(decisions.tick_ms).max(1);
         self.decisions = decisions;
         self.next_tick_ms = self
-            .bms
+            .node
             .next_deadline_ms()
             .unwrap_or(self.now_ms + tick_ms)
             .clamp(self.now_ms + 1, self.now_ms + tick_ms);
     }
 
-    /// Writes what the core asks to persist (and whatever the store lacks), as the firmware
-    /// does after a step.
-    fn persist(&mut self) {
-        let report = self
-            .bms
-            .persist(self.now_ms, &mut self.persistence, self.store.as_mut());
-        if report.any_failed() {
-            self.log(What::Bms("a record could not be written".into()));
-        }
-    }
-
     fn sample(&mut self) {
         let t_s = self.now_ms as f64 / 1000.0;
         let soc_true = self.bank.soc_pct();
-        let soc_bms = core_soc_pct(&self.bms);
+        let soc_bms = core_soc_pct(self.node.bms());
         if let Some(soc) = soc_bms {
             let err = (soc - soc_true).abs();
             self.soc_err_sum += err;
@@ -1108,28 +1067,31 @@ fn charger_available_a(cfg: &ChargerConfig, t_s: f64, cloud_draw: f64) -> f64 {
     }
 }
 
-/// Starts the core from what `store` holds, as the firmware does at power-up
-/// ([`Config::from_restored`]). The scenario's settings and key are applied over the stored
-/// ones (and persisted at the first step when they differ); its initial SoC applies only when
-/// the store holds no SoC record. `first` is the start of the run (a later start is a
-/// `reboot` event). Returns a note for the log about what was restored.
+/// Opens the device on what `store` holds, as the firmware does at power-up ([`Node::open`]).
+/// The scenario's settings and key are applied over the stored ones (and persisted at the first
+/// step when they differ); its initial SoC applies only when the store holds no SoC record.
+/// `first` is the start of the run (a later start is a `reboot` event). Returns a note for the
+/// log about what was restored.
 fn boot(
     scenario: &Scenario,
-    store: &mut dyn Storage,
+    mut store: SimStorage,
     first: bool,
-) -> (Persistence, Bms, Option<String>) {
-    let (persistence, restored) = Persistence::restore(store);
+) -> (Node<SimStorage>, Option<String>) {
+    // What was stored, for the note; the node reads it again as it opens.
+    let (_, restored) = Persistence::restore(&mut store);
     let fresh = core_config(scenario);
     // A fixed key and nonce keep runs reproducible where the device draws random ones.
-    let mut config = Config::from_restored(&restored, Some(fresh.device_key), 0x1234);
-    config.settings = fresh.settings;
-    config.estimator = fresh.estimator;
-    if scenario.bms.device_key.is_some() {
-        config.device_key = fresh.device_key;
-    }
-    if config.restored_soc.is_none() {
-        config.restored_soc = fresh.restored_soc;
-    }
+    let mut random = fixed_random(fresh.device_key, 0x1234);
+    let node = Node::open_with(store, &mut random, |config| {
+        config.settings = fresh.settings;
+        config.estimator = fresh.estimator;
+        if scenario.bms.device_key.is_some() {
+            config.device_key = fresh.device_key;
+        }
+        if config.restored_soc.is_none() {
+            config.restored_soc = fresh.restored_soc;
+        }
+    });
     let faults: Vec<String> = RecordKind::ALL
         .iter()
         .filter_map(|&kind| {
@@ -1152,7 +1114,28 @@ fn boot(
     } else {
         Some(format!("records not restored: {}", faults.join(", ")))
     };
-    (persistence, Bms::new(config), note)
+    (node, note)
+}
+
+/// The simulator's stand-in for the device's random source: `key` when the device makes its
+/// key (16 bytes), `nonce` when it picks a starting nonce (2 bytes), so that runs repeat.
+pub fn fixed_random(key: [u8; 16], nonce: u16) -> impl FnMut(&mut [u8]) -> bool {
+    move |out: &mut [u8]| {
+        if out.len() == key.len() {
+            out.copy_from_slice(&key);
+        } else {
+            let bytes = nonce.to_le_bytes();
+            for (o, b) in out.iter_mut().zip(bytes.iter().cycle()) {
+                *o = *b;
+            }
+        }
+        true
+    }
+}
+
+/// A random source that has nothing (a placeholder node that is never stepped).
+fn no_random(_: &mut [u8]) -> bool {
+    false
 }
 
 /// The core's configuration for `scenario` alone (settings validated when the scenario was

@@ -10,7 +10,7 @@ use std::fs;
 use std::io::{self, Write};
 use std::path::{Path, PathBuf};
 
-use bms_core::storage::{Storage, StorageError, MAX_KEY_LEN};
+use bms_core::storage::{MemStorage, Storage, StorageError, MAX_KEY_LEN};
 
 /// Stores each key as a file under one directory.
 #[derive(Clone, Debug)]
@@ -48,6 +48,36 @@ impl FileStorage {
         Ok(key
             .split('/')
             .fold(self.dir.clone(), |path, part| path.join(part)))
+    }
+}
+
+/// The store a simulated BMS writes to: in memory, or files under `--state DIR`.
+#[derive(Clone, Debug)]
+pub enum SimStorage {
+    /// In memory, gone at the end of the run.
+    Memory(Box<MemStorage>),
+    /// One file per record ([`FileStorage`]).
+    Files(FileStorage),
+}
+
+impl Storage for SimStorage {
+    fn read(&mut self, key: &str, buf: &mut [u8]) -> Result<usize, StorageError> {
+        match self {
+            SimStorage::Memory(store) => store.read(key, buf),
+            SimStorage::Files(store) => store.read(key, buf),
+        }
+    }
+    fn write(&mut self, key: &str, value: &[u8]) -> Result<(), StorageError> {
+        match self {
+            SimStorage::Memory(store) => store.write(key, value),
+            SimStorage::Files(store) => store.write(key, value),
+        }
+    }
+    fn delete(&mut self, key: &str) -> Result<(), StorageError> {
+        match self {
+            SimStorage::Memory(store) => store.delete(key),
+            SimStorage::Files(store) => store.delete(key),
+        }
     }
 }
 

@@ -12,12 +12,12 @@ use crate::error::InputError;
 use crate::output::codes_joined;
 use crate::scenario::{parse_key, toml_error, EstimatorChoice, SettingsConfig};
 use crate::sensors::BATTERY_FIRMWARE;
-use bms_core::bms::{Bms, Config, Decisions, Inputs};
+use bms_core::bms::{Config, Decisions, Inputs};
 use bms_core::bus::{
-    encode_report, BatteryFlags, BatteryModel, BatteryReport, FrameDecoder, MAX_FRAME_LEN,
-    REPORT_PERIOD_MS,
+    encode_report, BatteryFlags, BatteryModel, BatteryReport, MAX_FRAME_LEN, REPORT_PERIOD_MS,
 };
-use bms_core::storage::{MemStorage, Persistence};
+use bms_core::node::Node;
+use bms_core::storage::MemStorage;
 use serde::Serialize;
 use std::fmt;
 use std::path::{Path, PathBuf};
@@ -318,10 +318,14 @@ pub fn run_rows(
     adv: bool,
 ) -> Vec<OutputRow> {
     config.restored_soc = initial_soc.map(|pct| crate::engine::restored_soc(pct, capacity_ah));
-    let mut bms = Bms::new(config);
-    let mut store = MemStorage::new();
-    let mut persistence = Persistence::new();
-    let mut decoder = FrameDecoder::new();
+    // Records go to a store in memory, as on a device whose flash works (the advertiser needs
+    // its nonce reservation written before it advertises). The key comes as the device's own.
+    let mut random = crate::engine::fixed_random(config.device_key, 0);
+    let mut node = Node::open_with(MemStorage::new(), &mut random, |restored| {
+        restored.settings = config.settings;
+        restored.estimator = config.estimator;
+        restored.restored_soc = config.restored_soc;
+    });
     let mut frame = [0u8; MAX_FRAME_LEN];
     let Some(first) = rows.first() else {
         return Vec::new();
@@ -343,9 +347,7 @@ pub fn run_rows(
             }
             if next_report == t {
                 if let Ok(len) = encode_report(&report(held, capacity_ah), &mut frame) {
-                    decoder.feed(&frame[..len], |r| {
-                        let _ = bms.handle_report(t, &r);
-                    });
+                    let _ = node.feed_bus(t, &frame[..len]);
                 }
                 next_report = t + REPORT_PERIOD_MS;
             }
@@ -357,12 +359,9 @@ pub fn run_rows(
                     supply_mv,
                     app_connected: false,
                 };
-                decisions = bms.step(t, &inputs);
-                // Records go to a store in memory, as on a device whose flash works (the
-                // advertiser needs its nonce reservation written before it advertises).
-                let _ = bms.persist(t, &mut persistence, &mut store);
+                decisions = node.step(t, &inputs);
                 let tick = u64::from(decisions.tick_ms).max(1);
-                next_tick = bms
+                next_tick = node
                     .next_deadline_ms()
                     .unwrap_or(t + tick)
                     .clamp(t + 1, t + tick);
@@ -371,7 +370,7 @@ pub fn run_rows(
         held = row;
         out.push(OutputRow {
             t_s: row.t_text.clone(),
-            soc_pct: crate::engine::core_soc_pct(&bms)
+            soc_pct: crate::engine::core_soc_pct(node.bms())
                 .map(|v| format!("{v:.1}"))
                 .unwrap_or_default(),
             atd: u8::from(decisions.atd),
@@ -379,9 +378,10 @@ pub fn run_rows(
             prealarm: u8::from(decisions.prealarm),
             alarms: codes_joined(decisions.codes, true),
             warnings: codes_joined(decisions.codes, false),
-            adv_hex: adv.then(|| advertisement_hex(&mut bms)),
+            adv_hex: adv.then(|| advertisement_hex(&mut node)),
             soc_sigma_pct: Some(
-                bms.monitor_status()
+                node.bms()
+                    .monitor_status()
                     .soc_uncertainty_permille
                     .map(|p| format!("{:.1}", f64::from(p) / 10.0))
                     .unwrap_or_default(),
@@ -392,9 +392,9 @@ pub fn run_rows(
 }
 
 /// The Instant Readout payload the device would advertise now, without the company id, in hex.
-fn advertisement_hex(bms: &mut Bms) -> String {
+fn advertisement_hex(node: &mut Node<MemStorage>) -> String {
     let mut buf = [0u8; 64];
-    match bms.manufacturer_data(&mut buf) {
+    match node.advertisement(&mut buf) {
         // The first two bytes are Victron's company id (0x02E1, little-endian).
         Ok(len) => buf
             .get(2..len)

@@ -5,8 +5,8 @@
 //!   names of `docs/protocol.md`.
 //! - Settings validation is `bms_core::settings::Settings::validate`, the check the device
 //!   runs, with the same refusal (field and range) the device would send.
-//! - [`DemoDevice`] is the BMS core against the simulator's bank (`bms_sim::engine`), answering
-//!   GATT requests through `protocol::handle_request` as the firmware does (`app/src/gatt.c`:
+//! - [`DemoDevice`] is the BMS core against the simulator's bank (`bms_sim::engine`), a
+//!   `bms_core::node::Node` answering GATT requests as the firmware's does (`app/src/gatt.c`:
 //!   the battery selector is kept per connection and only when the core said Ok).
 //!
 //! Everything here is also usable from Rust (the crate is an rlib too), which is how its tests

@@ -1,27 +1,28 @@
-//! Fuzzes the GATT request handler with the real `Bms` (BLE-4): the first input byte picks the
+//! Fuzzes the GATT request handler on a real device ([`Node`], BLE-4): the first input byte picks the
 //! characteristic, the second the access and link security, the rest is the request. Every
 //! input must get a well-formed response, and a refused one must change nothing.
 #![no_main]
 
 use std::sync::OnceLock;
 
-use bms_core::bms::{Config, Inputs};
+use bms_core::bms::Inputs;
 use bms_core::bus::{BatteryFlags, BatteryModel, BatteryReport};
+use bms_core::node::Node;
 use bms_core::protocol::{
-    decode_response, handle_request, Access, BmsDevice, Device, DeviceSecrets, Status,
-    MAX_RESPONSE_LEN,
+    decode_response, Access, HistoryPage, Status, StatusPage, MAX_RESPONSE_LEN,
 };
-use bms_core::Bms;
+use bms_core::storage::MemStorage;
 use libfuzzer_sys::fuzz_target;
 
-/// A BMS with a two-battery bank, built once and cloned for every input.
-fn bms() -> &'static Bms {
-    static BMS: OnceLock<Bms> = OnceLock::new();
-    BMS.get_or_init(|| {
-        let mut bms = Bms::new(Config {
-            device_key: [0x5A; 16],
-            ..Config::default()
-        });
+/// A device with a two-battery bank, built once and cloned for every input.
+fn node() -> &'static Node<MemStorage> {
+    static NODE: OnceLock<Node<MemStorage>> = OnceLock::new();
+    NODE.get_or_init(|| {
+        let mut random = |out: &mut [u8]| {
+            out.fill(0x5A);
+            true
+        };
+        let mut node = Node::open(MemStorage::new(), &mut random);
         for t in (0..=3_000).step_by(500) {
             for serial in [7, 3] {
                 let report = BatteryReport {
@@ -38,9 +39,9 @@ fn bms() -> &'static Bms {
                         balancing: false,
                     },
                 };
-                bms.handle_report(t, &report).unwrap();
+                assert!(node.handle_report(t, &report));
             }
-            let _ = bms.step(
+            let _ = node.step(
                 t,
                 &Inputs {
                     supply_mv: 13_217,
@@ -48,18 +49,20 @@ fn bms() -> &'static Bms {
                 },
             );
         }
-        bms
+        node
     })
 }
 
-/// Everything a request may change, as comparable values.
-fn snapshot(device: &BmsDevice<'_>) -> impl PartialEq + std::fmt::Debug {
+/// Everything a request may change, as comparable values: the state and the stored records.
+fn snapshot(node: &Node<MemStorage>) -> impl PartialEq + std::fmt::Debug {
+    let bms = node.bms();
     (
-        device.settings(),
-        device.history_page(),
-        device.status_page(),
-        device.bms.soc_record(),
-        *device.secrets,
+        *bms.settings(),
+        HistoryPage::from_history(bms.history()),
+        StatusPage::from_bms(bms),
+        bms.soc_record(),
+        node.passkey(),
+        node.storage().clone(),
     )
 }
 
@@ -67,16 +70,8 @@ fuzz_target!(|data: &[u8]| {
     let [characteristic, flags, req @ ..] = data else {
         return;
     };
-    let mut bms = bms().clone();
-    let mut secrets = DeviceSecrets {
-        passkey: DeviceSecrets::DEFAULT_PASSKEY,
-        adv_key: [0x5A; 16],
-    };
-    let mut device = BmsDevice {
-        bms: &mut bms,
-        secrets: &mut secrets,
-    };
-    let before = snapshot(&device);
+    let mut node = node().clone();
+    let before = snapshot(&node);
     let access = if flags & 1 == 1 {
         Access::Write
     } else {
@@ -84,22 +79,15 @@ fuzz_target!(|data: &[u8]| {
     };
     let authenticated = flags & 2 == 2;
     let mut resp = [0u8; MAX_RESPONSE_LEN];
-    let reply = handle_request(
-        &mut device,
-        5_000,
-        *characteristic,
-        access,
-        authenticated,
-        req,
-        &mut resp,
-    )
-    .expect("the buffer holds MAX_RESPONSE_LEN");
+    let reply = node
+        .gatt(5_000, *characteristic, access, authenticated, req, &mut resp)
+        .expect("the buffer holds MAX_RESPONSE_LEN");
     assert!(reply.len >= 2 && reply.len <= MAX_RESPONSE_LEN);
     assert_eq!(
         decode_response(&resp[..reply.len]).map(|r| r.0),
         Ok(reply.status)
     );
     if reply.status != Status::Ok || (access == Access::Write && !authenticated) {
-        assert_eq!(snapshot(&device), before, "a refused request changed state");
+        assert_eq!(snapshot(&node), before, "a refused request changed state");
     }
 });

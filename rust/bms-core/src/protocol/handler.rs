@@ -9,8 +9,8 @@ use serde::Serialize;
 use super::pages::{BankPage, BatteryPage, HistoryPage, StatusPage};
 use super::wire::{
     decode_command, decode_request, decode_settings, encode_response, Access, AdvertisementKey,
-    BatterySelect, Characteristic, Command, DeviceSecrets, ProtocolError, Refusal, Status,
-    MAX_PASSKEY, MAX_REQUEST_LEN, MAX_RESPONSE_LEN, MAX_SOC_PERMILLE,
+    BatterySelect, Characteristic, Command, ProtocolError, Refusal, Status, MAX_PASSKEY,
+    MAX_REQUEST_LEN, MAX_RESPONSE_LEN, MAX_SOC_PERMILLE,
 };
 use crate::bms::Bms;
 use crate::settings::{Settings, SettingsError};
@@ -60,14 +60,12 @@ pub trait Device {
     fn advertisement_key(&self) -> [u8; 16];
 }
 
-/// The [`Device`] the firmware serves: the [`Bms`] and the device's [`DeviceSecrets`], which
-/// the caller restores at boot and persists when a [`Reply`] says [`Changed::secrets`].
+/// The [`Device`] every node serves ([`crate::node::Node::gatt`]): the [`Bms`], which holds
+/// the settings and the device secrets.
 #[derive(Debug)]
 pub struct BmsDevice<'a> {
     /// The BMS.
     pub bms: &'a mut Bms,
-    /// The device's passkey and advertisement key.
-    pub secrets: &'a mut DeviceSecrets,
 }
 
 impl Device for BmsDevice<'_> {
@@ -116,12 +114,9 @@ impl Device for BmsDevice<'_> {
     }
 
     fn change_passkey(&mut self, _now_ms: u64, passkey: u32) -> Result<(), ActionError> {
-        // The Bms holds the passkey and persists it; the caller's copy follows it.
         self.bms
             .set_passkey(passkey)
-            .map_err(|_| ActionError::NotAvailable)?;
-        self.secrets.passkey = passkey;
-        Ok(())
+            .map_err(|_| ActionError::NotAvailable)
     }
 
     fn advertisement_key(&self) -> [u8; 16] {
@@ -151,7 +146,8 @@ pub struct Changed {
     pub soc: bool,
     /// The history (reset history).
     pub history: bool,
-    /// The [`DeviceSecrets`] (passkey change): persist them and apply the passkey.
+    /// The [`crate::secrets::DeviceSecrets`] (passkey change): persist them and apply the
+    /// passkey.
     pub secrets: bool,
 }
 

@@ -22,8 +22,7 @@ pub const MAX_RESPONSE_LEN: usize = 244;
 /// Highest SoC a [`Command::SetSoc`] accepts, in 0.1 % (MON-4).
 pub const MAX_SOC_PERMILLE: u16 = 1000;
 
-/// Highest BLE passkey (six decimal digits).
-pub const MAX_PASSKEY: u32 = 999_999;
+pub use crate::secrets::{DeviceSecrets, MAX_PASSKEY};
 
 /// The 128-bit UUID of the primary service. The characteristics share its base and differ in
 /// the second 16-bit group: `fde4NNNN-2435-4d33-8157-077d40b73501`, NNNN = 0001 for the service,
@@ -261,21 +260,6 @@ impl From<SettingsError> for Refusal {
 pub struct AdvertisementKey {
     /// The 128-bit AES key of the Instant Readout (16 raw bytes on the wire).
     pub key: [u8; 16],
-}
-
-/// The device's security record: the pairing passkey and the Instant Readout key. Persisted
-/// by the storage layer; the firmware applies the passkey to the BLE stack.
-#[derive(Clone, Copy, Debug, PartialEq, Eq, Serialize, Deserialize)]
-pub struct DeviceSecrets {
-    /// Pairing passkey, 0–999999 (BLE-2; default [`DeviceSecrets::DEFAULT_PASSKEY`]).
-    pub passkey: u32,
-    /// The Instant Readout key (BLE-3), generated once per device by the firmware.
-    pub adv_key: [u8; 16],
-}
-
-impl DeviceSecrets {
-    /// The factory passkey, 000000 (BLE-2).
-    pub const DEFAULT_PASSKEY: u32 = 0;
 }
 
 fn decode_error(error: postcard::Error) -> Status {

@@ -27,7 +27,7 @@ use super::soc::{self, SocPoint, SocRecord};
 use super::{Storage, StorageError, MAX_RECORD_LEN};
 use crate::history::HistoryRecord;
 use crate::monitor::SocState;
-use crate::protocol::DeviceSecrets;
+use crate::secrets::DeviceSecrets;
 use crate::settings::Settings;
 use crate::soc::Learned;
 

@@ -24,7 +24,7 @@ use serde::{Deserialize, Serialize};
 
 use super::StorageError;
 use crate::history::HistoryRecord;
-use crate::protocol::{DeviceSecrets, MAX_PASSKEY};
+use crate::secrets::{DeviceSecrets, MAX_PASSKEY};
 use crate::settings::Settings;
 use crate::word::Number;
 

@@ -6,8 +6,8 @@ use super::persist::tests::{assert_near, FaultyStorage};
 use super::*;
 use crate::history::{History, HistoryInput, HistoryRecord};
 use crate::monitor::{Monitor, MonitorInput, SocState};
-use crate::protocol::DeviceSecrets;
 use crate::readout::{Advertiser, ReadoutError, ReadoutValues, PAYLOAD_LEN};
+use crate::secrets::DeviceSecrets;
 use crate::settings::Settings;
 
 const STEP_MS: u64 = 10_000;

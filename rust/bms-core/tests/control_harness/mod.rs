@@ -3,6 +3,7 @@
 #![allow(dead_code)]
 
 use bms_core::bus::{BatteryFlags, BatteryModel, BatteryReport};
+use bms_core::node::Node;
 use bms_core::storage::{MemStorage, Storage, StorageError};
 use bms_core::{Bms, Config, Decisions, Inputs};
 use heapless::Vec;
@@ -48,8 +49,51 @@ pub struct Record {
     pub decisions: Decisions,
 }
 
-pub struct Rig {
-    pub bms: Bms,
+/// What a rig drives: the bare core (most tests), or a whole device ([`Node`]) that also
+/// persists (the persistence tests).
+pub trait Core {
+    /// A battery report at `now_ms`.
+    fn report(&mut self, now_ms: u64, report: &BatteryReport);
+    /// One control step.
+    fn step(&mut self, now_ms: u64, inputs: &Inputs) -> Decisions;
+    /// The core's next deadline.
+    fn next_deadline_ms(&self) -> Option<u64>;
+    /// The core, for reading its state.
+    fn core(&self) -> &Bms;
+}
+
+impl Core for Bms {
+    fn report(&mut self, now_ms: u64, report: &BatteryReport) {
+        let _ = self.handle_report(now_ms, report);
+    }
+    fn step(&mut self, now_ms: u64, inputs: &Inputs) -> Decisions {
+        Bms::step(self, now_ms, inputs)
+    }
+    fn next_deadline_ms(&self) -> Option<u64> {
+        Bms::next_deadline_ms(self)
+    }
+    fn core(&self) -> &Bms {
+        self
+    }
+}
+
+impl<S: Storage> Core for Node<S> {
+    fn report(&mut self, now_ms: u64, report: &BatteryReport) {
+        let _ = self.handle_report(now_ms, report);
+    }
+    fn step(&mut self, now_ms: u64, inputs: &Inputs) -> Decisions {
+        Node::step(self, now_ms, inputs)
+    }
+    fn next_deadline_ms(&self) -> Option<u64> {
+        Node::next_deadline_ms(self)
+    }
+    fn core(&self) -> &Bms {
+        self.bms()
+    }
+}
+
+pub struct Rig<C: Core = Bms> {
+    pub bms: C,
     pub now_ms: u64,
     /// The reports the batteries send (each every [`REPORT_PERIOD_MS`], while `silent` is false).
     pub batteries: std::vec::Vec<(BatteryReport, bool)>,
@@ -70,20 +114,7 @@ impl Rig {
     }
 
     pub fn with_config(count: u32, series: u32, model: BatteryModel, config: Config) -> Rig {
-        Rig {
-            bms: Bms::new(config),
-            now_ms: 0,
-            batteries: (0..count)
-                .map(|i| (report(1000 + i, model, 3300), false))
-                .collect(),
-            silent_since: std::vec::Vec::new(),
-            series,
-            remote: Remote::Loop,
-            app_connected: false,
-            supply_mv: None,
-            next_report_ms: 0,
-            records: std::vec::Vec::new(),
-        }
+        Rig::with_core(count, series, model, Bms::new(config))
     }
 
     /// One 12.8 V battery.
@@ -100,6 +131,38 @@ impl Rig {
             "healthy bank must switch on"
         );
         rig
+    }
+}
+
+impl Rig<Node<Flash>> {
+    /// A whole device over an empty flash (its random source gives 0x5A bytes).
+    pub fn device(count: u32, series: u32, model: BatteryModel) -> Rig<Node<Flash>> {
+        let mut random = |out: &mut [u8]| {
+            out.fill(0x5A);
+            true
+        };
+        let node = Node::open(Flash::default(), &mut random);
+        Rig::with_core(count, series, model, node)
+    }
+}
+
+impl<C: Core> Rig<C> {
+    /// The rig around `core`.
+    pub fn with_core(count: u32, series: u32, model: BatteryModel, core: C) -> Rig<C> {
+        Rig {
+            bms: core,
+            now_ms: 0,
+            batteries: (0..count)
+                .map(|i| (report(1000 + i, model, 3300), false))
+                .collect(),
+            silent_since: std::vec::Vec::new(),
+            series,
+            remote: Remote::Loop,
+            app_connected: false,
+            supply_mv: None,
+            next_report_ms: 0,
+            records: std::vec::Vec::new(),
+        }
     }
 
     pub fn inputs(&self) -> Inputs {
@@ -173,7 +236,7 @@ impl Rig {
         if self.now_ms >= self.next_report_ms {
             for (r, silent) in &self.batteries {
                 if !*silent {
-                    let _ = self.bms.handle_report(self.now_ms, r);
+                    self.bms.report(self.now_ms, r);
                 }
             }
             self.next_report_ms = self.now_ms + REPORT_PERIOD_MS;
@@ -203,7 +266,7 @@ impl Rig {
         self.set_current(100);
         self.run_for(4 * 60_000);
         assert_eq!(
-            self.bms.balancer(),
+            self.bms.core().balancer(),
             bms_core::balancer::BalancerState::Balanced
         );
         self.set_cells(3400);

@@ -1,0 +1,292 @@
+//! [`Node`]: the one device shell. Every caller that runs a whole BMS — the firmware (through
+//! `bms-ffi`), the simulator, `bms-sim replay`, the web app's demo device, the fuzz targets and
+//! the tests — holds a `Node`, so they all restore, decode, answer and persist the same way.
+//!
+//! A node owns the [`Bms`], the battery line (the OpenBMS bus's [`FrameDecoder`], or the
+//! [`Poller`] of JBD, JK or Daly packs), the write policy of the persisted records
+//! ([`Persistence`]) and the caller's [`Storage`]. Its cadence of persistence is the
+//! firmware's: what is due is written after every [`Node::step`], and what a GATT request
+//! changed is written before [`Node::gatt`] returns, so the answer "stored" is true.
+//!
+//! ```
+//! use bms_core::node::Node;
+//! use bms_core::storage::MemStorage;
+//! use bms_core::Inputs;
+//!
+//! // A random source that has nothing: the node runs with a placeholder key it never stores.
+//! let mut node = Node::open(MemStorage::new(), &mut |_: &mut [u8]| false);
+//! node.feed_bus(0, &[0x00, 0x13]); // bytes as they arrive on the battery bus
+//! let decisions = node.step(100, &Inputs::default());
+//! assert!(!decisions.atd, "no battery data yet: loads stay disconnected (PROT-1)");
+//! ```
+
+use crate::bms::{Bms, Config, Decisions, DfuEvent, Inputs, SelfCheck, SelfCheckInputs};
+use crate::bus::{BatteryReport, FrameDecoder};
+use crate::drivers::poller::Poller;
+use crate::drivers::{LineConfig, LineError, Protocol};
+use crate::protocol::{self, Access, BmsDevice, ProtocolError, Status};
+use crate::readout::ReadoutError;
+use crate::storage::{Persistence, Storage};
+use crate::word::Number;
+
+/// The platform's random source: fills `out` and returns true, or returns false when it has
+/// none. Asked for the device's Instant Readout key at the first start and for a starting
+/// advertisement nonce when its reservation was lost. Any `FnMut(&mut [u8]) -> bool` is one.
+pub trait Random {
+    /// Fills `out` with random bytes; false when no random source is available.
+    fn fill(&mut self, out: &mut [u8]) -> bool;
+}
+
+impl<F: FnMut(&mut [u8]) -> bool> Random for F {
+    fn fill(&mut self, out: &mut [u8]) -> bool {
+        self(out)
+    }
+}
+
+/// The answer to one GATT access ([`Node::gatt`]).
+#[derive(Clone, Copy, Debug, PartialEq, Eq)]
+#[must_use]
+pub struct GattReply {
+    /// Bytes of the response written to the buffer.
+    pub len: usize,
+    /// The protocol status sent (also the response's second byte).
+    pub status: Status,
+    /// The new pairing passkey when the request changed it: give it to the BLE stack.
+    pub new_passkey: Option<u32>,
+}
+
+/// One BMS device: the core, its bus decoder and its persisted records, over the caller's
+/// storage `S`. See the module documentation.
+#[derive(Clone, Debug)]
+pub struct Node<S: Storage> {
+    bms: Bms,
+    /// Reassembles OpenBMS battery-bus frames across [`Node::feed_bus`] calls.
+    decoder: FrameDecoder,
+    /// The packs' poller when the battery line speaks JBD, JK or Daly
+    /// ([`Node::configure_line`]); none for the OpenBMS bus.
+    poller: Option<Poller>,
+    persistence: Persistence,
+    storage: S,
+}
+
+impl<S: Storage> Node<S> {
+    /// Restores every record from `storage` and starts the core from them
+    /// ([`Config::from_restored`]): what is missing or corrupt is replaced by its defaults and
+    /// reported (SET-3), and written back at the first step.
+    pub fn open(storage: S, random: &mut dyn Random) -> Self {
+        Node::open_with(storage, random, |_| {})
+    }
+
+    /// As [`Node::open`], with `adjust` applied to the restored configuration before the core
+    /// starts: the firmware sets its product id, the simulator a scenario's settings.
+    pub fn open_with(
+        mut storage: S,
+        random: &mut dyn Random,
+        adjust: impl FnOnce(&mut Config),
+    ) -> Self {
+        let (persistence, restored) = Persistence::restore(&mut storage);
+        // A new key only when none was restored; without a random source the core runs with a
+        // placeholder key that it does not store, so the next start makes a real one.
+        let mut key = [0u8; 16];
+        let random_key = match restored.secrets {
+            Ok(_) => None,
+            Err(_) => random.fill(&mut key).then_some(key),
+        };
+        let mut nonce = [0u8; 2];
+        let random_nonce = if random.fill(&mut nonce) {
+            u16::from_le_bytes(nonce)
+        } else {
+            0
+        };
+        let mut config = Config::from_restored(&restored, random_key, random_nonce);
+        adjust(&mut config);
+        Node {
+            bms: Bms::new(config),
+            decoder: FrameDecoder::new(),
+            poller: None,
+            persistence,
+            storage,
+        }
+    }
+
+    /// Chooses what the battery line speaks (`baud` bit/s, the packs at `addresses`); a line
+    /// the core refuses changes nothing.
+    pub fn configure_line(
+        &mut self,
+        protocol: Protocol,
+        baud: u32,
+        addresses: &[u8],
+    ) -> Result<(), LineError> {
+        let config = LineConfig::with_baud(protocol, baud, 0, addresses)?;
+        log::info!(
+            "battery line: {} at {} bit/s, {} packs",
+            protocol.name(),
+            Number::from(baud),
+            Number::from(config.addresses.len())
+        );
+        self.poller = match protocol {
+            Protocol::OpenBms => None,
+            _ => Some(Poller::new(config)),
+        };
+        Ok(())
+    }
+
+    /// Writes the request due now on the battery line into `tx`; returns its length and when
+    /// to ask again (`None`: never, the OpenBMS bus, where the batteries report unasked).
+    pub fn line_poll(&mut self, now_ms: u64, tx: &mut [u8]) -> (usize, Option<u64>) {
+        match &mut self.poller {
+            Some(poller) => {
+                let len = poller.poll(now_ms, tx);
+                (len, poller.next_deadline_ms())
+            }
+            None => (0, None),
+        }
+    }
+
+    /// Feeds bytes from the battery line at `now_ms`; returns how many battery reports the core
+    /// took. Frames may be split across calls; a refused report is logged and counted by the
+    /// core, a broken frame by the decoder or the poller.
+    pub fn feed_bus(&mut self, now_ms: u64, bytes: &[u8]) -> usize {
+        let Node {
+            bms,
+            decoder,
+            poller,
+            ..
+        } = self;
+        let mut taken = 0usize;
+        if let Some(poller) = poller {
+            poller.receive(now_ms, bytes, |pack| {
+                if bms.handle_report(now_ms, &pack.report).is_ok() {
+                    taken = taken.saturating_add(1);
+                }
+            });
+            return taken;
+        }
+        decoder.feed_frames(bytes, |outcome| match outcome {
+            Ok(report) => {
+                if bms.handle_report(now_ms, &report).is_ok() {
+                    taken = taken.saturating_add(1);
+                }
+            }
+            Err(err) => log::debug!("bus frame dropped: {err}"),
+        });
+        taken
+    }
+
+    /// A battery report that did not come through the bus codec (a JBD, JK or Daly pack read
+    /// by a poller) at `now_ms`; true when the core took it.
+    pub fn handle_report(&mut self, now_ms: u64, report: &BatteryReport) -> bool {
+        self.bms.handle_report(now_ms, report).is_ok()
+    }
+
+    /// One control step at `now_ms` (see [`Bms::step`]), then every record that became due is
+    /// written.
+    pub fn step(&mut self, now_ms: u64, inputs: &Inputs) -> Decisions {
+        let decisions = self.bms.step(now_ms, inputs);
+        self.persist(now_ms);
+        decisions
+    }
+
+    /// Answers one GATT access at `now_ms` into `resp` (which must hold
+    /// [`protocol::MAX_RESPONSE_LEN`] bytes; see [`protocol::handle_request`]). What the request
+    /// changed is stored before this returns.
+    pub fn gatt(
+        &mut self,
+        now_ms: u64,
+        characteristic: u8,
+        access: Access,
+        authenticated: bool,
+        req: &[u8],
+        resp: &mut [u8],
+    ) -> Result<GattReply, ProtocolError> {
+        let mut device = BmsDevice { bms: &mut self.bms };
+        let reply = protocol::handle_request(
+            &mut device,
+            now_ms,
+            characteristic,
+            access,
+            authenticated,
+            req,
+            resp,
+        )?;
+        let changed = reply.changed;
+        if changed.settings || changed.soc || changed.history || changed.secrets {
+            self.persist(now_ms);
+        }
+        Ok(GattReply {
+            len: reply.len,
+            status: reply.status,
+            new_passkey: changed.secrets.then(|| self.bms.passkey()),
+        })
+    }
+
+    /// BLE-3: the Instant Readout manufacturer data (company id first) into `out`; its length.
+    /// [`ReadoutError::NotReserved`] until a step has stored the first nonce reservation.
+    pub fn advertisement(&mut self, out: &mut [u8]) -> Result<usize, ReadoutError> {
+        self.bms.manufacturer_data(out)
+    }
+
+    /// Firmware-update progress at `now_ms` (PROT-10, DFU-2); takes effect at the next step.
+    pub fn dfu(&mut self, now_ms: u64, event: DfuEvent) {
+        self.bms.handle_dfu(now_ms, event);
+    }
+
+    /// DFU-1: the post-update self-check (see [`Bms::self_check`]).
+    pub fn self_check(&mut self, now_ms: u64, inputs: SelfCheckInputs) -> SelfCheck {
+        self.bms.self_check(now_ms, inputs)
+    }
+
+    /// When to step again at the latest (see [`Bms::next_deadline_ms`]).
+    pub fn next_deadline_ms(&self) -> Option<u64> {
+        self.bms.next_deadline_ms()
+    }
+
+    /// BLE-2: the pairing passkey (0–999999) to give the BLE stack.
+    pub fn passkey(&self) -> u32 {
+        self.bms.passkey()
+    }
+
+    /// The core, for reading its state.
+    pub fn bms(&self) -> &Bms {
+        &self.bms
+    }
+
+    /// The core, for user actions outside GATT (the simulator's scripted events, tests). What
+    /// they change is written at the next [`Node::step`].
+    pub fn bms_mut(&mut self) -> &mut Bms {
+        &mut self.bms
+    }
+
+    /// The bus decoder's frame counters.
+    pub fn bus_stats(&self) -> crate::bus::BusStats {
+        self.decoder.stats()
+    }
+
+    /// The write policy's bookkeeping (write counters per record).
+    pub fn persistence(&self) -> &Persistence {
+        &self.persistence
+    }
+
+    /// The storage the records go to.
+    pub fn storage(&self) -> &S {
+        &self.storage
+    }
+
+    /// The storage, for tests that break or inspect it.
+    pub fn storage_mut(&mut self) -> &mut S {
+        &mut self.storage
+    }
+
+    /// Ends the node and hands back its storage (a reboot opens a new node on it).
+    pub fn into_storage(self) -> S {
+        self.storage
+    }
+
+    /// Writes every record that is due now, and tells the core what was written.
+    fn persist(&mut self, now_ms: u64) {
+        let records = self.bms.records();
+        let report = self.persistence.poll(&mut self.storage, now_ms, &records);
+        // A failed write is logged by the core and raises StorageWriteFailed at the next step.
+        self.bms.records_written(now_ms, &records, &report);
+    }
+}

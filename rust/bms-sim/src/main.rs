@@ -1,7 +1,7 @@
 //! `bms-sim`: run scenarios, replay recordings and benchmark the OpenBMS core.
 
 use bms_core::drivers::Protocol;
-use bms_sim::{bench, cycle, engine, output, replay, scenario};
+use bms_sim::{bench, cycle, engine, output, replay, scenario, serial};
 use clap::{Parser, Subcommand};
 use indicatif::{ProgressBar, ProgressStyle};
 use std::io::{self, Write as _};
@@ -58,6 +58,35 @@ enum Command {
         #[arg(long, default_value = "openbms", value_parser = parse_protocol)]
         protocol: Protocol,
     },
+    /// Emulate packs with a JBD, JK-PB or Daly BMS on a serial port (USB-UART, RS485
+    /// adapter) wired to a board's battery UART: they answer its requests as real ones do.
+    Serial {
+        /// The serial device (/dev/ttyUSB0, COM3).
+        #[arg(long)]
+        device: String,
+        /// What the packs speak.
+        #[arg(long, value_parser = parse_pack_protocol)]
+        protocol: Protocol,
+        /// Packs at addresses 1..N (JBD: 1).
+        #[arg(long, default_value_t = 1)]
+        packs: u8,
+        /// Line speed, bit/s; default the protocol's own (JBD, Daly 9600; JK 115200).
+        #[arg(long)]
+        baud: Option<u32>,
+        /// Cells per pack: 4 (12.8 V), 8 (25.6 V) or 16 (51.2 V).
+        #[arg(long, default_value_t = 4)]
+        cells: usize,
+        /// Every cell's voltage, mV.
+        #[arg(long, default_value_t = 3300)]
+        cell_mv: u16,
+        /// The packs fall silent after this long ("2min"): the board should lose them 5 s
+        /// later.
+        #[arg(long, value_parser = humantime::parse_duration)]
+        silent_after: Option<Duration>,
+        /// Stop after this long (default: run until interrupted).
+        #[arg(long = "for", value_parser = humantime::parse_duration)]
+        run_for: Option<Duration>,
+    },
     /// Time to read every pack on one JBD, JK or Daly line, in simulated time (wire time and
     /// a 20 ms reply latency per answer).
     Cycle {
@@ -74,6 +103,14 @@ enum Command {
         #[arg(long, default_value_t = 16)]
         cells: usize,
     },
+}
+
+/// `serial --protocol`: a protocol whose packs are asked (not the OpenBMS bus).
+fn parse_pack_protocol(name: &str) -> Result<Protocol, String> {
+    match parse_protocol(name)? {
+        Protocol::OpenBms => Err("openbms batteries send unasked: jbd, jk or daly".into()),
+        p => Ok(p),
+    }
 }
 
 fn parse_protocol(name: &str) -> Result<Protocol, String> {
@@ -119,6 +156,30 @@ fn main() -> ExitCode {
             }
             ExitCode::SUCCESS
         }
+        Command::Serial {
+            device,
+            protocol,
+            packs,
+            baud,
+            cells,
+            cell_mv,
+            silent_after,
+            run_for,
+        } => {
+            let setup = serial::SerialPacks {
+                protocol,
+                packs,
+                cells,
+                cell_mv,
+                silent_after,
+            };
+            run_serial(
+                &device,
+                baud.unwrap_or(protocol.default_baud()),
+                &setup,
+                run_for,
+            )
+        }
         Command::Cycle {
             protocols,
             baud,
@@ -142,6 +203,68 @@ fn main() -> ExitCode {
                 }
             }
             ExitCode::SUCCESS
+        }
+    }
+}
+
+fn run_serial(
+    device: &str,
+    baud: u32,
+    setup: &serial::SerialPacks,
+    run_for: Option<Duration>,
+) -> ExitCode {
+    if !matches!(setup.cells, 4 | 8 | 16) {
+        eprintln!("error: --cells {}: 4, 8 or 16", setup.cells);
+        return ExitCode::from(2);
+    }
+    let emulators = match setup.emulators(baud) {
+        Ok(e) => e,
+        Err(e) => {
+            eprintln!("error: {e}");
+            return ExitCode::from(2);
+        }
+    };
+    let mut port = match serialport::new(device, baud)
+        .timeout(Duration::from_millis(20))
+        .open_native()
+    {
+        Ok(p) => p,
+        Err(e) => {
+            eprintln!("error: {device}: {e}");
+            return ExitCode::from(1);
+        }
+    };
+    println!(
+        "{} {} packs ({} cells at {} mV) on {device} at {baud} bit/s, addresses 1..{}{}",
+        setup.packs,
+        setup.protocol.name(),
+        setup.cells,
+        setup.cell_mv,
+        setup.packs,
+        if run_for.is_none() {
+            "; Ctrl-C stops"
+        } else {
+            ""
+        }
+    );
+    let start = std::time::Instant::now();
+    let mut reported = 0;
+    let responder = serial::Responder::new(setup.protocol, emulators);
+    let served = serial::serve(&mut port, setup, responder, |r| {
+        if r.requests >= reported + 100 {
+            reported = r.requests;
+            println!("{} requests answered", r.requests);
+        }
+        run_for.is_none_or(|d| start.elapsed() < d)
+    });
+    match served {
+        Ok(requests) => {
+            println!("{requests} requests answered");
+            ExitCode::SUCCESS
+        }
+        Err(e) => {
+            eprintln!("error: {device}: {e}");
+            ExitCode::from(1)
         }
     }
 }

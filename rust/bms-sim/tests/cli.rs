@@ -482,3 +482,88 @@ fn replay_out_dash_writes_to_standard_output() {
     assert_eq!(text.lines().count(), 48, "{text}");
     assert!(!dir.path().join("-").exists());
 }
+
+// `bms-sim serial` on one end of a pseudo-terminal, a board's requests on the other: what a
+// board wired to a USB-UART sees.
+#[test]
+fn serial_answers_a_jbd_request_on_a_pty() {
+    use bms_core::drivers::jbd;
+    use serialport::SerialPort as _;
+    use std::io::{Read as _, Write as _};
+    use std::time::{Duration, Instant};
+
+    let (mut board, packs) = serialport::TTYPort::pair().unwrap();
+    let device = packs.name().unwrap();
+    board.set_timeout(Duration::from_millis(50)).unwrap();
+    let child = Command::new(env!("CARGO_BIN_EXE_bms-sim"))
+        .args(["serial", "--device", &device, "--protocol", "jbd"])
+        .args(["--cells", "4", "--cell-mv", "3310", "--for", "4s"])
+        .stdout(std::process::Stdio::piped())
+        .spawn()
+        .unwrap();
+    let mut request = [0u8; jbd::REQUEST_LEN];
+    jbd::encode_request(jbd::REG_CELLS, &mut request);
+    let mut answer = Vec::new();
+    let deadline = Instant::now() + Duration::from_secs(3);
+    // The child opens the port a moment after it starts: ask until it answers.
+    while jbd::decode(&answer).is_err() && Instant::now() < deadline {
+        if answer.is_empty() {
+            board.write_all(&request).unwrap();
+        }
+        let mut rx = [0u8; 64];
+        match board.read(&mut rx) {
+            Ok(n) => answer.extend_from_slice(&rx[..n]),
+            Err(e) if e.kind() == std::io::ErrorKind::TimedOut => {}
+            Err(e) => panic!("{e}"),
+        }
+    }
+    assert_eq!(
+        jbd::decode(&answer),
+        Ok(jbd::Response::Cells(
+            heapless::Vec::from_slice(&[3310; 4]).unwrap()
+        ))
+    );
+    let out = child.wait_with_output().unwrap();
+    assert!(out.status.success());
+    let text = String::from_utf8_lossy(&out.stdout);
+    assert!(
+        text.starts_with(&format!(
+            "1 jbd packs (4 cells at 3310 mV) on {device} at 9600 bit/s"
+        )),
+        "{text}"
+    );
+    assert!(text.trim_end().ends_with("requests answered"), "{text}");
+}
+
+#[test]
+fn serial_refuses_a_line_the_core_refuses_and_the_openbms_bus() {
+    let o = bms_sim(&[
+        "serial",
+        "--device",
+        "/dev/null",
+        "--protocol",
+        "daly",
+        "--packs",
+        "16",
+    ]);
+    assert_eq!(o.status.code(), Some(2));
+    assert!(
+        stderr(&o).contains("16 daly packs at 9600 bit/s need"),
+        "{}",
+        stderr(&o)
+    );
+    let o = bms_sim(&["serial", "--device", "/dev/null", "--protocol", "openbms"]);
+    assert_eq!(o.status.code(), Some(2));
+    assert!(stderr(&o).contains("jbd, jk or daly"), "{}", stderr(&o));
+    let o = bms_sim(&[
+        "serial",
+        "--device",
+        "/dev/null",
+        "--protocol",
+        "jk",
+        "--cells",
+        "15",
+    ]);
+    assert_eq!(o.status.code(), Some(2));
+    assert!(stderr(&o).contains("--cells 15"), "{}", stderr(&o));
+}

@@ -318,6 +318,45 @@ mod tests {
         assert!(decode(&hex("a5 01 90 08 02 10 00 00 aa 02 01 00 fd")).is_ok());
     }
 
+    // Reads of a real 16-cell Daly pack (one sensor) logged below dbus-serialbattery's Daly
+    // checksum test (Louisvdw/dbus-serialbattery, the Daly test module, "Read:" lines): SoC,
+    // switches, counts and the first cell frame of one read.
+    #[test]
+    fn dbus_serialbattery_logged_reads_of_a_16_cell_pack_decode_byte_for_byte() {
+        let read = |text: &str| decode(&hex(text)).unwrap();
+        let status = read("a5 01 94 08 10 01 00 00 02 00 05 c0 1a");
+        assert_eq!((status.board, status.id), (1, ID_STATUS));
+        assert_eq!(counts(&status.data), Ok((16, 1)));
+        let mut pack = PackData::default();
+        // 0x0203 = 51.5 V; current 0x7724 = 30500: 50.0 A discharging; SoC 0x0338 = 82.4 %.
+        let soc = read("a5 01 90 08 02 03 00 00 77 24 03 38 19");
+        assert_eq!(be16(&soc.data, 0), 515);
+        apply(&soc, 16, 1, &mut pack).unwrap();
+        assert_eq!(pack.current_ma, -50_000);
+        assert_eq!(pack.soc_percent, Some(82));
+        // State 2 (discharging), charge and discharge switches on, 0x000486c0 mAh remaining.
+        let mos = read("a5 01 93 08 02 01 01 71 00 04 86 c0 00");
+        apply(&mos, 16, 1, &mut pack).unwrap();
+        assert!(pack.charge_allowed && pack.discharge_allowed);
+        // Frame 1: cells 1..3 at 0x0caa, 0x0c95, 0x0c59 mV.
+        let cells = read("a5 01 95 08 01 0c aa 0c 95 0c 59 c0 c0");
+        apply(&cells, 16, 1, &mut pack).unwrap();
+        assert_eq!(&pack.cells_mv[..], &[3242, 3221, 3161]);
+        // A frame out of order (frame 1 again) is refused.
+        assert_eq!(apply(&cells, 16, 1, &mut pack), Err(BadFrame::Content));
+        // Every logged read's checksum holds.
+        for line in [
+            "a5 01 90 08 02 0a 00 00 75 eb 03 70 1d",
+            "a5 01 93 08 02 01 01 95 00 04 d5 80 33",
+            "a5 01 94 08 10 01 00 00 02 00 05 80 da",
+            "a5 01 95 08 01 0c cb 0c d3 0c aa 80 30",
+            "a5 01 90 08 02 03 00 00 77 3e 03 1b 16",
+            "a5 01 95 08 01 0c a3 0c 8f 0c 60 f8 f2",
+        ] {
+            assert!(decode(&hex(line)).is_ok(), "{line}");
+        }
+    }
+
     #[test]
     fn an_echoed_request_is_unexpected() {
         let mut out = [0u8; FRAME_LEN];

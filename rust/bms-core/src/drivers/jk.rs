@@ -261,9 +261,10 @@ mod tests {
     }
 
     // A 16-cell JK-PB on an RS485 bus with 314 Ah cells, captured with a sniffer and published
-    // as "Multiple JK-BMS Modbus RJ485 integration" notes (slave 01's answer to the trigger of
-    // the master at address 0, then its Modbus echo). Also the requests of addresses 2..15 of
-    // that capture. The notes' repository is not named by the index that found them.
+    // in the notes "Multiple JK-BMS Modbus RJ485 integration" of the picoides-monitor JK-BMS
+    // Home Assistant integration (gitlab.stn.pl/picoides-monitor/bms/jk-bms): slave 01's answer
+    // to the trigger of the pack at address 0 (the bus master), then its Modbus echo; also the
+    // master's requests to addresses 2..15 and its own status frame (below).
     const CAPTURED_STATUS: &str = "55 AA EB 90 02 05 C4 0C C4 0C C4 0C C4 0C C4 0C C4 0C C4 0C C3 0C C4 0C C4 0C C4 0C C4 0C C4 0C C4 0C C4 0C C4 0C 00 00 00 00 00 00 00 00 00 00 00 00 00 00 00 00 00 00 00 00 00 00 00 00 00 00 00 00 00 00 00 00 FF FF 00 00 C4 0C 01 00 00 05 3A 00 37 00 3A 00 37 00 3A 00 38 00 3A 00 37 00 3B 00 39 00 3B 00 38 00 3B 00 3A 00 3C 00 3A 00 00 00 00 00 00 00 00 00 00 00 00 00 00 00 00 00 00 00 00 00 00 00 00 00 00 00 00 00 00 00 00 00 AE 00 00 00 00 00 3F CC 00 00 00 00 00 00 00 00 00 00 A7 00 AC 00 00 00 08 00 00 00 00 40 CA 14 03 00 90 CA 04 00 00 00 00 00 16 02 00 00 64 00 00 00 A8 FF 03 00 01 01 00 00 00 00 00 00 00 00 00 00 00 00 00 00 FF 00 01 00 00 00 A8 03 00 00 00 00 9C D7 3E 40 00 00 00 00 6C 14 00 00 00 01 01 01 00 06 00 00 F4 6B 26 00 00 00 00 00 AE 00 AB 00 A9 00 A4 03 80 B8 1F 09 03 00 00 00 80 51 01 00 00 00 01 00 49 6D 00 00 00 00 00 00 00 FE FF 7F DC 2F 01 01 B0 0F 00 00 00 2D";
 
     #[test]
@@ -284,6 +285,27 @@ mod tests {
         let report = pack.to_report(1).unwrap();
         assert_eq!(report.model, crate::bus::BatteryModel::Lfp51V2);
         assert_eq!(report.capacity_dah, 3140);
+    }
+
+    // The same capture: the master pack's own status frame, broadcast before it polls.
+    const CAPTURED_MASTER_STATUS: &str = "55 AA EB 90 02 00 C7 0C C7 0C C7 0C C7 0C C7 0C C7 0C C7 0C C7 0C C7 0C C7 0C C8 0C C7 0C C8 0C C7 0C C8 0C C8 0C 00 00 00 00 00 00 00 00 00 00 00 00 00 00 00 00 00 00 00 00 00 00 00 00 00 00 00 00 00 00 00 00 FF FF 00 00 C7 0C 01 00 00 01 3E 00 3B 00 3D 00 3B 00 3E 00 3B 00 3D 00 3B 00 3E 00 3C 00 3E 00 3C 00 3E 00 3D 00 3F 00 3D 00 00 00 00 00 00 00 00 00 00 00 00 00 00 00 00 00 00 00 00 00 00 00 00 00 00 00 00 00 00 00 00 00 BD 00 00 00 00 00 70 CC 00 00 00 00 00 00 00 00 00 00 A9 00 AD 00 00 00 08 00 00 00 00 41 6B 18 03 00 90 CA 04 00 00 00 00 00 FB 01 00 00 64 00 00 00 D8 FF 03 00 01 01 00 00 00 00 00 00 00 00 00 00 00 00 00 00 FF 00 01 00 00 00 AF 03 00 00 00 00 5E 48 3F 40 00 00 00 00 71 14 00 00 00 01 01 01 00 06 00 00 72 70 26 00 00 00 00 00 BD 00 AE 00 A8 00 AB 03 7F B8 1F 09 05 00 00 00 80 51 01 00 00 00 02 03 A5 67 00 00 00 00 00 00 00 FE FF 7F DC 2F 01 01 B0 0F 00 00 00 C5";
+
+    #[test]
+    fn captured_master_status_frame_decodes_byte_for_byte() {
+        let Frame::Status(pack) = decode(&hex(CAPTURED_MASTER_STATUS)).unwrap() else {
+            panic!("not a status frame");
+        };
+        // C7 0C = 3271 mV; cells 11, 13, 15 and 16 are C8 0C = 3272 mV.
+        let mut cells = [3271u16; 16];
+        for i in [10, 12, 14, 15] {
+            cells[i] = 3272;
+        }
+        assert_eq!(&pack.cells_mv[..], &cells);
+        assert_eq!(&pack.temps_ddegc[..], &[169, 173]); // A9 00, AD 00: 16.9 and 17.3 °C
+        assert_eq!(pack.current_ma, 0);
+        assert_eq!(pack.soc_percent, Some(65)); // 0x41
+        assert_eq!(pack.capacity_mah, 314_000); // 90 CA 04 00
+        assert!(pack.charge_allowed && pack.discharge_allowed && !pack.balancing);
     }
 
     #[test]

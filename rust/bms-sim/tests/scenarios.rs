@@ -517,3 +517,70 @@ fn bank_4_bank_24v_jbd_packs_join_and_a_silent_pack_is_lost_after_5_s() {
     assert!(r.totals.frames_good > 2 * 3000, "{}", r.totals.frames_good);
     assert_eq!(r.totals.frames_dropped, 0);
 }
+
+/// BANK-1, BANK-4 with packs on one RS485 line (JK-PB at 115200, Daly at 9600): they join as
+/// the batteries their cell counts make, run the outputs, and the one whose cable is pulled is
+/// lost 5 s after its last answer and back after it is plugged in again.
+#[test]
+fn bank_4_jk_and_daly_packs_on_rs485_join_and_a_silent_pack_is_lost_after_5_s() {
+    for (file, batteries, model, capacity_dah) in [
+        (
+            "bank-48v-jk.toml",
+            3,
+            bms_core::bus::BatteryModel::Lfp51V2,
+            3000,
+        ),
+        (
+            "bank-12v-daly.toml",
+            2,
+            bms_core::bus::BatteryModel::Lfp12V8,
+            4000,
+        ),
+    ] {
+        let o = run(file, None);
+        let t = o.topology.expect("topology known");
+        assert_eq!(
+            (t.batteries, t.series, t.parallel),
+            (batteries, 1, batteries),
+            "{file}"
+        );
+        assert_eq!(t.model, model, "{file}");
+        assert_eq!(t.capacity_dah, capacity_dah, "{file}");
+        let r = &o.result;
+        let unplug_ms = 20 * 60_000;
+        let replug_ms = 30 * 60_000;
+        for x in r.samples.iter().filter(|x| x.t_s >= 10.0 && x.t_s < 1200.0) {
+            assert!(
+                x.atd && x.atc,
+                "{file} t = {}: {} / {}",
+                x.t_s,
+                x.atd_reasons,
+                x.atc_reasons
+            );
+        }
+        for output in [Output::Atd, Output::Atc] {
+            let off: Vec<_> = changes(r, output, false)
+                .into_iter()
+                .filter(|c| c.0 > 10_000)
+                .collect();
+            assert_eq!(off.len(), 1, "{file} {output:?}");
+            let (t, reasons) = off[0];
+            assert!(reasons.contains(Reason::BatteryLost), "{file} {reasons}");
+            assert!(
+                t >= unplug_ms + 4_000 && t <= unplug_ms + 6_100,
+                "{file} {output:?} off at {t} ms"
+            );
+            let t_on = changes(r, output, true)
+                .into_iter()
+                .map(|c| c.0)
+                .find(|&t| t > unplug_ms)
+                .unwrap();
+            assert!(
+                t_on >= replug_ms && t_on <= replug_ms + 3_000,
+                "{file} {output:?} on at {t_on} ms"
+            );
+        }
+        assert_eq!(raised(r, Code::BatteryLost).len(), 1, "{file}");
+        assert_eq!(r.totals.frames_dropped, 0, "{file}");
+    }
+}

@@ -75,8 +75,6 @@ struct Slot {
     /// Daly: cells and sensors from 0x94, and 0x50 read.
     daly_counts: Option<(u8, u8)>,
     daly_rated: bool,
-    /// JK: the status frame waiting for its echo.
-    jk_status: Option<PackData>,
 }
 
 #[derive(Clone, Copy, Debug, PartialEq, Eq)]
@@ -105,6 +103,9 @@ pub struct Poller {
     last_cycle_ms: Option<u64>,
     /// Complete rounds so far (wrapping).
     rounds: u32,
+    /// JK: the status frame waiting for the echo that says whose it is (only the polled pack
+    /// answers, so one is enough for the line).
+    jk_status: Option<PackData>,
     stats: PollStats,
 }
 
@@ -134,6 +135,7 @@ impl Poller {
             cycle_start_ms: None,
             last_cycle_ms: None,
             rounds: 0,
+            jk_status: None,
             stats: PollStats::default(),
         }
     }
@@ -208,7 +210,7 @@ impl Poller {
         if self.step == 0 && self.attempts == 0 {
             slot.data.cells_mv.clear();
             slot.data.temps_ddegc.clear();
-            slot.jk_status = None;
+            self.jk_status = None;
         }
         let address = slot.address;
         let (len, frames) = match query {
@@ -287,12 +289,12 @@ impl Poller {
             },
             (Query::Jk, Protocol::Jk) => match jk::decode(frame)? {
                 jk::Frame::Status(data) => {
-                    slot.jk_status = Some(data);
+                    self.jk_status = Some(data);
                     return Ok(());
                 }
                 jk::Frame::Echo { address } if address == slot.address => {
                     // A status frame followed by the polled pack's echo is that pack's.
-                    slot.data = slot.jk_status.take().ok_or(BadFrame::Unexpected)?;
+                    slot.data = self.jk_status.take().ok_or(BadFrame::Unexpected)?;
                     self.frames_left = 1;
                 }
                 jk::Frame::Echo { .. } => return Err(BadFrame::Unexpected),

@@ -24,7 +24,6 @@ LOG_MODULE_REGISTER(bms_io, CONFIG_BMS_LOG_LEVEL);
 #define BMS_IO DT_COMPAT_GET_ANY_STATUS_OKAY(openbms_bms_io)
 BUILD_ASSERT(DT_NODE_EXISTS(BMS_IO), "no enabled openbms,bms-io devicetree node");
 
-/* BmsLed::Blink in bms.h: 500 ms on, 500 ms off. */
 /* The three analog inputs: Zephyr voltage-divider nodes, named by the bms-io node. */
 static const struct voltage_divider_dt_spec remote_h =
 	VOLTAGE_DIVIDER_DT_SPEC_GET(DT_PHANDLE(BMS_IO, remote_h_divider));

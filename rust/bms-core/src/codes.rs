@@ -1,6 +1,8 @@
 //! The catalogue of error, alarm and warning codes (one stable number, severity and short name
 //! each), and [`ActiveCodes`], the fixed-size set of codes active now.
 
+use crate::stable_enum::stable_enum;
+
 /// How serious a code is. LED-2: red solid for any error or alarm, blinking for warnings only.
 #[derive(Clone, Copy, Debug, PartialEq, Eq, PartialOrd, Ord, Hash)]
 pub enum Severity {
@@ -12,76 +14,52 @@ pub enum Severity {
     Error,
 }
 
-/// One error, alarm or warning. The discriminant is the stable code number reported over BLE
-/// and in the simulator; new codes get new numbers, numbers are never reused.
-#[derive(Clone, Copy, Debug, PartialEq, Eq, Hash)]
-#[repr(u8)]
-pub enum Code {
-    /// SET-3: stored settings were corrupt or unreadable; defaults are in use.
-    SettingsCorrupt = 1,
-    /// SET-3: stored monitor or history records were corrupt or unreadable; they were reset.
-    RecordsCorrupt = 2,
-    /// A battery reports physically impossible data (cell voltage, temperature, cell count).
-    InvalidBatteryData = 3,
-    /// PROT-10: a firmware update failed or was aborted.
-    FirmwareUpdateFailed = 4,
-    /// BANK-2: the bank breaks the configuration rules (mixed models, unequal strings, too many
-    /// batteries, unsupported voltage).
-    ConfigurationError = 5,
-    /// PROT-2: cell under-voltage.
-    CellUndervoltage = 6,
-    /// PROT-4: cell over-voltage.
-    CellOvervoltage = 7,
-    /// PROT-5: cell temperature too low to charge.
-    LowTemperature = 8,
-    /// PROT-6: cell temperature too high.
-    HighTemperature = 9,
-    /// BANK-4: a battery sent nothing valid for 5 s.
-    BatteryLost = 10,
-    /// PROT-9: SoC at or below the discharge floor.
-    LowSoc = 11,
-    /// PROT-3: a cell is below the pre-alarm level.
-    LowCellVoltage = 12,
-    /// MON-6: SoC at or below the low-SoC warning level.
-    LowSocWarning = 13,
-    /// PROT-7: a battery's own flag does not allow charging.
-    BatteryChargeBlocked = 14,
-    /// PROT-7: a battery's own flag does not allow discharging.
-    BatteryDischargeBlocked = 15,
-    /// SET-3: a record could not be written to the store. The previous value stays stored and
-    /// the write is retried (every 60 s); the code clears when the writes succeed again.
-    StorageWriteFailed = 16,
+stable_enum! {
+    /// One error, alarm or warning. The discriminant is the stable code number reported over BLE
+    /// and in the simulator; new codes get new numbers, numbers are never reused.
+    #[derive(Clone, Copy, Debug, PartialEq, Eq, Hash)]
+    pub enum Code {
+        /// SET-3: stored settings were corrupt or unreadable; defaults are in use.
+        SettingsCorrupt = 1 => "settings_corrupt",
+        /// SET-3: stored monitor or history records were corrupt or unreadable; they were reset.
+        RecordsCorrupt = 2 => "records_corrupt",
+        /// A battery reports physically impossible data (cell voltage, temperature, cell count).
+        InvalidBatteryData = 3 => "invalid_battery_data",
+        /// PROT-10: a firmware update failed or was aborted.
+        FirmwareUpdateFailed = 4 => "firmware_update_failed",
+        /// BANK-2: the bank breaks the configuration rules (mixed models, unequal strings, too many
+        /// batteries, unsupported voltage).
+        ConfigurationError = 5 => "configuration_error",
+        /// PROT-2: cell under-voltage.
+        CellUndervoltage = 6 => "cell_undervoltage",
+        /// PROT-4: cell over-voltage.
+        CellOvervoltage = 7 => "cell_overvoltage",
+        /// PROT-5: cell temperature too low to charge.
+        LowTemperature = 8 => "low_temperature",
+        /// PROT-6: cell temperature too high.
+        HighTemperature = 9 => "high_temperature",
+        /// BANK-4: a battery sent nothing valid for 5 s.
+        BatteryLost = 10 => "battery_lost",
+        /// PROT-9: SoC at or below the discharge floor.
+        LowSoc = 11 => "low_soc",
+        /// PROT-3: a cell is below the pre-alarm level.
+        LowCellVoltage = 12 => "low_cell_voltage",
+        /// MON-6: SoC at or below the low-SoC warning level.
+        LowSocWarning = 13 => "low_soc_warning",
+        /// PROT-7: a battery's own flag does not allow charging.
+        BatteryChargeBlocked = 14 => "battery_charge_blocked",
+        /// PROT-7: a battery's own flag does not allow discharging.
+        BatteryDischargeBlocked = 15 => "battery_discharge_blocked",
+        /// SET-3: a record could not be written to the store. The previous value stays stored and
+        /// the write is retried (every 60 s); the code clears when the writes succeed again.
+        StorageWriteFailed = 16 => "storage_write_failed",
+    }
 }
 
 impl Code {
-    /// Every code, in number order.
-    pub const ALL: [Code; 16] = [
-        Code::SettingsCorrupt,
-        Code::RecordsCorrupt,
-        Code::InvalidBatteryData,
-        Code::FirmwareUpdateFailed,
-        Code::ConfigurationError,
-        Code::CellUndervoltage,
-        Code::CellOvervoltage,
-        Code::LowTemperature,
-        Code::HighTemperature,
-        Code::BatteryLost,
-        Code::LowSoc,
-        Code::LowCellVoltage,
-        Code::LowSocWarning,
-        Code::BatteryChargeBlocked,
-        Code::BatteryDischargeBlocked,
-        Code::StorageWriteFailed,
-    ];
-
     /// The stable code number.
     pub const fn number(self) -> u8 {
         self as u8
-    }
-
-    /// The code with this number, if any.
-    pub fn from_number(number: u8) -> Option<Code> {
-        Code::ALL.into_iter().find(|c| c.number() == number)
     }
 
     /// How serious the code is.
@@ -103,28 +81,6 @@ impl Code {
             | Code::LowSocWarning
             | Code::BatteryChargeBlocked
             | Code::BatteryDischargeBlocked => Severity::Warning,
-        }
-    }
-
-    /// Short snake_case name (simulator CSV columns, logs).
-    pub const fn name(self) -> &'static str {
-        match self {
-            Code::SettingsCorrupt => "settings_corrupt",
-            Code::RecordsCorrupt => "records_corrupt",
-            Code::InvalidBatteryData => "invalid_battery_data",
-            Code::FirmwareUpdateFailed => "firmware_update_failed",
-            Code::ConfigurationError => "configuration_error",
-            Code::CellUndervoltage => "cell_undervoltage",
-            Code::CellOvervoltage => "cell_overvoltage",
-            Code::LowTemperature => "low_temperature",
-            Code::HighTemperature => "high_temperature",
-            Code::BatteryLost => "battery_lost",
-            Code::LowSoc => "low_soc",
-            Code::LowCellVoltage => "low_cell_voltage",
-            Code::LowSocWarning => "low_soc_warning",
-            Code::BatteryChargeBlocked => "battery_charge_blocked",
-            Code::BatteryDischargeBlocked => "battery_discharge_blocked",
-            Code::StorageWriteFailed => "storage_write_failed",
         }
     }
 
@@ -233,11 +189,11 @@ mod tests {
             "never renumber"
         );
         for code in Code::ALL {
-            assert_eq!(Code::from_number(code.number()), Some(code));
+            assert_eq!(Code::from_u8(code.number()), Some(code));
             assert!(code.number() < 32, "fits the active-set bits");
         }
-        assert_eq!(Code::from_number(0), None);
-        assert_eq!(Code::from_number(200), None);
+        assert_eq!(Code::from_u8(0), None);
+        assert_eq!(Code::from_u8(200), None);
     }
 
     #[test]

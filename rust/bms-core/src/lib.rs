@@ -61,10 +61,12 @@ pub mod node;
 pub mod protection;
 pub mod protocol;
 pub mod readout;
+pub mod reasons;
 pub mod secrets;
 pub mod settings;
 mod shift;
 pub mod soc;
+mod stable_enum;
 pub mod storage;
 pub mod word;
 

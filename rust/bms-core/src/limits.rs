@@ -7,66 +7,42 @@
 //! (`ddegc`), times in ms.
 
 use crate::bus::BatteryModel;
+use crate::codes::Code;
+use crate::reasons::Reason;
+use crate::stable_enum::stable_enum;
 
-/// One cell protection of [`LIMITS`]. The discriminant is the row index.
-#[derive(Clone, Copy, Debug, PartialEq, Eq, Hash)]
-#[repr(u8)]
-pub enum ProtectionId {
-    /// PROT-2: cell under-voltage ("imminent under-voltage").
-    CellUndervoltage = 0,
-    /// PROT-3: a cell below the pre-alarm level (setting).
-    CellLow = 1,
-    /// PROT-4: cell over-voltage.
-    CellOvervoltage = 2,
-    /// PROT-5: cell temperature too low to charge.
-    LowTemperature = 3,
-    /// PROT-6: cell temperature too high to charge.
-    HighTemperatureCharge = 4,
-    /// PROT-6 **(choice)**: cell temperature too high to discharge.
-    HighTemperatureDischarge = 5,
+stable_enum! {
+    /// One cell protection of [`LIMITS`]. The discriminant is the row index.
+    #[derive(Clone, Copy, Debug, PartialEq, Eq, Hash)]
+    pub enum ProtectionId {
+        /// PROT-2: cell under-voltage ("imminent under-voltage").
+        CellUndervoltage = 0 => "cell_undervoltage",
+        /// PROT-3: a cell below the pre-alarm level (setting).
+        CellLow = 1 => "cell_low",
+        /// PROT-4: cell over-voltage.
+        CellOvervoltage = 2 => "cell_overvoltage",
+        /// PROT-5: cell temperature too low to charge.
+        LowTemperature = 3 => "low_temperature",
+        /// PROT-6: cell temperature too high to charge.
+        HighTemperatureCharge = 4 => "high_temperature_charge",
+        /// PROT-6 **(choice)**: cell temperature too high to discharge.
+        HighTemperatureDischarge = 5 => "high_temperature_discharge",
+    }
 }
 
 impl ProtectionId {
-    /// Number of protections (rows of [`LIMITS`]).
-    pub const COUNT: usize = 6;
-
-    /// Every protection, in row order.
-    pub const ALL: [ProtectionId; ProtectionId::COUNT] = [
-        ProtectionId::CellUndervoltage,
-        ProtectionId::CellLow,
-        ProtectionId::CellOvervoltage,
-        ProtectionId::LowTemperature,
-        ProtectionId::HighTemperatureCharge,
-        ProtectionId::HighTemperatureDischarge,
-    ];
-
-    /// Short snake_case name for logs.
-    pub const fn name(self) -> &'static str {
-        match self {
-            ProtectionId::CellUndervoltage => "cell_undervoltage",
-            ProtectionId::CellLow => "cell_low",
-            ProtectionId::CellOvervoltage => "cell_overvoltage",
-            ProtectionId::LowTemperature => "low_temperature",
-            ProtectionId::HighTemperatureCharge => "high_temperature_charge",
-            ProtectionId::HighTemperatureDischarge => "high_temperature_discharge",
-        }
-    }
-
-    /// The row index in [`LIMITS`] and in the protection timer table.
-    pub const fn index(self) -> usize {
-        self as usize
-    }
-
     /// The table row of this protection.
     pub const fn limit(self) -> &'static Limit {
-        match self {
-            ProtectionId::CellUndervoltage => &LIMITS[0],
-            ProtectionId::CellLow => &LIMITS[1],
-            ProtectionId::CellOvervoltage => &LIMITS[2],
-            ProtectionId::LowTemperature => &LIMITS[3],
-            ProtectionId::HighTemperatureCharge => &LIMITS[4],
-            ProtectionId::HighTemperatureDischarge => &LIMITS[5],
+        let mut rest: &'static [Limit] = &LIMITS;
+        while let [row, tail @ ..] = rest {
+            if row.id as u8 == self as u8 {
+                return row;
+            }
+            rest = tail;
         }
+        // Not reached: every id has its row (checked below, at compile time).
+        let [first, ..] = &LIMITS;
+        first
     }
 }
 
@@ -125,16 +101,19 @@ impl Level {
     }
 }
 
-/// What a protection does while it is active.
+/// What a protection does while it is active (read by `Protection::step`).
 #[derive(Clone, Copy, Debug, PartialEq, Eq)]
 pub enum Effect {
     /// Activates the pre-alarm output (a warning; ATD/ATC unaffected).
     Prealarm,
     /// Makes ATC free-floating.
     TripCharge,
-    /// Makes ATD free-floating (for under-voltage only after the pre-alarm lead time,
-    /// [`PREALARM_LEAD_MS`]).
+    /// Makes ATD free-floating.
     TripDischarge,
+    /// PROT-2: activates the pre-alarm at once and makes ATD free-floating once the pre-alarm
+    /// output has been high for [`PREALARM_LEAD_MS`], latched until the row releases. One row
+    /// at most.
+    PrealarmThenDischarge,
 }
 
 /// One row of [`LIMITS`]: a latched condition with debounce and hysteresis.
@@ -158,6 +137,10 @@ pub struct Limit {
     pub release_debounce_ms: u32,
     /// What the active condition does.
     pub effect: Effect,
+    /// The reason the affected output shows while the condition is active.
+    pub reason: Reason,
+    /// The code raised while the condition is active.
+    pub code: Code,
     /// For a settable trip level: the allowed `min..=max` of the setting (the release level
     /// moves with it, keeping the hysteresis); `None` when fixed.
     pub settable: Option<(i32, i32)>,
@@ -176,22 +159,28 @@ impl Limit {
 pub const TEMP_DEBOUNCE_MS: u32 = 2000;
 
 #[rustfmt::skip]
-/// The cell protections (PROT-2..6). One row per [`ProtectionId`], in id order.
+/// The cell protections (PROT-2..6). One row per [`ProtectionId`], in id order. The protection
+/// reads every column: levels and debounces, what the active row does to the outputs (`effect`),
+/// with which reason, and which code it raises.
 pub const LIMITS: [Limit; ProtectionId::COUNT] = [
-    Limit { id: ProtectionId::CellUndervoltage,         quantity: Quantity::MinCellMv,    trip: Level::Below(2800), release: Level::AtLeast(3200), trip_debounce_ms: 5000, release_debounce_ms: 0,     effect: Effect::TripDischarge, settable: None },
-    Limit { id: ProtectionId::CellLow,                  quantity: Quantity::MinCellMv,    trip: Level::Below(3100), release: Level::AtLeast(3150), trip_debounce_ms: 5000, release_debounce_ms: 10000, effect: Effect::Prealarm,      settable: Some((2850, 3150)) },
-    Limit { id: ProtectionId::CellOvervoltage,          quantity: Quantity::MaxCellMv,    trip: Level::Above(3750), release: Level::Below(3600),   trip_debounce_ms: 1000, release_debounce_ms: 0,     effect: Effect::TripCharge,    settable: None },
-    Limit { id: ProtectionId::LowTemperature,           quantity: Quantity::MinTempDdegc, trip: Level::Below(50),   release: Level::AtLeast(70),   trip_debounce_ms: TEMP_DEBOUNCE_MS, release_debounce_ms: TEMP_DEBOUNCE_MS, effect: Effect::TripCharge,    settable: None },
-    Limit { id: ProtectionId::HighTemperatureCharge,    quantity: Quantity::MaxTempDdegc, trip: Level::Above(500),  release: Level::AtMost(480),   trip_debounce_ms: TEMP_DEBOUNCE_MS, release_debounce_ms: TEMP_DEBOUNCE_MS, effect: Effect::TripCharge,    settable: None },
-    Limit { id: ProtectionId::HighTemperatureDischarge, quantity: Quantity::MaxTempDdegc, trip: Level::Above(600),  release: Level::AtMost(550),   trip_debounce_ms: TEMP_DEBOUNCE_MS, release_debounce_ms: TEMP_DEBOUNCE_MS, effect: Effect::TripDischarge, settable: None },
+    Limit { id: ProtectionId::CellUndervoltage,         quantity: Quantity::MinCellMv,    trip: Level::Below(2800), release: Level::AtLeast(3200), trip_debounce_ms: 5000, release_debounce_ms: 0,     effect: Effect::PrealarmThenDischarge, reason: Reason::CellUndervoltage,    code: Code::CellUndervoltage, settable: None },
+    Limit { id: ProtectionId::CellLow,                  quantity: Quantity::MinCellMv,    trip: Level::Below(3100), release: Level::AtLeast(3150), trip_debounce_ms: 5000, release_debounce_ms: 10000, effect: Effect::Prealarm,              reason: Reason::PrealarmLevel,       code: Code::LowCellVoltage,   settable: Some((2850, 3150)) },
+    Limit { id: ProtectionId::CellOvervoltage,          quantity: Quantity::MaxCellMv,    trip: Level::Above(3750), release: Level::Below(3600),   trip_debounce_ms: 1000, release_debounce_ms: 0,     effect: Effect::TripCharge,            reason: Reason::CellOvervoltage,     code: Code::CellOvervoltage,  settable: None },
+    Limit { id: ProtectionId::LowTemperature,           quantity: Quantity::MinTempDdegc, trip: Level::Below(50),   release: Level::AtLeast(70),   trip_debounce_ms: TEMP_DEBOUNCE_MS, release_debounce_ms: TEMP_DEBOUNCE_MS, effect: Effect::TripCharge,    reason: Reason::LowTemperature,      code: Code::LowTemperature,   settable: None },
+    Limit { id: ProtectionId::HighTemperatureCharge,    quantity: Quantity::MaxTempDdegc, trip: Level::Above(500),  release: Level::AtMost(480),   trip_debounce_ms: TEMP_DEBOUNCE_MS, release_debounce_ms: TEMP_DEBOUNCE_MS, effect: Effect::TripCharge,    reason: Reason::HighTemperature,     code: Code::HighTemperature,  settable: None },
+    Limit { id: ProtectionId::HighTemperatureDischarge, quantity: Quantity::MaxTempDdegc, trip: Level::Above(600),  release: Level::AtMost(550),   trip_debounce_ms: TEMP_DEBOUNCE_MS, release_debounce_ms: TEMP_DEBOUNCE_MS, effect: Effect::TripDischarge, reason: Reason::VeryHighTemperature, code: Code::HighTemperature,  settable: None },
 ];
 
 // Every id has exactly its own row, at its own index; settable defaults lie within their bounds.
 const _: () = {
     let mut rest: &[Limit] = &LIMITS;
     let mut i = 0;
+    let mut lead_rows = 0;
     while let [row, tail @ ..] = rest {
         assert!(row.id as usize == i);
+        if matches!(row.effect, Effect::PrealarmThenDischarge) {
+            lead_rows += 1;
+        }
         if let Some((min, max)) = row.settable {
             let trip = row.trip.value();
             assert!(min <= trip && trip <= max);
@@ -200,6 +189,7 @@ const _: () = {
         rest = tail;
     }
     assert!(i == ProtectionId::COUNT);
+    assert!(lead_rows <= 1);
     // The slow tick is slower; discovery ends before a silent battery counts as lost.
     assert!(LOW_POWER_TICK_MS > TICK_MS);
     assert!(DISCOVERY_MS < BATTERY_LOST_MS);
@@ -314,7 +304,7 @@ mod tests {
             (Level::Below(2800), Level::AtLeast(3200))
         );
         assert_eq!((uv.trip_debounce_ms, uv.release_debounce_ms), (5000, 0));
-        assert_eq!(uv.effect, Effect::TripDischarge);
+        assert_eq!(uv.effect, Effect::PrealarmThenDischarge);
         assert_eq!(uv.quantity, Quantity::MinCellMv);
 
         let low = ProtectionId::CellLow.limit();

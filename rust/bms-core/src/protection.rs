@@ -26,158 +26,8 @@ use crate::limits::{
     REMOTE_H_ON_ABOVE_MV, REMOTE_H_VBAT_TOLERANCE_MV, REMOTE_LINK_TOLERANCE_MV,
     REMOTE_L_ON_BELOW_MV,
 };
+pub use crate::reasons::{Reason, Reasons};
 use crate::word::{Number, Word};
-
-/// One condition that can make an output free-floating (ATD, ATC) or active (pre-alarm).
-#[derive(Clone, Copy, Debug, PartialEq, Eq, Hash)]
-#[repr(u8)]
-pub enum Reason {
-    /// PROT-1: no complete, valid set of battery data judged safe yet (power-up).
-    NoValidData = 0,
-    /// PROT-8: the remote on/off input is OFF.
-    RemoteOff = 1,
-    /// PROT-2: cell under-voltage (ATD), or imminent under-voltage (pre-alarm).
-    CellUndervoltage = 2,
-    /// PROT-3: a cell is below the pre-alarm level (pre-alarm only).
-    PrealarmLevel = 3,
-    /// PROT-3/MON-6: the low-SoC warning is active (pre-alarm only).
-    LowSoc = 4,
-    /// PROT-4: cell over-voltage (ATC).
-    CellOvervoltage = 5,
-    /// PROT-5: cell temperature too low to charge (ATC).
-    LowTemperature = 6,
-    /// PROT-6: cell temperature too high to charge (ATC).
-    HighTemperature = 7,
-    /// PROT-6: cell temperature too high to discharge (ATD).
-    VeryHighTemperature = 8,
-    /// PROT-7: a battery's own flag does not allow charging (ATC).
-    BatteryChargeNotAllowed = 9,
-    /// PROT-7: a battery's own flag does not allow discharging (ATD).
-    BatteryDischargeNotAllowed = 10,
-    /// PROT-9: SoC at or below the discharge floor (ATD).
-    DischargeFloor = 11,
-    /// PROT-10: a firmware update is in progress (ATC).
-    FirmwareUpdate = 12,
-    /// PROT-10: a firmware update failed or was aborted 120 s ago (ATD).
-    FirmwareUpdateFailed = 13,
-    /// BANK-4: a battery sent nothing valid for 5 s (ATC and ATD).
-    BatteryLost = 14,
-    /// BANK-2: the bank breaks the configuration rules (ATC and ATD).
-    ConfigurationError = 15,
-    /// A battery reports physically impossible data (ATC and ATD, fail safe).
-    InvalidData = 16,
-}
-
-impl Reason {
-    /// Every reason, in bit order.
-    pub const ALL: [Reason; 17] = [
-        Reason::NoValidData,
-        Reason::RemoteOff,
-        Reason::CellUndervoltage,
-        Reason::PrealarmLevel,
-        Reason::LowSoc,
-        Reason::CellOvervoltage,
-        Reason::LowTemperature,
-        Reason::HighTemperature,
-        Reason::VeryHighTemperature,
-        Reason::BatteryChargeNotAllowed,
-        Reason::BatteryDischargeNotAllowed,
-        Reason::DischargeFloor,
-        Reason::FirmwareUpdate,
-        Reason::FirmwareUpdateFailed,
-        Reason::BatteryLost,
-        Reason::ConfigurationError,
-        Reason::InvalidData,
-    ];
-
-    /// Short snake_case name for logs and CSV columns.
-    pub const fn name(self) -> &'static str {
-        match self {
-            Reason::NoValidData => "no_valid_data",
-            Reason::RemoteOff => "remote_off",
-            Reason::CellUndervoltage => "cell_undervoltage",
-            Reason::PrealarmLevel => "prealarm_level",
-            Reason::LowSoc => "low_soc",
-            Reason::CellOvervoltage => "cell_overvoltage",
-            Reason::LowTemperature => "low_temperature",
-            Reason::HighTemperature => "high_temperature",
-            Reason::VeryHighTemperature => "very_high_temperature",
-            Reason::BatteryChargeNotAllowed => "battery_charge_not_allowed",
-            Reason::BatteryDischargeNotAllowed => "battery_discharge_not_allowed",
-            Reason::DischargeFloor => "discharge_floor",
-            Reason::FirmwareUpdate => "firmware_update",
-            Reason::FirmwareUpdateFailed => "firmware_update_failed",
-            Reason::BatteryLost => "battery_lost",
-            Reason::ConfigurationError => "configuration_error",
-            Reason::InvalidData => "invalid_data",
-        }
-    }
-
-    const fn bit(self) -> u32 {
-        1 << (self as u8)
-    }
-}
-
-/// A set of [`Reason`]s: why ATD/ATC is free-floating, or why the pre-alarm is active.
-/// Empty means the output is in its normal state. Bit `n` is the reason with discriminant `n`
-/// (stable: the C side and the protocol see [`Reasons::bits`]).
-#[derive(Clone, Copy, Debug, Default, PartialEq, Eq, Hash)]
-pub struct Reasons(u32);
-
-impl Reasons {
-    /// No reason.
-    pub const EMPTY: Reasons = Reasons(0);
-
-    /// The set holding only `reason`.
-    pub const fn of(reason: Reason) -> Self {
-        Reasons(reason.bit())
-    }
-
-    /// The raw bits (bit `n` = reason with discriminant `n`).
-    pub const fn bits(self) -> u32 {
-        self.0
-    }
-
-    /// True when no reason is set.
-    pub const fn is_empty(self) -> bool {
-        self.0 == 0
-    }
-
-    /// True when `reason` is in the set.
-    pub const fn contains(self, reason: Reason) -> bool {
-        self.0 & reason.bit() != 0
-    }
-
-    /// Adds `reason`.
-    pub fn insert(&mut self, reason: Reason) {
-        self.0 |= reason.bit();
-    }
-
-    /// Adds `reason` when `condition` holds.
-    pub fn insert_if(&mut self, condition: bool, reason: Reason) {
-        if condition {
-            self.insert(reason);
-        }
-    }
-
-    /// The reasons in the set, in bit order.
-    pub fn iter(self) -> impl Iterator<Item = Reason> {
-        Reason::ALL.into_iter().filter(move |r| self.contains(*r))
-    }
-}
-
-impl core::fmt::Display for Reasons {
-    /// The reason names joined by `|` (empty string when none).
-    fn fmt(&self, f: &mut core::fmt::Formatter<'_>) -> core::fmt::Result {
-        for (i, reason) in self.iter().enumerate() {
-            if i > 0 {
-                f.write_str("|")?;
-            }
-            f.write_str(reason.name())?;
-        }
-        Ok(())
-    }
-}
 
 /// One of the three protection outputs.
 #[derive(Clone, Copy, Debug, PartialEq, Eq)]
@@ -380,7 +230,7 @@ impl Protection {
                         self.debounce(id, inputs, value);
                     }
                 }
-                if self.is_active(ProtectionId::CellUndervoltage) {
+                if self.lead_row_active() {
                     self.uv_disconnect = true;
                 }
                 log::info!("complete battery data set judged");
@@ -404,10 +254,10 @@ impl Protection {
         let healthy = self.started && values.is_some() && inputs.remote_on;
         let mut prealarm_reasons = Reasons::EMPTY;
         if healthy {
-            prealarm_reasons
-                .insert_if(self.is_active(ProtectionId::CellLow), Reason::PrealarmLevel);
-            let uv = self.is_active(ProtectionId::CellUndervoltage);
-            prealarm_reasons.insert_if(uv, Reason::CellUndervoltage);
+            for row in &LIMITS {
+                let warns = matches!(row.effect, Effect::Prealarm | Effect::PrealarmThenDischarge);
+                prealarm_reasons.insert_if(warns && self.is_active(row.id), row.reason);
+            }
             prealarm_reasons.insert_if(inputs.soc.low_soc_warning, Reason::LowSoc);
         }
         if prealarm_reasons.is_empty() {
@@ -415,7 +265,7 @@ impl Protection {
         } else {
             self.prealarm_since.get_or_insert(now_ms);
         }
-        if !self.is_active(ProtectionId::CellUndervoltage) {
+        if !self.lead_row_active() {
             self.uv_disconnect = false;
         } else if self
             .prealarm_since
@@ -439,27 +289,24 @@ impl Protection {
         let blocked = inputs.aggregates.unwrap_or_default();
 
         let mut atd_reasons = common;
-        atd_reasons.insert_if(self.uv_disconnect, Reason::CellUndervoltage);
-        let very_hot = self.is_active(ProtectionId::HighTemperatureDischarge);
-        atd_reasons.insert_if(very_hot, Reason::VeryHighTemperature);
+        let mut atc_reasons = common;
+        for row in &LIMITS {
+            let active = self.is_active(row.id);
+            match row.effect {
+                Effect::Prealarm => {}
+                Effect::TripCharge => atc_reasons.insert_if(active, row.reason),
+                Effect::TripDischarge => atd_reasons.insert_if(active, row.reason),
+                Effect::PrealarmThenDischarge => {
+                    atd_reasons.insert_if(active && self.uv_disconnect, row.reason);
+                }
+            }
+        }
         atd_reasons.insert_if(
             blocked.discharge_blocked,
             Reason::BatteryDischargeNotAllowed,
         );
         atd_reasons.insert_if(self.floor_active, Reason::DischargeFloor);
         atd_reasons.insert_if(self.dfu_atd_open, Reason::FirmwareUpdateFailed);
-
-        let mut atc_reasons = common;
-        atc_reasons.insert_if(
-            self.is_active(ProtectionId::CellOvervoltage),
-            Reason::CellOvervoltage,
-        );
-        atc_reasons.insert_if(
-            self.is_active(ProtectionId::LowTemperature),
-            Reason::LowTemperature,
-        );
-        let hot = self.is_active(ProtectionId::HighTemperatureCharge);
-        atc_reasons.insert_if(hot, Reason::HighTemperature);
         atc_reasons.insert_if(blocked.charge_blocked, Reason::BatteryChargeNotAllowed);
         atc_reasons.insert_if(self.dfu_in_progress, Reason::FirmwareUpdate);
 
@@ -502,6 +349,14 @@ impl Protection {
         self.started
     }
 
+    /// Whether the row whose effect is [`Effect::PrealarmThenDischarge`] (under-voltage) is
+    /// active.
+    fn lead_row_active(&self) -> bool {
+        LIMITS.iter().any(|row| {
+            matches!(row.effect, Effect::PrealarmThenDischarge) && self.is_active(row.id)
+        })
+    }
+
     /// PROT-2: true while ATD is free-floating for under-voltage (until all cells ≥ 3.20 V).
     pub fn undervoltage_disconnect(&self) -> bool {
         self.uv_disconnect
@@ -526,22 +381,11 @@ impl Protection {
     /// flags, firmware update), given the aggregates used for the last step.
     pub fn codes(&self, aggregates: Option<&Aggregates>) -> ActiveCodes {
         let mut codes = ActiveCodes::EMPTY;
-        codes.set(
-            Code::CellUndervoltage,
-            self.is_active(ProtectionId::CellUndervoltage),
-        );
-        codes.set(Code::LowCellVoltage, self.is_active(ProtectionId::CellLow));
-        codes.set(
-            Code::CellOvervoltage,
-            self.is_active(ProtectionId::CellOvervoltage),
-        );
-        codes.set(
-            Code::LowTemperature,
-            self.is_active(ProtectionId::LowTemperature),
-        );
-        let hot = self.is_active(ProtectionId::HighTemperatureCharge)
-            || self.is_active(ProtectionId::HighTemperatureDischarge);
-        codes.set(Code::HighTemperature, hot);
+        for row in &LIMITS {
+            if self.is_active(row.id) {
+                codes.insert(row.code);
+            }
+        }
         codes.set(Code::LowSoc, self.floor_active);
         codes.set(
             Code::FirmwareUpdateFailed,
@@ -569,7 +413,7 @@ impl Protection {
         });
         let lead = self
             .prealarm_since
-            .filter(|_| self.is_active(ProtectionId::CellUndervoltage) && !self.uv_disconnect)
+            .filter(|_| self.lead_row_active() && !self.uv_disconnect)
             .map(|t| t.saturating_add(PREALARM_LEAD_MS));
         let dfu = self
             .dfu_failed_at
@@ -644,25 +488,6 @@ fn value_of(id: ProtectionId, values: &Aggregates) -> i32 {
         Quantity::MaxTempDdegc => i32::from(values.max_temp_ddegc),
     }
 }
-
-// Every row's effect is honoured above: the pre-alarm row feeds the pre-alarm, the others an
-// output. Checked here so that a new row cannot be added without deciding where it goes.
-const _: () = {
-    let mut rest: &[crate::limits::Limit] = &LIMITS;
-    while let [row, tail @ ..] = rest {
-        let ok = match row.id {
-            ProtectionId::CellLow => matches!(row.effect, Effect::Prealarm),
-            ProtectionId::CellUndervoltage | ProtectionId::HighTemperatureDischarge => {
-                matches!(row.effect, Effect::TripDischarge)
-            }
-            ProtectionId::CellOvervoltage
-            | ProtectionId::LowTemperature
-            | ProtectionId::HighTemperatureCharge => matches!(row.effect, Effect::TripCharge),
-        };
-        assert!(ok);
-        rest = tail;
-    }
-};
 
 #[cfg(test)]
 mod tests {

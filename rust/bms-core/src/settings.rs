@@ -9,6 +9,7 @@ use core::fmt;
 
 use serde::{Deserialize, Serialize};
 
+use crate::stable_enum::stable_enum;
 use crate::word::Number;
 
 /// The user settings. Units are in the names.
@@ -29,23 +30,24 @@ pub struct Settings {
     pub prealarm_cell_mv: u16,
 }
 
-/// One field of [`Settings`], as named in errors and by the GATT protocol (the discriminant is
-/// the field's number on the wire and never changes).
-#[derive(Clone, Copy, Debug, PartialEq, Eq, Hash, Serialize, Deserialize)]
-#[repr(u8)]
-pub enum SettingsField {
-    /// [`Settings::charged_cell_mv`].
-    ChargedVoltage = 0,
-    /// [`Settings::tail_current_permille`].
-    TailCurrent = 1,
-    /// [`Settings::charged_detection_min`].
-    ChargedDetectionTime = 2,
-    /// [`Settings::low_soc_warning_pct`].
-    LowSocWarningLevel = 3,
-    /// [`Settings::discharge_floor_pct`].
-    DischargeFloor = 4,
-    /// [`Settings::prealarm_cell_mv`].
-    PrealarmLevel = 5,
+stable_enum! {
+    /// One field of [`Settings`], as named in errors and by the GATT protocol (the discriminant is
+    /// the field's number on the wire and never changes).
+    #[derive(Clone, Copy, Debug, PartialEq, Eq, Hash, Serialize, Deserialize)]
+    pub enum SettingsField {
+        /// [`Settings::charged_cell_mv`].
+        ChargedVoltage = 0 => "charged voltage",
+        /// [`Settings::tail_current_permille`].
+        TailCurrent = 1 => "tail current",
+        /// [`Settings::charged_detection_min`].
+        ChargedDetectionTime = 2 => "charged detection time",
+        /// [`Settings::low_soc_warning_pct`].
+        LowSocWarningLevel = 3 => "low-soc warning level",
+        /// [`Settings::discharge_floor_pct`].
+        DischargeFloor = 4 => "discharge floor",
+        /// [`Settings::prealarm_cell_mv`].
+        PrealarmLevel = 5 => "pre-alarm level",
+    }
 }
 
 /// The allowed range and factory default of one numeric setting, in the field's own unit.
@@ -67,29 +69,6 @@ impl Bounds {
 }
 
 impl SettingsField {
-    /// Every field, in wire order.
-    pub const ALL: [SettingsField; 6] = [
-        SettingsField::ChargedVoltage,
-        SettingsField::TailCurrent,
-        SettingsField::ChargedDetectionTime,
-        SettingsField::LowSocWarningLevel,
-        SettingsField::DischargeFloor,
-        SettingsField::PrealarmLevel,
-    ];
-
-    /// The field with wire number `number`, or `None` for an unknown number.
-    pub const fn from_u8(number: u8) -> Option<SettingsField> {
-        match number {
-            0 => Some(SettingsField::ChargedVoltage),
-            1 => Some(SettingsField::TailCurrent),
-            2 => Some(SettingsField::ChargedDetectionTime),
-            3 => Some(SettingsField::LowSocWarningLevel),
-            4 => Some(SettingsField::DischargeFloor),
-            5 => Some(SettingsField::PrealarmLevel),
-            _ => None,
-        }
-    }
-
     /// Range and default of the field (MON-3), in the unit of its [`Settings`] member.
     pub const fn bounds(self) -> Bounds {
         match self {
@@ -130,18 +109,6 @@ impl SettingsField {
     /// list of SET-4 (docs/spec/behaviour.md), so a factory reset keeps the user's pre-alarm level.
     pub const fn restored_by_factory_reset(self) -> bool {
         !matches!(self, SettingsField::PrealarmLevel)
-    }
-
-    /// Short lowercase name of the field, as used in error messages.
-    pub const fn name(self) -> &'static str {
-        match self {
-            SettingsField::ChargedVoltage => "charged voltage",
-            SettingsField::TailCurrent => "tail current",
-            SettingsField::ChargedDetectionTime => "charged detection time",
-            SettingsField::LowSocWarningLevel => "low-soc warning level",
-            SettingsField::DischargeFloor => "discharge floor",
-            SettingsField::PrealarmLevel => "pre-alarm level",
-        }
     }
 }
 

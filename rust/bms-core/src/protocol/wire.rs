@@ -23,6 +23,7 @@ pub const MAX_RESPONSE_LEN: usize = 244;
 pub const MAX_SOC_PERMILLE: u16 = 1000;
 
 pub use crate::secrets::{DeviceSecrets, MAX_PASSKEY};
+use crate::stable_enum::stable_enum;
 
 /// The 128-bit UUID of the primary service. The characteristics share its base and differ in
 /// the second 16-bit group: `fde4NNNN-2435-4d33-8157-077d40b73501`, NNNN = 0001 for the service,
@@ -33,49 +34,27 @@ const fn uuid(short: u16) -> u128 {
     0xfde4_0000_2435_4d33_8157_077d_40b7_3501 | ((short as u128) << 96)
 }
 
-/// The characteristics of the service; the number is what the firmware passes to
-/// [`handle_request`] (and `bms_gatt_request`).
-#[derive(Clone, Copy, Debug, PartialEq, Eq, Hash)]
-#[repr(u8)]
-pub enum Characteristic {
-    /// Status page: read, notify ([`StatusPage`]).
-    Status = 1,
-    /// Battery bank page: read ([`BankPage`]).
-    Bank = 2,
-    /// One battery: write a [`BatterySelect`] to choose it, read its [`BatteryPage`].
-    Battery = 3,
-    /// History page: read ([`HistoryPage`]).
-    History = 4,
-    /// Settings: read, write ([`Settings`]).
-    Settings = 5,
-    /// Control point: write a [`Command`], the response is indicated.
-    ControlPoint = 6,
+stable_enum! {
+    /// The characteristics of the service; the number is what the firmware passes to
+    /// [`handle_request`] (and `bms_gatt_request`).
+    #[derive(Clone, Copy, Debug, PartialEq, Eq, Hash)]
+    pub enum Characteristic {
+        /// Status page: read, notify ([`StatusPage`]).
+        Status = 1 => "status",
+        /// Battery bank page: read ([`BankPage`]).
+        Bank = 2 => "bank",
+        /// One battery: write a [`BatterySelect`] to choose it, read its [`BatteryPage`].
+        Battery = 3 => "battery",
+        /// History page: read ([`HistoryPage`]).
+        History = 4 => "history",
+        /// Settings: read, write ([`Settings`]).
+        Settings = 5 => "settings",
+        /// Control point: write a [`Command`], the response is indicated.
+        ControlPoint = 6 => "control_point",
+    }
 }
 
 impl Characteristic {
-    /// Every characteristic, in number order.
-    pub const ALL: [Characteristic; 6] = [
-        Characteristic::Status,
-        Characteristic::Bank,
-        Characteristic::Battery,
-        Characteristic::History,
-        Characteristic::Settings,
-        Characteristic::ControlPoint,
-    ];
-
-    /// The characteristic with number `number`, if any.
-    pub const fn from_u8(number: u8) -> Option<Characteristic> {
-        match number {
-            1 => Some(Characteristic::Status),
-            2 => Some(Characteristic::Bank),
-            3 => Some(Characteristic::Battery),
-            4 => Some(Characteristic::History),
-            5 => Some(Characteristic::Settings),
-            6 => Some(Characteristic::ControlPoint),
-            _ => None,
-        }
-    }
-
     /// Its 128-bit UUID (see [`SERVICE_UUID`]).
     pub const fn uuid(self) -> u128 {
         uuid(self as u16 + 1)
@@ -91,57 +70,35 @@ pub enum Access {
     Write,
 }
 
-/// Result of a request, the second byte of every response. Numbers never change.
-#[derive(Clone, Copy, Debug, PartialEq, Eq, Hash)]
-#[repr(u8)]
-#[non_exhaustive]
-pub enum Status {
-    /// Done; the body holds the page or the action's result.
-    Ok = 0,
-    /// The request ended before its message did (also an empty write).
-    Truncated = 1,
-    /// The request is longer than [`MAX_REQUEST_LEN`] or has bytes after its message.
-    Oversized = 2,
-    /// The request's version byte is not [`VERSION`]; the response's first byte is.
-    UnknownVersion = 3,
-    /// The control-point command number is unknown.
-    UnknownCommand = 4,
-    /// The bytes do not decode as the message (bad varint, bool or enum value, too many cells).
-    Malformed = 5,
-    /// A write or action on a link that is not authenticated (BLE-2).
-    NotAuthenticated = 6,
-    /// A value is out of range; the body is a [`Refusal`] naming the field and the range.
-    InvalidValue = 7,
-    /// The selected battery does not exist.
-    NoSuchBattery = 8,
-    /// The action is not possible now (e.g. set SoC before a bank was seen).
-    NotAvailable = 9,
-    /// The characteristic number is unknown.
-    UnknownCharacteristic = 10,
-    /// The characteristic does not support this access (e.g. a write to the status page).
-    UnsupportedAccess = 11,
-}
-
-impl Status {
-    /// Every status, in number order.
-    pub const ALL: [Status; 12] = [
-        Status::Ok,
-        Status::Truncated,
-        Status::Oversized,
-        Status::UnknownVersion,
-        Status::UnknownCommand,
-        Status::Malformed,
-        Status::NotAuthenticated,
-        Status::InvalidValue,
-        Status::NoSuchBattery,
-        Status::NotAvailable,
-        Status::UnknownCharacteristic,
-        Status::UnsupportedAccess,
-    ];
-
-    /// The status with number `number`, if any.
-    pub fn from_u8(number: u8) -> Option<Status> {
-        Status::ALL.into_iter().find(|s| *s as u8 == number)
+stable_enum! {
+    /// Result of a request, the second byte of every response. Numbers never change.
+    #[derive(Clone, Copy, Debug, PartialEq, Eq, Hash)]
+    #[non_exhaustive]
+    pub enum Status {
+        /// Done; the body holds the page or the action's result.
+        Ok = 0 => "ok",
+        /// The request ended before its message did (also an empty write).
+        Truncated = 1 => "truncated",
+        /// The request is longer than [`MAX_REQUEST_LEN`] or has bytes after its message.
+        Oversized = 2 => "oversized",
+        /// The request's version byte is not [`VERSION`]; the response's first byte is.
+        UnknownVersion = 3 => "unknown_version",
+        /// The control-point command number is unknown.
+        UnknownCommand = 4 => "unknown_command",
+        /// The bytes do not decode as the message (bad varint, bool or enum value, too many cells).
+        Malformed = 5 => "malformed",
+        /// A write or action on a link that is not authenticated (BLE-2).
+        NotAuthenticated = 6 => "not_authenticated",
+        /// A value is out of range; the body is a [`Refusal`] naming the field and the range.
+        InvalidValue = 7 => "invalid_value",
+        /// The selected battery does not exist.
+        NoSuchBattery = 8 => "no_such_battery",
+        /// The action is not possible now (e.g. set SoC before a bank was seen).
+        NotAvailable = 9 => "not_available",
+        /// The characteristic number is unknown.
+        UnknownCharacteristic = 10 => "unknown_characteristic",
+        /// The characteristic does not support this access (e.g. a write to the status page).
+        UnsupportedAccess = 11 => "unsupported_access",
     }
 }
 

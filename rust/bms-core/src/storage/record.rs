@@ -26,6 +26,7 @@ use super::StorageError;
 use crate::history::HistoryRecord;
 use crate::secrets::{DeviceSecrets, MAX_PASSKEY};
 use crate::settings::Settings;
+use crate::stable_enum::stable_enum;
 use crate::word::Number;
 
 /// Longest stored value in bytes (the history record is the largest, well below this).
@@ -53,44 +54,31 @@ pub const COMPACT_ENVELOPE_LEN: usize = 1 + 2;
 pub const CRC16: crc::Crc<u16, crc::NoTable> =
     crc::Crc::<u16, crc::NoTable>::new(&crc::CRC_16_IBM_3740);
 
-/// The persisted record kinds: the first byte of each stored value.
-#[derive(Clone, Copy, Debug, PartialEq, Eq, Hash)]
-#[repr(u8)]
-pub enum RecordKind {
-    /// The user settings ([`Settings`]), under `bms/settings`.
-    Settings = 1,
-    /// The monitor's whole SoC state ([`super::SocRecord`]), under `bms/soc`.
-    Soc = 2,
-    /// The history ([`HistoryRecord`]), under `bms/hist`.
-    History = 3,
-    /// The Instant Readout nonce reservation ([`Nonce`]), under `bms/nonce`.
-    Nonce = 4,
-    /// The SoC charge counts written at every point ([`super::SocPoint`]), under `bms/point`.
-    SocPoint = 5,
-    /// The pairing passkey and the Instant Readout key ([`DeviceSecrets`]), under
-    /// `bms/secrets`.
-    Secrets = 6,
-    /// What the adaptive SoC estimator has learned ([`crate::soc::Learned`]), under
-    /// `bms/learn`.
-    Learned = 7,
+stable_enum! {
+    /// The persisted record kinds: the first byte of each stored value. Declared in the order
+    /// [`super::Persistence`] writes them (a point after the record it belongs to).
+    #[derive(Clone, Copy, Debug, PartialEq, Eq, Hash)]
+    pub enum RecordKind {
+        /// The Instant Readout nonce reservation ([`Nonce`]), under `bms/nonce`.
+        Nonce = 4 => "nonce",
+        /// The pairing passkey and the Instant Readout key ([`DeviceSecrets`]), under
+        /// `bms/secrets`.
+        Secrets = 6 => "secrets",
+        /// The user settings ([`Settings`]), under `bms/settings`.
+        Settings = 1 => "settings",
+        /// The history ([`HistoryRecord`]), under `bms/hist`.
+        History = 3 => "history",
+        /// The monitor's whole SoC state ([`super::SocRecord`]), under `bms/soc`.
+        Soc = 2 => "soc",
+        /// The SoC charge counts written at every point ([`super::SocPoint`]), under `bms/point`.
+        SocPoint = 5 => "soc point",
+        /// What the adaptive SoC estimator has learned ([`crate::soc::Learned`]), under
+        /// `bms/learn`.
+        Learned = 7 => "learned",
+    }
 }
 
 impl RecordKind {
-    /// How many kinds there are.
-    pub const COUNT: usize = 7;
-
-    /// Every kind, in the order [`super::Persistence`] writes them (a point after the record it
-    /// belongs to).
-    pub const ALL: [RecordKind; RecordKind::COUNT] = [
-        RecordKind::Nonce,
-        RecordKind::Secrets,
-        RecordKind::Settings,
-        RecordKind::History,
-        RecordKind::Soc,
-        RecordKind::SocPoint,
-        RecordKind::Learned,
-    ];
-
     /// The key the record is stored under (a Zephyr settings name).
     pub const fn key(self) -> &'static str {
         match self {
@@ -101,31 +89,6 @@ impl RecordKind {
             RecordKind::SocPoint => "bms/point",
             RecordKind::Secrets => "bms/secrets",
             RecordKind::Learned => "bms/learn",
-        }
-    }
-
-    /// A short lowercase name for logs and reports.
-    pub const fn name(self) -> &'static str {
-        match self {
-            RecordKind::Settings => "settings",
-            RecordKind::Soc => "soc",
-            RecordKind::History => "history",
-            RecordKind::Nonce => "nonce",
-            RecordKind::SocPoint => "soc point",
-            RecordKind::Secrets => "secrets",
-            RecordKind::Learned => "learned",
-        }
-    }
-
-    pub(crate) const fn index(self) -> usize {
-        match self {
-            RecordKind::Nonce => 0,
-            RecordKind::Settings => 1,
-            RecordKind::History => 2,
-            RecordKind::Soc => 3,
-            RecordKind::SocPoint => 4,
-            RecordKind::Secrets => 5,
-            RecordKind::Learned => 6,
         }
     }
 }

@@ -424,7 +424,7 @@ pub fn replay(args: &ReplayArgs) -> Result<(), ReplayError> {
                 ReplayError::Input(InputError {
                     file: path.clone(),
                     line,
-                    field: Some(field),
+                    field: Some(field.to_string()),
                     message,
                 })
             })?

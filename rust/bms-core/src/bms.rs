@@ -669,6 +669,14 @@ impl Bms {
         }
     }
 
+    /// Whether the SoC state, the history or a nonce reservation asks to be written now (the
+    /// records whose owners decide; see [`crate::limits::PERSIST_POLL_MS`] for the others).
+    pub(crate) fn persist_due(&self) -> bool {
+        self.monitor.persist_due(self.now_ms)
+            || self.history.persist_due(self.now_ms)
+            || self.advertiser.nonce_to_persist().is_some()
+    }
+
     /// What [`crate::storage::Persistence::poll`] did with `records` (from [`Bms::records`]) at
     /// `now_ms`: marks what was written, and raises [`Code::StorageWriteFailed`] at the next step
     /// while a write is failing (cleared once the writes succeed again; SET-3).

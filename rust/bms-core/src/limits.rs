@@ -231,6 +231,12 @@ pub const REMOTE_H_VBAT_TOLERANCE_MV: u32 = 300;
 /// PROT-8 **(choice)**: Remote L and H within this of each other count as interconnected, mV.
 pub const REMOTE_LINK_TOLERANCE_MV: u32 = 150;
 
+/// How often a node polls its persisted records although none of their owners asks (for the
+/// records only the store's bookkeeping knows are due: settings or secrets changed outside a
+/// GATT request, a learned-values lesson, a retry after a failed write), ms. The SoC state,
+/// the history and the nonce reservation are written at the step that makes them due.
+pub const PERSIST_POLL_MS: u64 = 1_000;
+
 /// The control loop period (one tick), ms.
 pub const TICK_MS: u32 = 100;
 /// PROT-12 **(choice)**: the tick in low-power mode, ms. Ten times slower: protections with a

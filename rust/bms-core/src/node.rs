@@ -4,9 +4,11 @@
 //!
 //! A node owns the [`Bms`], the battery line (the OpenBMS bus's [`FrameDecoder`], or the
 //! [`Poller`] of JBD, JK or Daly packs), the write policy of the persisted records
-//! ([`Persistence`]) and the caller's [`Storage`]. Its cadence of persistence is the
-//! firmware's: what is due is written after every [`Node::step`], and what a GATT request
-//! changed is written before [`Node::gatt`] returns, so the answer "stored" is true.
+//! ([`Persistence`]) and the caller's [`Storage`]. One cadence of persistence for every caller:
+//! after a [`Node::step`] at which the SoC state, the history or the nonce reservation became
+//! due, and at least every [`PERSIST_POLL_MS`] for the records only the store's bookkeeping
+//! knows are due; what a GATT request changed is written before [`Node::gatt`] returns, so the
+//! answer "stored" is true.
 //!
 //! ```
 //! use bms_core::node::Node;
@@ -24,6 +26,7 @@ use crate::bms::{Bms, Config, Decisions, DfuEvent, Inputs, SelfCheck, SelfCheckI
 use crate::bus::{BatteryReport, FrameDecoder};
 use crate::drivers::poller::Poller;
 use crate::drivers::{LineConfig, LineError, Protocol};
+use crate::limits::PERSIST_POLL_MS;
 use crate::protocol::{self, Access, BmsDevice, ProtocolError, Status};
 use crate::readout::ReadoutError;
 use crate::storage::{Persistence, Storage};
@@ -67,6 +70,8 @@ pub struct Node<S: Storage> {
     poller: Option<Poller>,
     persistence: Persistence,
     storage: S,
+    /// The records are polled at the first step at or after this time even when none is due.
+    next_poll_ms: u64,
 }
 
 impl<S: Storage> Node<S> {
@@ -106,6 +111,7 @@ impl<S: Storage> Node<S> {
             poller: None,
             persistence,
             storage,
+            next_poll_ms: 0,
         }
     }
 
@@ -179,11 +185,14 @@ impl<S: Storage> Node<S> {
         self.bms.handle_report(now_ms, report).is_ok()
     }
 
-    /// One control step at `now_ms` (see [`Bms::step`]), then every record that became due is
-    /// written.
+    /// One control step at `now_ms` (see [`Bms::step`]), then the records that became due are
+    /// written (see the module documentation for when).
     pub fn step(&mut self, now_ms: u64, inputs: &Inputs) -> Decisions {
         let decisions = self.bms.step(now_ms, inputs);
-        self.persist(now_ms);
+        let now_ms = self.bms.now_ms();
+        if self.bms.persist_due() || now_ms >= self.next_poll_ms {
+            self.persist(now_ms);
+        }
         decisions
     }
 
@@ -284,6 +293,7 @@ impl<S: Storage> Node<S> {
 
     /// Writes every record that is due now, and tells the core what was written.
     fn persist(&mut self, now_ms: u64) {
+        self.next_poll_ms = now_ms.saturating_add(PERSIST_POLL_MS);
         let records = self.bms.records();
         let report = self.persistence.poll(&mut self.storage, now_ms, &records);
         // A failed write is logged by the core and raises StorageWriteFailed at the next step.

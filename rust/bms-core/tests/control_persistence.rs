@@ -8,6 +8,7 @@ use bms_core::balancer::BalancerState;
 use bms_core::bms::PasskeyError;
 use bms_core::bus::BatteryModel;
 use bms_core::codes::Code;
+use bms_core::limits::PERSIST_POLL_MS;
 use bms_core::node::Node;
 use bms_core::protocol::DeviceSecrets;
 use bms_core::readout::{ReadoutError, NONCE_BLOCK};
@@ -134,7 +135,7 @@ fn set_2_mon_8_hist_4_ble_2_everything_survives_a_reboot_through_the_node() {
     };
     dev.bms().write_settings(settings).unwrap();
     dev.bms().set_passkey(123_456).unwrap();
-    dev.run_for(100);
+    dev.run_for(PERSIST_POLL_MS);
     // 100 A out of 100 Ah for 6 minutes: over 10 points of SoC (Peukert), a point at each.
     dev.rig.set_current(-100_000);
     dev.run_for(6 * 60_000);
@@ -205,7 +206,7 @@ fn set_3_corrupt_records_raise_errors_and_defaults_are_used() {
         ..Settings::default()
     };
     dev.bms().write_settings(settings).unwrap();
-    dev.run_for(100);
+    dev.run_for(PERSIST_POLL_MS);
     let mut flash = dev.rig.bms.into_storage();
     let mut soc = flash.inner.get(RecordKind::Soc.key()).unwrap().to_vec();
     soc[4] ^= 0x40;
@@ -253,7 +254,7 @@ fn set_3_a_failing_write_raises_storage_write_failed_until_it_recovers() {
         ..Settings::default()
     };
     dev.bms().write_settings(settings).unwrap();
-    dev.run_for(100);
+    dev.run_for(PERSIST_POLL_MS);
     assert!(
         dev.rig
             .bms

@@ -220,14 +220,7 @@ fn check_loads_and_chargers(s: &Scenario) -> Result<Vec<&str>, Invalid> {
     let mut names: Vec<&str> = Vec::new();
     for (i, l) in s.loads.iter().enumerate() {
         let ix = Some(i);
-        check(
-            !names.contains(&l.name.as_str()),
-            "load",
-            ix,
-            "name",
-            || format!("`{}` is used twice", l.name),
-        )?;
-        names.push(&l.name);
+        add_name(&mut names, &l.name, "load", ix)?;
         check(
             l.current_a.is_some() != l.power_w.is_some(),
             "load",
@@ -255,14 +248,7 @@ fn check_loads_and_chargers(s: &Scenario) -> Result<Vec<&str>, Invalid> {
     }
     for (i, c) in s.chargers.iter().enumerate() {
         let ix = Some(i);
-        check(
-            !names.contains(&c.name.as_str()),
-            "charger",
-            ix,
-            "name",
-            || format!("`{}` is used twice", c.name),
-        )?;
-        names.push(&c.name);
+        add_name(&mut names, &c.name, "charger", ix)?;
         check(
             finite_in(c.float_cell_v, 3.2, c.absorption_cell_v),
             "charger",
@@ -326,6 +312,20 @@ fn check_events(s: &Scenario, names: &[&str]) -> Result<(), Invalid> {
             "needed by bus_noise, and only there".into()
         })?;
     }
+    Ok(())
+}
+
+/// Adds a load's or charger's `name` to `names`, refused when it is there already.
+fn add_name<'s>(
+    names: &mut Vec<&'s str>,
+    name: &'s str,
+    table: &'static str,
+    ix: Option<usize>,
+) -> Result<(), Invalid> {
+    check(!names.contains(&name), table, ix, "name", || {
+        format!("`{name}` is used twice")
+    })?;
+    names.push(name);
     Ok(())
 }
 

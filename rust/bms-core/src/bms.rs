@@ -73,8 +73,8 @@ pub struct Config {
     /// 000000). A larger value is replaced by the factory passkey.
     pub passkey: u32,
     /// True when `device_key` and `passkey` are the device's own (restored, or the key made at
-    /// the first start from the platform's random source): they are then persisted
-    /// ([`Bms::secrets_to_persist`]). False for a placeholder key, which is never stored, so the
+    /// the first start from the platform's random source): they are then persisted by the node.
+    /// False for a placeholder key, which is never stored, so the
     /// next start makes a real one.
     pub persist_secrets: bool,
     /// The Victron product id advertised in Instant Readout (BLE-3).
@@ -107,10 +107,10 @@ impl Default for Config {
 }
 
 impl Config {
-    /// The configuration for what [`Persistence::restore`] found at start, the same for every
-    /// caller: restored settings, SoC state, history, nonce and secrets, each record that was
-    /// not restored replaced by its defaults and reported (SET-3: `settings_corrupt`,
-    /// `records_corrupt`, logged).
+    /// The configuration for what [`crate::storage::Persistence::restore`] found at start, the
+    /// same for every caller ([`crate::node::Node::open`]): restored settings, SoC state,
+    /// history, nonce and secrets, each record that was not restored replaced by its defaults
+    /// and reported (SET-3: `settings_corrupt`, `records_corrupt`, logged).
     ///
     /// `random_key` is 16 bytes from the platform's random source (`bms_port_random`), used as
     /// the device's Instant Readout key when none is stored (first start, or lost); `None` when
@@ -561,9 +561,9 @@ impl Bms {
     /// [`SelfCheck::Failed`]. Once given, the verdict never changes.
     ///
     /// Passed once all hold: the control loop completed [`SELF_CHECK_STEPS`] steps; the store is
-    /// up (`storage_ok`), a record write succeeded (the nonce reservation is written at the first
-    /// [`Bms::persist`]) and no write is failing; Bluetooth is up; and the bus works: a complete,
-    /// valid bank was judged, or no battery report at all arrived within
+    /// up (`storage_ok`), a record write succeeded (the nonce reservation is written at the
+    /// first [`crate::node::Node::step`]) and no write is failing; Bluetooth is up; and the bus
+    /// works: a complete, valid bank was judged, or no battery report at all arrived within
     /// [`SELF_CHECK_BUS_WAIT_MS`] **(choice)**: no battery connected yet (a bench, a new
     /// installation) is no firmware fault, but reports that never make a valid bank are (a
     /// broken battery or a BANK-2 configuration error also keeps the new image from being
@@ -721,8 +721,7 @@ impl Bms {
         self.advertiser.key()
     }
 
-    /// BLE-3: replaces the advertisement key; it is persisted from now on
-    /// ([`Bms::secrets_to_persist`]).
+    /// BLE-3: replaces the advertisement key; the node persists it from now on.
     pub fn set_device_key(&mut self, key: [u8; 16]) {
         self.advertiser.set_key(key);
         self.persist_secrets = true;

@@ -16,7 +16,8 @@ pub const VERSION: u8 = 1;
 pub const MAX_REQUEST_LEN: usize = 32;
 
 /// Longest response, in bytes: one ATT payload at an MTU of 247 (the usual LE Data Length
-/// Extension MTU). The response buffer given to [`handle_request`] must hold this many bytes.
+/// Extension MTU). The response buffer given to [`handle_request`](super::handle_request) must
+/// hold this many bytes.
 pub const MAX_RESPONSE_LEN: usize = 244;
 
 /// Highest SoC a [`Command::SetSoc`] accepts, in 0.1 % (MON-4).
@@ -36,16 +37,17 @@ const fn uuid(short: u16) -> u128 {
 
 stable_enum! {
     /// The characteristics of the service; the number is what the firmware passes to
-    /// [`handle_request`] (and `bms_gatt_request`).
+    /// [`handle_request`](super::handle_request) (and `bms_gatt_request`).
     #[derive(Clone, Copy, Debug, PartialEq, Eq, Hash)]
     pub enum Characteristic {
-        /// Status page: read, notify ([`StatusPage`]).
+        /// Status page: read, notify ([`StatusPage`](super::StatusPage)).
         Status = 1 => "status",
-        /// Battery bank page: read ([`BankPage`]).
+        /// Battery bank page: read ([`BankPage`](super::BankPage)).
         Bank = 2 => "bank",
-        /// One battery: write a [`BatterySelect`] to choose it, read its [`BatteryPage`].
+        /// One battery: write a [`BatterySelect`] to choose it, read its
+        /// [`BatteryPage`](super::BatteryPage).
         Battery = 3 => "battery",
-        /// History page: read ([`HistoryPage`]).
+        /// History page: read ([`HistoryPage`](super::HistoryPage)).
         History = 4 => "history",
         /// Settings: read, write ([`Settings`]).
         Settings = 5 => "settings",

@@ -16,7 +16,7 @@
 //! knows its bank). A write that fails is reported,
 //! retried after [`RETRY_MS`], and leaves the previous value in the store.
 //!
-//! Call order, every control step: build [`Records`] from the core, [`Persistence::poll`], then
+//! Call order ([`crate::node::Node`] follows it): build [`Records`] from the core, [`Persistence::poll`], then
 //! tell the core what was written (`Monitor::mark_persisted` when [`PollReport::soc`] is
 //! written, `History::mark_persisted`, `Advertiser::nonce_persisted`) and raise or clear the
 //! storage error from [`Persistence::failing`].

@@ -1,0 +1,172 @@
+//! The filter's linear algebra on fixed-size arrays (no heap): the prior, prediction, the
+//! variances, and the two small float functions the target lacks (`sqrt`, `exp2`).
+
+use super::*;
+
+pub(super) fn dot(a: &Vector, b: &Vector) -> f32 {
+    a.iter().zip(b).map(|(x, y)| x * y).sum()
+}
+
+pub(super) fn unit(i: usize) -> Vector {
+    let mut v = [0.0; N];
+    if let Some(x) = v.get_mut(i) {
+        *x = 1.0;
+    }
+    v
+}
+
+/// The state that holds the table bias for table SoC `soc` (fraction), if it is in a knee.
+pub(super) fn bias_state(soc: f32) -> Option<usize> {
+    if soc >= KNEE_HIGH {
+        return Some(HIGH);
+    }
+    if !(0.0..=KNEE_LOW).contains(&soc) {
+        return None;
+    }
+    let bin = ((soc / LOW_BIN_WIDTH) as usize).min(LOW_BINS - 1);
+    Some(LOW + bin)
+}
+
+/// The prior covariance: SoC and offset σ as given, the rest from the constants; the lower
+/// bins above the deep knee share [`TABLE_BIAS_LOW_PRIOR`].
+pub(super) fn prior(soc_sigma: f32, offset_sigma: f32) -> Matrix {
+    let shared = TABLE_BIAS_LOW_PRIOR * TABLE_BIAS_LOW_PRIOR;
+    let mut p = [[0.0; N]; N];
+    for (r, row) in p.iter_mut().enumerate() {
+        for (c, v) in row.iter_mut().enumerate() {
+            let upper_bins = LOW + 1..HIGH;
+            *v = if r == c {
+                prior_variance(r, offset_sigma).unwrap_or(soc_sigma * soc_sigma)
+            } else if upper_bins.contains(&r) && upper_bins.contains(&c) {
+                shared
+            } else {
+                0.0
+            };
+        }
+    }
+    p
+}
+
+/// The variance state `i` has at the first start (the diagonal of [`prior`]); `None` for the
+/// SoC, whose starting uncertainty depends on how it was set.
+pub(super) fn prior_variance(i: usize, offset_sigma: f32) -> Option<f32> {
+    let sigma = match i {
+        S => return None,
+        B => offset_sigma,
+        E => THROUGHPUT_PRIOR,
+        HIGH => TABLE_BIAS_HIGH_PRIOR,
+        CAP => CAPACITY_PRIOR,
+        LOW => TABLE_BIAS_DEEP_PRIOR,
+        // The upper low-region bins: a bias they share plus their own.
+        _ => {
+            return Some(
+                TABLE_BIAS_LOW_PRIOR * TABLE_BIAS_LOW_PRIOR
+                    + TABLE_BIAS_BIN_PRIOR * TABLE_BIAS_BIN_PRIOR,
+            )
+        }
+    };
+    Some(sigma * sigma)
+}
+
+/// Keeps every state at most as uncertain as at the first start: without a reading the random
+/// walks would grow a state's variance without bound (a year without a reading near full
+/// doubles the near-full bias's σ), and a restored record is refused when a σ is beyond twice
+/// its prior. Row and column are scaled together (`P' = D P D`), which keeps `P` positive
+/// semi-definite.
+pub(super) fn cap_at_prior(p: &mut Matrix, offset_sigma: f32) {
+    for i in 0..N {
+        let (Some(max), now) = (prior_variance(i, offset_sigma), variance(p, i)) else {
+            continue;
+        };
+        if now > max {
+            let scale = sqrt(max / now);
+            for (r, row) in p.iter_mut().enumerate() {
+                for (c, v) in row.iter_mut().enumerate() {
+                    if r == i {
+                        *v *= scale;
+                    }
+                    if c == i {
+                        *v *= scale;
+                    }
+                }
+            }
+        }
+    }
+}
+
+pub(super) fn diagonal(d: Vector) -> Matrix {
+    let mut m = [[0.0; N]; N];
+    for (i, (row, v)) in m.iter_mut().zip(d).enumerate() {
+        if let Some(x) = row.get_mut(i) {
+            *x = v;
+        }
+    }
+    m
+}
+
+pub(super) fn variance(p: &Matrix, i: usize) -> f32 {
+    p.get(i).and_then(|row| row.get(i)).copied().unwrap_or(0.0)
+}
+
+/// Forgets what state `i` had in common with the others and gives it variance `var`.
+pub(super) fn forget(p: &mut Matrix, i: usize, var: f32) {
+    for (r, row) in p.iter_mut().enumerate() {
+        for (c, v) in row.iter_mut().enumerate() {
+            if r == i || c == i {
+                *v = if r == c { var } else { 0.0 };
+            }
+        }
+    }
+}
+
+/// Covariance prediction for `SoC' = SoC + g · state` (the other states unchanged), plus the
+/// process noise `q` on the diagonal: `P' = F P Fᵀ + Q` with `F = I + e_S gᵀ`.
+pub(super) fn predict(p: &mut Matrix, g: &Vector, q: &Vector) {
+    // Only the offset, throughput-error and capacity states couple into the SoC.
+    let (g_b, g_e, g_c) = (g[B], g[E], g[CAP]);
+    let pg = p.map(|row| row[B] * g_b + row[E] * g_e + row[CAP] * g_c);
+    let gpg = dot(g, &pg);
+    if let Some(row) = p.first_mut() {
+        for (v, add) in row.iter_mut().zip(pg) {
+            *v += add;
+        }
+    }
+    for (row, add) in p.iter_mut().zip(pg) {
+        if let Some(v) = row.first_mut() {
+            *v += add;
+        }
+    }
+    for (i, (row, qi)) in p.iter_mut().zip(q).enumerate() {
+        if let Some(v) = row.get_mut(i) {
+            *v += qi;
+        }
+        if i == S {
+            if let Some(v) = row.first_mut() {
+                *v += gpg;
+            }
+        }
+    }
+}
+
+/// Square root of a non-negative `x` (Newton's method from an exponent-halving guess; `core`
+/// has no `sqrt` without `std`). 0 for 0, negative or non-finite input.
+pub fn sqrt(x: f32) -> f32 {
+    if !x.is_finite() || x <= 0.0 {
+        return 0.0;
+    }
+    let mut y = f32::from_bits((x.to_bits() >> 1) + 0x1fbd_1df5);
+    for _ in 0..3 {
+        y = 0.5 * (y + x / y);
+    }
+    y
+}
+
+/// 2^x for 0 ≤ x ≤ 3 (integer part by doubling, the fraction by its Taylor series to x^4;
+/// error below 0.1 %).
+pub(super) fn exp2(x: f32) -> f32 {
+    let x = x.clamp(0.0, 3.0);
+    let whole = x as u8;
+    let y = (x - f32::from(whole)) * core::f32::consts::LN_2;
+    let fraction = 1.0 + y * (1.0 + y * (0.5 + y * (1.0 / 6.0 + y / 24.0)));
+    fraction * f32::from(1u8 << whole)
+}

@@ -215,7 +215,7 @@ pub unsafe extern "C" fn bms_line_configure(
 ) -> i32 {
     status((|| {
         let mut claim = Claim::of(bms)?;
-        let protocol = bms_core::drivers::Protocol::from_number(protocol).ok_or(BMS_EINVAL)?;
+        let protocol = bms_core::drivers::Protocol::from_u8(protocol).ok_or(BMS_EINVAL)?;
         if count > BMS_LINE_MAX_PACKS {
             return Err(BMS_EINVAL);
         }

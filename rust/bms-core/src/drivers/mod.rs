@@ -16,6 +16,7 @@ use core::fmt;
 use heapless::Vec;
 
 use crate::bus::{BatteryFlags, BatteryModel, BatteryReport, MAX_TEMPS_PER_BATTERY};
+use crate::stable_enum::stable_enum;
 use crate::word::Number;
 
 pub mod daly;
@@ -37,54 +38,26 @@ pub const MAX_REQUEST_LEN: usize = 16;
 /// Longest response frame any driver receives, bytes (a JK-PB status frame).
 pub const MAX_RESPONSE_LEN: usize = jk::STATUS_FRAME_LEN;
 
-/// The protocol a battery line speaks. One protocol per bank: packs of different makes do not
-/// share a bank (their SoC and flags mean different things).
-#[derive(Clone, Copy, Debug, PartialEq, Eq, Hash)]
-#[repr(u8)]
-pub enum Protocol {
-    /// The OpenBMS battery bus: batteries send reports unasked (`docs/battery-bus.md`).
-    OpenBms = 0,
-    /// JBD / Xiaoxiang / Overkill Solar UART protocol: `0xDD … 0x77` frames, one pack per line.
-    Jbd = 1,
-    /// JK-PB series RS485 (protocol 001): Modbus-framed trigger, status frame `55 AA EB 90`.
-    Jk = 2,
-    /// Daly UART/RS485 protocol: 13-byte `0xA5` frames, address per pack.
-    Daly = 3,
+stable_enum! {
+    /// The protocol a battery line speaks. One protocol per bank: packs of different makes do not
+    /// share a bank (their SoC and flags mean different things).
+    #[derive(Clone, Copy, Debug, PartialEq, Eq, Hash)]
+    pub enum Protocol {
+        /// The OpenBMS battery bus: batteries send reports unasked (`docs/battery-bus.md`).
+        OpenBms = 0 => "openbms",
+        /// JBD / Xiaoxiang / Overkill Solar UART protocol: `0xDD … 0x77` frames, one pack per line.
+        Jbd = 1 => "jbd",
+        /// JK-PB series RS485 (protocol 001): Modbus-framed trigger, status frame `55 AA EB 90`.
+        Jk = 2 => "jk",
+        /// Daly UART/RS485 protocol: 13-byte `0xA5` frames, address per pack.
+        Daly = 3 => "daly",
+    }
 }
 
 impl Protocol {
-    /// Every protocol, in wire-number order.
-    pub const ALL: [Protocol; 4] = [
-        Protocol::OpenBms,
-        Protocol::Jbd,
-        Protocol::Jk,
-        Protocol::Daly,
-    ];
-
-    /// The protocol's name as written in devicetree and scenario files.
-    pub const fn name(self) -> &'static str {
-        match self {
-            Protocol::OpenBms => "openbms",
-            Protocol::Jbd => "jbd",
-            Protocol::Jk => "jk",
-            Protocol::Daly => "daly",
-        }
-    }
-
     /// The protocol named `name` (as [`Protocol::name`] writes it).
     pub fn from_name(name: &str) -> Option<Self> {
         Protocol::ALL.into_iter().find(|p| p.name() == name)
-    }
-
-    /// The protocol with wire number `number` (its `repr`).
-    pub const fn from_number(number: u8) -> Option<Self> {
-        match number {
-            0 => Some(Protocol::OpenBms),
-            1 => Some(Protocol::Jbd),
-            2 => Some(Protocol::Jk),
-            3 => Some(Protocol::Daly),
-            _ => None,
-        }
     }
 
     /// The line speed the packs use out of the box, bit/s (8N1).
@@ -564,7 +537,7 @@ mod tests {
     fn protocol_names_round_trip() {
         for p in Protocol::ALL {
             assert_eq!(Protocol::from_name(p.name()), Some(p));
-            assert_eq!(Protocol::from_number(p as u8), Some(p));
+            assert_eq!(Protocol::from_u8(p as u8), Some(p));
         }
         assert_eq!(Protocol::from_name("pylontech"), None);
     }

@@ -452,9 +452,10 @@ struct bms_inputs {
    */
   uint32_t supply_mv;
   /**
-   * True while a BLE central is connected (LED-1).
+   * Non-zero while a BLE central is connected (LED-1). An integer, not `bool`: C may store
+   * any byte here, and a Rust `bool` other than 0 or 1 is undefined behaviour.
    */
-  bool app_connected;
+  uint8_t app_connected;
 };
 
 /**
@@ -619,9 +620,9 @@ int32_t bms_line_poll(struct bms *bms,
 
 /**
  * Handles one GATT access at `now_ms` to the OpenBMS service characteristic `characteristic`
- * (numbers in docs/protocol.md): a read (`write` false; `req` empty, or the battery selector
- * the client last wrote) or a write of `req`. `authenticated` is true on an encrypted link
- * paired with the passkey: only then are writes and actions accepted (BLE-2).
+ * (numbers in docs/protocol.md): a read (`write` 0; `req` empty, or the battery selector
+ * the client last wrote) or a write of `req`. `authenticated` is non-zero on an encrypted
+ * link paired with the passkey: only then are writes and actions accepted (BLE-2).
  *
  * Every request gets a response (`resp[1]` is its protocol status; a refused request changes
  * nothing, BLE-4): it is written to `resp` and its length to `*resp_len`. Changed settings,
@@ -638,8 +639,8 @@ int32_t bms_line_poll(struct bms *bms,
 int32_t bms_gatt_request(struct bms *bms,
                          uint64_t now_ms,
                          uint8_t characteristic,
-                         bool write,
-                         bool authenticated,
+                         uint8_t write,
+                         uint8_t authenticated,
                          const uint8_t *req,
                          size_t req_len,
                          uint8_t *resp,
@@ -675,7 +676,7 @@ int32_t bms_dfu_event(struct bms *bms, uint64_t now_ms, bms_dfu_t event);
 /**
  * DFU-1: the firmware's self-check of a new image running in MCUboot's test mode. Call it
  * after each `bms_step` until it gives a verdict; `ble_ready` and `storage_ok` are the
- * platform's view of its Bluetooth stack and storage. Confirm the image on `1`; reboot (so
+ * platform's view of its Bluetooth stack and storage (non-zero = working). Confirm the image on `1`; reboot (so
  * MCUboot reverts) on `BMS_ETIMEDOUT`. The verdict is final once given.
  *
  * Returns `0` while pending, `1` when passed, `BMS_ETIMEDOUT` when failed, or `BMS_EINVAL`
@@ -684,7 +685,10 @@ int32_t bms_dfu_event(struct bms *bms, uint64_t now_ms, bms_dfu_t event);
  * # Safety
  * Any pointer value is accepted and checked; there is no requirement on the caller.
  */
-int32_t bms_self_check(struct bms *bms, uint64_t now_ms, bool ble_ready, bool storage_ok);
+int32_t bms_self_check(struct bms *bms,
+                       uint64_t now_ms,
+                       uint8_t ble_ready,
+                       uint8_t storage_ok);
 
 /**
  * Stores in `*deadline_ms` when `bms_step` must run next at the latest (monotonic ms; may be

@@ -353,8 +353,9 @@ pub struct BmsInputs {
     pub remote_l_mv: u32,
     /// The BMS supply voltage in mV, which is the bank voltage.
     pub supply_mv: u32,
-    /// True while a BLE central is connected (LED-1).
-    pub app_connected: bool,
+    /// Non-zero while a BLE central is connected (LED-1). An integer, not `bool`: C may store
+    /// any byte here, and a Rust `bool` other than 0 or 1 is undefined behaviour.
+    pub app_connected: u8,
 }
 
 /// The decisions of one `bms_step`, to apply right away.
@@ -400,7 +401,7 @@ impl BmsInputs {
             remote_h_mv: self.remote_h_mv,
             remote_l_mv: self.remote_l_mv,
             supply_mv: self.supply_mv,
-            app_connected: self.app_connected,
+            app_connected: self.app_connected != 0,
         }
     }
 }
@@ -423,5 +424,23 @@ impl BmsOutputs {
             adv_changed: d.adv_changed,
             status_changed: d.status_changed,
         }
+    }
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    /// C fills `BmsInputs`; any byte it stores in a flag is read as a defined value.
+    #[test]
+    fn ffi_inputs_take_any_byte_as_a_flag() {
+        for byte in [1u8, 2, 0x7f, 0xff] {
+            let inputs = BmsInputs {
+                app_connected: byte,
+                ..BmsInputs::default()
+            };
+            assert!(inputs.to_core().app_connected, "byte {byte}");
+        }
+        assert!(!BmsInputs::default().to_core().app_connected);
     }
 }

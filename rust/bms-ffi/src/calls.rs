@@ -286,9 +286,9 @@ pub unsafe extern "C" fn bms_line_poll(
 }
 
 /// Handles one GATT access at `now_ms` to the OpenBMS service characteristic `characteristic`
-/// (numbers in docs/protocol.md): a read (`write` false; `req` empty, or the battery selector
-/// the client last wrote) or a write of `req`. `authenticated` is true on an encrypted link
-/// paired with the passkey: only then are writes and actions accepted (BLE-2).
+/// (numbers in docs/protocol.md): a read (`write` 0; `req` empty, or the battery selector
+/// the client last wrote) or a write of `req`. `authenticated` is non-zero on an encrypted
+/// link paired with the passkey: only then are writes and actions accepted (BLE-2).
 ///
 /// Every request gets a response (`resp[1]` is its protocol status; a refused request changes
 /// nothing, BLE-4): it is written to `resp` and its length to `*resp_len`. Changed settings,
@@ -306,8 +306,8 @@ pub unsafe extern "C" fn bms_gatt_request(
     bms: *mut Instance,
     now_ms: u64,
     characteristic: u8,
-    write: bool,
-    authenticated: bool,
+    write: u8,
+    authenticated: u8,
     req: *const u8,
     req_len: usize,
     resp: *mut u8,
@@ -331,12 +331,16 @@ pub unsafe extern "C" fn bms_gatt_request(
         // SAFETY: checked by `arg_buf`; writable by the caller's contract, and no other
         // argument reaches it (`req` does not overlap; `resp_len` is only written after).
         let resp = unsafe { out_bytes(resp, resp_cap) };
-        let access = if write { Access::Write } else { Access::Read };
+        let access = if write != 0 {
+            Access::Write
+        } else {
+            Access::Read
+        };
         let len = claim.instance().gatt_request(
             now_ms,
             characteristic,
             access,
-            authenticated,
+            authenticated != 0,
             req,
             resp,
         )?;
@@ -399,7 +403,7 @@ pub unsafe extern "C" fn bms_dfu_event(bms: *mut Instance, now_ms: u64, event: B
 
 /// DFU-1: the firmware's self-check of a new image running in MCUboot's test mode. Call it
 /// after each `bms_step` until it gives a verdict; `ble_ready` and `storage_ok` are the
-/// platform's view of its Bluetooth stack and storage. Confirm the image on `1`; reboot (so
+/// platform's view of its Bluetooth stack and storage (non-zero = working). Confirm the image on `1`; reboot (so
 /// MCUboot reverts) on `BMS_ETIMEDOUT`. The verdict is final once given.
 ///
 /// Returns `0` while pending, `1` when passed, `BMS_ETIMEDOUT` when failed, or `BMS_EINVAL`
@@ -411,16 +415,16 @@ pub unsafe extern "C" fn bms_dfu_event(bms: *mut Instance, now_ms: u64, event: B
 pub unsafe extern "C" fn bms_self_check(
     bms: *mut Instance,
     now_ms: u64,
-    ble_ready: bool,
-    storage_ok: bool,
+    ble_ready: u8,
+    storage_ok: u8,
 ) -> i32 {
     let mut claim = match Claim::of(bms) {
         Ok(claim) => claim,
         Err(err) => return err,
     };
     let inputs = SelfCheckInputs {
-        ble_ready,
-        storage_ok,
+        ble_ready: ble_ready != 0,
+        storage_ok: storage_ok != 0,
     };
     match claim.instance().self_check(now_ms, inputs) {
         SelfCheck::Pending => 0,

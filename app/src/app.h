@@ -94,4 +94,56 @@ void ble_post_status(const uint8_t *status, size_t len);
 int dfu_init(void);
 int dfu_self_check(void);
 
+/** dfu_check.c: what an upload and an MCUmgr command must be to be accepted. */
+struct dfu_version {
+	uint8_t major;
+	uint8_t minor;
+	uint16_t revision;
+};
+
+enum dfu_upload_verdict {
+	DFU_UPLOAD_OK,
+	/* No MCUboot image header, or sizes that do not fit the upload. */
+	DFU_UPLOAD_HEADER_INVALID,
+	/* Older (major.minor.revision) than the running image. */
+	DFU_UPLOAD_VERSION_OLDER,
+	/* Longer than the secondary slot. */
+	DFU_UPLOAD_TOO_LARGE,
+};
+
+/* Checks the first @p chunk_len bytes of an upload of @p upload_len bytes against the
+ * running image's version (NULL: unknown, not compared) and the slot size; stores the
+ * offered version in @p offered when the header is valid.
+ */
+enum dfu_upload_verdict dfu_upload_check(const uint8_t *chunk, size_t chunk_len,
+					 size_t upload_len, const struct dfu_version *running,
+					 size_t slot_len, struct dfu_version *offered);
+/* Whether SMP command (@p group, @p id, @p op) may run: no image-state write while the
+ * running image is unconfirmed (test mode), so only the self-check confirms it.
+ */
+bool dfu_command_allowed(uint16_t group, uint8_t id, uint8_t op, bool image_confirmed);
+
+/* An upload as the core heard of it. */
+enum dfu_upload_state {
+	DFU_STATE_IDLE,
+	DFU_STATE_RUNNING,
+	/* The uploading link dropped: the core was told the upload stopped. */
+	DFU_STATE_LINK_LOST,
+};
+
+enum dfu_upload_event {
+	DFU_EVENT_STARTED,       /* first chunk accepted (MCUmgr: DFU started) */
+	DFU_EVENT_RESUMED_CHUNK, /* a chunk past the first */
+	DFU_EVENT_PENDING,       /* last chunk written (MCUmgr: DFU pending) */
+	DFU_EVENT_STOPPED,       /* MCUmgr stopped the upload on an error */
+	DFU_EVENT_LINK_LOST,     /* the uploading connection dropped */
+};
+
+#define DFU_NO_EVENT (-1)
+
+/* Advances @p state by @p event; returns the bms_dfu event to give the core, or
+ * DFU_NO_EVENT.
+ */
+int dfu_upload_step(enum dfu_upload_state *state, enum dfu_upload_event event);
+
 #endif /* OPENBMS_APP_H_ */

@@ -217,19 +217,27 @@ static bool fits_mtu(struct bt_conn *conn, size_t len)
 	return mtu > ATT_NOTIFY_OVERHEAD && len <= (size_t)(mtu - ATT_NOTIFY_OVERHEAD);
 }
 
+/* Connectable while nobody is connected; while a central holds the one connection, the
+ * Instant Readout goes on in a scannable, non-connectable advertisement, so the readout never
+ * depends on who is connected.
+ */
 static void advertise(void)
 {
+	uint32_t options = atomic_get(&connections) < CONFIG_BT_MAX_CONN ? BT_LE_ADV_OPT_CONN
+									: BT_LE_ADV_OPT_SCANNABLE;
 	const struct bt_le_adv_param *param =
 		advertising_low_power
-			? BT_LE_ADV_PARAM(BT_LE_ADV_OPT_CONN, BT_GAP_ADV_SLOW_INT_MIN,
+			? BT_LE_ADV_PARAM(options, BT_GAP_ADV_SLOW_INT_MIN,
 					  BT_GAP_ADV_SLOW_INT_MAX, NULL)
-			: BT_LE_ADV_PARAM(BT_LE_ADV_OPT_CONN, BT_GAP_ADV_FAST_INT_MIN_2,
+			: BT_LE_ADV_PARAM(options, BT_GAP_ADV_FAST_INT_MIN_2,
 					  BT_GAP_ADV_FAST_INT_MAX_2, NULL);
 	int err;
 
+	(void)bt_le_adv_stop();
 	err = bt_le_adv_start(param, ad, ARRAY_SIZE(ad), sd, ARRAY_SIZE(sd));
-	if (err && err != -EALREADY) {
-		LOG_ERR("Advertising failed to start (err %d)", err);
+	if (err) {
+		LOG_ERR("Advertising (%s) failed to start (err %d)",
+			options == BT_LE_ADV_OPT_CONN ? "connectable" : "readout only", err);
 	}
 }
 
@@ -249,12 +257,13 @@ static void advertisement_update(struct k_work *work)
 
 	if (!started || low_power != advertising_low_power) {
 		advertising_low_power = low_power;
-		(void)bt_le_adv_stop();
 		advertise();
 		return;
 	}
 
-	/* -EAGAIN: not advertising while a central is connected; the data is used at restart. */
+	/* -EAGAIN: not advertising (between a connection and its restart work); the data is
+	 * used at the restart.
+	 */
 	err = bt_le_adv_update_data(ad, ARRAY_SIZE(ad), sd, ARRAY_SIZE(sd));
 	if (err && err != -EAGAIN) {
 		LOG_ERR("Advertising data not updated (err %d)", err);
@@ -379,6 +388,8 @@ static void connected(struct bt_conn *conn, uint8_t err)
 	gatt_session_reset(&sessions[bt_conn_index(conn)]);
 	atomic_inc(&connections);
 	LOG_INF("Connected");
+	/* The controller stopped the connectable advertisement: the readout goes on. */
+	k_work_submit(&restart_work);
 }
 
 static void disconnected(struct bt_conn *conn, uint8_t reason)

@@ -3,24 +3,148 @@
  * Copyright (c) 2026 The OpenBMS authors
  *
  * Firmware update (DFU-1, DFU-2). MCUmgr's image group receives the image over SMP into
- * MCUboot's secondary slot (see prj.conf and sysbuild.conf); its status hooks tell the core
- * when an upload starts, completes or stops, and the core floats ATC meanwhile and decides
- * what a failed update means for ATD (PROT-10). After an update the new image runs in test
- * mode: it confirms itself only once the core's self-check passed, and reboots when the core
- * says it failed, so that MCUboot reverts to the previous image. The criteria and time limits
- * are the core's (Bms::self_check, limits.rs); this file only applies the verdict. Hook
- * pattern of doc/services/device_mgmt/mcumgr_callbacks.rst.
+ * MCUboot's secondary slot (see prj.conf and app/sysbuild*), erasing it sector by sector as
+ * the data arrives (CONFIG_IMG_ERASE_PROGRESSIVELY), so no long erase stalls flash writes of
+ * the control thread. Hooks of doc/services/device_mgmt/mcumgr_callbacks.rst:
+ *
+ * - upload check: the first chunk must be an MCUboot image no older than the running one
+ *   that fits the slot (dfu_check.c); MCUboot checks signature and security counter again;
+ * - command check: no image-state write while the running image is in test mode, so that a
+ *   phone cannot confirm it: only the self-check below does;
+ * - status: the core hears when an upload starts, completes or stops and floats ATC meanwhile
+ *   (PROT-10); a dropped link stops the upload for the core too (img_mgmt itself waits for
+ *   the client), and a client that resumes it later starts it again.
+ *
+ * After an update the new image runs in test mode: it confirms itself only once the core's
+ * self-check passed, and reboots when the core says it failed, so that MCUboot reverts to the
+ * previous image. The criteria and time limits are the core's (Bms::self_check, limits.rs).
  */
 
+#include <zephyr/bluetooth/conn.h>
 #include <zephyr/dfu/mcuboot.h>
 #include <zephyr/kernel.h>
 #include <zephyr/logging/log.h>
+#include <zephyr/mgmt/mcumgr/grp/img_mgmt/img_mgmt.h>
 #include <zephyr/mgmt/mcumgr/mgmt/callbacks.h>
+#include <zephyr/mgmt/mcumgr/mgmt/mgmt.h>
+#include <zephyr/storage/flash_map.h>
 #include <zephyr/sys/reboot.h>
 
 #include "app.h"
 
 LOG_MODULE_REGISTER(bms_dfu, CONFIG_BMS_LOG_LEVEL);
+
+#define RUNNING_SLOT FIXED_PARTITION_ID(slot0_partition)
+#define UPDATE_SLOT_SIZE FIXED_PARTITION_SIZE(slot1_partition)
+
+/* The upload as the core heard of it: MCUmgr's hooks (SMP work queue) and the Bluetooth
+ * disconnect callback (host thread) step it.
+ */
+static K_MUTEX_DEFINE(upload_lock);
+static enum dfu_upload_state upload_state = DFU_STATE_IDLE;
+
+static void upload_event(enum dfu_upload_event event)
+{
+	int to_core;
+
+	k_mutex_lock(&upload_lock, K_FOREVER);
+	to_core = dfu_upload_step(&upload_state, event);
+	k_mutex_unlock(&upload_lock);
+
+	if (to_core != DFU_NO_EVENT) {
+		(void)control_post_dfu((bms_dfu_t)to_core);
+	}
+}
+
+static int running_version(struct dfu_version *version)
+{
+	struct mcuboot_img_header header;
+	int err;
+
+	err = boot_read_bank_header(RUNNING_SLOT, &header, sizeof(header));
+	if (err) {
+		return err;
+	}
+	version->major = header.h.v1.sem_ver.major;
+	version->minor = header.h.v1.sem_ver.minor;
+	version->revision = header.h.v1.sem_ver.revision;
+	return 0;
+}
+
+static enum mgmt_cb_return upload_check(uint32_t event, enum mgmt_cb_return prev_status,
+					int32_t *rc, uint16_t *group, bool *abort_more,
+					void *data, size_t data_size)
+{
+	const struct img_mgmt_upload_check *check = data;
+	const struct img_mgmt_upload_req *req = check->req;
+	struct dfu_version running;
+	struct dfu_version offered = {0};
+	enum dfu_upload_verdict verdict;
+
+	ARG_UNUSED(event);
+	ARG_UNUSED(prev_status);
+	ARG_UNUSED(abort_more);
+	ARG_UNUSED(data_size);
+
+	if (req->off != 0) {
+		upload_event(DFU_EVENT_RESUMED_CHUNK);
+		return MGMT_CB_OK;
+	}
+
+	if (running_version(&running) != 0) {
+		LOG_ERR("Running image header not readable: update refused");
+		*rc = IMG_MGMT_ERR_VERSION_GET_FAILED;
+		*group = MGMT_GROUP_ID_IMAGE;
+		return MGMT_CB_ERROR_ERR;
+	}
+
+	verdict = dfu_upload_check(req->img_data.value, req->img_data.len, req->size, &running,
+				   UPDATE_SLOT_SIZE, &offered);
+	switch (verdict) {
+	case DFU_UPLOAD_OK:
+		LOG_INF("Update to %u.%u.%u accepted (%u bytes)", offered.major, offered.minor,
+			offered.revision, (unsigned int)req->size);
+		return MGMT_CB_OK;
+	case DFU_UPLOAD_HEADER_INVALID:
+		LOG_WRN("Update refused: no valid MCUboot image header");
+		*rc = IMG_MGMT_ERR_INVALID_IMAGE_HEADER;
+		break;
+	case DFU_UPLOAD_VERSION_OLDER:
+		LOG_WRN("Update refused: %u.%u.%u is older than the running %u.%u.%u",
+			offered.major, offered.minor, offered.revision, running.major,
+			running.minor, running.revision);
+		*rc = IMG_MGMT_ERR_CURRENT_VERSION_IS_NEWER;
+		break;
+	case DFU_UPLOAD_TOO_LARGE:
+		LOG_WRN("Update refused: %u bytes do not fit the %u-byte slot",
+			(unsigned int)req->size, (unsigned int)UPDATE_SLOT_SIZE);
+		*rc = IMG_MGMT_ERR_INVALID_IMAGE_TOO_LARGE;
+		break;
+	}
+	*group = MGMT_GROUP_ID_IMAGE;
+	return MGMT_CB_ERROR_ERR;
+}
+
+static enum mgmt_cb_return command_check(uint32_t event, enum mgmt_cb_return prev_status,
+					 int32_t *rc, uint16_t *group, bool *abort_more,
+					 void *data, size_t data_size)
+{
+	const struct mgmt_evt_op_cmd_arg *cmd = data;
+
+	ARG_UNUSED(event);
+	ARG_UNUSED(prev_status);
+	ARG_UNUSED(group);
+	ARG_UNUSED(abort_more);
+	ARG_UNUSED(data_size);
+
+	if (!dfu_command_allowed(cmd->group, cmd->id, cmd->op, boot_is_img_confirmed())) {
+		LOG_WRN("Image state change refused: the running image is on test, its "
+			"self-check confirms it");
+		*rc = MGMT_ERR_EACCESSDENIED;
+		return MGMT_CB_ERROR_RC;
+	}
+	return MGMT_CB_OK;
+}
 
 static enum mgmt_cb_return img_status(uint32_t event, enum mgmt_cb_return prev_status,
 				      int32_t *rc, uint16_t *group, bool *abort_more, void *data,
@@ -36,15 +160,15 @@ static enum mgmt_cb_return img_status(uint32_t event, enum mgmt_cb_return prev_s
 	switch (event) {
 	case MGMT_EVT_OP_IMG_MGMT_DFU_STARTED:
 		LOG_INF("Update started");
-		(void)control_post_dfu(BMS_DFU_STARTED);
+		upload_event(DFU_EVENT_STARTED);
 		break;
 	case MGMT_EVT_OP_IMG_MGMT_DFU_PENDING:
 		LOG_INF("Update received, pending reboot");
-		(void)control_post_dfu(BMS_DFU_COMPLETED);
+		upload_event(DFU_EVENT_PENDING);
 		break;
 	case MGMT_EVT_OP_IMG_MGMT_DFU_STOPPED:
 		LOG_WRN("Update stopped before completion");
-		(void)control_post_dfu(BMS_DFU_ABORTED);
+		upload_event(DFU_EVENT_STOPPED);
 		break;
 	default:
 		break;
@@ -53,14 +177,41 @@ static enum mgmt_cb_return img_status(uint32_t event, enum mgmt_cb_return prev_s
 	return MGMT_CB_OK;
 }
 
+static struct mgmt_callback upload_check_cb = {
+	.callback = upload_check,
+	.event_id = MGMT_EVT_OP_IMG_MGMT_DFU_CHUNK,
+};
+
+static struct mgmt_callback command_check_cb = {
+	.callback = command_check,
+	.event_id = MGMT_EVT_OP_CMD_RECV,
+};
+
 static struct mgmt_callback img_status_cb = {
 	.callback = img_status,
 	.event_id = MGMT_EVT_OP_IMG_MGMT_DFU_STARTED | MGMT_EVT_OP_IMG_MGMT_DFU_PENDING |
 		    MGMT_EVT_OP_IMG_MGMT_DFU_STOPPED,
 };
 
+/* SMP writes need an authenticated link, and the firmware takes one connection at a time
+ * (CONFIG_BT_MAX_CONN=1): a link that drops during an upload is the uploading one.
+ */
+static void disconnected(struct bt_conn *conn, uint8_t reason)
+{
+	ARG_UNUSED(conn);
+
+	LOG_DBG("Link lost (reason 0x%02x)", reason);
+	upload_event(DFU_EVENT_LINK_LOST);
+}
+
+BT_CONN_CB_DEFINE(dfu_conn_callbacks) = {
+	.disconnected = disconnected,
+};
+
 int dfu_init(void)
 {
+	mgmt_callback_register(&upload_check_cb);
+	mgmt_callback_register(&command_check_cb);
 	mgmt_callback_register(&img_status_cb);
 
 	return 0;

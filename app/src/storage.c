@@ -12,6 +12,7 @@
 #include <errno.h>
 #include <string.h>
 
+#include <zephyr/kernel.h>
 #include <zephyr/logging/log.h>
 #include <zephyr/settings/settings.h>
 #include <zephyr/sys/util.h>
@@ -21,6 +22,12 @@
 #include "app.h"
 
 LOG_MODULE_REGISTER(bms_storage, CONFIG_BMS_LOG_LEVEL);
+
+/* Reads of a record that fail with an I/O error; the control thread's watchdog period
+ * (at least 200 ms, CONFIG_BMS_CONTROL_WDT_MS) covers them all.
+ */
+#define STORAGE_READ_ATTEMPTS 3
+#define STORAGE_READ_RETRY_DELAY K_MSEC(10)
 
 struct read_ctx {
 	uint8_t *buf;
@@ -65,26 +72,45 @@ static bool key_valid(const char *key)
 	return key != NULL && key[0] != '\0' && memchr(key, '\0', BMS_STORAGE_KEY_MAX_LEN + 1) != NULL;
 }
 
+static int read_once(const char *key, struct read_ctx *ctx)
+{
+	int err;
+
+	ctx->rc = -ENOENT;
+	ctx->len = 0;
+	err = settings_load_subtree_direct(key, load_record, ctx);
+	if (err) {
+		LOG_ERR("Record %s not loaded (err %d)", key, err);
+		return -EIO;
+	}
+	return ctx->rc;
+}
+
 int bms_port_storage_read(const char *key, uint8_t *buf, size_t cap, size_t *len)
 {
-	struct read_ctx ctx = {.buf = buf, .cap = cap, .rc = -ENOENT};
-	int err;
+	struct read_ctx ctx = {.buf = buf, .cap = cap};
+	int rc;
 
 	if (!key_valid(key) || buf == NULL || len == NULL) {
 		return -EINVAL;
 	}
 
-	err = settings_load_subtree_direct(key, load_record, &ctx);
-	if (err) {
-		LOG_ERR("Record %s not loaded (err %d)", key, err);
-		return -EIO;
+	/* A read error may pass (a disturbed flash read): read again before the core takes the
+	 * record for lost, which for the secrets record means pairing refused until a reset.
+	 */
+	rc = read_once(key, &ctx);
+	for (int retry = 1; rc == -EIO && retry < STORAGE_READ_ATTEMPTS; retry++) {
+		LOG_WRN("Record %s: read error, attempt %d of %d", key, retry + 1,
+			STORAGE_READ_ATTEMPTS);
+		k_sleep(STORAGE_READ_RETRY_DELAY);
+		rc = read_once(key, &ctx);
 	}
 
-	if (ctx.rc == 0) {
+	if (rc == 0) {
 		*len = ctx.len;
 	}
 
-	return ctx.rc;
+	return rc;
 }
 
 int bms_port_storage_write(const char *key, const uint8_t *buf, size_t len)

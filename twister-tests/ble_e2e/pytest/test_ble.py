@@ -105,6 +105,11 @@ async def run(exe: Path) -> None:
         phone.pairing_config_factory = lambda connection: PairingConfig(
             sc=True, mitm=True, bonding=True, delegate=KeyboardDelegate()
         )
+        # A second receiver nearby that only listens to the Instant Readout.
+        scanner_controller = Controller("scanner", link=link)
+        scanner = Device.with_hci(
+            "scanner", Address("F0:F1:F2:F3:F4:F6"), scanner_controller, scanner_controller
+        )
 
         firmware = subprocess.Popen(
             [str(exe), f"--bt-dev=127.0.0.1:{port}", "--flash_in_ram"],
@@ -133,6 +138,29 @@ async def run(exe: Path) -> None:
             assert payload[0] == 0x10, "Instant Readout record must start with 0x10"
 
             connection = await phone.connect(address)
+
+            # The readout goes on while a central (not even paired) holds the connection:
+            # a scannable, non-connectable advertisement with the same 26 bytes.
+            await scanner.power_on()
+            while_connected = asyncio.get_running_loop().create_future()
+
+            def on_scanner_advertisement(advertisement):
+                data = advertisement.data.get(
+                    AdvertisingData.MANUFACTURER_SPECIFIC_DATA, raw=True
+                )
+                if data and int.from_bytes(data[:2], "little") == VICTRON_COMPANY_ID:
+                    if not while_connected.done():
+                        while_connected.set_result(
+                            (advertisement.is_connectable, bytes(data))
+                        )
+
+            scanner.on("advertisement", on_scanner_advertisement)
+            await scanner.start_scanning(active=True)
+            connectable, readout_data = await asyncio.wait_for(while_connected, 15)
+            await scanner.stop_scanning()
+            assert not connectable, "advertised as connectable while the one link is taken"
+            assert len(readout_data) == ADVERTISEMENT_LEN, readout_data.hex()
+
             peer = Peer(connection)
             await peer.discover_services()
             await peer.discover_characteristics()
@@ -201,8 +229,9 @@ async def run(exe: Path) -> None:
             print(output.decode(errors="replace"))
 
 
-# BLE-1, BLE-2, BLE-3, BLE-4: scan, read open, refused selection as ATT error, refused write
-# before pairing, passkey pairing, refused value as ATT error, authenticated write and key
-# read, Instant Readout decoded by victron-ble.
+# BLE-1, BLE-2, BLE-3, BLE-4: scan, the readout still advertised while a central is connected,
+# read open, refused selection as ATT error, refused write before pairing, passkey pairing,
+# refused value as ATT error, authenticated write and key read, Instant Readout decoded by
+# victron-ble.
 def test_ble_1_2_3_4_readout_pairing_and_permissions(request):
     asyncio.run(run(zephyr_exe(request)))

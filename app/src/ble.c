@@ -219,12 +219,15 @@ static bool fits_mtu(struct bt_conn *conn, size_t len)
 
 /* Connectable while nobody is connected; while a central holds the one connection, the
  * Instant Readout goes on in a scannable, non-connectable advertisement, so the readout never
- * depends on who is connected.
+ * depends on who is connected. It keeps the identity address: readout decoders know a
+ * device by its address, and the controller's address does not change under the link.
  */
+#define ADV_OPT_READOUT_ONLY (BT_LE_ADV_OPT_SCANNABLE | BT_LE_ADV_OPT_USE_IDENTITY)
+
 static void advertise(void)
 {
 	uint32_t options = atomic_get(&connections) < CONFIG_BT_MAX_CONN ? BT_LE_ADV_OPT_CONN
-									: BT_LE_ADV_OPT_SCANNABLE;
+									: ADV_OPT_READOUT_ONLY;
 	const struct bt_le_adv_param *param =
 		advertising_low_power
 			? BT_LE_ADV_PARAM(options, BT_GAP_ADV_SLOW_INT_MIN,

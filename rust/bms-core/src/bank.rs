@@ -4,9 +4,10 @@
 //!
 //! Batteries are kept in a fixed table sorted by serial number, so a battery keeps its number
 //! across reboots. A battery is a *member* of the bank from its first valid report until it is
-//! lost; members make up the topology. A report with physically impossible data is refused
-//! with a [`ReportError`] and marks its battery invalid until its next valid report: the bank
-//! is then not [`BankHealth::complete`] and the protection fails safe.
+//! lost; members make up the topology. PROT-13: a report with implausible data is refused with
+//! a [`ReportError`] and otherwise ignored, like a missing report: the battery keeps its last
+//! valid values and becomes lost (BANK-4) when nothing valid follows in time. A battery that
+//! has never sent a valid report is not part of a complete set (PROT-1).
 
 use core::fmt;
 
@@ -31,7 +32,7 @@ pub enum ReportError {
         /// Cell voltages in the report.
         got: u8,
     },
-    /// Cell `cell` (0-based) reports `cell_mv`, outside 1..=5000 mV.
+    /// Cell `cell` (0-based) reports `cell_mv`, outside 500..=4500 mV (PROT-13).
     CellVoltage {
         /// Index of the cell in the battery, 0-based.
         cell: u8,
@@ -40,7 +41,7 @@ pub enum ReportError {
     },
     /// The report carries no temperature.
     NoTemperature,
-    /// Sensor `sensor` (0-based) reports `temp_ddegc`, outside -60..=150 °C.
+    /// Sensor `sensor` (0-based) reports `temp_ddegc`, outside -40..=100 °C (PROT-13).
     Temperature {
         /// Index of the sensor, 0-based.
         sensor: u8,
@@ -71,7 +72,7 @@ impl fmt::Display for ReportError {
             ReportError::CellVoltage { cell, cell_mv } => {
                 write!(
                     f,
-                    "cell {} voltage {} mV is impossible",
+                    "cell {} voltage {} mV is implausible",
                     Number::from(*cell),
                     Number::from(*cell_mv)
                 )
@@ -80,7 +81,7 @@ impl fmt::Display for ReportError {
             ReportError::Temperature { sensor, temp_ddegc } => {
                 write!(
                     f,
-                    "temperature {} of {} d°C is impossible",
+                    "temperature {} of {} d°C is implausible",
                     Number::from(*sensor),
                     Number::from(*temp_ddegc)
                 )
@@ -234,10 +235,10 @@ impl Battery {
         self.cells_mv().iter().map(|&mv| u32::from(mv)).sum()
     }
 
-    /// True when the battery has valid, current data: reported validly at least once, its
-    /// latest report was valid and it is not lost.
+    /// True when the battery has valid, current data: reported validly at least once and not
+    /// lost. A refused latest report does not change it (PROT-13: ignored like a missing one).
     pub fn is_valid(&self) -> bool {
-        self.has_valid && self.error.is_none() && !self.lost
+        self.has_valid && !self.lost
     }
 
     /// True while the battery is part of the bank: from its first valid report until lost.
@@ -332,7 +333,7 @@ pub struct BankHealth {
     pub complete: bool,
     /// Some battery is lost (BANK-4).
     pub lost: bool,
-    /// Some battery's latest report was refused.
+    /// Some battery's latest report was refused (PROT-13: by itself it keeps a set complete).
     pub invalid: bool,
     /// The bank breaks the configuration rules (BANK-2).
     pub config_error: bool,
@@ -373,10 +374,12 @@ impl Bank {
         }
     }
 
-    /// Takes one battery report received at `now_ms`. A refused report marks the battery
-    /// invalid (it is stored, so the bank fails safe) and returns why; the values of its last
-    /// valid report are kept for display but not used. Call [`Bank::update`] afterwards (the
-    /// next control step does).
+    /// Takes one battery report received at `now_ms`. A refused report returns why and is
+    /// remembered in [`Battery::error`] until the next valid one; otherwise it is ignored like
+    /// a missing report (PROT-13): the values of the last valid report stay in use until the
+    /// battery is lost (BANK-4). A new battery whose first report is refused is stored but has
+    /// no valid data, so the set is not complete. Call [`Bank::update`] afterwards (the next
+    /// control step does).
     pub fn handle_report(
         &mut self,
         now_ms: u64,
@@ -541,7 +544,6 @@ impl Bank {
         let complete = discovered
             && self.judged
             && !lost
-            && !invalid
             && !config_error
             && self.batteries.iter().all(Battery::is_valid)
             && self.topology.is_some_and(|t| t.series > 0)

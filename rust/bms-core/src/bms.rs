@@ -357,9 +357,11 @@ impl Bms {
         }
     }
 
-    /// A decoded battery report arrived over the bus at `now_ms`. A report with impossible data
-    /// is refused with the reason; its battery then counts as not reporting valid data (the
-    /// outputs go free-floating at the next step, and [`Code::InvalidBatteryData`] is raised).
+    /// A decoded battery report arrived over the bus at `now_ms`. PROT-13: a report with
+    /// implausible data is refused with the reason, counted ([`Bms::invalid_reports`]) and raises
+    /// [`Code::InvalidBatteryData`] until the battery's next valid report; otherwise it is
+    /// ignored like a missing report: it switches no output by itself, and BANK-4's lost time
+    /// applies when nothing valid follows.
     pub fn handle_report(
         &mut self,
         now_ms: u64,

@@ -279,11 +279,13 @@ pub const fn max_batteries(model: BatteryModel) -> usize {
     }
 }
 
-/// A reported cell voltage must lie in this range to be physically possible, mV (0 V or less
-/// and above 5 V are impossible for a LiFePO4 cell that is being measured).
-pub const CELL_VALID_MV: (u16, u16) = (1, 5000);
-/// A reported temperature must lie in this range to be physically possible, 0.1 °C.
-pub const TEMP_VALID_DDEGC: (i16, i16) = (-600, 1500);
+/// PROT-13 **(choice)**: a reported cell voltage must lie in this range (inclusive) to be
+/// plausible, mV. A report with a cell outside it is invalid: ignored like a missing report
+/// (BANK-4's lost time applies) and counted; a plausible value is always believed.
+pub const CELL_VALID_MV: (u16, u16) = (500, 4500);
+/// PROT-13 **(choice)**: a reported temperature must lie in this range (inclusive) to be
+/// plausible, 0.1 °C (see [`CELL_VALID_MV`]).
+pub const TEMP_VALID_DDEGC: (i16, i16) = (-400, 1000);
 
 /// BAL-2: the balancer state is Unknown when the last full charge is older than this, ms.
 pub const BALANCER_STALE_MS: u64 = 30 * 24 * 3600 * 1000;
@@ -424,8 +426,8 @@ mod tests {
         assert_eq!(max_batteries(BatteryModel::Lfp25V6), 50);
         assert_eq!(max_batteries(BatteryModel::Lfp51V2), 25);
         assert_eq!(BANK_NOMINAL_MV, [12_800, 25_600, 51_200]);
-        assert_eq!(CELL_VALID_MV, (1, 5000));
-        assert_eq!(TEMP_VALID_DDEGC, (-600, 1500));
+        assert_eq!(CELL_VALID_MV, (500, 4500));
+        assert_eq!(TEMP_VALID_DDEGC, (-400, 1000));
         assert_eq!(BALANCER_STALE_MS, 2_592_000_000);
         assert_eq!(BALANCED_SPREAD_MV, 30);
     }

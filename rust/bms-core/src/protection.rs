@@ -275,8 +275,10 @@ impl Protection {
         }
 
         let mut common = Reasons::EMPTY;
-        let data_flagged =
-            inputs.health.lost || inputs.health.invalid || inputs.health.config_error;
+        // PROT-13: a refused report alone keeps the set complete; it shows only while it keeps
+        // the set incomplete (a battery that has never sent a valid report).
+        let invalid = values.is_none() && inputs.health.invalid;
+        let data_flagged = inputs.health.lost || invalid || inputs.health.config_error;
         // No data for another reason (the bank emptied): still no valid data set.
         common.insert_if(
             !self.started || (values.is_none() && !data_flagged),
@@ -284,7 +286,7 @@ impl Protection {
         );
         common.insert_if(!inputs.remote_on, Reason::RemoteOff);
         common.insert_if(inputs.health.lost, Reason::BatteryLost);
-        common.insert_if(inputs.health.invalid, Reason::InvalidData);
+        common.insert_if(invalid, Reason::InvalidData);
         common.insert_if(inputs.health.config_error, Reason::ConfigurationError);
         let blocked = inputs.aggregates.unwrap_or_default();
 

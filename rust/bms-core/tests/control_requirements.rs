@@ -334,48 +334,28 @@ fn bank_5_topology_change_rederives_and_resets_balancer() {
     );
 }
 
-/// Impossible data (cell ≤ 0 or > 5 V, temperature outside -60..150 °C, wrong cell count, no
-/// temperature, no capacity) is refused with an error naming it; the outputs fail safe.
-#[test]
-fn invalid_report_is_refused_and_fails_safe() {
+/// The refused reports of PROT-13, each with the error that must name it: the audit's
+/// implausible values (0 V, 5.5 V, −70 °C, 151 °C), the first values beyond the limits, and
+/// reports that are malformed in other ways.
+fn refused_reports() -> std::vec::Vec<(BatteryReport, ReportError)> {
     let good = report(1000, BatteryModel::Lfp12V8, 3300);
     let mut cases: std::vec::Vec<(BatteryReport, ReportError)> = std::vec::Vec::new();
-    let mut r = good.clone();
-    r.cells_mv[2] = 0;
-    cases.push((
-        r,
-        ReportError::CellVoltage {
-            cell: 2,
-            cell_mv: 0,
-        },
-    ));
-    let mut r = good.clone();
-    r.cells_mv[0] = 5001;
-    cases.push((
-        r,
-        ReportError::CellVoltage {
-            cell: 0,
-            cell_mv: 5001,
-        },
-    ));
-    let mut r = good.clone();
-    r.temps_ddegc[0] = -601;
-    cases.push((
-        r,
-        ReportError::Temperature {
-            sensor: 0,
-            temp_ddegc: -601,
-        },
-    ));
-    let mut r = good.clone();
-    r.temps_ddegc[0] = 1501;
-    cases.push((
-        r,
-        ReportError::Temperature {
-            sensor: 0,
-            temp_ddegc: 1501,
-        },
-    ));
+    for (cell, cell_mv) in [(2u8, 0u16), (0, 5500), (1, 499), (3, 4501)] {
+        let mut r = good.clone();
+        r.cells_mv[usize::from(cell)] = cell_mv;
+        cases.push((r, ReportError::CellVoltage { cell, cell_mv }));
+    }
+    for temp_ddegc in [-700i16, 1510, -401, 1001] {
+        let mut r = good.clone();
+        r.temps_ddegc[0] = temp_ddegc;
+        cases.push((
+            r,
+            ReportError::Temperature {
+                sensor: 0,
+                temp_ddegc,
+            },
+        ));
+    }
     let mut r = good.clone();
     r.cells_mv.pop();
     cases.push((
@@ -391,29 +371,109 @@ fn invalid_report_is_refused_and_fails_safe() {
     let mut r = good.clone();
     r.capacity_dah = 0;
     cases.push((r, ReportError::NoCapacity));
+    cases
+}
 
-    for (bad, expected) in cases {
+/// PROT-13: one implausible report (a 0 V or 5.5 V cell, −70 °C, 151 °C, a malformed report) is
+/// refused with an error naming the value, counted, and otherwise ignored like a missing one:
+/// no output changes, the last valid values stay in use.
+#[test]
+fn prot_13_one_implausible_report_switches_no_output() {
+    for (bad, expected) in refused_reports() {
         let mut rig = Rig::started();
+        let before = rig.bms.bank().aggregates();
         let now = rig.now_ms;
         assert_eq!(rig.bms.handle_report(now, &bad), Err(expected));
         assert!(!expected.to_string().is_empty());
+        assert_eq!(rig.bms.invalid_reports(), 1, "{expected:?} is counted");
         let inputs = rig.inputs();
         let d = rig.bms.step(now, &inputs);
         assert!(
-            !d.atd && !d.atc && !d.prealarm,
-            "{expected:?} must fail safe"
+            d.atd && d.atc && !d.prealarm,
+            "{expected:?} must switch no output"
         );
-        assert!(d.atd_reasons.contains(Reason::InvalidData));
-        assert!(d.codes.contains(Code::InvalidBatteryData));
+        assert!(d
+            .events
+            .iter()
+            .all(|e| !matches!(e, Event::OutputChanged { .. })));
+        assert!(d.codes.contains(Code::InvalidBatteryData), "{expected:?}");
         assert_eq!(
             rig.bms.bank().aggregates(),
-            None,
-            "invalid data is not used"
+            before,
+            "the values are not used"
         );
-        // The next valid report restores the outputs.
+        // The next valid report clears the code; the outputs never moved.
         rig.run_for(1500);
-        assert!(rig.last().atd && rig.last().atc, "{expected:?}: recovers");
+        assert!(rig.last().atd && rig.last().atc, "{expected:?}");
+        assert!(!rig.last().codes.contains(Code::InvalidBatteryData));
+        assert!(rig
+            .records
+            .iter()
+            .all(|r| r.at_ms < 3000 || (r.decisions.atd && r.decisions.atc)));
     }
+}
+
+/// PROT-13 with BANK-4: a battery that keeps sending implausible reports is lost 5 s after its
+/// last valid report, exactly like a silent one; a valid report brings it back.
+#[test]
+fn prot_13_implausible_reports_for_5_s_make_the_battery_lost() {
+    let mut rig = Rig::new(2, 1, BatteryModel::Lfp12V8);
+    rig.run_for(3000);
+    let last_valid = rig.bms.bank().battery(1).unwrap().last_valid_ms();
+    rig.set_cell(1, 2, 0);
+    let lost_at = rig.run_until(10_000, |d| !d.atd).expect("lost");
+    assert_eq!(lost_at, last_valid + 5000, "BANK-4's 5 s, not at once");
+    let d = rig.last();
+    assert!(!d.atc && d.atd_reasons.contains(Reason::BatteryLost));
+    // Why it is lost shows too.
+    assert!(d.atd_reasons.contains(Reason::InvalidData));
+    assert!(d.codes.contains(Code::BatteryLost) && d.codes.contains(Code::InvalidBatteryData));
+    assert!(rig.bms.invalid_reports() >= 5);
+    rig.set_cell(1, 2, 3300);
+    assert!(rig.run_until(2000, |d| d.atd && d.atc).is_some());
+}
+
+/// PROT-13: a plausible value is always believed, however bad: cells at 0.5 V and 4.5 V and
+/// temperatures of −40 °C and 100 °C are accepted and trip their protections.
+#[test]
+fn prot_13_plausible_extremes_are_believed() {
+    let mut rig = Rig::started();
+    rig.set_cell(0, 1, 500);
+    rig.run_for(1000);
+    assert_eq!(rig.bms.invalid_reports(), 0);
+    assert_eq!(rig.bms.bank().aggregates().unwrap().min_cell_mv, 500);
+    rig.run_for(6000);
+    assert!(rig.last().prealarm && rig.last().codes.contains(Code::CellUndervoltage));
+
+    let mut rig = Rig::started();
+    rig.set_cell(0, 3, 4500);
+    rig.run_for(3000);
+    assert!(!rig.last().atc && rig.last().atc_reasons.contains(Reason::CellOvervoltage));
+
+    let mut rig = Rig::started();
+    rig.set_temp(-400);
+    rig.run_for(4000);
+    assert!(!rig.last().atc && rig.last().atc_reasons.contains(Reason::LowTemperature));
+
+    let mut rig = Rig::started();
+    rig.set_temp(1000);
+    rig.run_for(4000);
+    let d = rig.last();
+    assert!(!d.atd && d.atd_reasons.contains(Reason::VeryHighTemperature));
+    assert_eq!(rig.bms.invalid_reports(), 0);
+}
+
+/// PROT-13 with PROT-1: a battery that has never sent a valid report is no part of a complete
+/// set: at power-up the outputs stay free-floating, naming the invalid data.
+#[test]
+fn prot_13_prot_1_never_valid_battery_keeps_outputs_free_floating() {
+    let mut rig = Rig::new(2, 2, BatteryModel::Lfp12V8);
+    rig.set_cell(1, 0, 5500);
+    rig.run_for(4000);
+    let d = rig.last();
+    assert!(!d.atd && !d.atc);
+    assert!(d.atd_reasons.contains(Reason::InvalidData));
+    assert!(d.codes.contains(Code::InvalidBatteryData));
 }
 
 /// PROT-1: every output is free-floating until the first complete, valid data set.

@@ -61,8 +61,9 @@ impl Rig {
                 }
                 let (now, bms, last) = (self.now_ms, &mut self.bms, &mut self.last_report_ms);
                 self.poller.receive(now, &wire, |r| {
-                    last[usize::from(r.address) - 1] = Some(now);
-                    bms.handle_report(now, &r.report).unwrap();
+                    if bms.handle_report(now, &r.report).is_ok() {
+                        last[usize::from(r.address) - 1] = Some(now);
+                    }
                 });
             }
             let supply_mv = self.supply_mv();
@@ -133,6 +134,46 @@ fn bank_4_a_silent_pack_is_lost_exactly_5_s_after_its_last_report() {
         rig.packs[silent].silent = false;
         rig.run_until(last + BATTERY_LOST_MS + 4_000);
         assert!(rig.last.atd && rig.last.atc, "{protocol}: back");
+    }
+}
+
+/// PROT-13: a pack's implausible reading (a 0 V or 5.5 V cell, 151 °C) takes the same path as
+/// a bus battery's: refused and ignored like a missing report, so one bad round switches no
+/// output, and a pack that keeps reading so is lost 5 s after its last valid report.
+#[test]
+fn prot_13_a_packs_implausible_reading_is_ignored_like_a_missing_one() {
+    for protocol in [Protocol::Jbd, Protocol::Jk, Protocol::Daly] {
+        for bad in 0..3 {
+            let mut rig = Rig::new(protocol, 4, 1, 1);
+            rig.run_until(8_000);
+            assert!(rig.last.atd && rig.last.atc, "{protocol}");
+            let good = rig.packs[0].data.clone();
+            match bad {
+                0 => rig.packs[0].data.cells_mv[1] = 0,
+                1 => rig.packs[0].data.cells_mv[2] = 5500,
+                _ => rig.packs[0].data.temps_ddegc[0] = 1510,
+            }
+            let last = rig.last_report_ms[0].unwrap();
+            let refused = rig.bms.invalid_reports();
+            rig.run_until(last + BATTERY_LOST_MS - 1);
+            assert!(
+                rig.bms.invalid_reports() > refused,
+                "{protocol} {bad}: refused"
+            );
+            assert!(
+                rig.last.atd && rig.last.atc,
+                "{protocol} {bad}: no output moves"
+            );
+            rig.run_until(last + BATTERY_LOST_MS + 1);
+            assert!(
+                !rig.last.atd && !rig.last.atc,
+                "{protocol} {bad}: lost at 5 s"
+            );
+            assert!(rig.last.atd_reasons.contains(Reason::BatteryLost));
+            rig.packs[0].data = good;
+            rig.run_until(last + BATTERY_LOST_MS + 4_000);
+            assert!(rig.last.atd && rig.last.atc, "{protocol} {bad}: back");
+        }
     }
 }
 

@@ -110,7 +110,8 @@ int dfu_upload_step(enum dfu_upload_state *state, enum dfu_upload_event event)
 			*state = DFU_STATE_RUNNING;
 			return BMS_DFU_STARTED;
 		}
-		return DFU_NO_EVENT;
+		/* Each chunk keeps the core's 2-minute stall timeout from aborting the upload. */
+		return before == DFU_STATE_RUNNING ? BMS_DFU_PROGRESS : DFU_NO_EVENT;
 	case DFU_EVENT_PENDING:
 		*state = DFU_STATE_IDLE;
 		return BMS_DFU_COMPLETED;

@@ -19,17 +19,18 @@ use crate::balancer::{Balancer, BalancerInput, BalancerState};
 use crate::bank::{Bank, ReportError};
 use crate::bus::BatteryReport;
 use crate::codes::{ActiveCodes, Code, Severity};
+pub use crate::dfu::DfuEvent;
+use crate::dfu::SelfCheckProgress;
+pub use crate::dfu::{SelfCheck, SelfCheckInputs};
 use crate::history::{History, HistoryInput, HistoryRecord};
 use crate::leds;
 pub use crate::leds::LedPattern;
-use crate::limits::{
-    LOW_POWER_TICK_MS, SELF_CHECK_BUS_WAIT_MS, SELF_CHECK_STEPS, SELF_CHECK_TIMEOUT_MS, TICK_MS,
-};
+use crate::limits::{LOW_POWER_TICK_MS, TICK_MS};
 use crate::monitor::{
     CellInput, Monitor, MonitorError, MonitorInput, MonitorStatus, SocKnowledge, SocState,
 };
 use crate::protection::{self as prot, OutputStates, Protection, ProtectionInputs, SocInput};
-pub use crate::protection::{DfuEvent, Output, Reason, Reasons};
+pub use crate::protection::{Output, Reason, Reasons};
 use crate::readout::{self, Advertiser, ReadoutError, ReadoutValues};
 use crate::secrets::{DeviceSecrets, MAX_PASSKEY};
 use crate::settings::{Settings, SettingsError};
@@ -159,44 +160,6 @@ impl Config {
     }
 }
 
-/// What only the platform knows for the post-update self-check (DFU-1).
-#[derive(Clone, Copy, Debug, Default, PartialEq, Eq)]
-pub struct SelfCheckInputs {
-    /// The Bluetooth stack is up and advertising (the only way to update again).
-    pub ble_ready: bool,
-    /// The platform's store is up (the settings subsystem initialised).
-    pub storage_ok: bool,
-}
-
-/// The verdict of the post-update self-check (DFU-1), from [`Bms::self_check`].
-#[derive(Clone, Copy, Debug, Default, PartialEq, Eq)]
-pub enum SelfCheck {
-    /// Not decided yet: ask again after the next step.
-    #[default]
-    Pending,
-    /// Healthy: confirm the image to MCUboot. Final.
-    Passed,
-    /// Not healthy in time: reboot without confirming, so that MCUboot reverts. Final.
-    Failed,
-}
-
-/// The self-check's bookkeeping since start.
-#[derive(Clone, Copy, Debug, Default, PartialEq, Eq)]
-struct SelfCheckState {
-    /// First step or self-check call.
-    start_ms: Option<u64>,
-    /// Control steps completed.
-    steps: u32,
-    /// A complete, valid bank was judged at a step.
-    bank_valid: bool,
-    /// A battery report arrived (valid or not).
-    report_seen: bool,
-    /// A record write succeeded.
-    storage_written: bool,
-    /// The final verdict, once given.
-    verdict: Option<SelfCheck>,
-}
-
 /// The BMS's own measurements, passed to every [`Bms::step`].
 #[derive(Clone, Copy, Debug, Default, PartialEq, Eq)]
 pub struct Inputs {
@@ -292,7 +255,7 @@ pub struct Bms {
     /// The last write of some record failed (SET-3, [`Code::StorageWriteFailed`]).
     storage_failing: bool,
     /// DFU-1 self-check.
-    self_check: SelfCheckState,
+    self_check: SelfCheckProgress,
     /// Codes raised outside the step (restored data, storage) until the user acts.
     sticky: ActiveCodes,
     codes: ActiveCodes,
@@ -344,7 +307,7 @@ impl Bms {
             },
             persist_secrets: config.persist_secrets,
             storage_failing: false,
-            self_check: SelfCheckState::default(),
+            self_check: SelfCheckProgress::default(),
             sticky,
             // Empty, so that the first step reports the restored errors as raised.
             codes: ActiveCodes::EMPTY,
@@ -368,7 +331,7 @@ impl Bms {
         report: &BatteryReport,
     ) -> Result<(), ReportError> {
         self.now_ms = self.now_ms.max(now_ms);
-        self.self_check.report_seen = true;
+        self.self_check.bus_activity();
         let result = self.bank.handle_report(self.now_ms, report);
         if let Err(error) = result {
             self.invalid_reports = self.invalid_reports.saturating_add(1);
@@ -392,8 +355,6 @@ impl Bms {
         let now_ms = self.now_ms.max(now_ms);
         self.now_ms = now_ms;
         self.last_step_ms = Some(now_ms);
-        self.self_check.start_ms.get_or_insert(now_ms);
-        self.self_check.steps = self.self_check.steps.saturating_add(1);
 
         self.bank.update(now_ms, inputs.supply_mv);
         let health = self.bank.health();
@@ -405,9 +366,10 @@ impl Bms {
 
         let mut synchronised = false;
         let counted_capacity_mah = self.monitor.capacity_mah();
-        if valid.is_some() && !health.invalid && !health.config_error {
-            self.self_check.bank_valid = true;
-        }
+        self.self_check.step(
+            now_ms,
+            valid.is_some() && !health.invalid && !health.config_error,
+        );
         if let Some((agg, topology)) = valid {
             let input = MonitorInput {
                 bank_mv: agg.voltage_mv,
@@ -560,45 +522,17 @@ impl Bms {
     /// DFU-1: the post-update self-check at `now_ms`, with what only the platform knows. A new
     /// image in MCUboot's test mode calls it after every step until the verdict is final:
     /// confirm the image on [`SelfCheck::Passed`], reboot (MCUboot reverts) on
-    /// [`SelfCheck::Failed`]. Once given, the verdict never changes.
-    ///
-    /// Passed once all hold: the control loop completed [`SELF_CHECK_STEPS`] steps; the store is
-    /// up (`storage_ok`), a record write succeeded (the nonce reservation is written at the
-    /// first [`crate::node::Node::step`]) and no write is failing; Bluetooth is up; and the bus
-    /// works: a complete, valid bank was judged, or no battery report at all arrived within
-    /// [`SELF_CHECK_BUS_WAIT_MS`] **(choice)**: no battery connected yet (a bench, a new
-    /// installation) is no firmware fault, but reports that never make a valid bank are (a
-    /// broken battery or a BANK-2 configuration error also keeps the new image from being
-    /// confirmed: the previous one keeps protecting as before). Failed when that has not happened
-    /// [`SELF_CHECK_TIMEOUT_MS`] after the first step (or the first call).
+    /// [`SelfCheck::Failed`]. The rules: [`SelfCheckProgress::judge`].
     pub fn self_check(&mut self, now_ms: u64, platform: SelfCheckInputs) -> SelfCheck {
         self.now_ms = self.now_ms.max(now_ms);
-        let check = &mut self.self_check;
-        if let Some(verdict) = check.verdict {
-            return verdict;
-        }
-        let start_ms = *check.start_ms.get_or_insert(self.now_ms);
-        let elapsed_ms = self.now_ms.saturating_sub(start_ms);
-        let steps = check.steps >= SELF_CHECK_STEPS;
-        let storage = platform.storage_ok && check.storage_written && !self.storage_failing;
-        let bus = check.bank_valid || (!check.report_seen && elapsed_ms >= SELF_CHECK_BUS_WAIT_MS);
-        let verdict = if steps && storage && bus && platform.ble_ready {
-            log::info!("self-check passed");
-            SelfCheck::Passed
-        } else if elapsed_ms >= SELF_CHECK_TIMEOUT_MS {
-            log::error!(
-                "self-check failed: steps {}, storage {}, bus {}, bluetooth {}",
-                ok(steps),
-                ok(storage),
-                ok(bus),
-                ok(platform.ble_ready)
-            );
-            SelfCheck::Failed
-        } else {
-            return SelfCheck::Pending;
-        };
-        check.verdict = Some(verdict);
-        verdict
+        self.self_check
+            .judge(self.now_ms, platform, self.storage_failing)
+    }
+
+    /// DFU-1: bytes arrived from the batteries (whether or not they made a report), for the
+    /// self-check: an image that hears the bus but never decodes a bank is not confirmed.
+    pub fn note_bus_activity(&mut self) {
+        self.self_check.bus_activity();
     }
 
     /// MON-4: sets the SoC to `soc_permille` (0..=1000) at `now_ms`. Refused, changing nothing,
@@ -696,7 +630,7 @@ impl Bms {
         for kind in RecordKind::ALL {
             match report.outcome(kind) {
                 Outcome::Failed(error) => log::error!("{kind} record not written: {error}"),
-                Outcome::Written => self.self_check.storage_written = true,
+                Outcome::Written => self.self_check.storage_written(),
                 Outcome::Idle | Outcome::Deferred => {}
             }
         }
@@ -896,10 +830,6 @@ impl core::fmt::Display for PasskeyError {
             PasskeyError::OutOfRange { max } => write!(f, "passkey above {}", Number::from(*max)),
         }
     }
-}
-
-fn ok(good: bool) -> Word {
-    Word(if good { "ok" } else { "not ok" })
 }
 
 fn severity_name(severity: Severity) -> &'static str {

@@ -51,6 +51,7 @@ pub mod bank;
 pub mod bms;
 pub mod bus;
 pub mod codes;
+pub mod dfu;
 pub mod drivers;
 pub mod history;
 pub mod leds;

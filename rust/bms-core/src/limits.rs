@@ -206,6 +206,8 @@ pub const PREALARM_LEAD_MS: u64 = 30_000;
 
 /// PROT-10: delay between a failed or aborted firmware update and ATD going free-floating, ms.
 pub const DFU_FAILED_ATD_DELAY_MS: u64 = 120_000;
+/// DFU-1: an upload with no new chunk for this long counts as aborted (PROT-10 then applies), ms.
+pub const DFU_STALL_MS: u64 = 120_000;
 
 /// DFU-1 **(choice)**: control steps a new image must complete before it is confirmed (2 s at
 /// the normal tick).
@@ -404,6 +406,7 @@ mod tests {
     fn named_constants_match_the_spec() {
         assert_eq!(PREALARM_LEAD_MS, 30_000);
         assert_eq!(DFU_FAILED_ATD_DELAY_MS, 120_000);
+        assert_eq!(DFU_STALL_MS, 120_000);
         assert_eq!(
             (
                 SELF_CHECK_STEPS,

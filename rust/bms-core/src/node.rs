@@ -160,6 +160,9 @@ impl<S: Storage> Node<S> {
             ..
         } = self;
         let mut taken = 0usize;
+        if !bytes.is_empty() {
+            bms.note_bus_activity();
+        }
         if let Some(poller) = poller {
             poller.receive(now_ms, bytes, |pack| {
                 if bms.handle_report(now_ms, &pack.report).is_ok() {

@@ -21,10 +21,11 @@
 
 use crate::bank::{Aggregates, BankHealth};
 use crate::codes::{ActiveCodes, Code};
+pub use crate::dfu::DfuEvent;
+use crate::dfu::UpdateState;
 use crate::limits::{
-    Effect, Level, ProtectionId, Quantity, DFU_FAILED_ATD_DELAY_MS, LIMITS, PREALARM_LEAD_MS,
-    REMOTE_H_ON_ABOVE_MV, REMOTE_H_VBAT_TOLERANCE_MV, REMOTE_LINK_TOLERANCE_MV,
-    REMOTE_L_ON_BELOW_MV,
+    Effect, Level, ProtectionId, Quantity, LIMITS, PREALARM_LEAD_MS, REMOTE_H_ON_ABOVE_MV,
+    REMOTE_H_VBAT_TOLERANCE_MV, REMOTE_LINK_TOLERANCE_MV, REMOTE_L_ON_BELOW_MV,
 };
 pub use crate::reasons::{Reason, Reasons};
 use crate::word::{Number, Word};
@@ -48,43 +49,6 @@ impl Output {
             Output::Atd => "atd",
             Output::Atc => "atc",
             Output::Prealarm => "prealarm",
-        }
-    }
-}
-
-/// Firmware-update progress reported by the platform (PROT-10, DFU-2).
-#[derive(Clone, Copy, Debug, PartialEq, Eq)]
-#[repr(u8)]
-pub enum DfuEvent {
-    /// An update attempt started (first image chunk received).
-    Started = 0,
-    /// The image was received and verified completely; a reboot into it follows.
-    Completed = 1,
-    /// The update failed (transfer or verification error).
-    Failed = 2,
-    /// The update was aborted (link lost, cancelled, timed out).
-    Aborted = 3,
-}
-
-impl DfuEvent {
-    /// Short lowercase name for logs.
-    pub const fn name(self) -> &'static str {
-        match self {
-            DfuEvent::Started => "started",
-            DfuEvent::Completed => "completed",
-            DfuEvent::Failed => "failed",
-            DfuEvent::Aborted => "aborted",
-        }
-    }
-
-    /// The event with this number (the C ABI's `enum bms_dfu_event`), `None` when unknown.
-    pub const fn from_u8(number: u8) -> Option<DfuEvent> {
-        match number {
-            0 => Some(DfuEvent::Started),
-            1 => Some(DfuEvent::Completed),
-            2 => Some(DfuEvent::Failed),
-            3 => Some(DfuEvent::Aborted),
-            _ => None,
         }
     }
 }
@@ -171,9 +135,7 @@ pub struct Protection {
     uv_disconnect: bool,
     prealarm_since: Option<u64>,
     floor_active: bool,
-    dfu_in_progress: bool,
-    dfu_failed_at: Option<u64>,
-    dfu_atd_open: bool,
+    update: UpdateState,
     remote_on: bool,
     outputs: OutputStates,
 }
@@ -187,22 +149,7 @@ impl Protection {
     /// Firmware-update progress at `now_ms` (PROT-10).
     pub fn handle_dfu(&mut self, now_ms: u64, event: DfuEvent) {
         self.now_ms = self.now_ms.max(now_ms);
-        match event {
-            DfuEvent::Started => {
-                self.dfu_in_progress = true;
-                self.dfu_failed_at = None;
-            }
-            DfuEvent::Completed => {
-                self.dfu_in_progress = false;
-                self.dfu_failed_at = None;
-                self.dfu_atd_open = false;
-            }
-            DfuEvent::Failed | DfuEvent::Aborted => {
-                self.dfu_in_progress = false;
-                self.dfu_failed_at = Some(self.now_ms);
-            }
-        }
-        log::info!("firmware update: {}", Word(event.name()));
+        self.update.handle(self.now_ms, event);
     }
 
     /// One step at `now_ms`: evaluates every condition and returns the outputs. Logs every
@@ -243,13 +190,7 @@ impl Protection {
             None => self.pending_since = [None; ProtectionId::COUNT],
         }
         self.floor_active = inputs.soc.below_floor;
-        if self
-            .dfu_failed_at
-            .is_some_and(|t| now_ms.saturating_sub(t) >= DFU_FAILED_ATD_DELAY_MS)
-        {
-            self.dfu_failed_at = None;
-            self.dfu_atd_open = true;
-        }
+        self.update.expire(now_ms);
 
         let healthy = self.started && values.is_some() && inputs.remote_on;
         let mut prealarm_reasons = Reasons::EMPTY;
@@ -308,9 +249,9 @@ impl Protection {
             Reason::BatteryDischargeNotAllowed,
         );
         atd_reasons.insert_if(self.floor_active, Reason::DischargeFloor);
-        atd_reasons.insert_if(self.dfu_atd_open, Reason::FirmwareUpdateFailed);
+        atd_reasons.insert_if(self.update.loads_held(now_ms), Reason::FirmwareUpdateFailed);
         atc_reasons.insert_if(blocked.charge_blocked, Reason::BatteryChargeNotAllowed);
-        atc_reasons.insert_if(self.dfu_in_progress, Reason::FirmwareUpdate);
+        atc_reasons.insert_if(self.update.charge_blocked(), Reason::FirmwareUpdate);
 
         let outputs = OutputStates {
             atd: atd_reasons.is_empty(),
@@ -371,7 +312,12 @@ impl Protection {
 
     /// PROT-10: true while a firmware update is in progress.
     pub fn dfu_in_progress(&self) -> bool {
-        self.dfu_in_progress
+        self.update.charge_blocked()
+    }
+
+    /// Where the firmware update stands (PROT-10).
+    pub fn update_state(&self) -> UpdateState {
+        self.update
     }
 
     /// PROT-12: low-power mode, while the remote is OFF or after an under-voltage disconnect.
@@ -389,10 +335,7 @@ impl Protection {
             }
         }
         codes.set(Code::LowSoc, self.floor_active);
-        codes.set(
-            Code::FirmwareUpdateFailed,
-            self.dfu_failed_at.is_some() || self.dfu_atd_open,
-        );
+        codes.set(Code::FirmwareUpdateFailed, self.update.failed());
         if let Some(a) = aggregates {
             codes.set(Code::BatteryChargeBlocked, a.charge_blocked);
             codes.set(Code::BatteryDischargeBlocked, a.discharge_blocked);
@@ -417,9 +360,7 @@ impl Protection {
             .prealarm_since
             .filter(|_| self.lead_row_active() && !self.uv_disconnect)
             .map(|t| t.saturating_add(PREALARM_LEAD_MS));
-        let dfu = self
-            .dfu_failed_at
-            .map(|t| t.saturating_add(DFU_FAILED_ATD_DELAY_MS));
+        let dfu = self.update.next_deadline_ms(self.now_ms);
         debounces
             .chain(lead)
             .chain(dfu)
@@ -509,14 +450,6 @@ mod tests {
         assert_eq!(reasons.to_string(), "remote_off|battery_lost");
         assert_eq!(reasons.iter().count(), 2);
         assert!(reasons.contains(Reason::BatteryLost) && !reasons.contains(Reason::InvalidData));
-    }
-
-    #[test]
-    fn dfu_event_numbers_match_the_c_abi() {
-        for n in 0..4 {
-            assert_eq!(DfuEvent::from_u8(n).map(|e| e as u8), Some(n));
-        }
-        assert_eq!(DfuEvent::from_u8(4), None);
     }
 
     fn healthy(min_cell_mv: u16) -> ProtectionInputs {

@@ -949,6 +949,37 @@ fn prot_10_dfu_2_firmware_update_blocks_charge_and_failure_opens_atd_after_120s(
     assert_eq!(off, t3 + 120_000);
 }
 
+/// DFU-1 (rev 2), PROT-10: an upload that stops making progress (the phone walked away
+/// without a word) is aborted 2 minutes after its last chunk; charging comes back then, and
+/// PROT-10's 120 s later the loads go off until an update completes. Chunks keep a slow upload
+/// alive for as long as it takes.
+#[test]
+fn dfu_1_prot_10_an_upload_without_progress_for_2_minutes_is_aborted() {
+    let mut rig = Rig::started();
+    let t = rig.now_ms;
+    rig.bms.handle_dfu(t, DfuEvent::Started);
+    for _ in 0..10 {
+        rig.run_for(60_000);
+        let t = rig.now_ms;
+        rig.bms.handle_dfu(t, DfuEvent::Progress);
+        assert!(!rig.step().atc, "a live upload blocks charging");
+    }
+    let last_chunk = rig.now_ms;
+    let back = rig.run_until(400_000, |d| d.atc).unwrap();
+    assert_eq!(
+        back,
+        last_chunk + 120_000,
+        "aborted 2 min after the last chunk"
+    );
+    assert!(rig.last().atd && rig.last().codes.contains(Code::FirmwareUpdateFailed));
+    let off = rig.run_until(400_000, |d| !d.atd).unwrap();
+    assert_eq!(off, back + 120_000, "PROT-10's 120 s after the abort");
+    assert!(rig
+        .last()
+        .atd_reasons
+        .contains(Reason::FirmwareUpdateFailed));
+}
+
 /// PROT-11: every output change comes with an event carrying its reasons; a free-floating
 /// ATD/ATC always has at least one reason.
 #[test]

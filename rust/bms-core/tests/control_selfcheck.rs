@@ -192,3 +192,23 @@ fn dfu_1_a_control_loop_that_stops_stepping_fails() {
         }
     }
 }
+
+/// DFU-1: bytes on the bus that never decode into a report (an image that cannot read the
+/// bus: wrong speed, broken codec) are not "no battery connected": the image is not confirmed.
+#[test]
+fn dfu_1_bus_bytes_that_never_decode_fail() {
+    let mut image = Image::start(Rig::device(0, 1, BatteryModel::Lfp12V8));
+    image.rig.supply_mv = Some(13_200);
+    let mut verdict = SelfCheck::Pending;
+    while verdict == SelfCheck::Pending && image.rig.now_ms <= SELF_CHECK_TIMEOUT_MS + 1_000 {
+        let now = image.rig.now_ms;
+        // Line noise: bytes arrive, no frame ever checks out.
+        let _ = image
+            .rig
+            .bms
+            .feed_bus(now, &[0x13, 0x37, 0xA5, 0x00, 0x5A, 0x00]);
+        verdict = image.run_for(1_000);
+    }
+    assert_eq!(verdict, SelfCheck::Failed);
+    assert_eq!(image.first(SelfCheck::Passed), None);
+}

@@ -187,6 +187,11 @@ enum bms_dfu
    * The update was aborted (DFU_STOPPED before completion: link lost, cancelled, timed out).
    */
   BMS_DFU_ABORTED = 3,
+  /**
+   * A further image chunk was written: the upload is alive (an upload silent for 2 min is
+   * aborted by the core, DFU-1).
+   */
+  BMS_DFU_PROGRESS = 4,
 };
 #ifndef __cplusplus
 #if __STDC_VERSION__ >= 202311L

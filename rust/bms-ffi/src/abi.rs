@@ -320,6 +320,9 @@ pub enum BmsDfu {
     Failed = 2,
     /// The update was aborted (DFU_STOPPED before completion: link lost, cancelled, timed out).
     Aborted = 3,
+    /// A further image chunk was written: the upload is alive (an upload silent for 2 min is
+    /// aborted by the core, DFU-1).
+    Progress = 4,
 }
 
 /// A `bms_dfu` value as passed by C: a plain byte, so that any value C passes is defined
@@ -333,11 +336,13 @@ impl BmsDfu {
         const COMPLETED: u8 = BmsDfu::Completed as u8;
         const FAILED: u8 = BmsDfu::Failed as u8;
         const ABORTED: u8 = BmsDfu::Aborted as u8;
+        const PROGRESS: u8 = BmsDfu::Progress as u8;
         match code {
             STARTED => Some(DfuEvent::Started),
             COMPLETED => Some(DfuEvent::Completed),
             FAILED => Some(DfuEvent::Failed),
             ABORTED => Some(DfuEvent::Aborted),
+            PROGRESS => Some(DfuEvent::Progress),
             _ => None,
         }
     }
@@ -442,5 +447,14 @@ mod tests {
             assert!(inputs.to_core().app_connected, "byte {byte}");
         }
         assert!(!BmsInputs::default().to_core().app_connected);
+    }
+
+    /// The C numbers of the update events are the core's, and nothing else is accepted.
+    #[test]
+    fn ffi_dfu_codes_are_the_cores_event_numbers() {
+        for event in DfuEvent::ALL {
+            assert_eq!(BmsDfu::from_code(event as u8), Some(event));
+        }
+        assert_eq!(BmsDfu::from_code(DfuEvent::COUNT as u8), None);
     }
 }

@@ -76,6 +76,8 @@ pub struct Engine<'a> {
     end_ms: u64,
     next_tick_ms: u64,
     next_event: usize,
+    /// A simulated phone is uploading firmware: each tick delivers a chunk.
+    uploading: bool,
 }
 
 /// Runs `scenario` to its end (or `options.until`), calling `progress` with the simulated
@@ -122,6 +124,7 @@ impl<'a> Engine<'a> {
             now_ms: 0,
             end_ms,
             next_tick_ms: 0,
+            uploading: false,
             next_event: 0,
         };
         if let Some(note) = restore_note {
@@ -328,10 +331,23 @@ impl<'a> Engine<'a> {
             }
             Action::RemoteOff => self.world.remote_on = false,
             Action::RemoteOn => self.world.remote_on = true,
-            Action::DfuStart => self.node.dfu(self.now_ms, DfuEvent::Started),
-            Action::DfuFail => self.node.dfu(self.now_ms, DfuEvent::Failed),
-            Action::DfuAbort => self.node.dfu(self.now_ms, DfuEvent::Aborted),
-            Action::DfuComplete => self.node.dfu(self.now_ms, DfuEvent::Completed),
+            Action::DfuStart => {
+                self.uploading = true;
+                self.node.dfu(self.now_ms, DfuEvent::Started);
+            }
+            Action::DfuFail => {
+                self.uploading = false;
+                self.node.dfu(self.now_ms, DfuEvent::Failed);
+            }
+            Action::DfuAbort => {
+                self.uploading = false;
+                self.node.dfu(self.now_ms, DfuEvent::Aborted);
+            }
+            Action::DfuComplete => {
+                self.uploading = false;
+                self.node.dfu(self.now_ms, DfuEvent::Completed);
+            }
+            Action::DfuStall => self.uploading = false,
             Action::SetSoc => {
                 let pct = e.soc_pct.unwrap_or(0.0);
                 text = format!("{text} {pct} %");
@@ -357,6 +373,7 @@ impl<'a> Engine<'a> {
                 let store = std::mem::replace(&mut self.node, placeholder).into_storage();
                 let (node, note) = boot(self.scenario, store, false);
                 self.node = node;
+                self.uploading = false;
                 self.world.reboot_lines(self.now_ms);
                 self.decisions = Decisions::default();
                 self.next_tick_ms = self.now_ms;
@@ -386,6 +403,9 @@ impl<'a> Engine<'a> {
     }
 
     fn tick(&mut self) {
+        if self.uploading {
+            self.node.dfu(self.now_ms, DfuEvent::Progress);
+        }
         let decisions = self.node.step(self.now_ms, &self.world.inputs());
         self.recorder.step(self.now_ms, &decisions);
         if self.node.bms().monitor_status().synchronised {

@@ -550,6 +550,9 @@ pub enum Action {
     DfuAbort,
     /// The firmware update completes.
     DfuComplete,
+    /// The phone uploading the firmware goes silent without a word (walked out of range, app
+    /// killed): no more chunks arrive, and the BMS aborts the update 2 minutes later (DFU-1).
+    DfuStall,
     /// The user sets the SoC to `soc_pct` (MON-4).
     SetSoc,
     /// The user synchronises the SoC to 100 % (MON-4).
@@ -577,6 +580,7 @@ impl Action {
             Action::DfuFail => "dfu_fail",
             Action::DfuAbort => "dfu_abort",
             Action::DfuComplete => "dfu_complete",
+            Action::DfuStall => "dfu_stall",
             Action::SetSoc => "set_soc",
             Action::Synchronise => "synchronise",
             Action::Enable => "enable",

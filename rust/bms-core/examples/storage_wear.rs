@@ -21,6 +21,7 @@
 //!   erases per sector per day = flash bytes per day / usable bytes per sector / sectors.
 
 use bms_core::history::{History, HistoryInput};
+use bms_core::limits::READOUT_MIN_CHANGE_MS;
 use bms_core::monitor::{Monitor, MonitorInput};
 use bms_core::protocol::DeviceSecrets;
 use bms_core::readout::{Advertiser, ReadoutError, ReadoutValues, PAYLOAD_LEN};
@@ -153,6 +154,8 @@ struct Day {
     writes: [u64; RecordKind::COUNT],
     bytes: [u64; RecordKind::COUNT],
     flash: [u64; RecordKind::COUNT],
+    /// Instant Readout nonces used in the day (payload changes).
+    nonces: u16,
 }
 
 /// Runs `scenario` for two days and returns the second (the first settles the state).
@@ -165,9 +168,15 @@ fn run(scenario: &Scenario) -> Day {
     let mut settings = restored.settings_or_default();
     let mut advertiser = Advertiser::new([9; 16], 0xA3EC, 0);
     let secrets = DeviceSecrets {
-        passkey: 0,
+        passkey: 123_456,
         adv_key: [9; 16],
+        read_protection: false,
     };
+    // BLE-3: the values the advertisement shows change at most once per READOUT_MIN_CHANGE_MS
+    // (as `Bms::step` does; this bank raises no alarm, which would not wait).
+    let mut shown = ReadoutValues::NOT_AVAILABLE;
+    let mut hold_until_ms = 0;
+    let mut first_nonce = None;
     let mut plant = PlantState::default();
     let mut payload = [0u8; PAYLOAD_LEN];
     let mut day = Day::default();
@@ -218,15 +227,23 @@ fn run(scenario: &Scenario) -> Day {
             };
             settings.write(new).expect("valid settings");
         }
-        // The advertisement is rebuilt every second with the live readings (a new nonce each,
-        // once the first reservation is written).
+        // The advertisement is rebuilt every second with the live readings, which it shows at
+        // most once per READOUT_MIN_CHANGE_MS (a new nonce each, once the first reservation is
+        // written).
         let values = ReadoutValues {
             soc_permille: monitor.soc_permille(),
             bank_mv: Some(bank_mv),
             current_ma: Some(bank_ma),
             ..ReadoutValues::NOT_AVAILABLE
         };
-        match advertiser.payload(&values, &mut payload) {
+        if t_ms >= hold_until_ms && values != shown {
+            shown = values;
+            hold_until_ms = t_ms + READOUT_MIN_CHANGE_MS;
+        }
+        if t_ms == DAY_MS {
+            first_nonce = Some(advertiser.nonce());
+        }
+        match advertiser.payload(&shown, &mut payload) {
             Ok(_) | Err(ReadoutError::NotReserved) => {}
             Err(e) => panic!("payload: {e}"),
         }
@@ -241,6 +258,7 @@ fn run(scenario: &Scenario) -> Day {
             nonce: advertiser.nonce_to_persist(),
             secrets: Some(secrets),
             learned: monitor.learned(),
+            flush: false,
         };
         let report = persistence.poll(&mut store, t_ms, &records);
         if report.soc == Outcome::Written {
@@ -264,6 +282,7 @@ fn run(scenario: &Scenario) -> Day {
             }
         }
     }
+    day.nonces = first_nonce.map_or(0, |first| advertiser.nonce().wrapping_sub(first));
     day
 }
 
@@ -347,6 +366,11 @@ fn main() {
                 ERASE_CYCLES as f64 / erases_per_sector_day / 365.25,
             )
         };
+        println!(
+            "  readout: {} payload changes (nonces) a day: the 16-bit nonce wraps after {:.1} days",
+            day.nonces,
+            65_536.0 / f64::from(day.nonces.max(1))
+        );
         let (erases_per_sector_day, years) = lifetime(total_flash);
         println!(
             "  erases per sector per day {erases_per_sector_day:.3}; flash lifetime {years:.1} years"

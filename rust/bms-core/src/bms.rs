@@ -23,19 +23,20 @@ pub use crate::dfu::DfuEvent;
 use crate::dfu::SelfCheckProgress;
 pub use crate::dfu::{SelfCheck, SelfCheckInputs};
 use crate::history::{History, HistoryInput, HistoryRecord};
-use crate::leds;
 pub use crate::leds::LedPattern;
-use crate::limits::{LOW_POWER_TICK_MS, TICK_MS};
+use crate::leds::{self, PasskeyBlink};
+use crate::limits::{LOW_POWER_TICK_MS, PAIRING_WINDOW_MS, READOUT_MIN_CHANGE_MS, TICK_MS};
 use crate::monitor::{
     CellInput, Monitor, MonitorError, MonitorInput, MonitorStatus, SocKnowledge, SocState,
 };
+use crate::pairing::{Bond, BondAction, ButtonAction, Pairing, PairingRefusal};
 use crate::protection::{self as prot, OutputStates, Protection, ProtectionInputs, SocInput};
 pub use crate::protection::{Output, Reason, Reasons};
 use crate::readout::{self, Advertiser, ReadoutError, ReadoutValues};
-use crate::secrets::{DeviceSecrets, MAX_PASSKEY};
+use crate::secrets::{DeviceSecrets, MAX_PASSKEY, MIN_PASSKEY};
 use crate::settings::{Settings, SettingsError};
 use crate::soc::{EstimatorKind, Learned};
-use crate::storage::{Outcome, PollReport, RecordKind, Records, Restored};
+use crate::storage::{Outcome, PollReport, RecordError, RecordKind, Records, Restored};
 use crate::word::{Number, Word};
 
 /// Most events one [`Decisions`] carries; further events in the same step are counted in
@@ -70,14 +71,21 @@ pub struct Config {
     pub restored_balanced_at_full: Option<bool>,
     /// The device's own 128-bit Instant Readout key (BLE-3).
     pub device_key: [u8; 16],
-    /// The BLE pairing passkey, 0–999999 (BLE-2; factory [`DeviceSecrets::DEFAULT_PASSKEY`],
-    /// 000000). A larger value is replaced by the factory passkey.
+    /// The BLE pairing passkey, 1–999999 (BLE-2, made per unit at the first start). 0 or a
+    /// value above 999999 is no passkey: nothing pairs until the button resets pairing.
     pub passkey: u32,
-    /// True when `device_key` and `passkey` are the device's own (restored, or the key made at
-    /// the first start from the platform's random source): they are then persisted by the node.
-    /// False for a placeholder key, which is never stored, so the
-    /// next start makes a real one.
+    /// True when `device_key` and `passkey` are the device's own (restored, or made at the
+    /// first start from the platform's random source): they are then used and persisted by the
+    /// node. False when there are none (no random source at the first start, or a secrets
+    /// fault): nothing is advertised with the placeholder key (BLE-3) and nothing pairs.
     pub persist_secrets: bool,
+    /// BLE-2: the stored secrets were faulty (corrupt, unreadable, from a newer firmware, or
+    /// missing next to other records): the stored record is kept untouched, pairing is refused
+    /// until the button resets it, and [`Code::SecretsFault`] is raised.
+    pub secrets_fault: bool,
+    /// BLE-2 **(choice)**: monitoring reads need an authenticated link (stored with the
+    /// secrets; on while the secrets are faulty, as nobody knows what the owner chose).
+    pub read_protection: bool,
     /// The Victron product id advertised in Instant Readout (BLE-3).
     pub product_id: u16,
     /// The advertisement nonce to start from (the stored reservation), 0 on first boot.
@@ -100,6 +108,8 @@ impl Default for Config {
             device_key: [0; 16],
             passkey: DeviceSecrets::DEFAULT_PASSKEY,
             persist_secrets: false,
+            secrets_fault: false,
+            read_protection: false,
             product_id: readout::DEFAULT_PRODUCT_ID,
             adv_nonce: 0,
             estimator: EstimatorKind::default(),
@@ -113,14 +123,16 @@ impl Config {
     /// history, nonce and secrets, each record that was not restored replaced by its defaults
     /// and reported (SET-3: `settings_corrupt`, `records_corrupt`, logged).
     ///
-    /// `random_key` is 16 bytes from the platform's random source (`bms_port_random`), used as
-    /// the device's Instant Readout key when none is stored (first start, or lost); `None` when
-    /// the platform has none: the key is then a placeholder that is not stored, so the next
-    /// start makes a real one. `random_nonce` starts the advertisement nonce when its
-    /// reservation was lost. Fields not restored (product id) keep [`Config::default`].
+    /// `fresh` are secrets made from the platform's random source (`bms_port_random`): used on
+    /// a true first start (the store holds no record at all), and their passkey replaces a
+    /// stored 000000 (firmware before per-unit passkeys); `None` when the platform has none.
+    /// Any other fault of the stored secrets (BLE-2 rev 2) keeps the stored record untouched
+    /// and runs without secrets: no pairing until the button resets it, no advertisement.
+    /// `random_nonce` starts the advertisement nonce when its reservation was lost. Fields not
+    /// restored (product id) keep [`Config::default`].
     pub fn from_restored(
         restored: &Restored,
-        random_key: Option<[u8; 16]>,
+        fresh: Option<DeviceSecrets>,
         random_nonce: u16,
     ) -> Config {
         for kind in RecordKind::ALL {
@@ -132,14 +144,26 @@ impl Config {
         let records_corrupt = RecordKind::ALL
             .into_iter()
             .any(|kind| kind != RecordKind::Settings && restored.fault(kind).is_some());
-        let secrets = match (restored.secrets, random_key) {
-            (Ok(secrets), _) => Some(secrets),
-            (Err(_), Some(adv_key)) => Some(DeviceSecrets {
-                passkey: DeviceSecrets::DEFAULT_PASSKEY,
-                adv_key,
-            }),
-            (Err(_), None) => {
-                log::error!("no random source: placeholder advertisement key, not stored");
+        let mut secrets_fault = false;
+        let secrets = match (restored.secrets, fresh) {
+            (Ok(stored), _) if stored.passkey != DeviceSecrets::DEFAULT_PASSKEY => Some(stored),
+            (Ok(stored), Some(fresh)) => {
+                log::warn!("stored passkey 000000 replaced by a per-unit passkey");
+                Some(DeviceSecrets {
+                    passkey: fresh.passkey,
+                    ..stored
+                })
+            }
+            // 000000 and no random source: the key still advertises, nothing pairs.
+            (Ok(stored), None) => Some(stored),
+            (Err(RecordError::Missing), Some(fresh)) if restored.first_boot() => Some(fresh),
+            (Err(RecordError::Missing), None) if restored.first_boot() => {
+                log::error!("no random source: no secrets, nothing paired or advertised");
+                None
+            }
+            (Err(error), _) => {
+                log::error!("secrets not restored ({error}): kept as stored, pairing locked");
+                secrets_fault = true;
                 None
             }
         };
@@ -154,6 +178,8 @@ impl Config {
             device_key: secrets.map_or([0; 16], |s| s.adv_key),
             passkey: secrets.map_or(DeviceSecrets::DEFAULT_PASSKEY, |s| s.passkey),
             persist_secrets: secrets.is_some(),
+            secrets_fault,
+            read_protection: secrets.map_or(secrets_fault, |s| s.read_protection),
             adv_nonce: restored.first_nonce(random_nonce),
             ..Config::default()
         }
@@ -226,6 +252,10 @@ pub struct Decisions {
     pub adv_changed: bool,
     /// True when the status page changed (outputs, codes or readout values): notify.
     pub status_changed: bool,
+    /// BLE-2: a new pairing may start now (the platform's pairing-accept callback reads it).
+    pub pairing_allowed: bool,
+    /// BLE-2: a [`BondAction`] waits for the platform ([`Bms::take_bond_action`]).
+    pub bond_action_pending: bool,
 }
 
 impl Decisions {
@@ -248,10 +278,18 @@ pub struct Bms {
     history: History,
     balancer: Balancer,
     advertiser: Advertiser,
-    /// BLE-2 pairing passkey.
+    /// BLE-2 pairing passkey; 0 = none (nothing pairs).
     passkey: u32,
-    /// The key and passkey are the device's own and are persisted.
+    /// The key and passkey are the device's own: used, and persisted.
     persist_secrets: bool,
+    /// BLE-2 **(choice)**: monitoring reads need an authenticated link.
+    read_protection: bool,
+    /// BLE-2: the pairing window, back-off, button and bonds.
+    pairing: Pairing,
+    /// BLE-2: the blue LED is blinking the passkey.
+    passkey_blink: Option<PasskeyBlink>,
+    /// BLE-2: what the platform must do with the BLE stack's bonds.
+    bond_action: Option<BondAction>,
     /// The last write of some record failed (SET-3, [`Code::StorageWriteFailed`]).
     storage_failing: bool,
     /// DFU-1 self-check.
@@ -264,6 +302,10 @@ pub struct Bms {
     outputs: OutputStates,
     low_power: bool,
     readout: ReadoutValues,
+    /// BLE-3: the values the advertisement shows (at most one change per
+    /// [`READOUT_MIN_CHANGE_MS`]) and when they may change next.
+    adv_values: ReadoutValues,
+    adv_hold_until_ms: u64,
     invalid_reports: u32,
 }
 
@@ -284,6 +326,7 @@ impl Bms {
             sticky.insert(Code::SettingsCorrupt);
         }
         sticky.set(Code::RecordsCorrupt, config.records_corrupt);
+        sticky.set(Code::SecretsFault, config.secrets_fault);
         let mut monitor = Monitor::with_kind(config.estimator, config.restored_soc);
         if let Some(learned) = &config.restored_learned {
             monitor.restore_learned(learned);
@@ -298,14 +341,31 @@ impl Bms {
                 .map(History::from)
                 .unwrap_or_default(),
             balancer: Balancer::restored(config.restored_balanced_at_full),
-            advertiser: Advertiser::new(config.device_key, config.product_id, config.adv_nonce),
-            passkey: if config.passkey <= MAX_PASSKEY {
+            advertiser: if config.persist_secrets {
+                Advertiser::new(config.device_key, config.product_id, config.adv_nonce)
+            } else {
+                Advertiser::without_key(config.product_id, config.adv_nonce)
+            },
+            passkey: if config.persist_secrets
+                && (MIN_PASSKEY..=MAX_PASSKEY).contains(&config.passkey)
+            {
                 config.passkey
             } else {
-                log::error!("passkey out of range: factory passkey used");
-                DeviceSecrets::DEFAULT_PASSKEY
+                if config.persist_secrets {
+                    log::error!("passkey out of range: nothing pairs until pairing is reset");
+                }
+                0
             },
             persist_secrets: config.persist_secrets,
+            read_protection: config.read_protection || config.secrets_fault,
+            pairing: Pairing::new(
+                0,
+                config.secrets_fault
+                    || !config.persist_secrets
+                    || !(MIN_PASSKEY..=MAX_PASSKEY).contains(&config.passkey),
+            ),
+            passkey_blink: None,
+            bond_action: None,
             storage_failing: false,
             self_check: SelfCheckProgress::default(),
             sticky,
@@ -316,6 +376,8 @@ impl Bms {
             outputs: OutputStates::default(),
             low_power: false,
             readout: ReadoutValues::NOT_AVAILABLE,
+            adv_values: ReadoutValues::NOT_AVAILABLE,
+            adv_hold_until_ms: 0,
             invalid_reports: 0,
         }
     }
@@ -446,7 +508,7 @@ impl Bms {
             atd_reasons: outputs.atd_reasons,
             atc_reasons: outputs.atc_reasons,
             prealarm_reasons: outputs.prealarm_reasons,
-            led_blue: leds::blue(inputs.app_connected),
+            led_blue: self.blue_led(now_ms, inputs.app_connected),
             led_red: leds::red(codes),
             low_power,
             tick_ms: if low_power {
@@ -487,15 +549,36 @@ impl Bms {
             );
         }
 
+        decisions.pairing_allowed = self.pairing.allowed(now_ms).is_ok();
+        decisions.bond_action_pending = self.bond_action.is_some();
         let changed = outputs != self.outputs || codes != self.codes;
         self.outputs = outputs;
         self.codes = codes;
         self.low_power = low_power;
         let readout = self.readout_values();
-        decisions.adv_changed = readout != self.readout;
-        decisions.status_changed = changed || decisions.adv_changed;
+        let values_changed = readout != self.readout;
         self.readout = readout;
+        decisions.adv_changed = self.advertise_due(now_ms);
+        if decisions.adv_changed {
+            self.adv_values = readout;
+            self.adv_hold_until_ms = now_ms.saturating_add(READOUT_MIN_CHANGE_MS);
+        }
+        decisions.status_changed = changed || values_changed;
         decisions
+    }
+
+    /// BLE-3: whether the advertisement should now show the values of the last step: they
+    /// change its record, and the last change is [`READOUT_MIN_CHANGE_MS`] ago or the change
+    /// is in the error, the outputs or a warning or alarm (which never wait).
+    fn advertise_due(&self, now_ms: u64) -> bool {
+        let new = readout::BmsRecord::from_values(&self.readout);
+        let shown = readout::BmsRecord::from_values(&self.adv_values);
+        if new == shown {
+            return false;
+        }
+        let urgent = (new.error, new.io_status, new.warnings_alarms)
+            != (shown.error, shown.io_status, shown.warnings_alarms);
+        urgent || now_ms >= self.adv_hold_until_ms
     }
 
     /// When to call [`Bms::step`] again at the latest, ms on the caller's clock: the next tick,
@@ -515,6 +598,14 @@ impl Bms {
             Some(tick),
             self.bank.next_deadline_ms(),
             self.protection.next_deadline_ms(),
+            self.pairing.next_deadline_ms(self.now_ms),
+            self.passkey_blink
+                .and_then(|blink| blink.at(self.now_ms))
+                .map(|(_, next)| next),
+            (self.adv_hold_until_ms > self.now_ms
+                && readout::BmsRecord::from_values(&self.adv_values)
+                    != readout::BmsRecord::from_values(&self.readout))
+            .then_some(self.adv_hold_until_ms),
         ];
         due.into_iter().flatten().min()
     }
@@ -602,6 +693,7 @@ impl Bms {
             nonce: self.advertiser.nonce_to_persist(),
             secrets: self.secrets_to_persist(),
             learned: self.monitor.learned(),
+            flush: false,
         }
     }
 
@@ -631,7 +723,7 @@ impl Bms {
             match report.outcome(kind) {
                 Outcome::Failed(error) => log::error!("{kind} record not written: {error}"),
                 Outcome::Written => self.self_check.storage_written(),
-                Outcome::Idle | Outcome::Deferred => {}
+                Outcome::Idle | Outcome::Deferred | Outcome::Coalesced => {}
             }
         }
         if report.failing != self.storage_failing {
@@ -647,14 +739,24 @@ impl Bms {
 
     /// BLE-3: builds the Instant Readout manufacturer data (company id first) into `out` and
     /// returns its length.
+    /// The values are those of the step that last set [`Decisions::adv_changed`] (at most one
+    /// change per [`READOUT_MIN_CHANGE_MS`], [`crate::limits`]). [`ReadoutError::NotReserved`]
+    /// when no nonce is reserved for them and [`ReadoutError::NoKey`] without a key of the
+    /// device's own: advertise no readout then ("not available").
     pub fn manufacturer_data(&mut self, out: &mut [u8]) -> Result<usize, ReadoutError> {
-        let values = self.readout_values();
+        let values = self.adv_values;
         self.advertiser.manufacturer_data(&values, out)
     }
 
     /// BLE-3: the advertisement key (read over an authenticated link only).
     pub fn device_key(&self) -> &[u8; 16] {
         self.advertiser.key()
+    }
+
+    /// BLE-3: whether the device has an Instant Readout key of its own (none after a secrets
+    /// fault or without a random source at the first start).
+    pub fn has_device_key(&self) -> bool {
+        self.persist_secrets && self.advertiser.keyed()
     }
 
     /// BLE-3: replaces the advertisement key; the node persists it from now on.
@@ -668,22 +770,172 @@ impl Bms {
         self.passkey
     }
 
-    /// BLE-2: changes the pairing passkey; above 999999 it is refused and nothing changes.
-    /// The node reports it for the BLE stack and stores it.
+    /// BLE-2: changes the pairing passkey and removes every other bond (a [`BondAction`] for
+    /// the platform): above 999999 or 000000 it is refused, and without usable secrets (a
+    /// fault: reset pairing with the button first), changing nothing. The node reports it for
+    /// the BLE stack and stores it.
     pub fn set_passkey(&mut self, passkey: u32) -> Result<(), PasskeyError> {
         if passkey > MAX_PASSKEY {
             return Err(PasskeyError::OutOfRange { max: MAX_PASSKEY });
         }
+        if passkey < MIN_PASSKEY {
+            return Err(PasskeyError::Zero);
+        }
+        if !self.persist_secrets {
+            return Err(PasskeyError::NoSecrets);
+        }
         self.passkey = passkey;
-        log::info!("passkey changed");
+        self.bond_action = Some(match self.bond_action {
+            Some(BondAction::RemoveAll) => BondAction::RemoveAll,
+            _ => BondAction::RemoveOthers,
+        });
+        log::info!("passkey changed: every other bond removed");
         Ok(())
     }
 
-    /// The passkey and the Instant Readout key (BLE-2, BLE-3).
+    /// BLE-2: whether a new pairing may start at `now_ms` (also in every [`Decisions`]).
+    pub fn pairing_allowed(&self, now_ms: u64) -> Result<(), PairingRefusal> {
+        self.pairing.allowed(self.now_ms.max(now_ms))
+    }
+
+    /// BLE-2: a pairing attempt ended at `now_ms`, with `success` or not (back-off).
+    pub fn pairing_result(&mut self, now_ms: u64, success: bool) {
+        self.now_ms = self.now_ms.max(now_ms);
+        self.pairing.attempt(self.now_ms, success);
+    }
+
+    /// BLE-2: the bonds the BLE stack holds now (at start and after every change).
+    pub fn set_bonds(&mut self, bonds: &[Bond]) {
+        self.pairing.set_bonds(bonds);
+    }
+
+    /// BLE-2: the pairing state (window, bonds).
+    pub fn pairing(&self) -> &Pairing {
+        &self.pairing
+    }
+
+    /// BLE-2: asks the platform to remove `bond`; refused (changing nothing) when the stack
+    /// holds no such bond.
+    pub fn remove_bond(&mut self, bond: Bond) -> Result<(), PasskeyError> {
+        if !self.pairing.has_bond(&bond) {
+            return Err(PasskeyError::NoSuchBond);
+        }
+        if self.bond_action != Some(BondAction::RemoveAll) {
+            self.bond_action = Some(BondAction::Remove(bond));
+        }
+        log::info!("bond removal asked");
+        Ok(())
+    }
+
+    /// BLE-2: the bond action that waits for the platform, which carries it out now (and then
+    /// reports the bonds again with [`Bms::set_bonds`]).
+    pub fn take_bond_action(&mut self) -> Option<BondAction> {
+        self.bond_action.take()
+    }
+
+    /// BLE-2: the board's button went down (`pressed`) or up at `now_ms`. Returns what the
+    /// press asks for; a press opens the pairing window and shows the passkey (the blue LED
+    /// blinks it, the log prints it once). [`ButtonAction::ResetPairing`] needs new secrets:
+    /// [`crate::node::Node::button`] makes them and calls [`Bms::reset_pairing`].
+    pub fn button(&mut self, now_ms: u64, pressed: bool) -> Option<ButtonAction> {
+        self.now_ms = self.now_ms.max(now_ms);
+        let action = self.pairing.button(self.now_ms, pressed);
+        if action == Some(ButtonAction::OpenWindow) {
+            self.show_passkey();
+        }
+        action
+    }
+
+    /// BLE-2: reset pairing (the button held): every bond removed, `fresh`'s passkey (and its
+    /// key when the device has none usable), read protection kept; the secrets are stored at
+    /// the next poll, overwriting a faulty record. `None` (no random source) keeps pairing
+    /// locked.
+    pub fn reset_pairing(&mut self, fresh: Option<DeviceSecrets>) {
+        self.bond_action = Some(BondAction::RemoveAll);
+        let Some(fresh) = fresh else {
+            log::error!("no random source: pairing stays locked");
+            self.pairing.lock();
+            return;
+        };
+        if !self.persist_secrets {
+            self.advertiser.set_key(fresh.adv_key);
+            self.read_protection = fresh.read_protection;
+        }
+        self.passkey = fresh.passkey;
+        self.persist_secrets = true;
+        self.sticky.remove(Code::SecretsFault);
+        self.show_passkey();
+    }
+
+    /// BLE-2 **(choice)**: whether monitoring reads need an authenticated link.
+    pub fn read_protection(&self) -> bool {
+        self.read_protection
+    }
+
+    /// BLE-2 **(choice)**: turns read protection on or off (stored by the node); refused
+    /// without usable secrets.
+    pub fn set_read_protection(&mut self, on: bool) -> Result<(), PasskeyError> {
+        if !self.persist_secrets {
+            return Err(PasskeyError::NoSecrets);
+        }
+        self.read_protection = on;
+        log::info!("read protection {}", Word(if on { "on" } else { "off" }));
+        Ok(())
+    }
+
+    /// BLE-3: a new Instant Readout key (from the platform's random source); refused without
+    /// usable secrets. Decoders need the new key.
+    pub fn new_device_key(&mut self, key: [u8; 16]) -> Result<(), PasskeyError> {
+        if !self.persist_secrets {
+            return Err(PasskeyError::NoSecrets);
+        }
+        self.advertiser.set_key(key);
+        log::info!("new readout key");
+        Ok(())
+    }
+
+    fn show_passkey(&mut self) {
+        if !(MIN_PASSKEY..=MAX_PASSKEY).contains(&self.passkey) {
+            return;
+        }
+        self.passkey_blink = Some(PasskeyBlink {
+            passkey: self.passkey,
+            start_ms: self.now_ms,
+        });
+        // The one place the passkey is logged: after a physical action at the device.
+        log::warn!(
+            "pairing open for {} s, passkey {}",
+            Number::from(PAIRING_WINDOW_MS / 1000),
+            SixDigits(self.passkey)
+        );
+    }
+
+    /// LED-1, or the passkey while it is blinked; solid while a held button arms the reset.
+    fn blue_led(&mut self, now_ms: u64, app_connected: bool) -> LedPattern {
+        if self.pairing.reset_armed(now_ms) {
+            return LedPattern::Solid;
+        }
+        match self.passkey_blink.and_then(|blink| blink.at(now_ms)) {
+            Some((lit, _)) => {
+                if lit {
+                    LedPattern::Solid
+                } else {
+                    LedPattern::Off
+                }
+            }
+            None => {
+                self.passkey_blink = None;
+                leds::blue(app_connected)
+            }
+        }
+    }
+
+    /// The passkey, the Instant Readout key and read protection (BLE-2, BLE-3).
     fn secrets(&self) -> DeviceSecrets {
         DeviceSecrets {
             passkey: self.passkey,
             adv_key: *self.advertiser.key(),
+            read_protection: self.read_protection,
         }
     }
 
@@ -814,7 +1066,7 @@ impl Bms {
     }
 }
 
-/// Why a passkey was refused.
+/// Why a passkey, bond or secrets change was refused. Nothing changed.
 #[derive(Clone, Copy, Debug, PartialEq, Eq)]
 pub enum PasskeyError {
     /// The passkey has more than 6 digits.
@@ -822,13 +1074,37 @@ pub enum PasskeyError {
         /// The largest passkey, 999999.
         max: u32,
     },
+    /// 000000, which every unconfigured device has (BLE-2 rev 2).
+    Zero,
+    /// The device has no usable secrets (a fault): reset pairing with the button first.
+    NoSecrets,
+    /// The BLE stack holds no such bond.
+    NoSuchBond,
 }
 
 impl core::fmt::Display for PasskeyError {
     fn fmt(&self, f: &mut core::fmt::Formatter<'_>) -> core::fmt::Result {
         match self {
             PasskeyError::OutOfRange { max } => write!(f, "passkey above {}", Number::from(*max)),
+            PasskeyError::Zero => f.write_str("passkey 000000"),
+            PasskeyError::NoSecrets => f.write_str("no usable secrets: reset pairing"),
+            PasskeyError::NoSuchBond => f.write_str("no such bond"),
         }
+    }
+}
+
+/// A passkey as its six digits, leading zeros included.
+struct SixDigits(u32);
+
+impl core::fmt::Display for SixDigits {
+    fn fmt(&self, f: &mut core::fmt::Formatter<'_>) -> core::fmt::Result {
+        let mut digits = [b'0'; 6];
+        let mut rest = self.0;
+        for slot in digits.iter_mut().rev() {
+            *slot = b'0' + (rest % 10) as u8;
+            rest /= 10;
+        }
+        f.write_str(core::str::from_utf8(&digits).unwrap_or("??????"))
     }
 }
 

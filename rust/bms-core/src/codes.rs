@@ -53,6 +53,9 @@ stable_enum! {
         /// SET-3: a record could not be written to the store. The previous value stays stored and
         /// the write is retried (every 60 s); the code clears when the writes succeed again.
         StorageWriteFailed = 16 => "storage_write_failed",
+        /// BLE-2: the stored secrets (passkey, readout key) were faulty: kept as stored, nothing
+        /// pairs or is advertised until the button is held to reset pairing.
+        SecretsFault = 17 => "secrets_fault",
     }
 }
 
@@ -70,7 +73,8 @@ impl Code {
             | Code::InvalidBatteryData
             | Code::FirmwareUpdateFailed
             | Code::ConfigurationError
-            | Code::StorageWriteFailed => Severity::Error,
+            | Code::StorageWriteFailed
+            | Code::SecretsFault => Severity::Error,
             Code::CellUndervoltage
             | Code::CellOvervoltage
             | Code::LowTemperature
@@ -185,7 +189,7 @@ mod tests {
         let numbers: std::vec::Vec<u8> = Code::ALL.iter().map(|c| c.number()).collect();
         assert_eq!(
             numbers,
-            (1..=16).collect::<std::vec::Vec<u8>>(),
+            (1..=17).collect::<std::vec::Vec<u8>>(),
             "never renumber"
         );
         for code in Code::ALL {

@@ -13,7 +13,10 @@
 //!   otherwise.
 
 use crate::codes::{ActiveCodes, Severity};
-use crate::limits::{LED_BLINK_OFF_MS, LED_BLINK_ON_MS};
+use crate::limits::{
+    LED_BLINK_OFF_MS, LED_BLINK_ON_MS, PASSKEY_DIGIT_GAP_MS, PASSKEY_FLASH_OFF_MS,
+    PASSKEY_FLASH_ON_MS, PASSKEY_REPEATS,
+};
 
 /// What an LED shows. The discriminant is the C ABI value. The platform plays the pattern with
 /// [`LedPattern::on_ms`] / [`LedPattern::off_ms`], or asks [`LedPattern::is_lit`].
@@ -119,5 +122,89 @@ mod tests {
         );
         assert_eq!(LedPattern::Off.on_ms(), 0);
         assert_eq!(LedPattern::Solid.off_ms(), 0);
+    }
+}
+
+/// BLE-2: the blue LED blinking the six passkey digits, most significant first: a digit d as d
+/// flashes ([`PASSKEY_FLASH_ON_MS`] lit, [`PASSKEY_FLASH_OFF_MS`] dark), 0 as ten, with
+/// [`PASSKEY_DIGIT_GAP_MS`] dark between digits, the whole [`PASSKEY_REPEATS`] times.
+#[derive(Clone, Copy, Debug, PartialEq, Eq)]
+pub struct PasskeyBlink {
+    /// The passkey shown (0–999999).
+    pub passkey: u32,
+    /// When the display started, ms.
+    pub start_ms: u64,
+}
+
+impl PasskeyBlink {
+    /// The flashes of each digit, most significant first.
+    fn flashes(&self) -> [u64; 6] {
+        let mut out = [0u64; 6];
+        let mut rest = self.passkey;
+        for slot in out.iter_mut().rev() {
+            let digit = u64::from(rest % 10);
+            *slot = if digit == 0 { 10 } else { digit };
+            rest /= 10;
+        }
+        out
+    }
+
+    /// Whether the LED is lit at `now_ms`, or `None` once the display is over (the LED goes back
+    /// to its LED-1 pattern), and when that next changes.
+    pub fn at(&self, now_ms: u64) -> Option<(bool, u64)> {
+        let mut t = self.start_ms;
+        for _ in 0..PASSKEY_REPEATS {
+            for flashes in self.flashes() {
+                for _ in 0..flashes {
+                    let lit_until = t.saturating_add(PASSKEY_FLASH_ON_MS);
+                    if now_ms < lit_until {
+                        return Some((now_ms >= t, if now_ms < t { t } else { lit_until }));
+                    }
+                    t = lit_until.saturating_add(PASSKEY_FLASH_OFF_MS);
+                    if now_ms < t {
+                        return Some((false, t));
+                    }
+                }
+                t = t.saturating_add(PASSKEY_DIGIT_GAP_MS);
+                if now_ms < t {
+                    return Some((false, t));
+                }
+            }
+        }
+        None
+    }
+}
+
+#[cfg(test)]
+mod passkey_tests {
+    use super::*;
+
+    /// BLE-2: the blinked digits read back as the passkey (0 as ten flashes), and the display
+    /// ends.
+    #[test]
+    fn ble_2_passkey_blinks_digit_by_digit() {
+        let blink = PasskeyBlink {
+            passkey: 305_019,
+            start_ms: 1_000,
+        };
+        let mut digits = std::vec::Vec::new();
+        let (mut now, mut lit, mut flashes, mut dark_since) = (1_000u64, false, 0u64, 1_000u64);
+        while let Some((on, next)) = blink.at(now) {
+            if on && !lit {
+                if now - dark_since >= PASSKEY_DIGIT_GAP_MS && flashes > 0 {
+                    digits.push(flashes % 10);
+                    flashes = 0;
+                }
+                flashes += 1;
+            }
+            if !on && lit {
+                dark_since = now;
+            }
+            lit = on;
+            assert!(next > now);
+            now = next;
+        }
+        digits.push(flashes % 10);
+        assert_eq!(digits, [3, 0, 5, 0, 1, 9, 3, 0, 5, 0, 1, 9]);
     }
 }

@@ -24,6 +24,7 @@
 //! - [`drivers`]: reading JBD, JK and Daly packs (and the bus) as bank members.
 //! - [`storage`]: persisted records over a key → bytes [`storage::Storage`] trait.
 //! - [`secrets`]: the pairing passkey and the Instant Readout key (BLE-2, BLE-3).
+//! - [`pairing`]: the pairing window, back-off, button and bonds (BLE-2).
 //! - [`node`]: the device shell every caller holds: core, bus decoder and persistence.
 //! - [`muldiv`]: exact 64-bit scaling of charge counts (no 128-bit division on the target).
 //! - [`limits`]: the one table of named thresholds, delays and hysteresis.
@@ -59,6 +60,7 @@ pub mod limits;
 pub mod monitor;
 pub mod muldiv;
 pub mod node;
+pub mod pairing;
 pub mod protection;
 pub mod protocol;
 pub mod readout;

@@ -296,6 +296,44 @@ pub const BALANCED_SPREAD_MV: u16 = 30;
 /// BAL-3 **(choice)**: the bank is charging (for "Balancing") above this bank current, mA.
 pub const CHARGING_MIN_MA: i32 = 100;
 
+/// BLE-2 **(choice)**: a pairing window (after a press of the button, or after power-up while no
+/// bond exists) stays open this long, ms.
+pub const PAIRING_WINDOW_MS: u64 = 180_000;
+/// BLE-2 **(choice)**: the back-off after the first failed pairing attempt, ms; it doubles with
+/// every further failure in a row (5, 10, 20, 40, 80 s: six attempts in a window).
+pub const PAIRING_BACKOFF_FIRST_MS: u64 = 5_000;
+/// BLE-2 **(choice)**: the longest back-off after failed pairing attempts, ms.
+pub const PAIRING_BACKOFF_MAX_MS: u64 = 3_600_000;
+/// BLE-2 **(choice)**: the button held this long resets pairing (every bond removed, a new
+/// passkey), ms.
+pub const PAIRING_RESET_HOLD_MS: u64 = 10_000;
+/// A button press shorter than this is contact bounce, not a press, ms.
+pub const BUTTON_PRESS_MIN_MS: u64 = 50;
+/// BLE-2: most bonds the BLE stack keeps (the firmware's `CONFIG_BT_MAX_PAIRED`).
+pub const MAX_BONDS: usize = 4;
+/// BLE-2: the blue LED blinks the passkey digit by digit (a digit d as d flashes, 0 as ten):
+/// each flash lit this long, ms.
+pub const PASSKEY_FLASH_ON_MS: u64 = 300;
+/// BLE-2: dark this long after each flash of a passkey digit, ms.
+pub const PASSKEY_FLASH_OFF_MS: u64 = 400;
+/// BLE-2: dark this long between two digits of the passkey, ms.
+pub const PASSKEY_DIGIT_GAP_MS: u64 = 1_500;
+/// BLE-2: the passkey is blinked this many times after a press.
+pub const PASSKEY_REPEATS: u32 = 2;
+
+/// BLE-3 **(choice)**: the Instant Readout payload changes at most once per this time, so the
+/// 16-bit nonce lasts weeks under one key (docs/persistence.md), ms.
+pub const READOUT_MIN_CHANGE_MS: u64 = 10_000;
+
+/// SET-2 **(choice)**: settings, passkey and read-protection changes from the user are written
+/// to flash at most once per this time (the first at once, the rest of a burst when it ends or
+/// when the link drops), ms.
+pub const USER_WRITE_INTERVAL_MS: u64 = 10_000;
+
+/// BANK-1 **(choice)**: a battery with a new serial joins the bank only after this many valid
+/// reports in a row (a single garbled frame with a "new" serial creates nothing).
+pub const BATTERY_JOIN_REPORTS: u8 = 3;
+
 /// LED-1/LED-2: a blinking LED is lit this long per period, ms.
 pub const LED_BLINK_ON_MS: u32 = 100;
 /// LED-1/LED-2: a blinking LED is dark this long per period, ms.

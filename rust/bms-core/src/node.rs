@@ -7,15 +7,19 @@
 //! ([`Persistence`]) and the caller's [`Storage`]. One cadence of persistence for every caller:
 //! after a [`Node::step`] at which the SoC state, the history or the nonce reservation became
 //! due, and at least every [`PERSIST_POLL_MS`] for the records only the store's bookkeeping
-//! knows are due; what a GATT request changed is written before [`Node::gatt`] returns, so the
-//! answer "stored" is true.
+//! knows are due. What a GATT request changed is written before [`Node::gatt`] returns, so the
+//! answer "stored" is true — except that settings and secrets are written at most once per
+//! [`crate::limits::USER_WRITE_INTERVAL_MS`] (SET-2, M7): a change within that time of the last
+//! write is in force at once and reaches flash when the time is over, or at [`Node::flush`]
+//! (the firmware calls it when the link drops), whichever is first.
 //!
 //! ```
 //! use bms_core::node::Node;
 //! use bms_core::storage::MemStorage;
 //! use bms_core::Inputs;
 //!
-//! // A random source that has nothing: the node runs with a placeholder key it never stores.
+//! // A random source that has nothing: the node runs without secrets (nothing pairs, nothing
+//! // is advertised) and stores none.
 //! let mut node = Node::open(MemStorage::new(), &mut |_: &mut [u8]| false);
 //! node.feed_bus(0, &[0x00, 0x13]); // bytes as they arrive on the battery bus
 //! let decisions = node.step(100, &Inputs::default());
@@ -27,14 +31,18 @@ use crate::bus::{BatteryReport, FrameDecoder};
 use crate::drivers::poller::Poller;
 use crate::drivers::{LineConfig, LineError, Protocol};
 use crate::limits::PERSIST_POLL_MS;
+use crate::pairing::{Bond, BondAction, ButtonAction};
 use crate::protocol::{self, Access, BmsDevice, ProtocolError, Status};
 use crate::readout::ReadoutError;
-use crate::storage::{Persistence, Storage};
+use crate::secrets::DeviceSecrets;
+use crate::storage::{Persistence, Records, Storage};
 use crate::word::Number;
 
 /// The platform's random source: fills `out` and returns true, or returns false when it has
-/// none. Asked for the device's Instant Readout key at the first start and for a starting
-/// advertisement nonce when its reservation was lost. Any `FnMut(&mut [u8]) -> bool` is one.
+/// none. Asked for the device's secrets at the first start (16 bytes of key, then 8 for the
+/// passkey), for a starting advertisement nonce when its reservation was lost (2 bytes), and
+/// for new secrets when pairing is reset or a new readout key is asked for. Any
+/// `FnMut(&mut [u8]) -> bool` is one.
 pub trait Random {
     /// Fills `out` with random bytes; false when no random source is available.
     fn fill(&mut self, out: &mut [u8]) -> bool;
@@ -90,12 +98,12 @@ impl<S: Storage> Node<S> {
         adjust: impl FnOnce(&mut Config),
     ) -> Self {
         let (persistence, restored) = Persistence::restore(&mut storage);
-        // A new key only when none was restored; without a random source the core runs with a
-        // placeholder key that it does not store, so the next start makes a real one.
-        let mut key = [0u8; 16];
-        let random_key = match restored.secrets {
-            Ok(_) => None,
-            Err(_) => random.fill(&mut key).then_some(key),
+        // New secrets only when none were restored (or the passkey is the old 000000):
+        // `Config::from_restored` decides whether they may be used (a true first start) or the
+        // stored record is faulty and kept.
+        let fresh = match restored.secrets {
+            Ok(stored) if stored.passkey != DeviceSecrets::DEFAULT_PASSKEY => None,
+            _ => fresh_secrets(random),
         };
         let mut nonce = [0u8; 2];
         let random_nonce = if random.fill(&mut nonce) {
@@ -103,7 +111,7 @@ impl<S: Storage> Node<S> {
         } else {
             0
         };
-        let mut config = Config::from_restored(&restored, random_key, random_nonce);
+        let mut config = Config::from_restored(&restored, fresh, random_nonce);
         adjust(&mut config);
         Node {
             bms: Bms::new(config),
@@ -201,7 +209,10 @@ impl<S: Storage> Node<S> {
 
     /// Answers one GATT access at `now_ms` into `resp` (which must hold
     /// [`protocol::MAX_RESPONSE_LEN`] bytes; see [`protocol::handle_request`]). What the request
-    /// changed is stored before this returns.
+    /// changed is stored before this returns (settings and secrets: see the module
+    /// documentation); `random` is asked only for a new readout key. A bond action the request
+    /// asked for waits in [`Node::take_bond_action`].
+    #[allow(clippy::too_many_arguments)]
     pub fn gatt(
         &mut self,
         now_ms: u64,
@@ -210,8 +221,12 @@ impl<S: Storage> Node<S> {
         authenticated: bool,
         req: &[u8],
         resp: &mut [u8],
+        random: &mut dyn Random,
     ) -> Result<GattReply, ProtocolError> {
-        let mut device = BmsDevice { bms: &mut self.bms };
+        let mut device = BmsDevice {
+            bms: &mut self.bms,
+            random,
+        };
         let reply = protocol::handle_request(
             &mut device,
             now_ms,
@@ -253,9 +268,49 @@ impl<S: Storage> Node<S> {
         self.bms.next_deadline_ms()
     }
 
-    /// BLE-2: the pairing passkey (0–999999) to give the BLE stack.
+    /// BLE-2: the pairing passkey (1–999999) to give the BLE stack; 0 when there is none
+    /// (nothing may pair).
     pub fn passkey(&self) -> u32 {
         self.bms.passkey()
+    }
+
+    /// BLE-2: the board's button went down (`pressed`) or up at `now_ms` (see [`Bms::button`]).
+    /// Held for the reset time, pairing is reset: new secrets from `random` are stored at once
+    /// and every bond is to be removed ([`Node::take_bond_action`]).
+    pub fn button(
+        &mut self,
+        now_ms: u64,
+        pressed: bool,
+        random: &mut dyn Random,
+    ) -> Option<ButtonAction> {
+        let action = self.bms.button(now_ms, pressed);
+        if action == Some(ButtonAction::ResetPairing) {
+            self.bms.reset_pairing(fresh_secrets(random));
+            self.flush(now_ms);
+        }
+        action
+    }
+
+    /// BLE-2: a pairing attempt ended at `now_ms` (`success`, or failed: back-off).
+    pub fn pairing_result(&mut self, now_ms: u64, success: bool) {
+        self.bms.pairing_result(now_ms, success);
+    }
+
+    /// BLE-2: the bonds the BLE stack holds (at start and after every change).
+    pub fn set_bonds(&mut self, bonds: &[Bond]) {
+        self.bms.set_bonds(bonds);
+    }
+
+    /// BLE-2: what to do with the BLE stack's bonds now, if anything (after a GATT request, a
+    /// step that set `bond_action_pending`, or a button reset).
+    pub fn take_bond_action(&mut self) -> Option<BondAction> {
+        self.bms.take_bond_action()
+    }
+
+    /// Writes every record that is due now, coalesced ones included (the link dropped, or the
+    /// device is about to stop).
+    pub fn flush(&mut self, now_ms: u64) {
+        self.persist_with(now_ms, true);
     }
 
     /// The core, for reading its state.
@@ -296,10 +351,24 @@ impl<S: Storage> Node<S> {
 
     /// Writes every record that is due now, and tells the core what was written.
     fn persist(&mut self, now_ms: u64) {
+        self.persist_with(now_ms, false);
+    }
+
+    fn persist_with(&mut self, now_ms: u64, flush: bool) {
         self.next_poll_ms = now_ms.saturating_add(PERSIST_POLL_MS);
-        let records = self.bms.records();
+        let records = Records {
+            flush,
+            ..self.bms.records()
+        };
         let report = self.persistence.poll(&mut self.storage, now_ms, &records);
         // A failed write is logged by the core and raises StorageWriteFailed at the next step.
         self.bms.records_written(now_ms, &records, &report);
     }
+}
+
+/// New secrets from `random` (16 bytes of key, then 8 for the passkey), `None` without one.
+fn fresh_secrets(random: &mut dyn Random) -> Option<DeviceSecrets> {
+    let mut bytes = [0u8; 24];
+    let (key, seed) = bytes.split_at_mut(16);
+    (random.fill(key) && random.fill(seed)).then(|| DeviceSecrets::from_random(&bytes))
 }

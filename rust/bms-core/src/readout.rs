@@ -80,9 +80,13 @@ pub enum ReadoutError {
         /// Length of the record given, in bytes.
         len: usize,
     },
-    /// No nonce is reserved and no packet was built yet: persist
-    /// [`Advertiser::nonce_to_persist`] and confirm it first.
+    /// No nonce is reserved for new values (none stored yet, or the reservation could not be
+    /// written): persist [`Advertiser::nonce_to_persist`] and confirm it first. The platform
+    /// then advertises no readout ("not available") rather than stale values.
     NotReserved,
+    /// The device has no key of its own (no random source at the first start, or a secrets
+    /// fault): nothing is advertised rather than a placeholder key.
+    NoKey,
 }
 
 impl fmt::Display for ReadoutError {
@@ -103,7 +107,8 @@ impl fmt::Display for ReadoutError {
                     Number::from(RECORD_LEN)
                 )
             }
-            ReadoutError::NotReserved => f.write_str("no advertisement nonce reserved yet"),
+            ReadoutError::NotReserved => f.write_str("no advertisement nonce reserved"),
+            ReadoutError::NoKey => f.write_str("no advertisement key"),
         }
     }
 }
@@ -417,12 +422,16 @@ pub fn seal(
 /// packet. Across reboots the storage layer keeps the counter moving forward: persist the value
 /// [`Advertiser::nonce_to_persist`] asks for, confirm it with [`Advertiser::nonce_persisted`],
 /// and pass the stored value to [`Advertiser::new`] at the next boot. Only reserved nonces are
-/// used: while none is left (the reservation could not be written), the last packet is sent
-/// again unchanged, and before the first reservation there is no packet. The field is 16 bits, so
-/// after 65536 changes the counter wraps, as on every device using this format.
+/// used: while none is left (the reservation could not be written) new values get no packet
+/// ([`ReadoutError::NotReserved`]: "not available", never stale values), and before the first
+/// reservation there is no packet. The field is 16 bits, so after 65536 changes the counter
+/// wraps, as on every device using this format ([`crate::limits::READOUT_MIN_CHANGE_MS`] keeps
+/// that weeks away; a new key starts a fresh keystream).
 #[derive(Clone, Debug)]
 pub struct Advertiser {
     key: [u8; 16],
+    /// The key is the device's own (false: a placeholder, nothing is advertised).
+    keyed: bool,
     product_id: u16,
     /// Nonce of the last payload built, or of the first payload before any was built.
     nonce: u16,
@@ -439,11 +448,26 @@ impl Advertiser {
     pub fn new(key: [u8; 16], product_id: u16, first_nonce: u16) -> Advertiser {
         Advertiser {
             key,
+            keyed: true,
             product_id,
             nonce: first_nonce,
             last: None,
             reserved_left: 0,
         }
+    }
+
+    /// An advertiser without a key of its own: every payload is [`ReadoutError::NoKey`] until
+    /// [`Advertiser::set_key`].
+    pub fn without_key(product_id: u16, first_nonce: u16) -> Advertiser {
+        Advertiser {
+            keyed: false,
+            ..Advertiser::new([0; 16], product_id, first_nonce)
+        }
+    }
+
+    /// Whether the advertiser has a key of its own.
+    pub fn keyed(&self) -> bool {
+        self.keyed
     }
 
     /// The advertisement key (readable over an authenticated link, BLE-3).
@@ -457,6 +481,7 @@ impl Advertiser {
         self.nonce = self.next_unused();
         self.last = None;
         self.key = key;
+        self.keyed = true;
     }
 
     /// The announced product id.
@@ -490,8 +515,8 @@ impl Advertiser {
 
     /// Build the manufacturer payload (without company id, what decoders get) for `values`
     /// into `out`; returns its length, [`PAYLOAD_LEN`]. Changed values take the next nonce only
-    /// while one is reserved; otherwise the last packet is built again as it was sent, or
-    /// [`ReadoutError::NotReserved`] before the first. On error nothing changes.
+    /// while one is reserved; otherwise [`ReadoutError::NotReserved`] (not the stale packet).
+    /// Without a key, [`ReadoutError::NoKey`]. On error nothing changes.
     pub fn payload(
         &mut self,
         values: &ReadoutValues,
@@ -502,17 +527,19 @@ impl Advertiser {
                 required: PAYLOAD_LEN,
             });
         }
-        let mut plaintext = BmsRecord::from_values(values).pack();
+        if !self.keyed {
+            return Err(ReadoutError::NoKey);
+        }
+        let plaintext = BmsRecord::from_values(values).pack();
         if self.last != Some(plaintext) {
-            if self.reserved_left > 0 {
-                self.nonce = self.next_unused();
-                self.reserved_left -= 1;
-                self.last = Some(plaintext);
-            } else {
+            if self.reserved_left == 0 {
                 // A nonce not covered by the persisted reservation could be used again after a
-                // reboot: keep sending what was sent.
-                plaintext = self.last.ok_or(ReadoutError::NotReserved)?;
+                // reboot, and the last packet would show stale values: nothing.
+                return Err(ReadoutError::NotReserved);
             }
+            self.nonce = self.next_unused();
+            self.reserved_left -= 1;
+            self.last = Some(plaintext);
         }
         let header = Header {
             prefix: PREFIX_BYTE,
@@ -886,10 +913,11 @@ mod tests {
     }
 
     /// BLE-3: only reserved nonces are used. Before the first reservation there is no packet;
-    /// when the reservation runs out (its writes fail), changed values do not take a new nonce:
-    /// the last packet is sent again as it was, until a reservation is confirmed.
+    /// when the reservation runs out (its writes fail), changed values do not take a new nonce
+    /// and get no packet ("not available", not the stale packet: M4); unchanged values still
+    /// get theirs; a confirmed reservation brings packets back.
     #[test]
-    fn ble_3_no_nonce_beyond_the_reservation() {
+    fn ble_3_no_nonce_beyond_the_reservation_and_no_stale_packet() {
         let mut adv = Advertiser::new(KEY, DEFAULT_PRODUCT_ID, 40);
         let mut out = [0u8; PAYLOAD_LEN];
         assert_eq!(
@@ -915,10 +943,20 @@ mod tests {
                 ..sample()
             };
             let mut again = [0u8; PAYLOAD_LEN];
-            assert_eq!(adv.payload(&values, &mut again), Ok(PAYLOAD_LEN));
-            assert_eq!(again, last, "a new packet beyond the reservation");
+            assert_eq!(
+                adv.payload(&values, &mut again),
+                Err(ReadoutError::NotReserved),
+                "stale or unreserved packet"
+            );
             assert_eq!(adv.nonce(), first.wrapping_sub(1));
         }
+        let unchanged = ReadoutValues {
+            time_remaining_min: Some(u32::from(NONCE_BLOCK) - 1),
+            ..sample()
+        };
+        let mut again = [0u8; PAYLOAD_LEN];
+        assert_eq!(adv.payload(&unchanged, &mut again), Ok(PAYLOAD_LEN));
+        assert_eq!(again, last);
         // A reboot now starts at `first`, never at a nonce already sent.
         assert_eq!(
             adv.nonce_to_persist(),
@@ -935,8 +973,22 @@ mod tests {
         );
         assert_eq!(
             ReadoutError::NotReserved.to_string(),
-            "no advertisement nonce reserved yet"
+            "no advertisement nonce reserved"
         );
+    }
+
+    /// BLE-3: an advertiser without a key of its own sends nothing until it gets one.
+    #[test]
+    fn ble_3_no_packet_with_a_placeholder_key() {
+        let mut adv = reserved(Advertiser::without_key(DEFAULT_PRODUCT_ID, 0));
+        let mut out = [0u8; MANUFACTURER_DATA_LEN];
+        assert_eq!(
+            adv.manufacturer_data(&sample(), &mut out),
+            Err(ReadoutError::NoKey)
+        );
+        adv.set_key(KEY);
+        let adv = &mut reserved(adv);
+        assert_eq!(adv.manufacturer_data(&sample(), &mut out), Ok(26));
     }
 
     /// BLE-3: the 16-bit counter wraps from 0xFFFF to 0 like every device of this format.

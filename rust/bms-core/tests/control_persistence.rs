@@ -8,7 +8,7 @@ use bms_core::balancer::BalancerState;
 use bms_core::bms::PasskeyError;
 use bms_core::bus::BatteryModel;
 use bms_core::codes::Code;
-use bms_core::limits::PERSIST_POLL_MS;
+use bms_core::limits::{PERSIST_POLL_MS, READOUT_MIN_CHANGE_MS};
 use bms_core::node::Node;
 use bms_core::protocol::DeviceSecrets;
 use bms_core::readout::{ReadoutError, NONCE_BLOCK};
@@ -22,29 +22,59 @@ use control_harness::{report, Flash, Rig};
 
 const KEY: [u8; 16] = [0x3C; 16];
 
-/// BLE-2: the passkey is 000000 from the factory, changeable to any 6-digit value, and a
-/// change beyond 999999 is refused without changing anything; BLE-3: the key is the caller's.
+/// BLE-2 rev 2: the passkey is the unit's own (never 000000), changeable to any other 6-digit
+/// value, and a change to 000000 or beyond 999999 is refused without changing anything; BLE-3:
+/// the key is the caller's.
 #[test]
-fn ble_2_passkey_default_changeable_and_checked() {
+fn ble_2_passkey_per_unit_changeable_and_checked() {
     let mut bms = Bms::new(Config {
         device_key: KEY,
+        passkey: 271_828,
         persist_secrets: true,
         ..Config::default()
     });
-    assert_eq!(bms.passkey(), 0);
+    assert_eq!(bms.passkey(), 271_828);
     assert_eq!(bms.device_key(), &KEY);
     assert_eq!(bms.set_passkey(999_999), Ok(()));
     assert_eq!(
         bms.set_passkey(1_000_000),
         Err(PasskeyError::OutOfRange { max: 999_999 })
     );
+    assert_eq!(bms.set_passkey(0), Err(PasskeyError::Zero));
     assert_eq!(bms.passkey(), 999_999);
-    // A passkey restored out of range is never applied.
-    let bms = Bms::new(Config {
-        passkey: 1_234_567,
-        ..Config::default()
-    });
-    assert_eq!(bms.passkey(), DeviceSecrets::DEFAULT_PASSKEY);
+    // A passkey restored out of range, or 000000, is never applied: nothing pairs.
+    for passkey in [1_234_567, DeviceSecrets::DEFAULT_PASSKEY] {
+        let bms = Bms::new(Config {
+            passkey,
+            persist_secrets: true,
+            ..Config::default()
+        });
+        assert_eq!(bms.passkey(), 0);
+        assert!(bms.pairing_allowed(0).is_err());
+    }
+}
+
+/// BLE-2 rev 2: two units started from empty stores get their own passkeys from the random
+/// source, never 000000, and keep them across a reboot.
+#[test]
+fn ble_2_first_boot_makes_a_passkey_per_unit() {
+    let mut passkeys = std::vec::Vec::new();
+    for seed in [1u8, 2] {
+        let mut random = |out: &mut [u8]| {
+            out.iter_mut()
+                .enumerate()
+                .for_each(|(i, b)| *b = seed.wrapping_mul(31).wrapping_add(i as u8));
+            true
+        };
+        let mut node = Node::open(MemStorage::new(), &mut random);
+        let passkey = node.passkey();
+        assert!((1..=999_999).contains(&passkey), "{passkey}");
+        let _ = node.step(0, &bms_core::Inputs::default());
+        let rebooted = Node::open(node.into_storage(), &mut |_: &mut [u8]| false);
+        assert_eq!(rebooted.passkey(), passkey);
+        passkeys.push(passkey);
+    }
+    assert_ne!(passkeys[0], passkeys[1]);
 }
 
 /// BLE-2, BLE-3: the passkey and the key are persisted like the other records and restored
@@ -59,7 +89,8 @@ fn ble_2_ble_3_secrets_survive_a_reboot() {
         restored.secrets,
         Ok(DeviceSecrets {
             passkey: 424_242,
-            adv_key: KEY
+            adv_key: KEY,
+            read_protection: false,
         })
     );
     assert_eq!(restored.fault(RecordKind::Secrets), None);
@@ -173,13 +204,24 @@ fn set_2_mon_8_hist_4_ble_2_everything_survives_a_reboot_through_the_node() {
     );
 }
 
-/// BLE-3: the first start takes the platform's random key and stores it; without a random
-/// source the placeholder key is not stored, and the next start with one makes a real key.
+/// BLE-2, BLE-3: the first start takes the platform's random key and stores it; without a
+/// random source nothing is stored, advertised or paired (never a placeholder key). The next
+/// start finds the secrets missing next to other records, which is a fault, not a first
+/// start: still nothing pairs until the button is held to reset pairing, which makes and
+/// stores new secrets.
 #[test]
-fn ble_3_the_first_start_stores_the_random_key_but_never_a_placeholder() {
+fn ble_2_ble_3_no_placeholder_secrets_and_a_lost_record_locks_until_reset() {
     let (mut dev, _) = Device::boot(Flash::default(), None);
     dev.run_for(1_000);
-    assert_eq!(dev.bms().device_key(), &[0; 16]);
+    assert!(!dev.bms().has_device_key());
+    assert_eq!(dev.bms().passkey(), 0);
+    let now = dev.rig.now_ms;
+    assert!(dev.bms().pairing_allowed(now).is_err());
+    let mut adv = [0u8; 26];
+    assert_eq!(
+        dev.bms().manufacturer_data(&mut adv),
+        Err(ReadoutError::NoKey)
+    );
     assert_eq!(dev.flash().inner.get(RecordKind::Secrets.key()), None);
     let (mut dev, restored) = dev.reboot(Some(KEY));
     assert_eq!(
@@ -187,10 +229,33 @@ fn ble_3_the_first_start_stores_the_random_key_but_never_a_placeholder() {
         Some(RecordError::Missing),
         "lost next to the other records"
     );
-    dev.run_for(1_000);
-    let (mut dev, restored) = dev.reboot(Some([1; 16]));
-    assert_eq!(restored.secrets.map(|s| s.adv_key), Ok(KEY));
-    assert_eq!(dev.bms().device_key(), &KEY);
+    let d = dev.run_for(1_000).clone();
+    assert!(d.codes.contains(Code::SecretsFault));
+    assert!(!d.pairing_allowed);
+    assert_eq!(dev.flash().inner.get(RecordKind::Secrets.key()), None);
+    let now = dev.rig.now_ms;
+    let mut random = random(Some(KEY));
+    assert_eq!(dev.rig.bms.button(now, true, &mut random), None);
+    let released = now + bms_core::limits::PAIRING_RESET_HOLD_MS;
+    assert_eq!(
+        dev.rig.bms.button(released, false, &mut random),
+        Some(bms_core::pairing::ButtonAction::ResetPairing)
+    );
+    assert_eq!(
+        dev.rig.bms.take_bond_action(),
+        Some(bms_core::pairing::BondAction::RemoveAll)
+    );
+    let passkey = dev.bms().passkey();
+    assert!((1..=999_999).contains(&passkey));
+    let d = dev.run_for(1_000).clone();
+    assert!(!d.codes.contains(Code::SecretsFault));
+    assert!(d.pairing_allowed);
+    let (dev, restored) = dev.reboot(Some([1; 16]));
+    assert_eq!(
+        restored.secrets.map(|s| (s.adv_key, s.passkey)),
+        Ok((KEY, passkey))
+    );
+    assert_eq!(dev.rig.bms.bms().device_key(), &KEY);
 }
 
 /// SET-3: a corrupt record is never applied: its defaults are used and an error is raised at
@@ -304,16 +369,26 @@ fn ble_3_no_advertisement_nonce_without_a_stored_reservation() {
     assert_eq!(dev.bms().manufacturer_data(&mut adv), Ok(26));
     let first = adv;
     // A reservation covers NONCE_BLOCK changes; with every later write failing, the values
-    // keep changing but the packet stays the last one sent once the block is used up.
+    // keep changing, and once the block is used up there is no packet ("not available"),
+    // never the stale last one (M4).
     dev.flash().fail_writes = true;
     let mut last = adv;
+    let mut refused = 0;
     for i in 0..i32::from(NONCE_BLOCK) + 10 {
-        // Reports come once a second: a new current each time changes the values.
+        // A new current each time changes the values; the readout shows a change at most
+        // once per READOUT_MIN_CHANGE_MS.
         dev.rig.set_current(-1_000 - 100 * (i % 100));
-        dev.run_for(1_000);
-        dev.bms().manufacturer_data(&mut adv).unwrap();
-        last = adv;
+        dev.run_for(READOUT_MIN_CHANGE_MS);
+        match dev.bms().manufacturer_data(&mut adv) {
+            Ok(_) => last = adv,
+            Err(ReadoutError::NotReserved) => refused += 1,
+            Err(e) => panic!("{e}"),
+        }
     }
+    assert_eq!(
+        refused, 11,
+        "no stale packet once the reservation is used up"
+    );
     let nonce = |a: &[u8; 26]| u16::from_le_bytes([a[7], a[8]]);
     assert_eq!(
         nonce(&last).wrapping_sub(nonce(&first)),

@@ -23,7 +23,15 @@ struct Fake {
     passkey: u32,
     key: [u8; 16],
     last_now_ms: u64,
+    read_protection: bool,
+    bonds: Vec<Bond, 4>,
+    lost_batteries: u8,
 }
+
+const PHONE: Bond = Bond {
+    address_type: 1,
+    address: [0x11, 0x22, 0x33, 0x44, 0x55, 0xC6],
+};
 
 impl Fake {
     fn new() -> Fake {
@@ -36,6 +44,9 @@ impl Fake {
             passkey: DeviceSecrets::DEFAULT_PASSKEY,
             key: [0xA5; 16],
             last_now_ms: 0,
+            read_protection: false,
+            bonds: Vec::from_slice(&[PHONE]).unwrap(),
+            lost_batteries: 1,
         }
     }
 }
@@ -138,8 +149,36 @@ impl Device for Fake {
         self.last_now_ms = now_ms;
         Ok(())
     }
-    fn advertisement_key(&self) -> [u8; 16] {
-        self.key
+    fn advertisement_key(&self) -> Option<[u8; 16]> {
+        Some(self.key)
+    }
+    fn read_protection(&self) -> bool {
+        self.read_protection
+    }
+    fn set_read_protection(&mut self, on: bool) -> Result<(), ActionError> {
+        self.read_protection = on;
+        Ok(())
+    }
+    fn bond_list(&self) -> BondList {
+        BondList {
+            read_protection: self.read_protection,
+            bonds: self.bonds.clone(),
+        }
+    }
+    fn remove_bond(&mut self, bond: Bond) -> Result<(), ActionError> {
+        let before = self.bonds.len();
+        self.bonds.retain(|b| *b != bond);
+        if self.bonds.len() == before {
+            return Err(ActionError::NotAvailable);
+        }
+        Ok(())
+    }
+    fn forget_lost_batteries(&mut self, _now_ms: u64) -> u8 {
+        core::mem::take(&mut self.lost_batteries)
+    }
+    fn new_readout_key(&mut self) -> Result<[u8; 16], ActionError> {
+        self.key = [0x5A; 16];
+        Ok(self.key)
     }
 }
 
@@ -399,7 +438,7 @@ fn ble_2_writes_and_actions_need_an_authenticated_link() {
         charged_cell_mv: 3450,
         ..Settings::default()
     };
-    let writes: [(Characteristic, std::vec::Vec<u8>); 7] = [
+    let writes: [(Characteristic, std::vec::Vec<u8>); 12] = [
         (Characteristic::Settings, req(&new_settings)),
         (
             Characteristic::ControlPoint,
@@ -415,6 +454,20 @@ fn ble_2_writes_and_actions_need_an_authenticated_link() {
         (
             Characteristic::ControlPoint,
             req(&Command::ReadAdvertisementKey),
+        ),
+        (Characteristic::ControlPoint, req(&Command::ListBonds)),
+        (
+            Characteristic::ControlPoint,
+            req(&Command::RemoveBond { bond: PHONE }),
+        ),
+        (
+            Characteristic::ControlPoint,
+            req(&Command::ForgetLostBatteries),
+        ),
+        (Characteristic::ControlPoint, req(&Command::NewReadoutKey)),
+        (
+            Characteristic::ControlPoint,
+            req(&Command::SetReadProtection { enabled: true }),
         ),
     ];
     let mut dev = Fake::new();
@@ -432,6 +485,8 @@ fn ble_2_writes_and_actions_need_an_authenticated_link() {
     }
     assert_eq!(dev.history_resets, 1);
     assert_eq!(dev.passkey, 123_456);
+    assert!(dev.bonds.is_empty() && dev.read_protection && dev.lost_batteries == 0);
+    assert_eq!(dev.key, [0x5A; 16]);
     assert_eq!(dev.soc_permille, Some(1000), "set 50 %, then synchronised");
     assert_eq!(
         dev.settings,
@@ -565,7 +620,7 @@ fn ble_4_bad_requests_get_defined_errors() {
         ),
         (cp, Access::Write, &[2, 1], Status::UnknownVersion),
         (cp, Access::Write, &[0, 1], Status::UnknownVersion),
-        (cp, Access::Write, &[1, 6], Status::UnknownCommand),
+        (cp, Access::Write, &[1, 11], Status::UnknownCommand),
         (cp, Access::Write, &[1, 0x80, 0x01], Status::UnknownCommand),
         (
             cp,
@@ -699,7 +754,14 @@ fn bms_call(
     bytes: &[u8],
 ) -> (Reply, std::vec::Vec<u8>) {
     let mut resp = [0u8; MAX_RESPONSE_LEN];
-    let mut device = BmsDevice { bms };
+    let mut random = |out: &mut [u8]| {
+        out.fill(0x42);
+        true
+    };
+    let mut device = BmsDevice {
+        bms,
+        random: &mut random,
+    };
     let reply = handle_request(
         &mut device,
         10_000,
@@ -720,6 +782,8 @@ fn ble_1_bms_device_serves_pages_and_actions() {
     let key = [7u8; 16];
     let mut bms = Bms::new(bms_core::bms::Config {
         device_key: key,
+        passkey: 111_111,
+        persist_secrets: true,
         ..bms_core::bms::Config::default()
     });
     let cp = Characteristic::ControlPoint;
@@ -818,6 +882,172 @@ fn ble_1_bms_device_serves_pages_and_actions() {
     assert_eq!(body::<AdvertisementKey>(&r).key, key);
 }
 
+/// BLE-2: the bond and security commands pinned to their bytes (docs/protocol.md examples).
+#[test]
+fn ble_2_bond_commands_are_pinned_to_their_bytes() {
+    assert_eq!(req(&Command::ListBonds), [1, 6]);
+    assert_eq!(
+        req(&Command::RemoveBond { bond: PHONE }),
+        [1, 7, 1, 0x11, 0x22, 0x33, 0x44, 0x55, 0xC6]
+    );
+    assert_eq!(req(&Command::ForgetLostBatteries), [1, 8]);
+    assert_eq!(req(&Command::NewReadoutKey), [1, 9]);
+    assert_eq!(
+        req(&Command::SetReadProtection { enabled: true }),
+        [1, 10, 1]
+    );
+    let mut dev = Fake::new();
+    let cp = Characteristic::ControlPoint;
+    let (s, r) = call(&mut dev, cp, Access::Write, true, &[1, 6]);
+    assert_eq!(s, Status::Ok);
+    assert_eq!(r, [1, 0, 0, 1, 1, 0x11, 0x22, 0x33, 0x44, 0x55, 0xC6]);
+    let (_, r) = call(&mut dev, cp, Access::Write, true, &[1, 8]);
+    assert_eq!(r, [1, 0, 1]);
+    let full = BondList {
+        read_protection: true,
+        bonds: Vec::from_slice(&[PHONE; 4]).unwrap(),
+    };
+    let mut out = [0u8; MAX_RESPONSE_LEN];
+    assert_eq!(encode_response(Status::Ok, Some(&full), &mut out), Ok(32));
+}
+
+/// BLE-2 (choice): with read protection on, every monitoring read (and the battery selection)
+/// needs an authenticated link; off (the default), reads are open.
+#[test]
+fn ble_2_read_protection_closes_monitoring_reads() {
+    let reads = [
+        Characteristic::Status,
+        Characteristic::Bank,
+        Characteristic::Battery,
+        Characteristic::History,
+        Characteristic::Settings,
+    ];
+    let mut dev = Fake::new();
+    for chr in reads {
+        assert_eq!(call(&mut dev, chr, Access::Read, false, &[]).0, Status::Ok);
+    }
+    dev.read_protection = true;
+    for chr in reads {
+        let (s, r) = call(&mut dev, chr, Access::Read, false, &[]);
+        assert_eq!((s, r.len()), (Status::NotAuthenticated, 2), "{chr:?}");
+        assert_eq!(call(&mut dev, chr, Access::Read, true, &[]).0, Status::Ok);
+    }
+    let select = req(&BatterySelect { number: 1 });
+    let (s, _) = call(
+        &mut dev,
+        Characteristic::Battery,
+        Access::Write,
+        false,
+        &select,
+    );
+    assert_eq!(s, Status::NotAuthenticated);
+}
+
+/// BLE-2, BLE-3, BANK-4 on the real Bms: bonds are listed as the stack reported them; a
+/// removal of an unknown bond is refused, of a known one becomes a bond action; a passkey change
+/// removes every other bond and refuses 000000; a new readout key comes from the random
+/// source and is stored; forgetting lost batteries counts them.
+#[test]
+fn ble_2_bms_lists_and_removes_bonds_and_makes_a_new_key() {
+    let mut bms = Bms::new(bms_core::bms::Config {
+        device_key: [7; 16],
+        passkey: 111_111,
+        persist_secrets: true,
+        ..bms_core::bms::Config::default()
+    });
+    let cp = Characteristic::ControlPoint;
+    bms.set_bonds(&[PHONE]);
+    let (reply, r) = bms_call(&mut bms, cp, Access::Write, &req(&Command::ListBonds));
+    assert_eq!(reply.status, Status::Ok);
+    assert_eq!(body::<BondList>(&r).bonds.as_slice(), &[PHONE]);
+    let other = Bond {
+        address_type: 0,
+        address: [9; 6],
+    };
+    let (reply, _) = bms_call(
+        &mut bms,
+        cp,
+        Access::Write,
+        &req(&Command::RemoveBond { bond: other }),
+    );
+    assert_eq!(reply.status, Status::NotAvailable);
+    assert_eq!(bms.take_bond_action(), None);
+    let (reply, _) = bms_call(
+        &mut bms,
+        cp,
+        Access::Write,
+        &req(&Command::RemoveBond { bond: PHONE }),
+    );
+    assert_eq!(reply.status, Status::Ok);
+    assert_eq!(
+        bms.take_bond_action(),
+        Some(bms_core::pairing::BondAction::Remove(PHONE))
+    );
+    let (reply, r) = bms_call(
+        &mut bms,
+        cp,
+        Access::Write,
+        &req(&Command::ChangePasskey { passkey: 0 }),
+    );
+    assert_eq!(reply.status, Status::InvalidValue);
+    assert_eq!(
+        decode_body::<Refusal>(&r[2..]).unwrap(),
+        Refusal {
+            field: 0,
+            min: 1,
+            max: 999_999
+        }
+    );
+    assert_eq!(bms.passkey(), 111_111);
+    let (reply, _) = bms_call(
+        &mut bms,
+        cp,
+        Access::Write,
+        &req(&Command::ChangePasskey { passkey: 222_222 }),
+    );
+    assert_eq!((reply.status, reply.changed.secrets), (Status::Ok, true));
+    assert_eq!(
+        bms.take_bond_action(),
+        Some(bms_core::pairing::BondAction::RemoveOthers)
+    );
+    let (reply, r) = bms_call(&mut bms, cp, Access::Write, &req(&Command::NewReadoutKey));
+    assert_eq!((reply.status, reply.changed.secrets), (Status::Ok, true));
+    assert_eq!(body::<AdvertisementKey>(&r).key, [0x42; 16]);
+    assert_eq!(bms.device_key(), &[0x42; 16]);
+    let (reply, r) = bms_call(
+        &mut bms,
+        cp,
+        Access::Write,
+        &req(&Command::ForgetLostBatteries),
+    );
+    assert_eq!(reply.status, Status::Ok);
+    assert_eq!(body::<ForgottenBatteries>(&r).count, 0);
+    let (reply, _) = bms_call(
+        &mut bms,
+        cp,
+        Access::Write,
+        &req(&Command::SetReadProtection { enabled: true }),
+    );
+    assert_eq!((reply.status, reply.changed.secrets), (Status::Ok, true));
+    assert!(bms.read_protection());
+
+    // Without usable secrets (a fault), nothing about them changes.
+    let mut locked = Bms::new(bms_core::bms::Config {
+        secrets_fault: true,
+        ..bms_core::bms::Config::default()
+    });
+    for command in [
+        Command::ChangePasskey { passkey: 222_222 },
+        Command::NewReadoutKey,
+        Command::SetReadProtection { enabled: false },
+        Command::ReadAdvertisementKey,
+    ] {
+        let (reply, _) = bms_call(&mut locked, cp, Access::Write, &req(&command));
+        assert_eq!(reply.status, Status::NotAvailable, "{command:?}");
+    }
+    assert!(locked.read_protection(), "fails closed");
+}
+
 /// BLE-1: docs/protocol.md documents every status, reason and code with its number, the
 /// UUIDs and the size table, so the document cannot drift from the code.
 #[test]
@@ -897,6 +1127,16 @@ fn command_strategy() -> impl Strategy<Value = Command> {
         Just(Command::ResetToDefaults),
         any::<u32>().prop_map(|passkey| Command::ChangePasskey { passkey }),
         Just(Command::ReadAdvertisementKey),
+        Just(Command::ListBonds),
+        (any::<u8>(), any::<[u8; 6]>()).prop_map(|(address_type, address)| Command::RemoveBond {
+            bond: Bond {
+                address_type,
+                address
+            }
+        }),
+        Just(Command::ForgetLostBatteries),
+        Just(Command::NewReadoutKey),
+        any::<bool>().prop_map(|enabled| Command::SetReadProtection { enabled }),
     ]
 }
 
@@ -1034,7 +1274,7 @@ proptest! {
         round_trip_response(Status::Ok, &settings)?;
         round_trip_response(Status::Ok, &AdvertisementKey { key })?;
         round_trip_response(Status::InvalidValue, &Refusal { field: refusal.0, min: refusal.1, max: refusal.2 })?;
-        let secrets = DeviceSecrets { passkey: refusal.1, adv_key: key };
+        let secrets = DeviceSecrets { passkey: refusal.1, adv_key: key, read_protection: refusal.0 % 2 == 1 };
         let bytes = postcard::to_allocvec(&secrets).unwrap();
         prop_assert_eq!(postcard::from_bytes::<DeviceSecrets>(&bytes).unwrap(), secrets);
     }

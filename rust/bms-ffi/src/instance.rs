@@ -74,7 +74,15 @@ impl Instance {
         resp: &mut [u8],
     ) -> Result<usize, i32> {
         self.0
-            .gatt(now_ms, characteristic, access, authenticated, req, resp)
+            .gatt(
+                now_ms,
+                characteristic,
+                access,
+                authenticated,
+                req,
+                resp,
+                &mut |out: &mut [u8]| port::random(out).is_ok(),
+            )
             .map(|reply| reply.len)
             .map_err(|_| BMS_ENOSPC)
     }

@@ -254,6 +254,14 @@ impl<'a> Engine<'a> {
         req: &[u8],
         resp: &mut [u8],
     ) -> Result<bms_core::node::GattReply, protocol::ProtocolError> {
+        // A new readout key in a run is drawn from the time, so that runs repeat.
+        let seed = self.now_ms;
+        let mut random = move |out: &mut [u8]| {
+            for (i, byte) in out.iter_mut().enumerate() {
+                *byte = (seed.rotate_left(i as u32 * 8) as u8) ^ (i as u8).wrapping_mul(0x9D);
+            }
+            true
+        };
         self.node.gatt(
             self.now_ms,
             characteristic,
@@ -261,6 +269,7 @@ impl<'a> Engine<'a> {
             authenticated,
             req,
             resp,
+            &mut random,
         )
     }
 

@@ -260,7 +260,9 @@ impl From<Settings> for SettingsValues {
 
 /// Decodes a response of the characteristic named `kind` ("status", "bank", "battery",
 /// "history", "settings"), or of a control-point command ("command", "key" for
-/// ReadAdvertisementKey). Returns `{status, ok, status_text, page?, refusal?}`; settings pages
+/// ReadAdvertisementKey and NewReadoutKey, "bonds" for ListBonds: `{read_protection, bonds:
+/// [{address_type, address: [6 bytes, least significant first]}]}`, "forgotten" for
+/// ForgetLostBatteries: `{count}`). Returns `{status, ok, status_text, page?, refusal?}`; settings pages
 /// come as `{values: [..]}` in field order.
 #[wasm_bindgen]
 pub fn decode(kind: &str, bytes: &[u8]) -> Result<JsValue, JsError> {
@@ -270,6 +272,8 @@ pub fn decode(kind: &str, bytes: &[u8]) -> Result<JsValue, JsError> {
         "battery" => decode_as::<BatteryPage>(bytes, false),
         "history" => decode_as::<HistoryPage>(bytes, false),
         "key" => decode_as::<AdvertisementKey>(bytes, false),
+        "bonds" => decode_as::<protocol::BondList>(bytes, false),
+        "forgotten" => decode_as::<protocol::ForgottenBatteries>(bytes, false),
         "command" => decode_as::<()>(bytes, false),
         "settings" => {
             let (status, body) = protocol::decode_response(bytes)
@@ -343,7 +347,9 @@ pub fn validate_settings(values: &[u16]) -> Result<JsValue, JsError> {
 
 /// The request bytes of a control-point command, given as postcard's serde form:
 /// `"Synchronise"`, `"ResetHistory"`, `"ResetToDefaults"`, `"ReadAdvertisementKey"`,
-/// `{SetSoc: {soc_permille}}`, `{ChangePasskey: {passkey}}`.
+/// `"ListBonds"`, `"ForgetLostBatteries"`, `"NewReadoutKey"`, `{SetSoc: {soc_permille}}`,
+/// `{ChangePasskey: {passkey}}`, `{RemoveBond: {bond: {address_type, address}}}`,
+/// `{SetReadProtection: {enabled}}`.
 #[wasm_bindgen(js_name = encodeCommand)]
 pub fn encode_command(command: JsValue) -> Result<Vec<u8>, JsError> {
     encode(&from_js::<Command>(command, "command")?)

@@ -80,7 +80,18 @@ fuzz_target!(|data: &[u8]| {
     let authenticated = flags & 2 == 2;
     let mut resp = [0u8; MAX_RESPONSE_LEN];
     let reply = node
-        .gatt(5_000, *characteristic, access, authenticated, req, &mut resp)
+        .gatt(
+            5_000,
+            *characteristic,
+            access,
+            authenticated,
+            req,
+            &mut resp,
+            &mut |out: &mut [u8]| {
+                out.fill(0x42);
+                true
+            },
+        )
         .expect("the buffer holds MAX_RESPONSE_LEN");
     assert!(reply.len >= 2 && reply.len <= MAX_RESPONSE_LEN);
     assert_eq!(

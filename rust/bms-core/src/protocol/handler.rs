@@ -9,10 +9,11 @@ use serde::Serialize;
 use super::pages::{BankPage, BatteryPage, HistoryPage, StatusPage};
 use super::wire::{
     decode_command, decode_request, decode_settings, encode_response, Access, AdvertisementKey,
-    BatterySelect, Characteristic, Command, ProtocolError, Refusal, Status, MAX_PASSKEY,
-    MAX_REQUEST_LEN, MAX_RESPONSE_LEN, MAX_SOC_PERMILLE,
+    BatterySelect, Bond, BondList, Characteristic, Command, ForgottenBatteries, ProtocolError,
+    Refusal, Status, MAX_PASSKEY, MAX_REQUEST_LEN, MAX_RESPONSE_LEN, MAX_SOC_PERMILLE, MIN_PASSKEY,
 };
 use crate::bms::Bms;
+use crate::node::Random;
 use crate::settings::{Settings, SettingsError};
 
 /// Why an action could not be carried out. Nothing was changed.
@@ -54,18 +55,38 @@ pub trait Device {
     fn reset_history(&mut self, now_ms: u64);
     /// Restore the factory settings at `now_ms` (SET-4).
     fn reset_to_defaults(&mut self, now_ms: u64);
-    /// Change the pairing passkey (0–999999); the firmware persists and applies it.
+    /// Change the pairing passkey (1–999999) and remove every other bond; the firmware
+    /// persists and applies it.
     fn change_passkey(&mut self, now_ms: u64, passkey: u32) -> Result<(), ActionError>;
-    /// The Instant Readout key (BLE-3).
-    fn advertisement_key(&self) -> [u8; 16];
+    /// The Instant Readout key (BLE-3), `None` when the device has none of its own.
+    fn advertisement_key(&self) -> Option<[u8; 16]>;
+    /// BLE-2 **(choice)**: whether monitoring reads need an authenticated link.
+    fn read_protection(&self) -> bool;
+    /// BLE-2: turn read protection on or off.
+    fn set_read_protection(&mut self, on: bool) -> Result<(), ActionError>;
+    /// BLE-2: the bonds and the read protection.
+    fn bond_list(&self) -> BondList;
+    /// BLE-2: remove `bond` (refused when there is no such bond).
+    fn remove_bond(&mut self, bond: Bond) -> Result<(), ActionError>;
+    /// BANK-4: forget every lost battery; how many were forgotten.
+    fn forget_lost_batteries(&mut self, now_ms: u64) -> u8;
+    /// BLE-3: make a new Instant Readout key from the random source and return it.
+    fn new_readout_key(&mut self) -> Result<[u8; 16], ActionError>;
 }
 
 /// The [`Device`] every node serves ([`crate::node::Node::gatt`]): the [`Bms`], which holds
-/// the settings and the device secrets.
-#[derive(Debug)]
+/// the settings and the device secrets, and the platform's random source for new keys.
 pub struct BmsDevice<'a> {
     /// The BMS.
     pub bms: &'a mut Bms,
+    /// The platform's random source (asked only for a new readout key).
+    pub random: &'a mut dyn Random,
+}
+
+impl fmt::Debug for BmsDevice<'_> {
+    fn fmt(&self, f: &mut fmt::Formatter<'_>) -> fmt::Result {
+        f.debug_struct("BmsDevice").field("bms", &self.bms).finish()
+    }
 }
 
 impl Device for BmsDevice<'_> {
@@ -119,8 +140,51 @@ impl Device for BmsDevice<'_> {
             .map_err(|_| ActionError::NotAvailable)
     }
 
-    fn advertisement_key(&self) -> [u8; 16] {
-        *self.bms.device_key()
+    fn advertisement_key(&self) -> Option<[u8; 16]> {
+        self.bms.has_device_key().then(|| *self.bms.device_key())
+    }
+
+    fn read_protection(&self) -> bool {
+        self.bms.read_protection()
+    }
+
+    fn set_read_protection(&mut self, on: bool) -> Result<(), ActionError> {
+        self.bms
+            .set_read_protection(on)
+            .map_err(|_| ActionError::NotAvailable)
+    }
+
+    fn bond_list(&self) -> BondList {
+        let mut list = BondList {
+            read_protection: self.bms.read_protection(),
+            ..BondList::default()
+        };
+        for bond in self.bms.pairing().bonds() {
+            let _ = list.bonds.push(*bond);
+        }
+        list
+    }
+
+    fn remove_bond(&mut self, bond: Bond) -> Result<(), ActionError> {
+        self.bms
+            .remove_bond(bond)
+            .map_err(|_| ActionError::NotAvailable)
+    }
+
+    fn forget_lost_batteries(&mut self, _now_ms: u64) -> u8 {
+        u8::try_from(self.bms.forget_lost_batteries()).unwrap_or(u8::MAX)
+    }
+
+    fn new_readout_key(&mut self) -> Result<[u8; 16], ActionError> {
+        let mut key = [0u8; 16];
+        if !self.random.fill(&mut key) {
+            log::error!("no random source: readout key kept");
+            return Err(ActionError::NotAvailable);
+        }
+        self.bms
+            .new_device_key(key)
+            .map_err(|_| ActionError::NotAvailable)?;
+        Ok(key)
     }
 }
 
@@ -146,8 +210,8 @@ pub struct Changed {
     pub soc: bool,
     /// The history (reset history).
     pub history: bool,
-    /// The [`crate::secrets::DeviceSecrets`] (passkey change): persist them and apply the
-    /// passkey.
+    /// The [`crate::secrets::DeviceSecrets`] (passkey change, new readout key, read
+    /// protection): persist them and apply the passkey.
     pub secrets: bool,
 }
 
@@ -213,6 +277,21 @@ fn dispatch<D: Device>(
     let chr = Characteristic::from_u8(characteristic).ok_or(Status::UnknownCharacteristic)?;
     if req.len() > MAX_REQUEST_LEN {
         return Err(Status::Oversized.into());
+    }
+    // BLE-2 (choice): with read protection on, every monitoring read needs the authenticated
+    // link writes need.
+    let monitoring = matches!(
+        (chr, access),
+        (
+            Characteristic::Status
+                | Characteristic::Bank
+                | Characteristic::History
+                | Characteristic::Settings,
+            Access::Read
+        ) | (Characteristic::Battery, _)
+    );
+    if monitoring && device.read_protection() && !authenticated {
+        return Err(Status::NotAuthenticated.into());
     }
     match (chr, access) {
         (Characteristic::Status, Access::Read) => {
@@ -311,10 +390,10 @@ fn run<D: Device>(
             changed.settings = true;
         }
         Command::ChangePasskey { passkey } => {
-            if passkey > MAX_PASSKEY {
+            if !(MIN_PASSKEY..=MAX_PASSKEY).contains(&passkey) {
                 return Err(Refused::Value(Refusal {
                     field: 0,
-                    min: 0,
+                    min: MIN_PASSKEY,
                     max: MAX_PASSKEY,
                 }));
             }
@@ -325,9 +404,29 @@ fn run<D: Device>(
         }
         Command::ReadAdvertisementKey => {
             let key = AdvertisementKey {
-                key: device.advertisement_key(),
+                key: device.advertisement_key().ok_or(Status::NotAvailable)?,
             };
             return ok(&key, resp);
+        }
+        Command::ListBonds => return ok(&device.bond_list(), resp),
+        Command::RemoveBond { bond } => device.remove_bond(bond).map_err(not_available)?,
+        Command::ForgetLostBatteries => {
+            let count = device.forget_lost_batteries(now_ms);
+            return ok(&ForgottenBatteries { count }, resp);
+        }
+        Command::NewReadoutKey => {
+            let key = device.new_readout_key().map_err(not_available)?;
+            return Ok(Reply {
+                changed: Changed {
+                    secrets: true,
+                    ..Changed::default()
+                },
+                ..ok(&AdvertisementKey { key }, resp)?
+            });
+        }
+        Command::SetReadProtection { enabled } => {
+            device.set_read_protection(enabled).map_err(not_available)?;
+            changed.secrets = true;
         }
     }
     Ok(Reply {

@@ -23,7 +23,9 @@ pub const MAX_RESPONSE_LEN: usize = 244;
 /// Highest SoC a [`Command::SetSoc`] accepts, in 0.1 % (MON-4).
 pub const MAX_SOC_PERMILLE: u16 = 1000;
 
-pub use crate::secrets::{DeviceSecrets, MAX_PASSKEY};
+use crate::limits::MAX_BONDS;
+pub use crate::pairing::Bond;
+pub use crate::secrets::{DeviceSecrets, MAX_PASSKEY, MIN_PASSKEY};
 use crate::stable_enum::stable_enum;
 
 /// The 128-bit UUID of the primary service. The characteristics share its base and differ in
@@ -163,18 +165,54 @@ pub enum Command {
     ResetHistory,
     /// 3: restore the factory settings (SET-4).
     ResetToDefaults,
-    /// 4: change the pairing passkey (0–999999) for the next pairing (BLE-2).
+    /// 4: change the pairing passkey (1–999999) for the next pairing, and remove every bond
+    /// but the asking phone's (BLE-2).
     ChangePasskey {
         /// The new six-digit passkey.
         passkey: u32,
     },
     /// 5: read the Instant Readout key (BLE-3); the body is an [`AdvertisementKey`].
     ReadAdvertisementKey,
+    /// 6: list the bonds (BLE-2); the body is a [`BondList`].
+    ListBonds,
+    /// 7: remove one bond (BLE-2); [`Status::NotAvailable`] when there is no such bond.
+    RemoveBond {
+        /// The bond, as [`Command::ListBonds`] lists it.
+        bond: Bond,
+    },
+    /// 8: forget every lost battery, after one was taken out on purpose (BANK-4); the body is a
+    /// [`ForgottenBatteries`].
+    ForgetLostBatteries,
+    /// 9: make a new Instant Readout key (BLE-3); the body is the new [`AdvertisementKey`]
+    /// (decoders need it).
+    NewReadoutKey,
+    /// 10: monitoring reads need an authenticated link (`true`) or are open (`false`, the
+    /// default) (BLE-2).
+    SetReadProtection {
+        /// Read protection on.
+        enabled: bool,
+    },
 }
 
 impl Command {
     /// Number of commands: command numbers are `0..COUNT`.
-    pub const COUNT: u32 = 6;
+    pub const COUNT: u32 = 11;
+}
+
+/// Body of the [`Command::ListBonds`] response: the security state.
+#[derive(Clone, Debug, Default, PartialEq, Eq, Serialize, Deserialize)]
+pub struct BondList {
+    /// Monitoring reads need an authenticated link ([`Command::SetReadProtection`]).
+    pub read_protection: bool,
+    /// The bonds the device holds (at most 4).
+    pub bonds: heapless::Vec<Bond, MAX_BONDS>,
+}
+
+/// Body of the [`Command::ForgetLostBatteries`] response.
+#[derive(Clone, Copy, Debug, Default, PartialEq, Eq, Serialize, Deserialize)]
+pub struct ForgottenBatteries {
+    /// How many lost batteries were forgotten.
+    pub count: u8,
 }
 
 /// Selects the battery the Battery characteristic returns (0-based, in serial-number order).

@@ -26,6 +26,7 @@ use super::record::{decode_record, encode_record, Nonce, Record, RecordError, Re
 use super::soc::{self, SocPoint, SocRecord};
 use super::{Storage, StorageError, MAX_RECORD_LEN};
 use crate::history::HistoryRecord;
+use crate::limits::USER_WRITE_INTERVAL_MS;
 use crate::monitor::SocState;
 use crate::secrets::DeviceSecrets;
 use crate::settings::Settings;
@@ -63,6 +64,9 @@ pub struct Records {
     /// counting, which learns nothing. Written when it moved by a meaningful step, at most
     /// once per [`LEARNED_INTERVAL_MS`].
     pub learned: Option<Learned>,
+    /// Write coalesced records now ([`Outcome::Coalesced`]): the link dropped, or the caller
+    /// asks.
+    pub flush: bool,
 }
 
 /// What [`Persistence::poll`] did with one record.
@@ -78,6 +82,10 @@ pub enum Outcome {
     Failed(StorageError),
     /// Due, but a recent write failed: waiting [`RETRY_MS`] before trying again.
     Deferred,
+    /// Due (settings or secrets), but the last write of the record was less than
+    /// [`USER_WRITE_INTERVAL_MS`] ago: written when that time is over, or at a flush
+    /// ([`Records::flush`]). The value is in force; flash is spared a burst (M7).
+    Coalesced,
 }
 
 /// What one [`Persistence::poll`] did, per record.
@@ -249,6 +257,8 @@ pub struct Persistence {
     retry_at_ms: [Option<u64>; KINDS],
     /// Per kind: the last attempted write failed.
     failing: [bool; KINDS],
+    /// Per kind (settings and secrets): not written again before this time unless flushed.
+    coalesce_until_ms: [u64; KINDS],
     stats: [RecordStats; KINDS],
 }
 
@@ -319,7 +329,7 @@ impl Persistence {
                     Some(secrets)
                         if self.secrets_stored != Some(secrets) || self.unstored(kind) =>
                     {
-                        let outcome = self.write_due(storage, now_ms, &secrets);
+                        let outcome = self.write_user(storage, now_ms, &secrets, records.flush);
                         if outcome == Outcome::Written {
                             self.secrets_stored = Some(secrets);
                         }
@@ -331,7 +341,8 @@ impl Persistence {
                     if self.settings_stored == Some(records.settings) && !self.unstored(kind) {
                         Outcome::Idle
                     } else {
-                        let outcome = self.write_due(storage, now_ms, &records.settings);
+                        let outcome =
+                            self.write_user(storage, now_ms, &records.settings, records.flush);
                         if outcome == Outcome::Written {
                             self.settings_stored = Some(records.settings);
                         }
@@ -495,6 +506,42 @@ impl Persistence {
         self.write_encoded(storage, now_ms, R::KIND, &buf, len)
     }
 
+    /// A record the user changes (settings, secrets): written at most once per
+    /// [`USER_WRITE_INTERVAL_MS`] unless `flush`.
+    fn write_user<R: Record, S: Storage + ?Sized>(
+        &mut self,
+        storage: &mut S,
+        now_ms: u64,
+        record: &R,
+        flush: bool,
+    ) -> Outcome {
+        let i = R::KIND.index();
+        let held = self
+            .coalesce_until_ms
+            .get(i)
+            .is_some_and(|&until| now_ms < until);
+        let repair = self.unstored(R::KIND);
+        if held && !flush && !repair {
+            return Outcome::Coalesced;
+        }
+        let outcome = self.write_due(storage, now_ms, record);
+        // Writing a record the store lacks (a first start, a repair) is no change of the
+        // user's and starts no interval.
+        if outcome == Outcome::Written && !repair {
+            if let Some(until) = self.coalesce_until_ms.get_mut(i) {
+                *until = now_ms.saturating_add(USER_WRITE_INTERVAL_MS);
+            }
+        }
+        outcome
+    }
+
+    /// Whether a settings or secrets change waits to be written ([`Outcome::Coalesced`]).
+    pub fn coalesced(&self, kind: RecordKind, now_ms: u64) -> bool {
+        self.coalesce_until_ms
+            .get(kind.index())
+            .is_some_and(|&until| now_ms < until)
+    }
+
     fn deferred(&self, kind: RecordKind, now_ms: u64) -> bool {
         self.retry_at_ms
             .get(kind.index())
@@ -628,6 +675,7 @@ pub(crate) mod tests {
             nonce: None,
             secrets: Some(sample_secrets()),
             learned: Some(sample_learned()),
+            flush: false,
         }
     }
 

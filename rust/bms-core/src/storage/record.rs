@@ -226,9 +226,28 @@ impl Record for Nonce {
     const VERSION: u8 = 1;
 }
 
+/// Version 1 of the secrets record: passkey and key, before read protection.
+#[derive(Deserialize)]
+struct SecretsV1 {
+    passkey: u32,
+    adv_key: [u8; 16],
+}
+
 impl Record for DeviceSecrets {
     const KIND: RecordKind = RecordKind::Secrets;
-    const VERSION: u8 = 1;
+    const VERSION: u8 = 2;
+
+    fn decode_body(version: u8, body: &[u8]) -> Result<Self, RecordError> {
+        match version {
+            1 => decode_exact::<SecretsV1>(body).map(|v1| DeviceSecrets {
+                passkey: v1.passkey,
+                adv_key: v1.adv_key,
+                read_protection: false,
+            }),
+            2 => decode_exact(body),
+            version => Err(RecordError::UnknownVersion { version }),
+        }
+    }
 
     fn check(&self) -> Result<(), RecordError> {
         if self.passkey > MAX_PASSKEY {
@@ -399,6 +418,7 @@ pub(crate) mod tests {
         DeviceSecrets {
             passkey: 123_456,
             adv_key: [0x5A; 16],
+            read_protection: false,
         }
     }
 

@@ -95,6 +95,7 @@ impl Device {
             secrets: restored.secrets.unwrap_or(DeviceSecrets {
                 passkey: DeviceSecrets::DEFAULT_PASSKEY,
                 adv_key: KEY,
+                read_protection: false,
             }),
             persistence,
             boot_ms: 0,
@@ -241,6 +242,7 @@ fn run_week(seed: u64) -> WeekResult {
             nonce: dev.advertiser.nonce_to_persist(),
             secrets: Some(dev.secrets),
             learned: dev.monitor.learned(),
+            flush: false,
         };
         let kill = rng.one_in(300);
         let mid_poll = kill && rng.one_in(2);

@@ -270,7 +270,8 @@ static void scenario_gatt_read(void)
 	CHECK_EQ(len, 2 + 16);
 
 	CHECK_EQ(bms_passkey(l.bms, &passkey), BMS_OK);
-	CHECK_EQ(passkey, 0); /* factory passkey 000000 */
+	/* BLE-2: the unit's own passkey from the random source, never 000000. */
+	CHECK(passkey >= 1 && passkey <= BMS_PASSKEY_MAX);
 	gatt(l.bms, 3200, CHR_CONTROL_POINT, true, true, change_passkey, sizeof(change_passkey),
 	     resp);
 	CHECK_EQ(resp[1], STATUS_OK);

@@ -27,7 +27,8 @@ const REASON_WORDS = {
   firmware_update_failed: 'firmware update failed or aborted',
   battery_lost: 'communication with a battery lost',
   configuration_error: 'the bank is wired or configured wrongly',
-  invalid_data: 'a battery reports impossible data',
+  invalid_data: 'a battery has sent no valid data yet',
+  prealarm_released: 'released 60 s after the loads were switched off for under-voltage',
 };
 const CODE_WORDS = {
   settings_corrupt: 'Stored settings were corrupt: factory settings in use',
@@ -358,7 +359,7 @@ async function refreshHistory() {
     ['Highest cell voltage', opt(h.max_cell_mv, volts)],
     ['Lowest temperature', opt(h.min_temp_ddegc, degc)],
     ['Highest temperature', opt(h.max_temp_ddegc, degc)],
-    ['Last errors (newest first)', h.last_errors.filter((e) => e !== null).map((n) => {
+    ['Last errors and alarms (newest first)', h.last_errors.filter((e) => e !== null).map((n) => {
       const c = info.codes.find((x) => x.number === n);
       return c ? `${n}: ${CODE_WORDS[c.name] || c.name}` : `${n}`;
     }).join('; ') || 'none'],

@@ -80,11 +80,11 @@ impl Code {
             | Code::LowTemperature
             | Code::HighTemperature
             | Code::BatteryLost
-            | Code::LowSoc => Severity::Alarm,
-            Code::LowCellVoltage
-            | Code::LowSocWarning
+            | Code::LowSoc
+            // LED-2 (rev 2): a battery's own flag opens an output (PROT-7), so it is an alarm.
             | Code::BatteryChargeBlocked
-            | Code::BatteryDischargeBlocked => Severity::Warning,
+            | Code::BatteryDischargeBlocked => Severity::Alarm,
+            Code::LowCellVoltage | Code::LowSocWarning => Severity::Warning,
         }
     }
 

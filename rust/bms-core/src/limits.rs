@@ -118,9 +118,10 @@ pub enum Effect {
 
 /// One row of [`LIMITS`]: a latched condition with debounce and hysteresis.
 ///
-/// The condition becomes active once `trip` has held continuously for `trip_debounce_ms`, and
-/// inactive once `release` has held continuously for `release_debounce_ms`; between the two
-/// levels it keeps its state (the hysteresis). A debounce of 0 acts on the first tick.
+/// The condition becomes active once `trip` has held continuously for `trip_debounce_ms` (or,
+/// with `trip_over_window`, never missed for a whole window), and inactive once `release` has
+/// held continuously for `release_debounce_ms`; between the two levels it keeps its state (the
+/// hysteresis). A debounce of 0 acts on the first tick.
 #[derive(Clone, Copy, Debug, PartialEq, Eq)]
 pub struct Limit {
     /// The protection this row configures (equals the row's position).
@@ -135,6 +136,11 @@ pub struct Limit {
     pub trip_debounce_ms: u32,
     /// How long `release` must hold before the condition becomes inactive, ms.
     pub release_debounce_ms: u32,
+    /// PROT-5/PROT-6 **(choice)**: the trip is judged over its debounce window instead of
+    /// continuously: a running trip debounce restarts only once the trip level has not held for
+    /// a whole window, so a reading that keeps crossing the level (4.9/5.1 °C every second)
+    /// still trips. The release always needs its level to hold continuously (the safe side).
+    pub trip_over_window: bool,
     /// What the active condition does.
     pub effect: Effect,
     /// The reason the affected output shows while the condition is active.
@@ -155,7 +161,9 @@ impl Limit {
 
 /// PROT-5/PROT-6 **(choice)**: the temperature trips and releases act only once their level has
 /// held this long, so that 0.1–0.2 °C of sensor noise around a threshold does not switch ATC or
-/// ATD early or back and forth (temperatures change over minutes; reports come once a second), ms.
+/// ATD back and forth (temperatures change over minutes; reports come once a second), ms. The
+/// trips are judged over this window ([`Limit::trip_over_window`]): noise that keeps crossing
+/// the level trips, and the release hysteresis keeps it from toggling.
 pub const TEMP_DEBOUNCE_MS: u32 = 2000;
 
 #[rustfmt::skip]
@@ -163,12 +171,12 @@ pub const TEMP_DEBOUNCE_MS: u32 = 2000;
 /// reads every column: levels and debounces, what the active row does to the outputs (`effect`),
 /// with which reason, and which code it raises.
 pub const LIMITS: [Limit; ProtectionId::COUNT] = [
-    Limit { id: ProtectionId::CellUndervoltage,         quantity: Quantity::MinCellMv,    trip: Level::Below(2800), release: Level::AtLeast(3200), trip_debounce_ms: 5000, release_debounce_ms: 0,     effect: Effect::PrealarmThenDischarge, reason: Reason::CellUndervoltage,    code: Code::CellUndervoltage, settable: None },
-    Limit { id: ProtectionId::CellLow,                  quantity: Quantity::MinCellMv,    trip: Level::Below(3100), release: Level::AtLeast(3150), trip_debounce_ms: 5000, release_debounce_ms: 10000, effect: Effect::Prealarm,              reason: Reason::PrealarmLevel,       code: Code::LowCellVoltage,   settable: Some((2850, 3150)) },
-    Limit { id: ProtectionId::CellOvervoltage,          quantity: Quantity::MaxCellMv,    trip: Level::Above(3750), release: Level::Below(3600),   trip_debounce_ms: 1000, release_debounce_ms: 0,     effect: Effect::TripCharge,            reason: Reason::CellOvervoltage,     code: Code::CellOvervoltage,  settable: None },
-    Limit { id: ProtectionId::LowTemperature,           quantity: Quantity::MinTempDdegc, trip: Level::Below(50),   release: Level::AtLeast(70),   trip_debounce_ms: TEMP_DEBOUNCE_MS, release_debounce_ms: TEMP_DEBOUNCE_MS, effect: Effect::TripCharge,    reason: Reason::LowTemperature,      code: Code::LowTemperature,   settable: None },
-    Limit { id: ProtectionId::HighTemperatureCharge,    quantity: Quantity::MaxTempDdegc, trip: Level::Above(500),  release: Level::AtMost(480),   trip_debounce_ms: TEMP_DEBOUNCE_MS, release_debounce_ms: TEMP_DEBOUNCE_MS, effect: Effect::TripCharge,    reason: Reason::HighTemperature,     code: Code::HighTemperature,  settable: None },
-    Limit { id: ProtectionId::HighTemperatureDischarge, quantity: Quantity::MaxTempDdegc, trip: Level::Above(600),  release: Level::AtMost(550),   trip_debounce_ms: TEMP_DEBOUNCE_MS, release_debounce_ms: TEMP_DEBOUNCE_MS, effect: Effect::TripDischarge, reason: Reason::VeryHighTemperature, code: Code::HighTemperature,  settable: None },
+    Limit { id: ProtectionId::CellUndervoltage,         quantity: Quantity::MinCellMv,    trip: Level::Below(2800), release: Level::AtLeast(3200), trip_debounce_ms: 5000, release_debounce_ms: 0,     trip_over_window: false, effect: Effect::PrealarmThenDischarge, reason: Reason::CellUndervoltage,    code: Code::CellUndervoltage, settable: None },
+    Limit { id: ProtectionId::CellLow,                  quantity: Quantity::MinCellMv,    trip: Level::Below(3100), release: Level::AtLeast(3150), trip_debounce_ms: 5000, release_debounce_ms: 10000, trip_over_window: false, effect: Effect::Prealarm,              reason: Reason::PrealarmLevel,       code: Code::LowCellVoltage,   settable: Some((2850, 3150)) },
+    Limit { id: ProtectionId::CellOvervoltage,          quantity: Quantity::MaxCellMv,    trip: Level::Above(3750), release: Level::Below(3600),   trip_debounce_ms: 1000, release_debounce_ms: 0,     trip_over_window: false, effect: Effect::TripCharge,            reason: Reason::CellOvervoltage,     code: Code::CellOvervoltage,  settable: None },
+    Limit { id: ProtectionId::LowTemperature,           quantity: Quantity::MinTempDdegc, trip: Level::Below(50),   release: Level::AtLeast(70),   trip_debounce_ms: TEMP_DEBOUNCE_MS, release_debounce_ms: TEMP_DEBOUNCE_MS, trip_over_window: true, effect: Effect::TripCharge,    reason: Reason::LowTemperature,      code: Code::LowTemperature,   settable: None },
+    Limit { id: ProtectionId::HighTemperatureCharge,    quantity: Quantity::MaxTempDdegc, trip: Level::Above(500),  release: Level::AtMost(480),   trip_debounce_ms: TEMP_DEBOUNCE_MS, release_debounce_ms: TEMP_DEBOUNCE_MS, trip_over_window: true, effect: Effect::TripCharge,    reason: Reason::HighTemperature,     code: Code::HighTemperature,  settable: None },
+    Limit { id: ProtectionId::HighTemperatureDischarge, quantity: Quantity::MaxTempDdegc, trip: Level::Above(600),  release: Level::AtMost(550),   trip_debounce_ms: TEMP_DEBOUNCE_MS, release_debounce_ms: TEMP_DEBOUNCE_MS, trip_over_window: true, effect: Effect::TripDischarge, reason: Reason::VeryHighTemperature, code: Code::HighTemperature,  settable: None },
 ];
 
 // Every id has exactly its own row, at its own index; settable defaults lie within their bounds.
@@ -203,6 +211,15 @@ const _: () = {
 /// PROT-2: how long the pre-alarm output must have been active before ATD goes free-floating for
 /// under-voltage, ms.
 pub const PREALARM_LEAD_MS: u64 = 30_000;
+
+/// PROT-3 **(choice)**: the pre-alarm output is released this long after ATD went
+/// free-floating for under-voltage, so that a buzzer or relay on it does not drain an empty
+/// battery; the alarm stays on the LED and in the app, ms.
+pub const PREALARM_RELEASE_MS: u64 = 60_000;
+
+/// PROT-8 **(choice)**: the remote on/off state changes only once the new state has held this
+/// long, both ways, so that a glitch on the wiring does not switch the outputs, ms.
+pub const REMOTE_DEBOUNCE_MS: u64 = 500;
 
 /// PROT-10: delay between a failed or aborted firmware update and ATD going free-floating, ms.
 pub const DFU_FAILED_ATD_DELAY_MS: u64 = 120_000;
@@ -383,6 +400,14 @@ mod tests {
             (Level::Below(50), Level::AtLeast(70))
         );
         assert_eq!((lt.trip_debounce_ms, lt.release_debounce_ms), (2000, 2000));
+        // PROT-5/PROT-6 rev 2: temperature trips are judged over the window, cell ones are not.
+        for limit in &LIMITS {
+            let temperature = matches!(
+                limit.quantity,
+                Quantity::MinTempDdegc | Quantity::MaxTempDdegc
+            );
+            assert_eq!(limit.trip_over_window, temperature, "{:?}", limit.id);
+        }
         assert_eq!(
             (lt.effect, lt.quantity),
             (Effect::TripCharge, Quantity::MinTempDdegc)
@@ -443,6 +468,8 @@ mod tests {
     #[test]
     fn named_constants_match_the_spec() {
         assert_eq!(PREALARM_LEAD_MS, 30_000);
+        assert_eq!(PREALARM_RELEASE_MS, 60_000);
+        assert_eq!(REMOTE_DEBOUNCE_MS, 500);
         assert_eq!(DFU_FAILED_ATD_DELAY_MS, 120_000);
         assert_eq!(DFU_STALL_MS, 120_000);
         assert_eq!(

@@ -14,6 +14,12 @@
 //!   data comes back after being lost or invalid.
 //! - PROT-2: ATD opens for under-voltage only once the pre-alarm *output* has been high for
 //!   [`PREALARM_LEAD_MS`]; the opening is latched until the under-voltage condition releases.
+//!   The lead is for loads that are running: an under-voltage while ATD is already
+//!   free-floating (remote OFF, lost data, any reason) latches the opening at once.
+//! - PROT-3 **(choice)**: the pre-alarm output is released [`PREALARM_RELEASE_MS`] after ATD
+//!   opened for under-voltage, until the cell conditions behind it have released (the
+//!   alarm stays in the codes).
+//! - PROT-8 **(choice)**: the remote state is debounced [`REMOTE_DEBOUNCE_MS`] both ways.
 //! - While the data is incomplete (lost, invalid, configuration error) the outputs are
 //!   free-floating, latched conditions keep their state and running debounces restart.
 //! - PROT-12 **(choice)**: low power while the remote is OFF or after an under-voltage
@@ -24,8 +30,9 @@ use crate::codes::{ActiveCodes, Code};
 pub use crate::dfu::DfuEvent;
 use crate::dfu::UpdateState;
 use crate::limits::{
-    Effect, Level, ProtectionId, Quantity, LIMITS, PREALARM_LEAD_MS, REMOTE_H_ON_ABOVE_MV,
-    REMOTE_H_VBAT_TOLERANCE_MV, REMOTE_LINK_TOLERANCE_MV, REMOTE_L_ON_BELOW_MV,
+    Effect, Level, ProtectionId, Quantity, LIMITS, PREALARM_LEAD_MS, PREALARM_RELEASE_MS,
+    REMOTE_DEBOUNCE_MS, REMOTE_H_ON_ABOVE_MV, REMOTE_H_VBAT_TOLERANCE_MV, REMOTE_LINK_TOLERANCE_MV,
+    REMOTE_L_ON_BELOW_MV,
 };
 pub use crate::reasons::{Reason, Reasons};
 use crate::word::{Number, Word};
@@ -85,7 +92,8 @@ pub struct ProtectionInputs {
     pub health: BankHealth,
     /// The bank values, `None` while no battery has valid data.
     pub aggregates: Option<Aggregates>,
-    /// PROT-8: the remote on/off input is ON (see [`remote_is_on`]).
+    /// PROT-8: the remote on/off input reads ON now (see [`remote_is_on`]); the protection
+    /// debounces it.
     pub remote_on: bool,
     /// The monitor's state.
     pub soc: SocInput,
@@ -132,11 +140,20 @@ pub struct Protection {
     /// Since when the opposite of each row's state has held (trip level while inactive,
     /// release level while active): the debounce timer table.
     pending_since: [Option<u64>; ProtectionId::COUNT],
+    /// When each row's pending level last held (for rows judged over their window).
+    last_held: [Option<u64>; ProtectionId::COUNT],
     uv_disconnect: bool,
+    /// PROT-3: since when ATD has been free-floating for under-voltage.
+    uv_disconnect_since: Option<u64>,
+    /// PROT-3: the pre-alarm output is released (see the module docs).
+    prealarm_released: bool,
     prealarm_since: Option<u64>,
     floor_active: bool,
     update: UpdateState,
-    remote_on: bool,
+    /// PROT-8: the debounced remote state (`None` before the first step).
+    remote_on: Option<bool>,
+    /// PROT-8: since when the raw remote reading differs from `remote_on`.
+    remote_changing_since: Option<u64>,
     outputs: OutputStates,
 }
 
@@ -158,7 +175,7 @@ impl Protection {
     pub fn step(&mut self, now_ms: u64, inputs: &ProtectionInputs) -> OutputStates {
         let now_ms = now_ms.max(self.now_ms);
         self.now_ms = now_ms;
-        self.remote_on = inputs.remote_on;
+        let remote_on = self.debounce_remote(now_ms, inputs.remote_on);
         let values = inputs.aggregates.filter(|_| inputs.health.complete);
 
         let judge = values.is_some() && !self.data_ok;
@@ -187,12 +204,15 @@ impl Protection {
                     self.debounce(id, inputs, value_of(id, &values));
                 }
             }
-            None => self.pending_since = [None; ProtectionId::COUNT],
+            None => {
+                self.pending_since = [None; ProtectionId::COUNT];
+                self.last_held = [None; ProtectionId::COUNT];
+            }
         }
         self.floor_active = inputs.soc.below_floor;
         self.update.expire(now_ms);
 
-        let healthy = self.started && values.is_some() && inputs.remote_on;
+        let healthy = self.started && values.is_some() && remote_on;
         let mut prealarm_reasons = Reasons::EMPTY;
         if healthy {
             for row in &LIMITS {
@@ -208,11 +228,32 @@ impl Protection {
         }
         if !self.lead_row_active() {
             self.uv_disconnect = false;
-        } else if self
-            .prealarm_since
-            .is_some_and(|t| now_ms.saturating_sub(t) >= PREALARM_LEAD_MS)
+        } else if !self.outputs.atd
+            || self
+                .prealarm_since
+                .is_some_and(|t| now_ms.saturating_sub(t) >= PREALARM_LEAD_MS)
         {
+            // PROT-2: after the lead, or at once when the loads are already off (ATD
+            // free-floating for any reason): no load is switched on into an under-voltage.
             self.uv_disconnect = true;
+        }
+        if self.uv_disconnect {
+            let since = *self.uv_disconnect_since.get_or_insert(now_ms);
+            if now_ms.saturating_sub(since) >= PREALARM_RELEASE_MS {
+                self.prealarm_released = true;
+            }
+        } else {
+            self.uv_disconnect_since = None;
+        }
+        let cell_rows_active = LIMITS.iter().any(|row| {
+            matches!(row.effect, Effect::Prealarm | Effect::PrealarmThenDischarge)
+                && self.is_active(row.id)
+        });
+        if !cell_rows_active {
+            self.prealarm_released = false;
+        }
+        if self.prealarm_released && !prealarm_reasons.is_empty() {
+            prealarm_reasons = Reasons::of(Reason::PrealarmReleased);
         }
 
         let mut common = Reasons::EMPTY;
@@ -225,7 +266,7 @@ impl Protection {
             !self.started || (values.is_none() && !data_flagged),
             Reason::NoValidData,
         );
-        common.insert_if(!inputs.remote_on, Reason::RemoteOff);
+        common.insert_if(!remote_on, Reason::RemoteOff);
         common.insert_if(inputs.health.lost, Reason::BatteryLost);
         common.insert_if(invalid, Reason::InvalidData);
         common.insert_if(inputs.health.config_error, Reason::ConfigurationError);
@@ -256,7 +297,7 @@ impl Protection {
         let outputs = OutputStates {
             atd: atd_reasons.is_empty(),
             atc: atc_reasons.is_empty(),
-            prealarm: !prealarm_reasons.is_empty(),
+            prealarm: !prealarm_reasons.is_empty() && !self.prealarm_released,
             atd_reasons,
             atc_reasons,
             prealarm_reasons,
@@ -322,7 +363,36 @@ impl Protection {
 
     /// PROT-12: low-power mode, while the remote is OFF or after an under-voltage disconnect.
     pub fn low_power(&self) -> bool {
-        !self.remote_on || self.uv_disconnect
+        self.remote_on == Some(false) || self.uv_disconnect
+    }
+
+    /// PROT-8: the debounced remote state (OFF before the first step).
+    pub fn remote_on(&self) -> bool {
+        self.remote_on.unwrap_or(false)
+    }
+
+    /// PROT-3: true while the pre-alarm output is released after an under-voltage disconnect.
+    pub fn prealarm_released(&self) -> bool {
+        self.prealarm_released
+    }
+
+    /// PROT-8: the remote state after the reading `raw` at `now_ms`: the first reading is taken
+    /// as it is (the outputs are free-floating at start anyway); a change counts once it has
+    /// held for [`REMOTE_DEBOUNCE_MS`].
+    fn debounce_remote(&mut self, now_ms: u64, raw: bool) -> bool {
+        let state = *self.remote_on.get_or_insert(raw);
+        if raw == state {
+            self.remote_changing_since = None;
+            return state;
+        }
+        let since = *self.remote_changing_since.get_or_insert(now_ms);
+        if now_ms.saturating_sub(since) < REMOTE_DEBOUNCE_MS {
+            return state;
+        }
+        self.remote_on = Some(raw);
+        self.remote_changing_since = None;
+        log::info!("remote {}", Word(if raw { "on" } else { "off" }));
+        raw
     }
 
     /// The codes the protection holds active (cell protections, discharge floor, battery
@@ -361,9 +431,18 @@ impl Protection {
             .filter(|_| self.lead_row_active() && !self.uv_disconnect)
             .map(|t| t.saturating_add(PREALARM_LEAD_MS));
         let dfu = self.update.next_deadline_ms(self.now_ms);
+        let release = self
+            .uv_disconnect_since
+            .filter(|_| !self.prealarm_released)
+            .map(|t| t.saturating_add(PREALARM_RELEASE_MS));
+        let remote = self
+            .remote_changing_since
+            .map(|t| t.saturating_add(REMOTE_DEBOUNCE_MS));
         debounces
             .chain(lead)
             .chain(dfu)
+            .chain(release)
+            .chain(remote)
             .filter(|&t| t > self.now_ms)
             .min()
     }
@@ -388,10 +467,13 @@ impl Protection {
         if let Some(slot) = self.pending_since.get_mut(id.index()) {
             *slot = None;
         }
+        if let Some(slot) = self.last_held.get_mut(id.index()) {
+            *slot = None;
+        }
     }
 
     /// Advances the row `id` with the measured `value`: trip or release once its level has held
-    /// for its debounce time.
+    /// for its debounce time (a trip judged over the window: never missed for a whole window).
     fn debounce(&mut self, id: ProtectionId, inputs: &ProtectionInputs, value: i32) {
         let (trip, release) = self.levels(id, inputs);
         let limit = id.limit();
@@ -402,13 +484,23 @@ impl Protection {
             (trip, limit.trip_debounce_ms)
         };
         let now_ms = self.now_ms;
-        let Some(pending) = self.pending_since.get_mut(id.index()) else {
+        let over_window = limit.trip_over_window && !active;
+        let (Some(pending), Some(last_held)) = (
+            self.pending_since.get_mut(id.index()),
+            self.last_held.get_mut(id.index()),
+        ) else {
             return;
         };
         if !level.holds(value) {
-            *pending = None;
+            let within =
+                last_held.is_some_and(|t| now_ms.saturating_sub(t) < u64::from(debounce_ms));
+            if !(over_window && within) {
+                *pending = None;
+                *last_held = None;
+            }
             return;
         }
+        *last_held = Some(now_ms);
         let since = *pending.get_or_insert(now_ms);
         if now_ms.saturating_sub(since) >= u64::from(debounce_ms) {
             self.set_active(id, !active);

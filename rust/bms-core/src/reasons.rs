@@ -40,8 +40,12 @@ stable_enum! {
         BatteryLost = 14 => "battery_lost",
         /// BANK-2: the bank breaks the configuration rules (ATC and ATD).
         ConfigurationError = 15 => "configuration_error",
-        /// A battery reports physically impossible data (ATC and ATD, fail safe).
+        /// PROT-13: a battery that has never sent a valid report sends implausible data, so the
+        /// set is not complete (ATC and ATD, fail safe).
         InvalidData = 16 => "invalid_data",
+        /// PROT-3 **(choice)**: the pre-alarm output is free-floating although its conditions
+        /// hold: released 60 s after ATD went free-floating for under-voltage (pre-alarm only).
+        PrealarmReleased = 17 => "prealarm_released",
     }
 }
 

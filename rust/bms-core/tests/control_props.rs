@@ -115,14 +115,33 @@ proptest! {
         }
     }
 
-    /// PROT-8: every output is free-floating whenever the remote is OFF.
+    /// PROT-2 (rev 2): ATD never switches on while an under-voltage is active: loads that are
+    /// off (remote OFF, lost data, any reason) are not switched on into it.
+    #[test]
+    fn prot_2_atd_never_switches_on_into_an_undervoltage(changes in scenario()) {
+        let rig = run(&changes);
+        for w in rig.records.windows(2) {
+            let (p, d) = (&w[0].decisions, &w[1].decisions);
+            if !p.atd && d.atd {
+                prop_assert!(!d.codes.contains(Code::CellUndervoltage), "at {} ms", w[1].at_ms);
+            }
+        }
+    }
+
+    /// PROT-8: every output is free-floating whenever the remote has read OFF for 0.5 s.
     #[test]
     fn prot_8_all_outputs_free_floating_while_remote_off(changes in scenario()) {
         let rig = run(&changes);
+        let mut off_since: Option<u64> = None;
         for r in &rig.records {
             let d = &r.decisions;
             let i = r.inputs;
-            if !remote_is_on(i.remote_h_mv, i.remote_l_mv, i.supply_mv) {
+            off_since = if remote_is_on(i.remote_h_mv, i.remote_l_mv, i.supply_mv) {
+                None
+            } else {
+                off_since.or(Some(r.at_ms))
+            };
+            if off_since.is_some_and(|t| r.at_ms - t >= 500) {
                 prop_assert!(!d.atd && !d.atc && !d.prealarm, "at {} ms", r.at_ms);
                 prop_assert!(d.atd_reasons.contains(Reason::RemoteOff));
                 prop_assert!(d.atc_reasons.contains(Reason::RemoteOff));
@@ -131,14 +150,14 @@ proptest! {
         }
     }
 
-    /// BANK-4 / invalid data: every output is free-floating whenever the data is lost, invalid
-    /// or breaks the configuration rules.
+    /// BANK-4: every output is free-floating whenever the data is lost or breaks the
+    /// configuration rules (an invalid report alone switches nothing, PROT-13).
     #[test]
     fn bank_4_outputs_free_floating_while_data_lost_or_invalid(changes in scenario()) {
         let rig = run(&changes);
         for r in &rig.records {
             let d = &r.decisions;
-            let bad = [Code::BatteryLost, Code::InvalidBatteryData, Code::ConfigurationError]
+            let bad = [Code::BatteryLost, Code::ConfigurationError]
                 .into_iter()
                 .any(|c| d.codes.contains(c));
             // Ground truth: a battery silent for 5 s is lost whatever the codes say.
@@ -250,7 +269,9 @@ proptest! {
                     }
                     prop_assert_eq!(d.atd, d.atd_reasons.is_empty());
                     prop_assert_eq!(d.atc, d.atc_reasons.is_empty());
-                    prop_assert_eq!(d.prealarm, !d.prealarm_reasons.is_empty());
+                    // PROT-3: a released pre-alarm is free-floating and says why.
+                    let released = d.prealarm_reasons.contains(Reason::PrealarmReleased);
+                    prop_assert_eq!(d.prealarm, !d.prealarm_reasons.is_empty() && !released);
                     prop_assert!(bms.next_deadline_ms().is_some_and(|t| t >= bms.now_ms().min(u64::MAX - 1000)));
                     let _ = bms.manufacturer_data(&mut buf);
                     let _ = bms.readout_values();

@@ -645,6 +645,49 @@ fn prot_3_prealarm_level_release_and_low_soc_warning() {
     assert!(!rig.last().prealarm);
 }
 
+/// PROT-3 (rev 2): the pre-alarm output is released 60 s after ATD opened for under-voltage,
+/// so that a buzzer or relay on it does not drain the empty battery for hours; the alarm stays
+/// (code, red LED) and the release is reported with its reason. A recovered bank warns again.
+#[test]
+fn prot_3_prealarm_released_60_s_after_an_undervoltage_disconnect() {
+    let mut rig = Rig::started();
+    rig.set_cells(2750);
+    let atd_off = rig.run_until(60_000, |d| !d.atd).unwrap();
+    assert!(rig.last().prealarm);
+    let released = rig.run_until(120_000, |d| !d.prealarm).unwrap();
+    assert_eq!(released, atd_off + 60_000);
+    let d = rig.last().clone();
+    assert!(d.prealarm_reasons.contains(Reason::PrealarmReleased));
+    assert!(d.events.contains(&Event::OutputChanged {
+        output: Output::Prealarm,
+        high: false,
+        reasons: d.prealarm_reasons,
+    }));
+    assert!(d.codes.contains(Code::CellUndervoltage));
+    assert_eq!(d.led_red, LedPattern::Solid, "the alarm stays on the LED");
+    assert!(!d.atd && d.low_power);
+    // Hours later (the deep-discharge scenario's 7.7 h): still released.
+    rig.run_for(8 * 3_600_000);
+    assert!(rig
+        .records
+        .iter()
+        .filter(|r| r.at_ms >= released)
+        .all(|r| !r.decisions.prealarm));
+    // Charged back: ATD returns, the pre-alarm does not sound on the way up.
+    rig.set_cells(3300);
+    let back = rig.run_until(5000, |d| d.atd).unwrap();
+    rig.run_for(30_000);
+    assert!(rig
+        .records
+        .iter()
+        .filter(|r| r.at_ms >= back)
+        .all(|r| !r.decisions.prealarm));
+    assert!(rig.last().prealarm_reasons.is_empty());
+    // A new under-voltage warns again.
+    rig.set_cells(2750);
+    assert!(rig.run_until(10_000, |d| d.prealarm).is_some());
+}
+
 /// PROT-4: a cell above 3.75 V for 1 s makes ATC free-floating; it returns below 3.60 V.
 #[test]
 fn prot_4_overvoltage_trips_atc_after_1s_and_returns_below_3_60() {
@@ -781,18 +824,26 @@ fn prot_5_prot_6_temperature_noise_does_not_toggle_atc() {
             .count()
     }
 
+    // Noise that stays on the safe side of a level never trips.
     let mut rig = Rig::started();
     let from = rig.records.len();
-    noisy(&mut rig, 51, 2, 60);
-    assert!(rig.last().atc, "5.1 degC +/- 0.2 must not block charging");
+    noisy(&mut rig, 53, 2, 60);
+    assert!(rig.last().atc, "5.3 degC +/- 0.2 must not block charging");
     assert_eq!(atc_changes(&rig, from), 0);
     let from = rig.records.len();
-    noisy(&mut rig, 500, 2, 60);
-    assert!(rig.last().atc, "50.0 degC +/- 0.2 must not block charging");
+    noisy(&mut rig, 498, 2, 60);
+    assert!(rig.last().atc, "49.8 degC +/- 0.2 must not block charging");
     assert_eq!(atc_changes(&rig, from), 0);
 
-    rig.set_temp(30);
-    assert!(rig.run_until(4000, |d| !d.atc).is_some());
+    // Noise across a level trips once (judged over the window) and the hysteresis keeps it
+    // from toggling.
+    let from = rig.records.len();
+    noisy(&mut rig, 51, 2, 60);
+    assert!(
+        !rig.last().atc,
+        "5.1 degC +/- 0.2 crosses 5.0 every other second"
+    );
+    assert_eq!(atc_changes(&rig, from), 1, "tripped once, no toggling");
     let from = rig.records.len();
     noisy(&mut rig, 68, 2, 60);
     assert!(
@@ -804,6 +855,36 @@ fn prot_5_prot_6_temperature_noise_does_not_toggle_atc() {
     noisy(&mut rig, 72, 1, 10);
     assert!(rig.last().atc, "7.2 degC +/- 0.1 releases charging");
     assert_eq!(atc_changes(&rig, from), 1, "released once, no toggling");
+}
+
+/// PROT-5/PROT-6 (rev 2): temperature trips are judged over the 2 s window, so readings that
+/// keep crossing the level every second (4.9/5.1 °C) still trip; a single reading beyond the
+/// level does not.
+#[test]
+fn prot_5_prot_6_readings_crossing_the_level_every_second_still_trip() {
+    fn alternate(rig: &mut Rig, a: i16, b: i16, seconds: usize) {
+        for k in 0..seconds {
+            rig.set_temp(if k % 2 == 0 { a } else { b });
+            rig.run_for(1000);
+        }
+    }
+    let mut rig = Rig::started();
+    alternate(&mut rig, 49, 51, 10);
+    let d = rig.last();
+    assert!(!d.atc && d.atc_reasons.contains(Reason::LowTemperature));
+    let mut rig = Rig::started();
+    alternate(&mut rig, 501, 499, 10);
+    assert!(rig.last().atc_reasons.contains(Reason::HighTemperature));
+    let mut rig = Rig::started();
+    alternate(&mut rig, 601, 599, 10);
+    assert!(rig.last().atd_reasons.contains(Reason::VeryHighTemperature));
+
+    // One reading beyond the level, then none: no trip.
+    let mut rig = Rig::started();
+    let from = rig.records.len();
+    alternate(&mut rig, 49, 51, 1);
+    alternate(&mut rig, 51, 51, 10);
+    assert!(rig.records[from..].iter().all(|r| r.decisions.atc));
 }
 
 /// PROT-7: a battery's own not-allowed flags free-float ATC / ATD while set.
@@ -852,14 +933,109 @@ fn prot_8_remote_on_off_rules() {
     rig.run_for(10_000);
     assert!(rig.last().prealarm);
     rig.remote = Remote::Open;
-    let d = rig.step().clone();
-    assert!(!d.atd && !d.atc && !d.prealarm, "OFF at once");
+    let t0 = rig.now_ms;
+    let off = rig.run_until(2000, |d| !d.atd).unwrap();
+    assert_eq!(off, t0 + 500, "OFF once debounced (0.5 s)");
+    let d = rig.last().clone();
+    assert!(!d.atd && !d.atc && !d.prealarm);
     for r in [d.atd_reasons, d.atc_reasons] {
         assert!(r.contains(Reason::RemoteOff));
     }
     rig.remote = Remote::Loop;
-    let d = rig.step().clone();
-    assert!(d.atd && d.atc && d.prealarm, "ON at once");
+    let t1 = rig.now_ms;
+    let on = rig.run_until(2000, |d| d.atd).unwrap();
+    assert_eq!(on, t1 + 500, "ON once debounced (0.5 s)");
+    let d = rig.last();
+    assert!(d.atd && d.atc && d.prealarm);
+}
+
+/// PROT-8 (rev 2): the remote state is debounced 0.5 s both ways: a 0.3 s glitch OFF switches
+/// no output off, a 0.3 s glitch ON switches none on.
+#[test]
+fn prot_8_remote_glitches_shorter_than_half_a_second_change_nothing() {
+    let mut rig = Rig::started();
+    let from = rig.records.len();
+    rig.remote = Remote::Open;
+    rig.run_for(300);
+    rig.remote = Remote::Loop;
+    rig.run_for(5000);
+    assert!(
+        rig.records[from..]
+            .iter()
+            .all(|r| r.decisions.atd && r.decisions.atc),
+        "a 0.3 s OFF glitch"
+    );
+    rig.remote = Remote::Open;
+    rig.run_for(5000);
+    assert!(!rig.last().atd && !rig.last().atc);
+    let from = rig.records.len();
+    rig.remote = Remote::Loop;
+    rig.run_for(300);
+    rig.remote = Remote::Open;
+    rig.run_for(5000);
+    assert!(
+        rig.records[from..]
+            .iter()
+            .all(|r| !r.decisions.atd && !r.decisions.atc),
+        "a 0.3 s ON glitch"
+    );
+    // Held 0.5 s, the change takes effect.
+    rig.remote = Remote::Loop;
+    rig.step();
+    rig.run_for(500);
+    assert!(rig.last().atd && rig.last().atc);
+}
+
+/// PROT-2, PROT-8 (rev 2): the remote switched ON while a cell is already under-voltage does
+/// not run the loads for a 30 s warning: ATD stays free-floating until all cells are ≥ 3.20 V
+/// (remote OFF at 30 s, a cell at 2.75 V from 60 s, remote ON at 200 s).
+#[test]
+fn prot_2_prot_8_remote_on_into_an_undervoltage_keeps_atd_off() {
+    let mut rig = Rig::started();
+    rig.run_for(27_000);
+    rig.remote = Remote::Open;
+    rig.run_for(30_000);
+    rig.set_cell(0, 2, 2750);
+    rig.run_for(140_000);
+    assert!(rig.last().codes.contains(Code::CellUndervoltage));
+    rig.remote = Remote::Loop;
+    let on_at = rig.now_ms;
+    rig.run_for(120_000);
+    let after: std::vec::Vec<_> = rig.records.iter().filter(|r| r.at_ms >= on_at).collect();
+    assert!(after.iter().all(|r| !r.decisions.atd), "ATD never high");
+    assert!(
+        after.iter().all(|r| !r.decisions.prealarm),
+        "pre-alarm already released"
+    );
+    let d = rig.last();
+    assert!(d.atc, "charging is allowed again");
+    assert!(d.atd_reasons.contains(Reason::CellUndervoltage));
+    assert!(!d.atd_reasons.contains(Reason::RemoteOff));
+    rig.set_cell(0, 2, 3200);
+    assert!(
+        rig.run_until(3000, |d| d.atd).is_some(),
+        "returns at 3.20 V"
+    );
+
+    // The same within the first minute: ATD stays off, the pre-alarm warns until 60 s after
+    // the under-voltage opened ATD.
+    let mut rig = Rig::started();
+    rig.remote = Remote::Open;
+    rig.run_for(10_000);
+    rig.set_cell(0, 2, 2750);
+    let uv_at = rig
+        .run_until(10_000, |d| d.codes.contains(Code::CellUndervoltage))
+        .unwrap();
+    rig.run_for(10_000);
+    rig.remote = Remote::Loop;
+    let on_at = rig.now_ms;
+    let warn_at = rig.run_until(2000, |d| d.prealarm).unwrap();
+    assert_eq!(warn_at, on_at + 500);
+    assert!(!rig.last().atd);
+    let quiet_at = rig.run_until(120_000, |d| !d.prealarm).unwrap();
+    assert_eq!(quiet_at, uv_at + 60_000);
+    let after = rig.records.iter().filter(|r| r.at_ms >= on_at);
+    assert!(after.clone().all(|r| !r.decisions.atd));
 }
 
 /// PROT-9: SoC at the floor raises the low-SoC alarm and free-floats ATD; ATD returns at
@@ -1040,10 +1216,12 @@ fn prot_12_low_power_when_remote_off_or_after_uv_disconnect() {
     assert!(!rig.last().low_power);
     assert_eq!(rig.last().tick_ms, 100);
     rig.remote = Remote::Open;
-    let d = rig.step().clone();
+    rig.step();
+    let d = rig.run_for(500).clone();
     assert!(d.low_power && d.tick_ms == 1000);
     rig.remote = Remote::Loop;
-    let d = rig.step().clone();
+    rig.step();
+    let d = rig.run_for(500).clone();
     assert!(!d.low_power);
 
     rig.set_cells(2700);
@@ -1095,6 +1273,31 @@ fn led_1_led_2_patterns_from_the_bms() {
     rig.set_temp(520);
     rig.run_until(3000, |d| !d.atc).unwrap();
     assert_eq!(rig.last().led_red, LedPattern::Solid, "alarm");
+}
+
+/// LED-2 (rev 2), PROT-7: a battery's own "not allowed" flag opens an output, so it is an alarm:
+/// red solid, not blinking.
+#[test]
+fn led_2_prot_7_a_batterys_own_flag_is_an_alarm() {
+    use bms_core::codes::Severity;
+    for charge in [false, true] {
+        let mut rig = Rig::started();
+        if charge {
+            rig.batteries[0].0.flags.allowed_to_charge = false;
+        } else {
+            rig.batteries[0].0.flags.allowed_to_discharge = false;
+        }
+        rig.run_until(2000, |d| !d.atc || !d.atd).unwrap();
+        let d = rig.last();
+        let code = if charge {
+            Code::BatteryChargeBlocked
+        } else {
+            Code::BatteryDischargeBlocked
+        };
+        assert!(d.codes.contains(code));
+        assert_eq!(code.severity(), Severity::Alarm);
+        assert_eq!(d.led_red, LedPattern::Solid, "{code}");
+    }
 }
 
 /// Time going backwards counts as no time passed: no panic, no debounce shortcut.

@@ -278,9 +278,13 @@ enum bms_reason
    */
   BMS_REASON_CONFIGURATION_ERROR = 15,
   /**
-   * A battery reported invalid data.
+   * PROT-13: a battery that never sent a valid report sends implausible data.
    */
   BMS_REASON_INVALID_DATA = 16,
+  /**
+   * PROT-3: the pre-alarm is released after an under-voltage disconnect (pre-alarm only).
+   */
+  BMS_REASON_PREALARM_RELEASED = 17,
 };
 #ifndef __cplusplus
 #if __STDC_VERSION__ >= 202311L

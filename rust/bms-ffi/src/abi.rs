@@ -264,8 +264,10 @@ pub enum BmsReason {
     BatteryLost = 14,
     /// BANK-2: the bank breaks the configuration rules.
     ConfigurationError = 15,
-    /// A battery reported invalid data.
+    /// PROT-13: a battery that never sent a valid report sends implausible data.
     InvalidData = 16,
+    /// PROT-3: the pre-alarm is released after an under-voltage disconnect (pre-alarm only).
+    PrealarmReleased = 17,
 }
 
 impl BmsReason {
@@ -289,6 +291,7 @@ impl BmsReason {
             Reason::BatteryLost => BmsReason::BatteryLost,
             Reason::ConfigurationError => BmsReason::ConfigurationError,
             Reason::InvalidData => BmsReason::InvalidData,
+            Reason::PrealarmReleased => BmsReason::PrealarmReleased,
         }
     }
 }

@@ -230,7 +230,8 @@ fn cold_morning_keeps_the_charger_off_until_the_battery_is_warm() {
 /// PROT-3: the pre-alarm comes when a cell falls below 3.10 V; PROT-2: ATD opens on cell
 /// under-voltage only after the pre-alarm has been active 30 s, the ATD loads stop (a direct
 /// load keeps drawing), no cell reaches 2.5 V, and ATD returns only when every cell is back at
-/// 3.20 V after the generator starts.
+/// 3.20 V after the generator starts. PROT-3 (rev 2): the pre-alarm output is released 60 s
+/// after ATD opened, not held for the hours until the generator starts.
 #[test]
 fn deep_discharge_prealarm_load_disconnect_and_recovery() {
     let o = run("deep-discharge.toml", None);
@@ -270,6 +271,19 @@ fn deep_discharge_prealarm_load_disconnect_and_recovery() {
     assert!(
         s(atd_on) > 10.0 * 3600.0,
         "back only after the generator started"
+    );
+    let pre_off = changes(r, Output::Prealarm, false);
+    let (released, why) = pre_off[0];
+    assert_eq!(released, atd_off + 60_000, "released 60 s after ATD opened");
+    assert!(why.contains(Reason::PrealarmReleased), "{why}");
+    assert!(r
+        .samples
+        .iter()
+        .filter(|x| x.t_s > s(released) + 1.0)
+        .all(|x| !x.prealarm));
+    assert!(
+        raised(r, Code::CellUndervoltage).len() == 1,
+        "the alarm itself stays"
     );
     let at_return = r.samples.iter().rev().find(|x| x.t_s <= s(atd_on)).unwrap();
     assert!(at_return.cell_min_v >= 3.19, "{}", at_return.cell_min_v);

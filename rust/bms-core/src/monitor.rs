@@ -455,13 +455,18 @@ impl Monitor {
 
     /// MON-6 and PROT-9 latches, with their +3 point release. Only a known SoC drives them.
     fn update_latches(&mut self, settings: &Settings) {
-        let soc = match self.soc_permille() {
-            Some(soc) => soc,
-            None => {
-                self.low_soc_warning = false;
-                self.below_floor = false;
-                return;
-            }
+        if self.soc_permille().is_none() {
+            self.low_soc_warning = false;
+            self.below_floor = false;
+            return;
+        }
+        // Compared unrounded: the shown SoC is rounded down, so 10.05 % shows as 10.0 % but is
+        // above a 10 % floor (PROT-9, MON-6).
+        let soc = SocExact {
+            left_nas: self
+                .capacity_nas()
+                .saturating_sub(self.estimator.used_nas()),
+            per_mille_nas: i64::try_from(self.capacity_per_mille_nas()).unwrap_or(i64::MAX),
         };
         self.low_soc_warning = latch(
             self.low_soc_warning,
@@ -482,10 +487,20 @@ impl Monitor {
             return None;
         }
         let idle_ma = i64::from(self.idle_current_ma());
-        let average_ma = i64::from(self.window.average_ma(now_ms)?);
-        if average_ma > -idle_ma || i64::from(input.bank_ma) > idle_ma {
+        // MON-5 (rev 2): idle and charging are judged on the present current, so the value
+        // goes the moment the load stops, not 3 min later.
+        let present_ma = i64::from(input.bank_ma);
+        if present_ma >= -idle_ma {
             return None;
         }
+        // The average of a load that has just started can still be near zero or a charge:
+        // the present current stands in until the average is a discharge.
+        let average_ma = i64::from(self.window.average_ma(now_ms)?);
+        let average_ma = if average_ma < -idle_ma {
+            average_ma
+        } else {
+            present_ma
+        };
         let capacity_nas = self.capacity_nas();
         let floor_permille = i64::from(settings.discharge_floor_permille().unwrap_or(0));
         let floor_nas = capacity_nas / 1000 * floor_permille;
@@ -735,11 +750,30 @@ impl Monitor {
 
 /// A level latch with a +3 point release: on at or below `level`, off at or above
 /// `level + 3 points`, unchanged between; always off when the level is off.
-fn latch(active: bool, soc_permille: u16, level_permille: Option<u16>) -> bool {
+/// The SoC unrounded: the charge left and a thousandth of the capacity, both in nA·s.
+#[derive(Clone, Copy)]
+struct SocExact {
+    left_nas: i64,
+    per_mille_nas: i64,
+}
+
+impl SocExact {
+    /// The SoC is at or below `permille` (exactly, not rounded).
+    fn at_most(self, permille: u16) -> bool {
+        self.left_nas <= self.per_mille_nas.saturating_mul(i64::from(permille))
+    }
+
+    /// The SoC is at or above `permille`.
+    fn at_least(self, permille: u16) -> bool {
+        self.left_nas >= self.per_mille_nas.saturating_mul(i64::from(permille))
+    }
+}
+
+fn latch(active: bool, soc: SocExact, level_permille: Option<u16>) -> bool {
     match level_permille {
         None => false,
-        Some(level) if soc_permille <= level => true,
-        Some(level) if soc_permille >= (level + RELEASE_PERMILLE).min(1000) => false,
+        Some(level) if soc.at_most(level) => true,
+        Some(level) if soc.at_least((level + RELEASE_PERMILLE).min(1000)) => false,
         Some(_) => active,
     }
 }

@@ -226,6 +226,22 @@ impl Settings {
         self
     }
 
+    /// A copy with `field` set to `value` when `value` lies in the field's range; otherwise the
+    /// error names the value as written (300, not the 255 a one-byte field would hold), and
+    /// nothing changes (SET-1). Call [`Settings::validate`] for the cross-rule.
+    pub fn try_with(self, field: SettingsField, value: u16) -> Result<Settings, SettingsError> {
+        let bounds = field.bounds();
+        if !bounds.contains(value) {
+            return Err(SettingsError::OutOfRange {
+                field,
+                value,
+                min: bounds.min,
+                max: bounds.max,
+            });
+        }
+        Ok(self.with(field, value))
+    }
+
     /// Checks every range and the cross-rule (warning level above the floor when both are set),
     /// as a whole (SET-1). The first failing field, in wire order, is reported.
     pub fn validate(&self) -> Result<(), SettingsError> {

@@ -1300,6 +1300,54 @@ fn led_2_prot_7_a_batterys_own_flag_is_an_alarm() {
     }
 }
 
+/// HIST-3 through the BMS: an automatic synchronisation is counted when the SoC had dropped
+/// below 90 % since the previous one. The first one after installation follows an unknown SoC
+/// (MON-7), so no drop is known and it is not counted; after a known drop (SoC set, or restored)
+/// the first one is.
+#[test]
+fn hist_3_first_automatic_sync_counted_only_after_a_known_drop() {
+    let mut rig = Rig::started();
+    rig.full_charge();
+    assert_eq!(rig.bms.history().synchronisations(), 0, "SoC was unknown");
+
+    let mut rig = Rig::started();
+    let now = rig.now_ms;
+    rig.bms.set_soc(now, 500).unwrap();
+    rig.run_for(1000);
+    rig.full_charge();
+    assert_eq!(rig.bms.history().synchronisations(), 1, "known at 50 %");
+}
+
+/// BLE-3: the Instant Readout's BMS record has no field for over-voltage or low temperature
+/// (docs/protocol.md): they show only as "allowed to charge = no", every alarm field OK.
+#[test]
+fn ble_3_overvoltage_and_low_temperature_show_as_not_allowed_to_charge() {
+    use bms_core::readout::Level;
+    for low_temperature in [false, true] {
+        let mut rig = Rig::started();
+        if low_temperature {
+            rig.set_temp(30);
+        } else {
+            rig.set_cell(0, 0, 3800);
+        }
+        rig.run_for(4000);
+        assert!(!rig.last().atc);
+        let v = rig.bms.readout_values();
+        assert_eq!(v.allowed_to_charge, Some(false));
+        assert_eq!(v.allowed_to_discharge, Some(true));
+        for level in [
+            v.low_cell_voltage,
+            v.high_temperature,
+            v.low_soc,
+            v.battery_communication,
+            v.load_disconnect,
+        ] {
+            assert_eq!(level, Some(Level::Ok));
+        }
+        assert_eq!(v.error_code, 0, "no invented meaning in the error byte");
+    }
+}
+
 /// Time going backwards counts as no time passed: no panic, no debounce shortcut.
 #[test]
 fn time_going_backwards_is_no_time_passed() {

@@ -160,3 +160,35 @@ fn set_1_settings_round_trip() {
     let bytes = postcard::to_slice(&custom(), &mut buf).unwrap();
     assert_eq!(postcard::from_bytes::<Settings>(bytes).unwrap(), custom());
 }
+
+/// SET-1: a refused value is named as written: 300 minutes, not the 255 a byte field holds;
+/// nothing changes.
+#[test]
+fn set_1_refused_value_is_named_as_written() {
+    let settings = Settings::default();
+    let e = settings
+        .try_with(SettingsField::ChargedDetectionTime, 300)
+        .unwrap_err();
+    assert_eq!(
+        e,
+        SettingsError::OutOfRange {
+            field: SettingsField::ChargedDetectionTime,
+            value: 300,
+            min: 1,
+            max: 100
+        }
+    );
+    assert!(e.to_string().contains("300"), "{e}");
+    for field in SettingsField::ALL {
+        let max = field.bounds().max;
+        let e = settings.try_with(field, 1000.max(max + 1)).unwrap_err();
+        assert!(
+            e.to_string().contains(&1000.max(max + 1).to_string()),
+            "{e}"
+        );
+    }
+    let ok = settings
+        .try_with(SettingsField::ChargedDetectionTime, 100)
+        .unwrap();
+    assert_eq!(ok.charged_detection_min, 100);
+}

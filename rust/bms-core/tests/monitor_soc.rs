@@ -404,6 +404,44 @@ fn mon_5_time_remaining_not_available_when_charging_idle_or_unknown() {
     assert_eq!(low.run(5 * MINUTE_MS, REST_MV, -5_000).ttg_min, Some(0));
 }
 
+/// MON-5 (rev 2): idle and charging are judged on the present current, not the 3 min
+/// average: time remaining goes the moment the load stops (it used to show, and rise, for
+/// 3 min), and comes the moment a load starts.
+#[test]
+fn mon_5_idle_judged_on_the_present_current() {
+    let mut rig = Rig::at_soc(600);
+    assert!(rig.run(10 * MINUTE_MS, REST_MV, -5_000).ttg_min.is_some());
+    assert_eq!(rig.tick(REST_MV, 0).ttg_min, None, "the load stopped");
+    assert_eq!(rig.run(MINUTE_MS, REST_MV, 0).ttg_min, None);
+    let status = rig.tick(REST_MV, 1_000);
+    assert_eq!(status.ttg_min, None, "charging");
+    // After 10 min of rest the average is 0: a new 5 A load shows at once, from the present
+    // current until the average is a discharge.
+    rig.run(10 * MINUTE_MS, REST_MV, 0);
+    let status = rig.tick(REST_MV, -5_000);
+    let expected = (100.0 * f64::from(soc(&status)) / 1000.0 - 10.0) / 5.0 * 60.0;
+    let got = f64::from(status.ttg_min.expect("a load started"));
+    assert!((got - expected).abs() <= 2.0, "{got} vs {expected}");
+}
+
+/// PROT-9, MON-6: the SoC is compared with the floor and the warning level unrounded: 10.05 %
+/// (shown as 10.0 %) is above a 10 % floor; 10.00 % is at it.
+#[test]
+fn prot_9_mon_6_soc_compared_unrounded() {
+    let mut rig = Rig::at_soc(101);
+    // 0.05 % of 100 Ah is 180 As: 36 s at 5 A.
+    let status = rig.run(36_000, REST_MV, -5_000);
+    assert_eq!(soc(&status), 100, "shown rounded down");
+    assert!(!status.below_floor, "10.05 % is above a 10 % floor");
+    let status = rig.run(36_100, REST_MV, -5_000);
+    assert!(status.below_floor, "at 10.00 %");
+    // The warning level the same way: 20.05 % is above 20 %.
+    let mut rig = Rig::at_soc(201);
+    let status = rig.run(36_000, REST_MV, -5_000);
+    assert_eq!(soc(&status), 200);
+    assert!(!status.low_soc_warning);
+}
+
 /// MON-6: low-SoC warning at SoC ≤ level, cleared at ≥ level + 3 points; off when level 0.
 #[test]
 fn mon_6_low_soc_warning_with_3_point_release() {
@@ -412,7 +450,8 @@ fn mon_6_low_soc_warning_with_3_point_release() {
     let on = rig
         .run_until(HOUR_MS, REST_MV, -5_000, |s| s.low_soc_warning)
         .unwrap();
-    assert_eq!(soc(&on), 200);
+    // The first tick at or below 20.00 % exactly, shown rounded down.
+    assert_eq!(soc(&on), 199);
     let off = rig
         .run_until(2 * HOUR_MS, REST_MV, 5_000, |s| !s.low_soc_warning)
         .unwrap();
@@ -433,7 +472,8 @@ fn prot_9_floor_latch_releases_3_points_above_floor() {
     let on = rig
         .run_until(HOUR_MS, REST_MV, -5_000, |s| s.below_floor)
         .unwrap();
-    assert_eq!(soc(&on), 100);
+    // The first tick at or below 10.00 % exactly, shown rounded down.
+    assert_eq!(soc(&on), 99);
     let mut rig2 = Rig::at_soc(101);
     assert!(!rig2.last.below_floor);
     let off = rig

@@ -327,19 +327,21 @@ impl SettingsConfig {
                 self.prealarm_cell_mv,
             ),
         ];
-        let mut settings = Settings::default();
-        for (field, _, value) in pairs {
-            if let Some(v) = value {
-                settings = settings.with(field, v);
-            }
-        }
-        settings.validate().map_err(|e| {
+        let named = |e: bms_core::settings::SettingsError| {
             let key = pairs
                 .iter()
                 .find(|(f, _, _)| *f == e.field())
                 .map_or("settings", |(_, k, _)| *k);
             (key, e.to_string())
-        })?;
+        };
+        let mut settings = Settings::default();
+        for (field, _, value) in pairs {
+            if let Some(v) = value {
+                // The error names the value written (300), not what a byte field holds.
+                settings = settings.try_with(field, v).map_err(named)?;
+            }
+        }
+        settings.validate().map_err(named)?;
         Ok(settings)
     }
 }
@@ -743,6 +745,19 @@ initial_soc_pct = 50
         assert_eq!(s.seed, 1);
         assert_eq!(s.temperature.ambient_c(0.0), 20.0);
         assert_eq!(s.bms.settings().to_settings().unwrap(), Settings::default());
+    }
+
+    /// SET-1: a refused setting names the value written, not the 255 a byte field holds.
+    #[test]
+    fn set_1_refused_setting_names_the_value_written() {
+        let config = SettingsConfig {
+            charged_detection_min: Some(300),
+            ..SettingsConfig::default()
+        };
+        let (key, message) = config.to_settings().unwrap_err();
+        assert_eq!(key, "charged_detection_min");
+        assert!(message.contains("300"), "{message}");
+        assert!(!message.contains("255"), "{message}");
     }
 
     #[test]

@@ -230,15 +230,7 @@ impl Settings {
     /// error names the value as written (300, not the 255 a one-byte field would hold), and
     /// nothing changes (SET-1). Call [`Settings::validate`] for the cross-rule.
     pub fn try_with(self, field: SettingsField, value: u16) -> Result<Settings, SettingsError> {
-        let bounds = field.bounds();
-        if !bounds.contains(value) {
-            return Err(SettingsError::OutOfRange {
-                field,
-                value,
-                min: bounds.min,
-                max: bounds.max,
-            });
-        }
+        in_range(field, value)?;
         Ok(self.with(field, value))
     }
 
@@ -246,16 +238,7 @@ impl Settings {
     /// as a whole (SET-1). The first failing field, in wire order, is reported.
     pub fn validate(&self) -> Result<(), SettingsError> {
         for field in SettingsField::ALL {
-            let bounds = field.bounds();
-            let value = self.get(field);
-            if !bounds.contains(value) {
-                return Err(SettingsError::OutOfRange {
-                    field,
-                    value,
-                    min: bounds.min,
-                    max: bounds.max,
-                });
-            }
+            in_range(field, self.get(field))?;
         }
         let warning_pct = self.low_soc_warning_pct;
         let floor_pct = self.discharge_floor_pct;
@@ -323,4 +306,18 @@ impl Settings {
             pct => Some(pct as u16 * 10),
         }
     }
+}
+
+/// `value` lies in `field`'s range, or the error naming it (SET-1).
+fn in_range(field: SettingsField, value: u16) -> Result<(), SettingsError> {
+    let bounds = field.bounds();
+    if bounds.contains(value) {
+        return Ok(());
+    }
+    Err(SettingsError::OutOfRange {
+        field,
+        value,
+        min: bounds.min,
+        max: bounds.max,
+    })
 }

@@ -953,32 +953,26 @@ fn prot_8_remote_on_off_rules() {
 /// no output off, a 0.3 s glitch ON switches none on.
 #[test]
 fn prot_8_remote_glitches_shorter_than_half_a_second_change_nothing() {
+    /// A 0.3 s glitch to `glitch`, back to `steady`: the outputs keep `high` throughout.
+    fn glitch(rig: &mut Rig, glitch: Remote, steady: Remote, high: bool) {
+        let from = rig.records.len();
+        rig.remote = glitch;
+        rig.run_for(300);
+        rig.remote = steady;
+        rig.run_for(5000);
+        assert!(
+            rig.records[from..]
+                .iter()
+                .all(|r| r.decisions.atd == high && r.decisions.atc == high),
+            "a 0.3 s {glitch:?} glitch"
+        );
+    }
     let mut rig = Rig::started();
-    let from = rig.records.len();
-    rig.remote = Remote::Open;
-    rig.run_for(300);
-    rig.remote = Remote::Loop;
-    rig.run_for(5000);
-    assert!(
-        rig.records[from..]
-            .iter()
-            .all(|r| r.decisions.atd && r.decisions.atc),
-        "a 0.3 s OFF glitch"
-    );
+    glitch(&mut rig, Remote::Open, Remote::Loop, true);
     rig.remote = Remote::Open;
     rig.run_for(5000);
     assert!(!rig.last().atd && !rig.last().atc);
-    let from = rig.records.len();
-    rig.remote = Remote::Loop;
-    rig.run_for(300);
-    rig.remote = Remote::Open;
-    rig.run_for(5000);
-    assert!(
-        rig.records[from..]
-            .iter()
-            .all(|r| !r.decisions.atd && !r.decisions.atc),
-        "a 0.3 s ON glitch"
-    );
+    glitch(&mut rig, Remote::Loop, Remote::Open, false);
     // Held 0.5 s, the change takes effect.
     rig.remote = Remote::Loop;
     rig.step();

@@ -14,7 +14,8 @@
  *
  * Only the control thread calls the library (bms.h threading contract): it opens the instance
  * itself, so bms_open() runs on its stack. Every other context hands its data over through
- * the control message queue or, for battery-bus bytes, the ring buffer it drains.
+ * the control message queue or, for battery-bus bytes, the ring buffer it drains. Requests to
+ * the packs go the other way: the control thread hands them to the UART interrupt (bus_send).
  * Wire numbers (characteristics, response status, sizes, passkey range, LED timing) are the
  * core's, from bms.h.
  */
@@ -43,12 +44,30 @@ int io_apply(const struct bms_outputs *out);
 
 struct k_poll_event;
 
-/** bus.c: the battery-bus UART; its bytes wait in a ring buffer for the control thread. */
+/**
+ * bus.c: the battery line's UART; received bytes wait in a ring buffer for the control
+ * thread, requests go out through the UART interrupt (with the RS485 driver enabled).
+ */
 int bus_init(void);
 /* Sets @p event up to become ready when bytes arrived (k_poll). */
 void bus_poll_event_init(struct k_poll_event *event);
 /* Moves up to @p cap received bytes into @p buf; returns how many. */
 size_t bus_read(uint8_t *buf, size_t cap);
+/* Starts sending @p len bytes (at most BMS_LINE_REQUEST_MAX); returns 0, -EMSGSIZE, or
+ * -EBUSY while the previous request is still going out.
+ */
+int bus_send(const uint8_t *bytes, size_t len);
+
+/* The battery line as the devicetree chose it: the arguments of bms_line_configure(). */
+struct bus_line {
+	const char *name; /* battery-protocol */
+	uint8_t protocol;
+	uint32_t baud;
+	const uint8_t *addresses;
+	size_t count;
+};
+
+struct bus_line bus_line(void);
 
 /** control.c: the control thread, sole owner of the library instance. */
 int control_init(void);

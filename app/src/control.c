@@ -5,8 +5,9 @@
  * The control thread: the one owner of the library instance. It opens the instance on its own
  * stack (bms_open() is the deepest library call, docs/ffi.md), then sleeps (k_poll) until the
  * core's next deadline, battery-bus bytes in the ring buffer, or a message from another thread.
- * Bus bytes go to the core's frame decoder as they are; a step reads the analog inputs, calls
- * bms_step(), applies the outputs and LEDs, hands changed advertisement and status data to
+ * Bus bytes go to the core as they are; at the battery line's deadline the core says which
+ * request to send the packs (bms_line_poll) and bus.c sends it. A step reads the analog inputs,
+ * calls bms_step(), applies the outputs and LEDs, hands changed advertisement and status data to
  * ble.c's work items, and feeds the task watchdog. Every decision is the core's; this file
  * only moves data.
  */
@@ -199,6 +200,45 @@ static uint64_t step(uint64_t now_ms)
 	return MIN(next, now_ms + CONFIG_BMS_CONTROL_WDT_MS / 2);
 }
 
+/* The battery line of the devicetree. A line the core refuses (it logs why) stays the OpenBMS
+ * bus: no pack is read, so no battery joins and every output stays free-floating.
+ */
+static void configure_line(void)
+{
+	const struct bus_line line = bus_line();
+	int32_t rc;
+
+	rc = bms_line_configure(bms, line.protocol, line.baud, line.addresses, line.count);
+	if (rc) {
+		LOG_ERR("Battery line (devicetree: %s, %u bit/s, %zu packs) refused (err %d)",
+			line.name, line.baud, line.count, rc);
+	}
+}
+
+/* Sends the request the battery line's protocol asks for now; returns when to ask again. */
+static uint64_t poll_line(uint64_t now_ms)
+{
+	uint8_t tx[BMS_LINE_REQUEST_MAX];
+	size_t len = 0;
+	uint64_t next = BMS_NO_DEADLINE;
+	int32_t rc;
+	int err;
+
+	rc = bms_line_poll(bms, now_ms, tx, sizeof(tx), &len, &next);
+	if (rc) {
+		LOG_ERR("Battery line not polled (err %d)", rc);
+		return now_ms + CONFIG_BMS_CONTROL_WDT_MS / 4;
+	}
+	if (len > 0) {
+		/* Unsent, the request counts as unanswered: the core asks again. */
+		err = bus_send(tx, len);
+		if (err) {
+			LOG_WRN("Battery line request not sent (err %d)", err);
+		}
+	}
+	return next == BMS_NO_DEADLINE ? next : MAX(next, now_ms + 1);
+}
+
 static int open_instance(void)
 {
 	if (bms_set_readout_product_id(CONFIG_BMS_READOUT_PRODUCT_ID) != BMS_OK) {
@@ -214,6 +254,8 @@ static int open_instance(void)
 	/* Before ble_init(): pairing must never run with a passkey other than the stored one. */
 	apply_passkey();
 
+	configure_line();
+
 	wdt_channel = task_wdt_add(CONFIG_BMS_CONTROL_WDT_MS, NULL, NULL);
 	if (wdt_channel < 0) {
 		LOG_ERR("Task watchdog channel not added (err %d)", wdt_channel);
@@ -223,19 +265,22 @@ static int open_instance(void)
 	return 0;
 }
 
-/* Feeds every battery-bus byte received so far to the core's frame decoder. */
-static void feed_bus(void)
+/* Feeds every battery-bus byte received so far to the core; returns whether there were any. */
+static bool feed_bus(void)
 {
 	uint8_t bytes[BUS_READ_LEN];
 	size_t len;
 	int32_t rc;
+	bool fed = false;
 
 	while ((len = bus_read(bytes, sizeof(bytes))) > 0) {
+		fed = true;
 		rc = bms_feed_bus(bms, k_uptime_get(), bytes, len);
 		if (rc < 0) {
 			LOG_ERR("Bus bytes not fed (err %d)", rc);
 		}
 	}
+	return fed;
 }
 
 static void control_thread(void *p1, void *p2, void *p3)
@@ -243,6 +288,7 @@ static void control_thread(void *p1, void *p2, void *p3)
 	struct k_poll_event events[2];
 	struct ctrl_msg msg;
 	uint64_t next = k_uptime_get();
+	uint64_t line_next = next;
 
 	ARG_UNUSED(p1);
 	ARG_UNUSED(p2);
@@ -260,17 +306,22 @@ static void control_thread(void *p1, void *p2, void *p3)
 
 	for (;;) {
 		/* -EAGAIN at the deadline; either way everything that is ready is handled. */
-		(void)k_poll(events, ARRAY_SIZE(events), K_TIMEOUT_ABS_MS(next));
+		(void)k_poll(events, ARRAY_SIZE(events), K_TIMEOUT_ABS_MS(MIN(next, line_next)));
 		events[0].state = K_POLL_STATE_NOT_READY;
 		events[1].state = K_POLL_STATE_NOT_READY;
 
-		feed_bus();
+		bool fed = feed_bus();
+
 		while (k_msgq_get(&ctrl_msgq, &msg, K_NO_WAIT) == 0) {
 			handle_msg(&msg, k_uptime_get());
 		}
 
 		uint64_t now = k_uptime_get();
 
+		/* A complete answer brings the next request forward: ask the core again. */
+		if (fed || now >= line_next) {
+			line_next = poll_line(now);
+		}
 		if (now >= next) {
 			next = step(now);
 		}

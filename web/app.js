@@ -6,6 +6,9 @@ import { SmpResponder } from './smp-responder.js';
 
 const $ = (id) => document.getElementById(id);
 const KNOWN_DEVICE = 'openbms.device';
+const OPTIONAL_CHARACTERISTICS = ['name', 'soc'];
+const SOC_KNOWLEDGE = { Unknown: 'not known yet', Estimated: 'estimated from the rested voltage',
+  Counted: 'counted since the last synchronisation' };
 const STATUS_POLL_MS = 1000;
 const PAGE_POLL_MS = 3000;
 
@@ -62,6 +65,8 @@ let lastStatusAt = 0;
 let currentPage = 'status';
 let settingsValues = null;
 let firstStatusPending = false;
+// How status pages arrived: pushed by the device, or read by the fallback poll.
+const statusUpdates = { notified: 0, read: 0 };
 
 /** A request the device refused: `status` is the core's status number when known. */
 class Refused extends Error {
@@ -89,7 +94,13 @@ class BleLink {
     const server = await this.device.gatt.connect();
     const service = await server.getPrimaryService(info.service_uuid);
     for (const [name, c] of info.characteristics) {
-      this.chr[name] = await service.getCharacteristic(c.uuid);
+      try {
+        this.chr[name] = await service.getCharacteristic(c.uuid);
+      } catch (e) {
+        // Characteristics added to the protocol later (the device name) may be missing on
+        // older firmware: the page then hides what needs them.
+        if (!OPTIONAL_CHARACTERISTICS.includes(name)) throw e;
+      }
     }
     try {
       // The Device Information Service: firmware version (app/VERSION) and board.
@@ -112,6 +123,7 @@ class BleLink {
     localStorage.setItem(KNOWN_DEVICE, this.device.id);
   }
 
+  has(name) { return Boolean(this.chr[name]); }
   async read(name) { return toBytes(await this.chr[name].readValue()); }
 
   /** Writes; resolves with the response when the transport has it (null over BLE: Ok). */
@@ -200,12 +212,13 @@ class DemoLink {
   }
 
   async connect() {}
+  has() { return true; }
   number(name) { return Object.fromEntries(info.characteristics)[name].number; }
   async read(name) { return this.dev.read(this.number(name), true); }
   async write(name, bytes) {
     const resp = this.dev.write(this.number(name), true, bytes);
     if (resp[1] !== 0) {
-      const d = core.decode(name === 'settings' ? 'settings' : 'command', resp);
+      const d = core.decode(name === 'settings' || name === 'name' ? name : 'command', resp);
       throw new Refused(d.refusal ? d.refusal.text : d.status_text, d.status, d.refusal);
     }
     return resp;
@@ -259,8 +272,8 @@ function showStatus(bytes) {
     requestAnimationFrame(() => performance.mark('openbms-first-status'));
   }
   $('soc-value').textContent = opt(s.soc_permille, (p) => `${num(p / 10, 1)} %`);
-  $('soc-kind').textContent = s.soc_permille === null ? 'not known yet'
-    : s.soc_estimated ? 'estimated from voltage' : 'counted (synchronised)';
+  $('soc-kind').textContent = SOC_KNOWLEDGE[s.soc_permille === null ? 'Unknown'
+    : s.soc_estimated ? 'Estimated' : 'Counted'];
   $('soc-kind').className = `badge ${s.soc_estimated ? 'warn' : ''}`;
   $('st-voltage').textContent = opt(s.bank_mv, volts);
   $('st-current').textContent = opt(s.current_ma, (ma) => `${ma > 0 ? '+' : ''}${amps(ma)}${ma > 0 ? ' charging' : ma < 0 ? ' discharging' : ''}`);
@@ -286,7 +299,28 @@ function outputLine(label, good, reasons, goodWord, badWord) {
 }
 
 async function refreshStatus() {
+  statusUpdates.read++;
   showStatus(await link.read('status'));
+  $('st-live').textContent = 'Updated by reading the BMS every second';
+}
+
+/** A status page the device pushed (notification). */
+function notifiedStatus(bytes) {
+  statusUpdates.notified++;
+  showStatus(bytes);
+  $('st-live').textContent = 'Live: the BMS sends every change';
+}
+
+/** How the SoC is known and how sure the BMS is (the SoC page), beside the status page's SoC. */
+async function refreshSoc() {
+  if (!link.has('soc')) return;
+  const d = core.decode('soc', await link.read('soc'));
+  if (!d.ok) return;
+  const p = d.page;
+  $('soc-uncertainty').textContent = p.uncertainty_permille === null || p.soc_permille === null ? ''
+    : `± ${num(p.uncertainty_permille / 10, 1)} %`;
+  $('soc-uncertainty').title = 'One standard deviation: about two times in three the true state of charge is this close.';
+  $('soc-kind').textContent = SOC_KNOWLEDGE[p.knowledge] || p.knowledge;
 }
 
 async function refreshBank() {
@@ -412,6 +446,40 @@ async function refreshSettings() {
   settingsValues = d.page;
   info.settings.forEach((f) => { $(`setting-${f.number}`).value = settingsValues[f.number]; });
   checkSettings();
+}
+
+async function refreshName() {
+  const known = link.has('name');
+  for (const id of ['device-name', 'name-save']) $(id).disabled = !known;
+  if (!known) {
+    $('name-result').textContent = 'This BMS firmware has no device name setting: update it to rename the BMS.';
+    return;
+  }
+  const d = core.decode('name', await link.read('name'));
+  if (d.ok) $('device-name').value = d.page;
+}
+
+async function saveName() {
+  const out = $('name-result');
+  let bytes;
+  try {
+    // The device's own check, in the page: the same rules the BMS applies.
+    bytes = core.encodeName($('device-name').value);
+  } catch (e) {
+    out.textContent = `Not accepted: ${e.message}.`;
+    out.className = 'error';
+    return;
+  }
+  try {
+    await link.write('name', bytes);
+    await refreshName();
+    out.textContent = `Renamed: the BMS now advertises itself as "${$('device-name').value}".`;
+    out.className = 'ok';
+  } catch (e) {
+    const why = e.refusal ? e.refusal.text : e.status === null ? notPaired : e.message;
+    out.textContent = `The BMS refused the name: ${why}`;
+    out.className = 'error';
+  }
 }
 
 async function saveSettings() {
@@ -554,8 +622,12 @@ function show(page) {
 async function refreshPage() {
   if (!link) return;
   if (currentPage === 'bank' || currentPage === 'status') await refreshBank();
+  if (currentPage === 'status') await refreshSoc();
   if (currentPage === 'history') await refreshHistory();
-  if (currentPage === 'settings' && !settingsValues) await refreshSettings();
+  if (currentPage === 'settings' && !settingsValues) {
+    await refreshSettings();
+    await refreshName();
+  }
 }
 
 function report(e) {
@@ -579,7 +651,7 @@ async function start(newLink) {
   $('tabs').hidden = false;
   $('connect').hidden = true;
   $('disconnect').hidden = false;
-  await link.watchStatus(showStatus);
+  await link.watchStatus(notifiedStatus);
   await refreshStatus();
   show('status');
   link.onDisconnect(() => {
@@ -612,7 +684,9 @@ function stop() {
 async function find() {
   try {
     const device = await navigator.bluetooth.requestDevice({
-      filters: [{ services: [info.service_uuid] }, { namePrefix: 'OpenBMS' }],
+      // A renamed BMS is found by its Instant Readout (company id, record and product id).
+      filters: [{ services: [info.service_uuid] }, { namePrefix: 'OpenBMS' },
+        { manufacturerData: [{ companyIdentifier: info.readout_company_id, dataPrefix: new Uint8Array(info.readout_prefix) }] }],
       optionalServices: [info.service_uuid, SMP_SERVICE, 'device_information'],
     });
     await start(new BleLink(device));
@@ -648,7 +722,7 @@ function demo(fn) {
 async function main() {
   await init();
   info = core.protocolInfo();
-  window.openbms = { core, get link() { return link; } };
+  window.openbms = { core, statusUpdates, get link() { return link; } };
   buildSettingsForm();
   if (!navigator.bluetooth) { $('no-bluetooth').hidden = false; $('find').disabled = true; }
   $('find').onclick = find;
@@ -656,6 +730,8 @@ async function main() {
   $('disconnect').onclick = () => { const l = link; stop(); l.disconnect(); };
   for (const b of document.querySelectorAll('#tabs button')) b.onclick = () => show(b.dataset.page);
   $('settings-save').onclick = saveSettings;
+  $('name-save').onclick = saveName;
+  $('name-range').textContent = `1 to ${info.max_name_len} characters (bytes), factory name ${info.default_name}`;
   $('factory-reset').onclick = async () => {
     if (!confirm('Restore the factory settings? The pre-alarm level is kept.')) return;
     await runCommand('ResetToDefaults', $('settings-result'), 'Factory settings restored.');

@@ -106,6 +106,7 @@ bool ble_ready(void);
 bool ble_connected(void);
 bool ble_status_subscribed(void);
 void ble_set_passkey(uint32_t passkey);
+void ble_set_name(const uint8_t *name, size_t len);
 void ble_post_advertisement(const uint8_t *mfg, size_t len, bool low_power);
 void ble_post_status(const uint8_t *status, size_t len);
 

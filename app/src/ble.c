@@ -51,10 +51,14 @@ LOG_MODULE_REGISTER(bms_ble, CONFIG_BMS_LOG_LEVEL);
 /* Legacy advertising: Flags (3 bytes) and the Instant Readout manufacturer data must fit. */
 BUILD_ASSERT(3 + 2 + BMS_ADVERTISEMENT_LEN <= BT_GAP_ADV_MAX_ADV_DATA_LEN,
 	     "Instant Readout data does not fit a legacy advertisement");
-BUILD_ASSERT(2 + sizeof(CONFIG_BT_DEVICE_NAME) - 1 +
-			     (IS_ENABLED(CONFIG_MCUMGR_TRANSPORT_BT) ? 2 + 16 : 0) <=
-		     BT_GAP_ADV_MAX_ADV_DATA_LEN,
-	     "device name and SMP UUID do not fit the scan response");
+/* The scan response: the device name beside the SMP service UUID; a longer name is advertised
+ * shortened (the GAP Device Name has it whole).
+ */
+#define SD_UUID_LEN  (IS_ENABLED(CONFIG_MCUMGR_TRANSPORT_BT) ? 2 + 16 : 0)
+#define SD_NAME_ROOM (BT_GAP_ADV_MAX_ADV_DATA_LEN - SD_UUID_LEN - 2)
+BUILD_ASSERT(SD_NAME_ROOM >= sizeof(CONFIG_BT_DEVICE_NAME) - 1,
+	     "the factory device name and SMP UUID do not fit the scan response");
+BUILD_ASSERT(CONFIG_BT_DEVICE_NAME_MAX >= BMS_DEVICE_NAME_MAX, "device names would be cut");
 
 /* A control-point response waiting to be indicated to the connection that wrote the command. */
 struct indication {
@@ -78,6 +82,7 @@ static struct {
 	bool adv_low_power;
 	uint8_t status[BMS_GATT_RESPONSE_MAX];
 	uint16_t status_len;
+	char name[BMS_DEVICE_NAME_MAX + 1];
 } mailbox;
 
 /* Owned by the work items (all on the system work queue, never concurrently). */
@@ -90,8 +95,10 @@ static struct bt_data ad[] = {
 	BT_DATA(BT_DATA_MANUFACTURER_DATA, mfg_data, 0),
 };
 
-static const struct bt_data sd[] = {
-	BT_DATA(BT_DATA_NAME_COMPLETE, CONFIG_BT_DEVICE_NAME, sizeof(CONFIG_BT_DEVICE_NAME) - 1),
+static char sd_name[BMS_DEVICE_NAME_MAX + 1] = CONFIG_BT_DEVICE_NAME;
+
+static struct bt_data sd[] = {
+	BT_DATA(BT_DATA_NAME_COMPLETE, sd_name, sizeof(CONFIG_BT_DEVICE_NAME) - 1),
 #if defined(CONFIG_MCUMGR_TRANSPORT_BT)
 	BT_DATA_BYTES(BT_DATA_UUID128_ALL, SMP_BT_SVC_UUID_VAL),
 #endif
@@ -202,6 +209,14 @@ BT_GATT_SERVICE_DEFINE(bms_svc,
 			       CHR(BMS_CHR_CONTROL_POINT)),
 	BT_GATT_CCC(NULL, BT_GATT_PERM_READ | BT_GATT_PERM_WRITE_AUTHEN),
 	BT_GATT_CUD("Control point", BT_GATT_PERM_READ),
+	BT_GATT_CHARACTERISTIC(BMS_CHR_UUID(BMS_CHR_DEVICE_NAME),
+			       BT_GATT_CHRC_READ | BT_GATT_CHRC_WRITE,
+			       BT_GATT_PERM_READ | BT_GATT_PERM_WRITE_AUTHEN, read_chr, write_chr,
+			       CHR(BMS_CHR_DEVICE_NAME)),
+	BT_GATT_CUD("Device name", BT_GATT_PERM_READ),
+	BT_GATT_CHARACTERISTIC(BMS_CHR_UUID(BMS_CHR_SOC), BT_GATT_CHRC_READ, BT_GATT_PERM_READ,
+			       read_chr, NULL, CHR(BMS_CHR_SOC)),
+	BT_GATT_CUD("State of charge (how known, uncertainty)", BT_GATT_PERM_READ),
 );
 
 #define STATUS_ATTR (&bms_svc.attrs[1])
@@ -286,6 +301,50 @@ static void advertising_restart(struct k_work *work)
 }
 
 static K_WORK_DEFINE(restart_work, advertising_restart);
+
+/* The owner's device name to the host (GAP Device Name) and into the scan response: shortened
+ * where it does not fit, cut at a UTF-8 character boundary.
+ */
+static void name_update(struct k_work *work)
+{
+	size_t len;
+	int err;
+
+	ARG_UNUSED(work);
+
+	k_mutex_lock(&mailbox_lock, K_FOREVER);
+	memcpy(sd_name, mailbox.name, sizeof(sd_name));
+	k_mutex_unlock(&mailbox_lock);
+
+	if (sd_name[0] == '\0') {
+		return;
+	}
+	err = bt_set_name(sd_name);
+	if (err) {
+		LOG_ERR("Device name not set (err %d)", err);
+	}
+
+	len = strlen(sd_name);
+	sd[0].type = BT_DATA_NAME_COMPLETE;
+	if (len > SD_NAME_ROOM) {
+		len = SD_NAME_ROOM;
+		while (len > 0 && ((uint8_t)sd_name[len] & 0xc0) == 0x80) {
+			len--;
+		}
+		sd[0].type = BT_DATA_NAME_SHORTENED;
+	}
+	sd[0].data_len = (uint8_t)len;
+
+	/* Nothing advertised yet: the first advertisement carries the name. */
+	if (ad[1].data_len > 0) {
+		err = bt_le_adv_update_data(ad, ARRAY_SIZE(ad), sd, ARRAY_SIZE(sd));
+		if (err && err != -EAGAIN) {
+			LOG_ERR("Scan response not updated (err %d)", err);
+		}
+	}
+}
+
+static K_WORK_DEFINE(name_work, name_update);
 
 struct notify_ctx {
 	const uint8_t *data;
@@ -510,6 +569,9 @@ int ble_init(void)
 	atomic_set(&ready, 1);
 	LOG_INF("Bluetooth ready");
 
+	/* After the bonds: the stored "bt/name" loaded with them is the core's name of before. */
+	k_work_submit(&name_work);
+
 	/* The control thread's first advertisement may have come before the host was up. */
 	k_work_submit(&advertisement_work);
 
@@ -541,6 +603,23 @@ void ble_set_passkey(uint32_t key)
 		atomic_set(&passkey_known, 1);
 	}
 	passkey_to_host();
+}
+
+void ble_set_name(const uint8_t *name, size_t len)
+{
+	if (len == 0 || len > BMS_DEVICE_NAME_MAX) {
+		LOG_ERR("Device name of %zu bytes not used", len);
+		return;
+	}
+
+	k_mutex_lock(&mailbox_lock, K_FOREVER);
+	memcpy(mailbox.name, name, len);
+	mailbox.name[len] = '\0';
+	k_mutex_unlock(&mailbox_lock);
+
+	if (atomic_get(&ready)) {
+		k_work_submit(&name_work);
+	}
 }
 
 void ble_post_advertisement(const uint8_t *mfg, size_t len, bool low_power)

@@ -83,6 +83,21 @@ static void apply_passkey(void)
 	ble_set_passkey(passkey);
 }
 
+/* BLE-1: the owner's device name, advertised. */
+static void apply_name(void)
+{
+	uint8_t name[BMS_DEVICE_NAME_MAX + 1];
+	size_t len = 0;
+	int32_t rc;
+
+	rc = bms_device_name(bms, name, sizeof(name), &len);
+	if (rc) {
+		LOG_ERR("Device name not read (err %d)", rc);
+		return;
+	}
+	ble_set_name(name, len);
+}
+
 static void handle_gatt(struct gatt_call *call, uint64_t now_ms)
 {
 	call->resp_len = 0;
@@ -93,6 +108,12 @@ static void handle_gatt(struct gatt_call *call, uint64_t now_ms)
 	/* A control-point command may have changed the passkey (ChangePasskey, BLE-2). */
 	if (call->rc == BMS_OK && call->write && call->characteristic == BMS_CHR_CONTROL_POINT) {
 		apply_passkey();
+	}
+	/* An accepted rename: advertise the new name. */
+	if (call->rc == BMS_OK && call->write && call->characteristic == BMS_CHR_DEVICE_NAME &&
+	    call->resp_len > BMS_RESPONSE_STATUS_OFFSET &&
+	    call->resp[BMS_RESPONSE_STATUS_OFFSET] == BMS_STATUS_OK) {
+		apply_name();
 	}
 	k_sem_give(&call->done);
 }
@@ -253,6 +274,8 @@ static int open_instance(void)
 
 	/* Before ble_init(): pairing must never run with a passkey other than the stored one. */
 	apply_passkey();
+	/* Given to the host once it is up (ble_init loads the stack's own copy first). */
+	apply_name();
 
 	configure_line();
 

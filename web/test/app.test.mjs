@@ -39,6 +39,12 @@ test('connect and live status', async (t) => {
   await waitText(page, '#version', new RegExp(`firmware ${FIRMWARE_VERSION.replace('+', '\\+')}, board openbms_ng`));
   const s = decode('status', bms.device.read(1, false));
   assert.equal(await textOf(page, '#soc-value'), `${(s.soc_permille / 10).toFixed(1)} %`);
+  // How the SoC is known and how sure the BMS is: the core's SoC page.
+  const soc = decode('soc', bms.device.read(8, false));
+  assert.notEqual(soc.uncertainty_permille, null, 'the demo bank runs the adaptive estimator');
+  await waitText(page, '#soc-uncertainty', /^± \d+\.\d %$/);
+  await waitText(page, '#soc-kind', { Counted: /counted since the last synchronisation/,
+    Estimated: /estimated from the rested voltage/, Unknown: /not known yet/ }[soc.knowledge]);
   await waitText(page, '#st-voltage', /^\d+\.\d\d V$/);
   await waitText(page, '#st-outputs', /Loads \(ATD\): allowed/);
   await waitText(page, '#st-codes', /None/);
@@ -50,6 +56,29 @@ test('connect and live status', async (t) => {
   await waitText(page, '#st-current', /discharging/);
   await screenshot(page, 'status');
   assert.deepEqual(page.errors, []);
+});
+
+test('status live from notifications, reads only as the fallback', async (t) => {
+  // Over Bluetooth the page subscribes to the Status notifications (and the control point's
+  // indications); Chromium's emulation cannot push one, so the page falls back to reading.
+  const { page, bms } = await connected(t);
+  assert.ok(bms.subscribed.has(1), 'subscribed to Status notifications');
+  assert.ok(bms.subscribed.has(6), 'subscribed to control-point indications');
+  await page.waitForFunction(() => window.openbms.statusUpdates.read >= 2, { timeout: 5000 });
+  await waitText(page, '#st-live', /Updated by reading the BMS every second/);
+
+  // The demo device pushes every status change, as the firmware does: the page follows the
+  // change by notification, not by reading.
+  const demoPage = await demo(t);
+  await demoPage.select('#demo-speed', '1');
+  await demoPage.waitForFunction(() => window.openbms.statusUpdates.notified > 0, { timeout: 5000 });
+  const before = await demoPage.evaluate(() => ({ ...window.openbms.statusUpdates }));
+  await demoPage.click('#demo-drain');
+  await waitText(demoPage, '#st-power', /^-[12],\d{3} W$/);
+  const after = await demoPage.evaluate(() => ({ ...window.openbms.statusUpdates }));
+  assert.ok(after.notified > before.notified, `notified ${before.notified} -> ${after.notified}`);
+  await waitText(demoPage, '#st-live', /Live: the BMS sends every change/);
+  assert.deepEqual(demoPage.errors, []);
 });
 
 test('battery page of a 2 x 2 24 V bank', async (t) => {
@@ -93,6 +122,37 @@ test('settings write refused unpaired and accepted paired, with the refusal show
   await page.click('#settings-save');
   await waitText(page, '#settings-result', /Saved/);
   assert.deepEqual(Array.from(settingsOf(bms)), [3500, 40, 3, 25, 15, 3100]);
+  assert.deepEqual(page.errors, []);
+});
+
+test('device name: refused unpaired, renamed paired, the device\'s own rules shown', async (t) => {
+  const { page, bms } = await connected(t);
+  const name = () => decode('name', bms.device.read(7, false));
+  await page.click('nav button[data-page="settings"]');
+  await page.waitForFunction(() => document.getElementById('device-name').value === 'OpenBMS');
+  await waitText(page, '#name-range', /1 to 18 characters \(bytes\), factory name OpenBMS/);
+  const field = await page.$('#device-name');
+  await field.click({ clickCount: 3 });
+  await field.type('Boat 2');
+  bms.authenticated = false;
+  await page.click('#name-save');
+  await waitText(page, '#name-result', /refused the name: not paired/);
+  assert.equal(name(), 'OpenBMS', 'the refused rename changed nothing');
+  assert.deepEqual(bms.log.at(-1), { number: 7, status: 6 });
+
+  // The core's own rules, in the page, before anything is sent.
+  const writes = bms.log.length;
+  await page.$eval('#device-name', (e) => { e.value = ' Boat'; });
+  await page.click('#name-save');
+  await waitText(page, '#name-result', /Not accepted: device name starts or ends with a space/);
+  assert.equal(bms.log.length, writes, 'nothing sent');
+
+  await field.click({ clickCount: 3 });
+  await field.type('Boat 2');
+  bms.authenticated = true;
+  await page.click('#name-save');
+  await waitText(page, '#name-result', /Renamed: the BMS now advertises itself as "Boat 2"/);
+  assert.equal(name(), 'Boat 2');
   assert.deepEqual(page.errors, []);
 });
 

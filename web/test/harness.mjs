@@ -82,7 +82,7 @@ export async function emulateBms(page) {
   const cdp = await page.browser().target().createCDPSession();
   const device = new core.DemoDevice('web-demo.toml', SCENARIO);
   device.advance(15000);
-  const bms = { device, cdp, authenticated: false, log: [] };
+  const bms = { device, cdp, authenticated: false, log: [], subscribed: new Set() };
   const numberOf = {};
   await cdp.send('BluetoothEmulation.enable', { state: 'powered-on', leSupported: true });
   await cdp.send('BluetoothEmulation.simulatePreconnectedPeripheral', {
@@ -92,12 +92,18 @@ export async function emulateBms(page) {
   const props = {
     status: { read: true, notify: true }, bank: { read: true }, battery: { read: true, write: true },
     history: { read: true }, settings: { read: true, write: true }, control: { write: true, indicate: true },
+    name: { read: true, write: true }, soc: { read: true },
   };
   for (const [name, c] of info.characteristics) {
     const { characteristicId } = await cdp.send('BluetoothEmulation.addCharacteristic', {
       serviceId, characteristicUuid: c.uuid, properties: props[name],
     });
     numberOf[characteristicId] = c.number;
+    // The Client Characteristic Configuration descriptor the stack adds (BT_GATT_CCC):
+    // without it the browser refuses to subscribe.
+    if (props[name].notify || props[name].indicate) {
+      await cdp.send('BluetoothEmulation.addDescriptor', { characteristicId, descriptorUuid: '00002902-0000-1000-8000-00805f9b34fb' });
+    }
   }
   // The Device Information Service as Zephyr serves it (CONFIG_BT_DIS_FW_REV_STR defaults to
   // app/VERSION's "major.minor.patch+tweak"): answered here, it is not the core's.
@@ -118,6 +124,8 @@ export async function emulateBms(page) {
     const number = numberOf[characteristicId];
     let code = 0;
     let out;
+    if (type === 'subscribe-to-notifications') bms.subscribed.add(number);
+    if (type === 'unsubscribe-from-notifications') bms.subscribed.delete(number);
     if (type === 'read') {
       out = Buffer.from(device.read(number, bms.authenticated)).toString('base64');
     } else if (type === 'write') {
@@ -144,7 +152,8 @@ export async function emulateBms(page) {
 
 /** Clicks "Find my BMS" and picks the emulated OpenBMS in the browser's device chooser. */
 export async function connect(page) {
-  const prompt = page.waitForDevicePrompt();
+  // The first chooser of a freshly started browser can be slow on a loaded machine.
+  const prompt = page.waitForDevicePrompt({ timeout: 60000 });
   await page.click('#find');
   const chooser = await prompt;
   // The emulated chooser lists the preconnected peripheral by address (its name comes empty).

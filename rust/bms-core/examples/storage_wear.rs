@@ -23,6 +23,7 @@
 use bms_core::history::{History, HistoryInput};
 use bms_core::limits::READOUT_MIN_CHANGE_MS;
 use bms_core::monitor::{Monitor, MonitorInput};
+use bms_core::name::DeviceName;
 use bms_core::protocol::DeviceSecrets;
 use bms_core::readout::{Advertiser, ReadoutError, ReadoutValues, PAYLOAD_LEN};
 use bms_core::settings::Settings;
@@ -147,6 +148,7 @@ const KINDS: [RecordKind; RecordKind::COUNT] = [
     RecordKind::Nonce,
     RecordKind::Secrets,
     RecordKind::Learned,
+    RecordKind::Name,
 ];
 
 #[derive(Default, Clone, Copy)]
@@ -259,6 +261,7 @@ fn run(scenario: &Scenario) -> Day {
             secrets: Some(secrets),
             learned: monitor.learned(),
             flush: false,
+            name: DeviceName::default(),
         };
         let report = persistence.poll(&mut store, t_ms, &records);
         if report.soc == Outcome::Written {

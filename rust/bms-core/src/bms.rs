@@ -29,6 +29,7 @@ use crate::limits::{LOW_POWER_TICK_MS, PAIRING_WINDOW_MS, READOUT_MIN_CHANGE_MS,
 use crate::monitor::{
     CellInput, Monitor, MonitorError, MonitorInput, MonitorStatus, SocKnowledge, SocState,
 };
+use crate::name::DeviceName;
 use crate::pairing::{Bond, BondAction, ButtonAction, Pairing, PairingRefusal};
 use crate::protection::{self as prot, OutputStates, Protection, ProtectionInputs, SocInput};
 pub use crate::protection::{Output, Reason, Reasons};
@@ -93,6 +94,8 @@ pub struct Config {
     /// Which SoC estimator the monitor runs (MON-1); the product default is
     /// [`EstimatorKind::default`]. The simulator's `replay --estimator` selects it to compare.
     pub estimator: EstimatorKind,
+    /// The device name (BLE-1), the factory [`DeviceName::default`] when none was stored.
+    pub device_name: DeviceName,
 }
 
 impl Default for Config {
@@ -113,6 +116,7 @@ impl Default for Config {
             product_id: readout::DEFAULT_PRODUCT_ID,
             adv_nonce: 0,
             estimator: EstimatorKind::default(),
+            device_name: DeviceName::default(),
         }
     }
 }
@@ -181,6 +185,7 @@ impl Config {
             secrets_fault,
             read_protection: secrets.map_or(secrets_fault, |s| s.read_protection),
             adv_nonce: restored.first_nonce(random_nonce),
+            device_name: restored.name.unwrap_or_default(),
             ..Config::default()
         }
     }
@@ -290,6 +295,8 @@ pub struct Bms {
     passkey_blink: Option<PasskeyBlink>,
     /// BLE-2: what the platform must do with the BLE stack's bonds.
     bond_action: Option<BondAction>,
+    /// BLE-1 device name.
+    device_name: DeviceName,
     /// The last write of some record failed (SET-3, [`Code::StorageWriteFailed`]).
     storage_failing: bool,
     /// DFU-1 self-check.
@@ -366,6 +373,7 @@ impl Bms {
             ),
             passkey_blink: None,
             bond_action: None,
+            device_name: config.device_name,
             storage_failing: false,
             self_check: SelfCheckProgress::default(),
             sticky,
@@ -694,6 +702,7 @@ impl Bms {
             secrets: self.secrets_to_persist(),
             learned: self.monitor.learned(),
             flush: false,
+            name: self.device_name,
         }
     }
 
@@ -931,6 +940,19 @@ impl Bms {
     }
 
     /// The passkey, the Instant Readout key and read protection (BLE-2, BLE-3).
+    /// BLE-1: the device name, to advertise.
+    pub fn device_name(&self) -> &DeviceName {
+        &self.device_name
+    }
+
+    /// BLE-1: renames the device (a [`DeviceName`] is always valid); the node stores it and
+    /// the firmware advertises it.
+    pub fn set_device_name(&mut self, name: DeviceName) {
+        self.device_name = name;
+        log::info!("device name changed");
+    }
+
+    /// The passkey and the Instant Readout key (BLE-2, BLE-3).
     fn secrets(&self) -> DeviceSecrets {
         DeviceSecrets {
             passkey: self.passkey,

@@ -23,6 +23,7 @@
 //! - [`bus`]: the battery-bus frame codec.
 //! - [`drivers`]: reading JBD, JK and Daly packs (and the bus) as bank members.
 //! - [`storage`]: persisted records over a key → bytes [`storage::Storage`] trait.
+//! - [`name`]: the device name the BMS advertises (BLE-1).
 //! - [`secrets`]: the pairing passkey and the Instant Readout key (BLE-2, BLE-3).
 //! - [`pairing`]: the pairing window, back-off, button and bonds (BLE-2).
 //! - [`node`]: the device shell every caller holds: core, bus decoder and persistence.
@@ -59,6 +60,7 @@ pub mod leds;
 pub mod limits;
 pub mod monitor;
 pub mod muldiv;
+pub mod name;
 pub mod node;
 pub mod pairing;
 pub mod protection;

@@ -31,6 +31,7 @@ use crate::bus::{BatteryReport, FrameDecoder};
 use crate::drivers::poller::Poller;
 use crate::drivers::{LineConfig, LineError, Protocol};
 use crate::limits::PERSIST_POLL_MS;
+use crate::name::DeviceName;
 use crate::pairing::{Bond, BondAction, ButtonAction};
 use crate::protocol::{self, Access, BmsDevice, ProtocolError, Status};
 use crate::readout::ReadoutError;
@@ -64,6 +65,8 @@ pub struct GattReply {
     pub status: Status,
     /// The new pairing passkey when the request changed it: give it to the BLE stack.
     pub new_passkey: Option<u32>,
+    /// The request renamed the device: advertise [`Node::device_name`].
+    pub renamed: bool,
 }
 
 /// One BMS device: the core, its bus decoder and its persisted records, over the caller's
@@ -237,13 +240,14 @@ impl<S: Storage> Node<S> {
             resp,
         )?;
         let changed = reply.changed;
-        if changed.settings || changed.soc || changed.history || changed.secrets {
+        if changed.settings || changed.soc || changed.history || changed.secrets || changed.name {
             self.persist(now_ms);
         }
         Ok(GattReply {
             len: reply.len,
             status: reply.status,
             new_passkey: changed.secrets.then(|| self.bms.passkey()),
+            renamed: changed.name,
         })
     }
 
@@ -311,6 +315,11 @@ impl<S: Storage> Node<S> {
     /// device is about to stop).
     pub fn flush(&mut self, now_ms: u64) {
         self.persist_with(now_ms, true);
+    }
+
+    /// BLE-1: the device name to advertise.
+    pub fn device_name(&self) -> &DeviceName {
+        self.bms.device_name()
     }
 
     /// The core, for reading its state.

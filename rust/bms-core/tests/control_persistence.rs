@@ -9,8 +9,10 @@ use bms_core::bms::PasskeyError;
 use bms_core::bus::BatteryModel;
 use bms_core::codes::Code;
 use bms_core::limits::{PERSIST_POLL_MS, READOUT_MIN_CHANGE_MS};
+use bms_core::name::DeviceName;
 use bms_core::node::Node;
 use bms_core::protocol::DeviceSecrets;
+use bms_core::protocol::{Access, Status};
 use bms_core::readout::{ReadoutError, NONCE_BLOCK};
 use bms_core::settings::Settings;
 use bms_core::soc::EstimatorKind;
@@ -94,6 +96,65 @@ fn ble_2_ble_3_secrets_survive_a_reboot() {
         })
     );
     assert_eq!(restored.fault(RecordKind::Secrets), None);
+}
+
+/// BLE-1: a name written over GATT is stored before the reply, says it renamed the device,
+/// survives a reboot and a factory reset; a node without a stored name (a firmware that predates
+/// it) starts as "OpenBMS" and raises no error.
+#[test]
+fn ble_1_device_name_written_over_gatt_survives_a_reboot() {
+    let mut node = Node::open(MemStorage::new(), &mut random(Some(KEY)));
+    assert_eq!(node.device_name().as_str(), "OpenBMS");
+    assert!(!node.bms().codes().contains(Code::RecordsCorrupt));
+    let mut resp = [0; bms_core::protocol::MAX_RESPONSE_LEN];
+    let reply = node
+        .gatt(
+            5,
+            7,
+            Access::Write,
+            true,
+            b"\x01\x06Boat 2",
+            &mut resp,
+            &mut random(Some(KEY)),
+        )
+        .unwrap();
+    assert_eq!((reply.status, reply.renamed), (Status::Ok, true));
+    let reply = node
+        .gatt(
+            6,
+            6,
+            Access::Write,
+            true,
+            &[1, 3],
+            &mut resp,
+            &mut random(Some(KEY)),
+        )
+        .unwrap();
+    assert_eq!(
+        (reply.status, reply.renamed),
+        (Status::Ok, false),
+        "factory reset"
+    );
+    assert_eq!(node.device_name().as_str(), "Boat 2");
+    let mut storage = node.into_storage();
+    let (_, restored) = Persistence::restore(&mut storage);
+    assert_eq!(restored.name, Ok(DeviceName::new("Boat 2").unwrap()));
+    let node = Node::open(storage, &mut random(Some(KEY)));
+    assert_eq!(node.device_name().as_str(), "Boat 2");
+
+    // Records from before the name existed: no name record, no error.
+    let mut old = Node::open(MemStorage::new(), &mut random(Some(KEY)));
+    let _ = old.step(0, &bms_core::Inputs::default());
+    let mut storage = old.into_storage();
+    assert!(storage.get(RecordKind::Name.key()).is_some());
+    storage.delete(RecordKind::Name.key()).unwrap();
+    let (_, restored) = Persistence::restore(&mut storage);
+    assert_eq!(restored.name, Err(RecordError::Missing));
+    assert_eq!(restored.fault(RecordKind::Name), None);
+    let mut node = Node::open(storage, &mut random(Some(KEY)));
+    assert_eq!(node.device_name().as_str(), "OpenBMS");
+    let decisions = node.step(1, &bms_core::Inputs::default());
+    assert!(!decisions.codes.contains(Code::RecordsCorrupt));
 }
 
 /// The platform's random source: `key` for the device key (none: no random source), 0x0700

@@ -6,6 +6,7 @@ use core::fmt;
 use bms_core::bms::Bms;
 use bms_core::bus::{BatteryFlags, BatteryModel, MAX_CELLS_PER_BATTERY};
 use bms_core::history::LAST_ERRORS;
+use bms_core::name::{DeviceName, MAX_NAME_LEN};
 use bms_core::protocol::*;
 use bms_core::settings::{Settings, SettingsError};
 use heapless::Vec;
@@ -22,6 +23,7 @@ struct Fake {
     history_resets: u32,
     passkey: u32,
     key: [u8; 16],
+    name: DeviceName,
     last_now_ms: u64,
     read_protection: bool,
     bonds: Vec<Bond, 4>,
@@ -43,6 +45,7 @@ impl Fake {
             history_resets: 0,
             passkey: DeviceSecrets::DEFAULT_PASSKEY,
             key: [0xA5; 16],
+            name: DeviceName::default(),
             last_now_ms: 0,
             read_protection: false,
             bonds: Vec::from_slice(&[PHONE]).unwrap(),
@@ -99,6 +102,17 @@ impl Device for Fake {
         StatusPage {
             soc_permille: self.soc_permille,
             ..status()
+        }
+    }
+    fn soc_page(&self) -> SocPage {
+        SocPage {
+            soc_permille: self.soc_permille,
+            knowledge: if self.soc_permille.is_some() {
+                SocKnowledge::Counted
+            } else {
+                SocKnowledge::Unknown
+            },
+            uncertainty_permille: self.soc_permille.map(|_| 12),
         }
     }
     fn bank_page(&self) -> BankPage {
@@ -180,6 +194,13 @@ impl Device for Fake {
         self.key = [0x5A; 16];
         Ok(self.key)
     }
+    fn device_name(&self) -> DeviceName {
+        self.name
+    }
+    fn set_device_name(&mut self, now_ms: u64, name: DeviceName) {
+        self.name = name;
+        self.last_now_ms = now_ms;
+    }
 }
 
 /// Runs one request; returns the reply and the response bytes.
@@ -209,7 +230,7 @@ fn body<T: DeserializeOwned>(resp: &[u8]) -> T {
     decode_body(body).unwrap()
 }
 
-/// BLE-1: one service, six characteristics, all with distinct 128-bit UUIDs on one base.
+/// BLE-1: one service, eight characteristics, all with distinct 128-bit UUIDs on one base.
 #[test]
 fn ble_1_service_and_characteristic_uuids() {
     assert_eq!(SERVICE_UUID, 0xfde40001_2435_4d33_8157_077d40b73501);
@@ -225,12 +246,16 @@ fn ble_1_service_and_characteristic_uuids() {
     uuids.push(SERVICE_UUID);
     uuids.sort_unstable();
     uuids.dedup();
-    assert_eq!(uuids.len(), 7);
+    assert_eq!(
+        Characteristic::DeviceName.uuid(),
+        0xfde40008_2435_4d33_8157_077d40b73501
+    );
+    assert_eq!(uuids.len(), 9);
     for chr in Characteristic::ALL {
         assert_eq!(Characteristic::from_u8(chr as u8), Some(chr));
     }
     assert_eq!(Characteristic::from_u8(0), None);
-    assert_eq!(Characteristic::from_u8(7), None);
+    assert_eq!(Characteristic::from_u8(9), None);
 }
 
 /// BLE-1: every page is readable on an open link and decodes to what the device holds.
@@ -428,6 +453,20 @@ fn ble_1_largest_pages_fit_the_mtu_budget() {
     });
     assert_eq!(set.len(), 13);
     assert_eq!(req(&Command::ChangePasskey { passkey: u32::MAX }).len(), 7);
+    let longest = "é".repeat(MAX_NAME_LEN / 2);
+    let name = DeviceName::new(&longest).unwrap();
+    assert_eq!(req(&name).len(), 20);
+    let name_page = size(&|o| encode_response(Status::Ok, Some(&name), o).unwrap());
+    assert_eq!(name_page, 21, "docs/protocol.md");
+    let soc_page = size(&|o| {
+        let p = SocPage {
+            soc_permille: Some(u16::MAX),
+            knowledge: SocKnowledge::Counted,
+            uncertainty_permille: Some(u16::MAX),
+        };
+        encode_response(Status::Ok, Some(&p), o).unwrap()
+    });
+    assert_eq!(soc_page, 11, "docs/protocol.md");
 }
 
 /// BLE-2: every write and action is refused on an unauthenticated link with its own
@@ -438,8 +477,12 @@ fn ble_2_writes_and_actions_need_an_authenticated_link() {
         charged_cell_mv: 3450,
         ..Settings::default()
     };
-    let writes: [(Characteristic, std::vec::Vec<u8>); 12] = [
+    let writes: [(Characteristic, std::vec::Vec<u8>); 13] = [
         (Characteristic::Settings, req(&new_settings)),
+        (
+            Characteristic::DeviceName,
+            req(&DeviceName::new("Boat 2").unwrap()),
+        ),
         (
             Characteristic::ControlPoint,
             req(&Command::SetSoc { soc_permille: 500 }),
@@ -484,6 +527,7 @@ fn ble_2_writes_and_actions_need_an_authenticated_link() {
         assert_eq!(s, Status::Ok, "{bytes:?}");
     }
     assert_eq!(dev.history_resets, 1);
+    assert_eq!(dev.name.as_str(), "Boat 2");
     assert_eq!(dev.passkey, 123_456);
     assert!(dev.bonds.is_empty() && dev.read_protection && dev.lost_batteries == 0);
     assert_eq!(dev.key, [0x5A; 16]);
@@ -494,6 +538,82 @@ fn ble_2_writes_and_actions_need_an_authenticated_link() {
         "written, then reset to defaults"
     );
     assert_eq!(dev.last_now_ms, 1_000);
+}
+
+/// BLE-1: the device name is read on any link and written on an authenticated one as a
+/// postcard string; a name of the wrong length is refused with its range (field 0: 1 to 18
+/// bytes), text that cannot be shown as Malformed, and nothing changes.
+#[test]
+fn ble_1_device_name_read_and_written() {
+    let mut dev = Fake::new();
+    let (s, r) = call(
+        &mut dev,
+        Characteristic::DeviceName,
+        Access::Read,
+        false,
+        &[],
+    );
+    assert_eq!(s, Status::Ok);
+    assert_eq!(r, b"\x01\x00\x07OpenBMS");
+    let (s, r) = call(
+        &mut dev,
+        Characteristic::DeviceName,
+        Access::Write,
+        true,
+        b"\x01\x06Boat 2",
+    );
+    assert_eq!((s, r.as_slice()), (Status::Ok, &b"\x01\x00\x06Boat 2"[..]));
+    assert_eq!(dev.name.as_str(), "Boat 2");
+    let before = dev.clone();
+    let long = req(&"a".repeat(MAX_NAME_LEN + 1).as_str());
+    let (s, r) = call(
+        &mut dev,
+        Characteristic::DeviceName,
+        Access::Write,
+        true,
+        &long,
+    );
+    assert_eq!(s, Status::InvalidValue);
+    assert_eq!(
+        decode_body::<Refusal>(&r[2..]).unwrap(),
+        Refusal {
+            field: 0,
+            min: 1,
+            max: MAX_NAME_LEN as u32
+        }
+    );
+    for bad in [
+        req(&""),
+        req(&"two\nlines"),
+        req(&" Boat"),
+        vec![1, 2, 0xC3, 0x28],
+    ] {
+        let (s, _) = call(
+            &mut dev,
+            Characteristic::DeviceName,
+            Access::Write,
+            true,
+            &bad,
+        );
+        assert_ne!(s, Status::Ok, "{bad:?}");
+    }
+    let (s, _) = call(
+        &mut dev,
+        Characteristic::DeviceName,
+        Access::Write,
+        true,
+        &req(&""),
+    );
+    assert_eq!(s, Status::InvalidValue, "empty: a length refusal");
+    let (s, _) = call(
+        &mut dev,
+        Characteristic::DeviceName,
+        Access::Read,
+        false,
+        &[1],
+    );
+    assert_eq!(s, Status::Oversized, "a read has no body");
+    assert_eq!(dev, before, "refused names change nothing");
 }
 
 /// BLE-2: a settings write answers with the settings now in force; an out-of-range value
@@ -667,7 +787,7 @@ fn ble_4_bad_requests_get_defined_errors() {
         Status::UnsupportedAccess
     );
     let mut resp = [0u8; MAX_RESPONSE_LEN];
-    for number in [0, 7, 255] {
+    for number in [0, 9, 255] {
         let reply =
             handle_request(&mut dev, 0, number, Access::Read, true, &[], &mut resp).unwrap();
         assert_eq!(
@@ -773,6 +893,53 @@ fn bms_call(
     )
     .unwrap();
     (reply, resp[..reply.len].to_vec())
+}
+
+/// BLE-1, MON-7: the SoC page says how the SoC is known (unknown, estimated from the rested
+/// voltage, counted) and the estimator's 1-σ uncertainty, read on any link; exact bytes.
+#[test]
+fn ble_1_mon_7_soc_page_says_how_the_soc_is_known_and_how_sure() {
+    let mut dev = Fake::new();
+    let (s, r) = call(&mut dev, Characteristic::Soc, Access::Read, false, &[]);
+    assert_eq!((s, r.as_slice()), (Status::Ok, &[1, 0, 0, 0, 0][..]));
+    dev.soc_permille = Some(875);
+    let (_, r) = call(&mut dev, Characteristic::Soc, Access::Read, false, &[]);
+    assert_eq!(r, [1, 0, 1, 0xEB, 0x06, 2, 1, 12]);
+    let (s, _) = call(&mut dev, Characteristic::Soc, Access::Write, true, &[1, 0]);
+    assert_eq!(s, Status::UnsupportedAccess);
+
+    // The real core: unknown before a bank, counted with the adaptive estimator's
+    // uncertainty once set.
+    let mut bms = Bms::new(bms_core::bms::Config::default());
+    let (_, r) = bms_call(&mut bms, Characteristic::Soc, Access::Read, &[]);
+    assert_eq!(body::<SocPage>(&r), SocPage::default());
+    let inputs = bms_core::bms::Inputs {
+        supply_mv: 13_206,
+        ..bms_core::bms::Inputs::default()
+    };
+    for t in (20_000..=23_000).step_by(500) {
+        bms.handle_report(t, &report(10)).unwrap();
+        let _ = bms.step(t, &inputs);
+    }
+    let (reply, _) = bms_call(
+        &mut bms,
+        Characteristic::ControlPoint,
+        Access::Write,
+        &req(&Command::SetSoc { soc_permille: 500 }),
+    );
+    assert_eq!(reply.status, Status::Ok);
+    bms.handle_report(23_500, &report(10)).unwrap();
+    let _ = bms.step(23_500, &inputs);
+    let (_, r) = bms_call(&mut bms, Characteristic::Soc, Access::Read, &[]);
+    let page = body::<SocPage>(&r);
+    assert_eq!(page.knowledge, SocKnowledge::Counted);
+    assert_eq!(page.soc_permille, bms.monitor_status().soc_permille);
+    assert!(matches!(page.soc_permille, Some(490..=500)), "{page:?}");
+    assert!(page.uncertainty_permille.is_some(), "{page:?}");
+    assert_eq!(
+        page.uncertainty_permille,
+        bms.monitor_status().soc_uncertainty_permille
+    );
 }
 
 /// BLE-1, BLE-2: the real Bms behind the protocol: pages reflect its state, actions reach

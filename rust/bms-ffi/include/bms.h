@@ -93,6 +93,11 @@
 #define BMS_GATT_REQUEST_MAX 32
 
 /**
+ * Longest device name `bms_device_name` gives, in bytes (its buffer holds one more, the NUL).
+ */
+#define BMS_DEVICE_NAME_MAX 18
+
+/**
  * Index of the status byte (`bms_status`) in every `bms_gatt_request` response; byte 0 is
  * the protocol version.
  */
@@ -327,6 +332,15 @@ enum bms_chr
    * Control point: write (authenticated), response by indication.
    */
   BMS_CHR_CONTROL_POINT = 6,
+  /**
+   * Device name: read, write (authenticated); after an accepted write, advertise
+   * `bms_device_name`.
+   */
+  BMS_CHR_DEVICE_NAME = 7,
+  /**
+   * State of charge (how it is known, its uncertainty): read.
+   */
+  BMS_CHR_SOC = 8,
 };
 #ifndef __cplusplus
 #if __STDC_VERSION__ >= 202311L
@@ -720,6 +734,20 @@ int32_t bms_next_deadline_ms(const struct bms *bms, uint64_t *deadline_ms);
  * `passkey` must be null or point to a writable `uint32_t`.
  */
 int32_t bms_passkey(const struct bms *bms, uint32_t *passkey);
+
+/**
+ * Stores in `name` the device name to advertise (BLE-1): UTF-8 without control characters,
+ * NUL-terminated for `bt_set_name`; its length without the NUL in `*len`. Read it at start and
+ * after an accepted write to `BMS_CHR_DEVICE_NAME`.
+ *
+ * Returns `BMS_OK`, `BMS_ENOSPC` when `cap` < `BMS_DEVICE_NAME_MAX + 1`, or `BMS_EINVAL` (bad
+ * handle, null pointer).
+ *
+ * # Safety
+ * `name` must be null or writable for `cap` bytes, `len` null or point to a writable
+ * `size_t`, the two not overlapping.
+ */
+int32_t bms_device_name(const struct bms *bms, uint8_t *name, size_t cap, size_t *len);
 
 /**
  * Sets which library log records reach `bms_port_log`: 0 none, 1 errors, 2 + warnings,

@@ -32,6 +32,10 @@ pub const BMS_ADVERTISEMENT_LEN: usize = 26;
 
 /// Longest request `bms_gatt_request` accepts; a longer one gets `BMS_STATUS_OVERSIZED`.
 pub const BMS_GATT_REQUEST_MAX: usize = 32;
+
+/// Longest device name `bms_device_name` gives, in bytes (its buffer holds one more, the NUL).
+pub const BMS_DEVICE_NAME_MAX: usize = 18;
+const _: () = assert!(BMS_DEVICE_NAME_MAX == bms_core::name::MAX_NAME_LEN);
 /// Index of the status byte (`bms_status`) in every `bms_gatt_request` response; byte 0 is
 /// the protocol version.
 pub const BMS_RESPONSE_STATUS_OFFSET: usize = 1;
@@ -77,6 +81,11 @@ pub enum BmsChr {
     Settings = 5,
     /// Control point: write (authenticated), response by indication.
     ControlPoint = 6,
+    /// Device name: read, write (authenticated); after an accepted write, advertise
+    /// `bms_device_name`.
+    DeviceName = 7,
+    /// State of charge (how it is known, its uncertainty): read.
+    Soc = 8,
 }
 
 impl BmsChr {
@@ -90,6 +99,8 @@ impl BmsChr {
             Characteristic::History => BmsChr::History,
             Characteristic::Settings => BmsChr::Settings,
             Characteristic::ControlPoint => BmsChr::ControlPoint,
+            Characteristic::DeviceName => BmsChr::DeviceName,
+            Characteristic::Soc => BmsChr::Soc,
         }
     }
 }

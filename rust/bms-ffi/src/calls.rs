@@ -474,6 +474,45 @@ pub unsafe extern "C" fn bms_passkey(bms: *const Instance, passkey: *mut u32) ->
     })())
 }
 
+/// Stores in `name` the device name to advertise (BLE-1): UTF-8 without control characters,
+/// NUL-terminated for `bt_set_name`; its length without the NUL in `*len`. Read it at start and
+/// after an accepted write to `BMS_CHR_DEVICE_NAME`.
+///
+/// Returns `BMS_OK`, `BMS_ENOSPC` when `cap` < `BMS_DEVICE_NAME_MAX + 1`, or `BMS_EINVAL` (bad
+/// handle, null pointer).
+///
+/// # Safety
+/// `name` must be null or writable for `cap` bytes, `len` null or point to a writable
+/// `size_t`, the two not overlapping.
+#[no_mangle]
+pub unsafe extern "C" fn bms_device_name(
+    bms: *const Instance,
+    name: *mut u8,
+    cap: usize,
+    len: *mut usize,
+) -> i32 {
+    status((|| {
+        let mut claim = Claim::of(bms)?;
+        arg_buf(name, cap)?;
+        arg_out(len)?;
+        if overlap(name, cap, len.cast::<u8>(), core::mem::size_of::<usize>()) {
+            return Err(BMS_EINVAL);
+        }
+        if cap < crate::abi::BMS_DEVICE_NAME_MAX + 1 {
+            return Err(BMS_ENOSPC);
+        }
+        // SAFETY: checked by `arg_buf`; writable by the caller's contract, not overlapping `len`.
+        let out = unsafe { out_bytes(name, cap) };
+        let text = claim.instance().device_name();
+        let used = text.len();
+        out.iter_mut().for_each(|b| *b = 0);
+        out.iter_mut().zip(text).for_each(|(to, from)| *to = *from);
+        // SAFETY: checked by `arg_out`; writable by the caller's contract.
+        unsafe { write_out(len, used) };
+        Ok(())
+    })())
+}
+
 /// Sets which library log records reach `bms_port_log`: 0 none, 1 errors, 2 + warnings,
 /// 3 + info (the default), 4 + debug, 5 + trace. May be called at any time, also before
 /// `bms_open`.

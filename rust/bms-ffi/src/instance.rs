@@ -111,6 +111,11 @@ impl Instance {
         self.0.passkey()
     }
 
+    /// The device name to advertise (BLE-1), UTF-8.
+    pub(crate) fn device_name(&self) -> &[u8] {
+        self.0.device_name().as_bytes()
+    }
+
     /// DFU-1: the core's verdict on the running image (see `bms_self_check`).
     pub(crate) fn self_check(&mut self, now_ms: u64, inputs: SelfCheckInputs) -> SelfCheck {
         self.0.self_check(now_ms, inputs)

@@ -15,11 +15,13 @@
 #![warn(missing_docs)]
 
 use bms_core::codes::{Code, Severity};
+use bms_core::name::{DeviceName, NameText, DEFAULT_NAME, MAX_NAME_LEN};
 use bms_core::protection::Reason;
 use bms_core::protocol::{
     self, Access, AdvertisementKey, BankPage, BatteryPage, BatterySelect, Characteristic, Command,
-    HistoryPage, Refusal, Status, StatusPage,
+    HistoryPage, Refusal, SocPage, Status, StatusPage,
 };
+use bms_core::readout;
 use bms_core::settings::{Settings, SettingsField};
 use bms_sim::engine::{Engine, RunOptions};
 use bms_sim::scenario::{self, Action, Scenario};
@@ -78,6 +80,12 @@ struct ProtocolInfo {
     max_passkey: u32,
     max_request_len: usize,
     max_response_len: usize,
+    max_name_len: usize,
+    default_name: &'static str,
+    /// The Instant Readout's company id and the first payload bytes of an OpenBMS (record,
+    /// prefix, default product id, record type): how the page finds a renamed BMS.
+    readout_company_id: u16,
+    readout_prefix: [u8; 5],
 }
 
 fn uuid_text(uuid: u128) -> String {
@@ -100,6 +108,8 @@ fn characteristic_name(c: Characteristic) -> &'static str {
         Characteristic::History => "history",
         Characteristic::Settings => "settings",
         Characteristic::ControlPoint => "control",
+        Characteristic::DeviceName => "name",
+        Characteristic::Soc => "soc",
     }
 }
 
@@ -172,6 +182,19 @@ pub fn protocol_info() -> Result<JsValue, JsError> {
         max_passkey: protocol::MAX_PASSKEY,
         max_request_len: protocol::MAX_REQUEST_LEN,
         max_response_len: protocol::MAX_RESPONSE_LEN,
+        max_name_len: MAX_NAME_LEN,
+        default_name: DEFAULT_NAME,
+        readout_company_id: readout::COMPANY_ID,
+        readout_prefix: {
+            let [lo, hi] = readout::DEFAULT_PRODUCT_ID.to_le_bytes();
+            [
+                readout::PRODUCT_ADVERTISEMENT,
+                readout::PREFIX_BYTE,
+                lo,
+                hi,
+                readout::RECORD_TYPE_BMS,
+            ]
+        },
     })
 }
 
@@ -190,11 +213,21 @@ struct RefusalText {
     text: String,
 }
 
-fn refusal_text(refusal: Refusal, of_settings: bool) -> RefusalText {
-    let name = if of_settings {
-        SettingsField::from_u8(refusal.field).map_or("unknown field", SettingsField::name)
-    } else {
-        "argument"
+/// What a refusal's field names: a setting, the length of a device name, a command argument.
+#[derive(Clone, Copy)]
+enum RefusalOf {
+    Settings,
+    Name,
+    Argument,
+}
+
+fn refusal_text(refusal: Refusal, of: RefusalOf) -> RefusalText {
+    let name = match of {
+        RefusalOf::Settings => {
+            SettingsField::from_u8(refusal.field).map_or("unknown field", SettingsField::name)
+        }
+        RefusalOf::Name => "device name length in bytes",
+        RefusalOf::Argument => "argument",
     };
     RefusalText {
         field: refusal.field,
@@ -219,7 +252,7 @@ struct Decoded<T> {
 
 fn decode_as<T: for<'de> Deserialize<'de> + Serialize>(
     bytes: &[u8],
-    of_settings: bool,
+    of: RefusalOf,
 ) -> Result<JsValue, JsError> {
     let (status, body) = protocol::decode_response(bytes)
         .map_err(|s| JsError::new(&format!("response refused: {}", status_text(s))))?;
@@ -241,7 +274,7 @@ fn decode_as<T: for<'de> Deserialize<'de> + Serialize>(
             let refusal = protocol::decode_body::<Refusal>(body).map_err(|s| {
                 JsError::new(&format!("refusal does not decode: {}", status_text(s)))
             })?;
-            out.refusal = Some(refusal_text(refusal, of_settings));
+            out.refusal = Some(refusal_text(refusal, of));
         }
         _ => {}
     }
@@ -267,14 +300,16 @@ impl From<Settings> for SettingsValues {
 #[wasm_bindgen]
 pub fn decode(kind: &str, bytes: &[u8]) -> Result<JsValue, JsError> {
     match kind {
-        "status" => decode_as::<StatusPage>(bytes, false),
-        "bank" => decode_as::<BankPage>(bytes, false),
-        "battery" => decode_as::<BatteryPage>(bytes, false),
-        "history" => decode_as::<HistoryPage>(bytes, false),
-        "key" => decode_as::<AdvertisementKey>(bytes, false),
-        "bonds" => decode_as::<protocol::BondList>(bytes, false),
-        "forgotten" => decode_as::<protocol::ForgottenBatteries>(bytes, false),
-        "command" => decode_as::<()>(bytes, false),
+        "status" => decode_as::<StatusPage>(bytes, RefusalOf::Argument),
+        "soc" => decode_as::<SocPage>(bytes, RefusalOf::Argument),
+        "bank" => decode_as::<BankPage>(bytes, RefusalOf::Argument),
+        "battery" => decode_as::<BatteryPage>(bytes, RefusalOf::Argument),
+        "history" => decode_as::<HistoryPage>(bytes, RefusalOf::Argument),
+        "key" => decode_as::<AdvertisementKey>(bytes, RefusalOf::Argument),
+        "bonds" => decode_as::<protocol::BondList>(bytes, RefusalOf::Argument),
+        "forgotten" => decode_as::<protocol::ForgottenBatteries>(bytes, RefusalOf::Argument),
+        "command" => decode_as::<()>(bytes, RefusalOf::Argument),
+        "name" => decode_as::<NameText>(bytes, RefusalOf::Name),
         "settings" => {
             let (status, body) = protocol::decode_response(bytes)
                 .map_err(|s| JsError::new(&format!("response refused: {}", status_text(s))))?;
@@ -291,7 +326,7 @@ pub fn decode(kind: &str, bytes: &[u8]) -> Result<JsValue, JsError> {
                 Some(refusal_text(
                     protocol::decode_body::<Refusal>(body)
                         .map_err(|s| JsError::new(&format!("refusal: {}", status_text(s))))?,
-                    true,
+                    RefusalOf::Settings,
                 ))
             } else {
                 None
@@ -341,8 +376,16 @@ pub fn encode_settings(values: &[u16]) -> Result<Vec<u8>, JsError> {
 pub fn validate_settings(values: &[u16]) -> Result<JsValue, JsError> {
     match settings_from(values)?.validate() {
         Ok(()) => Ok(JsValue::NULL),
-        Err(e) => to_js(&refusal_text(Refusal::from(e), true)),
+        Err(e) => to_js(&refusal_text(Refusal::from(e), RefusalOf::Settings)),
     }
+}
+
+/// The request bytes of a Device name write of `name`, after the device's own check: throws
+/// the reason (in the core's words) when the device would refuse it.
+#[wasm_bindgen(js_name = encodeName)]
+pub fn encode_name(name: &str) -> Result<Vec<u8>, JsError> {
+    let name = DeviceName::new(name).map_err(|e| JsError::new(&e.to_string()))?;
+    encode(&name)
 }
 
 /// The request bytes of a control-point command, given as postcard's serde form:

@@ -56,6 +56,16 @@ void ble_set_passkey(uint32_t passkey)
 	k_mutex_unlock(&ble_lock);
 }
 
+void ble_set_name(const uint8_t *name, size_t len)
+{
+	k_mutex_lock(&ble_lock, K_FOREVER);
+	len = MIN(len, sizeof(ble_seen.name) - 1);
+	memcpy(ble_seen.name, name, len);
+	ble_seen.name[len] = '\0';
+	ble_seen.name_updates++;
+	k_mutex_unlock(&ble_lock);
+}
+
 void ble_post_advertisement(const uint8_t *mfg, size_t len, bool low_power)
 {
 	uint8_t nonce[16];

@@ -77,6 +77,9 @@ struct support_ble {
 	uint32_t adv_posts;
 	/* Whether the nonce record ("bms/nonce") was in storage when the first one was posted. */
 	bool nonce_stored_at_first_adv;
+	/* The device name of the last ble_set_name() (NUL-terminated), and how many calls. */
+	char name[BMS_DEVICE_NAME_MAX + 1];
+	uint32_t name_updates;
 };
 
 /* A consistent copy of what the fakes recorded. */

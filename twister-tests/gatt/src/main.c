@@ -224,6 +224,35 @@ ZTEST(gatt, test_ble_2_passkey_follows_change_passkey)
 	zassert_equal(support_ble().passkey, 123456, "new passkey not given to the BLE side");
 }
 
+/* BLE-1: the BLE side gets the device name when the core opens ("OpenBMS" at first start) and
+ * the new one after an authenticated write to the Device name characteristic; a refused
+ * rename keeps it.
+ */
+ZTEST(gatt, test_ble_1_device_name_follows_rename)
+{
+	static const uint8_t rename[] = {0x01, 0x06, 'B', 'o', 'a', 't', ' ', '2'};
+	static const uint8_t too_long[] = {0x01, 19, 'a', 'a', 'a', 'a', 'a', 'a', 'a', 'a', 'a',
+					   'a', 'a', 'a', 'a', 'a', 'a', 'a', 'a', 'a', 'a'};
+	struct gatt_session s;
+	struct support_ble seen = support_ble();
+	uint32_t updates;
+
+	zassert_true(seen.name_updates >= 1, "no device name given to the BLE side at start");
+	zassert_str_equal(seen.name, "OpenBMS");
+	updates = seen.name_updates;
+
+	gatt_session_reset(&s);
+	zassert_equal(write_req(&s, BMS_CHR_DEVICE_NAME, false, rename, sizeof(rename)),
+		      APP_ATT_ERR_REFUSED(BMS_STATUS_NOT_AUTHENTICATED));
+	zassert_equal(write_req(&s, BMS_CHR_DEVICE_NAME, true, too_long, sizeof(too_long)),
+		      APP_ATT_ERR_REFUSED(BMS_STATUS_INVALID_VALUE));
+	zassert_equal(support_ble().name_updates, updates, "a refused rename was applied");
+	zassert_str_equal(support_ble().name, "OpenBMS");
+
+	zassert_equal(write_req(&s, BMS_CHR_DEVICE_NAME, true, rename, sizeof(rename)), 0);
+	zassert_str_equal(support_ble().name, "Boat 2", "new name not given to the BLE side");
+}
+
 /* BLE-3: the first Instant Readout advertisement is posted after the first step, with the
  * company id 0x02E1 and the Product Advertisement record, and only once the nonce
  * reservation it uses is in storage.

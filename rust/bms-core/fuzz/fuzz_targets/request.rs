@@ -62,6 +62,7 @@ fn snapshot(node: &Node<MemStorage>) -> impl PartialEq + std::fmt::Debug {
         StatusPage::from_bms(bms),
         bms.soc_record(),
         node.passkey(),
+        *node.device_name(),
         node.storage().clone(),
     )
 }

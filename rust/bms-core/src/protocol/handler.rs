@@ -6,13 +6,14 @@ use core::fmt;
 
 use serde::Serialize;
 
-use super::pages::{BankPage, BatteryPage, HistoryPage, StatusPage};
+use super::pages::{BankPage, BatteryPage, HistoryPage, SocPage, StatusPage};
 use super::wire::{
     decode_command, decode_request, decode_settings, encode_response, Access, AdvertisementKey,
     BatterySelect, Bond, BondList, Characteristic, Command, ForgottenBatteries, ProtocolError,
     Refusal, Status, MAX_PASSKEY, MAX_REQUEST_LEN, MAX_RESPONSE_LEN, MAX_SOC_PERMILLE, MIN_PASSKEY,
 };
 use crate::bms::Bms;
+use crate::name::{DeviceName, NameError, NameText, MAX_NAME_LEN};
 use crate::node::Random;
 use crate::settings::{Settings, SettingsError};
 
@@ -37,6 +38,8 @@ impl fmt::Display for ActionError {
 pub trait Device {
     /// The status page now.
     fn status_page(&self) -> StatusPage;
+    /// The state-of-charge page now.
+    fn soc_page(&self) -> SocPage;
     /// The bank page now.
     fn bank_page(&self) -> BankPage;
     /// The page of battery `number`, `None` when there is no such battery.
@@ -72,6 +75,10 @@ pub trait Device {
     fn forget_lost_batteries(&mut self, now_ms: u64) -> u8;
     /// BLE-3: make a new Instant Readout key from the random source and return it.
     fn new_readout_key(&mut self) -> Result<[u8; 16], ActionError>;
+    /// The device name (BLE-1).
+    fn device_name(&self) -> DeviceName;
+    /// Rename the device; the firmware persists it and advertises it.
+    fn set_device_name(&mut self, now_ms: u64, name: DeviceName);
 }
 
 /// The [`Device`] every node serves ([`crate::node::Node::gatt`]): the [`Bms`], which holds
@@ -92,6 +99,10 @@ impl fmt::Debug for BmsDevice<'_> {
 impl Device for BmsDevice<'_> {
     fn status_page(&self) -> StatusPage {
         StatusPage::from_bms(self.bms)
+    }
+
+    fn soc_page(&self) -> SocPage {
+        SocPage::from_bms(self.bms)
     }
 
     fn bank_page(&self) -> BankPage {
@@ -186,6 +197,14 @@ impl Device for BmsDevice<'_> {
             .map_err(|_| ActionError::NotAvailable)?;
         Ok(key)
     }
+
+    fn device_name(&self) -> DeviceName {
+        *self.bms.device_name()
+    }
+
+    fn set_device_name(&mut self, _now_ms: u64, name: DeviceName) {
+        self.bms.set_device_name(name);
+    }
 }
 
 /// The outcome of [`handle_request`]: the response length and its status (also `resp[1]`),
@@ -213,6 +232,8 @@ pub struct Changed {
     /// The [`crate::secrets::DeviceSecrets`] (passkey change, new readout key, read
     /// protection): persist them and apply the passkey.
     pub secrets: bool,
+    /// The device name: persist it and advertise it.
+    pub name: bool,
 }
 
 /// Handle one GATT access to `characteristic` (a [`Characteristic`] number) at `now_ms` and
@@ -298,6 +319,10 @@ fn dispatch<D: Device>(
             expect_empty(req)?;
             ok(&device.status_page(), resp)
         }
+        (Characteristic::Soc, Access::Read) => {
+            expect_empty(req)?;
+            ok(&device.soc_page(), resp)
+        }
         (Characteristic::Bank, Access::Read) => {
             expect_empty(req)?;
             ok(&device.bank_page(), resp)
@@ -347,11 +372,51 @@ fn dispatch<D: Device>(
             }
             run(device, now_ms, decode_command(req)?, resp)
         }
+        (Characteristic::DeviceName, Access::Read) => {
+            expect_empty(req)?;
+            ok(&device.device_name(), resp)
+        }
+        (Characteristic::DeviceName, Access::Write) => {
+            if !authenticated {
+                return Err(Status::NotAuthenticated.into());
+            }
+            let name = decode_request::<NameText>(req)?
+                .name()
+                .map_err(name_refusal)?;
+            device.set_device_name(now_ms, name);
+            let reply = ok(&device.device_name(), resp)?;
+            Ok(Reply {
+                changed: Changed {
+                    name: true,
+                    ..Changed::default()
+                },
+                ..reply
+            })
+        }
         (Characteristic::ControlPoint, Access::Read)
         | (
-            Characteristic::Status | Characteristic::Bank | Characteristic::History,
+            Characteristic::Status
+            | Characteristic::Bank
+            | Characteristic::History
+            | Characteristic::Soc,
             Access::Write,
         ) => Err(Status::UnsupportedAccess.into()),
+    }
+}
+
+/// A name that is no name: its length in bytes out of range is a Refusal (field 0, the length,
+/// 1..=[`MAX_NAME_LEN`]); text that cannot be shown (control characters, outer spaces) is
+/// Malformed.
+fn name_refusal(error: NameError) -> Refused {
+    match error {
+        NameError::Length { .. } => Refused::Value(Refusal {
+            field: 0,
+            min: 1,
+            max: MAX_NAME_LEN as u32,
+        }),
+        NameError::ControlCharacter { .. } | NameError::OuterSpace => {
+            Refused::Status(Status::Malformed)
+        }
     }
 }
 

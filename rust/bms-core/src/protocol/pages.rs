@@ -10,6 +10,7 @@ use crate::bank::{Bank, Battery};
 use crate::bms::Bms;
 use crate::bus::{BatteryFlags, BatteryModel, MAX_CELLS_PER_BATTERY};
 use crate::history::{History, LAST_ERRORS};
+use crate::monitor;
 
 /// Balancer status (BAL-1).
 #[derive(Clone, Copy, Debug, Default, PartialEq, Eq, Serialize, Deserialize)]
@@ -100,6 +101,52 @@ impl StatusPage {
             atc_reasons: outputs.atc_reasons.bits(),
             prealarm_reasons: outputs.prealarm_reasons.bits(),
             codes: bms.codes().bits(),
+        }
+    }
+}
+
+/// How the SoC is known (MON-7), on the wire.
+#[derive(Clone, Copy, Debug, Default, PartialEq, Eq, Serialize, Deserialize)]
+pub enum SocKnowledge {
+    /// 0: not known (no synchronisation, set or rested estimate yet).
+    #[default]
+    Unknown,
+    /// 1: estimated from the rested voltage and counted since (MON-7).
+    Estimated,
+    /// 2: counted since a synchronisation or a set SoC.
+    Counted,
+}
+
+impl From<monitor::SocKnowledge> for SocKnowledge {
+    fn from(knowledge: monitor::SocKnowledge) -> SocKnowledge {
+        match knowledge {
+            monitor::SocKnowledge::Unknown => SocKnowledge::Unknown,
+            monitor::SocKnowledge::Estimated => SocKnowledge::Estimated,
+            monitor::SocKnowledge::Known => SocKnowledge::Counted,
+        }
+    }
+}
+
+/// The state-of-charge page (BLE-1, MON-7): how the status page's SoC is known and how sure
+/// the estimator is of it.
+#[derive(Clone, Copy, Debug, Default, PartialEq, Eq, Serialize, Deserialize)]
+pub struct SocPage {
+    /// The SoC in 0.1 %, as on the status page (counted, or estimated).
+    pub soc_permille: Option<u16>,
+    /// How it is known.
+    pub knowledge: SocKnowledge,
+    /// Its 1-σ uncertainty in 0.1 % (the adaptive estimator's); `None` when not tracked.
+    pub uncertainty_permille: Option<u16>,
+}
+
+impl SocPage {
+    /// The SoC page of `bms` as of its last step.
+    pub fn from_bms(bms: &Bms) -> SocPage {
+        let monitor = bms.monitor_status();
+        SocPage {
+            soc_permille: monitor.soc_permille.or(monitor.soc_estimate_permille),
+            knowledge: bms.soc_knowledge().into(),
+            uncertainty_permille: monitor.soc_uncertainty_permille,
         }
     }
 }

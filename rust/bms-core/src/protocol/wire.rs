@@ -55,6 +55,12 @@ stable_enum! {
         Settings = 5 => "settings",
         /// Control point: write a [`Command`], the response is indicated.
         ControlPoint = 6 => "control_point",
+        /// Device name: read, write (authenticated) a
+        /// [`DeviceName`](crate::name::DeviceName) (BLE-1).
+        DeviceName = 7 => "device_name",
+        /// State of charge: read ([`SocPage`](super::SocPage): how it is known, its
+        /// uncertainty).
+        Soc = 8 => "soc",
     }
 }
 

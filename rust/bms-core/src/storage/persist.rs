@@ -28,6 +28,7 @@ use super::{Storage, StorageError, MAX_RECORD_LEN};
 use crate::history::HistoryRecord;
 use crate::limits::USER_WRITE_INTERVAL_MS;
 use crate::monitor::SocState;
+use crate::name::DeviceName;
 use crate::secrets::DeviceSecrets;
 use crate::settings::Settings;
 use crate::soc::Learned;
@@ -67,6 +68,8 @@ pub struct Records {
     /// Write coalesced records now ([`Outcome::Coalesced`]): the link dropped, or the caller
     /// asks.
     pub flush: bool,
+    /// The device name (`Bms::device_name`), written when it differs from the stored one.
+    pub name: DeviceName,
 }
 
 /// What [`Persistence::poll`] did with one record.
@@ -109,6 +112,8 @@ pub struct PollReport {
     pub secrets: Outcome,
     /// The learned-values record (the value written is [`Records::learned`]).
     pub learned: Outcome,
+    /// The device name record.
+    pub name: Outcome,
     /// After this poll, the last write of some record failed ([`Persistence::failing`]):
     /// raise the storage error until a poll reports false.
     pub failing: bool,
@@ -125,6 +130,7 @@ impl PollReport {
             RecordKind::Nonce => self.nonce,
             RecordKind::Secrets => self.secrets,
             RecordKind::Learned => self.learned,
+            RecordKind::Name => self.name,
         }
     }
 
@@ -144,6 +150,7 @@ impl PollReport {
             RecordKind::Nonce => self.nonce = outcome,
             RecordKind::Secrets => self.secrets = outcome,
             RecordKind::Learned => self.learned = outcome,
+            RecordKind::Name => self.name = outcome,
         }
     }
 }
@@ -182,6 +189,8 @@ pub struct Restored {
     /// What the adaptive SoC estimator had learned (`Monitor::restore_learned`, which keeps
     /// the priors when the values are out of range).
     pub learned: Result<Learned, RecordError>,
+    /// The stored device name.
+    pub name: Result<DeviceName, RecordError>,
 }
 
 impl Restored {
@@ -203,18 +212,23 @@ impl Restored {
             RecordKind::Nonce => self.nonce.err(),
             RecordKind::Secrets => self.secrets.err(),
             RecordKind::Learned => self.learned.err(),
+            RecordKind::Name => self.name.err(),
         }
     }
 
     /// The error to raise and report for `kind` (SET-3): any reason it was not restored, except
-    /// that nothing is missing on a first boot, and a missing SoC point or learned record never
-    /// is an error (no point is written until the SoC moves; nothing is learned with plain
-    /// counting, nor before the monitor knows its bank, nor by a firmware that predates it).
+    /// that nothing is missing on a first boot, and a missing SoC point, learned or name record
+    /// never is an error (no point is written until the SoC moves; nothing is learned with plain
+    /// counting, nor before the monitor knows its bank; a firmware that predates a record kind
+    /// wrote none: the learned values, the device name).
     pub fn fault(&self, kind: RecordKind) -> Option<RecordError> {
         match self.error(kind) {
             Some(RecordError::Missing)
                 if self.first_boot()
-                    || matches!(kind, RecordKind::SocPoint | RecordKind::Learned) =>
+                    || matches!(
+                        kind,
+                        RecordKind::SocPoint | RecordKind::Learned | RecordKind::Name
+                    ) =>
             {
                 None
             }
@@ -242,6 +256,8 @@ pub struct Persistence {
     settings_stored: Option<Settings>,
     /// The secrets the store holds (restored or last written), `None` when unknown.
     secrets_stored: Option<DeviceSecrets>,
+    /// The device name the store holds (restored or last written), `None` when unknown.
+    name_stored: Option<DeviceName>,
     /// The whole SoC record the store holds (restored or last written), `None` when unknown.
     soc_stored: Option<SocRecord>,
     /// The generation of the SoC point the store holds, `None` when it holds none.
@@ -288,10 +304,12 @@ impl Persistence {
             nonce: read::<Nonce, S>(storage),
             secrets: read::<DeviceSecrets, S>(storage),
             learned: read::<LearnedRecord, S>(storage).map(|record| record.0),
+            name: read::<DeviceName, S>(storage),
         };
         let mut persistence = Persistence {
             settings_stored: restored.settings.ok(),
             secrets_stored: restored.secrets.ok(),
+            name_stored: restored.name.ok(),
             soc_stored: soc_record.ok(),
             point_generation: soc_point.ok().map(|point| point.generation),
             learned_stored: restored.learned.ok(),
@@ -345,6 +363,18 @@ impl Persistence {
                             self.write_user(storage, now_ms, &records.settings, records.flush);
                         if outcome == Outcome::Written {
                             self.settings_stored = Some(records.settings);
+                        }
+                        outcome
+                    }
+                }
+                RecordKind::Name => {
+                    if self.name_stored == Some(records.name) && !self.unstored(kind) {
+                        Outcome::Idle
+                    } else {
+                        let outcome =
+                            self.write_user(storage, now_ms, &records.name, records.flush);
+                        if outcome == Outcome::Written {
+                            self.name_stored = Some(records.name);
                         }
                         outcome
                     }
@@ -506,7 +536,7 @@ impl Persistence {
         self.write_encoded(storage, now_ms, R::KIND, &buf, len)
     }
 
-    /// A record the user changes (settings, secrets): written at most once per
+    /// A record the user changes (settings, secrets, name): written at most once per
     /// [`USER_WRITE_INTERVAL_MS`] unless `flush`.
     fn write_user<R: Record, S: Storage + ?Sized>(
         &mut self,
@@ -535,7 +565,7 @@ impl Persistence {
         outcome
     }
 
-    /// Whether a settings or secrets change waits to be written ([`Outcome::Coalesced`]).
+    /// Whether a settings, secrets or name change waits to be written ([`Outcome::Coalesced`]).
     pub fn coalesced(&self, kind: RecordKind, now_ms: u64) -> bool {
         self.coalesce_until_ms
             .get(kind.index())
@@ -616,7 +646,7 @@ pub(crate) mod tests {
     use super::*;
     use crate::soc::NAS_PER_MAH;
     use crate::storage::record::tests::{
-        sample_history, sample_learned, sample_secrets, sample_settings, sample_soc,
+        sample_history, sample_learned, sample_name, sample_secrets, sample_settings, sample_soc,
     };
     use crate::storage::MemStorage;
 
@@ -676,6 +706,7 @@ pub(crate) mod tests {
             secrets: Some(sample_secrets()),
             learned: Some(sample_learned()),
             flush: false,
+            name: sample_name(),
         }
     }
 

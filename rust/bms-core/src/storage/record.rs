@@ -24,6 +24,7 @@ use serde::{Deserialize, Serialize};
 
 use super::StorageError;
 use crate::history::HistoryRecord;
+use crate::name::DeviceName;
 use crate::secrets::{DeviceSecrets, MAX_PASSKEY};
 use crate::settings::Settings;
 use crate::stable_enum::stable_enum;
@@ -75,6 +76,8 @@ stable_enum! {
         /// What the adaptive SoC estimator has learned ([`crate::soc::Learned`]), under
         /// `bms/learn`.
         Learned = 7 => "learned",
+        /// The device name ([`DeviceName`]), under `bms/name`.
+        Name = 8 => "name",
     }
 }
 
@@ -89,6 +92,7 @@ impl RecordKind {
             RecordKind::SocPoint => "bms/point",
             RecordKind::Secrets => "bms/secrets",
             RecordKind::Learned => "bms/learn",
+            RecordKind::Name => "bms/name",
         }
     }
 }
@@ -257,6 +261,11 @@ impl Record for DeviceSecrets {
     }
 }
 
+impl Record for DeviceName {
+    const KIND: RecordKind = RecordKind::Name;
+    const VERSION: u8 = 1;
+}
+
 /// Encodes `record` with its envelope into `buf`; returns the length.
 pub fn encode_record<R: Record>(record: &R, buf: &mut [u8]) -> Result<usize, RecordError> {
     let limit = if R::COMPACT {
@@ -412,6 +421,10 @@ pub(crate) mod tests {
             used: 40_000,
             consumed: 9_000,
         }
+    }
+
+    pub(crate) fn sample_name() -> DeviceName {
+        DeviceName::new("Boat 2").unwrap()
     }
 
     pub(crate) fn sample_secrets() -> DeviceSecrets {
@@ -611,6 +624,9 @@ pub(crate) mod tests {
                 RecordKind::Learned => assert_every_corruption_detected::<LearnedRecord>(&encode(
                     &LearnedRecord(sample_learned()),
                 )),
+                RecordKind::Name => {
+                    assert_every_corruption_detected::<DeviceName>(&encode(&sample_name()))
+                }
             }
         }
     }

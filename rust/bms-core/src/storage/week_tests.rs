@@ -6,6 +6,7 @@ use super::persist::tests::{assert_near, FaultyStorage};
 use super::*;
 use crate::history::{History, HistoryInput, HistoryRecord};
 use crate::monitor::{Monitor, MonitorInput, SocState};
+use crate::name::DeviceName;
 use crate::readout::{Advertiser, ReadoutError, ReadoutValues, PAYLOAD_LEN};
 use crate::secrets::DeviceSecrets;
 use crate::settings::Settings;
@@ -243,6 +244,7 @@ fn run_week(seed: u64) -> WeekResult {
             secrets: Some(dev.secrets),
             learned: dev.monitor.learned(),
             flush: false,
+            name: DeviceName::default(),
         };
         let kill = rng.one_in(300);
         let mid_poll = kill && rng.one_in(2);

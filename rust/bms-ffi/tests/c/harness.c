@@ -215,6 +215,7 @@ static void scenario_undervoltage_with_prealarm(void)
 #define CHR_BANK 2
 #define CHR_SETTINGS 5
 #define CHR_CONTROL_POINT 6
+#define CHR_DEVICE_NAME 7
 #define STATUS_OK 0
 #define STATUS_NOT_AUTHENTICATED 6
 #define STATUS_INVALID_VALUE 7
@@ -236,13 +237,16 @@ static size_t gatt(struct bms *bms, uint64_t now_ms, uint8_t chr, bool write, bo
 }
 
 /* BLE-1, BLE-2, BLE-4: pages are readable by anyone, actions need an authenticated link, bad
- * requests get an error response; a changed passkey survives a restart (through bms_port). */
+ * requests get an error response; a changed passkey and device name survive a restart (through
+ * bms_port). */
 static void scenario_gatt_read(void)
 {
 	static uint8_t resp[BMS_GATT_RESPONSE_MAX];
 	const uint8_t read_key[] = { PROTO_VERSION, CMD_READ_ADVERTISEMENT_KEY };
 	/* 123456 as a varint. */
 	const uint8_t change_passkey[] = { PROTO_VERSION, CMD_CHANGE_PASSKEY, 0xc0, 0xc4, 0x07 };
+	const uint8_t rename[] = { PROTO_VERSION, 6, 'B', 'o', 'a', 't', ' ', '2' };
+	uint8_t name[BMS_DEVICE_NAME_MAX + 1];
 	struct loop l;
 	size_t len = 0;
 	uint32_t passkey = 1;
@@ -278,6 +282,20 @@ static void scenario_gatt_read(void)
 	CHECK_EQ(bms_passkey(l.bms, &passkey), BMS_OK);
 	CHECK_EQ(passkey, 123456);
 
+	/* BLE-1: the device name, "OpenBMS" until renamed over an authenticated link. */
+	CHECK_EQ(bms_device_name(l.bms, name, sizeof(name), &len), BMS_OK);
+	CHECK_EQ(len, 7);
+	CHECK(strcmp((const char *)name, "OpenBMS") == 0);
+	gatt(l.bms, 3200, CHR_DEVICE_NAME, true, false, rename, sizeof(rename), resp);
+	CHECK_EQ(resp[1], STATUS_NOT_AUTHENTICATED);
+	gatt(l.bms, 3200, CHR_DEVICE_NAME, true, true, rename, sizeof(rename), resp);
+	CHECK_EQ(resp[1], STATUS_OK);
+	CHECK_EQ(bms_device_name(l.bms, name, sizeof(name), &len), BMS_OK);
+	CHECK_EQ(len, 6);
+	CHECK(strcmp((const char *)name, "Boat 2") == 0);
+	CHECK_EQ(bms_device_name(l.bms, name, BMS_DEVICE_NAME_MAX, &len), BMS_ENOSPC);
+	CHECK_EQ(bms_device_name(l.bms, name, sizeof(name), NULL), BMS_EINVAL);
+
 	/* Caller errors: short buffer, overlapping buffers, missing length pointer. */
 	CHECK_EQ(bms_gatt_request(l.bms, 3300, CHR_STATUS, false, false, NULL, 0, resp, 100, &len),
 		 BMS_ENOSPC);
@@ -295,6 +313,8 @@ static void scenario_gatt_read(void)
 	CHECK(bms != NULL);
 	CHECK_EQ(bms_passkey(bms, &passkey), BMS_OK);
 	CHECK_EQ(passkey, 123456);
+	CHECK_EQ(bms_device_name(bms, name, sizeof(name), &len), BMS_OK);
+	CHECK(strcmp((const char *)name, "Boat 2") == 0);
 	CHECK_EQ(bms_close(bms), BMS_OK);
 }
 

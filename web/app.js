@@ -184,7 +184,7 @@ function refusedFromBle(e) {
   return new Refused(`the BMS refused the request (${text})`);
 }
 
-const notPaired = 'not paired: the BMS accepts changes only from a paired phone. Pair with its passkey (the browser asks for it; factory passkey 000000) and try again.';
+const notPaired = 'not paired: the BMS accepts changes only from a paired phone. Press the BMS\'s button (its blue LED then blinks the passkey), pair with that passkey when the browser asks, and try again.';
 
 /** The demo device: the real core and a simulated bank, in this page. */
 class DemoLink {
@@ -502,8 +502,11 @@ async function saveSettings() {
 async function runCommand(command, resultEl, doneText, withBody = false) {
   try {
     const resp = await link.command(core.encodeCommand(command), withBody);
-    resultEl.textContent = doneText;
-    resultEl.className = 'ok';
+    // Commands whose answer the caller shows (doneText '') leave the line as it is.
+    if (doneText) {
+      resultEl.textContent = doneText;
+      resultEl.className = 'ok';
+    }
     return resp;
   } catch (e) {
     const why = e.refusal ? e.refusal.text : e.status === null ? `${e.message}: is this phone paired with the BMS (and has it seen its batteries)?` : e.message;
@@ -511,6 +514,28 @@ async function runCommand(command, resultEl, doneText, withBody = false) {
     resultEl.className = 'error';
     return null;
   }
+}
+
+/** The paired phones (bonds) and the read protection, from the device (ListBonds). */
+async function listBonds() {
+  const resp = await runCommand('ListBonds', $('security-result'), '', true);
+  const d = resp && core.decode('bonds', resp);
+  if (!d || !d.ok) return;
+  $('read-protection').checked = d.page.read_protection;
+  $('read-protection').disabled = false;
+  const rows = d.page.bonds.map((bond) => {
+    const tr = document.createElement('tr');
+    tr.innerHTML = '<th></th><td><button class="danger">Remove</button></td>';
+    const address = bond.address.slice().reverse().map((b) => b.toString(16).padStart(2, '0')).join(':').toUpperCase();
+    tr.firstChild.textContent = `${address} (${bond.address_type === 0 ? 'public' : 'random'} address)`;
+    tr.querySelector('button').onclick = async () => {
+      if (!confirm(`Remove the paired phone ${address}? It must pair again to change anything.`)) return;
+      await runCommand({ RemoveBond: { bond } }, $('security-result'), `Removed ${address}.`);
+      await listBonds();
+    };
+    return tr;
+  });
+  $('bonds-table').replaceChildren(...(rows.length ? rows : [Object.assign(document.createElement('tr'), { textContent: 'No paired phones.' })]));
 }
 
 // ---- firmware update ----------------------------------------------------------------------------
@@ -739,7 +764,7 @@ async function main() {
   };
   $('passkey-save').onclick = () => {
     const v = $('passkey').value;
-    if (!/^[0-9]{6}$/.test(v)) { $('passkey-result').textContent = 'The passkey is six digits (000000–999999).'; return; }
+    if (!/^[0-9]{6}$/.test(v) || Number(v) === 0) { $('passkey-result').textContent = 'The passkey is six digits, 000001–999999.'; return; }
     runCommand({ ChangePasskey: { passkey: Number(v) } }, $('passkey-result'), 'Passkey changed: it is asked at the next pairing.');
   };
   $('history-reset').onclick = async () => {
@@ -762,6 +787,30 @@ async function main() {
       $('key-value').textContent = hex(d.page.key);
       $('key-copy').hidden = false;
     }
+  };
+  $('key-new').onclick = async () => {
+    if (!confirm('Make a new Instant Readout key? Home Assistant and other readers then need the new key.')) return;
+    const resp = await runCommand('NewReadoutKey', $('action-result'), 'New key made: give it to Home Assistant.', true);
+    const d = resp && core.decode('key', resp);
+    if (d && d.ok) {
+      $('key-value').textContent = hex(d.page.key);
+      $('key-copy').hidden = false;
+    }
+  };
+  $('forget-lost').onclick = async () => {
+    const resp = await runCommand('ForgetLostBatteries', $('forget-result'), '', true);
+    const d = resp && core.decode('forgotten', resp);
+    if (d && d.ok) {
+      const n = d.page.count;
+      $('forget-result').textContent = n ? `Forgot ${n} lost ${n === 1 ? 'battery' : 'batteries'}.` : 'No battery was lost: nothing forgotten.';
+    }
+  };
+  $('bonds-list').onclick = listBonds;
+  $('read-protection').onchange = async () => {
+    const enabled = $('read-protection').checked;
+    await runCommand({ SetReadProtection: { enabled } }, $('security-result'),
+      enabled ? 'Read protection on: only paired phones may read the BMS.' : 'Read protection off: anyone nearby may read the BMS.');
+    await listBonds();
   };
   $('key-copy').onclick = () => navigator.clipboard.writeText($('key-value').textContent)
     .then(() => { $('action-result').textContent = 'Key copied.'; });

@@ -211,6 +211,52 @@ test('the Instant Readout key is shown', async (t) => {
   assert.deepEqual(page.errors, []);
 });
 
+test('forget a battery taken out of the bank', async (t) => {
+  const page = await demo(t);
+  await page.click('#demo-unplug');
+  await waitText(page, '#st-codes', /Battery communication lost/);
+  await page.click('nav button[data-page="actions"]');
+  await page.click('#forget-lost');
+  await waitText(page, '#forget-result', /^Forgot 1 lost battery\.$/);
+  await page.click('nav button[data-page="bank"]');
+  await waitText(page, '#bank-topology', /3 of 3 batteries|3 batteries/);
+  await page.click('nav button[data-page="actions"]');
+  await page.$eval('#forget-lost', (b) => b.click());
+  await waitText(page, '#forget-result', /No battery was lost: nothing forgotten/);
+  assert.deepEqual(page.errors, []);
+});
+
+test('paired phones, read protection and a new readout key', async (t) => {
+  const page = await demo(t);
+  await page.click('nav button[data-page="settings"]');
+  await page.click('#bonds-list');
+  await waitText(page, '#bonds-table', /No paired phones/);
+  assert.equal(await page.$eval('#read-protection', (e) => e.checked), false, 'open by default');
+  await page.$eval('#read-protection', (b) => b.click());
+  await waitText(page, '#security-result', /Read protection on/);
+  // The page shows what the device says after the change (ListBonds again).
+  await page.waitForFunction(() => document.getElementById('read-protection').checked);
+  const bonds = await page.evaluate(() => {
+    const { core, link } = window.openbms;
+    return core.decode('bonds', link.dev.write(6, true, core.encodeCommand('ListBonds'))).page;
+  });
+  assert.equal(bonds.read_protection, true, 'the core has read protection on');
+
+  await page.click('nav button[data-page="actions"]');
+  await page.click('#key-show');
+  await waitText(page, '#key-value', /^[0-9a-f]{32}$/);
+  const old = await textOf(page, '#key-value');
+  page.once('dialog', (d) => d.accept());
+  await page.click('#key-new');
+  await waitText(page, '#action-result', /New key made/);
+  const fresh = await textOf(page, '#key-value');
+  assert.match(fresh, /^[0-9a-f]{32}$/);
+  assert.notEqual(fresh, old);
+  await page.click('#key-show');
+  await waitText(page, '#key-value', new RegExp(`^${fresh}$`));
+  assert.deepEqual(page.errors, []);
+});
+
 /** A signed MCUboot image as imgtool lays it out: header, code, TLVs (SHA-256, Ed25519). */
 function mcubootImage(major, minor, revision, build, code) {
   const hdr = Buffer.alloc(32);

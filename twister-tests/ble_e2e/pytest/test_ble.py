@@ -66,6 +66,7 @@ def bms_uuid(characteristic: int) -> UUID:
 
 
 STATUS, BATTERY, SETTINGS, CONTROL_POINT = bms_uuid(1), bms_uuid(3), bms_uuid(5), bms_uuid(6)
+DEVICE_NAME_CHR, SOC = bms_uuid(7), bms_uuid(8)
 
 
 class KeyboardDelegate(PairingDelegate):
@@ -204,6 +205,29 @@ async def run(exe: Path) -> None:
             assert bytes(await settings.read_value()) == current
             await settings.write_value(request, with_response=True)
 
+            # BLE-1: the State of charge page is open; the owner's device name, written over
+            # the authenticated link, becomes the GAP Device Name and the advertised name.
+            soc = peer.get_characteristics_by_uuid(SOC)[0]
+            page = bytes(await soc.read_value())
+            assert page[:2] == bytes([PROTOCOL_VERSION, STATUS_OK]), page.hex()
+            rename = peer.get_characteristics_by_uuid(DEVICE_NAME_CHR)[0]
+            new_name = "Boat 2"
+            await rename.write_value(
+                bytes([PROTOCOL_VERSION, len(new_name)]) + new_name.encode(), with_response=True
+            )
+            page = bytes(await rename.read_value())
+            assert page == bytes([PROTOCOL_VERSION, STATUS_OK, len(new_name)]) + new_name.encode()
+            for _ in range(50):
+                gap_name = bytes(await names[0].read_value()).decode()
+                if gap_name == new_name:
+                    break
+                await asyncio.sleep(0.1)
+            assert gap_name == new_name, f"GAP Device Name {gap_name!r} after the rename"
+            scan_response = AdvertisingData.from_bytes(advertiser.scan_response_data)
+            assert scan_response.get(AdvertisingData.COMPLETE_LOCAL_NAME) == new_name, (
+                advertiser.scan_response_data.hex()
+            )
+
             # BLE-3: the key, read over the authenticated link, decodes the advertisement.
             indications = asyncio.Queue()
             await peer.subscribe(control, indications.put_nowait, prefer_notify=False)
@@ -228,7 +252,7 @@ async def run(exe: Path) -> None:
 
 # BLE-1, BLE-2, BLE-3, BLE-4: scan, the readout still advertised while a central is connected,
 # read open, refused selection as ATT error, refused write before pairing, passkey pairing,
-# refused value as ATT error, authenticated write and key read, Instant Readout decoded by
-# victron-ble.
+# refused value as ATT error, authenticated write, the device renamed (GAP name and scan
+# response), key read, Instant Readout decoded by victron-ble.
 def test_ble_1_2_3_4_readout_pairing_and_permissions(request):
     asyncio.run(run(zephyr_exe(request)))

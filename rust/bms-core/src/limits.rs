@@ -340,7 +340,7 @@ pub const PASSKEY_REPEATS: u32 = 2;
 
 /// BLE-3 **(choice)**: the Instant Readout payload changes at most once per this time, so the
 /// 16-bit nonce lasts weeks under one key (docs/persistence.md), ms.
-pub const READOUT_MIN_CHANGE_MS: u64 = 10_000;
+pub const READOUT_MIN_CHANGE_MS: u64 = 20_000;
 
 /// SET-2 **(choice)**: settings, passkey and read-protection changes from the user are written
 /// to flash at most once per this time (the first at once, the rest of a burst when it ends or

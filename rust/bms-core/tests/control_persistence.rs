@@ -600,3 +600,99 @@ fn bal_2_balancer_judgement_survives_a_reboot_until_a_battery_is_added() {
         "battery just added"
     );
 }
+
+/// SET-2 (M7): 10 000 authenticated settings writes at 133 a second (75 s) cost at most one
+/// flash write per USER_WRITE_INTERVAL_MS (the first at once), every reply is Ok, every write
+/// is in force at once, and the last one reaches flash when the interval is over, or at a
+/// flush (the link dropped) right away.
+#[test]
+fn set_2_a_burst_of_settings_writes_costs_one_flash_write_per_interval() {
+    use bms_core::limits::USER_WRITE_INTERVAL_MS;
+    use bms_core::protocol::{encode_request, Access, Characteristic, Status, MAX_RESPONSE_LEN};
+    let mut node = Node::open(MemStorage::new(), &mut random(Some(KEY)));
+    let _ = node.step(0, &bms_core::Inputs::default());
+    let before = node.persistence().stats(RecordKind::Settings).writes;
+    let mut random = random(Some(KEY));
+    let mut write = |node: &mut Node<MemStorage>, now_ms: u64, floor: u8| {
+        let settings = Settings {
+            discharge_floor_pct: floor,
+            ..Settings::default()
+        };
+        let mut req = [0u8; 32];
+        let n = encode_request(&settings, &mut req).unwrap();
+        let mut resp = [0u8; MAX_RESPONSE_LEN];
+        let reply = node
+            .gatt(
+                now_ms,
+                Characteristic::Settings as u8,
+                Access::Write,
+                true,
+                &req[..n],
+                &mut resp,
+                &mut random,
+            )
+            .unwrap();
+        assert_eq!(reply.status, Status::Ok);
+        assert_eq!(node.bms().settings().discharge_floor_pct, floor);
+        settings
+    };
+    let mut now = 1_000;
+    let mut last = Settings::default();
+    for i in 0..10_000u64 {
+        now = 1_000 + i * 15 / 2;
+        last = write(&mut node, now, 1 + (i % 9) as u8);
+        if i % 13 == 0 {
+            let _ = node.step(now, &bms_core::Inputs::default());
+        }
+    }
+    let burst_ms = now - 1_000;
+    let writes = node.persistence().stats(RecordKind::Settings).writes - before;
+    assert!(
+        u64::from(writes) <= burst_ms / USER_WRITE_INTERVAL_MS + 2,
+        "{writes} flash writes for 10 000 settings writes over {burst_ms} ms"
+    );
+    let (_, stored) = Persistence::restore(&mut node.storage().clone());
+    assert_ne!(stored.settings, Ok(last), "the end of a burst waits");
+    node.flush(now);
+    let (_, stored) = Persistence::restore(&mut node.storage().clone());
+    assert_eq!(stored.settings, Ok(last), "a flush stores it at once");
+
+    // Without a flush, the interval's end stores it.
+    let later = write(&mut node, now + 1, 3);
+    let _ = node.step(
+        now + USER_WRITE_INTERVAL_MS + PERSIST_POLL_MS,
+        &bms_core::Inputs::default(),
+    );
+    let (_, stored) = Persistence::restore(&mut node.storage().clone());
+    assert_eq!(stored.settings, Ok(later));
+}
+
+/// BLE-3 (M5): while only measurements change, the advertised values change at most once per
+/// READOUT_MIN_CHANGE_MS (so the 16-bit nonce lasts weeks: docs/persistence.md); a change of
+/// the outputs goes out at once.
+#[test]
+fn ble_3_readout_changes_at_most_once_per_interval_but_outputs_at_once() {
+    let (mut dev, _) = Device::boot(Flash::default(), Some(KEY));
+    dev.run_for(3_000);
+    let start = dev.rig.records.len();
+    for i in 0..600 {
+        // A new current every second changes the values each time.
+        dev.rig.set_current(-1_000 - 100 * (i % 50));
+        dev.run_for(1_000);
+    }
+    let changes = dev.rig.records[start..]
+        .iter()
+        .filter(|r| r.decisions.adv_changed)
+        .count() as u64;
+    assert!(
+        (600_000 / READOUT_MIN_CHANGE_MS - 1..=600_000 / READOUT_MIN_CHANGE_MS + 1)
+            .contains(&changes),
+        "{changes} advertisement changes in 10 minutes"
+    );
+    // Remote OFF opens the outputs: the advertisement shows it at that very step.
+    dev.rig.remote = control_harness::Remote::Open;
+    dev.rig
+        .run_until(dev.rig.now_ms + 5_000, |d| !d.atd)
+        .expect("remote off opens ATD");
+    assert!(dev.rig.last().adv_changed, "the output change waited");
+}

@@ -139,6 +139,11 @@
 #define BMS_LINE_MAX_PACKS 16
 
 /**
+ * Most bonds `bms_bonds_set` takes (the firmware's `CONFIG_BT_MAX_PAIRED`).
+ */
+#define BMS_MAX_BONDS 4
+
+/**
  * What an LED shows (LED-1, LED-2); the application plays the pattern (`bms_led` values).
  */
 enum bms_led
@@ -452,6 +457,40 @@ typedef uint8_t BmsProtocol;
 #endif // __cplusplus
 
 /**
+ * BLE-2: what the platform must do with the BLE stack's bonds (`struct bms_bond_action`'s
+ * `kind`).
+ */
+enum bms_bond_action_kind
+#if defined(__cplusplus) || __STDC_VERSION__ >= 202311L
+  : uint8_t
+#endif // defined(__cplusplus) || __STDC_VERSION__ >= 202311L
+ {
+  /**
+   * Nothing waits.
+   */
+  BMS_BOND_ACTION_KIND_NONE = 0,
+  /**
+   * Remove every bond (`bt_unpair(BT_ID_DEFAULT, NULL)`): pairing was reset.
+   */
+  BMS_BOND_ACTION_KIND_REMOVE_ALL = 1,
+  /**
+   * Remove every bond but the one of the connected phone that changed the passkey.
+   */
+  BMS_BOND_ACTION_KIND_REMOVE_OTHERS = 2,
+  /**
+   * Remove `bond` (the RemoveBond command).
+   */
+  BMS_BOND_ACTION_KIND_REMOVE = 3,
+};
+#ifndef __cplusplus
+#if __STDC_VERSION__ >= 202311L
+typedef enum bms_bond_action_kind bms_bond_action_kind;
+#else
+typedef uint8_t bms_bond_action_kind;
+#endif // __STDC_VERSION__ >= 202311L
+#endif // __cplusplus
+
+/**
  * The library state behind the C handle `struct bms *`: opaque to C, in static storage. The
  * device is the core's `bms_core::node::Node` over the port's storage; each C call is one
  * delegation to it.
@@ -537,6 +576,14 @@ struct bms_outputs {
    * The status page changed: notify subscribed GATT clients.
    */
   bool status_changed;
+  /**
+   * BLE-2: a new pairing may start now (the pairing-accept callback answers with it).
+   */
+  bool pairing_allowed;
+  /**
+   * BLE-2: a bond action waits: fetch it with `bms_bond_action` and carry it out.
+   */
+  bool bond_action_pending;
 };
 
 /**
@@ -544,6 +591,36 @@ struct bms_outputs {
  * behaviour (an unknown value gets `BMS_EINVAL`).
  */
 typedef uint8_t bms_dfu_t;
+
+/**
+ * BLE-2: one bond of the BLE stack, as `bms_bonds_set` takes it and `bms_bond_action` gives
+ * it: the peer's identity address (Zephyr's `bt_addr_le_t`: type, then the address least
+ * significant byte first).
+ */
+struct bms_bond {
+  /**
+   * 0 public, 1 random (static) identity address.
+   */
+  uint8_t address_type;
+  /**
+   * The address, least significant byte first.
+   */
+  uint8_t address[6];
+};
+
+/**
+ * BLE-2: a bond action for the platform (`bms_bond_action`).
+ */
+struct bms_bond_action {
+  /**
+   * A `bms_bond_action_kind` value.
+   */
+  uint8_t kind;
+  /**
+   * The bond, for `BMS_BOND_ACTION_KIND_REMOVE`; zero otherwise.
+   */
+  struct bms_bond bond;
+};
 
 #ifdef __cplusplus
 extern "C" {
@@ -725,15 +802,81 @@ int32_t bms_self_check(struct bms *bms,
 int32_t bms_next_deadline_ms(const struct bms *bms, uint64_t *deadline_ms);
 
 /**
- * Stores in `*passkey` the pairing passkey (0–999999, BLE-2) to give the BLE stack: at start
- * and after each control-point write (the user may change it).
+ * Stores in `*passkey` the pairing passkey (1–999999, BLE-2: the unit's own, never 000000)
+ * to give the BLE stack: at start, after each control-point write (the user may change it)
+ * and after `bms_button` reset pairing.
  *
- * Returns `BMS_OK`, or `BMS_EINVAL` (bad handle, null or misaligned pointer).
+ * Returns `BMS_OK`, `BMS_EAGAIN` (with 0 stored) while the device has no usable passkey (a
+ * fault of the stored secrets, or no random source at the first start: refuse every pairing
+ * until the button resets it), or `BMS_EINVAL` (bad handle, null or misaligned pointer).
  *
  * # Safety
  * `passkey` must be null or point to a writable `uint32_t`.
  */
 int32_t bms_passkey(const struct bms *bms, uint32_t *passkey);
+
+/**
+ * BLE-2: the board's button went down (`pressed` non-zero) or up at `now_ms`; pass both edges
+ * (debouncing is the core's). A press opens the pairing window for 3 minutes and the blue
+ * LED blinks the passkey (the log prints it once); held 10 s, it resets pairing: a new
+ * passkey (read `bms_passkey` again) and a bond action removing every bond.
+ *
+ * Returns 0 when the edge asked for nothing, 1 when the pairing window opened, 2 when pairing
+ * was reset (fetch `bms_bond_action`), or `BMS_EINVAL` (bad handle).
+ *
+ * # Safety
+ * Any pointer value is accepted and checked; there is no requirement on the caller.
+ */
+int32_t bms_button(struct bms *bms, uint64_t now_ms, uint8_t pressed);
+
+/**
+ * BLE-2: a pairing attempt ended at `now_ms`: `success` non-zero (pairing complete) or zero
+ * (failed: wrong passkey, cancelled, timed out), which starts an exponential back-off. The
+ * next `bms_step` says in `pairing_allowed` whether a new pairing may start.
+ *
+ * Returns `BMS_OK`, or `BMS_EINVAL` (bad handle).
+ *
+ * # Safety
+ * Any pointer value is accepted and checked; there is no requirement on the caller.
+ */
+int32_t bms_pairing_result(struct bms *bms, uint64_t now_ms, uint8_t success);
+
+/**
+ * BLE-2: the bonds the BLE stack holds now (`bt_foreach_bond`): `count` of them at `bonds`
+ * (NULL with 0 for none). Call after opening and after every change (pairing complete, a
+ * bond removed). More than `BMS_MAX_BONDS` is refused.
+ *
+ * Returns `BMS_OK`, or `BMS_EINVAL` (bad handle, null or misaligned pointer with a non-zero
+ * `count`, more than `BMS_MAX_BONDS`) and nothing changes.
+ *
+ * # Safety
+ * `bonds` must be null or readable for `count` `struct bms_bond`s.
+ */
+int32_t bms_bonds_set(struct bms *bms, const struct bms_bond *bonds, size_t count);
+
+/**
+ * BLE-2: takes the bond action that waits (after a control-point write, a step with
+ * `bond_action_pending`, or `bms_button` returning 2) into `*action`: `kind` 0 when none.
+ * Carry it out at once (`bt_unpair`), then report the bonds with `bms_bonds_set`.
+ *
+ * Returns `BMS_OK`, or `BMS_EINVAL` (bad handle, null or misaligned pointer).
+ *
+ * # Safety
+ * `action` must be null or point to a writable `struct bms_bond_action`.
+ */
+int32_t bms_bond_action(struct bms *bms, struct bms_bond_action *action);
+
+/**
+ * SET-2: writes every record that is due at `now_ms`, including settings and secrets changes
+ * held back to spare the flash (at most one write per 10 s while a phone writes in bursts).
+ * Call when a link drops and before a planned reboot.
+ *
+ * Returns `BMS_OK`, or `BMS_EINVAL` (bad handle).
+ *
+ * # Safety
+ * Any pointer value is accepted and checked; there is no requirement on the caller.
+ */
+int32_t bms_flush(struct bms *bms, uint64_t now_ms);
 
 /**
  * Stores in `name` the device name to advertise (BLE-1): UTF-8 without control characters,

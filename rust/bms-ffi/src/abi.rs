@@ -407,11 +407,87 @@ pub struct BmsOutputs {
     pub adv_changed: bool,
     /// The status page changed: notify subscribed GATT clients.
     pub status_changed: bool,
+    /// BLE-2: a new pairing may start now (the pairing-accept callback answers with it).
+    pub pairing_allowed: bool,
+    /// BLE-2: a bond action waits: fetch it with `bms_bond_action` and carry it out.
+    pub bond_action_pending: bool,
 }
 
 // The C harness asserts the same sizes, so a layout change shows on both sides.
 const _: () = assert!(core::mem::size_of::<BmsInputs>() == 16);
-const _: () = assert!(core::mem::size_of::<BmsOutputs>() == 28);
+const _: () = assert!(core::mem::size_of::<BmsOutputs>() == 32);
+
+/// BLE-2: one bond of the BLE stack, as `bms_bonds_set` takes it and `bms_bond_action` gives
+/// it: the peer's identity address (Zephyr's `bt_addr_le_t`: type, then the address least
+/// significant byte first).
+#[repr(C)]
+#[derive(Clone, Copy, Debug, Default, PartialEq, Eq)]
+pub struct BmsBond {
+    /// 0 public, 1 random (static) identity address.
+    pub address_type: u8,
+    /// The address, least significant byte first.
+    pub address: [u8; 6],
+}
+
+impl BmsBond {
+    pub(crate) fn to_core(self) -> bms_core::pairing::Bond {
+        bms_core::pairing::Bond {
+            address_type: self.address_type,
+            address: self.address,
+        }
+    }
+}
+
+/// BLE-2: what the platform must do with the BLE stack's bonds (`struct bms_bond_action`'s
+/// `kind`).
+#[repr(u8)]
+#[derive(Clone, Copy, Debug, PartialEq, Eq)]
+pub enum BmsBondActionKind {
+    /// Nothing waits.
+    None = 0,
+    /// Remove every bond (`bt_unpair(BT_ID_DEFAULT, NULL)`): pairing was reset.
+    RemoveAll = 1,
+    /// Remove every bond but the one of the connected phone that changed the passkey.
+    RemoveOthers = 2,
+    /// Remove `bond` (the RemoveBond command).
+    Remove = 3,
+}
+
+/// BLE-2: a bond action for the platform (`bms_bond_action`).
+#[repr(C)]
+#[derive(Clone, Copy, Debug, PartialEq, Eq)]
+pub struct BmsBondAction {
+    /// A `bms_bond_action_kind` value.
+    pub kind: u8,
+    /// The bond, for `BMS_BOND_ACTION_KIND_REMOVE`; zero otherwise.
+    pub bond: BmsBond,
+}
+
+impl BmsBondAction {
+    pub(crate) fn from_core(action: Option<bms_core::pairing::BondAction>) -> Self {
+        use bms_core::pairing::BondAction;
+        let (kind, bond) = match action {
+            None => (BmsBondActionKind::None, BmsBond::default()),
+            Some(BondAction::RemoveAll) => (BmsBondActionKind::RemoveAll, BmsBond::default()),
+            Some(BondAction::RemoveOthers) => (BmsBondActionKind::RemoveOthers, BmsBond::default()),
+            Some(BondAction::Remove(bond)) => (
+                BmsBondActionKind::Remove,
+                BmsBond {
+                    address_type: bond.address_type,
+                    address: bond.address,
+                },
+            ),
+        };
+        BmsBondAction {
+            kind: kind as u8,
+            bond,
+        }
+    }
+}
+
+/// Most bonds `bms_bonds_set` takes (the firmware's `CONFIG_BT_MAX_PAIRED`).
+pub const BMS_MAX_BONDS: usize = 4;
+const _: () = assert!(BMS_MAX_BONDS == bms_core::limits::MAX_BONDS);
 
 impl BmsInputs {
     /// The core's inputs.
@@ -442,6 +518,8 @@ impl BmsOutputs {
             low_power: d.low_power,
             adv_changed: d.adv_changed,
             status_changed: d.status_changed,
+            pairing_allowed: d.pairing_allowed,
+            bond_action_pending: d.bond_action_pending,
         }
     }
 }

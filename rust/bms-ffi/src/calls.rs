@@ -9,8 +9,9 @@ use bms_core::protocol::Access;
 use bms_core::{SelfCheck, SelfCheckInputs};
 
 use crate::abi::{
-    BmsDfu, BmsDfuCode, BmsInputs, BmsOutputs, BMS_EINVAL, BMS_ENOSPC, BMS_ETIMEDOUT,
-    BMS_LINE_MAX_PACKS, BMS_LINE_REQUEST_MAX, BMS_NO_DEADLINE, BMS_OK,
+    BmsBond, BmsBondAction, BmsDfu, BmsDfuCode, BmsInputs, BmsOutputs, BMS_EAGAIN, BMS_EINVAL,
+    BMS_ENOSPC, BMS_ETIMEDOUT, BMS_LINE_MAX_PACKS, BMS_LINE_REQUEST_MAX, BMS_MAX_BONDS,
+    BMS_NO_DEADLINE, BMS_OK,
 };
 use crate::instance::{Claim, Instance};
 use crate::logger;
@@ -455,10 +456,13 @@ pub unsafe extern "C" fn bms_next_deadline_ms(bms: *const Instance, deadline_ms:
     })())
 }
 
-/// Stores in `*passkey` the pairing passkey (0–999999, BLE-2) to give the BLE stack: at start
-/// and after each control-point write (the user may change it).
+/// Stores in `*passkey` the pairing passkey (1–999999, BLE-2: the unit's own, never 000000)
+/// to give the BLE stack: at start, after each control-point write (the user may change it)
+/// and after `bms_button` reset pairing.
 ///
-/// Returns `BMS_OK`, or `BMS_EINVAL` (bad handle, null or misaligned pointer).
+/// Returns `BMS_OK`, `BMS_EAGAIN` (with 0 stored) while the device has no usable passkey (a
+/// fault of the stored secrets, or no random source at the first start: refuse every pairing
+/// until the button resets it), or `BMS_EINVAL` (bad handle, null or misaligned pointer).
 ///
 /// # Safety
 /// `passkey` must be null or point to a writable `uint32_t`.
@@ -470,6 +474,117 @@ pub unsafe extern "C" fn bms_passkey(bms: *const Instance, passkey: *mut u32) ->
         let value = claim.instance().passkey();
         // SAFETY: checked by `arg_out`; writable by the caller's contract.
         unsafe { write_out(passkey, value) };
+        if value == 0 {
+            return Err(BMS_EAGAIN);
+        }
+        Ok(())
+    })())
+}
+
+/// BLE-2: the board's button went down (`pressed` non-zero) or up at `now_ms`; pass both edges
+/// (debouncing is the core's). A press opens the pairing window for 3 minutes and the blue
+/// LED blinks the passkey (the log prints it once); held 10 s, it resets pairing: a new
+/// passkey (read `bms_passkey` again) and a bond action removing every bond.
+///
+/// Returns 0 when the edge asked for nothing, 1 when the pairing window opened, 2 when pairing
+/// was reset (fetch `bms_bond_action`), or `BMS_EINVAL` (bad handle).
+///
+/// # Safety
+/// Any pointer value is accepted and checked; there is no requirement on the caller.
+#[no_mangle]
+pub unsafe extern "C" fn bms_button(bms: *mut Instance, now_ms: u64, pressed: u8) -> i32 {
+    let mut claim = match Claim::of(bms) {
+        Ok(claim) => claim,
+        Err(err) => return err,
+    };
+    match claim.instance().button(now_ms, pressed != 0) {
+        None => 0,
+        Some(bms_core::pairing::ButtonAction::OpenWindow) => 1,
+        Some(bms_core::pairing::ButtonAction::ResetPairing) => 2,
+    }
+}
+
+/// BLE-2: a pairing attempt ended at `now_ms`: `success` non-zero (pairing complete) or zero
+/// (failed: wrong passkey, cancelled, timed out), which starts an exponential back-off. The
+/// next `bms_step` says in `pairing_allowed` whether a new pairing may start.
+///
+/// Returns `BMS_OK`, or `BMS_EINVAL` (bad handle).
+///
+/// # Safety
+/// Any pointer value is accepted and checked; there is no requirement on the caller.
+#[no_mangle]
+pub unsafe extern "C" fn bms_pairing_result(bms: *mut Instance, now_ms: u64, success: u8) -> i32 {
+    status((|| {
+        let mut claim = Claim::of(bms)?;
+        claim.instance().pairing_result(now_ms, success != 0);
+        Ok(())
+    })())
+}
+
+/// BLE-2: the bonds the BLE stack holds now (`bt_foreach_bond`): `count` of them at `bonds`
+/// (NULL with 0 for none). Call after opening and after every change (pairing complete, a
+/// bond removed). More than `BMS_MAX_BONDS` is refused.
+///
+/// Returns `BMS_OK`, or `BMS_EINVAL` (bad handle, null or misaligned pointer with a non-zero
+/// `count`, more than `BMS_MAX_BONDS`) and nothing changes.
+///
+/// # Safety
+/// `bonds` must be null or readable for `count` `struct bms_bond`s.
+#[no_mangle]
+pub unsafe extern "C" fn bms_bonds_set(
+    bms: *mut Instance,
+    bonds: *const BmsBond,
+    count: usize,
+) -> i32 {
+    status((|| {
+        let mut claim = Claim::of(bms)?;
+        if count > BMS_MAX_BONDS || (count > 0 && (bonds.is_null() || !bonds.is_aligned())) {
+            return Err(BMS_EINVAL);
+        }
+        let mut list = [bms_core::pairing::Bond::default(); BMS_MAX_BONDS];
+        for (i, slot) in list.iter_mut().enumerate().take(count) {
+            // SAFETY: `bonds` is non-null and aligned (checked) and readable for `count`
+            // elements (the caller's contract); `i < count`.
+            *slot = unsafe { bonds.add(i).read() }.to_core();
+        }
+        claim.instance().set_bonds(list.get(..count).unwrap_or(&[]));
+        Ok(())
+    })())
+}
+
+/// BLE-2: takes the bond action that waits (after a control-point write, a step with
+/// `bond_action_pending`, or `bms_button` returning 2) into `*action`: `kind` 0 when none.
+/// Carry it out at once (`bt_unpair`), then report the bonds with `bms_bonds_set`.
+///
+/// Returns `BMS_OK`, or `BMS_EINVAL` (bad handle, null or misaligned pointer).
+///
+/// # Safety
+/// `action` must be null or point to a writable `struct bms_bond_action`.
+#[no_mangle]
+pub unsafe extern "C" fn bms_bond_action(bms: *mut Instance, action: *mut BmsBondAction) -> i32 {
+    status((|| {
+        let mut claim = Claim::of(bms)?;
+        arg_out(action)?;
+        let taken = BmsBondAction::from_core(claim.instance().take_bond_action());
+        // SAFETY: checked by `arg_out`; writable by the caller's contract.
+        unsafe { write_out(action, taken) };
+        Ok(())
+    })())
+}
+
+/// SET-2: writes every record that is due at `now_ms`, including settings and secrets changes
+/// held back to spare the flash (at most one write per 10 s while a phone writes in bursts).
+/// Call when a link drops and before a planned reboot.
+///
+/// Returns `BMS_OK`, or `BMS_EINVAL` (bad handle).
+///
+/// # Safety
+/// Any pointer value is accepted and checked; there is no requirement on the caller.
+#[no_mangle]
+pub unsafe extern "C" fn bms_flush(bms: *mut Instance, now_ms: u64) -> i32 {
+    status((|| {
+        let mut claim = Claim::of(bms)?;
+        claim.instance().flush(now_ms);
         Ok(())
     })())
 }

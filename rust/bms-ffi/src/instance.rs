@@ -8,6 +8,7 @@ use core::sync::atomic::{AtomicBool, Ordering};
 
 use bms_core::drivers::{LineError, Protocol};
 use bms_core::node::Node;
+use bms_core::pairing::{Bond, BondAction, ButtonAction};
 use bms_core::protocol::Access;
 use bms_core::readout::ReadoutError;
 use bms_core::{DfuEvent, Inputs, SelfCheck, SelfCheckInputs};
@@ -90,7 +91,7 @@ impl Instance {
     /// Builds the Instant Readout manufacturer data into `out`; returns its length.
     pub(crate) fn advertisement(&mut self, out: &mut [u8]) -> Result<usize, i32> {
         self.0.advertisement(out).map_err(|error| match error {
-            ReadoutError::NotReserved => BMS_EAGAIN,
+            ReadoutError::NotReserved | ReadoutError::NoKey => BMS_EAGAIN,
             // Too small a buffer (the record is the core's own, never too long).
             _ => BMS_ENOSPC,
         })
@@ -106,7 +107,7 @@ impl Instance {
         self.0.next_deadline_ms()
     }
 
-    /// The pairing passkey to give the BLE stack (0–999999).
+    /// The pairing passkey to give the BLE stack (1–999999; 0 = none, nothing pairs).
     pub(crate) fn passkey(&self) -> u32 {
         self.0.passkey()
     }
@@ -114,6 +115,33 @@ impl Instance {
     /// The device name to advertise (BLE-1), UTF-8.
     pub(crate) fn device_name(&self) -> &[u8] {
         self.0.device_name().as_bytes()
+    }
+
+    /// BLE-2: the button's edge; what it asked for.
+    pub(crate) fn button(&mut self, now_ms: u64, pressed: bool) -> Option<ButtonAction> {
+        self.0.button(now_ms, pressed, &mut |out: &mut [u8]| {
+            port::random(out).is_ok()
+        })
+    }
+
+    /// BLE-2: a pairing attempt ended.
+    pub(crate) fn pairing_result(&mut self, now_ms: u64, success: bool) {
+        self.0.pairing_result(now_ms, success);
+    }
+
+    /// BLE-2: the bonds the stack holds.
+    pub(crate) fn set_bonds(&mut self, bonds: &[Bond]) {
+        self.0.set_bonds(bonds);
+    }
+
+    /// BLE-2: the bond action that waits, if any.
+    pub(crate) fn take_bond_action(&mut self) -> Option<BondAction> {
+        self.0.take_bond_action()
+    }
+
+    /// Writes every record that is due, coalesced ones included.
+    pub(crate) fn flush(&mut self, now_ms: u64) {
+        self.0.flush(now_ms);
     }
 
     /// DFU-1: the core's verdict on the running image (see `bms_self_check`).

@@ -18,7 +18,7 @@
 
 /* The C compiler's view of the structs is the Rust one (abi.rs asserts the same sizes). */
 _Static_assert(sizeof(struct bms_inputs) == 16, "struct bms_inputs layout");
-_Static_assert(sizeof(struct bms_outputs) == 28, "struct bms_outputs layout");
+_Static_assert(sizeof(struct bms_outputs) == 32, "struct bms_outputs layout");
 _Static_assert(sizeof(bms_led) == 1 && sizeof(bms_dfu_t) == 1, "enum types are bytes");
 
 static int checks_failed;
@@ -559,7 +559,140 @@ struct scenario {
 	void (*run)(void);
 };
 
+/* BLE-2: the unit's own passkey; pairing only in a window (power-up without a bond, or after a
+ * press of the button), back-off after a failure; bonds listed and removed through bond
+ * actions; the button held 10 s resets pairing; hostile arguments change nothing. */
+static void scenario_pairing(void)
+{
+	static uint8_t resp[BMS_GATT_RESPONSE_MAX];
+	const struct bms_bond phone = { .address_type = 1,
+					.address = { 0x11, 0x22, 0x33, 0x44, 0x55, 0xc6 } };
+	const uint8_t list_bonds[] = { PROTO_VERSION, 6 };
+	const uint8_t remove_bond[] = { PROTO_VERSION, 7, 1, 0x11, 0x22, 0x33, 0x44, 0x55, 0xc6 };
+	/* 123456 as a varint. */
+	const uint8_t change_passkey[] = { PROTO_VERSION, CMD_CHANGE_PASSKEY, 0xc0, 0xc4, 0x07 };
+	struct bms_bond four[5] = { phone, phone, phone, phone, phone };
+	struct bms_bond_action action;
+	struct loop l;
+	uint32_t passkey = 0, first;
+	size_t len;
+
+	loop_start(&l, bms_open(), FIXTURE_BANK2_SUPPLY_MV);
+	CHECK_EQ(bms_passkey(l.bms, &passkey), BMS_OK);
+	CHECK(passkey >= 1 && passkey <= BMS_PASSKEY_MAX);
+	first = passkey;
+	loop_run(&l, 1000);
+	CHECK(l.out.pairing_allowed); /* power-up, no bond */
+	CHECK_EQ(bms_bonds_set(l.bms, &phone, 1), BMS_OK);
+	loop_run(&l, 1500);
+	CHECK(!l.out.pairing_allowed); /* a bond exists: only after a press */
+
+	/* A press opens the window; the passkey is printed once. */
+	CHECK_EQ(bms_button(l.bms, l.now_ms, 1), 0);
+	CHECK_EQ(bms_button(l.bms, l.now_ms + 200, 0), 1);
+	CHECK(port_mem_log_count("passkey") >= 1);
+	loop_run(&l, 2500);
+	CHECK(l.out.pairing_allowed);
+	/* A failed attempt: back-off. */
+	CHECK_EQ(bms_pairing_result(l.bms, l.now_ms, 0), BMS_OK);
+	loop_run(&l, 3000);
+	CHECK(!l.out.pairing_allowed);
+
+	/* Bonds are listed and removed through a bond action. */
+	len = gatt(l.bms, 3100, CHR_CONTROL_POINT, true, true, list_bonds, sizeof(list_bonds), resp);
+	CHECK_EQ(resp[1], STATUS_OK);
+	CHECK_EQ(len, 11);
+	CHECK(memcmp(&resp[5], phone.address, 6) == 0);
+	gatt(l.bms, 3100, CHR_CONTROL_POINT, true, true, remove_bond, sizeof(remove_bond), resp);
+	CHECK_EQ(resp[1], STATUS_OK);
+	CHECK_EQ(bms_bond_action(l.bms, &action), BMS_OK);
+	CHECK_EQ(action.kind, BMS_BOND_ACTION_KIND_REMOVE);
+	CHECK(memcmp(&action.bond, &phone, sizeof(phone)) == 0);
+	CHECK_EQ(bms_bond_action(l.bms, &action), BMS_OK);
+	CHECK_EQ(action.kind, BMS_BOND_ACTION_KIND_NONE);
+	/* A passkey change removes every other bond. */
+	gatt(l.bms, 3200, CHR_CONTROL_POINT, true, true, change_passkey, sizeof(change_passkey),
+	     resp);
+	CHECK_EQ(resp[1], STATUS_OK);
+	loop_run(&l, 3300);
+	CHECK(l.out.bond_action_pending);
+	CHECK_EQ(bms_bond_action(l.bms, &action), BMS_OK);
+	CHECK_EQ(action.kind, BMS_BOND_ACTION_KIND_REMOVE_OTHERS);
+
+	/* Held 10 s: pairing reset, every bond removed, a new passkey. */
+	CHECK_EQ(bms_button(l.bms, 4000, 1), 0);
+	CHECK_EQ(bms_button(l.bms, 14000, 0), 2);
+	CHECK_EQ(bms_bond_action(l.bms, &action), BMS_OK);
+	CHECK_EQ(action.kind, BMS_BOND_ACTION_KIND_REMOVE_ALL);
+	CHECK_EQ(bms_passkey(l.bms, &passkey), BMS_OK);
+	CHECK(passkey != 123456 && passkey != first && passkey >= 1);
+	CHECK_EQ(bms_flush(l.bms, 14000), BMS_OK);
+
+	/* Hostile arguments: refused, nothing changes. */
+	CHECK_EQ(bms_bonds_set(l.bms, four, 5), BMS_EINVAL);
+	CHECK_EQ(bms_bonds_set(l.bms, NULL, 1), BMS_EINVAL);
+	CHECK_EQ(bms_bonds_set(l.bms, NULL, 0), BMS_OK);
+	CHECK_EQ(bms_bonds_set(NULL, &phone, 1), BMS_EINVAL);
+	CHECK_EQ(bms_bond_action(l.bms, NULL), BMS_EINVAL);
+	CHECK_EQ(bms_button(NULL, 0, 1), BMS_EINVAL);
+	CHECK_EQ(bms_pairing_result(NULL, 0, 1), BMS_EINVAL);
+	CHECK_EQ(bms_flush(NULL, 0), BMS_EINVAL);
+	CHECK_EQ(bms_passkey(l.bms, NULL), BMS_EINVAL);
+	CHECK_EQ(bms_close(l.bms), BMS_OK);
+}
+
+/* BLE-2, BLE-3: a flipped bit in the stored secrets, or a store that cannot be read at the
+ * start, keeps the record as it was, gives no passkey (nothing pairs) and no advertisement,
+ * and raises the secrets fault; the button held 10 s makes new secrets. */
+static void scenario_secrets_fault(void)
+{
+	static unsigned char before[256], after[256];
+	size_t before_len = 0, after_len = 0;
+	uint8_t adv[BMS_ADVERTISEMENT_LEN];
+	struct loop l;
+	uint32_t passkey = 1;
+	size_t len = 0;
+	struct bms *bms = bms_open();
+
+	loop_start(&l, bms, FIXTURE_BANK2_SUPPLY_MV);
+	loop_run(&l, 1000);
+	CHECK_EQ(bms_close(bms), BMS_OK);
+	CHECK(port_mem_flip_bit("bms/secrets", 20));
+	CHECK(port_mem_get("bms/secrets", before, sizeof(before), &before_len));
+
+	loop_start(&l, bms_open(), FIXTURE_BANK2_SUPPLY_MV);
+	CHECK_EQ(bms_passkey(l.bms, &passkey), BMS_EAGAIN);
+	CHECK_EQ(passkey, 0);
+	loop_run(&l, 3000);
+	CHECK(!l.out.pairing_allowed);
+	CHECK(l.out.codes & (1u << 17));
+	CHECK_EQ(bms_advertisement(l.bms, adv, sizeof(adv), &len), BMS_EAGAIN);
+	CHECK(port_mem_get("bms/secrets", after, sizeof(after), &after_len));
+	CHECK(after_len == before_len && memcmp(before, after, before_len) == 0);
+
+	CHECK_EQ(bms_button(l.bms, 3100, 1), 0);
+	CHECK_EQ(bms_button(l.bms, 13100, 0), 2);
+	CHECK_EQ(bms_passkey(l.bms, &passkey), BMS_OK);
+	loop_run(&l, 14000);
+	CHECK(l.out.pairing_allowed);
+	CHECK(!(l.out.codes & (1u << 17)));
+	CHECK_EQ(bms_close(l.bms), BMS_OK);
+
+	/* Unreadable at the start: the same, and the record stays. */
+	port_mem_fail_reads(true);
+	loop_start(&l, bms_open(), FIXTURE_BANK2_SUPPLY_MV);
+	port_mem_fail_reads(false);
+	CHECK_EQ(bms_passkey(l.bms, &passkey), BMS_EAGAIN);
+	CHECK(port_mem_get("bms/secrets", before, sizeof(before), &before_len));
+	loop_run(&l, 2000);
+	CHECK(port_mem_get("bms/secrets", after, sizeof(after), &after_len));
+	CHECK(after_len == before_len && memcmp(before, after, before_len) == 0);
+	CHECK_EQ(bms_close(l.bms), BMS_OK);
+}
+
 static const struct scenario scenarios[] = {
+	{ "pairing", scenario_pairing },
+	{ "secrets_fault", scenario_secrets_fault },
 	{ "startup", scenario_startup },
 	{ "undervoltage_with_prealarm", scenario_undervoltage_with_prealarm },
 	{ "gatt_read", scenario_gatt_read },

@@ -29,6 +29,7 @@ static int log_next;
 static int log_total;
 static int writes;
 static bool writes_fail;
+static bool reads_fail;
 static struct bms *reenter_bms;
 static int reentry_status = 1;
 static int bad_calls;
@@ -41,6 +42,7 @@ void port_mem_reset(void)
 	log_total = 0;
 	writes = 0;
 	writes_fail = false;
+	reads_fail = false;
 	reenter_bms = NULL;
 	reentry_status = 1;
 	bad_calls = 0;
@@ -68,6 +70,9 @@ int bms_port_storage_read(const char *key, uint8_t *buf, size_t cap, size_t *len
 {
 	if (!key_ok(key) || len == NULL || (buf == NULL && cap > 0)) {
 		return -EINVAL;
+	}
+	if (reads_fail) {
+		return -EIO;
 	}
 	const struct record *r = find(key);
 	if (r == NULL) {
@@ -194,4 +199,32 @@ int port_mem_reentry_status(void)
 int port_mem_bad_calls(void)
 {
 	return bad_calls;
+}
+
+void port_mem_fail_reads(bool fail)
+{
+	reads_fail = fail;
+}
+
+bool port_mem_flip_bit(const char *key, size_t bit)
+{
+	struct record *r = find(key);
+
+	if (r == NULL || bit / 8 >= r->len) {
+		return false;
+	}
+	r->data[bit / 8] ^= (unsigned char)(1u << (bit % 8));
+	return true;
+}
+
+bool port_mem_get(const char *key, unsigned char *buf, size_t cap, size_t *len)
+{
+	const struct record *r = find(key);
+
+	if (r == NULL || r->len > cap) {
+		return false;
+	}
+	memcpy(buf, r->data, r->len);
+	*len = r->len;
+	return true;
 }

@@ -24,6 +24,15 @@ int port_mem_writes(void);
 /* Make every following bms_port_storage_write fail with -EIO (true) or work again (false). */
 void port_mem_fail_writes(bool fail);
 
+/* Make every following bms_port_storage_read fail with -EIO (true) or work again (false). */
+void port_mem_fail_reads(bool fail);
+
+/* Flip bit @p bit of the record under @p key; false when there is no such record or bit. */
+bool port_mem_flip_bit(const char *key, size_t bit);
+
+/* Copy the record under @p key into @p buf; false when absent or longer than @p cap. */
+bool port_mem_get(const char *key, unsigned char *buf, size_t cap, size_t *len);
+
 /* Calls that broke bms_port.h's rules (bad key, level or length) since the last reset. */
 int port_mem_bad_calls(void);
 

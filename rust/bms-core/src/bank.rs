@@ -15,8 +15,8 @@ use heapless::Vec;
 
 use crate::bus::{BatteryFlags, BatteryModel, BatteryReport, MAX_CELLS_PER_BATTERY};
 use crate::limits::{
-    self, BANK_NOMINAL_MV, BATTERY_LOST_MS, CELL_VALID_MV, DISCOVERY_MS, MAX_BATTERIES,
-    SUPPLY_MAX_MV, SUPPLY_MIN_MV, TEMP_VALID_DDEGC, TOPOLOGY_SETTLE_MS,
+    self, BANK_NOMINAL_MV, BATTERY_JOIN_REPORTS, BATTERY_LOST_MS, CELL_VALID_MV, DISCOVERY_MS,
+    MAX_BATTERIES, SUPPLY_MAX_MV, SUPPLY_MIN_MV, TEMP_VALID_DDEGC, TOPOLOGY_SETTLE_MS,
 };
 use crate::shift::move_last_to;
 use crate::word::Number;
@@ -56,6 +56,15 @@ pub enum ReportError {
         /// Serial of the battery that did not fit.
         serial: u32,
     },
+    /// BANK-1 **(choice)**: a new serial after discovery joins only after
+    /// [`BATTERY_JOIN_REPORTS`] valid reports in a row; this was report `seen` of them. No
+    /// fault: the report is kept back, not refused.
+    NotYetJoined {
+        /// Serial of the newcomer.
+        serial: u32,
+        /// Valid reports in a row so far.
+        seen: u8,
+    },
 }
 
 impl fmt::Display for ReportError {
@@ -92,6 +101,14 @@ impl fmt::Display for ReportError {
                     f,
                     "battery {} does not fit: bank table full",
                     Number::from(*serial)
+                )
+            }
+            ReportError::NotYetJoined { serial, seen } => {
+                write!(
+                    f,
+                    "new battery {} not joined yet ({} valid reports in a row)",
+                    Number::from(*serial),
+                    Number::from(*seen)
                 )
             }
         }
@@ -355,7 +372,12 @@ pub struct Bank {
     topology: Option<Topology>,
     config_error: Option<ConfigError>,
     aggregates: Option<Aggregates>,
+    /// New serials after discovery, waiting to join: serial, valid reports in a row, last one.
+    newcomers: Vec<(u32, u8, u64), NEWCOMERS>,
 }
+
+/// Newcomers tracked at once; a ghost serial beyond these pushes out the oldest.
+const NEWCOMERS: usize = 4;
 
 impl Bank {
     /// An empty bank: no battery seen yet.
@@ -371,6 +393,7 @@ impl Bank {
             topology: None,
             config_error: None,
             aggregates: None,
+            newcomers: Vec::new(),
         }
     }
 
@@ -395,6 +418,7 @@ impl Bank {
         {
             Ok(index) => index,
             Err(index) => {
+                self.admit(now_ms, report.serial, checked)?;
                 let battery = Battery::new(report.serial, report.model, now_ms);
                 if self.batteries.push(battery).is_err() {
                     self.overflow_ms = Some(now_ms);
@@ -440,6 +464,57 @@ impl Bank {
                 Err(error)
             }
         }
+    }
+
+    /// BANK-1 **(choice)**: whether a report from the unknown `serial` may create its battery.
+    /// During discovery (the first [`DISCOVERY_MS`] after the first report) every battery that
+    /// speaks is part of the bank, a broken one too (it keeps the set incomplete, PROT-1).
+    /// Afterwards a refused report from an unknown serial creates nothing, and a valid one
+    /// counts towards [`BATTERY_JOIN_REPORTS`] in a row (a gap of [`BATTERY_LOST_MS`] or a
+    /// refused report starts over): one garbled frame never adds a battery that is then lost.
+    fn admit(
+        &mut self,
+        now_ms: u64,
+        serial: u32,
+        checked: Result<(), ReportError>,
+    ) -> Result<(), ReportError> {
+        let discovering = self
+            .first_report_ms
+            .is_none_or(|first| now_ms.saturating_sub(first) < DISCOVERY_MS);
+        if discovering {
+            return Ok(());
+        }
+        let slot = self.newcomers.iter().position(|n| n.0 == serial);
+        if let Err(error) = checked {
+            if let Some(i) = slot {
+                self.newcomers.remove(i);
+            }
+            return Err(error);
+        }
+        let seen = match slot.and_then(|i| self.newcomers.get_mut(i)) {
+            Some(entry) if now_ms.saturating_sub(entry.2) < BATTERY_LOST_MS => {
+                entry.1 = entry.1.saturating_add(1);
+                entry.2 = now_ms;
+                entry.1
+            }
+            Some(entry) => {
+                *entry = (serial, 1, now_ms);
+                1
+            }
+            None => {
+                if self.newcomers.is_full() {
+                    self.newcomers.remove(0);
+                }
+                let _ = self.newcomers.push((serial, 1, now_ms));
+                1
+            }
+        };
+        if seen < BATTERY_JOIN_REPORTS {
+            return Err(ReportError::NotYetJoined { serial, seen });
+        }
+        self.newcomers.retain(|n| n.0 != serial);
+        log::info!("new battery {} joins", Number::from(serial));
+        Ok(())
     }
 
     /// Re-derives everything at `now_ms` with the bank voltage `supply_mv` measured by the BMS:

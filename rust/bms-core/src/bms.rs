@@ -403,7 +403,9 @@ impl Bms {
         self.now_ms = self.now_ms.max(now_ms);
         self.self_check.bus_activity();
         let result = self.bank.handle_report(self.now_ms, report);
-        if let Err(error) = result {
+        if let Err(error @ ReportError::NotYetJoined { .. }) = result {
+            log::debug!("{error}");
+        } else if let Err(error) = result {
             self.invalid_reports = self.invalid_reports.saturating_add(1);
             log::warn!(
                 "battery {} report refused: {error}",

@@ -107,7 +107,8 @@ fn bank_2_configuration_errors_free_float_atc_and_atd() {
     assert!(rig.last().atd, "50 batteries of 12.8 V are allowed");
     rig.batteries
         .push((report(9999, BatteryModel::Lfp12V8, 3300), false));
-    rig.run_for(1000);
+    // A newcomer joins at its third valid report in a row (BATTERY_JOIN_REPORTS).
+    rig.run_for(3000);
     let d = rig.last();
     assert!(!d.atd && !d.atc && d.atd_reasons.contains(Reason::ConfigurationError));
     assert_eq!(
@@ -316,7 +317,8 @@ fn bank_5_topology_change_rederives_and_resets_balancer() {
 
     rig.batteries
         .push((report(3000, BatteryModel::Lfp12V8, 3400), false));
-    rig.run_for(2000);
+    // A newcomer joins at its third valid report in a row (BATTERY_JOIN_REPORTS).
+    rig.run_for(3000);
     assert_eq!(rig.bms.bank().topology().unwrap().batteries, 3);
     assert_eq!((rig.bms.bank().topology().unwrap().parallel), 3);
     assert_eq!(
@@ -1397,4 +1399,101 @@ fn settings_write_is_validated_and_restored_garbage_is_an_error() {
 fn bms_fits_16_kib() {
     let size = core::mem::size_of::<Bms>();
     assert!(size <= 16 * 1024, "Bms is {size} bytes");
+}
+
+/// BANK-1 (M1): after discovery, one valid frame from an unknown serial (a ghost) adds no
+/// battery, so nothing is lost 5 s later and the outputs stay on; a refused report from an
+/// unknown serial creates nothing either; a real newcomer joins at its
+/// BATTERY_JOIN_REPORTS-th valid report in a row.
+#[test]
+fn bank_1_a_ghost_frame_adds_no_battery_and_a_newcomer_joins_after_reports_in_a_row() {
+    use bms_core::limits::BATTERY_JOIN_REPORTS;
+    let mut rig = Rig::started();
+    let now = rig.now_ms;
+    let ghost = report(0xDEAD_BEEF, BatteryModel::Lfp12V8, 3300);
+    assert_eq!(
+        rig.bms.handle_report(now, &ghost),
+        Err(ReportError::NotYetJoined {
+            serial: 0xDEAD_BEEF,
+            seen: 1
+        })
+    );
+    let mut broken = report(0xBAD, BatteryModel::Lfp12V8, 3300);
+    broken.cells_mv[0] = 6000;
+    assert!(rig.bms.handle_report(now, &broken).is_err());
+    rig.run_for(10_000);
+    assert_eq!(rig.bms.bank().batteries().len(), 1, "a ghost joined");
+    let d = rig.last();
+    assert!(d.atd && d.atc, "{:?} {:?}", d.atd_reasons, d.atc_reasons);
+
+    let newcomer = report(2000, BatteryModel::Lfp12V8, 3300);
+    for seen in 1..BATTERY_JOIN_REPORTS {
+        let now = rig.now_ms;
+        assert_eq!(
+            rig.bms.handle_report(now, &newcomer),
+            Err(ReportError::NotYetJoined { serial: 2000, seen })
+        );
+        rig.run_for(1_000);
+    }
+    let now = rig.now_ms;
+    assert_eq!(rig.bms.handle_report(now, &newcomer), Ok(()));
+    assert_eq!(rig.bms.bank().batteries().len(), 2);
+    assert_eq!(
+        rig.bms.invalid_reports(),
+        1,
+        "only the broken report counts"
+    );
+}
+
+/// BANK-4: a battery taken out on purpose is lost (outputs free-floating); the authenticated
+/// ForgetLostBatteries command forgets it and the bank is complete again.
+#[test]
+fn bank_4_forget_lost_batteries_command_restores_the_bank() {
+    use bms_core::protocol::{
+        decode_body, decode_response, encode_request, handle_request, Access, BmsDevice,
+        Characteristic, Command, ForgottenBatteries, Status, MAX_RESPONSE_LEN,
+    };
+    let mut rig = Rig::new(2, 1, BatteryModel::Lfp12V8);
+    rig.run_for(3_000);
+    assert!(rig.last().atd);
+    rig.silence(1, true);
+    rig.run_for(6_000);
+    assert!(!rig.last().atd && rig.last().atd_reasons.contains(Reason::BatteryLost));
+    let mut req = [0u8; 8];
+    let n = encode_request(&Command::ForgetLostBatteries, &mut req).unwrap();
+    let mut resp = [0u8; MAX_RESPONSE_LEN];
+    let now = rig.now_ms;
+    for (authenticated, want) in [(false, Status::NotAuthenticated), (true, Status::Ok)] {
+        let mut random = |_: &mut [u8]| false;
+        let mut device = BmsDevice {
+            bms: &mut rig.bms,
+            random: &mut random,
+        };
+        let reply = handle_request(
+            &mut device,
+            now,
+            Characteristic::ControlPoint as u8,
+            Access::Write,
+            authenticated,
+            &req[..n],
+            &mut resp,
+        )
+        .unwrap();
+        assert_eq!(reply.status, want);
+    }
+    let (_, body) = decode_response(&resp).unwrap();
+    let len = 1;
+    assert_eq!(
+        decode_body::<ForgottenBatteries>(&body[..len])
+            .unwrap()
+            .count,
+        1
+    );
+    rig.run_for(3_000);
+    assert!(
+        rig.last().atd && rig.last().atc,
+        "{:?}",
+        rig.last().atd_reasons
+    );
+    assert_eq!(rig.bms.bank().batteries().len(), 1);
 }

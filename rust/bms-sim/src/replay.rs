@@ -22,6 +22,10 @@ use serde::Serialize;
 use std::fmt;
 use std::path::{Path, PathBuf};
 
+/// Longest gap between two rows: a week. The core is stepped every tick in between, so a
+/// gap of 1e10 s would run for days; a longer pause in a log is an error naming the row.
+pub const MAX_GAP_MS: u64 = 7 * 86_400_000;
+
 /// Arguments of `bms-sim replay`.
 #[derive(Clone, Debug, clap::Args)]
 pub struct ReplayArgs {
@@ -193,6 +197,19 @@ pub fn read_input(path: &Path) -> Result<Vec<InputRow>, InputError> {
         }
         let t_ms = (t_s * 1000.0).round() as u64;
         if let Some(prev) = rows.last() {
+            if t_ms.saturating_sub(prev.t_ms) > MAX_GAP_MS {
+                return Err(InputError::at(
+                    path,
+                    line,
+                    "t_s",
+                    format!(
+                        "time {} is more than {} s after the previous row's {}",
+                        text(0),
+                        MAX_GAP_MS / 1000,
+                        prev.t_text
+                    ),
+                ));
+            }
             if t_ms <= prev.t_ms {
                 return Err(InputError::at(
                     path,

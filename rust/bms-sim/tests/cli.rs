@@ -121,6 +121,35 @@ fn run_refuses_an_unknown_scenario_key_with_file_line_and_field() {
     );
 }
 
+/// A `bus_noise` count of 2^32 hung the run and 2^63 aborted it: refused with the value.
+#[test]
+fn run_refuses_a_bus_noise_count_beyond_a_megabyte() {
+    let dir = tempfile::tempdir().unwrap();
+    for (count, ok) in [
+        ("4294967296", false),
+        ("9223372036854775808", false),
+        ("0", false),
+        ("1000", true),
+    ] {
+        let bad = dir.path().join("noise.toml");
+        fs::write(
+            &bad,
+            format!("name = \"x\"\nduration = \"1m\"\n\n[bank]\nbattery = \"12.8V\"\ncapacity_ah = 100\ninitial_soc_pct = 50\n\n[[event]]\nat = \"10s\"\naction = \"bus_noise\"\ncount = {count}\n"),
+        )
+        .unwrap();
+        let out = dir.path().join("out");
+        let o = bms_sim(&["run", s(&bad), "--out", s(&out)]);
+        if ok {
+            assert!(o.status.success(), "{count}: {}", stderr(&o));
+            continue;
+        }
+        assert_eq!(o.status.code(), Some(2), "{count}");
+        let err = stderr(&o);
+        assert!(err.contains("count"), "{count}: {err}");
+        assert!(!out.exists(), "nothing written");
+    }
+}
+
 #[test]
 fn every_shipped_scenario_parses() {
     let mut count = 0;
@@ -279,6 +308,8 @@ fn replay_bad_input_names_file_line_and_field_and_writes_nothing() {
         ("t_s,current_a,temp_c,cell1_v,cell2_v,cell3_v,cell4_v\n5,1,20,3.3,3.3,3.3,3.3\n5,1,20,3.3,3.3,3.3,3.3\n", "line 3 field `t_s`: time 5 is not after"),
         ("t_s,current_a,temp_c,cell1_v,cell2_v,cell3_v,cell4_v\n0,x,20,3.3,3.3,3.3,3.3\n", "line 2 field `current_a`: not a number"),
         ("t_s,current_a,temp_c,cell1_v,cell2_v,cell3_v,cell4_v,remote_on\n0,1,20,3.3,3.3,3.3,3.3,yes\n", "line 2 field `remote_on`"),
+        // A gap of 1e10 s would step the core for days: refused, naming the row.
+        ("t_s,current_a,temp_c,cell1_v,cell2_v,cell3_v,cell4_v\n0,1,20,3.3,3.3,3.3,3.3\n1e10,1,20,3.3,3.3,3.3,3.3\n", "line 3 field `t_s`: time 1e10 is more than 604800 s after the previous row's 0"),
     ];
     for (i, (text, expected)) in cases.iter().enumerate() {
         let input = dir.path().join(format!("in{i}.csv"));

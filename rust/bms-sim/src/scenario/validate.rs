@@ -264,6 +264,10 @@ fn check_loads_and_chargers(s: &Scenario) -> Result<Vec<&str>, Invalid> {
     Ok(names)
 }
 
+/// Most garbage bytes one `bus_noise` event sends (a megabyte: far beyond any frame, and a
+/// run stays short and its memory small).
+pub const MAX_BUS_NOISE_BYTES: usize = 1_000_000;
+
 /// Each event's keys against its action, the bank and the loads and chargers `names`.
 fn check_events(s: &Scenario, names: &[&str]) -> Result<(), Invalid> {
     let batteries = s.bank.series * s.bank.parallel;
@@ -311,6 +315,15 @@ fn check_events(s: &Scenario, names: &[&str]) -> Result<(), Invalid> {
         check(e.count.is_some() == count, "event", ix, "count", || {
             "needed by bus_noise, and only there".into()
         })?;
+        if let Some(n) = e.count {
+            check(
+                (1..=MAX_BUS_NOISE_BYTES).contains(&n),
+                "event",
+                ix,
+                "count",
+                || format!("{n} bytes outside 1–{MAX_BUS_NOISE_BYTES}"),
+            )?;
+        }
     }
     Ok(())
 }

@@ -40,6 +40,13 @@ fuzz_target!(|data: &[u8]| {
     let mut whole = node();
     let taken_whole = whole.feed_bus(1_000, stream);
     let _ = whole.step(1_000, &inputs);
-    assert_eq!(taken_chunked, taken_whole, "the cut changed the reports taken");
-    assert_eq!(chunked.bus_stats(), whole.bus_stats(), "the cut changed the frame counts");
+    assert_eq!(
+        taken_chunked, taken_whole,
+        "the cut changed the reports taken"
+    );
+    assert_eq!(
+        chunked.bus_stats(),
+        whole.bus_stats(),
+        "the cut changed the frame counts"
+    );
 });

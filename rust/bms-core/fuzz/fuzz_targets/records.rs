@@ -8,8 +8,8 @@
 //! decoders and the range checks behind the CRC; otherwise the bytes are stored as they are.
 #![no_main]
 
-use bms_core::storage::record::{CRC, CRC16};
 use bms_core::node::Node;
+use bms_core::storage::record::{CRC, CRC16};
 use bms_core::storage::{MemStorage, Persistence, RecordKind, Storage};
 use bms_core::Inputs;
 use libfuzzer_sys::fuzz_target;
@@ -56,7 +56,11 @@ fuzz_target!(|data: &[u8]| {
     let (_, again) = Persistence::restore(&mut storage);
     for (index, kind) in RecordKind::ALL.into_iter().enumerate() {
         if written[index] {
-            assert_eq!(again.error(kind), None, "{kind} written by the BMS does not restore");
+            assert_eq!(
+                again.error(kind),
+                None,
+                "{kind} written by the BMS does not restore"
+            );
         }
     }
 });

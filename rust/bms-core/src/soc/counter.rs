@@ -2,10 +2,12 @@
 //!
 //! - Charge efficiency 99 %: of the charge that flows in, 99 % counts as stored, both for the
 //!   SoC and for consumed Ah (the rest is lost in side reactions).
-//! - Peukert exponent 1.05 applies to the SoC only: discharge at current `I` removes
-//!   `I · (I / I20)^0.05` of the capacity, where `I20` is the C/20 rate the nominal capacity is
-//!   rated at. Consumed Ah stays the charge actually drawn. Time remaining uses the same law
-//!   (MON-5), so it agrees with the SoC.
+//! - Peukert exponent 1.05 applies to the SoC only, and only above the 20 h rate (MON-1 rev 2):
+//!   discharge at current `I > I20` removes `I · (I / I20)^0.05` of the capacity, where `I20`
+//!   is the C/20 rate the nominal capacity is rated at; at or below `I20` it removes `I`.
+//!   LiFePO4 delivers no more charge at C/100 than at C/20, so scaling small currents down
+//!   would only make a long light load drift the count upwards. Consumed Ah stays the charge
+//!   actually drawn. Time remaining uses the same law (MON-5), so it agrees with the SoC.
 
 use core::f32::consts::LN_2;
 
@@ -65,16 +67,17 @@ fn peukert_effective_nas(drawn_nas: i64, factor_q24: u32) -> i64 {
 }
 
 /// The Peukert factor `(I / I20)^(k - 1)` for a discharge of `current_ma` from a bank of
-/// `capacity_mah`, in 1/2^24 units (1.0 = 16 777 216). 1.0 when the capacity is unknown.
+/// `capacity_mah`, in 1/2^24 units (1.0 = 16 777 216). 1.0 at or below the 20 h rate
+/// (MON-1 rev 2) and when the capacity is unknown.
 pub fn peukert_factor_q24(current_ma: i64, capacity_mah: u32) -> u32 {
     const ONE_Q24: f32 = 16_777_216.0;
     let i20_ma = capacity_mah / PEUKERT_RATE_H;
-    if i20_ma == 0 || current_ma == 0 {
+    if i20_ma == 0 || current_ma.unsigned_abs() <= u64::from(i20_ma) {
         return 1 << 24;
     }
     // Clamped so the approximations below stay in their accurate range; the factor there is
-    // 0.50..2.0, far beyond any real battery current.
-    let ratio = (current_ma.unsigned_abs() as f32 / i20_ma as f32).clamp(1e-6, 1e6);
+    // 1.0..2.0, far beyond any real battery current.
+    let ratio = (current_ma.unsigned_abs() as f32 / i20_ma as f32).min(1e6);
     let factor = exp_small((PEUKERT_EXPONENT - 1.0) * ln_positive(ratio));
     // Float-to-int `as` saturates; the factor is within 0.5..2.0 here anyway.
     (factor * ONE_Q24) as u32

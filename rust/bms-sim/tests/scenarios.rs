@@ -163,8 +163,10 @@ fn winter_weeks_drift_without_sync_and_cells_protect_the_battery() {
         (x.soc_bms_pct.unwrap() - x.soc_true_pct).abs()
     };
     assert!(err(12.0) < 2.0, "{}", err(12.0));
+    // MON-1 rev 2: no Peukert below C/20, so the drift is the offset's and the charge
+    // efficiency's alone (they partly cancel).
     assert!(
-        err(90.0) > err(12.0) + 3.0,
+        err(90.0) > err(12.0) + 1.5,
         "drift: {} then {}",
         err(12.0),
         err(90.0)

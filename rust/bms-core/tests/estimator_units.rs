@@ -630,3 +630,27 @@ fn light_load_voltage_corrects_drift_from_a_sensor_offset() {
         est.offset_ma()
     );
 }
+
+/// A load below the rest current (a router: 0.5 A on 100 Ah) on a nearly empty battery whose
+/// SoC was estimated in the plateau (1 σ 15 %): the voltage falls along the deep knee and is
+/// never flat, so it is no rested reading, but it is a light-load reading. The estimate (20 %)
+/// must move to what the voltage says (about 3 %).
+#[test]
+fn light_load_below_the_rest_current_is_read_in_the_deep_knee() {
+    let mut est = adaptive_at(20.0);
+    est.anchor(used_for(20.0), used_for(20.0), Anchor::RestEstimate);
+    for minute in 0..3 * 60u32 {
+        let cell_mv = (3020 - minute * 3 / 10) as u16;
+        hold(&mut est, MINUTE_S, -500, cell_mv, 250);
+    }
+    assert!(
+        est.corrections().loaded_readings >= 1,
+        "{:?}",
+        est.corrections()
+    );
+    let soc = soc_pct(&est);
+    assert!(
+        soc < 10.0,
+        "estimate {soc:.1} % stayed with the count (18.5 %)"
+    );
+}

@@ -212,19 +212,82 @@ def print_table(results: list[dict]) -> str:
             f"{r['profile']:28s} {r['days']:4d} | {p_max:>9s} {p_rms:>9s} | "
             f"{a_max:>12s} {a_rms:>12s} {cover_text:>6s} | <={goal:3.1f} {verdict}"
         )
+    lines += _group_summary(results)
     scores = [r["adaptive"] for r in results if isinstance(r["adaptive"], metrics.Score)]
-    weighted = [(s.coverage_1sigma, s.rows) for s in scores if not math.isnan(s.coverage_1sigma)]
-    if weighted:
-        total = sum(n for _, n in weighted)
-        lines += [
-            "",
-            f"adaptive 1σ coverage over all rows: {100 * sum(c * n for c, n in weighted) / total:.0f}%"
-            " (goal 60-80 %)",
-        ]
+    cover = _coverage(scores)
+    if not math.isnan(cover):
+        lines += ["", f"adaptive 1σ coverage over all rows: {100 * cover:.0f}% (goal 60-80 %)"]
     lines += [""] + sorted(set(notes))
     text = "\n".join(lines)
     print(text)
     return text
+
+
+def _coverage(scores: list) -> float:
+    """Share of all rows (over several profiles) whose error is within the reported 1σ."""
+    weighted = [(s.coverage_1sigma, s.rows) for s in scores if not math.isnan(s.coverage_1sigma)]
+    total = sum(n for _, n in weighted)
+    return sum(c * n for c, n in weighted) / total if total else math.nan
+
+
+def _group_summary(results: list[dict]) -> list[str]:
+    """One line per profile read through several sensors (`name~variant`): the worst maximum
+    of each estimator, the RMS over all its rows, the 1σ coverage, and how many variants
+    met the goal."""
+    groups: dict[str, list[dict]] = {}
+    for r in results:
+        if "~" in r["profile"]:
+            groups.setdefault(r["profile"].split("~")[0], []).append(r)
+    if not groups:
+        return []
+    lines = [
+        "",
+        f"{'over its sensor variants':28s} {'runs':>4s} | {'plain max':>9s} {'plain RMS':>9s} | "
+        f"{'adaptive max':>12s} {'adaptive RMS':>12s} {'in 1σ':>6s} | {'goal met':>8s}",
+        "-" * 100,
+    ]
+    for base, rows in groups.items():
+        scored = [r for r in rows if all(isinstance(r[e], metrics.Score) for e in ("plain", "adaptive"))]
+        if not scored:
+            continue
+
+        def worst(est: str) -> float:
+            return max(r[est].max_abs_pct for r in scored)
+
+        def rms(est: str) -> float:
+            n = sum(r[est].rows for r in scored)
+            return math.sqrt(sum(r[est].rms_pct ** 2 * r[est].rows for r in scored) / n)
+
+        met = sum(_verdict(r["profile"], r["plain"], r["adaptive"]) == "met" for r in scored)
+        cover = _coverage([r["adaptive"] for r in scored])
+        cover_text = "     -" if math.isnan(cover) else f"{100 * cover:5.0f}%"
+        lines.append(
+            f"{base:28s} {len(scored):4d} | {_fmt(worst('plain')):>9s} {_fmt(rms('plain')):>9s} | "
+            f"{_fmt(worst('adaptive')):>12s} {_fmt(rms('adaptive')):>12s} {cover_text:>6s} | "
+            f"{met:3d} of {len(scored):2d}"
+        )
+    return lines
+
+
+def markdown_table(results: list[dict]) -> str:
+    """The results as the Markdown table of docs/soc-benchmark.md."""
+    lines = [
+        "| profile | days | (a) plain max | (a) plain RMS | (b) adaptive max | (b) adaptive RMS "
+        "| (b) in 1σ | goal for (b) |",
+        "|---|---|---|---|---|---|---|---|",
+    ]
+    for r in results:
+        if not all(isinstance(r[e], metrics.Score) for e in replay.ESTIMATORS):
+            continue
+        p, a = r["plain"], r["adaptive"]
+        goal = SCENARIOS[r["profile"]].goal_max_err_pct
+        cover = "-" if math.isnan(a.coverage_1sigma) else f"{100 * a.coverage_1sigma:.0f} %"
+        lines.append(
+            f"| `{r['profile']}` | {r['days']} | {p.max_abs_pct:.2f} | {p.rms_pct:.2f} "
+            f"| {a.max_abs_pct:.2f} | {a.rms_pct:.2f} | {cover} "
+            f"| ≤ {goal:.1f} and ≤ (a): {_verdict(r['profile'], p, a)} |"
+        )
+    return "\n".join(lines)
 
 
 def _as_json(results: list[dict]) -> list[dict]:
@@ -278,5 +341,6 @@ def main(argv: list[str] | None = None) -> int:
     print(f"replays took {time.monotonic() - started:.0f} s\n", flush=True)
     text = print_table(results)
     (args.out / "results.txt").write_text(text + "\n")
+    (args.out / "results.md").write_text(markdown_table(results) + "\n")
     (args.out / "results.json").write_text(json.dumps(_as_json(results), indent=1) + "\n")
     return 0

@@ -27,14 +27,16 @@ REQUIREMENTS = PACKAGE_DIR.parent / "requirements.txt"
 
 
 def cache_key(scenario: Scenario, model: str) -> str:
-    """Hash of the scenario, the cell model and the generator's own source."""
+    """Hash of what shapes the profile: the plant (see `plant_key`), the sensors, the seed and
+    the source that reads the plant through them. Titles and goals are left out, so editing
+    them (or another profile) keeps the cache."""
     h = hashlib.sha256()
-    h.update(json.dumps(dataclasses.asdict(scenario), sort_keys=True).encode())
-    h.update(model.encode())
-    for path in sorted(PACKAGE_DIR.glob("*.py")) + [REQUIREMENTS]:
-        if path.name not in ("cli.py", "metrics.py", "replay.py"):
-            h.update(path.name.encode())
-            h.update(path.read_bytes())
+    h.update(plant_key(scenario, model).encode())
+    h.update(json.dumps(dataclasses.asdict(scenario.sensors), sort_keys=True).encode())
+    h.update(str(scenario.seed).encode())
+    for name in ("generate.py", "sensors.py"):
+        h.update(name.encode())
+        h.update((PACKAGE_DIR / name).read_bytes())
     return h.hexdigest()[:12]
 
 
@@ -43,13 +45,21 @@ _NOT_PLANT = ("name", "title", "sensors", "goal_max_err_pct", "expect_full_charg
 
 
 def plant_key(scenario: Scenario, model: str) -> str:
-    """Hash of what shapes the simulated plant (not the sensors): sensor variants share it."""
+    """Hash of what shapes the simulated plant (not the sensors): sensor variants share it.
+
+    The scenario's schedule (source, load and temperature per minute) is hashed rather than
+    the source of `scenarios.py`, so editing another profile or a title reuses the plant runs;
+    the cell, the plant loop (charger) and the hysteresis model are hashed as source.
+    """
     fields = {k: v for k, v in dataclasses.asdict(scenario).items() if k not in _NOT_PLANT}
     h = hashlib.sha256()
     h.update(json.dumps(fields, sort_keys=True).encode())
     h.update(model.encode())
+    schedule = scenario.schedule()
+    for column in (schedule.source_a, schedule.load_a, schedule.temp_c):
+        h.update(np.ascontiguousarray(column, dtype=np.float64).tobytes())
     for path in sorted(PACKAGE_DIR.glob("*.py")) + [REQUIREMENTS]:
-        if path.name not in ("cli.py", "metrics.py", "replay.py", "sensors.py"):
+        if path.name in ("cell.py", "plant.py", "sensors.py") or path == REQUIREMENTS:
             h.update(path.name.encode())
             h.update(path.read_bytes())
     return h.hexdigest()[:12]

@@ -159,10 +159,11 @@ pub const CAPACITY_PRIOR: f32 = 0.05;
 /// How far the capacity may wander (ageing), 1 σ per √day as a fraction of nominal.
 pub const CAPACITY_WALK_PER_SQRT_DAY: f32 = 0.001;
 
-/// A bank current (offset-corrected) up to this, as a fraction of capacity per hour (C/33),
-/// is a light load: the cell voltage under it is a reading once the IR drop and the
-/// relaxation are modelled (fridge, router, fan: systems that never rest).
-pub const LIGHT_LOAD_C: f32 = 0.03;
+/// A discharge (offset-corrected) up to this, as a fraction of capacity per hour (C/20), or a
+/// rest, is a light load: the cell voltage under it is a reading once the IR drop and the
+/// relaxation are modelled (fridge, router, fan: systems that never rest). The reading's
+/// noise grows with the modelled drop, so the heavier end says less.
+pub const LIGHT_LOAD_C: f32 = 0.05;
 /// Series resistance of a cell times its capacity, mΩ·Ah at 25 °C (0.8 mΩ for 100 Ah): the
 /// part of the drop that follows the current at once.
 pub const SERIES_RESISTANCE_MOHM_AH: f32 = 80.0;

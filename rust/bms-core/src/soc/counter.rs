@@ -111,6 +111,59 @@ mod tests {
     use super::*;
     use proptest::prelude::*;
 
+    /// `count` values spread evenly in log scale over `lo..=hi`, both ends included.
+    fn log_spaced(lo: f32, hi: f32, count: u32) -> impl Iterator<Item = f32> {
+        let (a, b) = (libm::logf(lo), libm::logf(hi));
+        (0..=count).map(move |i| libm::expf(a + (b - a) * i as f32 / count as f32).clamp(lo, hi))
+    }
+
+    // ln_positive against libm over every positive normal float's range: absolute error below
+    // 2e-5 (its documented bound), and monotonic over the Peukert domain.
+    #[test]
+    fn ln_positive_matches_libm() {
+        for x in log_spaced(f32::MIN_POSITIVE, f32::MAX, 200_000).chain([
+            1.0,
+            1.0 + f32::EPSILON,
+            2.0,
+            core::f32::consts::E,
+        ]) {
+            let (got, want) = (ln_positive(x), libm::logf(x));
+            assert!((got - want).abs() < 2e-5, "ln({x}) = {got}, libm {want}");
+        }
+        let mut last = f32::MIN;
+        for x in log_spaced(1.0, 1e6, 100_000) {
+            let y = ln_positive(x);
+            assert!(y >= last, "not monotonic at {x}");
+            last = y;
+        }
+    }
+
+    // exp_small against libm over |y| <= 0.7 (the Peukert factor's exponent is at most
+    // 0.05 · ln 1e6 = 0.69): error below 2e-6.
+    #[test]
+    fn exp_small_matches_libm() {
+        for i in -70_000..=70_000 {
+            let y = i as f32 * 1e-5;
+            let (got, want) = (exp_small(y), libm::expf(y));
+            assert!((got - want).abs() < 2e-6, "exp({y}) = {got}, libm {want}");
+        }
+    }
+
+    // The whole Peukert factor against libm's powf above C/20: within 5e-6 of it (the Q24
+    // step is 6e-8; ln_positive's 2e-5 times the exponent 0.05 and exp_small's 2e-6 add up).
+    #[test]
+    fn mon_1_peukert_factor_matches_libm_powf() {
+        for ratio in log_spaced(1.0, 1e6, 100_000) {
+            let current_ma = (ratio * 5_000.0) as i64;
+            let exact = libm::powf(current_ma as f32 / 5_000.0, PEUKERT_EXPONENT - 1.0);
+            let got = peukert_factor_q24(current_ma, 100_000) as f32 / 16_777_216.0;
+            assert!(
+                (got - exact.max(1.0)).abs() < 5e-6,
+                "{current_ma} mA: {got} vs {exact}"
+            );
+        }
+    }
+
     proptest! {
         // MON-1: the Peukert-corrected charge is exact, as the 128-bit product would give it.
         #[test]

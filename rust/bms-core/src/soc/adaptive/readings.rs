@@ -35,6 +35,9 @@ impl AdaptiveEstimator {
         let applied = self.voltage_reading(cell_mv, 0.0);
         if applied {
             self.stats.knee_readings = self.stats.knee_readings.saturating_add(1);
+            // The loaded readings' spacing counts from any voltage reading: their errors are
+            // correlated with this one's.
+            self.light.since_reading_ms = Some(0);
         }
         applied
     }
@@ -145,11 +148,10 @@ impl AdaptiveEstimator {
         let light_ma = LIGHT_LOAD_C * self.capacity_mah as f32;
         let rest_ma = REST_CURRENT_C * self.capacity_mah as f32;
         let end_ma = interval.end_ma as f32 - self.x[B];
-        // Discharging lightly: a rest is read by the rested path, a charge is never light.
-        let light = current_a * 1000.0 < -rest_ma
-            && current_a * 1000.0 >= -light_ma
-            && end_ma <= 0.0
-            && end_ma >= -light_ma;
+        // Discharging lightly or resting (a rest that is not flat, e.g. a small load in the
+        // deep knee, is read here too); a charge is never light.
+        let light_range = -light_ma..=rest_ma;
+        let light = light_range.contains(&(current_a * 1000.0)) && light_range.contains(&end_ma);
         if let Some(since) = self.light.since_reading_ms.as_mut() {
             *since = since.saturating_add(u64::from(interval.dt_ms));
         }
@@ -184,6 +186,10 @@ impl AdaptiveEstimator {
             .since_reading_ms
             .is_none_or(|since| since >= LOADED_INTERVAL_MS);
         if !due || self.light.light_ms < LOADED_SETTLE_MS {
+            return;
+        }
+        // A rest with a flat voltage is the rested path's (no drop to model).
+        if self.rest.rest_ms > 0 && self.rest.flat_mv(4).is_some() {
             return;
         }
         let sigma_mv = LOADED_DROP_SIGMA * drop_mv.abs() + LOADED_SIGMA_MV;

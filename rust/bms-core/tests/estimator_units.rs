@@ -654,3 +654,39 @@ fn light_load_below_the_rest_current_is_read_in_the_deep_knee() {
         "estimate {soc:.1} % stayed with the count (18.5 %)"
     );
 }
+
+/// Issue 16, never worse than counting: when the voltage readings keep contradicting the
+/// count far beyond their noise (here a cell that sits in the deep knee while the count, set
+/// by hand, says 60 %: another chemistry, a wiring fault), the estimator falls back to the
+/// plain MON-1 count, says so in its corrections (and a log line), and reports the gap as
+/// uncertainty.
+#[test]
+fn voltage_and_count_disagreeing_fall_back_to_the_plain_count() {
+    let mut est = adaptive_at(60.0);
+    let mut plain = CoulombCounter::default();
+    plain.reset(used_for(60.0), used_for(60.0));
+    for _ in 0..12 * 60 {
+        for _ in 0..MINUTE_S {
+            let interval = Interval {
+                dt_ms: 1000,
+                start_ma: -2_000,
+                end_ma: -2_000,
+                bank_mv: 3000 * u32::from(CELLS),
+                cells_in_series: CELLS,
+                capacity_mah: CAPACITY_MAH,
+                min_cell_mv: Some(3000),
+                max_cell_mv: Some(3000),
+                temp_ddegc: Some(250),
+            };
+            est.integrate(&interval);
+            plain.integrate(&interval);
+        }
+    }
+    assert!(est.corrections().fallbacks >= 1, "{:?}", est.corrections());
+    let (adaptive, counted) = (soc_pct(&est), soc_pct(&plain));
+    assert!(
+        (adaptive - counted).abs() < 0.1,
+        "adaptive {adaptive:.2} % is the plain count {counted:.2} %"
+    );
+    assert!((counted - 36.0).abs() < 0.1, "{counted}");
+}

@@ -26,6 +26,17 @@
 //!   bin teach the bias from the count and correct nothing; later readings in a learned bin
 //!   correct the SoC, offset and counting error. Near full all LiFePO4 types agree within a
 //!   few percent, so those readings correct at once.
+//! - **Light-load readings.** A system that never rests (fridge, router, fan) still shows its
+//!   state in the lower knee: the cell voltage under a discharge up to C/20, or under a load
+//!   too small to count as one but too steady to rest flat, is a reading once the series drop
+//!   and one RC relaxation (both doubling every 12 °C colder) and the hysteresis branch are
+//!   modelled; its noise grows with the modelled drop. One voltage reading an hour at most,
+//!   from either path. Repeated over days, these teach the offset from the count's drift
+//!   between them, with or without full charges.
+//! - **Never worse than counting.** When the readings keep contradicting the count beyond
+//!   their noise (a running average of the normalised innovation), the estimator counts as
+//!   the plain MON-1 counter does, logs it, and adds the gap to its uncertainty, until they
+//!   agree again.
 //! - **Capacity learning.** The error of the usable capacity is an eleventh state, coupled to
 //!   the SoC by the charge counted since the last anchor (so a synchronisation followed by a
 //!   deep discharge makes it visible). Only a rested reading in the deep knee (the last 5 %,

@@ -244,6 +244,11 @@ impl Protection {
             }
         } else {
             self.uv_disconnect_since = None;
+            // The loads are back and a new under-voltage trips: it warns anew (PROT-2's lead
+            // needs the output high), while a cell still low on the way up stays quiet.
+            if self.lead_row_active() {
+                self.prealarm_released = false;
+            }
         }
         let cell_rows_active = LIMITS.iter().any(|row| {
             matches!(row.effect, Effect::Prealarm | Effect::PrealarmThenDischarge)
@@ -254,6 +259,8 @@ impl Protection {
         }
         if self.prealarm_released && !prealarm_reasons.is_empty() {
             prealarm_reasons = Reasons::of(Reason::PrealarmReleased);
+            // The output is off: PROT-2's lead counts from when it is high again.
+            self.prealarm_since = None;
         }
 
         let mut common = Reasons::EMPTY;

@@ -690,6 +690,32 @@ fn prot_3_prealarm_released_60_s_after_an_undervoltage_disconnect() {
     assert!(rig.run_until(10_000, |d| d.prealarm).is_some());
 }
 
+/// PROT-2, PROT-3: after the pre-alarm was released, the cells rise to 3.20 V for a second
+/// (the loads come back) and fall again: the new under-voltage sounds the pre-alarm and waits
+/// its 30 s before ATD opens (found by the PROT-2 property test).
+#[test]
+fn prot_2_prot_3_a_new_undervoltage_after_the_loads_return_warns_30_s_first() {
+    let mut rig = Rig::started();
+    rig.set_cells(2500);
+    rig.run_until(60_000, |d| !d.atd).unwrap();
+    rig.run_until(120_000, |d| !d.prealarm).unwrap();
+    rig.set_cells(3200);
+    assert!(
+        rig.run_until(2_000, |d| d.atd).is_some(),
+        "loads back at 3.20 V"
+    );
+    rig.set_cells(2500);
+    let warned = rig
+        .run_until(10_000, |d| d.prealarm)
+        .expect("pre-alarm sounds again");
+    let off = rig.run_until(60_000, |d| !d.atd).unwrap();
+    assert!(
+        off >= warned + 30_000,
+        "ATD off {} ms after the warning",
+        off - warned
+    );
+}
+
 /// PROT-4: a cell above 3.75 V for 1 s makes ATC free-floating; it returns below 3.60 V.
 #[test]
 fn prot_4_overvoltage_trips_atc_after_1s_and_returns_below_3_60() {

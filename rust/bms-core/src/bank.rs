@@ -18,7 +18,6 @@ use crate::limits::{
     self, BANK_NOMINAL_MV, BATTERY_JOIN_REPORTS, BATTERY_LOST_MS, CELL_VALID_MV, DISCOVERY_MS,
     MAX_BATTERIES, SUPPLY_MAX_MV, SUPPLY_MIN_MV, TEMP_VALID_DDEGC, TOPOLOGY_SETTLE_MS,
 };
-use crate::shift::move_last_to;
 use crate::word::Number;
 
 /// Why a battery report was refused. The battery counts as not reporting valid data.
@@ -427,7 +426,9 @@ impl Bank {
                     });
                 }
                 // Kept sorted by serial for the binary search.
-                move_last_to(&mut self.batteries, index);
+                if let Some(tail) = self.batteries.get_mut(index..) {
+                    tail.rotate_right(1);
+                }
                 index
             }
         };

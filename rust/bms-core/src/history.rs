@@ -11,7 +11,6 @@
 use serde::{Deserialize, Serialize};
 
 use crate::monitor::MAX_GAP_MS;
-use crate::shift::push_front;
 use crate::soc::NAS_PER_MAH;
 
 /// How many of the last errors are kept (HIST-1).
@@ -236,7 +235,11 @@ impl History {
     /// Adds an error code to the last errors (HIST-1), newest first; call when an error is
     /// raised (codes from [`crate::codes`]).
     pub fn record_error(&mut self, code: u16) {
-        push_front(&mut self.record.last_errors, Some(code));
+        let errors = &mut self.record.last_errors;
+        errors.rotate_right(1);
+        if let Some(newest) = errors.first_mut() {
+            *newest = Some(code);
+        }
         self.changed = true;
         self.counted_changed = true;
     }

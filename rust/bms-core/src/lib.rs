@@ -69,7 +69,6 @@ pub mod readout;
 pub mod reasons;
 pub mod secrets;
 pub mod settings;
-mod shift;
 pub mod soc;
 mod stable_enum;
 pub mod storage;

@@ -53,7 +53,6 @@ use serde::{Deserialize, Serialize};
 use super::ocv::ocv_soc;
 use super::units::{stored_nas, NAS_PER_MAH};
 use super::{Anchor, CoulombCounter, Interval, SocEstimator};
-use crate::shift::push_front;
 use crate::word::Number;
 
 mod filter;
@@ -279,8 +278,16 @@ impl RestWatch {
             return false;
         }
         let n = self.bucket_ms as f32;
-        push_front(&mut self.mv, self.bucket_mv_ms / n);
-        push_front(&mut self.ma, self.bucket_ma_ms / n);
+        for (window, mean) in [
+            (&mut self.mv, self.bucket_mv_ms / n),
+            (&mut self.ma, self.bucket_ma_ms / n),
+        ] {
+            // Newest first: the oldest bucket drops out.
+            window.rotate_right(1);
+            if let Some(newest) = window.first_mut() {
+                *newest = mean;
+            }
+        }
         self.filled = self.filled.saturating_add(1).min(BUCKETS as u8);
         self.bucket_ms = 0;
         self.bucket_mv_ms = 0.0;

@@ -32,6 +32,7 @@ const REASON_WORDS = {
   configuration_error: 'the bank is wired or configured wrongly',
   invalid_data: 'a battery has sent no valid data yet',
   prealarm_released: 'released 60 s after the loads were switched off for under-voltage',
+  restart: 'the BMS restarted',
 };
 const CODE_WORDS = {
   settings_corrupt: 'Stored settings were corrupt: factory settings in use',

@@ -69,6 +69,13 @@ struct bus_line {
 
 struct bus_line bus_line(void);
 
+/** retained.c: the core's output state across a warm restart (PROT-1, DFU-1). */
+/* Before bms_open(): hands the state kept across a warm reset to the core. */
+void retained_restore(void);
+/* After each step: keeps the core's output state in retained RAM. */
+struct bms;
+void retained_save(struct bms *bms);
+
 /** control.c: the control thread, sole owner of the library instance. */
 int control_init(void);
 int control_start(void);

@@ -196,6 +196,13 @@ static uint64_t step(uint64_t now_ms)
 		LOG_ERR("Outputs not applied (err %d)", err);
 		return now_ms + CONFIG_BMS_CONTROL_WDT_MS / 4;
 	}
+	if (atomic_get(&steps) == 0) {
+		/* The outputs' drop at a restart lasts until here (plus MCUboot's part, before the
+		 * application's uptime starts): docs/firmware.md.
+		 */
+		LOG_INF("First step %u ms after start", (uint32_t)now_ms);
+	}
+	retained_save(bms);
 
 	publish(&out, now_ms);
 	(void)task_wdt_feed(wdt_channel);
@@ -266,6 +273,8 @@ static int open_instance(void)
 		LOG_WRN("CONFIG_BMS_READOUT_PRODUCT_ID 0x%04x is no product id: default used",
 			CONFIG_BMS_READOUT_PRODUCT_ID);
 	}
+	/* PROT-1 (rev 2): after a warm reset the first step drives the outputs again. */
+	retained_restore();
 	bms = bms_open();
 	if (bms == NULL) {
 		LOG_ERR("Library instance already open");

@@ -34,6 +34,7 @@ use crate::pairing::{Bond, BondAction, ButtonAction, Pairing, PairingRefusal};
 use crate::protection::{self as prot, OutputStates, Protection, ProtectionInputs, SocInput};
 pub use crate::protection::{Output, Reason, Reasons};
 use crate::readout::{self, Advertiser, ReadoutError, ReadoutValues};
+use crate::retained::{Retained, WarmRestart};
 use crate::secrets::{DeviceSecrets, MAX_PASSKEY, MIN_PASSKEY};
 use crate::settings::{Settings, SettingsError};
 use crate::soc::{EstimatorKind, Learned};
@@ -91,6 +92,9 @@ pub struct Config {
     pub product_id: u16,
     /// The advertisement nonce to start from (the stored reservation), 0 on first boot.
     pub adv_nonce: u16,
+    /// PROT-1 (rev 2): the retained output state after a warm restart (firmware update,
+    /// watchdog), `None` after a cold power-up. See [`crate::retained`].
+    pub warm_restart: Option<WarmRestart>,
     /// Which SoC estimator the monitor runs (MON-1); the product default is
     /// [`EstimatorKind::default`]. The simulator's `replay --estimator` selects it to compare.
     pub estimator: EstimatorKind,
@@ -115,6 +119,7 @@ impl Default for Config {
             read_protection: false,
             product_id: readout::DEFAULT_PRODUCT_ID,
             adv_nonce: 0,
+            warm_restart: None,
             estimator: EstimatorKind::default(),
             device_name: DeviceName::default(),
         }
@@ -314,6 +319,8 @@ pub struct Bms {
     adv_values: ReadoutValues,
     adv_hold_until_ms: u64,
     invalid_reports: u32,
+    /// PROT-1 (rev 2): judged and reported at the first step.
+    warm_restart: Option<WarmRestart>,
 }
 
 impl Bms {
@@ -387,6 +394,7 @@ impl Bms {
             adv_values: ReadoutValues::NOT_AVAILABLE,
             adv_hold_until_ms: 0,
             invalid_reports: 0,
+            warm_restart: config.warm_restart,
         }
     }
 
@@ -426,6 +434,29 @@ impl Bms {
     pub fn step(&mut self, now_ms: u64, inputs: &Inputs) -> Decisions {
         let now_ms = self.now_ms.max(now_ms);
         self.now_ms = now_ms;
+        // PROT-1 (rev 2): at the first step after a warm restart the outputs that were high
+        // went free-floating at the reset; they are driven again if the state was safe and recent.
+        let restart = self
+            .last_step_ms
+            .is_none()
+            .then(|| self.warm_restart.take())
+            .flatten();
+        if let Some(warm) = restart {
+            if warm.restores(now_ms) {
+                self.protection
+                    .warm_start(now_ms, warm.retained.atd, warm.retained.atc);
+                log::info!("warm restart: outputs driven from the retained state");
+            } else {
+                log::warn!(
+                    "warm restart: retained state {}, outputs wait for battery data",
+                    Word(if warm.retained.safe {
+                        "too old"
+                    } else {
+                        "not safe"
+                    })
+                );
+            }
+        }
         self.last_step_ms = Some(now_ms);
 
         self.bank.update(now_ms, inputs.supply_mv);
@@ -529,6 +560,21 @@ impl Bms {
             codes,
             ..Decisions::default()
         };
+        if let Some(warm) = restart {
+            let was = [
+                (Output::Atd, warm.retained.atd),
+                (Output::Atc, warm.retained.atc),
+                (Output::Prealarm, warm.retained.prealarm),
+            ];
+            for (output, high) in was.into_iter().filter(|(_, high)| *high) {
+                log::warn!("{} free-floating: restart", Word(output.name()));
+                decisions.push(Event::OutputChanged {
+                    output,
+                    high: !high,
+                    reasons: Reasons::of(Reason::Restart),
+                });
+            }
+        }
         for output in [Output::Atd, Output::Atc, Output::Prealarm] {
             let (high, reasons) = outputs.get(output);
             if high != self.outputs.get(output).0 {
@@ -1077,6 +1123,21 @@ impl Bms {
     /// The active error, alarm and warning codes as of the last step.
     pub fn codes(&self) -> ActiveCodes {
         self.codes
+    }
+
+    /// PROT-1 (rev 2): the output state of the last step, for the platform's retained RAM
+    /// ([`crate::retained`]). Safe only once a complete data set was judged (not while held
+    /// from a previous restart) and with no alarm active.
+    pub fn retained(&self) -> Retained {
+        Retained {
+            atd: self.outputs.atd,
+            atc: self.outputs.atc,
+            prealarm: self.outputs.prealarm,
+            safe: self.protection.started()
+                && !self.protection.warm_holding()
+                && !self.codes.any(Severity::Alarm),
+            saved_at_ms: self.last_step_ms.unwrap_or(self.now_ms),
+        }
     }
 
     /// How many battery reports were refused since start.

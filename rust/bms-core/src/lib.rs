@@ -67,6 +67,7 @@ pub mod protection;
 pub mod protocol;
 pub mod readout;
 pub mod reasons;
+pub mod retained;
 pub mod secrets;
 pub mod settings;
 pub mod soc;

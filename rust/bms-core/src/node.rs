@@ -126,6 +126,12 @@ impl<S: Storage> Node<S> {
         }
     }
 
+    /// PROT-1 (rev 2): the output state of the last step, encoded for the platform's retained
+    /// RAM ([`crate::retained`]).
+    pub fn retained(&self) -> [u8; crate::retained::RETAINED_LEN] {
+        self.bms.retained().encode()
+    }
+
     /// Chooses what the battery line speaks (`baud` bit/s, the packs at `addresses`); a line
     /// the core refuses changes nothing.
     pub fn configure_line(

@@ -30,9 +30,9 @@ use crate::codes::{ActiveCodes, Code};
 pub use crate::dfu::DfuEvent;
 use crate::dfu::UpdateState;
 use crate::limits::{
-    Effect, Level, ProtectionId, Quantity, LIMITS, PREALARM_LEAD_MS, PREALARM_RELEASE_MS,
-    REMOTE_DEBOUNCE_MS, REMOTE_H_ON_ABOVE_MV, REMOTE_H_VBAT_TOLERANCE_MV, REMOTE_LINK_TOLERANCE_MV,
-    REMOTE_L_ON_BELOW_MV,
+    Effect, Level, ProtectionId, Quantity, BATTERY_LOST_MS, LIMITS, PREALARM_LEAD_MS,
+    PREALARM_RELEASE_MS, REMOTE_DEBOUNCE_MS, REMOTE_H_ON_ABOVE_MV, REMOTE_H_VBAT_TOLERANCE_MV,
+    REMOTE_LINK_TOLERANCE_MV, REMOTE_L_ON_BELOW_MV,
 };
 pub use crate::reasons::{Reason, Reasons};
 use crate::word::{Number, Word};
@@ -154,13 +154,36 @@ pub struct Protection {
     remote_on: Option<bool>,
     /// PROT-8: since when the raw remote reading differs from `remote_on`.
     remote_changing_since: Option<u64>,
+    /// PROT-1 (rev 2): ATD/ATC driven again after a warm restart until the first data set is
+    /// judged, at most until `until_ms`.
+    warm_hold: Option<WarmHold>,
     outputs: OutputStates,
+}
+
+/// The outputs held after a warm restart (see [`Protection::warm_start`]).
+#[derive(Clone, Copy, Debug, PartialEq, Eq)]
+struct WarmHold {
+    atd: bool,
+    atc: bool,
+    until_ms: u64,
 }
 
 impl Protection {
     /// Power-up state: every output free-floating (PROT-1).
     pub fn new() -> Self {
         Protection::default()
+    }
+
+    /// PROT-1 (rev 2): after a warm restart, drives ATD and ATC as the retained state had them
+    /// from the first step at `now_ms`, until the first complete data set is judged or, if none
+    /// comes, [`BATTERY_LOST_MS`] later (BANK-4). Other conditions (remote OFF) still apply.
+    pub fn warm_start(&mut self, now_ms: u64, atd: bool, atc: bool) {
+        self.now_ms = self.now_ms.max(now_ms);
+        self.warm_hold = Some(WarmHold {
+            atd,
+            atc,
+            until_ms: self.now_ms.saturating_add(BATTERY_LOST_MS),
+        });
     }
 
     /// Firmware-update progress at `now_ms` (PROT-10).
@@ -263,16 +286,17 @@ impl Protection {
             self.prealarm_since = None;
         }
 
+        if self.started || self.warm_hold.is_some_and(|h| now_ms >= h.until_ms) {
+            self.warm_hold = None;
+        }
+        let hold = self.warm_hold;
         let mut common = Reasons::EMPTY;
         // PROT-13: a refused report alone keeps the set complete; it shows only while it keeps
         // the set incomplete (a battery that has never sent a valid report).
         let invalid = values.is_none() && inputs.health.invalid;
         let data_flagged = inputs.health.lost || invalid || inputs.health.config_error;
         // No data for another reason (the bank emptied): still no valid data set.
-        common.insert_if(
-            !self.started || (values.is_none() && !data_flagged),
-            Reason::NoValidData,
-        );
+        let no_data = !self.started || (values.is_none() && !data_flagged);
         common.insert_if(!remote_on, Reason::RemoteOff);
         common.insert_if(inputs.health.lost, Reason::BatteryLost);
         common.insert_if(invalid, Reason::InvalidData);
@@ -281,6 +305,8 @@ impl Protection {
 
         let mut atd_reasons = common;
         let mut atc_reasons = common;
+        atd_reasons.insert_if(no_data && !hold.is_some_and(|h| h.atd), Reason::NoValidData);
+        atc_reasons.insert_if(no_data && !hold.is_some_and(|h| h.atc), Reason::NoValidData);
         for row in &LIMITS {
             let active = self.is_active(row.id);
             match row.effect {
@@ -333,6 +359,11 @@ impl Protection {
     /// Whether the cell protection `id` is active (latched).
     pub fn is_active(&self, id: ProtectionId) -> bool {
         self.active.get(id.index()).copied().unwrap_or(false)
+    }
+
+    /// PROT-1 (rev 2): true while the outputs are held from a warm restart's retained state.
+    pub fn warm_holding(&self) -> bool {
+        self.warm_hold.is_some()
     }
 
     /// PROT-1: true once the first complete, valid data set has been judged.
@@ -445,11 +476,13 @@ impl Protection {
         let remote = self
             .remote_changing_since
             .map(|t| t.saturating_add(REMOTE_DEBOUNCE_MS));
+        let hold = self.warm_hold.map(|h| h.until_ms);
         debounces
             .chain(lead)
             .chain(dfu)
             .chain(release)
             .chain(remote)
+            .chain(hold)
             .filter(|&t| t > self.now_ms)
             .min()
     }

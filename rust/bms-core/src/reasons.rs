@@ -46,6 +46,9 @@ stable_enum! {
         /// PROT-3 **(choice)**: the pre-alarm output is free-floating although its conditions
         /// hold: released 60 s after ATD went free-floating for under-voltage (pre-alarm only).
         PrealarmReleased = 17 => "prealarm_released",
+        /// PROT-1/PROT-11 (rev 2): the output went free-floating at a restart (reported at the
+        /// first step after a warm one, which may drive it again from the retained state).
+        Restart = 18 => "restart",
     }
 }
 

@@ -7,6 +7,7 @@ use bms_core::balancer::BalancerState;
 use bms_core::bank::{ConfigError, ReportError};
 use bms_core::bus::{BatteryModel, BatteryReport};
 use bms_core::codes::Code;
+use bms_core::retained::{Retained, WarmRestart};
 use bms_core::settings::Settings;
 use bms_core::{Bms, Config, DfuEvent, Event, Inputs, LedPattern, Output, Reason};
 use control_harness::{report, Remote, Rig};
@@ -1522,4 +1523,139 @@ fn bank_4_forget_lost_batteries_command_restores_the_bank() {
         rig.last().atd_reasons
     );
     assert_eq!(rig.bms.bank().batteries().len(), 1);
+}
+
+/// A single-battery rig started warm from `retained`, the reset `gap_ms` after it was written.
+fn warm_rig(retained: Retained, gap_ms: u64) -> Rig {
+    let config = Config {
+        warm_restart: Some(WarmRestart { retained, gap_ms }),
+        ..Config::default()
+    };
+    Rig::with_config(1, 1, BatteryModel::Lfp12V8, config)
+}
+
+/// The retained state of a healthy, running bank (through its bytes, as the firmware keeps it).
+fn running_state() -> Retained {
+    let rig = Rig::started();
+    let kept = rig.bms.retained();
+    assert!(kept.atd && kept.atc && !kept.prealarm && kept.safe);
+    Retained::decode(&kept.encode()).unwrap()
+}
+
+/// PROT-1 (rev 2), DFU-1: after a warm restart (a firmware update's reboot, a watchdog reset)
+/// ATD and ATC are driven at the first step from the retained state, before any battery data,
+/// and stay driven through the discovery of the batteries; the judged data then rules (a bank
+/// found under-voltage opens ATD at once).
+#[test]
+fn prot_1_dfu_1_warm_restart_drives_the_outputs_at_the_first_step() {
+    let mut rig = warm_rig(running_state(), 3000);
+    let d = rig.step().clone();
+    assert!(d.atd && d.atc, "driven at once: {d:?}");
+    assert!(!d.prealarm);
+    rig.run_for(10_000);
+    assert!(rig
+        .records
+        .iter()
+        .all(|r| r.decisions.atd && r.decisions.atc));
+    assert!(
+        rig.bms.retained().safe,
+        "safe again once the data was judged"
+    );
+
+    let mut rig = warm_rig(running_state(), 0);
+    rig.set_cells(2700);
+    let off = rig.run_until(10_000, |d| !d.atd).unwrap();
+    assert!(off <= 2100, "judged at discovery, no 30 s lead: {off}");
+    assert!(rig.last().atd_reasons.contains(Reason::CellUndervoltage));
+}
+
+/// PROT-1 (rev 2), BANK-4: with no battery data after a warm restart the outputs go
+/// free-floating 5 s after the start; the state kept meanwhile is not safe, so a second reset
+/// does not restore them again.
+#[test]
+fn prot_1_warm_restart_without_battery_data_ends_after_5_s() {
+    let mut rig = warm_rig(running_state(), 3000);
+    rig.silence(0, true);
+    assert!(rig.step().atd);
+    assert!(!rig.bms.retained().safe, "held, not judged");
+    let off = rig.run_until(10_000, |d| !d.atd).unwrap();
+    assert_eq!(off, 5000);
+    let d = rig.last();
+    assert!(!d.atc && d.atd_reasons.contains(Reason::NoValidData));
+}
+
+/// PROT-1: a cold start, a retained state 10 s old or older, or one made with an alarm active
+/// leaves every output free-floating until the first data set, as at power-up.
+#[test]
+fn prot_1_old_or_unsafe_retained_state_waits_for_data() {
+    for (state, gap_ms) in [
+        (running_state(), 10_000),
+        (
+            Retained {
+                safe: false,
+                ..running_state()
+            },
+            0,
+        ),
+    ] {
+        let mut rig = warm_rig(state, gap_ms);
+        let d = rig.step().clone();
+        assert!(!d.atd && !d.atc, "{state:?} {gap_ms}");
+        assert!(d.atd_reasons.contains(Reason::NoValidData));
+        assert!(
+            rig.run_until(5000, |d| d.atd).is_some(),
+            "then as at power-up"
+        );
+    }
+    let mut rig = Rig::started();
+    rig.set_cells(2750);
+    rig.run_until(60_000, |d| !d.atd).unwrap();
+    assert!(!rig.bms.retained().safe, "an alarm is active");
+    let mut rig = Rig::single();
+    assert!(!rig.step().atd);
+    assert!(!rig.bms.retained().safe, "nothing judged yet");
+}
+
+/// PROT-11 (rev 2): the restart is in the event log: each output that was high went
+/// free-floating at the reset (reason `restart`), then came back at the first step; an output
+/// not restored reports only the drop.
+#[test]
+fn prot_11_a_warm_restart_reports_the_drop_and_the_return() {
+    let outputs = |d: &bms_core::Decisions| -> std::vec::Vec<Event> {
+        d.events
+            .iter()
+            .filter(|e| matches!(e, Event::OutputChanged { .. }))
+            .copied()
+            .collect()
+    };
+    let restart = bms_core::Reasons::of(Reason::Restart);
+    let empty = bms_core::Reasons::EMPTY;
+    let change = |output, high, reasons| Event::OutputChanged {
+        output,
+        high,
+        reasons,
+    };
+    let drops = [
+        change(Output::Atd, false, restart),
+        change(Output::Atc, false, restart),
+    ];
+    let returns = [
+        change(Output::Atd, true, empty),
+        change(Output::Atc, true, empty),
+    ];
+    let mut rig = warm_rig(running_state(), 0);
+    let d = rig.step().clone();
+    assert_eq!(outputs(&d), [drops, returns].concat());
+    let mut rig = warm_rig(running_state(), 20_000);
+    let d = rig.step().clone();
+    assert_eq!(outputs(&d), drops.to_vec(), "too old: only the drop");
+}
+
+/// PROT-1 (rev 2), PROT-8: the remote read OFF at the warm start keeps the outputs off.
+#[test]
+fn prot_1_prot_8_warm_restart_with_the_remote_off_keeps_outputs_off() {
+    let mut rig = warm_rig(running_state(), 0);
+    rig.remote = Remote::Open;
+    let d = rig.step().clone();
+    assert!(!d.atd && !d.atc && d.atd_reasons.contains(Reason::RemoteOff));
 }

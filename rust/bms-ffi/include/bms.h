@@ -139,6 +139,11 @@
 #define BMS_LINE_MAX_PACKS 16
 
 /**
+ * Bytes of the output state `bms_retained` writes for retained RAM (PROT-1).
+ */
+#define BMS_RETAINED_LEN 16
+
+/**
  * Most bonds `bms_bonds_set` takes (the firmware's `CONFIG_BT_MAX_PAIRED`).
  */
 #define BMS_MAX_BONDS 4
@@ -295,6 +300,10 @@ enum bms_reason
    * PROT-3: the pre-alarm is released after an under-voltage disconnect (pre-alarm only).
    */
   BMS_REASON_PREALARM_RELEASED = 17,
+  /**
+   * PROT-1/PROT-11: the output went free-floating at a restart.
+   */
+  BMS_REASON_RESTART = 18,
 };
 #ifndef __cplusplus
 #if __STDC_VERSION__ >= 202311L
@@ -898,6 +907,37 @@ int32_t bms_device_name(const struct bms *bms, uint8_t *name, size_t cap, size_t
  * `bms_open`.
  */
 void bms_set_log_level(uint8_t level);
+
+/**
+ * PROT-1 (rev 2): after a *warm* reset (a software reset such as a firmware update's, a
+ * watchdog reset), hands the next `bms_open` the `len` bytes `bms_retained` wrote before the
+ * reset and `gap_ms`, the longest time the reset may have come after they were written (the
+ * control thread's watchdog period). At its first step the core then drives ATD and ATC again
+ * as they were, if the record is intact, was safe and is less than 10 s old (`gap_ms` + time
+ * since start); BANK-4 applies if no battery data follows. Do not call it after a cold
+ * power-up: every output then waits for battery data.
+ *
+ * Returns `BMS_OK`, or `BMS_EINVAL` when the bytes are no intact record (null, wrong length,
+ * bad magic, version or CRC), which sets nothing: the start is a cold one.
+ *
+ * # Safety
+ * `retained` must be null or readable for `len` bytes.
+ */
+int32_t bms_set_warm_restart(const uint8_t *retained, size_t len, uint64_t gap_ms);
+
+/**
+ * PROT-1 (rev 2): writes the output state of the last step (`BMS_RETAINED_LEN` bytes) to
+ * `buf`, for RAM that survives a reset (retained RAM); call after every `bms_step` and keep
+ * the bytes for `bms_set_warm_restart` at the next start.
+ *
+ * Returns `BMS_OK` with the length in `*len`, `BMS_ENOSPC` when `cap` < `BMS_RETAINED_LEN`, or
+ * `BMS_EINVAL` (bad handle, null pointer).
+ *
+ * # Safety
+ * `buf` must be null or writable for `cap` bytes, `len` null or point to a writable `size_t`,
+ * the two not overlapping.
+ */
+int32_t bms_retained(struct bms *bms, uint8_t *buf, size_t cap, size_t *len);
 
 /**
  * Sets the Victron product id that Instant Readout advertisements announce (BLE-3: bytes 4–5

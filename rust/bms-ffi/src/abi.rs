@@ -53,9 +53,12 @@ pub const BMS_LED_BLINK_OFF_MS: u32 = 900;
 pub const BMS_LINE_REQUEST_MAX: usize = 16;
 /// Most packs on one battery line (`bms_line_configure`).
 pub const BMS_LINE_MAX_PACKS: usize = 16;
+/// Bytes of the output state `bms_retained` writes for retained RAM (PROT-1).
+pub const BMS_RETAINED_LEN: usize = 16;
 // The numbers above are literals for cbindgen; they must be the core's.
 const _: () = assert!(BMS_LINE_REQUEST_MAX == bms_core::drivers::MAX_REQUEST_LEN);
 const _: () = assert!(BMS_LINE_MAX_PACKS == bms_core::drivers::MAX_PACKS_PER_LINE);
+const _: () = assert!(BMS_RETAINED_LEN == bms_core::retained::RETAINED_LEN);
 const _: () = assert!(BMS_GATT_RESPONSE_MAX == bms_core::protocol::MAX_RESPONSE_LEN);
 const _: () = assert!(BMS_ADVERTISEMENT_LEN == bms_core::readout::MANUFACTURER_DATA_LEN);
 const _: () = assert!(BMS_GATT_REQUEST_MAX == bms_core::protocol::MAX_REQUEST_LEN);
@@ -279,6 +282,8 @@ pub enum BmsReason {
     InvalidData = 16,
     /// PROT-3: the pre-alarm is released after an under-voltage disconnect (pre-alarm only).
     PrealarmReleased = 17,
+    /// PROT-1/PROT-11: the output went free-floating at a restart.
+    Restart = 18,
 }
 
 impl BmsReason {
@@ -303,6 +308,7 @@ impl BmsReason {
             Reason::ConfigurationError => BmsReason::ConfigurationError,
             Reason::InvalidData => BmsReason::InvalidData,
             Reason::PrealarmReleased => BmsReason::PrealarmReleased,
+            Reason::Restart => BmsReason::Restart,
         }
     }
 }

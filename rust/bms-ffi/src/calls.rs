@@ -3,15 +3,16 @@
 //! Every pointer argument is checked (null, alignment, overlap, the handle against the one
 //! instance) before use; a bad argument returns `BMS_EINVAL` and changes nothing.
 
-use core::sync::atomic::{AtomicU16, AtomicU8, Ordering};
+use core::sync::atomic::{AtomicBool, AtomicU16, AtomicU64, AtomicU8, Ordering};
 
 use bms_core::protocol::Access;
+use bms_core::retained::{Retained, WarmRestart};
 use bms_core::{SelfCheck, SelfCheckInputs};
 
 use crate::abi::{
     BmsBond, BmsBondAction, BmsDfu, BmsDfuCode, BmsInputs, BmsOutputs, BMS_EAGAIN, BMS_EINVAL,
     BMS_ENOSPC, BMS_ETIMEDOUT, BMS_LINE_MAX_PACKS, BMS_LINE_REQUEST_MAX, BMS_MAX_BONDS,
-    BMS_NO_DEADLINE, BMS_OK,
+    BMS_NO_DEADLINE, BMS_OK, BMS_RETAINED_LEN,
 };
 use crate::instance::{Claim, Instance};
 use crate::logger;
@@ -22,6 +23,28 @@ static LOG_LEVEL: AtomicU8 = AtomicU8::new(3);
 /// The product id `bms_open` gives the Instant Readout advertiser (see
 /// `bms_set_readout_product_id`).
 static READOUT_PRODUCT_ID: AtomicU16 = AtomicU16::new(bms_core::readout::DEFAULT_PRODUCT_ID);
+
+/// The warm restart set for the next `bms_open` (`bms_set_warm_restart`): the two halves of
+/// the retained record, the gap bound, and whether one is set.
+static WARM_RECORD: [AtomicU64; 2] = [AtomicU64::new(0), AtomicU64::new(0)];
+static WARM_GAP_MS: AtomicU64 = AtomicU64::new(0);
+static WARM_SET: AtomicBool = AtomicBool::new(false);
+
+/// The warm restart set for this `bms_open`, taken once.
+pub(crate) fn take_warm_restart() -> Option<WarmRestart> {
+    if !WARM_SET.swap(false, Ordering::Relaxed) {
+        return None;
+    }
+    let mut bytes = [0u8; BMS_RETAINED_LEN];
+    for (half, word) in bytes.chunks_exact_mut(8).zip(&WARM_RECORD) {
+        half.copy_from_slice(&word.load(Ordering::Relaxed).to_le_bytes());
+    }
+    let retained = Retained::decode(&bytes).ok()?;
+    Some(WarmRestart {
+        retained,
+        gap_ms: WARM_GAP_MS.load(Ordering::Relaxed),
+    })
+}
 
 /// The product id set for the next `bms_open`.
 pub(crate) fn readout_product_id() -> u16 {
@@ -370,6 +393,27 @@ pub unsafe extern "C" fn bms_advertisement(
     cap: usize,
     len: *mut usize,
 ) -> i32 {
+    // SAFETY: the caller's contract for `buf` and `len`.
+    unsafe {
+        fill_out(bms, buf, cap, len, |instance, buf| {
+            instance.advertisement(buf)
+        })
+    }
+}
+
+/// One call on the instance that fills a caller's buffer: checks the handle, `buf` (`cap`
+/// bytes), `len` and that they do not overlap, lets `fill` write and return the length used,
+/// and stores it in `*len`.
+///
+/// # Safety
+/// `buf` must be null or writable for `cap` bytes, `len` null or point to a writable `size_t`.
+unsafe fn fill_out(
+    bms: *mut Instance,
+    buf: *mut u8,
+    cap: usize,
+    len: *mut usize,
+    fill: impl FnOnce(&mut Instance, &mut [u8]) -> Result<usize, i32>,
+) -> i32 {
     status((|| {
         let mut claim = Claim::of(bms)?;
         arg_buf(buf, cap)?;
@@ -379,7 +423,7 @@ pub unsafe extern "C" fn bms_advertisement(
         }
         // SAFETY: checked by `arg_buf`; writable by the caller's contract, not overlapping `len`.
         let buf = unsafe { out_bytes(buf, cap) };
-        let used = claim.instance().advertisement(buf)?;
+        let used = fill(claim.instance(), buf)?;
         // SAFETY: checked by `arg_out`; writable by the caller's contract.
         unsafe { write_out(len, used) };
         Ok(())
@@ -635,6 +679,66 @@ pub unsafe extern "C" fn bms_device_name(
 pub extern "C" fn bms_set_log_level(level: u8) {
     LOG_LEVEL.store(level, Ordering::Relaxed);
     log::set_max_level(logger::level_filter(level));
+}
+
+/// PROT-1 (rev 2): after a *warm* reset (a software reset such as a firmware update's, a
+/// watchdog reset), hands the next `bms_open` the `len` bytes `bms_retained` wrote before the
+/// reset and `gap_ms`, the longest time the reset may have come after they were written (the
+/// control thread's watchdog period). At its first step the core then drives ATD and ATC again
+/// as they were, if the record is intact, was safe and is less than 10 s old (`gap_ms` + time
+/// since start); BANK-4 applies if no battery data follows. Do not call it after a cold
+/// power-up: every output then waits for battery data.
+///
+/// Returns `BMS_OK`, or `BMS_EINVAL` when the bytes are no intact record (null, wrong length,
+/// bad magic, version or CRC), which sets nothing: the start is a cold one.
+///
+/// # Safety
+/// `retained` must be null or readable for `len` bytes.
+#[no_mangle]
+pub unsafe extern "C" fn bms_set_warm_restart(retained: *const u8, len: usize, gap_ms: u64) -> i32 {
+    status((|| {
+        arg_buf(retained, len)?;
+        // SAFETY: checked by `arg_buf`; readable by the caller's contract.
+        let bytes = unsafe { in_bytes(retained, len) };
+        Retained::decode(bytes).map_err(|_| BMS_EINVAL)?;
+        for (half, word) in bytes.chunks_exact(8).zip(&WARM_RECORD) {
+            let mut raw = [0u8; 8];
+            raw.copy_from_slice(half);
+            word.store(u64::from_le_bytes(raw), Ordering::Relaxed);
+        }
+        WARM_GAP_MS.store(gap_ms, Ordering::Relaxed);
+        WARM_SET.store(true, Ordering::Relaxed);
+        Ok(())
+    })())
+}
+
+/// PROT-1 (rev 2): writes the output state of the last step (`BMS_RETAINED_LEN` bytes) to
+/// `buf`, for RAM that survives a reset (retained RAM); call after every `bms_step` and keep
+/// the bytes for `bms_set_warm_restart` at the next start.
+///
+/// Returns `BMS_OK` with the length in `*len`, `BMS_ENOSPC` when `cap` < `BMS_RETAINED_LEN`, or
+/// `BMS_EINVAL` (bad handle, null pointer).
+///
+/// # Safety
+/// `buf` must be null or writable for `cap` bytes, `len` null or point to a writable `size_t`,
+/// the two not overlapping.
+#[no_mangle]
+pub unsafe extern "C" fn bms_retained(
+    bms: *mut Instance,
+    buf: *mut u8,
+    cap: usize,
+    len: *mut usize,
+) -> i32 {
+    // SAFETY: the caller's contract for `buf` and `len`.
+    unsafe {
+        fill_out(bms, buf, cap, len, |instance, buf| {
+            let record = instance.retained();
+            buf.get_mut(..record.len())
+                .ok_or(BMS_ENOSPC)?
+                .copy_from_slice(&record);
+            Ok(record.len())
+        })
+    }
 }
 
 /// Sets the Victron product id that Instant Readout advertisements announce (BLE-3: bytes 4–5

@@ -32,6 +32,7 @@ impl Instance {
             &mut random,
             |config| {
                 config.product_id = product_id;
+                config.warm_restart = crate::calls::take_warm_restart();
             },
         )));
     }
@@ -40,6 +41,11 @@ impl Instance {
     pub(crate) fn step(&mut self, now_ms: u64, inputs: &Inputs) -> BmsOutputs {
         // The core logs every output change with its reasons (PROT-11) and every code.
         BmsOutputs::from_decisions(&self.0.step(now_ms, inputs))
+    }
+
+    /// PROT-1: the output state of the last step for retained RAM.
+    pub(crate) fn retained(&self) -> [u8; bms_core::retained::RETAINED_LEN] {
+        self.0.retained()
     }
 
     /// Chooses what the battery line speaks; a line the core refuses changes nothing.

@@ -690,6 +690,64 @@ static void scenario_secrets_fault(void)
 	CHECK_EQ(bms_close(l.bms), BMS_OK);
 }
 
+/* PROT-1 (rev 2), PROT-11, DFU-1: after a warm restart (a firmware update's reboot, a watchdog
+ * reset) the first step drives ATD and ATC again from the state bms_retained() wrote before
+ * the reset, and the drop at the reset is logged with its reason; with no battery data they go
+ * free-floating 5 s later (BANK-4); an old or corrupt state, or none (cold start), waits for
+ * data. */
+static void scenario_warm_restart(void)
+{
+	uint8_t kept[BMS_RETAINED_LEN];
+	size_t len = 0;
+	struct loop l;
+
+	loop_start(&l, bms_open(), FIXTURE_BANK2_SUPPLY_MV);
+	loop_frames(&l, fixture_bank2_ok, sizeof(fixture_bank2_ok));
+	loop_run(&l, 3000);
+	CHECK(l.out.atd && l.out.atc);
+	CHECK_EQ(bms_retained(l.bms, kept, 4, &len), BMS_ENOSPC);
+	CHECK_EQ(bms_retained(l.bms, kept, sizeof(kept), &len), BMS_OK);
+	CHECK_EQ(len, BMS_RETAINED_LEN);
+	CHECK_EQ(bms_close(l.bms), BMS_OK);
+
+	/* Warm, no battery data after the reset: driven at once, free-floating after 5 s. */
+	CHECK_EQ(bms_set_warm_restart(kept, sizeof(kept), 3000), BMS_OK);
+	loop_start(&l, bms_open(), FIXTURE_BANK2_SUPPLY_MV);
+	loop_run(&l, 0);
+	CHECK(l.out.atd && l.out.atc);
+	CHECK(port_mem_log_count("atd free-floating: restart") >= 1);
+	loop_run(&l, 4900);
+	CHECK(l.out.atd);
+	loop_run(&l, 5000);
+	CHECK(!l.out.atd && !l.out.atc);
+	CHECK_EQ(bms_close(l.bms), BMS_OK);
+
+	/* Warm with battery data: driven throughout. */
+	CHECK_EQ(bms_set_warm_restart(kept, sizeof(kept), 3000), BMS_OK);
+	loop_start(&l, bms_open(), FIXTURE_BANK2_SUPPLY_MV);
+	loop_frames(&l, fixture_bank2_ok, sizeof(fixture_bank2_ok));
+	loop_run(&l, 0);
+	CHECK(l.out.atd && l.out.atc);
+	loop_run(&l, 8000);
+	CHECK(l.out.atd && l.out.atc);
+	CHECK_EQ(bms_close(l.bms), BMS_OK);
+
+	/* A state 10 s old, a corrupt one, none: every output waits for data (PROT-1). */
+	CHECK_EQ(bms_set_warm_restart(kept, sizeof(kept), 10000), BMS_OK);
+	loop_start(&l, bms_open(), FIXTURE_BANK2_SUPPLY_MV);
+	loop_run(&l, 0);
+	CHECK(!l.out.atd && !l.out.atc);
+	CHECK_EQ(bms_close(l.bms), BMS_OK);
+	kept[5] ^= 0x01;
+	CHECK_EQ(bms_set_warm_restart(kept, sizeof(kept), 0), BMS_EINVAL);
+	CHECK_EQ(bms_set_warm_restart(NULL, BMS_RETAINED_LEN, 0), BMS_EINVAL);
+	CHECK_EQ(bms_set_warm_restart(kept, 3, 0), BMS_EINVAL);
+	loop_start(&l, bms_open(), FIXTURE_BANK2_SUPPLY_MV);
+	loop_run(&l, 0);
+	CHECK(!l.out.atd && !l.out.atc);
+	CHECK_EQ(bms_close(l.bms), BMS_OK);
+}
+
 static const struct scenario scenarios[] = {
 	{ "pairing", scenario_pairing },
 	{ "secrets_fault", scenario_secrets_fault },
@@ -699,6 +757,7 @@ static const struct scenario scenarios[] = {
 	{ "settings_persist", scenario_settings_persist },
 	{ "advertisement", scenario_advertisement },
 	{ "jbd_line", scenario_jbd_line },
+	{ "warm_restart", scenario_warm_restart },
 };
 
 int main(void)

@@ -100,10 +100,15 @@ impl Retained {
     /// The record's bytes.
     pub fn encode(&self) -> [u8; RETAINED_LEN] {
         let mut out = [0u8; RETAINED_LEN];
-        let flags = u8::from(self.atd) * FLAG_ATD
-            | u8::from(self.atc) * FLAG_ATC
-            | u8::from(self.prealarm) * FLAG_PREALARM
-            | u8::from(self.safe) * FLAG_SAFE;
+        let flags = [
+            (self.atd, FLAG_ATD),
+            (self.atc, FLAG_ATC),
+            (self.prealarm, FLAG_PREALARM),
+            (self.safe, FLAG_SAFE),
+        ]
+        .into_iter()
+        .filter(|(set, _)| *set)
+        .fold(0, |flags, (_, bit)| flags | bit);
         let (head, crc) = out.split_at_mut(RETAINED_LEN - 4);
         let (magic, rest) = head.split_at_mut(2);
         magic.copy_from_slice(&MAGIC);

@@ -3,7 +3,7 @@
 //! Every pointer argument is checked (null, alignment, overlap, the handle against the one
 //! instance) before use; a bad argument returns `BMS_EINVAL` and changes nothing.
 
-use core::sync::atomic::{AtomicBool, AtomicU16, AtomicU64, AtomicU8, Ordering};
+use core::sync::atomic::{AtomicBool, AtomicU16, AtomicU32, AtomicU8, Ordering};
 
 use bms_core::protocol::Access;
 use bms_core::retained::{Retained, WarmRestart};
@@ -24,10 +24,16 @@ static LOG_LEVEL: AtomicU8 = AtomicU8::new(3);
 /// `bms_set_readout_product_id`).
 static READOUT_PRODUCT_ID: AtomicU16 = AtomicU16::new(bms_core::readout::DEFAULT_PRODUCT_ID);
 
-/// The warm restart set for the next `bms_open` (`bms_set_warm_restart`): the two halves of
-/// the retained record, the gap bound, and whether one is set.
-static WARM_RECORD: [AtomicU64; 2] = [AtomicU64::new(0), AtomicU64::new(0)];
-static WARM_GAP_MS: AtomicU64 = AtomicU64::new(0);
+/// The warm restart set for the next `bms_open` (`bms_set_warm_restart`): the retained record
+/// in four words, the gap bound, and whether one is set (32-bit atomics: the Cortex-M4 has no
+/// 64-bit ones).
+static WARM_RECORD: [AtomicU32; 4] = [
+    AtomicU32::new(0),
+    AtomicU32::new(0),
+    AtomicU32::new(0),
+    AtomicU32::new(0),
+];
+static WARM_GAP_MS: AtomicU32 = AtomicU32::new(0);
 static WARM_SET: AtomicBool = AtomicBool::new(false);
 
 /// The warm restart set for this `bms_open`, taken once.
@@ -36,13 +42,13 @@ pub(crate) fn take_warm_restart() -> Option<WarmRestart> {
         return None;
     }
     let mut bytes = [0u8; BMS_RETAINED_LEN];
-    for (half, word) in bytes.chunks_exact_mut(8).zip(&WARM_RECORD) {
-        half.copy_from_slice(&word.load(Ordering::Relaxed).to_le_bytes());
+    for (part, word) in bytes.chunks_exact_mut(4).zip(&WARM_RECORD) {
+        part.copy_from_slice(&word.load(Ordering::Relaxed).to_le_bytes());
     }
     let retained = Retained::decode(&bytes).ok()?;
     Some(WarmRestart {
         retained,
-        gap_ms: WARM_GAP_MS.load(Ordering::Relaxed),
+        gap_ms: u64::from(WARM_GAP_MS.load(Ordering::Relaxed)),
     })
 }
 
@@ -701,12 +707,13 @@ pub unsafe extern "C" fn bms_set_warm_restart(retained: *const u8, len: usize, g
         // SAFETY: checked by `arg_buf`; readable by the caller's contract.
         let bytes = unsafe { in_bytes(retained, len) };
         Retained::decode(bytes).map_err(|_| BMS_EINVAL)?;
-        for (half, word) in bytes.chunks_exact(8).zip(&WARM_RECORD) {
-            let mut raw = [0u8; 8];
-            raw.copy_from_slice(half);
-            word.store(u64::from_le_bytes(raw), Ordering::Relaxed);
+        for (part, word) in bytes.chunks_exact(4).zip(&WARM_RECORD) {
+            let mut raw = [0u8; 4];
+            raw.copy_from_slice(part);
+            word.store(u32::from_le_bytes(raw), Ordering::Relaxed);
         }
-        WARM_GAP_MS.store(gap_ms, Ordering::Relaxed);
+        // Longer than 49 days is "too old" either way.
+        WARM_GAP_MS.store(u32::try_from(gap_ms).unwrap_or(u32::MAX), Ordering::Relaxed);
         WARM_SET.store(true, Ordering::Relaxed);
         Ok(())
     })())

@@ -8,9 +8,9 @@
  *
  *   UART IRQ --ring buffer---------------> control thread --mailbox + k_work--> system work
  *   BT RX (GATT) --ctrl msgq + semaphore-->      |  owns struct bms, makes every    queue (adv.,
- *   MCUmgr hooks --ctrl msgq-------------->      |  bms_*() call; reads ADCs, sets  notify,
- *                                                |  outputs/LEDs, feeds the task    indicate)
- *                                                |  watchdog
+ *   BT RX (pairing, bonds) --ctrl msgq---->      |  bms_*() call; reads ADCs, sets  notify,
+ *   MCUmgr hooks --ctrl msgq-------------->      |  outputs/LEDs, feeds the task    indicate,
+ *   gpio-keys (button) --ctrl msgq-------->      |  watchdog                        bonds)
  *
  * Only the control thread calls the library (bms.h threading contract): it opens the instance
  * itself, so bms_open() runs on its stack. Every other context hands its data over through
@@ -80,6 +80,14 @@ void retained_save(struct bms *bms);
 int control_init(void);
 int control_start(void);
 int control_post_dfu(bms_dfu_t event);
+/* BLE-2: the owner's button went down (@p pressed) or up at uptime @p at_ms. */
+int control_post_button(bool pressed, int64_t at_ms);
+/* BLE-2: a pairing that ble.c accepted ended (@p success: complete, else failed). */
+int control_post_pairing_result(bool success);
+/* BLE-2: the bonds the BLE stack holds now (at start and after every change). */
+int control_post_bonds(const struct bms_bond *bonds, size_t count);
+/* SET-2: write the records held back (a link dropped). */
+int control_post_flush(void);
 int control_gatt(uint8_t characteristic, bool write, bool authenticated, const uint8_t *req,
 		 size_t req_len, uint8_t *resp, size_t resp_cap, size_t *resp_len);
 uint32_t control_steps(void);
@@ -107,15 +115,29 @@ int gatt_read(struct gatt_session *s, uint8_t chr, bool authenticated, uint16_t 
 int gatt_write(struct gatt_session *s, uint8_t chr, bool authenticated, const uint8_t *req,
 	       size_t req_len, uint8_t *resp, size_t resp_cap, size_t *resp_len);
 
-/** ble.c: GATT service, Instant Readout advertising, passkey pairing. */
+/** button.c: the owner's button (bms-io pairing-button) to the control thread. */
+
+/** ble.c: GATT service, Instant Readout advertising, passkey pairing, bonds. */
 int ble_init(void);
 bool ble_ready(void);
 bool ble_connected(void);
 bool ble_status_subscribed(void);
+/* The passkey to pair with; BLE_NO_PASSKEY: none usable, nothing pairs. */
+#define BLE_NO_PASSKEY UINT32_MAX
 void ble_set_passkey(uint32_t passkey);
 void ble_set_name(const uint8_t *name, size_t len);
+/* The Instant Readout manufacturer data; @p len 0: none (BLE-3: no packet rather than a
+ * placeholder key or a stale one), the device stays connectable.
+ */
 void ble_post_advertisement(const uint8_t *mfg, size_t len, bool low_power);
 void ble_post_status(const uint8_t *status, size_t len);
+/* BLE-2: whether a new pairing may start (the core's pairing_allowed), given after
+ * @p results_handled more pairing results (control_post_pairing_result) were handled: until
+ * every result posted is, ble.c refuses pairing.
+ */
+void ble_set_pairing_allowed(bool allowed, uint32_t results_handled);
+/* BLE-2: a bond action of the core (bms_bond_action), carried out on the system work queue. */
+void ble_post_bond_action(const struct bms_bond_action *action);
 
 /** dfu.c: MCUmgr image-upload hooks and the post-update self-check. */
 int dfu_init(void);

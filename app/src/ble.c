@@ -13,6 +13,14 @@
  * 3, BT_GATT_PERM_*_AUTHEN). The stack refuses other requests before they get here; the core
  * is told whether the link is authenticated and checks again.
  *
+ * Pairing (BLE-2): the core decides when a new pairing may start (the window after a press of
+ * the button, the back-off after failures); the pairing-accept callback answers with its last
+ * word, and refuses while a pairing result is still on its way to the core. Only a pairing this
+ * file accepted is reported back (complete, failed, or the link dropped during it); a refused
+ * request never started, so it taught the peer nothing about the passkey. The bonds are
+ * reported to the core at start and after every change; the core's bond actions (reset,
+ * RemoveBond, ChangePasskey's "remove the others") are carried out here with bt_unpair.
+ *
  * Bluetooth work runs on the system work queue: the control thread leaves the newest
  * advertisement and status page in a mailbox and submits a k_work item (submitting a pending
  * item again is a no-op, so only the newest data goes out); advertising restarts after a
@@ -22,6 +30,7 @@
 
 #include <string.h>
 
+#include <zephyr/bluetooth/addr.h>
 #include <zephyr/bluetooth/bluetooth.h>
 #include <zephyr/bluetooth/conn.h>
 #include <zephyr/bluetooth/gap.h>
@@ -59,6 +68,7 @@ BUILD_ASSERT(3 + 2 + BMS_ADVERTISEMENT_LEN <= BT_GAP_ADV_MAX_ADV_DATA_LEN,
 BUILD_ASSERT(SD_NAME_ROOM >= sizeof(CONFIG_BT_DEVICE_NAME) - 1,
 	     "the factory device name and SMP UUID do not fit the scan response");
 BUILD_ASSERT(CONFIG_BT_DEVICE_NAME_MAX >= BMS_DEVICE_NAME_MAX, "device names would be cut");
+BUILD_ASSERT(CONFIG_BT_MAX_PAIRED <= BMS_MAX_BONDS, "the core takes at most BMS_MAX_BONDS bonds");
 
 /* A control-point response waiting to be indicated to the connection that wrote the command. */
 struct indication {
@@ -74,20 +84,34 @@ static atomic_t connections;
 static atomic_t status_notify;
 static atomic_t passkey;
 static atomic_t passkey_known;
+/* BLE-2: the core's pairing_allowed, and pairing results posted to it but not yet reflected. */
+static atomic_t pairing_allowed;
+static atomic_t pairing_results_pending;
+/* Per connection (bt_conn_index()): a pairing this file accepted is running. */
+static ATOMIC_DEFINE(pairing_accepted, CONFIG_BT_MAX_CONN);
 
 static K_MUTEX_DEFINE(mailbox_lock);
 static struct {
+	bool adv_posted;
 	uint8_t adv[BMS_ADVERTISEMENT_LEN];
 	uint8_t adv_len;
 	bool adv_low_power;
 	uint8_t status[BMS_GATT_RESPONSE_MAX];
 	uint16_t status_len;
 	char name[BMS_DEVICE_NAME_MAX + 1];
+	/* The peer of the control-point write being handled (ChangePasskey keeps its bond). */
+	bt_addr_le_t control_writer;
+	bool control_writer_known;
 } mailbox;
 
 /* Owned by the work items (all on the system work queue, never concurrently). */
 static uint8_t mfg_data[BMS_ADVERTISEMENT_LEN];
 static bool advertising_low_power;
+/* Advertising was started once (after the control thread's first post). */
+static bool advertising_started;
+/* A bond whose removal waits until its own link drops (RemoveBond of the asking phone). */
+static bt_addr_le_t unpair_at_disconnect;
+static bool unpair_pending;
 static uint8_t status_data[BMS_GATT_RESPONSE_MAX];
 
 static struct bt_data ad[] = {
@@ -149,8 +173,21 @@ static ssize_t write_chr(struct bt_conn *conn, const struct bt_gatt_attr *attr, 
 		return BT_GATT_ERR(BT_ATT_ERR_INVALID_OFFSET);
 	}
 
+	if (chr == BMS_CHR_CONTROL_POINT) {
+		k_mutex_lock(&mailbox_lock, K_FOREVER);
+		bt_addr_le_copy(&mailbox.control_writer, bt_conn_get_dst(conn));
+		mailbox.control_writer_known = true;
+		k_mutex_unlock(&mailbox_lock);
+	}
+
 	err = gatt_write(&sessions[bt_conn_index(conn)], chr, authenticated(conn), buf, len,
 			 write_resp, sizeof(write_resp), &resp_len);
+
+	if (chr == BMS_CHR_CONTROL_POINT) {
+		k_mutex_lock(&mailbox_lock, K_FOREVER);
+		mailbox.control_writer_known = false;
+		k_mutex_unlock(&mailbox_lock);
+	}
 	if (err < 0) {
 		LOG_ERR("Write to characteristic %u failed (err %d)", chr, err);
 		return BT_GATT_ERR(BT_ATT_ERR_UNLIKELY);
@@ -239,6 +276,12 @@ static bool fits_mtu(struct bt_conn *conn, size_t len)
  */
 #define ADV_OPT_READOUT_ONLY (BT_LE_ADV_OPT_SCANNABLE | BT_LE_ADV_OPT_USE_IDENTITY)
 
+/* The advertising data in use: the flags, and the readout when there is one. */
+static size_t ad_count(void)
+{
+	return ad[1].data_len > 0 ? ARRAY_SIZE(ad) : 1;
+}
+
 static void advertise(void)
 {
 	uint32_t options = atomic_get(&connections) < CONFIG_BT_MAX_CONN ? BT_LE_ADV_OPT_CONN
@@ -249,10 +292,19 @@ static void advertise(void)
 					  BT_GAP_ADV_SLOW_INT_MAX, NULL)
 			: BT_LE_ADV_PARAM(options, BT_GAP_ADV_FAST_INT_MIN_2,
 					  BT_GAP_ADV_FAST_INT_MAX_2, NULL);
+	/* Without a readout (BLE-3: not available) only the flags: still connectable, so the
+	 * owner's app can read why.
+	 */
+	size_t ad_len = ad_count();
 	int err;
 
+	advertising_started = true;
 	(void)bt_le_adv_stop();
-	err = bt_le_adv_start(param, ad, ARRAY_SIZE(ad), sd, ARRAY_SIZE(sd));
+	if (options != BT_LE_ADV_OPT_CONN && ad_len == 1) {
+		/* Connected and no readout: nothing to advertise. */
+		return;
+	}
+	err = bt_le_adv_start(param, ad, ad_len, sd, ARRAY_SIZE(sd));
 	if (err) {
 		LOG_ERR("Advertising (%s) failed to start (err %d)",
 			options == BT_LE_ADV_OPT_CONN ? "connectable" : "readout only", err);
@@ -261,19 +313,25 @@ static void advertise(void)
 
 static void advertisement_update(struct k_work *work)
 {
-	bool started = ad[1].data_len > 0;
+	bool had_readout = ad[1].data_len > 0;
+	bool posted;
 	bool low_power;
 	int err;
 
 	ARG_UNUSED(work);
 
 	k_mutex_lock(&mailbox_lock, K_FOREVER);
+	posted = mailbox.adv_posted;
 	memcpy(mfg_data, mailbox.adv, mailbox.adv_len);
 	ad[1].data_len = mailbox.adv_len;
 	low_power = mailbox.adv_low_power;
 	k_mutex_unlock(&mailbox_lock);
 
-	if (!started || low_power != advertising_low_power) {
+	if (!posted) {
+		return;
+	}
+	if (!advertising_started || low_power != advertising_low_power ||
+	    had_readout != (ad[1].data_len > 0)) {
 		advertising_low_power = low_power;
 		advertise();
 		return;
@@ -282,7 +340,7 @@ static void advertisement_update(struct k_work *work)
 	/* -EAGAIN: not advertising (between a connection and its restart work); the data is
 	 * used at the restart.
 	 */
-	err = bt_le_adv_update_data(ad, ARRAY_SIZE(ad), sd, ARRAY_SIZE(sd));
+	err = bt_le_adv_update_data(ad, ad_count(), sd, ARRAY_SIZE(sd));
 	if (err && err != -EAGAIN) {
 		LOG_ERR("Advertising data not updated (err %d)", err);
 	}
@@ -294,8 +352,8 @@ static void advertising_restart(struct k_work *work)
 {
 	ARG_UNUSED(work);
 
-	/* Nothing to advertise before the control thread's first packet. */
-	if (ad[1].data_len > 0) {
+	/* Nothing to advertise before the control thread's first post. */
+	if (advertising_started) {
 		advertise();
 	}
 }
@@ -336,8 +394,8 @@ static void name_update(struct k_work *work)
 	sd[0].data_len = (uint8_t)len;
 
 	/* Nothing advertised yet: the first advertisement carries the name. */
-	if (ad[1].data_len > 0) {
-		err = bt_le_adv_update_data(ad, ARRAY_SIZE(ad), sd, ARRAY_SIZE(sd));
+	if (advertising_started) {
+		err = bt_le_adv_update_data(ad, ad_count(), sd, ARRAY_SIZE(sd));
 		if (err && err != -EAGAIN) {
 			LOG_ERR("Scan response not updated (err %d)", err);
 		}
@@ -440,6 +498,158 @@ static void indicate_next(struct k_work *work)
 	}
 }
 
+/* BLE-2: the bonds the stack holds now, to the core (identity addresses). */
+struct bond_list {
+	struct bms_bond bonds[BMS_MAX_BONDS];
+	size_t count;
+};
+
+static void bond_found(const struct bt_bond_info *info, void *user_data)
+{
+	struct bond_list *list = user_data;
+	struct bms_bond *bond;
+
+	if (list->count >= ARRAY_SIZE(list->bonds)) {
+		return;
+	}
+	bond = &list->bonds[list->count++];
+	bond->address_type = info->addr.type;
+	memcpy(bond->address, info->addr.a.val, sizeof(bond->address));
+}
+
+static void bonds_report(struct k_work *work)
+{
+	struct bond_list list = {0};
+	int err;
+
+	ARG_UNUSED(work);
+
+	bt_foreach_bond(BT_ID_DEFAULT, bond_found, &list);
+	err = control_post_bonds(list.bonds, list.count);
+	if (err) {
+		LOG_ERR("Bonds not reported (err %d)", err);
+	}
+}
+
+static K_WORK_DEFINE(bonds_work, bonds_report);
+
+/* A bond action of the core, with the peer of the control-point write that asked for it. */
+struct bond_job {
+	struct bms_bond_action action;
+	bt_addr_le_t asker;
+	bool asker_known;
+};
+
+K_MSGQ_DEFINE(bond_q, sizeof(struct bond_job), 4, 4);
+
+static void to_addr(const struct bms_bond *bond, bt_addr_le_t *addr)
+{
+	addr->type = bond->address_type;
+	memcpy(addr->a.val, bond->address, sizeof(addr->a.val));
+}
+
+static void unpair(const bt_addr_le_t *addr)
+{
+	char text[BT_ADDR_LE_STR_LEN];
+	int err = bt_unpair(BT_ID_DEFAULT, addr);
+
+	bt_addr_le_to_str(addr, text, sizeof(text));
+	if (err) {
+		LOG_ERR("Bond %s not removed (err %d)", text, err);
+	} else {
+		LOG_INF("Bond %s removed", text);
+	}
+}
+
+struct keep_ctx {
+	const bt_addr_le_t *keep;
+	bt_addr_le_t remove[BMS_MAX_BONDS];
+	size_t count;
+};
+
+static void bond_to_remove(const struct bt_bond_info *info, void *user_data)
+{
+	struct keep_ctx *ctx = user_data;
+
+	if ((ctx->keep == NULL || !bt_addr_le_eq(&info->addr, ctx->keep)) &&
+	    ctx->count < ARRAY_SIZE(ctx->remove)) {
+		bt_addr_le_copy(&ctx->remove[ctx->count++], &info->addr);
+	}
+}
+
+static void bond_job_run(const struct bond_job *job)
+{
+	struct keep_ctx ctx = {0};
+	bt_addr_le_t addr;
+	int err;
+
+	switch (job->action.kind) {
+	case BMS_BOND_ACTION_KIND_REMOVE_ALL:
+		/* The button reset: every bond, connected phones included. */
+		unpair_pending = false;
+		err = bt_unpair(BT_ID_DEFAULT, BT_ADDR_LE_ANY);
+		if (err) {
+			LOG_ERR("Bonds not removed (err %d)", err);
+		} else {
+			LOG_INF("Every bond removed");
+		}
+		break;
+	case BMS_BOND_ACTION_KIND_REMOVE_OTHERS:
+		/* ChangePasskey: every bond but the asking phone's (none kept if unknown). */
+		ctx.keep = job->asker_known ? &job->asker : NULL;
+		bt_foreach_bond(BT_ID_DEFAULT, bond_to_remove, &ctx);
+		for (size_t i = 0; i < ctx.count; i++) {
+			unpair(&ctx.remove[i]);
+		}
+		break;
+	case BMS_BOND_ACTION_KIND_REMOVE:
+		to_addr(&job->action.bond, &addr);
+		if (job->asker_known && bt_addr_le_eq(&addr, &job->asker)) {
+			/* The phone removes its own bond: removing it now would drop the link
+			 * before the response is indicated, so it goes when the link drops (the
+			 * only one: CONFIG_BT_MAX_CONN is 1).
+			 */
+			bt_addr_le_copy(&unpair_at_disconnect, &addr);
+			unpair_pending = true;
+			LOG_INF("Bond of the connected phone removed when it disconnects");
+			return;
+		}
+		unpair(&addr);
+		break;
+	default:
+		LOG_ERR("Unknown bond action %u", job->action.kind);
+		return;
+	}
+}
+
+static void bond_actions_run(struct k_work *work)
+{
+	struct bond_job job;
+
+	ARG_UNUSED(work);
+
+	while (k_msgq_get(&bond_q, &job, K_NO_WAIT) == 0) {
+		bond_job_run(&job);
+	}
+	bonds_report(NULL);
+}
+
+static K_WORK_DEFINE(bond_action_work, bond_actions_run);
+
+/* The asking phone's own bond, removed once its link is gone. */
+static void deferred_unpair_run(struct k_work *work)
+{
+	ARG_UNUSED(work);
+
+	if (unpair_pending) {
+		unpair_pending = false;
+		unpair(&unpair_at_disconnect);
+		bonds_report(NULL);
+	}
+}
+
+static K_WORK_DEFINE(deferred_unpair_work, deferred_unpair_run);
+
 static void connected(struct bt_conn *conn, uint8_t err)
 {
 	if (err) {
@@ -456,10 +666,28 @@ static void connected(struct bt_conn *conn, uint8_t err)
 
 static void disconnected(struct bt_conn *conn, uint8_t reason)
 {
+	int err;
+
 	gatt_session_reset(&sessions[bt_conn_index(conn)]);
 	atomic_dec(&connections);
 	atomic_set(&status_notify, 0);
 	LOG_INF("Disconnected (reason 0x%02x)", reason);
+
+	/* BLE-2: a link dropped during a pairing it was allowed to start is a failed attempt
+	 * (an LE Secure Connections passkey leaks bit by bit, whether or not the peer finishes).
+	 */
+	if (atomic_test_and_clear_bit(pairing_accepted, bt_conn_index(conn))) {
+		atomic_inc(&pairing_results_pending);
+		(void)control_post_pairing_result(false);
+	}
+
+	/* SET-2: the settings and secrets held back for this link's writes are stored now. */
+	err = control_post_flush();
+	if (err) {
+		LOG_WRN("Flush not requested (err %d)", err);
+	}
+
+	k_work_submit(&deferred_unpair_work);
 }
 
 static void recycled(void)
@@ -537,10 +765,70 @@ static void auth_cancel(struct bt_conn *conn)
 	LOG_INF("Pairing cancelled");
 }
 
+/* BLE-2: a new pairing only when the core allows it, and not while a result of an earlier
+ * attempt is still on its way to it (its back-off is not known yet).
+ */
+static enum bt_security_err auth_pairing_accept(struct bt_conn *conn,
+						const struct bt_conn_pairing_feat *const feat)
+{
+	ARG_UNUSED(feat);
+
+	if (!atomic_get(&pairing_allowed) || atomic_get(&pairing_results_pending) > 0) {
+		LOG_WRN("Pairing refused: not open (press the button) or backing off");
+		return BT_SECURITY_ERR_PAIR_NOT_ALLOWED;
+	}
+	atomic_set_bit(pairing_accepted, bt_conn_index(conn));
+	return BT_SECURITY_ERR_SUCCESS;
+}
+
 static struct bt_conn_auth_cb auth_cb = {
+	.pairing_accept = auth_pairing_accept,
 	.passkey_display = auth_passkey_display,
 	AUTH_APP_PASSKEY
 	.cancel = auth_cancel,
+};
+
+/* Reports the end of a pairing this file accepted; refused requests are not attempts. */
+static void pairing_ended(struct bt_conn *conn, bool success)
+{
+	int err;
+
+	if (!atomic_test_and_clear_bit(pairing_accepted, bt_conn_index(conn))) {
+		return;
+	}
+	/* Until the core has taken it, no new pairing starts (auth_pairing_accept). */
+	atomic_inc(&pairing_results_pending);
+	err = control_post_pairing_result(success);
+	if (err) {
+		LOG_ERR("Pairing result not handed to the core (err %d)", err);
+	}
+}
+
+static void pairing_complete(struct bt_conn *conn, bool bonded)
+{
+	LOG_INF("Pairing complete (%s)", bonded ? "bonded" : "not bonded");
+	pairing_ended(conn, true);
+	k_work_submit(&bonds_work);
+}
+
+static void pairing_failed(struct bt_conn *conn, enum bt_security_err reason)
+{
+	LOG_WRN("Pairing failed (reason %d)", reason);
+	pairing_ended(conn, false);
+}
+
+static void bond_deleted(uint8_t id, const bt_addr_le_t *peer)
+{
+	ARG_UNUSED(id);
+	ARG_UNUSED(peer);
+
+	k_work_submit(&bonds_work);
+}
+
+static struct bt_conn_auth_info_cb auth_info_cb = {
+	.pairing_complete = pairing_complete,
+	.pairing_failed = pairing_failed,
+	.bond_deleted = bond_deleted,
 };
 
 int ble_init(void)
@@ -550,6 +838,12 @@ int ble_init(void)
 	err = bt_conn_auth_cb_register(&auth_cb);
 	if (err) {
 		LOG_ERR("Auth callbacks not registered (err %d)", err);
+		return err;
+	}
+
+	err = bt_conn_auth_info_cb_register(&auth_info_cb);
+	if (err) {
+		LOG_ERR("Pairing info callbacks not registered (err %d)", err);
 		return err;
 	}
 
@@ -565,6 +859,9 @@ int ble_init(void)
 			LOG_ERR("Bonds not loaded (err %d)", err);
 		}
 	}
+
+	/* BLE-2: until the core knows the bonds, it allows no pairing. */
+	bonds_report(NULL);
 
 	atomic_set(&ready, 1);
 	LOG_INF("Bluetooth ready");
@@ -595,7 +892,9 @@ bool ble_status_subscribed(void)
 
 void ble_set_passkey(uint32_t key)
 {
-	if (key > BMS_PASSKEY_MAX) {
+	if (key == BLE_NO_PASSKEY) {
+		atomic_set(&passkey_known, 0);
+	} else if (key > BMS_PASSKEY_MAX) {
 		LOG_ERR("Passkey out of range: pairing disabled");
 		atomic_set(&passkey_known, 0);
 	} else {
@@ -630,7 +929,10 @@ void ble_post_advertisement(const uint8_t *mfg, size_t len, bool low_power)
 	}
 
 	k_mutex_lock(&mailbox_lock, K_FOREVER);
-	memcpy(mailbox.adv, mfg, len);
+	mailbox.adv_posted = true;
+	if (len > 0) {
+		memcpy(mailbox.adv, mfg, len);
+	}
 	mailbox.adv_len = (uint8_t)len;
 	mailbox.adv_low_power = low_power;
 	k_mutex_unlock(&mailbox_lock);
@@ -674,4 +976,29 @@ static void post_control_response(struct bt_conn *conn, const uint8_t *resp, siz
 		return;
 	}
 	k_work_submit(&indication_work);
+}
+
+void ble_set_pairing_allowed(bool allowed, uint32_t results_handled)
+{
+	/* First the core's new word, then the results it reflects: never the other way. */
+	atomic_set(&pairing_allowed, allowed);
+	if (results_handled > 0) {
+		atomic_sub(&pairing_results_pending, (atomic_val_t)results_handled);
+	}
+}
+
+void ble_post_bond_action(const struct bms_bond_action *action)
+{
+	struct bond_job job = {.action = *action};
+
+	k_mutex_lock(&mailbox_lock, K_FOREVER);
+	job.asker_known = mailbox.control_writer_known;
+	bt_addr_le_copy(&job.asker, &mailbox.control_writer);
+	k_mutex_unlock(&mailbox_lock);
+
+	if (k_msgq_put(&bond_q, &job, K_NO_WAIT)) {
+		LOG_ERR("Bond action %u dropped: queue full", action->kind);
+		return;
+	}
+	k_work_submit(&bond_action_work);
 }

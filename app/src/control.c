@@ -10,6 +10,12 @@
  * calls bms_step(), applies the outputs and LEDs, hands changed advertisement and status data to
  * ble.c's work items, and feeds the task watchdog. Every decision is the core's; this file
  * only moves data.
+ *
+ * BLE-2: the button's edges (button.c), the end of each pairing and the BLE stack's bonds
+ * (ble.c) come in as messages; after each, a step runs at once, so that whether a new pairing
+ * may start (pairing_allowed, handed to ble.c with how many pairing results it reflects) and
+ * the blue LED follow without waiting for the next tick. A bond action of the core goes to
+ * ble.c, which carries it out with the stack and reports the bonds again.
  */
 
 #include <string.h>
@@ -33,6 +39,10 @@ BUILD_ASSERT(CONFIG_BMS_CONTROL_STACK_SIZE >= 8192,
 enum ctrl_msg_type {
 	CTRL_MSG_DFU,
 	CTRL_MSG_GATT,
+	CTRL_MSG_BUTTON,
+	CTRL_MSG_PAIRING,
+	CTRL_MSG_BONDS,
+	CTRL_MSG_FLUSH,
 };
 
 struct gatt_call {
@@ -53,6 +63,15 @@ struct ctrl_msg {
 	union {
 		bms_dfu_t dfu;
 		struct gatt_call *gatt;
+		struct {
+			uint64_t at_ms;
+			bool pressed;
+		} button;
+		bool pairing_success;
+		struct {
+			struct bms_bond list[BMS_MAX_BONDS];
+			uint8_t count;
+		} bonds;
 	};
 };
 
@@ -67,8 +86,15 @@ static int wdt_channel = -1;
 static atomic_t steps;
 static atomic_t self_check_verdict;
 static K_SEM_DEFINE(self_check_decided, 0, 1);
-static bool advertised;
+/* What ble.c advertises: nothing yet, the readout, or no readout (BLE-3: not available). */
+static enum { ADV_NOTHING, ADV_READOUT, ADV_NO_READOUT } advertised;
 static bool advertised_low_power;
+/* BLE-2: pairing results handled since pairing_allowed was last handed to ble.c. */
+static uint32_t pairing_results_handled;
+/* BLE-2: the bonds were reported once; until then the core does not know whether the
+ * power-up window (no bond yet) applies, so nothing pairs.
+ */
+static bool bonds_known;
 
 static void apply_passkey(void)
 {
@@ -76,11 +102,33 @@ static void apply_passkey(void)
 	int32_t rc;
 
 	rc = bms_passkey(bms, &passkey);
+	if (rc == BMS_EAGAIN) {
+		/* A fault of the stored secrets (BLE-2): nothing pairs until the button reset. */
+		LOG_WRN("No usable passkey: pairing refused until the button is held 10 s");
+		ble_set_passkey(BLE_NO_PASSKEY);
+		return;
+	}
 	if (rc) {
 		LOG_ERR("Passkey not read (err %d)", rc);
 		return;
 	}
 	ble_set_passkey(passkey);
+}
+
+/* BLE-2: a bond action the core asks for goes to ble.c, which carries it out. */
+static void take_bond_action(void)
+{
+	struct bms_bond_action action;
+	int32_t rc;
+
+	rc = bms_bond_action(bms, &action);
+	if (rc) {
+		LOG_ERR("Bond action not read (err %d)", rc);
+		return;
+	}
+	if (action.kind != BMS_BOND_ACTION_KIND_NONE) {
+		ble_post_bond_action(&action);
+	}
 }
 
 /* BLE-1: the owner's device name, advertised. */
@@ -115,11 +163,29 @@ static void handle_gatt(struct gatt_call *call, uint64_t now_ms)
 	    call->resp[BMS_RESPONSE_STATUS_OFFSET] == BMS_STATUS_OK) {
 		apply_name();
 	}
+	/* Before the answer: ble.c still knows which phone asked (ChangePasskey keeps its bond). */
+	take_bond_action();
 	k_sem_give(&call->done);
 }
 
-static void handle_msg(struct ctrl_msg *msg, uint64_t now_ms)
+static void handle_button(bool pressed, uint64_t at_ms)
 {
+	int32_t rc = bms_button(bms, at_ms, pressed);
+
+	if (rc < 0) {
+		LOG_ERR("Button edge refused (err %d)", rc);
+	} else if (rc == 2) {
+		/* Pairing reset: a new passkey (and a bond action removing every bond). */
+		apply_passkey();
+	}
+}
+
+/* Handles one message; returns whether a step should run now (the pairing state or the LEDs
+ * may have changed).
+ */
+static bool handle_msg(struct ctrl_msg *msg, uint64_t now_ms)
+{
+	bool step_now = false;
 	int32_t rc;
 
 	switch (msg->type) {
@@ -132,7 +198,38 @@ static void handle_msg(struct ctrl_msg *msg, uint64_t now_ms)
 	case CTRL_MSG_GATT:
 		handle_gatt(msg->gatt, now_ms);
 		break;
+	case CTRL_MSG_BUTTON:
+		handle_button(msg->button.pressed, msg->button.at_ms);
+		step_now = true;
+		break;
+	case CTRL_MSG_PAIRING:
+		rc = bms_pairing_result(bms, now_ms, msg->pairing_success);
+		if (rc) {
+			LOG_ERR("Pairing result refused (err %d)", rc);
+		}
+		pairing_results_handled++;
+		step_now = true;
+		break;
+	case CTRL_MSG_BONDS:
+		rc = bms_bonds_set(bms, msg->bonds.list, msg->bonds.count);
+		if (rc) {
+			LOG_ERR("%u bonds refused (err %d)", msg->bonds.count, rc);
+		} else {
+			bonds_known = true;
+		}
+		step_now = true;
+		break;
+	case CTRL_MSG_FLUSH:
+		rc = bms_flush(bms, now_ms);
+		if (rc) {
+			LOG_ERR("Records not flushed (err %d)", rc);
+		}
+		break;
 	}
+
+	/* The button may have asked for one (a GATT request's is taken before it is answered). */
+	take_bond_action();
+	return step_now;
 }
 
 static void publish(const struct bms_outputs *out, uint64_t now_ms)
@@ -146,12 +243,24 @@ static void publish(const struct bms_outputs *out, uint64_t now_ms)
 	 * change of low-power mode only changes the interval: the unchanged state gives the
 	 * same packet, no new nonce.
 	 */
-	if (out->adv_changed || !advertised || out->low_power != advertised_low_power) {
+	if (out->adv_changed || advertised != ADV_READOUT ||
+	    out->low_power != advertised_low_power) {
 		rc = bms_advertisement(bms, buf, sizeof(buf), &len);
 		if (rc == BMS_OK) {
 			ble_post_advertisement(buf, len, out->low_power);
-			advertised = true;
+			advertised = ADV_READOUT;
 			advertised_low_power = out->low_power;
+		} else if (rc == BMS_EAGAIN) {
+			/* No usable key, or no stored nonce for the new values: the readout is
+			 * not available, and the last packet is withdrawn rather than left stale.
+			 * Tried again at every step.
+			 */
+			if (advertised != ADV_NO_READOUT || out->low_power != advertised_low_power) {
+				LOG_WRN("Instant Readout not available: not advertised");
+				ble_post_advertisement(NULL, 0, out->low_power);
+				advertised = ADV_NO_READOUT;
+				advertised_low_power = out->low_power;
+			}
 		} else {
 			LOG_ERR("Advertisement not built (err %d)", rc);
 		}
@@ -203,6 +312,13 @@ static uint64_t step(uint64_t now_ms)
 		LOG_INF("First step %u ms after start", (uint32_t)now_ms);
 	}
 	retained_save(bms);
+
+	/* BLE-2: the pairing state after every result handled so far. */
+	ble_set_pairing_allowed(out.pairing_allowed && bonds_known, pairing_results_handled);
+	pairing_results_handled = 0;
+	if (out.bond_action_pending) {
+		take_bond_action();
+	}
 
 	publish(&out, now_ms);
 	(void)task_wdt_feed(wdt_channel);
@@ -343,9 +459,10 @@ static void control_thread(void *p1, void *p2, void *p3)
 		events[1].state = K_POLL_STATE_NOT_READY;
 
 		bool fed = feed_bus();
+		bool step_now = false;
 
 		while (k_msgq_get(&ctrl_msgq, &msg, K_NO_WAIT) == 0) {
-			handle_msg(&msg, k_uptime_get());
+			step_now |= handle_msg(&msg, k_uptime_get());
 		}
 
 		uint64_t now = k_uptime_get();
@@ -354,7 +471,7 @@ static void control_thread(void *p1, void *p2, void *p3)
 		if (fed || now >= line_next) {
 			line_next = poll_line(now);
 		}
-		if (now >= next) {
+		if (now >= next || step_now) {
 			next = step(now);
 		}
 	}
@@ -397,6 +514,50 @@ int control_post_dfu(bms_dfu_t event)
 
 	/* Update progress must not be lost (PROT-10): wait for room, the owner drains fast. */
 	return k_msgq_put(&ctrl_msgq, &msg, K_FOREVER);
+}
+
+int control_post_button(bool pressed, int64_t at_ms)
+{
+	struct ctrl_msg msg = {
+		.type = CTRL_MSG_BUTTON,
+		.button = {.at_ms = (uint64_t)MAX(at_ms, 0), .pressed = pressed},
+	};
+
+	return k_msgq_put(&ctrl_msgq, &msg, K_FOREVER);
+}
+
+int control_post_pairing_result(bool success)
+{
+	struct ctrl_msg msg = {.type = CTRL_MSG_PAIRING, .pairing_success = success};
+
+	/* A lost failure would be a free guess at the passkey: wait for room. */
+	return k_msgq_put(&ctrl_msgq, &msg, K_FOREVER);
+}
+
+int control_post_bonds(const struct bms_bond *bonds, size_t count)
+{
+	struct ctrl_msg msg = {.type = CTRL_MSG_BONDS};
+
+	if (count > ARRAY_SIZE(msg.bonds.list)) {
+		LOG_ERR("%zu bonds, at most %u reported", count, BMS_MAX_BONDS);
+		return -EINVAL;
+	}
+	if (count > 0) {
+		memcpy(msg.bonds.list, bonds, count * sizeof(bonds[0]));
+	}
+	msg.bonds.count = (uint8_t)count;
+
+	return k_msgq_put(&ctrl_msgq, &msg, K_FOREVER);
+}
+
+int control_post_flush(void)
+{
+	struct ctrl_msg msg = {.type = CTRL_MSG_FLUSH};
+
+	/* From the Bluetooth host's disconnect callback: never wait; a missed flush only
+	 * delays the write to its coalescing deadline (SET-2).
+	 */
+	return k_msgq_put(&ctrl_msgq, &msg, K_NO_WAIT);
 }
 
 int control_gatt(uint8_t characteristic, bool write, bool authenticated, const uint8_t *req,

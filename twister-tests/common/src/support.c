@@ -82,8 +82,26 @@ void ble_post_advertisement(const uint8_t *mfg, size_t len, bool low_power)
 			bms_port_storage_read("bms/nonce", nonce, sizeof(nonce), &nonce_len) == 0;
 	}
 	ble_seen.adv_len = MIN(len, sizeof(ble_seen.adv));
-	memcpy(ble_seen.adv, mfg, ble_seen.adv_len);
+	if (ble_seen.adv_len > 0) {
+		memcpy(ble_seen.adv, mfg, ble_seen.adv_len);
+	}
 	ble_seen.adv_posts++;
+	k_mutex_unlock(&ble_lock);
+}
+
+void ble_set_pairing_allowed(bool allowed, uint32_t results_handled)
+{
+	k_mutex_lock(&ble_lock, K_FOREVER);
+	ble_seen.pairing_allowed = allowed;
+	ble_seen.pairing_results_handled += results_handled;
+	k_mutex_unlock(&ble_lock);
+}
+
+void ble_post_bond_action(const struct bms_bond_action *action)
+{
+	k_mutex_lock(&ble_lock, K_FOREVER);
+	ble_seen.bond_action = *action;
+	ble_seen.bond_actions++;
 	k_mutex_unlock(&ble_lock);
 }
 
@@ -238,6 +256,11 @@ void support_terminal_mv(uint8_t adc_channel, uint32_t terminal_mv)
 	int err = adc_emul_const_value_set(adc_dev, adc_channel, pin_mv);
 
 	zassert_ok(err, "ADC emulator channel %u not set (err %d)", adc_channel, err);
+}
+
+int support_button(bool pressed)
+{
+	return gpio_emul_input_set(gpio_dev, PIN_BUTTON, pressed ? 1 : 0);
 }
 
 int support_output(uint8_t pin)

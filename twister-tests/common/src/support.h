@@ -21,6 +21,7 @@
 #define PIN_PREALARM 3
 #define PIN_LED_BLUE 4
 #define PIN_LED_RED 5
+#define PIN_BUTTON 6
 #define ADC_REMOTE_H 0
 #define ADC_REMOTE_L 1
 #define ADC_BATTERY 2
@@ -58,6 +59,11 @@ void support_feed_pause(bool paused);
 /* Sets the voltage at a terminal in mV (the emulated ADC sees it through the divider). */
 void support_terminal_mv(uint8_t adc_channel, uint32_t terminal_mv);
 
+/* Presses (@p pressed) or releases the owner's button (gpio0 pin 6, gpio-keys): the edge
+ * reaches the control thread after the gpio-keys debounce time.
+ */
+int support_button(bool pressed);
+
 /* Physical level of an output pin on the GPIO emulator. */
 int support_output(uint8_t pin);
 
@@ -80,6 +86,12 @@ struct support_ble {
 	/* The device name of the last ble_set_name() (NUL-terminated), and how many calls. */
 	char name[BMS_DEVICE_NAME_MAX + 1];
 	uint32_t name_updates;
+	/* BLE-2: the last pairing_allowed, and the pairing results it reflected in all. */
+	bool pairing_allowed;
+	uint32_t pairing_results_handled;
+	/* BLE-2: the last bond action posted, and how many there were. */
+	struct bms_bond_action bond_action;
+	uint32_t bond_actions;
 };
 
 /* A consistent copy of what the fakes recorded. */

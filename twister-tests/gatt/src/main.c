@@ -6,6 +6,11 @@
  * struct gatt_session stands for one connection, and the ATT error a request would get is
  * what gatt_write() returns. Battery reports enter through the UART emulator as in the bus
  * suite. Requests and pages are the bytes of docs/protocol.md.
+ *
+ * BLE-2: the owner's button is pressed on the GPIO emulator (gpio-keys, app/src/button.c);
+ * pairing results and the stack's bonds are posted as ble.c posts them, and what the control
+ * thread hands back (pairing_allowed, bond actions) is what the fakes of support.c record.
+ * The tests share one core: each reports the bonds it needs first.
  */
 
 #include <string.h>
@@ -28,6 +33,46 @@
 #define SERIAL_B 123457
 
 static uint8_t resp[BMS_GATT_RESPONSE_MAX];
+
+/* Two peers' identity addresses (random static: type 1). */
+static const struct bms_bond phone = {.address_type = 1,
+				      .address = {0x11, 0x22, 0x33, 0x44, 0x55, 0xC6}};
+static const struct bms_bond tablet = {.address_type = 1,
+				       .address = {0x01, 0x02, 0x03, 0x04, 0x05, 0xD7}};
+
+/* Waits up to @p timeout_ms for pairing_allowed to read @p allowed; returns whether it did. */
+static bool pairing_allowed_becomes(bool allowed, int timeout_ms)
+{
+	for (int waited = 0; waited <= timeout_ms; waited += 10) {
+		if (support_ble().pairing_allowed == allowed) {
+			return true;
+		}
+		k_sleep(K_MSEC(10));
+	}
+	return false;
+}
+
+/* A press of the owner's button lasting @p held_ms. */
+static void press_button(int held_ms)
+{
+	zassert_ok(support_button(true));
+	k_sleep(K_MSEC(held_ms));
+	zassert_ok(support_button(false));
+}
+
+/* Waits up to 1 s for a bond action after @p before actions; returns its kind, or -1. */
+static int bond_action_after(uint32_t before)
+{
+	for (int i = 0; i < 100; i++) {
+		struct support_ble seen = support_ble();
+
+		if (seen.bond_actions > before) {
+			return seen.bond_action.kind;
+		}
+		k_sleep(K_MSEC(10));
+	}
+	return -1;
+}
 
 static void *gatt_setup(void)
 {
@@ -196,18 +241,24 @@ ZTEST(gatt, test_ble_4_refused_write_is_att_error_and_changes_nothing)
 		      "the same settings on an authenticated link are accepted");
 }
 
-/* BLE-2: the BLE side gets the stored passkey (000000 at first start) when the core opens,
- * and the new one after an authenticated ChangePasskey; a refused change keeps it.
+/* BLE-2: the BLE side gets the unit's own passkey when the core opens, and the new one after
+ * an authenticated ChangePasskey, with a bond action removing every other bond (the asking
+ * phone's stays, ble.c keeps it); a refused change keeps the passkey and removes nothing.
  */
-ZTEST(gatt, test_ble_2_passkey_follows_change_passkey)
+ZTEST(gatt, test_ble_2_passkey_follows_change_passkey_and_other_bonds_go)
 {
 	/* ChangePasskey (command 4) with 123456 and with 1000000 (out of range). */
 	static const uint8_t change_ok[] = {0x01, 0x04, 0xC0, 0xC4, 0x07};
 	static const uint8_t change_too_big[] = {0x01, 0x04, 0xC0, 0x84, 0x3D};
+	const struct bms_bond bonds[] = {phone, tablet};
 	struct gatt_session s;
 	struct support_ble seen = support_ble();
 	uint32_t factory = seen.passkey;
+	uint32_t actions;
 
+	zassert_ok(control_post_bonds(bonds, ARRAY_SIZE(bonds)));
+	k_sleep(K_MSEC(200));
+	actions = support_ble().bond_actions;
 	zassert_true(seen.passkey_updates >= 1, "no passkey given to the BLE side at start");
 	/* BLE-2 rev 2: a per-unit passkey from the random source, never 000000. */
 	zassert_true(factory != 0 && factory <= BMS_PASSKEY_MAX, "factory passkey %u", factory);
@@ -221,9 +272,141 @@ ZTEST(gatt, test_ble_2_passkey_follows_change_passkey)
 			    sizeof(change_too_big)),
 		      APP_ATT_ERR_REFUSED(BMS_STATUS_INVALID_VALUE));
 	zassert_equal(support_ble().passkey, factory, "out-of-range passkey applied");
+	zassert_equal(support_ble().bond_actions, actions, "a refused change removed bonds");
 
 	zassert_equal(write_req(&s, BMS_CHR_CONTROL_POINT, true, change_ok, sizeof(change_ok)), 0);
 	zassert_equal(support_ble().passkey, 123456, "new passkey not given to the BLE side");
+	zassert_equal(bond_action_after(actions), BMS_BOND_ACTION_KIND_REMOVE_OTHERS,
+		      "ChangePasskey must remove every other bond");
+}
+
+/* BLE-2: after power-up nothing pairs until the BLE stack's bonds are known; with none, the
+ * power-up window is open; with a bond it is not. Named to run before the other BLE-2 tests
+ * (Ztest runs a suite's tests by name), which report bonds and press the button.
+ */
+ZTEST(gatt, test_ble_2_after_power_up_pairing_waits_for_the_bonds)
+{
+	k_sleep(K_MSEC(500));
+	zassert_false(support_ble().pairing_allowed, "pairing allowed before the bonds are known");
+
+	zassert_ok(control_post_bonds(NULL, 0));
+	zassert_true(pairing_allowed_becomes(true, 500), "power-up window without bonds");
+
+	zassert_ok(control_post_bonds(&phone, 1));
+	zassert_true(pairing_allowed_becomes(false, 500), "power-up window open with a bond");
+}
+
+/* BLE-2: with a bond, pairing opens only after a press of the button. A failed attempt closes
+ * pairing for the back-off (5 s, then 10 s: it doubles), also inside the window; a successful
+ * one closes the window. Each pairing_allowed handed to ble.c says how many results it has
+ * seen, so ble.c refuses while a result is on its way.
+ */
+ZTEST(gatt, test_ble_2_pairing_only_in_the_window_and_backs_off_after_failures)
+{
+	uint32_t handled;
+
+	/* A success closes any window an earlier test opened and clears the back-off. */
+	zassert_ok(control_post_bonds(&phone, 1));
+	zassert_ok(control_post_pairing_result(true));
+	zassert_true(pairing_allowed_becomes(false, 500), "open after a pairing");
+	k_sleep(K_SECONDS(1));
+	zassert_false(support_ble().pairing_allowed, "pairing opened without the button");
+
+	press_button(200);
+	zassert_true(pairing_allowed_becomes(true, 500), "a press must open the window");
+
+	handled = support_ble().pairing_results_handled;
+	zassert_ok(control_post_pairing_result(false));
+	zassert_true(pairing_allowed_becomes(false, 500), "a failure must start the back-off");
+	zassert_equal(support_ble().pairing_results_handled, handled + 1,
+		      "pairing_allowed must say it reflects the result");
+	k_sleep(K_MSEC(4500));
+	zassert_false(support_ble().pairing_allowed, "back-off shorter than 5 s");
+	zassert_true(pairing_allowed_becomes(true, 1000), "back-off longer than 5 s");
+
+	zassert_ok(control_post_pairing_result(false));
+	zassert_true(pairing_allowed_becomes(false, 500), "a second failure must back off");
+	k_sleep(K_MSEC(9500));
+	zassert_false(support_ble().pairing_allowed, "the second back-off must be 10 s");
+	zassert_true(pairing_allowed_becomes(true, 1000), "second back-off longer than 10 s");
+
+	zassert_ok(control_post_pairing_result(true));
+	zassert_true(pairing_allowed_becomes(false, 500), "a success must close the window");
+	k_sleep(K_SECONDS(1));
+	zassert_false(support_ble().pairing_allowed, "window open after a pairing");
+}
+
+/* BLE-2: ListBonds answers the bonds the stack reported; RemoveBond hands the removal of that
+ * bond to the BLE side and refuses an unknown one (NotAvailable); both need an authenticated
+ * link.
+ */
+ZTEST(gatt, test_ble_2_bonds_listed_and_removed_over_the_control_point)
+{
+	static const uint8_t list[] = {0x01, 0x06};
+	static const uint8_t remove_tablet[] = {0x01, 0x07, 0x01, 0x01, 0x02,
+						0x03, 0x04, 0x05, 0xD7};
+	static const uint8_t remove_unknown[] = {0x01, 0x07, 0x00, 0x01, 0x02,
+						 0x03, 0x04, 0x05, 0x06};
+	/* [version, OK, read_protection off, 2 bonds, phone, tablet]. */
+	static const uint8_t listed[] = {0x01, 0x00, 0x00, 0x02, 0x01, 0x11, 0x22, 0x33, 0x44,
+					 0x55, 0xC6, 0x01, 0x01, 0x02, 0x03, 0x04, 0x05, 0xD7};
+	const struct bms_bond bonds[] = {phone, tablet};
+	struct support_ble seen;
+	struct gatt_session s;
+	uint32_t actions;
+
+	gatt_session_reset(&s);
+	zassert_ok(control_post_bonds(bonds, ARRAY_SIZE(bonds)));
+	k_sleep(K_MSEC(200));
+
+	zassert_equal(write_req(&s, BMS_CHR_CONTROL_POINT, false, list, sizeof(list)),
+		      APP_ATT_ERR_REFUSED(BMS_STATUS_NOT_AUTHENTICATED));
+	zassert_equal(write_req(&s, BMS_CHR_CONTROL_POINT, true, list, sizeof(list)), 0);
+	zassert_mem_equal(resp, listed, sizeof(listed), "BondList %02x %02x %02x %02x", resp[0],
+			  resp[1], resp[2], resp[3]);
+
+	actions = support_ble().bond_actions;
+	zassert_equal(write_req(&s, BMS_CHR_CONTROL_POINT, false, remove_tablet,
+			    sizeof(remove_tablet)),
+		      APP_ATT_ERR_REFUSED(BMS_STATUS_NOT_AUTHENTICATED));
+	zassert_equal(write_req(&s, BMS_CHR_CONTROL_POINT, true, remove_unknown,
+			    sizeof(remove_unknown)),
+		      APP_ATT_ERR_REFUSED(BMS_STATUS_NOT_AVAILABLE));
+	k_sleep(K_MSEC(200));
+	zassert_equal(support_ble().bond_actions, actions, "a refused removal removed a bond");
+
+	zassert_equal(write_req(&s, BMS_CHR_CONTROL_POINT, true, remove_tablet,
+			    sizeof(remove_tablet)), 0);
+	zassert_equal(bond_action_after(actions), BMS_BOND_ACTION_KIND_REMOVE);
+	seen = support_ble();
+	zassert_mem_equal(&seen.bond_action.bond, &tablet, sizeof(tablet),
+			  "RemoveBond must name the bond to remove");
+}
+
+/* BLE-2: the button held 10 s resets pairing: a new passkey goes to the BLE side and every
+ * bond is removed (a press that short of 10 s does not).
+ */
+ZTEST(gatt, test_ble_2_button_held_10_s_resets_pairing)
+{
+	uint32_t before;
+	uint32_t actions;
+
+	zassert_ok(control_post_bonds(&phone, 1));
+	k_sleep(K_MSEC(200));
+	before = support_ble().passkey;
+	actions = support_ble().bond_actions;
+
+	press_button(9000);
+	k_sleep(K_MSEC(500));
+	zassert_equal(support_ble().bond_actions, actions, "a 9 s press reset pairing");
+	zassert_equal(support_ble().passkey, before, "a 9 s press changed the passkey");
+
+	press_button(10500);
+	zassert_equal(bond_action_after(actions), BMS_BOND_ACTION_KIND_REMOVE_ALL,
+		      "the reset must remove every bond");
+	zassert_true(support_ble().passkey != before && support_ble().passkey != 0 &&
+			     support_ble().passkey <= BMS_PASSKEY_MAX,
+		     "new passkey %u (was %u)", support_ble().passkey, before);
 }
 
 /* BLE-1: the BLE side gets the device name when the core opens ("OpenBMS" at first start) and

@@ -36,6 +36,9 @@ struct Score {
     unknown_rows: usize,
     /// Share of the rows with a reported uncertainty where |error| ≤ 2σ (`NaN`: none).
     within_2_sigma: f64,
+    /// Share of the rows with a reported uncertainty where |error| ≤ σ, an error within the
+    /// 0.05-point rounding of the shown SoC counted as covered (as `soc-bench` counts it).
+    within_1_sigma: f64,
 }
 
 /// The monitor's SoC and its reported 1-σ uncertainty after a row, in percent.
@@ -154,6 +157,10 @@ fn score(estimates: &[Estimate], truth: &[(u64, f64)]) -> Score {
         .iter()
         .filter_map(|(e, sigma)| sigma.map(|s| e.abs() <= 2.0 * s.max(0.1)))
         .collect();
+    let in_1_sigma: Vec<bool> = errors
+        .iter()
+        .filter_map(|(e, sigma)| sigma.map(|s| e.abs() <= s + 0.05))
+        .collect();
     Score {
         max_abs_pct: errors.iter().fold(0.0, |m, (e, _)| e.abs().max(m)),
         rms_pct: (errors.iter().map(|(e, _)| e * e).sum::<f64>() / n).sqrt(),
@@ -161,6 +168,8 @@ fn score(estimates: &[Estimate], truth: &[(u64, f64)]) -> Score {
         unknown_rows: estimates.iter().filter(|e| e.soc_pct.is_none()).count(),
         within_2_sigma: with_sigma.iter().filter(|&&ok| ok).count() as f64
             / with_sigma.len() as f64,
+        within_1_sigma: in_1_sigma.iter().filter(|&&ok| ok).count() as f64
+            / in_1_sigma.len() as f64,
     }
 }
 
@@ -180,13 +189,14 @@ fn compare(input: &str, truth: &str) -> (Score, Score) {
 
 fn print_row(name: &str, plain: &Score, adaptive: &Score) {
     println!(
-        "{name:24} | plain max {:6.2} rms {:5.2} end {:+6.2} | adaptive max {:6.2} rms {:5.2} end {:+6.2} within 2σ {:5.1} % | unknown rows {}/{}",
+        "{name:24} | plain max {:6.2} rms {:5.2} end {:+6.2} | adaptive max {:6.2} rms {:5.2} end {:+6.2} in 1σ {:5.1} % in 2σ {:5.1} % | unknown rows {}/{}",
         plain.max_abs_pct,
         plain.rms_pct,
         plain.end_pct,
         adaptive.max_abs_pct,
         adaptive.rms_pct,
         adaptive.end_pct,
+        adaptive.within_1_sigma * 100.0,
         adaptive.within_2_sigma * 100.0,
         plain.unknown_rows,
         adaptive.unknown_rows
@@ -266,7 +276,7 @@ fn estimator_profile_trace() {
         let soc0 = truth[0].1;
         let plain = run(EstimatorKind::Plain, &rows, soc0);
         let mut text = String::from(
-            "t_h,truth,plain,adaptive,sigma,offset_ma,thr_err,bias_lo,hyst,cell_mv,current_a,knee,float,syncs\n",
+            "t_h,truth,plain,adaptive,sigma,offset_ma,thr_err,bias_lo,hyst,cell_mv,current_a,knee,float,syncs,loaded,capf,fallbacks\n",
         );
         let mut last_min = u64::MAX;
         let _ = run_traced(EstimatorKind::Adaptive, &rows, soc0, &mut |k, m| {
@@ -280,7 +290,7 @@ fn estimator_profile_trace() {
             let c = a.corrections();
             let _ = writeln!(
                 text,
-                "{:.4},{:.3},{},{},{:.2},{:.1},{:.2},{:.1},{:.2},{:.1},{:.2},{},{},{}",
+                "{:.4},{:.3},{},{},{:.2},{:.1},{:.2},{:.1},{:.2},{:.1},{:.2},{},{},{},{},{:.4},{}",
                 row.t_ms as f64 / 3.6e6,
                 truth[k].1,
                 plain[k]
@@ -297,7 +307,10 @@ fn estimator_profile_trace() {
                 f64::from(row.current_ma) / 1000.0,
                 c.knee_readings,
                 c.float_readings,
-                c.syncs
+                c.syncs,
+                c.loaded_readings,
+                a.capacity_factor(),
+                c.fallbacks
             );
         });
         std::fs::write(dir.join("trace.csv"), text).expect("trace written");

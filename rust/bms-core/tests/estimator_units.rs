@@ -265,6 +265,56 @@ fn capacity_is_not_learned_cold_or_from_an_outlier() {
     assert_eq!(est.offset_ma(), 0.0, "an outlier teaches no offset");
 }
 
+/// MON-2 with the adaptive estimator: a synchronisation after a SoC that was known (set by
+/// hand here) measures the capacity, since the charge counted from that SoC to full is
+/// (1 − SoC) × capacity. A battery that really holds 90 Ah, set to 40 %, takes 54 Ah to full;
+/// counted against the nominal 100 Ah (and the 99 % charge efficiency) that is 93.5 %: the
+/// estimator learns a smaller capacity
+/// (between nominal and true: the priors split the gap with the offset, counting error and the
+/// set SoC's own uncertainty), persists it with the other learned values, and counts the next
+/// discharge against it. In the cold the capacity is not taught (as for the knee readings).
+#[test]
+fn mon_2_synchronisation_after_a_known_soc_teaches_the_capacity() {
+    let charge_to_full = |temp_ddegc: i16| {
+        let mut est = adaptive_at(40.0);
+        // 54 Ah at 20 A in the plateau: no voltage reading, only the count.
+        hold(&mut est, 9_720, 20_000, 3_350, temp_ddegc);
+        assert!((soc_pct(&est) - 93.5).abs() < 0.2, "{}", soc_pct(&est));
+        est.synchronised();
+        est
+    };
+    let est = charge_to_full(250);
+    let factor = est.capacity_factor();
+    assert!((0.88..0.97).contains(&factor), "learned capacity {factor}");
+    let learned = est.learned();
+    assert_eq!(learned.capacity_factor.0, factor, "persisted with the rest");
+    assert!(learned.capacity_factor.1 < CAPACITY_PRIOR, "{learned:?}");
+    let mut rebooted = AdaptiveEstimator::default();
+    rebooted.restore_learned(&learned);
+    assert_eq!(
+        rebooted.capacity_factor(),
+        factor,
+        "restored after a reboot"
+    );
+    // The next discharge counts against the learned capacity (within what the offset and
+    // counting error learned at the same synchronisation add), not the nominal one (55 %).
+    let mut est = est;
+    hold(&mut est, HOUR_S, -45_000, 3_250, 250);
+    let expected = 100.0 - 45.0 / f64::from(factor);
+    assert!(
+        (soc_pct(&est) - expected).abs() < 1.0 && soc_pct(&est) < 54.0,
+        "{} expected {expected}",
+        soc_pct(&est)
+    );
+
+    let cold = charge_to_full(50);
+    assert_eq!(
+        cold.capacity_factor(),
+        1.0,
+        "no capacity learned in the cold"
+    );
+}
+
 /// What was learned can be persisted and restored; a damaged record is ignored.
 #[test]
 fn learned_values_survive_a_restore_and_garbage_is_ignored() {

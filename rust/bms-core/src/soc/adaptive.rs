@@ -38,10 +38,15 @@
 //!   the plain MON-1 counter does, logs it, and adds the gap to its uncertainty, until they
 //!   agree again.
 //! - **Capacity learning.** The error of the usable capacity is an eleventh state, coupled to
-//!   the SoC by the charge counted since the last anchor (so a synchronisation followed by a
-//!   deep discharge makes it visible). Only a rested reading in the deep knee (the last 5 %,
-//!   where LiFePO4 types agree within a few percent) with the battery at 15 °C or warmer
-//!   teaches it; counting then scales by the learned capacity.
+//!   the SoC by the charge counted since the last anchor: a capacity error grows with the
+//!   charge counted, an offset with time. Two kinds of reading teach it, with the battery at
+//!   15 °C or warmer: a synchronisation after a SoC that was known away from full (set,
+//!   restored, or corrected by a knee reading: the charge counted from there to full is
+//!   (1 − SoC) × capacity), and a voltage reading in a lower-region bin whose table bias is
+//!   learned (the charge counted from full down to it). Counting then scales by the learned
+//!   capacity. Between full charges alone (full to full) the capacity leaves no trace, and a
+//!   reading in a bin whose bias is still unknown cannot tell a smaller capacity from another
+//!   cell curve: those teach it nothing.
 //!
 //! The user-visible semantics stay the monitor's: MON-2 synchronises to exactly 100 %, MON-4
 //! sets exactly, MON-7 keeps the SoC unknown until then. Everything is `f32`: a few dozen
@@ -158,13 +163,16 @@ pub const FLOAT_INTERVAL_MS: u64 = 6 * 60 * 60_000;
 /// 1-σ true current of a floated battery, as a fraction of the capacity per hour (30 mA on
 /// 100 Ah: float current and residual relaxation).
 pub const FLOAT_SIGMA_C: f32 = 0.000_3;
-/// Only readings in the deep knee (the first lower bin) teach the capacity, and only with the
-/// battery at least this warm (0.1 °C), so cold (temporary) capacity loss is not learned as
-/// ageing.
+/// Readings teach the capacity (synchronisations and lower-region voltage readings) only with
+/// the battery at least this warm (0.1 °C), so cold (temporary) capacity loss is not learned
+/// as ageing.
 pub const CAPACITY_MIN_TEMP_DDEGC: i16 = 150;
 /// Learned capacity limits, as a fraction of the nominal capacity.
 pub const CAPACITY_RANGE: (f32, f32) = (0.5, 1.1);
-/// Prior 1-σ of the usable capacity as a fraction of nominal.
+/// Prior 1-σ of the usable capacity as a fraction of nominal. Not wider (to put a pack at 80 %
+/// within 2 σ): in the cold, where the capacity is not taught, its uncertainty would keep every
+/// lower-region table bias from counting as learned, and the light-load readings would stop
+/// correcting the count (docs/soc-benchmark.md).
 pub const CAPACITY_PRIOR: f32 = 0.05;
 /// How far the capacity may wander (ageing), 1 σ per √day as a fraction of nominal.
 pub const CAPACITY_WALK_PER_SQRT_DAY: f32 = 0.001;
@@ -602,7 +610,7 @@ impl AdaptiveEstimator {
     }
 
     /// Kalman update with the reading `z = h · state + noise` (noise variance `r`), for every
-    /// state but the capacity (which only the deep knee teaches).
+    /// state but the capacity (which only warm synchronisations and knee readings teach).
     fn measure(&mut self, h: Vector, z: f32, r: f32) {
         let mut mask = [true; N];
         mask[CAP] = false;
@@ -803,9 +811,12 @@ impl SocEstimator for AdaptiveEstimator {
 
     fn synchronised(&mut self) {
         if self.capacity_mah > 0 {
-            // Full, against the count without the clipping at 100 %: the offset's footprint.
+            // Full, against the count without the clipping at 100 %: the offset's footprint,
+            // and the capacity's when the count started from a known SoC below full.
             self.used_nas = self.used_nas.saturating_sub(self.clipped_nas);
-            self.measure(unit(S), 1.0, SYNC_SIGMA * SYNC_SIGMA);
+            let mut mask = [true; N];
+            mask[CAP] = self.temp_ddegc >= CAPACITY_MIN_TEMP_DDEGC;
+            let _ = self.update(unit(S), 1.0, SYNC_SIGMA * SYNC_SIGMA, mask);
             self.stats.syncs = self.stats.syncs.saturating_add(1);
         }
         self.used_nas = 0;

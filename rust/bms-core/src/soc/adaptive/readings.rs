@@ -74,8 +74,9 @@ impl AdaptiveEstimator {
             *bias = 1.0;
         }
         let mut mask = [true; N];
-        // Only the deep knee, warm, is sure enough of "nearly empty" to teach the capacity.
-        mask[CAP] = region == LOW && self.temp_ddegc >= CAPACITY_MIN_TEMP_DDEGC;
+        // The lower region, warm, teaches the capacity (the charge counted from full down to
+        // it); near full the count since full is too small to say anything about it.
+        mask[CAP] = region != HIGH && self.temp_ddegc >= CAPACITY_MIN_TEMP_DDEGC;
         if variance(&self.p, region) > BIAS_LEARNED_SIGMA * BIAS_LEARNED_SIGMA {
             // Not learned yet: teach the table biases only.
             mask[S] = false;

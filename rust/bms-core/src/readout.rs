@@ -567,8 +567,10 @@ impl Advertiser {
                 required: MANUFACTURER_DATA_LEN,
             });
         }
-        company.copy_from_slice(&COMPANY_ID.to_le_bytes());
+        // The company id only after the payload: a refusal (no key, no reserved nonce) leaves
+        // the caller's buffer as it was.
         let len = self.payload(values, payload)?;
+        company.copy_from_slice(&COMPANY_ID.to_le_bytes());
         Ok(len.saturating_add(2))
     }
 
@@ -975,6 +977,27 @@ mod tests {
             ReadoutError::NotReserved.to_string(),
             "no advertisement nonce reserved"
         );
+    }
+
+    /// BLE-3: a refused advertisement (no key, no reserved nonce, short buffer) leaves the
+    /// caller's buffer untouched (found by the FFI fuzz target: the company id was written
+    /// before the refusal).
+    #[test]
+    fn ble_3_a_refused_advertisement_writes_nothing() {
+        let mut unreserved = Advertiser::new(KEY, DEFAULT_PRODUCT_ID, 40);
+        let mut keyless = reserved(Advertiser::without_key(DEFAULT_PRODUCT_ID, 0));
+        for (adv, error) in [
+            (&mut unreserved, ReadoutError::NotReserved),
+            (&mut keyless, ReadoutError::NoKey),
+        ] {
+            let mut out = [0xA5u8; MANUFACTURER_DATA_LEN];
+            assert_eq!(adv.manufacturer_data(&sample(), &mut out), Err(error));
+            assert_eq!(out, [0xA5; MANUFACTURER_DATA_LEN], "{error}");
+        }
+        let mut adv = reserved(Advertiser::new(KEY, DEFAULT_PRODUCT_ID, 40));
+        let mut short = [0xA5u8; MANUFACTURER_DATA_LEN - 1];
+        assert!(adv.manufacturer_data(&sample(), &mut short).is_err());
+        assert_eq!(short, [0xA5; MANUFACTURER_DATA_LEN - 1]);
     }
 
     /// BLE-3: an advertiser without a key of its own sends nothing until it gets one.

@@ -739,7 +739,8 @@ int32_t bms_line_poll(struct bms *bms,
  * `bms_passkey` again.
  *
  * Returns `BMS_OK`, `BMS_ENOSPC` when `resp_cap` < `BMS_GATT_RESPONSE_MAX`, or `BMS_EINVAL`
- * (bad handle, null pointer with a non-zero length, null `resp_len`, `req` overlapping `resp`).
+ * (bad handle, null pointer with a non-zero length, null or misaligned `resp_len`, any two of
+ * `req`, `resp` and `resp_len` overlapping).
  *
  * # Safety
  * `req` must be null or readable for `req_len` bytes, `resp` null or writable for `resp_cap`

@@ -326,7 +326,8 @@ pub unsafe extern "C" fn bms_line_poll(
 /// `bms_passkey` again.
 ///
 /// Returns `BMS_OK`, `BMS_ENOSPC` when `resp_cap` < `BMS_GATT_RESPONSE_MAX`, or `BMS_EINVAL`
-/// (bad handle, null pointer with a non-zero length, null `resp_len`, `req` overlapping `resp`).
+/// (bad handle, null pointer with a non-zero length, null or misaligned `resp_len`, any two of
+/// `req`, `resp` and `resp_len` overlapping).
 ///
 /// # Safety
 /// `req` must be null or readable for `req_len` bytes, `resp` null or writable for `resp_cap`
@@ -349,7 +350,11 @@ pub unsafe extern "C" fn bms_gatt_request(
         arg_buf(req, req_len)?;
         arg_buf(resp, resp_cap)?;
         arg_out(resp_len)?;
-        if overlap(req, req_len, resp, resp_cap) {
+        let size = core::mem::size_of::<usize>();
+        if overlap(req, req_len, resp, resp_cap)
+            || overlap(req, req_len, resp_len.cast::<u8>(), size)
+            || overlap(resp, resp_cap, resp_len.cast::<u8>(), size)
+        {
             return Err(BMS_EINVAL);
         }
         if resp_cap < crate::abi::BMS_GATT_RESPONSE_MAX {

@@ -305,6 +305,18 @@ static void scenario_gatt_read(void)
 	CHECK_EQ(bms_gatt_request(l.bms, 3300, CHR_STATUS, false, false, NULL, 0, resp,
 				  sizeof(resp), NULL),
 		 BMS_EINVAL);
+	/* The length pointer inside the response buffer (found by the FFI fuzz target: the
+	 * length overwrote the response's first bytes); the buffer stays as it was. */
+	static uint8_t big[BMS_GATT_RESPONSE_MAX + 16] __attribute__((aligned(8)));
+
+	memset(big, 0xa5, sizeof(big));
+	CHECK_EQ(bms_gatt_request(l.bms, 3300, CHR_STATUS, false, false, NULL, 0, big,
+				  BMS_GATT_RESPONSE_MAX + 8, (size_t *)(void *)big),
+		 BMS_EINVAL);
+	CHECK_EQ(big[0], 0xa5);
+	CHECK_EQ(bms_gatt_request(l.bms, 3300, CHR_CONTROL_POINT, true, true, big, 2, big + 8,
+				  BMS_GATT_RESPONSE_MAX, (size_t *)(void *)big),
+		 BMS_EINVAL);
 
 	/* The passkey was stored through bms_port_storage_write: a restart keeps it. */
 	CHECK_EQ(bms_close(l.bms), BMS_OK);
@@ -378,8 +390,12 @@ static void scenario_advertisement(void)
 	CHECK_EQ(bms_set_readout_product_id(0x0000), BMS_EINVAL);
 	CHECK_EQ(bms_set_readout_product_id(0xffff), BMS_EINVAL);
 	loop_start(&l, bms_open(), FIXTURE_BANK2_SUPPLY_MV);
-	/* No packet before a step has stored the first nonce reservation. */
+	/* No packet before a step has stored the first nonce reservation, and the refusal leaves
+	 * the buffer as it was (found by the FFI fuzz target: the company id was written). */
+	memset(adv, 0xa5, sizeof(adv));
 	CHECK_EQ(bms_advertisement(l.bms, adv, sizeof(adv), &len), BMS_EAGAIN);
+	CHECK_EQ(adv[0], 0xa5);
+	CHECK_EQ(adv[1], 0xa5);
 	loop_run(&l, 1000);
 	CHECK_EQ(bms_advertisement(l.bms, adv, sizeof(adv), &len), BMS_OK);
 	CHECK_EQ(adv[4], 0xec);

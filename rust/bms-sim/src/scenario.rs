@@ -665,11 +665,24 @@ pub fn toml_error(path: &Path, src: &str, e: &toml::de::Error) -> InputError {
         let key = key.trim();
         (!key.is_empty() && !key.starts_with('[')).then(|| key.to_string())
     });
+    let mut message = e.message().trim().to_string();
+    if message.is_empty() {
+        // The parser gives no message for some syntax errors (a control character): name
+        // the character where the error starts.
+        let at = e.span().and_then(|s| src.get(s.start..)).and_then(|t| t.chars().next());
+        message = match at {
+            Some(c) if c.is_control() => {
+                format!("control character U+{:04X} not allowed here", u32::from(c))
+            }
+            Some(c) => format!("unexpected {c:?}"),
+            None => "unexpected end of file".to_string(),
+        };
+    }
     InputError {
         file: path.to_path_buf(),
         line,
         field,
-        message: e.message().trim().to_string(),
+        message,
     }
 }
 
@@ -771,6 +784,18 @@ initial_soc_pct = 50
             e.to_string().starts_with("s.toml line 9 field `colour`: "),
             "{e}"
         );
+    }
+
+    /// A control character in a comment is a TOML syntax error whose parser message is empty
+    /// (found by the scenario fuzz target): the error still says what is wrong, and where.
+    #[test]
+    fn a_control_character_is_named_with_its_line() {
+        for (bad, name) in [('\u{0}', "U+0000"), ('\u{e}', "U+000E"), ('\u{7f}', "U+007F")] {
+            let src = format!("{MINIMAL}# a comment {bad} here\n");
+            let e = parse_str(&src).unwrap_err();
+            assert_eq!(e.line, Some(9), "{e}");
+            assert!(e.message.contains(name), "{e}");
+        }
     }
 
     #[test]

@@ -113,7 +113,11 @@ impl<'a> Engine<'a> {
         let sample_ms = options
             .sample_every
             .or(scenario.sample_every)
-            .map_or_else(|| (end_ms / 4000).max(10_000), |d| d.as_millis() as u64)
+            .map_or_else(
+                || (end_ms / 4000).max(10_000),
+                // Saturating: a period beyond u64 ms means "only the first and last sample".
+                |d| u64::try_from(d.as_millis()).unwrap_or(u64::MAX),
+            )
             .max(1);
         let mut engine = Engine {
             scenario,

@@ -621,3 +621,46 @@ fn bank_4_jk_and_daly_packs_on_rs485_join_and_a_silent_pack_is_lost_after_5_s() 
         assert_eq!(r.totals.frames_dropped, 0, "{file}");
     }
 }
+
+/// Durations beyond what `Duration` arithmetic or u64 milliseconds hold (found by the scenario
+/// fuzz target, issue 15): a load's `on_for` + `off_for` overflowed `Duration` (a panic), a
+/// `sample_every` of 4e8 years overflowed the next sample time (a panic). They run: the load
+/// is on for its whole `on_for`, the timeline has its first and last sample.
+#[test]
+fn durations_beyond_the_clock_run_without_a_panic() {
+    let src = r#"
+name = "huge durations"
+duration = "10min"
+sample_every = "400000000years"
+
+[bank]
+battery = "12.8V"
+capacity_ah = 100
+initial_soc_pct = 50
+
+[[load]]
+name = "fridge"
+current_a = 20
+via = "direct"
+on_for = "580000000000years"
+off_for = "580000000000years"
+
+[[charger]]
+name = "shore"
+max_a = 10
+absorption_time = "400000000years"
+"#;
+    let sc = scenario::parse(std::path::Path::new("huge.toml"), src).unwrap();
+    for sample_every in [None, Some(Duration::MAX)] {
+        let options = RunOptions {
+            sample_every,
+            ..RunOptions::default()
+        };
+        let mut engine = Engine::new(&sc, &options).unwrap();
+        engine.run(&mut |_| {});
+        assert_eq!(engine.now_ms(), 600_000);
+        let r = engine.finish();
+        assert_eq!(r.samples.len(), 2, "the first and the last sample");
+        assert!(r.totals.charge_out_ah > 0.5, "the load was on: {:?}", r.totals);
+    }
+}

@@ -251,7 +251,7 @@ impl Recorder {
             *max = max.max(err);
         }
         self.samples.push(sample);
-        self.next_sample_ms += self.sample_ms;
+        self.next_sample_ms = self.next_sample_ms.saturating_add(self.sample_ms);
     }
 
     /// The result, with the run's length and the SoC error at its end.

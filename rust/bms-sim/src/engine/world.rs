@@ -294,7 +294,7 @@ impl<'a> World<'a> {
                 Stage::Bulk if cv_limited => Stage::Absorption { since_ms: now_ms },
                 Stage::Absorption { since_ms }
                     if now_ms.saturating_sub(since_ms)
-                        >= cfg.absorption_time.as_millis() as u64
+                        >= u64::try_from(cfg.absorption_time.as_millis()).unwrap_or(u64::MAX)
                         || (cv_limited && out < 0.02 * cfg.max_a.max(1.0)) =>
                 {
                     Stage::Float
@@ -483,7 +483,9 @@ fn load_active(cfg: &LoadConfig, t_s: f64) -> bool {
     }
     match (cfg.on_for, cfg.off_for) {
         (Some(on), Some(off)) => {
-            let period = (on + off).as_secs_f64();
+            // In seconds as f64: the sum of two durations a scenario may write can overflow
+            // `Duration` (found by the scenario fuzz target).
+            let period = on.as_secs_f64() + off.as_secs_f64();
             t_s.rem_euclid(period) < on.as_secs_f64()
         }
         _ => true,

@@ -17,6 +17,7 @@ use bms_core::bus::{
     encode_report, BatteryFlags, BatteryModel, BatteryReport, MAX_FRAME_LEN, REPORT_PERIOD_MS,
 };
 use bms_core::node::Node;
+use bms_core::settings::Settings;
 use bms_core::storage::MemStorage;
 use serde::Serialize;
 use std::fmt;
@@ -124,9 +125,14 @@ const REQUIRED: [&str; 7] = [
 pub fn read_input(path: &Path) -> Result<Vec<InputRow>, InputError> {
     let file = std::fs::File::open(path)
         .map_err(|e| InputError::file(path, format!("cannot read: {e}")))?;
+    parse_input(path, file)
+}
+
+/// Checks the whole input read from `source`; `path` is only used in errors.
+pub fn parse_input(path: &Path, source: impl std::io::Read) -> Result<Vec<InputRow>, InputError> {
     let mut reader = csv::ReaderBuilder::new()
         .trim(csv::Trim::All)
-        .from_reader(file);
+        .from_reader(source);
     let headers = reader
         .headers()
         .map_err(|e| InputError {
@@ -423,6 +429,24 @@ fn advertisement_hex(node: &mut Node<MemStorage>) -> String {
     }
 }
 
+/// Parses and checks a `--settings` file's text (the keys of a scenario's `[bms]` settings);
+/// `path` is only used in errors.
+pub fn parse_settings(path: &Path, src: &str) -> Result<Settings, InputError> {
+    let parsed: SettingsConfig = toml::from_str(src).map_err(|e| toml_error(path, src, &e))?;
+    parsed.to_settings().map_err(|(field, message)| {
+        let line = src
+            .lines()
+            .position(|l| l.split('=').next().is_some_and(|k| k.trim() == field))
+            .map(|l| l + 1);
+        InputError {
+            file: path.to_path_buf(),
+            line,
+            field: Some(field.to_string()),
+            message,
+        }
+    })
+}
+
 /// The whole command: check everything, run, then write.
 pub fn replay(args: &ReplayArgs) -> Result<(), ReplayError> {
     let rows = read_input(&args.input).map_err(ReplayError::Input)?;
@@ -431,22 +455,9 @@ pub fn replay(args: &ReplayArgs) -> Result<(), ReplayError> {
             let src = std::fs::read_to_string(path).map_err(|e| {
                 ReplayError::Input(InputError::file(path, format!("cannot read: {e}")))
             })?;
-            let parsed: SettingsConfig =
-                toml::from_str(&src).map_err(|e| ReplayError::Input(toml_error(path, &src, &e)))?;
-            parsed.to_settings().map_err(|(field, message)| {
-                let line = src
-                    .lines()
-                    .position(|l| l.split('=').next().is_some_and(|k| k.trim() == field))
-                    .map(|l| l + 1);
-                ReplayError::Input(InputError {
-                    file: path.clone(),
-                    line,
-                    field: Some(field.to_string()),
-                    message,
-                })
-            })?
+            parse_settings(path, &src).map_err(ReplayError::Input)?
         }
-        None => bms_core::settings::Settings::default(),
+        None => Settings::default(),
     };
     let mut config = Config {
         settings,

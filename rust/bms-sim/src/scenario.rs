@@ -669,7 +669,10 @@ pub fn toml_error(path: &Path, src: &str, e: &toml::de::Error) -> InputError {
     if message.is_empty() {
         // The parser gives no message for some syntax errors (a control character): name
         // the character where the error starts.
-        let at = e.span().and_then(|s| src.get(s.start..)).and_then(|t| t.chars().next());
+        let at = e
+            .span()
+            .and_then(|s| src.get(s.start..))
+            .and_then(|t| t.chars().next());
         message = match at {
             Some(c) if c.is_control() => {
                 format!("control character U+{:04X} not allowed here", u32::from(c))
@@ -790,7 +793,11 @@ initial_soc_pct = 50
     /// (found by the scenario fuzz target): the error still says what is wrong, and where.
     #[test]
     fn a_control_character_is_named_with_its_line() {
-        for (bad, name) in [('\u{0}', "U+0000"), ('\u{e}', "U+000E"), ('\u{7f}', "U+007F")] {
+        for (bad, name) in [
+            ('\u{0}', "U+0000"),
+            ('\u{e}', "U+000E"),
+            ('\u{7f}', "U+007F"),
+        ] {
             let src = format!("{MINIMAL}# a comment {bad} here\n");
             let e = parse_str(&src).unwrap_err();
             assert_eq!(e.line, Some(9), "{e}");

@@ -661,6 +661,10 @@ absorption_time = "400000000years"
         assert_eq!(engine.now_ms(), 600_000);
         let r = engine.finish();
         assert_eq!(r.samples.len(), 2, "the first and the last sample");
-        assert!(r.totals.charge_out_ah > 0.5, "the load was on: {:?}", r.totals);
+        assert!(
+            r.totals.charge_out_ah > 0.5,
+            "the load was on: {:?}",
+            r.totals
+        );
     }
 }

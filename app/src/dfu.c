@@ -193,6 +193,37 @@ static struct mgmt_callback img_status_cb = {
 		    MGMT_EVT_OP_IMG_MGMT_DFU_STOPPED,
 };
 
+/* SET-2: MCUmgr's reset command (the phone's last step of an update) reboots without a
+ * disconnect callback, so the settings held back for the flash are stored first: the control
+ * thread handles the flush well within the command's reset delay
+ * (CONFIG_MCUMGR_GRP_OS_RESET_MS).
+ */
+static enum mgmt_cb_return reset_requested(uint32_t event, enum mgmt_cb_return prev_status,
+					   int32_t *rc, uint16_t *group, bool *abort_more,
+					   void *data, size_t data_size)
+{
+	int err;
+
+	ARG_UNUSED(event);
+	ARG_UNUSED(prev_status);
+	ARG_UNUSED(rc);
+	ARG_UNUSED(group);
+	ARG_UNUSED(abort_more);
+	ARG_UNUSED(data);
+	ARG_UNUSED(data_size);
+
+	err = control_post_flush();
+	if (err) {
+		LOG_WRN("Records not flushed before the reset (err %d)", err);
+	}
+	return MGMT_CB_OK;
+}
+
+static struct mgmt_callback reset_cb = {
+	.callback = reset_requested,
+	.event_id = MGMT_EVT_OP_OS_MGMT_RESET,
+};
+
 /* SMP writes need an authenticated link, and the firmware takes one connection at a time
  * (CONFIG_BT_MAX_CONN=1): a link that drops during an upload is the uploading one.
  */
@@ -213,6 +244,7 @@ int dfu_init(void)
 	mgmt_callback_register(&upload_check_cb);
 	mgmt_callback_register(&command_check_cb);
 	mgmt_callback_register(&img_status_cb);
+	mgmt_callback_register(&reset_cb);
 
 	return 0;
 }

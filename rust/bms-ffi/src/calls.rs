@@ -419,7 +419,7 @@ pub unsafe extern "C" fn bms_advertisement(
 /// # Safety
 /// `buf` must be null or writable for `cap` bytes, `len` null or point to a writable `size_t`.
 unsafe fn fill_out(
-    bms: *mut Instance,
+    bms: *const Instance,
     buf: *mut u8,
     cap: usize,
     len: *mut usize,
@@ -661,26 +661,18 @@ pub unsafe extern "C" fn bms_device_name(
     cap: usize,
     len: *mut usize,
 ) -> i32 {
-    status((|| {
-        let mut claim = Claim::of(bms)?;
-        arg_buf(name, cap)?;
-        arg_out(len)?;
-        if overlap(name, cap, len.cast::<u8>(), core::mem::size_of::<usize>()) {
-            return Err(BMS_EINVAL);
-        }
-        if cap < crate::abi::BMS_DEVICE_NAME_MAX + 1 {
-            return Err(BMS_ENOSPC);
-        }
-        // SAFETY: checked by `arg_buf`; writable by the caller's contract, not overlapping `len`.
-        let out = unsafe { out_bytes(name, cap) };
-        let text = claim.instance().device_name();
-        let used = text.len();
-        out.iter_mut().for_each(|b| *b = 0);
-        out.iter_mut().zip(text).for_each(|(to, from)| *to = *from);
-        // SAFETY: checked by `arg_out`; writable by the caller's contract.
-        unsafe { write_out(len, used) };
-        Ok(())
-    })())
+    // SAFETY: the caller's contract for `name` and `len`.
+    unsafe {
+        fill_out(bms, name, cap, len, |instance, out| {
+            if out.len() < crate::abi::BMS_DEVICE_NAME_MAX + 1 {
+                return Err(BMS_ENOSPC);
+            }
+            let text = instance.device_name();
+            out.fill(0);
+            out.iter_mut().zip(text).for_each(|(to, from)| *to = *from);
+            Ok(text.len())
+        })
+    }
 }
 
 /// Sets which library log records reach `bms_port_log`: 0 none, 1 errors, 2 + warnings,

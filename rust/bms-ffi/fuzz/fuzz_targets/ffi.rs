@@ -631,36 +631,12 @@ impl<'a> Harness<'a> {
             }
             6 => self.gatt(),
             7 => {
-                let (h, valid) = self.handle_arg();
-                let buf = self.buf(false);
-                let len = self.out::<usize>();
-                let size = std::mem::size_of::<usize>();
-                let bad = !valid
-                    || buf.bad()
-                    || misaligned(len.cast(), size)
-                    || overlap(buf.ptr, buf.len, len.cast(), size);
-                let w = [
-                    (buf.ptr.cast_const(), buf.len),
-                    (len.cast_const().cast(), size),
-                ];
-                let s = self.checked(
-                    &w,
-                    |s| s != BMS_OK,
-                    |_| unsafe {
-                        // SAFETY: in the arena for their lengths, or refused.
-                        bms_advertisement(h, buf.ptr, buf.len, len)
-                    },
-                );
-                if bad {
-                    assert_eq!(s, BMS_EINVAL);
-                } else if buf.len < BMS_ADVERTISEMENT_LEN {
-                    assert!(s == BMS_ENOSPC || s == BMS_EAGAIN, "advertisement {s}");
-                } else {
-                    assert!(s == BMS_OK || s == BMS_EAGAIN, "advertisement {s}");
-                }
+                // SAFETY: `fill` passes arena buffers for their lengths, or refused ones.
+                let (s, _, used) = self.fill(BMS_ADVERTISEMENT_LEN, true, |h, b, c, l| unsafe {
+                    bms_advertisement(h, b, c, l)
+                });
                 if s == BMS_OK {
-                    // SAFETY: written by the call.
-                    assert_eq!(unsafe { len.read() }, BMS_ADVERTISEMENT_LEN);
+                    assert_eq!(used, BMS_ADVERTISEMENT_LEN);
                 }
             }
             8 => {
@@ -803,37 +779,12 @@ impl<'a> Harness<'a> {
                 assert_eq!(s, if valid { BMS_OK } else { BMS_EINVAL });
             }
             17 => {
-                let (h, valid) = self.handle_arg();
-                let name = self.buf(false);
-                let len = self.out::<usize>();
-                let size = std::mem::size_of::<usize>();
-                let bad = !valid
-                    || name.bad()
-                    || misaligned(len.cast(), size)
-                    || overlap(name.ptr, name.len, len.cast(), size);
-                let w = [
-                    (name.ptr.cast_const(), name.len),
-                    (len.cast_const().cast(), size),
-                ];
-                let s = self.checked(
-                    &w,
-                    |s| s != BMS_OK,
-                    |_| unsafe {
-                        // SAFETY: in the arena for their lengths, or refused.
-                        bms_device_name(h, name.ptr, name.len, len)
-                    },
-                );
-                let expected = if bad {
-                    BMS_EINVAL
-                } else if name.len < BMS_DEVICE_NAME_MAX + 1 {
-                    BMS_ENOSPC
-                } else {
-                    BMS_OK
-                };
-                assert_eq!(s, expected);
+                // SAFETY: as for 7.
+                let (s, name, used) =
+                    self.fill(BMS_DEVICE_NAME_MAX + 1, false, |h, b, c, l| unsafe {
+                        bms_device_name(h, b, c, l)
+                    });
                 if s == BMS_OK {
-                    // SAFETY: written by the call.
-                    let used = unsafe { len.read() };
                     assert!(used <= BMS_DEVICE_NAME_MAX);
                     // SAFETY: `name.len` > `used` bytes in the arena.
                     let text = unsafe { std::slice::from_raw_parts(name.ptr, used + 1) };
@@ -861,37 +812,12 @@ impl<'a> Harness<'a> {
                 self.warm_pending |= intact;
             }
             20 => {
-                let (h, valid) = self.handle_arg();
-                let buf = self.buf(false);
-                let len = self.out::<usize>();
-                let size = std::mem::size_of::<usize>();
-                let bad = !valid
-                    || buf.bad()
-                    || misaligned(len.cast(), size)
-                    || overlap(buf.ptr, buf.len, len.cast(), size);
-                let w = [
-                    (buf.ptr.cast_const(), buf.len),
-                    (len.cast_const().cast(), size),
-                ];
-                let s = self.checked(
-                    &w,
-                    |s| s != BMS_OK,
-                    |_| unsafe {
-                        // SAFETY: in the arena for their lengths, or refused.
-                        bms_retained(h, buf.ptr, buf.len, len)
-                    },
-                );
-                let expected = if bad {
-                    BMS_EINVAL
-                } else if buf.len < BMS_RETAINED_LEN {
-                    BMS_ENOSPC
-                } else {
-                    BMS_OK
-                };
-                assert_eq!(s, expected);
+                // SAFETY: as for 7.
+                let (s, buf, used) = self.fill(BMS_RETAINED_LEN, false, |h, b, c, l| unsafe {
+                    bms_retained(h, b, c, l)
+                });
                 if s == BMS_OK {
-                    // SAFETY: written by the call.
-                    assert_eq!(unsafe { len.read() }, BMS_RETAINED_LEN);
+                    assert_eq!(used, BMS_RETAINED_LEN);
                     // SAFETY: 16 bytes in the arena.
                     let bytes = unsafe { std::slice::from_raw_parts(buf.ptr, BMS_RETAINED_LEN) };
                     assert!(
@@ -954,6 +880,45 @@ impl<'a> Harness<'a> {
                 assert_eq!(s < 0, !valid, "feed_bus {s}");
             }
         }
+    }
+
+    /// A call that fills a caller's buffer and stores the length used (`bms_advertisement`,
+    /// `bms_device_name`, `bms_retained`): `BMS_EINVAL` for a bad handle, buffer or length
+    /// pointer or an overlap of the two, then `BMS_ENOSPC` below `need` bytes, else `BMS_OK`
+    /// (or `BMS_EAGAIN` where `eagain`). Returns the status, the buffer and the length used.
+    fn fill(
+        &mut self,
+        need: usize,
+        eagain: bool,
+        call: impl FnOnce(*mut Instance, *mut u8, usize, *mut usize) -> i32,
+    ) -> (i32, Buf, usize) {
+        let (h, valid) = self.handle_arg();
+        let buf = self.buf(false);
+        let len = self.out::<usize>();
+        let size = std::mem::size_of::<usize>();
+        let bad = !valid
+            || buf.bad()
+            || misaligned(len.cast(), size)
+            || overlap(buf.ptr, buf.len, len.cast(), size);
+        let w = [
+            (buf.ptr.cast_const(), buf.len),
+            (len.cast_const().cast(), size),
+        ];
+        let s = self.checked(&w, |s| s != BMS_OK, |_| call(h, buf.ptr, buf.len, len));
+        if bad {
+            assert_eq!(s, BMS_EINVAL);
+        } else if buf.len < need {
+            assert!(s == BMS_ENOSPC || (eagain && s == BMS_EAGAIN), "status {s}");
+        } else {
+            assert!(s == BMS_OK || (eagain && s == BMS_EAGAIN), "status {s}");
+        }
+        // SAFETY: written by the call when it succeeded.
+        let used = if s == BMS_OK {
+            unsafe { len.read() }
+        } else {
+            0
+        };
+        (s, buf, used)
     }
 
     fn gatt(&mut self) {

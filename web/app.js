@@ -710,9 +710,10 @@ function stop() {
 async function find() {
   try {
     const device = await navigator.bluetooth.requestDevice({
-      // A renamed BMS is found by its Instant Readout (company id, record and product id).
-      filters: [{ services: [info.service_uuid] }, { namePrefix: 'OpenBMS' },
-        { manufacturerData: [{ companyIdentifier: info.readout_company_id, dataPrefix: new Uint8Array(info.readout_prefix) }] }],
+      // A renamed BMS is found by the service its connectable advertisement carries. Not by the
+      // Instant Readout's manufacturer data: the readout is a second, non-connectable advertising
+      // set at another address (app/src/ble.c), which a chooser would offer as a second device.
+      filters: [{ services: [info.service_uuid] }, { namePrefix: 'OpenBMS' }],
       optionalServices: [info.service_uuid, SMP_SERVICE, 'device_information'],
     });
     await start(new BleLink(device));

@@ -269,45 +269,93 @@ static bool fits_mtu(struct bt_conn *conn, size_t len)
 	return mtu > ATT_NOTIFY_OVERHEAD && len <= (size_t)(mtu - ATT_NOTIFY_OVERHEAD);
 }
 
-/* Connectable while nobody is connected; while a central holds the one connection, the
- * Instant Readout goes on in a scannable, non-connectable advertisement, so the readout never
- * depends on who is connected. It keeps the identity address: readout decoders know a
- * device by its address, and the controller's address does not change under the link.
+/* Two advertising sets, both with legacy PDUs so that every scanner hears them:
+ * - the Instant Readout (BLE-3): flags and the manufacturer data only (no name, no service,
+ *   no scan response), not connectable, from the identity address whoever is connected
+ *   (readout decoders know a device by its address); it matches none of the web app's
+ *   filters, so no chooser offers it for connecting. None while the core has no packet
+ *   (BLE-3: not available rather than stale or under a placeholder key);
+ * - the connectable one (flags and the OpenBMS service, which finds a renamed unit; the name
+ *   in the scan response) while a connection is free, always from a resolvable private
+ *   address (LE privacy, CONFIG_BT_PRIVACY), bonded or not: it changes every
+ *   CONFIG_BT_RPA_TIMEOUT seconds, and only bonded phones, which got the unit's identity key
+ *   when pairing, know it is this unit (an unbonded phone finds it by service or name).
+ * The controller stops the connectable set when a central connects; .recycled starts it again.
  */
-#define ADV_OPT_READOUT_ONLY (BT_LE_ADV_OPT_SCANNABLE | BT_LE_ADV_OPT_USE_IDENTITY)
+#define ADV_OPT_READOUT BT_LE_ADV_OPT_USE_IDENTITY
 
-/* The advertising data in use: the flags, and the readout when there is one. */
-static size_t ad_count(void)
+static struct bt_le_ext_adv *readout_set;
+static struct bt_le_ext_adv *connectable_set;
+
+/* Flags (3 bytes) and the 128-bit service UUID (18 bytes) fit the 31 bytes of legacy data. */
+static const struct bt_data connectable_ad[] = {
+	BT_DATA_BYTES(BT_DATA_FLAGS, (BT_LE_AD_GENERAL | BT_LE_AD_NO_BREDR)),
+	BT_DATA_BYTES(BT_DATA_UUID128_ALL, BMS_UUID(0x0001)),
+};
+
+/* Advertising parameters with @p options at the interval of the power mode (PROT-12). */
+static struct bt_le_adv_param adv_param(uint32_t options)
 {
-	return ad[1].data_len > 0 ? ARRAY_SIZE(ad) : 1;
+	return (struct bt_le_adv_param){
+		.id = BT_ID_DEFAULT,
+		.options = options,
+		.interval_min = advertising_low_power ? BT_GAP_ADV_SLOW_INT_MIN
+						      : BT_GAP_ADV_FAST_INT_MIN_2,
+		.interval_max = advertising_low_power ? BT_GAP_ADV_SLOW_INT_MAX
+						      : BT_GAP_ADV_FAST_INT_MAX_2,
+	};
+}
+
+/* (Re)starts @p set with @p options, the current interval, @p data and @p scan (a scan
+ * response of @p scan_len elements).
+ */
+static void set_start(struct bt_le_ext_adv *set, uint32_t options, const struct bt_data *data,
+		      size_t data_len, const struct bt_data *scan, size_t scan_len,
+		      const char *what)
+{
+	struct bt_le_adv_param param = adv_param(options);
+	int err;
+
+	(void)bt_le_ext_adv_stop(set);
+	err = bt_le_ext_adv_update_param(set, &param);
+	if (err == 0) {
+		err = bt_le_ext_adv_set_data(set, data, data_len, scan, scan_len);
+	}
+	if (err == 0) {
+		err = bt_le_ext_adv_start(set, BT_LE_EXT_ADV_START_DEFAULT);
+	}
+	if (err) {
+		LOG_ERR("Advertising (%s) failed to start (err %d)", what, err);
+	}
+}
+
+static void advertise_connectable(void)
+{
+	if (atomic_get(&connections) < CONFIG_BT_MAX_CONN) {
+		set_start(connectable_set, BT_LE_ADV_OPT_CONN, connectable_ad,
+			  ARRAY_SIZE(connectable_ad), sd, ARRAY_SIZE(sd), "connectable");
+	}
 }
 
 static void advertise(void)
 {
-	uint32_t options = atomic_get(&connections) < CONFIG_BT_MAX_CONN ? BT_LE_ADV_OPT_CONN
-									: ADV_OPT_READOUT_ONLY;
-	const struct bt_le_adv_param *param =
-		advertising_low_power
-			? BT_LE_ADV_PARAM(options, BT_GAP_ADV_SLOW_INT_MIN,
-					  BT_GAP_ADV_SLOW_INT_MAX, NULL)
-			: BT_LE_ADV_PARAM(options, BT_GAP_ADV_FAST_INT_MIN_2,
-					  BT_GAP_ADV_FAST_INT_MAX_2, NULL);
-	/* Without a readout (BLE-3: not available) only the flags: still connectable, so the
-	 * owner's app can read why.
-	 */
-	size_t ad_len = ad_count();
-	int err;
-
 	advertising_started = true;
-	(void)bt_le_adv_stop();
-	if (options != BT_LE_ADV_OPT_CONN && ad_len == 1) {
-		/* Connected and no readout: nothing to advertise. */
-		return;
+	if (ad[1].data_len > 0) {
+		set_start(readout_set, ADV_OPT_READOUT, ad, ARRAY_SIZE(ad), NULL, 0, "readout");
+	} else {
+		(void)bt_le_ext_adv_stop(readout_set);
 	}
-	err = bt_le_adv_start(param, ad, ad_len, sd, ARRAY_SIZE(sd));
+	advertise_connectable();
+}
+
+/* The new name in the connectable set's scan response (the readout carries none). */
+static void advertising_data_update(void)
+{
+	int err = bt_le_ext_adv_set_data(connectable_set, connectable_ad,
+					 ARRAY_SIZE(connectable_ad), sd, ARRAY_SIZE(sd));
+
 	if (err) {
-		LOG_ERR("Advertising (%s) failed to start (err %d)",
-			options == BT_LE_ADV_OPT_CONN ? "connectable" : "readout only", err);
+		LOG_ERR("Advertising data not updated (err %d)", err);
 	}
 }
 
@@ -316,7 +364,6 @@ static void advertisement_update(struct k_work *work)
 	bool had_readout = ad[1].data_len > 0;
 	bool posted;
 	bool low_power;
-	int err;
 
 	ARG_UNUSED(work);
 
@@ -327,7 +374,8 @@ static void advertisement_update(struct k_work *work)
 	low_power = mailbox.adv_low_power;
 	k_mutex_unlock(&mailbox_lock);
 
-	if (!posted) {
+	/* Nothing is advertised before the control thread's first post. */
+	if (!posted || readout_set == NULL) {
 		return;
 	}
 	if (!advertising_started || low_power != advertising_low_power ||
@@ -336,13 +384,12 @@ static void advertisement_update(struct k_work *work)
 		advertise();
 		return;
 	}
+	if (ad[1].data_len > 0) {
+		int err = bt_le_ext_adv_set_data(readout_set, ad, ARRAY_SIZE(ad), NULL, 0);
 
-	/* -EAGAIN: not advertising (between a connection and its restart work); the data is
-	 * used at the restart.
-	 */
-	err = bt_le_adv_update_data(ad, ad_count(), sd, ARRAY_SIZE(sd));
-	if (err && err != -EAGAIN) {
-		LOG_ERR("Advertising data not updated (err %d)", err);
+		if (err) {
+			LOG_ERR("Readout data not updated (err %d)", err);
+		}
 	}
 }
 
@@ -352,9 +399,8 @@ static void advertising_restart(struct k_work *work)
 {
 	ARG_UNUSED(work);
 
-	/* Nothing to advertise before the control thread's first post. */
 	if (advertising_started) {
-		advertise();
+		advertise_connectable();
 	}
 }
 
@@ -395,10 +441,7 @@ static void name_update(struct k_work *work)
 
 	/* Nothing advertised yet: the first advertisement carries the name. */
 	if (advertising_started) {
-		err = bt_le_adv_update_data(ad, ad_count(), sd, ARRAY_SIZE(sd));
-		if (err && err != -EAGAIN) {
-			LOG_ERR("Scan response not updated (err %d)", err);
-		}
+		advertising_data_update();
 	}
 }
 
@@ -660,7 +703,7 @@ static void connected(struct bt_conn *conn, uint8_t err)
 	gatt_session_reset(&sessions[bt_conn_index(conn)]);
 	atomic_inc(&connections);
 	LOG_INF("Connected");
-	/* The controller stopped the connectable advertisement: the readout goes on. */
+	/* The controller stopped the connectable set; a connection still free gets it back. */
 	k_work_submit(&restart_work);
 }
 
@@ -858,6 +901,25 @@ int ble_init(void)
 		if (err) {
 			LOG_ERR("Bonds not loaded (err %d)", err);
 		}
+	}
+
+	/* After the settings: with LE privacy the identity key is among them. */
+	err = bt_le_ext_adv_create(&(struct bt_le_adv_param){.id = BT_ID_DEFAULT,
+							     .options = ADV_OPT_READOUT,
+							     .interval_min = BT_GAP_ADV_FAST_INT_MIN_2,
+							     .interval_max = BT_GAP_ADV_FAST_INT_MAX_2},
+				   NULL, &readout_set);
+	if (err == 0) {
+		err = bt_le_ext_adv_create(
+			&(struct bt_le_adv_param){.id = BT_ID_DEFAULT,
+						  .options = BT_LE_ADV_OPT_CONN,
+						  .interval_min = BT_GAP_ADV_FAST_INT_MIN_2,
+						  .interval_max = BT_GAP_ADV_FAST_INT_MAX_2},
+			NULL, &connectable_set);
+	}
+	if (err) {
+		LOG_ERR("Advertising sets not created (err %d)", err);
+		return err;
 	}
 
 	/* BLE-2: until the core knows the bonds, it allows no pairing. */

@@ -4,7 +4,11 @@
 
 A Bumble virtual controller serves HCI over TCP to zephyr.exe (--bt-dev=127.0.0.1:PORT); a
 second Bumble controller on the same in-process link is the phone. The phone scans the
-Instant Readout advertisement (26 bytes of manufacturer data), connects and reads the device
+firmware's two advertising sets: the Instant Readout (flags and 26 bytes of manufacturer
+data; no name, no service, no scan response, so the web app's filters never offer it) from the
+identity address (static random), and the connectable set (flags and the OpenBMS service UUID,
+by which the web app finds a renamed unit) from a resolvable private address (LE privacy). It
+connects to the latter and reads the device
 name from the GAP service (Bumble's virtual controller reports advertising and scan-response
 data in one report, so the scan response is not where the name is checked), reads the status
 page (open), is refused a battery selection on the empty bank with ATT error 0x80 +
@@ -38,7 +42,7 @@ victron_devices = pytest.importorskip("victron_ble.devices")
 
 from bumble.att import ATT_Error  # noqa: E402
 from bumble.controller import Controller  # noqa: E402
-from bumble.core import UUID, AdvertisingData, ProtocolError  # noqa: E402
+from bumble.core import UUID, AdvertisingData, PhysicalTransport, ProtocolError  # noqa: E402
 from bumble.device import Device, Peer  # noqa: E402
 from bumble.gatt import GATT_DEVICE_NAME_CHARACTERISTIC  # noqa: E402
 from bumble import hci as bumble_hci  # noqa: E402
@@ -51,8 +55,11 @@ VICTRON_COMPANY_ID = 0x02E1
 # src/known_passkey.c sets it at boot (ChangePasskey); not 0, which Bumble takes for "none".
 PASSKEY = 123456
 ATT_INSUFFICIENT_AUTHENTICATION = 0x05
-# HCI LE Set Advertising Parameters: scannable, non-connectable undirected advertising.
-ADV_SCAN_IND = 0x02
+# HCI LE Set Extended Advertising Parameters, advertising event properties (Core Vol 4 Part E
+# 7.8.53): connectable, scannable, legacy PDUs.
+PROPERTY_CONNECTABLE = 0x01
+PROPERTY_SCANNABLE = 0x02
+PROPERTY_LEGACY = 0x10
 
 
 PROTOCOL_VERSION = 1
@@ -88,6 +95,7 @@ def bms_uuid(characteristic: int) -> UUID:
 
 
 STATUS, BATTERY, SETTINGS, CONTROL_POINT = bms_uuid(1), bms_uuid(3), bms_uuid(5), bms_uuid(6)
+BMS_SERVICE = bms_uuid(0)
 DEVICE_NAME_CHR, SOC = bms_uuid(7), bms_uuid(8)
 
 
@@ -113,6 +121,43 @@ def varint(value: int) -> bytes:
         else:
             out.append(byte)
             return bytes(out)
+
+
+async def scan_bms(device):
+    """Scans until both advertising sets of the firmware were heard; returns the readout's
+    address and manufacturer data, and the connectable set's address (the one with the
+    OpenBMS service). Each set carries only its own data: the readout no name and no service
+    (the web app's filters would offer it for connecting), the connectable set no readout.
+    """
+    heard = {}
+    mixed = []
+    found = asyncio.get_running_loop().create_future()
+
+    def on_advertisement(advertisement):
+        data = advertisement.data.get(AdvertisingData.MANUFACTURER_SPECIFIC_DATA, raw=True)
+        services = advertisement.data.get(
+            AdvertisingData.COMPLETE_LIST_OF_128_BIT_SERVICE_CLASS_UUIDS
+        ) or []
+        name = advertisement.data.get(AdvertisingData.COMPLETE_LOCAL_NAME)
+        if data and int.from_bytes(data[:2], "little") == VICTRON_COMPANY_ID:
+            if BMS_SERVICE in services or name is not None:
+                mixed.append(str(advertisement.data))
+            heard.setdefault("readout", (advertisement.address, bytes(data)))
+        elif BMS_SERVICE in services:
+            heard.setdefault("connectable", advertisement.address)
+        if len(heard) == 2 and not found.done():
+            found.set_result(None)
+
+    device.on("advertisement", on_advertisement)
+    await device.start_scanning(active=True)
+    try:
+        await asyncio.wait_for(found, 30)
+    finally:
+        device.remove_listener("advertisement", on_advertisement)
+        await device.stop_scanning()
+    # Listener exceptions are only logged, so the check is here.
+    assert not mixed, f"the readout carries a name or the service: {mixed}"
+    return heard["readout"][0], heard["readout"][1], heard["connectable"]
 
 
 def bond_list(*bonds: bytes) -> bytes:
@@ -164,6 +209,29 @@ async def press_button(firmware, held_s: float) -> None:
     firmware.stdin.flush()
 
 
+class AdvertisingSetLink(LocalLink):
+    """Bumble's in-process link (0.0.236) sends LE data from the sending controller's random
+    address, not from the address of the advertising set the central connected to, so the
+    central drops everything the firmware sends once it connects to its connectable set (a
+    resolvable private address, LE privacy). Test set-up only: data goes out from the
+    connection's own address, as over the air.
+    """
+
+    def send_acl_data(self, sender_controller, destination_address, transport, data):
+        connection = (
+            sender_controller.le_connections.get(destination_address)
+            if transport == PhysicalTransport.LE
+            else None
+        )
+        destination = self.find_le_controller(destination_address) if connection else None
+        if destination is None:
+            super().send_acl_data(sender_controller, destination_address, transport, data)
+            return
+        asyncio.get_running_loop().call_soon(
+            destination.on_link_acl_data, connection.self_address, transport, data
+        )
+
+
 def answer_resolving_list_removal(controller: Controller) -> None:
     """Bumble's virtual controller (0.0.236) has no command class for LE Remove Device From
     Resolving List, so it never answers it, and the Zephyr host asserts when bt_unpair() waits
@@ -204,7 +272,7 @@ def zephyr_exe(request) -> Path:
 
 async def run(exe: Path) -> None:
     port = free_port()
-    link = LocalLink()
+    link = AdvertisingSetLink()
     async with await open_transport(f"tcp-server:127.0.0.1:{port}") as hci:
         bms_controller = Controller(
             "bms", host_source=hci.source, host_sink=hci.sink, link=link
@@ -236,43 +304,39 @@ async def run(exe: Path) -> None:
             await phone.power_on()
             await guest.power_on()
 
-            readout = asyncio.get_running_loop().create_future()
-
-            def on_advertisement(advertisement):
-                data = advertisement.data.get(
-                    AdvertisingData.MANUFACTURER_SPECIFIC_DATA, raw=True
-                )
-                if data and int.from_bytes(data[:2], "little") == VICTRON_COMPANY_ID:
-                    if not readout.done():
-                        readout.set_result((advertisement.address, bytes(data)))
-
-            phone.on("advertisement", on_advertisement)
-            await phone.start_scanning(active=True)
-            address, manufacturer_data = await asyncio.wait_for(readout, 30)
-            await phone.stop_scanning()
+            readout_address, manufacturer_data, address = await scan_bms(phone)
             assert len(manufacturer_data) == ADVERTISEMENT_LEN, manufacturer_data.hex()
             payload = manufacturer_data[2:]
             assert payload[0] == 0x10, "Instant Readout record must start with 0x10"
+            # BLE-2, BLE-3: the readout keeps the identity address (decoders know a device
+            # by it); the connectable set uses a resolvable private one (LE privacy).
+            assert readout_address.is_static, readout_address.to_string()
+            assert address.is_resolvable, address.to_string()
 
             connection = await phone.connect(address)
 
             # The readout goes on while a central (not even paired) holds the connection:
-            # the firmware advertises the same 26 bytes scannable and non-connectable.
-            # Bumble's virtual controller transmits only ADV_IND PDUs, so this checks what
-            # the firmware asked its controller for (HCI LE Set Advertising Parameters,
+            # its set stays enabled, neither connectable nor scannable (legacy PDUs). Bumble's
+            # virtual controller sends every set as one kind of PDU, so this checks what the
+            # firmware asked its controller for (HCI LE Set Extended Advertising Parameters,
             # Data, Enable), not what a second receiver hears.
-            advertiser = bms_controller.le_legacy_advertiser
-            for _ in range(100):
-                if advertiser.enabled and advertiser.advertising_type == ADV_SCAN_IND:
+            readout_set = next(
+                s for s in bms_controller.advertising_sets.values() if s.address == readout_address
+            )
+            for _ in range(50):
+                if readout_set.enabled:
                     break
                 await asyncio.sleep(0.1)
-            assert advertiser.enabled, "no advertising while a central is connected"
-            assert advertiser.advertising_type == ADV_SCAN_IND, advertiser.advertising_type
-            while_connected = AdvertisingData.from_bytes(advertiser.advertising_data).get(
+            assert readout_set.enabled, "no readout while a central is connected"
+            properties = int(readout_set.parameters.advertising_event_properties)
+            assert properties & PROPERTY_LEGACY, properties
+            assert not properties & (PROPERTY_CONNECTABLE | PROPERTY_SCANNABLE), properties
+            assert not readout_set.scan_response_data, bytes(readout_set.scan_response_data).hex()
+            while_connected = AdvertisingData.from_bytes(bytes(readout_set.data)).get(
                 AdvertisingData.MANUFACTURER_SPECIFIC_DATA, raw=True
             )
             assert while_connected and len(while_connected) == ADVERTISEMENT_LEN, (
-                advertiser.advertising_data.hex()
+                bytes(readout_set.data).hex()
             )
             assert int.from_bytes(while_connected[:2], "little") == VICTRON_COMPANY_ID
 
@@ -350,10 +414,15 @@ async def run(exe: Path) -> None:
                     break
                 await asyncio.sleep(0.1)
             assert gap_name == new_name, f"GAP Device Name {gap_name!r} after the rename"
-            scan_response = AdvertisingData.from_bytes(advertiser.scan_response_data)
-            assert scan_response.get(AdvertisingData.COMPLETE_LOCAL_NAME) == new_name, (
-                advertiser.scan_response_data.hex()
+            # The new name in the connectable set's scan response; the readout has none.
+            connectable_set = next(
+                s for s in bms_controller.advertising_sets.values() if s is not readout_set
             )
+            scan_response = AdvertisingData.from_bytes(bytes(connectable_set.scan_response_data))
+            assert scan_response.get(AdvertisingData.COMPLETE_LOCAL_NAME) == new_name, (
+                bytes(connectable_set.scan_response_data).hex()
+            )
+            assert not readout_set.scan_response_data, bytes(readout_set.scan_response_data).hex()
 
             # BLE-3: the key, read over the authenticated link, decodes the advertisement.
             indications = asyncio.Queue()
@@ -379,6 +448,11 @@ async def run(exe: Path) -> None:
 
             # BLE-2: the successful pairing closed the window: a guest connects (the
             # connectable advertisement is back) but its pairing is refused ...
+            readout_after, _, address = await scan_bms(guest)
+            # Privacy once bonded as before: the connectable set still from an RPA, the
+            # readout still from the identity address.
+            assert address.is_resolvable, address.to_string()
+            assert readout_after == readout_address, readout_after.to_string()
             guest_connection = await connect(guest, address)
             with pytest.raises(ProtocolError):
                 await guest_connection.pair()

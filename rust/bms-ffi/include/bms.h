@@ -13,8 +13,11 @@
  *   call the library: they put their data into a Zephyr message queue (k_msgq) that the owner
  *   drains before each step.
  * - No function is ever called concurrently or re-entrantly (a bms_port_*() callback must not
- *   call back into the library). The library enforces this: an overlapping call returns
- *   BMS_EBUSY and changes nothing.
+ *   call back into the library). The library enforces this for every function, bms_open(),
+ *   bms_close() and the bms_set_*() setters included: a call made while another one runs
+ *   (another thread's, or the one whose callback calls back in, at any point of it) returns
+ *   BMS_EBUSY (bms_open(): NULL) and changes nothing; the running call ends as if it had not
+ *   come.
  * - The platform functions of bms_port.h are called only from inside bms_*() calls, so only on
  *   the owner thread.
  *
@@ -53,7 +56,9 @@
 #define BMS_EAGAIN -11
 
 /**
- * Another `bms_*` call is running (`-EBUSY`): the threading contract was broken.
+ * Another `bms_*` call is running (`-EBUSY`): the threading contract was broken (another
+ * thread's call, or a `bms_port_*` callback calling back in). Every function returns it then,
+ * changing nothing.
  */
 #define BMS_EBUSY -16
 
@@ -640,7 +645,8 @@ extern "C" {
  * start also makes the device's Instant Readout key with `bms_port_random`) and sets up
  * logging through `bms_port_log`. Call once at start-up, from the thread that will own it.
  *
- * Returns the handle for every other call, or NULL when the instance is open already.
+ * Returns the handle for every other call, or NULL when the instance is open already or
+ * another call is running (a call from inside a `bms_port_*` callback, this one's included).
  */
 struct bms *bms_open(void);
 
@@ -905,9 +911,12 @@ int32_t bms_device_name(const struct bms *bms, uint8_t *name, size_t cap, size_t
 /**
  * Sets which library log records reach `bms_port_log`: 0 none, 1 errors, 2 + warnings,
  * 3 + info (the default), 4 + debug, 5 + trace. May be called at any time, also before
- * `bms_open`.
+ * `bms_open`, but not from inside another call.
+ *
+ * Returns `BMS_OK`, or `BMS_EBUSY` during another call (a `bms_port_*` callback calling
+ * back in), which changes nothing.
  */
-void bms_set_log_level(uint8_t level);
+int32_t bms_set_log_level(uint8_t level);
 
 /**
  * PROT-1 (rev 2): after a *warm* reset (a software reset such as a firmware update's, a
@@ -918,8 +927,9 @@ void bms_set_log_level(uint8_t level);
  * since start); BANK-4 applies if no battery data follows. Do not call it after a cold
  * power-up: every output then waits for battery data.
  *
- * Returns `BMS_OK`, or `BMS_EINVAL` when the bytes are no intact record (null, wrong length,
- * bad magic, version or CRC), which sets nothing: the start is a cold one.
+ * Returns `BMS_OK`, `BMS_EINVAL` when the bytes are no intact record (null, wrong length,
+ * bad magic, version or CRC), which sets nothing: the start is a cold one, or `BMS_EBUSY`
+ * during another call (a `bms_port_*` callback calling back in), which sets nothing either.
  *
  * # Safety
  * `retained` must be null or readable for `len` bytes.
@@ -946,8 +956,9 @@ int32_t bms_retained(struct bms *bms, uint8_t *buf, size_t cap, size_t *len);
  * 0xA3EC, "smallBMS" in the decoders' product tables. Takes effect at the next `bms_open`:
  * call it before.
  *
- * Returns `BMS_OK`, or `BMS_EINVAL` for 0x0000 and 0xFFFF (no product; erased flash), which
- * change nothing.
+ * Returns `BMS_OK`, `BMS_EINVAL` for 0x0000 and 0xFFFF (no product; erased flash), or
+ * `BMS_EBUSY` during another call (a `bms_port_*` callback calling back in); a refusal
+ * changes nothing.
  */
 int32_t bms_set_readout_product_id(uint16_t product_id);
 

@@ -12,7 +12,9 @@ pub const BMS_EIO: i32 = -5;
 /// Not possible yet, try again after the next step (`-EAGAIN`): no advertisement nonce is
 /// stored yet.
 pub const BMS_EAGAIN: i32 = -11;
-/// Another `bms_*` call is running (`-EBUSY`): the threading contract was broken.
+/// Another `bms_*` call is running (`-EBUSY`): the threading contract was broken (another
+/// thread's call, or a `bms_port_*` callback calling back in). Every function returns it then,
+/// changing nothing.
 pub const BMS_EBUSY: i32 = -16;
 /// A bad argument: null or misaligned pointer, wrong handle, value out of range (`-EINVAL`).
 pub const BMS_EINVAL: i32 = -22;

@@ -141,11 +141,17 @@ fn status(result: Result<(), i32>) -> i32 {
 /// start also makes the device's Instant Readout key with `bms_port_random`) and sets up
 /// logging through `bms_port_log`. Call once at start-up, from the thread that will own it.
 ///
-/// Returns the handle for every other call, or NULL when the instance is open already.
+/// Returns the handle for every other call, or NULL when the instance is open already or
+/// another call is running (a call from inside a `bms_port_*` callback, this one's included).
 #[no_mangle]
 pub extern "C" fn bms_open() -> *mut Instance {
+    // The claim spans the whole call, the logger's set-up and the last log line included, so
+    // that a `bms_port_log` calling back in is refused at any point.
+    let Ok(mut claim) = Claim::take() else {
+        return core::ptr::null_mut();
+    };
     logger::install(LOG_LEVEL.load(Ordering::Relaxed));
-    match Claim::open() {
+    match claim.open() {
         Some(handle) => {
             log::info!("open");
             handle
@@ -677,11 +683,16 @@ pub unsafe extern "C" fn bms_device_name(
 
 /// Sets which library log records reach `bms_port_log`: 0 none, 1 errors, 2 + warnings,
 /// 3 + info (the default), 4 + debug, 5 + trace. May be called at any time, also before
-/// `bms_open`.
+/// `bms_open`, but not from inside another call.
+///
+/// Returns `BMS_OK`, or `BMS_EBUSY` during another call (a `bms_port_*` callback calling
+/// back in), which changes nothing.
 #[no_mangle]
-pub extern "C" fn bms_set_log_level(level: u8) {
-    LOG_LEVEL.store(level, Ordering::Relaxed);
-    log::set_max_level(logger::level_filter(level));
+pub extern "C" fn bms_set_log_level(level: u8) -> i32 {
+    status(Claim::take().map(|_claim| {
+        LOG_LEVEL.store(level, Ordering::Relaxed);
+        log::set_max_level(logger::level_filter(level));
+    }))
 }
 
 /// PROT-1 (rev 2): after a *warm* reset (a software reset such as a firmware update's, a
@@ -692,14 +703,16 @@ pub extern "C" fn bms_set_log_level(level: u8) {
 /// since start); BANK-4 applies if no battery data follows. Do not call it after a cold
 /// power-up: every output then waits for battery data.
 ///
-/// Returns `BMS_OK`, or `BMS_EINVAL` when the bytes are no intact record (null, wrong length,
-/// bad magic, version or CRC), which sets nothing: the start is a cold one.
+/// Returns `BMS_OK`, `BMS_EINVAL` when the bytes are no intact record (null, wrong length,
+/// bad magic, version or CRC), which sets nothing: the start is a cold one, or `BMS_EBUSY`
+/// during another call (a `bms_port_*` callback calling back in), which sets nothing either.
 ///
 /// # Safety
 /// `retained` must be null or readable for `len` bytes.
 #[no_mangle]
 pub unsafe extern "C" fn bms_set_warm_restart(retained: *const u8, len: usize, gap_ms: u64) -> i32 {
     status((|| {
+        let _claim = Claim::take()?;
         arg_buf(retained, len)?;
         // SAFETY: checked by `arg_buf`; readable by the caller's contract.
         let bytes = unsafe { in_bytes(retained, len) };
@@ -750,15 +763,19 @@ pub unsafe extern "C" fn bms_retained(
 /// 0xA3EC, "smallBMS" in the decoders' product tables. Takes effect at the next `bms_open`:
 /// call it before.
 ///
-/// Returns `BMS_OK`, or `BMS_EINVAL` for 0x0000 and 0xFFFF (no product; erased flash), which
-/// change nothing.
+/// Returns `BMS_OK`, `BMS_EINVAL` for 0x0000 and 0xFFFF (no product; erased flash), or
+/// `BMS_EBUSY` during another call (a `bms_port_*` callback calling back in); a refusal
+/// changes nothing.
 #[no_mangle]
 pub extern "C" fn bms_set_readout_product_id(product_id: u16) -> i32 {
-    if product_id == 0 || product_id == u16::MAX {
-        return BMS_EINVAL;
-    }
-    READOUT_PRODUCT_ID.store(product_id, Ordering::Relaxed);
-    BMS_OK
+    status((|| {
+        let _claim = Claim::take()?;
+        if product_id == 0 || product_id == u16::MAX {
+            return Err(BMS_EINVAL);
+        }
+        READOUT_PRODUCT_ID.store(product_id, Ordering::Relaxed);
+        Ok(())
+    })())
 }
 
 #[cfg(test)]

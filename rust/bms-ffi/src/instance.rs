@@ -178,8 +178,10 @@ static SLOT: Slot = Slot {
 pub(crate) struct Claim(());
 
 impl Claim {
-    /// Takes the slot, or `BMS_EBUSY` when another call holds it.
-    fn take() -> Result<Claim, i32> {
+    /// Takes the slot for a call that needs no open instance (`bms_open`, the setters), or
+    /// `BMS_EBUSY` when another call holds it: another thread's, or the call whose
+    /// `bms_port_*` callback is calling back in.
+    pub(crate) fn take() -> Result<Claim, i32> {
         if SLOT.busy.swap(true, Ordering::Acquire) {
             return Err(BMS_EBUSY);
         }
@@ -200,9 +202,8 @@ impl Claim {
     }
 
     /// Opens the instance in the free slot and returns the C handle, or `None` when an
-    /// instance is open already or another call is running.
-    pub(crate) fn open() -> Option<*mut Instance> {
-        let _claim = Claim::take().ok()?;
+    /// instance is open already.
+    pub(crate) fn open(&mut self) -> Option<*mut Instance> {
         if SLOT.open.load(Ordering::Relaxed) {
             return None;
         }

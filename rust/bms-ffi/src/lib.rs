@@ -9,7 +9,8 @@
 //! Threading contract: one thread owns the instance and makes every `bms_*` call; other threads
 //! hand their data to it through Zephyr message queues. The library also enforces this: a call
 //! that overlaps another one (another thread, or a `bms_port_*` callback calling back in) gets
-//! [`BMS_EBUSY`] instead of touching the state.
+//! [`BMS_EBUSY`] (`bms_open`: NULL) instead of touching the state, for every entry point,
+//! `bms_open`, `bms_close` and the setters included.
 #![cfg_attr(target_os = "none", no_std)]
 #![warn(missing_docs)]
 #![deny(unsafe_op_in_unsafe_fn, clippy::undocumented_unsafe_blocks)]

@@ -793,7 +793,7 @@ impl<'a> Harness<'a> {
                     assert!(!text.chars().any(char::is_control), "control characters");
                 }
             }
-            18 => bms_set_log_level(self.ops.u8()),
+            18 => assert_eq!(bms_set_log_level(self.ops.u8()), BMS_OK),
             19 => {
                 let b = self.buf(true);
                 let gap = self.ops.u64();
@@ -1006,7 +1006,7 @@ fuzz_target!(|data: &[u8]| {
             ..Port::default()
         }
     });
-    bms_set_log_level(5);
+    assert_eq!(bms_set_log_level(5), BMS_OK);
     assert_eq!(bms_set_readout_product_id(0xA3EC), BMS_OK);
     let mut h = Harness {
         ops: Input { data: ops, at: 0 },

@@ -764,7 +764,44 @@ static void scenario_warm_restart(void)
 	CHECK_EQ(bms_close(l.bms), BMS_OK);
 }
 
+/* Every entry point refuses a call made from inside another call (here from bms_port_log, while
+ * bms_open and bms_dfu_event run), bms_open, bms_close and the setters included: BMS_EBUSY
+ * (bms_open: NULL), and the running call ends as if nothing had come. */
+static void scenario_reentry(void)
+{
+	struct bms *bms = bms_open();
+	uint64_t deadline;
+
+	CHECK(bms != NULL);
+	CHECK_EQ(bms_close(bms), BMS_OK);
+
+	port_mem_reenter_all(bms);
+	struct bms *again = bms_open();
+
+	port_mem_reenter_all(NULL);
+	CHECK(again == bms);
+	CHECK(port_mem_reentry_calls() > 0);
+	if (port_mem_reentry_accepted() != NULL) {
+		printf("  accepted during bms_open: %s\n", port_mem_reentry_accepted());
+	}
+	CHECK(port_mem_reentry_accepted() == NULL);
+	CHECK_EQ(bms_next_deadline_ms(bms, &deadline), BMS_OK);
+
+	int calls = port_mem_reentry_calls();
+
+	port_mem_reenter_all(bms);
+	CHECK_EQ(bms_dfu_event(bms, 100, BMS_DFU_STARTED), BMS_OK);
+	port_mem_reenter_all(NULL);
+	CHECK(port_mem_reentry_calls() > calls);
+	if (port_mem_reentry_accepted() != NULL) {
+		printf("  accepted during bms_dfu_event: %s\n", port_mem_reentry_accepted());
+	}
+	CHECK(port_mem_reentry_accepted() == NULL);
+	CHECK_EQ(bms_close(bms), BMS_OK);
+}
+
 static const struct scenario scenarios[] = {
+	{ "reentry", scenario_reentry },
 	{ "pairing", scenario_pairing },
 	{ "secrets_fault", scenario_secrets_fault },
 	{ "startup", scenario_startup },
@@ -780,7 +817,7 @@ int main(void)
 {
 	int passed = 0, failed = 0;
 
-	bms_set_log_level(4);
+	CHECK_EQ(bms_set_log_level(4), BMS_OK);
 	for (size_t i = 0; i < sizeof(scenarios) / sizeof(scenarios[0]); i++) {
 		int before = checks_failed;
 

@@ -32,6 +32,10 @@ static bool writes_fail;
 static bool reads_fail;
 static struct bms *reenter_bms;
 static int reentry_status = 1;
+static struct bms *reenter_all_bms;
+static const char *reentry_accepted;
+static int reentry_calls;
+static bool reentering;
 static int bad_calls;
 
 void port_mem_reset(void)
@@ -45,7 +49,61 @@ void port_mem_reset(void)
 	reads_fail = false;
 	reenter_bms = NULL;
 	reentry_status = 1;
+	reenter_all_bms = NULL;
+	reentry_accepted = NULL;
+	reentry_calls = 0;
+	reentering = false;
 	bad_calls = 0;
+}
+
+/* Notes the first call back that was not refused with BMS_EBUSY. */
+static void reentry_check(const char *name, int status)
+{
+	reentry_calls++;
+	if (status != BMS_EBUSY && reentry_accepted == NULL) {
+		reentry_accepted = name;
+	}
+}
+
+/* Every entry point of bms.h, with arguments it would accept outside a call: only the
+ * overlap with the running call may refuse them. bms_close comes last: if it were accepted,
+ * the calls after it would only see a closed handle.
+ */
+static void reenter_every_entry_point(struct bms *bms)
+{
+	struct bms_inputs in = {0};
+	struct bms_outputs out;
+	struct bms_bond_action action;
+	uint8_t buf[256];
+	uint8_t retained[BMS_RETAINED_LEN] = {0};
+	size_t len;
+	uint64_t ms;
+	uint32_t key;
+
+	reentry_check("bms_open", bms_open() == NULL ? BMS_EBUSY : BMS_OK);
+	reentry_check("bms_step", bms_step(bms, 0, &in, &out));
+	reentry_check("bms_feed_bus", bms_feed_bus(bms, 0, NULL, 0));
+	reentry_check("bms_line_configure", bms_line_configure(bms, 0, 0, NULL, 0));
+	reentry_check("bms_line_poll", bms_line_poll(bms, 0, buf, sizeof(buf), &len, &ms));
+	reentry_check("bms_gatt_request", bms_gatt_request(bms, 0, BMS_CHR_STATUS, 0, 0, NULL, 0,
+							   buf, sizeof(buf), &len));
+	reentry_check("bms_advertisement", bms_advertisement(bms, buf, sizeof(buf), &len));
+	reentry_check("bms_dfu_event", bms_dfu_event(bms, 0, BMS_DFU_STARTED));
+	reentry_check("bms_self_check", bms_self_check(bms, 0, 1, 1));
+	reentry_check("bms_next_deadline_ms", bms_next_deadline_ms(bms, &ms));
+	reentry_check("bms_passkey", bms_passkey(bms, &key));
+	reentry_check("bms_button", bms_button(bms, 0, 0));
+	reentry_check("bms_pairing_result", bms_pairing_result(bms, 0, 0));
+	reentry_check("bms_bonds_set", bms_bonds_set(bms, NULL, 0));
+	reentry_check("bms_bond_action", bms_bond_action(bms, &action));
+	reentry_check("bms_flush", bms_flush(bms, 0));
+	reentry_check("bms_device_name", bms_device_name(bms, buf, sizeof(buf), &len));
+	reentry_check("bms_set_log_level", bms_set_log_level(4));
+	reentry_check("bms_set_warm_restart",
+		      bms_set_warm_restart(retained, sizeof(retained), 0));
+	reentry_check("bms_retained", bms_retained(bms, buf, sizeof(buf), &len));
+	reentry_check("bms_set_readout_product_id", bms_set_readout_product_id(0xA3EC));
+	reentry_check("bms_close", bms_close(bms));
 }
 
 static struct record *find(const char *key)
@@ -152,6 +210,12 @@ void bms_port_log(uint8_t level, const char *msg, size_t len)
 
 		reentry_status = bms_next_deadline_ms(reenter_bms, &deadline);
 	}
+	/* Not from the lines the calls back log themselves (were they accepted). */
+	if (reenter_all_bms != NULL && !reentering) {
+		reentering = true;
+		reenter_every_entry_point(reenter_all_bms);
+		reentering = false;
+	}
 	snprintf(log_lines[log_next], LOG_LINE_BYTES, "<%u> %.*s", level, (int)len, msg);
 	log_next = (log_next + 1) % LOG_LINES;
 	log_total++;
@@ -194,6 +258,21 @@ void port_mem_reenter(struct bms *bms)
 int port_mem_reentry_status(void)
 {
 	return reentry_status;
+}
+
+void port_mem_reenter_all(struct bms *bms)
+{
+	reenter_all_bms = bms;
+}
+
+const char *port_mem_reentry_accepted(void)
+{
+	return reentry_accepted;
+}
+
+int port_mem_reentry_calls(void)
+{
+	return reentry_calls;
 }
 
 int port_mem_bad_calls(void)

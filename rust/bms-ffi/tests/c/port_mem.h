@@ -45,4 +45,15 @@ void port_mem_reenter(struct bms *bms);
 /* The status of the last call back made because of port_mem_reenter(), 1 if none was made. */
 int port_mem_reentry_status(void);
 
+/* From now on, each bms_port_log call calls every bms.h entry point on @p bms (bms_open,
+ * bms_close and the setters included) and notes the first that was not refused with
+ * BMS_EBUSY; NULL stops it. */
+void port_mem_reenter_all(struct bms *bms);
+
+/* The name of the first call back that port_mem_reenter_all() saw accepted, NULL if none. */
+const char *port_mem_reentry_accepted(void);
+
+/* How many calls back port_mem_reenter_all() made. */
+int port_mem_reentry_calls(void);
+
 #endif /* PORT_MEM_H */

@@ -203,7 +203,9 @@ int main(void)
 	insn_per_tick = calibrate();
 
 	/* As the firmware does before opening (control.c). */
-	bms_set_log_level(3);
+	if (bms_set_log_level(3) != BMS_OK) {
+		fail("bms_set_log_level");
+	}
 	if (bms_set_readout_product_id(0xA3EC) != BMS_OK) {
 		fail("bms_set_readout_product_id");
 	}

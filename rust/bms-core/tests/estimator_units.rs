@@ -740,3 +740,32 @@ fn voltage_and_count_disagreeing_fall_back_to_the_plain_count() {
     );
     assert!((counted - 36.0).abs() < 0.1, "{counted}");
 }
+
+/// Issue 16, never worse than counting, in the reported uncertainty (MON-1 with the adaptive
+/// estimator): when the estimator falls back to the plain count because the voltage keeps
+/// contradicting it (a cell in the deep knee, about 3 %, while the count set by hand says
+/// 60 %), the reported 1 σ must cover the disagreement, not only the gap between its own count
+/// and the plain one (which is about zero when the readings were refused as outliers).
+#[test]
+fn mon_1_falling_back_reports_the_disagreement_as_uncertainty() {
+    let mut est = adaptive_at(60.0);
+    let before = est.uncertainty_nas().expect("an uncertainty");
+    assert!(before < CAPACITY_NAS / 20, "{before}");
+    let mut fell_back_at = None;
+    for minute in 0..12 * 60 {
+        hold(&mut est, MINUTE_S, -2_000, 3000, 250);
+        if fell_back_at.is_none() && est.corrections().fallbacks > 0 {
+            fell_back_at = Some((minute, soc_pct(&est)));
+        }
+    }
+    let (minute, counted_then) = fell_back_at.expect("fell back to the plain count");
+    // The voltage says about 3 % (3.0 V per cell is in the table's deep knee).
+    let sigma_pct =
+        100.0 * est.uncertainty_nas().expect("an uncertainty") as f64 / CAPACITY_NAS as f64;
+    let counted = soc_pct(&est);
+    assert!(
+        sigma_pct >= counted_then - 3.0 - 5.0,
+        "1 σ {sigma_pct:.1} points after falling back at minute {minute} with the count at \
+         {counted_then:.1} % and the voltage at about 3 % (now {counted:.1} %)"
+    );
+}

@@ -35,8 +35,10 @@
 //!   between them, with or without full charges.
 //! - **Never worse than counting.** When the readings keep contradicting the count beyond
 //!   their noise (a running average of the normalised innovation), the estimator counts as
-//!   the plain MON-1 counter does, logs it, and adds the gap to its uncertainty, until they
-//!   agree again.
+//!   the plain MON-1 counter does, logs it, and adds to its uncertainty the gap between its
+//!   own count and the plain one and, in the reported σ, the size of the disagreement (what
+//!   the voltage says minus the count: either may be the wrong one), until they agree again
+//!   or the SoC is synchronised or set.
 //! - **Capacity learning.** The error of the usable capacity is an eleventh state, coupled to
 //!   the SoC by the charge counted since the last anchor: a capacity error grows with the
 //!   charge counted, an offset with time. Two kinds of reading teach it, with the battery at
@@ -364,6 +366,13 @@ pub struct AdaptiveEstimator {
     disagree: bool,
     /// Normalised innovation squared of the last update.
     last_nis: f32,
+    /// Innovation of the last voltage reading (SoC fraction: what the voltage says minus what
+    /// the filter expected), also of one refused as an outlier: the size of a disagreement.
+    last_innovation: f32,
+    /// While counting plainly after a disagreement: its size (SoC fraction), part of the
+    /// reported uncertainty (not of the filter's covariance, whose agreement test it would
+    /// otherwise pass by itself) until model and data agree again or the SoC is set anew.
+    disagreement: f32,
 }
 
 /// Light-load readings: the cell voltage corrected for the modelled drop, in 5-minute buckets.
@@ -419,6 +428,8 @@ impl Default for AdaptiveEstimator {
             nis: 1.0,
             disagree: false,
             last_nis: 0.0,
+            last_innovation: 0.0,
+            disagreement: 0.0,
         };
         estimator.p = prior(SET_SIGMA, 0.0);
         estimator
@@ -445,9 +456,10 @@ impl AdaptiveEstimator {
             .unwrap_or(0.0)
     }
 
-    /// 1-σ uncertainty of the SoC as a fraction (0.01 = 1 point).
+    /// 1-σ uncertainty of the SoC as a fraction (0.01 = 1 point): the filter's, plus the size
+    /// of a disagreement between voltage and count while counting plainly because of it.
     pub fn soc_sigma(&self) -> f32 {
-        sqrt(self.p[S][S])
+        sqrt(self.p[S][S] + self.disagreement * self.disagreement)
     }
 
     /// The usable capacity as a fraction of the nominal capacity.
@@ -632,6 +644,7 @@ impl AdaptiveEstimator {
             return false;
         }
         self.last_nis = innovation * innovation / total;
+        self.last_innovation = innovation;
         let mut mask = mask;
         if innovation * innovation > OUTLIER_SIGMAS * OUTLIER_SIGMAS * total {
             mask[B] = false;
@@ -801,6 +814,7 @@ impl SocEstimator for AdaptiveEstimator {
         self.reset(used_nas, consumed_nas);
         self.plain.reset(used_nas, consumed_nas);
         self.clipped_nas = 0;
+        self.disagreement = 0.0;
         let sigma = match anchor {
             Anchor::Manual | Anchor::Restored => SET_SIGMA,
             Anchor::RestEstimate => REST_ESTIMATE_SIGMA,
@@ -822,6 +836,7 @@ impl SocEstimator for AdaptiveEstimator {
         self.used_nas = 0;
         self.consumed_nas = 0;
         self.clipped_nas = 0;
+        self.disagreement = 0.0;
         self.plain.reset(0, 0);
         // The voltage at a synchronisation is on the charge branch.
         self.hysteresis = 1.0;

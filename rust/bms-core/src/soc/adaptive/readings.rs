@@ -93,6 +93,7 @@ impl AdaptiveEstimator {
             let total = dot(&h, &self.p.map(|row| dot(&row, &h))) + r;
             if (soc - expected) * (soc - expected) > OUTLIER_SIGMAS * OUTLIER_SIGMAS * total {
                 self.last_nis = OUTLIER_SIGMAS * OUTLIER_SIGMAS;
+                self.last_innovation = soc - expected;
                 self.judge_consistency();
                 return false;
             }
@@ -120,17 +121,24 @@ impl AdaptiveEstimator {
         if !self.disagree && self.nis > DISAGREE_NIS {
             self.disagree = true;
             self.stats.fallbacks = self.stats.fallbacks.saturating_add(1);
-            // Fall back to the plain count; the gap between the two is uncertainty now.
+            // Fall back to the plain count. The gap between the two counts is uncertainty
+            // now, and the reported σ also covers the disagreement itself: the voltage may be
+            // right (a cell that is not the table's, a capacity far from the setting) or the
+            // count.
             let gap = (self.plain.used_nas() - self.used_nas) as f32 / self.capacity_nas();
+            let apart = self.last_innovation;
             self.used_nas = self.plain.used_nas();
             self.clipped_nas = 0;
             self.p[S][S] += gap * gap;
+            self.disagreement = apart.abs().min(1.0);
             log::warn!(
-                "soc: voltage and count disagree, counting plainly (gap {} permille)",
+                "soc: voltage and count disagree by {} permille, counting plainly (gap {} permille)",
+                Number::from((apart * 1000.0) as i32),
                 Number::from((gap * 1000.0) as i32)
             );
         } else if self.disagree && self.nis < AGREE_NIS {
             self.disagree = false;
+            self.disagreement = 0.0;
             log::info!("soc: voltage and count agree again");
         }
     }

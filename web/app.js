@@ -65,6 +65,7 @@ let pollTimer = null;
 let lastStatusAt = 0;
 let currentPage = 'status';
 let settingsValues = null;
+let settingsLoad = null;
 let firstStatusPending = false;
 // How status pages arrived: pushed by the device, or read by the fallback poll.
 const statusUpdates = { notified: 0, read: 0 };
@@ -442,8 +443,10 @@ function checkSettings() {
 }
 
 async function refreshSettings() {
-  const d = core.decode('settings', await link.read('settings'));
-  if (!d.ok) return;
+  const from = link;
+  const d = core.decode('settings', await from.read('settings'));
+  // An answer that arrives after a disconnect belongs to the old device, not the next one.
+  if (!d.ok || link !== from) return;
   settingsValues = d.page;
   info.settings.forEach((f) => { $(`setting-${f.number}`).value = settingsValues[f.number]; });
   checkSettings();
@@ -456,8 +459,9 @@ async function refreshName() {
     $('name-result').textContent = 'This BMS firmware has no device name setting: update it to rename the BMS.';
     return;
   }
-  const d = core.decode('name', await link.read('name'));
-  if (d.ok) $('device-name').value = d.page;
+  const from = link;
+  const d = core.decode('name', await from.read('name'));
+  if (d.ok && link === from) $('device-name').value = d.page;
 }
 
 async function saveName() {
@@ -651,8 +655,11 @@ async function refreshPage() {
   if (currentPage === 'status') await refreshSoc();
   if (currentPage === 'history') await refreshHistory();
   if (currentPage === 'settings' && !settingsValues) {
-    await refreshSettings();
-    await refreshName();
+    // One load at a time: a second one started by the periodic refresh while the first is still
+    // reading would put the device's values back over what the user has typed meanwhile.
+    settingsLoad ??= (async () => { await refreshSettings(); await refreshName(); })()
+      .finally(() => { settingsLoad = null; });
+    await settingsLoad;
   }
 }
 

@@ -7,7 +7,7 @@ import fs from 'node:fs';
 import os from 'node:os';
 import path from 'node:path';
 import {
-  serve, launch, openApp, emulateBms, connect, textOf, waitText, screenshot, decode, core, FIRMWARE_VERSION,
+  serve, launch, openApp, emulateBms, connect, textOf, waitText, fill, screenshot, decode, core, FIRMWARE_VERSION,
 } from './harness.mjs';
 
 let server;
@@ -64,14 +64,14 @@ test('status live from notifications, reads only as the fallback', async (t) => 
   const { page, bms } = await connected(t);
   assert.ok(bms.subscribed.has(1), 'subscribed to Status notifications');
   assert.ok(bms.subscribed.has(6), 'subscribed to control-point indications');
-  await page.waitForFunction(() => window.openbms.statusUpdates.read >= 2, { timeout: 5000 });
+  await page.waitForFunction(() => window.openbms.statusUpdates.read >= 2, { timeout: 15000 });
   await waitText(page, '#st-live', /Updated by reading the BMS every second/);
 
   // The demo device pushes every status change, as the firmware does: the page follows the
   // change by notification, not by reading.
   const demoPage = await demo(t);
   await demoPage.select('#demo-speed', '1');
-  await demoPage.waitForFunction(() => window.openbms.statusUpdates.notified > 0, { timeout: 5000 });
+  await demoPage.waitForFunction(() => window.openbms.statusUpdates.notified > 0, { timeout: 15000 });
   const before = await demoPage.evaluate(() => ({ ...window.openbms.statusUpdates }));
   await demoPage.click('#demo-drain');
   await waitText(demoPage, '#st-power', /^-[12],\d{3} W$/);
@@ -100,9 +100,7 @@ test('settings write refused unpaired and accepted paired, with the refusal show
   const { page, bms } = await connected(t);
   await page.click('nav button[data-page="settings"]');
   await page.waitForFunction(() => document.getElementById('setting-4').value === '10');
-  const floor = await page.$('#setting-4');
-  await floor.click({ clickCount: 3 });
-  await floor.type('15');
+  await fill(page, '#setting-4', '15');
   bms.authenticated = false;
   await page.click('#settings-save');
   await waitText(page, '#settings-result', /refused the settings: not paired/);
@@ -110,18 +108,37 @@ test('settings write refused unpaired and accepted paired, with the refusal show
   assert.deepEqual(bms.log.at(-1), { number: 5, status: 6 });
 
   // A value the device would refuse: the page runs the device's own check and shows its words.
-  const warning = await page.$('#setting-3');
-  await warning.click({ clickCount: 3 });
-  await warning.type('12');
+  await fill(page, '#setting-3', '12');
   await waitText(page, '#settings-result', /Not accepted: low-soc warning level must be between 16 and 99/);
   await screenshot(page, 'settings');
 
-  await warning.click({ clickCount: 3 });
-  await warning.type('25');
+  await fill(page, '#setting-3', '25');
   bms.authenticated = true;
   await page.click('#settings-save');
   await waitText(page, '#settings-result', /Saved/);
   assert.deepEqual(Array.from(settingsOf(bms)), [3500, 40, 3, 25, 15, 3100]);
+  assert.deepEqual(page.errors, []);
+});
+
+test('a slow settings read does not overwrite what the user typed', async (t) => {
+  // A settings read slower than the page's refresh period (a weak radio link): the periodic
+  // refresh must not start a second load of the form, whose late answer would put the old value
+  // back under the user's typing. The demo device pushes its status, so the refresh is not held
+  // up behind status reads, as with a real BMS.
+  const page = await demo(t);
+  await page.evaluate(() => {
+    const link = window.openbms.link;
+    const read = link.read.bind(link);
+    link.read = async (name) => {
+      if (name === 'settings') await new Promise((r) => setTimeout(r, 4000));
+      return read(name);
+    };
+  });
+  await page.click('nav button[data-page="settings"]');
+  await page.waitForFunction(() => document.getElementById('setting-4').value !== '', { timeout: 20000 });
+  await fill(page, '#setting-4', '15');
+  await new Promise((r) => setTimeout(r, 6000));
+  assert.equal(await page.$eval('#setting-4', (e) => e.value), '15', 'the typed value survived the refreshes');
   assert.deepEqual(page.errors, []);
 });
 
@@ -131,9 +148,7 @@ test('device name: refused unpaired, renamed paired, the device\'s own rules sho
   await page.click('nav button[data-page="settings"]');
   await page.waitForFunction(() => document.getElementById('device-name').value === 'OpenBMS');
   await waitText(page, '#name-range', /1 to 18 characters \(bytes\), factory name OpenBMS/);
-  const field = await page.$('#device-name');
-  await field.click({ clickCount: 3 });
-  await field.type('Boat 2');
+  await fill(page, '#device-name', 'Boat 2');
   bms.authenticated = false;
   await page.click('#name-save');
   await waitText(page, '#name-result', /refused the name: not paired/);
@@ -147,8 +162,7 @@ test('device name: refused unpaired, renamed paired, the device\'s own rules sho
   await waitText(page, '#name-result', /Not accepted: device name starts or ends with a space/);
   assert.equal(bms.log.length, writes, 'nothing sent');
 
-  await field.click({ clickCount: 3 });
-  await field.type('Boat 2');
+  await fill(page, '#device-name', 'Boat 2');
   bms.authenticated = true;
   await page.click('#name-save');
   await waitText(page, '#name-result', /Renamed: the BMS now advertises itself as "Boat 2"/);

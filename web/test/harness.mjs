@@ -166,6 +166,18 @@ export async function textOf(page, sel) {
   return page.$eval(sel, (e) => e.textContent);
 }
 
+/**
+ * Replaces the value of the input `sel` with `text`, typed key by key so the page sees the same
+ * input events as from a user. Clears the field in the page rather than by a triple click: a
+ * triple click on a loaded machine can land as two clicks and leave the old value in front.
+ */
+export async function fill(page, sel, text) {
+  await page.$eval(sel, (e) => { e.focus(); e.value = ''; });
+  await page.type(sel, text);
+  const value = await page.$eval(sel, (e) => e.value);
+  if (value !== text) throw new Error(`${sel} holds ${JSON.stringify(value)} after typing ${JSON.stringify(text)}`);
+}
+
 /** Waits until the text of `sel` matches `re`; on timeout says what it was. */
 export async function waitText(page, sel, re, timeout = 10000) {
   try {

@@ -22,10 +22,13 @@
 //!   one-state hysteresis model and read in the OCV table, only where the table is steep: the
 //!   lower region (up to 30 %) and the top (95 % and above). Cell types differ a lot in the
 //!   lower region above the deep knee, so its table biases start almost unknown (1 σ 20 %): the
-//!   first readings in a
-//!   bin teach the bias from the count and correct nothing; later readings in a learned bin
-//!   correct the SoC, offset and counting error. Near full all LiFePO4 types agree within a
-//!   few percent, so those readings correct at once.
+//!   first readings in a bin teach the bias from the count and correct nothing; later readings
+//!   in a learned bin correct the SoC, offset and counting error. "Learned" means known but for
+//!   the part that moves with the capacity's error (a bias learned from a count is off by as
+//!   much as the capacity scales that count): the update carries that correlation itself.
+//!   Above the deep knee the bias is read between the centres of the two nearest bins, since a
+//!   cell's curve differs from the table in slope as well as in position. Near full all
+//!   LiFePO4 types agree within a few percent, so those readings correct at once.
 //! - **Light-load readings.** A system that never rests (fridge, router, fan) still shows its
 //!   state in the lower knee: the cell voltage under a discharge up to C/20, or under a load
 //!   too small to count as one but too steady to rest flat, is a reading once the series drop
@@ -66,7 +69,8 @@ mod filter;
 mod readings;
 pub use filter::sqrt;
 use filter::{
-    bias_state, cap_at_prior, diagonal, dot, exp2, forget, predict, prior, unit, variance,
+    bias_state, bias_weights, cap_at_prior, diagonal, dot, exp2, forget, predict, prior, unit,
+    variance,
 };
 
 /// Prior 1-σ current-sensor offset, as a fraction of the capacity per hour: 50 mA on 100 Ah,
@@ -129,9 +133,9 @@ pub const KNEE_MIN_SLOPE_MV_PER_PCT: f32 = 2.0;
 pub const READING_SIGMA_MV: f32 = 3.0;
 /// 1-σ error of the hysteresis model's offset, in mV.
 pub const HYSTERESIS_SIGMA_MV: f32 = 3.0;
-/// A table bias is taken as learned once its 1 σ is below this (SoC fraction). Until then a
-/// reading in its bin only teaches the bias (from the counted SoC) and corrects nothing: a
-/// generic table must not pull the SoC towards another cell type's curve.
+/// A table bias is taken as learned once its 1 σ, given the capacity, is below this (SoC
+/// fraction). Until then a reading in its bin only teaches the bias (from the counted SoC) and
+/// corrects nothing: a generic table must not pull the SoC towards another cell type's curve.
 pub const BIAS_LEARNED_SIGMA: f32 = 0.06;
 /// A reading further than this many σ from what the filter expects is an outlier for the slow
 /// states: it may still correct the SoC and its table bias, but not teach the offset, the
@@ -171,11 +175,11 @@ pub const FLOAT_SIGMA_C: f32 = 0.000_3;
 pub const CAPACITY_MIN_TEMP_DDEGC: i16 = 150;
 /// Learned capacity limits, as a fraction of the nominal capacity.
 pub const CAPACITY_RANGE: (f32, f32) = (0.5, 1.1);
-/// Prior 1-σ of the usable capacity as a fraction of nominal. Not wider (to put a pack at 80 %
-/// within 2 σ): in the cold, where the capacity is not taught, its uncertainty would keep every
-/// lower-region table bias from counting as learned, and the light-load readings would stop
-/// correcting the count (docs/soc-benchmark.md).
-pub const CAPACITY_PRIOR: f32 = 0.05;
+/// Prior 1-σ of the usable capacity as a fraction of nominal: a pack at 85 % (aged, or a
+/// nameplate that promises too much) is 2 σ away, at 80 % (the usual end of life) 2.7 σ.
+/// Wider made the winters worse on the tuning profiles: in the cold, where the capacity is not
+/// taught, its uncertainty only lets the curve's shape move the SoC (docs/soc-benchmark.md).
+pub const CAPACITY_PRIOR: f32 = 0.075;
 /// How far the capacity may wander (ageing), 1 σ per √day as a fraction of nominal.
 pub const CAPACITY_WALK_PER_SQRT_DAY: f32 = 0.001;
 

@@ -27,6 +27,37 @@ pub(super) fn bias_state(soc: f32) -> Option<usize> {
     Some(LOW + bin)
 }
 
+/// How a reading at table SoC `soc` in knee `region` sees the table biases: near full and in
+/// the deep bin, that bin's bias; in the lower bins above, the bias interpolated linearly
+/// between the centres of the two nearest bins, since a cell's curve differs from the table
+/// in slope as well as in position (a bias constant over a bin makes readings at its two ends
+/// disagree the same way every evening).
+pub(super) fn bias_weights(soc: f32, region: usize) -> Vector {
+    let mut h = [0.0; N];
+    let upper_bins = LOW + 1..HIGH;
+    if !upper_bins.contains(&region) {
+        if let Some(w) = h.get_mut(region) {
+            *w = 1.0;
+        }
+        return h;
+    }
+    // Bin k's centre lies at position k; `soc` is at least one bin wide here.
+    let pos = soc / LOW_BIN_WIDTH - 0.5;
+    let lower = (pos as usize).clamp(1, LOW_BINS - 1);
+    let w = (pos - lower as f32).clamp(0.0, 1.0);
+    if lower + 1 < LOW_BINS {
+        if let Some(a) = h.get_mut(LOW + lower) {
+            *a = 1.0 - w;
+        }
+        if let Some(b) = h.get_mut(LOW + lower + 1) {
+            *b = w;
+        }
+    } else if let Some(a) = h.get_mut(LOW + lower) {
+        *a = 1.0;
+    }
+    h
+}
+
 /// The prior covariance: SoC and offset σ as given, the rest from the constants; the lower
 /// bins above the deep knee share [`TABLE_BIAS_LOW_PRIOR`].
 pub(super) fn prior(soc_sigma: f32, offset_sigma: f32) -> Matrix {
@@ -179,7 +210,71 @@ pub(super) fn exp2(x: f32) -> f32 {
 
 #[cfg(test)]
 mod tests {
-    use super::{exp2, sqrt};
+    use super::{bias_weights, exp2, sqrt, AdaptiveEstimator, CAP, HIGH, LOW, N};
+
+    fn weights(soc: f32, region: usize) -> [(usize, f32); 2] {
+        let h = bias_weights(soc, region);
+        let mut nonzero = h.iter().enumerate().filter(|(_, w)| **w != 0.0);
+        let mut next = || nonzero.next().map_or((0, 0.0), |(i, w)| (i, *w));
+        [next(), next()]
+    }
+
+    // Issue 16 (MON-1 with the adaptive estimator): above the deep knee a lower-region reading
+    // sees the table bias interpolated between the two nearest bin centres (weights summing to
+    // 1), so a curve that differs from the table in slope reads the same at both ends of a bin;
+    // the deep bin and near full keep one bias each.
+    #[test]
+    fn mon_1_table_bias_is_read_between_bin_centres() {
+        assert_eq!(weights(0.02, LOW), [(LOW, 1.0), (0, 0.0)]);
+        assert_eq!(weights(0.98, HIGH), [(HIGH, 1.0), (0, 0.0)]);
+        // From the bottom of bin 1 to its centre: bin 1 alone.
+        assert_eq!(weights(0.06, LOW + 1), [(LOW + 1, 1.0), (0, 0.0)]);
+        // Halfway between the centres of bins 1 (7.5 %) and 2 (12.5 %).
+        let [(a, wa), (b, wb)] = weights(0.10, LOW + 2);
+        assert_eq!((a, b), (LOW + 1, LOW + 2));
+        assert!(
+            (wa - 0.5).abs() < 1e-5 && (wb - 0.5).abs() < 1e-5,
+            "{wa} {wb}"
+        );
+        // A quarter of the way from the centre of bin 3 (17.5 %) to bin 4's.
+        let [(a, wa), (b, wb)] = weights(0.1875, LOW + 3);
+        assert_eq!((a, b), (LOW + 3, LOW + 4));
+        assert!(
+            (wa - 0.75).abs() < 1e-5 && (wb - 0.25).abs() < 1e-5,
+            "{wa} {wb}"
+        );
+        // Above the centre of the last bin: that bin alone.
+        assert_eq!(weights(0.29, HIGH - 1), [(HIGH - 1, 1.0), (0, 0.0)]);
+        for step in 0..=300 {
+            let soc = step as f32 / 1000.0;
+            let region = super::bias_state(soc).expect("in the lower region");
+            let sum: f32 = bias_weights(soc, region).iter().sum();
+            assert!((sum - 1.0).abs() < 1e-5, "{soc}: {sum}");
+        }
+    }
+
+    // Issue 16 (MON-1 with the adaptive estimator): a table bias learned from a count is as
+    // uncertain as the capacity that scaled the count, but given the capacity it is known; the
+    // learned-gate reads the variance given the capacity, so a wide capacity prior does not
+    // keep every bin unlearned (and the light-load readings from correcting). A bias with no
+    // correlation to the capacity keeps its whole variance.
+    #[test]
+    fn mon_1_a_bias_learned_with_the_capacity_counts_as_learned() {
+        let mut est = AdaptiveEstimator::default();
+        let bin = LOW + 2;
+        let mut h = [0.0; N];
+        h[bin] = 1.0;
+        est.p[bin][bin] = 0.0036 + 0.0001;
+        est.p[CAP][CAP] = 0.0036;
+        est.p[bin][CAP] = 0.0036;
+        est.p[CAP][bin] = 0.0036;
+        let given = est.bias_variance_given_capacity(&h);
+        assert!((given - 0.0001).abs() < 1e-6, "{given}");
+        est.p[bin][CAP] = 0.0;
+        est.p[CAP][bin] = 0.0;
+        let alone = est.bias_variance_given_capacity(&h);
+        assert!((alone - 0.0037).abs() < 1e-6, "{alone}");
+    }
 
     // sqrt against libm over every positive finite float (normal and subnormal, sampled at
     // every 97th bit pattern): relative error below 2 ulp; 0 for 0, negatives, NaN and inf.

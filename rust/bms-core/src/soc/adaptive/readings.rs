@@ -69,15 +69,14 @@ impl AdaptiveEstimator {
             LOW_READING_SIGMA
         };
         let r = var_mv / (slope_mv * slope_mv) + extra * extra;
-        let mut h = unit(S);
-        if let Some(bias) = h.get_mut(region) {
-            *bias = 1.0;
-        }
+        let biases = bias_weights(soc, region);
+        let mut h = biases;
+        h[S] = 1.0;
         let mut mask = [true; N];
         // The lower region, warm, teaches the capacity (the charge counted from full down to
         // it); near full the count since full is too small to say anything about it.
         mask[CAP] = region != HIGH && self.temp_ddegc >= CAPACITY_MIN_TEMP_DDEGC;
-        if variance(&self.p, region) > BIAS_LEARNED_SIGMA * BIAS_LEARNED_SIGMA {
+        if self.bias_variance_given_capacity(&biases) > BIAS_LEARNED_SIGMA * BIAS_LEARNED_SIGMA {
             // Not learned yet: teach the table biases only.
             mask[S] = false;
             mask[B] = false;
@@ -206,6 +205,18 @@ impl AdaptiveEstimator {
             self.light.since_reading_ms = Some(0);
             self.stats.loaded_readings = self.stats.loaded_readings.saturating_add(1);
         }
+    }
+
+    /// Variance of the table bias of `region` if the capacity were known: what a reading
+    /// there can still not tell apart from the SoC. The part of the bias's uncertainty that
+    /// moves with the capacity's (a bias learned from a count that a capacity error scales)
+    /// is resolved by the update itself, which carries the correlation.
+    pub(super) fn bias_variance_given_capacity(&self, biases: &Vector) -> f32 {
+        let pb = self.p.map(|row| dot(&row, biases));
+        let p_cc = variance(&self.p, CAP);
+        let p_bc = pb[CAP];
+        let explained = if p_cc > 0.0 { p_bc * p_bc / p_cc } else { 0.0 };
+        dot(biases, &pb) - explained
     }
 
     /// Resistances scale with the inverse capacity and double every

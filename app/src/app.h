@@ -138,6 +138,10 @@ void ble_post_status(const uint8_t *status, size_t len);
 void ble_set_pairing_allowed(bool allowed, uint32_t results_handled);
 /* BLE-2: a bond action of the core (bms_bond_action), carried out on the system work queue. */
 void ble_post_bond_action(const struct bms_bond_action *action);
+/* BLE-2: the core's read protection (bms_outputs.read_protection); while on, links that never
+ * authenticate are disconnected after CONFIG_BMS_BLE_UNAUTHENTICATED_LINK_S.
+ */
+void ble_set_read_protection(bool on);
 
 /** dfu.c: MCUmgr image-upload hooks and the post-update self-check. */
 int dfu_init(void);

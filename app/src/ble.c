@@ -21,6 +21,15 @@
  * reported to the core at start and after every change; the core's bond actions (reset,
  * RemoveBond, ChangePasskey's "remove the others") are carried out here with bt_unpair.
  *
+ * Connections (M6 of docs/security.md): two, so that a central that never authenticates cannot
+ * lock the owner out. When a new link takes the last free connection, the oldest other link
+ * that is not authenticated is disconnected, so a connection stays free unless the other links
+ * are authenticated (the owner is in); authenticated links are never cut for this. A link from
+ * a bonded peer is asked to encrypt at once (a Security Request), so the owner's phone is
+ * authenticated before another central can take its place. With read protection on, a link
+ * that does not authenticate within CONFIG_BMS_BLE_UNAUTHENTICATED_LINK_S is disconnected: it
+ * could only hold a connection.
+ *
  * Bluetooth work runs on the system work queue: the control thread leaves the newest
  * advertisement and status page in a mailbox and submits a k_work item (submitting a pending
  * item again is a no-op, so only the newest data goes out); advertising restarts after a
@@ -69,6 +78,8 @@ BUILD_ASSERT(SD_NAME_ROOM >= sizeof(CONFIG_BT_DEVICE_NAME) - 1,
 	     "the factory device name and SMP UUID do not fit the scan response");
 BUILD_ASSERT(CONFIG_BT_DEVICE_NAME_MAX >= BMS_DEVICE_NAME_MAX, "device names would be cut");
 BUILD_ASSERT(CONFIG_BT_MAX_PAIRED <= BMS_MAX_BONDS, "the core takes at most BMS_MAX_BONDS bonds");
+/* M6: one connection for a central that does not authenticate, one kept free for the owner. */
+BUILD_ASSERT(CONFIG_BT_MAX_CONN >= 2, "an unauthenticated central would lock the owner out");
 
 /* A control-point response waiting to be indicated to the connection that wrote the command. */
 struct indication {
@@ -89,6 +100,19 @@ static atomic_t pairing_allowed;
 static atomic_t pairing_results_pending;
 /* Per connection (bt_conn_index()): a pairing this file accepted is running. */
 static ATOMIC_DEFINE(pairing_accepted, CONFIG_BT_MAX_CONN);
+
+/* M6, per connection (bt_conn_index()): the order links came in (the oldest unauthenticated
+ * one goes first) and when each came (k_uptime_get_32(), for the time limit).
+ */
+static atomic_t link_order[CONFIG_BT_MAX_CONN];
+static atomic_t link_since_ms[CONFIG_BT_MAX_CONN];
+static atomic_t links_seen;
+/* BLE-2: the core's read protection, and since when it is on (k_uptime_get_32()). */
+static atomic_t read_protection;
+static atomic_t read_protection_since_ms;
+/* The time limit of each connection; initialised in ble_init(), before any link. */
+static struct k_work_delayable link_limit[CONFIG_BT_MAX_CONN];
+static atomic_t link_limits_ready;
 
 static K_MUTEX_DEFINE(mailbox_lock);
 static struct {
@@ -649,8 +673,7 @@ static void bond_job_run(const struct bond_job *job)
 		to_addr(&job->action.bond, &addr);
 		if (job->asker_known && bt_addr_le_eq(&addr, &job->asker)) {
 			/* The phone removes its own bond: removing it now would drop the link
-			 * before the response is indicated, so it goes when the link drops (the
-			 * only one: CONFIG_BT_MAX_CONN is 1).
+			 * before the response is indicated, so it goes when its link drops.
 			 */
 			bt_addr_le_copy(&unpair_at_disconnect, &addr);
 			unpair_pending = true;
@@ -679,12 +702,33 @@ static void bond_actions_run(struct k_work *work)
 
 static K_WORK_DEFINE(bond_action_work, bond_actions_run);
 
-/* The asking phone's own bond, removed once its link is gone. */
+/* Whether @p conn is an established link (bt_conn_foreach() also gives links being set up or
+ * torn down).
+ */
+static bool link_up(struct bt_conn *conn)
+{
+	struct bt_conn_info info;
+
+	return bt_conn_get_info(conn, &info) == 0 && info.state == BT_CONN_STATE_CONNECTED;
+}
+
+/* The asking phone's own bond, removed once its link is gone (not when the other one drops). */
 static void deferred_unpair_run(struct k_work *work)
 {
+	struct bt_conn *conn;
+	bool still_linked = false;
+
 	ARG_UNUSED(work);
 
-	if (unpair_pending) {
+	if (!unpair_pending) {
+		return;
+	}
+	conn = bt_conn_lookup_addr_le(BT_ID_DEFAULT, &unpair_at_disconnect);
+	if (conn != NULL) {
+		still_linked = link_up(conn);
+		bt_conn_unref(conn);
+	}
+	if (!still_linked) {
 		unpair_pending = false;
 		unpair(&unpair_at_disconnect);
 		bonds_report(NULL);
@@ -693,16 +737,167 @@ static void deferred_unpair_run(struct k_work *work)
 
 static K_WORK_DEFINE(deferred_unpair_work, deferred_unpair_run);
 
+/* M6: the links that are up, the newest of them, and the oldest that is not authenticated
+ * other than the newest.
+ */
+struct links {
+	size_t count;
+	uint32_t newest;
+	struct bt_conn *oldest_guest; /* referenced */
+	uint32_t oldest_guest_order;
+};
+
+static void count_link(struct bt_conn *conn, void *user_data)
+{
+	struct links *links = user_data;
+	uint32_t order = (uint32_t)atomic_get(&link_order[bt_conn_index(conn)]);
+
+	if (!link_up(conn)) {
+		return;
+	}
+	if (links->count == 0 || (int32_t)(order - links->newest) > 0) {
+		links->newest = order;
+	}
+	links->count++;
+}
+
+static void find_oldest_guest(struct bt_conn *conn, void *user_data)
+{
+	struct links *links = user_data;
+	uint32_t order = (uint32_t)atomic_get(&link_order[bt_conn_index(conn)]);
+
+	if (!link_up(conn) || authenticated(conn) || order == links->newest) {
+		return;
+	}
+	if (links->oldest_guest == NULL || (int32_t)(order - links->oldest_guest_order) < 0) {
+		if (links->oldest_guest != NULL) {
+			bt_conn_unref(links->oldest_guest);
+		}
+		links->oldest_guest = bt_conn_ref(conn);
+		links->oldest_guest_order = order;
+	}
+}
+
+/* M6: when every connection is taken, the oldest link that is not authenticated (never the
+ * newest, which has had no time yet) is disconnected, so the owner can always connect unless
+ * the other links are authenticated. Runs after each new link.
+ */
+static void connections_check(struct k_work *work)
+{
+	struct links links = {0};
+	int err;
+
+	ARG_UNUSED(work);
+
+	bt_conn_foreach(BT_CONN_TYPE_LE, count_link, &links);
+	if (links.count < CONFIG_BT_MAX_CONN) {
+		return;
+	}
+	bt_conn_foreach(BT_CONN_TYPE_LE, find_oldest_guest, &links);
+	if (links.oldest_guest == NULL) {
+		return;
+	}
+	LOG_WRN("Every connection taken: the oldest unauthenticated link goes");
+	err = bt_conn_disconnect(links.oldest_guest, BT_HCI_ERR_REMOTE_LOW_RESOURCES);
+	if (err) {
+		LOG_ERR("Unauthenticated link not disconnected (err %d)", err);
+	}
+	bt_conn_unref(links.oldest_guest);
+}
+
+static K_WORK_DEFINE(connections_work, connections_check);
+
+/* Whether @p a (a k_uptime_get_32() value) is later than @p b, across the wrap. */
+static bool later(uint32_t a, uint32_t b)
+{
+	return (int32_t)(a - b) > 0;
+}
+
+struct link_at {
+	uint8_t index;
+	struct bt_conn *conn; /* referenced */
+};
+
+static void find_link_at(struct bt_conn *conn, void *user_data)
+{
+	struct link_at *at = user_data;
+
+	if (at->conn == NULL && bt_conn_index(conn) == at->index && link_up(conn)) {
+		at->conn = bt_conn_ref(conn);
+	}
+}
+
+/* M6: a link that is still not authenticated when its time limit ends, with read protection
+ * on, is disconnected; one running a pairing this file accepted gets another period (the
+ * Security Manager's 30 s timeout ends that pairing).
+ */
+static void link_limit_expired(struct k_work *work)
+{
+	struct k_work_delayable *limit = k_work_delayable_from_work(work);
+	struct link_at at = {.index = (uint8_t)(limit - link_limit)};
+	const uint32_t limit_ms = CONFIG_BMS_BLE_UNAUTHENTICATED_LINK_S * MSEC_PER_SEC;
+	uint32_t since, elapsed;
+	int err;
+
+	bt_conn_foreach(BT_CONN_TYPE_LE, find_link_at, &at);
+	if (at.conn == NULL) {
+		return;
+	}
+	if (!atomic_get(&read_protection) || authenticated(at.conn)) {
+		goto out;
+	}
+	since = (uint32_t)atomic_get(&link_since_ms[at.index]);
+	if (later((uint32_t)atomic_get(&read_protection_since_ms), since)) {
+		since = (uint32_t)atomic_get(&read_protection_since_ms);
+	}
+	elapsed = k_uptime_get_32() - since;
+	if (atomic_test_bit(pairing_accepted, at.index)) {
+		(void)k_work_schedule(limit, K_MSEC(limit_ms));
+	} else if (elapsed < limit_ms) {
+		(void)k_work_schedule(limit, K_MSEC(limit_ms - elapsed));
+	} else {
+		LOG_WRN("Link not authenticated after %d s with read protection on: disconnected",
+			CONFIG_BMS_BLE_UNAUTHENTICATED_LINK_S);
+		err = bt_conn_disconnect(at.conn, BT_HCI_ERR_AUTH_FAIL);
+		if (err) {
+			LOG_ERR("Unauthenticated link not disconnected (err %d)", err);
+		}
+	}
+out:
+	bt_conn_unref(at.conn);
+}
+
 static void connected(struct bt_conn *conn, uint8_t err)
 {
+	uint8_t index;
+
 	if (err) {
 		LOG_WRN("Connection failed (err 0x%02x)", err);
 		return;
 	}
 
-	gatt_session_reset(&sessions[bt_conn_index(conn)]);
+	index = bt_conn_index(conn);
+	gatt_session_reset(&sessions[index]);
+	atomic_set(&link_since_ms[index], (atomic_val_t)k_uptime_get_32());
+	atomic_set(&link_order[index], atomic_inc(&links_seen) + 1);
 	atomic_inc(&connections);
 	LOG_INF("Connected");
+
+	/* M6: a bonded peer proves it is one now (a phone answers with encryption), so it is
+	 * authenticated before another central can take its place.
+	 */
+	if (bt_le_bond_exists(BT_ID_DEFAULT, bt_conn_get_dst(conn))) {
+		int sec_err = bt_conn_set_security(conn, BT_SECURITY_L3);
+
+		if (sec_err) {
+			LOG_WRN("Security not requested (err %d)", sec_err);
+		}
+	}
+	if (atomic_get(&read_protection)) {
+		(void)k_work_reschedule(&link_limit[index],
+					K_SECONDS(CONFIG_BMS_BLE_UNAUTHENTICATED_LINK_S));
+	}
+	k_work_submit(&connections_work);
 	/* The controller stopped the connectable set; a connection still free gets it back. */
 	k_work_submit(&restart_work);
 }
@@ -713,7 +908,10 @@ static void disconnected(struct bt_conn *conn, uint8_t reason)
 
 	gatt_session_reset(&sessions[bt_conn_index(conn)]);
 	atomic_dec(&connections);
-	atomic_set(&status_notify, 0);
+	/* status_notify: the stack calls status_ccc_changed() with 0 once no connected peer is
+	 * subscribed any more (the other link may still be).
+	 */
+	(void)k_work_cancel_delayable(&link_limit[bt_conn_index(conn)]);
 	LOG_INF("Disconnected (reason 0x%02x)", reason);
 
 	/* BLE-2: a link dropped during a pairing it was allowed to start is a failed attempt
@@ -890,6 +1088,11 @@ int ble_init(void)
 		return err;
 	}
 
+	for (size_t i = 0; i < ARRAY_SIZE(link_limit); i++) {
+		k_work_init_delayable(&link_limit[i], link_limit_expired);
+	}
+	atomic_set(&link_limits_ready, 1);
+
 	err = bt_enable(NULL);
 	if (err) {
 		LOG_ERR("Bluetooth init failed (err %d)", err);
@@ -1046,6 +1249,26 @@ void ble_set_pairing_allowed(bool allowed, uint32_t results_handled)
 	atomic_set(&pairing_allowed, allowed);
 	if (results_handled > 0) {
 		atomic_sub(&pairing_results_pending, (atomic_val_t)results_handled);
+	}
+}
+
+void ble_set_read_protection(bool on)
+{
+	if ((atomic_get(&read_protection) != 0) == on) {
+		return;
+	}
+	/* First when, then that: a limit that expires in between sees the new start. */
+	if (on) {
+		atomic_set(&read_protection_since_ms, (atomic_val_t)k_uptime_get_32());
+	}
+	atomic_set(&read_protection, on);
+	LOG_INF("Read protection %s", on ? "on" : "off");
+	/* The links up now get their time limit; an expiry finds whether there is one. */
+	if (on && atomic_get(&link_limits_ready)) {
+		for (size_t i = 0; i < ARRAY_SIZE(link_limit); i++) {
+			(void)k_work_reschedule(&link_limit[i],
+						K_SECONDS(CONFIG_BMS_BLE_UNAUTHENTICATED_LINK_S));
+		}
 	}
 }
 

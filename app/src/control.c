@@ -316,6 +316,7 @@ static uint64_t step(uint64_t now_ms)
 	/* BLE-2: the pairing state after every result handled so far. */
 	ble_set_pairing_allowed(out.pairing_allowed && bonds_known, pairing_results_handled);
 	pairing_results_handled = 0;
+	ble_set_read_protection(out.read_protection);
 	if (out.bond_action_pending) {
 		take_bond_action();
 	}

@@ -224,13 +224,16 @@ static struct mgmt_callback reset_cb = {
 	.event_id = MGMT_EVT_OP_OS_MGMT_RESET,
 };
 
-/* SMP writes need an authenticated link, and the firmware takes one connection at a time
- * (CONFIG_BT_MAX_CONN=1): a link that drops during an upload is the uploading one.
+/* SMP writes need an authenticated link (CONFIG_MCUMGR_TRANSPORT_BT_PERM_RW_AUTHEN), so a link
+ * that was not authenticated cannot be the uploading one: its drop (a guest leaving, or cut by
+ * ble.c to free a connection) leaves the upload running. With two authenticated links, either
+ * one dropping aborts it; the phone resumes the upload.
  */
 static void disconnected(struct bt_conn *conn, uint8_t reason)
 {
-	ARG_UNUSED(conn);
-
+	if (bt_conn_get_security(conn) < BT_SECURITY_L3) {
+		return;
+	}
 	LOG_DBG("Link lost (reason 0x%02x)", reason);
 	upload_event(DFU_EVENT_LINK_LOST);
 }

@@ -598,6 +598,12 @@ struct bms_outputs {
    * BLE-2: a bond action waits: fetch it with `bms_bond_action` and carry it out.
    */
   bool bond_action_pending;
+  /**
+   * BLE-2: read protection is on (monitoring reads need an authenticated link), so a link
+   * that never authenticates can do nothing useful: the platform disconnects it after a
+   * time limit (docs/security.md).
+   */
+  bool read_protection;
 };
 
 /**

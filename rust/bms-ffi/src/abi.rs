@@ -419,6 +419,10 @@ pub struct BmsOutputs {
     pub pairing_allowed: bool,
     /// BLE-2: a bond action waits: fetch it with `bms_bond_action` and carry it out.
     pub bond_action_pending: bool,
+    /// BLE-2: read protection is on (monitoring reads need an authenticated link), so a link
+    /// that never authenticates can do nothing useful: the platform disconnects it after a
+    /// time limit (docs/security.md).
+    pub read_protection: bool,
 }
 
 // The C harness asserts the same sizes, so a layout change shows on both sides.
@@ -528,6 +532,7 @@ impl BmsOutputs {
             status_changed: d.status_changed,
             pairing_allowed: d.pairing_allowed,
             bond_action_pending: d.bond_action_pending,
+            read_protection: false,
         }
     }
 }

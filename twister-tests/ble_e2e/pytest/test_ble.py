@@ -509,3 +509,172 @@ async def run(exe: Path) -> None:
 
 def test_ble_1_2_3_4_readout_pairing_window_back_off_and_bonds(request):
     asyncio.run(run(zephyr_exe(request)))
+
+
+# HCI disconnection reasons (Core Vol 1 Part F): the firmware frees a connection with "low
+# resources" and ends a link that never authenticated with "authentication failure".
+REASON_LOW_RESOURCES = 0x14
+REASON_AUTHENTICATION_FAILURE = 0x05
+SET_READ_PROTECTION = 10
+# testcase.yaml: CONFIG_BMS_BLE_UNAUTHENTICATED_LINK_S in the test build (30 s by default).
+UNAUTHENTICATED_LINK_S = 3
+GUEST_2_ADDRESS = "D0:D1:D2:D3:D4:D5"
+
+
+def central(name: str, address: str, link) -> Device:
+    """A Bumble central on the shared in-process link, pairing with the right passkey."""
+    controller = Controller(name, link=link)
+    device = Device.with_hci(name, Address(address), controller, controller)
+    device.pairing_config_factory = lambda connection: PairingConfig(
+        sc=True, mitm=True, bonding=True, delegate=KeyboardDelegate()
+    )
+    return device
+
+
+def watch(connection) -> asyncio.Future:
+    """A future that gets the reason of the connection's disconnection."""
+    dropped = asyncio.get_running_loop().create_future()
+
+    def on_disconnection(reason):
+        if not dropped.done():
+            dropped.set_result(reason)
+
+    connection.on("disconnection", on_disconnection)
+    return dropped
+
+
+async def dropped_with(dropped: asyncio.Future, reason: int, within_s: float, what: str) -> None:
+    try:
+        got = await asyncio.wait_for(asyncio.shield(dropped), within_s)
+    except asyncio.TimeoutError:
+        raise AssertionError(f"{what}: still connected after {within_s} s") from None
+    assert got == reason, f"{what}: disconnected with reason 0x{got:02x}, not 0x{reason:02x}"
+
+
+async def run_connections(exe: Path) -> None:
+    port = free_port()
+    link = AdvertisingSetLink()
+    async with await open_transport(f"tcp-server:127.0.0.1:{port}") as hci:
+        bms_controller = Controller(
+            "bms", host_source=hci.source, host_sink=hci.sink, link=link
+        )
+        answer_resolving_list_removal(bms_controller)
+        owner = central("owner", PHONE_ADDRESS, link)
+        guest = central("guest", GUEST_ADDRESS, link)
+        guest_2 = central("guest 2", GUEST_2_ADDRESS, link)
+        # What phones do with a bonded peripheral's Security Request: encrypt with the bond.
+        security_requests = []
+
+        def on_owner_connection(connection):
+            def on_security_request(auth_req):
+                security_requests.append(auth_req)
+                asyncio.ensure_future(connection.encrypt())
+
+            connection.on("security_request", on_security_request)
+
+        owner.on("connection", on_owner_connection)
+
+        firmware = subprocess.Popen(
+            [str(exe), f"--bt-dev=127.0.0.1:{port}", "--flash_in_ram"],
+            stdin=subprocess.PIPE,
+            stdout=subprocess.PIPE,
+            stderr=subprocess.STDOUT,
+        )
+        try:
+            for device in (owner, guest, guest_2):
+                await device.power_on()
+            _, _, address = await scan_bms(owner)
+
+            # Two centrals that never authenticate: the second takes the last connection,
+            # so the first (the oldest unauthenticated link) is disconnected.
+            first = await connect(guest, address)
+            first_dropped = watch(first)
+            second = await connect(guest_2, address)
+            second_dropped = watch(second)
+            await dropped_with(first_dropped, REASON_LOW_RESOURCES, 5, "the first guest")
+            assert not second_dropped.done(), "the newest link was cut"
+
+            # A connection is free: the owner connects, and the second guest, now the
+            # oldest unauthenticated link, goes. The owner pairs (no bond yet: pairing is
+            # open after power-up).
+            owner_link = await connect(owner, address)
+            owner_dropped = watch(owner_link)
+            await dropped_with(second_dropped, REASON_LOW_RESOURCES, 5, "the second guest")
+            await owner_link.pair()
+
+            # The owner's link is authenticated: a guest taking the last connection cuts it
+            # not, and stays itself (read protection is off).
+            third = await connect(guest, address)
+            third_dropped = watch(third)
+            await asyncio.sleep(2)
+            assert not owner_dropped.done(), "the authenticated owner was disconnected"
+            assert not third_dropped.done(), "a guest was cut with read protection off"
+
+            # The owner comes back while the guest holds a connection: the guest goes, and
+            # the firmware asks the bonded owner to encrypt at once, so its link is
+            # authenticated without a new pairing.
+            await owner_link.disconnect()
+            await asyncio.sleep(0.5)
+            assert not third_dropped.done(), "the guest was cut while a connection was free"
+            owner_link = await connect(owner, address)
+            owner_dropped = watch(owner_link)
+            await dropped_with(third_dropped, REASON_LOW_RESOURCES, 5, "the guest at the owner's return")
+            for _ in range(50):
+                if owner_link.is_encrypted:
+                    break
+                await asyncio.sleep(0.1)
+            assert security_requests, "the bonded owner was not asked to encrypt"
+            assert owner_link.is_encrypted, "the bonded owner's link is not encrypted"
+
+            # Read protection on: a guest connected before can read nothing any more and is
+            # disconnected once the time limit has run from then; the bonded owner stays.
+            fourth = await connect(guest_2, address)
+            fourth_dropped = watch(fourth)
+            peer = Peer(owner_link)
+            await peer.discover_services()
+            await peer.discover_characteristics()
+            indications = asyncio.Queue()
+            control = peer.get_characteristics_by_uuid(CONTROL_POINT)[0]
+            await peer.subscribe(control, indications.put_nowait, prefer_notify=False)
+            owner_cp = ControlPoint(control, indications)
+            assert not fourth_dropped.done(), "a guest was cut with read protection off"
+            response = await owner_cp.command(bytes([SET_READ_PROTECTION, 1]))
+            assert response == bytes([PROTOCOL_VERSION, STATUS_OK]), response.hex()
+            since = asyncio.get_running_loop().time()
+            await dropped_with(
+                fourth_dropped, REASON_AUTHENTICATION_FAILURE, UNAUTHENTICATED_LINK_S + 3,
+                "a guest with read protection on",
+            )
+            waited = asyncio.get_running_loop().time() - since
+            assert waited >= UNAUTHENTICATED_LINK_S - 0.5, f"cut after {waited:.1f} s"
+
+            # A guest connecting now gets the same time limit from its connection on.
+            fifth = await connect(guest, address)
+            fifth_dropped = watch(fifth)
+            since = asyncio.get_running_loop().time()
+            await dropped_with(
+                fifth_dropped, REASON_AUTHENTICATION_FAILURE, UNAUTHENTICATED_LINK_S + 3,
+                "a new guest with read protection on",
+            )
+            waited = asyncio.get_running_loop().time() - since
+            assert waited >= UNAUTHENTICATED_LINK_S - 0.5, f"cut after {waited:.1f} s"
+            await asyncio.sleep(1)
+            assert not owner_dropped.done(), "the bonded owner was disconnected"
+            await owner_link.disconnect()
+        finally:
+            firmware.terminate()
+            output, _ = firmware.communicate(timeout=10)
+            log = output.decode(errors="replace")
+            print(log)
+        # Each log line may come twice (log backend and console): count by time stamps.
+        freed = {line.strip() for line in log.splitlines() if "Every connection taken" in line}
+        assert len(freed) == 3, freed
+        timed_out = {line.strip() for line in log.splitlines() if "Link not authenticated" in line}
+        assert len(timed_out) == 2, timed_out
+
+
+def test_ble_2_unauthenticated_centrals_never_lock_the_owner_out(request):
+    """M6 (docs/security.md): two connections; the oldest unauthenticated link goes when a new
+    one takes the last; authenticated links never; with read protection on, links that never
+    authenticate go after the time limit."""
+    asyncio.run(run_connections(zephyr_exe(request)))

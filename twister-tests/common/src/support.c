@@ -105,6 +105,13 @@ void ble_post_bond_action(const struct bms_bond_action *action)
 	k_mutex_unlock(&ble_lock);
 }
 
+void ble_set_read_protection(bool on)
+{
+	k_mutex_lock(&ble_lock, K_FOREVER);
+	ble_seen.read_protection = on;
+	k_mutex_unlock(&ble_lock);
+}
+
 void ble_post_status(const uint8_t *status, size_t len)
 {
 	ARG_UNUSED(status);

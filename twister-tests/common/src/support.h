@@ -92,6 +92,8 @@ struct support_ble {
 	/* BLE-2: the last bond action posted, and how many there were. */
 	struct bms_bond_action bond_action;
 	uint32_t bond_actions;
+	/* BLE-2: the last ble_set_read_protection(). */
+	bool read_protection;
 };
 
 /* A consistent copy of what the fakes recorded. */

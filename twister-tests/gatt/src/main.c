@@ -383,6 +383,33 @@ ZTEST(gatt, test_ble_2_bonds_listed_and_removed_over_the_control_point)
 			  "RemoveBond must name the bond to remove");
 }
 
+/* BLE-2: read protection turned on over the control point reaches the BLE side (ble.c then
+ * puts CONFIG_BMS_BLE_UNAUTHENTICATED_LINK_S on links that never authenticate, docs/security.md
+ * M6), and off again.
+ */
+ZTEST(gatt, test_ble_2_read_protection_reaches_the_ble_side)
+{
+	static const uint8_t on[] = {0x01, 0x0A, 0x01};
+	static const uint8_t off[] = {0x01, 0x0A, 0x00};
+	struct gatt_session s;
+	int waited;
+
+	gatt_session_reset(&s);
+	zassert_false(support_ble().read_protection, "read protection on by default");
+	zassert_equal(write_req(&s, BMS_CHR_CONTROL_POINT, true, on, sizeof(on)), 0);
+	for (waited = 0; waited < 1000 && !support_ble().read_protection; waited += 10) {
+		k_sleep(K_MSEC(10));
+	}
+	zassert_true(support_ble().read_protection, "read protection did not reach ble.c");
+
+	/* Open again for the other tests' reads. */
+	zassert_equal(write_req(&s, BMS_CHR_CONTROL_POINT, true, off, sizeof(off)), 0);
+	for (waited = 0; waited < 1000 && support_ble().read_protection; waited += 10) {
+		k_sleep(K_MSEC(10));
+	}
+	zassert_false(support_ble().read_protection, "read protection stayed on at ble.c");
+}
+
 /* BLE-2: the button held 10 s resets pairing: a new passkey goes to the BLE side and every
  * bond is removed (a press that short of 10 s does not).
  */

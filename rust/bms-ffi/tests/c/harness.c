@@ -587,6 +587,7 @@ static void scenario_pairing(void)
 	const uint8_t remove_bond[] = { PROTO_VERSION, 7, 1, 0x11, 0x22, 0x33, 0x44, 0x55, 0xc6 };
 	/* 123456 as a varint. */
 	const uint8_t change_passkey[] = { PROTO_VERSION, CMD_CHANGE_PASSKEY, 0xc0, 0xc4, 0x07 };
+	const uint8_t read_protection_on[] = { PROTO_VERSION, 10, 1 };
 	struct bms_bond four[5] = { phone, phone, phone, phone, phone };
 	struct bms_bond_action action;
 	struct loop l;
@@ -626,11 +627,18 @@ static void scenario_pairing(void)
 	CHECK(memcmp(&action.bond, &phone, sizeof(phone)) == 0);
 	CHECK_EQ(bms_bond_action(l.bms, &action), BMS_OK);
 	CHECK_EQ(action.kind, BMS_BOND_ACTION_KIND_NONE);
+	/* Read protection on: the steps tell the platform (its time limit on links that never
+	 * authenticate). */
+	CHECK(!l.out.read_protection);
+	gatt(l.bms, 3150, CHR_CONTROL_POINT, true, true, read_protection_on,
+	     sizeof(read_protection_on), resp);
+	CHECK_EQ(resp[1], STATUS_OK);
 	/* A passkey change removes every other bond. */
 	gatt(l.bms, 3200, CHR_CONTROL_POINT, true, true, change_passkey, sizeof(change_passkey),
 	     resp);
 	CHECK_EQ(resp[1], STATUS_OK);
 	loop_run(&l, 3300);
+	CHECK(l.out.read_protection);
 	CHECK(l.out.bond_action_pending);
 	CHECK_EQ(bms_bond_action(l.bms, &action), BMS_OK);
 	CHECK_EQ(action.kind, BMS_BOND_ACTION_KIND_REMOVE_OTHERS);

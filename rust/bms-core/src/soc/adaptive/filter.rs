@@ -274,6 +274,11 @@ mod tests {
         est.p[CAP][bin] = 0.0;
         let alone = est.bias_variance_given_capacity(&h);
         assert!((alone - 0.0037).abs() < 1e-6, "{alone}");
+        // A covariance no real one can be (correlation above 1) must not make it learned.
+        est.p[bin][CAP] = 0.01;
+        est.p[CAP][bin] = 0.01;
+        let broken = est.bias_variance_given_capacity(&h);
+        assert!((broken - 0.0037).abs() < 1e-6, "{broken}");
     }
 
     // sqrt against libm over every positive finite float (normal and subnormal, sampled at

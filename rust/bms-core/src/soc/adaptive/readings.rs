@@ -213,10 +213,13 @@ impl AdaptiveEstimator {
     /// is resolved by the update itself, which carries the correlation.
     pub(super) fn bias_variance_given_capacity(&self, biases: &Vector) -> f32 {
         let pb = self.p.map(|row| dot(&row, biases));
+        let p_bb = dot(biases, &pb);
         let p_cc = variance(&self.p, CAP);
         let p_bc = pb[CAP];
-        let explained = if p_cc > 0.0 { p_bc * p_bc / p_cc } else { 0.0 };
-        dot(biases, &pb) - explained
+        // A covariance that rounding made inconsistent (|correlation| > 1) explains nothing.
+        let consistent = p_cc > 0.0 && p_bc * p_bc <= p_bb * p_cc;
+        let explained = if consistent { p_bc * p_bc / p_cc } else { 0.0 };
+        p_bb - explained
     }
 
     /// Resistances scale with the inverse capacity and double every

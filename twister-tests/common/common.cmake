@@ -20,6 +20,10 @@ function(openbms_test_sources)
     target_sources(app PRIVATE ${OPENBMS_ROOT}/app/src/${file})
   endforeach()
   target_sources(app PRIVATE ${OPENBMS_ROOT}/twister-tests/common/src/support.c)
+  # support_start_firmware() calls the control loop's start-up: only with control.c.
+  if("control.c" IN_LIST ARGN)
+    target_sources(app PRIVATE ${OPENBMS_ROOT}/twister-tests/common/src/start.c)
+  endif()
   target_include_directories(app PRIVATE
     ${OPENBMS_ROOT}/app/src
     ${OPENBMS_ROOT}/twister-tests/common/src

@@ -198,6 +198,7 @@ fn build_harness(out: &Path) -> PathBuf {
     .arg(dir.join("tests/c"))
     .arg(dir.join("tests/c/harness.c"))
     .arg(dir.join("tests/c/port_mem.c"))
+    .arg(dir.join("tests/c/port_random.c"))
     .arg(staticlib())
     // What a Rust std staticlib needs from the host C library.
     .args(["-lpthread", "-ldl", "-lm", "-lrt", "-lutil"])

@@ -21,11 +21,7 @@ static void *bus_setup(void)
 	support_terminal_mv(ADC_REMOTE_H, 0);
 	support_terminal_mv(ADC_REMOTE_L, 0);
 
-	zassert_ok(storage_init());
-	zassert_ok(io_init());
-	zassert_ok(control_init());
-	zassert_ok(bus_init());
-	zassert_ok(control_start());
+	support_start_firmware(false);
 	return NULL;
 }
 

@@ -51,6 +51,13 @@ size_t support_encode_frame(const struct test_report *r, uint8_t *out, size_t ca
 /* Puts @p len bytes into the battery-bus UART emulator's receive FIFO. */
 void support_bus_rx(const uint8_t *bytes, size_t len);
 
+/* Starts the firmware as app/src/main.c does (storage, terminal block, control, battery bus,
+ * then the control thread), asserting that each step succeeds; with @p feeder, also the
+ * thread of support_feeder_start(). Only in suites built with control.c. storage_init() may
+ * have run before (settings_subsys_init() initialises once).
+ */
+void support_start_firmware(bool feeder);
+
 /* A thread that sends one report per second (with the cells of support_feed_cells()). */
 void support_feeder_start(void);
 void support_feed_cells(uint16_t cell_mv);

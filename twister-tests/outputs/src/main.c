@@ -29,12 +29,7 @@ static void *outputs_setup(void)
 	/* Remote L pulled to battery minus: remote ON (PROT-8). */
 	terminals(HEALTHY_CELL_MV, 0, 0);
 
-	zassert_ok(storage_init());
-	zassert_ok(io_init());
-	zassert_ok(control_init());
-	zassert_ok(bus_init());
-	zassert_ok(control_start());
-	support_feeder_start();
+	support_start_firmware(true);
 	return NULL;
 }
 

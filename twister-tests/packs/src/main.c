@@ -33,11 +33,7 @@ static void *packs_setup(void)
 	support_terminal_mv(ADC_REMOTE_L, 0);
 
 	packs_start();
-	zassert_ok(storage_init());
-	zassert_ok(io_init());
-	zassert_ok(control_init());
-	zassert_ok(bus_init());
-	zassert_ok(control_start());
+	support_start_firmware(false);
 	return NULL;
 }
 

@@ -23,8 +23,6 @@
 #include <zephyr/debug/thread_analyzer.h>
 #endif
 
-#include <bms_port.h>
-
 #include "app.h"
 #include "support.h"
 
@@ -33,25 +31,6 @@
 #define CELLS 4
 /* docs/firmware.md: main and control stacks keep at least 25 % headroom. */
 #define MIN_HEADROOM_PERCENT 25
-
-/* A test generator in place of random.c: mps2/an386 has no entropy device. The product's
- * bms_port_random() is sys_csrand_get() on the RNG driver, a few short calls deep.
- */
-int bms_port_random(uint8_t *buf, size_t len)
-{
-	static uint32_t state = 0x2545F491;
-
-	if (buf == NULL && len > 0) {
-		return -EIO;
-	}
-	for (size_t i = 0; i < len; i++) {
-		state ^= state << 13;
-		state ^= state >> 17;
-		state ^= state << 5;
-		buf[i] = (uint8_t)state;
-	}
-	return 0;
-}
 
 static void terminals(uint32_t cell_mv)
 {
@@ -64,12 +43,7 @@ static void *stack_setup(void)
 {
 	terminals(HEALTHY_CELL_MV);
 
-	zassert_ok(storage_init());
-	zassert_ok(io_init());
-	zassert_ok(control_init());
-	zassert_ok(bus_init());
-	zassert_ok(control_start());
-	support_feeder_start();
+	support_start_firmware(true);
 	return NULL;
 }
 

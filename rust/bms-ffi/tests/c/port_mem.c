@@ -180,22 +180,7 @@ int bms_port_storage_delete(const char *key)
 	return 0;
 }
 
-int bms_port_random(uint8_t *buf, size_t len)
-{
-	/* Deterministic bytes, so that test runs repeat (xorshift32). */
-	static uint32_t state = 2463534242u;
-
-	if (buf == NULL && len > 0) {
-		return -EINVAL;
-	}
-	for (size_t i = 0; i < len; i++) {
-		state ^= state << 13;
-		state ^= state >> 17;
-		state ^= state << 5;
-		buf[i] = (uint8_t)state;
-	}
-	return 0;
-}
+/* bms_port_random(): port_random.c (shared with twister-tests/stack). */
 
 void bms_port_log(uint8_t level, const char *msg, size_t len)
 {

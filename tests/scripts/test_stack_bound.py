@@ -158,33 +158,8 @@ class Disassembly(unittest.TestCase):
         self.assertEqual(funcs["b"]["calls"], {"a"})
         self.assertEqual(funcs["c"]["calls"], {"b"})
 
-    def test_command_line_gives_one_answer_for_every_hash_seed(self):
-        # The old script iterated sets of names, whose order follows PYTHONHASHSEED.
-        with tempfile.TemporaryDirectory() as tmp:
-            objdump = os.path.join(tmp, "arm-none-eabi-objdump")
-            with open(objdump, "w") as f:
-                f.write(FAKE_OBJDUMP)
-            os.chmod(objdump, stat.S_IRWXU)
-            dis = os.path.join(tmp, "dis.txt")
-            with open(dis, "w") as f:
-                f.write(DISASSEMBLY)
-            outputs = set()
-            for seed in range(8):
-                env = dict(os.environ, PATH=tmp + os.pathsep + os.environ["PATH"],
-                           PYTHONHASHSEED=str(seed), STACK_BOUND_TEST_DISASSEMBLY=dis)
-                run = subprocess.run([sys.executable, SCRIPT, "image.elf", "t", "1000", "r"],
-                                     capture_output=True, text=True, env=env)
-                self.assertEqual(run.returncode, 0, run.stderr)
-                outputs.add(run.stdout)
-            self.assertEqual(len(outputs), 1, outputs)
-            out = outputs.pop()
-            # r 16 > c 8 > b 8 > a 96 = 128 B of calls, plus the 104 B exception frame.
-            self.assertIn("stack t: 232 B of 1000 B (77 % headroom; 128 B of calls", out)
-            self.assertIn("deepest: r 16 > c 8 > b 8 > a 96\n", out)
-            self.assertIn("recursion (each function once per chain): a, b;", out)
-            self.assertIn("1 indirect call sites not followed", out)
-
-    def test_headroom_below_a_quarter_fails(self):
+    def run_script(self, args, hash_seed=None):
+        """Runs scripts/stack-bound on DISASSEMBLY through the fake objdump."""
         with tempfile.TemporaryDirectory() as tmp:
             objdump = os.path.join(tmp, "arm-none-eabi-objdump")
             with open(objdump, "w") as f:
@@ -195,13 +170,32 @@ class Disassembly(unittest.TestCase):
                 f.write(DISASSEMBLY)
             env = dict(os.environ, PATH=tmp + os.pathsep + os.environ["PATH"],
                        STACK_BOUND_TEST_DISASSEMBLY=dis)
-            run = subprocess.run([sys.executable, SCRIPT, "image.elf", "t", "256", "r"],
-                                 capture_output=True, text=True, env=env)
-            self.assertEqual(run.returncode, 1, run.stdout)
-            run = subprocess.run([sys.executable, SCRIPT, "image.elf", "t", "256", "nope"],
-                                 capture_output=True, text=True, env=env)
-            self.assertEqual(run.returncode, 2)
-            self.assertIn("nope: no such function", run.stderr)
+            if hash_seed is not None:
+                env["PYTHONHASHSEED"] = str(hash_seed)
+            return subprocess.run([sys.executable, SCRIPT, "image.elf", *args],
+                                  capture_output=True, text=True, env=env)
+
+    def test_command_line_gives_one_answer_for_every_hash_seed(self):
+        # The old script iterated sets of names, whose order follows PYTHONHASHSEED.
+        outputs = set()
+        for seed in range(8):
+            run = self.run_script(["t", "1000", "r"], hash_seed=seed)
+            self.assertEqual(run.returncode, 0, run.stderr)
+            outputs.add(run.stdout)
+        self.assertEqual(len(outputs), 1, outputs)
+        out = outputs.pop()
+        # r 16 > c 8 > b 8 > a 96 = 128 B of calls, plus the 104 B exception frame.
+        self.assertIn("stack t: 232 B of 1000 B (77 % headroom; 128 B of calls", out)
+        self.assertIn("deepest: r 16 > c 8 > b 8 > a 96\n", out)
+        self.assertIn("recursion (each function once per chain): a, b;", out)
+        self.assertIn("1 indirect call sites not followed", out)
+
+    def test_headroom_below_a_quarter_fails(self):
+        run = self.run_script(["t", "256", "r"])
+        self.assertEqual(run.returncode, 1, run.stdout)
+        run = self.run_script(["t", "256", "nope"])
+        self.assertEqual(run.returncode, 2)
+        self.assertIn("nope: no such function", run.stderr)
 
 
 if __name__ == "__main__":

@@ -270,14 +270,28 @@ def zephyr_exe(request) -> Path:
     return exe
 
 
+def bms_side(hci, link) -> Controller:
+    """The virtual controller the firmware's host talks to over HCI, on the shared air."""
+    controller = Controller("bms", host_source=hci.source, host_sink=hci.sink, link=link)
+    answer_resolving_list_removal(controller)
+    return controller
+
+
+def start_firmware(exe: Path, port: int) -> subprocess.Popen:
+    """The native_sim firmware, its HCI on the TCP port where bms_side listens."""
+    return subprocess.Popen(
+        [str(exe), f"--bt-dev=127.0.0.1:{port}", "--flash_in_ram"],
+        stdin=subprocess.PIPE,
+        stdout=subprocess.PIPE,
+        stderr=subprocess.STDOUT,
+    )
+
+
 async def run(exe: Path) -> None:
     port = free_port()
     link = AdvertisingSetLink()
     async with await open_transport(f"tcp-server:127.0.0.1:{port}") as hci:
-        bms_controller = Controller(
-            "bms", host_source=hci.source, host_sink=hci.sink, link=link
-        )
-        answer_resolving_list_removal(bms_controller)
+        bms_controller = bms_side(hci, link)
         phone_controller = Controller("phone", link=link)
         phone = Device.with_hci(
             "phone", Address(PHONE_ADDRESS), phone_controller, phone_controller
@@ -294,12 +308,7 @@ async def run(exe: Path) -> None:
             sc=True, mitm=True, bonding=True, delegate=KeyboardDelegate()
         )
 
-        firmware = subprocess.Popen(
-            [str(exe), f"--bt-dev=127.0.0.1:{port}", "--flash_in_ram"],
-            stdin=subprocess.PIPE,
-            stdout=subprocess.PIPE,
-            stderr=subprocess.STDOUT,
-        )
+        firmware = start_firmware(exe, port)
         try:
             await phone.power_on()
             await guest.power_on()
@@ -555,10 +564,7 @@ async def run_connections(exe: Path) -> None:
     port = free_port()
     link = AdvertisingSetLink()
     async with await open_transport(f"tcp-server:127.0.0.1:{port}") as hci:
-        bms_controller = Controller(
-            "bms", host_source=hci.source, host_sink=hci.sink, link=link
-        )
-        answer_resolving_list_removal(bms_controller)
+        bms_controller = bms_side(hci, link)
         owner = central("owner", PHONE_ADDRESS, link)
         guest = central("guest", GUEST_ADDRESS, link)
         guest_2 = central("guest 2", GUEST_2_ADDRESS, link)
@@ -574,12 +580,7 @@ async def run_connections(exe: Path) -> None:
 
         owner.on("connection", on_owner_connection)
 
-        firmware = subprocess.Popen(
-            [str(exe), f"--bt-dev=127.0.0.1:{port}", "--flash_in_ram"],
-            stdin=subprocess.PIPE,
-            stdout=subprocess.PIPE,
-            stderr=subprocess.STDOUT,
-        )
+        firmware = start_firmware(exe, port)
         try:
             for device in (owner, guest, guest_2):
                 await device.power_on()

@@ -560,6 +560,14 @@ async def dropped_with(dropped: asyncio.Future, reason: int, within_s: float, wh
     assert got == reason, f"{what}: disconnected with reason 0x{got:02x}, not 0x{reason:02x}"
 
 
+async def cut_at_time_limit(dropped: asyncio.Future, what: str) -> None:
+    """The link goes for not authenticating, at the time limit and not before."""
+    since = asyncio.get_running_loop().time()
+    await dropped_with(dropped, REASON_AUTHENTICATION_FAILURE, UNAUTHENTICATED_LINK_S + 3, what)
+    waited = asyncio.get_running_loop().time() - since
+    assert waited >= UNAUTHENTICATED_LINK_S - 0.5, f"{what}: cut after {waited:.1f} s"
+
+
 async def run_connections(exe: Path) -> None:
     port = free_port()
     link = AdvertisingSetLink()
@@ -641,24 +649,12 @@ async def run_connections(exe: Path) -> None:
             assert not fourth_dropped.done(), "a guest was cut with read protection off"
             response = await owner_cp.command(bytes([SET_READ_PROTECTION, 1]))
             assert response == bytes([PROTOCOL_VERSION, STATUS_OK]), response.hex()
-            since = asyncio.get_running_loop().time()
-            await dropped_with(
-                fourth_dropped, REASON_AUTHENTICATION_FAILURE, UNAUTHENTICATED_LINK_S + 3,
-                "a guest with read protection on",
-            )
-            waited = asyncio.get_running_loop().time() - since
-            assert waited >= UNAUTHENTICATED_LINK_S - 0.5, f"cut after {waited:.1f} s"
+            await cut_at_time_limit(fourth_dropped, "a guest with read protection on")
 
             # A guest connecting now gets the same time limit from its connection on.
             fifth = await connect(guest, address)
             fifth_dropped = watch(fifth)
-            since = asyncio.get_running_loop().time()
-            await dropped_with(
-                fifth_dropped, REASON_AUTHENTICATION_FAILURE, UNAUTHENTICATED_LINK_S + 3,
-                "a new guest with read protection on",
-            )
-            waited = asyncio.get_running_loop().time() - since
-            assert waited >= UNAUTHENTICATED_LINK_S - 0.5, f"cut after {waited:.1f} s"
+            await cut_at_time_limit(fifth_dropped, "a new guest with read protection on")
             await asyncio.sleep(1)
             assert not owner_dropped.done(), "the bonded owner was disconnected"
             await owner_link.disconnect()

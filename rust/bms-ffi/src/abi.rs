@@ -514,8 +514,8 @@ impl BmsInputs {
 }
 
 impl BmsOutputs {
-    /// The C view of one step's decisions.
-    pub(crate) fn from_decisions(d: &Decisions) -> Self {
+    /// The C view of one step's decisions and the read-protection setting they were taken with.
+    pub(crate) fn from_decisions(d: &Decisions, read_protection: bool) -> Self {
         BmsOutputs {
             atd_reasons: d.atd_reasons.bits(),
             atc_reasons: d.atc_reasons.bits(),
@@ -532,7 +532,7 @@ impl BmsOutputs {
             status_changed: d.status_changed,
             pairing_allowed: d.pairing_allowed,
             bond_action_pending: d.bond_action_pending,
-            read_protection: false,
+            read_protection,
         }
     }
 }

@@ -40,10 +40,8 @@ impl Instance {
     /// One control step; the node writes the records that became due.
     pub(crate) fn step(&mut self, now_ms: u64, inputs: &Inputs) -> BmsOutputs {
         // The core logs every output change with its reasons (PROT-11) and every code.
-        BmsOutputs {
-            read_protection: self.0.bms().read_protection(),
-            ..BmsOutputs::from_decisions(&self.0.step(now_ms, inputs))
-        }
+        let decisions = self.0.step(now_ms, inputs);
+        BmsOutputs::from_decisions(&decisions, self.0.bms().read_protection())
     }
 
     /// PROT-1: the output state of the last step for retained RAM.

@@ -40,16 +40,33 @@ static const struct bms_bond phone = {.address_type = 1,
 static const struct bms_bond tablet = {.address_type = 1,
 				       .address = {0x01, 0x02, 0x03, 0x04, 0x05, 0xD7}};
 
-/* Waits up to @p timeout_ms for pairing_allowed to read @p allowed; returns whether it did. */
-static bool pairing_allowed_becomes(bool allowed, int timeout_ms)
+static bool pairing_allowed(void)
+{
+	return support_ble().pairing_allowed;
+}
+
+static bool read_protection(void)
+{
+	return support_ble().read_protection;
+}
+
+/* Waits up to @p timeout_ms for what the BLE side was told, read by @p flag, to be @p value;
+ * returns whether it was.
+ */
+static bool ble_flag_becomes(bool (*flag)(void), bool value, int timeout_ms)
 {
 	for (int waited = 0; waited <= timeout_ms; waited += 10) {
-		if (support_ble().pairing_allowed == allowed) {
+		if (flag() == value) {
 			return true;
 		}
 		k_sleep(K_MSEC(10));
 	}
 	return false;
+}
+
+static bool pairing_allowed_becomes(bool allowed, int timeout_ms)
+{
+	return ble_flag_becomes(pairing_allowed, allowed, timeout_ms);
 }
 
 /* A press of the owner's button lasting @p held_ms. */
@@ -388,22 +405,17 @@ ZTEST(gatt, test_ble_2_read_protection_reaches_the_ble_side)
 	static const uint8_t on[] = {0x01, 0x0A, 0x01};
 	static const uint8_t off[] = {0x01, 0x0A, 0x00};
 	struct gatt_session s;
-	int waited;
 
 	gatt_session_reset(&s);
-	zassert_false(support_ble().read_protection, "read protection on by default");
+	zassert_false(read_protection(), "read protection on by default");
 	zassert_equal(write_req(&s, BMS_CHR_CONTROL_POINT, true, on, sizeof(on)), 0);
-	for (waited = 0; waited < 1000 && !support_ble().read_protection; waited += 10) {
-		k_sleep(K_MSEC(10));
-	}
-	zassert_true(support_ble().read_protection, "read protection did not reach ble.c");
+	zassert_true(ble_flag_becomes(read_protection, true, 1000),
+		     "read protection did not reach ble.c");
 
 	/* Open again for the other tests' reads. */
 	zassert_equal(write_req(&s, BMS_CHR_CONTROL_POINT, true, off, sizeof(off)), 0);
-	for (waited = 0; waited < 1000 && support_ble().read_protection; waited += 10) {
-		k_sleep(K_MSEC(10));
-	}
-	zassert_false(support_ble().read_protection, "read protection stayed on at ble.c");
+	zassert_true(ble_flag_becomes(read_protection, false, 1000),
+		     "read protection stayed on at ble.c");
 }
 
 /* BLE-2: the button held 10 s resets pairing: a new passkey goes to the BLE side and every

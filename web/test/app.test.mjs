@@ -351,6 +351,25 @@ test('installable and usable offline once opened', async (t) => {
   assert.deepEqual(page.errors, []);
 });
 
+test('the device chooser survives the service worker detaching', async (t) => {
+  // Reloading while the chooser is awaited makes the app's service worker detach from and
+  // reattach to the page: the harness's chooser must not take that for the page going away.
+  const page = await openApp(browser, server.url);
+  t.after(() => page.close());
+  await page.evaluate(() => navigator.serviceWorker.ready);
+  let bms;
+  await connect(page, {
+    beforeClick: async () => {
+      await page.reload();
+      await page.waitForSelector('body[data-ready="true"]', { timeout: 20000 });
+      bms = await emulateBms(page);
+      t.after(() => bms.stop());
+    },
+  });
+  await waitText(page, '#link', /Connected: OpenBMS/);
+  assert.deepEqual(page.errors, []);
+});
+
 test('protocol helpers come from the core', () => {
   assert.deepEqual(Array.from(core.encodeSettings([3500, 40, 3, 20, 10, 3100])),
     [0x01, 0xac, 0x1b, 0x28, 0x03, 0x14, 0x0a, 0x9c, 0x18], 'docs/protocol.md example');

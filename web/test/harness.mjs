@@ -150,15 +150,41 @@ export async function emulateBms(page) {
   return bms;
 }
 
-/** Clicks "Find my BMS" and picks the emulated OpenBMS in the browser's device chooser. */
-export async function connect(page) {
-  // The first chooser of a freshly started browser can be slow on a loaded machine.
-  const prompt = page.waitForDevicePrompt({ timeout: 60000 });
-  await page.click('#find');
-  const chooser = await prompt;
-  // The emulated chooser lists the preconnected peripheral by address (its name comes empty).
-  const d = await chooser.waitForDevice((x) => x.id === ADDRESS, { timeout: 10000 });
-  await chooser.select(d);
+/**
+ * Clicks "Find my BMS" and picks the emulated OpenBMS in the browser's device chooser.
+ *
+ * Drives the chooser through the DeviceAccess domain on a session of its own rather than
+ * puppeteer's page.waitForDevicePrompt(): puppeteer (24.x) takes any Target.detachedFromTarget
+ * on the page's session for its own, so when the app's service worker detaches while a prompt
+ * is awaited, the prompt's arrival throws an uncaught assertion and kills the test run
+ * (test "the device chooser survives the service worker detaching" reproduces it).
+ */
+export async function connect(page, { beforeClick } = {}) {
+  const session = await page.createCDPSession();
+  let timer;
+  try {
+    await session.send('DeviceAccess.enable');
+    // The chooser is announced again whenever its device list changes: wait for the list
+    // that holds the emulated peripheral (listed by address; its name comes empty).
+    // The first chooser of a freshly started browser can be slow on a loaded machine.
+    const prompted = new Promise((resolve, reject) => {
+      timer = setTimeout(() => reject(new Error(`no device chooser listing ${ADDRESS} within 60 s of clicking #find`)), 60000);
+      session.on('DeviceAccess.deviceRequestPrompted', (prompt) => {
+        if (prompt.devices.some((d) => d.id === ADDRESS)) resolve(prompt);
+      });
+    });
+    if (beforeClick) await beforeClick();
+    await page.click('#find');
+    const { id } = await prompted.catch(async (e) => {
+      const said = await page.$eval('#connect-error', (x) => x.textContent).catch(() => null);
+      throw new Error(`${e.message} (the page says ${JSON.stringify(said)})`);
+    });
+    await session.send('DeviceAccess.selectPrompt', { id, deviceId: ADDRESS });
+  } finally {
+    // Also when beforeClick or the click failed: no timer left to reject unobserved.
+    clearTimeout(timer);
+    await session.detach().catch(() => {});
+  }
   await page.waitForFunction(() => document.body.dataset.connected === 'ble', { timeout: 15000 });
 }
 

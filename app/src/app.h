@@ -194,6 +194,15 @@ enum dfu_upload_event {
 
 #define DFU_NO_EVENT (-1)
 
+/* No link is known to carry the upload (none wrote to SMP since the last one dropped). */
+#define DFU_UPLOADER_UNKNOWN (-1)
+
+/* Whether authenticated link @p link (bt_conn_index) dropping stops the upload, given
+ * @p uploader, the link that last wrote to SMP: only that one carries it; when none is known,
+ * any authenticated link may.
+ */
+bool dfu_drop_stops_upload(int uploader, int link);
+
 /* Advances @p state by @p event; returns the bms_dfu event to give the core, or
  * DFU_NO_EVENT.
  */

@@ -21,12 +21,15 @@
  */
 
 #include <zephyr/bluetooth/conn.h>
+#include <zephyr/bluetooth/gatt.h>
+#include <zephyr/bluetooth/uuid.h>
 #include <zephyr/dfu/mcuboot.h>
 #include <zephyr/kernel.h>
 #include <zephyr/logging/log.h>
 #include <zephyr/mgmt/mcumgr/grp/img_mgmt/img_mgmt.h>
 #include <zephyr/mgmt/mcumgr/mgmt/callbacks.h>
 #include <zephyr/mgmt/mcumgr/mgmt/mgmt.h>
+#include <zephyr/mgmt/mcumgr/transport/smp_bt.h>
 #include <zephyr/storage/flash_map.h>
 #include <zephyr/sys/reboot.h>
 
@@ -224,16 +227,37 @@ static struct mgmt_callback reset_cb = {
 	.event_id = MGMT_EVT_OP_OS_MGMT_RESET,
 };
 
+/* The link that last wrote to SMP: the one carrying an upload (MCUmgr's hooks carry no
+ * connection; the GATT write authorization hook does, after the stack's permission check).
+ */
+static atomic_t uploader = ATOMIC_INIT(DFU_UPLOADER_UNKNOWN);
+
+static bool write_seen(struct bt_conn *conn, const struct bt_gatt_attr *attr)
+{
+	if (bt_uuid_cmp(attr->uuid, SMP_BT_CHR_UUID) == 0) {
+		atomic_set(&uploader, bt_conn_index(conn));
+	}
+	return true;
+}
+
+static const struct bt_gatt_authorization_cb write_watch = {
+	.write_authorize = write_seen,
+};
+
 /* SMP writes need an authenticated link (CONFIG_MCUMGR_TRANSPORT_BT_PERM_RW_AUTHEN), so a link
  * that was not authenticated cannot be the uploading one: its drop (a guest leaving, or cut by
- * ble.c to free a connection) leaves the upload running. With two authenticated links, either
- * one dropping aborts it; the phone resumes the upload.
+ * ble.c to free a connection) leaves the upload running. Of two authenticated links only the
+ * one that last wrote to SMP carries the upload; the phone resumes it after a drop.
  */
 static void disconnected(struct bt_conn *conn, uint8_t reason)
 {
-	if (bt_conn_get_security(conn) < BT_SECURITY_L3) {
+	int link = bt_conn_index(conn);
+	int was = (int)atomic_get(&uploader);
+
+	if (bt_conn_get_security(conn) < BT_SECURITY_L3 || !dfu_drop_stops_upload(was, link)) {
 		return;
 	}
+	(void)atomic_cas(&uploader, was, DFU_UPLOADER_UNKNOWN);
 	LOG_DBG("Link lost (reason 0x%02x)", reason);
 	upload_event(DFU_EVENT_LINK_LOST);
 }
@@ -249,7 +273,7 @@ int dfu_init(void)
 	mgmt_callback_register(&img_status_cb);
 	mgmt_callback_register(&reset_cb);
 
-	return 0;
+	return bt_gatt_authorization_cb_register(&write_watch);
 }
 
 int dfu_self_check(void)

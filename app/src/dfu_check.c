@@ -127,3 +127,8 @@ int dfu_upload_step(enum dfu_upload_state *state, enum dfu_upload_event event)
 	}
 	return DFU_NO_EVENT;
 }
+
+bool dfu_drop_stops_upload(int uploader, int link)
+{
+	return uploader == DFU_UPLOADER_UNKNOWN || uploader == link;
+}

@@ -174,6 +174,17 @@ ZTEST(dfu, test_dfu_1_dropped_link_aborts_update)
 		      "a link dropping after the upload completed aborts nothing");
 }
 
+/* DFU-1: with two authenticated links, only the one that last wrote to SMP carries the
+ * upload: the other dropping leaves it running; with none known, any drop stops it.
+ */
+ZTEST(dfu, test_dfu_1_only_the_uploading_link_dropping_aborts)
+{
+	zassert_false(dfu_drop_stops_upload(1, 0), "the owner's other phone leaves");
+	zassert_true(dfu_drop_stops_upload(1, 1), "the uploading phone leaves");
+	zassert_true(dfu_drop_stops_upload(DFU_UPLOADER_UNKNOWN, 0), "unknown: any link");
+	zassert_true(dfu_drop_stops_upload(DFU_UPLOADER_UNKNOWN, 1), "unknown: any link");
+}
+
 /* DFU-2: an upload MCUmgr stops on an error is aborted for the core. */
 ZTEST(dfu, test_dfu_2_stopped_upload_aborts_update)
 {

@@ -766,7 +766,8 @@ static void find_oldest_guest(struct bt_conn *conn, void *user_data)
 	struct links *links = user_data;
 	uint32_t order = (uint32_t)atomic_get(&link_order[bt_conn_index(conn)]);
 
-	if (!link_up(conn) || authenticated(conn) || order == links->newest) {
+	if (!link_up(conn) || authenticated(conn) || order == links->newest ||
+	    atomic_test_bit(pairing_accepted, bt_conn_index(conn))) {
 		return;
 	}
 	if (links->oldest_guest == NULL || (int32_t)(order - links->oldest_guest_order) < 0) {
@@ -780,7 +781,10 @@ static void find_oldest_guest(struct bt_conn *conn, void *user_data)
 
 /* M6: when every connection is taken, the oldest link that is not authenticated (never the
  * newest, which has had no time yet) is disconnected, so the owner can always connect unless
- * the other links are authenticated. Runs after each new link.
+ * the other links are authenticated. Nor a link running a pairing this file accepted: that is
+ * an owner setting up (the pairing window is open), and cutting it would also count as a
+ * failed attempt; a stalled pairing ends at the Security Manager's 30 s timeout, as a failed
+ * attempt with its back-off. Runs after each new link.
  */
 static void connections_check(struct k_work *work)
 {

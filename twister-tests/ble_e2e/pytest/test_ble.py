@@ -110,6 +110,19 @@ class KeyboardDelegate(PairingDelegate):
         return self.passkey
 
 
+class SlowKeyboard(KeyboardDelegate):
+    """The phone's user, asked for the passkey (`asked`), types it once `typed` is set."""
+
+    def __init__(self, asked: asyncio.Event, typed: asyncio.Event):
+        super().__init__()
+        self.asked, self.typed = asked, typed
+
+    async def get_number(self):
+        self.asked.set()
+        await self.typed.wait()
+        return self.passkey
+
+
 def varint(value: int) -> bytes:
     """postcard's unsigned varint (docs/protocol.md)."""
     out = bytearray()
@@ -609,7 +622,24 @@ async def run_connections(exe: Path) -> None:
             owner_link = await connect(owner, address)
             owner_dropped = watch(owner_link)
             await dropped_with(second_dropped, REASON_LOW_RESOURCES, 5, "the second guest")
-            await owner_link.pair()
+
+            # The owner types the passkey slowly; meanwhile a guest takes the last connection.
+            # The owner's link runs a pairing the BMS accepted: it is not cut (that would also
+            # count as a failed attempt), and the guest, the newest, stays too.
+            asked, typed = asyncio.Event(), asyncio.Event()
+            owner.pairing_config_factory = lambda connection: PairingConfig(
+                sc=True, mitm=True, bonding=True, delegate=SlowKeyboard(asked, typed)
+            )
+            pairing = asyncio.ensure_future(owner_link.pair())
+            await asyncio.wait_for(asked.wait(), 10)
+            during = await connect(guest, address)
+            during_dropped = watch(during)
+            await asyncio.sleep(2)
+            assert not owner_dropped.done(), "the owner was cut while pairing"
+            assert not during_dropped.done(), "the newest link was cut"
+            typed.set()
+            await asyncio.wait_for(pairing, 30)
+            await during.disconnect()
 
             # The owner's link is authenticated: a guest taking the last connection cuts it
             # not, and stays itself (read protection is off).
@@ -672,6 +702,6 @@ async def run_connections(exe: Path) -> None:
 
 def test_ble_2_unauthenticated_centrals_never_lock_the_owner_out(request):
     """M6 (docs/security.md): two connections; the oldest unauthenticated link goes when a new
-    one takes the last; authenticated links never; with read protection on, links that never
+    one takes the last; authenticated links and links running an accepted pairing never; with read protection on, links that never
     authenticate go after the time limit."""
     asyncio.run(run_connections(zephyr_exe(request)))

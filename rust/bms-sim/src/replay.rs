@@ -231,7 +231,12 @@ pub fn parse_input(path: &Path, source: impl std::io::Read) -> Result<Vec<InputR
         }
         let current_a = number(1, "current_a")?;
         if current_a.abs() > 2_000_000.0 {
-            return Err(InputError::at(path, line, "current_a", "more than 2 MA"));
+            return Err(InputError::at(
+                path,
+                line,
+                "current_a",
+                format!("{} A is beyond ±2 MA", text(1)),
+            ));
         }
         let temp_c = number(2, "temp_c")?;
         if !(-100.0..=200.0).contains(&temp_c) {

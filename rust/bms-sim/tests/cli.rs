@@ -308,6 +308,9 @@ fn replay_bad_input_names_file_line_and_field_and_writes_nothing() {
         ("t_s,current_a,temp_c,cell1_v,cell2_v,cell3_v,cell4_v\n5,1,20,3.3,3.3,3.3,3.3\n5,1,20,3.3,3.3,3.3,3.3\n", "line 3 field `t_s`: time 5 is not after"),
         ("t_s,current_a,temp_c,cell1_v,cell2_v,cell3_v,cell4_v\n0,x,20,3.3,3.3,3.3,3.3\n", "line 2 field `current_a`: not a number"),
         ("t_s,current_a,temp_c,cell1_v,cell2_v,cell3_v,cell4_v,remote_on\n0,1,20,3.3,3.3,3.3,3.3,yes\n", "line 2 field `remote_on`"),
+        ("t_s,current_a,temp_c,cell1_v,cell2_v,cell3_v,cell4_v\n0,-3e6,20,3.3,3.3,3.3,3.3\n", "line 2 field `current_a`: -3e6 A is beyond ±2 MA"),
+        ("t_s,current_a,temp_c,cell1_v,cell2_v,cell3_v,cell4_v\n0,1,250,3.3,3.3,3.3,3.3\n", "line 2 field `temp_c`: 250 outside −100–200 °C"),
+        ("t_s,current_a,temp_c,cell1_v,cell2_v,cell3_v,cell4_v\n0,1,20,3.3,3.3,7.5,3.3\n", "line 2 field `cell3_v`: 7.5 outside 0–6 V"),
         // A gap of 1e10 s would step the core for days: refused, naming the row.
         ("t_s,current_a,temp_c,cell1_v,cell2_v,cell3_v,cell4_v\n0,1,20,3.3,3.3,3.3,3.3\n1e10,1,20,3.3,3.3,3.3,3.3\n", "line 3 field `t_s`: time 1e10 is more than 604800 s after the previous row's 0"),
     ];

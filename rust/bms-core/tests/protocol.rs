@@ -1088,6 +1088,7 @@ fn ble_2_read_protection_closes_monitoring_reads() {
         Characteristic::Battery,
         Characteristic::History,
         Characteristic::Settings,
+        Characteristic::Soc,
     ];
     let mut dev = Fake::new();
     for chr in reads {
@@ -1108,6 +1109,32 @@ fn ble_2_read_protection_closes_monitoring_reads() {
         &select,
     );
     assert_eq!(s, Status::NotAuthenticated);
+}
+
+/// BLE-2 (choice): with read protection on, an unauthenticated link gets nothing but the device
+/// name, which is advertised anyway (BLE-1): every other characteristic, read or written,
+/// answers NotAuthenticated and changes nothing. The SoC page was left open (found by the
+/// `request` fuzz target, rust/bms-core/fuzz).
+#[test]
+fn ble_2_read_protection_leaves_only_the_device_name_open() {
+    let mut dev = Fake::new();
+    dev.read_protection = true;
+    let before = dev.clone();
+    for chr in Characteristic::ALL {
+        for access in [Access::Read, Access::Write] {
+            let (s, r) = call(&mut dev, chr, access, false, &[]);
+            if (chr, access) == (Characteristic::DeviceName, Access::Read) {
+                assert_eq!(s, Status::Ok);
+            } else {
+                assert_eq!(
+                    (s, r.len()),
+                    (Status::NotAuthenticated, 2),
+                    "{chr:?} {access:?}"
+                );
+            }
+        }
+    }
+    assert_eq!(dev, before);
 }
 
 /// BLE-2, BLE-3, BANK-4 on the real Bms: bonds are listed as the stack reported them; a

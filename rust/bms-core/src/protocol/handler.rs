@@ -299,19 +299,11 @@ fn dispatch<D: Device>(
     if req.len() > MAX_REQUEST_LEN {
         return Err(Status::Oversized.into());
     }
-    // BLE-2 (choice): with read protection on, every monitoring read needs the authenticated
-    // link writes need.
-    let monitoring = matches!(
-        (chr, access),
-        (
-            Characteristic::Status
-                | Characteristic::Bank
-                | Characteristic::History
-                | Characteristic::Settings,
-            Access::Read
-        ) | (Characteristic::Battery, _)
-    );
-    if monitoring && device.read_protection() && !authenticated {
+    // BLE-2 (choice): with read protection on, every access needs the authenticated link
+    // writes need, except reading the device name, which is advertised anyway (BLE-1). Open is
+    // the exception, so that a characteristic added later is closed too.
+    let open_anyway = (chr, access) == (Characteristic::DeviceName, Access::Read);
+    if !open_anyway && device.read_protection() && !authenticated {
         return Err(Status::NotAuthenticated.into());
     }
     match (chr, access) {

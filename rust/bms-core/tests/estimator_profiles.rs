@@ -14,7 +14,8 @@ use bms_core::settings::Settings;
 use bms_core::soc::EstimatorKind;
 use bms_core::soc::NAS_PER_MAH;
 
-const CAPACITY_MAH: u32 = 100_000;
+/// The profiles' nominal capacity, what the BMS is told.
+const NOMINAL_CAPACITY_MAH: u32 = 100_000;
 const CELLS: u16 = 4;
 const REPORT_MS: u64 = 1000;
 
@@ -39,6 +40,11 @@ struct Score {
     /// Share of the rows with a reported uncertainty where |error| ≤ σ, an error within the
     /// 0.05-point rounding of the shown SoC counted as covered (as `soc-bench` counts it).
     within_1_sigma: f64,
+    /// Mean of (error / σ)² over the rows with a reported uncertainty: 1 when the σ is right
+    /// in variance, whatever the errors' distribution (`NaN`: none).
+    mean_z2: f64,
+    /// Rows with a reported uncertainty (the weight of the above when pooling profiles).
+    sigma_rows: usize,
 }
 
 /// The monitor's SoC and its reported 1-σ uncertainty after a row, in percent.
@@ -88,12 +94,22 @@ fn parse_truth(text: &str) -> Vec<(u64, f64)> {
         .collect()
 }
 
+/// The capacity the BMS is told: the nominal one, or `SOC_CAPACITY_MAH` for an experiment
+/// (telling it an aged pack's true capacity shows how much of an error is the capacity's).
+fn capacity_mah() -> u32 {
+    std::env::var("SOC_CAPACITY_MAH")
+        .ok()
+        .and_then(|v| v.trim().parse().ok())
+        .unwrap_or(NOMINAL_CAPACITY_MAH)
+}
+
 fn restored(soc_pct: f64) -> SocState {
+    let capacity_mah = capacity_mah();
     let used_nas =
-        ((100.0 - soc_pct) / 100.0 * f64::from(CAPACITY_MAH) * NAS_PER_MAH as f64).round() as i64;
+        ((100.0 - soc_pct) / 100.0 * f64::from(capacity_mah) * NAS_PER_MAH as f64).round() as i64;
     SocState {
         knowledge: SocKnowledge::Known,
-        capacity_mah: CAPACITY_MAH,
+        capacity_mah,
         used_nas,
         consumed_nas: used_nas,
         ..SocState::default()
@@ -114,13 +130,14 @@ fn run_traced(
 ) -> Vec<Estimate> {
     let mut monitor = Monitor::with_kind(kind, Some(restored(soc0_pct)));
     let settings = Settings::default();
+    let capacity_mah = capacity_mah();
     let mut out = Vec::with_capacity(rows.len());
     for (k, row) in rows.iter().enumerate() {
         let next_ms = rows.get(k + 1).map_or(row.t_ms + 1, |r| r.t_ms);
         let input = MonitorInput {
             bank_mv: row.cells_mv.iter().map(|&v| u32::from(v)).sum(),
             bank_ma: row.current_ma,
-            capacity_mah: CAPACITY_MAH,
+            capacity_mah,
             cells_in_series: CELLS,
         };
         let cells = CellInput {
@@ -161,6 +178,10 @@ fn score(estimates: &[Estimate], truth: &[(u64, f64)]) -> Score {
         .iter()
         .filter_map(|(e, sigma)| sigma.map(|s| e.abs() <= s + 0.05))
         .collect();
+    let z2: Vec<f64> = errors
+        .iter()
+        .filter_map(|(e, sigma)| sigma.map(|s| (e / s.max(0.1)).powi(2)))
+        .collect();
     Score {
         max_abs_pct: errors.iter().fold(0.0, |m, (e, _)| e.abs().max(m)),
         rms_pct: (errors.iter().map(|(e, _)| e * e).sum::<f64>() / n).sqrt(),
@@ -170,6 +191,8 @@ fn score(estimates: &[Estimate], truth: &[(u64, f64)]) -> Score {
             / with_sigma.len() as f64,
         within_1_sigma: in_1_sigma.iter().filter(|&&ok| ok).count() as f64
             / in_1_sigma.len() as f64,
+        mean_z2: z2.iter().sum::<f64>() / z2.len() as f64,
+        sigma_rows: z2.len(),
     }
 }
 
@@ -189,7 +212,7 @@ fn compare(input: &str, truth: &str) -> (Score, Score) {
 
 fn print_row(name: &str, plain: &Score, adaptive: &Score) {
     println!(
-        "{name:24} | plain max {:6.2} rms {:5.2} end {:+6.2} | adaptive max {:6.2} rms {:5.2} end {:+6.2} in 1σ {:5.1} % in 2σ {:5.1} % | unknown rows {}/{}",
+        "{name:24} | plain max {:6.2} rms {:5.2} end {:+6.2} | adaptive max {:6.2} rms {:5.2} end {:+6.2} in 1σ {:5.1} % in 2σ {:5.1} % (error/σ)² {:6.2} over {} rows | unknown rows {}/{}",
         plain.max_abs_pct,
         plain.rms_pct,
         plain.end_pct,
@@ -198,6 +221,8 @@ fn print_row(name: &str, plain: &Score, adaptive: &Score) {
         adaptive.end_pct,
         adaptive.within_1_sigma * 100.0,
         adaptive.within_2_sigma * 100.0,
+        adaptive.mean_z2,
+        adaptive.sigma_rows,
         plain.unknown_rows,
         adaptive.unknown_rows
     );

@@ -27,24 +27,31 @@ pub(super) fn bias_state(soc: f32) -> Option<usize> {
     Some(LOW + bin)
 }
 
-/// How a reading at table SoC `soc` in knee `region` sees the table biases: near full and in
-/// the deep bin, that bin's bias; in the lower bins above, the bias interpolated linearly
-/// between the centres of the two nearest bins, since a cell's curve differs from the table
-/// in slope as well as in position (a bias constant over a bin makes readings at its two ends
-/// disagree the same way every evening).
+/// How a reading at table SoC `soc` in knee `region` sees the table biases: near full, that
+/// bin's bias; in the lower region, the bias interpolated linearly between the anchors of the
+/// two nearest bins, since a cell's curve differs from the table in slope as well as in
+/// position (a bias constant over a bin makes readings at its two ends disagree the same way
+/// every evening). The deep bin's anchor is the bottom of the table (0 %, about 2.8 V, where
+/// every LiFePO4 cell is nearly empty); the others' are their centres. So the shoulder of the
+/// knee, where cells differ most (3.13 V is 5 % in the table and 12 % on other cells), is
+/// read mostly with bin 1's bias, learned with the bins above it.
 pub(super) fn bias_weights(soc: f32, region: usize) -> Vector {
     let mut h = [0.0; N];
-    let upper_bins = LOW + 1..HIGH;
-    if !upper_bins.contains(&region) {
-        if let Some(w) = h.get_mut(region) {
+    if region == HIGH {
+        if let Some(w) = h.get_mut(HIGH) {
             *w = 1.0;
         }
         return h;
     }
-    // Bin k's centre lies at position k; `soc` is at least one bin wide here.
-    let pos = soc / LOW_BIN_WIDTH - 0.5;
-    let lower = (pos as usize).clamp(1, LOW_BINS - 1);
-    let w = (pos - lower as f32).clamp(0.0, 1.0);
+    let bin_1_centre = 1.5 * LOW_BIN_WIDTH;
+    let (lower, w) = if soc < bin_1_centre {
+        (0, (soc / bin_1_centre).clamp(0.0, 1.0))
+    } else {
+        // Bin k's centre lies at position k.
+        let pos = soc / LOW_BIN_WIDTH - 0.5;
+        let lower = (pos as usize).clamp(1, LOW_BINS - 1);
+        (lower, (pos - lower as f32).clamp(0.0, 1.0))
+    };
     if lower + 1 < LOW_BINS {
         if let Some(a) = h.get_mut(LOW + lower) {
             *a = 1.0 - w;
@@ -219,16 +226,26 @@ mod tests {
         [next(), next()]
     }
 
-    // Issue 16 (MON-1 with the adaptive estimator): above the deep knee a lower-region reading
-    // sees the table bias interpolated between the two nearest bin centres (weights summing to
-    // 1), so a curve that differs from the table in slope reads the same at both ends of a bin;
-    // the deep bin and near full keep one bias each.
+    // Issue 16 (MON-1 with the adaptive estimator): a lower-region reading sees the table bias
+    // interpolated between the anchors of the two nearest bins (weights summing to 1): the
+    // bottom of the table for the deep bin, the centres for the bins above. So a curve that
+    // differs from the table in slope reads the same at both ends of a bin, and the knee's
+    // shoulder (table 5 %, where cells differ most) is read mostly with bin 1's bias. Near
+    // full, one bias.
     #[test]
     fn mon_1_table_bias_is_read_between_bin_centres() {
-        assert_eq!(weights(0.02, LOW), [(LOW, 1.0), (0, 0.0)]);
+        assert_eq!(weights(0.0, LOW), [(LOW, 1.0), (0, 0.0)]);
         assert_eq!(weights(0.98, HIGH), [(HIGH, 1.0), (0, 0.0)]);
-        // From the bottom of bin 1 to its centre: bin 1 alone.
-        assert_eq!(weights(0.06, LOW + 1), [(LOW + 1, 1.0), (0, 0.0)]);
+        // From the bottom of the table (the deep bin's anchor) to bin 1's centre (7.5 %).
+        for (soc, region, deep) in [(0.015, LOW, 0.8), (0.045, LOW, 0.4), (0.06, LOW + 1, 0.2)] {
+            let [(a, wa), (b, wb)] = weights(soc, region);
+            assert_eq!((a, b), (LOW, LOW + 1), "{soc}");
+            assert!(
+                (wa - deep).abs() < 1e-5 && (wb - (1.0 - deep)).abs() < 1e-5,
+                "{soc}: {wa} {wb}"
+            );
+        }
+        assert_eq!(weights(0.075, LOW + 1), [(LOW + 1, 1.0), (0, 0.0)]);
         // Halfway between the centres of bins 1 (7.5 %) and 2 (12.5 %).
         let [(a, wa), (b, wb)] = weights(0.10, LOW + 2);
         assert_eq!((a, b), (LOW + 1, LOW + 2));

@@ -26,9 +26,11 @@
 //!   in a learned bin correct the SoC, offset and counting error. "Learned" means known but for
 //!   the part that moves with the capacity's error (a bias learned from a count is off by as
 //!   much as the capacity scales that count): the update carries that correlation itself.
-//!   Above the deep knee the bias is read between the centres of the two nearest bins, since a
-//!   cell's curve differs from the table in slope as well as in position. Near full all
-//!   LiFePO4 types agree within a few percent, so those readings correct at once.
+//!   The bias is read between the anchors of the two nearest bins (their centres; the deep
+//!   bin's is the bottom of the table), since a cell's curve differs from the table in slope
+//!   as well as in position: only near the bottom of the knee is the deep bin's well-known
+//!   bias read alone. Near full all LiFePO4 types agree within a few percent, so those
+//!   readings correct at once.
 //! - **Light-load readings.** A system that never rests (fridge, router, fan) still shows its
 //!   state in the lower knee: the cell voltage under a discharge up to C/20, or under a load
 //!   too small to count as one but too steady to rest flat, is a reading once the series drop
@@ -95,7 +97,8 @@ pub const TABLE_BIAS_LOW_PRIOR: f32 = 0.20;
 /// ...plus this much of their own (the curves differ in shape as well as position).
 pub const TABLE_BIAS_BIN_PRIOR: f32 = 0.05;
 /// The first bin (the last 5 %, the deep knee where every LiFePO4 type collapses: about 3 %
-/// left at 2.8 V loaded) is known much better, on its own.
+/// left at 2.8 V loaded) is known much better, on its own, at the bottom of the table; towards
+/// its top (the knee's shoulder) a reading blends it with the next bin's.
 pub const TABLE_BIAS_DEEP_PRIOR: f32 = 0.03;
 /// Number of lower-region bins, each [`LOW_BIN_WIDTH`] of table SoC wide from 0.
 pub const LOW_BINS: usize = 6;

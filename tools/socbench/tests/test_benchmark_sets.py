@@ -16,7 +16,7 @@ from socbench.scenarios import (
 def test_held_out_sensors_are_the_whole_grid_of_the_issue():
     grid = {(round(o * 1000), g) for o, g in SENSOR_VARIANTS["held-out"]}
     assert grid == {(o, g) for o in (-100, -50, 0, 50, 100) for g in (-0.01, 0.01)}
-    for base in ("light-winter", "cold-weeks", "pack-85"):
+    for base in ("light-winter", "cold-weeks", "pack-85", "deep-winter"):
         assert sum(n.startswith(base + "~") for n in DRIFT) == 10
 
 

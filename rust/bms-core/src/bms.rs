@@ -941,14 +941,23 @@ impl Bms {
     }
 
     /// BLE-3: a new Instant Readout key (from the platform's random source); refused without
-    /// usable secrets. Decoders need the new key.
-    pub fn new_device_key(&mut self, key: [u8; 16]) -> Result<(), PasskeyError> {
+    /// usable secrets. Decoders need the new key. Its first byte, the key check sent in clear,
+    /// always differs from the old key's (a drawn key that repeats it gets it plus one), so
+    /// that a decoder still holding the old key sees a key mismatch instead of decrypting the
+    /// new packets into wrong values. Returns the key now in force.
+    pub fn new_device_key(&mut self, key: [u8; 16]) -> Result<[u8; 16], PasskeyError> {
         if !self.persist_secrets {
             return Err(PasskeyError::NoSecrets);
         }
+        let mut key = key;
+        if let (Some(first), Some(&old_first)) = (key.first_mut(), self.advertiser.key().first()) {
+            if *first == old_first {
+                *first = old_first.wrapping_add(1);
+            }
+        }
         self.advertiser.set_key(key);
         log::info!("new readout key");
-        Ok(())
+        Ok(key)
     }
 
     fn show_passkey(&mut self) {

@@ -1506,3 +1506,56 @@ proptest! {
         }
     }
 }
+
+/// BLE-3: a new readout key always has a new key-check byte (its first byte, sent in clear).
+/// Decoders tell a packet under another key only by that byte: with it unchanged, a decoder that
+/// still holds the old key decrypts the new packets into wrong values without a word (Victron's
+/// GX and victron-ble check it; the format's advice is to change it with the key,
+/// docs/protocol.md). A random source that repeats the old first byte (1 in 256) must not keep
+/// it; the key answered is the key in force.
+#[test]
+fn ble_3_new_readout_key_always_changes_the_key_check_byte() {
+    for old_first in [0x00, 0x42, 0xFF] {
+        let mut old = [0x42; 16];
+        old[0] = old_first;
+        let mut bms = Bms::new(bms_core::bms::Config {
+            device_key: old,
+            passkey: 111_111,
+            persist_secrets: true,
+            ..bms_core::bms::Config::default()
+        });
+        let mut resp = [0u8; MAX_RESPONSE_LEN];
+        // The random source draws a key whose first byte is the old key's.
+        let mut random = |out: &mut [u8]| {
+            out.fill(0x5A);
+            out[0] = old_first;
+            true
+        };
+        let mut device = BmsDevice {
+            bms: &mut bms,
+            random: &mut random,
+        };
+        let reply = handle_request(
+            &mut device,
+            10_000,
+            Characteristic::ControlPoint as u8,
+            Access::Write,
+            true,
+            &req(&Command::NewReadoutKey),
+            &mut resp,
+        )
+        .unwrap();
+        assert_eq!(reply.status, Status::Ok);
+        let answered = body::<AdvertisementKey>(&resp[..reply.len]).key;
+        assert_ne!(
+            answered[0], old_first,
+            "the new key {answered:02x?} keeps the key-check byte of the old one"
+        );
+        assert_eq!(answered[1..], [0x5A; 15], "only the check byte is changed");
+        assert_eq!(
+            bms.device_key(),
+            &answered,
+            "the key answered is not the key in force"
+        );
+    }
+}

@@ -194,8 +194,7 @@ impl Device for BmsDevice<'_> {
         }
         self.bms
             .new_device_key(key)
-            .map_err(|_| ActionError::NotAvailable)?;
-        Ok(key)
+            .map_err(|_| ActionError::NotAvailable)
     }
 
     fn device_name(&self) -> DeviceName {

@@ -14,7 +14,7 @@ use world::World;
 
 use crate::file_storage::{FileStorage, SimStorage};
 use crate::plant::Bank;
-use crate::scenario::{Action, EventConfig, Scenario};
+use crate::scenario::{Action, EventConfig, Scenario, AMBIENT_MAX_C, AMBIENT_MIN_C};
 use bms_core::bms::{Bms, Config, Decisions, DfuEvent};
 use bms_core::monitor::{SocKnowledge, SocState};
 use bms_core::node::Node;
@@ -206,8 +206,8 @@ impl<'a> Engine<'a> {
     }
 
     /// Does `action` now, as an `[[event]]` of the scenario would (`battery` 1-based for the
-    /// cable actions, `target` a load or charger name, `soc_pct` for set_soc). Returns the line
-    /// it logs.
+    /// cable actions, `target` a load or charger name, `soc_pct` for set_soc, 0–100 %, and
+    /// only there). Returns the line it logs; a refusal says what is wrong and changes nothing.
     pub fn apply(
         &mut self,
         action: Action,
@@ -230,6 +230,19 @@ impl<'a> Engine<'a> {
                 return Err(format!("no load or charger is called {name:?}"));
             }
         }
+        match (action, soc_pct) {
+            (Action::SetSoc, None) => return Err("set_soc needs soc_pct (0–100 %)".into()),
+            (Action::SetSoc, Some(pct)) if !(pct.is_finite() && (0.0..=100.0).contains(&pct)) => {
+                return Err(format!("soc_pct {pct} outside 0–100 %"));
+            }
+            (Action::SetSoc, Some(_)) | (_, None) => {}
+            (other, Some(pct)) => {
+                return Err(format!(
+                    "soc_pct {pct} given to {}: only set_soc takes it",
+                    other.name()
+                ));
+            }
+        }
         let event = EventConfig {
             at: Duration::from_millis(self.now_ms),
             action,
@@ -243,8 +256,18 @@ impl<'a> Engine<'a> {
 
     /// Sets the ambient temperature to `celsius` from now on, in place of the scenario's
     /// profile (`None` returns to it). The bank warms or cools towards it at its own pace.
-    pub fn set_ambient_c(&mut self, celsius: Option<f64>) {
+    /// A temperature a scenario's `ambient_c` could not hold (outside −40–80 °C, NaN, ±∞) is
+    /// refused naming the value, and changes nothing.
+    pub fn set_ambient_c(&mut self, celsius: Option<f64>) -> Result<(), String> {
+        if let Some(c) = celsius {
+            if !(c.is_finite() && (AMBIENT_MIN_C..=AMBIENT_MAX_C).contains(&c)) {
+                return Err(format!(
+                    "ambient {c} °C outside {AMBIENT_MIN_C}–{AMBIENT_MAX_C} °C"
+                ));
+            }
+        }
         self.world.ambient_override_c = celsius;
+        Ok(())
     }
 
     /// Answers one GATT access exactly as the firmware does ([`Node::gatt`]): what the

@@ -360,6 +360,13 @@ impl BmsConfig {
     }
 }
 
+/// Lowest ambient temperature a scenario (`[temperature] ambient_c`) or the engine at run time
+/// takes, °C.
+pub const AMBIENT_MIN_C: f64 = -40.0;
+
+/// Highest ambient temperature a scenario or the engine at run time takes, °C.
+pub const AMBIENT_MAX_C: f64 = 80.0;
+
 /// `[temperature]`: ambient temperature over time.
 #[derive(Clone, Debug, Deserialize)]
 #[serde(deny_unknown_fields, default)]

@@ -135,7 +135,7 @@ fn apply_names_what_is_wrong_and_changes_nothing() {
 fn a_cold_ambient_cools_the_bank_until_charging_stops() {
     let scenario = demo();
     let mut engine = Engine::new(&scenario, &options()).unwrap();
-    engine.set_ambient_c(Some(-10.0));
+    engine.set_ambient_c(Some(-10.0)).unwrap();
     engine.run_until(12 * 3_600_000, &mut |_| {});
     assert!(engine.bank().temp_c() < 0.0, "{}", engine.bank().temp_c());
     let page = status(&mut engine);
@@ -164,4 +164,73 @@ fn control_point_commands_answer_as_on_the_device() {
     assert_eq!(key[2..6], [0x0d, 0xf4, 0xe1, 0xa2]);
     let bad = command(&mut engine, Command::SetSoc { soc_permille: 1001 });
     assert_eq!(bad[1], Status::InvalidValue as u8);
+}
+
+/// MON-4: a set_soc applied at run time (the demo device's and a caller's `Engine::apply`)
+/// takes its SoC from 0 to 100 % as a scenario's event does; a missing, non-finite or
+/// out-of-range one is refused naming what is wrong and the value, and the SoC stays. It was
+/// taken as 0 % (a missing value, NaN, −5, −∞: `as u16` saturates), which sets the discharge
+/// floor's alarm and opens ATD.
+#[test]
+fn mon_4_apply_set_soc_refuses_a_missing_or_bad_value_and_changes_nothing() {
+    let scenario = demo();
+    for (soc_pct, what) in [
+        (None, "set_soc needs soc_pct"),
+        (Some(f64::NAN), "NaN"),
+        (Some(f64::INFINITY), "inf"),
+        (Some(f64::NEG_INFINITY), "-inf"),
+        (Some(-5.0), "-5"),
+        (Some(100.5), "100.5"),
+    ] {
+        let mut engine = Engine::new(&scenario, &options()).unwrap();
+        engine.run_until(10_000, &mut |_| {});
+        let before = engine.bms().monitor_status().soc_permille;
+        assert!(before.is_some_and(|p| p > 100), "{before:?}");
+        let result = engine.apply(Action::SetSoc, None, None, soc_pct);
+        let error = result.expect_err(&format!("set_soc {soc_pct:?} accepted"));
+        assert!(error.contains("soc_pct"), "{error}");
+        assert!(error.contains(what), "{error} does not name {what}");
+        assert_eq!(engine.bms().monitor_status().soc_permille, before);
+    }
+    // soc_pct belongs to set_soc alone, as in a scenario.
+    let mut engine = Engine::new(&scenario, &options()).unwrap();
+    engine.run_until(10_000, &mut |_| {});
+    let error = engine
+        .apply(Action::Synchronise, None, None, Some(20.0))
+        .unwrap_err();
+    assert!(error.contains("soc_pct"), "{error}");
+    // A good one is taken.
+    engine
+        .apply(Action::SetSoc, None, None, Some(42.0))
+        .unwrap();
+    assert_eq!(engine.bms().monitor_status().soc_permille, Some(420));
+}
+
+/// The ambient set at run time (the demo's "cold" button) is a temperature the scenario's
+/// `ambient_c` could hold (−40 to 80 °C); NaN, ±∞ or 1e300 are refused naming the value, and
+/// the bank keeps a real temperature. NaN made the simulated bank's temperature NaN for good.
+#[test]
+fn set_ambient_refuses_what_no_scenario_could_hold() {
+    let scenario = demo();
+    for celsius in [
+        f64::NAN,
+        f64::INFINITY,
+        f64::NEG_INFINITY,
+        1e300,
+        -41.0,
+        80.5,
+    ] {
+        let mut engine = Engine::new(&scenario, &options()).unwrap();
+        engine.run_until(10_000, &mut |_| {});
+        let error = engine
+            .set_ambient_c(Some(celsius))
+            .expect_err(&format!("ambient {celsius} accepted"));
+        assert!(error.contains(&format!("{celsius}")), "{error}");
+        engine.run_until(600_000, &mut |_| {});
+        let temp = engine.bank().temp_c();
+        assert!(temp.is_finite() && (-40.0..=80.0).contains(&temp), "{temp}");
+    }
+    let mut engine = Engine::new(&scenario, &options()).unwrap();
+    engine.set_ambient_c(Some(-10.0)).unwrap();
+    engine.set_ambient_c(None).unwrap();
 }

@@ -524,8 +524,10 @@ impl DemoDevice {
     /// Sets the ambient temperature in °C (`undefined` = back to the scenario's); the bank
     /// follows at its own thermal pace.
     #[wasm_bindgen(js_name = setAmbient)]
-    pub fn set_ambient(&mut self, celsius: Option<f64>) {
-        self.engine.set_ambient_c(celsius);
+    pub fn set_ambient(&mut self, celsius: Option<f64>) -> Result<(), JsError> {
+        self.engine
+            .set_ambient_c(celsius)
+            .map_err(|e| JsError::new(&e))
     }
 
     /// The simulated bank's true state of charge in percent (what the BMS estimates).

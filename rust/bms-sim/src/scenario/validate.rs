@@ -2,7 +2,10 @@
 //! are tables (one row per key: table, key, range, unit); the few rules that relate keys to
 //! one another follow them as code.
 
-use super::{parse_key, Action, BatteryKind, ChargerConfig, LoadConfig, ProtocolChoice, Scenario};
+use super::{
+    parse_key, Action, BatteryKind, ChargerConfig, LoadConfig, ProtocolChoice, Scenario,
+    AMBIENT_MAX_C, AMBIENT_MIN_C,
+};
 use std::time::Duration;
 
 /// What is wrong: table (empty for top-level keys), index of the `[[table]]`, key, message.
@@ -39,7 +42,7 @@ const RANGES: &[Range] = &[
     Range { table: "sensors", key: "supply_gain_error_pct", lo: 0.0, hi: 20.0, unit: "%", value: |s| Some(s.sensors.supply_gain_error_pct) },
     Range { table: "sensors", key: "supply_resolution_mv", lo: 1.0, hi: 1_000.0, unit: "mV", value: |s| Some(f64::from(s.sensors.supply_resolution_mv)) },
     Range { table: "bms", key: "initial_soc_pct", lo: 0.0, hi: 100.0, unit: "%", value: |s| s.bms.initial_soc_pct },
-    Range { table: "temperature", key: "ambient_c", lo: -40.0, hi: 80.0, unit: "°C", value: |s| Some(s.temperature.ambient_c) },
+    Range { table: "temperature", key: "ambient_c", lo: AMBIENT_MIN_C, hi: AMBIENT_MAX_C, unit: "°C", value: |s| Some(s.temperature.ambient_c) },
     Range { table: "temperature", key: "daily_swing_c", lo: 0.0, hi: 60.0, unit: "°C", value: |s| Some(s.temperature.daily_swing_c) },
 ];
 

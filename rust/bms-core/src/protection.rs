@@ -9,9 +9,11 @@
 //! debounce timers are a table `[Option<u64>; ProtectionId::COUNT]` indexed by
 //! [`ProtectionId`]. On top of the table:
 //! - PROT-1: until the first complete, valid data set every output is free-floating. That set is
-//!   judged at once: a condition already beyond its trip level starts active, without debounce,
-//!   so an unsafe bank never sees its outputs switch on. The same judgement applies whenever the
-//!   data comes back after being lost or invalid.
+//!   judged safe before an output switches on: a condition already beyond its trip level keeps
+//!   the output it acts on free-floating while its debounce runs (PROT-2 rev 2: only a
+//!   *debounced* under-voltage latches), so an unsafe bank never sees its outputs switch on, and
+//!   a reading that is gone before its debounce ends latches nothing. The same judgement applies
+//!   whenever the data comes back after being lost or invalid.
 //! - PROT-2: ATD opens for under-voltage only once the pre-alarm *output* has been high for
 //!   [`PREALARM_LEAD_MS`]; the opening is latched until the under-voltage condition releases.
 //!   The lead is for loads that are running: an under-voltage while ATD is already
@@ -137,6 +139,9 @@ pub struct Protection {
     /// The previous step had a complete, valid data set.
     data_ok: bool,
     active: [bool; ProtectionId::COUNT],
+    /// PROT-1: the row's trip level held when the data set was judged and its trip debounce is
+    /// still running: the output it acts on stays free-floating until it trips or is gone.
+    judging: [bool; ProtectionId::COUNT],
     /// Since when the opposite of each row's state has held (trip level while inactive,
     /// release level while active): the debounce timer table.
     pending_since: [Option<u64>; ProtectionId::COUNT],
@@ -206,15 +211,18 @@ impl Protection {
         match values {
             Some(values) if judge => {
                 // The outputs are free-floating (no data until now): a value already beyond its
-                // trip level keeps them so at once, without debounce or pre-alarm lead.
+                // trip level keeps the output it acts on so while it is debounced (it trips
+                // then without a pre-alarm lead, ATD being free-floating), and no longer once
+                // it is gone.
                 self.started = true;
                 for id in ProtectionId::ALL {
                     let (trip, _) = self.levels(id, inputs);
                     let value = value_of(id, &values);
-                    if !self.is_active(id) && trip.holds(value) {
-                        self.set_active(id, true);
-                    } else {
-                        self.debounce(id, inputs, value);
+                    let beyond = !self.is_active(id) && trip.holds(value);
+                    self.debounce(id, inputs, value);
+                    let still = beyond && !self.is_active(id);
+                    if let Some(slot) = self.judging.get_mut(id.index()) {
+                        *slot = still;
                     }
                 }
                 if self.lead_row_active() {
@@ -225,11 +233,22 @@ impl Protection {
             Some(values) => {
                 for id in ProtectionId::ALL {
                     self.debounce(id, inputs, value_of(id, &values));
+                    let settled = self.is_active(id)
+                        || self
+                            .pending_since
+                            .get(id.index())
+                            .copied()
+                            .flatten()
+                            .is_none();
+                    if let Some(slot) = self.judging.get_mut(id.index()) {
+                        *slot &= !settled;
+                    }
                 }
             }
             None => {
                 self.pending_since = [None; ProtectionId::COUNT];
                 self.last_held = [None; ProtectionId::COUNT];
+                self.judging = [false; ProtectionId::COUNT];
             }
         }
         self.floor_active = inputs.soc.below_floor;
@@ -308,13 +327,14 @@ impl Protection {
         atd_reasons.insert_if(no_data && !hold.is_some_and(|h| h.atd), Reason::NoValidData);
         atc_reasons.insert_if(no_data && !hold.is_some_and(|h| h.atc), Reason::NoValidData);
         for row in &LIMITS {
+            let judging = self.judging.get(row.id.index()).copied().unwrap_or(false);
             let active = self.is_active(row.id);
             match row.effect {
                 Effect::Prealarm => {}
-                Effect::TripCharge => atc_reasons.insert_if(active, row.reason),
-                Effect::TripDischarge => atd_reasons.insert_if(active, row.reason),
+                Effect::TripCharge => atc_reasons.insert_if(active || judging, row.reason),
+                Effect::TripDischarge => atd_reasons.insert_if(active || judging, row.reason),
                 Effect::PrealarmThenDischarge => {
-                    atd_reasons.insert_if(active && self.uv_disconnect, row.reason);
+                    atd_reasons.insert_if((active && self.uv_disconnect) || judging, row.reason);
                 }
             }
         }

@@ -598,6 +598,67 @@ fn prot_2_prealarm_already_active_and_pulse_loads() {
     assert!(!rig.last().codes.contains(Code::CellUndervoltage));
 }
 
+/// PROT-2 (rev 2), PROT-1: a data set judged at power-up or after a loss is debounced like any
+/// other: a cell below 2.80 V for less than 5 s keeps ATD free-floating while it is judged,
+/// but latches no under-voltage (which would hold ATD off until 3.20 V); one over-voltage or
+/// cold reading holds ATC off only until it is gone. A lasting under-voltage still keeps ATD
+/// off with no warning period (bank_4_returning_data_is_judged_before_outputs_return).
+#[test]
+fn prot_2_a_short_dip_when_data_is_judged_latches_no_undervoltage() {
+    // Power-up: the reports of 0, 1 and 2 s show 2.75 V (3 s), then 3.15 V.
+    let mut rig = Rig::single();
+    rig.set_cell(0, 2, 2750);
+    rig.run_for(2500);
+    assert!(!rig.last().atd, "not judged safe yet");
+    assert!(rig.last().atd_reasons.contains(Reason::CellUndervoltage));
+    rig.set_cell(0, 2, 3150);
+    rig.run_for(10_000);
+    let d = rig.last();
+    assert!(
+        d.atd && d.atc,
+        "3 s below 2.80 V is no under-voltage: {d:?}"
+    );
+    assert!(!d.codes.contains(Code::CellUndervoltage));
+
+    // After a loss: the first report back shows 2.75 V, the next 3.15 V.
+    let mut rig = Rig::started();
+    rig.silence(0, true);
+    rig.run_for(6000);
+    assert!(!rig.last().atd && rig.last().codes.contains(Code::BatteryLost));
+    rig.set_cell(0, 2, 2750);
+    rig.silence(0, false);
+    rig.run_for(500);
+    assert!(
+        !rig.last().atd,
+        "a cell below 2.80 V is judged before ATD returns"
+    );
+    rig.set_cell(0, 2, 3150);
+    rig.run_for(10_000);
+    let d = rig.last();
+    assert!(d.atd, "ATD returns once the dip is gone: {d:?}");
+    assert!(!d.codes.contains(Code::CellUndervoltage));
+
+    // The same for ATC: one report at 3.80 V, or at 4.0 degC, then back in range.
+    for (cell_mv, temp) in [(3800, 250), (3300, 40)] {
+        let mut rig = Rig::started();
+        rig.silence(0, true);
+        rig.run_for(6000);
+        rig.set_cells(cell_mv);
+        rig.set_temp(temp);
+        rig.silence(0, false);
+        rig.run_for(500);
+        assert!(!rig.last().atc, "judged before ATC returns");
+        rig.set_cells(3300);
+        rig.set_temp(250);
+        rig.run_for(10_000);
+        let d = rig.last();
+        assert!(d.atc && d.atd, "{cell_mv} mV / {temp} d°C once: {d:?}");
+        assert!(
+            !d.codes.contains(Code::CellOvervoltage) && !d.codes.contains(Code::LowTemperature)
+        );
+    }
+}
+
 /// PROT-3: the pre-alarm follows the pre-alarm level (debounced 5 s), clears at level + 50 mV
 /// held for 10 s, and follows the low-SoC warning.
 #[test]

@@ -771,3 +771,44 @@ fn mon_1_falling_back_reports_the_disagreement_as_uncertainty() {
          {counted_then:.1} % and the voltage at about 3 % (now {counted:.1} %)"
     );
 }
+
+/// Issue 16 (MON-1 with the adaptive estimator): on a cell whose curve lies below the table
+/// in the lower region (the PyBaMM cell of docs/soc-benchmark.md is at 12-14 % where the
+/// table says 5 %), once bin 1 has learned that bias a light-load reading at the knee's
+/// shoulder is read with it alone, so a count that is right stays right. With the deep bin's
+/// bias (anchored at the bottom of the table) blended in up to bin 1's centre, the same
+/// readings pulled the estimate about 3 points low, below the plain count on deep winters.
+#[test]
+fn mon_1_a_learned_bin_1_reads_the_knee_shoulder() {
+    let mut est = AdaptiveEstimator::default();
+    hold(&mut est, 1, 0, 3265, 250);
+    let mut learned = est.learned();
+    learned.table_bias_low = [
+        (0.0, 0.03),
+        (-0.095, 0.01),
+        (-0.095, 0.01),
+        (-0.09, 0.01),
+        (-0.09, 0.01),
+        (-0.085, 0.01),
+    ];
+    est.restore_learned(&learned);
+    assert_eq!(
+        est.learned().table_bias_low,
+        learned.table_bias_low,
+        "restored"
+    );
+    est.anchor(used_for(14.5), used_for(14.5), Anchor::Manual);
+    // 90 minutes at 1 A (C/100): the true SoC goes from 14.5 to 13.0 %, the cell from 3.122
+    // to 3.110 V (table 4.9 to 4.7 %).
+    for minute in 0..90u32 {
+        let cell_mv = (3122 - minute * 12 / 90) as u16;
+        hold(&mut est, MINUTE_S, -1000, cell_mv, 250);
+    }
+    assert!(
+        est.corrections().loaded_readings >= 1,
+        "{:?}",
+        est.corrections()
+    );
+    let soc = soc_pct(&est);
+    assert!((soc - 13.0).abs() < 1.0, "estimate {soc:.1} %, true 13.0 %");
+}

@@ -100,6 +100,16 @@ pub const TABLE_BIAS_BIN_PRIOR: f32 = 0.05;
 /// left at 2.8 V loaded) is known much better, on its own, at the bottom of the table; towards
 /// its top (the knee's shoulder) a reading blends it with the next bin's.
 pub const TABLE_BIAS_DEEP_PRIOR: f32 = 0.03;
+/// How far up the table (SoC fraction) a reading blends the deep bin's bias with bin 1's once
+/// bin 1 is learned (from its own readings or, through their shared prior, the bins above):
+/// the deep bin's top. The knee's shoulder is where cells differ most (the PyBaMM cell of
+/// docs/soc-benchmark.md is 12-14 % where the table says 5 %, about 2 % at its bottom), so
+/// there bin 1's learned bias holds alone.
+pub const DEEP_REACH_LEARNED: f32 = LOW_BIN_WIDTH;
+/// The same while bin 1 is not learned: up to bin 1's centre, so that a reading low in the
+/// deep knee moves the SoC rather than teaching bin 1's wide prior (3.0 V is nearly empty on
+/// every LiFePO4 cell).
+pub const DEEP_REACH_UNLEARNED: f32 = 1.5 * LOW_BIN_WIDTH;
 /// Number of lower-region bins, each [`LOW_BIN_WIDTH`] of table SoC wide from 0.
 pub const LOW_BINS: usize = 6;
 /// Width of a lower-region bin, as table SoC (fraction).

@@ -32,10 +32,11 @@ pub(super) fn bias_state(soc: f32) -> Option<usize> {
 /// two nearest bins, since a cell's curve differs from the table in slope as well as in
 /// position (a bias constant over a bin makes readings at its two ends disagree the same way
 /// every evening). The deep bin's anchor is the bottom of the table (0 %, about 2.8 V, where
-/// every LiFePO4 cell is nearly empty); the others' are their centres. So the shoulder of the
-/// knee, where cells differ most (3.13 V is 5 % in the table and 12 % on other cells), is
-/// read mostly with bin 1's bias, learned with the bins above it.
-pub(super) fn bias_weights(soc: f32, region: usize) -> Vector {
+/// every LiFePO4 cell is nearly empty) and it reaches up to table SoC `deep_reach`, where bin
+/// 1's bias takes over alone up to its centre; the other bins' anchors are their centres.
+/// The knee's shoulder (3.13 V is 5 % in the table and 12-14 % on other cells) is where cells
+/// differ most: see [`DEEP_REACH_LEARNED`].
+pub(super) fn bias_weights(soc: f32, region: usize, deep_reach: f32) -> Vector {
     let mut h = [0.0; N];
     if region == HIGH {
         if let Some(w) = h.get_mut(HIGH) {
@@ -43,9 +44,8 @@ pub(super) fn bias_weights(soc: f32, region: usize) -> Vector {
         }
         return h;
     }
-    let bin_1_centre = 1.5 * LOW_BIN_WIDTH;
-    let (lower, w) = if soc < bin_1_centre {
-        (0, (soc / bin_1_centre).clamp(0.0, 1.0))
+    let (lower, w) = if soc < deep_reach {
+        (0, (soc / deep_reach).clamp(0.0, 1.0))
     } else {
         // Bin k's centre lies at position k.
         let pos = soc / LOW_BIN_WIDTH - 0.5;
@@ -217,10 +217,13 @@ pub(super) fn exp2(x: f32) -> f32 {
 
 #[cfg(test)]
 mod tests {
-    use super::{bias_weights, exp2, sqrt, AdaptiveEstimator, CAP, HIGH, LOW, N};
+    use super::{
+        bias_weights, exp2, sqrt, AdaptiveEstimator, CAP, DEEP_REACH_LEARNED, DEEP_REACH_UNLEARNED,
+        HIGH, LOW, N,
+    };
 
     fn weights(soc: f32, region: usize) -> [(usize, f32); 2] {
-        let h = bias_weights(soc, region);
+        let h = bias_weights(soc, region, DEEP_REACH_LEARNED);
         let mut nonzero = h.iter().enumerate().filter(|(_, w)| **w != 0.0);
         let mut next = || nonzero.next().map_or((0, 0.0), |(i, w)| (i, *w));
         [next(), next()]
@@ -228,16 +231,18 @@ mod tests {
 
     // Issue 16 (MON-1 with the adaptive estimator): a lower-region reading sees the table bias
     // interpolated between the anchors of the two nearest bins (weights summing to 1): the
-    // bottom of the table for the deep bin, the centres for the bins above. So a curve that
-    // differs from the table in slope reads the same at both ends of a bin, and the knee's
-    // shoulder (table 5 %, where cells differ most) is read mostly with bin 1's bias. Near
+    // bottom of the table for the deep bin (reaching to its top, 5 %, once bin 1 is learned;
+    // to bin 1's centre before), the centres for the bins above. So a curve that differs from the table in slope reads the same at both ends of a
+    // bin, and the knee's shoulder (table 5 %, where cells differ most) is read with bin 1's
+    // bias. Near
     // full, one bias.
     #[test]
     fn mon_1_table_bias_is_read_between_bin_centres() {
         assert_eq!(weights(0.0, LOW), [(LOW, 1.0), (0, 0.0)]);
         assert_eq!(weights(0.98, HIGH), [(HIGH, 1.0), (0, 0.0)]);
-        // From the bottom of the table (the deep bin's anchor) to bin 1's centre (7.5 %).
-        for (soc, region, deep) in [(0.015, LOW, 0.8), (0.045, LOW, 0.4), (0.06, LOW + 1, 0.2)] {
+        // With bin 1 learned, from the bottom of the table (the deep bin's anchor) to the deep
+        // bin's top (5 %), then bin 1 alone up to its centre (7.5 %).
+        for (soc, region, deep) in [(0.01, LOW, 0.8), (0.025, LOW, 0.5), (0.045, LOW, 0.1)] {
             let [(a, wa), (b, wb)] = weights(soc, region);
             assert_eq!((a, b), (LOW, LOW + 1), "{soc}");
             assert!(
@@ -245,7 +250,17 @@ mod tests {
                 "{soc}: {wa} {wb}"
             );
         }
-        assert_eq!(weights(0.075, LOW + 1), [(LOW + 1, 1.0), (0, 0.0)]);
+        for soc in [0.05, 0.06, 0.075] {
+            assert_eq!(weights(soc, LOW + 1), [(LOW + 1, 1.0), (0, 0.0)], "{soc}");
+        }
+        // While bin 1 is not learned the deep bin reaches to bin 1's centre.
+        for (soc, deep) in [(0.015, 0.8), (0.045, 0.4), (0.06, 0.2)] {
+            let h = bias_weights(soc, LOW, DEEP_REACH_UNLEARNED);
+            assert!(
+                (h[LOW] - deep).abs() < 1e-5 && (h[LOW + 1] - (1.0 - deep)).abs() < 1e-5,
+                "{soc}: {h:?}"
+            );
+        }
         // Halfway between the centres of bins 1 (7.5 %) and 2 (12.5 %).
         let [(a, wa), (b, wb)] = weights(0.10, LOW + 2);
         assert_eq!((a, b), (LOW + 1, LOW + 2));
@@ -265,8 +280,10 @@ mod tests {
         for step in 0..=300 {
             let soc = step as f32 / 1000.0;
             let region = super::bias_state(soc).expect("in the lower region");
-            let sum: f32 = bias_weights(soc, region).iter().sum();
-            assert!((sum - 1.0).abs() < 1e-5, "{soc}: {sum}");
+            for reach in [DEEP_REACH_LEARNED, DEEP_REACH_UNLEARNED] {
+                let sum: f32 = bias_weights(soc, region, reach).iter().sum();
+                assert!((sum - 1.0).abs() < 1e-5, "{soc} {reach}: {sum}");
+            }
         }
     }
 

@@ -69,7 +69,14 @@ impl AdaptiveEstimator {
             LOW_READING_SIGMA
         };
         let r = var_mv / (slope_mv * slope_mv) + extra * extra;
-        let biases = bias_weights(soc, region);
+        let bin_1_learned = self.bias_variance_given_capacity(&unit(LOW + 1))
+            <= BIAS_LEARNED_SIGMA * BIAS_LEARNED_SIGMA;
+        let deep_reach = if bin_1_learned {
+            DEEP_REACH_LEARNED
+        } else {
+            DEEP_REACH_UNLEARNED
+        };
+        let biases = bias_weights(soc, region, deep_reach);
         let mut h = biases;
         h[S] = 1.0;
         let mut mask = [true; N];

@@ -19,8 +19,9 @@
 //!   The lead is for loads that are running: an under-voltage while ATD is already
 //!   free-floating (remote OFF, lost data, any reason) latches the opening at once.
 //! - PROT-3 **(choice)**: the pre-alarm output is released [`PREALARM_RELEASE_MS`] after ATD
-//!   opened for under-voltage, until the cell conditions behind it have released (the
-//!   alarm stays in the codes).
+//!   opened for under-voltage, until the cell conditions behind it have released or, once the
+//!   loads are back, a cell falls short of its release level again (the alarm stays in the
+//!   codes).
 //! - PROT-8 **(choice)**: the remote state is debounced [`REMOTE_DEBOUNCE_MS`] both ways.
 //! - While the data is incomplete (lost, invalid, configuration error) the outputs are
 //!   free-floating, latched conditions keep their state and running debounces restart.
@@ -287,8 +288,11 @@ impl Protection {
         } else {
             self.uv_disconnect_since = None;
             // The loads are back and a new under-voltage trips: it warns anew (PROT-2's lead
-            // needs the output high), while a cell still low on the way up stays quiet.
-            if self.lead_row_active() {
+            // needs the output high), while a cell still low on the way up stays quiet. A cell
+            // that falls below a warning row's release level again is no longer on its way up:
+            // the pre-alarm follows its rules again (PROT-3, MON-6).
+            let falling = values.is_some_and(|values| self.warning_row_falling(inputs, &values));
+            if self.lead_row_active() || falling {
                 self.prealarm_released = false;
             }
         }
@@ -396,6 +400,17 @@ impl Protection {
     fn lead_row_active(&self) -> bool {
         LIMITS.iter().any(|row| {
             matches!(row.effect, Effect::PrealarmThenDischarge) && self.is_active(row.id)
+        })
+    }
+
+    /// PROT-3: an active row that drives the pre-alarm sees its value short of its release
+    /// level (the cells are not recovering).
+    fn warning_row_falling(&self, inputs: &ProtectionInputs, values: &Aggregates) -> bool {
+        LIMITS.iter().any(|row| {
+            let (_, release) = self.levels(row.id, inputs);
+            matches!(row.effect, Effect::Prealarm | Effect::PrealarmThenDischarge)
+                && self.is_active(row.id)
+                && !release.holds(value_of(row.id, values))
         })
     }
 

@@ -752,6 +752,39 @@ fn prot_3_prealarm_released_60_s_after_an_undervoltage_disconnect() {
     assert!(rig.run_until(10_000, |d| d.prealarm).is_some());
 }
 
+/// PROT-3 (rev 2), MON-6: the release lasts while the cells recover, not once the loads are
+/// back: ATD returns at 3.25 V, the loads pull a cell to 3.00 V (below the 3.10 V level) within
+/// the 10 s the pre-alarm level needs to clear, and the pre-alarm sounds again (it stayed
+/// free-floating for good, as did the low-SoC warning's). Found by a spec audit replay.
+#[test]
+fn prot_3_mon_6_a_released_prealarm_sounds_again_when_a_cell_falls_low_with_the_loads_back() {
+    for low_soc in [false, true] {
+        let mut rig = Rig::started();
+        if low_soc {
+            let now = rig.now_ms;
+            rig.bms.set_soc(now, 150).unwrap();
+        }
+        rig.set_cells(2700);
+        rig.run_until(60_000, |d| !d.atd).unwrap();
+        rig.run_until(120_000, |d| !d.prealarm).unwrap();
+        rig.set_cells(3250);
+        rig.run_until(5000, |d| d.atd)
+            .expect("loads back at 3.25 V");
+        rig.run_for(5000);
+        assert!(!rig.last().prealarm, "quiet on the way up ({low_soc})");
+        rig.set_cells(3000);
+        let from = rig.now_ms;
+        let warned = rig.run_until(60_000, |d| d.prealarm);
+        assert!(
+            warned.is_some_and(|t| t <= from + 6000),
+            "low SoC {low_soc}: a cell at 3.00 V with the loads on, pre-alarm {warned:?} (from {from})"
+        );
+        let d = rig.last();
+        assert!(d.atd && d.prealarm_reasons.contains(Reason::PrealarmLevel));
+        assert_eq!(d.prealarm_reasons.contains(Reason::LowSoc), low_soc);
+    }
+}
+
 /// PROT-2, PROT-3: after the pre-alarm was released, the cells rise to 3.20 V for a second
 /// (the loads come back) and fall again: the new under-voltage sounds the pre-alarm and waits
 /// its 30 s before ATD opens (found by the PROT-2 property test).

@@ -486,17 +486,23 @@ impl Monitor {
         if self.knowledge != SocKnowledge::Known || self.capacity_mah == 0 {
             return None;
         }
-        let idle_ma = i64::from(self.idle_current_ma());
+        // MON-5: a discharge is |I| of at least 0.1 % of capacity (idle is below it), compared
+        // exactly: 100 mA on 100 Ah is a discharge.
+        let discharging = |ma: i64| {
+            ma < 0
+                && ma.unsigned_abs().saturating_mul(1000)
+                    >= u64::from(self.capacity_mah) * u64::from(IDLE_CURRENT_PERMILLE)
+        };
         // MON-5 (rev 2): idle and charging are judged on the present current, so the value
         // goes the moment the load stops, not 3 min later.
         let present_ma = i64::from(input.bank_ma);
-        if present_ma >= -idle_ma {
+        if !discharging(present_ma) {
             return None;
         }
         // The average of a load that has just started can still be near zero or a charge:
         // the present current stands in until the average is a discharge.
         let average_ma = i64::from(self.window.average_ma(now_ms)?);
-        let average_ma = if average_ma < -idle_ma {
+        let average_ma = if discharging(average_ma) {
             average_ma
         } else {
             present_ma

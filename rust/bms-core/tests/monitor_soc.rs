@@ -408,6 +408,39 @@ fn mon_5_time_remaining_not_available_when_charging_idle_or_unknown() {
     assert_eq!(low.run(5 * MINUTE_MS, REST_MV, -5_000).ttg_min, Some(0));
 }
 
+/// MON-5: idle is |I| *below* 0.1 % of the capacity: a discharge of exactly 0.1 % (100 mA on
+/// 100 Ah) has a time remaining (it was taken as idle), 99 mA is idle. Found by a spec audit.
+#[test]
+fn mon_5_a_discharge_of_exactly_0_1_percent_is_not_idle() {
+    let mut rig = Rig::at_soc(500);
+    let status = rig.run(5 * MINUTE_MS, REST_MV, -100);
+    // 50 % − 10 % floor = 40 Ah, less the 8.3 mAh drawn, at 0.1 A (below C/20: no Peukert).
+    let ttg = status.ttg_min.expect("100 mA on 100 Ah is a discharge");
+    assert!((23_990..=24_000).contains(&ttg), "{ttg} min");
+    assert_eq!(rig.tick(REST_MV, -99).ttg_min, None, "99 mA is idle");
+    // A 12.5 Ah bank: 0.1 % is 12.5 mA, so 12 mA is idle and 13 mA is not.
+    let mut small = Monitor::new(None);
+    let settings = Settings::default();
+    let input = |ma| MonitorInput {
+        bank_mv: REST_MV,
+        bank_ma: ma,
+        capacity_mah: 12_500,
+        cells_in_series: CELLS,
+    };
+    small.update(0, &input(0), &settings);
+    small.set_soc(0, 500).unwrap();
+    let mut now = 0;
+    let mut last = |small: &mut Monitor, ma| {
+        for _ in 0..3000 {
+            now += TICK_MS;
+            small.update(now, &input(ma), &settings);
+        }
+        small.status().ttg_min
+    };
+    assert_eq!(last(&mut small, -12), None, "12 mA is idle on 12.5 Ah");
+    assert!(last(&mut small, -13).is_some(), "13 mA is not");
+}
+
 /// MON-5 (rev 2): idle and charging are judged on the present current, not the 3 min
 /// average: time remaining goes the moment the load stops (it used to show, and rise, for
 /// 3 min), and comes the moment a load starts.

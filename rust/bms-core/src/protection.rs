@@ -13,7 +13,9 @@
 //!   the output it acts on free-floating while its debounce runs (PROT-2 rev 2: only a
 //!   *debounced* under-voltage latches), so an unsafe bank never sees its outputs switch on, and
 //!   a reading that is gone before its debounce ends latches nothing. The same judgement applies
-//!   whenever the data comes back after being lost or invalid.
+//!   whenever the data comes back after being lost or invalid. After a warm restart the outputs
+//!   driven again from the retained state are running: their rows debounce as usual, and the
+//!   under-voltage opening waits for PROT-2's lead.
 //! - PROT-2: ATD opens for under-voltage only once the pre-alarm *output* has been high for
 //!   [`PREALARM_LEAD_MS`]; the opening is latched until the under-voltage condition releases.
 //!   The lead is for loads that are running: an under-voltage while ATD is already
@@ -214,12 +216,20 @@ impl Protection {
                 // The outputs are free-floating (no data until now): a value already beyond its
                 // trip level keeps the output it acts on so while it is debounced (it trips
                 // then without a pre-alarm lead, ATD being free-floating), and no longer once
-                // it is gone.
+                // it is gone. An output held from a warm restart is not free-floating.
                 self.started = true;
+                let hold = self.warm_hold;
                 for id in ProtectionId::ALL {
                     let (trip, _) = self.levels(id, inputs);
                     let value = value_of(id, &values);
-                    let beyond = !self.is_active(id) && trip.holds(value);
+                    // PROT-1 (rev 2): an output driven again after a warm restart is running
+                    // its loads or chargers: its rows debounce as for a running output.
+                    let running = hold.is_some_and(|h| match id.limit().effect {
+                        Effect::Prealarm => false,
+                        Effect::TripCharge => h.atc,
+                        Effect::TripDischarge | Effect::PrealarmThenDischarge => h.atd,
+                    });
+                    let beyond = !running && !self.is_active(id) && trip.holds(value);
                     self.debounce(id, inputs, value);
                     let still = beyond && !self.is_active(id);
                     if let Some(slot) = self.judging.get_mut(id.index()) {

@@ -1639,7 +1639,7 @@ fn running_state() -> Retained {
 /// PROT-1 (rev 2), DFU-1: after a warm restart (a firmware update's reboot, a watchdog reset)
 /// ATD and ATC are driven at the first step from the retained state, before any battery data,
 /// and stay driven through the discovery of the batteries; the judged data then rules (a bank
-/// found under-voltage opens ATD at once).
+/// found under-voltage runs loads: the pre-alarm warns and ATD opens 30 s later, PROT-2 rev 2).
 #[test]
 fn prot_1_dfu_1_warm_restart_drives_the_outputs_at_the_first_step() {
     let mut rig = warm_rig(running_state(), 3000);
@@ -1658,9 +1658,36 @@ fn prot_1_dfu_1_warm_restart_drives_the_outputs_at_the_first_step() {
 
     let mut rig = warm_rig(running_state(), 0);
     rig.set_cells(2700);
-    let off = rig.run_until(10_000, |d| !d.atd).unwrap();
-    assert!(off <= 2100, "judged at discovery, no 30 s lead: {off}");
+    let warned = rig.run_until(10_000, |d| d.prealarm).unwrap();
+    assert!(rig.records.iter().all(|r| r.decisions.atd), "loads run");
+    let off = rig.run_until(60_000, |d| !d.atd).unwrap();
+    assert_eq!(off, warned + 30_000, "the pre-alarm's 30 s lead");
     assert!(rig.last().atd_reasons.contains(Reason::CellUndervoltage));
+}
+
+/// PROT-1 (rev 2), PROT-2, PROT-4: after a warm restart the outputs driven from the retained
+/// state run the loads and chargers, so the first data set's conditions are debounced as for
+/// running outputs: a 3 s dip to 2.75 V (a surge) in the first reports did cut the loads for
+/// 2 s, and a 0.5 s spike to 3.76 V opened ATC for 1 s, neither debounced. Found by a spec
+/// audit.
+#[test]
+fn prot_1_prot_2_prot_4_a_dip_or_spike_at_a_warm_restart_switches_nothing() {
+    let mut rig = warm_rig(running_state(), 0);
+    rig.set_cells(2750);
+    rig.run_for(3000);
+    rig.set_cells(3300);
+    rig.run_for(10_000);
+    let cut = rig.records.iter().find(|r| !r.decisions.atd);
+    assert!(cut.is_none(), "loads cut by a 3 s dip: {cut:?}");
+    assert!(rig.records.iter().all(|r| !r.decisions.prealarm));
+
+    let mut rig = warm_rig(running_state(), 0);
+    rig.set_cell(0, 1, 3760);
+    rig.run_for(2500);
+    rig.set_cell(0, 1, 3400);
+    rig.run_for(5000);
+    let cut = rig.records.iter().find(|r| !r.decisions.atc);
+    assert!(cut.is_none(), "charging cut by a 0.5 s spike: {cut:?}");
 }
 
 /// PROT-1 (rev 2), BANK-4: with no battery data after a warm restart the outputs go

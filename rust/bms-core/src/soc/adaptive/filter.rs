@@ -232,10 +232,9 @@ mod tests {
     // Issue 16 (MON-1 with the adaptive estimator): a lower-region reading sees the table bias
     // interpolated between the anchors of the two nearest bins (weights summing to 1): the
     // bottom of the table for the deep bin (reaching to its top, 5 %, once bin 1 is learned;
-    // to bin 1's centre before), the centres for the bins above. So a curve that differs from the table in slope reads the same at both ends of a
-    // bin, and the knee's shoulder (table 5 %, where cells differ most) is read with bin 1's
-    // bias. Near
-    // full, one bias.
+    // to bin 1's centre before), the centres for the bins above. So a curve that differs from
+    // the table in slope reads the same at both ends of a bin, and the knee's shoulder (table
+    // 5 %, where cells differ most) is read with bin 1's bias. Near full, one bias.
     #[test]
     fn mon_1_table_bias_is_read_between_bin_centres() {
         assert_eq!(weights(0.0, LOW), [(LOW, 1.0), (0, 0.0)]);

@@ -121,6 +121,7 @@ class BleLink {
         const waiter = this.indications.shift();
         if (waiter) waiter(toBytes(e.target.value));
       });
+      this.indicating = true;
     } catch { /* the key then cannot be read on this link */ }
     localStorage.setItem(KNOWN_DEVICE, this.device.id);
   }
@@ -138,15 +139,25 @@ class BleLink {
     }
   }
 
-  /** A control-point command; `withBody` waits for the indicated response. */
+  /** A control-point command; `withBody` waits for the indicated response. The device indicates
+   * the response of every command, refusals included, in order, and nothing tells whose it is:
+   * every command takes its own place in the queue (one without a body does not wait for it),
+   * and a place whose indication never came leaves at the timeout, so that later commands do
+   * not get earlier answers. */
   async command(bytes, withBody) {
-    if (!withBody) return this.write('control', bytes);
+    if (!withBody && !this.indicating) return this.write('control', bytes);
     const answer = new Promise((resolve, reject) => {
-      this.indications.push(resolve);
-      setTimeout(() => reject(new Refused('the device did not answer (indication missing)')), 5000);
+      const waiter = (value) => { clearTimeout(timer); resolve(value); };
+      const timer = setTimeout(() => {
+        const place = this.indications.indexOf(waiter);
+        if (place >= 0) this.indications.splice(place, 1);
+        reject(new Refused('the device did not answer (indication missing)'));
+      }, 5000);
+      this.indications.push(waiter);
     });
+    answer.catch(() => {}); // awaited only with a body (and not after a refused write)
     await this.write('control', bytes);
-    return answer;
+    return withBody ? answer : null;
   }
 
   async watchStatus(onBytes) {

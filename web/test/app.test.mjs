@@ -321,6 +321,60 @@ test('firmware upload over SMP: version shown, progress, test, confirm', async (
   assert.deepEqual(page.errors, []);
 });
 
+/**
+ * Gives the page's control point the firmware's answers (app/src/ble.c): every write is answered
+ * by the core, and its response, refusals included, is indicated after the write response.
+ * Chromium's Bluetooth emulation cannot indicate, so the indication is dispatched on the page's
+ * characteristic. `bms.dropIndications` indications are lost (a full queue, a dropped PDU).
+ */
+async function indicatingControlPoint(page, bms) {
+  bms.dropIndications = 0;
+  await page.exposeFunction('bmsControlPoint', (bytes) => {
+    const resp = Array.from(bms.device.write(6, bms.authenticated, Uint8Array.from(bytes)));
+    bms.log.push({ number: 6, status: resp[1] });
+    const lost = bms.dropIndications > 0;
+    if (lost) bms.dropIndications--;
+    return { resp, lost };
+  });
+  await page.evaluate(() => {
+    const chr = window.openbms.link.chr.control;
+    chr.writeValueWithResponse = async (bytes) => {
+      const { resp, lost } = await window.bmsControlPoint(Array.from(new Uint8Array(bytes.buffer ?? bytes, bytes.byteOffset ?? 0, bytes.byteLength)));
+      if (!lost) {
+        setTimeout(() => {
+          Object.defineProperty(chr, 'value', { value: new DataView(Uint8Array.from(resp).buffer), configurable: true });
+          chr.dispatchEvent(new Event('characteristicvaluechanged'));
+        }, 20);
+      }
+      if (resp[1] !== 0) throw new DOMException(`GATT Error: 0x${(0x80 + resp[1]).toString(16)}.`, 'NotSupportedError');
+    };
+  });
+}
+
+test('ble_1 every control-point answer goes to the command that asked for it', async (t) => {
+  const { page, bms } = await connected(t);
+  bms.authenticated = true;
+  await indicatingControlPoint(page, bms);
+  await page.click('nav button[data-page="settings"]');
+  await page.click('#bonds-list');
+  await waitText(page, '#bonds-table', /No paired phones/);
+  // Read protection on, then the bonds again: the answer of the command without a body
+  // (SetReadProtection) comes after its write and belongs to it, not to ListBonds.
+  await page.$eval('#bonds-table', (e) => e.replaceChildren());
+  await page.$eval('#read-protection', (b) => b.click());
+  await waitText(page, '#security-result', /Read protection on/);
+  await waitText(page, '#bonds-table', /No paired phones/);
+  assert.equal(decode('bonds', bms.device.write(6, true, core.encodeCommand('ListBonds'))).read_protection, true);
+  // A lost indication costs its own command, not every later one.
+  await page.click('nav button[data-page="actions"]');
+  bms.dropIndications = 1;
+  await page.click('#key-show');
+  await waitText(page, '#action-result', /did not answer/, 15000);
+  await page.click('#key-show');
+  await waitText(page, '#key-value', /^[0-9a-f]{32}$/);
+  assert.deepEqual(page.errors, []);
+});
+
 test('the demo device reacts to a pulled cable, cold and a drain', async (t) => {
   const page = await demo(t);
   await page.click('#demo-unplug');

@@ -660,7 +660,31 @@ function show(page) {
   refreshPage().catch(report);
 }
 
-async function refreshPage() {
+/** Refreshes the page shown: one refresh at a time, and one more after it when asked meanwhile.
+ * A refresh reads the batteries by selecting each on the Battery characteristic and reading it,
+ * so two at once (a refresh taking longer than the poll period: a slow link, a big bank) would
+ * read one battery's page in another's place. */
+let pageRefresh = null;
+let pageRefreshAgain = false;
+function refreshPage() {
+  if (pageRefresh) {
+    pageRefreshAgain = true;
+    return pageRefresh;
+  }
+  pageRefresh = (async () => {
+    try {
+      do {
+        pageRefreshAgain = false;
+        await refreshPageOnce();
+      } while (pageRefreshAgain);
+    } finally {
+      pageRefresh = null;
+    }
+  })();
+  return pageRefresh;
+}
+
+async function refreshPageOnce() {
   if (!link) return;
   if (currentPage === 'bank' || currentPage === 'status') await refreshBank();
   if (currentPage === 'status') await refreshSoc();

@@ -96,6 +96,30 @@ test('battery page of a 2 x 2 24 V bank', async (t) => {
   assert.deepEqual(page.errors, []);
 });
 
+test('ble_1 each battery card shows its own battery when the bank takes longer to read than the refresh period', async (t) => {
+  // A slow link (or a bank of many batteries): reading every battery takes longer than the
+  // page's 3 s refresh period. The Battery characteristic answers the battery last selected on
+  // the link, so a second refresh selecting battery 1 while the first is between its select
+  // and its read would put battery 1's page in another battery's place.
+  const { page } = await connected(t);
+  await page.click('nav button[data-page="bank"]');
+  await page.waitForFunction(() => document.querySelectorAll('article.battery').length === 4, { timeout: 10000 });
+  await page.evaluate(() => {
+    const chr = window.openbms.link.chr.battery;
+    const read = chr.readValue.bind(chr);
+    chr.readValue = async () => { await new Promise((r) => setTimeout(r, 900)); return read(); };
+  });
+  const order = [];
+  const until = Date.now() + 12000;
+  while (Date.now() < until) {
+    order.push(await page.$$eval('article.battery h3', (h) => h.map((e) => e.textContent.split(':')[0]).join(', ')));
+    await new Promise((r) => setTimeout(r, 200));
+  }
+  const wrong = order.filter((o) => o !== 'Battery 1, Battery 2, Battery 3, Battery 4');
+  assert.deepEqual(wrong, [], `cards seen: ${[...new Set(order)].join(' | ')}`);
+  assert.deepEqual(page.errors, []);
+});
+
 test('settings write refused unpaired and accepted paired, with the refusal shown', async (t) => {
   const { page, bms } = await connected(t);
   await page.click('nav button[data-page="settings"]');

@@ -61,10 +61,16 @@ pub const PAYLOAD_LEN: usize = HEADER_LEN + RECORD_LEN;
 /// type bytes (2) and the Flags AD (3) fills the 31-byte legacy advertising packet exactly.
 pub const MANUFACTURER_DATA_LEN: usize = 2 + PAYLOAD_LEN;
 
-/// How many nonces one persisted reservation covers. A new reservation is asked for when half
-/// of it is used, so a reboot skips at most this many nonces and the flash is written once
-/// every `NONCE_BLOCK / 2` payload changes.
+/// How many nonces one persisted reservation covers at most (a run's first covers
+/// [`NONCE_FIRST_BLOCK`]). A new reservation is asked for when half of the one in force is
+/// used, so a reboot skips at most this many nonces and, once a run has reached it, the flash
+/// is written once every `NONCE_BLOCK / 2` payload changes.
 pub const NONCE_BLOCK: u16 = 4096;
+
+/// The first reservation of a run, in nonces: each confirmed reservation asks for twice as many
+/// the next time, up to [`NONCE_BLOCK`]. A start skips what the reservation before it left
+/// unused, so runs that end early (a restart loop) skip a few nonces each, not a block.
+pub const NONCE_FIRST_BLOCK: u16 = 64;
 
 /// Errors of the readout encoder.
 #[derive(Clone, Copy, Debug, PartialEq, Eq)]
@@ -439,6 +445,9 @@ pub struct Advertiser {
     last: Option<[u8; RECORD_LEN]>,
     /// Nonces still covered by the persisted reservation, after `nonce`'s successor.
     reserved_left: u16,
+    /// Nonces the reservation in force covered when it was confirmed (0 before the first):
+    /// the next one asks for twice as many, from [`NONCE_FIRST_BLOCK`] up to [`NONCE_BLOCK`].
+    reservation: u16,
 }
 
 impl Advertiser {
@@ -453,6 +462,7 @@ impl Advertiser {
             nonce: first_nonce,
             last: None,
             reserved_left: 0,
+            reservation: 0,
         }
     }
 
@@ -495,12 +505,18 @@ impl Advertiser {
     }
 
     /// The value the storage layer must persist now (and pass to [`Advertiser::new`] at the
-    /// next boot), or `None` while the current reservation still covers at least half a block.
+    /// next boot), or `None` while the current reservation still covers at least half of what
+    /// it covered. The first reservation of a run covers [`NONCE_FIRST_BLOCK`] nonces, each
+    /// next one twice its predecessor, up to [`NONCE_BLOCK`]: a start skips what the run
+    /// before left of its reservation, and a short run leaves little.
     /// Call after building a payload; asks again until [`Advertiser::nonce_persisted`] confirms.
     #[must_use]
     pub fn nonce_to_persist(&self) -> Option<u16> {
-        (self.reserved_left <= NONCE_BLOCK / 2)
-            .then(|| self.next_unused().wrapping_add(NONCE_BLOCK))
+        let block = self
+            .reservation
+            .saturating_mul(2)
+            .clamp(NONCE_FIRST_BLOCK, NONCE_BLOCK);
+        (self.reserved_left <= self.reservation / 2).then(|| self.next_unused().wrapping_add(block))
     }
 
     /// The storage layer has durably written `value` (from [`Advertiser::nonce_to_persist`]):
@@ -510,6 +526,7 @@ impl Advertiser {
         let ahead = value.wrapping_sub(self.next_unused());
         if ahead <= NONCE_BLOCK {
             self.reserved_left = ahead;
+            self.reservation = ahead;
         }
     }
 
@@ -930,7 +947,7 @@ mod tests {
         let first = adv.nonce_to_persist().unwrap();
         adv.nonce_persisted(first);
         let mut last = [0u8; PAYLOAD_LEN];
-        for i in 0..u32::from(NONCE_BLOCK) {
+        for i in 0..u32::from(NONCE_FIRST_BLOCK) {
             let values = ReadoutValues {
                 time_remaining_min: Some(i),
                 ..sample()
@@ -953,18 +970,19 @@ mod tests {
             assert_eq!(adv.nonce(), first.wrapping_sub(1));
         }
         let unchanged = ReadoutValues {
-            time_remaining_min: Some(u32::from(NONCE_BLOCK) - 1),
+            time_remaining_min: Some(u32::from(NONCE_FIRST_BLOCK) - 1),
             ..sample()
         };
         let mut again = [0u8; PAYLOAD_LEN];
         assert_eq!(adv.payload(&unchanged, &mut again), Ok(PAYLOAD_LEN));
         assert_eq!(again, last);
-        // A reboot now starts at `first`, never at a nonce already sent.
+        // A reboot now starts at `first`, never at a nonce already sent. The next reservation
+        // covers twice the first.
         assert_eq!(
             adv.nonce_to_persist(),
-            Some(first.wrapping_add(NONCE_BLOCK))
+            Some(first.wrapping_add(2 * NONCE_FIRST_BLOCK))
         );
-        adv.nonce_persisted(first.wrapping_add(NONCE_BLOCK));
+        adv.nonce_persisted(first.wrapping_add(2 * NONCE_FIRST_BLOCK));
         let mut next = [0u8; PAYLOAD_LEN];
         adv.payload(&ReadoutValues::NOT_AVAILABLE, &mut next)
             .unwrap();
@@ -1033,12 +1051,13 @@ mod tests {
         let mut adv = Advertiser::new(KEY, DEFAULT_PRODUCT_ID, 100);
         assert_eq!(
             adv.nonce_to_persist(),
-            Some(100 + NONCE_BLOCK),
-            "nothing reserved at boot"
+            Some(100 + NONCE_FIRST_BLOCK),
+            "nothing reserved at boot: a small first reservation"
         );
-        adv.nonce_persisted(100 + NONCE_BLOCK);
+        adv.nonce_persisted(100 + NONCE_FIRST_BLOCK);
         assert_eq!(adv.nonce_to_persist(), None);
-        let mut persisted = 100 + NONCE_BLOCK;
+        let mut persisted = 100 + NONCE_FIRST_BLOCK;
+        let mut block = NONCE_FIRST_BLOCK;
         let mut out = [0u8; 24];
         let mut highest_sent = 0;
         for i in 0..3 * u32::from(NONCE_BLOCK) {
@@ -1053,14 +1072,16 @@ mod tests {
                 "nonce {highest_sent} sent beyond the reservation {persisted}"
             );
             if let Some(value) = adv.nonce_to_persist() {
-                assert_eq!(
-                    value,
-                    highest_sent.wrapping_add(1).wrapping_add(NONCE_BLOCK)
-                );
+                // Asked when half of the reservation in force is left; each covers twice
+                // the one before, up to NONCE_BLOCK.
+                assert_eq!(persisted.wrapping_sub(highest_sent) - 1, block / 2);
+                block = (2 * block).min(NONCE_BLOCK);
+                assert_eq!(value, highest_sent.wrapping_add(1).wrapping_add(block));
                 persisted = value;
                 adv.nonce_persisted(value);
             }
         }
+        assert_eq!(block, NONCE_BLOCK, "a long run reserves whole blocks");
         // Reboot: the first nonce is ahead of every nonce already sent.
         let mut rebooted = reserved(Advertiser::new(KEY, DEFAULT_PRODUCT_ID, persisted));
         rebooted.payload(&sample(), &mut out).unwrap();
@@ -1069,11 +1090,11 @@ mod tests {
         // A stale confirmation (behind the counter) does not extend the reservation.
         let mut fresh = Advertiser::new(KEY, DEFAULT_PRODUCT_ID, 100);
         fresh.nonce_persisted(99);
-        assert_eq!(fresh.nonce_to_persist(), Some(100 + NONCE_BLOCK));
+        assert_eq!(fresh.nonce_to_persist(), Some(100 + NONCE_FIRST_BLOCK));
         fresh.nonce_persisted(100 + NONCE_BLOCK + 1);
         assert_eq!(
             fresh.nonce_to_persist(),
-            Some(100 + NONCE_BLOCK),
+            Some(100 + NONCE_FIRST_BLOCK),
             "beyond one block"
         );
     }

@@ -13,7 +13,7 @@ use bms_core::name::DeviceName;
 use bms_core::node::Node;
 use bms_core::protocol::DeviceSecrets;
 use bms_core::protocol::{Access, Status};
-use bms_core::readout::{ReadoutError, NONCE_BLOCK};
+use bms_core::readout::{ReadoutError, NONCE_BLOCK, NONCE_FIRST_BLOCK};
 use bms_core::settings::Settings;
 use bms_core::soc::EstimatorKind;
 use bms_core::storage::{
@@ -429,13 +429,13 @@ fn ble_3_no_advertisement_nonce_without_a_stored_reservation() {
     dev.run_for(61_000);
     assert_eq!(dev.bms().manufacturer_data(&mut adv), Ok(26));
     let first = adv;
-    // A reservation covers NONCE_BLOCK changes; with every later write failing, the values
-    // keep changing, and once the block is used up there is no packet ("not available"),
-    // never the stale last one (M4).
+    // A run's first reservation covers NONCE_FIRST_BLOCK changes; with every later write
+    // failing, the values keep changing, and once the block is used up there is no packet
+    // ("not available"), never the stale last one (M4).
     dev.flash().fail_writes = true;
     let mut last = adv;
     let mut refused = 0;
-    for i in 0..i32::from(NONCE_BLOCK) + 10 {
+    for i in 0..i32::from(NONCE_FIRST_BLOCK) + 10 {
         // A new current each time changes the values; the readout shows a change at most
         // once per READOUT_MIN_CHANGE_MS.
         dev.rig.set_current(-1_000 - 100 * (i % 100));
@@ -453,9 +453,46 @@ fn ble_3_no_advertisement_nonce_without_a_stored_reservation() {
     let nonce = |a: &[u8; 26]| u16::from_le_bytes([a[7], a[8]]);
     assert_eq!(
         nonce(&last).wrapping_sub(nonce(&first)),
-        NONCE_BLOCK - 1,
+        NONCE_FIRST_BLOCK - 1,
         "never beyond the stored reservation"
     );
+}
+
+/// BLE-3: restarts in a row reuse no nonce under the key. A start cannot know how much of the
+/// stored reservation the run before used, so it skips all of it; when every start reserved a
+/// whole `NONCE_BLOCK` (4096, 1/16 of the 16-bit counter), 16 short runs (a brown-out or
+/// watchdog loop, updates) brought the counter round to a nonce already sent under the same
+/// key, whatever the 20 s change limit: the keystream repeated. A run's first reservation is
+/// small and grows as the run lasts, so a restart skips a few nonces, not a sixteenth.
+#[test]
+fn ble_3_restarts_in_a_row_reuse_no_nonce() {
+    let (mut dev, _) = Device::boot(Flash::default(), Some(KEY));
+    dev.run_for(3_000);
+    let mut adv = [0u8; 26];
+    let mut sent: std::vec::Vec<u16> = std::vec::Vec::new();
+    for start in 0..100 {
+        assert_eq!(
+            dev.bms().manufacturer_data(&mut adv),
+            Ok(26),
+            "start {start}"
+        );
+        let nonce = u16::from_le_bytes([adv[7], adv[8]]);
+        assert!(
+            !sent.contains(&nonce),
+            "start {start}: nonce {nonce} sent before under the same key (starts: {sent:?})"
+        );
+        if let Some(&previous) = sent.last() {
+            let skipped = nonce.wrapping_sub(previous);
+            assert!(
+                skipped <= 2 * NONCE_FIRST_BLOCK,
+                "start {start} skipped {skipped}"
+            );
+        }
+        sent.push(nonce);
+        let (rebooted, _) = dev.reboot(None);
+        dev = rebooted;
+        dev.run_for(3_000);
+    }
 }
 
 /// MON-8: what the adaptive estimator learned survives a reboot. Floated for two hours at

@@ -154,7 +154,23 @@ impl Config {
             .into_iter()
             .any(|kind| kind != RecordKind::Settings && restored.fault(kind).is_some());
         let mut secrets_fault = false;
+        // BLE-3: which nonces the stored key was sent with is not known without the
+        // reservation: a new key, so that no nonce repeats under one (decoders need it).
+        let nonce_lost = restored.fault(RecordKind::Nonce).is_some();
         let secrets = match (restored.secrets, fresh) {
+            (Ok(stored), Some(fresh)) if nonce_lost => {
+                log::error!("advertisement nonce lost: new readout key, decoders need it");
+                let passkey = if stored.passkey == DeviceSecrets::DEFAULT_PASSKEY {
+                    fresh.passkey
+                } else {
+                    stored.passkey
+                };
+                Some(DeviceSecrets {
+                    passkey,
+                    adv_key: new_key_check(fresh.adv_key, &stored.adv_key),
+                    ..stored
+                })
+            }
             (Ok(stored), _) if stored.passkey != DeviceSecrets::DEFAULT_PASSKEY => Some(stored),
             (Ok(stored), Some(fresh)) => {
                 log::warn!("stored passkey 000000 replaced by a per-unit passkey");
@@ -194,6 +210,18 @@ impl Config {
             ..Config::default()
         }
     }
+}
+
+/// `key`, its first byte (the key check the readout sends in clear) made to differ from `old`'s:
+/// a decoder still holding the old key then reports a key mismatch instead of decrypting the
+/// new packets into wrong values (BLE-3).
+fn new_key_check(mut key: [u8; 16], old: &[u8; 16]) -> [u8; 16] {
+    if let (Some(first), Some(&old_first)) = (key.first_mut(), old.first()) {
+        if *first == old_first {
+            *first = old_first.wrapping_add(1);
+        }
+    }
+    key
 }
 
 /// The BMS's own measurements, passed to every [`Bms::step`].
@@ -949,12 +977,7 @@ impl Bms {
         if !self.persist_secrets {
             return Err(PasskeyError::NoSecrets);
         }
-        let mut key = key;
-        if let (Some(first), Some(&old_first)) = (key.first_mut(), self.advertiser.key().first()) {
-            if *first == old_first {
-                *first = old_first.wrapping_add(1);
-            }
-        }
+        let key = new_key_check(key, self.advertiser.key());
         self.advertiser.set_key(key);
         log::info!("new readout key");
         Ok(key)

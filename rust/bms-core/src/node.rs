@@ -36,7 +36,7 @@ use crate::pairing::{Bond, BondAction, ButtonAction};
 use crate::protocol::{self, Access, BmsDevice, ProtocolError, Status};
 use crate::readout::ReadoutError;
 use crate::secrets::DeviceSecrets;
-use crate::storage::{Persistence, Records, Storage};
+use crate::storage::{Persistence, RecordKind, Records, Storage};
 use crate::word::Number;
 
 /// The platform's random source: fills `out` and returns true, or returns false when it has
@@ -104,8 +104,14 @@ impl<S: Storage> Node<S> {
         // New secrets only when none were restored (or the passkey is the old 000000):
         // `Config::from_restored` decides whether they may be used (a true first start) or the
         // stored record is faulty and kept.
+        // A lost nonce reservation needs a new readout key too (BLE-3).
         let fresh = match restored.secrets {
-            Ok(stored) if stored.passkey != DeviceSecrets::DEFAULT_PASSKEY => None,
+            Ok(stored)
+                if stored.passkey != DeviceSecrets::DEFAULT_PASSKEY
+                    && restored.fault(RecordKind::Nonce).is_none() =>
+            {
+                None
+            }
             _ => fresh_secrets(random),
         };
         let mut nonce = [0u8; 2];

@@ -495,6 +495,57 @@ fn ble_3_restarts_in_a_row_reuse_no_nonce() {
     }
 }
 
+/// BLE-3: a lost nonce reservation brings a new readout key. The start cannot know which
+/// nonces were sent under the key: a random first nonce lands among them with the chance of
+/// the share of the counter used (after 10 days of 3773 changes a day, 58 %), and the keystream
+/// repeats. With a new key (its key-check byte differs, so decoders report a mismatch, not
+/// wrong values) no nonce can repeat; the passkey and read protection stay, the new secrets
+/// are stored, and the loss is reported (RecordsCorrupt).
+#[test]
+fn ble_3_a_lost_nonce_reservation_brings_a_new_readout_key() {
+    let (mut dev, _) = Device::boot(Flash::default(), Some(KEY));
+    dev.run_for(3_000);
+    dev.bms().set_passkey(123_456).unwrap();
+    dev.bms().set_read_protection(true).unwrap();
+    dev.run_for(11_000);
+    let mut adv = [0u8; 26];
+    assert_eq!(dev.bms().manufacturer_data(&mut adv), Ok(26));
+    let mut flash = dev.rig.bms.into_storage();
+    let mut nonce = flash.inner.get(RecordKind::Nonce.key()).unwrap().to_vec();
+    nonce[1] ^= 0x10;
+    flash.inner.write(RecordKind::Nonce.key(), &nonce).unwrap();
+
+    let fresh = [
+        0x3C, 0x11, 0x22, 0x33, 0x44, 0x55, 0x66, 0x77, 8, 9, 10, 11, 12, 13, 14, 15,
+    ];
+    let (mut dev, restored) = Device::boot(flash, Some(fresh));
+    assert!(restored.fault(RecordKind::Nonce).is_some());
+    let key = *dev.bms().device_key();
+    assert_ne!(key, KEY, "the old key with a random nonce");
+    assert_ne!(key[0], KEY[0], "the key check must change with the key");
+    assert_eq!(key[1..], fresh[1..]);
+    assert_eq!(dev.bms().passkey(), 123_456);
+    assert!(dev.bms().read_protection());
+    let d = dev.run_for(3_000).clone();
+    assert!(d.codes.contains(Code::RecordsCorrupt));
+    assert!(!d.codes.contains(Code::SecretsFault));
+    assert_eq!(dev.bms().manufacturer_data(&mut adv), Ok(26));
+    assert_eq!(adv[9], key[0], "advertised under the new key");
+    let (dev, restored) = dev.reboot(None);
+    assert_eq!(
+        restored.secrets.map(|s| s.adv_key),
+        Ok(key),
+        "the new key is stored"
+    );
+    assert_eq!(*dev.rig.bms.bms().device_key(), key);
+
+    // Without a random source there is no new key: the old one stays (as before).
+    let mut flash = dev.rig.bms.into_storage();
+    flash.inner.delete(RecordKind::Nonce.key()).unwrap();
+    let (mut dev, _) = Device::boot(flash, None);
+    assert_eq!(*dev.bms().device_key(), key);
+}
+
 /// MON-8: what the adaptive estimator learned survives a reboot. Floated for two hours at
 /// 3.40 V a cell with the sensor reading +0.15 A, it learns a current-sensor offset; after a
 /// reboot the offset is the stored one, not the prior (it fails if the record is not written,

@@ -648,7 +648,8 @@ extern "C" {
 
 /**
  * Opens the BMS: restores settings and records through `bms_port_storage_read` (on the first
- * start also makes the device's Instant Readout key with `bms_port_random`) and sets up
+ * start, and when the stored nonce reservation was lost, also makes the device's Instant
+ * Readout key with `bms_port_random`) and sets up
  * logging through `bms_port_log`. Call once at start-up, from the thread that will own it.
  *
  * Returns the handle for every other call, or NULL when the instance is open already or

@@ -115,15 +115,24 @@ class BleLink {
       const smp = await server.getPrimaryService(SMP_SERVICE);
       this.smpChr = await smp.getCharacteristic(SMP_CHARACTERISTIC);
     } catch { this.smpChr = null; }
-    try {
-      await this.chr.control.startNotifications();
-      this.chr.control.addEventListener('characteristicvaluechanged', (e) => {
-        const waiter = this.indications.shift();
-        if (waiter) waiter(toBytes(e.target.value));
-      });
-      this.indicating = true;
-    } catch { /* the key then cannot be read on this link */ }
+    this.chr.control.addEventListener('characteristicvaluechanged', (e) => {
+      const waiter = this.indications.shift();
+      if (waiter) waiter(toBytes(e.target.value));
+    });
+    await this.enableIndications();
     localStorage.setItem(KNOWN_DEVICE, this.device.id);
+  }
+
+  /** Subscribes to the control point's indications (the command answers). The device allows it
+   * on a paired link only, so a link paired after it connected subscribes at its next command. */
+  async enableIndications() {
+    if (!this.indicating) {
+      try {
+        await this.chr.control.startNotifications();
+        this.indicating = true;
+      } catch { /* not paired (yet): commands with an answer then cannot get it */ }
+    }
+    return this.indicating;
   }
 
   has(name) { return Boolean(this.chr[name]); }
@@ -145,7 +154,7 @@ class BleLink {
    * and a place whose indication never came leaves at the timeout, so that later commands do
    * not get earlier answers. */
   async command(bytes, withBody) {
-    if (!withBody && !this.indicating) return this.write('control', bytes);
+    if (!(await this.enableIndications()) && !withBody) return this.write('control', bytes);
     const answer = new Promise((resolve, reject) => {
       const waiter = (value) => { clearTimeout(timer); resolve(value); };
       const timer = setTimeout(() => {

@@ -63,7 +63,7 @@ test('status live from notifications, reads only as the fallback', async (t) => 
   // indications); Chromium's emulation cannot push one, so the page falls back to reading.
   const { page, bms } = await connected(t);
   assert.ok(bms.subscribed.has(1), 'subscribed to Status notifications');
-  assert.ok(bms.subscribed.has(6), 'subscribed to control-point indications');
+  assert.ok(!bms.subscribed.has(6), 'control-point indications need a paired link');
   await page.waitForFunction(() => window.openbms.statusUpdates.read >= 2, { timeout: 15000 });
   await waitText(page, '#st-live', /Updated by reading the BMS every second/);
 
@@ -358,7 +358,8 @@ async function indicatingControlPoint(page, bms) {
     bms.log.push({ number: 6, status: resp[1] });
     const lost = bms.dropIndications > 0;
     if (lost) bms.dropIndications--;
-    return { resp, lost };
+    // Sent only to a link that enabled them (app/src/ble.c indicate_next).
+    return { resp, lost: lost || !bms.subscribed.has(6) };
   });
   await page.evaluate(() => {
     const chr = window.openbms.link.chr.control;
@@ -396,6 +397,20 @@ test('ble_1 every control-point answer goes to the command that asked for it', a
   await waitText(page, '#action-result', /did not answer/, 15000);
   await page.click('#key-show');
   await waitText(page, '#key-value', /^[0-9a-f]{32}$/);
+  assert.deepEqual(page.errors, []);
+});
+
+test('ble_3 the readout key is read on a link paired after it connected', async (t) => {
+  // Connected before pairing, the page could not enable the control point's indications (the
+  // device allows that on a paired link only); once paired, a command must still get its answer.
+  const { page, bms } = await connected(t);
+  assert.ok(!bms.subscribed.has(6));
+  bms.authenticated = true;
+  await indicatingControlPoint(page, bms);
+  await page.click('nav button[data-page="actions"]');
+  await page.click('#key-show');
+  await waitText(page, '#key-value', /^[0-9a-f]{32}$/);
+  assert.ok(bms.subscribed.has(6), 'subscribed once paired');
   assert.deepEqual(page.errors, []);
 });
 

@@ -124,7 +124,10 @@ export async function emulateBms(page) {
     const number = numberOf[characteristicId];
     let code = 0;
     let out;
-    if (type === 'subscribe-to-notifications') bms.subscribed.add(number);
+    // The control point's CCC needs an authenticated write (app/src/ble.c: BT_GATT_CCC with
+    // BT_GATT_PERM_WRITE_AUTHEN): an unpaired link cannot enable its indications.
+    if (type === 'subscribe-to-notifications' && number === 6 && !bms.authenticated) code = 0x05;
+    else if (type === 'subscribe-to-notifications') bms.subscribed.add(number);
     if (type === 'unsubscribe-from-notifications') bms.subscribed.delete(number);
     if (type === 'read') {
       out = Buffer.from(device.read(number, bms.authenticated)).toString('base64');

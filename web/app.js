@@ -283,9 +283,15 @@ function li(text, cls) {
 
 // ---- pages --------------------------------------------------------------------------------------
 
+/** Shows a status page; false when the device refused it (then the reason is shown instead). */
 function showStatus(bytes) {
   const d = core.decode('status', bytes);
-  if (!d.ok) return;
+  if (!d.ok) {
+    // NotAuthenticated: read protection is on and this link is not paired (BLE-2).
+    $('st-live').textContent = d.status === 6 ? `Read protection is on: ${notPaired}`
+      : `The BMS refused the status page: ${d.status_text}`;
+    return false;
+  }
   const s = d.page;
   lastStatusAt = performance.now();
   if (firstStatusPending) {
@@ -313,6 +319,7 @@ function showStatus(bytes) {
   $('st-codes').replaceChildren(...(codes.length
     ? codes.map((c) => li(`${c.severity[0].toUpperCase()}${c.severity.slice(1)} ${c.number}: ${CODE_WORDS[c.name] || c.name}`, c.severity))
     : [li('None', 'ok')]));
+  return true;
 }
 
 function outputLine(label, good, reasons, goodWord, badWord) {
@@ -322,15 +329,13 @@ function outputLine(label, good, reasons, goodWord, badWord) {
 
 async function refreshStatus() {
   statusUpdates.read++;
-  showStatus(await link.read('status'));
-  $('st-live').textContent = 'Updated by reading the BMS every second';
+  if (showStatus(await link.read('status'))) $('st-live').textContent = 'Updated by reading the BMS every second';
 }
 
 /** A status page the device pushed (notification). */
 function notifiedStatus(bytes) {
   statusUpdates.notified++;
-  showStatus(bytes);
-  $('st-live').textContent = 'Live: the BMS sends every change';
+  if (showStatus(bytes)) $('st-live').textContent = 'Live: the BMS sends every change';
 }
 
 /** How the SoC is known and how sure the BMS is (the SoC page), beside the status page's SoC. */

@@ -120,6 +120,22 @@ test('ble_1 each battery card shows its own battery when the bank takes longer t
   assert.deepEqual(page.errors, []);
 });
 
+test('ble_2 with read protection on, an unpaired phone is told to pair', async (t) => {
+  // The device answers every read of an unpaired link with NotAuthenticated (6): the page must
+  // say why it shows nothing, not stay blank under "Connected".
+  const page = await openApp(browser, server.url);
+  const bms = await emulateBms(page);
+  t.after(async () => { await page.close(); await bms.stop(); });
+  decode('command', bms.device.write(6, true, core.encodeCommand({ SetReadProtection: { enabled: true } })));
+  await connect(page);
+  await waitText(page, '#st-live', /read protection is on.*pair/i);
+  // Paired, the page shows the status again.
+  bms.authenticated = true;
+  await waitText(page, '#soc-value', /^\d+\.\d %$/);
+  await waitText(page, '#st-live', /Updated by reading the BMS every second/);
+  assert.deepEqual(page.errors, []);
+});
+
 test('settings write refused unpaired and accepted paired, with the refusal shown', async (t) => {
   const { page, bms } = await connected(t);
   await page.click('nav button[data-page="settings"]');

@@ -174,8 +174,11 @@ static void handle_button(bool pressed, uint64_t at_ms)
 
 	if (rc < 0) {
 		LOG_ERR("Button edge refused (err %d)", rc);
-	} else if (rc == 2) {
-		/* Pairing reset: a new passkey (and a bond action removing every bond). */
+	} else if (rc > 0) {
+		/* The window opened (with a new passkey if the old one saw too many failed
+		 * attempts) or pairing was reset (a new passkey and a bond action removing every
+		 * bond): the host pairs with the passkey the core shows now.
+		 */
 		apply_passkey();
 	}
 }

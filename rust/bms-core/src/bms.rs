@@ -870,6 +870,7 @@ impl Bms {
             return Err(PasskeyError::NoSecrets);
         }
         self.passkey = passkey;
+        self.pairing.passkey_renewed();
         self.bond_action = Some(match self.bond_action {
             Some(BondAction::RemoveAll) => BondAction::RemoveAll,
             _ => BondAction::RemoveOthers,
@@ -949,6 +950,26 @@ impl Bms {
         self.passkey = fresh.passkey;
         self.persist_secrets = true;
         self.sticky.remove(Code::SecretsFault);
+        self.show_passkey();
+    }
+
+    /// BLE-2 **(choice)**: whether the passkey has seen so many failed pairing attempts that
+    /// the next pairing window is to come with a new one ([`crate::pairing::Pairing::passkey_worn`]).
+    pub fn passkey_worn(&self) -> bool {
+        self.pairing.passkey_worn()
+    }
+
+    /// BLE-2 **(choice)**: a worn passkey replaced by `passkey` (from the random source) as the
+    /// pairing window opens: bonds, the readout key and read protection kept; stored at the
+    /// next poll and shown (LED, log) in place of the old one. Without usable secrets nothing
+    /// changes (pairing stays locked until the button reset).
+    pub fn renew_passkey(&mut self, passkey: u32) {
+        if !self.persist_secrets || !(MIN_PASSKEY..=MAX_PASSKEY).contains(&passkey) {
+            return;
+        }
+        self.passkey = passkey;
+        self.pairing.passkey_renewed();
+        log::warn!("passkey renewed: too many failed pairing attempts against the old one");
         self.show_passkey();
     }
 

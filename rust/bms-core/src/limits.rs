@@ -321,6 +321,12 @@ pub const PAIRING_WINDOW_MS: u64 = 180_000;
 pub const PAIRING_BACKOFF_FIRST_MS: u64 = 5_000;
 /// BLE-2 **(choice)**: the longest back-off after failed pairing attempts, ms.
 pub const PAIRING_BACKOFF_MAX_MS: u64 = 3_600_000;
+/// BLE-2 **(choice)**: failed pairing attempts against one passkey after which the next press
+/// of the button makes a new one (bonds kept) before the LED shows it. An LE Secure
+/// Connections passkey entry that fails at its k-th round tells the peer the passkey's first
+/// k bits (about 2 a try on average, 20 in all), and successful pairings and new windows do
+/// not make the peer forget them: after 4 failures a guess still has about 1 chance in 4 000.
+pub const PASSKEY_MAX_FAILED_ATTEMPTS: u32 = 4;
 /// BLE-2 **(choice)**: the button held this long resets pairing (every bond removed, a new
 /// passkey), ms.
 pub const PAIRING_RESET_HOLD_MS: u64 = 10_000;

@@ -300,9 +300,19 @@ impl<S: Storage> Node<S> {
         random: &mut dyn Random,
     ) -> Option<ButtonAction> {
         let action = self.bms.button(now_ms, pressed);
-        if action == Some(ButtonAction::ResetPairing) {
-            self.bms.reset_pairing(fresh_secrets(random));
-            self.flush(now_ms);
+        match action {
+            Some(ButtonAction::ResetPairing) => {
+                self.bms.reset_pairing(fresh_secrets(random));
+                self.flush(now_ms);
+            }
+            // BLE-2: a worn passkey is replaced as the window opens, before anyone reads it.
+            Some(ButtonAction::OpenWindow) if self.bms.passkey_worn() => {
+                if let Some(fresh) = fresh_secrets(random) {
+                    self.bms.renew_passkey(fresh.passkey);
+                    self.flush(now_ms);
+                }
+            }
+            _ => {}
         }
         action
     }

@@ -16,6 +16,9 @@
 //!   windows and clears only at a successful pairing or a reset, so a nearby attacker gets a few
 //!   guesses per press of the owner's button, never a stream of them;
 //! - a successful pairing closes the window (one new phone per press);
+//! - every failed attempt tells the peer some of the passkey's bits, and nothing makes it
+//!   forget them: after [`PASSKEY_MAX_FAILED_ATTEMPTS`] failures against one passkey it is worn
+//!   ([`Pairing::passkey_worn`]), and the next press of the button comes with a new one;
 //! - after a fault in the stored secrets nothing pairs until the button is held for
 //!   [`PAIRING_RESET_HOLD_MS`] (reset pairing: every bond removed, a new passkey).
 
@@ -26,7 +29,7 @@ use serde::{Deserialize, Serialize};
 
 use crate::limits::{
     BUTTON_PRESS_MIN_MS, MAX_BONDS, PAIRING_BACKOFF_FIRST_MS, PAIRING_BACKOFF_MAX_MS,
-    PAIRING_RESET_HOLD_MS, PAIRING_WINDOW_MS,
+    PAIRING_RESET_HOLD_MS, PAIRING_WINDOW_MS, PASSKEY_MAX_FAILED_ATTEMPTS,
 };
 
 /// One bond of the BLE stack: the peer's identity address.
@@ -95,6 +98,8 @@ pub struct Pairing {
     button_until_ms: Option<u64>,
     /// Failed attempts in a row.
     failures: u32,
+    /// Failed attempts against the passkey in force, whatever succeeded in between.
+    failures_on_passkey: u32,
     /// No attempt is allowed before this time.
     backoff_until_ms: u64,
     /// The button went down at this time and is still down.
@@ -142,6 +147,7 @@ impl Pairing {
             log::info!("pairing succeeded: window closed");
         } else {
             self.failures = self.failures.saturating_add(1);
+            self.failures_on_passkey = self.failures_on_passkey.saturating_add(1);
             let doublings = self.failures.saturating_sub(1).min(32);
             let backoff = PAIRING_BACKOFF_FIRST_MS
                 .checked_shl(doublings)
@@ -181,6 +187,17 @@ impl Pairing {
             }
             _ => None,
         }
+    }
+
+    /// Whether so many attempts failed against the passkey in force that it is to be replaced
+    /// ([`PASSKEY_MAX_FAILED_ATTEMPTS`]).
+    pub fn passkey_worn(&self) -> bool {
+        self.failures_on_passkey >= PASSKEY_MAX_FAILED_ATTEMPTS
+    }
+
+    /// A new passkey is in force: no failed attempt has been made against it.
+    pub fn passkey_renewed(&mut self) {
+        self.failures_on_passkey = 0;
     }
 
     /// Whether the button has been held long enough to reset pairing when it is released.
@@ -236,6 +253,7 @@ impl Pairing {
     fn reset(&mut self, now_ms: u64) {
         self.locked = false;
         self.failures = 0;
+        self.failures_on_passkey = 0;
         self.backoff_until_ms = 0;
         self.bonds.clear();
         self.power_up_until_ms = None;
@@ -333,6 +351,31 @@ mod tests {
 
     /// BLE-2, secrets fault: locked pairing refuses even in a window, a press does not unlock;
     /// holding the button for the reset time unlocks, clears the bonds and opens the window.
+    // BLE-2 (choice): failures against one passkey add up across windows and successes; the
+    // passkey is worn at PASSKEY_MAX_FAILED_ATTEMPTS and fresh again once renewed or reset.
+    #[test]
+    fn ble_2_failures_against_one_passkey_wear_it() {
+        let mut p = Pairing::new(0, false);
+        for n in 0..PASSKEY_MAX_FAILED_ATTEMPTS {
+            assert!(!p.passkey_worn(), "{n} failures");
+            p.attempt(1_000, false);
+            p.attempt(2_000, true);
+        }
+        assert!(p.passkey_worn());
+        p.passkey_renewed();
+        assert!(!p.passkey_worn());
+        for _ in 0..PASSKEY_MAX_FAILED_ATTEMPTS {
+            p.attempt(3_000, false);
+        }
+        assert!(p.passkey_worn());
+        assert!(p.button(10_000, true).is_none());
+        assert_eq!(
+            p.button(10_000 + PAIRING_RESET_HOLD_MS, false),
+            Some(ButtonAction::ResetPairing)
+        );
+        assert!(!p.passkey_worn(), "a reset brings a new passkey");
+    }
+
     #[test]
     fn ble_2_locked_until_the_button_is_held() {
         let mut p = Pairing::new(0, true);

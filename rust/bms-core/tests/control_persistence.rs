@@ -784,3 +784,68 @@ fn ble_3_readout_changes_at_most_once_per_interval_but_outputs_at_once() {
         .expect("remote off opens ATD");
     assert!(dev.rig.last().adv_changed, "the output change waited");
 }
+
+/// BLE-2 **(choice)**: every failed passkey entry tells the peer some of the passkey's bits,
+/// and neither a new window nor the owner's successful pairing makes it forget them. After
+/// four failures against one passkey the next press of the button makes a new one (bonds, the
+/// readout key and read protection kept), stores it and shows that one; fewer failures keep
+/// it, and the count starts again for the new passkey.
+#[test]
+fn ble_2_a_passkey_tried_too_often_is_renewed_when_the_window_opens() {
+    use bms_core::limits::{PAIRING_BACKOFF_MAX_MS, PASSKEY_MAX_FAILED_ATTEMPTS};
+    use bms_core::pairing::ButtonAction;
+    let (mut dev, _) = Device::boot(Flash::default(), Some(KEY));
+    dev.run_for(1_000);
+    let mut counter = 0u8;
+    let mut random = move |out: &mut [u8]| {
+        counter = counter.wrapping_add(1);
+        for (i, b) in out.iter_mut().enumerate() {
+            *b = counter.wrapping_mul(37).wrapping_add(i as u8);
+        }
+        true
+    };
+    let press = |dev: &mut Device, random: &mut dyn FnMut(&mut [u8]) -> bool| {
+        let now = dev.rig.now_ms;
+        let mut random = random;
+        assert_eq!(dev.rig.bms.button(now, true, &mut random), None);
+        let action = dev.rig.bms.button(now + 100, false, &mut random);
+        assert_eq!(action, Some(ButtonAction::OpenWindow));
+        dev.run_for(1_000);
+    };
+    let fail = |dev: &mut Device, success: bool| {
+        let now = dev.rig.now_ms;
+        dev.rig.bms.pairing_result(now, success);
+        dev.run_for(PAIRING_BACKOFF_MAX_MS + 1_000);
+    };
+    let first = dev.bms().passkey();
+    let key = *dev.bms().device_key();
+    // Three failures, the owner's success between them, new windows: the passkey stays.
+    press(&mut dev, &mut random);
+    fail(&mut dev, false);
+    fail(&mut dev, false);
+    fail(&mut dev, true);
+    press(&mut dev, &mut random);
+    fail(&mut dev, false);
+    press(&mut dev, &mut random);
+    assert_eq!(dev.bms().passkey(), first, "3 failures keep the passkey");
+    // The fourth failure wears it: the next press comes with a new one, stored at once.
+    assert_eq!(PASSKEY_MAX_FAILED_ATTEMPTS, 4);
+    fail(&mut dev, false);
+    assert_eq!(dev.bms().passkey(), first, "renewed only as a window opens");
+    press(&mut dev, &mut random);
+    let second = dev.bms().passkey();
+    assert_ne!(second, first, "a worn passkey is renewed");
+    assert!((1..=999_999).contains(&second));
+    assert_eq!(dev.rig.bms.take_bond_action(), None, "bonds kept");
+    assert_eq!(dev.bms().device_key(), &key, "readout key kept");
+    // The new passkey starts with no failure against it.
+    fail(&mut dev, false);
+    press(&mut dev, &mut random);
+    assert_eq!(dev.bms().passkey(), second);
+    let (dev, restored) = dev.reboot(Some(KEY));
+    assert_eq!(
+        restored.secrets.map(|s| (s.adv_key, s.passkey)),
+        Ok((key, second))
+    );
+    drop(dev);
+}

@@ -841,8 +841,9 @@ int32_t bms_passkey(const struct bms *bms, uint32_t *passkey);
 /**
  * BLE-2: the board's button went down (`pressed` non-zero) or up at `now_ms`; pass both edges
  * (debouncing is the core's). A press opens the pairing window for 3 minutes and the blue
- * LED blinks the passkey (the log prints it once); held 10 s, it resets pairing: a new
- * passkey (read `bms_passkey` again) and a bond action removing every bond.
+ * LED blinks the passkey (the log prints it once), a new one (bonds kept) when the one in
+ * force has seen too many failed pairing attempts; held 10 s, it resets pairing: a new
+ * passkey and a bond action removing every bond. After 1 or 2 read `bms_passkey` again.
  *
  * Returns 0 when the edge asked for nothing, 1 when the pairing window opened, 2 when pairing
  * was reset (fetch `bms_bond_action`), or `BMS_EINVAL` (bad handle).

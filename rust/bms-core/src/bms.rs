@@ -531,6 +531,9 @@ impl Bms {
                 synchronised,
             };
             let _ = self.history.update(now_ms, &history_input);
+        } else {
+            // MON-2: nothing is observed without valid data; the charged time starts again.
+            self.monitor.data_missing();
         }
         let monitor = *self.monitor.status();
 

@@ -408,6 +408,14 @@ impl Monitor {
         self.status
     }
 
+    /// Bank data is missing at this step (a battery lost, the set incomplete; BANK-4): the
+    /// charged condition is not observed, so its detection time (MON-2) starts again when data
+    /// returns. Call it for every control step without valid bank data, instead of
+    /// [`Monitor::update`].
+    pub fn data_missing(&mut self) {
+        self.charged_since_ms = None;
+    }
+
     /// MON-2: bank voltage ≥ charged voltage and |current| ≤ tail current, continuously for the
     /// detection time. Fires once per charge: it re-arms when the condition breaks. A discharge
     /// larger than the tail current also breaks it: a loaded bank at charged voltage is not full.

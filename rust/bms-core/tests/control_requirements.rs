@@ -1780,3 +1780,51 @@ fn prot_1_prot_8_warm_restart_with_the_remote_off_keeps_outputs_off() {
     let d = rig.step().clone();
     assert!(!d.atd && !d.atc && d.atd_reasons.contains(Reason::RemoteOff));
 }
+
+/// MON-2, BANK-4: the charged condition must hold continuously, as observed, for the charged
+/// detection time. While the battery is lost nothing is observed, so the time restarts when its
+/// data returns: with 1 min, 20 s charged, 30 s of the battery unplugged, then charged again,
+/// the synchronisation comes 1 min after the data returned, not 1 min after the first 20 s.
+#[test]
+fn mon_2_bank_4_a_data_loss_restarts_the_charged_detection_time() {
+    let settings = Settings {
+        charged_detection_min: 1,
+        ..Settings::default()
+    };
+    let config = Config {
+        settings,
+        ..Config::default()
+    };
+    let mut rig = Rig::with_config(1, 1, BatteryModel::Lfp12V8, config);
+    rig.run_for(3000);
+    rig.set_cells(3600);
+    rig.set_current(1000);
+    rig.run_for(20_000);
+    rig.silence(0, true);
+    rig.run_until(10_000, |d| d.codes.contains(Code::BatteryLost))
+        .expect("battery lost");
+    rig.run_for(25_000);
+    rig.silence(0, false);
+    let back = rig
+        .run_until(2_000, |d| !d.codes.contains(Code::BatteryLost))
+        .expect("battery back");
+    assert_eq!(rig.bms.monitor().soc_permille(), None);
+    let mut synced = None;
+    while synced.is_none() && rig.now_ms < back + 120_000 {
+        rig.advance();
+        if rig.bms.monitor().soc_permille().is_some() {
+            synced = Some(rig.now_ms);
+        }
+    }
+    let synced = synced.expect("synchronised once the condition was seen for 1 min");
+    assert!(
+        synced >= back + 60_000,
+        "synchronised {} ms after the data returned: the unobserved 30 s counted",
+        synced - back
+    );
+    assert!(
+        synced <= back + 61_000,
+        "synchronised {} ms after",
+        synced - back
+    );
+}

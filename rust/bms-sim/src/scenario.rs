@@ -732,7 +732,8 @@ fn locate(src: &str, table: &str, index: Option<usize>, key: &str) -> Option<usi
 /// A 16-byte key from 32 hex digits.
 pub fn parse_key(hex: &str) -> Option<[u8; 16]> {
     let hex = hex.trim();
-    if hex.len() != 32 || !hex.is_ascii() {
+    // Digits only: `from_str_radix` also takes a sign ("+f").
+    if hex.len() != 32 || !hex.bytes().all(|b| b.is_ascii_hexdigit()) {
         return None;
     }
     let mut key = [0u8; 16];
@@ -878,6 +879,17 @@ initial_soc_pct = 50
         assert!(in_hours(&[[22.0, 6.0]], 23.5 * 3600.0));
         assert!(in_hours(&[[22.0, 6.0]], 86_400.0 + 3600.0));
         assert!(!in_hours(&[[22.0, 6.0]], 12.0 * 3600.0));
+    }
+
+    /// BLE-3: the Instant Readout key (`[bms] device_key`, `replay --adv-key`) is 32 hex
+    /// digits. A sign is no digit: "+0+1…+f" was taken as the key 00 01 … 0f.
+    #[test]
+    fn ble_3_a_key_with_signs_is_not_32_hex_digits() {
+        assert!(parse_key("+0+1+2+3+4+5+6+7+8+9+a+b+c+d+e+f").is_none());
+        assert!(parse_key("+00102030405060708090a0b0c0d0e0f").is_none());
+        let src = format!("{MINIMAL}\n[bms]\ndevice_key = \"+0+1+2+3+4+5+6+7+8+9+a+b+c+d+e+f\"\n");
+        let e = parse_str(&src).unwrap_err();
+        assert_eq!(e.field.as_deref(), Some("bms.device_key"), "{e}");
     }
 
     #[test]

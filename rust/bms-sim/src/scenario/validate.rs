@@ -169,6 +169,32 @@ pub(super) fn validate(s: &Scenario) -> Result<(), Invalid> {
             || format!("point {} is not later than the one before", i + 1),
         )?;
     }
+    // The daily swing goes half above and half below the profile: the ambient it makes must
+    // stay in the range `ambient_c` and the engine take.
+    let bases = || {
+        let only = t.points.is_empty().then_some(t.ambient_c);
+        t.points.iter().map(|p| p.c).chain(only)
+    };
+    let half = t.daily_swing_c / 2.0;
+    let coldest = bases().fold(f64::INFINITY, f64::min) - half;
+    let warmest = bases().fold(f64::NEG_INFINITY, f64::max) + half;
+    check(
+        coldest >= AMBIENT_MIN_C && warmest <= AMBIENT_MAX_C,
+        "temperature",
+        None,
+        "daily_swing_c",
+        || {
+            let reached = if warmest > AMBIENT_MAX_C {
+                warmest
+            } else {
+                coldest
+            };
+            format!(
+                "a {} °C swing takes the ambient to {reached} °C, outside {AMBIENT_MIN_C}–{AMBIENT_MAX_C} °C",
+                t.daily_swing_c
+            )
+        },
+    )?;
     let names = check_loads_and_chargers(s)?;
     check_events(s, &names)
 }
@@ -378,6 +404,32 @@ mod tests {
         assert!(e.message.contains("6553.6"), "{e}");
         let src = MINIMAL.replace("capacity_ah = 100", "capacity_ah = 6553.5");
         assert!(super::super::parse(Path::new("s.toml"), &src).is_ok());
+    }
+
+    /// The ambient temperature stays within −40–80 °C with its daily swing on top: 80 °C with a
+    /// 60 °C swing ran the ambient up to 110 °C (batteries at 106 °C, PROT-13 invalid data),
+    /// a temperature `ambient_c` and the engine refuse. The error names the swing and the
+    /// temperature it reaches; within range is accepted.
+    #[test]
+    fn the_daily_swing_keeps_the_ambient_in_range() {
+        let parse = |t: &str| {
+            super::super::parse(
+                Path::new("s.toml"),
+                &format!("{MINIMAL}\n[temperature]\n{t}\n"),
+            )
+        };
+        let e = parse("ambient_c = 80\ndaily_swing_c = 60").unwrap_err();
+        assert_eq!(e.field.as_deref(), Some("temperature.daily_swing_c"), "{e}");
+        assert!(e.message.contains("110"), "{e}");
+        let e = parse("ambient_c = -20\ndaily_swing_c = 41").unwrap_err();
+        assert!(e.message.contains("-40.5"), "{e}");
+        let e = parse(
+            "daily_swing_c = 20\npoints = [{ at = \"0s\", c = 10.0 }, { at = \"1h\", c = 75.0 }]",
+        )
+        .unwrap_err();
+        assert!(e.message.contains("85"), "{e}");
+        assert!(parse("ambient_c = 50\ndaily_swing_c = 60").is_ok());
+        assert!(parse("daily_swing_c = 20\npoints = [{ at = \"0s\", c = 70.0 }]").is_ok());
     }
 
     /// Every row of the range tables refuses a value just above its range, naming the table,

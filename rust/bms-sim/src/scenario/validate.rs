@@ -286,8 +286,11 @@ fn check_loads_and_chargers(s: &Scenario) -> Result<Vec<&str>, Invalid> {
             "float_cell_v",
             || "outside 3.2 V–absorption".into(),
         )?;
-        check(c.sunrise_h <= c.sunset_h, "charger", ix, "sunset_h", || {
-            "need 0 ≤ sunrise_h < sunset_h ≤ 24".into()
+        check(c.sunrise_h < c.sunset_h, "charger", ix, "sunset_h", || {
+            format!(
+                "sunset_h {} is not after sunrise_h {}: need 0 ≤ sunrise_h < sunset_h ≤ 24",
+                c.sunset_h, c.sunrise_h
+            )
         })?;
         check_hours(&c.hours, "charger", ix)?;
     }
@@ -430,6 +433,18 @@ mod tests {
         assert!(e.message.contains("85"), "{e}");
         assert!(parse("ambient_c = 50\ndaily_swing_c = 60").is_ok());
         assert!(parse("daily_swing_c = 20\npoints = [{ at = \"0s\", c = 70.0 }]").is_ok());
+    }
+
+    /// A solar charger's sun must rise before it sets, as the error says (0 ≤ sunrise_h <
+    /// sunset_h ≤ 24): sunrise_h = sunset_h = 12 ran a charger that never charged.
+    #[test]
+    fn a_sun_that_sets_when_it_rises_is_refused() {
+        let charger = |rise: f64, set: f64| {
+            format!("{MINIMAL}\n[[charger]]\nname = \"s\"\nkind = \"solar\"\nmax_a = 20\nsunrise_h = {rise}\nsunset_h = {set}\n")
+        };
+        let e = super::super::parse(Path::new("s.toml"), &charger(12.0, 12.0)).unwrap_err();
+        assert_eq!(e.field.as_deref(), Some("charger.sunset_h"), "{e}");
+        assert!(super::super::parse(Path::new("s.toml"), &charger(12.0, 12.5)).is_ok());
     }
 
     /// Every row of the range tables refuses a value just above its range, naming the table,

@@ -217,12 +217,20 @@ pub fn parse_input(path: &Path, source: impl std::io::Read) -> Result<Vec<InputR
                 ));
             }
             if t_ms <= prev.t_ms {
+                // Times are taken to the millisecond: a later time within the same one is
+                // named as such, not as "not after".
+                let later = prev.t_text.parse::<f64>().is_ok_and(|p| t_s > p);
+                let relation = if later {
+                    "is in the same millisecond as"
+                } else {
+                    "is not after"
+                };
                 return Err(InputError::at(
                     path,
                     line,
                     "t_s",
                     format!(
-                        "time {} is not after the previous row's {}",
+                        "time {} {relation} the previous row's {}",
                         text(0),
                         prev.t_text
                     ),

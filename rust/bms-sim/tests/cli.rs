@@ -378,6 +378,32 @@ fn replay_bad_input_names_file_line_and_field_and_writes_nothing() {
     assert_eq!(o.status.code(), Some(2));
 }
 
+/// Times are taken to the millisecond: two rows within one millisecond are refused with what is
+/// wrong (0.002 is after 0.0015, so "not after" was a false statement), and nothing is written.
+#[test]
+fn replay_two_times_in_one_millisecond_are_named_as_such() {
+    let dir = tempfile::tempdir().unwrap();
+    let out = dir.path().join("d.csv");
+    let input = dir.path().join("in.csv");
+    let header = "t_s,current_a,temp_c,cell1_v,cell2_v,cell3_v,cell4_v\n";
+    let row = ",1,20,3.3,3.3,3.3,3.3\n";
+    fs::write(&input, format!("{header}0{row}0.0015{row}0.002{row}")).unwrap();
+    let o = bms_sim(&["replay", s(&input), "--out", s(&out)]);
+    assert_eq!(o.status.code(), Some(2));
+    let err = stderr(&o);
+    assert!(
+        err.contains("in.csv line 4 field `t_s`: time 0.002 is in the same millisecond as the previous row's 0.0015"),
+        "{err}"
+    );
+    assert!(!out.exists());
+    fs::write(&input, format!("{header}5{row}4.9999{row}")).unwrap();
+    let err = stderr(&bms_sim(&["replay", s(&input), "--out", s(&out)]));
+    assert!(
+        err.contains("time 4.9999 is not after the previous row's 5"),
+        "{err}"
+    );
+}
+
 #[test]
 fn bench_prints_ticks_per_second_for_each_size() {
     let o = bms_sim(&["bench", "--batteries", "1,4", "--simulate", "2min"]);

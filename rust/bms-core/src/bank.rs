@@ -369,6 +369,9 @@ pub struct Bank {
     now_ms: u64,
     supply_mv: u32,
     topology: Option<Topology>,
+    /// A count of batteries in series other than the one in use, and since when it has been
+    /// derived without a break (members unchanged); see [`Bank::steady_series`].
+    series_candidate: Option<(u8, u64)>,
     config_error: Option<ConfigError>,
     aggregates: Option<Aggregates>,
     /// New serials after discovery, waiting to join: serial, valid reports in a row, last one.
@@ -390,6 +393,7 @@ impl Bank {
             now_ms: 0,
             supply_mv: 0,
             topology: None,
+            series_candidate: None,
             config_error: None,
             aggregates: None,
             newcomers: Vec::new(),
@@ -542,7 +546,8 @@ impl Bank {
         {
             self.overflow_ms = None;
         }
-        self.topology = self.derive_topology();
+        let series = self.steady_series(now_ms, changed);
+        self.topology = self.derive_topology(series);
         if changed || self.settle_from_ms.is_none() {
             self.settle_from_ms = self
                 .first_report_ms
@@ -660,19 +665,53 @@ impl Bank {
         self.batteries.iter().filter(|b| b.is_member())
     }
 
-    fn derive_topology(&self) -> Option<Topology> {
-        let first = self.members().next()?;
-        let model = first.model;
+    /// Batteries in series from the bank voltage the BMS measures over the mean battery voltage
+    /// reported (0 when the bank voltage is out of range or nothing is reported).
+    fn measured_series(&self) -> u8 {
         let count = self.members().count();
-        let batteries = u8::try_from(count).unwrap_or(u8::MAX);
         let voltage_sum: u64 = self.members().map(|b| u64::from(b.voltage_mv())).sum();
         let mean_mv = voltage_sum / count.max(1) as u64;
-        let series = if (SUPPLY_MIN_MV..=SUPPLY_MAX_MV).contains(&self.supply_mv) && mean_mv > 0 {
+        if (SUPPLY_MIN_MV..=SUPPLY_MAX_MV).contains(&self.supply_mv) && mean_mv > 0 {
             let rounded = (u64::from(self.supply_mv) + mean_mv / 2) / mean_mv;
             u8::try_from(rounded).unwrap_or(u8::MAX)
         } else {
             0
+        }
+    }
+
+    /// BANK-1: the batteries in series to use at `now_ms`. The bank voltage is measured every
+    /// step, the battery voltages arrive with the reports up to a report period later, so a
+    /// surge makes their ratio another count for a moment (a 48 V bank dipping to 2.75 V per
+    /// cell reads as 3 in series). With the members unchanged, a different count replaces the
+    /// one in use only once it has held for [`TOPOLOGY_SETTLE_MS`]; after a change of members
+    /// (`members_changed`), or from none, it is taken at once.
+    fn steady_series(&mut self, now_ms: u64, members_changed: bool) -> u8 {
+        let measured = self.measured_series();
+        let in_use = self.topology.map_or(0, |t| t.series);
+        if members_changed || in_use == 0 || measured == in_use {
+            self.series_candidate = None;
+            return measured;
+        }
+        let since = match self.series_candidate {
+            Some((series, since)) if series == measured => since,
+            _ => {
+                self.series_candidate = Some((measured, now_ms));
+                now_ms
+            }
         };
+        if now_ms.saturating_sub(since) >= TOPOLOGY_SETTLE_MS {
+            self.series_candidate = None;
+            measured
+        } else {
+            in_use
+        }
+    }
+
+    fn derive_topology(&self, series: u8) -> Option<Topology> {
+        let first = self.members().next()?;
+        let model = first.model;
+        let count = self.members().count();
+        let batteries = u8::try_from(count).unwrap_or(u8::MAX);
         let parallel = batteries.checked_div(series).unwrap_or(0);
         let cells_total = self.members().map(|b| b.model.cells() as u16).sum();
         let capacity_sum: u32 = self.members().map(|b| u32::from(b.capacity_dah)).sum();

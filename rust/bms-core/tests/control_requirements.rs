@@ -1828,3 +1828,35 @@ fn mon_2_bank_4_a_data_loss_restarts_the_charged_detection_time() {
         synced - back
     );
 }
+
+/// BANK-1, BANK-2, PROT-2: the batteries in series are derived from the bank voltage the BMS
+/// measures and the battery voltages the batteries report once a second. A surge moves the first
+/// at once and the reports up to a second later; that moment is no new layout. 48 V bank of four
+/// 12.8 V batteries at 3.30 V, a 3 s surge to 2.75 V per cell: no configuration error, ATD and
+/// ATC stay high (PROT-2 debounces such a dip), the layout stays 4 in series.
+#[test]
+fn bank_1_bank_2_prot_2_a_surge_is_no_new_layout() {
+    let mut rig = Rig::new(4, 4, BatteryModel::Lfp12V8);
+    rig.run_for(3000);
+    assert!(rig.last().atd && rig.last().atc);
+    // Just after a report round: the supply follows the cells at once, the reports next second.
+    rig.run_for(100);
+    let from = rig.records.len();
+    rig.set_cells(2750);
+    rig.run_for(3000);
+    rig.set_cells(3300);
+    rig.run_for(3000);
+    for r in &rig.records[from..] {
+        assert!(
+            r.decisions.atd
+                && r.decisions.atc
+                && !r.decisions.codes.contains(Code::ConfigurationError),
+            "at {} ms: atd {} atc {} codes {}",
+            r.at_ms,
+            r.decisions.atd,
+            r.decisions.atc,
+            r.decisions.codes
+        );
+    }
+    assert_eq!(rig.bms.bank().topology().map(|t| t.series), Some(4));
+}

@@ -872,6 +872,10 @@ impl Bms {
         if !self.persist_secrets {
             return Err(PasskeyError::NoSecrets);
         }
+        if matches!(self.bond_action, Some(BondAction::Remove(_))) {
+            // One action waits for the platform at a time: replacing it would lose it.
+            return Err(PasskeyError::BondActionPending);
+        }
         self.passkey = passkey;
         self.pairing.passkey_renewed();
         self.bond_action = Some(match self.bond_action {
@@ -909,8 +913,13 @@ impl Bms {
         if !self.pairing.has_bond(&bond) {
             return Err(PasskeyError::NoSuchBond);
         }
-        if self.bond_action != Some(BondAction::RemoveAll) {
-            self.bond_action = Some(BondAction::Remove(bond));
+        match self.bond_action {
+            // Every bond goes anyway, or this one is already to go.
+            Some(BondAction::RemoveAll) => {}
+            Some(BondAction::Remove(pending)) if pending == bond => {}
+            // One action waits for the platform at a time: replacing it would lose it.
+            Some(_) => return Err(PasskeyError::BondActionPending),
+            None => self.bond_action = Some(BondAction::Remove(bond)),
         }
         log::info!("bond removal asked");
         Ok(())
@@ -1221,6 +1230,9 @@ pub enum PasskeyError {
     NoSecrets,
     /// The BLE stack holds no such bond.
     NoSuchBond,
+    /// Another bond action waits for the platform (it takes one after every request): ask
+    /// again once it is carried out.
+    BondActionPending,
 }
 
 impl core::fmt::Display for PasskeyError {
@@ -1230,6 +1242,7 @@ impl core::fmt::Display for PasskeyError {
             PasskeyError::Zero => f.write_str("passkey 000000"),
             PasskeyError::NoSecrets => f.write_str("no usable secrets: reset pairing"),
             PasskeyError::NoSuchBond => f.write_str("no such bond"),
+            PasskeyError::BondActionPending => f.write_str("another bond action is pending"),
         }
     }
 }

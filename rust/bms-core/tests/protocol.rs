@@ -1559,3 +1559,66 @@ fn ble_3_new_readout_key_always_changes_the_key_check_byte() {
         );
     }
 }
+
+/// BLE-2: one bond action waits for the platform at a time, and a request never replaces it
+/// with another (which would lose it: a bond meant to go would stay). A second RemoveBond of
+/// another bond, a ChangePasskey while a removal waits, or a RemoveBond while a passkey
+/// change's removal of the other bonds waits is refused (NotAvailable) and changes nothing;
+/// the same removal asked twice, or anything after RemoveAll, is accepted.
+#[test]
+fn ble_2_a_pending_bond_action_is_never_replaced() {
+    use bms_core::pairing::BondAction;
+    let mut bms = Bms::new(bms_core::bms::Config {
+        device_key: [7; 16],
+        passkey: 111_111,
+        persist_secrets: true,
+        ..bms_core::bms::Config::default()
+    });
+    let tablet = Bond {
+        address_type: 0,
+        address: [9; 6],
+    };
+    bms.set_bonds(&[PHONE, tablet]);
+    let cp = Characteristic::ControlPoint;
+    let call =
+        |bms: &mut Bms, command: Command| bms_call(bms, cp, Access::Write, &req(&command)).0.status;
+    assert_eq!(
+        call(&mut bms, Command::RemoveBond { bond: PHONE }),
+        Status::Ok
+    );
+    assert_eq!(
+        call(&mut bms, Command::RemoveBond { bond: PHONE }),
+        Status::Ok,
+        "the same again"
+    );
+    assert_eq!(
+        call(&mut bms, Command::RemoveBond { bond: tablet }),
+        Status::NotAvailable
+    );
+    assert_eq!(
+        call(&mut bms, Command::ChangePasskey { passkey: 222_222 }),
+        Status::NotAvailable
+    );
+    assert_eq!(
+        bms.passkey(),
+        111_111,
+        "a refused passkey change changes nothing"
+    );
+    assert_eq!(bms.take_bond_action(), Some(BondAction::Remove(PHONE)));
+    // Carried out: the next one is taken.
+    assert_eq!(
+        call(&mut bms, Command::ChangePasskey { passkey: 222_222 }),
+        Status::Ok
+    );
+    assert_eq!(
+        call(&mut bms, Command::RemoveBond { bond: tablet }),
+        Status::NotAvailable
+    );
+    assert_eq!(bms.take_bond_action(), Some(BondAction::RemoveOthers));
+    assert_eq!(
+        call(&mut bms, Command::RemoveBond { bond: tablet }),
+        Status::Ok
+    );
+    assert_eq!(bms.take_bond_action(), Some(BondAction::Remove(tablet)));
+    assert_eq!(bms.take_bond_action(), None);
+}

@@ -1137,18 +1137,23 @@ fn ble_2_read_protection_leaves_only_the_device_name_open() {
     assert_eq!(dev, before);
 }
 
+/// A Bms with stored secrets: readout key `[7; 16]`, passkey 111111.
+fn bms_with_secrets() -> Bms {
+    Bms::new(bms_core::bms::Config {
+        device_key: [7; 16],
+        passkey: 111_111,
+        persist_secrets: true,
+        ..bms_core::bms::Config::default()
+    })
+}
+
 /// BLE-2, BLE-3, BANK-4 on the real Bms: bonds are listed as the stack reported them; a
 /// removal of an unknown bond is refused, of a known one becomes a bond action; a passkey change
 /// removes every other bond and refuses 000000; a new readout key comes from the random
 /// source and is stored; forgetting lost batteries counts them.
 #[test]
 fn ble_2_bms_lists_and_removes_bonds_and_makes_a_new_key() {
-    let mut bms = Bms::new(bms_core::bms::Config {
-        device_key: [7; 16],
-        passkey: 111_111,
-        persist_secrets: true,
-        ..bms_core::bms::Config::default()
-    });
+    let mut bms = bms_with_secrets();
     let cp = Characteristic::ControlPoint;
     bms.set_bonds(&[PHONE]);
     let (reply, r) = bms_call(&mut bms, cp, Access::Write, &req(&Command::ListBonds));
@@ -1568,12 +1573,7 @@ fn ble_3_new_readout_key_always_changes_the_key_check_byte() {
 #[test]
 fn ble_2_a_pending_bond_action_is_never_replaced() {
     use bms_core::pairing::BondAction;
-    let mut bms = Bms::new(bms_core::bms::Config {
-        device_key: [7; 16],
-        passkey: 111_111,
-        persist_secrets: true,
-        ..bms_core::bms::Config::default()
-    });
+    let mut bms = bms_with_secrets();
     let tablet = Bond {
         address_type: 0,
         address: [9; 6],

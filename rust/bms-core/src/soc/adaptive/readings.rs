@@ -69,9 +69,7 @@ impl AdaptiveEstimator {
             LOW_READING_SIGMA
         };
         let r = var_mv / (slope_mv * slope_mv) + extra * extra;
-        let bin_1_learned = self.bias_variance_given_capacity(&unit(LOW + 1))
-            <= BIAS_LEARNED_SIGMA * BIAS_LEARNED_SIGMA;
-        let deep_reach = if bin_1_learned {
+        let deep_reach = if self.bias_learned(&unit(LOW + 1)) {
             DEEP_REACH_LEARNED
         } else {
             DEEP_REACH_UNLEARNED
@@ -83,7 +81,7 @@ impl AdaptiveEstimator {
         // The lower region, warm, teaches the capacity (the charge counted from full down to
         // it); near full the count since full is too small to say anything about it.
         mask[CAP] = region != HIGH && self.temp_ddegc >= CAPACITY_MIN_TEMP_DDEGC;
-        if self.bias_variance_given_capacity(&biases) > BIAS_LEARNED_SIGMA * BIAS_LEARNED_SIGMA {
+        if !self.bias_learned(&biases) {
             // Not learned yet: teach the table biases only.
             mask[S] = false;
             mask[B] = false;
@@ -212,6 +210,12 @@ impl AdaptiveEstimator {
             self.light.since_reading_ms = Some(0);
             self.stats.loaded_readings = self.stats.loaded_readings.saturating_add(1);
         }
+    }
+
+    /// Whether the table bias a reading sees through `biases` counts as learned: its variance
+    /// given the capacity within [`BIAS_LEARNED_SIGMA`].
+    fn bias_learned(&self, biases: &Vector) -> bool {
+        self.bias_variance_given_capacity(biases) <= BIAS_LEARNED_SIGMA * BIAS_LEARNED_SIGMA
     }
 
     /// Variance of the table bias of `region` if the capacity were known: what a reading

@@ -267,13 +267,8 @@ pub fn response_data(pack: &PackData, id: u8, out: &mut Vec<[u8; 8], 16>) {
 #[cfg(test)]
 mod tests {
     use super::*;
+    use crate::drivers::hex;
     use proptest::prelude::*;
-
-    fn hex(text: &str) -> std::vec::Vec<u8> {
-        text.split_whitespace()
-            .map(|h| u8::from_str_radix(h, 16).unwrap())
-            .collect()
-    }
 
     // Louisvdw/dbus-serialbattery etc/dbus-serialbattery/bms/daly.py: `command_base`, the 0x94
     // request from host 0x40 with its checksum 0x81.

@@ -278,13 +278,8 @@ pub fn apply_basic(basic: &Basic, pack: &mut PackData) {
 #[cfg(test)]
 mod tests {
     use super::*;
+    use crate::drivers::hex;
     use proptest::prelude::*;
-
-    fn hex(text: &str) -> std::vec::Vec<u8> {
-        text.split_whitespace()
-            .map(|h| u8::from_str_radix(h, 16).unwrap())
-            .collect()
-    }
 
     // Worked examples of the manufacturer's protocol document ("Software Board Universal
     // Protocol", JBD), as transcribed in mahmoudamr1205/Electra_Bike

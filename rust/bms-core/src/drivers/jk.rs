@@ -241,13 +241,8 @@ pub fn fit_temps(pack: &mut PackData) {
 #[cfg(test)]
 mod tests {
     use super::*;
+    use crate::drivers::hex;
     use proptest::prelude::*;
-
-    fn hex(text: &str) -> std::vec::Vec<u8> {
-        text.split_whitespace()
-            .map(|h| u8::from_str_radix(h, 16).unwrap())
-            .collect()
-    }
 
     // The trigger JK's PC monitor sends, used by Louisvdw/dbus-serialbattery
     // etc/dbus-serialbattery/bms/jkbms_pb.py (`command_status`).

@@ -529,6 +529,15 @@ pub(crate) fn byte(bytes: &[u8], at: usize) -> u8 {
     bytes.get(at).copied().unwrap_or(0)
 }
 
+/// Bytes from a frame written as in the protocol documents ("DD A5 03 00"), for the drivers'
+/// tests.
+#[cfg(test)]
+pub(crate) fn hex(text: &str) -> std::vec::Vec<u8> {
+    text.split_whitespace()
+        .map(|h| u8::from_str_radix(h, 16).unwrap())
+        .collect()
+}
+
 #[cfg(test)]
 mod tests {
     use super::*;

@@ -103,8 +103,31 @@ fn capacity_mah() -> u32 {
         .unwrap_or(NOMINAL_CAPACITY_MAH)
 }
 
+/// The SoC the run starts from: the true one, or that plus `SOC_INITIAL_ERROR_PCT` points
+/// (clamped to 0..100) for an experiment with a wrong start (a set or restored SoC that is off).
+fn initial_soc(true_soc_pct: f64) -> f64 {
+    let error = std::env::var("SOC_INITIAL_ERROR_PCT")
+        .ok()
+        .and_then(|v| v.trim().parse::<f64>().ok())
+        .unwrap_or(0.0);
+    (true_soc_pct + error).clamp(0.0, 100.0)
+}
+
+/// A stretch without bank data, from `SOC_GAP_H` = `start_h,hours` (an experiment): the
+/// monitor is told the data is missing every second instead of being updated, as the node
+/// does while a battery is lost.
+fn gap_ms() -> Option<(u64, u64)> {
+    let v = std::env::var("SOC_GAP_H").ok()?;
+    let (start, hours) = v.split_once(',')?;
+    let start: f64 = start.trim().parse().ok()?;
+    let hours: f64 = hours.trim().parse().ok()?;
+    let start_ms = (start * 3.6e6) as u64;
+    Some((start_ms, start_ms + (hours * 3.6e6) as u64))
+}
+
 fn restored(soc_pct: f64) -> SocState {
     let capacity_mah = capacity_mah();
+    let soc_pct = initial_soc(soc_pct);
     let used_nas =
         ((100.0 - soc_pct) / 100.0 * f64::from(capacity_mah) * NAS_PER_MAH as f64).round() as i64;
     SocState {
@@ -131,6 +154,8 @@ fn run_traced(
     let mut monitor = Monitor::with_kind(kind, Some(restored(soc0_pct)));
     let settings = Settings::default();
     let capacity_mah = capacity_mah();
+    let gap = gap_ms();
+    let in_gap = |t: u64| gap.is_some_and(|(from, to)| (from..to).contains(&t));
     let mut out = Vec::with_capacity(rows.len());
     for (k, row) in rows.iter().enumerate() {
         let next_ms = rows.get(k + 1).map_or(row.t_ms + 1, |r| r.t_ms);
@@ -147,7 +172,12 @@ fn run_traced(
             max_temp_ddegc: Some(row.temp_ddegc),
         };
         let mut t = row.t_ms;
-        let status = monitor.update_with(t, &input, &cells, &settings);
+        let status = if in_gap(t) {
+            monitor.data_missing();
+            *monitor.status()
+        } else {
+            monitor.update_with(t, &input, &cells, &settings)
+        };
         out.push(Estimate {
             soc_pct: status.soc_permille.map(|p| f64::from(p) / 10.0),
             sigma_pct: status.soc_uncertainty_permille.map(|p| f64::from(p) / 10.0),
@@ -155,7 +185,11 @@ fn run_traced(
         trace(k, &monitor);
         t += REPORT_MS;
         while t < next_ms {
-            let _ = monitor.update_with(t, &input, &cells, &settings);
+            if in_gap(t) {
+                monitor.data_missing();
+            } else {
+                let _ = monitor.update_with(t, &input, &cells, &settings);
+            }
             t += REPORT_MS;
         }
     }

@@ -372,6 +372,13 @@ impl Monitor {
                     temp_ddegc: cells.min_temp_ddegc,
                 };
                 self.estimator.integrate(&interval);
+                if gap {
+                    let around_ma = self
+                        .last_ma
+                        .unsigned_abs()
+                        .max(input.bank_ma.unsigned_abs());
+                    self.estimator.missed(elapsed_ms - dt_ms, around_ma);
+                }
                 self.clamp_counts();
                 self.window.add(now_ms, dt_ms, interval.net_nas());
             }

@@ -546,6 +546,53 @@ fn mon_2_adaptive_synchronises_to_exactly_100() {
     assert!(sigma <= 15, "σ after a synchronisation {sigma} permille");
 }
 
+/// MON-1: an hour without bank data (the bus lost) leaves that hour's charge uncounted. The
+/// adaptive estimator widens its uncertainty by it, and the next synchronisation takes the
+/// difference as the SoC's, not as a sensor offset, counting error or capacity to keep
+/// (before, 6 points missed were learned as a capacity of 1.08 and carried into every
+/// discharge after).
+#[test]
+fn mon_1_a_data_gap_widens_the_uncertainty_and_teaches_nothing() {
+    let mut rig = Rig::new(EstimatorKind::Adaptive);
+    let _ = rig.run(1, 13_100, 0);
+    rig.monitor.set_soc(rig.now_ms, 800).unwrap();
+    // 10 Ah drawn and counted: 70 %.
+    let status = rig.run(3600, 13_100, -10_000);
+    let sigma_before = status.soc_uncertainty_permille.unwrap();
+    assert!(
+        sigma_before < 30,
+        "σ {sigma_before} permille before the gap"
+    );
+    // No data for an hour while 6 A were drawn (true 64 %); the data returns at 6 A.
+    rig.now_ms += 3_600_000;
+    let status = rig.run(1, 13_100, -6_000);
+    let sigma = status.soc_uncertainty_permille.unwrap();
+    assert!(
+        sigma >= 60,
+        "σ {sigma} permille after an hour's gap at 6 A (before it {sigma_before})"
+    );
+    // 36 Ah in at 40 A (true 100 %, counted about 106 %), then the charged condition.
+    let _ = rig.run(3240, 13_600, 40_000);
+    let mut synchronised = false;
+    for _ in 0..200 {
+        synchronised |= rig.run(1, 14_200, 2_000).synchronised;
+    }
+    assert!(synchronised);
+    let learned = rig.monitor.learned().unwrap();
+    assert!(
+        (learned.capacity_factor.0 - 1.0).abs() < 0.01,
+        "capacity learned from a gap: {learned:?}"
+    );
+    assert!(
+        learned.throughput_error.0.abs() < 0.1 * THROUGHPUT_PRIOR,
+        "counting error learned from a gap: {learned:?}"
+    );
+    assert!(
+        learned.offset_ma.0.abs() < 0.1 * OFFSET_PRIOR_C * CAPACITY_MAH as f32,
+        "offset learned from a gap: {learned:?}"
+    );
+}
+
 proptest! {
     #![proptest_config(ProptestConfig::with_cases(64))]
 

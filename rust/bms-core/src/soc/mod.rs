@@ -98,6 +98,16 @@ pub trait SocEstimator {
     fn synchronised(&mut self) {
         self.reset(0, 0);
     }
+    /// Bank data was missing for `missed_ms` beyond the interval just integrated (the monitor
+    /// counts at most [`MAX_GAP_MS`] of a gap, with the currents around it): the charge that
+    /// flowed then is unknown. `around_ma` is the larger magnitude of the currents on either
+    /// side. An estimator that tracks its uncertainty widens it here, so that what the gap
+    /// left out is not taken for a sensor or capacity error at the next reading.
+    ///
+    /// [`MAX_GAP_MS`]: crate::monitor::MAX_GAP_MS
+    fn missed(&mut self, missed_ms: u64, around_ma: u32) {
+        let _ = (missed_ms, around_ma);
+    }
     /// 1-σ uncertainty of `used_nas` in nA·s, when the estimator tracks one.
     fn uncertainty_nas(&self) -> Option<i64> {
         None
@@ -214,6 +224,13 @@ impl SocEstimator for Estimator {
         match self {
             Estimator::Plain(e) => e.synchronised(),
             Estimator::Adaptive(e) => e.synchronised(),
+        }
+    }
+
+    fn missed(&mut self, missed_ms: u64, around_ma: u32) {
+        match self {
+            Estimator::Plain(e) => e.missed(missed_ms, around_ma),
+            Estimator::Adaptive(e) => e.missed(missed_ms, around_ma),
         }
     }
 

@@ -555,9 +555,14 @@ impl Bank {
         }
         // BANK-1/BANK-2: a layout still being discovered (batteries reporting one after the
         // other) is not judged; the previous judgement holds until the new one settles.
-        if self
-            .settle_from_ms
-            .is_some_and(|t| now_ms.saturating_sub(t) >= TOPOLOGY_SETTLE_MS)
+        // BANK-4: nor is the bank left while a battery is lost: the members that still report
+        // are not the bank (one battery of a 24 V string makes no whole string), the loss has
+        // its own alarm, and the layout is judged again once the battery is back or forgotten.
+        let any_lost = self.batteries.iter().any(|b| b.lost);
+        if !any_lost
+            && self
+                .settle_from_ms
+                .is_some_and(|t| now_ms.saturating_sub(t) >= TOPOLOGY_SETTLE_MS)
         {
             self.config_error = self.check_config();
             self.judged = true;

@@ -1860,3 +1860,40 @@ fn bank_1_bank_2_prot_2_a_surge_is_no_new_layout() {
     }
     assert_eq!(rig.bms.bank().topology().map(|t| t.series), Some(4));
 }
+
+/// BANK-2, BANK-4: a battery of a series string that falls silent is lost, not a wrong layout.
+/// The members left (one of the two 12.8 V batteries of a 24 V bank) do not form whole
+/// strings, but the bank is not misconfigured: no configuration error is raised (it would be
+/// recorded in the history's last errors and sent as the readout's error), and the outputs
+/// come back as soon as the battery reports again, not once the layout has been judged anew.
+#[test]
+fn bank_2_bank_4_a_lost_battery_of_a_string_is_no_configuration_error() {
+    let mut rig = Rig::new(2, 2, BatteryModel::Lfp12V8);
+    rig.run_for(3000);
+    assert!(rig.last().atd && rig.last().atc);
+    rig.silence(1, true);
+    let from = rig.records.len();
+    rig.run_for(15_000);
+    assert!(rig.last().codes.contains(Code::BatteryLost));
+    for r in &rig.records[from..] {
+        assert!(
+            !r.decisions.codes.contains(Code::ConfigurationError),
+            "at {} ms: codes {}",
+            r.at_ms,
+            r.decisions.codes
+        );
+    }
+    let config_error = Some(u16::from(Code::ConfigurationError.number()));
+    assert!(!rig.bms.history().last_errors().contains(&config_error));
+    rig.silence(1, false);
+    let back_from = rig.now_ms;
+    let back = rig
+        .run_until(5000, |d| d.atd && d.atc)
+        .expect("outputs back");
+    assert!(
+        back - back_from <= 1000,
+        "outputs back {} ms after the battery reports again",
+        back - back_from
+    );
+    assert!(rig.last().codes.is_empty(), "codes {}", rig.last().codes);
+}

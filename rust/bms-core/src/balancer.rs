@@ -49,8 +49,9 @@ pub struct BalancerInput {
     pub synchronised: bool,
     /// The cell spread (max − min cell) now, mV; `None` while the bank data is not valid.
     pub cell_spread_mv: Option<u16>,
-    /// BANK-5: a battery appeared or disappeared in this step, so the capacity the monitor
-    /// counts with changed.
+    /// BANK-5: a battery was added or removed in this step (a new battery joined, a lost one
+    /// was forgotten, or the capacity the monitor counts with changed), even when the bank's
+    /// capacity stayed the same (a battery in series, a battery swapped).
     pub capacity_changed: bool,
 }
 

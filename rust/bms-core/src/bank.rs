@@ -376,6 +376,9 @@ pub struct Bank {
     aggregates: Option<Aggregates>,
     /// New serials after discovery, waiting to join: serial, valid reports in a row, last one.
     newcomers: Vec<(u32, u8, u64), NEWCOMERS>,
+    /// BANK-5: batteries added (joined after discovery) or removed (forgotten) so far,
+    /// wrapping; see [`Bank::additions_and_removals`].
+    additions_and_removals: u32,
 }
 
 /// Newcomers tracked at once; a ghost serial beyond these pushes out the oldest.
@@ -397,6 +400,7 @@ impl Bank {
             config_error: None,
             aggregates: None,
             newcomers: Vec::new(),
+            additions_and_removals: 0,
         }
     }
 
@@ -518,6 +522,7 @@ impl Bank {
             return Err(ReportError::NotYetJoined { serial, seen });
         }
         self.newcomers.retain(|n| n.0 != serial);
+        self.additions_and_removals = self.additions_and_removals.wrapping_add(1);
         log::info!("new battery {} joins", Number::from(serial));
         Ok(())
     }
@@ -587,6 +592,9 @@ impl Bank {
         let before = self.batteries.len();
         self.batteries.retain(|b| !b.lost);
         let removed = before.saturating_sub(self.batteries.len());
+        if removed > 0 {
+            self.additions_and_removals = self.additions_and_removals.wrapping_add(1);
+        }
         let supply_mv = self.supply_mv;
         self.update(now_ms, supply_mv);
         removed
@@ -600,6 +608,15 @@ impl Bank {
     /// Battery number `number` (0-based), if there is one.
     pub fn battery(&self, number: usize) -> Option<&Battery> {
         self.batteries.get(number)
+    }
+
+    /// BANK-5, BAL-2: how many times a battery was added to the bank (a new serial joined after
+    /// discovery) or removed from it (lost batteries forgotten), wrapping. A change tells that
+    /// the bank is not the one the balancer judged, even when its capacity is the same (a
+    /// battery added in series, or swapped for one of the same capacity). Batteries found at
+    /// discovery, and a lost battery reporting again, are no addition.
+    pub fn additions_and_removals(&self) -> u32 {
+        self.additions_and_removals
     }
 
     /// BANK-1: the discovered topology, `None` while no battery is a member.

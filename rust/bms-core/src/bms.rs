@@ -347,6 +347,8 @@ pub struct Bms {
     adv_values: ReadoutValues,
     adv_hold_until_ms: u64,
     invalid_reports: u32,
+    /// BANK-5: [`Bank::additions_and_removals`] as the last step saw it.
+    bank_additions_seen: u32,
     /// PROT-1 (rev 2): judged and reported at the first step.
     warm_restart: Option<WarmRestart>,
 }
@@ -422,6 +424,7 @@ impl Bms {
             adv_values: ReadoutValues::NOT_AVAILABLE,
             adv_hold_until_ms: 0,
             invalid_reports: 0,
+            bank_additions_seen: 0,
             warm_restart: config.warm_restart,
         }
     }
@@ -497,6 +500,9 @@ impl Bms {
 
         let mut synchronised = false;
         let counted_capacity_mah = self.monitor.capacity_mah();
+        let additions_and_removals = self.bank.additions_and_removals();
+        let battery_added_or_removed = additions_and_removals != self.bank_additions_seen;
+        self.bank_additions_seen = additions_and_removals;
         self.self_check.step(
             now_ms,
             valid.is_some() && !health.invalid && !health.config_error,
@@ -556,10 +562,12 @@ impl Bms {
             any_balancing: aggregates.is_some_and(|a| a.balancing),
             synchronised,
             cell_spread_mv: valid.map(|(agg, _)| agg.cell_spread_mv()),
-            // A battery added or removed changes the capacity counted with (BANK-5); the
-            // batteries found one by one after a reboot do not, once the bank is complete.
-            capacity_changed: counted_capacity_mah != 0
-                && self.monitor.capacity_mah() != counted_capacity_mah,
+            // A battery added or removed (BANK-5): one that joined after discovery or was
+            // forgotten, or a change of the capacity counted with; the batteries found one by
+            // one after a reboot are neither, once the bank is complete.
+            capacity_changed: battery_added_or_removed
+                || (counted_capacity_mah != 0
+                    && self.monitor.capacity_mah() != counted_capacity_mah),
         });
 
         let mut codes = self.protection.codes(aggregates.as_ref());

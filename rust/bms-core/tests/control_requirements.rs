@@ -1897,3 +1897,57 @@ fn bank_2_bank_4_a_lost_battery_of_a_string_is_no_configuration_error() {
     );
     assert!(rig.last().codes.is_empty(), "codes {}", rig.last().codes);
 }
+
+/// BANK-5, BAL-2: a battery added to the bank makes the balancer Unknown even when the bank's
+/// capacity stays the same: a second 100 Ah battery wired in series (12 V bank made 24 V), or
+/// a battery swapped for a new one of the same capacity (the old one lost and forgotten).
+#[test]
+fn bank_5_bal_2_a_battery_added_at_the_same_capacity_makes_the_balancer_unknown() {
+    // A second battery in series: 100 Ah at 12.8 V becomes 100 Ah at 25.6 V.
+    let mut rig = Rig::new(1, 1, BatteryModel::Lfp12V8);
+    rig.run_for(3000);
+    rig.full_charge();
+    assert_eq!(rig.bms.balancer(), BalancerState::Balanced);
+    rig.series = 2;
+    rig.batteries
+        .push((report(3000, BatteryModel::Lfp12V8, 3400), false));
+    rig.run_for(10_000);
+    let t = rig.bms.bank().topology().unwrap();
+    assert_eq!((t.batteries, t.series, t.capacity_dah), (2, 2, 1000));
+    assert!(
+        rig.last().atd && rig.last().atc,
+        "codes {}",
+        rig.last().codes
+    );
+    assert_eq!(
+        rig.bms.balancer(),
+        BalancerState::Unknown,
+        "a battery was just added in series"
+    );
+
+    // A battery swapped for a new one of the same capacity.
+    let mut rig = Rig::new(1, 1, BatteryModel::Lfp12V8);
+    rig.run_for(3000);
+    rig.full_charge();
+    assert_eq!(rig.bms.balancer(), BalancerState::Balanced);
+    rig.silence(0, true);
+    rig.run_for(60_000);
+    rig.batteries
+        .push((report(3000, BatteryModel::Lfp12V8, 3400), false));
+    rig.run_for(5000);
+    assert_eq!(rig.bms.forget_lost_batteries(), 1);
+    rig.batteries.remove(0);
+    rig.run_for(3000);
+    let t = rig.bms.bank().topology().unwrap();
+    assert_eq!((t.batteries, t.capacity_dah), (1, 1000));
+    assert!(
+        rig.last().atd && rig.last().atc,
+        "codes {}",
+        rig.last().codes
+    );
+    assert_eq!(
+        rig.bms.balancer(),
+        BalancerState::Unknown,
+        "the battery was just replaced"
+    );
+}

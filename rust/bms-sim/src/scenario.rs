@@ -846,6 +846,31 @@ initial_soc_pct = 50
         assert_eq!(s.loads[0].via, Via::Bms);
     }
 
+    /// Events run in the order they are listed, each once its time has come: an event listed
+    /// after a later one ran late, at the later one's time, and was logged there. A scenario
+    /// with its events out of time order is refused, naming the event (equal times are fine).
+    #[test]
+    fn events_out_of_time_order_are_refused_naming_the_event() {
+        let event =
+            |at: &str, action: &str| format!("\n[[event]]\nat = \"{at}\"\naction = \"{action}\"\n");
+        let src = format!(
+            "{MINIMAL}{}{}{}",
+            event("5min", "remote_off"),
+            event("2min", "remote_on"),
+            event("1min", "remote_off")
+        );
+        let e = parse_str(&src).unwrap_err();
+        assert_eq!(e.field.as_deref(), Some("event.at"), "{e}");
+        assert_eq!(e.line, Some(15), "{e}");
+        assert!(e.message.contains("2m") && e.message.contains("5m"), "{e}");
+        let same = format!(
+            "{MINIMAL}{}{}",
+            event("5min", "remote_off"),
+            event("5min", "synchronise")
+        );
+        assert_eq!(parse_str(&same).unwrap().events.len(), 2);
+    }
+
     #[test]
     fn temperature_points_interpolate_and_swing() {
         let t = TemperatureConfig {

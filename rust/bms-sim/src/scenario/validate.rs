@@ -309,6 +309,17 @@ fn check_events(s: &Scenario, names: &[&str]) -> Result<(), Invalid> {
         check(e.at <= s.duration, "event", ix, "at", || {
             "after the end of the scenario".into()
         })?;
+        // Events run in the order listed, each once its time has come: one listed after a
+        // later one would run late, at that one's time.
+        if let Some(before) = i.checked_sub(1).and_then(|b| s.events.get(b)) {
+            check(e.at >= before.at, "event", ix, "at", || {
+                format!(
+                    "{} is before the previous event's {}: list the events in time order",
+                    humantime::format_duration(e.at),
+                    humantime::format_duration(before.at)
+                )
+            })?;
+        }
         // Which keys the action takes: battery, target, soc_pct, count.
         let (battery, target, soc, count) = match e.action {
             Action::UnplugCable | Action::ReplugCable => (true, false, false, false),

@@ -56,8 +56,9 @@ pub enum ReportError {
         serial: u32,
     },
     /// BANK-1 **(choice)**: a new serial after discovery joins only after
-    /// [`BATTERY_JOIN_REPORTS`] valid reports in a row; this was report `seen` of them. No
-    /// fault: the report is kept back, not refused.
+    /// [`BATTERY_JOIN_REPORTS`] valid reports in a row; this was report `seen` of them (0: the
+    /// newcomers waiting fill the table, this one gets a place once one of them has joined or
+    /// fallen silent). No fault: the report is kept back, not refused.
     NotYetJoined {
         /// Serial of the newcomer.
         serial: u32,
@@ -381,7 +382,8 @@ pub struct Bank {
     additions_and_removals: u32,
 }
 
-/// Newcomers tracked at once; a ghost serial beyond these pushes out the oldest.
+/// Newcomers tracked at once; a serial beyond these waits until one has joined or has been
+/// silent for the lost time (a ghost's entry).
 const NEWCOMERS: usize = 4;
 
 impl Bank {
@@ -512,7 +514,23 @@ impl Bank {
             }
             None => {
                 if self.newcomers.is_full() {
-                    self.newcomers.remove(0);
+                    // Only an entry silent for the lost time makes room (it would start over
+                    // anyway): newcomers still reporting keep their place, so five batteries
+                    // added at once do not push each other out for ever; the one kept back
+                    // gets a place once the others joined (a ghost's place frees in 5 s).
+                    let stalest = self
+                        .newcomers
+                        .iter()
+                        .enumerate()
+                        .min_by_key(|(_, n)| n.2)
+                        .filter(|(_, n)| now_ms.saturating_sub(n.2) >= BATTERY_LOST_MS)
+                        .map(|(i, _)| i);
+                    match stalest {
+                        Some(i) => {
+                            self.newcomers.remove(i);
+                        }
+                        None => return Err(ReportError::NotYetJoined { serial, seen: 0 }),
+                    }
                 }
                 let _ = self.newcomers.push((serial, 1, now_ms));
                 1

@@ -1951,3 +1951,23 @@ fn bank_5_bal_2_a_battery_added_at_the_same_capacity_makes_the_balancer_unknown(
         "the battery was just replaced"
     );
 }
+
+/// BANK-1: more new batteries than the newcomer table holds (4), connected at once after
+/// discovery, all join: each joins at its third valid report in a row once it has a place. The
+/// table pushed out its oldest entry for every further newcomer, so five or more batteries
+/// reporting every second pushed each other out for ever and none ever joined.
+#[test]
+fn bank_1_six_batteries_added_at_once_all_join() {
+    let mut rig = Rig::started();
+    for serial in 3000..3006 {
+        rig.batteries
+            .push((report(serial, BatteryModel::Lfp12V8, 3300), false));
+    }
+    rig.run_for(20_000);
+    assert_eq!(rig.bms.bank().topology().unwrap().batteries, 7);
+    assert!(
+        rig.last().atd && rig.last().atc,
+        "codes {}",
+        rig.last().codes
+    );
+}

@@ -15,8 +15,9 @@ use heapless::Vec;
 
 use crate::bus::{BatteryFlags, BatteryModel, BatteryReport, MAX_CELLS_PER_BATTERY};
 use crate::limits::{
-    self, BANK_NOMINAL_MV, BATTERY_JOIN_REPORTS, BATTERY_LOST_MS, CELL_VALID_MV, DISCOVERY_MS,
-    MAX_BATTERIES, SUPPLY_MAX_MV, SUPPLY_MIN_MV, TEMP_VALID_DDEGC, TOPOLOGY_SETTLE_MS,
+    self, BANK_NOMINAL_MV, BATTERY_JOIN_REPORTS, BATTERY_LOST_MS, CELL_VALID_MV, DISCOVERY_MAX_MS,
+    DISCOVERY_MS, DISCOVERY_NEXT_MS, MAX_BATTERIES, SUPPLY_MAX_MV, SUPPLY_MIN_MV, TEMP_VALID_DDEGC,
+    TOPOLOGY_SETTLE_MS,
 };
 use crate::word::Number;
 
@@ -354,6 +355,9 @@ pub struct BankHealth {
     pub invalid: bool,
     /// The bank breaks the configuration rules (BANK-2).
     pub config_error: bool,
+    /// BANK-1: batteries have begun to report and the discovery window is still open (more may
+    /// appear): data is coming, the first set is not judged yet.
+    pub discovering: bool,
 }
 
 /// The batteries seen on the bus and what they last reported (fixed size, no heap).
@@ -361,6 +365,9 @@ pub struct BankHealth {
 pub struct Bank {
     batteries: Vec<Battery, MAX_BATTERIES>,
     first_report_ms: Option<u64>,
+    /// BANK-1: when the latest battery was found during discovery (the window runs on
+    /// [`DISCOVERY_NEXT_MS`] after it, see [`Bank::discovery_end_ms`]).
+    last_found_ms: Option<u64>,
     /// Since when the set of member batteries has been unchanged (first report, then each
     /// topology change); the configuration is judged [`TOPOLOGY_SETTLE_MS`] after it.
     settle_from_ms: Option<u64>,
@@ -392,6 +399,7 @@ impl Bank {
         Bank {
             batteries: Vec::new(),
             first_report_ms: None,
+            last_found_ms: None,
             settle_from_ms: None,
             judged: false,
             overflow_ms: None,
@@ -427,7 +435,11 @@ impl Bank {
         {
             Ok(index) => index,
             Err(index) => {
+                let discovering = self.discovering(now_ms);
                 self.admit(now_ms, report.serial, checked)?;
+                if discovering {
+                    self.last_found_ms = Some(now_ms);
+                }
                 let battery = Battery::new(report.serial, report.model, now_ms);
                 if self.batteries.push(battery).is_err() {
                     self.overflow_ms = Some(now_ms);
@@ -478,8 +490,9 @@ impl Bank {
     }
 
     /// BANK-1 **(choice)**: whether a report from the unknown `serial` may create its battery.
-    /// During discovery (the first [`DISCOVERY_MS`] after the first report) every battery that
-    /// speaks is part of the bank, a broken one too (it keeps the set incomplete, PROT-1).
+    /// During discovery (until [`DISCOVERY_MS`] after the first report, or
+    /// [`DISCOVERY_NEXT_MS`] after the latest battery found since: [`Bank::discovery_end_ms`]) every battery that speaks is part of
+    /// the bank, a broken one too (it keeps the set incomplete, PROT-1).
     /// Afterwards a refused report from an unknown serial creates nothing, and a valid one
     /// counts towards [`BATTERY_JOIN_REPORTS`] in a row (a gap of [`BATTERY_LOST_MS`] or a
     /// refused report starts over): one garbled frame never adds a battery that is then lost.
@@ -489,10 +502,7 @@ impl Bank {
         serial: u32,
         checked: Result<(), ReportError>,
     ) -> Result<(), ReportError> {
-        let discovering = self
-            .first_report_ms
-            .is_none_or(|first| now_ms.saturating_sub(first) < DISCOVERY_MS);
-        if discovering {
+        if self.discovering(now_ms) {
             return Ok(());
         }
         let slot = self.newcomers.iter().position(|n| n.0 == serial);
@@ -659,9 +669,8 @@ impl Bank {
         let lost = self.batteries.iter().any(|b| b.lost);
         let invalid = self.batteries.iter().any(|b| b.error.is_some());
         let config_error = self.config_error.is_some();
-        let discovered = self
-            .first_report_ms
-            .is_some_and(|t| self.now_ms.saturating_sub(t) >= DISCOVERY_MS);
+        let end = self.discovery_end_ms();
+        let discovered = end.is_some_and(|end| self.now_ms >= end);
         let complete = discovered
             && self.judged
             && !lost
@@ -674,16 +683,14 @@ impl Bank {
             lost,
             invalid,
             config_error,
+            discovering: end.is_some_and(|end| self.now_ms < end),
         }
     }
 
     /// When the bank's own state changes next without new input (discovery window end, layout
     /// settled, a battery becoming lost), ms.
     pub fn next_deadline_ms(&self) -> Option<u64> {
-        let discovery = self
-            .first_report_ms
-            .map(|t| t.saturating_add(DISCOVERY_MS))
-            .filter(|&t| t > self.now_ms);
+        let discovery = self.discovery_end_ms().filter(|&t| t > self.now_ms);
         let lost = self
             .batteries
             .iter()
@@ -699,6 +706,26 @@ impl Bank {
             .into_iter()
             .flatten()
             .min()
+    }
+
+    /// BANK-1 **(choice)**: when the discovery window ends: [`DISCOVERY_MS`] after the first
+    /// report or [`DISCOVERY_NEXT_MS`] after the latest battery found since, whichever is
+    /// later, and at the latest [`DISCOVERY_MAX_MS`] after the first report; `None` before any
+    /// report.
+    pub fn discovery_end_ms(&self) -> Option<u64> {
+        let first = self.first_report_ms?;
+        let latest = self.last_found_ms.unwrap_or(first);
+        Some(
+            first
+                .saturating_add(DISCOVERY_MS)
+                .max(latest.saturating_add(DISCOVERY_NEXT_MS))
+                .min(first.saturating_add(DISCOVERY_MAX_MS)),
+        )
+    }
+
+    /// Whether the discovery window is open at `now_ms` (also before the first report).
+    fn discovering(&self, now_ms: u64) -> bool {
+        self.discovery_end_ms().is_none_or(|end| now_ms < end)
     }
 
     fn members(&self) -> impl Iterator<Item = &Battery> {

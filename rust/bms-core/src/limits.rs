@@ -201,6 +201,7 @@ const _: () = {
     // The slow tick is slower; discovery ends before a silent battery counts as lost.
     assert!(LOW_POWER_TICK_MS > TICK_MS);
     assert!(DISCOVERY_MS < BATTERY_LOST_MS);
+    assert!(DISCOVERY_MAX_MS >= 2 * MAX_POLL_ROUND_MS + DISCOVERY_MS);
     // The layout is judged after every battery reported once (1 s period), before one is lost.
     assert!(TOPOLOGY_SETTLE_MS > 1000 && TOPOLOGY_SETTLE_MS < BATTERY_LOST_MS);
     // The self-check can pass well before it times out, even in the slow tick.
@@ -272,6 +273,16 @@ pub const MAX_POLL_ROUND_MS: u64 = BATTERY_LOST_MS / 2;
 /// BANK-1/PROT-1 **(choice)**: after the first report, wait this long for the other batteries
 /// before judging the first data set complete (batteries report at least once a second), ms.
 pub const DISCOVERY_MS: u64 = 2000;
+/// BANK-1/PROT-1 **(choice)**: the discovery window stays open at least this long after each
+/// battery found in it, ms. Packs polled in turn on a line first report one after another over
+/// the first round, which is longer than [`DISCOVERY_MS`] on a slow line (16 Daly packs at
+/// 115 200 bit/s: 2.8 s, the first round also reading counts and capacities), a fraction of a
+/// second apart: the window runs on while they keep appearing.
+pub const DISCOVERY_NEXT_MS: u64 = 1500;
+/// BANK-1/PROT-1 **(choice)**: the discovery window ends at the latest this long after the
+/// first report, however many batteries keep appearing: two of the longest poll rounds and
+/// the window after them, ms.
+pub const DISCOVERY_MAX_MS: u64 = 8000;
 /// BANK-1/BANK-2 **(choice)**: the bank layout is judged (configuration check) only once the
 /// set of batteries has been unchanged this long, counted from the first report and from each
 /// topology change: 1.5 report periods, so that every battery has reported once. Until then a

@@ -184,7 +184,9 @@ impl Protection {
 
     /// PROT-1 (rev 2): after a warm restart, drives ATD and ATC as the retained state had them
     /// from the first step at `now_ms`, until the first complete data set is judged or, if none
-    /// comes, [`BATTERY_LOST_MS`] later (BANK-4). Other conditions (remote OFF) still apply.
+    /// comes, [`BATTERY_LOST_MS`] later (BANK-4); while batteries are still being found then
+    /// (reports coming, [`BankHealth::discovering`]), until the set is judged. Other conditions
+    /// (remote OFF) still apply.
     pub fn warm_start(&mut self, now_ms: u64, atd: bool, atc: bool) {
         self.now_ms = self.now_ms.max(now_ms);
         self.warm_hold = Some(WarmHold {
@@ -319,7 +321,13 @@ impl Protection {
             self.prealarm_since = None;
         }
 
-        if self.started || self.warm_hold.is_some_and(|h| now_ms >= h.until_ms) {
+        // BANK-1: while batteries are still being found (reports are coming), the first data
+        // set is on its way: the hold lasts until it is judged (the window is bounded).
+        if self.started
+            || self
+                .warm_hold
+                .is_some_and(|h| now_ms >= h.until_ms && !inputs.health.discovering)
+        {
             self.warm_hold = None;
         }
         let hold = self.warm_hold;

@@ -1971,3 +1971,88 @@ fn bank_1_six_batteries_added_at_once_all_join() {
         rig.last().codes
     );
 }
+
+/// Eight 12.8 V batteries in parallel whose first reports come one after another over 3 s, as
+/// packs polled in turn on a slow line do (the first round also reads their counts and
+/// capacity: 16 Daly packs at 115 200 bit/s take 2.8 s, 9 at 9 600 bit/s about 4 s).
+fn staggered_rig(config: Config) -> Rig {
+    let mut rig = Rig::with_config(8, 1, BatteryModel::Lfp12V8, config);
+    for i in 1..8 {
+        rig.silence(i, true);
+    }
+    rig
+}
+
+/// Runs `rig` for `ms`, letting battery i report from 400·i ms on.
+fn run_staggered(rig: &mut Rig, ms: u64) {
+    let end = rig.now_ms + ms;
+    while rig.now_ms < end {
+        for i in 1..8 {
+            if rig.now_ms >= 400 * i as u64 {
+                rig.silence(i, false);
+            }
+        }
+        rig.run_for(100);
+    }
+}
+
+/// BANK-1, PROT-1: batteries whose first reports come one after another (a polled line whose
+/// first round is longer than the 2 s discovery window) are all found before the first data set
+/// is judged: the outputs switch on with the whole bank, and its capacity never changes after.
+/// The later batteries were taken as newcomers: the set was judged complete with 6 of 8
+/// batteries (16 Daly packs at 115 200 bit/s: 12 of 16), the outputs switched on, and the
+/// capacity went 600 → 800 Ah 3 s later (the SoC rescaled, the balancer's judgement lost at
+/// every start, BAL-2).
+#[test]
+fn bank_1_prot_1_batteries_read_one_after_another_are_all_found_before_the_outputs_switch_on() {
+    let mut rig = staggered_rig(Config::default());
+    run_staggered(&mut rig, 15_000);
+    let first_on = rig
+        .records
+        .iter()
+        .position(|r| r.decisions.atd && r.decisions.atc)
+        .expect("outputs on");
+    let on_at = rig.records[first_on].at_ms;
+    assert!(on_at <= 5_100, "outputs on at {on_at} ms");
+    assert_eq!(rig.bms.bank().topology().unwrap().batteries, 8);
+    assert_eq!(rig.bms.monitor().capacity_mah(), 800_000);
+    // From the first step with the outputs on, the monitor counted with the whole bank.
+    let mut check = staggered_rig(Config::default());
+    run_staggered(&mut check, on_at);
+    assert_eq!(check.bms.bank().topology().unwrap().batteries, 8);
+    assert_eq!(check.bms.monitor().capacity_mah(), 800_000, "at {on_at} ms");
+}
+
+/// PROT-1 (rev 2), BANK-1: after a warm restart the outputs stay driven while the batteries of
+/// a slow line are still being found (reports keep coming), past the 5 s a silent bus gets.
+#[test]
+fn prot_1_bank_1_a_warm_restart_holds_the_outputs_while_batteries_are_found() {
+    let config = Config {
+        warm_restart: Some(WarmRestart {
+            retained: running_state(),
+            gap_ms: 0,
+        }),
+        ..Config::default()
+    };
+    let mut rig = staggered_rig(config);
+    // The first battery only reports from 3 s on: discovery ends 2 s after the last one found.
+    rig.silence(0, true);
+    let end = rig.now_ms + 15_000;
+    while rig.now_ms < end {
+        if rig.now_ms >= 3000 {
+            rig.silence(0, false);
+            for i in 1..8 {
+                if rig.now_ms >= 3000 + 400 * i as u64 {
+                    rig.silence(i, false);
+                }
+            }
+        }
+        rig.run_for(100);
+    }
+    let cut = rig
+        .records
+        .iter()
+        .find(|r| !r.decisions.atd || !r.decisions.atc);
+    assert!(cut.is_none(), "outputs cut: {cut:?}");
+    assert_eq!(rig.bms.bank().topology().unwrap().batteries, 8);
+}

@@ -255,6 +255,7 @@ fn run(scenario: &Scenario) -> Day {
             soc: monitor.snapshot(),
             soc_due: monitor.persist_due(t_ms),
             balanced_at_full: None,
+            undervoltage_disconnect: false,
             history: *history.record(),
             history_due: history.persist_due(t_ms),
             nonce: advertiser.nonce_to_persist(),

@@ -71,6 +71,9 @@ pub struct Config {
     /// The balancer's judgement at the last full charge, stored with the SoC (BAL-3): it
     /// shows again after a reboot as long as the bank counts the same capacity.
     pub restored_balanced_at_full: Option<bool>,
+    /// PROT-2: ATD was free-floating for under-voltage when the SoC record was last written
+    /// (MON-8): it stays so after the restart until every cell is at 3.20 V or more.
+    pub restored_undervoltage_disconnect: bool,
     /// The device's own 128-bit Instant Readout key (BLE-3).
     pub device_key: [u8; 16],
     /// The BLE pairing passkey, 1–999999 (BLE-2, made per unit at the first start). 0 or a
@@ -112,6 +115,7 @@ impl Default for Config {
             restored_history: None,
             restored_learned: None,
             restored_balanced_at_full: None,
+            restored_undervoltage_disconnect: false,
             device_key: [0; 16],
             passkey: DeviceSecrets::DEFAULT_PASSKEY,
             persist_secrets: false,
@@ -200,6 +204,7 @@ impl Config {
             restored_history: restored.history.ok(),
             restored_learned: restored.learned.ok(),
             restored_balanced_at_full: restored.balanced_at_full,
+            restored_undervoltage_disconnect: restored.undervoltage_disconnect,
             device_key: secrets.map_or([0; 16], |s| s.adv_key),
             passkey: secrets.map_or(DeviceSecrets::DEFAULT_PASSKEY, |s| s.passkey),
             persist_secrets: secrets.is_some(),
@@ -351,6 +356,9 @@ pub struct Bms {
     bank_additions_seen: u32,
     /// PROT-1 (rev 2): judged and reported at the first step.
     warm_restart: Option<WarmRestart>,
+    /// PROT-2: the under-voltage latch the store holds (restored, or last written with the SoC
+    /// record); a change is written at once.
+    undervoltage_stored: bool,
 }
 
 impl Bms {
@@ -375,10 +383,14 @@ impl Bms {
         if let Some(learned) = &config.restored_learned {
             monitor.restore_learned(learned);
         }
+        let mut protection = Protection::new();
+        if config.restored_undervoltage_disconnect {
+            protection.restore_undervoltage_disconnect();
+        }
         Bms {
             settings,
             bank: Bank::new(),
-            protection: Protection::new(),
+            protection,
             monitor,
             history: config
                 .restored_history
@@ -426,6 +438,7 @@ impl Bms {
             invalid_reports: 0,
             bank_additions_seen: 0,
             warm_restart: config.warm_restart,
+            undervoltage_stored: config.restored_undervoltage_disconnect,
         }
     }
 
@@ -783,6 +796,7 @@ impl Bms {
             soc: self.monitor.snapshot(),
             soc_due: self.monitor.persist_due(self.now_ms),
             balanced_at_full: self.balancer.judged_balanced(),
+            undervoltage_disconnect: self.protection.undervoltage_disconnect(),
             history: *self.history.record(),
             history_due: self.history.persist_due(self.now_ms),
             nonce: self.advertiser.nonce_to_persist(),
@@ -797,6 +811,7 @@ impl Bms {
     /// records whose owners decide; see [`crate::limits::PERSIST_POLL_MS`] for the others).
     pub(crate) fn persist_due(&self) -> bool {
         self.monitor.persist_due(self.now_ms)
+            || self.protection.undervoltage_disconnect() != self.undervoltage_stored
             || self.history.persist_due(self.now_ms)
             || self.advertiser.nonce_to_persist().is_some()
     }
@@ -808,6 +823,9 @@ impl Bms {
         self.now_ms = self.now_ms.max(now_ms);
         if report.soc == Outcome::Written {
             self.monitor.mark_persisted();
+        }
+        if report.soc_record == Outcome::Written {
+            self.undervoltage_stored = records.undervoltage_disconnect;
         }
         if report.history == Outcome::Written {
             self.history.mark_persisted(self.now_ms);

@@ -19,7 +19,10 @@
 //! - PROT-2: ATD opens for under-voltage only once the pre-alarm *output* has been high for
 //!   [`PREALARM_LEAD_MS`]; the opening is latched until the under-voltage condition releases.
 //!   The lead is for loads that are running: an under-voltage while ATD is already
-//!   free-floating (remote OFF, lost data, any reason) latches the opening at once.
+//!   free-floating (remote OFF, lost data, any reason) latches the opening at once. The latch
+//!   is stored (in the SoC record, MON-8) and restored at start
+//!   ([`Protection::restore_undervoltage_disconnect`]), so a restart does not switch the loads
+//!   back on below the release level.
 //! - PROT-3 **(choice)**: the pre-alarm output is released [`PREALARM_RELEASE_MS`] after ATD
 //!   opened for under-voltage, until the cell conditions behind it have released or, once the
 //!   loads are back, a cell falls short of its release level again (the alarm stays in the
@@ -182,13 +185,52 @@ impl Protection {
         Protection::default()
     }
 
+    /// PROT-2, MON-8: at start, before the first step, the under-voltage disconnect latch
+    /// stored before a restart (cold or warm): ATD stays free-floating for under-voltage until
+    /// every cell is at 3.20 V or more (the row's release, judged on the first complete data
+    /// set like any latched condition: a set already at 3.20 V releases it at once), and the
+    /// alarm is raised. The pre-alarm output stays released (PROT-3): its 60 s ran, or were cut
+    /// short, before the restart, and a restart (a brown-out loop on an empty bank) does not
+    /// sound it again.
+    pub fn restore_undervoltage_disconnect(&mut self) {
+        if self.started {
+            return;
+        }
+        let Some(row) = LIMITS
+            .iter()
+            .find(|row| matches!(row.effect, Effect::PrealarmThenDischarge))
+        else {
+            return;
+        };
+        self.set_active(row.id, true);
+        self.uv_disconnect = true;
+        self.prealarm_released = true;
+        log::warn!("under-voltage disconnect restored: atd free-floating until cells recover");
+    }
+
     /// PROT-1 (rev 2): after a warm restart, drives ATD and ATC as the retained state had them
     /// from the first step at `now_ms`, until the first complete data set is judged or, if none
     /// comes, [`BATTERY_LOST_MS`] later (BANK-4); while batteries are still being found then
     /// (reports coming, [`BankHealth::discovering`]), until the set is judged. Other conditions
     /// (remote OFF) still apply.
+    ///
+    /// Called only for a safe retained state (no alarm was active at its last step). It is
+    /// written every step and the stored under-voltage latch only when the latch changes, so
+    /// it is the newer of the two: a latch restored from the store
+    /// ([`Protection::restore_undervoltage_disconnect`]) had been released and its write lost;
+    /// it is dropped.
     pub fn warm_start(&mut self, now_ms: u64, atd: bool, atc: bool) {
         self.now_ms = self.now_ms.max(now_ms);
+        if !self.started && self.uv_disconnect {
+            for row in LIMITS
+                .iter()
+                .filter(|row| matches!(row.effect, Effect::PrealarmThenDischarge))
+            {
+                self.set_active(row.id, false);
+            }
+            self.uv_disconnect = false;
+            self.prealarm_released = false;
+        }
         self.warm_hold = Some(WarmHold {
             atd,
             atc,

@@ -14,11 +14,13 @@ use bms_core::node::Node;
 use bms_core::protocol::DeviceSecrets;
 use bms_core::protocol::{Access, Status};
 use bms_core::readout::{ReadoutError, NONCE_BLOCK, NONCE_FIRST_BLOCK};
+use bms_core::retained::{Retained, WarmRestart};
 use bms_core::settings::Settings;
 use bms_core::soc::EstimatorKind;
 use bms_core::storage::{
     learned, MemStorage, Persistence, RecordError, RecordKind, Restored, Storage,
 };
+use bms_core::Reason;
 use bms_core::{Bms, Config, Decisions, LedPattern};
 use control_harness::{report, Flash, Rig};
 
@@ -209,6 +211,19 @@ impl Device {
 
     fn reboot(self, random_key: Option<[u8; 16]>) -> (Device, Restored) {
         Device::boot(self.rig.bms.into_storage(), random_key)
+    }
+
+    /// A warm restart (PROT-1 rev 2) over `flash`, the platform handing back `retained` at
+    /// once after the reset.
+    fn warm(flash: Flash, retained: Retained) -> Device {
+        let node = Node::open_with(flash, &mut random(Some(KEY)), |config| {
+            config.warm_restart = Some(WarmRestart {
+                retained,
+                gap_ms: 0,
+            });
+        });
+        let rig = Rig::with_core(1, 1, BatteryModel::Lfp12V8, node);
+        Device { rig }
     }
 }
 
@@ -652,6 +667,133 @@ fn mon_8_plain_counting_writes_no_learned_record() {
     let (_, restored) = Persistence::restore(&mut flash);
     assert_eq!(restored.learned, Err(RecordError::Missing));
     assert_eq!(restored.fault(RecordKind::Learned), None);
+}
+
+/// A device run into an under-voltage disconnect (PROT-2): cells at 2.75 V until ATD opened,
+/// then resting at 2.92 V; the retained state of its last step is returned with it.
+fn undervoltage_disconnected() -> (Device, Retained) {
+    let (mut dev, _) = Device::boot(Flash::default(), Some(KEY));
+    dev.run_for(3_000);
+    assert!(dev.rig.last().atd);
+    dev.rig.set_cells(2750);
+    dev.rig.run_until(60_000, |d| !d.atd).expect("ATD opens");
+    assert!(dev
+        .rig
+        .last()
+        .atd_reasons
+        .contains(Reason::CellUndervoltage));
+    dev.rig.set_cells(2920);
+    dev.run_for(10_000);
+    assert!(!dev.rig.last().atd);
+    let retained = Retained::decode(&dev.rig.bms.retained()).unwrap();
+    assert!(!retained.safe, "an alarm is active");
+    (dev, retained)
+}
+
+/// After a restart into a bank resting at 2.92 V: ATD stays free-floating with the reason and
+/// the alarm, the pre-alarm stays released, and ATD returns only once every cell is at 3.20 V.
+fn assert_held_until_3_20_v(dev: &mut Device) {
+    let first = dev.rig.step().clone();
+    dev.run_for(10 * 60_000);
+    let on = dev.rig.records.iter().find(|r| r.decisions.atd);
+    assert!(on.is_none(), "loads on at 2.92 V after the restart: {on:?}");
+    assert!(!first.atd && !first.atc, "PROT-1: nothing judged yet");
+    assert!(first.atd_reasons.contains(Reason::NoValidData));
+    assert!(first.atd_reasons.contains(Reason::CellUndervoltage));
+    let d = dev.rig.last().clone();
+    assert!(d.atc, "charging is allowed");
+    assert_eq!(
+        d.atd_reasons,
+        bms_core::Reasons::of(Reason::CellUndervoltage),
+        "{}",
+        d.atd_reasons
+    );
+    assert!(d.codes.contains(Code::CellUndervoltage), "{}", d.codes);
+    assert!(d.low_power, "PROT-12");
+    assert!(
+        dev.rig.records.iter().all(|r| !r.decisions.prealarm),
+        "PROT-3: the pre-alarm stays released"
+    );
+    dev.rig.set_cells(3190);
+    dev.run_for(60_000);
+    assert!(!dev.rig.last().atd, "3.19 V is not enough");
+    dev.rig.set_cells(3200);
+    let back = dev.rig.run_until(2_000, |d| d.atd);
+    assert!(back.is_some(), "ATD returns at 3.20 V");
+    assert!(!dev.rig.last().codes.contains(Code::CellUndervoltage));
+}
+
+/// PROT-2, MON-8, PROT-1: the under-voltage disconnect survives a reboot. Found by a spec
+/// audit: a reboot while ATD was free-floating for under-voltage (cells resting at 2.92 V)
+/// switched the loads back on once the first data set was judged (2.92 V is no trip), and the
+/// load drained the bank into a second disconnect. The latch is stored with the SoC record;
+/// once released, a reboot restores no latch.
+#[test]
+fn prot_2_mon_8_an_undervoltage_disconnect_survives_a_reboot() {
+    let (dev, _) = undervoltage_disconnected();
+    let (mut dev, restored) = dev.reboot(Some(KEY));
+    assert!(restored.undervoltage_disconnect);
+    assert_eq!(restored.fault(RecordKind::Soc), None);
+    dev.rig.set_cells(2920);
+    assert_held_until_3_20_v(&mut dev);
+
+    // Released and stored: the next reboot is an ordinary power-up (PROT-1).
+    dev.rig.set_cells(2920);
+    dev.run_for(2_000);
+    let (mut dev, restored) = dev.reboot(Some(KEY));
+    assert!(!restored.undervoltage_disconnect);
+    dev.rig.set_cells(2920);
+    let on = dev.rig.run_until(10_000, |d| d.atd);
+    assert_eq!(on, Some(2000), "as at power-up");
+}
+
+/// PROT-2, MON-8, PROT-1 (rev 2): the same after a warm restart, whose retained state is not
+/// used (an alarm was active); a stored latch with the cells already at 3.20 V releases at
+/// once, when the first data set is judged.
+#[test]
+fn prot_1_prot_2_mon_8_a_warm_restart_keeps_the_stored_undervoltage_disconnect() {
+    let (dev, retained) = undervoltage_disconnected();
+    let mut dev = Device::warm(dev.rig.bms.into_storage(), retained);
+    dev.rig.set_cells(2920);
+    assert_held_until_3_20_v(&mut dev);
+
+    let (dev, _) = undervoltage_disconnected();
+    let (mut dev, restored) = dev.reboot(Some(KEY));
+    assert!(restored.undervoltage_disconnect);
+    dev.rig.set_cells(3200);
+    assert!(!dev.rig.step().atd);
+    let on = dev.rig.run_until(10_000, |d| d.atd);
+    assert_eq!(on, Some(2000), "as at power-up");
+    assert!(dev.rig.records.iter().all(|r| !r.decisions.prealarm));
+}
+
+/// PROT-1 (rev 2), PROT-2: a safe retained state (no alarm at its last step) is newer than
+/// the stored latch: a latch whose release could not be written (a failing flash) does not
+/// hold the loads off at a warm restart; at a cold start it does until 3.20 V (fail safe).
+#[test]
+fn prot_1_prot_2_a_safe_warm_restart_drops_a_stale_stored_undervoltage_latch() {
+    let (mut dev, _) = undervoltage_disconnected();
+    dev.flash().fail_writes = true;
+    dev.rig.set_cells(3300);
+    dev.rig.run_until(5_000, |d| d.atd).expect("released");
+    dev.run_for(5_000);
+    let retained = Retained::decode(&dev.rig.bms.retained()).unwrap();
+    assert!(retained.safe && retained.atd, "{retained:?}");
+    let mut flash = dev.rig.bms.into_storage();
+    flash.fail_writes = false;
+    let (_, restored) = Persistence::restore(&mut flash);
+    assert!(
+        restored.undervoltage_disconnect,
+        "the release was not written"
+    );
+    let mut dev = Device::warm(flash, retained);
+    let d = dev.rig.step().clone();
+    assert!(d.atd && d.atc, "driven from the retained state: {d:?}");
+    dev.run_for(10_000);
+    assert!(dev.rig.records.iter().all(|r| r.decisions.atd));
+    dev.run_for(PERSIST_POLL_MS);
+    let (_, restored) = Persistence::restore(dev.flash());
+    assert!(!restored.undervoltage_disconnect, "and the store repaired");
 }
 
 /// BAL-2, BAL-3, MON-8: what the last full charge showed of the cell balance is stored with

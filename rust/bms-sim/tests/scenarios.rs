@@ -462,6 +462,60 @@ fn reboot_restores_the_soc_and_waits_for_valid_data() {
         .all(|x| x.atd && x.atc));
 }
 
+/// PROT-2, MON-8: the deep discharge with the BMS rebooted at 3h30, 38 min after ATD opened
+/// for under-voltage, the cells resting at 2.92 V. Found by a spec audit: the restarted BMS
+/// switched the 12 A inverter back on at 03:30:02 (2.92 V is no trip) and opened ATD for
+/// under-voltage again at 03:33:49. The latch is stored: ATD stays free-floating, with its
+/// reason, and only the alarm system draws; the pre-alarm stays released.
+#[test]
+fn prot_2_mon_8_deep_discharge_rebooted_keeps_the_loads_off() {
+    let path =
+        PathBuf::from(env!("CARGO_MANIFEST_DIR")).join("../../scenarios/deep-discharge.toml");
+    let text = std::fs::read_to_string(&path).unwrap();
+    let generator = "[[event]]\nat = \"10h\"";
+    assert!(text.contains(generator));
+    let text = text.replace(
+        generator,
+        &format!("[[event]]\nat = \"3h 30min\"\naction = \"reboot\"\n\n{generator}"),
+    );
+    let sc = scenario::parse(&path, &text).unwrap();
+    let options = RunOptions {
+        until: Some(hours(4.0)),
+        sample_every: Some(Duration::from_secs(30)),
+        ..RunOptions::default()
+    };
+    let mut engine = Engine::new(&sc, &options).unwrap();
+    engine.run(&mut |_| {});
+    let r = engine.finish();
+    let reboot_ms = 210 * 60_000;
+    assert!(r.events.iter().any(|e| e.t_ms == reboot_ms
+        && matches!(&e.what, What::Bms(t) if t.contains("records restored"))));
+    let (atd_off, reasons) = changes(&r, Output::Atd, false)[0];
+    assert!(reasons.contains(Reason::CellUndervoltage), "{reasons}");
+    assert!(atd_off < reboot_ms - 30 * 60_000, "{atd_off}");
+    let on = changes(&r, Output::Atd, true);
+    assert!(
+        on.iter().all(|&(t, _)| t < atd_off),
+        "ATD high again at {on:?} (opened at {atd_off})"
+    );
+    let after: Vec<&Sample> = r
+        .samples
+        .iter()
+        .filter(|x| x.t_s > s(reboot_ms) + 1.0)
+        .collect();
+    assert!(after.len() > 50);
+    for x in after {
+        assert!(!x.atd && !x.prealarm, "{x:?}");
+        assert!(x.atd_reasons.contains(Reason::CellUndervoltage), "{x:?}");
+        assert!((x.load_a - 0.03).abs() < 1e-9, "{}", x.load_a);
+        assert!(
+            x.cell_min_v > 2.85 && x.cell_min_v < 3.2,
+            "{}",
+            x.cell_min_v
+        );
+    }
+}
+
 /// MON-4: the user sets the SoC by hand and later synchronises it to 100 %; both reach the
 /// core through the scenario's events, and a manual set before the bank is known is refused.
 #[test]

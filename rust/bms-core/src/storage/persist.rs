@@ -52,6 +52,9 @@ pub struct Records {
     /// The balancer's judgement at the last full charge (`Balancer::judged_balanced`), kept
     /// in the SoC record; a change writes the record.
     pub balanced_at_full: Option<bool>,
+    /// PROT-2: ATD is free-floating for under-voltage (`Protection::undervoltage_disconnect`),
+    /// kept in the SoC record; a change writes the record at once.
+    pub undervoltage_disconnect: bool,
     /// The history (`History::record`).
     pub history: HistoryRecord,
     /// The history wants to be written (`History::persist_due`).
@@ -180,6 +183,8 @@ pub struct Restored {
     /// The balancer's judgement at the last full charge, from the SoC record (`None` without
     /// one).
     pub balanced_at_full: Option<bool>,
+    /// PROT-2: the under-voltage disconnect latch, from the SoC record (false without one).
+    pub undervoltage_disconnect: bool,
     /// The stored history (`History::from`).
     pub history: Result<HistoryRecord, RecordError>,
     /// The stored nonce reservation (first nonce for `Advertiser::new`).
@@ -300,6 +305,9 @@ impl Persistence {
             soc: soc_record.map(|record| soc::combine(&record, soc_point.as_ref().ok())),
             soc_point,
             balanced_at_full: soc_record.ok().and_then(|record| record.balanced_at_full),
+            undervoltage_disconnect: soc_record
+                .ok()
+                .is_some_and(|record| record.undervoltage_disconnect),
             history: read::<HistoryRecord, S>(storage),
             nonce: read::<Nonce, S>(storage),
             secrets: read::<DeviceSecrets, S>(storage),
@@ -418,6 +426,7 @@ impl Persistence {
             Some(stored) if !self.unstored(RecordKind::Soc) => {
                 (records.soc_due && soc::needs_record(&stored.state, &records.soc))
                     || stored.balanced_at_full != records.balanced_at_full
+                    || stored.undervoltage_disconnect != records.undervoltage_disconnect
             }
             _ => true,
         };
@@ -429,6 +438,7 @@ impl Persistence {
             generation: self.point_generation.unwrap_or(previous).wrapping_add(1),
             state: records.soc,
             balanced_at_full: records.balanced_at_full,
+            undervoltage_disconnect: records.undervoltage_disconnect,
         };
         let outcome = self.write_due(storage, now_ms, &record);
         if outcome == Outcome::Written {
@@ -700,6 +710,7 @@ pub(crate) mod tests {
             soc: sample_soc(),
             soc_due: false,
             balanced_at_full: Some(false),
+            undervoltage_disconnect: false,
             history: sample_history(),
             history_due: false,
             nonce: None,
@@ -1005,6 +1016,38 @@ pub(crate) mod tests {
         assert_eq!(restored.soc, Ok(latched), "the record alone, exactly");
         assert_eq!(persistence.stats(RecordKind::SocPoint).writes, 1);
         assert_eq!(persistence.stats(RecordKind::Soc).writes, 1);
+    }
+
+    /// PROT-2, MON-8: a change of the under-voltage latch writes the whole SoC record at once,
+    /// though the monitor asks for nothing, and a reboot restores it; the next change (the
+    /// release) is written the same way. Nothing else writes it.
+    #[test]
+    fn prot_2_mon_8_the_undervoltage_latch_is_written_at_once_and_restored() {
+        let mut store = full_store();
+        let (mut persistence, restored) = Persistence::restore(&mut store);
+        assert!(!restored.undervoltage_disconnect);
+        for (at_ms, latched) in [(1_000, true), (2_000, false)] {
+            let records = Records {
+                undervoltage_disconnect: latched,
+                ..records()
+            };
+            let report = persistence.poll(&mut store, at_ms, &records);
+            assert_eq!(
+                (report.soc_record, report.soc_point),
+                (Outcome::Written, Outcome::Idle),
+                "latched {latched}"
+            );
+            assert_eq!(
+                persistence.poll(&mut store, at_ms + 1, &records),
+                PollReport::default(),
+                "written once"
+            );
+            let (_, restored) = Persistence::restore(&mut store);
+            assert_eq!(restored.undervoltage_disconnect, latched);
+            assert_eq!(restored.soc, Ok(sample_soc()), "the state as it was");
+            assert_eq!(restored.fault(RecordKind::Soc), None);
+        }
+        assert_eq!(persistence.stats(RecordKind::Soc).writes, 2);
     }
 
     /// MON-8: a point never applies on top of a record written after it, however many records

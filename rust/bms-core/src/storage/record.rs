@@ -412,6 +412,7 @@ pub(crate) mod tests {
             generation: 9,
             state: sample_soc(),
             balanced_at_full: Some(false),
+            undervoltage_disconnect: true,
         }
     }
 
@@ -725,6 +726,8 @@ pub(crate) mod tests {
     const V1_SOC: &str = "020102c09a0c80bdede09092388080fcd5f5c8360180b89929000078114073";
     /// Version 2 of the SoC record (generation and state), frozen the same way.
     const V2_SOC: &str = "02020902c09a0c80bdede09092388080fcd5f5c8360180b899290000763e724b";
+    /// Version 3 of the SoC record (with the balancer's judgement), frozen the same way.
+    const V3_SOC: &str = "02030902c09a0c80bdede09092388080fcd5f5c8360180b8992900000100d11c155f";
     const V1_NONCE: &str = "0401efbea6f04f14";
     const V1_POINT: &str = "0109409c28233f9d";
     const V1_SECRETS: &str = "0601c0c4075a5a5a5a5a5a5a5a5a5a5a5a5a5a5a5a44e53ffc";
@@ -745,19 +748,29 @@ pub(crate) mod tests {
             Ok(sample_settings())
         );
         // Version 1 of the SoC record was the bare state: generation 0, which no point has;
-        // neither it nor version 2 held the balancer's judgement.
+        // neither it nor version 2 held the balancer's judgement; none of 1 to 3 held the
+        // under-voltage latch (PROT-2), which reads as not latched.
         assert_eq!(
             decode_record::<SocRecord>(&unhex(V1_SOC)),
             Ok(SocRecord {
                 generation: 0,
                 state: sample_soc(),
                 balanced_at_full: None,
+                undervoltage_disconnect: false,
             })
         );
         assert_eq!(
             decode_record::<SocRecord>(&unhex(V2_SOC)),
             Ok(SocRecord {
                 balanced_at_full: None,
+                undervoltage_disconnect: false,
+                ..sample_soc_record()
+            })
+        );
+        assert_eq!(
+            decode_record::<SocRecord>(&unhex(V3_SOC)),
+            Ok(SocRecord {
+                undervoltage_disconnect: false,
                 ..sample_soc_record()
             })
         );

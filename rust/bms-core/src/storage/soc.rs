@@ -2,8 +2,9 @@
 //! fits inside one ZMS allocation-table entry.
 //!
 //! - [`SocRecord`] under `bms/soc`: the whole [`SocState`] (knowledge, capacity, charge counts,
-//!   time since full, latches) and a `generation`. Written when a slow field changes: knowledge,
-//!   capacity, a latch, a synchronisation (time since full restarts), every
+//!   time since full, latches), a `generation`, the balancer's judgement and the under-voltage
+//!   latch. Written when a slow field changes: knowledge, capacity, a latch (the under-voltage
+//!   one included), a synchronisation (time since full restarts), every
 //!   [`PERSIST_AGE_INTERVAL_MS`] of time since full, or when the counts do not fit a point.
 //! - [`SocPoint`] under `bms/point`: the two charge counts as fractions of the capacity and the
 //!   generation of the [`SocRecord`] they belong to; 8 bytes with version and CRC-16. Written
@@ -28,8 +29,10 @@ pub const USED_FULL_SCALE: u16 = u16::MAX;
 /// (beyond, the whole [`SocRecord`] is written).
 pub const CONSUMED_PER_CAPACITY: u16 = 16_384;
 
-/// The whole SoC state (MON-8) with the generation its [`SocPoint`]s carry, and what the last
-/// full charge showed of the cell balance (BAL-3), which holds as long as that charge does.
+/// The whole SoC state (MON-8) with the generation its [`SocPoint`]s carry, what the last
+/// full charge showed of the cell balance (BAL-3), which holds as long as that charge does,
+/// and the under-voltage disconnect latch (PROT-2), kept like the discharge-floor latch in
+/// [`SocState`] so that a reboot does not re-allow a discharge the protection stopped.
 #[derive(Clone, Copy, Debug, Default, PartialEq, Eq, Serialize, Deserialize)]
 pub struct SocRecord {
     /// Changes at every write of this record; a [`SocPoint`] applies only with the same value.
@@ -39,6 +42,10 @@ pub struct SocRecord {
     /// The balancer's judgement at the last full charge (`Some(true)`: balanced), `None` when
     /// there was none for this bank.
     pub balanced_at_full: Option<bool>,
+    /// PROT-2: ATD was free-floating for under-voltage, which holds until every cell is at
+    /// 3.20 V or more (`Protection::undervoltage_disconnect`); restored at start
+    /// (`Protection::restore_undervoltage_disconnect`).
+    pub undervoltage_disconnect: bool,
 }
 
 /// Version 2 of [`SocRecord`], before it held the balancer's judgement.
@@ -48,11 +55,21 @@ struct SocRecordV2 {
     state: SocState,
 }
 
+/// Version 3 of [`SocRecord`], before it held the under-voltage latch.
+#[derive(Deserialize)]
+struct SocRecordV3 {
+    generation: u8,
+    state: SocState,
+    balanced_at_full: Option<bool>,
+}
+
 impl Record for SocRecord {
     const KIND: RecordKind = RecordKind::Soc;
     /// Version 1 was the bare [`SocState`], before points existed (generation 0); version 2
-    /// had no balancer judgement (restored as none: Unknown until the next full charge).
-    const VERSION: u8 = 3;
+    /// had no balancer judgement (restored as none: Unknown until the next full charge);
+    /// version 3 had no under-voltage latch (read as not latched, which is how the firmware
+    /// that wrote it restarted).
+    const VERSION: u8 = 4;
 
     fn decode_body(version: u8, body: &[u8]) -> Result<Self, RecordError> {
         match version {
@@ -60,6 +77,7 @@ impl Record for SocRecord {
                 generation: 0,
                 state: decode_exact(body)?,
                 balanced_at_full: None,
+                undervoltage_disconnect: false,
             }),
             2 => {
                 let v2: SocRecordV2 = decode_exact(body)?;
@@ -67,9 +85,19 @@ impl Record for SocRecord {
                     generation: v2.generation,
                     state: v2.state,
                     balanced_at_full: None,
+                    undervoltage_disconnect: false,
                 })
             }
-            3 => decode_exact(body),
+            3 => {
+                let v3: SocRecordV3 = decode_exact(body)?;
+                Ok(SocRecord {
+                    generation: v3.generation,
+                    state: v3.state,
+                    balanced_at_full: v3.balanced_at_full,
+                    undervoltage_disconnect: false,
+                })
+            }
+            4 => decode_exact(body),
             version => Err(RecordError::UnknownVersion { version }),
         }
     }
@@ -289,7 +317,7 @@ mod tests {
         let record = SocRecord {
             generation: 4,
             state: sample_soc(),
-            balanced_at_full: None,
+            ..SocRecord::default()
         };
         let moved = SocState {
             used_nas: 0,

@@ -238,6 +238,7 @@ fn run_week(seed: u64) -> WeekResult {
             soc: dev.monitor.snapshot(),
             soc_due: dev.monitor.persist_due(now),
             balanced_at_full: None,
+            undervoltage_disconnect: false,
             history: *dev.history.record(),
             history_due: dev.history.persist_due(now),
             nonce: dev.advertiser.nonce_to_persist(),

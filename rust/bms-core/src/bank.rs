@@ -380,6 +380,9 @@ pub struct Bank {
     /// A count of batteries in series other than the one in use, and since when it has been
     /// derived without a break (members unchanged); see [`Bank::steady_series`].
     series_candidate: Option<(u8, u64)>,
+    /// A bank capacity other than the one in use, and since when the members have reported it
+    /// without a break (members and series unchanged); see [`Bank::steady_capacity`].
+    capacity_candidate: Option<(u32, u64)>,
     config_error: Option<ConfigError>,
     aggregates: Option<Aggregates>,
     /// New serials after discovery, waiting to join: serial, valid reports in a row, last one.
@@ -407,6 +410,7 @@ impl Bank {
             supply_mv: 0,
             topology: None,
             series_candidate: None,
+            capacity_candidate: None,
             config_error: None,
             aggregates: None,
             newcomers: Vec::new(),
@@ -580,7 +584,8 @@ impl Bank {
             self.overflow_ms = None;
         }
         let series = self.steady_series(now_ms, changed);
-        self.topology = self.derive_topology(series);
+        let topology = self.derive_topology(series);
+        self.topology = self.steady_capacity(now_ms, changed, topology);
         if changed || self.settle_from_ms.is_none() {
             self.settle_from_ms = self
                 .first_report_ms
@@ -702,7 +707,11 @@ impl Bank {
             .settle_from_ms
             .map(|t| t.saturating_add(TOPOLOGY_SETTLE_MS))
             .filter(|&t| t > self.now_ms);
-        [discovery, lost, overflow, settle]
+        let capacity = self
+            .capacity_candidate
+            .map(|(_, since)| since.saturating_add(TOPOLOGY_SETTLE_MS))
+            .filter(|&t| t > self.now_ms);
+        [discovery, lost, overflow, settle, capacity]
             .into_iter()
             .flatten()
             .min()
@@ -772,6 +781,47 @@ impl Bank {
         } else {
             in_use
         }
+    }
+
+    /// BANK-1: `derived` with the capacity to count with at `now_ms`. A battery's report sets
+    /// its nominal capacity, and the bank's is their sum: one report with another capacity (a
+    /// frame that passed its checksum garbled, or forged) would make the monitor count a whole
+    /// report period against it, and rescale the SoC to it and back (a single report of 0.1 Ah
+    /// and 100 A took a 100 Ah bank from 50 % to 25 %). With the members and the series
+    /// unchanged, a different capacity replaces the one in use only once it has held for
+    /// [`TOPOLOGY_SETTLE_MS`] (longer than a report period, so a single report never does);
+    /// after a change of members or series, or from none, it is taken at once.
+    fn steady_capacity(
+        &mut self,
+        now_ms: u64,
+        members_changed: bool,
+        derived: Option<Topology>,
+    ) -> Option<Topology> {
+        let mut topology = derived?;
+        let in_use = self
+            .topology
+            .filter(|t| !members_changed && t.series == topology.series && t.capacity_dah != 0);
+        let Some(in_use) = in_use else {
+            self.capacity_candidate = None;
+            return Some(topology);
+        };
+        if topology.capacity_dah == in_use.capacity_dah {
+            self.capacity_candidate = None;
+            return Some(topology);
+        }
+        let since = match self.capacity_candidate {
+            Some((capacity, since)) if capacity == topology.capacity_dah => since,
+            _ => {
+                self.capacity_candidate = Some((topology.capacity_dah, now_ms));
+                now_ms
+            }
+        };
+        if now_ms.saturating_sub(since) >= TOPOLOGY_SETTLE_MS {
+            self.capacity_candidate = None;
+        } else {
+            topology.capacity_dah = in_use.capacity_dah;
+        }
+        Some(topology)
     }
 
     fn derive_topology(&self, series: u8) -> Option<Topology> {

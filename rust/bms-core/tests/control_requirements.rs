@@ -2056,3 +2056,48 @@ fn prot_1_bank_1_a_warm_restart_holds_the_outputs_while_batteries_are_found() {
     assert!(cut.is_none(), "outputs cut: {cut:?}");
     assert_eq!(rig.bms.bank().topology().unwrap().batteries, 8);
 }
+
+/// BANK-1, MON-1, PROT-9: the bank capacity is the sum of what the batteries report. One report
+/// with another capacity (a garbled frame that passed its checksum, or a forged one) is no new
+/// bank: a single report of 0.1 Ah with a 100 A discharge took a 100 Ah battery at 30 % to
+/// 5 % (the second until its next report counted against 0.1 Ah, then rescaled back), below the
+/// 10 % discharge floor, and ATD went free-floating until the next full charge. A capacity
+/// that holds (a pack that learned its capacity anew) is taken after the settle time.
+#[test]
+fn bank_1_mon_1_prot_9_one_report_of_another_capacity_moves_no_soc() {
+    let mut rig = Rig::single();
+    rig.run_for(3000);
+    rig.bms.set_soc(rig.now_ms, 300).unwrap();
+    rig.set_current(-5000);
+    rig.run_for(5000);
+    let before = rig.bms.monitor_status().soc_permille.unwrap();
+    let mut forged = rig.batteries[0].0.clone();
+    forged.capacity_dah = 1;
+    forged.current_ma = -100_000;
+    rig.now_ms += 1;
+    assert_eq!(rig.bms.handle_report(rig.now_ms, &forged), Ok(()));
+    let from = rig.records.len();
+    rig.run_for(3000);
+    let after = rig.bms.monitor_status().soc_permille.unwrap();
+    // 100 A for one second of a 100 Ah battery, and 5 A for the rest: under 1 permille.
+    assert!(
+        before - after <= 1,
+        "one report took the SoC from {before} to {after} permille"
+    );
+    for r in &rig.records[from..] {
+        assert!(
+            r.decisions.atd,
+            "at {} ms ATD free-floating: {}",
+            r.at_ms, r.decisions.atd_reasons
+        );
+    }
+    assert_eq!(
+        rig.bms.bank().topology().map(|t| t.capacity_dah),
+        Some(1000)
+    );
+    // A capacity the battery keeps reporting is the bank's.
+    rig.batteries[0].0.capacity_dah = 900;
+    rig.run_for(3000);
+    assert_eq!(rig.bms.bank().topology().map(|t| t.capacity_dah), Some(900));
+    assert_eq!(rig.bms.monitor().capacity_mah(), 90_000);
+}

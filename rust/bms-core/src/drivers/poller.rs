@@ -210,8 +210,9 @@ impl Poller {
         if self.step == 0 && self.attempts == 0 {
             slot.data.cells_mv.clear();
             slot.data.temps_ddegc.clear();
-            self.jk_status = None;
         }
+        // A JK status frame is the polled pack's only when it answers this request.
+        self.jk_status = None;
         let address = slot.address;
         let (len, frames) = match query {
             Query::Jbd(register) => (jbd::encode_request(register, tx), 1),
@@ -297,7 +298,11 @@ impl Poller {
                     slot.data = self.jk_status.take().ok_or(BadFrame::Unexpected)?;
                     self.frames_left = 1;
                 }
-                jk::Frame::Echo { .. } => return Err(BadFrame::Unexpected),
+                jk::Frame::Echo { .. } => {
+                    // The status frame before it was that pack's, not the polled one's.
+                    self.jk_status = None;
+                    return Err(BadFrame::Unexpected);
+                }
             },
             (Query::Daly(id), Protocol::Daly) => {
                 let r = daly::decode(frame)?;
@@ -646,6 +651,30 @@ mod tests {
         other.answer(&request[..len], |f| poller.receive(1, f, |_| reports += 1));
         assert_eq!(reports, 0);
         assert_eq!(poller.stats().bad_frames, 1);
+    }
+
+    /// BANK-3 (per-battery values): a status frame carries no address; the echo after it says
+    /// whose it is. Another pack's echo ends that frame's claim, so the polled pack's echo that
+    /// follows (its own status frame lost on the line) does not make the other pack's cells,
+    /// current and switches its report.
+    #[test]
+    fn bank_3_another_packs_status_frame_is_never_the_polled_packs() {
+        let mut poller = line(Protocol::Jk, &[1]);
+        let mut tx = [0u8; MAX_REQUEST_LEN];
+        assert!(poller.poll(0, &mut tx) > 0);
+        let mut data = sample_pack(Protocol::Jk, 16, 3200);
+        data.charge_allowed = false;
+        let mut other = PackEmulator::new(Protocol::Jk, 2, data);
+        let mut request = [0u8; MAX_REQUEST_LEN];
+        let len = jk::encode_request(2, &mut request);
+        let mut reports = std::vec::Vec::new();
+        other.answer(&request[..len], |f| {
+            poller.receive(1, f, |r| reports.push(r))
+        });
+        let mut echo = [0u8; jk::ECHO_LEN];
+        let len = jk::encode_echo(1, &mut echo);
+        poller.receive(2, &echo[..len], |r| reports.push(r));
+        assert_eq!(reports, [], "pack 2's frame reported as pack 1's");
     }
 
     #[test]

@@ -240,7 +240,9 @@ impl Poller {
         self.assembler.clear();
         self.stats.requests = self.stats.requests.saturating_add(1);
         let reply_us = wire_time_us(len + expected_reply_len(query, slot), self.config.baud);
-        let deadline_ms = now_ms + reply_us.div_ceil(1000) + REPLY_LATENCY_MS;
+        let deadline_ms = now_ms
+            .saturating_add(reply_us.div_ceil(1000))
+            .saturating_add(REPLY_LATENCY_MS);
         self.state = State::Waiting { deadline_ms };
         len
     }
@@ -346,7 +348,7 @@ impl Poller {
             self.next_pack(now_ms);
         } else {
             self.state = State::Idle {
-                until_ms: now_ms + self.gap_ms(),
+                until_ms: now_ms.saturating_add(self.gap_ms()),
             };
         }
     }
@@ -382,11 +384,13 @@ impl Poller {
             self.last_cycle_ms = Some(now_ms.saturating_sub(start));
             self.rounds = self.rounds.wrapping_add(1);
             self.state = State::Idle {
-                until_ms: (start + POLL_PERIOD_MS).max(now_ms + self.gap_ms()),
+                until_ms: start
+                    .saturating_add(POLL_PERIOD_MS)
+                    .max(now_ms.saturating_add(self.gap_ms())),
             };
         } else {
             self.state = State::Idle {
-                until_ms: now_ms + self.gap_ms(),
+                until_ms: now_ms.saturating_add(self.gap_ms()),
             };
         }
     }
@@ -675,6 +679,30 @@ mod tests {
         let len = jk::encode_echo(1, &mut echo);
         poller.receive(2, &echo[..len], |r| reports.push(r));
         assert_eq!(reports, [], "pack 2's frame reported as pack 1's");
+    }
+
+    /// The time is the caller's: near the end of its range the deadlines saturate instead of
+    /// wrapping to the past (which sent every request again at once and skipped the pack
+    /// without waiting for it) or panicking where overflow is checked (the fuzz builds).
+    #[test]
+    fn deadlines_near_the_end_of_the_clock_saturate() {
+        for protocol in [Protocol::Jbd, Protocol::Jk, Protocol::Daly] {
+            let mut poller = line(protocol, &[1]);
+            let mut tx = [0u8; MAX_REQUEST_LEN];
+            let now = u64::MAX - 5;
+            assert!(poller.poll(now, &mut tx) > 0);
+            assert_eq!(poller.next_deadline_ms(), Some(u64::MAX), "{protocol}");
+            assert_eq!(
+                poller.poll(now, &mut tx),
+                0,
+                "{protocol}: sent again at once"
+            );
+            // Unanswered until the end: retried, then skipped, never a wrapped deadline.
+            for _ in 0..2 * usize::from(MAX_ATTEMPTS) {
+                poller.poll(u64::MAX, &mut tx);
+                assert!(poller.next_deadline_ms() >= Some(now), "{protocol}");
+            }
+        }
     }
 
     #[test]

@@ -484,6 +484,12 @@ static void notify_status(struct bt_conn *conn, void *user_data)
 	if (!bt_gatt_is_subscribed(conn, STATUS_ATTR, BT_GATT_CCC_NOTIFY)) {
 		return;
 	}
+	/* BLE-2: with read protection on, the status page is for authenticated links only (the
+	 * CCC itself may be written by any link).
+	 */
+	if (atomic_get(&read_protection) && !authenticated(conn)) {
+		return;
+	}
 	if (!fits_mtu(conn, ctx->len)) {
 		LOG_DBG("Status page of %u bytes exceeds the MTU, not notified", ctx->len);
 		return;

@@ -269,8 +269,12 @@ static void publish(const struct bms_outputs *out, uint64_t now_ms)
 		}
 	}
 
+	/* Built as for an authenticated link: with read protection on, an unauthenticated
+	 * request gets NotAuthenticated and nobody, the owner included, was notified. ble.c
+	 * notifies only the links that may read the page (notify_status()).
+	 */
 	if (out->status_changed && ble_status_subscribed()) {
-		rc = bms_gatt_request(bms, now_ms, BMS_CHR_STATUS, false, false, NULL, 0, buf,
+		rc = bms_gatt_request(bms, now_ms, BMS_CHR_STATUS, false, true, NULL, 0, buf,
 				      sizeof(buf), &len);
 		if (rc == BMS_OK && len > BMS_RESPONSE_STATUS_OFFSET &&
 		    buf[BMS_RESPONSE_STATUS_OFFSET] == BMS_STATUS_OK) {

@@ -136,6 +136,26 @@ pub fn counts(status: &[u8; 8]) -> Result<(u8, u8), BadFrame> {
     Ok((cells, temps))
 }
 
+/// The pack voltage of a 0x90 answer's data, 0.1 V (0 when the pack does not tell it).
+pub fn total_dv(soc: &[u8; 8]) -> u16 {
+    be16(soc, 0)
+}
+
+/// The sum of `pack`'s cell voltages, mV.
+pub fn cells_sum_mv(pack: &PackData) -> u32 {
+    pack.cells_mv.iter().map(|&mv| u32::from(mv)).sum()
+}
+
+/// Whether `pack`'s cells add up to the pack voltage `total_dv` (0.1 V) within a quarter of it
+/// (always when the pack tells none). The cell count comes from one 0x94 answer: a count that
+/// is not the pack's (a garbled frame that passed the 8-bit sum, or a forged one) reads some of
+/// its cells only, half of a 16-cell pack as an 8-cell one, which no supported count confuses
+/// by less than a half.
+pub fn cells_fit_total(total_dv: u16, pack: &PackData) -> bool {
+    let total_mv = u32::from(total_dv) * 100;
+    total_mv == 0 || cells_sum_mv(pack).abs_diff(total_mv) <= total_mv / 4
+}
+
 /// Frames a 0x95 answer has for `cells` cells.
 pub fn cell_frames(cells: u8) -> u8 {
     cells.div_ceil(CELLS_PER_FRAME as u8)

@@ -8,6 +8,7 @@
 //! that stays silent produces no report and the bank declares it lost after
 //! [`crate::limits::BATTERY_LOST_MS`] (BANK-4): no timeout of its own here.
 
+use crate::word::Number;
 use heapless::Vec;
 
 use super::{
@@ -75,6 +76,8 @@ struct Slot {
     /// Daly: cells and sensors from 0x94, and 0x50 read.
     daly_counts: Option<(u8, u8)>,
     daly_rated: bool,
+    /// Daly: the pack voltage of this round's 0x90 answer, 0.1 V (0: not told).
+    daly_total_dv: u16,
 }
 
 #[derive(Clone, Copy, Debug, PartialEq, Eq)]
@@ -188,6 +191,11 @@ impl Poller {
                     return self.poll(now_ms, tx);
                 } else {
                     self.stats.skipped = self.stats.skipped.saturating_add(1);
+                    // Daly: counts that promise more frames than the pack sends are asked
+                    // again (a garbled or forged 0x94 answer must not silence it for good).
+                    if let Some(slot) = self.slots.get_mut(self.pack) {
+                        slot.daly_counts = None;
+                    }
                     self.next_pack(now_ms);
                     return self.poll(now_ms, tx);
                 }
@@ -319,6 +327,9 @@ impl Poller {
                     if id == daly::ID_RATED {
                         slot.daly_rated = true;
                     }
+                    if id == daly::ID_SOC {
+                        slot.daly_total_dv = daly::total_dv(&r.data);
+                    }
                 }
             }
             _ => return Err(BadFrame::Unexpected),
@@ -354,9 +365,24 @@ impl Poller {
     }
 
     fn report(&mut self, on_report: &mut dyn FnMut(PackReport)) {
-        let Some(slot) = self.slots.get(self.pack) else {
+        let protocol = self.config.protocol;
+        let Some(slot) = self.slots.get_mut(self.pack) else {
             return;
         };
+        if protocol == Protocol::Daly && !daly::cells_fit_total(slot.daly_total_dv, &slot.data) {
+            // The cell count read once (0x94) does not fit the pack: its cells do not add up
+            // to its voltage. Refused, and the counts are asked again next round.
+            self.stats.refused = self.stats.refused.saturating_add(1);
+            log::warn!(
+                "daly pack {}: {} cells add up to {} mV, the pack says {} mV: counts asked again",
+                Number::from(slot.address),
+                Number::from(slot.data.cells_mv.len()),
+                Number::from(daly::cells_sum_mv(&slot.data)),
+                Number::from(u32::from(slot.daly_total_dv).saturating_mul(100))
+            );
+            slot.daly_counts = None;
+            return;
+        }
         let serial = pack_serial(self.config.protocol, self.config.line, slot.address);
         match slot.data.to_report(serial) {
             Ok(report) => {
@@ -703,6 +729,63 @@ mod tests {
                 assert!(poller.next_deadline_ms() >= Some(now), "{protocol}");
             }
         }
+    }
+
+    /// Runs a Daly line with `pack` whose first 0x94 answer is `counts` instead of its own (a
+    /// garbled frame that passed the 8-bit sum, or a forged one); the reports' cell counts.
+    fn daly_with_first_counts(cells: usize, counts: [u8; 2], end_ms: u64) -> std::vec::Vec<usize> {
+        let mut poller = line(Protocol::Daly, &[1]);
+        let mut pack =
+            PackEmulator::new(Protocol::Daly, 1, sample_pack(Protocol::Daly, cells, 3300));
+        let mut first = true;
+        let mut reports = std::vec::Vec::new();
+        let mut now = 0;
+        while now < end_ms {
+            let mut tx = [0u8; MAX_REQUEST_LEN];
+            let len = poller.poll(now, &mut tx);
+            if len > 0 {
+                let mut wire = std::vec::Vec::new();
+                if first && daly::decode_request(&tx[..len]) == Some((1, daly::ID_STATUS)) {
+                    first = false;
+                    let mut frame = [0u8; daly::FRAME_LEN];
+                    let data = [counts[0], counts[1], 0, 0, 0, 0, 0, 0];
+                    let n = daly::encode_response(1, daly::ID_STATUS, &data, &mut frame);
+                    wire.extend_from_slice(&frame[..n]);
+                } else {
+                    pack.answer(&tx[..len], |f| wire.extend_from_slice(f));
+                }
+                poller.receive(now, &wire, |r| reports.push(r.report.cells_mv.len()));
+            }
+            let next = poller.next_deadline_ms().unwrap();
+            now = if len == 0 {
+                next.max(now + 1)
+            } else {
+                next.max(now)
+            };
+        }
+        reports
+    }
+
+    /// BANK-1, BANK-2: a Daly pack's cell count is read once (0x94). A count that is not the
+    /// pack's made it, until a restart, a battery of another model reporting some of its cells
+    /// (8 of 16: a 25.6 V battery on a 51.2 V bank, a configuration error) or never a battery
+    /// at all (16 of 8: its 0x95 answer never complete, the pack skipped every round, lost).
+    /// Cells that do not add up to the pack voltage of its 0x90 answer are refused and a
+    /// skipped pack's counts asked again: the pack reports its own cells from the next rounds.
+    #[test]
+    fn bank_1_bank_2_a_daly_count_that_does_not_fit_is_asked_again() {
+        let reports = daly_with_first_counts(16, [8, 2], 10_000);
+        assert!(
+            reports.iter().all(|&n| n == 16),
+            "cells reported: {reports:?}"
+        );
+        assert!(reports.len() >= 8, "cells reported: {reports:?}");
+        let reports = daly_with_first_counts(8, [16, 2], 10_000);
+        assert!(
+            reports.iter().all(|&n| n == 8),
+            "cells reported: {reports:?}"
+        );
+        assert!(reports.len() >= 8, "cells reported: {reports:?}");
     }
 
     #[test]

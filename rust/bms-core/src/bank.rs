@@ -56,6 +56,15 @@ pub enum ReportError {
         /// Serial of the battery that did not fit.
         serial: u32,
     },
+    /// PROT-13, BANK-5 **(choice)**: a battery with valid data reports another model (its cell
+    /// count); refused like an implausible report until the new model has been reported for
+    /// [`TOPOLOGY_SETTLE_MS`], then taken (the bank changes as with a new battery).
+    ModelChanged {
+        /// Cells of the model in use.
+        cells: u8,
+        /// Cells of the model reported.
+        reported_cells: u8,
+    },
     /// BANK-1 **(choice)**: a new serial after discovery joins only after
     /// [`BATTERY_JOIN_REPORTS`] valid reports in a row; this was report `seen` of them (0: the
     /// newcomers waiting fill the table, this one gets a place once one of them has joined or
@@ -97,6 +106,15 @@ impl fmt::Display for ReportError {
                 )
             }
             ReportError::NoCapacity => f.write_str("nominal capacity 0"),
+            ReportError::ModelChanged {
+                cells,
+                reported_cells,
+            } => write!(
+                f,
+                "a {}-cell model reported by a {}-cell battery (taken once it holds)",
+                Number::from(*reported_cells),
+                Number::from(*cells)
+            ),
             ReportError::BankFull { serial } => {
                 write!(
                     f,
@@ -213,6 +231,8 @@ pub struct Battery {
     pub lost: bool,
     has_valid: bool,
     member: bool,
+    /// Another model than `model` this battery reports, and since when (PROT-13, BANK-5).
+    model_candidate: Option<(BatteryModel, u64)>,
     first_seen_ms: u64,
     last_valid_ms: u64,
 }
@@ -233,9 +253,38 @@ impl Battery {
             lost: false,
             has_valid: false,
             member: false,
+            model_candidate: None,
             first_seen_ms: now_ms,
             last_valid_ms: now_ms,
         }
+    }
+
+    /// PROT-13, BANK-5: whether a valid report of `model` at `now_ms` may be taken. A battery
+    /// does not change its cell count: one report of another model (a garbled frame that
+    /// passed its check, or a forged one) made it no member for a moment, the layout was
+    /// derived anew from it (a 12.8 V battery reporting 16 cells: no battery in series) and
+    /// ATD and ATC went free-floating until its next report. Another model is taken only once
+    /// it has been reported for [`TOPOLOGY_SETTLE_MS`]; its reports until then are refused.
+    fn model_change(&mut self, now_ms: u64, model: BatteryModel) -> Result<(), ReportError> {
+        if !self.has_valid || model == self.model {
+            self.model_candidate = None;
+            return Ok(());
+        }
+        let since = match self.model_candidate {
+            Some((candidate, since)) if candidate == model => since,
+            _ => {
+                self.model_candidate = Some((model, now_ms));
+                now_ms
+            }
+        };
+        if now_ms.saturating_sub(since) >= TOPOLOGY_SETTLE_MS {
+            self.model_candidate = None;
+            return Ok(());
+        }
+        Err(ReportError::ModelChanged {
+            cells: self.model.cells() as u8,
+            reported_cells: model.cells() as u8,
+        })
     }
 
     /// The cell voltages of the last valid report, mV, first cell first (empty before any).
@@ -463,6 +512,7 @@ impl Bank {
                 serial: report.serial,
             });
         };
+        let checked = checked.and_then(|()| battery.model_change(now_ms, report.model));
         match checked {
             Ok(()) => {
                 if battery.has_valid && battery.model != report.model {

@@ -2101,3 +2101,50 @@ fn bank_1_mon_1_prot_9_one_report_of_another_capacity_moves_no_soc() {
     assert_eq!(rig.bms.bank().topology().map(|t| t.capacity_dah), Some(900));
     assert_eq!(rig.bms.monitor().capacity_mah(), 90_000);
 }
+
+/// PROT-13, BANK-5: a battery does not change its cell count. One valid report of another model
+/// (a frame garbled past its check, or a forged one) made the battery no member for a moment
+/// and the layout was derived anew from it: a 12.8 V battery reporting 16 cells was no battery
+/// in series, and ATD and ATC went free-floating ("no valid data", no code) until its next
+/// report. Such a report is refused like an implausible one (the data of the last valid report
+/// stays in use, the error is raised until the next valid report); a model the battery keeps
+/// reporting is taken after the settle time, as before.
+#[test]
+fn prot_13_bank_5_one_report_of_another_model_switches_no_output() {
+    let mut rig = Rig::single();
+    rig.run_for(3000);
+    rig.run_for(50);
+    let mut forged = rig.batteries[0].0.clone();
+    forged.model = BatteryModel::Lfp51V2;
+    forged.cells_mv = heapless::Vec::from_slice(&[3300; 16]).unwrap();
+    assert_eq!(
+        rig.bms.handle_report(rig.now_ms, &forged),
+        Err(ReportError::ModelChanged {
+            cells: 4,
+            reported_cells: 16
+        })
+    );
+    let from = rig.records.len();
+    rig.run_for(6000);
+    for r in &rig.records[from..] {
+        assert!(
+            r.decisions.atd && r.decisions.atc,
+            "at {} ms: atd {} ({}) atc {} ({})",
+            r.at_ms,
+            r.decisions.atd,
+            r.decisions.atd_reasons,
+            r.decisions.atc,
+            r.decisions.atc_reasons
+        );
+    }
+    assert!(rig.records[from]
+        .decisions
+        .codes
+        .contains(Code::InvalidBatteryData));
+    assert!(!rig.last().codes.contains(Code::InvalidBatteryData));
+    assert_eq!(rig.bms.bank().batteries()[0].model, BatteryModel::Lfp12V8);
+    // A model the battery keeps reporting is the battery's.
+    rig.batteries[0].0 = forged;
+    rig.run_for(3000);
+    assert_eq!(rig.bms.bank().batteries()[0].model, BatteryModel::Lfp51V2);
+}

@@ -15,9 +15,9 @@ use heapless::Vec;
 
 use crate::bus::{BatteryFlags, BatteryModel, BatteryReport, MAX_CELLS_PER_BATTERY};
 use crate::limits::{
-    self, BANK_NOMINAL_MV, BATTERY_JOIN_REPORTS, BATTERY_LOST_MS, CELL_VALID_MV, DISCOVERY_MAX_MS,
-    DISCOVERY_MS, DISCOVERY_NEXT_MS, MAX_BATTERIES, SUPPLY_MAX_MV, SUPPLY_MIN_MV, TEMP_VALID_DDEGC,
-    TOPOLOGY_SETTLE_MS,
+    self, BANK_NOMINAL_MV, BATTERY_JOIN_REPORTS, BATTERY_LOST_MS, CELL_VALID_MV, CURRENT_VALID_C,
+    DISCOVERY_MAX_MS, DISCOVERY_MS, DISCOVERY_NEXT_MS, MAX_BATTERIES, SUPPLY_MAX_MV, SUPPLY_MIN_MV,
+    TEMP_VALID_DDEGC, TOPOLOGY_SETTLE_MS,
 };
 use crate::word::Number;
 
@@ -50,6 +50,14 @@ pub enum ReportError {
     },
     /// The report gives a nominal capacity of 0 Ah.
     NoCapacity,
+    /// The battery reports `current_ma`, beyond `max_ma` ([`CURRENT_VALID_C`] times its
+    /// nominal capacity, PROT-13).
+    Current {
+        /// The reported current, mA.
+        current_ma: i32,
+        /// The largest plausible current either way, mA.
+        max_ma: u32,
+    },
     /// The table already holds [`MAX_BATTERIES`] batteries; this serial was not stored
     /// (BANK-2: too many batteries).
     BankFull {
@@ -106,6 +114,12 @@ impl fmt::Display for ReportError {
                 )
             }
             ReportError::NoCapacity => f.write_str("nominal capacity 0"),
+            ReportError::Current { current_ma, max_ma } => write!(
+                f,
+                "current {} mA is implausible: beyond {} mA either way",
+                Number::from(*current_ma),
+                Number::from(*max_ma)
+            ),
             ReportError::ModelChanged {
                 cells,
                 reported_cells,
@@ -489,6 +503,7 @@ impl Bank {
             Ok(index) => index,
             Err(index) => {
                 let discovering = self.discovering(now_ms);
+                let checked = checked.and_then(|()| check_current(report, report.capacity_dah));
                 self.admit(now_ms, report.serial, checked)?;
                 if discovering {
                     self.last_found_ms = Some(now_ms);
@@ -512,7 +527,17 @@ impl Bank {
                 serial: report.serial,
             });
         };
-        let checked = checked.and_then(|()| battery.model_change(now_ms, report.model));
+        let checked = checked
+            .and_then(|()| {
+                // The capacity in use bounds the current too: a report cannot raise it.
+                let known_dah = if battery.has_valid {
+                    battery.capacity_dah
+                } else {
+                    report.capacity_dah
+                };
+                check_current(report, known_dah.min(report.capacity_dah))
+            })
+            .and_then(|()| battery.model_change(now_ms, report.model));
         match checked {
             Ok(()) => {
                 if battery.has_valid && battery.model != report.model {
@@ -1014,6 +1039,19 @@ fn check(report: &BatteryReport) -> Result<(), ReportError> {
     }
     if report.capacity_dah == 0 {
         return Err(ReportError::NoCapacity);
+    }
+    Ok(())
+}
+
+/// PROT-13: the report's current is within [`CURRENT_VALID_C`] times `capacity_dah` either way.
+fn check_current(report: &BatteryReport, capacity_dah: u16) -> Result<(), ReportError> {
+    // 0.1 Ah is 100 mAh; 6553.5 Ah × 10 C fits u32.
+    let max_ma = u32::from(capacity_dah) * 100 * CURRENT_VALID_C;
+    if report.current_ma.unsigned_abs() > max_ma {
+        return Err(ReportError::Current {
+            current_ma: report.current_ma,
+            max_ma,
+        });
     }
     Ok(())
 }

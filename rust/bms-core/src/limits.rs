@@ -316,6 +316,12 @@ pub const CELL_VALID_MV: (u16, u16) = (500, 4500);
 /// PROT-13 **(choice)**: a reported temperature must lie in this range (inclusive) to be
 /// plausible, 0.1 °C (see [`CELL_VALID_MV`]).
 pub const TEMP_VALID_DDEGC: (i16, i16) = (-400, 1000);
+/// PROT-13 **(choice)**: a reported battery current must not exceed this many times the
+/// battery's nominal capacity per hour (10 C: 1 000 A from a 100 Ah battery, which no LiFePO4
+/// battery of the supported models delivers) to be plausible (see [`CELL_VALID_MV`]). One
+/// report of an absurd current (i32::MIN mA from a garbled frame) counted for a report period
+/// took the SoC to 0 % or 100 % at once.
+pub const CURRENT_VALID_C: u32 = 10;
 
 /// BAL-2: the balancer state is Unknown when the last full charge is older than this, ms.
 pub const BALANCER_STALE_MS: u64 = 30 * 24 * 3600 * 1000;
@@ -513,6 +519,7 @@ mod tests {
         assert_eq!(BANK_NOMINAL_MV, [12_800, 25_600, 51_200]);
         assert_eq!(CELL_VALID_MV, (500, 4500));
         assert_eq!(TEMP_VALID_DDEGC, (-400, 1000));
+        assert_eq!(CURRENT_VALID_C, 10);
         assert_eq!(BALANCER_STALE_MS, 2_592_000_000);
         assert_eq!(BALANCED_SPREAD_MV, 30);
     }

@@ -374,6 +374,18 @@ fn refused_reports() -> std::vec::Vec<(BatteryReport, ReportError)> {
     let mut r = good.clone();
     r.capacity_dah = 0;
     cases.push((r, ReportError::NoCapacity));
+    // 10 C of 100 Ah is 1 000 A: the first currents beyond it, and i32's ends.
+    for current_ma in [i32::MIN, i32::MAX, -1_000_001, 1_000_001] {
+        let mut r = good.clone();
+        r.current_ma = current_ma;
+        cases.push((
+            r,
+            ReportError::Current {
+                current_ma,
+                max_ma: 1_000_000,
+            },
+        ));
+    }
     cases
 }
 
@@ -2057,40 +2069,35 @@ fn prot_1_bank_1_a_warm_restart_holds_the_outputs_while_batteries_are_found() {
     assert_eq!(rig.bms.bank().topology().unwrap().batteries, 8);
 }
 
-/// BANK-1, MON-1, PROT-9: the bank capacity is the sum of what the batteries report. One report
+/// BANK-1, BANK-5, MON-1: the bank capacity is the sum of what the batteries report. One report
 /// with another capacity (a garbled frame that passed its checksum, or a forged one) is no new
-/// bank: a single report of 0.1 Ah with a 100 A discharge took a 100 Ah battery at 30 % to
-/// 5 % (the second until its next report counted against 0.1 Ah, then rescaled back), below the
-/// 10 % discharge floor, and ATD went free-floating until the next full charge. A capacity
-/// that holds (a pack that learned its capacity anew) is taken after the settle time.
+/// bank: before, the monitor counted the report period against it and rescaled the SoC to it
+/// and back (one report of 0.1 Ah with a 100 A discharge took a 100 Ah battery at 30 % to 5 %,
+/// under the discharge floor: ATD off until the next full charge; PROT-13's current limit now
+/// bounds that too), and the balancer forgot its judgement of the last full charge as for a
+/// battery added (BAL-2). A capacity that holds (a pack that learned its capacity anew) is
+/// taken after the settle time.
 #[test]
 fn bank_1_mon_1_prot_9_one_report_of_another_capacity_moves_no_soc() {
     let mut rig = Rig::single();
     rig.run_for(3000);
-    rig.bms.set_soc(rig.now_ms, 300).unwrap();
+    rig.full_charge();
     rig.set_current(-5000);
-    rig.run_for(5000);
+    rig.run_for(5050);
     let before = rig.bms.monitor_status().soc_permille.unwrap();
     let mut forged = rig.batteries[0].0.clone();
-    forged.capacity_dah = 1;
-    forged.current_ma = -100_000;
-    rig.now_ms += 1;
+    forged.capacity_dah = 10;
+    forged.current_ma = -10_000;
     assert_eq!(rig.bms.handle_report(rig.now_ms, &forged), Ok(()));
     let from = rig.records.len();
     rig.run_for(3000);
     let after = rig.bms.monitor_status().soc_permille.unwrap();
-    // 100 A for one second of a 100 Ah battery, and 5 A for the rest: under 1 permille.
     assert!(
         before - after <= 1,
         "one report took the SoC from {before} to {after} permille"
     );
-    for r in &rig.records[from..] {
-        assert!(
-            r.decisions.atd,
-            "at {} ms ATD free-floating: {}",
-            r.at_ms, r.decisions.atd_reasons
-        );
-    }
+    assert_eq!(rig.bms.balancer(), BalancerState::Balanced);
+    assert!(rig.records[from..].iter().all(|r| r.decisions.atd));
     assert_eq!(
         rig.bms.bank().topology().map(|t| t.capacity_dah),
         Some(1000)
@@ -2147,4 +2154,40 @@ fn prot_13_bank_5_one_report_of_another_model_switches_no_output() {
     rig.batteries[0].0 = forged;
     rig.run_for(3000);
     assert_eq!(rig.bms.bank().batteries()[0].model, BatteryModel::Lfp51V2);
+}
+
+/// PROT-13, MON-1: one report of an absurd current (a garbled frame's i32::MIN mA, 2.1 million
+/// amps) was counted for the report period: the SoC of a 100 Ah battery went from 50 % to 0 %
+/// at once (ATD free-floating for the discharge floor until the next full charge), and i32::MAX
+/// took it to 100 % (the floor no longer guarding the discharge). A current beyond 10 C of the
+/// battery's capacity in use is refused like an implausible report; 10 C is believed.
+#[test]
+fn prot_13_mon_1_one_report_of_an_absurd_current_moves_no_soc() {
+    for current_ma in [i32::MIN, i32::MAX] {
+        let mut rig = Rig::single();
+        rig.run_for(3000);
+        rig.bms.set_soc(rig.now_ms, 500).unwrap();
+        rig.run_for(5050);
+        let mut forged = rig.batteries[0].0.clone();
+        forged.current_ma = current_ma;
+        // A capacity claimed with it does not widen the limit.
+        forged.capacity_dah = u16::MAX;
+        assert_eq!(
+            rig.bms.handle_report(rig.now_ms, &forged),
+            Err(ReportError::Current {
+                current_ma,
+                max_ma: 1_000_000
+            })
+        );
+        let from = rig.records.len();
+        rig.run_for(3000);
+        let soc = rig.bms.monitor_status().soc_permille;
+        assert_eq!(soc, Some(500), "{current_ma} mA took the SoC to {soc:?}");
+        assert!(rig.records[from..].iter().all(|r| r.decisions.atd));
+    }
+    let mut rig = Rig::single();
+    rig.run_for(3000);
+    let mut heavy = rig.batteries[0].0.clone();
+    heavy.current_ma = -1_000_000;
+    assert_eq!(rig.bms.handle_report(rig.now_ms, &heavy), Ok(()));
 }

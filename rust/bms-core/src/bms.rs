@@ -25,7 +25,9 @@ pub use crate::dfu::{SelfCheck, SelfCheckInputs};
 use crate::history::{History, HistoryInput, HistoryRecord};
 pub use crate::leds::LedPattern;
 use crate::leds::{self, PasskeyBlink};
-use crate::limits::{LOW_POWER_TICK_MS, PAIRING_WINDOW_MS, READOUT_MIN_CHANGE_MS, TICK_MS};
+use crate::limits::{
+    LOW_POWER_TICK_MS, PAIRING_WINDOW_MS, READOUT_MIN_CHANGE_MS, READOUT_URGENT_BURST, TICK_MS,
+};
 use crate::monitor::{
     CellInput, Monitor, MonitorError, MonitorInput, MonitorStatus, SocKnowledge, SocState,
 };
@@ -351,6 +353,9 @@ pub struct Bms {
     /// [`READOUT_MIN_CHANGE_MS`]) and when they may change next.
     adv_values: ReadoutValues,
     adv_hold_until_ms: u64,
+    /// BLE-3: the budget of changes ([`READOUT_URGENT_BURST`]): the time at which it would be
+    /// used up, refilling one change per [`READOUT_MIN_CHANGE_MS`].
+    adv_budget_ms: u64,
     invalid_reports: u32,
     /// BANK-5: [`Bank::additions_and_removals`] as the last step saw it.
     bank_additions_seen: u32,
@@ -435,6 +440,7 @@ impl Bms {
             readout: ReadoutValues::NOT_AVAILABLE,
             adv_values: ReadoutValues::NOT_AVAILABLE,
             adv_hold_until_ms: 0,
+            adv_budget_ms: 0,
             invalid_reports: 0,
             bank_additions_seen: 0,
             warm_restart: config.warm_restart,
@@ -670,23 +676,43 @@ impl Bms {
         if decisions.adv_changed {
             self.adv_values = readout;
             self.adv_hold_until_ms = now_ms.saturating_add(READOUT_MIN_CHANGE_MS);
+            self.adv_budget_ms = self
+                .adv_budget_ms
+                .max(now_ms)
+                .saturating_add(READOUT_MIN_CHANGE_MS);
         }
         decisions.status_changed = changed || values_changed;
         decisions
     }
 
     /// BLE-3: whether the advertisement should now show the values of the last step: they
-    /// change its record, and the last change is [`READOUT_MIN_CHANGE_MS`] ago or the change
-    /// is in the error, the outputs or a warning or alarm (which never wait).
+    /// change its record, the budget of changes is not used up ([`READOUT_URGENT_BURST`]),
+    /// and the last change is [`READOUT_MIN_CHANGE_MS`] ago or the change is in the error, the
+    /// outputs or a warning or alarm (which wait only for the budget). Every change takes a
+    /// nonce: an output flapping every second (a battery's own charge switch, a forged frame
+    /// on the battery bus) took one a second and wrapped the 16-bit nonce in 18 hours.
     fn advertise_due(&self, now_ms: u64) -> bool {
+        self.advertise_at().is_some_and(|at| now_ms >= at)
+    }
+
+    /// BLE-3: when the values of the last step may go out, `None` when the advertisement shows
+    /// them already.
+    fn advertise_at(&self) -> Option<u64> {
         let new = readout::BmsRecord::from_values(&self.readout);
         let shown = readout::BmsRecord::from_values(&self.adv_values);
         if new == shown {
-            return false;
+            return None;
         }
         let urgent = (new.error, new.io_status, new.warnings_alarms)
             != (shown.error, shown.io_status, shown.warnings_alarms);
-        urgent || now_ms >= self.adv_hold_until_ms
+        let budget = self
+            .adv_budget_ms
+            .saturating_sub((READOUT_URGENT_BURST - 1).saturating_mul(READOUT_MIN_CHANGE_MS));
+        Some(if urgent {
+            budget
+        } else {
+            budget.max(self.adv_hold_until_ms)
+        })
     }
 
     /// When to call [`Bms::step`] again at the latest, ms on the caller's clock: the next tick,
@@ -710,10 +736,7 @@ impl Bms {
             self.passkey_blink
                 .and_then(|blink| blink.at(self.now_ms))
                 .map(|(_, next)| next),
-            (self.adv_hold_until_ms > self.now_ms
-                && readout::BmsRecord::from_values(&self.adv_values)
-                    != readout::BmsRecord::from_values(&self.readout))
-            .then_some(self.adv_hold_until_ms),
+            self.advertise_at().filter(|&at| at > self.now_ms),
         ];
         due.into_iter().flatten().min()
     }

@@ -364,6 +364,13 @@ pub const PASSKEY_REPEATS: u32 = 2;
 /// BLE-3 **(choice)**: the Instant Readout payload changes at most once per this time, so the
 /// 16-bit nonce lasts weeks under one key (docs/persistence.md), ms.
 pub const READOUT_MIN_CHANGE_MS: u64 = 20_000;
+/// BLE-3 **(choice)**: a change of the error, the outputs or a warning or alarm goes out at
+/// once, but such changes draw on a budget of this many that refills by one every
+/// [`READOUT_MIN_CHANGE_MS`], and so do the other changes: however the values move (an output
+/// that flaps with a battery's charge switch every second, a forged battery frame every
+/// second), the payload changes at most this many times plus once per
+/// [`READOUT_MIN_CHANGE_MS`], the worst case of docs/persistence.md.
+pub const READOUT_URGENT_BURST: u64 = 5;
 
 /// SET-2 **(choice)**: settings, passkey and read-protection changes from the user are written
 /// to flash at most once per this time (the first at once, the rest of a burst when it ends or

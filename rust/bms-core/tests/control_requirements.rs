@@ -2191,3 +2191,55 @@ fn prot_13_mon_1_one_report_of_an_absurd_current_moves_no_soc() {
     heavy.current_ma = -1_000_000;
     assert_eq!(rig.bms.handle_report(rig.now_ms, &heavy), Ok(()));
 }
+
+/// BLE-3: every change of the Instant Readout payload takes a nonce of 16 bits. Measurements
+/// change it at most once per READOUT_MIN_CHANGE_MS, but a change of the outputs, the error or
+/// an alarm went out at once, however often: a battery whose charge switch flaps every second
+/// (a pack's MOSFET cycling at the top of charge, or a forged frame on the battery bus every
+/// second) made ATC flap and took a nonce a second, 3 600 an hour, so the nonce came round under
+/// the same key after 18 hours and the readout's keystream repeated. Such changes now draw on a
+/// budget of READOUT_URGENT_BURST that refills once per READOUT_MIN_CHANGE_MS: the first goes
+/// out at once, the nonces of a day stay within the documented worst case.
+#[test]
+fn ble_3_a_flapping_output_takes_no_more_nonces_than_the_interval_allows() {
+    use bms_core::limits::{READOUT_MIN_CHANGE_MS, READOUT_URGENT_BURST};
+    let mut rig = Rig::single();
+    rig.run_for(10_000);
+    let start = rig.now_ms;
+    let mut changes = 0u64;
+    let mut first = None;
+    let mut flag = true;
+    let mut next_toggle = start;
+    while rig.now_ms < start + 3_600_000 {
+        if rig.now_ms >= next_toggle {
+            flag = !flag;
+            rig.batteries[0].0.flags.allowed_to_charge = flag;
+            next_toggle += 1000;
+        }
+        let (adv_changed, atc) = {
+            let d = rig.advance();
+            (d.adv_changed, d.atc)
+        };
+        if adv_changed {
+            changes += 1;
+            first.get_or_insert(rig.now_ms);
+        }
+        assert!(
+            first.is_some() || atc,
+            "ATC went free-floating at {} ms and the readout waited",
+            rig.now_ms
+        );
+        if rig.records.len() > 1000 {
+            rig.records.drain(..900);
+        }
+    }
+    let allowed = READOUT_URGENT_BURST + 3_600_000 / READOUT_MIN_CHANGE_MS;
+    assert!(
+        changes <= allowed,
+        "{changes} advertisement changes (nonces) in an hour, at most {allowed}"
+    );
+    assert!(
+        first.is_some_and(|t| t <= start + 1000),
+        "the first change waited"
+    );
+}

@@ -43,9 +43,16 @@ bool ble_connected(void)
 	return false;
 }
 
+static atomic_t status_subscribed;
+
+void support_status_subscribed(bool subscribed)
+{
+	atomic_set(&status_subscribed, subscribed);
+}
+
 bool ble_status_subscribed(void)
 {
-	return false;
+	return atomic_get(&status_subscribed) != 0;
 }
 
 void ble_set_passkey(uint32_t passkey)
@@ -116,6 +123,10 @@ void ble_post_status(const uint8_t *status, size_t len)
 {
 	ARG_UNUSED(status);
 	ARG_UNUSED(len);
+
+	k_mutex_lock(&ble_lock, K_FOREVER);
+	ble_seen.status_posts++;
+	k_mutex_unlock(&ble_lock);
 }
 
 struct test_report support_report(uint16_t cell_mv)

@@ -101,7 +101,14 @@ struct support_ble {
 	uint32_t bond_actions;
 	/* BLE-2: the last ble_set_read_protection(). */
 	bool read_protection;
+	/* BLE-1: how many status pages were posted for notification (ble_post_status). */
+	uint32_t status_posts;
 };
+
+/* Whether a connection is subscribed to Status notifications, as ble_status_subscribed()
+ * answers the control thread (none by default).
+ */
+void support_status_subscribed(bool subscribed);
 
 /* A consistent copy of what the fakes recorded. */
 struct support_ble support_ble(void);

@@ -576,14 +576,20 @@ mod tests {
                     poller.receive(now, chunk, |r| reports.push((now, r)));
                 }
             }
-            let next = poller.next_deadline_ms().unwrap();
-            now = if len == 0 {
-                next.max(now + 1)
-            } else {
-                next.max(now)
-            };
+            now = next_time(poller, now, len);
         }
         reports
+    }
+
+    /// The time of the poller's next deadline, at least a millisecond on when nothing was
+    /// sent (`sent` bytes), so that a test loop always advances.
+    fn next_time(poller: &Poller, now: u64, sent: usize) -> u64 {
+        let next = poller.next_deadline_ms().unwrap();
+        if sent == 0 {
+            next.max(now + 1)
+        } else {
+            next.max(now)
+        }
     }
 
     fn line(protocol: Protocol, addresses: &[u8]) -> Poller {
@@ -756,12 +762,7 @@ mod tests {
                 }
                 poller.receive(now, &wire, |r| reports.push(r.report.cells_mv.len()));
             }
-            let next = poller.next_deadline_ms().unwrap();
-            now = if len == 0 {
-                next.max(now + 1)
-            } else {
-                next.max(now)
-            };
+            now = next_time(&poller, now, len);
         }
         reports
     }

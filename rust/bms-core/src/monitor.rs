@@ -52,7 +52,8 @@ pub const PERSIST_MAX_INTERVAL_MS: u64 = 10 * 60_000;
 pub const PERSIST_AGE_INTERVAL_MS: u64 = 60 * 60_000;
 
 const TTG_BUCKET_MS: u64 = 10_000;
-const TTG_BUCKETS: usize = (TTG_WINDOW_MS / TTG_BUCKET_MS) as usize;
+/// The window's whole buckets, the one under way and the oldest, which the window's start cuts.
+const TTG_BUCKETS: usize = (TTG_WINDOW_MS / TTG_BUCKET_MS) as usize + 1;
 
 /// What the monitor knows about the SoC (MON-7).
 #[derive(Clone, Copy, Debug, Default, PartialEq, Eq, Serialize, Deserialize)]
@@ -208,16 +209,32 @@ impl AverageWindow {
         *self = AverageWindow::default();
     }
 
-    /// Average current in mA over the buckets still inside the window at `now_ms`.
+    /// Average current in mA over the [`TTG_WINDOW_MS`] up to `now_ms` (MON-5): every bucket
+    /// inside it, and of the oldest bucket, which the window's start cuts, the part inside
+    /// (its charge and time pro rata), so the window is 3 minutes long at any moment.
     fn average_ma(&self, now_ms: u64) -> Option<i32> {
         let epoch = now_ms / TTG_BUCKET_MS;
-        let oldest = epoch.saturating_sub(TTG_BUCKETS as u64 - 1);
+        let start_ms = now_ms.saturating_sub(TTG_WINDOW_MS);
         let (nas, ms) = self
             .buckets
             .iter()
-            .filter(|b| b.ms > 0 && b.epoch >= oldest && b.epoch <= epoch)
+            .filter(|b| b.ms > 0 && b.epoch <= epoch)
             .fold((0i64, 0u64), |(nas, ms), b| {
-                (nas.saturating_add(b.nas), ms.saturating_add(b.ms))
+                let bucket_start_ms = b.epoch.saturating_mul(TTG_BUCKET_MS);
+                let (b_nas, b_ms) = if bucket_start_ms >= start_ms {
+                    (b.nas, b.ms)
+                } else {
+                    // The part of the bucket inside the window, in ms of its TTG_BUCKET_MS
+                    // (0 for a bucket wholly before it). One bucket a step: 64-bit only.
+                    let inside_ms = bucket_start_ms
+                        .saturating_add(TTG_BUCKET_MS)
+                        .saturating_sub(start_ms);
+                    (
+                        scale_signed(b.nas, inside_ms as u32, TTG_BUCKET_MS as u32),
+                        b.ms.saturating_mul(inside_ms) / TTG_BUCKET_MS,
+                    )
+                };
+                (nas.saturating_add(b_nas), ms.saturating_add(b_ms))
             });
         if ms == 0 {
             return None;

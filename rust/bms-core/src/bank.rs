@@ -219,6 +219,43 @@ impl fmt::Display for ConfigError {
     }
 }
 
+/// A value other than the one in use, and since when it has been seen without a break. A
+/// battery's model, the batteries in series and the bank capacity change only once another
+/// value has held for [`TOPOLOGY_SETTLE_MS`], longer than a report period: one report (a
+/// frame garbled past its check, a forged one) or a surge never changes them.
+#[derive(Clone, Copy, Debug, Default, PartialEq, Eq)]
+struct Pending<T>(Option<(T, u64)>);
+
+impl<T: Copy + PartialEq> Pending<T> {
+    /// `value` is seen at `now_ms` instead of the one in use: whether it has now held for
+    /// [`TOPOLOGY_SETTLE_MS`] (it is then to be taken, and forgotten here).
+    fn held(&mut self, value: T, now_ms: u64) -> bool {
+        let since = match self.0 {
+            Some((pending, since)) if pending == value => since,
+            _ => {
+                self.0 = Some((value, now_ms));
+                now_ms
+            }
+        };
+        let held = now_ms.saturating_sub(since) >= TOPOLOGY_SETTLE_MS;
+        if held {
+            self.0 = None;
+        }
+        held
+    }
+
+    /// The value in use is seen again (or taken anew): nothing is pending.
+    fn clear(&mut self) {
+        self.0 = None;
+    }
+
+    /// When the value seen would be taken, if it keeps being seen.
+    fn deadline_ms(&self) -> Option<u64> {
+        self.0
+            .map(|(_, since)| since.saturating_add(TOPOLOGY_SETTLE_MS))
+    }
+}
+
 /// One battery of the bank, as last reported.
 #[derive(Clone, Copy, Debug, PartialEq, Eq)]
 pub struct Battery {
@@ -246,7 +283,7 @@ pub struct Battery {
     has_valid: bool,
     member: bool,
     /// Another model than `model` this battery reports, and since when (PROT-13, BANK-5).
-    model_candidate: Option<(BatteryModel, u64)>,
+    model_candidate: Pending<BatteryModel>,
     first_seen_ms: u64,
     last_valid_ms: u64,
 }
@@ -267,7 +304,7 @@ impl Battery {
             lost: false,
             has_valid: false,
             member: false,
-            model_candidate: None,
+            model_candidate: Pending(None),
             first_seen_ms: now_ms,
             last_valid_ms: now_ms,
         }
@@ -281,18 +318,10 @@ impl Battery {
     /// it has been reported for [`TOPOLOGY_SETTLE_MS`]; its reports until then are refused.
     fn model_change(&mut self, now_ms: u64, model: BatteryModel) -> Result<(), ReportError> {
         if !self.has_valid || model == self.model {
-            self.model_candidate = None;
+            self.model_candidate.clear();
             return Ok(());
         }
-        let since = match self.model_candidate {
-            Some((candidate, since)) if candidate == model => since,
-            _ => {
-                self.model_candidate = Some((model, now_ms));
-                now_ms
-            }
-        };
-        if now_ms.saturating_sub(since) >= TOPOLOGY_SETTLE_MS {
-            self.model_candidate = None;
+        if self.model_candidate.held(model, now_ms) {
             return Ok(());
         }
         Err(ReportError::ModelChanged {
@@ -442,10 +471,10 @@ pub struct Bank {
     topology: Option<Topology>,
     /// A count of batteries in series other than the one in use, and since when it has been
     /// derived without a break (members unchanged); see [`Bank::steady_series`].
-    series_candidate: Option<(u8, u64)>,
+    series_candidate: Pending<u8>,
     /// A bank capacity other than the one in use, and since when the members have reported it
     /// without a break (members and series unchanged); see [`Bank::steady_capacity`].
-    capacity_candidate: Option<(u32, u64)>,
+    capacity_candidate: Pending<u32>,
     config_error: Option<ConfigError>,
     aggregates: Option<Aggregates>,
     /// New serials after discovery, waiting to join: serial, valid reports in a row, last one.
@@ -472,8 +501,8 @@ impl Bank {
             now_ms: 0,
             supply_mv: 0,
             topology: None,
-            series_candidate: None,
-            capacity_candidate: None,
+            series_candidate: Pending(None),
+            capacity_candidate: Pending(None),
             config_error: None,
             aggregates: None,
             newcomers: Vec::new(),
@@ -784,7 +813,7 @@ impl Bank {
             .filter(|&t| t > self.now_ms);
         let capacity = self
             .capacity_candidate
-            .map(|(_, since)| since.saturating_add(TOPOLOGY_SETTLE_MS))
+            .deadline_ms()
             .filter(|&t| t > self.now_ms);
         [discovery, lost, overflow, settle, capacity]
             .into_iter()
@@ -840,18 +869,10 @@ impl Bank {
         let measured = self.measured_series();
         let in_use = self.topology.map_or(0, |t| t.series);
         if members_changed || in_use == 0 || measured == in_use {
-            self.series_candidate = None;
+            self.series_candidate.clear();
             return measured;
         }
-        let since = match self.series_candidate {
-            Some((series, since)) if series == measured => since,
-            _ => {
-                self.series_candidate = Some((measured, now_ms));
-                now_ms
-            }
-        };
-        if now_ms.saturating_sub(since) >= TOPOLOGY_SETTLE_MS {
-            self.series_candidate = None;
+        if self.series_candidate.held(measured, now_ms) {
             measured
         } else {
             in_use
@@ -877,23 +898,14 @@ impl Bank {
             .topology
             .filter(|t| !members_changed && t.series == topology.series && t.capacity_dah != 0);
         let Some(in_use) = in_use else {
-            self.capacity_candidate = None;
+            self.capacity_candidate.clear();
             return Some(topology);
         };
         if topology.capacity_dah == in_use.capacity_dah {
-            self.capacity_candidate = None;
+            self.capacity_candidate.clear();
             return Some(topology);
         }
-        let since = match self.capacity_candidate {
-            Some((capacity, since)) if capacity == topology.capacity_dah => since,
-            _ => {
-                self.capacity_candidate = Some((topology.capacity_dah, now_ms));
-                now_ms
-            }
-        };
-        if now_ms.saturating_sub(since) >= TOPOLOGY_SETTLE_MS {
-            self.capacity_candidate = None;
-        } else {
+        if !self.capacity_candidate.held(topology.capacity_dah, now_ms) {
             topology.capacity_dah = in_use.capacity_dah;
         }
         Some(topology)

@@ -196,15 +196,7 @@ impl Protection {
         if self.started {
             return;
         }
-        let Some(row) = LIMITS
-            .iter()
-            .find(|row| matches!(row.effect, Effect::PrealarmThenDischarge))
-        else {
-            return;
-        };
-        self.set_active(row.id, true);
-        self.uv_disconnect = true;
-        self.prealarm_released = true;
+        self.set_stored_undervoltage_disconnect(true);
         log::warn!("under-voltage disconnect restored: atd free-floating until cells recover");
     }
 
@@ -222,14 +214,7 @@ impl Protection {
     pub fn warm_start(&mut self, now_ms: u64, atd: bool, atc: bool) {
         self.now_ms = self.now_ms.max(now_ms);
         if !self.started && self.uv_disconnect {
-            for row in LIMITS
-                .iter()
-                .filter(|row| matches!(row.effect, Effect::PrealarmThenDischarge))
-            {
-                self.set_active(row.id, false);
-            }
-            self.uv_disconnect = false;
-            self.prealarm_released = false;
+            self.set_stored_undervoltage_disconnect(false);
         }
         self.warm_hold = Some(WarmHold {
             atd,
@@ -461,6 +446,20 @@ impl Protection {
         LIMITS.iter().any(|row| {
             matches!(row.effect, Effect::PrealarmThenDischarge) && self.is_active(row.id)
         })
+    }
+
+    /// PROT-2, MON-8: before the first step, the under-voltage disconnect as a stored latch
+    /// has it: the under-voltage row, ATD's opening and the pre-alarm's release (PROT-3) all
+    /// set or all clear.
+    fn set_stored_undervoltage_disconnect(&mut self, latched: bool) {
+        for row in LIMITS
+            .iter()
+            .filter(|row| matches!(row.effect, Effect::PrealarmThenDischarge))
+        {
+            self.set_active(row.id, latched);
+        }
+        self.uv_disconnect = latched;
+        self.prealarm_released = latched;
     }
 
     /// PROT-3: an active row that drives the pre-alarm sees its value short of its release

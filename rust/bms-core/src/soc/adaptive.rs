@@ -391,12 +391,11 @@ pub struct AdaptiveEstimator {
     /// otherwise pass by itself) until model and data agree again or the SoC is set anew.
     disagreement: f32,
     /// Bank data went missing since the SoC last had a reference (a synchronisation, a set,
-    /// a reading that corrected it): the count holds an unknown charge, so the next such
-    /// reference corrects the SoC only, teaching neither offset, counting error nor capacity.
-    gap: bool,
-    /// 1 σ of that unknown charge (SoC fraction), part of the reported uncertainty until then
-    /// (not of the filter's covariance: there it would keep the bins from counting as learned,
-    /// and no reading would correct the SoC any more).
+    /// a reading that corrected it) when non-zero: 1 σ of the charge the count then missed (SoC
+    /// fraction). The next such reference corrects the SoC only, teaching neither offset,
+    /// counting error nor capacity. Part of the reported uncertainty until then, not of the
+    /// filter's covariance: there it would keep the bins from counting as learned, and no
+    /// reading would correct the SoC any more.
     gap_sigma: f32,
 }
 
@@ -455,7 +454,6 @@ impl Default for AdaptiveEstimator {
             last_nis: 0.0,
             last_innovation: 0.0,
             disagreement: 0.0,
-            gap: false,
             gap_sigma: 0.0,
         };
         estimator.p = prior(SET_SIGMA, 0.0);
@@ -678,7 +676,7 @@ impl AdaptiveEstimator {
         let reference = mask[S] && h[S] != 0.0;
         let mut mask = mask;
         if innovation * innovation > OUTLIER_SIGMAS * OUTLIER_SIGMAS * total
-            || (self.gap && reference)
+            || (self.gap_sigma > 0.0 && reference)
         {
             mask[B] = false;
             mask[E] = false;
@@ -702,7 +700,6 @@ impl AdaptiveEstimator {
         }
         if reference {
             // And so is what a gap in the data left out.
-            self.gap = false;
             self.gap_sigma = 0.0;
         }
         for ((row, ki), phi) in self.p.iter_mut().zip(gain).zip(ph) {
@@ -853,7 +850,6 @@ impl SocEstimator for AdaptiveEstimator {
         self.plain.reset(used_nas, consumed_nas);
         self.clipped_nas = 0;
         self.disagreement = 0.0;
-        self.gap = false;
         self.gap_sigma = 0.0;
         let sigma = match anchor {
             Anchor::Manual | Anchor::Restored => SET_SIGMA,
@@ -877,7 +873,6 @@ impl SocEstimator for AdaptiveEstimator {
         self.consumed_nas = 0;
         self.clipped_nas = 0;
         self.disagreement = 0.0;
-        self.gap = false;
         self.gap_sigma = 0.0;
         self.plain.reset(0, 0);
         // The voltage at a synchronisation is on the charge branch.
@@ -900,7 +895,6 @@ impl SocEstimator for AdaptiveEstimator {
         let current_ma = (around_ma as f32).max(LIGHT_LOAD_C * self.capacity_mah as f32);
         let hours = missed_ms as f32 / 1000.0 / HOUR_S;
         let sigma = current_ma * hours / capacity_ma_h;
-        self.gap = true;
         self.gap_sigma = sqrt(self.gap_sigma * self.gap_sigma + sigma * sigma).min(1.0);
         self.rest.restart();
         self.light = LightWatch {

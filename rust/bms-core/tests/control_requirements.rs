@@ -1910,6 +1910,16 @@ fn bank_2_bank_4_a_lost_battery_of_a_string_is_no_configuration_error() {
     assert!(rig.last().codes.is_empty(), "codes {}", rig.last().codes);
 }
 
+/// The loads and chargers run and the balancer judgement is gone: `why` the bank changed.
+fn assert_running_with_the_balancer_unknown(rig: &Rig, why: &str) {
+    assert!(
+        rig.last().atd && rig.last().atc,
+        "codes {}",
+        rig.last().codes
+    );
+    assert_eq!(rig.bms.balancer(), BalancerState::Unknown, "{why}");
+}
+
 /// BANK-5, BAL-2: a battery added to the bank makes the balancer Unknown even when the bank's
 /// capacity stays the same: a second 100 Ah battery wired in series (12 V bank made 24 V), or
 /// a battery swapped for a new one of the same capacity (the old one lost and forgotten).
@@ -1926,16 +1936,7 @@ fn bank_5_bal_2_a_battery_added_at_the_same_capacity_makes_the_balancer_unknown(
     rig.run_for(10_000);
     let t = rig.bms.bank().topology().unwrap();
     assert_eq!((t.batteries, t.series, t.capacity_dah), (2, 2, 1000));
-    assert!(
-        rig.last().atd && rig.last().atc,
-        "codes {}",
-        rig.last().codes
-    );
-    assert_eq!(
-        rig.bms.balancer(),
-        BalancerState::Unknown,
-        "a battery was just added in series"
-    );
+    assert_running_with_the_balancer_unknown(&rig, "a battery was just added in series");
 
     // A battery swapped for a new one of the same capacity.
     let mut rig = Rig::new(1, 1, BatteryModel::Lfp12V8);
@@ -1952,16 +1953,7 @@ fn bank_5_bal_2_a_battery_added_at_the_same_capacity_makes_the_balancer_unknown(
     rig.run_for(3000);
     let t = rig.bms.bank().topology().unwrap();
     assert_eq!((t.batteries, t.capacity_dah), (1, 1000));
-    assert!(
-        rig.last().atd && rig.last().atc,
-        "codes {}",
-        rig.last().codes
-    );
-    assert_eq!(
-        rig.bms.balancer(),
-        BalancerState::Unknown,
-        "the battery was just replaced"
-    );
+    assert_running_with_the_balancer_unknown(&rig, "the battery was just replaced");
 }
 
 /// BANK-1: more new batteries than the newcomer table holds (4), connected at once after

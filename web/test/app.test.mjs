@@ -62,9 +62,13 @@ test('status live from notifications, reads only as the fallback', async (t) => 
   // Over Bluetooth the page subscribes to the Status notifications (and the control point's
   // indications); Chromium's emulation cannot push one, so the page falls back to reading.
   const { page, bms } = await connected(t);
+  // The page is marked connected before it subscribes, and the emulation reports the
+  // subscription asynchronously: wait for it rather than look once (CI failed on that race).
+  const until = Date.now() + 10000;
+  while (!bms.subscribed.has(1) && Date.now() < until) await new Promise((r) => setTimeout(r, 50));
   assert.ok(bms.subscribed.has(1), 'subscribed to Status notifications');
-  assert.ok(!bms.subscribed.has(6), 'control-point indications need a paired link');
   await page.waitForFunction(() => window.openbms.statusUpdates.read >= 2, { timeout: 15000 });
+  assert.ok(!bms.subscribed.has(6), 'control-point indications need a paired link');
   await waitText(page, '#st-live', /Updated by reading the BMS every second/);
 
   // The demo device pushes every status change, as the firmware does: the page follows the

@@ -527,12 +527,18 @@ impl Protection {
         raw
     }
 
-    /// The codes the protection holds active (cell protections, discharge floor, battery
-    /// flags, firmware update), given the aggregates used for the last step.
+    /// The codes the protection holds active (cell protections, also while one keeps its
+    /// output free-floating as a data set is judged; discharge floor, battery flags, firmware
+    /// update), given the aggregates used for the last step.
     pub fn codes(&self, aggregates: Option<&Aggregates>) -> ActiveCodes {
         let mut codes = ActiveCodes::EMPTY;
         for row in &LIMITS {
-            if self.is_active(row.id) {
+            // PROT-1, LED-2 (rev 2): a row being judged keeps its output free-floating, so it
+            // is an alarm while it does (the output shows its reason; the LED, the readout and
+            // the app's alarms show its code), not only once it has tripped.
+            let judging = !matches!(row.effect, Effect::Prealarm)
+                && self.judging.get(row.id.index()).copied().unwrap_or(false);
+            if self.is_active(row.id) || judging {
                 codes.insert(row.code);
             }
         }

@@ -671,6 +671,77 @@ fn prot_2_a_short_dip_when_data_is_judged_latches_no_undervoltage() {
     }
 }
 
+/// LED-2 (rev 2), PROT-11, PROT-1: an output held free-floating while returning battery data is
+/// judged is held by an alarm: the row's code is active (red LED solid, the readout's and the
+/// app's alarms) for as long as the output shows the row's reason, not only once the row has
+/// tripped. Found by an earlier audit: after a battery came back at 2.75 V, ATD stayed
+/// free-floating for 5 s with the loss cleared and no code at all, so the LED went dark while
+/// the loads were off.
+#[test]
+fn led_2_prot_1_an_output_held_while_data_is_judged_shows_its_alarm() {
+    // (cell mV, temperature d°C, the row's reason, its code)
+    let cases = [
+        (2750, 250, Reason::CellUndervoltage, Code::CellUndervoltage),
+        (3800, 250, Reason::CellOvervoltage, Code::CellOvervoltage),
+        (3300, 40, Reason::LowTemperature, Code::LowTemperature),
+        (
+            3300,
+            620,
+            Reason::VeryHighTemperature,
+            Code::HighTemperature,
+        ),
+    ];
+    for (cell_mv, temp, reason, code) in cases {
+        // After a loss, and at power-up.
+        for power_up in [false, true] {
+            let mut rig = if power_up {
+                Rig::single()
+            } else {
+                let mut rig = Rig::started();
+                rig.silence(0, true);
+                rig.run_for(6000);
+                assert!(rig.last().codes.contains(Code::BatteryLost));
+                rig.silence(0, false);
+                rig
+            };
+            rig.set_cell(0, 2, cell_mv);
+            rig.set_temp(temp);
+            let from = rig.records.len();
+            // Into the judgement (the first report back comes within a second).
+            rig.run_for(if power_up { 2500 } else { 1900 });
+            let held: Vec<_> = rig.records[from..]
+                .iter()
+                .filter(|r| {
+                    let d = &r.decisions;
+                    d.atd_reasons.contains(reason) || d.atc_reasons.contains(reason)
+                })
+                .collect();
+            assert!(!held.is_empty(), "{reason:?} never held an output");
+            for r in held {
+                let d = &r.decisions;
+                assert!(
+                    d.codes.contains(code) && d.led_red == LedPattern::Solid,
+                    "{cell_mv} mV {temp} d°C (power-up {power_up}) at {} ms: atd {} ({}) \
+                     atc {} ({}), codes {:?}, red {:?}",
+                    r.at_ms,
+                    d.atd,
+                    d.atd_reasons,
+                    d.atc,
+                    d.atc_reasons,
+                    d.codes.to_string(),
+                    d.led_red
+                );
+            }
+            // Gone: the alarm goes with the output's reason.
+            rig.set_cells(3300);
+            rig.set_temp(250);
+            rig.run_for(10_000);
+            let d = rig.last();
+            assert!(d.atd && d.atc && d.codes.is_empty(), "{d:?}");
+        }
+    }
+}
+
 /// PROT-3: the pre-alarm follows the pre-alarm level (debounced 5 s), clears at level + 50 mV
 /// held for 10 s, and follows the low-SoC warning.
 #[test]

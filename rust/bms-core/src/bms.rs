@@ -26,7 +26,8 @@ use crate::history::{History, HistoryInput, HistoryRecord};
 pub use crate::leds::LedPattern;
 use crate::leds::{self, PasskeyBlink};
 use crate::limits::{
-    LOW_POWER_TICK_MS, PAIRING_WINDOW_MS, READOUT_MIN_CHANGE_MS, READOUT_URGENT_BURST, TICK_MS,
+    LOW_POWER_TICK_MS, PAIRING_WINDOW_MS, READOUT_MIN_CHANGE_MS, READOUT_URGENT_BURST,
+    RESTART_SAME_ERROR_MS, TICK_MS,
 };
 use crate::monitor::{
     CellInput, Monitor, MonitorError, MonitorInput, MonitorStatus, SocKnowledge, SocState,
@@ -346,6 +347,8 @@ pub struct Bms {
     codes: ActiveCodes,
     now_ms: u64,
     last_step_ms: Option<u64>,
+    /// HIST-1: when the first step ran (see [`RESTART_SAME_ERROR_MS`]).
+    first_step_ms: Option<u64>,
     outputs: OutputStates,
     low_power: bool,
     readout: ReadoutValues,
@@ -435,6 +438,7 @@ impl Bms {
             codes: ActiveCodes::EMPTY,
             now_ms: 0,
             last_step_ms: None,
+            first_step_ms: None,
             outputs: OutputStates::default(),
             low_power: false,
             readout: ReadoutValues::NOT_AVAILABLE,
@@ -508,6 +512,7 @@ impl Bms {
             }
         }
         self.last_step_ms = Some(now_ms);
+        self.first_step_ms.get_or_insert(now_ms);
 
         self.bank.update(now_ms, inputs.supply_mv);
         let health = self.bank.health();
@@ -647,7 +652,7 @@ impl Bms {
             let (was, is) = (self.codes.contains(code), codes.contains(code));
             if is && !was {
                 log::warn!("{} raised: {code}", Word(severity_name(code.severity())));
-                if code.severity() != Severity::Warning {
+                if code.severity() != Severity::Warning && !self.found_again(code, now_ms) {
                     self.history.record_error(u16::from(code.number()));
                 }
                 decisions.push(Event::CodeRaised(code));
@@ -683,6 +688,18 @@ impl Bms {
         }
         decisions.status_changed = changed || values_changed;
         decisions
+    }
+
+    /// HIST-1 **(choice)**: `code`, raised at `now_ms`, is an error that was active before the
+    /// restart, found again: raised within [`RESTART_SAME_ERROR_MS`] of the first step and
+    /// already among the last errors. It is the same occurrence, so it takes no second slot
+    /// (a reboot loop on an empty bank, a watchdog loop with a battery too hot, would fill the
+    /// last errors with one error at every restart and push the others out).
+    fn found_again(&self, code: Code, now_ms: u64) -> bool {
+        let number = Some(u16::from(code.number()));
+        self.first_step_ms
+            .is_some_and(|first| now_ms.saturating_sub(first) < RESTART_SAME_ERROR_MS)
+            && self.history.last_errors().contains(&number)
     }
 
     /// BLE-3: whether the advertisement should now show the values of the last step: they

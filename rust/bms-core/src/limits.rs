@@ -198,6 +198,13 @@ const _: () = {
     }
     assert!(i == ProtectionId::COUNT);
     assert!(lead_rows <= 1);
+    // A condition active before a restart is raised again within the window (HIST-1).
+    let mut rest: &[Limit] = &LIMITS;
+    while let [row, tail @ ..] = rest {
+        let debounce = row.trip_debounce_ms as u64;
+        assert!(DISCOVERY_MAX_MS + TOPOLOGY_SETTLE_MS + debounce <= RESTART_SAME_ERROR_MS);
+        rest = tail;
+    }
     // The slow tick is slower; discovery ends before a silent battery counts as lost.
     assert!(LOW_POWER_TICK_MS > TICK_MS);
     assert!(DISCOVERY_MS < BATTERY_LOST_MS);
@@ -288,6 +295,13 @@ pub const DISCOVERY_MAX_MS: u64 = 8000;
 /// topology change: 1.5 report periods, so that every battery has reported once. Until then a
 /// half-discovered bank (one battery of a 2×2 bank on 24 V) raises no false alarm, ms.
 pub const TOPOLOGY_SETTLE_MS: u64 = 1500;
+
+/// HIST-1 **(choice)**: an error or alarm raised this soon after the start (the first step)
+/// whose code the history's last errors already hold is the one that was active before the
+/// restart, found again: it is not recorded again, so a reboot loop does not fill the last
+/// errors with one error. Long enough for the first data set to be judged at the end of the
+/// longest discovery window and for the longest trip debounce to run after it, ms.
+pub const RESTART_SAME_ERROR_MS: u64 = 20_000;
 
 /// BANK-2: most batteries in one bank (12.8 V and 25.6 V batteries); also the bank table size.
 pub const MAX_BATTERIES: usize = 50;

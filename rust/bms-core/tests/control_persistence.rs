@@ -796,6 +796,78 @@ fn prot_1_prot_2_a_safe_warm_restart_drops_a_stale_stored_undervoltage_latch() {
     assert!(!restored.undervoltage_disconnect, "and the store repaired");
 }
 
+/// HIST-1, PROT-11: an error or alarm still active at a restart is the same occurrence: it is
+/// raised again (event, LED, readout) but takes no second slot of the last errors, so a reboot
+/// loop does not push the other errors out. Found by an earlier audit: every restart recorded
+/// it again (four restarts filled the four slots with one error). A new occurrence after the
+/// restart is recorded as before.
+#[test]
+fn hist_1_an_error_active_across_restarts_takes_one_last_errors_slot() {
+    let number = |code: Code| Some(u16::from(code.number()));
+    let slots = |dev: &Device, code: Code| {
+        let errors = dev.rig.bms.bms().history().last_errors();
+        (
+            errors.iter().filter(|&&e| e == number(code)).count(),
+            errors,
+        )
+    };
+
+    // An under-voltage disconnect, through warm and cold restarts, the cells resting at 2.92 V.
+    let (dev, retained) = undervoltage_disconnected();
+    let (_, before) = slots(&dev, Code::CellUndervoltage);
+    assert_eq!(slots(&dev, Code::CellUndervoltage).0, 1, "{before:?}");
+    let mut dev = dev;
+    for restart in 0..4 {
+        let flash = dev.rig.bms.into_storage();
+        dev = if restart % 2 == 0 {
+            Device::warm(flash, retained)
+        } else {
+            Device::boot(flash, Some(KEY)).0
+        };
+        dev.rig.set_cells(2920);
+        let raised = dev.rig.step().codes.contains(Code::CellUndervoltage);
+        dev.run_for(30_000);
+        assert!(raised && dev.rig.last().codes.contains(Code::CellUndervoltage));
+        let (count, errors) = slots(&dev, Code::CellUndervoltage);
+        assert_eq!(
+            count,
+            1,
+            "after restart {}: last errors {errors:?}",
+            restart + 1
+        );
+    }
+
+    // Too hot to discharge (PROT-6): the alarm comes back 2 s after the data is judged.
+    let (mut dev, _) = Device::boot(Flash::default(), Some(KEY));
+    dev.run_for(3_000);
+    dev.rig.set_temp(650);
+    dev.run_for(5_000);
+    assert!(dev.rig.last().codes.contains(Code::HighTemperature));
+    for restart in 0..4 {
+        let (mut next, _) = dev.reboot(Some(KEY));
+        next.rig.set_temp(650);
+        next.run_for(30_000);
+        let d = next.rig.last();
+        assert!(!d.atd && d.codes.contains(Code::HighTemperature), "{d:?}");
+        let (count, errors) = slots(&next, Code::HighTemperature);
+        assert_eq!(
+            count,
+            1,
+            "after restart {}: last errors {errors:?}",
+            restart + 1
+        );
+        dev = next;
+    }
+    // Cooled, then too hot again: a new occurrence.
+    dev.rig.set_temp(250);
+    dev.run_for(10_000);
+    assert!(!dev.rig.last().codes.contains(Code::HighTemperature));
+    dev.rig.set_temp(650);
+    dev.run_for(10_000);
+    let (count, errors) = slots(&dev, Code::HighTemperature);
+    assert_eq!(count, 2, "a new occurrence is recorded: {errors:?}");
+}
+
 /// BAL-2, BAL-3, MON-8: what the last full charge showed of the cell balance is stored with
 /// the SoC and shows again after a reboot once the same bank is back (a reboot is none of
 /// BAL-2's reasons for Unknown); a battery added afterwards makes it Unknown.

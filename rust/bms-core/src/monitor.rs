@@ -578,7 +578,9 @@ impl Monitor {
     /// MON-4: sets the SoC to `soc_permille` (0..=1000) at `now_ms`; consumed Ah becomes the
     /// charge missing to full. The SoC is known from then on; counting restarts at `now_ms`
     /// (the charge since the previous update happened before the value the user gave). The
-    /// latches follow at the next update.
+    /// latches follow at the next update. The charged detection time (MON-2) starts again: a
+    /// set while the bank is held full is synchronised once the condition has held that long
+    /// after it.
     pub fn set_soc(&mut self, now_ms: u64, soc_permille: u16) -> Result<(), MonitorError> {
         if soc_permille > 1000 {
             return Err(MonitorError::SocOutOfRange { soc_permille });
@@ -596,6 +598,11 @@ impl Monitor {
         let used_nas = self.used_for_soc(soc_permille);
         self.estimator.anchor(used_nas, used_nas, Anchor::Manual);
         self.knowledge = SocKnowledge::Known;
+        // MON-2: the set value is synchronised like any other once the charged condition has
+        // held for the detection time after it, also when the condition already held (a bank
+        // at float that had synchronised): the once-per-charge latch re-arms.
+        self.charged_since_ms = None;
+        self.synchronised_this_charge = false;
         self.persist_forced = true;
         self.status.soc_permille = self.soc_permille();
         self.status.soc_estimate_permille = None;

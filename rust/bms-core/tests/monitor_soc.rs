@@ -294,6 +294,46 @@ fn mon_2_no_sync_unless_condition_holds_continuously() {
     assert_eq!(rig.now_ms - TICK_MS - start_ms, MINUTE_MS);
 }
 
+/// MON-2, MON-4: a manual SoC set while the charged condition already holds is synchronised
+/// once the condition has held for the detection time after the set, as after any other
+/// value: the set re-arms the once-per-charge synchronisation. Found by an earlier audit: a
+/// set at float (after the charge had synchronised, or while its detection time ran) stayed
+/// until the condition broke and held again, so a bank sitting full on a charger kept a wrong
+/// SoC for hours.
+#[test]
+fn mon_2_mon_4_a_set_while_charged_is_synchronised_after_the_detection_time() {
+    let mut rig = Rig::new();
+    rig.run_until(10 * MINUTE_MS, 14_100, 1_000, |s| s.synchronised)
+        .expect("first sync");
+    // At float: synchronised once; then the user sets 80 %.
+    rig.run(10 * MINUTE_MS, 14_100, 1_000);
+    rig.set_soc(800).unwrap();
+    let set_ms = rig.now_ms;
+    let status = rig.tick(14_100, 1_000);
+    assert_eq!(status.soc_permille, Some(800), "the set shows");
+    let synced = rig.run_until(10 * MINUTE_MS, 14_100, 1_000, |s| s.synchronised);
+    let synced_ms = rig.now_ms - TICK_MS;
+    assert!(
+        synced.is_some_and(|s| s.soc_permille == Some(1000) && s.consumed_mah == 0),
+        "a set at float never synchronised: {:?}",
+        rig.last
+    );
+    assert_eq!(
+        synced_ms - set_ms,
+        3 * MINUTE_MS,
+        "the detection time after the set"
+    );
+
+    // While the detection time runs (1 min of it held): the set restarts it.
+    let mut rig = Rig::new();
+    rig.run(MINUTE_MS, 14_100, 1_000);
+    rig.set_soc(500).unwrap();
+    let set_ms = rig.now_ms;
+    rig.run_until(10 * MINUTE_MS, 14_100, 1_000, |s| s.synchronised)
+        .expect("sync after the set");
+    assert_eq!(rig.now_ms - TICK_MS - set_ms, 3 * MINUTE_MS);
+}
+
 /// MON-3: defaults and ranges of the monitor settings.
 #[test]
 fn mon_3_defaults_drive_the_monitor() {

@@ -64,10 +64,10 @@ test('status live from notifications, reads only as the fallback', async (t) => 
   const { page, bms } = await connected(t);
   // The page is marked connected before it subscribes, and the emulation reports the
   // subscription asynchronously: wait for it rather than look once (CI failed on that race).
-  const until = Date.now() + 10000;
+  const until = Date.now() + 30000;
   while (!bms.subscribed.has(1) && Date.now() < until) await new Promise((r) => setTimeout(r, 50));
   assert.ok(bms.subscribed.has(1), 'subscribed to Status notifications');
-  await page.waitForFunction(() => window.openbms.statusUpdates.read >= 2, { timeout: 15000 });
+  await page.waitForFunction(() => window.openbms.statusUpdates.read >= 2, { timeout: 30000 });
   assert.ok(!bms.subscribed.has(6), 'control-point indications need a paired link');
   await waitText(page, '#st-live', /Updated by reading the BMS every second/);
 
@@ -75,7 +75,7 @@ test('status live from notifications, reads only as the fallback', async (t) => 
   // change by notification, not by reading.
   const demoPage = await demo(t);
   await demoPage.select('#demo-speed', '1');
-  await demoPage.waitForFunction(() => window.openbms.statusUpdates.notified > 0, { timeout: 15000 });
+  await demoPage.waitForFunction(() => window.openbms.statusUpdates.notified > 0, { timeout: 30000 });
   const before = await demoPage.evaluate(() => ({ ...window.openbms.statusUpdates }));
   await demoPage.click('#demo-drain');
   await waitText(demoPage, '#st-power', /^-[12],\d{3} W$/);
@@ -89,7 +89,7 @@ test('battery page of a 2 x 2 24 V bank', async (t) => {
   const { page } = await connected(t);
   await page.click('nav button[data-page="bank"]');
   await waitText(page, '#bank-topology', /2 in series × 2 in parallel: 4 of 4 batteries, 12\.8 V LiFePO4, 25\.60 V 400 Ah, 16 cells/);
-  await page.waitForFunction(() => document.querySelectorAll('article.battery').length === 4, { timeout: 10000 });
+  await page.waitForFunction(() => document.querySelectorAll('article.battery').length === 4, { timeout: 30000 });
   const cells = await page.$$eval('article.battery', (a) => a.map((b) => b.querySelectorAll('.cell').length));
   assert.deepEqual(cells, [4, 4, 4, 4]);
   assert.equal(await page.$$eval('.cell.min', (e) => e.length), 1, 'the lowest cell is marked');
@@ -107,7 +107,7 @@ test('ble_1 each battery card shows its own battery when the bank takes longer t
   // and its read would put battery 1's page in another battery's place.
   const { page } = await connected(t);
   await page.click('nav button[data-page="bank"]');
-  await page.waitForFunction(() => document.querySelectorAll('article.battery').length === 4, { timeout: 10000 });
+  await page.waitForFunction(() => document.querySelectorAll('article.battery').length === 4, { timeout: 30000 });
   await page.evaluate(() => {
     const chr = window.openbms.link.chr.battery;
     const read = chr.readValue.bind(chr);
@@ -179,7 +179,7 @@ test('a slow settings read does not overwrite what the user typed', async (t) =>
     };
   });
   await page.click('nav button[data-page="settings"]');
-  await page.waitForFunction(() => document.getElementById('setting-4').value !== '', { timeout: 20000 });
+  await page.waitForFunction(() => document.getElementById('setting-4').value !== '', { timeout: 30000 });
   await fill(page, '#setting-4', '15');
   await new Promise((r) => setTimeout(r, 6000));
   assert.equal(await page.$eval('#setting-4', (e) => e.value), '15', 'the typed value survived the refreshes');
@@ -224,7 +224,7 @@ test('an alarm appears and clears', async (t) => {
   await screenshot(page, 'alarm');
   bms.device.act('replug_cable', 1);
   bms.device.advance(6000);
-  await waitText(page, '#st-codes', /^None$/, 15000);
+  await waitText(page, '#st-codes', /^None$/);
   await waitText(page, '#st-outputs', /Loads \(ATD\): allowed/);
   assert.deepEqual(page.errors, []);
 });
@@ -344,7 +344,7 @@ test('firmware upload over SMP: version shown, progress, test, confirm', async (
   await input.uploadFile(file);
   await waitText(page, '#image-info', /^Version 0\.2\.0\+7, 6[\d,]+ bytes, signed \(Ed25519\)/);
   await page.click('#image-upload');
-  await waitText(page, '#image-result', /Uploaded version 0\.2\.0\+7/, 30000);
+  await waitText(page, '#image-result', /Uploaded version 0\.2\.0\+7/, 60000);
   assert.equal(await page.$eval('#image-progress', (p) => p.value), 100);
   const received = await page.evaluate(() => Array.from(window.openbms.link.responder.received));
   assert.ok(Buffer.from(received).equals(image), 'the device received the file byte for byte');
@@ -414,7 +414,7 @@ test('ble_1 every control-point answer goes to the command that asked for it', a
   await page.click('nav button[data-page="actions"]');
   bms.dropIndications = 1;
   await page.click('#key-show');
-  await waitText(page, '#action-result', /did not answer/, 15000);
+  await waitText(page, '#action-result', /did not answer/);
   await page.click('#key-show');
   await waitText(page, '#key-value', /^[0-9a-f]{32}$/);
   assert.deepEqual(page.errors, []);
@@ -439,10 +439,10 @@ test('the demo device reacts to a pulled cable, cold and a drain', async (t) => 
   await page.click('#demo-unplug');
   await waitText(page, '#st-codes', /Battery communication lost/);
   await page.click('#demo-replug');
-  await waitText(page, '#st-codes', /^None$/, 15000);
+  await waitText(page, '#st-codes', /^None$/);
   await page.select('#demo-speed', '3600');
   await page.click('#demo-cold');
-  await waitText(page, '#st-outputs', /Charging \(ATC\): switched off — too cold to charge/, 30000);
+  await waitText(page, '#st-outputs', /Charging \(ATC\): switched off — too cold to charge/, 60000);
   await screenshot(page, 'demo');
   assert.deepEqual(page.errors, []);
 });
@@ -454,10 +454,10 @@ test('installable and usable offline once opened', async (t) => {
   assert.equal(manifest.display, 'standalone');
   assert.ok(manifest.icons.length > 0);
   await page.evaluate(() => navigator.serviceWorker.ready);
-  await page.waitForFunction(async () => (await (await caches.open('openbms-v1')).keys()).length >= 11, { timeout: 15000 });
+  await page.waitForFunction(async () => (await (await caches.open('openbms-v1')).keys()).length >= 11, { timeout: 60000 });
   await page.setOfflineMode(true);
   await page.reload();
-  await page.waitForSelector('body[data-ready="true"]', { timeout: 15000 });
+  await page.waitForSelector('body[data-ready="true"]', { timeout: 60000 });
   await page.click('#demo');
   await waitText(page, '#soc-value', /%/);
   await page.setOfflineMode(false);
@@ -474,7 +474,7 @@ test('the device chooser survives the service worker detaching', async (t) => {
   await connect(page, {
     beforeClick: async () => {
       await page.reload();
-      await page.waitForSelector('body[data-ready="true"]', { timeout: 20000 });
+      await page.waitForSelector('body[data-ready="true"]', { timeout: 60000 });
       bms = await emulateBms(page);
       t.after(() => bms.stop());
     },

@@ -67,7 +67,8 @@ export async function openApp(browser, url) {
   page.on('pageerror', (e) => page.errors.push(e));
   page.on('console', (m) => { if (m.type() === 'error') page.errors.push(new Error(m.text())); });
   await page.goto(url);
-  await page.waitForSelector('body[data-ready="true"]', { timeout: 20000 });
+  // Generous: compiling the WebAssembly on a loaded machine (CI) takes a while.
+  await page.waitForSelector('body[data-ready="true"]', { timeout: 60000 });
   return page;
 }
 
@@ -188,7 +189,12 @@ export async function connect(page, { beforeClick } = {}) {
     clearTimeout(timer);
     await session.detach().catch(() => {});
   }
-  await page.waitForFunction(() => document.body.dataset.connected === 'ble', { timeout: 15000 });
+  // Generous for a loaded machine (CI): the connection discovers the service, reads the Device
+  // Information and subscribes, every step a round trip through this process.
+  await page.waitForFunction(() => document.body.dataset.connected === 'ble', { timeout: 60000 }).catch(async (e) => {
+    const said = await page.$eval('#link', (x) => x.textContent).catch(() => null);
+    throw new Error(`the page did not connect within 60 s of choosing ${ADDRESS}: it says ${JSON.stringify(said)} (${e.message})`);
+  });
 }
 
 export async function textOf(page, sel) {
@@ -207,8 +213,9 @@ export async function fill(page, sel, text) {
   if (value !== text) throw new Error(`${sel} holds ${JSON.stringify(value)} after typing ${JSON.stringify(text)}`);
 }
 
-/** Waits until the text of `sel` matches `re`; on timeout says what it was. */
-export async function waitText(page, sel, re, timeout = 10000) {
+/** Waits until the text of `sel` matches `re`; on timeout says what it was. The default is
+ * generous: what the page shows comes by its 1 s and 3 s polls, slower on a loaded machine (CI). */
+export async function waitText(page, sel, re, timeout = 30000) {
   try {
     await page.waitForFunction((s, src, flags) => {
       const e = document.querySelector(s);

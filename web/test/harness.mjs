@@ -143,9 +143,11 @@ export async function emulateBms(page) {
       characteristicId, type, code, ...(out !== undefined ? { data: out } : {}),
     }).catch(() => {});
   });
-  // The bank lives on in real time while the test runs.
+  // The bank lives on in real time while the test runs, until `bms.holdClock()`: then it changes
+  // only when the test advances it (for exact values of what grows with time).
   let last = Date.now();
   bms.timer = setInterval(() => { const now = Date.now(); device.advance(now - last); last = now; }, 100);
+  bms.holdClock = () => clearInterval(bms.timer);
   bms.stop = async () => {
     clearInterval(bms.timer);
     await cdp.send('BluetoothEmulation.disable').catch(() => {});

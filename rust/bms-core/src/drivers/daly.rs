@@ -156,6 +156,27 @@ pub fn cells_fit_total(total_dv: u16, pack: &PackData) -> bool {
     total_mv == 0 || cells_sum_mv(pack).abs_diff(total_mv) <= total_mv / 4
 }
 
+/// The remaining capacity of a 0x93 answer's data, mAh (0 when the pack does not tell it).
+pub fn remaining_mah(mos: &[u8; 8]) -> u32 {
+    u32::from_be_bytes([mos[4], mos[5], mos[6], mos[7]])
+}
+
+/// Whether the rated capacity `rated_mah` (0x50) fits the pack's remaining capacity
+/// `remaining_mah` (0x93) at its state of charge `soc_percent` (0x90): the rated capacity at
+/// that SoC lies within a quarter of the rated capacity of the remaining one (always when the
+/// pack tells no remaining capacity or no SoC, 0). The rated capacity comes from one 0x50
+/// answer: a value that is not the pack's (a garbled frame that passed the 8-bit sum, or a
+/// forged one) misses the pack's own count by far more than a quarter of it, unless the
+/// garbling stays within a quarter.
+pub fn rated_fits_remaining(rated_mah: u32, soc_percent: Option<u8>, remaining_mah: u32) -> bool {
+    let soc = u64::from(soc_percent.unwrap_or(0));
+    if remaining_mah == 0 || soc == 0 {
+        return true;
+    }
+    let rated = u64::from(rated_mah);
+    (rated * soc / 100).abs_diff(u64::from(remaining_mah)) <= rated / 4
+}
+
 /// Frames a 0x95 answer has for `cells` cells.
 pub fn cell_frames(cells: u8) -> u8 {
     cells.div_ceil(CELLS_PER_FRAME as u8)
@@ -243,6 +264,11 @@ pub fn response_data(pack: &PackData, id: u8, out: &mut Vec<[u8; 8], 16>) {
         ID_MOS => {
             d[1] = u8::from(pack.charge_allowed);
             d[2] = u8::from(pack.discharge_allowed);
+            // The remaining capacity the pack counts, as its SoC says.
+            let remaining =
+                u64::from(pack.capacity_mah) * u64::from(pack.soc_percent.unwrap_or(0)) / 100;
+            let remaining = u32::try_from(remaining).unwrap_or(u32::MAX);
+            d[4..8].copy_from_slice(&remaining.to_be_bytes());
         }
         ID_STATUS => {
             d[0] = cells;
@@ -353,6 +379,19 @@ mod tests {
         let mos = read("a5 01 93 08 02 01 01 71 00 04 86 c0 00");
         apply(&mos, 16, 1, &mut pack).unwrap();
         assert!(pack.charge_allowed && pack.discharge_allowed);
+        assert_eq!(remaining_mah(&mos.data), 296_640);
+        // 296.6 Ah at 82 %: a 360 Ah pack, not one of 100 Ah or 1 000 Ah.
+        assert!(rated_fits_remaining(360_000, pack.soc_percent, 296_640));
+        assert!(!rated_fits_remaining(100_000, pack.soc_percent, 296_640));
+        assert!(!rated_fits_remaining(1_000_000, pack.soc_percent, 296_640));
+        assert!(
+            rated_fits_remaining(100_000, pack.soc_percent, 0),
+            "no remaining told"
+        );
+        assert!(
+            rated_fits_remaining(100_000, Some(0), 296_640),
+            "no SoC told"
+        );
         // Frame 1: cells 1..3 at 0x0caa, 0x0c95, 0x0c59 mV.
         let cells = read("a5 01 95 08 01 0c aa 0c 95 0c 59 c0 c0");
         apply(&cells, 16, 1, &mut pack).unwrap();

@@ -78,6 +78,8 @@ struct Slot {
     daly_rated: bool,
     /// Daly: the pack voltage of this round's 0x90 answer, 0.1 V (0: not told).
     daly_total_dv: u16,
+    /// Daly: the remaining capacity of this round's 0x93 answer, mAh (0: not told).
+    daly_remaining_mah: u32,
 }
 
 #[derive(Clone, Copy, Debug, PartialEq, Eq)]
@@ -330,6 +332,9 @@ impl Poller {
                     if id == daly::ID_SOC {
                         slot.daly_total_dv = daly::total_dv(&r.data);
                     }
+                    if id == daly::ID_MOS {
+                        slot.daly_remaining_mah = daly::remaining_mah(&r.data);
+                    }
                 }
             }
             _ => return Err(BadFrame::Unexpected),
@@ -381,6 +386,26 @@ impl Poller {
                 Number::from(u32::from(slot.daly_total_dv).saturating_mul(100))
             );
             slot.daly_counts = None;
+            return;
+        }
+        if protocol == Protocol::Daly
+            && !daly::rated_fits_remaining(
+                slot.data.capacity_mah,
+                slot.data.soc_percent,
+                slot.daly_remaining_mah,
+            )
+        {
+            // The rated capacity read once (0x50) does not fit the capacity the pack counts
+            // (0x93) at its SoC (0x90). Refused, and it is asked again next round.
+            self.stats.refused = self.stats.refused.saturating_add(1);
+            log::warn!(
+                "daly pack {}: rated {} mAh, {} mAh remaining at {} %: rated capacity asked again",
+                Number::from(slot.address),
+                Number::from(slot.data.capacity_mah),
+                Number::from(slot.daly_remaining_mah),
+                Number::from(slot.data.soc_percent.unwrap_or(0))
+            );
+            slot.daly_rated = false;
             return;
         }
         let serial = pack_serial(self.config.protocol, self.config.line, slot.address);
@@ -737,9 +762,15 @@ mod tests {
         }
     }
 
-    /// Runs a Daly line with `pack` whose first 0x94 answer is `counts` instead of its own (a
-    /// garbled frame that passed the 8-bit sum, or a forged one); the reports' cell counts.
-    fn daly_with_first_counts(cells: usize, counts: [u8; 2], end_ms: u64) -> std::vec::Vec<usize> {
+    /// Runs a Daly line with one pack of `cells` cells whose first answer to `id` is `data`
+    /// instead of its own (a garbled frame that passed the 8-bit sum, or a forged one); the
+    /// reports' cell counts and capacities (0.1 Ah).
+    fn daly_with_first_answer(
+        cells: usize,
+        id: u8,
+        data: [u8; 8],
+        end_ms: u64,
+    ) -> std::vec::Vec<(usize, u16)> {
         let mut poller = line(Protocol::Daly, &[1]);
         let mut pack =
             PackEmulator::new(Protocol::Daly, 1, sample_pack(Protocol::Daly, cells, 3300));
@@ -751,20 +782,54 @@ mod tests {
             let len = poller.poll(now, &mut tx);
             if len > 0 {
                 let mut wire = std::vec::Vec::new();
-                if first && daly::decode_request(&tx[..len]) == Some((1, daly::ID_STATUS)) {
+                if first && daly::decode_request(&tx[..len]) == Some((1, id)) {
                     first = false;
                     let mut frame = [0u8; daly::FRAME_LEN];
-                    let data = [counts[0], counts[1], 0, 0, 0, 0, 0, 0];
-                    let n = daly::encode_response(1, daly::ID_STATUS, &data, &mut frame);
+                    let n = daly::encode_response(1, id, &data, &mut frame);
                     wire.extend_from_slice(&frame[..n]);
                 } else {
                     pack.answer(&tx[..len], |f| wire.extend_from_slice(f));
                 }
-                poller.receive(now, &wire, |r| reports.push(r.report.cells_mv.len()));
+                poller.receive(now, &wire, |r| {
+                    reports.push((r.report.cells_mv.len(), r.report.capacity_dah))
+                });
             }
-            now = next_time(&poller, now, len);
+            let next = poller.next_deadline_ms().unwrap();
+            now = if len == 0 {
+                next.max(now + 1)
+            } else {
+                next.max(now)
+            };
         }
         reports
+    }
+
+    /// [`daly_with_first_answer`] with the first 0x94 answer `counts`: the reports' cell counts.
+    fn daly_with_first_counts(cells: usize, counts: [u8; 2], end_ms: u64) -> std::vec::Vec<usize> {
+        let data = [counts[0], counts[1], 0, 0, 0, 0, 0, 0];
+        daly_with_first_answer(cells, daly::ID_STATUS, data, end_ms)
+            .into_iter()
+            .map(|(cells, _)| cells)
+            .collect()
+    }
+
+    /// BANK-1, MON-1: a Daly pack's rated capacity is read once (0x50). A value that is not the
+    /// pack's (0.1 Ah or 4 000 Ah for a 100 Ah pack) was kept until a restart: every report
+    /// carried it, and the bank took it as the battery's capacity (the SoC counted against
+    /// it). A rated capacity that does not fit the capacity the pack counts (0x93) at its SoC
+    /// is refused and asked again: the pack reports its own 100 Ah from the next rounds.
+    #[test]
+    fn bank_1_mon_1_a_daly_rated_capacity_that_does_not_fit_is_asked_again() {
+        for rated_mah in [100u32, 4_000_000, 0] {
+            let mut data = [0u8; 8];
+            data[0..4].copy_from_slice(&rated_mah.to_be_bytes());
+            let reports = daly_with_first_answer(16, daly::ID_RATED, data, 10_000);
+            assert!(
+                reports.iter().all(|&(_, dah)| dah == 1000),
+                "rated {rated_mah} mAh first: capacities reported (0.1 Ah): {reports:?}"
+            );
+            assert!(reports.len() >= 8, "reports: {reports:?}");
+        }
     }
 
     /// BANK-1, BANK-2: a Daly pack's cell count is read once (0x94). A count that is not the

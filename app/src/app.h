@@ -171,10 +171,31 @@ enum dfu_upload_verdict {
 enum dfu_upload_verdict dfu_upload_check(const uint8_t *chunk, size_t chunk_len,
 					 size_t upload_len, const struct dfu_version *running,
 					 size_t slot_len, struct dfu_version *offered);
-/* Whether SMP command (@p group, @p id, @p op) may run: no image-state write while the
- * running image is unconfirmed (test mode), so only the self-check confirms it.
+enum dfu_command_verdict {
+	DFU_COMMAND_OK,
+	/* An image-state write while the running image is on test (unconfirmed). */
+	DFU_COMMAND_IMAGE_ON_TEST,
+	/* An image-state write while the running image's or the secondary slot's version is
+	 * unknown (no readable MCUboot image header).
+	 */
+	DFU_COMMAND_VERSION_UNKNOWN,
+	/* An image-state write while the secondary slot holds an image older than the running
+	 * one (after an update: the previous image).
+	 */
+	DFU_COMMAND_SECONDARY_OLDER,
+};
+
+/* Whether SMP command (@p group, @p id, @p op) may run. An image-state write ("test" or
+ * "confirm" of a slot) runs only on a confirmed image (so only the self-check confirms an
+ * image on test) and while the secondary slot holds an image no older than the running one:
+ * MCUmgr's hooks do not show which slot the write names, and a "test" of an older image in
+ * the secondary slot would boot it without the upload's version check. @p running and
+ * @p secondary are the versions in the slots' image headers, NULL when not readable.
  */
-bool dfu_command_allowed(uint16_t group, uint8_t id, uint8_t op, bool image_confirmed);
+enum dfu_command_verdict dfu_command_check(uint16_t group, uint8_t id, uint8_t op,
+					   bool image_confirmed,
+					   const struct dfu_version *running,
+					   const struct dfu_version *secondary);
 
 /* An upload as the core heard of it. */
 enum dfu_upload_state {

@@ -10,7 +10,8 @@
  * - upload check: the first chunk must be an MCUboot image no older than the running one
  *   that fits the slot (dfu_check.c); MCUboot checks signature and security counter again;
  * - command check: no image-state write while the running image is in test mode, so that a
- *   phone cannot confirm it: only the self-check below does;
+ *   phone cannot confirm it: only the self-check below does; nor while the secondary slot
+ *   holds an image older than the running one (a "test" of it would be a downgrade);
  * - status: the core hears when an upload starts, completes or stops and floats ATC meanwhile
  *   (PROT-10); a dropped link stops the upload for the core too (img_mgmt itself waits for
  *   the client), and a client that resumes it later starts it again.
@@ -38,6 +39,7 @@
 LOG_MODULE_REGISTER(bms_dfu, CONFIG_BMS_LOG_LEVEL);
 
 #define RUNNING_SLOT FIXED_PARTITION_ID(slot0_partition)
+#define UPDATE_SLOT FIXED_PARTITION_ID(slot1_partition)
 #define UPDATE_SLOT_SIZE FIXED_PARTITION_SIZE(slot1_partition)
 
 /* The upload as the core heard of it: MCUmgr's hooks (SMP work queue) and the Bluetooth
@@ -59,12 +61,12 @@ static void upload_event(enum dfu_upload_event event)
 	}
 }
 
-static int running_version(struct dfu_version *version)
+static int slot_version(uint8_t area_id, struct dfu_version *version)
 {
 	struct mcuboot_img_header header;
 	int err;
 
-	err = boot_read_bank_header(RUNNING_SLOT, &header, sizeof(header));
+	err = boot_read_bank_header(area_id, &header, sizeof(header));
 	if (err) {
 		return err;
 	}
@@ -94,7 +96,7 @@ static enum mgmt_cb_return upload_check(uint32_t event, enum mgmt_cb_return prev
 		return MGMT_CB_OK;
 	}
 
-	if (running_version(&running) != 0) {
+	if (slot_version(RUNNING_SLOT, &running) != 0) {
 		LOG_ERR("Running image header not readable: update refused");
 		*rc = IMG_MGMT_ERR_VERSION_GET_FAILED;
 		*group = MGMT_GROUP_ID_IMAGE;
@@ -133,18 +135,44 @@ static enum mgmt_cb_return command_check(uint32_t event, enum mgmt_cb_return pre
 					 void *data, size_t data_size)
 {
 	const struct mgmt_evt_op_cmd_arg *cmd = data;
+	struct dfu_version running;
+	struct dfu_version secondary;
+	bool running_known;
+	bool secondary_known;
 
 	ARG_UNUSED(event);
 	ARG_UNUSED(prev_status);
-	ARG_UNUSED(group);
 	ARG_UNUSED(abort_more);
 	ARG_UNUSED(data_size);
 
-	if (!dfu_command_allowed(cmd->group, cmd->id, cmd->op, boot_is_img_confirmed())) {
+	/* Two 32-byte header reads of internal flash per command (upload chunks included). */
+	running_known = slot_version(RUNNING_SLOT, &running) == 0;
+	secondary_known = slot_version(UPDATE_SLOT, &secondary) == 0;
+
+	switch (dfu_command_check(cmd->group, cmd->id, cmd->op, boot_is_img_confirmed(),
+				  running_known ? &running : NULL,
+				  secondary_known ? &secondary : NULL)) {
+	case DFU_COMMAND_OK:
+		return MGMT_CB_OK;
+	case DFU_COMMAND_IMAGE_ON_TEST:
 		LOG_WRN("Image state change refused: the running image is on test, its "
 			"self-check confirms it");
 		*rc = MGMT_ERR_EACCESSDENIED;
 		return MGMT_CB_ERROR_RC;
+	case DFU_COMMAND_VERSION_UNKNOWN:
+		LOG_WRN("Image state change refused: no image header readable in the %s slot",
+			running_known ? "secondary" : "running");
+		*rc = IMG_MGMT_ERR_VERSION_GET_FAILED;
+		*group = MGMT_GROUP_ID_IMAGE;
+		return MGMT_CB_ERROR_ERR;
+	case DFU_COMMAND_SECONDARY_OLDER:
+		LOG_WRN("Image state change refused: the secondary slot holds %u.%u.%u, older than "
+			"the running %u.%u.%u",
+			secondary.major, secondary.minor, secondary.revision, running.major,
+			running.minor, running.revision);
+		*rc = IMG_MGMT_ERR_CURRENT_VERSION_IS_NEWER;
+		*group = MGMT_GROUP_ID_IMAGE;
+		return MGMT_CB_ERROR_ERR;
 	}
 	return MGMT_CB_OK;
 }

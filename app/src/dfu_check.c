@@ -11,6 +11,11 @@
  *   image at the first chunk instead of after the whole transfer;
  * - while the running image is in test mode no image-state write runs: only the firmware's
  *   own self-check confirms it (DFU-1), and nothing else is set to boot meanwhile;
+ * - no image-state write runs while the secondary slot holds an image older than the running
+ *   one (after an update, the previous image stays there): a "test" of it would make MCUboot
+ *   swap it in, a downgrade the upload check refuses, and MCUboot's security counter lets
+ *   through while the counter is unchanged. MCUmgr's hooks do not show which slot a write
+ *   names, so every image-state write waits until an upload has replaced that image;
  * - what the core hears of an upload (DFU-1, DFU-2): started, completed, or aborted, also
  *   when the uploading link drops (MCUmgr itself keeps waiting for the client), and started
  *   again when a client resumes an upload the core was told had stopped.
@@ -89,12 +94,24 @@ enum dfu_upload_verdict dfu_upload_check(const uint8_t *chunk, size_t chunk_len,
 	return DFU_UPLOAD_OK;
 }
 
-bool dfu_command_allowed(uint16_t group, uint8_t id, uint8_t op, bool image_confirmed)
+enum dfu_command_verdict dfu_command_check(uint16_t group, uint8_t id, uint8_t op,
+					   bool image_confirmed,
+					   const struct dfu_version *running,
+					   const struct dfu_version *secondary)
 {
-	if (image_confirmed) {
-		return true;
+	if (!(group == MGMT_GROUP_ID_IMAGE && id == IMAGE_STATE_ID && op == MGMT_OP_WRITE)) {
+		return DFU_COMMAND_OK;
 	}
-	return !(group == MGMT_GROUP_ID_IMAGE && id == IMAGE_STATE_ID && op == MGMT_OP_WRITE);
+	if (!image_confirmed) {
+		return DFU_COMMAND_IMAGE_ON_TEST;
+	}
+	if (running == NULL || secondary == NULL) {
+		return DFU_COMMAND_VERSION_UNKNOWN;
+	}
+	if (version_cmp(secondary, running) < 0) {
+		return DFU_COMMAND_SECONDARY_OLDER;
+	}
+	return DFU_COMMAND_OK;
 }
 
 int dfu_upload_step(enum dfu_upload_state *state, enum dfu_upload_event event)

@@ -5,7 +5,8 @@
  * dfu_check.c, the rules dfu.c applies in MCUmgr's hooks (native_sim has no MCUboot): the
  * first chunk of an upload is an MCUboot image header (MCUboot's struct image_header, 32
  * bytes little-endian) no older than the running image, the upload fits the slot, and no
- * image-state write runs while the running image is on test.
+ * image-state write runs while the running image is on test or while the secondary slot holds
+ * an older image.
  */
 
 #include <string.h>
@@ -129,20 +130,81 @@ ZTEST(dfu, test_dfu_1_upload_larger_than_slot_refused)
 	zassert_equal(check(chunk, sizeof(chunk), SLOT_LEN + 1), DFU_UPLOAD_TOO_LARGE);
 }
 
+static enum dfu_command_verdict command(uint16_t group, uint8_t id, uint8_t op, bool confirmed)
+{
+	static const struct dfu_version secondary = {.major = 1, .minor = 3, .revision = 0};
+
+	return dfu_command_check(group, id, op, confirmed, &running, &secondary);
+}
+
 /* DFU-1: while the running image is on test no image-state write runs (neither "confirm"
- * nor "test"): only the firmware's self-check confirms it. Reading the state, uploading and
+ * nor "test"): only the firmware's own self-check confirms it. Reading the state, uploading and
  * every other command stay allowed; once confirmed, state writes are allowed again.
  */
 ZTEST(dfu, test_dfu_1_confirm_refused_while_image_on_test)
 {
-	zassert_false(dfu_command_allowed(MGMT_GROUP_ID_IMAGE, IMAGE_STATE, MGMT_OP_WRITE, false),
-		      "image state written while on test");
-	zassert_true(dfu_command_allowed(MGMT_GROUP_ID_IMAGE, IMAGE_STATE, MGMT_OP_READ, false));
-	zassert_true(dfu_command_allowed(MGMT_GROUP_ID_IMAGE, IMAGE_UPLOAD, MGMT_OP_WRITE, false));
-	zassert_true(dfu_command_allowed(MGMT_GROUP_ID_OS, IMAGE_STATE, MGMT_OP_WRITE, false),
+	zassert_equal(command(MGMT_GROUP_ID_IMAGE, IMAGE_STATE, MGMT_OP_WRITE, false),
+		      DFU_COMMAND_IMAGE_ON_TEST, "image state written while on test");
+	zassert_equal(command(MGMT_GROUP_ID_IMAGE, IMAGE_STATE, MGMT_OP_READ, false),
+		      DFU_COMMAND_OK);
+	zassert_equal(command(MGMT_GROUP_ID_IMAGE, IMAGE_UPLOAD, MGMT_OP_WRITE, false),
+		      DFU_COMMAND_OK);
+	zassert_equal(command(MGMT_GROUP_ID_OS, IMAGE_STATE, MGMT_OP_WRITE, false), DFU_COMMAND_OK,
 		      "another group's command 0 is not the image state");
-	zassert_true(dfu_command_allowed(MGMT_GROUP_ID_IMAGE, IMAGE_STATE, MGMT_OP_WRITE, true),
-		      "a confirmed image may set the next one to test");
+	zassert_equal(command(MGMT_GROUP_ID_IMAGE, IMAGE_STATE, MGMT_OP_WRITE, true),
+		      DFU_COMMAND_OK, "a confirmed image may set a newer one to test");
+}
+
+/* DFU-1 (downgrade prevention): after an update the previous image stays in the secondary
+ * slot; an image-state write ("test" or "confirm" of it: MCUmgr's hooks do not say which slot)
+ * would make MCUboot swap it in without the upload's version check, and its security counter
+ * is the same while releases keep it. No image-state write runs while the secondary slot holds
+ * an image older (major, minor or revision) than the running one, or either version is
+ * unknown; one of the same or a newer version (a new upload) may be tested. Reads, uploads
+ * and other commands stay allowed, so a new upload replaces the older image.
+ */
+ZTEST(dfu, test_dfu_1_an_older_image_in_the_secondary_slot_is_never_set_to_boot)
+{
+	static const struct dfu_version older[] = {
+		{.major = 1, .minor = 2, .revision = 2},
+		{.major = 1, .minor = 1, .revision = 900},
+		{.major = 0, .minor = 255, .revision = 65535},
+	};
+	static const struct dfu_version same_or_newer[] = {
+		{.major = 1, .minor = 2, .revision = 3},
+		{.major = 1, .minor = 2, .revision = 4},
+		{.major = 2, .minor = 0, .revision = 0},
+	};
+
+	for (size_t i = 0; i < ARRAY_SIZE(older); i++) {
+		zassert_equal(dfu_command_check(MGMT_GROUP_ID_IMAGE, IMAGE_STATE, MGMT_OP_WRITE,
+						true, &running, &older[i]),
+			      DFU_COMMAND_SECONDARY_OLDER,
+			      "%u.%u.%u in the secondary slot set to boot under %u.%u.%u",
+			      older[i].major, older[i].minor, older[i].revision, running.major,
+			      running.minor, running.revision);
+		zassert_equal(dfu_command_check(MGMT_GROUP_ID_IMAGE, IMAGE_STATE, MGMT_OP_READ,
+						true, &running, &older[i]),
+			      DFU_COMMAND_OK, "state read refused");
+		zassert_equal(dfu_command_check(MGMT_GROUP_ID_IMAGE, IMAGE_UPLOAD, MGMT_OP_WRITE,
+						true, &running, &older[i]),
+			      DFU_COMMAND_OK, "upload over the older image refused");
+	}
+	for (size_t i = 0; i < ARRAY_SIZE(same_or_newer); i++) {
+		zassert_equal(dfu_command_check(MGMT_GROUP_ID_IMAGE, IMAGE_STATE, MGMT_OP_WRITE,
+						true, &running, &same_or_newer[i]),
+			      DFU_COMMAND_OK, "%u.%u.%u refused", same_or_newer[i].major,
+			      same_or_newer[i].minor, same_or_newer[i].revision);
+	}
+	zassert_equal(dfu_command_check(MGMT_GROUP_ID_IMAGE, IMAGE_STATE, MGMT_OP_WRITE, true,
+					&running, NULL),
+		      DFU_COMMAND_VERSION_UNKNOWN, "secondary header unreadable");
+	zassert_equal(dfu_command_check(MGMT_GROUP_ID_IMAGE, IMAGE_STATE, MGMT_OP_WRITE, true,
+					NULL, &same_or_newer[2]),
+		      DFU_COMMAND_VERSION_UNKNOWN, "running header unreadable");
+	zassert_equal(dfu_command_check(MGMT_GROUP_ID_OS, IMAGE_STATE, MGMT_OP_WRITE, true,
+					&running, &older[0]),
+		      DFU_COMMAND_OK, "another group's command 0 is not the image state");
 }
 
 /* DFU-1, DFU-2: the core hears "aborted" when the uploading link drops (MCUmgr itself would

@@ -114,6 +114,11 @@ int gatt_read(struct gatt_session *s, uint8_t chr, bool authenticated, uint16_t 
 	      const uint8_t **value, size_t *value_len);
 int gatt_write(struct gatt_session *s, uint8_t chr, bool authenticated, const uint8_t *req,
 	       size_t req_len, uint8_t *resp, size_t resp_cap, size_t *resp_len);
+/* BLE-2: whether a link subscribed to Status notifications is sent the status page: with
+ * @p read_protection on only an @p authenticated one, as for the reads (ble.c's
+ * notify_status(); the page is built as for an authenticated link).
+ */
+bool gatt_status_notified(bool read_protection, bool authenticated);
 
 /** button.c: the owner's button (bms-io pairing-button) to the control thread. */
 

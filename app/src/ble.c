@@ -487,7 +487,7 @@ static void notify_status(struct bt_conn *conn, void *user_data)
 	/* BLE-2: with read protection on, the status page is for authenticated links only (the
 	 * CCC itself may be written by any link).
 	 */
-	if (atomic_get(&read_protection) && !authenticated(conn)) {
+	if (!gatt_status_notified(atomic_get(&read_protection) != 0, authenticated(conn))) {
 		return;
 	}
 	if (!fits_mtu(conn, ctx->len)) {

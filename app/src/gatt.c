@@ -10,7 +10,9 @@
  *   answered Ok, so a refused one leaves the previous choice (docs/protocol.md);
  * - the page of a long read: ATT Read Blob asks again with an offset; the rest is cut from the
  *   page built at offset 0, never from a newer one, so the client reassembles one page;
- * - refused writes: the response status becomes ATT error 0x80 + status.
+ * - refused writes: the response status becomes ATT error 0x80 + status;
+ * - status notifications: with read protection on, a link that is not authenticated (a
+ *   guest, which may still write the Status CCC) is not sent the status page.
  */
 
 #include <errno.h>
@@ -107,4 +109,9 @@ int gatt_write(struct gatt_session *s, uint8_t chr, bool authenticated, const ui
 	}
 
 	return 0;
+}
+
+bool gatt_status_notified(bool read_protection, bool authenticated)
+{
+	return !read_protection || authenticated;
 }

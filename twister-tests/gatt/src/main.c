@@ -490,6 +490,45 @@ ZTEST(gatt, test_ble_2_status_notified_with_read_protection_on)
 	support_status_subscribed(false);
 }
 
+/* BLE-2, ble.c's half of the status rule (df61d55): the control thread builds the status page
+ * as for an authenticated link, so with read protection on ble.c's notify_status() must leave
+ * out every subscribed link that is not authenticated, a guest (the Status CCC is writable on
+ * any link); it asks gatt_status_notified() with the read protection the control thread gave
+ * it and whether the link is authenticated (security L3 or more). Read protection is switched
+ * on over the control point as the owner does, and the rule asked with what reached ble.c: a
+ * guest is notified with it off, never with it on; the owner always.
+ */
+ZTEST(gatt, test_ble_2_a_guest_is_not_notified_with_read_protection_on)
+{
+	static const uint8_t on[] = {0x01, 0x0A, 0x01};
+	static const uint8_t off[] = {0x01, 0x0A, 0x00};
+	struct gatt_session s;
+	bool reached;
+	bool guest;
+	bool owner;
+
+	gatt_session_reset(&s);
+	zassert_false(read_protection(), "read protection on before the test");
+	zassert_true(gatt_status_notified(read_protection(), false),
+		     "a guest is not notified with read protection off");
+	zassert_true(gatt_status_notified(read_protection(), true),
+		     "the owner is not notified with read protection off");
+
+	zassert_equal(write_req(&s, BMS_CHR_CONTROL_POINT, true, on, sizeof(on)), 0);
+	reached = ble_flag_becomes(read_protection, true, 1000);
+	guest = gatt_status_notified(read_protection(), false);
+	owner = gatt_status_notified(read_protection(), true);
+
+	/* Open again for the other tests' reads, before any assertion can end the test. */
+	zassert_equal(write_req(&s, BMS_CHR_CONTROL_POINT, true, off, sizeof(off)), 0);
+	zassert_true(ble_flag_becomes(read_protection, false, 1000),
+		     "read protection stayed on at ble.c");
+
+	zassert_true(reached, "read protection did not reach ble.c");
+	zassert_false(guest, "a guest is notified with read protection on");
+	zassert_true(owner, "the owner is not notified with read protection on");
+}
+
 /* BLE-2: the button held 10 s resets pairing: a new passkey goes to the BLE side and every
  * bond is removed (a press that short of 10 s does not).
  */

@@ -173,6 +173,7 @@ fn run(scenario: &Scenario) -> Day {
         passkey: 123_456,
         adv_key: [9; 16],
         read_protection: false,
+        failed_pairings: 0,
     };
     // BLE-3: the values the advertisement shows change at most once per READOUT_MIN_CHANGE_MS
     // (as `Bms::step` does; this bank raises no alarm, which would not wait).

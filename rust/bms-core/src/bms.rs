@@ -94,6 +94,9 @@ pub struct Config {
     /// BLE-2 **(choice)**: monitoring reads need an authenticated link (stored with the
     /// secrets; on while the secrets are faulty, as nobody knows what the owner chose).
     pub read_protection: bool,
+    /// BLE-2 **(choice)**: failed pairing attempts against `passkey` so far (stored with the
+    /// secrets, [`DeviceSecrets::failed_pairings`]).
+    pub passkey_failures: u8,
     /// The Victron product id advertised in Instant Readout (BLE-3).
     pub product_id: u16,
     /// The advertisement nonce to start from (the stored reservation), 0 on first boot.
@@ -124,6 +127,7 @@ impl Default for Config {
             persist_secrets: false,
             secrets_fault: false,
             read_protection: false,
+            passkey_failures: 0,
             product_id: readout::DEFAULT_PRODUCT_ID,
             adv_nonce: 0,
             warm_restart: None,
@@ -183,6 +187,7 @@ impl Config {
                 log::warn!("stored passkey 000000 replaced by a per-unit passkey");
                 Some(DeviceSecrets {
                     passkey: fresh.passkey,
+                    failed_pairings: 0,
                     ..stored
                 })
             }
@@ -213,6 +218,7 @@ impl Config {
             persist_secrets: secrets.is_some(),
             secrets_fault,
             read_protection: secrets.map_or(secrets_fault, |s| s.read_protection),
+            passkey_failures: secrets.map_or(0, |s| s.failed_pairings),
             adv_nonce: restored.first_nonce(random_nonce),
             device_name: restored.name.unwrap_or_default(),
             ..Config::default()
@@ -422,12 +428,16 @@ impl Bms {
             },
             persist_secrets: config.persist_secrets,
             read_protection: config.read_protection || config.secrets_fault,
-            pairing: Pairing::new(
-                0,
-                config.secrets_fault
-                    || !config.persist_secrets
-                    || !(MIN_PASSKEY..=MAX_PASSKEY).contains(&config.passkey),
-            ),
+            pairing: {
+                let mut pairing = Pairing::new(
+                    0,
+                    config.secrets_fault
+                        || !config.persist_secrets
+                        || !(MIN_PASSKEY..=MAX_PASSKEY).contains(&config.passkey),
+                );
+                pairing.set_failures_on_passkey(u32::from(config.passkey_failures));
+                pairing
+            },
             passkey_blink: None,
             bond_action: None,
             device_name: config.device_name,
@@ -1137,6 +1147,7 @@ impl Bms {
             passkey: self.passkey,
             adv_key: *self.advertiser.key(),
             read_protection: self.read_protection,
+            failed_pairings: u8::try_from(self.pairing.failures_on_passkey()).unwrap_or(u8::MAX),
         }
     }
 

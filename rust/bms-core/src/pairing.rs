@@ -18,7 +18,9 @@
 //! - a successful pairing closes the window (one new phone per press);
 //! - every failed attempt tells the peer some of the passkey's bits, and nothing makes it
 //!   forget them: after [`PASSKEY_MAX_FAILED_ATTEMPTS`] failures against one passkey it is worn
-//!   ([`Pairing::passkey_worn`]), and the next press of the button comes with a new one;
+//!   ([`Pairing::passkey_worn`]), and the next press of the button comes with a new one; the
+//!   count is stored with the passkey (a restart does not clear it), and a worn passkey opens
+//!   no power-up window (a restart would otherwise give a guesser new attempts against it);
 //! - after a fault in the stored secrets nothing pairs until the button is held for
 //!   [`PAIRING_RESET_HOLD_MS`] (reset pairing: every bond removed, a new passkey).
 
@@ -129,7 +131,9 @@ impl Pairing {
             });
         }
         let open = |until: Option<u64>| until.is_some_and(|until| now_ms < until);
-        if open(self.button_until_ms) || (self.bonds.is_empty() && open(self.power_up_until_ms)) {
+        let power_up_open =
+            self.bonds.is_empty() && !self.passkey_worn() && open(self.power_up_until_ms);
+        if open(self.button_until_ms) || power_up_open {
             Ok(())
         } else {
             Err(PairingRefusal::WindowClosed)
@@ -198,6 +202,16 @@ impl Pairing {
     /// A new passkey is in force: no failed attempt has been made against it.
     pub fn passkey_renewed(&mut self) {
         self.failures_on_passkey = 0;
+    }
+
+    /// Failed attempts against the passkey in force (stored with it).
+    pub fn failures_on_passkey(&self) -> u32 {
+        self.failures_on_passkey
+    }
+
+    /// The failed attempts against the passkey in force as stored with it (at start).
+    pub fn set_failures_on_passkey(&mut self, failures: u32) {
+        self.failures_on_passkey = failures;
     }
 
     /// Whether the button has been held long enough to reset pairing when it is released.
@@ -314,10 +328,13 @@ mod tests {
     /// one bit per failure).
     #[test]
     fn ble_2_failed_pairings_back_off_exponentially() {
+        // The button's window: the power-up one closes once the passkey is worn.
         let mut p = Pairing::new(0, false);
-        let mut now = 0;
+        p.set_bonds(&[PHONE]);
+        assert_eq!(press(&mut p, 0, 100), Some(ButtonAction::OpenWindow));
+        let mut now = 100;
         let mut attempts = 0;
-        while now < PAIRING_WINDOW_MS {
+        while now < 100 + PAIRING_WINDOW_MS {
             match p.allowed(now) {
                 Ok(()) => {
                     attempts += 1;
@@ -374,6 +391,20 @@ mod tests {
             Some(ButtonAction::ResetPairing)
         );
         assert!(!p.passkey_worn(), "a reset brings a new passkey");
+    }
+
+    /// BLE-2 (choice): a worn passkey (its failures restored after a restart) opens no
+    /// power-up window: each restart would otherwise give a guesser a new window against the
+    /// same passkey. The button's window still opens (the node renews the passkey then).
+    #[test]
+    fn ble_2_a_worn_passkey_opens_no_power_up_window() {
+        let mut p = Pairing::new(0, false);
+        p.set_failures_on_passkey(PASSKEY_MAX_FAILED_ATTEMPTS - 1);
+        assert_eq!(p.allowed(10), Ok(()), "not worn yet");
+        p.set_failures_on_passkey(PASSKEY_MAX_FAILED_ATTEMPTS);
+        assert_eq!(p.allowed(10), Err(PairingRefusal::WindowClosed));
+        assert_eq!(press(&mut p, 1_000, 200), Some(ButtonAction::OpenWindow));
+        assert_eq!(p.allowed(1_300), Ok(()));
     }
 
     #[test]

@@ -25,6 +25,11 @@ pub struct DeviceSecrets {
     /// BLE-2 **(choice)**: monitoring reads need an authenticated (bonded) link too. Off by
     /// default, like the product.
     pub read_protection: bool,
+    /// BLE-2 **(choice)**: failed pairing attempts against this passkey (saturating), kept
+    /// with it so that a restart does not forget what guessers learned of it: at
+    /// [`crate::limits::PASSKEY_MAX_FAILED_ATTEMPTS`] the passkey is worn
+    /// ([`crate::pairing::Pairing::passkey_worn`]). 0 for a new passkey.
+    pub failed_pairings: u8,
 }
 
 impl DeviceSecrets {
@@ -33,7 +38,7 @@ impl DeviceSecrets {
     pub const DEFAULT_PASSKEY: u32 = 0;
 
     /// New secrets from 24 random bytes: a passkey ([`passkey_from_random`]) and a key; read
-    /// protection off.
+    /// protection off, no failed pairing.
     pub fn from_random(bytes: &[u8; 24]) -> DeviceSecrets {
         let (key, rest) = bytes.split_at(16);
         let mut adv_key = [0u8; 16];
@@ -44,6 +49,7 @@ impl DeviceSecrets {
             passkey: passkey_from_random(seed),
             adv_key,
             read_protection: false,
+            failed_pairings: 0,
         }
     }
 }

@@ -95,6 +95,7 @@ fn ble_2_ble_3_secrets_survive_a_reboot() {
             passkey: 424_242,
             adv_key: KEY,
             read_protection: false,
+            failed_pairings: 0,
         })
     );
     assert_eq!(restored.fault(RecordKind::Secrets), None);
@@ -999,6 +1000,74 @@ fn ble_3_readout_changes_at_most_once_per_interval_but_outputs_at_once() {
     assert!(dev.rig.last().adv_changed, "the output change waited");
 }
 
+/// BLE-2 **(choice)**: the failed pairings against a passkey are stored with it, so a restart
+/// (a power cut, an update's reboot, a watchdog reset) does not make the unit forget what a
+/// guesser learned of it. They lived in RAM only: three failures, a restart, three more, a
+/// restart... never wore the passkey, so a guesser present at the owner's windows (or at the
+/// power-up window of a unit without a bond, opened by every restart) collected bits across
+/// restarts without limit. Now the count survives: the fourth failure, after a restart, wears
+/// the passkey, the next press renews it, and a worn passkey opens no power-up window.
+#[test]
+fn ble_2_failed_pairings_against_a_passkey_survive_a_restart() {
+    use bms_core::limits::{
+        PAIRING_BACKOFF_MAX_MS, PAIRING_WINDOW_MS, PASSKEY_MAX_FAILED_ATTEMPTS,
+    };
+    use bms_core::pairing::{ButtonAction, PairingRefusal};
+    let mut random = |out: &mut [u8]| {
+        for (i, b) in out.iter_mut().enumerate() {
+            *b = 0x5A ^ i as u8;
+        }
+        true
+    };
+    let fail = |dev: &mut Device| {
+        let now = dev.rig.now_ms;
+        dev.rig.bms.pairing_result(now, false);
+        dev.run_for(PAIRING_BACKOFF_MAX_MS + 1_000);
+        dev.rig.bms.flush(dev.rig.now_ms);
+    };
+    let (mut dev, _) = Device::boot(Flash::default(), Some(KEY));
+    dev.run_for(1_000);
+    let first = dev.bms().passkey();
+    assert_eq!(PASSKEY_MAX_FAILED_ATTEMPTS, 4);
+    for _ in 0..3 {
+        fail(&mut dev);
+    }
+    let (mut dev, restored) = dev.reboot(Some(KEY));
+    assert_eq!(
+        restored.secrets.map(|s| (s.passkey, s.failed_pairings)),
+        Ok((first, 3))
+    );
+    assert!(!dev.bms().passkey_worn(), "3 failures do not wear it");
+    fail(&mut dev);
+    assert!(
+        dev.bms().passkey_worn(),
+        "3 failures before a restart and 1 after did not wear the passkey"
+    );
+    // Worn and restarted with no bond: no power-up window for the guesser.
+    let (mut dev, restored) = dev.reboot(Some(KEY));
+    assert_eq!(restored.secrets.map(|s| s.failed_pairings), Ok(4));
+    let now = dev.rig.now_ms;
+    assert!(dev.bms().pairing().bonds().is_empty());
+    assert_eq!(
+        dev.bms().pairing_allowed(now),
+        Err(PairingRefusal::WindowClosed),
+        "a worn passkey opened the power-up window"
+    );
+    // The owner's press renews it and opens the window; the new passkey starts afresh.
+    let at = dev.rig.now_ms;
+    assert_eq!(dev.rig.bms.button(at, true, &mut random), None);
+    let action = dev.rig.bms.button(at + 100, false, &mut random);
+    assert_eq!(action, Some(ButtonAction::OpenWindow));
+    let second = dev.bms().passkey();
+    assert_ne!(second, first, "a worn passkey is renewed at the press");
+    assert_eq!(dev.bms().pairing_allowed(at + 200), Ok(()));
+    dev.run_for(PAIRING_WINDOW_MS);
+    let (_, restored) = dev.reboot(Some(KEY));
+    assert_eq!(
+        restored.secrets.map(|s| (s.passkey, s.failed_pairings)),
+        Ok((second, 0))
+    );
+}
 /// BLE-2 **(choice)**: every failed passkey entry tells the peer some of the passkey's bits,
 /// and neither a new window nor the owner's successful pairing makes it forget them. After
 /// four failures against one passkey the next press of the button makes a new one (bonds, the

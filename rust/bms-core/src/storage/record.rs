@@ -237,9 +237,17 @@ struct SecretsV1 {
     adv_key: [u8; 16],
 }
 
+/// Version 2 of the secrets record: before the failed pairings against the passkey were kept.
+#[derive(Deserialize)]
+struct SecretsV2 {
+    passkey: u32,
+    adv_key: [u8; 16],
+    read_protection: bool,
+}
+
 impl Record for DeviceSecrets {
     const KIND: RecordKind = RecordKind::Secrets;
-    const VERSION: u8 = 2;
+    const VERSION: u8 = 3;
 
     fn decode_body(version: u8, body: &[u8]) -> Result<Self, RecordError> {
         match version {
@@ -247,8 +255,16 @@ impl Record for DeviceSecrets {
                 passkey: v1.passkey,
                 adv_key: v1.adv_key,
                 read_protection: false,
+                failed_pairings: 0,
             }),
-            2 => decode_exact(body),
+            // The failures against the passkey before the update are not known: none.
+            2 => decode_exact::<SecretsV2>(body).map(|v2| DeviceSecrets {
+                passkey: v2.passkey,
+                adv_key: v2.adv_key,
+                read_protection: v2.read_protection,
+                failed_pairings: 0,
+            }),
+            3 => decode_exact(body),
             version => Err(RecordError::UnknownVersion { version }),
         }
     }
@@ -433,6 +449,7 @@ pub(crate) mod tests {
             passkey: 123_456,
             adv_key: [0x5A; 16],
             read_protection: false,
+            failed_pairings: 0,
         }
     }
 
@@ -731,6 +748,7 @@ pub(crate) mod tests {
     const V1_NONCE: &str = "0401efbea6f04f14";
     const V1_POINT: &str = "0109409c28233f9d";
     const V1_SECRETS: &str = "0601c0c4075a5a5a5a5a5a5a5a5a5a5a5a5a5a5a5a44e53ffc";
+    const V2_SECRETS: &str = "0602c0c4075a5a5a5a5a5a5a5a5a5a5a5a5a5a5a5a0020607ec3";
     const V1_LEARNED: &str = concat!(
         "070154400d0300000048c10000a0416f12833b6f12033ca69b443b0ad7233c8fc2753f0ad7a33c0ad7233c",
         "0ad7a33c8fc2f5bccdcccc3dcdcc4c3d9a99193e00000000cdcc4c3e0ad7a33c3d0a573ecdccccbdcdcc4c",
@@ -780,6 +798,11 @@ pub(crate) mod tests {
         );
         assert_eq!(
             decode_record::<DeviceSecrets>(&unhex(V1_SECRETS)),
+            Ok(sample_secrets())
+        );
+        // Version 2 (read protection, before the failed pairings were kept): none failed.
+        assert_eq!(
+            decode_record::<DeviceSecrets>(&unhex(V2_SECRETS)),
             Ok(sample_secrets())
         );
         assert_eq!(

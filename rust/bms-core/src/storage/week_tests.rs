@@ -97,6 +97,7 @@ impl Device {
                 passkey: DeviceSecrets::DEFAULT_PASSKEY,
                 adv_key: KEY,
                 read_protection: false,
+                failed_pairings: 0,
             }),
             persistence,
             boot_ms: 0,

@@ -253,6 +253,20 @@ impl Restored {
     }
 }
 
+/// The order [`Persistence::poll`] writes the records in: [`RecordKind::ALL`] with the secrets
+/// moved before the nonce reservation, so that a start with a new readout key (the reservation
+/// was lost) stores the key and then its reservation in one poll (BLE-3).
+const WRITE_ORDER: [RecordKind; KINDS] = [
+    RecordKind::Secrets,
+    RecordKind::Nonce,
+    RecordKind::Settings,
+    RecordKind::History,
+    RecordKind::Soc,
+    RecordKind::SocPoint,
+    RecordKind::Learned,
+    RecordKind::Name,
+];
+
 /// The write policy and bookkeeping of the persisted records. Holds no storage itself: the
 /// caller passes its [`Storage`] to each call. Fixed size, no heap.
 #[derive(Clone, Debug, Default)]
@@ -335,9 +349,9 @@ impl Persistence {
         (persistence, restored)
     }
 
-    /// Writes every record that is due at `now_ms`, nonce first (so an advertisement never
-    /// runs ahead of its reservation), then secrets, settings, history, SoC state and the
-    /// learned values.
+    /// Writes every record that is due at `now_ms`: the secrets first, then the nonce
+    /// reservation (only for the key the store holds, BLE-3), then settings, history, SoC
+    /// state and the learned values.
     pub fn poll<S: Storage + ?Sized>(
         &mut self,
         storage: &mut S,
@@ -345,9 +359,16 @@ impl Persistence {
         records: &Records,
     ) -> PollReport {
         let mut report = PollReport::default();
-        for kind in RecordKind::ALL {
+        for kind in WRITE_ORDER {
             let outcome = match kind {
                 RecordKind::Nonce => match records.nonce {
+                    // BLE-3: a reservation only once the store holds the key it is for. After
+                    // a lost reservation the start makes a new key and a random first nonce;
+                    // a reservation stored before that key would be restored beside the old
+                    // key should the power go first (or the secrets write fail), and the old
+                    // key would go on from nonces it may already have been sent with. Asked
+                    // again at the next poll, once the secrets below are written.
+                    Some(_) if self.key_unstored(records) => Outcome::Idle,
                     Some(next) => self.write_due(storage, now_ms, &Nonce { next }),
                     None => Outcome::Idle,
                 },
@@ -546,6 +567,14 @@ impl Persistence {
         self.write_encoded(storage, now_ms, R::KIND, &buf, len)
     }
 
+    /// BLE-3: whether the readout key in use is not the one the store holds (a new key not
+    /// written yet, or the stored secrets unknown): no nonce reservation is written for it.
+    fn key_unstored(&self, records: &Records) -> bool {
+        records.secrets.is_some_and(|secrets| {
+            self.secrets_stored.map(|stored| stored.adv_key) != Some(secrets.adv_key)
+        })
+    }
+
     /// A record the user changes (settings, secrets, name): written at most once per
     /// [`USER_WRITE_INTERVAL_MS`] unless `flush`.
     fn write_user<R: Record, S: Storage + ?Sized>(
@@ -732,6 +761,21 @@ pub(crate) mod tests {
         let report = persistence.poll(&mut store, 0, &all);
         assert!(!report.any_failed());
         store
+    }
+
+    /// Every record kind is written, once per poll: the write order is `RecordKind::ALL`
+    /// with the secrets before the nonce reservation.
+    #[test]
+    fn ble_3_the_write_order_holds_every_kind_once_secrets_before_the_nonce() {
+        for kind in RecordKind::ALL {
+            assert_eq!(
+                WRITE_ORDER.iter().filter(|k| **k == kind).count(),
+                1,
+                "{kind}"
+            );
+        }
+        let at = |kind| WRITE_ORDER.iter().position(|k| *k == kind);
+        assert!(at(RecordKind::Secrets) < at(RecordKind::Nonce));
     }
 
     #[test]

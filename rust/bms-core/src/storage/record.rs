@@ -57,7 +57,8 @@ pub const CRC16: crc::Crc<u16, crc::NoTable> =
 
 stable_enum! {
     /// The persisted record kinds: the first byte of each stored value. Declared in the order
-    /// [`super::Persistence`] writes them (a point after the record it belongs to).
+    /// [`super::Persistence`] writes them (a point after the record it belongs to), except that
+    /// the secrets go before the nonce reservation (BLE-3: a reservation only for a stored key).
     #[derive(Clone, Copy, Debug, PartialEq, Eq, Hash)]
     pub enum RecordKind {
         /// The Instant Readout nonce reservation ([`Nonce`]), under `bms/nonce`.

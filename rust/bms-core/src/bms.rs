@@ -952,8 +952,12 @@ impl Bms {
             // One action waits for the platform at a time: replacing it would lose it.
             return Err(PasskeyError::BondActionPending);
         }
+        if passkey != self.passkey {
+            // The same passkey again is no new one: what failed attempts told a guesser about
+            // it still holds, so its count stays (the next window renews it when worn).
+            self.pairing.passkey_renewed();
+        }
         self.passkey = passkey;
-        self.pairing.passkey_renewed();
         self.bond_action = Some(match self.bond_action {
             Some(BondAction::RemoveAll) => BondAction::RemoveAll,
             _ => BondAction::RemoveOthers,

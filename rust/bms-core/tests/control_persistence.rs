@@ -58,6 +58,34 @@ fn ble_2_passkey_per_unit_changeable_and_checked() {
     }
 }
 
+/// BLE-2: failed attempts against a passkey wear it whatever the owner does in between, and
+/// only a new passkey starts a new count. A ChangePasskey to the passkey in force changes nothing
+/// a guesser learned (each failed attempt told some of its bits): it must leave the count, so
+/// that the next press of the button still comes with a new passkey; another passkey clears it.
+#[test]
+fn ble_2_a_change_to_the_same_passkey_leaves_it_worn() {
+    use bms_core::limits::PASSKEY_MAX_FAILED_ATTEMPTS;
+    let mut bms = Bms::new(Config {
+        device_key: KEY,
+        passkey: 271_828,
+        persist_secrets: true,
+        ..Config::default()
+    });
+    for n in 0..PASSKEY_MAX_FAILED_ATTEMPTS {
+        bms.pairing_result(u64::from(n) * 1_000, false);
+    }
+    assert!(bms.passkey_worn());
+    assert_eq!(bms.set_passkey(271_828), Ok(()));
+    let _ = bms.take_bond_action();
+    assert!(
+        bms.passkey_worn(),
+        "ChangePasskey to the passkey in force (271828) cleared the failures against it"
+    );
+    assert_eq!(bms.set_passkey(314_159), Ok(()));
+    assert!(!bms.passkey_worn(), "a new passkey starts a new count");
+    assert_eq!(bms.passkey(), 314_159);
+}
+
 /// BLE-2 rev 2: two units started from empty stores get their own passkeys from the random
 /// source, never 000000, and keep them across a reboot.
 #[test]

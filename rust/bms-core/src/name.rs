@@ -21,8 +21,9 @@ pub const MAX_NAME_LEN: usize = 18;
 /// The factory name.
 pub const DEFAULT_NAME: &str = "OpenBMS";
 
-/// A device name: 1 to [`MAX_NAME_LEN`] bytes of UTF-8 text without control characters, neither
-/// starting nor ending with a space. On the wire and in the store: a postcard string.
+/// A device name: 1 to [`MAX_NAME_LEN`] bytes of UTF-8 text without control characters or
+/// invisible format characters, neither starting nor ending with white space. On the wire and
+/// in the store: a postcard string.
 #[derive(Clone, Copy, PartialEq, Eq)]
 pub struct DeviceName {
     len: u8,
@@ -42,8 +43,15 @@ pub enum NameError {
         /// Byte offset of the character.
         at: usize,
     },
-    /// Starts or ends with a space (an advertised name the owner could not see).
+    /// Starts or ends with white space (an advertised name the owner could not see).
     OuterSpace,
+    /// An invisible format character (zero-width, or a bidirectional control that shows the
+    /// rest of the name in another order) at byte `at`: two names that look alike in a
+    /// phone's device list could not be told apart.
+    InvisibleCharacter {
+        /// Byte offset of the character.
+        at: usize,
+    },
 }
 
 impl fmt::Display for NameError {
@@ -60,7 +68,12 @@ impl fmt::Display for NameError {
                 "device name has a control character at byte {}",
                 Number::from(*at)
             ),
-            NameError::OuterSpace => f.write_str("device name starts or ends with a space"),
+            NameError::OuterSpace => f.write_str("device name starts or ends with white space"),
+            NameError::InvisibleCharacter { at } => write!(
+                f,
+                "device name has an invisible format character at byte {}",
+                Number::from(*at)
+            ),
         }
     }
 }
@@ -75,7 +88,10 @@ impl DeviceName {
         if let Some((at, _)) = text.char_indices().find(|(_, c)| c.is_control()) {
             return Err(NameError::ControlCharacter { at });
         }
-        if text.starts_with(' ') || text.ends_with(' ') {
+        if let Some((at, _)) = text.char_indices().find(|(_, c)| is_invisible_format(*c)) {
+            return Err(NameError::InvisibleCharacter { at });
+        }
+        if text.starts_with(char::is_whitespace) || text.ends_with(char::is_whitespace) {
             return Err(NameError::OuterSpace);
         }
         let mut bytes = [0; MAX_NAME_LEN];
@@ -218,6 +234,24 @@ impl<'de> Deserialize<'de> for DeviceName {
     }
 }
 
+/// Unicode format characters a name must not hold: the soft hyphen, the Arabic letter mark,
+/// the Mongolian vowel separator, zero-width space/joiners and the direction marks, the
+/// bidirectional embeddings, overrides and isolates, the invisible operators, and the byte
+/// order mark.
+fn is_invisible_format(c: char) -> bool {
+    matches!(
+        c,
+        '\u{00AD}'
+            | '\u{061C}'
+            | '\u{180E}'
+            | '\u{200B}'..='\u{200F}'
+            | '\u{202A}'..='\u{202E}'
+            | '\u{2060}'..='\u{2064}'
+            | '\u{2066}'..='\u{206F}'
+            | '\u{FEFF}'
+    )
+}
+
 #[cfg(test)]
 mod tests {
     use super::*;
@@ -247,6 +281,30 @@ mod tests {
         );
         assert_eq!(DeviceName::new(" Boat"), Err(NameError::OuterSpace));
         assert_eq!(DeviceName::new("Boat "), Err(NameError::OuterSpace));
+        assert_eq!(DeviceName::new("Boat\u{a0}"), Err(NameError::OuterSpace));
+        assert_eq!(DeviceName::new("\u{3000}Boat"), Err(NameError::OuterSpace));
+        // Invisible or reordering characters: "Open\u{200b}BMS" looks like "OpenBMS", and
+        // "\u{202e}SMBnepO" shows as "OpenBMS".
+        assert_eq!(
+            DeviceName::new("Open\u{200b}BMS"),
+            Err(NameError::InvisibleCharacter { at: 4 })
+        );
+        assert_eq!(
+            DeviceName::new("\u{202e}SMBnepO"),
+            Err(NameError::InvisibleCharacter { at: 0 })
+        );
+        assert_eq!(
+            DeviceName::new("\u{feff}"),
+            Err(NameError::InvisibleCharacter { at: 0 })
+        );
+        assert_eq!(
+            NameError::InvisibleCharacter { at: 4 }.to_string(),
+            "device name has an invisible format character at byte 4"
+        );
+        assert_eq!(
+            DeviceName::new("Båt «Ærø» 2").unwrap().as_str(),
+            "Båt «Ærø» 2"
+        );
         assert_eq!(
             NameError::Length { len: 19 }.to_string(),
             "device name of 19 bytes: it must have 1 to 18 bytes"

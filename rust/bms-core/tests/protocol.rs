@@ -586,6 +586,9 @@ fn ble_1_device_name_read_and_written() {
         req(&""),
         req(&"two\nlines"),
         req(&" Boat"),
+        req(&"Boat\u{a0}"),
+        req(&"Open\u{200b}BMS"),
+        req(&"\u{202e}SMBnepO"),
         vec![1, 2, 0xC3, 0x28],
     ] {
         let (s, _) = call(

@@ -396,8 +396,8 @@ fn dispatch<D: Device>(
 }
 
 /// A name that is no name: its length in bytes out of range is a Refusal (field 0, the length,
-/// 1..=[`MAX_NAME_LEN`]); text that cannot be shown (control characters, outer spaces) is
-/// Malformed.
+/// 1..=[`MAX_NAME_LEN`]); text that cannot be shown (control or invisible format characters,
+/// outer white space) is Malformed.
 fn name_refusal(error: NameError) -> Refused {
     match error {
         NameError::Length { .. } => Refused::Value(Refusal {
@@ -405,9 +405,9 @@ fn name_refusal(error: NameError) -> Refused {
             min: 1,
             max: MAX_NAME_LEN as u32,
         }),
-        NameError::ControlCharacter { .. } | NameError::OuterSpace => {
-            Refused::Status(Status::Malformed)
-        }
+        NameError::ControlCharacter { .. }
+        | NameError::InvisibleCharacter { .. }
+        | NameError::OuterSpace => Refused::Status(Status::Malformed),
     }
 }
 

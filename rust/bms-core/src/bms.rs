@@ -1199,11 +1199,16 @@ impl Bms {
             high_temperature: Some(level(Code::HighTemperature, None)),
             low_soc: Some(level(Code::LowSoc, Some(Code::LowSocWarning))),
             battery_communication: Some(level(Code::BatteryLost, None)),
-            load_disconnect: Some(if self.outputs.atd {
-                Level::Ok
-            } else {
-                Level::Alarm
-            }),
+            // Loads switched off by the owner (remote OFF alone) are no alarm: no code is
+            // active and the red LED is dark (LED-2); the IO status still says "not allowed
+            // to discharge".
+            load_disconnect: Some(
+                if self.outputs.atd || self.outputs.atd_reasons == Reasons::of(Reason::RemoteOff) {
+                    Level::Ok
+                } else {
+                    Level::Alarm
+                },
+            ),
         }
     }
 

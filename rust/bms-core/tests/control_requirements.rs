@@ -9,7 +9,7 @@ use bms_core::bus::{BatteryModel, BatteryReport};
 use bms_core::codes::Code;
 use bms_core::retained::{Retained, WarmRestart};
 use bms_core::settings::Settings;
-use bms_core::{Bms, Config, DfuEvent, Event, Inputs, LedPattern, Output, Reason};
+use bms_core::{Bms, Config, DfuEvent, Event, Inputs, LedPattern, Output, Reason, Reasons};
 use control_harness::{report, Remote, Rig};
 
 /// BANK-1: batteries, cells, series, parallel, nominal voltage and capacity are discovered.
@@ -1546,6 +1546,43 @@ fn ble_3_overvoltage_and_low_temperature_show_as_not_allowed_to_charge() {
         }
         assert_eq!(v.error_code, 0, "no invented meaning in the error byte");
     }
+}
+
+/// BLE-3, PROT-8, LED-2: loads switched off by the remote input are the owner's decision, not
+/// an alarm: the readout says "not allowed to discharge" with its load-disconnect field OK, as
+/// the LED (dark) and the codes (none) do. A protection that opens ATD while remote is OFF is
+/// an alarm again.
+#[test]
+fn ble_3_prot_8_remote_off_is_no_load_disconnect_alarm() {
+    use bms_core::readout::Level;
+    let mut rig = Rig::started();
+    rig.remote = Remote::Open;
+    rig.run_for(2000);
+    assert!(!rig.last().atd, "remote OFF opens ATD");
+    assert_eq!(rig.last().atd_reasons, Reasons::of(Reason::RemoteOff));
+    let v = rig.bms.readout_values();
+    assert_eq!(v.allowed_to_discharge, Some(false));
+    assert_eq!(
+        v.load_disconnect,
+        Some(Level::Ok),
+        "remote OFF alone shown as a load-disconnect alarm"
+    );
+    assert_eq!(
+        rig.last().led_red,
+        LedPattern::Off,
+        "no alarm on the LED either"
+    );
+    // Too hot to discharge while remote is OFF: an alarm, whatever the remote says.
+    rig.set_temp(650);
+    rig.run_for(4000);
+    assert!(rig.last().atd_reasons.contains(Reason::VeryHighTemperature));
+    assert_eq!(rig.bms.readout_values().load_disconnect, Some(Level::Alarm));
+    // Back to ON and cool: ATD high, field OK.
+    rig.set_temp(250);
+    rig.remote = Remote::Loop;
+    rig.run_for(10_000);
+    assert!(rig.last().atd);
+    assert_eq!(rig.bms.readout_values().load_disconnect, Some(Level::Ok));
 }
 
 /// Time going backwards counts as no time passed: no panic, no debounce shortcut.

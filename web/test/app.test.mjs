@@ -203,7 +203,12 @@ test('device name: refused unpaired, renamed paired, the device\'s own rules sho
   const writes = bms.log.length;
   await page.$eval('#device-name', (e) => { e.value = ' Boat'; });
   await page.click('#name-save');
-  await waitText(page, '#name-result', /Not accepted: device name starts or ends with a space/);
+  await waitText(page, '#name-result', /Not accepted: device name starts or ends with white space/);
+  assert.equal(bms.log.length, writes, 'nothing sent');
+  // A look-alike of another name (a zero-width space inside) is refused the same way.
+  await page.$eval('#device-name', (e) => { e.value = 'Open\u200bBMS'; });
+  await page.click('#name-save');
+  await waitText(page, '#name-result', /Not accepted: device name has an invisible format character at byte 4/);
   assert.equal(bms.log.length, writes, 'nothing sent');
 
   await fill(page, '#device-name', 'Boat 2');

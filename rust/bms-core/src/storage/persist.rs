@@ -253,20 +253,6 @@ impl Restored {
     }
 }
 
-/// The order [`Persistence::poll`] writes the records in: [`RecordKind::ALL`] with the secrets
-/// moved before the nonce reservation, so that a start with a new readout key (the reservation
-/// was lost) stores the key and then its reservation in one poll (BLE-3).
-const WRITE_ORDER: [RecordKind; KINDS] = [
-    RecordKind::Secrets,
-    RecordKind::Nonce,
-    RecordKind::Settings,
-    RecordKind::History,
-    RecordKind::Soc,
-    RecordKind::SocPoint,
-    RecordKind::Learned,
-    RecordKind::Name,
-];
-
 /// The write policy and bookkeeping of the persisted records. Holds no storage itself: the
 /// caller passes its [`Storage`] to each call. Fixed size, no heap.
 #[derive(Clone, Debug, Default)]
@@ -359,7 +345,7 @@ impl Persistence {
         records: &Records,
     ) -> PollReport {
         let mut report = PollReport::default();
-        for kind in WRITE_ORDER {
+        for kind in RecordKind::ALL {
             let outcome = match kind {
                 RecordKind::Nonce => match records.nonce {
                     // BLE-3: a reservation only once the store holds the key it is for. After
@@ -763,18 +749,11 @@ pub(crate) mod tests {
         store
     }
 
-    /// Every record kind is written, once per poll: the write order is `RecordKind::ALL`
-    /// with the secrets before the nonce reservation.
+    /// BLE-3: `poll` writes in the order of `RecordKind::ALL`, the secrets before the nonce
+    /// reservation.
     #[test]
-    fn ble_3_the_write_order_holds_every_kind_once_secrets_before_the_nonce() {
-        for kind in RecordKind::ALL {
-            assert_eq!(
-                WRITE_ORDER.iter().filter(|k| **k == kind).count(),
-                1,
-                "{kind}"
-            );
-        }
-        let at = |kind| WRITE_ORDER.iter().position(|k| *k == kind);
+    fn ble_3_the_secrets_are_written_before_the_nonce_reservation() {
+        let at = |kind| RecordKind::ALL.iter().position(|k| *k == kind);
         assert!(at(RecordKind::Secrets) < at(RecordKind::Nonce));
     }
 

@@ -57,15 +57,16 @@ pub const CRC16: crc::Crc<u16, crc::NoTable> =
 
 stable_enum! {
     /// The persisted record kinds: the first byte of each stored value. Declared in the order
-    /// [`super::Persistence`] writes them (a point after the record it belongs to), except that
-    /// the secrets go before the nonce reservation (BLE-3: a reservation only for a stored key).
+    /// [`super::Persistence`] writes them: the secrets before the nonce reservation (BLE-3: a
+    /// start with a new readout key stores the key, then its reservation, in one poll), a
+    /// point after the record it belongs to.
     #[derive(Clone, Copy, Debug, PartialEq, Eq, Hash)]
     pub enum RecordKind {
-        /// The Instant Readout nonce reservation ([`Nonce`]), under `bms/nonce`.
-        Nonce = 4 => "nonce",
         /// The pairing passkey and the Instant Readout key ([`DeviceSecrets`]), under
         /// `bms/secrets`.
         Secrets = 6 => "secrets",
+        /// The Instant Readout nonce reservation ([`Nonce`]), under `bms/nonce`.
+        Nonce = 4 => "nonce",
         /// The user settings ([`Settings`]), under `bms/settings`.
         Settings = 1 => "settings",
         /// The history ([`HistoryRecord`]), under `bms/hist`.

@@ -151,6 +151,11 @@ void ble_set_read_protection(bool on);
 /** dfu.c: MCUmgr image-upload hooks and the post-update self-check. */
 int dfu_init(void);
 int dfu_self_check(void);
+/* DFU-1: the link carrying the upload dropped: the core hears the upload stop (dfu_link.c). */
+void dfu_upload_link_lost(void);
+
+/** dfu_link.c (builds with Bluetooth): which link carries an upload; its drop stops it. */
+int dfu_link_init(void);
 
 /** dfu_check.c: what an upload and an MCUmgr command must be to be accepted. */
 struct dfu_version {

@@ -14,23 +14,22 @@
  *   holds an image older than the running one (a "test" of it would be a downgrade);
  * - status: the core hears when an upload starts, completes or stops and floats ATC meanwhile
  *   (PROT-10); a dropped link stops the upload for the core too (img_mgmt itself waits for
- *   the client), and a client that resumes it later starts it again.
+ *   the client), and a client that resumes it later starts it again. Which link carries the
+ *   upload is Bluetooth's business: dfu_link.c, built with CONFIG_BT, calls
+ *   dfu_upload_link_lost(); the hooks here need no Bluetooth (twister-tests/dfu_smp runs them
+ *   on native_sim through MCUmgr's dummy SMP transport).
  *
  * After an update the new image runs in test mode: it confirms itself only once the core's
  * self-check passed, and reboots when the core says it failed, so that MCUboot reverts to the
  * previous image. The criteria and time limits are the core's (Bms::self_check, limits.rs).
  */
 
-#include <zephyr/bluetooth/conn.h>
-#include <zephyr/bluetooth/gatt.h>
-#include <zephyr/bluetooth/uuid.h>
 #include <zephyr/dfu/mcuboot.h>
 #include <zephyr/kernel.h>
 #include <zephyr/logging/log.h>
 #include <zephyr/mgmt/mcumgr/grp/img_mgmt/img_mgmt.h>
 #include <zephyr/mgmt/mcumgr/mgmt/callbacks.h>
 #include <zephyr/mgmt/mcumgr/mgmt/mgmt.h>
-#include <zephyr/mgmt/mcumgr/transport/smp_bt.h>
 #include <zephyr/storage/flash_map.h>
 #include <zephyr/sys/reboot.h>
 
@@ -43,7 +42,7 @@ LOG_MODULE_REGISTER(bms_dfu, CONFIG_BMS_LOG_LEVEL);
 #define UPDATE_SLOT_SIZE FIXED_PARTITION_SIZE(slot1_partition)
 
 /* The upload as the core heard of it: MCUmgr's hooks (SMP work queue) and the Bluetooth
- * disconnect callback (host thread) step it.
+ * disconnect callback (host thread, dfu_link.c) step it.
  */
 static K_MUTEX_DEFINE(upload_lock);
 static enum dfu_upload_state upload_state = DFU_STATE_IDLE;
@@ -255,44 +254,10 @@ static struct mgmt_callback reset_cb = {
 	.event_id = MGMT_EVT_OP_OS_MGMT_RESET,
 };
 
-/* The link that last wrote to SMP: the one carrying an upload (MCUmgr's hooks carry no
- * connection; the GATT write authorization hook does, after the stack's permission check).
- */
-static atomic_t uploader = ATOMIC_INIT(DFU_UPLOADER_UNKNOWN);
-
-static bool write_seen(struct bt_conn *conn, const struct bt_gatt_attr *attr)
+void dfu_upload_link_lost(void)
 {
-	if (bt_uuid_cmp(attr->uuid, SMP_BT_CHR_UUID) == 0) {
-		atomic_set(&uploader, bt_conn_index(conn));
-	}
-	return true;
-}
-
-static const struct bt_gatt_authorization_cb write_watch = {
-	.write_authorize = write_seen,
-};
-
-/* SMP writes need an authenticated link (CONFIG_MCUMGR_TRANSPORT_BT_PERM_RW_AUTHEN), so a link
- * that was not authenticated cannot be the uploading one: its drop (a guest leaving, or cut by
- * ble.c to free a connection) leaves the upload running. Of two authenticated links only the
- * one that last wrote to SMP carries the upload; the phone resumes it after a drop.
- */
-static void disconnected(struct bt_conn *conn, uint8_t reason)
-{
-	int link = bt_conn_index(conn);
-	int was = (int)atomic_get(&uploader);
-
-	if (bt_conn_get_security(conn) < BT_SECURITY_L3 || !dfu_drop_stops_upload(was, link)) {
-		return;
-	}
-	(void)atomic_cas(&uploader, was, DFU_UPLOADER_UNKNOWN);
-	LOG_DBG("Link lost (reason 0x%02x)", reason);
 	upload_event(DFU_EVENT_LINK_LOST);
 }
-
-BT_CONN_CB_DEFINE(dfu_conn_callbacks) = {
-	.disconnected = disconnected,
-};
 
 int dfu_init(void)
 {
@@ -301,7 +266,10 @@ int dfu_init(void)
 	mgmt_callback_register(&img_status_cb);
 	mgmt_callback_register(&reset_cb);
 
-	return bt_gatt_authorization_cb_register(&write_watch);
+	if (IS_ENABLED(CONFIG_BT)) {
+		return dfu_link_init();
+	}
+	return 0;
 }
 
 int dfu_self_check(void)

@@ -112,20 +112,28 @@ static const char *event_name(bms_dfu_t event)
 	return "?";
 }
 
-/* The core heard exactly @p want (in that order) since the last clear_events(). */
+/* The core heard exactly @p want (in that order) since the last clear_events(). The events are
+ * copied out first: a failed assertion ends the test thread, which must not hold the lock.
+ */
 static void expect_events(const bms_dfu_t *want, size_t count, const char *what)
 {
+	bms_dfu_t heard[ARRAY_SIZE(events)];
+	size_t heard_count;
+
 	k_mutex_lock(&events_lock, K_FOREVER);
-	for (size_t i = 0; i < MIN(event_count, ARRAY_SIZE(events)); i++) {
-		TC_PRINT("%s: event %zu: %s\n", what, i, event_name(events[i]));
-	}
-	zassert_equal(event_count, count, "%s: the core heard %zu events, not %zu", what,
-		      event_count, count);
-	for (size_t i = 0; i < count; i++) {
-		zassert_equal(events[i], want[i], "%s: event %zu is %s, not %s", what, i,
-			      event_name(events[i]), event_name(want[i]));
-	}
+	heard_count = event_count;
+	memcpy(heard, events, sizeof(heard));
 	k_mutex_unlock(&events_lock);
+
+	for (size_t i = 0; i < MIN(heard_count, ARRAY_SIZE(heard)); i++) {
+		TC_PRINT("%s: event %zu: %s\n", what, i, event_name(heard[i]));
+	}
+	zassert_equal(heard_count, count, "%s: the core heard %zu events, not %zu", what,
+		      heard_count, count);
+	for (size_t i = 0; i < count; i++) {
+		zassert_equal(heard[i], want[i], "%s: event %zu is %s, not %s", what, i,
+			      event_name(heard[i]), event_name(want[i]));
+	}
 }
 
 #define EXPECT_EVENTS(what, ...)                                                                   \

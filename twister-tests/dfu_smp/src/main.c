@@ -2,19 +2,19 @@
  * SPDX-License-Identifier: Apache-2.0
  * Copyright (c) 2026 The OpenBMS authors
  *
- * dfu.c's MCUmgr hooks through MCUmgr itself (DFU-1, DFU-2): SMP requests as a phone sends
- * them (SMP v2 header, CBOR payload) go through MCUmgr's dummy SMP transport to img_mgmt's own
- * handlers, with the callbacks of dfu_init() registered. The answers, the image slots of the
- * flash simulator (boards/native_sim.overlay, native_sim's partitions: slot0_partition runs,
- * slot1_partition receives) and the events dfu.c posts to the core show what was refused and
- * what was done.
+ * dfu.c's MCUmgr hooks through MCUmgr itself (DFU-1, DFU-2, SET-2): SMP requests as a phone
+ * sends them (SMP v2 header, CBOR payload) go through MCUmgr's dummy SMP transport to MCUmgr's
+ * own handlers (img_mgmt, os_mgmt), with the callbacks of dfu_init() registered. The answers,
+ * the image slots of the flash simulator (boards/native_sim.overlay, native_sim's partitions:
+ * slot0_partition runs, slot1_partition receives) and what dfu.c posts to the core show what
+ * was refused and what was done.
  *
  * The images are MCUboot images as img_mgmt and dfu.c read them: a header (MCUboot's struct
  * image_header, 32 bytes little-endian, the version at byte 20), code, and a TLV area with one
  * SHA-256 TLV, the hash a phone names in an image-state write. Nothing here checks that hash
  * against the image (MCUboot does, before it swaps). A running image "on test" is what MCUboot
  * leaves after a test swap: magic and copy-done in the primary slot's trailer, no image-ok.
- * control.c is faked: the events dfu.c posts to the core are recorded.
+ * control.c is faked: the events dfu.c posts to the core and its flush requests are counted.
  */
 
 #include <string.h>
@@ -22,6 +22,8 @@
 #include <zephyr/dfu/mcuboot.h>
 #include <zephyr/kernel.h>
 #include <zephyr/mgmt/mcumgr/grp/img_mgmt/img_mgmt.h>
+#include <zephyr/mgmt/mcumgr/grp/os_mgmt/os_mgmt.h>
+#include <zephyr/mgmt/mcumgr/mgmt/callbacks.h>
 #include <zephyr/mgmt/mcumgr/mgmt/mgmt_defines.h>
 #include <zephyr/mgmt/mcumgr/transport/smp_dummy.h>
 #include <zephyr/net_buf.h>
@@ -77,8 +79,11 @@ int control_post_dfu(bms_dfu_t event)
 	return 0;
 }
 
+static atomic_t flushes = ATOMIC_INIT(0);
+
 int control_post_flush(void)
 {
+	atomic_inc(&flushes);
 	return 0;
 }
 
@@ -248,10 +253,11 @@ static void running_image_on_test(void)
 static struct net_buf *answer_buf;
 static uint8_t seq;
 
-/* Sends one SMP v2 request of the image group (command @p id, @p op) with CBOR @p payload and
- * waits for the answer, whose header must match; leaves its CBOR payload in answer_buf.
+/* Sends one SMP v2 request (@p group, command @p id, @p op) with CBOR @p payload and waits for
+ * the answer, whose header must match; leaves its CBOR payload in answer_buf.
  */
-static void smp_request(uint8_t op, uint8_t id, const uint8_t *payload, size_t len)
+static void smp_request(uint16_t group, uint8_t op, uint8_t id, const uint8_t *payload,
+			size_t len)
 {
 	static uint8_t frame[SMP_HDR_LEN + 1024];
 
@@ -260,7 +266,7 @@ static void smp_request(uint8_t op, uint8_t id, const uint8_t *payload, size_t l
 	frame[0] = (uint8_t)((SMP_VERSION_2 << 3) | op);
 	frame[1] = 0;
 	sys_put_be16((uint16_t)len, &frame[2]);
-	sys_put_be16(MGMT_GROUP_ID_IMAGE, &frame[4]);
+	sys_put_be16(group, &frame[4]);
 	frame[6] = seq;
 	frame[7] = id;
 	memcpy(&frame[SMP_HDR_LEN], payload, len);
@@ -278,7 +284,7 @@ static void smp_request(uint8_t op, uint8_t id, const uint8_t *payload, size_t l
 	zassert_true(answer_buf->len >= SMP_HDR_LEN);
 	zassert_equal(answer_buf->data[0] & 0x07, op + 1, "not the answer to op %u", op);
 	zassert_equal(sys_get_be16(&answer_buf->data[2]), answer_buf->len - SMP_HDR_LEN);
-	zassert_equal(sys_get_be16(&answer_buf->data[4]), MGMT_GROUP_ID_IMAGE);
+	zassert_equal(sys_get_be16(&answer_buf->data[4]), group);
 	zassert_equal(answer_buf->data[6], seq);
 	zassert_equal(answer_buf->data[7], id);
 	net_buf_pull(answer_buf, SMP_HDR_LEN);
@@ -376,7 +382,8 @@ static struct answer upload(const uint8_t *img, size_t total, size_t off, size_t
 	}
 	ok = ok && zcbor_map_end_encode(zse, 5);
 	zassert_true(ok, "upload request not encoded");
-	smp_request(MGMT_OP_WRITE, IMG_MGMT_ID_UPLOAD, payload, zse->payload_mut - payload);
+	smp_request(MGMT_GROUP_ID_IMAGE, MGMT_OP_WRITE, IMG_MGMT_ID_UPLOAD, payload,
+		    zse->payload_mut - payload);
 	return read_answer();
 }
 
@@ -398,7 +405,8 @@ static struct answer state_write(const uint8_t *hash, bool confirm)
 	ok = ok && zcbor_tstr_put_lit(zse, "confirm") && zcbor_bool_put(zse, confirm) &&
 	     zcbor_map_end_encode(zse, 2);
 	zassert_true(ok, "state write not encoded");
-	smp_request(MGMT_OP_WRITE, IMG_MGMT_ID_STATE, payload, zse->payload_mut - payload);
+	smp_request(MGMT_GROUP_ID_IMAGE, MGMT_OP_WRITE, IMG_MGMT_ID_STATE, payload,
+		    zse->payload_mut - payload);
 	return read_answer();
 }
 
@@ -409,7 +417,8 @@ static struct answer state_read(void)
 
 	zcbor_new_encode_state(zse, ARRAY_SIZE(zse), payload, sizeof(payload), 0);
 	zassert_true(zcbor_map_start_encode(zse, 0) && zcbor_map_end_encode(zse, 0));
-	smp_request(MGMT_OP_READ, IMG_MGMT_ID_STATE, payload, zse->payload_mut - payload);
+	smp_request(MGMT_GROUP_ID_IMAGE, MGMT_OP_READ, IMG_MGMT_ID_STATE, payload,
+		    zse->payload_mut - payload);
 	return read_answer();
 }
 
@@ -602,9 +611,52 @@ ZTEST(dfu_smp, test_dfu_1_smp_dropped_link_aborts_and_resumed_upload_starts_agai
 		      BMS_DFU_COMPLETED);
 }
 
+/* SET-2: MCUmgr's reset command, the phone's last step of an update, reboots without a
+ * disconnect: dfu.c's reset hook has the control thread store the records held back for the
+ * flash first. (The test's own reset hook, registered after dfu.c's, refuses the reset so that
+ * native_sim does not reboot; MCUmgr calls every hook, whatever the others answer.)
+ */
+ZTEST(dfu_smp, test_set_2_smp_reset_flushes_held_back_records)
+{
+	uint8_t payload[8];
+	zcbor_state_t zse[2];
+	struct answer a;
+
+	atomic_set(&flushes, 0);
+	zcbor_new_encode_state(zse, ARRAY_SIZE(zse), payload, sizeof(payload), 0);
+	zassert_true(zcbor_map_start_encode(zse, 0) && zcbor_map_end_encode(zse, 0));
+	smp_request(MGMT_GROUP_ID_OS, MGMT_OP_WRITE, OS_MGMT_ID_RESET, payload,
+		    zse->payload_mut - payload);
+	a = read_answer();
+	zassert_true(a.has_rc && a.rc == MGMT_ERR_EBUSY, "the test's hook did not hold the reset");
+	zassert_equal(atomic_get(&flushes), 1, "records flushed %ld times before the reset",
+		      (long)atomic_get(&flushes));
+}
+
+static enum mgmt_cb_return hold_reset(uint32_t event, enum mgmt_cb_return prev_status,
+				      int32_t *rc, uint16_t *group, bool *abort_more, void *data,
+				      size_t data_size)
+{
+	ARG_UNUSED(event);
+	ARG_UNUSED(prev_status);
+	ARG_UNUSED(group);
+	ARG_UNUSED(abort_more);
+	ARG_UNUSED(data);
+	ARG_UNUSED(data_size);
+
+	*rc = MGMT_ERR_EBUSY;
+	return MGMT_CB_ERROR_RC;
+}
+
+static struct mgmt_callback hold_reset_cb = {
+	.callback = hold_reset,
+	.event_id = MGMT_EVT_OP_OS_MGMT_RESET,
+};
+
 static void *setup(void)
 {
 	zassert_ok(dfu_init(), "dfu_init");
+	mgmt_callback_register(&hold_reset_cb);
 	smp_dummy_enable();
 	return NULL;
 }

@@ -174,6 +174,7 @@ fn run(scenario: &Scenario) -> Day {
         adv_key: [9; 16],
         read_protection: false,
         failed_pairings: 0,
+        key_first_nonce: Some(0),
     };
     // BLE-3: the values the advertisement shows change at most once per READOUT_MIN_CHANGE_MS
     // (as `Bms::step` does; this bank raises no alarm, which would not wait).

@@ -101,6 +101,10 @@ pub struct Config {
     pub product_id: u16,
     /// The advertisement nonce to start from (the stored reservation), 0 on first boot.
     pub adv_nonce: u16,
+    /// BLE-3: the first nonce used under `device_key` (stored with the secrets,
+    /// [`DeviceSecrets::key_first_nonce`]), from which the nonces it spent are counted;
+    /// `None` when the key starts at `adv_nonce` (a new key, or a record that predates it).
+    pub adv_key_first_nonce: Option<u16>,
     /// PROT-1 (rev 2): the retained output state after a warm restart (firmware update,
     /// watchdog), `None` after a cold power-up. See [`crate::retained`].
     pub warm_restart: Option<WarmRestart>,
@@ -130,6 +134,7 @@ impl Default for Config {
             passkey_failures: 0,
             product_id: readout::DEFAULT_PRODUCT_ID,
             adv_nonce: 0,
+            adv_key_first_nonce: None,
             warm_restart: None,
             estimator: EstimatorKind::default(),
             device_name: DeviceName::default(),
@@ -179,6 +184,8 @@ impl Config {
                 Some(DeviceSecrets {
                     passkey,
                     adv_key: new_key_check(fresh.adv_key, &stored.adv_key),
+                    // The new key starts at the (random) first nonce.
+                    key_first_nonce: None,
                     ..stored
                 })
             }
@@ -220,6 +227,8 @@ impl Config {
             read_protection: secrets.map_or(secrets_fault, |s| s.read_protection),
             passkey_failures: secrets.map_or(0, |s| s.failed_pairings),
             adv_nonce: restored.first_nonce(random_nonce),
+            // A record before version 4 does not say: counted from the restored reservation.
+            adv_key_first_nonce: secrets.and_then(|s| s.key_first_nonce),
             device_name: restored.name.unwrap_or_default(),
             ..Config::default()
         }
@@ -412,7 +421,12 @@ impl Bms {
                 .unwrap_or_default(),
             balancer: Balancer::restored(config.restored_balanced_at_full),
             advertiser: if config.persist_secrets {
-                Advertiser::new(config.device_key, config.product_id, config.adv_nonce)
+                Advertiser::restored(
+                    config.device_key,
+                    config.product_id,
+                    config.adv_nonce,
+                    config.adv_key_first_nonce.unwrap_or(config.adv_nonce),
+                )
             } else {
                 Advertiser::without_key(config.product_id, config.adv_nonce)
             },
@@ -923,6 +937,14 @@ impl Bms {
         self.persist_secrets && self.advertiser.keyed()
     }
 
+    /// BLE-3: whether the device's readout key has spent its nonces
+    /// ([`readout::NONCES_PER_KEY`]): nothing new is advertised under it
+    /// ([`ReadoutError::KeyWorn`]) until [`Bms::new_device_key`] replaces it, which
+    /// [`crate::node::Node`] does at its next step when the random source gives a key.
+    pub fn readout_key_worn(&self) -> bool {
+        self.has_device_key() && self.advertiser.key_worn()
+    }
+
     /// BLE-3: replaces the advertisement key; the node persists it from now on.
     pub fn set_device_key(&mut self, key: [u8; 16]) {
         self.advertiser.set_key(key);
@@ -1150,6 +1172,7 @@ impl Bms {
         DeviceSecrets {
             passkey: self.passkey,
             adv_key: *self.advertiser.key(),
+            key_first_nonce: Some(self.advertiser.key_first_nonce()),
             read_protection: self.read_protection,
             failed_pairings: u8::try_from(self.pairing.failures_on_passkey()).unwrap_or(u8::MAX),
         }

@@ -42,7 +42,8 @@ use crate::word::Number;
 /// The platform's random source: fills `out` and returns true, or returns false when it has
 /// none. Asked for the device's secrets at the first start (16 bytes of key, then 8 for the
 /// passkey), for a starting advertisement nonce when its reservation was lost (2 bytes), and
-/// for new secrets when pairing is reset or a new readout key is asked for. Any
+/// for new secrets when pairing is reset, a new readout key is asked for, or the readout key
+/// has used up its nonces ([`Node::step_with_random`]). Any
 /// `FnMut(&mut [u8]) -> bool` is one.
 pub trait Random {
     /// Fills `out` with random bytes; false when no random source is available.
@@ -83,6 +84,8 @@ pub struct Node<S: Storage> {
     storage: S,
     /// The records are polled at the first step at or after this time even when none is due.
     next_poll_ms: u64,
+    /// BLE-3: a worn readout key could not be renewed (no random source) and that was logged.
+    worn_key_reported: bool,
 }
 
 impl<S: Storage> Node<S> {
@@ -129,6 +132,7 @@ impl<S: Storage> Node<S> {
             persistence,
             storage,
             next_poll_ms: 0,
+            worn_key_reported: false,
         }
     }
 
@@ -212,11 +216,28 @@ impl<S: Storage> Node<S> {
     }
 
     /// One control step at `now_ms` (see [`Bms::step`]), then the records that became due are
-    /// written (see the module documentation for when).
+    /// written (see the module documentation for when). A caller without a random source: a
+    /// worn readout key cannot be renewed ([`Node::step_with_random`]).
     pub fn step(&mut self, now_ms: u64, inputs: &Inputs) -> Decisions {
+        self.step_with_random(now_ms, inputs, &mut |_: &mut [u8]| false)
+    }
+
+    /// As [`Node::step`], with the platform's random source: BLE-3, a readout key that has
+    /// used up its nonces ([`crate::readout::NONCES_PER_KEY`]) is replaced by a new one from
+    /// `random` (as command 9, NewReadoutKey, does: its key-check byte differs), stored at once,
+    /// before any nonce reservation for it. Without a random source the worn key advertises
+    /// nothing new ([`ReadoutError::KeyWorn`]; logged once) and never reuses a nonce.
+    pub fn step_with_random(
+        &mut self,
+        now_ms: u64,
+        inputs: &Inputs,
+        random: &mut dyn Random,
+    ) -> Decisions {
         let decisions = self.bms.step(now_ms, inputs);
         let now_ms = self.bms.now_ms();
-        if self.bms.persist_due() || now_ms >= self.next_poll_ms {
+        if self.renew_worn_readout_key(random) {
+            self.flush(now_ms);
+        } else if self.bms.persist_due() || now_ms >= self.next_poll_ms {
             self.persist(now_ms);
         }
         decisions
@@ -264,7 +285,9 @@ impl<S: Storage> Node<S> {
     }
 
     /// BLE-3: the Instant Readout manufacturer data (company id first) into `out`; its length.
-    /// [`ReadoutError::NotReserved`] until a step has stored the first nonce reservation.
+    /// [`ReadoutError::NotReserved`] until a step has stored the first nonce reservation,
+    /// [`ReadoutError::KeyWorn`] for new values once the key has used up its nonces and no
+    /// step could renew it.
     pub fn advertisement(&mut self, out: &mut [u8]) -> Result<usize, ReadoutError> {
         self.bms.manufacturer_data(out)
     }
@@ -378,6 +401,28 @@ impl<S: Storage> Node<S> {
     /// Ends the node and hands back its storage (a reboot opens a new node on it).
     pub fn into_storage(self) -> S {
         self.storage
+    }
+
+    /// BLE-3: a worn readout key replaced by a new one from `random`; true when it was.
+    fn renew_worn_readout_key(&mut self, random: &mut dyn Random) -> bool {
+        if !self.bms.readout_key_worn() {
+            self.worn_key_reported = false;
+            return false;
+        }
+        let mut key = [0u8; 16];
+        if random.fill(&mut key) && self.bms.new_device_key(key).is_ok() {
+            log::warn!("readout key renewed: its nonces were used up; decoders need the new key");
+            self.worn_key_reported = false;
+            return true;
+        }
+        if !self.worn_key_reported {
+            log::error!(
+                "readout key worn (its nonces are used up) and no random source for a new one: \
+                 nothing new is advertised"
+            );
+            self.worn_key_reported = true;
+        }
+        false
     }
 
     /// Writes every record that is due now, and tells the core what was written.

@@ -67,6 +67,13 @@ pub const MANUFACTURER_DATA_LEN: usize = 2 + PAYLOAD_LEN;
 /// is written once every `NONCE_BLOCK / 2` payload changes.
 pub const NONCE_BLOCK: u16 = 4096;
 
+/// How many nonces one key may spend (65 536 − 2 × [`NONCE_BLOCK`] = 57 344): then it is worn
+/// ([`Advertiser::key_worn`], [`ReadoutError::KeyWorn`]) and needs a new key before another
+/// payload changes. The 16-bit counter would come round to the key's first nonce after 65 536;
+/// a restart skips up to a block and a reservation reaches up to a block ahead of the counter,
+/// so two blocks to spare keep both short of it.
+pub const NONCES_PER_KEY: u16 = 0u16.wrapping_sub(2 * NONCE_BLOCK);
+
 /// The first reservation of a run, in nonces: each confirmed reservation asks for twice as many
 /// the next time, up to [`NONCE_BLOCK`]. A start skips what the reservation before it left
 /// unused, so runs that end early (a restart loop) skip a few nonces each, not a block.
@@ -93,6 +100,10 @@ pub enum ReadoutError {
     /// The device has no key of its own (no random source at the first start, or a secrets
     /// fault): nothing is advertised rather than a placeholder key.
     NoKey,
+    /// The key has spent its [`NONCES_PER_KEY`] nonces: new values would need a nonce the
+    /// 16-bit counter already gave under it (a repeated keystream). Nothing is advertised for
+    /// them (as with [`ReadoutError::NotReserved`], never the stale packet) until a new key.
+    KeyWorn,
 }
 
 impl fmt::Display for ReadoutError {
@@ -115,6 +126,9 @@ impl fmt::Display for ReadoutError {
             }
             ReadoutError::NotReserved => f.write_str("no advertisement nonce reserved"),
             ReadoutError::NoKey => f.write_str("no advertisement key"),
+            ReadoutError::KeyWorn => {
+                f.write_str("advertisement key worn: its nonces are used up, a new key is needed")
+            }
         }
     }
 }
@@ -430,9 +444,12 @@ pub fn seal(
 /// and pass the stored value to [`Advertiser::new`] at the next boot. Only reserved nonces are
 /// used: while none is left (the reservation could not be written) new values get no packet
 /// ([`ReadoutError::NotReserved`]: "not available", never stale values), and before the first
-/// reservation there is no packet. The field is 16 bits, so after 65536 changes the counter
-/// wraps, as on every device using this format ([`crate::limits::READOUT_MIN_CHANGE_MS`] keeps
-/// that weeks away; a new key starts a fresh keystream).
+/// reservation there is no packet. The field is 16 bits, so the counter comes round to nonces
+/// already sent after 65536 changes: a key is worn after [`NONCES_PER_KEY`] nonces counted from
+/// the first one used under it (skipped ones included), and then gives no nonce for new values
+/// ([`ReadoutError::KeyWorn`]) and reserves none, so that no nonce is ever used twice under one
+/// key; [`crate::node::Node`] renews a worn key ([`crate::limits::READOUT_MIN_CHANGE_MS`] keeps
+/// that weeks away).
 #[derive(Clone, Debug)]
 pub struct Advertiser {
     key: [u8; 16],
@@ -448,13 +465,28 @@ pub struct Advertiser {
     /// Nonces the reservation in force covered when it was confirmed (0 before the first):
     /// the next one asks for twice as many, from [`NONCE_FIRST_BLOCK`] up to [`NONCE_BLOCK`].
     reservation: u16,
+    /// The first nonce used under the key in force: the nonces it has spent are counted from it.
+    key_first: u16,
 }
 
 impl Advertiser {
     /// An advertiser for the device `key`, announcing `product_id` (default
     /// [`DEFAULT_PRODUCT_ID`]); `first_nonce` is the value last persisted through
     /// [`Advertiser::nonce_to_persist`] (any value, e.g. 0, on the very first boot).
+    /// The key is new: it has spent no nonce ([`Advertiser::restored`] for a key that has).
     pub fn new(key: [u8; 16], product_id: u16, first_nonce: u16) -> Advertiser {
+        Advertiser::restored(key, product_id, first_nonce, first_nonce)
+    }
+
+    /// As [`Advertiser::new`], for a key whose first nonce was `key_first_nonce` (persisted
+    /// with the key, [`Advertiser::key_first_nonce`]): the nonces from it up to `first_nonce`
+    /// count as spent under the key.
+    pub fn restored(
+        key: [u8; 16],
+        product_id: u16,
+        first_nonce: u16,
+        key_first_nonce: u16,
+    ) -> Advertiser {
         Advertiser {
             key,
             keyed: true,
@@ -463,6 +495,7 @@ impl Advertiser {
             last: None,
             reserved_left: 0,
             reservation: 0,
+            key_first: key_first_nonce,
         }
     }
 
@@ -486,12 +519,32 @@ impl Advertiser {
     }
 
     /// Replace the advertisement key (its first byte is sent as the key check). The nonce keeps
-    /// counting; the next payload is encrypted under the new key.
+    /// counting; the next payload is encrypted under the new key, which has spent no nonce yet.
     pub fn set_key(&mut self, key: [u8; 16]) {
         self.nonce = self.next_unused();
+        self.key_first = self.nonce;
         self.last = None;
         self.key = key;
         self.keyed = true;
+    }
+
+    /// The first nonce used under the key in force (the next unused one when the key was set):
+    /// persist it with the key and pass it to [`Advertiser::restored`] at the next boot.
+    pub fn key_first_nonce(&self) -> u16 {
+        self.key_first
+    }
+
+    /// The nonces the key in force has spent: from its first nonce to the next unused one,
+    /// those a restart skipped included.
+    pub fn nonces_spent(&self) -> u16 {
+        self.next_unused().wrapping_sub(self.key_first)
+    }
+
+    /// BLE-3: the key has spent [`NONCES_PER_KEY`] nonces: no new values go out under it
+    /// ([`ReadoutError::KeyWorn`]) and no nonce is reserved for it; it needs a new key
+    /// ([`Advertiser::set_key`]).
+    pub fn key_worn(&self) -> bool {
+        self.nonces_spent() >= NONCES_PER_KEY
     }
 
     /// The announced product id.
@@ -508,23 +561,29 @@ impl Advertiser {
     /// next boot), or `None` while the current reservation still covers at least half of what
     /// it covered. The first reservation of a run covers [`NONCE_FIRST_BLOCK`] nonces, each
     /// next one twice its predecessor, up to [`NONCE_BLOCK`]: a start skips what the run
-    /// before left of its reservation, and a short run leaves little.
+    /// before left of its reservation, and a short run leaves little. A reservation never
+    /// reaches beyond the key's [`NONCES_PER_KEY`] nonces: near the end it covers what is left,
+    /// and once that is reserved (or the key is worn) there is nothing more to ask for.
     /// Call after building a payload; asks again until [`Advertiser::nonce_persisted`] confirms.
     #[must_use]
     pub fn nonce_to_persist(&self) -> Option<u16> {
+        if self.reserved_left > self.reservation / 2 {
+            return None;
+        }
         let block = self
             .reservation
             .saturating_mul(2)
             .clamp(NONCE_FIRST_BLOCK, NONCE_BLOCK);
-        (self.reserved_left <= self.reservation / 2).then(|| self.next_unused().wrapping_add(block))
+        let ahead = block.min(self.nonces_left());
+        (ahead > self.reserved_left).then(|| self.next_unused().wrapping_add(ahead))
     }
 
     /// The storage layer has durably written `value` (from [`Advertiser::nonce_to_persist`]):
     /// nonces up to it may be used without another write. A value that is not ahead of the
-    /// counter (stale write) is ignored.
+    /// counter (stale write), or beyond the key's [`NONCES_PER_KEY`], is ignored.
     pub fn nonce_persisted(&mut self, value: u16) {
         let ahead = value.wrapping_sub(self.next_unused());
-        if ahead <= NONCE_BLOCK {
+        if ahead <= NONCE_BLOCK && ahead <= self.nonces_left() {
             self.reserved_left = ahead;
             self.reservation = ahead;
         }
@@ -532,7 +591,8 @@ impl Advertiser {
 
     /// Build the manufacturer payload (without company id, what decoders get) for `values`
     /// into `out`; returns its length, [`PAYLOAD_LEN`]. Changed values take the next nonce only
-    /// while one is reserved; otherwise [`ReadoutError::NotReserved`] (not the stale packet).
+    /// while one is reserved; otherwise [`ReadoutError::NotReserved`] (not the stale packet),
+    /// or [`ReadoutError::KeyWorn`] once the key has spent its nonces.
     /// Without a key, [`ReadoutError::NoKey`]. On error nothing changes.
     pub fn payload(
         &mut self,
@@ -549,6 +609,10 @@ impl Advertiser {
         }
         let plaintext = BmsRecord::from_values(values).pack();
         if self.last != Some(plaintext) {
+            if self.key_worn() {
+                // The next nonce may come round to one already sent under this key.
+                return Err(ReadoutError::KeyWorn);
+            }
             if self.reserved_left == 0 {
                 // A nonce not covered by the persisted reservation could be used again after a
                 // reboot, and the last packet would show stale values: nothing.
@@ -596,6 +660,11 @@ impl Advertiser {
             Some(_) => self.nonce.wrapping_add(1),
             None => self.nonce,
         }
+    }
+
+    /// Nonces the key in force may still spend (0 once worn).
+    fn nonces_left(&self) -> u16 {
+        NONCES_PER_KEY.saturating_sub(self.nonces_spent())
     }
 }
 
@@ -1322,6 +1391,166 @@ mod tests {
         assert_eq!(adv.nonce(), 2);
         assert_eq!(adv.key(), &new_key);
         assert_eq!(open(&new_key, &b), open(&KEY, &a));
+    }
+
+    /// Values that differ for every `i` (consumed charge in 0.1 Ah steps).
+    fn change(i: u32) -> ReadoutValues {
+        ReadoutValues {
+            consumed_mah: Some(i * 100),
+            ..sample()
+        }
+    }
+
+    /// What the storage layer and a restart do with an advertiser, for the wear tests.
+    struct Device {
+        adv: Advertiser,
+        /// The reservation the store holds.
+        stored: u16,
+    }
+
+    impl Device {
+        fn new(key: [u8; 16], first: u16) -> Device {
+            let mut device = Device {
+                adv: Advertiser::new(key, DEFAULT_PRODUCT_ID, first),
+                stored: first,
+            };
+            device.persist();
+            device
+        }
+
+        /// Writes what the advertiser asks for (it never reserves past the key's nonces).
+        fn persist(&mut self) {
+            if let Some(value) = self.adv.nonce_to_persist() {
+                let spent = value.wrapping_sub(self.adv.key_first_nonce());
+                assert!(
+                    spent <= NONCES_PER_KEY,
+                    "reservation {value} reaches {spent} nonces past the key's first"
+                );
+                self.stored = value;
+                self.adv.nonce_persisted(value);
+            }
+        }
+
+        /// A restart: the stored reservation and the key's first nonce (stored with the key).
+        fn restart(&mut self) {
+            self.adv = Advertiser::restored(
+                *self.adv.key(),
+                DEFAULT_PRODUCT_ID,
+                self.stored,
+                self.adv.key_first_nonce(),
+            );
+            self.persist();
+        }
+    }
+
+    /// BLE-3: no nonce is ever used twice under one key. The 16-bit nonce advances once per
+    /// payload change (4 320 a day at most), so after 15–40 days under one key the counter came
+    /// round to nonces already sent: identical keystreams, and a listener XORing two packets of
+    /// one nonce recovers the (low-entropy) telemetry. A key is worn after `NONCES_PER_KEY`
+    /// nonces counted from its first (restarts' skipped nonces included): it refuses new values
+    /// (no stale packet: unchanged values still go out) and reserves nothing more until a new
+    /// key. Two and a half counters' worth of changes, with a restart every 5 000.
+    #[test]
+    fn ble_3_a_worn_key_never_uses_a_nonce_twice() {
+        let mut device = Device::new(KEY, 0xF000);
+        let mut sent = std::vec![false; 1 << 16];
+        let mut out = [0u8; PAYLOAD_LEN];
+        let (mut keys, mut refused) = (1u8, 0);
+        for i in 0..165_000u32 {
+            if i % 5_000 == 4_999 {
+                device.restart();
+            }
+            let values = change(i);
+            match device.adv.payload(&values, &mut out) {
+                Ok(_) => {
+                    let nonce = u16::from_le_bytes([out[5], out[6]]);
+                    assert!(
+                        !core::mem::replace(&mut sent[usize::from(nonce)], true),
+                        "change {i}: nonce {nonce} sent twice under key {keys}"
+                    );
+                    assert_eq!(
+                        open(device.adv.key(), &out),
+                        BmsRecord::from_values(&values).pack()
+                    );
+                }
+                Err(ReadoutError::KeyWorn) => {
+                    refused += 1;
+                    assert!(device.adv.key_worn());
+                    assert_eq!(device.adv.nonces_spent(), NONCES_PER_KEY);
+                    assert_eq!(
+                        device.adv.nonce_to_persist(),
+                        None,
+                        "nothing more to reserve"
+                    );
+                    // The last values go out again, unchanged, under the nonce they had.
+                    let unchanged = change(i - 1);
+                    let mut again = [0u8; PAYLOAD_LEN];
+                    assert_eq!(device.adv.payload(&unchanged, &mut again), Ok(PAYLOAD_LEN));
+                    assert_eq!(again, out);
+                    // What the node does: a new key, which starts a new count.
+                    let mut key = KEY;
+                    key[1] = keys;
+                    keys += 1;
+                    device.adv.set_key(key);
+                    assert_eq!(device.adv.nonces_spent(), 0);
+                    sent.fill(false);
+                }
+                Err(e) => panic!("change {i}: {e}"),
+            }
+            device.persist();
+        }
+        assert!(refused >= 2, "worn {refused} times in 165 000 changes");
+        assert_eq!(
+            ReadoutError::KeyWorn.to_string(),
+            "advertisement key worn: its nonces are used up, a new key is needed"
+        );
+    }
+
+    /// BLE-3: without a new key a worn key stays worn: new values get no packet and no nonce
+    /// (a restart, which restores the key's first nonce, does not wear it off), and the
+    /// reservation stops short of the key's first nonce for good.
+    #[test]
+    fn ble_3_a_worn_key_without_a_new_one_sends_nothing_new() {
+        let first = 0x1234;
+        let mut device = Device::new(KEY, first);
+        let mut out = [0u8; PAYLOAD_LEN];
+        let mut highest = 0u32;
+        for i in 0..70_000u32 {
+            if i % 20_000 == 19_999 {
+                device.restart();
+            }
+            let values = change(i);
+            match device.adv.payload(&values, &mut out) {
+                Ok(_) => {
+                    let spent = u32::from(device.adv.nonce().wrapping_sub(first));
+                    assert!(spent > highest || i == 0, "change {i}: nonce repeated");
+                    highest = spent;
+                }
+                Err(ReadoutError::KeyWorn) => assert!(device.adv.key_worn()),
+                Err(e) => panic!("change {i}: {e}"),
+            }
+            device.persist();
+        }
+        assert!(highest < u32::from(NONCES_PER_KEY), "{highest}");
+        assert!(u32::from(device.stored.wrapping_sub(first)) <= u32::from(NONCES_PER_KEY));
+        device.restart();
+        assert!(device.adv.key_worn(), "the count survives the restart");
+        assert_eq!(
+            device.adv.payload(&sample(), &mut out),
+            Err(ReadoutError::KeyWorn)
+        );
+        // A stale or too far confirmation reserves nothing beyond the key's nonces.
+        device
+            .adv
+            .nonce_persisted(device.adv.nonce().wrapping_add(NONCE_BLOCK));
+        assert_eq!(
+            device.adv.payload(&sample(), &mut out),
+            Err(ReadoutError::KeyWorn)
+        );
+        // A new key sends again, from the next nonce.
+        device.adv.set_key([7; 16]);
+        device.persist();
+        assert_eq!(device.adv.payload(&sample(), &mut out), Ok(PAYLOAD_LEN));
     }
 
     fn level() -> impl Strategy<Value = Option<Level>> {

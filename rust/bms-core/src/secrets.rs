@@ -30,6 +30,13 @@ pub struct DeviceSecrets {
     /// [`crate::limits::PASSKEY_MAX_FAILED_ATTEMPTS`] the passkey is worn
     /// ([`crate::pairing::Pairing::passkey_worn`]). 0 for a new passkey.
     pub failed_pairings: u8,
+    /// BLE-3: the first Instant Readout nonce used under `adv_key`
+    /// ([`crate::readout::Advertiser::key_first_nonce`]), kept with the key so that the nonces
+    /// it has spent are still counted after a restart and the key is renewed before the 16-bit
+    /// counter comes round to them ([`crate::readout::NONCES_PER_KEY`]). `None` when not known:
+    /// a record before version 4 (counted from the nonce reservation restored with it), or a
+    /// new key (it starts at the advertiser's next nonce).
+    pub key_first_nonce: Option<u16>,
 }
 
 impl DeviceSecrets {
@@ -50,6 +57,7 @@ impl DeviceSecrets {
             adv_key,
             read_protection: false,
             failed_pairings: 0,
+            key_first_nonce: None,
         }
     }
 }

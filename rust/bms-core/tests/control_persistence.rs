@@ -13,16 +13,17 @@ use bms_core::name::DeviceName;
 use bms_core::node::Node;
 use bms_core::protocol::DeviceSecrets;
 use bms_core::protocol::{Access, Status};
-use bms_core::readout::{ReadoutError, NONCE_BLOCK, NONCE_FIRST_BLOCK};
+use bms_core::readout::{ReadoutError, NONCES_PER_KEY, NONCE_BLOCK, NONCE_FIRST_BLOCK};
 use bms_core::retained::{Retained, WarmRestart};
 use bms_core::settings::Settings;
 use bms_core::soc::EstimatorKind;
 use bms_core::storage::{
-    learned, MemStorage, Persistence, RecordError, RecordKind, Restored, Storage,
+    encode_record, learned, MemStorage, Persistence, RecordError, RecordKind, Restored, Storage,
+    MAX_RECORD_LEN,
 };
 use bms_core::Reason;
 use bms_core::{Bms, Config, Decisions, LedPattern};
-use control_harness::{report, Flash, Rig};
+use control_harness::{report, Core, Flash, Rig};
 
 const KEY: [u8; 16] = [0x3C; 16];
 
@@ -124,6 +125,8 @@ fn ble_2_ble_3_secrets_survive_a_reboot() {
             adv_key: KEY,
             read_protection: false,
             failed_pairings: 0,
+            // The first start's nonce (the random source gives 00 07).
+            key_first_nonce: Some(0x0700),
         })
     );
     assert_eq!(restored.fault(RecordKind::Secrets), None);
@@ -671,6 +674,268 @@ fn ble_3_the_old_key_of_a_lost_nonce_reservation_never_gets_a_reservation() {
             );
         }
     }
+}
+
+/// A device that steps with its random source ([`Node::step_with_random`]) as the firmware
+/// does: `key` for a new readout key, none when `None`.
+struct Renewing {
+    node: Node<Flash>,
+    key: Option<[u8; 16]>,
+}
+
+impl Core for Renewing {
+    fn report(&mut self, now_ms: u64, report: &bms_core::bus::BatteryReport) {
+        let _ = self.node.handle_report(now_ms, report);
+    }
+    fn step(&mut self, now_ms: u64, inputs: &bms_core::Inputs) -> Decisions {
+        self.node
+            .step_with_random(now_ms, inputs, &mut random(self.key))
+    }
+    fn next_deadline_ms(&self) -> Option<u64> {
+        self.node.next_deadline_ms()
+    }
+    fn core(&self) -> &Bms {
+        self.node.bms()
+    }
+}
+
+/// A store whose readout key `KEY` has `left` nonces left: a device run for a few seconds,
+/// its secrets then written back with the key's first nonce `NONCES_PER_KEY - left` behind
+/// the stored reservation (what 15–40 days of payload changes leave). Returns the key's first
+/// nonce.
+fn flash_with_nonces_left(left: u16) -> (Flash, u16) {
+    let (mut dev, _) = Device::boot(Flash::default(), Some(KEY));
+    dev.run_for(3_000);
+    let mut flash = dev.rig.bms.into_storage();
+    let (_, restored) = Persistence::restore(&mut flash);
+    let key_first = restored
+        .nonce
+        .unwrap()
+        .next
+        .wrapping_sub(NONCES_PER_KEY - left);
+    let secrets = DeviceSecrets {
+        key_first_nonce: Some(key_first),
+        ..restored.secrets.unwrap()
+    };
+    assert_eq!(secrets.adv_key, KEY);
+    let mut buf = [0u8; MAX_RECORD_LEN];
+    let len = encode_record(&secrets, &mut buf).unwrap();
+    flash
+        .inner
+        .write(RecordKind::Secrets.key(), &buf[..len])
+        .unwrap();
+    (flash, key_first)
+}
+
+/// What a run of payload changes advertised: the nonces sent under each key.
+#[derive(Default)]
+struct Sent {
+    /// (key, nonces sent under it).
+    keys: Vec<([u8; 16], Vec<u16>)>,
+    /// Every packet sent under the key in force, by nonce.
+    packets: std::collections::HashMap<u16, [u8; 26]>,
+    /// Changes that got no packet, by error.
+    refused: Vec<ReadoutError>,
+}
+
+impl Sent {
+    /// `changes` payload changes, one per `READOUT_MIN_CHANGE_MS`: a new current each time.
+    /// Panics when a nonce is sent twice under one key with another packet.
+    fn run<C: Core>(&mut self, rig: &mut Rig<C>, changes: i32, core: fn(&mut C) -> &mut Bms) {
+        for i in 0..changes {
+            rig.set_current(-1_000 - 100 * i);
+            rig.run_for(READOUT_MIN_CHANGE_MS);
+            let mut adv = [0u8; 26];
+            let bms = core(&mut rig.bms);
+            match bms.manufacturer_data(&mut adv) {
+                Ok(_) => {
+                    let key = *bms.device_key();
+                    assert_eq!(adv[9], key[0], "the key check of the key in force");
+                    let nonce = u16::from_le_bytes([adv[7], adv[8]]);
+                    if self.keys.last().is_none_or(|(k, _)| *k != key) {
+                        assert!(self.keys.iter().all(|(k, _)| *k != key), "a key came back");
+                        self.keys.push((key, Vec::new()));
+                        self.packets.clear();
+                    }
+                    match self.packets.insert(nonce, adv) {
+                        // The same packet again (no change of the values shown).
+                        Some(before) if before == adv => continue,
+                        Some(_) => panic!("change {i}: nonce {nonce} sent twice under one key"),
+                        None => {}
+                    }
+                    let (_, nonces) = self.keys.last_mut().unwrap();
+                    nonces.push(nonce);
+                }
+                Err(e) => self.refused.push(e),
+            }
+        }
+    }
+}
+
+/// BLE-3: a readout key that has used up its nonces is renewed by the node, so that no nonce
+/// is ever sent twice under one key. The 16-bit nonce advances once per payload change, so
+/// after 15–40 days the counter came round to nonces already sent under the same key (the
+/// format fixes 16 bits): identical keystreams, and a listener XORing two recorded packets of
+/// one nonce recovers the telemetry. A key worn (`NONCES_PER_KEY` nonces from its first) is
+/// replaced at the next step from the random source, as NewReadoutKey does (a new key-check
+/// byte), stored at once, with its reservation: the readout goes on without a gap, and the new
+/// key and its first nonce survive a reboot.
+#[test]
+fn ble_3_a_worn_readout_key_is_renewed_by_the_node() {
+    let (flash, key_first) = flash_with_nonces_left(200);
+    let new_key = [0x77; 16];
+    let node = Node::open(flash, &mut random(Some(new_key)));
+    let mut rig = Rig::with_core(
+        1,
+        1,
+        BatteryModel::Lfp12V8,
+        Renewing {
+            node,
+            key: Some(new_key),
+        },
+    );
+    rig.run_for(3_000);
+    let mut sent = Sent::default();
+    sent.run(&mut rig, 400, |r| r.node.bms_mut());
+    assert_eq!(sent.refused, [], "a gap in the readout");
+    assert_eq!(sent.keys.len(), 2, "the worn key was not renewed");
+    let (old, old_nonces) = &sent.keys[0];
+    let (renewed, new_nonces) = &sent.keys[1];
+    assert_eq!(*old, KEY);
+    assert_eq!(old_nonces.len(), 200, "the worn key's last nonces");
+    for &nonce in old_nonces {
+        assert!(
+            nonce.wrapping_sub(key_first) < NONCES_PER_KEY,
+            "nonce {nonce}: beyond the key's nonces"
+        );
+    }
+    assert_eq!(*renewed, new_key);
+    assert_ne!(renewed[0], KEY[0], "the key check must change with the key");
+    assert_eq!(new_nonces[0], key_first.wrapping_add(NONCES_PER_KEY));
+    let (_, restored) = Persistence::restore(&mut rig.bms.node.into_storage());
+    let stored = restored.secrets.unwrap();
+    assert_eq!(stored.adv_key, new_key);
+    assert_eq!(
+        stored.key_first_nonce,
+        Some(key_first.wrapping_add(NONCES_PER_KEY))
+    );
+}
+
+/// BLE-3: the nonces a key has spent are counted across restarts: its first nonce is stored
+/// with it. A restart near the limit (here with 300 nonces left, and again halfway) still
+/// renews the key before its counter comes round; counted from the restored reservation
+/// instead, every restart would start the key afresh and it would never be renewed.
+#[test]
+fn ble_3_the_nonces_a_key_spent_survive_a_restart() {
+    let (flash, key_first) = flash_with_nonces_left(300);
+    let new_key = [0x77; 16];
+    let mut sent = Sent::default();
+    let mut flash = Some(flash);
+    for _ in 0..3 {
+        let node = Node::open(flash.take().unwrap(), &mut random(Some(new_key)));
+        let mut rig = Rig::with_core(
+            1,
+            1,
+            BatteryModel::Lfp12V8,
+            Renewing {
+                node,
+                key: Some(new_key),
+            },
+        );
+        rig.run_for(3_000);
+        sent.run(&mut rig, 150, |r| r.node.bms_mut());
+        flash = Some(rig.bms.node.into_storage());
+    }
+    let (_, restored) = Persistence::restore(flash.as_mut().unwrap());
+    assert_eq!(restored.secrets.map(|s| s.adv_key), Ok(new_key), "renewed");
+    assert_eq!(sent.keys.len(), 2);
+    assert_eq!(sent.keys[0].0, KEY);
+    for &nonce in &sent.keys[0].1 {
+        assert!(
+            nonce.wrapping_sub(key_first) < NONCES_PER_KEY,
+            "nonce {nonce}: beyond the key's nonces"
+        );
+    }
+    assert_eq!(sent.refused, []);
+}
+
+/// BLE-3: without a random source a worn key is not renewed and not reused: new values get
+/// no packet (`KeyWorn`, "not available", never the stale one), no nonce is sent again, no
+/// reservation reaches beyond the key's nonces, and a restart keeps it worn.
+#[test]
+fn ble_3_without_a_random_source_a_worn_key_sends_nothing_new() {
+    let (flash, key_first) = flash_with_nonces_left(100);
+    let (mut dev, _) = Device::boot(flash, None);
+    dev.run_for(3_000);
+    let mut sent = Sent::default();
+    sent.run(&mut dev.rig, 200, |n| n.bms_mut());
+    assert_eq!(sent.keys.len(), 1, "no new key without a random source");
+    assert_eq!(sent.keys[0].1.len(), 100);
+    assert_eq!(sent.refused, [ReadoutError::KeyWorn; 100]);
+    let (_, restored) = Persistence::restore(dev.flash());
+    let reserved = restored.nonce.unwrap().next;
+    assert!(
+        reserved.wrapping_sub(key_first) <= NONCES_PER_KEY,
+        "reservation {reserved} beyond the key's nonces"
+    );
+    let (mut dev, _) = dev.reboot(None);
+    dev.run_for(3_000);
+    let mut after = Sent::default();
+    after.run(&mut dev.rig, 10, |n| n.bms_mut());
+    assert!(
+        after.keys.is_empty(),
+        "the worn key sent again after a restart"
+    );
+    assert_eq!(*dev.bms().device_key(), KEY);
+}
+
+/// BLE-3: a secrets record of version 3 (before the key's first nonce was kept) still
+/// restores: the key, passkey, read protection and failed pairings are kept, and the key's
+/// nonces are counted from the reservation restored with it (the best known: what it spent
+/// before the update is not known), which the rewritten record (version 4) then keeps.
+#[test]
+fn ble_3_a_version_3_secrets_record_restores_counting_from_the_reservation() {
+    let (mut dev, _) = Device::boot(Flash::default(), Some(KEY));
+    dev.run_for(3_000);
+    dev.bms().set_passkey(424_242).unwrap();
+    dev.bms().set_read_protection(true).unwrap();
+    dev.run_for(11_000);
+    let mut flash = dev.rig.bms.into_storage();
+    let mut message = vec![RecordKind::Secrets as u8, 3];
+    message.extend(postcard::to_allocvec(&(424_242u32, KEY, true, 2u8)).unwrap());
+    let crc = bms_core::storage::record::CRC.checksum(&message);
+    message.extend_from_slice(&crc.to_le_bytes());
+    flash
+        .inner
+        .write(RecordKind::Secrets.key(), &message)
+        .unwrap();
+
+    let (mut dev, restored) = Device::boot(flash, None);
+    let reserved = restored.nonce.unwrap().next;
+    assert_eq!(
+        restored.secrets,
+        Ok(DeviceSecrets {
+            passkey: 424_242,
+            adv_key: KEY,
+            read_protection: true,
+            failed_pairings: 2,
+            key_first_nonce: None,
+        })
+    );
+    assert_eq!(*dev.bms().device_key(), KEY);
+    assert_eq!(dev.bms().passkey(), 424_242);
+    let d = dev.run_for(3_000).clone();
+    assert!(!d.codes.contains(Code::SecretsFault), "{}", d.codes);
+    assert!(!d.codes.contains(Code::RecordsCorrupt), "{}", d.codes);
+    let mut adv = [0u8; 26];
+    assert_eq!(dev.bms().manufacturer_data(&mut adv), Ok(26));
+    assert_eq!(u16::from_le_bytes([adv[7], adv[8]]), reserved);
+    let (_, restored) = dev.reboot(None);
+    assert_eq!(
+        restored.secrets.map(|s| s.key_first_nonce),
+        Ok(Some(reserved)),
+        "stored as version 4 with the key's first nonce"
+    );
 }
 
 /// MON-8: what the adaptive estimator learned survives a reboot. Floated for two hours at

@@ -1476,7 +1476,7 @@ proptest! {
         round_trip_response(Status::Ok, &settings)?;
         round_trip_response(Status::Ok, &AdvertisementKey { key })?;
         round_trip_response(Status::InvalidValue, &Refusal { field: refusal.0, min: refusal.1, max: refusal.2 })?;
-        let secrets = DeviceSecrets { passkey: refusal.1, adv_key: key, read_protection: refusal.0 % 2 == 1, failed_pairings: refusal.0 };
+        let secrets = DeviceSecrets { passkey: refusal.1, adv_key: key, read_protection: refusal.0 % 2 == 1, failed_pairings: refusal.0, key_first_nonce: Some(refusal.1 as u16) };
         let bytes = postcard::to_allocvec(&secrets).unwrap();
         prop_assert_eq!(postcard::from_bytes::<DeviceSecrets>(&bytes).unwrap(), secrets);
     }

@@ -37,10 +37,15 @@ impl Instance {
         )));
     }
 
-    /// One control step; the node writes the records that became due.
+    /// One control step; the node writes the records that became due (and renews a readout
+    /// key that has used up its nonces, BLE-3, from `bms_port_random`).
     pub(crate) fn step(&mut self, now_ms: u64, inputs: &Inputs) -> BmsOutputs {
         // The core logs every output change with its reasons (PROT-11) and every code.
-        let decisions = self.0.step(now_ms, inputs);
+        let decisions = self
+            .0
+            .step_with_random(now_ms, inputs, &mut |out: &mut [u8]| {
+                port::random(out).is_ok()
+            });
         BmsOutputs::from_decisions(&decisions, self.0.bms().read_protection())
     }
 
@@ -98,7 +103,7 @@ impl Instance {
     /// Builds the Instant Readout manufacturer data into `out`; returns its length.
     pub(crate) fn advertisement(&mut self, out: &mut [u8]) -> Result<usize, i32> {
         self.0.advertisement(out).map_err(|error| match error {
-            ReadoutError::NotReserved | ReadoutError::NoKey => BMS_EAGAIN,
+            ReadoutError::NotReserved | ReadoutError::NoKey | ReadoutError::KeyWorn => BMS_EAGAIN,
             // Too small a buffer (the record is the core's own, never too long).
             _ => BMS_ENOSPC,
         })

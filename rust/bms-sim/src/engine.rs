@@ -281,14 +281,7 @@ impl<'a> Engine<'a> {
         req: &[u8],
         resp: &mut [u8],
     ) -> Result<bms_core::node::GattReply, protocol::ProtocolError> {
-        // A new readout key in a run is drawn from the time, so that runs repeat.
-        let seed = self.now_ms;
-        let mut random = move |out: &mut [u8]| {
-            for (i, byte) in out.iter_mut().enumerate() {
-                *byte = (seed.rotate_left(i as u32 * 8) as u8) ^ (i as u8).wrapping_mul(0x9D);
-            }
-            true
-        };
+        let mut random = time_random(self.now_ms);
         self.node.gatt(
             self.now_ms,
             characteristic,
@@ -442,7 +435,12 @@ impl<'a> Engine<'a> {
         if self.uploading {
             self.node.dfu(self.now_ms, DfuEvent::Progress);
         }
-        let decisions = self.node.step(self.now_ms, &self.world.inputs());
+        // BLE-3: a readout key that used up its nonces is renewed, as on the device.
+        let decisions = self.node.step_with_random(
+            self.now_ms,
+            &self.world.inputs(),
+            &mut time_random(self.now_ms),
+        );
         self.recorder.step(self.now_ms, &decisions);
         if self.node.bms().monitor_status().synchronised {
             self.log(What::Bms("SoC synchronised to 100 %".into()));
@@ -476,6 +474,10 @@ fn boot(
         config.settings = fresh.settings;
         config.estimator = fresh.estimator;
         if scenario.bms.device_key.is_some() {
+            if config.device_key != fresh.device_key {
+                // BLE-3: another key than the stored one has spent no nonce yet.
+                config.adv_key_first_nonce = None;
+            }
             config.device_key = fresh.device_key;
         }
         if config.restored_soc.is_none() {
@@ -518,6 +520,17 @@ pub fn fixed_random(key: [u8; 16], nonce: u16) -> impl FnMut(&mut [u8]) -> bool 
             for (o, b) in out.iter_mut().zip(bytes.iter().cycle()) {
                 *o = *b;
             }
+        }
+        true
+    }
+}
+
+/// The random source of a running device: a new readout key in a run is drawn from the time
+/// `seed`, so that runs repeat.
+fn time_random(seed: u64) -> impl FnMut(&mut [u8]) -> bool {
+    move |out: &mut [u8]| {
+        for (i, byte) in out.iter_mut().enumerate() {
+            *byte = (seed.rotate_left(i as u32 * 8) as u8) ^ (i as u8).wrapping_mul(0x9D);
         }
         true
     }

@@ -395,7 +395,8 @@ pub fn run_rows(
                     supply_mv,
                     app_connected: false,
                 };
-                decisions = node.step(t, &inputs);
+                // BLE-3: a readout key that used up its nonces is renewed, as on the device.
+                decisions = node.step_with_random(t, &inputs, &mut random);
                 let tick = u64::from(decisions.tick_ms).max(1);
                 next_tick = node
                     .next_deadline_ms()

@@ -247,9 +247,18 @@ struct SecretsV2 {
     read_protection: bool,
 }
 
+/// Version 3 of the secrets record: before the readout key's first nonce was kept.
+#[derive(Deserialize)]
+struct SecretsV3 {
+    passkey: u32,
+    adv_key: [u8; 16],
+    read_protection: bool,
+    failed_pairings: u8,
+}
+
 impl Record for DeviceSecrets {
     const KIND: RecordKind = RecordKind::Secrets;
-    const VERSION: u8 = 3;
+    const VERSION: u8 = 4;
 
     fn decode_body(version: u8, body: &[u8]) -> Result<Self, RecordError> {
         match version {
@@ -258,6 +267,7 @@ impl Record for DeviceSecrets {
                 adv_key: v1.adv_key,
                 read_protection: false,
                 failed_pairings: 0,
+                key_first_nonce: None,
             }),
             // The failures against the passkey before the update are not known: none.
             2 => decode_exact::<SecretsV2>(body).map(|v2| DeviceSecrets {
@@ -265,8 +275,18 @@ impl Record for DeviceSecrets {
                 adv_key: v2.adv_key,
                 read_protection: v2.read_protection,
                 failed_pairings: 0,
+                key_first_nonce: None,
             }),
-            3 => decode_exact(body),
+            // BLE-3: which nonce the key started at is not known before version 4: its nonces
+            // are counted from the reservation restored with it (`Config::from_restored`).
+            3 => decode_exact::<SecretsV3>(body).map(|v3| DeviceSecrets {
+                passkey: v3.passkey,
+                adv_key: v3.adv_key,
+                read_protection: v3.read_protection,
+                failed_pairings: v3.failed_pairings,
+                key_first_nonce: None,
+            }),
+            4 => decode_exact(body),
             version => Err(RecordError::UnknownVersion { version }),
         }
     }
@@ -452,6 +472,7 @@ pub(crate) mod tests {
             adv_key: [0x5A; 16],
             read_protection: false,
             failed_pairings: 0,
+            key_first_nonce: Some(0xBEEF),
         }
     }
 
@@ -571,6 +592,24 @@ pub(crate) mod tests {
             };
             assert_eq!(encode(&LearnedRecord(learned)).len(), 91);
         }
+    }
+
+    /// The secrets record (version 4) is 27–31 bytes, as docs/persistence.md says.
+    #[test]
+    fn the_secrets_record_is_27_to_31_bytes() {
+        let smallest = DeviceSecrets {
+            passkey: 1,
+            key_first_nonce: Some(0),
+            ..sample_secrets()
+        };
+        let largest = DeviceSecrets {
+            passkey: MAX_PASSKEY,
+            failed_pairings: u8::MAX,
+            key_first_nonce: Some(u16::MAX),
+            ..sample_secrets()
+        };
+        assert_eq!(encode(&smallest).len(), 27);
+        assert_eq!(encode(&largest).len(), 31);
     }
 
     #[test]
@@ -751,6 +790,8 @@ pub(crate) mod tests {
     const V1_POINT: &str = "0109409c28233f9d";
     const V1_SECRETS: &str = "0601c0c4075a5a5a5a5a5a5a5a5a5a5a5a5a5a5a5a44e53ffc";
     const V2_SECRETS: &str = "0602c0c4075a5a5a5a5a5a5a5a5a5a5a5a5a5a5a5a0020607ec3";
+    /// Version 3 of the secrets record (with 3 failed pairings), before the key's first nonce.
+    const V3_SECRETS: &str = "0603c0c4075a5a5a5a5a5a5a5a5a5a5a5a5a5a5a5a0003afbe463d";
     const V1_LEARNED: &str = concat!(
         "070154400d0300000048c10000a0416f12833b6f12033ca69b443b0ad7233c8fc2753f0ad7a33c0ad7233c",
         "0ad7a33c8fc2f5bccdcccc3dcdcc4c3d9a99193e00000000cdcc4c3e0ad7a33c3d0a573ecdccccbdcdcc4c",
@@ -798,14 +839,26 @@ pub(crate) mod tests {
             decode_record::<SocPoint>(&unhex(V1_POINT)),
             Ok(sample_point())
         );
+        // Versions 1 to 3 did not keep the readout key's first nonce (BLE-3): not known.
+        let before_v4 = DeviceSecrets {
+            key_first_nonce: None,
+            ..sample_secrets()
+        };
         assert_eq!(
             decode_record::<DeviceSecrets>(&unhex(V1_SECRETS)),
-            Ok(sample_secrets())
+            Ok(before_v4)
         );
         // Version 2 (read protection, before the failed pairings were kept): none failed.
         assert_eq!(
             decode_record::<DeviceSecrets>(&unhex(V2_SECRETS)),
-            Ok(sample_secrets())
+            Ok(before_v4)
+        );
+        assert_eq!(
+            decode_record::<DeviceSecrets>(&unhex(V3_SECRETS)),
+            Ok(DeviceSecrets {
+                failed_pairings: 3,
+                ..before_v4
+            })
         );
         assert_eq!(
             decode_record::<Nonce>(&unhex(V1_NONCE)),

@@ -98,6 +98,7 @@ impl Device {
                 adv_key: KEY,
                 read_protection: false,
                 failed_pairings: 0,
+                key_first_nonce: None,
             }),
             persistence,
             boot_ms: 0,

@@ -778,7 +778,8 @@ int32_t bms_gatt_request(struct bms *bms,
  *
  * Returns `BMS_OK` with the length in `*len`, `BMS_ENOSPC` when `cap` <
  * `BMS_ADVERTISEMENT_LEN`, `BMS_EAGAIN` before a step has stored the first nonce reservation
- * (the packet would need an unreserved nonce), or `BMS_EINVAL` (bad handle, null pointer).
+ * (the packet would need an unreserved nonce), while the readout key has used up its nonces
+ * and no new one could be made (no random source), or `BMS_EINVAL` (bad handle, null pointer).
  *
  * # Safety
  * `buf` must be null or writable for `cap` bytes, `len` null or point to a writable `size_t`,

@@ -593,6 +593,39 @@ fn ble_3_a_lost_nonce_reservation_brings_a_new_readout_key() {
     assert_eq!(*dev.bms().device_key(), key);
 }
 
+/// Every write, in order, for the power cuts; writes under `failing` fail.
+struct Journal {
+    inner: MemStorage,
+    writes: Vec<(&'static str, Vec<u8>)>,
+    failing: Option<&'static str>,
+}
+
+impl Storage for Journal {
+    fn read(
+        &mut self,
+        key: &str,
+        buf: &mut [u8],
+    ) -> Result<usize, bms_core::storage::StorageError> {
+        self.inner.read(key, buf)
+    }
+    fn write(&mut self, key: &str, value: &[u8]) -> Result<(), bms_core::storage::StorageError> {
+        if self.failing == Some(key) {
+            return Err(bms_core::storage::StorageError::Io { code: -5 });
+        }
+        self.inner.write(key, value)?;
+        let key = RecordKind::ALL
+            .into_iter()
+            .map(RecordKind::key)
+            .find(|k| *k == key)
+            .unwrap();
+        self.writes.push((key, value.to_vec()));
+        Ok(())
+    }
+    fn delete(&mut self, key: &str) -> Result<(), bms_core::storage::StorageError> {
+        self.inner.delete(key)
+    }
+}
+
 /// BLE-3: the key of a lost nonce reservation never comes back with a reservation. Which nonces
 /// the old key was sent with is unknown, so the start after the loss makes a new key and a random
 /// first nonce; should the power go (or the secrets write fail) before that key is stored, the
@@ -602,38 +635,6 @@ fn ble_3_a_lost_nonce_reservation_brings_a_new_readout_key() {
 /// prevent). The flash is cut after every single write of the first seconds after the loss.
 #[test]
 fn ble_3_the_old_key_of_a_lost_nonce_reservation_never_gets_a_reservation() {
-    /// Every write, in order, for the power cuts.
-    struct Journal {
-        inner: MemStorage,
-        writes: Vec<(&'static str, Vec<u8>)>,
-    }
-    impl Storage for Journal {
-        fn read(
-            &mut self,
-            key: &str,
-            buf: &mut [u8],
-        ) -> Result<usize, bms_core::storage::StorageError> {
-            self.inner.read(key, buf)
-        }
-        fn write(
-            &mut self,
-            key: &str,
-            value: &[u8],
-        ) -> Result<(), bms_core::storage::StorageError> {
-            self.inner.write(key, value)?;
-            let key = RecordKind::ALL
-                .into_iter()
-                .map(RecordKind::key)
-                .find(|k| *k == key)
-                .unwrap();
-            self.writes.push((key, value.to_vec()));
-            Ok(())
-        }
-        fn delete(&mut self, key: &str) -> Result<(), bms_core::storage::StorageError> {
-            self.inner.delete(key)
-        }
-    }
-
     let (mut dev, _) = Device::boot(Flash::default(), Some(KEY));
     dev.run_for(14_000);
     let mut before = dev.rig.bms.into_storage().inner;
@@ -647,6 +648,7 @@ fn ble_3_the_old_key_of_a_lost_nonce_reservation_never_gets_a_reservation() {
     let journal = Journal {
         inner: before.clone(),
         writes: Vec::new(),
+        failing: None,
     };
     let mut node = Node::open(journal, &mut random(Some(fresh)));
     assert_ne!(*node.bms().device_key(), KEY, "a new key after the loss");
@@ -678,12 +680,12 @@ fn ble_3_the_old_key_of_a_lost_nonce_reservation_never_gets_a_reservation() {
 
 /// A device that steps with its random source ([`Node::step_with_random`]) as the firmware
 /// does: `key` for a new readout key, none when `None`.
-struct Renewing {
-    node: Node<Flash>,
+struct Renewing<S: Storage = Flash> {
+    node: Node<S>,
     key: Option<[u8; 16]>,
 }
 
-impl Core for Renewing {
+impl<S: Storage> Core for Renewing<S> {
     fn report(&mut self, now_ms: u64, report: &bms_core::bus::BatteryReport) {
         let _ = self.node.handle_report(now_ms, report);
     }
@@ -819,6 +821,65 @@ fn ble_3_a_worn_readout_key_is_renewed_by_the_node() {
         stored.key_first_nonce,
         Some(key_first.wrapping_add(NONCES_PER_KEY))
     );
+}
+
+/// BLE-3: a renewed key goes the way of every new key: its secrets are stored before any
+/// nonce reservation for it. Should the secrets write fail (here for a minute), no reservation
+/// is written meanwhile (the new key's packets wait: "not available"), and whatever the power
+/// does after any single write, the store never holds the worn key beside a reservation
+/// beyond its nonces, which would send it on past them at the next start.
+#[test]
+fn ble_3_a_renewed_key_is_stored_before_its_nonce_reservation() {
+    let (flash, key_first) = flash_with_nonces_left(5);
+    let before = flash.inner;
+    let new_key = [0x77; 16];
+    let journal = Journal {
+        inner: before.clone(),
+        writes: Vec::new(),
+        failing: Some(RecordKind::Secrets.key()),
+    };
+    let node = Node::open(journal, &mut random(Some(new_key)));
+    let mut rig = Rig::with_core(
+        1,
+        1,
+        BatteryModel::Lfp12V8,
+        Renewing {
+            node,
+            key: Some(new_key),
+        },
+    );
+    rig.run_for(3_000);
+    let mut sent = Sent::default();
+    sent.run(&mut rig, 10, |r| r.node.bms_mut());
+    assert_eq!(sent.keys.len(), 1);
+    assert!(
+        sent.refused.contains(&ReadoutError::NotReserved),
+        "{:?}",
+        sent.refused
+    );
+    assert_eq!(*rig.bms.node.bms().device_key(), new_key, "renewed in RAM");
+    rig.bms.node.storage_mut().failing = None;
+    sent.run(&mut rig, 10, |r| r.node.bms_mut());
+    assert_eq!(sent.keys.len(), 2, "the new key advertised once stored");
+    let writes = rig.bms.node.into_storage().writes;
+    for cut in 0..=writes.len() {
+        let mut flash = before.clone();
+        for (key, value) in &writes[..cut] {
+            flash.write(key, value).unwrap();
+        }
+        let (_, restored) = Persistence::restore(&mut flash);
+        let (Ok(secrets), Ok(nonce)) = (restored.secrets, restored.nonce) else {
+            panic!("power cut after write {cut}: a record lost");
+        };
+        if secrets.adv_key == KEY {
+            assert!(
+                nonce.next.wrapping_sub(key_first) <= NONCES_PER_KEY,
+                "power cut after write {cut}: the worn key restored beside the reservation \
+                 {} made for the new key",
+                nonce.next
+            );
+        }
+    }
 }
 
 /// BLE-3: the nonces a key has spent are counted across restarts: its first nonce is stored

@@ -4,8 +4,8 @@
  *
  * The platform side of bms_port.h: the core's records stored with Zephyr's settings subsystem
  * on the ZMS backend, one settings entry per record. Any key the core names is stored as it
- * is ("bms/settings", "bms/soc", "bms/point", "bms/hist", "bms/nonce", "bms/secrets",
- * "bms/learn", and whatever it adds later): nothing here lists them. The bytes are opaque here: version and
+ * is ("bms/settings", "bms/soc", "bms/point", "bms/hist", "bms/hpt", "bms/hcnt", "bms/nonce",
+ * "bms/secrets", "bms/learn", "bms/name", and whatever it adds later): nothing here lists them. The bytes are opaque here: version and
  * CRC are the core's (SET-3). Direct-load pattern of samples/subsys/settings.
  */
 

@@ -145,6 +145,8 @@ const KINDS: [RecordKind; RecordKind::COUNT] = [
     RecordKind::Soc,
     RecordKind::SocPoint,
     RecordKind::History,
+    RecordKind::HistoryPoint,
+    RecordKind::HistoryCounts,
     RecordKind::Nonce,
     RecordKind::Secrets,
     RecordKind::Learned,
@@ -214,8 +216,15 @@ fn run(scenario: &Scenario) -> Day {
                 synchronised: status.synchronised,
             },
         );
-        if scenario.errors_per_day > 0 && t_ms % (DAY_MS / scenario.errors_per_day) == 0 {
-            history.record_error(3);
+        // Two codes in turn, so that every error changes the last errors (one code over and
+        // over would leave them unchanged after the fourth, and store nothing).
+        let error_every_ms = DAY_MS / scenario.errors_per_day.max(1);
+        if scenario.errors_per_day > 0 && t_ms % error_every_ms == 0 {
+            history.record_error(if (t_ms / error_every_ms) % 2 == 0 {
+                3
+            } else {
+                5
+            });
         }
         if scenario.settings_changes_per_day > 0
             && t_ms % (DAY_MS / scenario.settings_changes_per_day) == 0
@@ -259,7 +268,8 @@ fn run(scenario: &Scenario) -> Day {
             balanced_at_full: None,
             undervoltage_disconnect: false,
             history: *history.record(),
-            history_due: history.persist_due(t_ms),
+            history_due: history.all_due(t_ms),
+            history_counted_due: history.counted_due(),
             nonce: advertiser.nonce_to_persist(),
             secrets: Some(secrets),
             learned: monitor.learned(),
@@ -272,6 +282,8 @@ fn run(scenario: &Scenario) -> Day {
         }
         if report.history == Outcome::Written {
             history.mark_persisted(t_ms);
+        } else if report.history_counted == Outcome::Written {
+            history.mark_counted_persisted();
         }
         if let (Outcome::Written, Some(next)) = (report.nonce, records.nonce) {
             advertiser.nonce_persisted(next);
@@ -295,9 +307,9 @@ fn run(scenario: &Scenario) -> Day {
 /// Live bytes ZMS copies forward at each garbage collection: the largest value of each record
 /// with its ATE and name entry, plus the other settings.
 fn live_bytes() -> u64 {
-    // Upper bounds of the encoded lengths (settings, SoC record, SoC point, history, nonce,
-    // secrets, learned).
-    let largest = [20, 49, 8, 160, 8, 27, LEARNED_MAX_LEN];
+    // Upper bounds of the encoded lengths (settings, SoC record, SoC point, history, history
+    // point, history counts, nonce, secrets, learned).
+    let largest = [20, 49, 8, 160, 8, 8, 8, 27, LEARNED_MAX_LEN];
     let names: u64 = KINDS
         .iter()
         .map(|kind| flash_cost(kind.key().len() as u64))

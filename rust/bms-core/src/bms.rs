@@ -862,7 +862,8 @@ impl Bms {
             balanced_at_full: self.balancer.judged_balanced(),
             undervoltage_disconnect: self.protection.undervoltage_disconnect(),
             history: *self.history.record(),
-            history_due: self.history.persist_due(self.now_ms),
+            history_due: self.history.all_due(self.now_ms),
+            history_counted_due: self.history.counted_due(),
             nonce: self.advertiser.nonce_to_persist(),
             secrets: self.secrets_to_persist(),
             learned: self.monitor.learned(),
@@ -893,6 +894,8 @@ impl Bms {
         }
         if report.history == Outcome::Written {
             self.history.mark_persisted(self.now_ms);
+        } else if report.history_counted == Outcome::Written {
+            self.history.mark_counted_persisted();
         }
         if let (Outcome::Written, Some(value)) = (report.nonce, records.nonce) {
             self.advertiser.nonce_persisted(value);

@@ -10,7 +10,7 @@
 
 use serde::{Deserialize, Serialize};
 
-use crate::monitor::MAX_GAP_MS;
+use crate::monitor::{MAX_GAP_MS, PERSIST_AGE_INTERVAL_MS};
 use crate::soc::NAS_PER_MAH;
 
 /// How many of the last errors are kept (HIST-1).
@@ -22,9 +22,14 @@ pub const CYCLE_HIGH_PERMILLE: u16 = 900;
 /// A synchronisation is counted only if the SoC dropped below this since the previous one, in
 /// permille (HIST-3).
 pub const SYNC_ARM_PERMILLE: u16 = 900;
-/// Longest time a change of an uncounted item (Ah, energy, extremes, time since full charge)
-/// stays unpersisted, in ms.
-pub const PERSIST_INTERVAL_MS: u64 = 60 * 60_000;
+/// Longest time a change of an uncounted item (Ah, energy, extremes, deepest discharge, the
+/// cycle and synchronisation rules' state) stays unpersisted, in ms (MON-8: at least every 10
+/// minutes while the history changes). Counted from the first change after the last persist.
+pub const PERSIST_INTERVAL_MS: u64 = 10 * 60_000;
+/// Longest time the time since the last full charge advances unpersisted while nothing else
+/// changes, in ms: the monitor's own [`PERSIST_AGE_INTERVAL_MS`] for the same clock, so that
+/// a bank at rest is not written every 10 minutes for a clock.
+pub const SINCE_FULL_PERSIST_MS: u64 = PERSIST_AGE_INTERVAL_MS;
 
 /// Energy of 1 mWh in nJ (mV × mA × ms).
 const NJ_PER_MWH: u64 = 3_600_000_000;
@@ -73,27 +78,27 @@ struct Sample {
 /// The persisted history items (HIST-1) and the state of the cycle and synchronisation rules.
 #[derive(Clone, Copy, Debug, Default, PartialEq, Eq, Serialize, Deserialize)]
 pub struct HistoryRecord {
-    deepest_discharge_mah: u32,
-    drawn_mah: u64,
-    drawn_rem_nas: u64,
-    discharged_mwh: u64,
-    discharged_rem_nj: u64,
-    charged_mwh: u64,
-    charged_rem_nj: u64,
-    synchronisations: u32,
-    cycles: u32,
-    since_full_charge_ms: Option<u64>,
-    min_bank_mv: Option<u32>,
-    max_bank_mv: Option<u32>,
-    min_cell_mv: Option<u16>,
-    max_cell_mv: Option<u16>,
-    min_temp_ddegc: Option<i16>,
-    max_temp_ddegc: Option<i16>,
-    last_errors: [Option<u16>; LAST_ERRORS],
+    pub(crate) deepest_discharge_mah: u32,
+    pub(crate) drawn_mah: u64,
+    pub(crate) drawn_rem_nas: u64,
+    pub(crate) discharged_mwh: u64,
+    pub(crate) discharged_rem_nj: u64,
+    pub(crate) charged_mwh: u64,
+    pub(crate) charged_rem_nj: u64,
+    pub(crate) synchronisations: u32,
+    pub(crate) cycles: u32,
+    pub(crate) since_full_charge_ms: Option<u64>,
+    pub(crate) min_bank_mv: Option<u32>,
+    pub(crate) max_bank_mv: Option<u32>,
+    pub(crate) min_cell_mv: Option<u16>,
+    pub(crate) max_cell_mv: Option<u16>,
+    pub(crate) min_temp_ddegc: Option<i16>,
+    pub(crate) max_temp_ddegc: Option<i16>,
+    pub(crate) last_errors: [Option<u16>; LAST_ERRORS],
     /// SoC dropped below 65 % and has not yet risen above 90 % (HIST-2).
-    cycle_started: bool,
+    pub(crate) cycle_started: bool,
     /// SoC dropped below 90 % since the last counted synchronisation (HIST-3).
-    sync_armed: bool,
+    pub(crate) sync_armed: bool,
 }
 
 /// The history: its items and when to persist them. Build a fresh one with
@@ -105,8 +110,14 @@ pub struct History {
     record: HistoryRecord,
     last: Option<Sample>,
     persisted_at_ms: u64,
-    changed: bool,
+    /// When the first change not yet persisted (other than the time since full advancing)
+    /// happened.
+    changed_since_ms: Option<u64>,
+    /// The time since the last full charge advanced since the last persist.
+    since_advanced: bool,
     counted_changed: bool,
+    /// A reset: everything is due at once.
+    reset_pending: bool,
 }
 
 impl From<HistoryRecord> for History {
@@ -193,7 +204,19 @@ impl History {
         let counted_changed = (before.synchronisations, before.cycles)
             != (self.record.synchronisations, self.record.cycles);
         self.counted_changed |= counted_changed;
-        self.changed |= self.record != before;
+        // The time since full advancing is a change of its own kind (SINCE_FULL_PERSIST_MS);
+        // a restart is a change like any other.
+        let (mut then, mut now) = (before, self.record);
+        if let (Some(a), Some(b)) = (then.since_full_charge_ms, now.since_full_charge_ms) {
+            if b >= a {
+                self.since_advanced |= b > a;
+                then.since_full_charge_ms = None;
+                now.since_full_charge_ms = None;
+            }
+        }
+        if then != now && self.changed_since_ms.is_none() {
+            self.changed_since_ms = Some(now_ms);
+        }
         HistoryStatus {
             counted_changed,
             persist_due: self.persist_due(now_ms),
@@ -240,29 +263,53 @@ impl History {
         if let Some(newest) = errors.first_mut() {
             *newest = Some(code);
         }
-        self.changed = true;
         self.counted_changed = true;
     }
 
     /// Clears every item (HIST-4); persist at once.
     pub fn reset(&mut self) {
         self.record = HistoryRecord::default();
-        self.changed = true;
         self.counted_changed = true;
+        self.reset_pending = true;
     }
 
-    /// Whether the persisted record is out of date at `now_ms`: at once after a change of a
-    /// counted item or a reset, and [`PERSIST_INTERVAL_MS`] after any other change. Never while
-    /// nothing changed.
+    /// Whether some of the history is due to be persisted at `now_ms`: the counted items
+    /// ([`History::counted_due`]) or all of it ([`History::all_due`]). Never while nothing
+    /// changed.
     pub fn persist_due(&self, now_ms: u64) -> bool {
-        self.counted_changed
-            || (self.changed && now_ms.saturating_sub(self.persisted_at_ms) >= PERSIST_INTERVAL_MS)
+        self.counted_due() || self.all_due(now_ms)
     }
 
-    /// Records that the history was persisted at `now_ms`.
+    /// A counted item (cycles, synchronisations, last errors) changed since the last persist:
+    /// persist the counted items at once.
+    pub fn counted_due(&self) -> bool {
+        self.counted_changed
+    }
+
+    /// The whole history is due at `now_ms`: after a reset at once, [`PERSIST_INTERVAL_MS`]
+    /// after the first change since the last persist (MON-8), and [`SINCE_FULL_PERSIST_MS`]
+    /// after the last persist when only the time since the last full charge advanced.
+    pub fn all_due(&self, now_ms: u64) -> bool {
+        self.reset_pending
+            || self
+                .changed_since_ms
+                .is_some_and(|since| now_ms.saturating_sub(since) >= PERSIST_INTERVAL_MS)
+            || (self.since_advanced
+                && now_ms.saturating_sub(self.persisted_at_ms) >= SINCE_FULL_PERSIST_MS)
+    }
+
+    /// Records that the whole history was persisted at `now_ms`.
     pub fn mark_persisted(&mut self, now_ms: u64) {
         self.persisted_at_ms = now_ms;
-        self.changed = false;
+        self.changed_since_ms = None;
+        self.since_advanced = false;
+        self.counted_changed = false;
+        self.reset_pending = false;
+    }
+
+    /// Records that the counted items were persisted (the rest of the history may still be
+    /// due later).
+    pub fn mark_counted_persisted(&mut self) {
         self.counted_changed = false;
     }
 

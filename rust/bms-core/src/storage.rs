@@ -6,7 +6,8 @@
 //! Zephyr's settings subsystem (ZMS or NVS), which already makes every write power-fail safe and
 //! wear-levelled, so there is no file system or journal here. On the host it is [`MemStorage`]
 //! (tests) or the simulator's file store. Keys follow the settings subsystem (`bms/settings`,
-//! `bms/soc`, `bms/point`, `bms/hist`, `bms/nonce`, `bms/secrets`, `bms/learn`), and every
+//! `bms/soc`, `bms/point`, `bms/hist`, `bms/hpt`, `bms/hcnt`, `bms/nonce`, `bms/secrets`,
+//! `bms/learn`, `bms/name`), and every
 //! value is at most [`MAX_RECORD_LEN`] bytes.
 //!
 //! - [`record`]: the envelope of every value (kind, format version, postcard body, CRC-32; or
@@ -14,6 +15,8 @@
 //!   format version.
 //! - [`soc`]: the SoC state as a whole record plus a compact point written at every point of
 //!   SoC (MON-8), so that the frequent write fits inside one ZMS entry.
+//! - [`hist`]: the history as a whole record plus two compact points (fast counters, counted
+//!   items) written at most every 10 minutes while it changes (MON-8).
 //! - [`learned`]: what the adaptive SoC estimator learned, written rarely.
 //! - [`persist`]: [`Persistence`], which writes what is due and restores everything at start,
 //!   each record on its own.
@@ -24,6 +27,7 @@ use heapless::{LinearMap, String, Vec};
 
 use crate::word::Number;
 
+pub mod hist;
 pub mod learned;
 pub mod persist;
 pub mod record;
@@ -31,6 +35,7 @@ pub mod soc;
 #[cfg(test)]
 mod week_tests;
 
+pub use hist::{HistoryCounts, HistoryPoint, HistoryStored};
 pub use learned::LearnedRecord;
 pub use persist::{Outcome, Persistence, PollReport, RecordStats, Records, Restored};
 pub use record::{
@@ -104,7 +109,7 @@ impl<S: Storage + ?Sized> Storage for &mut S {
 }
 
 /// Keys a [`MemStorage`] holds.
-pub const MEM_STORAGE_KEYS: usize = 8;
+pub const MEM_STORAGE_KEYS: usize = 10;
 
 /// An in-memory [`Storage`] of fixed size (no heap): up to [`MEM_STORAGE_KEYS`] keys of up to
 /// [`MAX_RECORD_LEN`] bytes each. For tests, the simulator without `--state`, and a device

@@ -67,7 +67,11 @@ fuzz_target!(|data: &[u8]| {
 
 /// `version_and_body` in the envelope of `kind` with a correct CRC (docs/persistence.md).
 fn seal(kind: RecordKind, version_and_body: &[u8]) -> Vec<u8> {
-    if kind == RecordKind::SocPoint {
+    // The compact records (docs/persistence.md): version, body, CRC-16 over kind and bytes.
+    if matches!(
+        kind,
+        RecordKind::SocPoint | RecordKind::HistoryPoint | RecordKind::HistoryCounts
+    ) {
         let mut digest = CRC16.digest();
         digest.update(&[kind as u8]);
         digest.update(version_and_body);

@@ -4,14 +4,17 @@
 //! Who decides "due": the settings and the device secrets are written whenever they differ from
 //! the stored ones (SET-2, BLE-2);
 //! the SoC state and the history when their owners say so (`Monitor::persist_due`: every point
-//! of SoC and at most 10 minutes after any change, MON-8; `History::persist_due`: at once for a
-//! counted item, at most an hour after any other change, HIST-4); the nonce whenever the
+//! of SoC and at most 10 minutes after any change, MON-8; `History::counted_due`: at once for a
+//! counted item, `History::all_due`: at most 10 minutes after any other change, MON-8 and
+//! HIST-4); the nonce whenever the
 //! advertiser asks for a new reservation (`Advertiser::nonce_to_persist`: once every 2048
 //! payload changes, never per advertisement); what the adaptive SoC estimator learned when it
 //! moved by a meaningful step since the stored values, at most once every 4 hours
 //! ([`super::learned`] explains why). A due SoC state goes into the 8-byte
 //! [`SocPoint`] when only its charge counts changed, and into the whole [`SocRecord`] otherwise
-//! (see [`super::soc`]). A record that is missing or unreadable at start is written at the first
+//! (see [`super::soc`]); the history goes into its two compact points when they can carry what
+//! changed, and into the whole record otherwise (see [`super::hist`]). A record that is missing
+//! or unreadable at start is written at the first
 //! poll, so the store is repaired with the values in use (the learned values once the monitor
 //! knows its bank). A write that fails is reported,
 //! retried after [`RETRY_MS`], and leaves the previous value in the store.
@@ -21,6 +24,7 @@
 //! written, `History::mark_persisted`, `Advertiser::nonce_persisted`) and raise or clear the
 //! storage error from [`Persistence::failing`].
 
+use super::hist::{self, HistoryCounts, HistoryPoint, HistoryStored};
 use super::learned::{self, LearnedRecord, LEARNED_INTERVAL_MS};
 use super::record::{decode_record, encode_record, Nonce, Record, RecordError, RecordKind};
 use super::soc::{self, SocPoint, SocRecord};
@@ -57,8 +61,12 @@ pub struct Records {
     pub undervoltage_disconnect: bool,
     /// The history (`History::record`).
     pub history: HistoryRecord,
-    /// The history wants to be written (`History::persist_due`).
+    /// The whole history is due (`History::all_due`): stored through the whole record or its
+    /// points, whichever can carry it.
     pub history_due: bool,
+    /// The history's counted items are due (`History::counted_due`): stored at once through the
+    /// counts point (or the whole record when the point cannot carry them).
+    pub history_counted_due: bool,
     /// A nonce reservation to persist (`Advertiser::nonce_to_persist`).
     pub nonce: Option<u16>,
     /// The device's passkey and Instant Readout key (`Bms::secrets`); `None` while the key is
@@ -107,8 +115,19 @@ pub struct PollReport {
     pub soc_record: Outcome,
     /// The SoC point (`bms/point`).
     pub soc_point: Outcome,
-    /// The history record.
+    /// The history (HIST-4, MON-8), through whichever records carried it: `Written` means the
+    /// history given in [`Records::history`] is stored up to the points' units
+    /// (`History::mark_persisted`), possibly without a write when the store already holds it.
     pub history: Outcome,
+    /// The history's counted items: `Written` means they are stored
+    /// (`History::mark_counted_persisted`).
+    pub history_counted: Outcome,
+    /// The whole history record (`bms/hist`).
+    pub history_record: Outcome,
+    /// The history's fast-counter point (`bms/hpt`).
+    pub history_point: Outcome,
+    /// The history's counts point (`bms/hcnt`).
+    pub history_counts: Outcome,
     /// The nonce record (the value written is [`Records::nonce`]).
     pub nonce: Outcome,
     /// The device secrets record.
@@ -129,7 +148,9 @@ impl PollReport {
             RecordKind::Settings => self.settings,
             RecordKind::Soc => self.soc_record,
             RecordKind::SocPoint => self.soc_point,
-            RecordKind::History => self.history,
+            RecordKind::History => self.history_record,
+            RecordKind::HistoryPoint => self.history_point,
+            RecordKind::HistoryCounts => self.history_counts,
             RecordKind::Nonce => self.nonce,
             RecordKind::Secrets => self.secrets,
             RecordKind::Learned => self.learned,
@@ -149,7 +170,9 @@ impl PollReport {
             RecordKind::Settings => self.settings = outcome,
             RecordKind::Soc => self.soc_record = outcome,
             RecordKind::SocPoint => self.soc_point = outcome,
-            RecordKind::History => self.history = outcome,
+            RecordKind::History => self.history_record = outcome,
+            RecordKind::HistoryPoint => self.history_point = outcome,
+            RecordKind::HistoryCounts => self.history_counts = outcome,
             RecordKind::Nonce => self.nonce = outcome,
             RecordKind::Secrets => self.secrets = outcome,
             RecordKind::Learned => self.learned = outcome,
@@ -185,8 +208,13 @@ pub struct Restored {
     pub balanced_at_full: Option<bool>,
     /// PROT-2: the under-voltage disconnect latch, from the SoC record (false without one).
     pub undervoltage_disconnect: bool,
-    /// The stored history (`History::from`).
+    /// The stored history (`History::from`): the whole record with each point applied that
+    /// belongs to it.
     pub history: Result<HistoryRecord, RecordError>,
+    /// The stored history point as read (applied in `history` only on top of its own record).
+    pub history_point: Result<HistoryPoint, RecordError>,
+    /// The stored history counts as read (applied in `history` only on top of its own record).
+    pub history_counts: Result<HistoryCounts, RecordError>,
     /// The stored nonce reservation (first nonce for `Advertiser::new`).
     pub nonce: Result<Nonce, RecordError>,
     /// The stored passkey and Instant Readout key.
@@ -214,6 +242,8 @@ impl Restored {
             RecordKind::Soc => self.soc.err(),
             RecordKind::SocPoint => self.soc_point.err(),
             RecordKind::History => self.history.err(),
+            RecordKind::HistoryPoint => self.history_point.err(),
+            RecordKind::HistoryCounts => self.history_counts.err(),
             RecordKind::Nonce => self.nonce.err(),
             RecordKind::Secrets => self.secrets.err(),
             RecordKind::Learned => self.learned.err(),
@@ -222,17 +252,22 @@ impl Restored {
     }
 
     /// The error to raise and report for `kind` (SET-3): any reason it was not restored, except
-    /// that nothing is missing on a first boot, and a missing SoC point, learned or name record
-    /// never is an error (no point is written until the SoC moves; nothing is learned with plain
-    /// counting, nor before the monitor knows its bank; a firmware that predates a record kind
-    /// wrote none: the learned values, the device name).
+    /// that nothing is missing on a first boot, and a missing SoC or history point, learned or
+    /// name record never is an error (no point is written until the SoC or history moves;
+    /// nothing is learned with plain counting, nor before the monitor knows its bank; a
+    /// firmware that predates a record kind wrote none: the history points, the learned
+    /// values, the device name).
     pub fn fault(&self, kind: RecordKind) -> Option<RecordError> {
         match self.error(kind) {
             Some(RecordError::Missing)
                 if self.first_boot()
                     || matches!(
                         kind,
-                        RecordKind::SocPoint | RecordKind::Learned | RecordKind::Name
+                        RecordKind::SocPoint
+                            | RecordKind::HistoryPoint
+                            | RecordKind::HistoryCounts
+                            | RecordKind::Learned
+                            | RecordKind::Name
                     ) =>
             {
                 None
@@ -267,6 +302,16 @@ pub struct Persistence {
     soc_stored: Option<SocRecord>,
     /// The generation of the SoC point the store holds, `None` when it holds none.
     point_generation: Option<u8>,
+    /// The whole history record the store holds (restored or last written), `None` when
+    /// unknown.
+    history_stored: Option<HistoryStored>,
+    /// The generations of the history points the store holds, `None` when it holds none.
+    history_point_generation: Option<u8>,
+    history_counts_generation: Option<u8>,
+    /// The history points the store holds when they belong to `history_stored` (what a
+    /// restore applies), `None` otherwise.
+    history_point_applied: Option<HistoryPoint>,
+    history_counts_applied: Option<HistoryCounts>,
     /// The learned values the store holds (restored or last written), `None` when unknown.
     learned_stored: Option<Learned>,
     /// No learned record is written for a lesson before this time (one [`LEARNED_INTERVAL_MS`]
@@ -300,6 +345,9 @@ impl Persistence {
     pub fn restore<S: Storage + ?Sized>(storage: &mut S) -> (Persistence, Restored) {
         let soc_record = read::<SocRecord, S>(storage);
         let soc_point = read::<SocPoint, S>(storage);
+        let history = read::<HistoryStored, S>(storage);
+        let history_point = read::<HistoryPoint, S>(storage);
+        let history_counts = read::<HistoryCounts, S>(storage);
         let restored = Restored {
             settings: read::<Settings, S>(storage),
             soc: soc_record.map(|record| soc::combine(&record, soc_point.as_ref().ok())),
@@ -308,7 +356,15 @@ impl Persistence {
             undervoltage_disconnect: soc_record
                 .ok()
                 .is_some_and(|record| record.undervoltage_disconnect),
-            history: read::<HistoryRecord, S>(storage),
+            history: history.map(|stored| {
+                hist::combine(
+                    &stored,
+                    history_point.as_ref().ok(),
+                    history_counts.as_ref().ok(),
+                )
+            }),
+            history_point,
+            history_counts,
             nonce: read::<Nonce, S>(storage),
             secrets: read::<DeviceSecrets, S>(storage),
             learned: read::<LearnedRecord, S>(storage).map(|record| record.0),
@@ -320,13 +376,29 @@ impl Persistence {
             name_stored: restored.name.ok(),
             soc_stored: soc_record.ok(),
             point_generation: soc_point.ok().map(|point| point.generation),
+            history_stored: history.ok(),
+            history_point_generation: history_point.ok().map(|point| point.generation),
+            history_counts_generation: history_counts.ok().map(|counts| counts.generation),
+            history_point_applied: history_point.ok().filter(|point| {
+                history
+                    .as_ref()
+                    .is_ok_and(|stored| stored.generation == point.generation)
+            }),
+            history_counts_applied: history_counts.ok().filter(|counts| {
+                history
+                    .as_ref()
+                    .is_ok_and(|stored| stored.generation == counts.generation)
+            }),
             learned_stored: restored.learned.ok(),
             ..Persistence::default()
         };
         for kind in RecordKind::ALL {
             if let Some(slot) = persistence.unstored.get_mut(kind.index()) {
                 *slot = match restored.error(kind) {
-                    Some(RecordError::Missing) => kind != RecordKind::SocPoint,
+                    Some(RecordError::Missing) => !matches!(
+                        kind,
+                        RecordKind::SocPoint | RecordKind::HistoryPoint | RecordKind::HistoryCounts
+                    ),
                     Some(_) => true,
                     None => false,
                 };
@@ -394,9 +466,9 @@ impl Persistence {
                         outcome
                     }
                 }
-                RecordKind::History if records.history_due || self.unstored(kind) => {
-                    self.write_due(storage, now_ms, &records.history)
-                }
+                RecordKind::History => self.poll_history(storage, now_ms, records, &mut report),
+                // Written with the whole record, just above.
+                RecordKind::HistoryPoint | RecordKind::HistoryCounts => report.outcome(kind),
                 RecordKind::Soc => {
                     let outcome = self.poll_soc_record(storage, now_ms, records);
                     if outcome != Outcome::Idle {
@@ -411,7 +483,6 @@ impl Persistence {
                     }
                     outcome
                 }
-                RecordKind::History => Outcome::Idle,
                 RecordKind::Learned => self.poll_learned(storage, now_ms, records.learned),
             };
             report.set(kind, outcome);
@@ -487,6 +558,137 @@ impl Persistence {
         let outcome = self.write_due(storage, now_ms, &point);
         if outcome == Outcome::Written {
             self.point_generation = Some(point.generation);
+        }
+        outcome
+    }
+
+    /// The history (MON-8, HIST-4; see [`super::hist`]). When its owner says the whole history
+    /// is due, the points carry what changed since the stored record, each written only when
+    /// it differs from the one stored; when only the counted items are due, the counts point
+    /// alone. The whole record is written instead when the points cannot carry the change
+    /// (or the store lacks a valid record), with a generation neither stored point has. A
+    /// corrupt point is rewritten at the first poll. Sets the history's outcomes in `report`;
+    /// returns the whole record's.
+    fn poll_history<S: Storage + ?Sized>(
+        &mut self,
+        storage: &mut S,
+        now_ms: u64,
+        records: &Records,
+        report: &mut PollReport,
+    ) -> Outcome {
+        let (all, counted) = (records.history_due, records.history_counted_due);
+        let repair_point = self.unstored(RecordKind::HistoryPoint);
+        let repair_counts = self.unstored(RecordKind::HistoryCounts);
+        let stored = self
+            .history_stored
+            .filter(|_| !self.unstored(RecordKind::History));
+        if stored.is_some() && !(all || counted || repair_point || repair_counts) {
+            return Outcome::Idle;
+        }
+        let split = stored.and_then(|stored| {
+            hist::split(&stored.history, &records.history, stored.generation)
+                .map(|points| (stored, points))
+        });
+        let Some((stored, (point, counts))) = split else {
+            let outcome = self.write_history_record(storage, now_ms, &records.history, report);
+            report.history = outcome;
+            report.history_counted = outcome;
+            return outcome;
+        };
+        let held_counts = self.history_counts_applied.or_else(|| {
+            hist::split(&stored.history, &stored.history, stored.generation).map(|(_, c)| c)
+        });
+        let counts_outcome = if repair_counts || ((all || counted) && held_counts != Some(counts)) {
+            self.write_history_counts(storage, now_ms, &counts)
+        } else {
+            Outcome::Idle
+        };
+        let held_point = self.history_point_applied.unwrap_or(HistoryPoint {
+            generation: stored.generation,
+            ..HistoryPoint::default()
+        });
+        let point_outcome = if repair_point || (all && held_point != point) {
+            self.write_history_point(storage, now_ms, &point)
+        } else {
+            Outcome::Idle
+        };
+        report.history_counts = counts_outcome;
+        report.history_point = point_outcome;
+        let stored_as = |outcome: Outcome| match outcome {
+            Outcome::Idle | Outcome::Written => Outcome::Written,
+            other => other,
+        };
+        if all || counted {
+            report.history_counted = stored_as(counts_outcome);
+        }
+        if all {
+            report.history = match stored_as(counts_outcome) {
+                Outcome::Written => stored_as(point_outcome),
+                other => other,
+            };
+        }
+        Outcome::Idle
+    }
+
+    /// The whole history record, with a generation neither stored point has; a corrupt point
+    /// is then rewritten as the empty point of the new record.
+    fn write_history_record<S: Storage + ?Sized>(
+        &mut self,
+        storage: &mut S,
+        now_ms: u64,
+        history: &HistoryRecord,
+        report: &mut PollReport,
+    ) -> Outcome {
+        let record = HistoryStored {
+            generation: hist::next_generation(
+                self.history_stored.map_or(0, |stored| stored.generation),
+                self.history_point_generation,
+                self.history_counts_generation,
+            ),
+            history: *history,
+        };
+        let outcome = self.write_due(storage, now_ms, &record);
+        if outcome != Outcome::Written {
+            return outcome;
+        }
+        self.history_stored = Some(record);
+        self.history_point_applied = None;
+        self.history_counts_applied = None;
+        if let Some((point, counts)) = hist::split(history, history, record.generation) {
+            if self.unstored(RecordKind::HistoryCounts) {
+                report.history_counts = self.write_history_counts(storage, now_ms, &counts);
+            }
+            if self.unstored(RecordKind::HistoryPoint) {
+                report.history_point = self.write_history_point(storage, now_ms, &point);
+            }
+        }
+        outcome
+    }
+
+    fn write_history_point<S: Storage + ?Sized>(
+        &mut self,
+        storage: &mut S,
+        now_ms: u64,
+        point: &HistoryPoint,
+    ) -> Outcome {
+        let outcome = self.write_due(storage, now_ms, point);
+        if outcome == Outcome::Written {
+            self.history_point_generation = Some(point.generation);
+            self.history_point_applied = Some(*point);
+        }
+        outcome
+    }
+
+    fn write_history_counts<S: Storage + ?Sized>(
+        &mut self,
+        storage: &mut S,
+        now_ms: u64,
+        counts: &HistoryCounts,
+    ) -> Outcome {
+        let outcome = self.write_due(storage, now_ms, counts);
+        if outcome == Outcome::Written {
+            self.history_counts_generation = Some(counts.generation);
+            self.history_counts_applied = Some(*counts);
         }
         outcome
     }
@@ -728,6 +930,7 @@ pub(crate) mod tests {
             undervoltage_disconnect: false,
             history: sample_history(),
             history_due: false,
+            history_counted_due: false,
             nonce: None,
             secrets: Some(sample_secrets()),
             learned: Some(sample_learned()),
@@ -1141,6 +1344,282 @@ pub(crate) mod tests {
         assert!(!persistence.failing());
         let (_, restored) = Persistence::restore(&mut store);
         assert_near(&restored.soc.unwrap(), &moved);
+    }
+
+    /// MON-8, HIST-4: what changed of the history goes into its points (the fast counters
+    /// into one, the counted items into the other), rounded down to the points' units; a
+    /// change the points cannot carry (an extreme) writes the whole record.
+    #[test]
+    fn mon_8_hist_4_history_changes_go_to_the_points_and_extremes_to_the_record() {
+        let mut store = full_store();
+        let (mut persistence, _) = Persistence::restore(&mut store);
+        let mut moved = sample_history();
+        moved.drawn_mah += 5_400;
+        moved.discharged_mwh += 70_000;
+        moved.cycles += 1;
+        moved.last_errors = [Some(9), Some(3), None, None];
+        let report = persistence.poll(
+            &mut store,
+            1_000,
+            &Records {
+                history: moved,
+                history_due: true,
+                ..records()
+            },
+        );
+        assert_eq!(
+            (
+                report.history,
+                report.history_record,
+                report.history_point,
+                report.history_counts
+            ),
+            (
+                Outcome::Written,
+                Outcome::Idle,
+                Outcome::Written,
+                Outcome::Written
+            )
+        );
+        let (_, restored) = Persistence::restore(&mut store);
+        let restored = restored.history.unwrap();
+        let mut want = moved;
+        want.drawn_mah = sample_history().drawn_mah + 5_000;
+        want.drawn_rem_nas = 0;
+        want.discharged_mwh = sample_history().discharged_mwh + 60_000;
+        want.discharged_rem_nj = 0;
+        assert_eq!(restored, want, "rounded down to 1 Ah and 20 Wh");
+
+        // The same history again: nothing to write, and it is stored.
+        let again = persistence.poll(
+            &mut store,
+            2_000,
+            &Records {
+                history: moved,
+                history_due: true,
+                ..records()
+            },
+        );
+        assert_eq!(again.history, Outcome::Written);
+        assert_eq!(
+            (again.history_point, again.history_counts),
+            (Outcome::Idle, Outcome::Idle)
+        );
+
+        let mut widened = moved;
+        widened.min_bank_mv = Some(9_000);
+        let report = persistence.poll(
+            &mut store,
+            3_000,
+            &Records {
+                history: widened,
+                history_due: true,
+                ..records()
+            },
+        );
+        assert_eq!(report.history_record, Outcome::Written);
+        let (_, restored) = Persistence::restore(&mut store);
+        assert_eq!(restored.history, Ok(widened), "the record alone, exactly");
+    }
+
+    /// MON-8, HIST-4: history points never apply on top of a record written after them,
+    /// however many records follow without a point, and a counts point written for the new
+    /// record applies without the stale fast-counter point.
+    #[test]
+    fn mon_8_hist_4_an_older_history_point_never_applies_to_a_newer_record() {
+        let mut store = full_store();
+        let (mut persistence, _) = Persistence::restore(&mut store);
+        let mut moved = sample_history();
+        moved.drawn_mah += 300_000;
+        moved.charged_mwh += 1_000_000;
+        moved.synchronisations += 2;
+        moved.deepest_discharge_mah += 50_000;
+        let report = persistence.poll(
+            &mut store,
+            0,
+            &Records {
+                history: moved,
+                history_due: true,
+                ..records()
+            },
+        );
+        assert_eq!(
+            (report.history_point, report.history_counts),
+            (Outcome::Written, Outcome::Written)
+        );
+        let stale_point = store.get(RecordKind::HistoryPoint.key()).unwrap().to_vec();
+        let stale_counts = store.get(RecordKind::HistoryCounts.key()).unwrap().to_vec();
+        for i in 0..600u32 {
+            // An extreme that widens at each record, with the counters of the sample: the
+            // points' deltas do not belong to any of these records.
+            let mut record = sample_history();
+            record.min_bank_mv = Some(12_000 - i);
+            let report = persistence.poll(
+                &mut store,
+                u64::from(i) * 1_000,
+                &Records {
+                    history: record,
+                    history_due: true,
+                    ..records()
+                },
+            );
+            assert_eq!(report.history_record, Outcome::Written);
+            assert_eq!(
+                store.get(RecordKind::HistoryPoint.key()).unwrap(),
+                &stale_point[..]
+            );
+            assert_eq!(
+                store.get(RecordKind::HistoryCounts.key()).unwrap(),
+                &stale_counts[..]
+            );
+            let (_, restored) = Persistence::restore(&mut store);
+            assert_eq!(
+                restored.history,
+                Ok(record),
+                "stale point applied after {i} records"
+            );
+        }
+        // A counted change on top of the last record goes to the counts point alone; the
+        // stale fast-counter point still does not apply.
+        let mut record = sample_history();
+        record.min_bank_mv = Some(12_000 - 599);
+        let mut counted = record;
+        counted.cycles += 1;
+        counted.last_errors = [Some(4), Some(3), None, None];
+        let report = persistence.poll(
+            &mut store,
+            700_000,
+            &Records {
+                history: counted,
+                history_counted_due: true,
+                ..records()
+            },
+        );
+        assert_eq!(
+            (
+                report.history_counted,
+                report.history_counts,
+                report.history_point
+            ),
+            (Outcome::Written, Outcome::Written, Outcome::Idle)
+        );
+        assert_eq!(
+            report.history,
+            Outcome::Idle,
+            "only the counted items are stored"
+        );
+        let (_, restored) = Persistence::restore(&mut store);
+        assert_eq!(restored.history, Ok(counted));
+    }
+
+    /// MON-8, HIST-4: while the history changes (a load), it is stored at least every 10
+    /// minutes and costs at most one point of each kind per 10 minutes; a counted item is
+    /// stored at once; at rest (and no time since full running) nothing is written at all.
+    #[test]
+    fn mon_8_hist_4_history_is_stored_every_10_minutes_while_it_changes_and_never_at_rest() {
+        use crate::history::{History, HistoryInput};
+        const STEP_MS: u64 = 1_000;
+        const MON_8_MS: u64 = 10 * 60_000;
+        const HOUR_MS: u64 = 3_600_000;
+        let mut store = MemStorage::new();
+        let (mut persistence, _) = Persistence::restore(&mut store);
+        let mut history = History::default();
+        let mut stored_at = std::vec::Vec::new();
+        let mut writes = std::vec::Vec::new();
+        let mut t_ms = 0;
+        while t_ms < 6 * HOUR_MS {
+            t_ms += STEP_MS;
+            let input = HistoryInput {
+                bank_mv: 13_200,
+                bank_ma: if t_ms < 3 * HOUR_MS { -20_000 } else { 0 },
+                min_cell_mv: Some(3_300),
+                max_cell_mv: Some(3_310),
+                min_temp_ddegc: Some(200),
+                max_temp_ddegc: Some(210),
+                soc_permille: Some(700),
+                consumed_mah: 20_000,
+                synchronised: false,
+            };
+            let _ = history.update(t_ms, &input);
+            let error_now = t_ms == 3 * HOUR_MS / 2;
+            if error_now {
+                history.record_error(7);
+            }
+            let before = [
+                RecordKind::History,
+                RecordKind::HistoryPoint,
+                RecordKind::HistoryCounts,
+            ]
+            .map(|kind| persistence.stats(kind).writes);
+            let report = persistence.poll(
+                &mut store,
+                t_ms,
+                &Records {
+                    history: *history.record(),
+                    history_due: history.all_due(t_ms),
+                    history_counted_due: history.counted_due(),
+                    ..Records::default()
+                },
+            );
+            if report.history == Outcome::Written {
+                history.mark_persisted(t_ms);
+                stored_at.push(t_ms);
+            } else if report.history_counted == Outcome::Written {
+                history.mark_counted_persisted();
+            }
+            if error_now {
+                assert_eq!(report.history_counted, Outcome::Written, "an error at once");
+                assert_eq!(
+                    History::from(Persistence::restore(&mut store).1.history.unwrap())
+                        .last_errors()[0],
+                    Some(7)
+                );
+            }
+            let after = [
+                RecordKind::History,
+                RecordKind::HistoryPoint,
+                RecordKind::HistoryCounts,
+            ]
+            .map(|kind| persistence.stats(kind).writes);
+            for (kind, (b, a)) in before.iter().zip(after).enumerate() {
+                if a > *b {
+                    writes.push((t_ms, kind));
+                }
+            }
+        }
+        // While loaded: stored every 10 minutes (the first change after a store starts the
+        // next 10 minutes, one step later).
+        let loaded: std::vec::Vec<u64> = core::iter::once(0)
+            .chain(stored_at.iter().copied().filter(|&t| t <= 3 * HOUR_MS))
+            .collect();
+        for pair in loaded.windows(2) {
+            assert!(
+                pair[1] - pair[0] <= MON_8_MS + STEP_MS,
+                "stored at {} then {}",
+                pair[0],
+                pair[1]
+            );
+        }
+        assert!(3 * HOUR_MS - loaded.last().unwrap() <= MON_8_MS + STEP_MS);
+        // ... and at most one point of each kind per 10 minutes, but the counted item.
+        for kind in 1..=2 {
+            let times: std::vec::Vec<u64> = writes
+                .iter()
+                .filter(|&&(t, k)| k == kind && t != 3 * HOUR_MS / 2)
+                .map(|&(t, _)| t)
+                .collect();
+            for pair in times.windows(2) {
+                assert!(pair[1] - pair[0] >= MON_8_MS, "kind {kind} {pair:?}");
+            }
+        }
+        let points = writes.iter().filter(|&&(_, k)| k == 1).count();
+        assert!((17..=19).contains(&points), "{points} points in 3 hours");
+        // At rest, once the last of the load is stored: nothing.
+        let at_rest: std::vec::Vec<_> = writes
+            .iter()
+            .filter(|&&(t, _)| t > 3 * HOUR_MS + MON_8_MS + STEP_MS)
+            .collect();
+        assert_eq!(at_rest, std::vec::Vec::<&(u64, usize)>::new());
     }
 
     #[test]

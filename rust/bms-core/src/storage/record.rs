@@ -23,7 +23,6 @@ use serde::de::DeserializeOwned;
 use serde::{Deserialize, Serialize};
 
 use super::StorageError;
-use crate::history::HistoryRecord;
 use crate::name::DeviceName;
 use crate::secrets::{DeviceSecrets, MAX_PASSKEY};
 use crate::settings::Settings;
@@ -69,8 +68,14 @@ stable_enum! {
         Nonce = 4 => "nonce",
         /// The user settings ([`Settings`]), under `bms/settings`.
         Settings = 1 => "settings",
-        /// The history ([`HistoryRecord`]), under `bms/hist`.
+        /// The whole history ([`super::HistoryStored`]), under `bms/hist`.
         History = 3 => "history",
+        /// The history's counted items since the whole record ([`super::HistoryCounts`]),
+        /// under `bms/hcnt`.
+        HistoryCounts = 10 => "history counts",
+        /// The history's fast counters since the whole record ([`super::HistoryPoint`]),
+        /// under `bms/hpt`.
+        HistoryPoint = 9 => "history point",
         /// The monitor's whole SoC state ([`super::SocRecord`]), under `bms/soc`.
         Soc = 2 => "soc",
         /// The SoC charge counts written at every point ([`super::SocPoint`]), under `bms/point`.
@@ -90,6 +95,8 @@ impl RecordKind {
             RecordKind::Settings => "bms/settings",
             RecordKind::Soc => "bms/soc",
             RecordKind::History => "bms/hist",
+            RecordKind::HistoryPoint => "bms/hpt",
+            RecordKind::HistoryCounts => "bms/hcnt",
             RecordKind::Nonce => "bms/nonce",
             RecordKind::SocPoint => "bms/point",
             RecordKind::Secrets => "bms/secrets",
@@ -210,11 +217,6 @@ impl Record for Settings {
     fn check(&self) -> Result<(), RecordError> {
         self.validate().map_err(|_| RecordError::Invalid)
     }
-}
-
-impl Record for HistoryRecord {
-    const KIND: RecordKind = RecordKind::History;
-    const VERSION: u8 = 1;
 }
 
 /// The Instant Readout nonce reservation: the first nonce the advertiser may use after a
@@ -416,11 +418,11 @@ fn decode_version<R: Record>(version: u8, body: &[u8]) -> Result<R, RecordError>
 #[cfg(test)]
 pub(crate) mod tests {
     use super::*;
-    use crate::history::{History, HistoryInput};
+    use crate::history::{History, HistoryInput, HistoryRecord};
     use crate::monitor::{SocKnowledge, SocState};
     use crate::soc::Learned;
     use crate::storage::learned::LearnedRecord;
-    use crate::storage::{SocPoint, SocRecord};
+    use crate::storage::{HistoryCounts, HistoryPoint, HistoryStored, SocPoint, SocRecord};
 
     pub(crate) fn sample_settings() -> Settings {
         Settings {
@@ -514,6 +516,35 @@ pub(crate) mod tests {
         *history.record()
     }
 
+    pub(crate) fn sample_history_stored() -> HistoryStored {
+        HistoryStored {
+            generation: 2,
+            history: sample_history(),
+        }
+    }
+
+    pub(crate) fn sample_history_point() -> HistoryPoint {
+        HistoryPoint {
+            generation: 2,
+            since: 0x85,
+            drawn: 1023,
+            discharged: 512,
+            charged: 7,
+        }
+    }
+
+    pub(crate) fn sample_history_counts() -> HistoryCounts {
+        HistoryCounts {
+            generation: 2,
+            cycle_started: true,
+            sync_armed: false,
+            cycles: 7,
+            synchronisations: 3,
+            deepest: 1000,
+            errors: [17, 3, 31, 0],
+        }
+    }
+
     fn encode<R: Record>(record: &R) -> std::vec::Vec<u8> {
         let mut buf = [0u8; MAX_RECORD_LEN];
         let len = encode_record(record, &mut buf).unwrap();
@@ -568,8 +599,16 @@ pub(crate) mod tests {
             Ok(sample_point())
         );
         assert_eq!(
-            decode_record::<HistoryRecord>(&encode(&sample_history())),
-            Ok(sample_history())
+            decode_record::<HistoryStored>(&encode(&sample_history_stored())),
+            Ok(sample_history_stored())
+        );
+        assert_eq!(
+            decode_record::<HistoryPoint>(&encode(&sample_history_point())),
+            Ok(sample_history_point())
+        );
+        assert_eq!(
+            decode_record::<HistoryCounts>(&encode(&sample_history_counts())),
+            Ok(sample_history_counts())
         );
         let nonce = Nonce { next: 0xBEEF };
         assert_eq!(decode_record::<Nonce>(&encode(&nonce)), Ok(nonce));
@@ -581,6 +620,38 @@ pub(crate) mod tests {
             decode_record::<LearnedRecord>(&encode(&LearnedRecord(sample_learned()))),
             Ok(LearnedRecord(sample_learned()))
         );
+    }
+
+    /// The largest whole history record (every count at its maximum): the bound `storage_wear`
+    /// uses for the live data ZMS copies at each garbage collection.
+    #[test]
+    fn the_history_record_is_at_most_139_bytes() {
+        let history = HistoryRecord {
+            deepest_discharge_mah: u32::MAX,
+            drawn_mah: u64::MAX,
+            drawn_rem_nas: u64::MAX,
+            discharged_mwh: u64::MAX,
+            discharged_rem_nj: u64::MAX,
+            charged_mwh: u64::MAX,
+            charged_rem_nj: u64::MAX,
+            synchronisations: u32::MAX,
+            cycles: u32::MAX,
+            since_full_charge_ms: Some(u64::MAX),
+            min_bank_mv: Some(u32::MAX),
+            max_bank_mv: Some(u32::MAX),
+            min_cell_mv: Some(u16::MAX),
+            max_cell_mv: Some(u16::MAX),
+            min_temp_ddegc: Some(i16::MIN),
+            max_temp_ddegc: Some(i16::MIN),
+            last_errors: [Some(u16::MAX); 4],
+            cycle_started: true,
+            sync_armed: true,
+        };
+        let stored = HistoryStored {
+            generation: 3,
+            history,
+        };
+        assert_eq!(encode(&stored).len(), 139);
     }
 
     #[test]
@@ -615,6 +686,8 @@ pub(crate) mod tests {
     #[test]
     fn the_nonce_and_point_records_fit_a_zms_entry() {
         assert_eq!(encode(&Nonce { next: u16::MAX }).len(), 8);
+        assert_eq!(encode(&sample_history_point()).len(), COMPACT_MAX_LEN);
+        assert_eq!(encode(&sample_history_counts()).len(), COMPACT_MAX_LEN);
         let largest = SocPoint {
             generation: u8::MAX,
             used: u16::MAX,
@@ -670,9 +743,15 @@ pub(crate) mod tests {
                 RecordKind::SocPoint => {
                     assert_every_corruption_detected::<SocPoint>(&encode(&sample_point()))
                 }
-                RecordKind::History => {
-                    assert_every_corruption_detected::<HistoryRecord>(&encode(&sample_history()))
-                }
+                RecordKind::History => assert_every_corruption_detected::<HistoryStored>(&encode(
+                    &sample_history_stored(),
+                )),
+                RecordKind::HistoryPoint => assert_every_corruption_detected::<HistoryPoint>(
+                    &encode(&sample_history_point()),
+                ),
+                RecordKind::HistoryCounts => assert_every_corruption_detected::<HistoryCounts>(
+                    &encode(&sample_history_counts()),
+                ),
                 RecordKind::Nonce => {
                     assert_every_corruption_detected::<Nonce>(&encode(&Nonce { next: 0x1234 }))
                 }
@@ -797,6 +876,9 @@ pub(crate) mod tests {
         "0ad7a33c8fc2f5bccdcccc3dcdcc4c3d9a99193e00000000cdcc4c3e0ad7a33c3d0a573ecdccccbdcdcc4c",
         "3e31296a97",
     );
+    /// Version 1 of the history point and counts (`sample_history_point`, `_counts`).
+    const V1_HISTORY_POINT: &str = "0116fe0fe001c847";
+    const V1_HISTORY_COUNTS: &str = "01f6a11fc70747b9";
     const V1_HISTORY: &str = concat!(
         "030180f104cd0280989abc049f2280989abc04000000000001ac6601906701da1901ee1901e802",
         "01e003010300000001015e410ab7"
@@ -868,8 +950,23 @@ pub(crate) mod tests {
             decode_record::<LearnedRecord>(&unhex(V1_LEARNED)),
             Ok(LearnedRecord(sample_learned()))
         );
-        let record = decode_record::<HistoryRecord>(&unhex(V1_HISTORY)).unwrap();
-        assert_eq!(encode(&record), unhex(V1_HISTORY));
+        // Version 1 of the history was the bare record: generation 0, which only the points a
+        // later firmware writes on top of it carry.
+        let stored = decode_record::<HistoryStored>(&unhex(V1_HISTORY)).unwrap();
+        assert_eq!(stored.generation, 0);
+        let record = stored.history;
+        let mut v1 = std::vec![RecordKind::History as u8, 1];
+        v1.extend_from_slice(&postcard::to_allocvec(&record).unwrap());
+        v1.extend_from_slice(&CRC.checksum(&v1).to_le_bytes());
+        assert_eq!(v1, unhex(V1_HISTORY), "version 1 is the bare record");
+        assert_eq!(
+            decode_record::<HistoryPoint>(&unhex(V1_HISTORY_POINT)),
+            Ok(sample_history_point())
+        );
+        assert_eq!(
+            decode_record::<HistoryCounts>(&unhex(V1_HISTORY_COUNTS)),
+            Ok(sample_history_counts())
+        );
         let history = History::from(record);
         assert_eq!(history.min_cell_mv(), Some(3290));
         assert_eq!(history.max_cell_mv(), Some(3310));

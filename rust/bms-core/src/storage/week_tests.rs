@@ -2,6 +2,9 @@
 //! advertiser persisting through [`Persistence`], killed and restored at random instants
 //! (between steps and in the middle of a poll), for many seeds.
 
+use std::collections::VecDeque;
+
+use super::hist::{DRAWN_UNIT_MAH, ENERGY_UNIT_MWH};
 use super::persist::tests::{assert_near, FaultyStorage};
 use super::*;
 use crate::history::{History, HistoryInput, HistoryRecord};
@@ -16,6 +19,8 @@ const DAY_MS: u64 = 86_400_000;
 const CAPACITY_MAH: u32 = 200_000;
 const CELLS: u16 = 4;
 const KEY: [u8; 16] = [7; 16];
+/// MON-8: the history is persisted at least every 10 minutes while it changes.
+const MON_8_MS: u64 = 10 * 60_000;
 
 /// xorshift64*: a small deterministic generator, so every seed replays exactly.
 struct Rng(u64);
@@ -70,6 +75,19 @@ fn counted(record: &HistoryRecord) -> (u32, u32, [Option<u16>; 4]) {
     )
 }
 
+/// The cumulative history counters (HIST-1): drawn mAh, discharged and charged mWh.
+fn cumulative(record: &HistoryRecord) -> [u64; 3] {
+    let history = History::from(*record);
+    [
+        history.cumulative_drawn_mah(),
+        history.discharged_energy_mwh(),
+        history.charged_energy_mwh(),
+    ]
+}
+
+/// What a point may round off each cumulative counter (less than one unit).
+const CUMULATIVE_UNITS: [u64; 3] = [DRAWN_UNIT_MAH, ENERGY_UNIT_MWH, ENERGY_UNIT_MWH];
+
 fn soc_of(state: &SocState) -> Option<u16> {
     Monitor::new(Some(*state)).soc_permille()
 }
@@ -116,6 +134,8 @@ struct Written {
     /// The state last written through either record (its charge counts are the latest).
     soc: Option<SocState>,
     history: Option<HistoryRecord>,
+    /// The history whose counted items were last stored.
+    history_counted: Option<HistoryRecord>,
     secrets: Option<DeviceSecrets>,
 }
 
@@ -177,6 +197,9 @@ fn run_week(seed: u64) -> WeekResult {
     };
     let mut payload = [0u8; PAYLOAD_LEN];
     let mut last_sent: Option<u16> = None;
+    // The cumulative counters at each step of the last 10 minutes and more, oldest first.
+    let mut recent: VecDeque<(u64, [u64; 3])> = VecDeque::new();
+    let mut ever_cumulative = [0u64; 3];
     let mut t_ms = 0u64;
     while t_ms < 7 * DAY_MS {
         t_ms += STEP_MS;
@@ -211,6 +234,13 @@ fn run_week(seed: u64) -> WeekResult {
         if rng.one_in(2_000) {
             dev.history.record_error(1 + rng.below(5) as u16);
         }
+        recent.push_back((t_ms, cumulative(dev.history.record())));
+        while recent
+            .get(1)
+            .is_some_and(|&(at, _)| at + MON_8_MS + 3 * STEP_MS <= t_ms)
+        {
+            recent.pop_front();
+        }
         if rng.one_in(3_000) {
             let new = Settings {
                 charged_detection_min: 1 + rng.below(5) as u8,
@@ -242,7 +272,8 @@ fn run_week(seed: u64) -> WeekResult {
             balanced_at_full: None,
             undervoltage_disconnect: false,
             history: *dev.history.record(),
-            history_due: dev.history.persist_due(now),
+            history_due: dev.history.all_due(now),
+            history_counted_due: dev.history.counted_due(),
             nonce: dev.advertiser.nonce_to_persist(),
             secrets: Some(dev.secrets),
             learned: dev.monitor.learned(),
@@ -271,6 +302,10 @@ fn run_week(seed: u64) -> WeekResult {
         if report.history == Outcome::Written {
             dev.history.mark_persisted(now);
             written.history = Some(records.history);
+            written.history_counted = Some(records.history);
+        } else if report.history_counted == Outcome::Written {
+            dev.history.mark_counted_persisted();
+            written.history_counted = Some(records.history);
         }
         if report.settings == Outcome::Written {
             written.settings = Some(records.settings);
@@ -293,6 +328,7 @@ fn run_week(seed: u64) -> WeekResult {
         let actual_settings = dev.settings;
         let actual_secrets = dev.secrets;
         let actual_counted = counted(dev.history.record());
+        let actual_cumulative = cumulative(dev.history.record());
         let (rebooted, restored) = Device::boot(&mut store, rng.next() as u16);
         result.reboots += 1;
         for kind in RecordKind::ALL {
@@ -330,8 +366,51 @@ fn run_week(seed: u64) -> WeekResult {
             result.max_soc_loss_permille = result.max_soc_loss_permille.max(loss);
         }
         // HIST-4: a counted item once written is never lost, and counters never go backwards.
-        assert_eq!(restored.history.ok(), written.history, "seed {seed}");
-        let restored_counted = counted(&restored.history.unwrap());
+        let restored_history = restored.history.unwrap();
+        assert_eq!(
+            Some(counted(&restored_history)),
+            written.history_counted.as_ref().map(counted),
+            "seed {seed}"
+        );
+        // MON-8, HIST-4: the cumulative counters restored are at most what they were at the
+        // cut, at least what they were 10 minutes (and the step or two a write may lag) before
+        // it and what was last stored, less one point unit, and never below an earlier
+        // reboot's.
+        let restored_cumulative = cumulative(&restored_history);
+        let lag_ms = MON_8_MS + if mid_poll { 2 * STEP_MS } else { STEP_MS };
+        let before_lag = recent
+            .iter()
+            .rev()
+            .find(|&&(at, _)| at + lag_ms <= t_ms)
+            .map_or([0; 3], |&(_, values)| values);
+        let last_stored = written.history.as_ref().map_or([0; 3], cumulative);
+        for i in 0..3 {
+            let got = restored_cumulative[i];
+            assert!(
+                got <= actual_cumulative[i],
+                "seed {seed}: counter {i} invented"
+            );
+            assert!(
+                got + CUMULATIVE_UNITS[i] > before_lag[i],
+                "seed {seed}: counter {i} lost {} since 10 minutes before the cut at {t_ms}",
+                before_lag[i] - got
+            );
+            assert!(
+                got + CUMULATIVE_UNITS[i] > last_stored[i],
+                "seed {seed}: counter {i} below what was stored"
+            );
+            assert!(
+                got >= ever_cumulative[i],
+                "seed {seed}: counter {i} went backwards"
+            );
+            ever_cumulative[i] = got;
+        }
+        // The device goes on from what was restored: that is now what is stored, and the
+        // counters before the cut are those of another run.
+        written.history = Some(restored_history);
+        recent.clear();
+        recent.push_back((t_ms, restored_cumulative));
+        let restored_counted = counted(&restored_history);
         if !mid_poll {
             assert_eq!(restored_counted, actual_counted, "seed {seed} at {t_ms}");
         }

@@ -355,3 +355,89 @@ pub fn next_generation(previous: u8, point: Option<u8>, counts: Option<u8>) -> u
         .find(|g| point != Some(*g) && counts != Some(*g))
         .unwrap_or(0)
 }
+
+#[cfg(test)]
+mod tests {
+    use proptest::prelude::*;
+
+    use super::*;
+    use crate::storage::record::tests::sample_history;
+
+    proptest! {
+        /// MON-8, HIST-4: whatever moved since the record within the points' ranges, the
+        /// restored counters are never above the ones stored through the points and less than
+        /// one unit below them; the counted items, flags and errors come back exactly.
+        #[test]
+        fn mon_8_hist_4_points_round_down_by_less_than_one_unit(
+            drawn in 0u64..1_024_000,
+            discharged in 0u64..20_480_000,
+            charged in 0u64..20_480_000,
+            since in prop_oneof![Just(None), (0u64..76_800_000).prop_map(Some)],
+            restarted in any::<bool>(),
+            cycles in 0u32..8,
+            syncs in 0u32..8,
+            deepest in 0u32..1_024_000,
+            errors in proptest::array::uniform4(0u16..32),
+            flags in (any::<bool>(), any::<bool>()),
+            generation in 0u8..4,
+        ) {
+            let mut stored = sample_history();
+            stored.since_full_charge_ms = Some(3_600_000);
+            let mut now = stored;
+            now.drawn_mah += drawn;
+            now.drawn_rem_nas = 123;
+            now.discharged_mwh += discharged;
+            now.charged_mwh += charged;
+            now.since_full_charge_ms = since.map(|s| if restarted { s } else { 3_600_000 + s });
+            now.cycles += cycles;
+            now.synchronisations += syncs;
+            now.deepest_discharge_mah += deepest;
+            now.last_errors = errors.map(|e| (e != 0).then_some(e));
+            (now.cycle_started, now.sync_armed) = flags;
+            let record = HistoryStored { generation, history: stored };
+            let split = split(&stored, &now, generation);
+            if since.is_none() {
+                prop_assert!(split.is_none(), "the time since full cannot vanish in a point");
+                return Ok(());
+            }
+            let (point, counts) = split.unwrap();
+            // Through the stored bytes, as a restart reads them.
+            let point = HistoryPoint::from(<[u8; 5]>::from(point));
+            let counts = HistoryCounts::from(<[u8; 5]>::from(counts));
+            let back = combine(&record, Some(&point), Some(&counts));
+            for (got, want, unit) in [
+                (back.drawn_mah, now.drawn_mah, DRAWN_UNIT_MAH),
+                (back.discharged_mwh, now.discharged_mwh, ENERGY_UNIT_MWH),
+                (back.charged_mwh, now.charged_mwh, ENERGY_UNIT_MWH),
+                (back.since_full_charge_ms.unwrap(), now.since_full_charge_ms.unwrap(), SINCE_UNIT_MS),
+                (back.deepest_discharge_mah.into(), now.deepest_discharge_mah.into(), DEEPEST_UNIT_MAH.into()),
+            ] {
+                prop_assert!(got <= want && got + unit > want, "{got} for {want}");
+            }
+            let exact = |r: &HistoryRecord| (r.cycles, r.synchronisations, r.last_errors, r.cycle_started, r.sync_armed);
+            prop_assert_eq!(exact(&back), exact(&now));
+            // A point of another generation changes nothing.
+            let other = (generation + 1) % GENERATIONS;
+            let stale = combine(
+                &HistoryStored { generation: other, history: stored },
+                Some(&point),
+                Some(&counts),
+            );
+            prop_assert_eq!(stale, stored);
+        }
+    }
+
+    #[test]
+    fn a_new_record_never_takes_a_stored_points_generation() {
+        for previous in 0..GENERATIONS {
+            for point in [None, Some(0), Some(1), Some(2), Some(3)] {
+                for counts in [None, Some(0), Some(1), Some(2), Some(3)] {
+                    let next = next_generation(previous, point, counts);
+                    assert!(next < GENERATIONS);
+                    assert_ne!(Some(next), point);
+                    assert_ne!(Some(next), counts);
+                }
+            }
+        }
+    }
+}

@@ -25,7 +25,7 @@ use bms_core::limits::READOUT_MIN_CHANGE_MS;
 use bms_core::monitor::{Monitor, MonitorInput};
 use bms_core::name::DeviceName;
 use bms_core::protocol::DeviceSecrets;
-use bms_core::readout::{Advertiser, ReadoutError, ReadoutValues, PAYLOAD_LEN};
+use bms_core::readout::{Advertiser, ReadoutError, ReadoutValues, NONCES_PER_KEY, PAYLOAD_LEN};
 use bms_core::settings::Settings;
 use bms_core::soc::EstimatorKind;
 use bms_core::storage::learned::LEARNED_INTERVAL_MS;
@@ -307,9 +307,10 @@ fn run(scenario: &Scenario) -> Day {
 /// Live bytes ZMS copies forward at each garbage collection: the largest value of each record
 /// with its ATE and name entry, plus the other settings.
 fn live_bytes() -> u64 {
-    // Upper bounds of the encoded lengths (settings, SoC record, SoC point, history, history
-    // point, history counts, nonce, secrets, learned).
-    let largest = [20, 49, 8, 160, 8, 8, 8, 27, LEARNED_MAX_LEN];
+    // Upper bounds of the encoded lengths, in the order of KINDS (settings, SoC record, SoC
+    // point, history: `the_history_record_is_at_most_139_bytes`, history point, history counts,
+    // nonce, secrets version 4, learned, device name of 18 bytes).
+    let largest = [20, 49, 8, 139, 8, 8, 8, 31, LEARNED_MAX_LEN, 25];
     let names: u64 = KINDS
         .iter()
         .map(|kind| flash_cost(kind.key().len() as u64))
@@ -385,9 +386,9 @@ fn main() {
             )
         };
         println!(
-            "  readout: {} payload changes (nonces) a day: the 16-bit nonce wraps after {:.1} days",
+            "  readout: {} payload changes (nonces) a day: the key has used up its nonces and is renewed after {:.1} days",
             day.nonces,
-            65_536.0 / f64::from(day.nonces.max(1))
+            f64::from(NONCES_PER_KEY) / f64::from(day.nonces.max(1))
         );
         let (erases_per_sector_day, years) = lifetime(total_flash);
         println!(

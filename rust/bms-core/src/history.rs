@@ -10,7 +10,7 @@
 
 use serde::{Deserialize, Serialize};
 
-use crate::monitor::{MAX_GAP_MS, PERSIST_AGE_INTERVAL_MS};
+use crate::monitor::MAX_GAP_MS;
 use crate::soc::NAS_PER_MAH;
 
 /// How many of the last errors are kept (HIST-1).
@@ -27,9 +27,9 @@ pub const SYNC_ARM_PERMILLE: u16 = 900;
 /// minutes while the history changes). Counted from the first change after the last persist.
 pub const PERSIST_INTERVAL_MS: u64 = 10 * 60_000;
 /// Longest time the time since the last full charge advances unpersisted while nothing else
-/// changes, in ms: the monitor's own [`PERSIST_AGE_INTERVAL_MS`] for the same clock, so that
-/// a bank at rest is not written every 10 minutes for a clock.
-pub const SINCE_FULL_PERSIST_MS: u64 = PERSIST_AGE_INTERVAL_MS;
+/// changes, in ms: an hour, so that a bank at rest is not written every 10 minutes for a
+/// clock (one history point, an allocation-table entry, an hour).
+pub const SINCE_FULL_PERSIST_MS: u64 = 60 * 60_000;
 
 /// Energy of 1 mWh in nJ (mV × mA × ms).
 const NJ_PER_MWH: u64 = 3_600_000_000;

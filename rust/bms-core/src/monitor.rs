@@ -48,8 +48,11 @@ pub const PERSIST_SOC_STEP_PERMILLE: u16 = 10;
 /// Longest time a changed SoC or consumed Ah stays unpersisted, in ms (MON-8).
 pub const PERSIST_MAX_INTERVAL_MS: u64 = 10 * 60_000;
 /// Time since the last full charge is persisted when it has advanced this much, in ms, so a
-/// reboot loses at most this of it even while the SoC does not change.
-pub const PERSIST_AGE_INTERVAL_MS: u64 = 60 * 60_000;
+/// reboot loses at most this of it even while the SoC does not change. The monitor's clock
+/// only ages the balancer's judgement (BAL-2: 30 days); the one shown is the history's, stored
+/// within [`crate::history::SINCE_FULL_PERSIST_MS`]. Each step costs a whole `bms/soc` write
+/// (docs/persistence.md, "Flash wear").
+pub const PERSIST_AGE_INTERVAL_MS: u64 = 6 * 60 * 60_000;
 
 const TTG_BUCKET_MS: u64 = 10_000;
 /// The window's whole buckets, the one under way and the oldest, which the window's start cuts.

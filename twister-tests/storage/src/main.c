@@ -105,8 +105,10 @@ ZTEST(storage, test_port_round_trip_and_errors)
  */
 ZTEST(storage, test_set_2_any_core_key_stored_exactly)
 {
-	static const char *const keys[] = {"bms/settings", "bms/soc", "bms/point",
-					   "bms/hist",     "bms/nonce", "bms/secrets"};
+	static const char *const keys[] = {
+		"bms/settings", "bms/soc",   "bms/point", "bms/hist",  "bms/hpt",
+		"bms/hcnt",     "bms/nonce", "bms/secrets", "bms/learn", "bms/name",
+	};
 	static const uint8_t nested[] = {0xee};
 	uint8_t buf[8];
 	size_t len = 0;

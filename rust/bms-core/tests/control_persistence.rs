@@ -701,6 +701,19 @@ impl<S: Storage> Core for Renewing<S> {
     }
 }
 
+/// A one-battery rig whose node opens `storage` and renews a worn readout key with `new_key`,
+/// run for the 3 s the battery takes to be found.
+fn renewing_rig<S: Storage>(storage: S, new_key: [u8; 16]) -> Rig<Renewing<S>> {
+    let node = Node::open(storage, &mut random(Some(new_key)));
+    let renewing = Renewing {
+        node,
+        key: Some(new_key),
+    };
+    let mut rig = Rig::with_core(1, 1, BatteryModel::Lfp12V8, renewing);
+    rig.run_for(3_000);
+    rig
+}
+
 /// A store whose readout key `KEY` has `left` nonces left: a device run for a few seconds,
 /// its secrets then written back with the key's first nonce `NONCES_PER_KEY - left` behind
 /// the stored reservation (what 15–40 days of payload changes leave). Returns the key's first
@@ -786,17 +799,7 @@ impl Sent {
 fn ble_3_a_worn_readout_key_is_renewed_by_the_node() {
     let (flash, key_first) = flash_with_nonces_left(200);
     let new_key = [0x77; 16];
-    let node = Node::open(flash, &mut random(Some(new_key)));
-    let mut rig = Rig::with_core(
-        1,
-        1,
-        BatteryModel::Lfp12V8,
-        Renewing {
-            node,
-            key: Some(new_key),
-        },
-    );
-    rig.run_for(3_000);
+    let mut rig = renewing_rig(flash, new_key);
     let mut sent = Sent::default();
     sent.run(&mut rig, 400, |r| r.node.bms_mut());
     assert_eq!(sent.refused, [], "a gap in the readout");
@@ -838,17 +841,7 @@ fn ble_3_a_renewed_key_is_stored_before_its_nonce_reservation() {
         writes: Vec::new(),
         failing: Some(RecordKind::Secrets.key()),
     };
-    let node = Node::open(journal, &mut random(Some(new_key)));
-    let mut rig = Rig::with_core(
-        1,
-        1,
-        BatteryModel::Lfp12V8,
-        Renewing {
-            node,
-            key: Some(new_key),
-        },
-    );
-    rig.run_for(3_000);
+    let mut rig = renewing_rig(journal, new_key);
     let mut sent = Sent::default();
     sent.run(&mut rig, 10, |r| r.node.bms_mut());
     assert_eq!(sent.keys.len(), 1);
@@ -893,17 +886,7 @@ fn ble_3_the_nonces_a_key_spent_survive_a_restart() {
     let mut sent = Sent::default();
     let mut flash = Some(flash);
     for _ in 0..3 {
-        let node = Node::open(flash.take().unwrap(), &mut random(Some(new_key)));
-        let mut rig = Rig::with_core(
-            1,
-            1,
-            BatteryModel::Lfp12V8,
-            Renewing {
-                node,
-                key: Some(new_key),
-            },
-        );
-        rig.run_for(3_000);
+        let mut rig = renewing_rig(flash.take().unwrap(), new_key);
         sent.run(&mut rig, 150, |r| r.node.bms_mut());
         flash = Some(rig.bms.node.into_storage());
     }

@@ -520,9 +520,13 @@ impl Advertiser {
 
     /// Replace the advertisement key (its first byte is sent as the key check). The nonce keeps
     /// counting; the next payload is encrypted under the new key, which has spent no nonce yet.
+    /// The key in force set again is no new key: the nonces it spent still count (BLE-3).
     pub fn set_key(&mut self, key: [u8; 16]) {
+        let same = self.keyed && key == self.key;
         self.nonce = self.next_unused();
-        self.key_first = self.nonce;
+        if !same {
+            self.key_first = self.nonce;
+        }
         self.last = None;
         self.key = key;
         self.keyed = true;
@@ -1551,6 +1555,48 @@ mod tests {
         device.adv.set_key([7; 16]);
         device.persist();
         assert_eq!(device.adv.payload(&sample(), &mut out), Ok(PAYLOAD_LEN));
+    }
+
+    /// BLE-3: setting the key in force again (`Bms::set_device_key` with the same key) is no
+    /// new key: the nonces it spent still count, so a worn key stays worn and never sends a
+    /// nonce it already sent. Another key starts a new count.
+    #[test]
+    fn ble_3_the_same_key_set_again_keeps_the_nonces_it_spent() {
+        let first = 0x0100;
+        let mut device = Device::new(KEY, first);
+        let mut out = [0u8; PAYLOAD_LEN];
+        let mut sent = std::vec![false; 1 << 16];
+        let mut i = 0u32;
+        loop {
+            match device.adv.payload(&change(i), &mut out) {
+                Ok(_) => {
+                    let nonce = u16::from_le_bytes([out[5], out[6]]);
+                    assert!(
+                        !core::mem::replace(&mut sent[usize::from(nonce)], true),
+                        "change {i}: nonce {nonce} sent twice under one key"
+                    );
+                }
+                Err(ReadoutError::KeyWorn) if i > u32::from(NONCES_PER_KEY) + 10 => break,
+                Err(ReadoutError::KeyWorn) => {
+                    // The same key again, as a caller might when it (re)applies its key.
+                    device.adv.set_key(KEY);
+                    assert!(device.adv.key_worn(), "the same key is still worn");
+                }
+                Err(e) => panic!("change {i}: {e}"),
+            }
+            device.persist();
+            i += 1;
+            assert!(i < 2 * u32::from(NONCES_PER_KEY), "never worn");
+        }
+        assert_eq!(device.adv.nonces_spent(), NONCES_PER_KEY);
+        device.adv.set_key([8; 16]);
+        assert_eq!(
+            device.adv.nonces_spent(),
+            0,
+            "another key starts a new count"
+        );
+        device.persist();
+        assert_eq!(device.adv.payload(&change(i), &mut out), Ok(PAYLOAD_LEN));
     }
 
     fn level() -> impl Strategy<Value = Option<Level>> {

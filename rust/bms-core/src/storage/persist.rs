@@ -1622,6 +1622,179 @@ pub(crate) mod tests {
         assert_eq!(at_rest, std::vec::Vec::<&(u64, usize)>::new());
     }
 
+    /// A store that fails one write in `fail_one_in` (the previous value stays) and keeps a copy
+    /// of itself after every write that succeeded: a power cut after any write of a poll.
+    struct CutAnywhere {
+        inner: MemStorage,
+        after_each_write: std::vec::Vec<MemStorage>,
+        rng: u64,
+        fail_one_in: u64,
+    }
+
+    impl Storage for CutAnywhere {
+        fn read(&mut self, key: &str, buf: &mut [u8]) -> Result<usize, StorageError> {
+            self.inner.read(key, buf)
+        }
+        fn write(&mut self, key: &str, value: &[u8]) -> Result<(), StorageError> {
+            // xorshift64*
+            self.rng ^= self.rng >> 12;
+            self.rng ^= self.rng << 25;
+            self.rng ^= self.rng >> 27;
+            if self.rng.wrapping_mul(0x2545_F491_4F6C_DD1D) % self.fail_one_in == 0 {
+                return Err(StorageError::Io { code: -5 });
+            }
+            self.inner.write(key, value)?;
+            self.after_each_write.push(self.inner.clone());
+            Ok(())
+        }
+        fn delete(&mut self, key: &str) -> Result<(), StorageError> {
+            self.inner.delete(key)
+        }
+    }
+
+    /// The counters a restart must neither invent nor lose: drawn mAh, discharged and charged
+    /// mWh, deepest discharge mAh, cycles, synchronisations.
+    fn history_counters(r: &HistoryRecord) -> [u64; 6] {
+        [
+            r.drawn_mah,
+            r.discharged_mwh,
+            r.charged_mwh,
+            r.deepest_discharge_mah.into(),
+            r.cycles.into(),
+            r.synchronisations.into(),
+        ]
+    }
+
+    /// MON-8, HIST-4: with one write in six failing and a power cut after any write of any
+    /// poll, the history restored is never above what was counted (since the last reset that
+    /// was stored), never below what was stored (less than one point unit; counted items
+    /// exactly), and a stored reset is never undone. Charge and discharge up to 150 A, SoC
+    /// cycles and synchronisations (cycles and synchronisations beyond the counts' 7), error
+    /// codes up to 40 (beyond the counts' 31), a new extreme now and then, and resets.
+    #[test]
+    fn mon_8_hist_4_failing_writes_and_cuts_inside_a_poll_never_invent_or_lose_history() {
+        use crate::history::{History, HistoryInput};
+        // What a point may round off: 1 Ah, 20 Wh, 20 Wh, 1 Ah, and counted items exactly.
+        const UNITS: [u64; 6] = [1_000, 20_000, 20_000, 1_000, 1, 1];
+        let mut multi_write_polls = 0;
+        let mut resets_stored = 0;
+        for seed in 1..=60u64 {
+            let mut rng = seed.wrapping_mul(0x9E37_79B9_7F4A_7C15) | 1;
+            let mut draw = move |n: u64| {
+                rng ^= rng >> 12;
+                rng ^= rng << 25;
+                rng ^= rng >> 27;
+                rng.wrapping_mul(0x2545_F491_4F6C_DD1D) % n
+            };
+            let mut store = CutAnywhere {
+                inner: MemStorage::new(),
+                after_each_write: std::vec::Vec::new(),
+                rng: seed | 1,
+                fail_one_in: 6,
+            };
+            let (mut persistence, _) = Persistence::restore(&mut store);
+            let mut history = History::default();
+            // Highest of each counter given to the store since the last stored reset, and the
+            // lowest a restart may show (what was stored, less a unit).
+            let mut ceiling = [0u64; 6];
+            let mut floor = [0u64; 6];
+            let mut reset_unstored = false;
+            let (mut soc, mut rising) = (950i32, false);
+            let mut t_ms = 0u64;
+            for step in 0..20_000u32 {
+                t_ms += 10_000;
+                let bank_ma = match draw(4) {
+                    0 => 0,
+                    1 => -(draw(150_000) as i32),
+                    2 => draw(150_000) as i32,
+                    _ => -5_000,
+                };
+                soc += if rising { 7 } else { -7 };
+                rising = (rising || soc < 300) && soc <= 990;
+                let input = HistoryInput {
+                    bank_mv: 13_000 + if draw(200) == 0 { step / 10 } else { 0 },
+                    bank_ma,
+                    min_cell_mv: Some(3_300),
+                    max_cell_mv: Some(3_310),
+                    min_temp_ddegc: Some(200),
+                    max_temp_ddegc: Some(210),
+                    soc_permille: Some(soc as u16),
+                    consumed_mah: ((1_000 - soc) * 200) as u32,
+                    synchronised: soc > 985 && draw(3) == 0,
+                };
+                let _ = history.update(t_ms, &input);
+                if draw(300) == 0 {
+                    history.record_error(1 + draw(40) as u16);
+                }
+                if draw(1_500) == 0 {
+                    history.reset();
+                    reset_unstored = true;
+                }
+                let record = *history.record();
+                for (c, v) in ceiling.iter_mut().zip(history_counters(&record)) {
+                    *c = (*c).max(v);
+                }
+                store.after_each_write.clear();
+                let report = persistence.poll(
+                    &mut store,
+                    t_ms,
+                    &Records {
+                        history: record,
+                        history_due: history.all_due(t_ms),
+                        history_counted_due: history.counted_due(),
+                        ..Records::default()
+                    },
+                );
+                if store.after_each_write.len() > 1 {
+                    multi_write_polls += 1;
+                }
+                for cut in &store.after_each_write {
+                    let (_, restored) = Persistence::restore(&mut cut.clone());
+                    let Ok(got) = restored.history else {
+                        continue;
+                    };
+                    for (i, got) in history_counters(&got).into_iter().enumerate() {
+                        assert!(
+                            got <= ceiling[i],
+                            "seed {seed} step {step}: counter {i} restored {got}, counted {}",
+                            ceiling[i]
+                        );
+                        assert!(
+                            reset_unstored || got >= floor[i],
+                            "seed {seed} step {step}: counter {i} restored {got}, stored {}",
+                            floor[i]
+                        );
+                    }
+                }
+                if report.history == Outcome::Written {
+                    history.mark_persisted(t_ms);
+                    if reset_unstored {
+                        reset_unstored = false;
+                        resets_stored += 1;
+                        ceiling = history_counters(&record);
+                        floor = [0; 6];
+                    }
+                    for ((f, v), unit) in floor.iter_mut().zip(history_counters(&record)).zip(UNITS)
+                    {
+                        *f = (*f).max(v.saturating_sub(unit - 1));
+                    }
+                } else if report.history_counted == Outcome::Written {
+                    history.mark_counted_persisted();
+                    if !reset_unstored {
+                        for (f, v) in floor.iter_mut().zip(history_counters(&record)).skip(4) {
+                            *f = (*f).max(v);
+                        }
+                    }
+                }
+            }
+        }
+        assert!(
+            multi_write_polls > 1_000,
+            "{multi_write_polls} polls of several writes"
+        );
+        assert!(resets_stored > 100, "{resets_stored} resets stored");
+    }
+
     #[test]
     fn a_missing_point_is_no_fault_and_not_rewritten() {
         let mut store = full_store();

@@ -274,6 +274,7 @@ fn run(scenario: &Scenario) -> Day {
             secrets: Some(secrets),
             learned: monitor.learned(),
             flush: false,
+            hold_older_formats: false,
             name: DeviceName::default(),
         };
         let report = persistence.poll(&mut store, t_ms, &records);

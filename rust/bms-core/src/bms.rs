@@ -869,6 +869,7 @@ impl Bms {
             learned: self.monitor.learned(),
             flush: false,
             name: self.device_name,
+            hold_older_formats: !self.self_check.formats_settled(self.now_ms),
         }
     }
 

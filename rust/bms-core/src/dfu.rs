@@ -8,8 +8,8 @@
 //! no danger to the battery, but an owner who walked away from a failed update must notice it.
 
 use crate::limits::{
-    DFU_FAILED_ATD_DELAY_MS, DFU_STALL_MS, SELF_CHECK_BUS_WAIT_MS, SELF_CHECK_STEPS,
-    SELF_CHECK_TIMEOUT_MS,
+    DFU_FAILED_ATD_DELAY_MS, DFU_STALL_MS, OLDER_FORMAT_HOLD_MS, SELF_CHECK_BUS_WAIT_MS,
+    SELF_CHECK_STEPS, SELF_CHECK_TIMEOUT_MS,
 };
 use crate::stable_enum::stable_enum;
 use crate::word::Word;
@@ -207,6 +207,16 @@ impl SelfCheckProgress {
         self.storage_written = true;
     }
 
+    /// Whether records may be rewritten in a newer format at `now_ms`: the self-check passed,
+    /// or [`OLDER_FORMAT_HOLD_MS`] went by since the first step (an image that failed it has
+    /// been reverted by then).
+    pub fn formats_settled(&self, now_ms: u64) -> bool {
+        self.verdict == Some(SelfCheck::Passed)
+            || self
+                .start_ms
+                .is_some_and(|start| now_ms.saturating_sub(start) >= OLDER_FORMAT_HOLD_MS)
+    }
+
     /// The verdict at `now_ms`, with what only the platform knows and whether a store write is
     /// failing now. Passed once all hold: [`SELF_CHECK_STEPS`] steps; the store up, written and
     /// not failing; Bluetooth up; and the bus works — a complete, valid bank was judged, or
@@ -264,6 +274,30 @@ mod tests {
             assert_eq!(DfuEvent::from_u8(n).map(|e| e as u8), Some(n));
         }
         assert_eq!(DfuEvent::from_u8(5), None);
+    }
+
+    /// DFU-1: newer record formats wait for a passed self-check, or for the time by which an
+    /// image that failed it has been reverted; never before the first step.
+    #[test]
+    fn dfu_1_newer_record_formats_wait_for_the_self_check() {
+        let mut progress = SelfCheckProgress::default();
+        assert!(!progress.formats_settled(u64::MAX), "before the first step");
+        progress.step(1_000, false);
+        assert!(!progress.formats_settled(1_000 + OLDER_FORMAT_HOLD_MS - 1));
+        assert!(progress.formats_settled(1_000 + OLDER_FORMAT_HOLD_MS));
+
+        let mut passed = SelfCheckProgress::default();
+        let platform = SelfCheckInputs {
+            ble_ready: true,
+            storage_ok: true,
+        };
+        passed.storage_written();
+        for t in 0..SELF_CHECK_STEPS {
+            passed.step(u64::from(t) * 100, true);
+        }
+        assert!(!passed.formats_settled(2_000));
+        assert_eq!(passed.judge(2_000, platform, false), SelfCheck::Passed);
+        assert!(passed.formats_settled(2_000), "passed: at once");
     }
 
     #[test]

@@ -244,6 +244,11 @@ pub const SELF_CHECK_BUS_WAIT_MS: u64 = 10_000;
 /// DFU-1 **(choice)**: a new image that has not passed its self-check this long after start
 /// has failed it: the firmware reboots and MCUboot reverts to the previous image, ms.
 pub const SELF_CHECK_TIMEOUT_MS: u64 = 60_000;
+/// DFU-1 **(choice)**: a record the store holds in an older format is rewritten in the new one
+/// only once the self-check has passed, or this long after start, ms: by then an image that
+/// failed it has rebooted and MCUboot has reverted to the firmware that wrote the old format,
+/// which could not read the new one (its pairing secrets and history would read as lost).
+pub const OLDER_FORMAT_HOLD_MS: u64 = SELF_CHECK_TIMEOUT_MS + 30_000;
 
 /// PROT-9 **(choice)**: ATD returns when SoC ≥ discharge floor + this many percentage points.
 pub const FLOOR_RELEASE_POINTS: u8 = 3;

@@ -8,7 +8,7 @@ use bms_core::balancer::BalancerState;
 use bms_core::bms::PasskeyError;
 use bms_core::bus::BatteryModel;
 use bms_core::codes::Code;
-use bms_core::limits::{PERSIST_POLL_MS, READOUT_MIN_CHANGE_MS};
+use bms_core::limits::{OLDER_FORMAT_HOLD_MS, PERSIST_POLL_MS, READOUT_MIN_CHANGE_MS};
 use bms_core::name::DeviceName;
 use bms_core::node::Node;
 use bms_core::protocol::DeviceSecrets;
@@ -974,6 +974,8 @@ fn ble_3_a_version_3_secrets_record_restores_counting_from_the_reservation() {
     let mut adv = [0u8; 26];
     assert_eq!(dev.bms().manufacturer_data(&mut adv), Ok(26));
     assert_eq!(u16::from_le_bytes([adv[7], adv[8]]), reserved);
+    // Rewritten as version 4 once the image can no longer be reverted (DFU-1).
+    dev.run_for(OLDER_FORMAT_HOLD_MS);
     let (_, restored) = dev.reboot(None);
     assert_eq!(
         restored.secrets.map(|s| s.key_first_nonce),
@@ -1551,4 +1553,86 @@ fn ble_2_a_passkey_tried_too_often_is_renewed_when_the_window_opens() {
         Ok((key, second))
     );
     drop(dev);
+}
+
+/// `value` sealed as a full record of `kind` in format `version` (kind, version, postcard
+/// body, CRC-32), as an older firmware wrote it.
+fn sealed_record<T: serde::Serialize>(kind: RecordKind, version: u8, value: &T) -> Vec<u8> {
+    let mut message = vec![kind as u8, version];
+    message.extend(postcard::to_allocvec(value).unwrap());
+    let crc = bms_core::storage::record::CRC.checksum(&message);
+    message.extend_from_slice(&crc.to_le_bytes());
+    message
+}
+
+/// The format version of what `flash` holds under `kind` (`None`: nothing stored).
+fn stored_version(flash: &mut Flash, kind: RecordKind) -> Option<u8> {
+    let mut buf = [0u8; MAX_RECORD_LEN];
+    flash.inner.read(kind.key(), &mut buf).ok().map(|_| buf[1])
+}
+
+/// DFU-1, BLE-2, HIST-4: a new image runs on test until its self-check passes; if it fails,
+/// MCUboot reverts to the firmware before, which cannot read a record in a newer format (it
+/// would lose the pairing secrets, locking pairing and the readout until the button reset, and
+/// the whole history). So records held in an older format (here secrets version 3 and history
+/// version 1, as the firmware of 2848ac7 wrote them) keep it until the self-check has passed or
+/// `OLDER_FORMAT_HOLD_MS` went by (an image that failed has been reverted by then), and no
+/// history point is written on top of the old record meanwhile; then they are rewritten.
+#[test]
+fn dfu_1_ble_2_hist_4_records_in_an_older_format_wait_for_the_self_check() {
+    let (mut dev, _) = Device::boot(Flash::default(), Some(KEY));
+    dev.run_for(3_000);
+    dev.bms().set_passkey(424_242).unwrap();
+    dev.run_for(11 * 60_000);
+    let mut flash = dev.rig.bms.into_storage();
+    let old_secrets = sealed_record(RecordKind::Secrets, 3, &(424_242u32, KEY, false, 0u8));
+    flash
+        .inner
+        .write(RecordKind::Secrets.key(), &old_secrets)
+        .unwrap();
+    let (_, restored) = Persistence::restore(&mut flash);
+    let history = restored.history.unwrap();
+    let old_history = sealed_record(RecordKind::History, 1, &history);
+    flash
+        .inner
+        .write(RecordKind::History.key(), &old_history)
+        .unwrap();
+    for kind in [RecordKind::HistoryPoint, RecordKind::HistoryCounts] {
+        flash.inner.delete(kind.key()).unwrap();
+    }
+
+    let (mut dev, restored) = Device::boot(flash, None);
+    assert_eq!(restored.secrets.unwrap().passkey, 424_242);
+    assert!(restored.history.is_ok());
+    // Inside the window: an over-voltage error (a counted history item, written at once
+    // otherwise) and a failed pairing (a secrets change).
+    dev.run_for(5_000);
+    dev.rig.set_cells(3_800);
+    dev.run_for(5_000);
+    dev.rig.set_cells(3_300);
+    let now_ms = dev.rig.now_ms;
+    dev.bms().pairing_result(now_ms, false);
+    dev.run_for(OLDER_FORMAT_HOLD_MS - 15_000);
+    assert!(
+        dev.bms()
+            .history()
+            .last_errors()
+            .iter()
+            .any(Option::is_some),
+        "no error recorded"
+    );
+    let flash = dev.flash();
+    assert_eq!(stored_version(flash, RecordKind::Secrets), Some(3));
+    assert_eq!(stored_version(flash, RecordKind::History), Some(1));
+    assert_eq!(stored_version(flash, RecordKind::HistoryPoint), None);
+    assert_eq!(stored_version(flash, RecordKind::HistoryCounts), None);
+    // After it: the secrets in the current format at once, the history at its next write.
+    dev.run_for(10_000);
+    let flash = dev.flash();
+    assert_eq!(stored_version(flash, RecordKind::Secrets), Some(4));
+    assert!(
+        stored_version(flash, RecordKind::History) == Some(2)
+            || stored_version(flash, RecordKind::HistoryCounts).is_some(),
+        "the error was not stored after the window"
+    );
 }

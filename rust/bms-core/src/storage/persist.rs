@@ -26,7 +26,9 @@
 
 use super::hist::{self, HistoryCounts, HistoryPoint, HistoryStored};
 use super::learned::{self, LearnedRecord, LEARNED_INTERVAL_MS};
-use super::record::{decode_record, encode_record, Nonce, Record, RecordError, RecordKind};
+use super::record::{
+    decode_record, encode_record, stored_version, Nonce, Record, RecordError, RecordKind,
+};
 use super::soc::{self, SocPoint, SocRecord};
 use super::{Storage, StorageError, MAX_RECORD_LEN};
 use crate::history::HistoryRecord;
@@ -81,6 +83,10 @@ pub struct Records {
     pub flush: bool,
     /// The device name (`Bms::device_name`), written when it differs from the stored one.
     pub name: DeviceName,
+    /// DFU-1: records the store holds in an older format stay as they are (not rewritten in
+    /// the new one) while this image may still be reverted to the firmware that wrote them
+    /// ([`crate::limits::OLDER_FORMAT_HOLD_MS`]); their changes wait in RAM meanwhile.
+    pub hold_older_formats: bool,
 }
 
 /// What [`Persistence::poll`] did with one record.
@@ -326,6 +332,8 @@ pub struct Persistence {
     /// Per kind (settings and secrets): not written again before this time unless flushed.
     coalesce_until_ms: [u64; KINDS],
     stats: [RecordStats; KINDS],
+    /// Per kind: the store held it in an older format version at start.
+    older_format: [bool; KINDS],
 }
 
 impl Persistence {
@@ -392,6 +400,7 @@ impl Persistence {
             learned_stored: restored.learned.ok(),
             ..Persistence::default()
         };
+        persistence.older_format = older_formats(storage);
         for kind in RecordKind::ALL {
             if let Some(slot) = persistence.unstored.get_mut(kind.index()) {
                 *slot = match restored.error(kind) {
@@ -418,6 +427,9 @@ impl Persistence {
     ) -> PollReport {
         let mut report = PollReport::default();
         for kind in RecordKind::ALL {
+            if records.hold_older_formats && self.older_format(kind) {
+                continue;
+            }
             let outcome = match kind {
                 RecordKind::Nonce => match records.nonce {
                     // BLE-3: a reservation only once the store holds the key it is for. After
@@ -740,6 +752,14 @@ impl Persistence {
         self.unstored.get(kind.index()).copied().unwrap_or(true)
     }
 
+    /// The store held `kind` in an older format at start (see [`Records::hold_older_formats`]).
+    fn older_format(&self, kind: RecordKind) -> bool {
+        self.older_format
+            .get(kind.index())
+            .copied()
+            .unwrap_or(false)
+    }
+
     fn write_due<R: Record, S: Storage + ?Sized>(
         &mut self,
         storage: &mut S,
@@ -848,6 +868,40 @@ impl Persistence {
     }
 }
 
+/// Per kind: whether the store holds it in a format version older than this firmware writes.
+/// The history's points belong to the whole record: they count as older with it (a point
+/// written now would apply to the older record, also after a revert and a later update).
+fn older_formats<S: Storage + ?Sized>(storage: &mut S) -> [bool; KINDS] {
+    let mut older = [false; KINDS];
+    for kind in RecordKind::ALL {
+        let version = match kind {
+            RecordKind::Settings => older_version::<Settings, S>(storage),
+            RecordKind::Soc => older_version::<SocRecord, S>(storage),
+            RecordKind::SocPoint => older_version::<SocPoint, S>(storage),
+            RecordKind::History | RecordKind::HistoryPoint | RecordKind::HistoryCounts => {
+                older_version::<HistoryStored, S>(storage)
+            }
+            RecordKind::Nonce => older_version::<Nonce, S>(storage),
+            RecordKind::Secrets => older_version::<DeviceSecrets, S>(storage),
+            RecordKind::Learned => older_version::<LearnedRecord, S>(storage),
+            RecordKind::Name => older_version::<DeviceName, S>(storage),
+        };
+        if let Some(slot) = older.get_mut(kind.index()) {
+            *slot = version;
+        }
+    }
+    older
+}
+
+/// Whether the stored value of `R` is intact and in a format version older than `R::VERSION`.
+fn older_version<R: Record, S: Storage + ?Sized>(storage: &mut S) -> bool {
+    let mut buf = [0u8; MAX_RECORD_LEN];
+    read_raw(storage, R::KIND, &mut buf)
+        .ok()
+        .and_then(|bytes| stored_version(bytes, R::KIND, R::COMPACT))
+        .is_some_and(|version| version < R::VERSION)
+}
+
 fn read<R: Record, S: Storage + ?Sized>(storage: &mut S) -> Result<R, RecordError> {
     let mut buf = [0u8; MAX_RECORD_LEN];
     decode_record::<R>(read_raw(storage, R::KIND, &mut buf)?)
@@ -935,6 +989,7 @@ pub(crate) mod tests {
             secrets: Some(sample_secrets()),
             learned: Some(sample_learned()),
             flush: false,
+            hold_older_formats: false,
             name: sample_name(),
         }
     }

@@ -359,6 +359,11 @@ pub fn decode_record<R: Record>(bytes: &[u8]) -> Result<R, RecordError> {
     decode_version(version, body)
 }
 
+/// The format version of a stored value of `kind`, when its envelope is intact.
+pub(crate) fn stored_version(bytes: &[u8], kind: RecordKind, compact: bool) -> Option<u8> {
+    open(bytes, kind, compact).ok().map(|(version, _)| version)
+}
+
 /// The CRC-16 of a compact record: over its kind (not stored, so a value under another kind's
 /// key fails the check) and its bytes.
 fn compact_crc(kind: RecordKind, message: &[u8]) -> u16 {

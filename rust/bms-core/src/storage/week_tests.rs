@@ -278,6 +278,7 @@ fn run_week(seed: u64) -> WeekResult {
             secrets: Some(dev.secrets),
             learned: dev.monitor.learned(),
             flush: false,
+            hold_older_formats: false,
             name: DeviceName::default(),
         };
         let kill = rng.one_in(300);

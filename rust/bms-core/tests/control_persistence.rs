@@ -945,10 +945,7 @@ fn ble_3_a_version_3_secrets_record_restores_counting_from_the_reservation() {
     dev.bms().set_read_protection(true).unwrap();
     dev.run_for(11_000);
     let mut flash = dev.rig.bms.into_storage();
-    let mut message = vec![RecordKind::Secrets as u8, 3];
-    message.extend(postcard::to_allocvec(&(424_242u32, KEY, true, 2u8)).unwrap());
-    let crc = bms_core::storage::record::CRC.checksum(&message);
-    message.extend_from_slice(&crc.to_le_bytes());
+    let message = sealed_record(RecordKind::Secrets, 3, &(424_242u32, KEY, true, 2u8));
     flash
         .inner
         .write(RecordKind::Secrets.key(), &message)

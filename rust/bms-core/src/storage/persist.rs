@@ -27,7 +27,7 @@
 use super::hist::{self, HistoryCounts, HistoryPoint, HistoryStored};
 use super::learned::{self, LearnedRecord, LEARNED_INTERVAL_MS};
 use super::record::{
-    decode_record, encode_record, stored_version, Nonce, Record, RecordError, RecordKind,
+    decode_record_versioned, encode_record, Nonce, Record, RecordError, RecordKind,
 };
 use super::soc::{self, SocPoint, SocRecord};
 use super::{Storage, StorageError, MAX_RECORD_LEN};
@@ -351,13 +351,17 @@ impl Persistence {
     /// the values then in use) at the first [`Persistence::poll`]; a missing SoC point is not
     /// (it is written when the SoC moves).
     pub fn restore<S: Storage + ?Sized>(storage: &mut S) -> (Persistence, Restored) {
-        let soc_record = read::<SocRecord, S>(storage);
-        let soc_point = read::<SocPoint, S>(storage);
-        let history = read::<HistoryStored, S>(storage);
-        let history_point = read::<HistoryPoint, S>(storage);
-        let history_counts = read::<HistoryCounts, S>(storage);
+        let mut reader = Reader {
+            storage,
+            older_format: [false; KINDS],
+        };
+        let soc_record = reader.read::<SocRecord>();
+        let soc_point = reader.read::<SocPoint>();
+        let history = reader.read::<HistoryStored>();
+        let history_point = reader.read::<HistoryPoint>();
+        let history_counts = reader.read::<HistoryCounts>();
         let restored = Restored {
-            settings: read::<Settings, S>(storage),
+            settings: reader.read::<Settings>(),
             soc: soc_record.map(|record| soc::combine(&record, soc_point.as_ref().ok())),
             soc_point,
             balanced_at_full: soc_record.ok().and_then(|record| record.balanced_at_full),
@@ -373,11 +377,24 @@ impl Persistence {
             }),
             history_point,
             history_counts,
-            nonce: read::<Nonce, S>(storage),
-            secrets: read::<DeviceSecrets, S>(storage),
-            learned: read::<LearnedRecord, S>(storage).map(|record| record.0),
-            name: read::<DeviceName, S>(storage),
+            nonce: reader.read::<Nonce>(),
+            secrets: reader.read::<DeviceSecrets>(),
+            learned: reader.read::<LearnedRecord>().map(|record| record.0),
+            name: reader.read::<DeviceName>(),
         };
+        // The history's points belong to the whole record: they count as older with it (a
+        // point written now would apply to the older record, also after a revert and a later
+        // update).
+        let mut older_format = reader.older_format;
+        let history_older = older_format
+            .get(RecordKind::History.index())
+            .copied()
+            .unwrap_or(false);
+        for kind in [RecordKind::HistoryPoint, RecordKind::HistoryCounts] {
+            if let Some(slot) = older_format.get_mut(kind.index()) {
+                *slot = history_older;
+            }
+        }
         let mut persistence = Persistence {
             settings_stored: restored.settings.ok(),
             secrets_stored: restored.secrets.ok(),
@@ -398,9 +415,9 @@ impl Persistence {
                     .is_ok_and(|stored| stored.generation == counts.generation)
             }),
             learned_stored: restored.learned.ok(),
+            older_format,
             ..Persistence::default()
         };
-        persistence.older_format = older_formats(storage);
         for kind in RecordKind::ALL {
             if let Some(slot) = persistence.unstored.get_mut(kind.index()) {
                 *slot = match restored.error(kind) {
@@ -868,43 +885,23 @@ impl Persistence {
     }
 }
 
-/// Per kind: whether the store holds it in a format version older than this firmware writes.
-/// The history's points belong to the whole record: they count as older with it (a point
-/// written now would apply to the older record, also after a revert and a later update).
-fn older_formats<S: Storage + ?Sized>(storage: &mut S) -> [bool; KINDS] {
-    let mut older = [false; KINDS];
-    for kind in RecordKind::ALL {
-        let version = match kind {
-            RecordKind::Settings => older_version::<Settings, S>(storage),
-            RecordKind::Soc => older_version::<SocRecord, S>(storage),
-            RecordKind::SocPoint => older_version::<SocPoint, S>(storage),
-            RecordKind::History | RecordKind::HistoryPoint | RecordKind::HistoryCounts => {
-                older_version::<HistoryStored, S>(storage)
-            }
-            RecordKind::Nonce => older_version::<Nonce, S>(storage),
-            RecordKind::Secrets => older_version::<DeviceSecrets, S>(storage),
-            RecordKind::Learned => older_version::<LearnedRecord, S>(storage),
-            RecordKind::Name => older_version::<DeviceName, S>(storage),
-        };
-        if let Some(slot) = older.get_mut(kind.index()) {
-            *slot = version;
+/// Reads the records at start, each once, noting which the store holds in a format version
+/// older than this firmware writes ([`Records::hold_older_formats`]).
+struct Reader<'s, S: Storage + ?Sized> {
+    storage: &'s mut S,
+    older_format: [bool; KINDS],
+}
+
+impl<S: Storage + ?Sized> Reader<'_, S> {
+    fn read<R: Record>(&mut self) -> Result<R, RecordError> {
+        let mut buf = [0u8; MAX_RECORD_LEN];
+        let bytes = read_raw(self.storage, R::KIND, &mut buf)?;
+        let (version, record) = decode_record_versioned::<R>(bytes);
+        if let Some(slot) = self.older_format.get_mut(R::KIND.index()) {
+            *slot = version.is_some_and(|version| version < R::VERSION);
         }
+        record
     }
-    older
-}
-
-/// Whether the stored value of `R` is intact and in a format version older than `R::VERSION`.
-fn older_version<R: Record, S: Storage + ?Sized>(storage: &mut S) -> bool {
-    let mut buf = [0u8; MAX_RECORD_LEN];
-    read_raw(storage, R::KIND, &mut buf)
-        .ok()
-        .and_then(|bytes| stored_version(bytes, R::KIND, R::COMPACT))
-        .is_some_and(|version| version < R::VERSION)
-}
-
-fn read<R: Record, S: Storage + ?Sized>(storage: &mut S) -> Result<R, RecordError> {
-    let mut buf = [0u8; MAX_RECORD_LEN];
-    decode_record::<R>(read_raw(storage, R::KIND, &mut buf)?)
 }
 
 /// The stored bytes of `kind`, read into `buf`.

@@ -355,13 +355,18 @@ fn seal(
 /// Decodes a stored value of record type `R`: checks the CRC, the kind and the version, decodes
 /// (migrating an older version) and checks the values.
 pub fn decode_record<R: Record>(bytes: &[u8]) -> Result<R, RecordError> {
-    let (version, body) = open(bytes, R::KIND, R::COMPACT)?;
-    decode_version(version, body)
+    decode_record_versioned(bytes).1
 }
 
-/// The format version of a stored value of `kind`, when its envelope is intact.
-pub(crate) fn stored_version(bytes: &[u8], kind: RecordKind, compact: bool) -> Option<u8> {
-    open(bytes, kind, compact).ok().map(|(version, _)| version)
+/// As [`decode_record`], with the stored format version when the envelope is intact (also
+/// when the body then fails to decode).
+pub(crate) fn decode_record_versioned<R: Record>(
+    bytes: &[u8],
+) -> (Option<u8>, Result<R, RecordError>) {
+    match open(bytes, R::KIND, R::COMPACT) {
+        Ok((version, body)) => (Some(version), decode_version(version, body)),
+        Err(error) => (None, Err(error)),
+    }
 }
 
 /// The CRC-16 of a compact record: over its kind (not stored, so a value under another kind's

@@ -20,8 +20,10 @@ use bms_core::node::Node;
 use bms_core::settings::Settings;
 use bms_core::storage::MemStorage;
 use serde::Serialize;
+use std::cell::RefCell;
 use std::fmt;
 use std::path::{Path, PathBuf};
+use std::rc::Rc;
 
 /// Longest gap between two rows: a week. The core is stepped every tick in between, so a
 /// gap of 1e10 s would run for days; a longer pause in a log is an error naming the row.
@@ -130,60 +132,246 @@ pub fn read_input(path: &Path) -> Result<Vec<InputRow>, InputError> {
 
 /// Checks the whole input read from `source`; `path` is only used in errors.
 pub fn parse_input(path: &Path, source: impl std::io::Read) -> Result<Vec<InputRow>, InputError> {
-    let mut reader = csv::ReaderBuilder::new()
-        .trim(csv::Trim::All)
-        .from_reader(source);
-    let headers = reader
-        .headers()
-        .map_err(|e| InputError {
+    Rows::new(path, source)?.collect()
+}
+
+/// Where the line breaks the CSV reader has read lie, so that a row is named by its line as an
+/// editor counts it (the reader's own count skips blank lines and CRLF ends). A break is a
+/// `\r\n`, a `\n` or a `\r`. Only the breaks in the reader's read-ahead are kept.
+#[derive(Default)]
+struct LineBreaks {
+    /// Bytes read so far.
+    read: u64,
+    /// Start and end offsets of the breaks not yet passed.
+    ahead: std::collections::VecDeque<(u64, u64)>,
+    /// Breaks before the last row asked about.
+    passed: usize,
+    last_cr: bool,
+}
+
+impl LineBreaks {
+    /// The 1-based line of a record the reader places at `offset` (offsets asked about never go
+    /// back). The reader places a record after blank lines, and after a CRLF's `\r`, at the
+    /// start of the blank lines or on the `\n`: the breaks there are skipped.
+    fn line_of(&mut self, offset: u64) -> usize {
+        let mut at = offset;
+        while let Some(&(start, end)) = self.ahead.front() {
+            if end > at && start > at {
+                break;
+            }
+            at = at.max(end);
+            self.ahead.pop_front();
+            self.passed += 1;
+        }
+        self.passed + 1
+    }
+}
+
+/// The input as read, noting its line breaks.
+struct Counted<R> {
+    inner: R,
+    breaks: Rc<RefCell<LineBreaks>>,
+}
+
+impl<R: std::io::Read> std::io::Read for Counted<R> {
+    fn read(&mut self, buf: &mut [u8]) -> std::io::Result<usize> {
+        let n = self.inner.read(buf)?;
+        let mut breaks = self.breaks.borrow_mut();
+        for (i, &b) in buf.get(..n).unwrap_or(&[]).iter().enumerate() {
+            let at = breaks.read + i as u64;
+            if b == b'\n' && breaks.last_cr {
+                // The `\n` of a `\r\n`: the same break, one byte longer.
+                if let Some(last) = breaks.ahead.back_mut() {
+                    last.1 = at + 1;
+                }
+            } else if b == b'\r' || b == b'\n' {
+                breaks.ahead.push_back((at, at + 1));
+            }
+            breaks.last_cr = b == b'\r';
+        }
+        breaks.read += n as u64;
+        Ok(n)
+    }
+}
+
+/// The checked rows of an input, read one at a time (a long file is never held whole).
+pub struct Rows<R: std::io::Read> {
+    path: PathBuf,
+    reader: csv::Reader<Counted<R>>,
+    breaks: Rc<RefCell<LineBreaks>>,
+    names: Vec<String>,
+    columns: [usize; 8],
+    record: csv::ByteRecord,
+    previous: Option<(u64, String)>,
+    failed: bool,
+}
+
+impl<R: std::io::Read> Rows<R> {
+    /// Reads and checks the header; `path` is only used in errors.
+    pub fn new(path: &Path, source: R) -> Result<Self, InputError> {
+        let breaks = Rc::new(RefCell::new(LineBreaks::default()));
+        let mut reader = csv::ReaderBuilder::new()
+            .trim(csv::Trim::All)
+            .flexible(true)
+            .from_reader(Counted {
+                inner: source,
+                breaks: Rc::clone(&breaks),
+            });
+        let headers = reader.headers().map_err(|e| InputError {
             line: Some(1),
             ..InputError::file(path, format!("bad header: {e}"))
-        })?
-        .clone();
-    let mut columns = [usize::MAX; 8];
-    for (i, name) in headers.iter().enumerate() {
-        let slot = REQUIRED
-            .iter()
-            .position(|r| *r == name)
-            .or((name == "remote_on").then_some(7));
-        match slot {
-            Some(s) if columns[s] == usize::MAX => columns[s] = i,
-            Some(_) => return Err(InputError::at(path, 1, name, "column appears twice")),
-            None => {
-                return Err(InputError::at(
-                    path,
-                    1,
-                    name,
-                    format!(
-                        "unknown column; expected {} and optionally remote_on",
-                        REQUIRED.join(",")
-                    ),
-                ))
+        })?;
+        let header_line = match headers.position() {
+            Some(p) => breaks.borrow_mut().line_of(p.byte()),
+            None => 1,
+        };
+        let names: Vec<String> = headers.iter().map(str::to_string).collect();
+        let mut columns = [usize::MAX; 8];
+        for (i, name) in names.iter().enumerate() {
+            let slot = REQUIRED
+                .iter()
+                .position(|r| r == name)
+                .or((name == "remote_on").then_some(7));
+            match slot {
+                Some(s) if columns[s] == usize::MAX => columns[s] = i,
+                Some(_) => {
+                    return Err(InputError::at(
+                        path,
+                        header_line,
+                        name,
+                        "column appears twice",
+                    ))
+                }
+                None if name.is_empty() => {
+                    return Err(InputError::at(
+                        path,
+                        header_line,
+                        name,
+                        "empty column name (a trailing comma?)",
+                    ))
+                }
+                None => {
+                    return Err(InputError::at(
+                        path,
+                        header_line,
+                        name,
+                        format!(
+                            "unknown column; expected {} and optionally remote_on",
+                            REQUIRED.join(",")
+                        ),
+                    ))
+                }
             }
         }
+        if let Some(missing) = REQUIRED
+            .iter()
+            .enumerate()
+            .find(|(i, _)| columns[*i] == usize::MAX)
+        {
+            return Err(InputError::at(
+                path,
+                header_line,
+                missing.1,
+                "missing column",
+            ));
+        }
+        Ok(Rows {
+            path: path.to_path_buf(),
+            reader,
+            breaks,
+            names,
+            columns,
+            record: csv::ByteRecord::new(),
+            previous: None,
+            failed: false,
+        })
     }
-    if let Some(missing) = REQUIRED
-        .iter()
-        .enumerate()
-        .find(|(i, _)| columns[*i] == usize::MAX)
-    {
-        return Err(InputError::at(path, 1, missing.1, "missing column"));
-    }
-    let mut rows: Vec<InputRow> = Vec::new();
-    for record in reader.records() {
-        let record = record.map_err(|e| {
-            let line = e.position().map_or(0, |p| p.line() as usize);
-            InputError {
-                line: Some(line),
-                ..InputError::file(path, format!("bad row: {e}"))
+
+    /// The next record checked, or `None` at the end.
+    fn next_row(&mut self) -> Option<Result<InputRow, InputError>> {
+        let path = self.path.as_path();
+        match self.reader.read_byte_record(&mut self.record) {
+            Ok(false) => return None,
+            Ok(true) => {}
+            Err(e) => {
+                let line = match e.position() {
+                    Some(p) => self.breaks.borrow_mut().line_of(p.byte()),
+                    None => self.breaks.borrow().passed + 1,
+                };
+                return Some(Err(InputError {
+                    line: Some(line),
+                    ..InputError::file(path, format!("bad row: {e}"))
+                }));
             }
-        })?;
-        let line = record.position().map_or(0, |p| p.line() as usize);
-        let text = |slot: usize| record.get(columns[slot]).unwrap_or("");
+        }
+        let line = match self.record.position() {
+            Some(p) => self.breaks.borrow_mut().line_of(p.byte()),
+            None => self.breaks.borrow().passed + 1,
+        };
+        Some(self.check(line))
+    }
+
+    fn check(&mut self, line: usize) -> Result<InputRow, InputError> {
+        let path = self.path.as_path();
+        let record = &self.record;
+        let names = &self.names;
+        let columns = &self.columns;
+        let values = |n: usize| {
+            if n == 1 {
+                "1 value".to_string()
+            } else {
+                format!("{n} values")
+            }
+        };
+        if record.len() > names.len() {
+            let extra = String::from_utf8_lossy(record.get(names.len()).unwrap_or(&[]));
+            return Err(InputError {
+                line: Some(line),
+                ..InputError::file(
+                    path,
+                    format!(
+                        "{} for the header's {} columns: {extra:?} after `{}`",
+                        values(record.len()),
+                        names.len(),
+                        names.last().map_or("", String::as_str),
+                    ),
+                )
+            });
+        }
+        if record.len() < names.len() {
+            let name = names.get(record.len()).map_or("", String::as_str);
+            return Err(InputError::at(
+                path,
+                line,
+                name,
+                format!(
+                    "missing ({} for the header's {} columns)",
+                    values(record.len()),
+                    names.len()
+                ),
+            ));
+        }
+        if let Some(i) = record.iter().position(|b| std::str::from_utf8(b).is_err()) {
+            let name = names.get(i).map_or("", String::as_str);
+            return Err(InputError::at(path, line, name, "not UTF-8 text"));
+        }
+        // Every cell is present and UTF-8 (checked above).
+        let text = |slot: usize| -> &str {
+            record
+                .get(columns[slot])
+                .and_then(|b| std::str::from_utf8(b).ok())
+                .unwrap_or("")
+        };
         let number = |slot: usize, name: &str| -> Result<f64, InputError> {
             let t = text(slot);
             match t.parse::<f64>() {
                 Ok(v) if v.is_finite() => Ok(v),
+                Ok(_) => Err(InputError::at(
+                    path,
+                    line,
+                    name,
+                    format!("not a finite number: {t:?}"),
+                )),
                 _ => Err(InputError::at(
                     path,
                     line,
@@ -192,6 +380,7 @@ pub fn parse_input(path: &Path, source: impl std::io::Read) -> Result<Vec<InputR
                 )),
             }
         };
+        let t_text = text(0);
         let t_s = number(0, "t_s")?;
         if !(0.0..=1.0e10).contains(&t_s) {
             return Err(InputError::at(
@@ -202,24 +391,22 @@ pub fn parse_input(path: &Path, source: impl std::io::Read) -> Result<Vec<InputR
             ));
         }
         let t_ms = (t_s * 1000.0).round() as u64;
-        if let Some(prev) = rows.last() {
-            if t_ms.saturating_sub(prev.t_ms) > MAX_GAP_MS {
+        if let Some((prev_ms, prev_text)) = &self.previous {
+            if t_ms.saturating_sub(*prev_ms) > MAX_GAP_MS {
                 return Err(InputError::at(
                     path,
                     line,
                     "t_s",
                     format!(
-                        "time {} is more than {} s after the previous row's {}",
-                        text(0),
+                        "time {t_text} is more than {} s after the previous row's {prev_text}",
                         MAX_GAP_MS / 1000,
-                        prev.t_text
                     ),
                 ));
             }
-            if t_ms <= prev.t_ms {
+            if t_ms <= *prev_ms {
                 // Times are taken to the millisecond: a later time within the same one is
                 // named as such, not as "not after".
-                let later = prev.t_text.parse::<f64>().is_ok_and(|p| t_s > p);
+                let later = prev_text.parse::<f64>().is_ok_and(|p| t_s > p);
                 let relation = if later {
                     "is in the same millisecond as"
                 } else {
@@ -229,11 +416,7 @@ pub fn parse_input(path: &Path, source: impl std::io::Read) -> Result<Vec<InputR
                     path,
                     line,
                     "t_s",
-                    format!(
-                        "time {} {relation} the previous row's {}",
-                        text(0),
-                        prev.t_text
-                    ),
+                    format!("time {t_text} {relation} the previous row's {prev_text}"),
                 ));
             }
         }
@@ -284,16 +467,31 @@ pub fn parse_input(path: &Path, source: impl std::io::Read) -> Result<Vec<InputR
                 }
             }
         };
-        rows.push(InputRow {
-            t_text: text(0).to_string(),
+        let t_text = t_text.to_string();
+        self.previous = Some((t_ms, t_text.clone()));
+        Ok(InputRow {
+            t_text,
             t_ms,
             current_a,
             temp_c,
             cells_v,
             remote_on,
-        });
+        })
     }
-    Ok(rows)
+}
+
+impl<R: std::io::Read> Iterator for Rows<R> {
+    type Item = Result<InputRow, InputError>;
+
+    /// The next checked row; after an error, nothing more.
+    fn next(&mut self) -> Option<Self::Item> {
+        if self.failed {
+            return None;
+        }
+        let next = self.next_row();
+        self.failed = matches!(next, Some(Err(_)));
+        next
+    }
 }
 
 /// One output row.
@@ -322,7 +520,27 @@ pub struct OutputRow {
     pub soc_sigma_pct: Option<String>,
 }
 
-fn report(row: &InputRow, capacity_ah: f64) -> BatteryReport {
+/// The measurements of a row, held until the next row.
+#[derive(Clone, Copy, Debug)]
+struct Held {
+    current_a: f64,
+    temp_c: f64,
+    cells_v: [f64; 4],
+    remote_on: bool,
+}
+
+impl From<&InputRow> for Held {
+    fn from(row: &InputRow) -> Self {
+        Held {
+            current_a: row.current_a,
+            temp_c: row.temp_c,
+            cells_v: row.cells_v,
+            remote_on: row.remote_on,
+        }
+    }
+}
+
+fn report(row: &Held, capacity_ah: f64) -> BatteryReport {
     let mut cells_mv = heapless::Vec::new();
     for v in row.cells_v {
         let _ = cells_mv.push((v * 1000.0).round() as u16);
@@ -345,49 +563,76 @@ fn report(row: &InputRow, capacity_ah: f64) -> BatteryReport {
     }
 }
 
-/// Runs the core over checked rows; one output row per input row.
-pub fn run_rows(
-    rows: &[InputRow],
-    mut config: Config,
-    initial_soc: Option<f64>,
+/// The device's random source (the fixed one of the replay).
+type RandomSource = Box<dyn FnMut(&mut [u8]) -> bool>;
+
+/// The core run over checked rows given one at a time (`push`), one output row per row.
+pub struct Replayer {
+    node: Node<MemStorage>,
+    random: RandomSource,
+    frame: [u8; MAX_FRAME_LEN],
     capacity_ah: f64,
     adv: bool,
-) -> Vec<OutputRow> {
-    config.restored_soc = initial_soc.map(|pct| crate::engine::restored_soc(pct, capacity_ah));
-    // Records go to a store in memory, as on a device whose flash works (the advertiser needs
-    // its nonce reservation written before it advertises). The key comes as the device's own.
-    let mut random = crate::engine::fixed_random(config.device_key, 0);
-    let mut node = Node::open_with(MemStorage::new(), &mut random, |restored| {
-        restored.settings = config.settings;
-        restored.estimator = config.estimator;
-        restored.restored_soc = config.restored_soc;
-    });
-    let mut frame = [0u8; MAX_FRAME_LEN];
-    let Some(first) = rows.first() else {
-        return Vec::new();
-    };
-    let mut next_tick = first.t_ms;
-    let mut next_report = first.t_ms;
-    let mut decisions = Decisions::default();
-    let mut held = first;
-    let mut out = Vec::with_capacity(rows.len());
-    for row in rows {
-        // Everything due before this row's time runs with the values held from earlier rows.
+    /// The next tick and report, once the first row has come.
+    next_tick: u64,
+    next_report: u64,
+    decisions: Decisions,
+    held: Option<Held>,
+}
+
+impl Replayer {
+    /// A BMS with `config`, starting at `initial_soc` percent (unknown when `None`).
+    pub fn new(mut config: Config, initial_soc: Option<f64>, capacity_ah: f64, adv: bool) -> Self {
+        config.restored_soc = initial_soc.map(|pct| crate::engine::restored_soc(pct, capacity_ah));
+        // Records go to a store in memory, as on a device whose flash works (the advertiser
+        // needs its nonce reservation written before it advertises). The key comes as the
+        // device's own.
+        let mut random = Box::new(crate::engine::fixed_random(config.device_key, 0));
+        let node = Node::open_with(MemStorage::new(), &mut random, |restored| {
+            restored.settings = config.settings;
+            restored.estimator = config.estimator;
+            restored.restored_soc = config.restored_soc;
+        });
+        Replayer {
+            node,
+            random,
+            frame: [0u8; MAX_FRAME_LEN],
+            capacity_ah,
+            adv,
+            next_tick: 0,
+            next_report: 0,
+            decisions: Decisions::default(),
+            held: None,
+        }
+    }
+
+    /// Runs everything due up to `row`'s time (with the values held from earlier rows before
+    /// it, the row's own from its time) and gives the decisions then.
+    pub fn push(&mut self, row: &InputRow) -> OutputRow {
+        let held = match self.held {
+            Some(held) => held,
+            None => {
+                self.next_tick = row.t_ms;
+                self.next_report = row.t_ms;
+                Held::from(row)
+            }
+        };
+        let mut held = held;
         loop {
-            let t = next_tick.min(next_report);
+            let t = self.next_tick.min(self.next_report);
             if t > row.t_ms {
                 break;
             }
             if t == row.t_ms {
-                held = row;
+                held = Held::from(row);
             }
-            if next_report == t {
-                if let Ok(len) = encode_report(&report(held, capacity_ah), &mut frame) {
-                    let _ = node.feed_bus(t, &frame[..len]);
+            if self.next_report == t {
+                if let Ok(len) = encode_report(&report(&held, self.capacity_ah), &mut self.frame) {
+                    let _ = self.node.feed_bus(t, &self.frame[..len]);
                 }
-                next_report = t + REPORT_PERIOD_MS;
+                self.next_report = t + REPORT_PERIOD_MS;
             }
-            if next_tick == t {
+            if self.next_tick == t {
                 let supply_mv = (held.cells_v.iter().sum::<f64>() * 1000.0).round() as u32;
                 let inputs = Inputs {
                     remote_h_mv: 0,
@@ -396,18 +641,20 @@ pub fn run_rows(
                     app_connected: false,
                 };
                 // BLE-3: a readout key that used up its nonces is renewed, as on the device.
-                decisions = node.step_with_random(t, &inputs, &mut random);
-                let tick = u64::from(decisions.tick_ms).max(1);
-                next_tick = node
+                self.decisions = self.node.step_with_random(t, &inputs, &mut self.random);
+                let tick = u64::from(self.decisions.tick_ms).max(1);
+                self.next_tick = self
+                    .node
                     .next_deadline_ms()
                     .unwrap_or(t + tick)
                     .clamp(t + 1, t + tick);
             }
         }
-        held = row;
-        out.push(OutputRow {
+        self.held = Some(Held::from(row));
+        let decisions = &self.decisions;
+        OutputRow {
             t_s: row.t_text.clone(),
-            soc_pct: crate::engine::core_soc_pct(node.bms())
+            soc_pct: crate::engine::core_soc_pct(self.node.bms())
                 .map(|v| format!("{v:.1}"))
                 .unwrap_or_default(),
             atd: u8::from(decisions.atd),
@@ -415,17 +662,29 @@ pub fn run_rows(
             prealarm: u8::from(decisions.prealarm),
             alarms: codes_joined(decisions.codes, true),
             warnings: codes_joined(decisions.codes, false),
-            adv_hex: adv.then(|| advertisement_hex(&mut node)),
+            adv_hex: self.adv.then(|| advertisement_hex(&mut self.node)),
             soc_sigma_pct: Some(
-                node.bms()
+                self.node
+                    .bms()
                     .monitor_status()
                     .soc_uncertainty_permille
                     .map(|p| format!("{:.1}", f64::from(p) / 10.0))
                     .unwrap_or_default(),
             ),
-        });
+        }
     }
-    out
+}
+
+/// Runs the core over checked rows; one output row per input row.
+pub fn run_rows(
+    rows: &[InputRow],
+    config: Config,
+    initial_soc: Option<f64>,
+    capacity_ah: f64,
+    adv: bool,
+) -> Vec<OutputRow> {
+    let mut replayer = Replayer::new(config, initial_soc, capacity_ah, adv);
+    rows.iter().map(|row| replayer.push(row)).collect()
 }
 
 /// The Instant Readout payload the device would advertise now, without the company id, in hex.
@@ -461,9 +720,54 @@ pub fn parse_settings(path: &Path, src: &str) -> Result<Settings, InputError> {
     })
 }
 
-/// The whole command: check everything, run, then write.
+/// The output being written: a hidden file beside the output (or, for standard output, in the
+/// temporary directory) that becomes the output only once every row has been replayed, so that
+/// bad input found late changes nothing. Removed when dropped before that.
+struct Partial {
+    path: PathBuf,
+    writer: Option<csv::Writer<std::io::BufWriter<std::fs::File>>>,
+}
+
+impl Partial {
+    fn create(out: &Path) -> Result<Self, ReplayError> {
+        let pid = std::process::id();
+        let path = if out.as_os_str() == "-" {
+            std::env::temp_dir().join(format!("bms-sim-replay.{pid}.partial"))
+        } else {
+            let name = out.file_name().map_or_else(
+                || std::ffi::OsString::from("out"),
+                std::ffi::OsStr::to_os_string,
+            );
+            let mut hidden = std::ffi::OsString::from(".");
+            hidden.push(name);
+            hidden.push(format!(".{pid}.partial"));
+            out.with_file_name(hidden)
+        };
+        let file = std::fs::File::options()
+            .write(true)
+            .create_new(true)
+            .open(&path)
+            .map_err(|e| ReplayError::Output(format!("{}: {e}", out.display())))?;
+        let writer = csv::WriterBuilder::new()
+            .has_headers(false)
+            .from_writer(std::io::BufWriter::new(file));
+        Ok(Partial {
+            path,
+            writer: Some(writer),
+        })
+    }
+}
+
+impl Drop for Partial {
+    fn drop(&mut self) {
+        drop(self.writer.take());
+        let _ = std::fs::remove_file(&self.path);
+    }
+}
+
+/// The whole command: check the settings, then read, check and replay the rows one at a time
+/// into a partial output that becomes the output at the end (nothing is written on an error).
 pub fn replay(args: &ReplayArgs) -> Result<(), ReplayError> {
-    let rows = read_input(&args.input).map_err(ReplayError::Input)?;
     let settings = match &args.settings {
         Some(path) => {
             let src = std::fs::read_to_string(path).map_err(|e| {
@@ -481,43 +785,66 @@ pub fn replay(args: &ReplayArgs) -> Result<(), ReplayError> {
     if let Some(key) = args.adv_key {
         config.device_key = key;
     }
-    let mut out = run_rows(
-        &rows,
+    let file = std::fs::File::open(&args.input).map_err(|e| {
+        ReplayError::Input(InputError::file(&args.input, format!("cannot read: {e}")))
+    })?;
+    let mut rows =
+        Rows::new(&args.input, std::io::BufReader::new(file)).map_err(ReplayError::Input)?;
+    let mut partial = Partial::create(&args.out)?;
+    let out_error = |e: csv::Error| ReplayError::Output(format!("{}: {e}", args.out.display()));
+    let mut writer = partial
+        .writer
+        .take()
+        .ok_or_else(|| ReplayError::Output("no output".into()))?;
+    write_header(&mut writer, args).map_err(out_error)?;
+    let mut replayer = Replayer::new(
         config,
         args.initial_soc,
         args.capacity_ah,
         args.adv_key.is_some(),
     );
-    if !args.uncertainty {
-        for row in &mut out {
-            row.soc_sigma_pct = None;
+    for row in &mut rows {
+        let row = row.map_err(ReplayError::Input)?;
+        let mut out = replayer.push(&row);
+        if !args.uncertainty {
+            out.soc_sigma_pct = None;
         }
+        writer.serialize(out).map_err(out_error)?;
     }
+    let file = writer
+        .into_inner()
+        .map_err(|e| ReplayError::Output(format!("{}: {}", args.out.display(), e.error())))?
+        .into_inner()
+        .map_err(|e| ReplayError::Output(format!("{}: {}", args.out.display(), e.error())))?;
+    file.sync_all()
+        .map_err(|e| ReplayError::Output(format!("{}: {e}", args.out.display())))?;
     if args.out.as_os_str() == "-" {
-        write_rows(std::io::stdout().lock(), &out, args).map_err(|e| match e.kind() {
-            csv::ErrorKind::Io(io) if io.kind() == std::io::ErrorKind::BrokenPipe => {
-                ReplayError::BrokenPipe
-            }
-            _ => ReplayError::Output(format!("standard output: {e}")),
-        })
+        drop(file);
+        let mut spooled = std::fs::File::open(&partial.path)
+            .map_err(|e| ReplayError::Output(format!("standard output: {e}")))?;
+        let mut stdout = std::io::stdout().lock();
+        std::io::copy(&mut spooled, &mut stdout)
+            .and_then(|_| std::io::Write::flush(&mut stdout))
+            .map_err(|e| {
+                if e.kind() == std::io::ErrorKind::BrokenPipe {
+                    ReplayError::BrokenPipe
+                } else {
+                    ReplayError::Output(format!("standard output: {e}"))
+                }
+            })
     } else {
-        let file = std::fs::File::create(&args.out)
-            .map_err(|e| ReplayError::Output(format!("{}: {e}", args.out.display())))?;
-        write_rows(file, &out, args)
+        drop(file);
+        std::fs::rename(&partial.path, &args.out)
             .map_err(|e| ReplayError::Output(format!("{}: {e}", args.out.display())))
     }
 }
 
-/// Writes the header and `rows`: the header even when there are no rows, so that a tool
-/// reading the output always finds its columns.
-fn write_rows(
-    sink: impl std::io::Write,
-    rows: &[OutputRow],
+/// Writes the header: also when there are no rows, so that a tool reading the output always
+/// finds its columns.
+fn write_header(
+    w: &mut csv::Writer<impl std::io::Write>,
     args: &ReplayArgs,
 ) -> Result<(), csv::Error> {
-    let mut w = csv::WriterBuilder::new()
-        .has_headers(false)
-        .from_writer(sink);
     let mut header = vec![
         "t_s", "soc_pct", "atd", "atc", "prealarm", "alarms", "warnings",
     ];
@@ -527,10 +854,5 @@ fn write_rows(
     if args.uncertainty {
         header.push("soc_sigma_pct");
     }
-    w.write_record(&header)?;
-    for row in rows {
-        w.serialize(row)?;
-    }
-    w.flush()?;
-    Ok(())
+    w.write_record(&header)
 }

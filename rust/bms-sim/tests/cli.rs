@@ -631,3 +631,530 @@ fn serial_refuses_a_line_the_core_refuses_and_the_openbms_bus() {
     assert_eq!(o.status.code(), Some(2));
     assert!(stderr(&o).contains("--cells 15"), "{}", stderr(&o));
 }
+
+const REPLAY_HEADER: &str = "t_s,current_a,temp_c,cell1_v,cell2_v,cell3_v,cell4_v";
+
+/// Replays `text` (written to `name` in `dir`) to standard output: exit code, stdout, stderr.
+fn replay_text(
+    dir: &Path,
+    name: &str,
+    text: &[u8],
+    extra: &[&str],
+) -> (Option<i32>, String, String) {
+    let input = dir.join(name);
+    fs::write(&input, text).unwrap();
+    let mut args = vec!["replay", s(&input), "--out", "-"];
+    args.extend_from_slice(extra);
+    let o = bms_sim(&args);
+    (
+        o.status.code(),
+        String::from_utf8_lossy(&o.stdout).into_owned(),
+        stderr(&o),
+    )
+}
+
+/// A bad row is named by its line in the file as an editor counts it: after blank lines, with
+/// CRLF or CR line ends, after a byte-order mark and after a quoted field that holds a line
+/// break (the CSV reader's own count said line 3 for line 5 after two blank lines, and one
+/// line short with CRLF ends).
+#[test]
+fn replay_a_bad_row_is_named_by_its_line_in_the_file() {
+    let dir = tempfile::tempdir().unwrap();
+    let r = ",-5,20,3.3,3.3,3.3,3.3";
+    let bad = ",-5,20,x,3.3,3.3,3.3";
+    let h = REPLAY_HEADER;
+    let cases = [
+        (format!("{h}\n0{r}\n\n\n1{bad}\n"), 5),
+        (format!("{h}\r\n0{r}\r\n1{r}\r\n2{bad}\r\n"), 4),
+        (format!("{h}\r\n0{r}\r\n\r\n2{bad}\r\n"), 4),
+        (format!("{h}\r0{r}\r1{r}\r2{bad}\r"), 4),
+        (format!("\u{feff}{h}\n0{r}\n1{bad}\n"), 3),
+        (format!("\n\n{h}\n0{r}\n1{bad}\n"), 5),
+        (format!("{h}\n0{r}\n\"1\n\"{r}\n2{bad}\n"), 5),
+        (format!("{h}\n0{r}\n1{r}\n2{r}\n3{bad}"), 5),
+    ];
+    for (i, (text, line)) in cases.iter().enumerate() {
+        let (code, out, err) = replay_text(dir.path(), &format!("in{i}.csv"), text.as_bytes(), &[]);
+        assert_eq!(code, Some(2), "case {i}: {err}");
+        assert!(
+            err.contains(&format!(
+                "in{i}.csv line {line} field `cell1_v`: not a number: \"x\""
+            )),
+            "case {i}: {err}"
+        );
+        assert!(out.is_empty(), "case {i}: nothing written: {out}");
+    }
+}
+
+/// A row with more or fewer values than the header has columns (a trailing comma, a cell count
+/// that changes mid-file, a comment line), a cell that is not UTF-8 and a header with an empty
+/// column name are refused naming the line, the column and the value — not with the CSV
+/// reader's "the previous record has 7 fields" or its field index.
+#[test]
+fn replay_rows_that_do_not_fit_the_header_name_line_column_and_value() {
+    let dir = tempfile::tempdir().unwrap();
+    let r = ",-5,20,3.3,3.3,3.3,3.3";
+    let h = REPLAY_HEADER;
+    let cases: [(Vec<u8>, &str); 7] = [
+        (
+            format!("{h}\n0{r}\n1{r},\n").into_bytes(),
+            "line 3: 8 values for the header's 7 columns: \"\" after `cell4_v`",
+        ),
+        (
+            format!("{h}\n0{r}\n1{r},3.31,3.32,3.30,3.29\n").into_bytes(),
+            "line 3: 11 values for the header's 7 columns: \"3.31\" after `cell4_v`",
+        ),
+        (
+            format!("{h}\n0{r}\n1,-5,20,3.3,3.3,3.3\n").into_bytes(),
+            "line 3 field `cell4_v`: missing (6 values for the header's 7 columns)",
+        ),
+        (
+            format!("{h}\n0{r}\n# pause\n1{r}\n").into_bytes(),
+            "line 3 field `current_a`: missing (1 value for the header's 7 columns)",
+        ),
+        (
+            [
+                format!("{h}\n0{r}\n1,-5,20,3.3,3.3,3.3,3.3").as_bytes(),
+                b"\xff\n",
+            ]
+            .concat(),
+            "line 3 field `cell4_v`: not UTF-8 text",
+        ),
+        (
+            format!("{h},\n0{r},\n").into_bytes(),
+            "line 1 field ``: empty column name (a trailing comma?)",
+        ),
+        (
+            format!("{h}\n0,-5,20,3.3,inf,3.3,3.3\n").into_bytes(),
+            "line 2 field `cell2_v`: not a finite number: \"inf\"",
+        ),
+    ];
+    for (i, (text, expected)) in cases.iter().enumerate() {
+        let (code, out, err) = replay_text(dir.path(), &format!("in{i}.csv"), text, &[]);
+        assert_eq!(code, Some(2), "case {i}: {err}");
+        assert_eq!(err.lines().count(), 1, "case {i}: {err}");
+        assert!(
+            err.contains(&format!("in{i}.csv {expected}")),
+            "case {i}: {err}"
+        );
+        assert!(out.is_empty(), "case {i}: nothing written: {out}");
+    }
+}
+
+/// The replay runs as it reads (a year of rows at 1 s is 31.5 million rows): memory does not
+/// grow with the length of the file. One million rows at 10 ms took 420 MB when every input
+/// and output row was held until the end; here the process may use 150 MB of address space.
+#[test]
+fn replay_memory_does_not_grow_with_the_file() {
+    let dir = tempfile::tempdir().unwrap();
+    let input = dir.path().join("long.csv");
+    let out = dir.path().join("d.csv");
+    let mut text = String::with_capacity(45_000_000);
+    text.push_str(REPLAY_HEADER);
+    text.push('\n');
+    for i in 0..1_000_000u32 {
+        text.push_str(&format!(
+            "{}.{:02},-5,20,3.301,3.302,3.300,3.299\n",
+            i / 100,
+            i % 100
+        ));
+    }
+    fs::write(&input, text).unwrap();
+    let o = Command::new("sh")
+        .arg("-c")
+        .arg(format!(
+            "ulimit -v 150000 && exec '{}' replay '{}' --out '{}'",
+            env!("CARGO_BIN_EXE_bms-sim"),
+            s(&input),
+            s(&out)
+        ))
+        .output()
+        .unwrap();
+    assert!(o.status.success(), "{}", stderr(&o));
+    let written = fs::read_to_string(&out).unwrap();
+    assert_eq!(written.lines().count(), 1_000_001);
+    assert!(
+        written.ends_with("9999.99,,1,1,0,,\n"),
+        "{}",
+        &written[written.len() - 100..]
+    );
+}
+
+/// Bad input found late in a long file leaves no output: an existing output file keeps its
+/// contents and no partial file is left beside it; a good replay replaces it whole.
+#[test]
+fn replay_a_late_error_changes_no_output_file() {
+    let dir = tempfile::tempdir().unwrap();
+    let input = dir.path().join("in.csv");
+    let out_dir = dir.path().join("out");
+    fs::create_dir(&out_dir).unwrap();
+    let out = out_dir.join("d.csv");
+    fs::write(&out, "earlier results\n").unwrap();
+    let mut text = format!("{REPLAY_HEADER}\n");
+    for t in 0..5000 {
+        text.push_str(&format!("{t},-5,20,3.3,3.3,3.3,3.3\n"));
+    }
+    fs::write(&input, format!("{text}5000,-5,20,3.3,3.3,3.3,-\n")).unwrap();
+    let o = bms_sim(&["replay", s(&input), "--out", s(&out)]);
+    assert_eq!(o.status.code(), Some(2), "{}", stderr(&o));
+    assert!(
+        stderr(&o).contains("in.csv line 5002 field `cell4_v`: not a number: \"-\""),
+        "{}",
+        stderr(&o)
+    );
+    assert_eq!(fs::read_to_string(&out).unwrap(), "earlier results\n");
+    assert_eq!(
+        fs::read_dir(&out_dir).unwrap().count(),
+        1,
+        "no partial file left"
+    );
+    let o = bms_sim(&["replay", s(&input), "--out", "-"]);
+    assert_eq!(o.status.code(), Some(2));
+    assert!(o.stdout.is_empty(), "nothing on standard output either");
+
+    fs::write(&input, &text).unwrap();
+    let o = bms_sim(&["replay", s(&input), "--out", s(&out)]);
+    assert!(o.status.success(), "{}", stderr(&o));
+    let written = fs::read_to_string(&out).unwrap();
+    assert_eq!(written.lines().count(), 5001);
+    assert_eq!(
+        fs::read_dir(&out_dir).unwrap().count(),
+        1,
+        "no partial file left"
+    );
+    let missing = dir.path().join("no-such-dir/d.csv");
+    let o = bms_sim(&["replay", s(&input), "--out", s(&missing)]);
+    assert_eq!(o.status.code(), Some(1), "{}", stderr(&o));
+    assert!(stderr(&o).contains("no-such-dir"), "{}", stderr(&o));
+}
+
+/// The options of `bms-sim replay --help` are those its usage lines in README.md and
+/// docs/simulator.md show, and a replay with every one of them writes every documented column
+/// (simulator.md's usage left out `--estimator` and `--uncertainty`, README's `--uncertainty`).
+#[test]
+fn replay_help_and_the_documented_usage_name_the_same_options() {
+    let options = |text: &str| -> std::collections::BTreeSet<String> {
+        text.split(|c: char| !(c.is_ascii_alphanumeric() || c == '-'))
+            .filter(|w| w.starts_with("--") && w.len() > 2 && w != &"--help")
+            .map(str::to_owned)
+            .collect()
+    };
+    let help = bms_sim(&["replay", "--help"]);
+    assert!(help.status.success());
+    let from_help = options(&String::from_utf8_lossy(&help.stdout));
+    for doc in ["README.md", "docs/simulator.md"] {
+        let text = fs::read_to_string(repo(doc)).unwrap();
+        let usage = text
+            .lines()
+            .find(|l| l.trim_start().starts_with("bms-sim replay "))
+            .unwrap_or_else(|| panic!("{doc}: no usage line"));
+        assert_eq!(options(usage), from_help, "{doc}: {usage}");
+    }
+    let dir = tempfile::tempdir().unwrap();
+    let settings = dir.path().join("s.toml");
+    fs::write(&settings, "prealarm_cell_mv = 3000\n").unwrap();
+    let out = dir.path().join("d.csv");
+    let o = bms_sim(&[
+        "replay",
+        &data("replay-small.csv"),
+        "--out",
+        s(&out),
+        "--settings",
+        s(&settings),
+        "--initial-soc",
+        "55",
+        "--adv-key",
+        "000102030405060708090a0b0c0d0e0f",
+        "--capacity-ah",
+        "200",
+        "--estimator",
+        "plain",
+        "--uncertainty",
+    ]);
+    assert!(o.status.success(), "{}", stderr(&o));
+    let mut reader = csv::Reader::from_path(&out).unwrap();
+    assert_eq!(
+        reader.headers().unwrap().iter().collect::<Vec<_>>(),
+        [
+            "t_s",
+            "soc_pct",
+            "atd",
+            "atc",
+            "prealarm",
+            "alarms",
+            "warnings",
+            "adv_hex",
+            "soc_sigma_pct"
+        ]
+    );
+    let rows: Vec<csv::StringRecord> = reader.records().map(Result::unwrap).collect();
+    assert_eq!(rows.len(), 47);
+    assert!(rows.iter().all(|r| r.len() == 9));
+}
+
+/// One replay's rows: a signal `at(t)` (the cells of the row in effect at `t`) written at `times`.
+fn replay_signal(
+    dir: &Path,
+    name: &str,
+    times: &[f64],
+    at: impl Fn(f64) -> String,
+    extra: &[&str],
+) -> Vec<csv::StringRecord> {
+    let mut text = format!("{REPLAY_HEADER},remote_on\n");
+    for &t in times {
+        text.push_str(&format!("{t},{}\n", at(t)));
+    }
+    let (code, out, err) = replay_text(dir, name, text.as_bytes(), extra);
+    assert_eq!(code, Some(0), "{name}: {err}");
+    let mut reader = csv::Reader::from_reader(out.as_bytes());
+    reader.records().map(Result::unwrap).collect()
+}
+
+/// Remote off 50–60 s, cell 1 at 2.70 V 100–250 s, 2 °C 300–320 s, cell 1 at 3.80 V 330–340 s,
+/// charging at 30 A 400–600 s (current, temperature, cells, remote).
+fn faults(t: f64) -> String {
+    let (mut current, mut temp, mut cell, mut remote) = (-10.0, 20.0, 3.3, 1);
+    if (50.0..60.0).contains(&t) {
+        remote = 0;
+    }
+    if (100.0..250.0).contains(&t) {
+        cell = 2.7;
+    }
+    if (300.0..320.0).contains(&t) {
+        temp = 2.0;
+    }
+    if (330.0..340.0).contains(&t) {
+        cell = 3.8;
+    }
+    if (400.0..600.0).contains(&t) {
+        (current, cell) = (30.0, 3.45);
+    }
+    format!("{current},{temp},{cell},3.3,3.3,3.3,{remote}")
+}
+
+/// PROT-2, PROT-3, PROT-4, PROT-5, PROT-8 through the replay: the decisions are those the spec
+/// gives, at the times it gives, and the same whether the rows are 1 s, 100 ms or irregularly
+/// apart (3 000 random times and the fault edges), and whether the file starts at 0 s, 10^6 s,
+/// 10^9 s or just before 10^10 s (the report grid starts at the first row's time): debounces are
+/// judged in time, not rows.
+#[test]
+fn prot_2_replay_decisions_do_not_depend_on_row_spacing_or_start_time() {
+    let dir = tempfile::tempdir().unwrap();
+    let args = ["--initial-soc", "50"];
+    let every_second: Vec<f64> = (0..700).map(f64::from).collect();
+    let base = replay_signal(dir.path(), "1s.csv", &every_second, faults, &args);
+    let at = |t: &str| base.iter().find(|r| &r[0] == t).unwrap().clone();
+    let outputs = |t: &str| {
+        let r = at(t);
+        (
+            r[2].to_string(),
+            r[3].to_string(),
+            r[4].to_string(),
+            r[5].to_string(),
+        )
+    };
+    let o = |atd: &str, atc: &str, pre: &str, alarms: &str| {
+        (atd.into(), atc.into(), pre.into(), alarms.into())
+    };
+    assert_eq!(outputs("49"), o("1", "1", "0", ""));
+    assert_eq!(
+        outputs("50"),
+        o("1", "1", "0", ""),
+        "remote debounced 0.5 s"
+    );
+    assert_eq!(outputs("51"), o("0", "0", "0", ""), "remote off (PROT-8)");
+    assert_eq!(outputs("104"), o("1", "1", "0", ""), "2.70 V for 4 s");
+    assert_eq!(
+        outputs("105"),
+        o("1", "1", "1", "cell_undervoltage"),
+        "PROT-2 after 5 s, pre-alarm first (PROT-3)"
+    );
+    assert_eq!(outputs("134"), o("1", "1", "1", "cell_undervoltage"));
+    assert_eq!(
+        outputs("135"),
+        o("0", "1", "1", "cell_undervoltage"),
+        "ATD 30 s after the pre-alarm"
+    );
+    assert_eq!(
+        outputs("195"),
+        o("0", "1", "0", "cell_undervoltage"),
+        "pre-alarm released 60 s after ATD (PROT-3)"
+    );
+    assert_eq!(
+        outputs("250"),
+        o("1", "1", "0", ""),
+        "back at 3.30 V ≥ 3.20 V"
+    );
+    assert_eq!(outputs("301"), o("1", "1", "0", ""));
+    assert_eq!(
+        outputs("302"),
+        o("1", "0", "0", "low_temperature"),
+        "PROT-5 after 2 s"
+    );
+    assert_eq!(
+        outputs("331"),
+        o("1", "0", "0", "cell_overvoltage"),
+        "PROT-4 after 1 s"
+    );
+    assert_eq!(outputs("340"), o("1", "1", "0", ""), "back under 3.60 V");
+
+    let tenths: Vec<f64> = (0..7000).map(|i| f64::from(i) / 10.0).collect();
+    let mut irregular: Vec<f64> = (0..700).step_by(50).map(f64::from).collect();
+    for edge in [50, 60, 100, 250, 300, 320, 330, 340, 400, 600] {
+        irregular.extend((edge - 5..edge + 5).map(f64::from));
+    }
+    let mut x: u64 = 1;
+    for _ in 0..3000 {
+        x = x
+            .wrapping_mul(6364136223846793005)
+            .wrapping_add(1442695040888963407);
+        irregular.push(((x >> 11) % 700_000) as f64 / 1000.0);
+    }
+    irregular.sort_by(f64::total_cmp);
+    irregular.dedup();
+    for (name, times) in [("tenths.csv", &tenths), ("irregular.csv", &irregular)] {
+        let rows = replay_signal(dir.path(), name, times, faults, &args);
+        let mut common = 0;
+        for r in &rows {
+            if let Some(b) = base.iter().find(|b| b[0] == r[0]) {
+                assert_eq!(b, r, "{name} at {}", &r[0]);
+                common += 1;
+            }
+        }
+        assert!(common >= 80, "{name}: {common} rows at whole seconds");
+    }
+    for start in [1e6, 1e9, 9_999_999_000.0] {
+        let shifted: Vec<f64> = every_second.iter().map(|t| t + start).collect();
+        let rows = replay_signal(
+            dir.path(),
+            "late.csv",
+            &shifted,
+            |t| faults(t - start),
+            &args,
+        );
+        assert_eq!(rows.len(), base.len());
+        for (r, b) in rows.iter().zip(&base) {
+            assert_eq!(
+                r.iter().skip(1).collect::<Vec<_>>(),
+                b.iter().skip(1).collect::<Vec<_>>(),
+                "start {start} at {}",
+                &r[0]
+            );
+        }
+    }
+}
+
+/// PROT-2's 5 s debounce and 30 s warning with rows 10 minutes apart, and with rows 1 ms apart:
+/// 2.70 V for 4.999 s trips nothing, for 5.5 s raises the pre-alarm and the alarm at 5 s.
+#[test]
+fn prot_2_replay_debounce_with_10_minute_gaps_and_1_ms_rows() {
+    let dir = tempfile::tempdir().unwrap();
+    let gaps = [0.0, 600.0, 1200.0, 1800.0, 2400.0];
+    let cell = |t: f64| {
+        if (600.0..1800.0).contains(&t) {
+            2.7
+        } else {
+            3.3
+        }
+    };
+    let rows = replay_signal(
+        dir.path(),
+        "gaps.csv",
+        &gaps,
+        |t| format!("-5,20,{},3.3,3.3,3.3,1", cell(t)),
+        &[],
+    );
+    let got: Vec<String> = rows
+        .iter()
+        .map(|r| r.iter().collect::<Vec<_>>().join(","))
+        .collect();
+    assert_eq!(
+        got,
+        [
+            "0,,0,0,0,,",
+            "600,,1,1,0,,",
+            "1200,,0,1,0,cell_undervoltage,low_cell_voltage",
+            "1800,,1,1,0,,low_cell_voltage",
+            "2400,,1,1,0,,",
+        ],
+        "ATD open 35 s into the gap, the pre-alarm released 60 s later; back at 3.30 V"
+    );
+
+    let millis: Vec<f64> = (0..40_000).map(|i| f64::from(i) / 1000.0).collect();
+    let dips = |t: f64| (10.0..14.999).contains(&t) || (20.0..25.5).contains(&t);
+    let rows = replay_signal(
+        dir.path(),
+        "ms.csv",
+        &millis,
+        |t| format!("-5,20,{},3.3,3.3,3.3,1", if dips(t) { 2.7 } else { 3.3 }),
+        &[],
+    );
+    assert_eq!(rows.len(), 40_000);
+    let first_pre = rows.iter().find(|r| &r[4] == "1").map(|r| r[0].to_string());
+    assert_eq!(first_pre.as_deref(), Some("25"), "not at the 4.999 s dip");
+    assert!(rows
+        .iter()
+        .all(|r| &r[2] == "1" || r[0].parse::<f64>().unwrap() < 2.0));
+}
+
+/// The same rows written differently replay the same: CRLF ends, a byte-order mark, blank
+/// lines, quoted cells, exponents, spaces around values, columns in another order.
+#[test]
+fn replay_reads_the_same_rows_written_differently_the_same() {
+    let dir = tempfile::tempdir().unwrap();
+    let times: Vec<f64> = (0..40).map(f64::from).collect();
+    let value = |t: f64| if t < 20.0 { "3.3" } else { "2.7" };
+    let mut plain = format!("{REPLAY_HEADER}\n");
+    let mut crlf = format!("\u{feff}{REPLAY_HEADER}\r\n");
+    let mut quoted = "\"t_s\",current_a,temp_c,cell1_v,cell2_v,cell3_v,cell4_v\n\n".to_string();
+    let mut reordered =
+        "remote_on,cell4_v,cell3_v,cell2_v,cell1_v,temp_c,current_a,t_s\n".to_string();
+    for t in times {
+        let v = value(t);
+        plain.push_str(&format!("{t},-5,20,{v},3.3,3.3,3.3\n"));
+        crlf.push_str(&format!("{t},-5,20,{v},3.3,3.3,3.3\r\n\r\n"));
+        quoted.push_str(&format!("\"{t}\", -5e0 ,2.0E1,\"{v}\",33e-1,3.3,3.3\n\n"));
+        reordered.push_str(&format!("1,3.3,3.3,3.3,{v},20,-5,{t}\n"));
+    }
+    let (code, expected, err) = replay_text(dir.path(), "plain.csv", plain.as_bytes(), &[]);
+    assert_eq!(code, Some(0), "{err}");
+    assert!(expected.contains("cell_undervoltage"), "{expected}");
+    for (name, text) in [
+        ("crlf.csv", crlf),
+        ("quoted.csv", quoted),
+        ("reordered.csv", reordered),
+    ] {
+        let (code, out, err) = replay_text(dir.path(), name, text.as_bytes(), &[]);
+        assert_eq!(code, Some(0), "{name}: {err}");
+        assert_eq!(out, expected, "{name}");
+    }
+}
+
+/// PROT-13 through the replay: a cell at 0.3 V or a temperature of −60 °C is within what the
+/// file may hold but implausible: the report is invalid data (alarm), the battery is lost 5 s
+/// later (BANK-4), and the outputs stay free-floating.
+#[test]
+fn prot_13_replay_implausible_values_are_invalid_reports_not_refused_rows() {
+    let dir = tempfile::tempdir().unwrap();
+    let times: Vec<f64> = (0..12).map(f64::from).collect();
+    for (name, row) in [
+        ("cell.csv", "-5,20,0.3,3.3,3.3,3.3,1"),
+        ("cold.csv", "-5,-60,3.3,3.3,3.3,3.3,1"),
+    ] {
+        let rows = replay_signal(dir.path(), name, &times, |_| row.to_string(), &[]);
+        for r in &rows {
+            assert_eq!((&r[2], &r[3]), ("0", "0"), "{name} at {}", &r[0]);
+            assert!(r[5].contains("invalid_battery_data"), "{name}: {:?}", r);
+        }
+        assert!(
+            !rows[4][5].contains("battery_lost"),
+            "{name}: {:?}",
+            rows[4]
+        );
+        assert!(
+            rows[11][5].contains("battery_lost"),
+            "{name}: {:?}",
+            rows[11]
+        );
+    }
+}

@@ -720,28 +720,52 @@ pub fn parse_settings(path: &Path, src: &str) -> Result<Settings, InputError> {
     })
 }
 
-/// The output being written: a hidden file beside the output (or, for standard output, in the
-/// temporary directory) that becomes the output only once every row has been replayed, so that
-/// bad input found late changes nothing. Removed when dropped before that.
+/// Where the output goes once every row has been replayed.
+enum Destination {
+    /// `--out -`.
+    Stdout,
+    /// A path that is not a plain file (a symbolic link, `/dev/null`, a named pipe): written
+    /// into, never replaced.
+    Into,
+    /// A plain file or a new one: the partial file is renamed to it.
+    Replace,
+}
+
+/// The output being written: a hidden file beside the output (or, for standard output and
+/// outputs that are not plain files, in the temporary directory) that becomes the output only
+/// once every row has been replayed, so that bad input found late changes nothing. Removed when
+/// dropped.
 struct Partial {
     path: PathBuf,
+    destination: Destination,
     writer: Option<csv::Writer<std::io::BufWriter<std::fs::File>>>,
 }
 
 impl Partial {
     fn create(out: &Path) -> Result<Self, ReplayError> {
         let pid = std::process::id();
-        let path = if out.as_os_str() == "-" {
-            std::env::temp_dir().join(format!("bms-sim-replay.{pid}.partial"))
+        let destination = if out.as_os_str() == "-" {
+            Destination::Stdout
         } else {
-            let name = out.file_name().map_or_else(
-                || std::ffi::OsString::from("out"),
-                std::ffi::OsStr::to_os_string,
-            );
-            let mut hidden = std::ffi::OsString::from(".");
-            hidden.push(name);
-            hidden.push(format!(".{pid}.partial"));
-            out.with_file_name(hidden)
+            match std::fs::symlink_metadata(out) {
+                Ok(m) if !m.file_type().is_file() => Destination::Into,
+                _ => Destination::Replace,
+            }
+        };
+        let path = match destination {
+            Destination::Stdout | Destination::Into => {
+                std::env::temp_dir().join(format!("bms-sim-replay.{pid}.partial"))
+            }
+            Destination::Replace => {
+                let name = out.file_name().map_or_else(
+                    || std::ffi::OsString::from("out"),
+                    std::ffi::OsStr::to_os_string,
+                );
+                let mut hidden = std::ffi::OsString::from(".");
+                hidden.push(name);
+                hidden.push(format!(".{pid}.partial"));
+                out.with_file_name(hidden)
+            }
         };
         let file = std::fs::File::options()
             .write(true)
@@ -753,8 +777,33 @@ impl Partial {
             .from_writer(std::io::BufWriter::new(file));
         Ok(Partial {
             path,
+            destination,
             writer: Some(writer),
         })
+    }
+
+    /// The partial file becomes the output.
+    fn finish(&self, out: &Path) -> Result<(), ReplayError> {
+        let failed = |e: std::io::Error| ReplayError::Output(format!("{}: {e}", out.display()));
+        let copy = |sink: &mut dyn std::io::Write| {
+            let mut spooled = std::fs::File::open(&self.path)?;
+            std::io::copy(&mut spooled, sink)?;
+            sink.flush()
+        };
+        match self.destination {
+            Destination::Stdout => copy(&mut std::io::stdout().lock()).map_err(|e| {
+                if e.kind() == std::io::ErrorKind::BrokenPipe {
+                    ReplayError::BrokenPipe
+                } else {
+                    ReplayError::Output(format!("standard output: {e}"))
+                }
+            }),
+            Destination::Into => {
+                let mut file = std::fs::File::create(out).map_err(failed)?;
+                copy(&mut file).map_err(failed)
+            }
+            Destination::Replace => std::fs::rename(&self.path, out).map_err(failed),
+        }
     }
 }
 
@@ -818,25 +867,8 @@ pub fn replay(args: &ReplayArgs) -> Result<(), ReplayError> {
         .map_err(|e| ReplayError::Output(format!("{}: {}", args.out.display(), e.error())))?;
     file.sync_all()
         .map_err(|e| ReplayError::Output(format!("{}: {e}", args.out.display())))?;
-    if args.out.as_os_str() == "-" {
-        drop(file);
-        let mut spooled = std::fs::File::open(&partial.path)
-            .map_err(|e| ReplayError::Output(format!("standard output: {e}")))?;
-        let mut stdout = std::io::stdout().lock();
-        std::io::copy(&mut spooled, &mut stdout)
-            .and_then(|_| std::io::Write::flush(&mut stdout))
-            .map_err(|e| {
-                if e.kind() == std::io::ErrorKind::BrokenPipe {
-                    ReplayError::BrokenPipe
-                } else {
-                    ReplayError::Output(format!("standard output: {e}"))
-                }
-            })
-    } else {
-        drop(file);
-        std::fs::rename(&partial.path, &args.out)
-            .map_err(|e| ReplayError::Output(format!("{}: {e}", args.out.display())))
-    }
+    drop(file);
+    partial.finish(&args.out)
 }
 
 /// Writes the header: also when there are no rows, so that a tool reading the output always

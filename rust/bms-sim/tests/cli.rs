@@ -1158,3 +1158,43 @@ fn prot_13_replay_implausible_values_are_invalid_reports_not_refused_rows() {
         );
     }
 }
+
+/// An output that is not a plain file is written into, never replaced: a symbolic link keeps
+/// pointing at its file, which gets the decisions, and a named pipe (as `/dev/null` or
+/// `/dev/stdout` would be) stays a pipe and its reader gets them (a partial file renamed over
+/// the pipe replaced it with a plain file).
+#[test]
+fn replay_writes_into_a_link_or_a_pipe_without_replacing_it() {
+    let dir = tempfile::tempdir().unwrap();
+    let target = dir.path().join("target.csv");
+    fs::write(&target, "earlier\n").unwrap();
+    let link = dir.path().join("link.csv");
+    std::os::unix::fs::symlink(&target, &link).unwrap();
+    let o = bms_sim(&["replay", &data("replay-small.csv"), "--out", s(&link)]);
+    assert!(o.status.success(), "{}", stderr(&o));
+    assert!(fs::symlink_metadata(&link)
+        .unwrap()
+        .file_type()
+        .is_symlink());
+    assert_eq!(fs::read_to_string(&target).unwrap().lines().count(), 48);
+
+    let fifo = dir.path().join("pipe");
+    let made = Command::new("mkfifo").arg(&fifo).status().unwrap();
+    assert!(made.success());
+    let reader = {
+        let fifo = fifo.clone();
+        std::thread::spawn(move || fs::read_to_string(fifo).unwrap())
+    };
+    let o = bms_sim(&["replay", &data("replay-small.csv"), "--out", s(&fifo)]);
+    assert!(o.status.success(), "{}", stderr(&o));
+    use std::os::unix::fs::FileTypeExt as _;
+    // (Were the pipe replaced, its reader would wait for ever: the test ends without it.)
+    assert!(fs::metadata(&fifo).unwrap().file_type().is_fifo());
+    let read = reader.join().unwrap();
+    assert_eq!(read.lines().count(), 48, "{read}");
+    assert_eq!(
+        fs::read_dir(dir.path()).unwrap().count(),
+        3,
+        "no partial file left"
+    );
+}

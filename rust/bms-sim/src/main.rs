@@ -42,7 +42,8 @@ enum Command {
         #[arg(long)]
         quiet: bool,
     },
-    /// Feed recorded measurements of one 12.8 V battery to the core and write its decisions.
+    /// Feed recorded measurements of one 12.8, 25.6 or 51.2 V battery to the core and write its
+    /// decisions.
     Replay(replay::ReplayArgs),
     /// Measure simulated control ticks per second for banks of several sizes.
     Bench {

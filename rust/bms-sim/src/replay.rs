@@ -1,12 +1,14 @@
-//! `bms-sim replay`: recorded measurements of one 12.8 V battery in, the core's decisions out.
+//! `bms-sim replay`: recorded measurements of one 12.8, 25.6 or 51.2 V battery in, the core's
+//! decisions out.
 //!
 //! The interface is fixed (outside tools depend on it). Input columns: `t_s,current_a,temp_c,
-//! cell1_v,cell2_v,cell3_v,cell4_v` and optionally `remote_on` (1/0, absent = on); rows at
-//! strictly increasing times; values hold until the next row. The battery reports every second
-//! through the bus codec and the core ticks at its own rate in between. Output columns:
-//! `t_s,soc_pct,atd,atc,prealarm,alarms,warnings` (+ `adv_hex` with `--adv-key`, then
-//! `soc_sigma_pct` with `--uncertainty`), one row per
-//! input row, taken after that row's time has been processed. Bad input writes nothing.
+//! cell1_v,cell2_v,cell3_v,cell4_v` (to `cell8_v` or `cell16_v` for a 25.6 or 51.2 V battery)
+//! and optionally `remote_on` (1/0, absent = on); rows at strictly increasing times; values hold
+//! until the next row. The battery reports every second through the bus codec and the core
+//! ticks at its own rate in between. Output columns: `t_s,soc_pct,atd,atc,prealarm,alarms,
+//! warnings` (+ `adv_hex` with `--adv-key`, then `soc_sigma_pct` with `--uncertainty`), one row
+//! per input row, taken after that row's time has been processed. Rows are read, checked and
+//! replayed one at a time; bad input writes nothing (docs/simulator.md).
 
 use crate::error::InputError;
 use crate::output::codes_joined;
@@ -107,10 +109,39 @@ pub struct InputRow {
     pub current_a: f64,
     /// Battery temperature, °C.
     pub temp_c: f64,
-    /// Cell voltages, V.
-    pub cells_v: [f64; 4],
+    /// Cell voltages, V: 4, 8 or 16 (a 12.8, 25.6 or 51.2 V battery).
+    pub cells_v: heapless::Vec<f64, MAX_CELLS>,
     /// Remote switch on.
     pub remote_on: bool,
+}
+
+/// Most cells in the battery: a 51.2 V one.
+pub const MAX_CELLS: usize = 16;
+
+/// The slot of `cell1_v`; `cellK_v` is at `CELL1 + K - 1`.
+const CELL1: usize = 3;
+/// The slot of `remote_on`.
+const REMOTE: usize = CELL1 + MAX_CELLS;
+
+/// The slot of a column name: `REQUIRED`'s, then `cell5_v`..`cell16_v`, then `remote_on`.
+fn slot_of(name: &str) -> Option<usize> {
+    if name == "remote_on" {
+        return Some(REMOTE);
+    }
+    REQUIRED.iter().position(|r| *r == name).or_else(|| {
+        (5..=MAX_CELLS)
+            .find(|k| name == format!("cell{k}_v"))
+            .map(|k| CELL1 + k - 1)
+    })
+}
+
+/// The column name of a slot.
+fn name_of(slot: usize) -> String {
+    match slot {
+        REMOTE => "remote_on".to_string(),
+        s if s >= CELL1 => format!("cell{}_v", s - CELL1 + 1),
+        s => REQUIRED.get(s).map_or_else(String::new, |n| n.to_string()),
+    }
 }
 
 const REQUIRED: [&str; 7] = [
@@ -200,7 +231,9 @@ pub struct Rows<R: std::io::Read> {
     reader: csv::Reader<Counted<R>>,
     breaks: Rc<RefCell<LineBreaks>>,
     names: Vec<String>,
-    columns: [usize; 8],
+    columns: [usize; REMOTE + 1],
+    /// Cells in the battery (4, 8 or 16).
+    cells: usize,
     record: csv::ByteRecord,
     previous: Option<(u64, String)>,
     failed: bool,
@@ -226,12 +259,9 @@ impl<R: std::io::Read> Rows<R> {
             None => 1,
         };
         let names: Vec<String> = headers.iter().map(str::to_string).collect();
-        let mut columns = [usize::MAX; 8];
+        let mut columns = [usize::MAX; REMOTE + 1];
         for (i, name) in names.iter().enumerate() {
-            let slot = REQUIRED
-                .iter()
-                .position(|r| r == name)
-                .or((name == "remote_on").then_some(7));
+            let slot = slot_of(name);
             match slot {
                 Some(s) if columns[s] == usize::MAX => columns[s] = i,
                 Some(_) => {
@@ -256,7 +286,8 @@ impl<R: std::io::Read> Rows<R> {
                         header_line,
                         name,
                         format!(
-                            "unknown column; expected {} and optionally remote_on",
+                            "unknown column; expected {} (to cell8_v or cell16_v for a 25.6 or \
+                             51.2 V battery) and optionally remote_on",
                             REQUIRED.join(",")
                         ),
                     ))
@@ -275,12 +306,38 @@ impl<R: std::io::Read> Rows<R> {
                 "missing column",
             ));
         }
+        // A 12.8, 25.6 or 51.2 V battery: cell1_v..cell4_v, ..cell8_v or ..cell16_v.
+        let highest = (1..=MAX_CELLS)
+            .rev()
+            .find(|k| columns[CELL1 + k - 1] != usize::MAX)
+            .unwrap_or(4);
+        let cells = [4, 8, 16]
+            .into_iter()
+            .find(|&n| n >= highest)
+            .unwrap_or(MAX_CELLS);
+        if let Some(k) = (1..=cells).find(|k| columns[CELL1 + k - 1] == usize::MAX) {
+            let message = if k > highest {
+                format!(
+                    "missing column ({highest} cell columns; a battery has 4 (12.8 V), 8 (25.6 V) \
+                     or 16 (51.2 V) cells)"
+                )
+            } else {
+                "missing column".to_string()
+            };
+            return Err(InputError::at(
+                path,
+                header_line,
+                &name_of(CELL1 + k - 1),
+                message,
+            ));
+        }
         Ok(Rows {
             path: path.to_path_buf(),
             reader,
             breaks,
             names,
             columns,
+            cells,
             record: csv::ByteRecord::new(),
             previous: None,
             failed: false,
@@ -438,23 +495,24 @@ impl<R: std::io::Read> Rows<R> {
                 format!("{temp_c} outside −100–200 °C"),
             ));
         }
-        let mut cells_v = [0.0; 4];
-        for (k, cell) in cells_v.iter_mut().enumerate() {
-            let name = REQUIRED[3 + k];
-            *cell = number(3 + k, name)?;
-            if !(0.0..=6.0).contains(cell) {
+        let mut cells_v = heapless::Vec::new();
+        for slot in CELL1..CELL1 + self.cells {
+            let name = name_of(slot);
+            let cell = number(slot, &name)?;
+            if !(0.0..=6.0).contains(&cell) {
                 return Err(InputError::at(
                     path,
                     line,
-                    name,
+                    &name,
                     format!("{cell} outside 0–6 V"),
                 ));
             }
+            let _ = cells_v.push(cell);
         }
-        let remote_on = if columns[7] == usize::MAX {
+        let remote_on = if columns[REMOTE] == usize::MAX {
             true
         } else {
-            match text(7) {
+            match text(REMOTE) {
                 "1" => true,
                 "0" => false,
                 other => {
@@ -525,7 +583,8 @@ pub struct OutputRow {
 struct Held {
     current_a: f64,
     temp_c: f64,
-    cells_v: [f64; 4],
+    cells_v: [f64; MAX_CELLS],
+    cells: usize,
     remote_on: bool,
 }
 
@@ -534,7 +593,14 @@ impl From<&InputRow> for Held {
         Held {
             current_a: row.current_a,
             temp_c: row.temp_c,
-            cells_v: row.cells_v,
+            cells_v: {
+                let mut cells = [0.0; MAX_CELLS];
+                for (c, v) in cells.iter_mut().zip(&row.cells_v) {
+                    *c = *v;
+                }
+                cells
+            },
+            cells: row.cells_v.len(),
             remote_on: row.remote_on,
         }
     }
@@ -542,14 +608,18 @@ impl From<&InputRow> for Held {
 
 fn report(row: &Held, capacity_ah: f64) -> BatteryReport {
     let mut cells_mv = heapless::Vec::new();
-    for v in row.cells_v {
+    for v in row.cells_v.get(..row.cells).unwrap_or(&[]) {
         let _ = cells_mv.push((v * 1000.0).round() as u16);
     }
     let mut temps_ddegc = heapless::Vec::new();
     let _ = temps_ddegc.push((row.temp_c * 10.0).round() as i16);
     BatteryReport {
         serial: 1,
-        model: BatteryModel::Lfp12V8,
+        model: match row.cells {
+            8 => BatteryModel::Lfp25V6,
+            16 => BatteryModel::Lfp51V2,
+            _ => BatteryModel::Lfp12V8,
+        },
         capacity_dah: (capacity_ah * 10.0).round() as u16,
         firmware: BATTERY_FIRMWARE,
         cells_mv,
@@ -633,7 +703,8 @@ impl Replayer {
                 self.next_report = t + REPORT_PERIOD_MS;
             }
             if self.next_tick == t {
-                let supply_mv = (held.cells_v.iter().sum::<f64>() * 1000.0).round() as u32;
+                let supply_mv =
+                    (held.cells_v.iter().take(held.cells).sum::<f64>() * 1000.0).round() as u32;
                 let inputs = Inputs {
                     remote_h_mv: 0,
                     remote_l_mv: if held.remote_on { 0 } else { supply_mv },

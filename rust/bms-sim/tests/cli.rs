@@ -1198,3 +1198,108 @@ fn replay_writes_into_a_link_or_a_pipe_without_replacing_it() {
         "no partial file left"
     );
 }
+
+/// BANK-2 through the replay: a 25.6 V battery (cell1_v..cell8_v) and a 51.2 V one
+/// (cell1_v..cell16_v) replay as such: outputs high once the battery has reported (PROT-1), a
+/// cell under 2.80 V among eight trips PROT-2 after 5 s, one over 3.75 V among sixteen trips
+/// PROT-4 after 1 s, and the 51.2 V battery at 3.55 V per cell with a small charge current
+/// synchronises after the charged detection time (MON-2: 3.50 V × 16 cells). Another number of
+/// cell columns, or a gap in them, is refused naming the column. (They were refused as unknown
+/// columns.)
+#[test]
+fn bank_2_replay_takes_a_25_6_v_and_a_51_2_v_battery() {
+    let dir = tempfile::tempdir().unwrap();
+    let header = |n: usize| {
+        let cells: Vec<String> = (1..=n).map(|k| format!("cell{k}_v")).collect();
+        format!("t_s,current_a,temp_c,{}\n", cells.join(","))
+    };
+    let row = |t: u32, current: f64, cells: &[f64]| {
+        let cells: Vec<String> = cells.iter().map(f64::to_string).collect();
+        format!("{t},{current},20,{}\n", cells.join(","))
+    };
+    // 25.6 V: cell 7 at 2.70 V from 10 s.
+    let mut text = header(8);
+    for t in 0..60 {
+        let mut cells = [3.3; 8];
+        if t >= 10 {
+            cells[6] = 2.7;
+        }
+        text.push_str(&row(t, -5.0, &cells));
+    }
+    let (code, out, err) = replay_text(dir.path(), "b24.csv", text.as_bytes(), &[]);
+    assert_eq!(code, Some(0), "{err}");
+    let rows: Vec<&str> = out.lines().collect();
+    assert_eq!(rows[1 + 5], "5,,1,1,0,,", "PROT-1");
+    assert_eq!(rows[1 + 14], "14,,1,1,0,,");
+    assert_eq!(
+        rows[1 + 15],
+        "15,,1,1,1,cell_undervoltage,low_cell_voltage",
+        "PROT-2"
+    );
+    assert_eq!(
+        rows[1 + 45],
+        "45,,0,1,1,cell_undervoltage,low_cell_voltage",
+        "ATD 30 s after the pre-alarm"
+    );
+
+    // 51.2 V: cell 16 at 3.80 V 10–20 s, then 1 A of charge with every cell at 3.45 V (55.2 V,
+    // under the charged voltage), from 250 s at 3.55 V (56.8 V).
+    let mut text = header(16);
+    for t in 0..600 {
+        let mut cells = [3.3; 16];
+        let mut current = -5.0;
+        if (10..20).contains(&t) {
+            cells[15] = 3.8;
+        }
+        if t >= 30 {
+            cells = [if t >= 250 { 3.55 } else { 3.45 }; 16];
+            current = 1.0;
+        }
+        text.push_str(&row(t, current, &cells));
+    }
+    let (code, out, err) = replay_text(
+        dir.path(),
+        "b48.csv",
+        text.as_bytes(),
+        &["--initial-soc", "80"],
+    );
+    assert_eq!(code, Some(0), "{err}");
+    let rows: Vec<&str> = out.lines().collect();
+    assert!(rows[1 + 10].ends_with(",1,1,0,,"), "{}", rows[1 + 10]);
+    assert!(
+        rows[1 + 11].ends_with(",1,0,0,cell_overvoltage,"),
+        "PROT-4: {}",
+        rows[1 + 11]
+    );
+    assert!(rows[1 + 20].ends_with(",1,1,0,,"), "{}", rows[1 + 20]);
+    let synchronised = rows[1..]
+        .iter()
+        .find(|r| r.split(',').nth(1) == Some("100.0"))
+        .map(|r| r.split(',').next().unwrap().parse::<u32>().unwrap());
+    assert!(
+        synchronised.is_some_and(|t| (430..=432).contains(&t)),
+        "MON-2 3 min after 3.55 V from 250 s: {synchronised:?}"
+    );
+
+    for (n, gap, expected) in [
+        (6, None, "field `cell7_v`: missing column (6 cell columns; a battery has 4 (12.8 V), 8 (25.6 V) or 16 (51.2 V) cells)"),
+        (12, None, "field `cell13_v`: missing column (12 cell columns; a battery has 4 (12.8 V), 8 (25.6 V) or 16 (51.2 V) cells)"),
+        (8, Some(5), "field `cell5_v`: missing column"),
+    ] {
+        let mut h = header(n);
+        if let Some(k) = gap {
+            h = h.replace(&format!(",cell{k}_v"), "");
+        }
+        let (code, _, err) = replay_text(dir.path(), "odd.csv", h.as_bytes(), &[]);
+        assert_eq!(code, Some(2), "{n}: {err}");
+        assert!(err.contains(&format!("odd.csv line 1 {expected}")), "{n}: {err}");
+    }
+    let (code, _, err) = replay_text(
+        dir.path(),
+        "b17.csv",
+        header(16).replace('\n', ",cell17_v\n").as_bytes(),
+        &[],
+    );
+    assert_eq!(code, Some(2), "{err}");
+    assert!(err.contains("field `cell17_v`: unknown column"), "{err}");
+}

@@ -1303,3 +1303,43 @@ fn bank_2_replay_takes_a_25_6_v_and_a_51_2_v_battery() {
     assert_eq!(code, Some(2), "{err}");
     assert!(err.contains("field `cell17_v`: unknown column"), "{err}");
 }
+
+/// What an outside tool may write that the replay does not take is refused naming the line, the
+/// column and the value, and nothing is written: NaN, an empty temperature, a header repeated
+/// mid-file (files joined), a comment before the header, a second battery's column, `remote_on`
+/// written as 1.0, a time going back after 1 ms rows, a time in the same millisecond as the last.
+#[test]
+fn replay_refuses_what_it_does_not_take_naming_line_column_and_value() {
+    let dir = tempfile::tempdir().unwrap();
+    let h = REPLAY_HEADER;
+    let r = ",-5,20,3.3,3.3,3.3,3.3";
+    let cases = [
+        (format!("{h}\n0,-5,20,NaN,3.3,3.3,3.3\n"), "line 2 field `cell1_v`: not a finite number: \"NaN\""),
+        (format!("{h}\n0,-5,,3.3,3.3,3.3,3.3\n"), "line 2 field `temp_c`: not a number: \"\""),
+        (format!("{h}\n0{r}\n{h}\n1{r}\n"), "line 3 field `t_s`: not a number: \"t_s\""),
+        (format!("# logger v2\n{h}\n0{r}\n"), "line 1 field `# logger v2`: unknown column"),
+        (format!("{h},b2_cell1_v\n0{r},3.3\n"), "line 1 field `b2_cell1_v`: unknown column"),
+        (format!("{h},remote_on\n0{r},1.0\n"), "line 2 field `remote_on`: \"1.0\" is not 1 or 0"),
+        (format!("{h}\n0.000{r}\n0.001{r}\n0.002{r}\n0.001{r}\n"), "line 5 field `t_s`: time 0.001 is not after the previous row's 0.002"),
+        (format!("{h}\n600{r}\n600.0004{r}\n"), "line 3 field `t_s`: time 600.0004 is in the same millisecond as the previous row's 600"),
+    ];
+    for (i, (text, expected)) in cases.iter().enumerate() {
+        let input = dir.path().join(format!("in{i}.csv"));
+        let out = dir.path().join(format!("out{i}.csv"));
+        fs::write(&input, text).unwrap();
+        let o = bms_sim(&["replay", s(&input), "--out", s(&out)]);
+        assert_eq!(o.status.code(), Some(2), "case {i}");
+        let err = stderr(&o);
+        assert_eq!(err.lines().count(), 1, "case {i}: {err}");
+        assert!(
+            err.contains(&format!("in{i}.csv {expected}")),
+            "case {i}: {err}"
+        );
+        assert!(!out.exists(), "case {i}: nothing written");
+    }
+    assert_eq!(
+        fs::read_dir(dir.path()).unwrap().count(),
+        cases.len(),
+        "no partial file left"
+    );
+}

@@ -259,6 +259,12 @@ impl<R: std::io::Read> Rows<R> {
             None => 1,
         };
         let names: Vec<String> = headers.iter().map(str::to_string).collect();
+        if names.is_empty() {
+            return Err(InputError {
+                line: Some(1),
+                ..InputError::file(path, "no header: the file is empty")
+            });
+        }
         let mut columns = [usize::MAX; REMOTE + 1];
         for (i, name) in names.iter().enumerate() {
             let slot = slot_of(name);

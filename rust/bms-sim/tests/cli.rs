@@ -1307,7 +1307,8 @@ fn bank_2_replay_takes_a_25_6_v_and_a_51_2_v_battery() {
 /// What an outside tool may write that the replay does not take is refused naming the line, the
 /// column and the value, and nothing is written: NaN, an empty temperature, a header repeated
 /// mid-file (files joined), a comment before the header, a second battery's column, `remote_on`
-/// written as 1.0, a time going back after 1 ms rows, a time in the same millisecond as the last.
+/// written as 1.0, a time going back after 1 ms rows, a time in the same millisecond as the last,
+/// an empty file (named as a missing `t_s` column).
 #[test]
 fn replay_refuses_what_it_does_not_take_naming_line_column_and_value() {
     let dir = tempfile::tempdir().unwrap();
@@ -1323,6 +1324,14 @@ fn replay_refuses_what_it_does_not_take_naming_line_column_and_value() {
         (format!("{h}\n0.000{r}\n0.001{r}\n0.002{r}\n0.001{r}\n"), "line 5 field `t_s`: time 0.001 is not after the previous row's 0.002"),
         (format!("{h}\n600{r}\n600.0004{r}\n"), "line 3 field `t_s`: time 600.0004 is in the same millisecond as the previous row's 600"),
     ];
+    let cases = [
+        cases.as_slice(),
+        &[
+            (String::new(), "line 1: no header: the file is empty"),
+            ("\n\n".into(), "line 1: no header: the file is empty"),
+        ],
+    ]
+    .concat();
     for (i, (text, expected)) in cases.iter().enumerate() {
         let input = dir.path().join(format!("in{i}.csv"));
         let out = dir.path().join(format!("out{i}.csv"));

@@ -829,6 +829,12 @@ impl Partial {
                 _ => Destination::Replace,
             }
         };
+        if std::fs::metadata(out).is_ok_and(|m| m.is_dir()) {
+            return Err(ReplayError::Output(format!(
+                "{}: is a directory",
+                out.display()
+            )));
+        }
         let path = match destination {
             Destination::Stdout | Destination::Into => {
                 std::env::temp_dir().join(format!("bms-sim-replay.{pid}.partial"))

@@ -781,7 +781,8 @@ fn replay_memory_does_not_grow_with_the_file() {
 }
 
 /// Bad input found late in a long file leaves no output: an existing output file keeps its
-/// contents and no partial file is left beside it; a good replay replaces it whole.
+/// contents and no partial file is left beside it; a good replay replaces it whole. An output
+/// that cannot be written (a directory, a missing one) is an error (exit code 1).
 #[test]
 fn replay_a_late_error_changes_no_output_file() {
     let dir = tempfile::tempdir().unwrap();
@@ -822,6 +823,9 @@ fn replay_a_late_error_changes_no_output_file() {
         1,
         "no partial file left"
     );
+    let o = bms_sim(&["replay", s(&input), "--out", s(&out_dir)]);
+    assert_eq!(o.status.code(), Some(1), "{}", stderr(&o));
+    assert!(stderr(&o).contains("out: is a directory"), "{}", stderr(&o));
     let missing = dir.path().join("no-such-dir/d.csv");
     let o = bms_sim(&["replay", s(&input), "--out", s(&missing)]);
     assert_eq!(o.status.code(), Some(1), "{}", stderr(&o));

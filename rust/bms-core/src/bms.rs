@@ -854,11 +854,17 @@ impl Bms {
     /// Everything to persist now, with what is due (MON-8, HIST-4, SET-2, BLE-2, BLE-3), for
     /// [`crate::storage::Persistence::poll`]; the outcome goes back through
     /// [`Bms::records_written`]. [`crate::node::Node`] does both after every step.
-    pub(crate) fn records(&self) -> Records {
+    /// A flush (`flush`) also writes what a hold keeps back (MON-4: a manual action less than
+    /// [`crate::limits::USER_WRITE_INTERVAL_MS`] after the last stored one).
+    pub(crate) fn records(&self, flush: bool) -> Records {
         Records {
             settings: self.settings,
             soc: self.monitor.snapshot(),
-            soc_due: self.monitor.persist_due(self.now_ms),
+            soc_due: if flush {
+                self.monitor.persist_pending(self.now_ms)
+            } else {
+                self.monitor.persist_due(self.now_ms)
+            },
             balanced_at_full: self.balancer.judged_balanced(),
             undervoltage_disconnect: self.protection.undervoltage_disconnect(),
             history: *self.history.record(),
@@ -867,7 +873,7 @@ impl Bms {
             nonce: self.advertiser.nonce_to_persist(),
             secrets: self.secrets_to_persist(),
             learned: self.monitor.learned(),
-            flush: false,
+            flush,
             name: self.device_name,
             hold_older_formats: !self.self_check.formats_settled(self.now_ms),
         }
@@ -888,7 +894,7 @@ impl Bms {
     pub(crate) fn records_written(&mut self, now_ms: u64, records: &Records, report: &PollReport) {
         self.now_ms = self.now_ms.max(now_ms);
         if report.soc == Outcome::Written {
-            self.monitor.mark_persisted();
+            self.monitor.mark_persisted_at(self.now_ms);
         }
         if report.soc_record == Outcome::Written {
             self.undervoltage_stored = records.undervoltage_disconnect;

@@ -16,6 +16,7 @@ use core::fmt;
 
 use serde::{Deserialize, Serialize};
 
+use crate::limits::USER_WRITE_INTERVAL_MS;
 use crate::muldiv::{mul_div, scale_signed, Rounding};
 use crate::settings::Settings;
 use crate::soc::counter::peukert_factor_q24;
@@ -278,6 +279,10 @@ pub struct Monitor {
     window: AverageWindow,
     persisted: PersistMark,
     persist_forced: bool,
+    /// MON-4, SET-2 (M7): a stored manual action holds the next write until then, ms (0: no
+    /// hold), so that a burst of SetSoc or Synchronise commands costs one flash write per
+    /// [`USER_WRITE_INTERVAL_MS`].
+    manual_hold_until_ms: u64,
     /// When the SoC or consumed Ah first differed from the persisted record.
     unpersisted_since_ms: Option<u64>,
     status: MonitorStatus,
@@ -307,6 +312,7 @@ impl Monitor {
             window: AverageWindow::default(),
             persisted: PersistMark::default(),
             persist_forced: false,
+            manual_hold_until_ms: 0,
             unpersisted_since_ms: None,
             status: MonitorStatus::default(),
         };
@@ -638,8 +644,17 @@ impl Monitor {
     /// action, a synchronisation, a change of knowledge or latch, or an SoC change of 1 point;
     /// [`PERSIST_MAX_INTERVAL_MS`] after a smaller change of SoC (0.1 %) or consumed Ah (0.1 Ah)
     /// first appeared; after [`PERSIST_AGE_INTERVAL_MS`] of time since the last full charge.
-    /// Never while nothing changed.
+    /// Never while nothing changed. MON-4, SET-2 (M7): for [`USER_WRITE_INTERVAL_MS`] after a
+    /// manual action was stored ([`Monitor::mark_persisted_at`]) nothing is due: a burst of
+    /// SetSoc or Synchronise commands is in force at once and stored when that time is over, or
+    /// at a flush ([`Monitor::persist_pending`]).
     pub fn persist_due(&self, now_ms: u64) -> bool {
+        now_ms >= self.manual_hold_until_ms && self.persist_pending(now_ms)
+    }
+
+    /// Whether the persisted record is out of date at `now_ms`, the hold after a stored manual
+    /// action aside: what a flush (the link dropped, the device about to stop) writes.
+    pub fn persist_pending(&self, now_ms: u64) -> bool {
         let last = &self.persisted;
         let now = self.mark();
         let small_change_due = self.small_change()
@@ -667,6 +682,16 @@ impl Monitor {
         let now = self.mark();
         now.soc_permille != self.persisted.soc_permille
             || now.consumed_dah != self.persisted.consumed_dah
+    }
+
+    /// Records that [`Monitor::snapshot`] was persisted at `now_ms` (call right after a
+    /// successful write). When it carried a manual action (MON-4), the next write waits
+    /// [`USER_WRITE_INTERVAL_MS`] unless flushed ([`Monitor::persist_due`]).
+    pub fn mark_persisted_at(&mut self, now_ms: u64) {
+        if self.persist_forced {
+            self.manual_hold_until_ms = now_ms.saturating_add(USER_WRITE_INTERVAL_MS);
+        }
+        self.mark_persisted();
     }
 
     /// Records that [`Monitor::snapshot`] was persisted (call right after a successful write).

@@ -36,7 +36,7 @@ use crate::pairing::{Bond, BondAction, ButtonAction};
 use crate::protocol::{self, Access, BmsDevice, ProtocolError, Status};
 use crate::readout::ReadoutError;
 use crate::secrets::DeviceSecrets;
-use crate::storage::{Persistence, RecordKind, Records, Storage};
+use crate::storage::{Persistence, RecordKind, Storage};
 use crate::word::Number;
 
 /// The platform's random source: fills `out` and returns true, or returns false when it has
@@ -432,10 +432,7 @@ impl<S: Storage> Node<S> {
 
     fn persist_with(&mut self, now_ms: u64, flush: bool) {
         self.next_poll_ms = now_ms.saturating_add(PERSIST_POLL_MS);
-        let records = Records {
-            flush,
-            ..self.bms.records()
-        };
+        let records = self.bms.records(flush);
         let report = self.persistence.poll(&mut self.storage, now_ms, &records);
         // A failed write is logged by the core and raises StorageWriteFailed at the next step.
         self.bms.records_written(now_ms, &records, &report);

@@ -1389,6 +1389,91 @@ fn set_2_a_burst_of_settings_writes_costs_one_flash_write_per_interval() {
     assert_eq!(stored.settings, Ok(later));
 }
 
+/// MON-4, MON-8, SET-2 (M7): a bonded phone (or an app caught in a retry loop) sending SetSoc
+/// and Synchronise as fast as GATT carries them wrote the SoC state to flash at every command:
+/// 1 000 commands in 50 s cost 1 000 writes (999 SoC points and a record), the same value set
+/// again included, where a burst of settings writes costs one per 10 s. At 20 commands a second
+/// that is 72 000 ZMS entries an hour: the 32 KiB store's 10 000 erase cycles (about 179 MB of
+/// entries, docs/persistence.md) are gone in about a week, the bonds and secrets with them. Now
+/// a manual action less than USER_WRITE_INTERVAL_MS after the last stored one is in force at
+/// once and stored when the interval is over, or at a flush (the link dropped) right away; a
+/// SoC set across the discharge floor (its latch toggling, a whole record) is held alike.
+#[test]
+fn mon_4_mon_8_a_burst_of_set_soc_commands_costs_one_flash_write_per_interval() {
+    use bms_core::limits::USER_WRITE_INTERVAL_MS;
+    use bms_core::monitor::Monitor;
+    use bms_core::protocol::{encode_request, Characteristic, Command, MAX_RESPONSE_LEN};
+    let mut rig = Rig::device(1, 1, BatteryModel::Lfp12V8);
+    rig.run_for(5_000);
+    let soc_writes = |rig: &Rig<Node<Flash>>| {
+        let p = rig.bms.persistence();
+        p.stats(RecordKind::Soc).writes + p.stats(RecordKind::SocPoint).writes
+    };
+    let stored_soc = |rig: &Rig<Node<Flash>>| {
+        let (_, restored) = Persistence::restore(&mut rig.bms.storage().inner.clone());
+        Monitor::new(restored.soc.ok()).soc_permille()
+    };
+    let command = |rig: &mut Rig<Node<Flash>>, command: Command| {
+        let mut req = [0u8; 32];
+        let n = encode_request(&command, &mut req).unwrap();
+        let mut resp = [0u8; MAX_RESPONSE_LEN];
+        let now = rig.now_ms;
+        let reply = rig
+            .bms
+            .gatt(
+                now,
+                Characteristic::ControlPoint as u8,
+                Access::Write,
+                true,
+                &req[..n],
+                &mut resp,
+                &mut random(Some(KEY)),
+            )
+            .unwrap();
+        assert_eq!(reply.status, Status::Ok, "{command:?}");
+    };
+    let before = soc_writes(&rig);
+    let start = rig.now_ms;
+    // SoC 50 %, 5 % (below the 10 % floor: its latch toggles), 50 % again, synchronise...
+    let sets = [Some(500), Some(50), Some(500), None];
+    for i in 0..1_000usize {
+        rig.now_ms += 50;
+        match sets[i % sets.len()] {
+            Some(soc_permille) => command(&mut rig, Command::SetSoc { soc_permille }),
+            None => command(&mut rig, Command::Synchronise),
+        }
+        let expected = sets[i % sets.len()].unwrap_or(1000);
+        assert_eq!(
+            rig.bms.bms().monitor().soc_permille(),
+            Some(expected),
+            "command {i} in force at once"
+        );
+        if i % 2 == 1 {
+            rig.step();
+        }
+    }
+    let burst_ms = rig.now_ms - start;
+    let writes = soc_writes(&rig) - before;
+    assert!(
+        u64::from(writes) <= burst_ms / USER_WRITE_INTERVAL_MS + 2,
+        "{writes} SoC writes for 1 000 SetSoc and Synchronise commands over {burst_ms} ms"
+    );
+    // The last one (a synchronisation) reaches flash at a flush, at once.
+    assert_eq!(rig.bms.bms().monitor().soc_permille(), Some(1000));
+    let now = rig.now_ms;
+    rig.bms.flush(now);
+    assert_eq!(stored_soc(&rig), Some(1000), "a flush stores the last one");
+    // Without a flush, the end of the interval stores it.
+    rig.now_ms += 1;
+    command(&mut rig, Command::SetSoc { soc_permille: 420 });
+    rig.run_for(USER_WRITE_INTERVAL_MS + PERSIST_POLL_MS);
+    let stored = stored_soc(&rig).unwrap();
+    assert!(
+        (415..=420).contains(&stored),
+        "stored {stored} after the interval"
+    );
+}
+
 /// BLE-3 (M5): while only measurements change, the advertised values change at most once per
 /// READOUT_MIN_CHANGE_MS (so the 16-bit nonce lasts weeks: docs/persistence.md); a change of
 /// the outputs goes out at once.

@@ -340,9 +340,14 @@ impl<S: Storage> Node<S> {
         action
     }
 
-    /// BLE-2: a pairing attempt ended at `now_ms` (`success`, or failed: back-off).
+    /// BLE-2: a pairing attempt ended at `now_ms` (`success`, or failed: back-off). A success
+    /// wears the passkey ([`crate::pairing::Pairing::attempt`]), stored at once: a restart
+    /// before the next write would otherwise give the next window the passkey a listener knows.
     pub fn pairing_result(&mut self, now_ms: u64, success: bool) {
         self.bms.pairing_result(now_ms, success);
+        if success {
+            self.flush(self.bms.now_ms());
+        }
     }
 
     /// BLE-2: the bonds the BLE stack holds (at start and after every change).

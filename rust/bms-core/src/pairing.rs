@@ -21,6 +21,9 @@
 //!   ([`Pairing::passkey_worn`]), and the next press of the button comes with a new one; the
 //!   count is stored with the passkey (a restart does not clear it), and a worn passkey opens
 //!   no power-up window (a restart would otherwise give a guesser new attempts against it);
+//! - a completed pairing wears the passkey at once: LE Secure Connections passkey entry opens
+//!   the commitment of each of its 20 rounds in clear, so whoever recorded the pairing has
+//!   every bit: a passkey is good for one pairing;
 //! - after a fault in the stored secrets nothing pairs until the button is held for
 //!   [`PAIRING_RESET_HOLD_MS`] (reset pairing: every bond removed, a new passkey).
 
@@ -148,7 +151,11 @@ impl Pairing {
             self.backoff_until_ms = 0;
             self.button_until_ms = None;
             self.power_up_until_ms = None;
-            log::info!("pairing succeeded: window closed");
+            // Passkey entry opens each round's commitment in clear: a completed pairing gave
+            // every bit of the passkey to whoever listened. It is worn: the next press of the
+            // button comes with a new one.
+            self.failures_on_passkey = self.failures_on_passkey.max(PASSKEY_MAX_FAILED_ATTEMPTS);
+            log::info!("pairing succeeded: window closed, the next one gets a new passkey");
         } else {
             self.failures = self.failures.saturating_add(1);
             self.failures_on_passkey = self.failures_on_passkey.saturating_add(1);
@@ -368,17 +375,26 @@ mod tests {
 
     /// BLE-2, secrets fault: locked pairing refuses even in a window, a press does not unlock;
     /// holding the button for the reset time unlocks, clears the bonds and opens the window.
-    // BLE-2 (choice): failures against one passkey add up across windows and successes; the
-    // passkey is worn at PASSKEY_MAX_FAILED_ATTEMPTS and fresh again once renewed or reset.
+    // BLE-2 (choice): failures against one passkey add up across windows; the passkey is worn
+    // at PASSKEY_MAX_FAILED_ATTEMPTS and fresh again once renewed or reset. A completed pairing
+    // wears it at once (its rounds opened every bit to whoever listened), and a success after
+    // failures leaves it worn.
     #[test]
     fn ble_2_failures_against_one_passkey_wear_it() {
         let mut p = Pairing::new(0, false);
         for n in 0..PASSKEY_MAX_FAILED_ATTEMPTS {
             assert!(!p.passkey_worn(), "{n} failures");
-            p.attempt(1_000, false);
-            p.attempt(2_000, true);
+            p.attempt(1_000 + u64::from(n) * PAIRING_BACKOFF_MAX_MS, false);
         }
         assert!(p.passkey_worn());
+        p.passkey_renewed();
+        assert!(!p.passkey_worn());
+        p.attempt(2_000, true);
+        assert!(p.passkey_worn(), "a completed pairing wears the passkey");
+        p.passkey_renewed();
+        p.attempt(2_500, false);
+        p.attempt(2_600, true);
+        assert!(p.passkey_worn(), "a success after a failure");
         p.passkey_renewed();
         assert!(!p.passkey_worn());
         for _ in 0..PASSKEY_MAX_FAILED_ATTEMPTS {

@@ -1573,10 +1573,11 @@ fn ble_2_failed_pairings_against_a_passkey_survive_a_restart() {
     );
 }
 /// BLE-2 **(choice)**: every failed passkey entry tells the peer some of the passkey's bits,
-/// and neither a new window nor the owner's successful pairing makes it forget them. After
-/// four failures against one passkey the next press of the button makes a new one (bonds, the
-/// readout key and read protection kept), stores it and shows that one; fewer failures keep
-/// it, and the count starts again for the new passkey.
+/// and a new window does not make it forget them. After four failures against one passkey the
+/// next press of the button makes a new one (bonds, the readout key and read protection kept),
+/// stores it and shows that one; fewer failures keep it, and the count starts again for the new
+/// passkey. (A successful pairing wears the passkey at once:
+/// `ble_2_a_passkey_a_pairing_completed_with_is_renewed_at_the_next_press`.)
 #[test]
 fn ble_2_a_passkey_tried_too_often_is_renewed_when_the_window_opens() {
     use bms_core::limits::{PAIRING_BACKOFF_MAX_MS, PASSKEY_MAX_FAILED_ATTEMPTS};
@@ -1606,11 +1607,10 @@ fn ble_2_a_passkey_tried_too_often_is_renewed_when_the_window_opens() {
     };
     let first = dev.bms().passkey();
     let key = *dev.bms().device_key();
-    // Three failures, the owner's success between them, new windows: the passkey stays.
+    // Three failures, new windows between them: the passkey stays.
     press(&mut dev, &mut random);
     fail(&mut dev, false);
     fail(&mut dev, false);
-    fail(&mut dev, true);
     press(&mut dev, &mut random);
     fail(&mut dev, false);
     press(&mut dev, &mut random);
@@ -1635,6 +1635,75 @@ fn ble_2_a_passkey_tried_too_often_is_renewed_when_the_window_opens() {
         Ok((key, second))
     );
     drop(dev);
+}
+
+/// BLE-2: LE Secure Connections passkey entry runs 20 rounds, one per bit of the passkey, and
+/// each round opens its commitment in clear (the initiator sends Cai = f4(PKa, PKb, Nai, rai),
+/// then Nai; rai is 0x80 or 0x81 by the bit): whoever recorded the owner's successful pairing
+/// tries both values of each round and has the whole passkey, as a failed attempt gives away
+/// the bits up to the one that failed (which is why failures wear a passkey). The count of
+/// failures was all that wore it, so the passkey the owner's phone paired with stayed in force:
+/// at the owner's next press (a second phone, a new one) the listener's script pairs first
+/// with it and has a bond, with every command (ChangePasskey removes the owner's bond). Now a
+/// completed pairing wears the passkey: the next press comes with a new one, also after a
+/// restart (stored at once), and a worn passkey opens no power-up window.
+#[test]
+fn ble_2_a_passkey_a_pairing_completed_with_is_renewed_at_the_next_press() {
+    use bms_core::pairing::{Bond, ButtonAction, PairingRefusal};
+    let phone = Bond {
+        address_type: 1,
+        address: [0x11, 0x22, 0x33, 0x44, 0x55, 0xC6],
+    };
+    let mut counter = 0u8;
+    let mut random = move |out: &mut [u8]| {
+        counter = counter.wrapping_add(1);
+        for (i, b) in out.iter_mut().enumerate() {
+            *b = counter.wrapping_mul(59).wrapping_add(i as u8);
+        }
+        true
+    };
+    let (mut dev, _) = Device::boot(Flash::default(), Some(KEY));
+    dev.run_for(1_000);
+    let first = dev.bms().passkey();
+    // The owner pairs in the power-up window (no bond yet), with no failure before.
+    let now = dev.rig.now_ms;
+    assert_eq!(dev.bms().pairing_allowed(now), Ok(()));
+    dev.rig.bms.pairing_result(now, true);
+    dev.rig.bms.set_bonds(&[phone]);
+    assert!(
+        dev.bms().passkey_worn(),
+        "the passkey a pairing completed with is known to whoever listened"
+    );
+    // Stored at once: a restart right after the pairing keeps it worn.
+    let (mut dev, restored) = dev.reboot(Some(KEY));
+    assert_eq!(restored.secrets.map(|s| s.passkey), Ok(first));
+    dev.rig.bms.set_bonds(&[phone]);
+    assert!(dev.bms().passkey_worn(), "worn after a restart");
+    // The owner's next press: a new passkey before the window opens.
+    let at = dev.rig.now_ms;
+    assert_eq!(dev.rig.bms.button(at, true, &mut random), None);
+    let action = dev.rig.bms.button(at + 100, false, &mut random);
+    assert_eq!(action, Some(ButtonAction::OpenWindow));
+    let second = dev.bms().passkey();
+    assert_ne!(
+        second, first,
+        "the window opened with the passkey a listener knows"
+    );
+    assert!(!dev.bms().passkey_worn());
+    assert_eq!(dev.rig.bms.take_bond_action(), None, "bonds kept");
+    // A pairing with it wears it in turn; with no bond left, no power-up window for it.
+    dev.rig.bms.pairing_result(at + 5_000, true);
+    dev.rig.bms.set_bonds(&[]);
+    dev.run_for(1_000);
+    let (mut dev, _) = dev.reboot(Some(KEY));
+    dev.rig.bms.set_bonds(&[]);
+    let now = dev.rig.now_ms;
+    assert_eq!(dev.bms().passkey(), second);
+    assert_eq!(
+        dev.bms().pairing_allowed(now),
+        Err(PairingRefusal::WindowClosed),
+        "a power-up window with a passkey a listener knows"
+    );
 }
 
 /// `value` sealed as a full record of `kind` in format `version` (kind, version, postcard

@@ -23,7 +23,8 @@ BLE-2 (pairing window, back-off, bonds): the unit has no bond, so pairing is ope
 3 minutes after power-up. A wrong passkey fails and starts the 5 s back-off: the right passkey
 is refused at once, accepted after it. The successful pairing closes the window: a guest's
 pairing is refused, until the owner's button is pressed (the test writes to the firmware's
-standard input, src/button_stdin.c sets the GPIO emulator pin). ListBonds (command 6) lists
+standard input, src/button_stdin.c sets the GPIO emulator pin); it pairs with the passkey the
+phone chose for it (ChangePasskey: the phone's pairing wore 123456). ListBonds (command 6) lists
 the identity addresses; the guest's ChangePasskey removes the phone's bond and keeps its own;
 RemoveBond (7) of a bond the unit no longer has answers NotAvailable, of the guest's own bond
 OK, and that bond goes when the guest disconnects (firmware log).
@@ -54,6 +55,9 @@ from bumble.transport import open_transport  # noqa: E402
 VICTRON_COMPANY_ID = 0x02E1
 # src/known_passkey.c sets it at boot (ChangePasskey); not 0, which Bumble takes for "none".
 PASSKEY = 123456
+# BLE-2: a passkey serves one pairing (the phone's wears 123456): the phone chooses this one for
+# the guest's pairing (ChangePasskey), which the button's window keeps.
+GUEST_PASSKEY = 246802
 ATT_INSUFFICIENT_AUTHENTICATION = 0x05
 # HCI LE Set Extended Advertising Parameters, advertising event properties (Core Vol 4 Part E
 # 7.8.53): connectable, scannable, legacy PDUs.
@@ -318,7 +322,7 @@ async def run(exe: Path) -> None:
             "guest", Address(GUEST_ADDRESS), guest_controller, guest_controller
         )
         guest.pairing_config_factory = lambda connection: PairingConfig(
-            sc=True, mitm=True, bonding=True, delegate=KeyboardDelegate()
+            sc=True, mitm=True, bonding=True, delegate=KeyboardDelegate(GUEST_PASSKEY)
         )
 
         firmware = start_firmware(exe, port)
@@ -466,6 +470,11 @@ async def run(exe: Path) -> None:
             phone_cp = ControlPoint(control, indications)
             response = await phone_cp.command(bytes([LIST_BONDS]))
             assert response == bond_list(PHONE_BOND), response.hex()
+            # BLE-2: the phone's pairing wore the passkey (passkey entry shows it to anyone
+            # listening), so the next press would make a new one; the phone chooses the next
+            # pairing's passkey instead (no other bond to remove).
+            response = await phone_cp.command(bytes([CHANGE_PASSKEY]) + varint(GUEST_PASSKEY))
+            assert response == bytes([PROTOCOL_VERSION, STATUS_OK]), response.hex()
             await connection.disconnect()
 
             # BLE-2: the successful pairing closed the window: a guest connects (the

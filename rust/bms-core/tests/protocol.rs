@@ -682,6 +682,45 @@ fn ble_2_settings_write_validated_as_a_whole() {
     assert_eq!(dev, before);
 }
 
+/// SET-1, BLE-4: the Refusal of a low-SoC warning level that is not above the discharge floor
+/// names the range the level may take with that floor: `min` the floor + 1. With the floor at
+/// its top (99 %) no level is above it, and the Refusal said "100 to 99", a range with no
+/// value in it (a client showing it, or trying its `min`, is refused again). Now every such
+/// Refusal names a non-empty range whose every value the write would accept with that floor:
+/// 0 (off) alone when the floor is 99.
+#[test]
+fn set_1_a_cross_rule_refusal_names_a_range_the_write_accepts() {
+    for floor in 1..=99u8 {
+        for warning in 1..=floor {
+            let settings = Settings {
+                low_soc_warning_pct: warning,
+                discharge_floor_pct: floor,
+                ..Settings::default()
+            };
+            let error = settings.validate().unwrap_err();
+            let refusal = Refusal::from(error);
+            assert_eq!(refusal.field, 3, "floor {floor}, warning {warning}");
+            assert!(
+                refusal.min <= refusal.max,
+                "floor {floor}, warning {warning}: the Refusal's range {}..={} is empty",
+                refusal.min,
+                refusal.max
+            );
+            for level in refusal.min..=refusal.max {
+                let fixed = Settings {
+                    low_soc_warning_pct: u8::try_from(level).unwrap(),
+                    ..settings
+                };
+                assert_eq!(
+                    fixed.validate(),
+                    Ok(()),
+                    "floor {floor}: level {level} of the Refusal's range refused"
+                );
+            }
+        }
+    }
+}
+
 /// BLE-2: action arguments are range-checked (SoC ≤ 100 %, passkey six digits), and an
 /// action the device cannot do now answers NotAvailable; nothing changes in either case.
 #[test]

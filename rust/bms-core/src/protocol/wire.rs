@@ -249,11 +249,18 @@ impl From<SettingsError> for Refusal {
                 min: u32::from(min),
                 max: u32::from(max),
             },
-            SettingsError::WarningNotAboveFloor { floor_pct, .. } => Refusal {
-                field: SettingsField::LowSocWarningLevel as u8,
-                min: u32::from(floor_pct).saturating_add(1),
-                max: u32::from(SettingsField::LowSocWarningLevel.bounds().max),
-            },
+            SettingsError::WarningNotAboveFloor { floor_pct, .. } => {
+                let max = u32::from(SettingsField::LowSocWarningLevel.bounds().max);
+                let min = u32::from(floor_pct).saturating_add(1);
+                // With the floor at the top no level is above it: only 0 (off) is accepted,
+                // never an empty range (SET-1).
+                let (min, max) = if min > max { (0, 0) } else { (min, max) };
+                Refusal {
+                    field: SettingsField::LowSocWarningLevel as u8,
+                    min,
+                    max,
+                }
+            }
         }
     }
 }

@@ -13,8 +13,9 @@
 //!   button, or after power-up while no bond exists;
 //! - each failed attempt closes pairing for a back-off that doubles with every failure in a row
 //!   ([`PAIRING_BACKOFF_FIRST_MS`], at most [`PAIRING_BACKOFF_MAX_MS`]); the count survives new
-//!   windows and clears only at a successful pairing or a reset, so a nearby attacker gets a few
-//!   guesses per press of the owner's button, never a stream of them;
+//!   windows and clears only at a successful pairing, a reset or a new passkey (the back-off
+//!   guards the bits of the passkey tried), so a nearby attacker gets a few guesses per press of
+//!   the owner's button, never a stream of them;
 //! - a successful pairing closes the window (one new phone per press);
 //! - every failed attempt tells the peer some of the passkey's bits, and nothing makes it
 //!   forget them: after [`PASSKEY_MAX_FAILED_ATTEMPTS`] failures against one passkey it is worn
@@ -206,9 +207,14 @@ impl Pairing {
         self.failures_on_passkey >= PASSKEY_MAX_FAILED_ATTEMPTS
     }
 
-    /// A new passkey is in force: no failed attempt has been made against it.
+    /// A new passkey is in force: no failed attempt has been made against it, and the back-off
+    /// of the failures against the old one ends (it guarded bits of a passkey no longer in use;
+    /// kept, it locked the owner out for up to [`PAIRING_BACKOFF_MAX_MS`] after the guesser had
+    /// gone). Failures against the new one back off afresh.
     pub fn passkey_renewed(&mut self) {
         self.failures_on_passkey = 0;
+        self.failures = 0;
+        self.backoff_until_ms = 0;
     }
 
     /// Failed attempts against the passkey in force (stored with it).

@@ -1706,6 +1706,91 @@ fn ble_2_a_passkey_a_pairing_completed_with_is_renewed_at_the_next_press() {
     );
 }
 
+/// BLE-2: the back-off after failed pairings doubles up to an hour and outlived new windows,
+/// so a guesser who failed at the owner's windows (each failure at the moment the back-off
+/// ended) left the owner locked out for up to an hour after leaving: the owner's next press
+/// opened a window in which every pairing was refused. Those failures had worn the passkey,
+/// and the press replaces a worn one, so the back-off guarded nothing any more: a guesser
+/// present again gets a few attempts per window against a passkey none of whose bits it
+/// knows, and that one is replaced in turn. Now a new passkey (renewed at the press, or a
+/// ChangePasskey to another one) starts without a back-off; a press that keeps the passkey
+/// keeps it.
+#[test]
+fn ble_2_a_renewed_passkey_is_not_locked_by_the_old_ones_back_off() {
+    use bms_core::pairing::{Bond, ButtonAction, PairingRefusal};
+    let phone = Bond {
+        address_type: 1,
+        address: [0x11, 0x22, 0x33, 0x44, 0x55, 0xC6],
+    };
+    let mut counter = 0u8;
+    let mut random = move |out: &mut [u8]| {
+        counter = counter.wrapping_add(1);
+        for (i, b) in out.iter_mut().enumerate() {
+            *b = counter.wrapping_mul(73).wrapping_add(i as u8);
+        }
+        true
+    };
+    let (mut dev, _) = Device::boot(Flash::default(), Some(KEY));
+    dev.rig.bms.set_bonds(&[phone]);
+    dev.run_for(1_000);
+    let press = |dev: &mut Device, random: &mut dyn FnMut(&mut [u8]) -> bool| {
+        let at = dev.rig.now_ms;
+        let mut random = random;
+        assert_eq!(dev.rig.bms.button(at, true, &mut random), None);
+        let action = dev.rig.bms.button(at + 100, false, &mut random);
+        assert_eq!(action, Some(ButtonAction::OpenWindow));
+    };
+    // The guesser fails at every moment pairing is allowed, through the owner's windows (a
+    // press every 3 minutes), for 50 windows or until the back-off is past half an hour.
+    let long_back_off = |dev: &mut Device| {
+        let now = dev.rig.now_ms;
+        matches!(dev.bms().pairing_allowed(now),
+            Err(PairingRefusal::BackOff { until_ms }) if until_ms > now + 30 * 60_000)
+    };
+    for _ in 0..50 {
+        if long_back_off(&mut dev) {
+            break;
+        }
+        press(&mut dev, &mut random);
+        let window_end = dev.rig.now_ms + 180_000;
+        while dev.rig.now_ms < window_end {
+            let now = dev.rig.now_ms;
+            match dev.bms().pairing_allowed(now) {
+                Ok(()) => dev.rig.bms.pairing_result(now, false),
+                Err(PairingRefusal::BackOff { .. } | PairingRefusal::WindowClosed) => {}
+                Err(other) => panic!("{other:?}"),
+            }
+            dev.run_for(500);
+        }
+    }
+    let failed_at = dev.rig.now_ms;
+    let worn = dev.bms().passkey();
+    // The guesser has gone; ten minutes later the owner presses the button.
+    dev.run_for(10 * 60_000);
+    press(&mut dev, &mut random);
+    let now = dev.rig.now_ms + 200;
+    assert_eq!(
+        dev.bms().pairing_allowed(now),
+        Ok(()),
+        "the owner locked out {} s after the guesser left",
+        (now - failed_at) / 1000
+    );
+    assert_ne!(
+        dev.bms().passkey(),
+        worn,
+        "the worn passkey is renewed at the press"
+    );
+    // A press that keeps the passkey keeps the back-off: one failure, then a new window.
+    dev.rig.bms.pairing_result(now, false);
+    dev.run_for(1_000);
+    press(&mut dev, &mut random);
+    let later = dev.rig.now_ms + 200;
+    assert!(matches!(
+        dev.bms().pairing_allowed(later),
+        Err(PairingRefusal::BackOff { .. })
+    ));
+}
+
 /// `value` sealed as a full record of `kind` in format `version` (kind, version, postcard
 /// body, CRC-32), as an older firmware wrote it.
 fn sealed_record<T: serde::Serialize>(kind: RecordKind, version: u8, value: &T) -> Vec<u8> {

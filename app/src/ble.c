@@ -430,13 +430,49 @@ static void advertising_restart(struct k_work *work)
 
 static K_WORK_DEFINE(restart_work, advertising_restart);
 
-/* The owner's device name to the host (GAP Device Name) and into the scan response: shortened
- * where it does not fit, cut at a UTF-8 character boundary.
+/* The owner's device name to the host (GAP Device Name). bt_set_name() stores "bt/name" at
+ * once whenever the name differs (CONFIG_BT_SETTINGS), so a phone alternating two names would
+ * write the flash at every rename; the core's own name record is written at most once per
+ * BMS_USER_WRITE_INTERVAL_MS and is what every start applies. So the host takes a new name at
+ * once when it took none within that interval, else when the interval is over: the last name
+ * of a burst, one store per interval.
+ */
+static int64_t name_to_host_ms;
+static bool name_to_host_once;
+
+static void name_to_host(struct k_work *work)
+{
+	char name[sizeof(sd_name)];
+	int err;
+
+	ARG_UNUSED(work);
+
+	k_mutex_lock(&mailbox_lock, K_FOREVER);
+	memcpy(name, mailbox.name, sizeof(name));
+	k_mutex_unlock(&mailbox_lock);
+
+	if (name[0] == '\0' || strcmp(name, bt_get_name()) == 0) {
+		return;
+	}
+	name_to_host_ms = k_uptime_get();
+	name_to_host_once = true;
+	err = bt_set_name(name);
+	if (err) {
+		LOG_ERR("Device name not set (err %d)", err);
+		return;
+	}
+	LOG_INF("Device name to the host: %s", name);
+}
+
+static K_WORK_DELAYABLE_DEFINE(name_to_host_work, name_to_host);
+
+/* The owner's device name into the scan response at once (shortened where it does not fit,
+ * cut at a UTF-8 character boundary), and to the host at the pace above.
  */
 static void name_update(struct k_work *work)
 {
+	int64_t since;
 	size_t len;
-	int err;
 
 	ARG_UNUSED(work);
 
@@ -447,10 +483,12 @@ static void name_update(struct k_work *work)
 	if (sd_name[0] == '\0') {
 		return;
 	}
-	err = bt_set_name(sd_name);
-	if (err) {
-		LOG_ERR("Device name not set (err %d)", err);
-	}
+	since = k_uptime_get() - name_to_host_ms;
+	/* Scheduled already: that run takes the newest name. */
+	(void)k_work_schedule(&name_to_host_work,
+			      (!name_to_host_once || since >= BMS_USER_WRITE_INTERVAL_MS)
+				      ? K_NO_WAIT
+				      : K_MSEC(BMS_USER_WRITE_INTERVAL_MS - since));
 
 	len = strlen(sd_name);
 	sd[0].type = BT_DATA_NAME_COMPLETE;

@@ -134,6 +134,12 @@
 #define BMS_LED_BLINK_OFF_MS 900
 
 /**
+ * The core stores a user's change (settings, name, secrets, a manual SoC) at most this often;
+ * the platform holds its own copies of such values (the BLE stack's name) to the same pace.
+ */
+#define BMS_USER_WRITE_INTERVAL_MS 10000
+
+/**
  * The request buffer of `bms_line_poll` must hold this many bytes.
  */
 #define BMS_LINE_REQUEST_MAX 16

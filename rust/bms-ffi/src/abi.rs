@@ -51,6 +51,9 @@ pub const BMS_STORAGE_KEY_MAX_LEN: usize = 15;
 pub const BMS_LED_BLINK_ON_MS: u32 = 100;
 /// A `BMS_LED_BLINK` LED is dark this long after each `BMS_LED_BLINK_ON_MS`.
 pub const BMS_LED_BLINK_OFF_MS: u32 = 900;
+/// The core stores a user's change (settings, name, secrets, a manual SoC) at most this often;
+/// the platform holds its own copies of such values (the BLE stack's name) to the same pace.
+pub const BMS_USER_WRITE_INTERVAL_MS: u32 = 10_000;
 /// The request buffer of `bms_line_poll` must hold this many bytes.
 pub const BMS_LINE_REQUEST_MAX: usize = 16;
 /// Most packs on one battery line (`bms_line_configure`).
@@ -68,6 +71,7 @@ const _: () = assert!(BMS_PASSKEY_MAX == bms_core::protocol::MAX_PASSKEY);
 const _: () = assert!(BMS_STORAGE_KEY_MAX_LEN == bms_core::storage::MAX_KEY_LEN);
 const _: () = assert!(BMS_LED_BLINK_ON_MS == bms_core::limits::LED_BLINK_ON_MS);
 const _: () = assert!(BMS_LED_BLINK_OFF_MS == bms_core::limits::LED_BLINK_OFF_MS);
+const _: () = assert!(BMS_USER_WRITE_INTERVAL_MS as u64 == bms_core::limits::USER_WRITE_INTERVAL_MS);
 
 /// The characteristics of the OpenBMS GATT service: the `characteristic` argument of
 /// `bms_gatt_request` (a copy of `bms_core::protocol::Characteristic`, checked equal below).

@@ -77,6 +77,8 @@ REMOVE_BOND = 7
 STATUS_NOT_AVAILABLE = 9
 # core limits.rs PAIRING_BACKOFF_FIRST_MS: the back-off after the first failed pairing.
 BACKOFF_FIRST_S = 5.0
+# rust/bms-core limits.rs USER_WRITE_INTERVAL_MS: the pace of stored user changes.
+USER_WRITE_INTERVAL_S = 10.0
 PHONE_ADDRESS = "F0:F1:F2:F3:F4:F5"
 # A Bond on the wire (docs/protocol.md): address_type 1 (random static), least significant
 # byte first.
@@ -450,6 +452,30 @@ async def run(exe: Path) -> None:
             )
             assert not readout_set.scan_response_data, bytes(readout_set.scan_response_data).hex()
 
+            # BLE-1, SET-2: a phone alternating two names: the scan response takes each at
+            # once; the host (GAP Device Name, stored by the stack as "bt/name") takes the
+            # burst's last one when the write interval is over, not every one (log below).
+            for i in range(20):
+                burst_name = f"Boat {3 + i % 2}"
+                await rename.write_value(
+                    bytes([PROTOCOL_VERSION, len(burst_name)]) + burst_name.encode(),
+                    with_response=True,
+                )
+            for _ in range(20):
+                scan_response = AdvertisingData.from_bytes(
+                    bytes(connectable_set.scan_response_data)
+                )
+                if scan_response.get(AdvertisingData.COMPLETE_LOCAL_NAME) == burst_name:
+                    break
+                await asyncio.sleep(0.1)
+            assert scan_response.get(AdvertisingData.COMPLETE_LOCAL_NAME) == burst_name
+            for _ in range(int(USER_WRITE_INTERVAL_S + 3) * 10):
+                gap_name = bytes(await names[0].read_value()).decode()
+                if gap_name == burst_name:
+                    break
+                await asyncio.sleep(0.1)
+            assert gap_name == burst_name, f"GAP Device Name {gap_name!r} after the burst"
+
             # BLE-3: the key, read over the authenticated link, decodes the advertisement.
             indications = asyncio.Queue()
             await peer.subscribe(control, indications.put_nowait, prefer_notify=False)
@@ -536,6 +562,10 @@ async def run(exe: Path) -> None:
         # their time stamps.
         refusals = {line.strip() for line in log.splitlines() if "Pairing refused" in line}
         assert len(refusals) == 2, refusals
+        # The host took "Boat 2" at once and of the 20 renames after it only the last.
+        to_host = {line.strip() for line in log.splitlines() if "Device name to the host" in line}
+        assert len(to_host) == 2, to_host
+        assert any(line.endswith(f"to the host: {burst_name}") for line in to_host), to_host
 
 
 def test_ble_1_2_3_4_readout_pairing_window_back_off_and_bonds(request):

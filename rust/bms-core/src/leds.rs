@@ -207,4 +207,28 @@ mod passkey_tests {
         digits.push(flashes % 10);
         assert_eq!(digits, [3, 0, 5, 0, 1, 9, 3, 0, 5, 0, 1, 9]);
     }
+
+    /// BLE-2: asked in the middle of a flash or a pause (the control tick comes every 100 ms,
+    /// a flash lasts 300 ms), the display names the end of that flash or pause as its next
+    /// change, never a time already past (the core's next deadline would make the control loop
+    /// spin until the flash ends). Before the display starts, the start is the next change.
+    #[test]
+    fn ble_2_passkey_blink_names_the_next_change_ahead() {
+        let blink = PasskeyBlink {
+            passkey: 100_000,
+            start_ms: 1_000,
+        };
+        assert_eq!(blink.at(500), Some((false, 1_000)), "before the start");
+        let flash_end = 1_000 + PASSKEY_FLASH_ON_MS;
+        assert_eq!(blink.at(1_100), Some((true, flash_end)), "mid-flash");
+        let dark_end = flash_end + PASSKEY_FLASH_OFF_MS;
+        assert_eq!(blink.at(flash_end + 100), Some((false, dark_end)));
+        let gap_end = dark_end + PASSKEY_DIGIT_GAP_MS;
+        assert_eq!(blink.at(dark_end + 100), Some((false, gap_end)));
+        assert_eq!(
+            blink.at(gap_end + 100),
+            Some((true, gap_end + PASSKEY_FLASH_ON_MS)),
+            "mid-flash of the second digit"
+        );
+    }
 }

@@ -285,6 +285,9 @@ mod tests {
         progress.step(1_000, false);
         assert!(!progress.formats_settled(1_000 + OLDER_FORMAT_HOLD_MS - 1));
         assert!(progress.formats_settled(1_000 + OLDER_FORMAT_HOLD_MS));
+        // The hold outlasts the self-check's own timeout: an image that fails its self-check
+        // reboots (and MCUboot reverts it) before it rewrites a record in the newer format.
+        assert!(!progress.formats_settled(1_000 + SELF_CHECK_TIMEOUT_MS));
 
         let mut passed = SelfCheckProgress::default();
         let platform = SelfCheckInputs {

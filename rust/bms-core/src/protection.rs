@@ -721,6 +721,66 @@ mod tests {
         assert!(p.undervoltage_disconnect() && p.low_power());
     }
 
+    /// The log lines of the threads that asked for them (the logger is global to the test
+    /// binary; other tests log too).
+    struct Capture;
+
+    static CAPTURED: std::sync::Mutex<std::vec::Vec<std::string::String>> =
+        std::sync::Mutex::new(std::vec::Vec::new());
+
+    std::thread_local! {
+        static CAPTURING: core::cell::Cell<bool> = const { core::cell::Cell::new(false) };
+    }
+
+    impl log::Log for Capture {
+        fn enabled(&self, _: &log::Metadata<'_>) -> bool {
+            CAPTURING.with(core::cell::Cell::get)
+        }
+        fn log(&self, record: &log::Record<'_>) {
+            if self.enabled(record.metadata()) {
+                if let Ok(mut lines) = CAPTURED.lock() {
+                    lines.push(std::format!("{}", record.args()));
+                }
+            }
+        }
+        fn flush(&self) {}
+    }
+
+    /// PROT-11: every output change is logged with the output's name, its new state and its
+    /// reasons (the firmware's log is where an installer reads why the loads went off).
+    #[test]
+    fn prot_11_output_changes_are_logged_with_name_state_and_reasons() {
+        static LOGGER: Capture = Capture;
+        let _ = log::set_logger(&LOGGER);
+        log::set_max_level(log::LevelFilter::Info);
+        CAPTURING.with(|c| c.set(true));
+        let mut p = Protection::new();
+        let _ = p.step(0, &healthy(3300));
+        let _ = p.step(1000, &healthy(2700));
+        let _ = p.step(6000, &healthy(2700));
+        let _ = p.step(36_000, &healthy(2700));
+        let off = ProtectionInputs {
+            remote_on: false,
+            ..healthy(3300)
+        };
+        let _ = p.step(40_000, &off);
+        let _ = p.step(40_500, &off);
+        CAPTURING.with(|c| c.set(false));
+        let lines = CAPTURED.lock().map(|l| l.clone()).unwrap_or_default();
+        for expected in [
+            "atd high",
+            "atc high",
+            "prealarm high: cell_undervoltage|prealarm_level",
+            "atd free-floating: cell_undervoltage",
+            "atc free-floating: remote_off",
+        ] {
+            assert!(
+                lines.iter().any(|line| line == expected),
+                "no log line {expected:?} in {lines:?}"
+            );
+        }
+    }
+
     /// PROT-10 at the table level: the failure delay is a deadline of its own.
     #[test]
     fn prot_10_failure_delay_is_a_deadline() {

@@ -1132,6 +1132,13 @@ fn prot_8_remote_on_off_rules() {
     assert!(!remote_is_on(2900, 5000, vbat), "H at 2.9 V is not high");
     assert!(remote_is_on(vbat, 5000, vbat), "H at battery plus");
     assert!(!remote_is_on(vbat + 1000, 5000, vbat), "H above Vbat");
+    // H wired to battery plus reads Vbat give or take the ADC's error: up to 0.3 V above the
+    // measured Vbat still counts as below it, 0.3 V above does not.
+    assert!(
+        remote_is_on(vbat + 299, 5000, vbat),
+        "H within the tolerance"
+    );
+    assert!(!remote_is_on(vbat + 300, 5000, vbat), "H 0.3 V above Vbat");
     assert!(!remote_is_on(0, 5000, vbat), "nothing connected");
 
     let mut rig = Rig::started();

@@ -868,6 +868,30 @@ fn prot_3_mon_6_a_released_prealarm_sounds_again_when_a_cell_falls_low_with_the_
     }
 }
 
+/// PROT-3 (rev 2), MON-6: the release ends once the cells have recovered: after an
+/// under-voltage disconnect whose pre-alarm was released, the bank is charged back (every cell
+/// condition released), and a later low-SoC warning drives the pre-alarm as usual.
+#[test]
+fn prot_3_mon_6_after_a_recovered_undervoltage_the_low_soc_warning_sounds_the_prealarm() {
+    let mut rig = Rig::started();
+    rig.set_cells(2700);
+    rig.run_until(60_000, |d| !d.atd).unwrap();
+    rig.run_until(120_000, |d| !d.prealarm).unwrap();
+    rig.set_cells(3300);
+    rig.run_until(5000, |d| d.atd).expect("loads back");
+    rig.run_for(30_000);
+    let d = rig.last();
+    assert!(!d.prealarm && d.prealarm_reasons.is_empty() && d.codes.is_empty());
+    let now = rig.now_ms;
+    rig.bms.set_soc(now, 150).unwrap();
+    rig.run_for(200);
+    let d = rig.last();
+    assert!(
+        d.prealarm && d.prealarm_reasons.contains(Reason::LowSoc),
+        "low-SoC warning after the recovery: {d:?}"
+    );
+}
+
 /// PROT-2, PROT-3: after the pre-alarm was released, the cells rise to 3.20 V for a second
 /// (the loads come back) and fall again: the new under-voltage sounds the pre-alarm and waits
 /// its 30 s before ATD opens (found by the PROT-2 property test).

@@ -245,6 +245,9 @@ fn bank_4_lost_battery_after_5_s_free_floats_until_it_reports() {
     let d = rig.last();
     assert!(!d.atc && d.atd_reasons.contains(Reason::BatteryLost));
     assert!(d.atc_reasons.contains(Reason::BatteryLost));
+    // PROT-11: the reason reported is the loss, not a lack of data in general.
+    assert_eq!(d.atd_reasons, Reasons::of(Reason::BatteryLost));
+    assert_eq!(d.atc_reasons, Reasons::of(Reason::BatteryLost));
     assert!(d.codes.contains(Code::BatteryLost));
     assert!(d.events.contains(&Event::CodeRaised(Code::BatteryLost)));
     rig.run_for(20_000);

@@ -112,6 +112,9 @@ fn bank_2_configuration_errors_free_float_atc_and_atd() {
     rig.run_for(3000);
     let d = rig.last();
     assert!(!d.atd && !d.atc && d.atd_reasons.contains(Reason::ConfigurationError));
+    // PROT-11: the reason reported is the configuration error, not a lack of data in general.
+    assert_eq!(d.atd_reasons, Reasons::of(Reason::ConfigurationError));
+    assert_eq!(d.atc_reasons, Reasons::of(Reason::ConfigurationError));
     assert_eq!(
         rig.bms.bank().config_error(),
         Some(ConfigError::TooManyBatteries {

@@ -725,7 +725,7 @@ mod tests {
     /// binary; other tests log too).
     struct Capture;
 
-    static CAPTURED: std::sync::Mutex<std::vec::Vec<std::string::String>> =
+    static CAPTURED: std::sync::Mutex<std::vec::Vec<(log::Level, std::string::String)>> =
         std::sync::Mutex::new(std::vec::Vec::new());
 
     std::thread_local! {
@@ -739,7 +739,7 @@ mod tests {
         fn log(&self, record: &log::Record<'_>) {
             if self.enabled(record.metadata()) {
                 if let Ok(mut lines) = CAPTURED.lock() {
-                    lines.push(std::format!("{}", record.args()));
+                    lines.push((record.level(), std::format!("{}", record.args())));
                 }
             }
         }
@@ -747,7 +747,9 @@ mod tests {
     }
 
     /// PROT-11: every output change is logged with the output's name, its new state and its
-    /// reasons (the firmware's log is where an installer reads why the loads went off).
+    /// reasons (the firmware's log is where an installer reads why the loads went off): as a
+    /// warning when ATD or ATC goes free-floating or the pre-alarm changes, as info when ATD or
+    /// ATC goes high.
     #[test]
     fn prot_11_output_changes_are_logged_with_name_state_and_reasons() {
         static LOGGER: Capture = Capture;
@@ -767,15 +769,18 @@ mod tests {
         let _ = p.step(40_500, &off);
         CAPTURING.with(|c| c.set(false));
         let lines = CAPTURED.lock().map(|l| l.clone()).unwrap_or_default();
+        let (info, warn) = (log::Level::Info, log::Level::Warn);
         for expected in [
-            "atd high",
-            "atc high",
-            "prealarm high: cell_undervoltage|prealarm_level",
-            "atd free-floating: cell_undervoltage",
-            "atc free-floating: remote_off",
+            (info, "atd high"),
+            (info, "atc high"),
+            (warn, "prealarm high: cell_undervoltage|prealarm_level"),
+            (warn, "atd free-floating: cell_undervoltage"),
+            (warn, "atc free-floating: remote_off"),
         ] {
             assert!(
-                lines.iter().any(|line| line == expected),
+                lines
+                    .iter()
+                    .any(|(level, line)| (*level, line.as_str()) == expected),
                 "no log line {expected:?} in {lines:?}"
             );
         }

@@ -786,6 +786,23 @@ mod tests {
         }
     }
 
+    /// PROT-3 at the table level: the pre-alarm's release, 60 s after ATD opened for
+    /// under-voltage, is a deadline of its own (the firmware sleeps until the next deadline;
+    /// in low power its tick is a second).
+    #[test]
+    fn prot_3_prealarm_release_is_a_deadline() {
+        let mut p = Protection::new();
+        let _ = p.step(0, &healthy(3300));
+        let _ = p.step(1000, &healthy(2700));
+        let _ = p.step(6000, &healthy(2700));
+        assert!(!p.step(36_000, &healthy(2700)).atd);
+        assert_eq!(p.next_deadline_ms(), Some(96_000), "the pre-alarm release");
+        assert!(p.step(95_999, &healthy(2700)).prealarm);
+        let out = p.step(96_000, &healthy(2700));
+        assert!(!out.prealarm && out.prealarm_reasons.contains(Reason::PrealarmReleased));
+        assert_eq!(p.next_deadline_ms(), None);
+    }
+
     /// PROT-10 at the table level: the failure delay is a deadline of its own.
     #[test]
     fn prot_10_failure_delay_is_a_deadline() {

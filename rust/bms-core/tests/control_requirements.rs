@@ -1121,6 +1121,16 @@ fn prot_5_prot_6_readings_crossing_the_level_every_second_still_trip() {
     alternate(&mut rig, 49, 51, 1);
     alternate(&mut rig, 51, 51, 10);
     assert!(rig.records[from..].iter().all(|r| r.decisions.atc));
+
+    // One reading in three beyond the level: two seconds without one is a whole window
+    // missed, so the debounce starts over at each and never runs its 2 s.
+    let mut rig = Rig::started();
+    let from = rig.records.len();
+    for _ in 0..10 {
+        alternate(&mut rig, 49, 51, 1);
+        alternate(&mut rig, 51, 51, 2);
+    }
+    assert!(rig.records[from..].iter().all(|r| r.decisions.atc));
 }
 
 /// PROT-7: a battery's own not-allowed flags free-float ATC / ATD while set.

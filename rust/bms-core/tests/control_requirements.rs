@@ -2256,6 +2256,25 @@ fn bank_1_mon_1_prot_9_one_report_of_another_capacity_moves_no_soc() {
     assert_eq!(rig.bms.monitor().capacity_mah(), 90_000);
 }
 
+/// BANK-1, MON-1: a capacity is taken only once the same value has held for the settle time:
+/// reports that keep giving other values (garbled or forged frames, 90 Ah and 80 Ah in turn)
+/// never do, however long they go on; the settle time starts over at each new value.
+#[test]
+fn bank_1_mon_1_capacities_that_keep_changing_are_never_taken() {
+    let mut rig = Rig::started();
+    for k in 0..20 {
+        rig.batteries[0].0.capacity_dah = if k % 2 == 0 { 900 } else { 800 };
+        rig.run_for(1000);
+        assert_eq!(
+            rig.bms.bank().topology().map(|t| t.capacity_dah),
+            Some(1000),
+            "after {} alternating reports",
+            k + 1
+        );
+    }
+    assert_eq!(rig.bms.monitor().capacity_mah(), 100_000);
+}
+
 /// PROT-13, BANK-5: a battery does not change its cell count. One valid report of another model
 /// (a frame garbled past its check, or a forged one) made the battery no member for a moment
 /// and the layout was derived anew from it: a 12.8 V battery reporting 16 cells was no battery

@@ -2257,13 +2257,15 @@ fn bank_1_mon_1_prot_9_one_report_of_another_capacity_moves_no_soc() {
 }
 
 /// BANK-1, MON-1: a capacity is taken only once the same value has held for the settle time:
-/// reports that keep giving other values (garbled or forged frames, 90 Ah and 80 Ah in turn)
-/// never do, however long they go on; the settle time starts over at each new value.
+/// reports that keep giving other values (garbled or forged frames, 90 Ah and 80 Ah in turn, or
+/// 90 Ah every other report) never do, however long they go on; the settle time starts over at
+/// each new value and at each report of the capacity in use.
 #[test]
 fn bank_1_mon_1_capacities_that_keep_changing_are_never_taken() {
     let mut rig = Rig::started();
-    for k in 0..20 {
-        rig.batteries[0].0.capacity_dah = if k % 2 == 0 { 900 } else { 800 };
+    for k in 0..40 {
+        let other = if k < 20 { 800 } else { 1000 };
+        rig.batteries[0].0.capacity_dah = if k % 2 == 0 { 900 } else { other };
         rig.run_for(1000);
         assert_eq!(
             rig.bms.bank().topology().map(|t| t.capacity_dah),

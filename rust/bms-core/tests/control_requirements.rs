@@ -485,16 +485,25 @@ fn prot_13_plausible_extremes_are_believed() {
 }
 
 /// PROT-13 with PROT-1: a battery that has never sent a valid report is no part of a complete
-/// set: at power-up the outputs stay free-floating, naming the invalid data.
+/// set: at power-up the outputs stay free-floating, naming the invalid data. In series (the
+/// other battery alone makes no whole string) and in parallel (the other battery alone would
+/// be a valid bank of one).
 #[test]
 fn prot_13_prot_1_never_valid_battery_keeps_outputs_free_floating() {
-    let mut rig = Rig::new(2, 2, BatteryModel::Lfp12V8);
-    rig.set_cell(1, 0, 5500);
-    rig.run_for(4000);
-    let d = rig.last();
-    assert!(!d.atd && !d.atc);
-    assert!(d.atd_reasons.contains(Reason::InvalidData));
-    assert!(d.codes.contains(Code::InvalidBatteryData));
+    for series in [2, 1] {
+        let mut rig = Rig::new(2, series, BatteryModel::Lfp12V8);
+        rig.set_cell(1, 0, 5500);
+        rig.run_for(4000);
+        assert!(
+            rig.records
+                .iter()
+                .all(|r| !r.decisions.atd && !r.decisions.atc),
+            "{series} in series"
+        );
+        let d = rig.last();
+        assert!(d.atd_reasons.contains(Reason::InvalidData));
+        assert!(d.codes.contains(Code::InvalidBatteryData));
+    }
 }
 
 /// PROT-1: every output is free-floating until the first complete, valid data set.

@@ -1740,6 +1740,24 @@ fn bank_1_a_ghost_frame_adds_no_battery_and_a_newcomer_joins_after_reports_in_a_
         1,
         "only the broken report counts"
     );
+
+    // Reports 5 s apart are not in a row (a gap of the lost time starts over): ghost frames now
+    // and then never add a battery, however many come.
+    let mut rig = Rig::started();
+    let occasional = report(3000, BatteryModel::Lfp12V8, 3300);
+    for _ in 0..2 * BATTERY_JOIN_REPORTS {
+        let now = rig.now_ms;
+        assert_eq!(
+            rig.bms.handle_report(now, &occasional),
+            Err(ReportError::NotYetJoined {
+                serial: 3000,
+                seen: 1
+            })
+        );
+        rig.run_for(5_000);
+    }
+    assert_eq!(rig.bms.bank().batteries().len(), 1);
+    assert!(rig.last().atd && rig.last().atc);
 }
 
 /// BANK-4: a battery taken out on purpose is lost (outputs free-floating); the authenticated

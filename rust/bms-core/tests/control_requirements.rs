@@ -2149,7 +2149,11 @@ fn bank_1_six_batteries_added_at_once_all_join() {
         rig.batteries
             .push((report(serial, BatteryModel::Lfp12V8, 3300), false));
     }
-    rig.run_for(20_000);
+    // The four with a place join together at their third report (one joining does not wipe
+    // the others' count).
+    rig.run_for(3 * 1000);
+    assert_eq!(rig.bms.bank().topology().unwrap().batteries, 5);
+    rig.run_for(17_000);
     assert_eq!(rig.bms.bank().topology().unwrap().batteries, 7);
     assert!(
         rig.last().atd && rig.last().atc,

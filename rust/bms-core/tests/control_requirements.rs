@@ -173,6 +173,42 @@ fn bank_1_bank_2_prot_1_layout_judged_after_one_report_round() {
     assert_eq!((t.batteries, t.series, t.parallel), (4, 2, 2));
 }
 
+/// BANK-1/BANK-2: the layout is judged again only once the batteries have been unchanged for
+/// the settle time after each change, not only after discovery: a running 24 V bank of 2
+/// batteries grows to 2×2, the new batteries joining half a second apart; the 3 batteries in
+/// between are no configuration error, and the outputs stay on throughout.
+#[test]
+fn bank_1_bank_2_batteries_joining_one_after_the_other_raise_no_false_configuration_error() {
+    let mut bms = Bms::new(Config::default());
+    let inputs = Inputs {
+        remote_h_mv: 13_200,
+        remote_l_mv: 13_200,
+        supply_mv: 26_400,
+        app_connected: false,
+    };
+    // (serial, first report at ms); each reports once a second from then on.
+    let batteries = [(1000u32, 0u64), (1001, 0), (1002, 5000), (1003, 5500)];
+    let mut now_ms = 0;
+    while now_ms <= 12_000 {
+        for &(serial, from) in &batteries {
+            if now_ms >= from && (now_ms - from) % 1000 == 0 {
+                let _ = bms.handle_report(now_ms, &report(serial, BatteryModel::Lfp12V8, 3300));
+            }
+        }
+        let d = bms.step(now_ms, &inputs);
+        assert!(
+            !d.codes.contains(Code::ConfigurationError),
+            "false configuration error at {now_ms} ms"
+        );
+        if now_ms >= 3000 {
+            assert!(d.atd && d.atc, "outputs off at {now_ms} ms");
+        }
+        now_ms += 50;
+    }
+    let t = bms.bank().topology().unwrap();
+    assert_eq!((t.batteries, t.series, t.parallel), (4, 2, 2));
+}
+
 /// BANK-2: the BMS supply (the bank voltage) outside 8-70 V leaves the topology underivable,
 /// which fails safe as a configuration error.
 #[test]

@@ -2140,7 +2140,8 @@ fn assert_running_with_the_balancer_unknown(rig: &Rig, why: &str) {
 
 /// BANK-5, BAL-2: a battery added to the bank makes the balancer Unknown even when the bank's
 /// capacity stays the same: a second 100 Ah battery wired in series (12 V bank made 24 V), or
-/// a battery swapped for a new one of the same capacity (the old one lost and forgotten).
+/// a battery swapped for a new one of the same capacity (the old one lost and forgotten); so
+/// does one taken out of a series string.
 #[test]
 fn bank_5_bal_2_a_battery_added_at_the_same_capacity_makes_the_balancer_unknown() {
     // A second battery in series: 100 Ah at 12.8 V becomes 100 Ah at 25.6 V.
@@ -2172,6 +2173,22 @@ fn bank_5_bal_2_a_battery_added_at_the_same_capacity_makes_the_balancer_unknown(
     let t = rig.bms.bank().topology().unwrap();
     assert_eq!((t.batteries, t.capacity_dah), (1, 1000));
     assert_running_with_the_balancer_unknown(&rig, "the battery was just replaced");
+
+    // A battery of a series string taken out (lost, then forgotten): 100 Ah at 25.6 V becomes
+    // 100 Ah at 12.8 V, a battery disappearing (BANK-5) with no battery added.
+    let mut rig = Rig::new(2, 2, BatteryModel::Lfp12V8);
+    rig.run_for(3000);
+    rig.full_charge();
+    assert_eq!(rig.bms.balancer(), BalancerState::Balanced);
+    rig.silence(1, true);
+    rig.run_for(10_000);
+    assert_eq!(rig.bms.forget_lost_batteries(), 1);
+    rig.batteries.pop();
+    rig.series = 1;
+    rig.run_for(3000);
+    let t = rig.bms.bank().topology().unwrap();
+    assert_eq!((t.batteries, t.series, t.capacity_dah), (1, 1, 1000));
+    assert_running_with_the_balancer_unknown(&rig, "a battery was just removed");
 }
 
 /// BANK-1: more new batteries than the newcomer table holds (4), connected at once after

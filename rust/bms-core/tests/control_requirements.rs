@@ -2180,6 +2180,14 @@ fn bank_5_bal_2_a_battery_added_at_the_same_capacity_makes_the_balancer_unknown(
     rig.run_for(3000);
     rig.full_charge();
     assert_eq!(rig.bms.balancer(), BalancerState::Balanced);
+    // Forgetting with no battery lost changes no bank.
+    assert_eq!(rig.bms.forget_lost_batteries(), 0);
+    rig.run_for(1000);
+    assert_eq!(
+        rig.bms.balancer(),
+        BalancerState::Balanced,
+        "nothing removed"
+    );
     rig.silence(1, true);
     rig.run_for(10_000);
     assert_eq!(rig.bms.forget_lost_batteries(), 1);

@@ -464,6 +464,21 @@ fn mon_5_the_current_is_averaged_over_exactly_3_minutes() {
     }
 }
 
+/// MON-5: after a gap in the bank data (more than 60 s without an update) the 3 min average
+/// starts again from what is measured after it: the currents before the gap, and the gap itself,
+/// which was not observed, do not bend the average and time remaining of the new load.
+#[test]
+fn mon_5_a_gap_in_the_data_restarts_the_average() {
+    let mut rig = Rig::at_soc(900);
+    rig.run(10 * MINUTE_MS, REST_MV, -20_000);
+    rig.now_ms += 90_000;
+    let status = rig.run(20_000, REST_MV, -2_000);
+    assert_eq!(status.average_current_ma, Some(-2_000));
+    let expected = (100.0 * f64::from(soc(&status)) / 1000.0 - 10.0) / 2.0 * 60.0;
+    let got = f64::from(status.ttg_min.unwrap());
+    assert!((got - expected).abs() <= 1.0, "{got} vs {expected}");
+}
+
 /// MON-5: not available while charging, idle (|I| < 0.1 % of capacity) or SoC unknown; 0 at
 /// or below the floor.
 #[test]

@@ -707,6 +707,25 @@ fn mon_8_restored_state_continues() {
     assert!(status.soc_permille.unwrap() < rig.last.soc_permille.unwrap());
 }
 
+/// MON-8, MON-6, PROT-9: a reboot restores the latches as they were: a warning or floor latch
+/// that was off stays off when the SoC lies between the level and its release, so a reboot
+/// neither raises the pre-alarm nor stops the discharge by itself.
+#[test]
+fn mon_8_a_restored_state_keeps_latches_that_were_off() {
+    // 21.5 %: above the 20 % warning level, below its 23 % release.
+    let rig = Rig::at_soc(215);
+    assert!(!rig.last.low_soc_warning);
+    let restored = Rig::restored(Some(rig.monitor.snapshot()));
+    assert_eq!(restored.last.soc_permille, Some(215));
+    assert!(!restored.monitor.status().low_soc_warning);
+    // 11.5 %: warning on, above the 10 % floor, below its 13 % release.
+    let rig = Rig::at_soc(115);
+    assert!(rig.last.low_soc_warning && !rig.last.below_floor);
+    let restored = Rig::restored(Some(rig.monitor.snapshot()));
+    assert!(restored.last.low_soc_warning);
+    assert!(!restored.last.below_floor, "a reboot stopped the discharge");
+}
+
 /// MON-8: persist at once when the SoC changed by 1 point, and not while nothing changes.
 #[test]
 fn mon_8_persist_due_every_point_of_soc() {

@@ -838,6 +838,41 @@ fn mon_1_time_backwards_and_gaps() {
         .is_some());
 }
 
+/// MON-2: an interval of exactly 60 s between updates is counted, not a gap (a gap is longer):
+/// the charged detection time runs on through it.
+#[test]
+fn mon_2_an_interval_of_60_s_is_not_a_gap() {
+    let mut rig = Rig::new();
+    let start_ms = rig.now_ms;
+    rig.run(MINUTE_MS, 14_100, 1_000);
+    // The next update comes exactly 60 s after the last one.
+    rig.now_ms += MINUTE_MS - TICK_MS;
+    assert!(!rig.tick(14_100, 1_000).synchronised);
+    let synced = rig.run_until(2 * MINUTE_MS, 14_100, 1_000, |s| s.synchronised);
+    assert!(synced.is_some(), "the detection time restarted");
+    assert_eq!(rig.now_ms - TICK_MS - start_ms, 3 * MINUTE_MS);
+}
+
+/// MON-1: while the bank's capacity is not known (0) nothing is counted and the SoC is kept;
+/// when it is known again the count continues from the same SoC.
+#[test]
+fn mon_1_an_unknown_capacity_counts_nothing_and_keeps_the_soc() {
+    let mut rig = Rig::at_soc(600);
+    let unknown = MonitorInput {
+        capacity_mah: 0,
+        ..Rig::input(REST_MV, -50_000)
+    };
+    for _ in 0..600 {
+        rig.now_ms += TICK_MS;
+        rig.monitor.update(rig.now_ms, &unknown, &rig.settings);
+    }
+    assert_eq!(rig.monitor.status().soc_permille, Some(600));
+    assert_eq!(rig.monitor.status().consumed_mah, 40_000);
+    let status = rig.tick(REST_MV, 0);
+    assert_eq!(status.soc_permille, Some(600));
+    assert_eq!(status.consumed_mah, 40_000);
+}
+
 /// MON-1: a change of bank capacity (battery added) keeps the SoC and scales consumed Ah.
 #[test]
 fn mon_1_capacity_change_keeps_soc() {

@@ -873,6 +873,27 @@ fn mon_1_an_unknown_capacity_counts_nothing_and_keeps_the_soc() {
     assert_eq!(status.consumed_mah, 40_000);
 }
 
+/// MON-2, MON-7: while the bank's capacity is not known there is no synchronisation, even at
+/// the charged voltage with no current for longer than the detection time: the SoC stays
+/// unknown.
+#[test]
+fn mon_2_no_synchronisation_while_the_capacity_is_unknown() {
+    let mut monitor = Monitor::new(None);
+    let settings = Settings::default();
+    let unknown = MonitorInput {
+        capacity_mah: 0,
+        ..Rig::input(14_100, 0)
+    };
+    let mut now_ms = 0;
+    for _ in 0..(10 * MINUTE_MS / TICK_MS) {
+        assert!(!monitor.update(now_ms, &unknown, &settings).synchronised);
+        now_ms += TICK_MS;
+    }
+    let status = monitor.update(now_ms, &Rig::input(14_100, 0), &settings);
+    assert_eq!(status.soc_permille, None);
+    assert!(!status.synchronised);
+}
+
 /// MON-1: a change of bank capacity (battery added) keeps the SoC and scales consumed Ah.
 #[test]
 fn mon_1_capacity_change_keeps_soc() {

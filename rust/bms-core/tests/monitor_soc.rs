@@ -894,6 +894,60 @@ fn mon_2_no_synchronisation_while_the_capacity_is_unknown() {
     assert!(!status.synchronised);
 }
 
+/// MON-2, BANK-4: steps without bank data restart the charged detection time: the condition
+/// was not observed, so it holds continuously only from when the data returns.
+#[test]
+fn mon_2_missing_bank_data_restarts_the_detection_time() {
+    let mut rig = Rig::new();
+    rig.run(2 * MINUTE_MS, 14_100, 1_000);
+    // 30 s without data (shorter than a gap).
+    for _ in 0..300 {
+        rig.monitor.data_missing();
+        rig.now_ms += TICK_MS;
+    }
+    let back_ms = rig.now_ms;
+    rig.run_until(5 * MINUTE_MS, 14_100, 1_000, |s| s.synchronised)
+        .expect("sync");
+    assert_eq!(rig.now_ms - TICK_MS - back_ms, 3 * MINUTE_MS);
+}
+
+/// MON-2: a bank whose cells in series are not known (0) has no charged voltage, so it is
+/// never taken as charged, whatever its voltage and however small the current.
+#[test]
+fn mon_2_no_synchronisation_without_cells_in_series() {
+    let mut rig = Rig::new();
+    let no_cells = MonitorInput {
+        cells_in_series: 0,
+        ..Rig::input(REST_MV, 0)
+    };
+    for _ in 0..(10 * MINUTE_MS / TICK_MS) {
+        rig.now_ms += TICK_MS;
+        let status = rig.monitor.update(rig.now_ms, &no_cells, &rig.settings);
+        assert!(!status.synchronised);
+    }
+    assert_eq!(rig.monitor.status().soc_permille, None);
+}
+
+/// MON-7: while the bank's capacity is not known nothing is estimated either: the rest that
+/// makes an estimate is timed from when the capacity is known.
+#[test]
+fn mon_7_no_estimate_while_the_capacity_is_unknown() {
+    let mut monitor = Monitor::new(None);
+    let settings = Settings::default();
+    let unknown = MonitorInput {
+        capacity_mah: 0,
+        ..Rig::input(REST_MV, 0)
+    };
+    let mut now_ms = 0;
+    for _ in 0..(40 * MINUTE_MS / TICK_MS) {
+        monitor.update(now_ms, &unknown, &settings);
+        now_ms += TICK_MS;
+    }
+    let status = monitor.update(now_ms, &Rig::input(REST_MV, 0), &settings);
+    assert_eq!(status.soc_estimate_permille, None);
+    assert_eq!(monitor.knowledge(), SocKnowledge::Unknown);
+}
+
 /// MON-1: a change of bank capacity (battery added) keeps the SoC and scales consumed Ah.
 #[test]
 fn mon_1_capacity_change_keeps_soc() {

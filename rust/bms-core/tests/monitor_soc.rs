@@ -391,6 +391,24 @@ fn mon_4_refused_set_explains_why() {
     );
 }
 
+/// MON-4: a manual set is not a full charge: the time since the last full charge runs on
+/// through it, by exactly the time that passed.
+#[test]
+fn mon_4_a_set_keeps_the_time_since_full_charge() {
+    let mut rig = Rig::new();
+    rig.run_until(10 * MINUTE_MS, 14_100, 1_000, |s| s.synchronised)
+        .expect("sync");
+    let synced_ms = rig.now_ms - TICK_MS;
+    rig.run(HOUR_MS, REST_MV, 0);
+    rig.set_soc(500).unwrap();
+    let status = rig.tick(REST_MV, 0);
+    assert_eq!(status.soc_permille, Some(500));
+    assert_eq!(
+        status.since_full_charge_ms,
+        Some(rig.now_ms - TICK_MS - synced_ms)
+    );
+}
+
 /// MON-5: time remaining = (SoC − floor) × capacity ÷ current averaged over 3 min.
 #[test]
 fn mon_5_time_remaining_to_floor() {

@@ -667,6 +667,8 @@ fn mon_7_rested_voltage_estimate_is_flagged_and_drives_nothing() {
     let cell_low_mv = 4 * 3_177;
     let before = rig.run(30 * MINUTE_MS - TICK_MS, cell_low_mv, 0);
     assert_eq!(before.soc_estimate_permille, None);
+    let status = rig.tick(cell_low_mv, 0);
+    assert_eq!(status.soc_estimate_permille, Some(100), "at 30 min of rest");
     let status = rig.run(MINUTE_MS, cell_low_mv, 0);
     assert_eq!(status.soc_estimate_permille, Some(100));
     assert_eq!(status.soc_permille, None);
@@ -683,6 +685,20 @@ fn mon_7_rested_voltage_estimate_is_flagged_and_drives_nothing() {
     let status = rig.tick(REST_MV, 0);
     assert_eq!(status.soc_permille, Some(800));
     assert_eq!(status.soc_estimate_permille, None);
+}
+
+/// MON-7: the 30 min of rest are timed from when the load stopped, however long the monitor
+/// ran before: a voltage still relaxing from a load is not read as open-circuit.
+#[test]
+fn mon_7_the_rest_is_timed_from_when_the_load_stopped() {
+    let mut rig = Rig::new();
+    rig.run(HOUR_MS, REST_MV, -20_000);
+    let stopped_ms = rig.now_ms;
+    let estimated = rig
+        .run_until(HOUR_MS, 4 * 3_177, 0, |s| s.soc_estimate_permille.is_some())
+        .expect("an estimate after the rest");
+    assert_eq!(estimated.soc_estimate_permille, Some(100));
+    assert_eq!(rig.now_ms - TICK_MS - stopped_ms, 30 * MINUTE_MS);
 }
 
 /// MON-7: the OCV table interpolates and clamps.

@@ -593,6 +593,29 @@ fn mon_1_a_data_gap_widens_the_uncertainty_and_teaches_nothing() {
     );
 }
 
+/// MON-1: of a gap in the bank data only the time beyond the 60 s that are counted is missed:
+/// an update 61 s after the last one widens the uncertainty by 1 s of the load, so it reports
+/// what an update after 60 s does (within a permille), not a minute more at 1 C.
+#[test]
+fn mon_1_a_gap_misses_only_the_time_beyond_60_s() {
+    let sigma_after = |interval_ms: u64| {
+        let mut rig = Rig::new(EstimatorKind::Adaptive);
+        let _ = rig.run(1, 13_100, 0);
+        rig.monitor.set_soc(rig.now_ms, 900).unwrap();
+        let _ = rig.run(600, 13_000, -100_000);
+        rig.now_ms += interval_ms;
+        rig.run(0, 13_000, -100_000)
+            .soc_uncertainty_permille
+            .unwrap()
+    };
+    let counted = sigma_after(60_000);
+    let gap = sigma_after(61_000);
+    assert!(
+        gap.abs_diff(counted) <= 1,
+        "σ {gap} permille after 61 s, {counted} after 60 s"
+    );
+}
+
 proptest! {
     #![proptest_config(ProptestConfig::with_cases(64))]
 

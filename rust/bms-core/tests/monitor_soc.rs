@@ -669,6 +669,7 @@ fn mon_7_rested_voltage_estimate_is_flagged_and_drives_nothing() {
     assert_eq!(before.soc_estimate_permille, None);
     let status = rig.tick(cell_low_mv, 0);
     assert_eq!(status.soc_estimate_permille, Some(100), "at 30 min of rest");
+    assert_eq!(rig.monitor.knowledge(), SocKnowledge::Estimated);
     let status = rig.run(MINUTE_MS, cell_low_mv, 0);
     assert_eq!(status.soc_estimate_permille, Some(100));
     assert_eq!(status.soc_permille, None);
@@ -684,6 +685,7 @@ fn mon_7_rested_voltage_estimate_is_flagged_and_drives_nothing() {
     rig.set_soc(800).unwrap();
     let status = rig.tick(REST_MV, 0);
     assert_eq!(status.soc_permille, Some(800));
+    assert_eq!(rig.monitor.knowledge(), SocKnowledge::Known);
     assert_eq!(status.soc_estimate_permille, None);
 }
 
@@ -838,6 +840,55 @@ fn mon_8_time_since_full_alone_is_persisted_every_6_hours() {
         (1000, 0),
         "nothing else changed"
     );
+}
+
+/// MON-8, MON-4, MON-6: a manual set is persisted at once even when it moves the SoC by less
+/// than a point, and so is the low-SoC warning switching on while the SoC moved less than a
+/// point since the last write.
+#[test]
+fn mon_8_a_small_manual_set_and_the_warning_are_persisted_at_once() {
+    let mut rig = Rig::at_soc(800);
+    rig.monitor.mark_persisted();
+    rig.set_soc(805).unwrap();
+    assert!(rig.tick(REST_MV, 0).persist_due, "a set of half a point");
+
+    let mut rig = Rig::at_soc(201);
+    rig.monitor.mark_persisted();
+    let warned = rig
+        .run_until(HOUR_MS, REST_MV, -5_000, |s| s.low_soc_warning)
+        .expect("warning");
+    assert!(soc(&warned) >= 199, "{warned:?}");
+    assert!(warned.persist_due, "the warning switched on");
+}
+
+/// MON-8: changes below the record's resolution (0.1 % of SoC, 0.1 Ah consumed) are not
+/// written: a 1000 Ah bank drawing 20 mA changes neither for hours, and is not written for it.
+#[test]
+fn mon_8_changes_below_the_resolution_are_not_written() {
+    let mut monitor = Monitor::new(None);
+    let settings = Settings::default();
+    let input = MonitorInput {
+        capacity_mah: 1_000_000,
+        ..Rig::input(REST_MV, -20)
+    };
+    monitor.update(0, &input, &settings);
+    monitor.set_soc(0, 800).unwrap();
+    monitor.mark_persisted();
+    let mut now_ms = 0;
+    // The first drain takes the SoC below 80.0 % (rounded down): written 10 min later.
+    loop {
+        now_ms += TICK_MS;
+        if monitor.update(now_ms, &input, &settings).persist_due {
+            break;
+        }
+    }
+    assert_eq!(now_ms, 10 * MINUTE_MS + TICK_MS);
+    monitor.mark_persisted();
+    for _ in 0..(HOUR_MS / TICK_MS) {
+        now_ms += TICK_MS;
+        let status = monitor.update(now_ms, &input, &settings);
+        assert!(!status.persist_due, "{} mAh consumed", status.consumed_mah);
+    }
 }
 
 /// MON-1, MON-2: a time going backwards counts as no time; a gap is counted only up to 60 s and

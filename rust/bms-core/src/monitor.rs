@@ -474,8 +474,7 @@ impl Monitor {
     /// MON-7: while the SoC is not known and the bank has rested long enough, seed the count from
     /// the open-circuit voltage; it is then counted on, flagged as estimated.
     fn estimate_from_rest(&mut self, now_ms: u64, input: &MonitorInput) {
-        let idle = u64::from(input.bank_ma.unsigned_abs()) <= u64::from(self.idle_current_ma());
-        if !idle {
+        if !self.idle(i64::from(input.bank_ma)) {
             self.rest_since_ms = None;
             return;
         }
@@ -529,11 +528,7 @@ impl Monitor {
         }
         // MON-5: a discharge is |I| of at least 0.1 % of capacity (idle is below it), compared
         // exactly: 100 mA on 100 Ah is a discharge.
-        let discharging = |ma: i64| {
-            ma < 0
-                && ma.unsigned_abs().saturating_mul(1000)
-                    >= u64::from(self.capacity_mah) * u64::from(IDLE_CURRENT_PERMILLE)
-        };
+        let discharging = |ma: i64| ma < 0 && !self.idle(ma);
         // MON-5 (rev 2): idle and charging are judged on the present current, so the value
         // goes the moment the load stops, not 3 min later.
         let present_ma = i64::from(input.bank_ma);
@@ -790,8 +785,11 @@ impl Monitor {
         u64::from(self.capacity_mah) * (NAS_PER_MAH / 1000) as u64
     }
 
-    fn idle_current_ma(&self) -> u32 {
-        (self.capacity_mah / 1000 * IDLE_CURRENT_PERMILLE).max(1)
+    /// The bank is idle at `ma`: |I| below [`IDLE_CURRENT_PERMILLE`] of the capacity, compared
+    /// exactly (MON-5; also the rest of MON-7): 100 mA on 100 Ah is not idle, 99 mA is.
+    fn idle(&self, ma: i64) -> bool {
+        ma.unsigned_abs().saturating_mul(1000)
+            < u64::from(self.capacity_mah) * u64::from(IDLE_CURRENT_PERMILLE)
     }
 
     fn used_for_soc(&self, soc_permille: u16) -> i64 {

@@ -703,6 +703,26 @@ fn mon_7_the_rest_is_timed_from_when_the_load_stopped() {
     assert_eq!(rig.now_ms - TICK_MS - stopped_ms, 30 * MINUTE_MS);
 }
 
+/// MON-7, MON-5: the bank rests while its current is below 0.1 % of the capacity (MON-5's
+/// idle): a standby draw of 50 mA on 100 Ah still gives an estimate after 30 min; a load of
+/// exactly 0.1 % (100 mA), which MON-5 counts as a discharge, is not a rest.
+#[test]
+fn mon_7_rest_is_a_current_below_0_1_percent() {
+    let mut rig = Rig::new();
+    rig.run(HOUR_MS, REST_MV, -20_000);
+    let standby = rig.run_until(HOUR_MS, 4 * 3_177, -50, |s| {
+        s.soc_estimate_permille.is_some()
+    });
+    assert!(standby.is_some(), "50 mA on 100 Ah is a rest");
+
+    let mut rig = Rig::new();
+    rig.run(HOUR_MS, REST_MV, -20_000);
+    let loaded = rig.run_until(HOUR_MS, 4 * 3_177, -100, |s| {
+        s.soc_estimate_permille.is_some()
+    });
+    assert_eq!(loaded, None, "100 mA on 100 Ah is a discharge (MON-5)");
+}
+
 /// MON-7: the OCV table interpolates and clamps.
 #[test]
 fn mon_7_ocv_table() {

@@ -1053,6 +1053,38 @@ fn mon_7_no_estimate_while_the_capacity_is_unknown() {
     assert_eq!(monitor.knowledge(), SocKnowledge::Unknown);
 }
 
+/// MON-1: the count stays between empty and full: charge beyond full is not kept as a reserve
+/// that a discharge uses up before the SoC moves, a discharge beyond empty is not a debt that
+/// a charge pays off before the SoC moves, and consumed Ah never goes below 0.
+#[test]
+fn mon_1_the_count_stays_between_empty_and_full() {
+    // 10 Ah charged at 100 %, then 5 Ah drawn: 95 %, 5 Ah consumed.
+    let mut rig = Rig::at_soc(1000);
+    rig.run(HOUR_MS, REST_MV, 10_000);
+    let status = rig.run(HOUR_MS, REST_MV, -5_000);
+    assert_eq!(soc(&status), 950);
+    assert!((4_999..=5_001).contains(&status.consumed_mah), "{status:?}");
+
+    // 5 Ah drawn beyond empty, then 1 Ah charged (0.99 Ah stored): 0.9 %, not 0.
+    let mut rig = Rig::at_soc(50);
+    rig.run(HOUR_MS, REST_MV, -10_000);
+    let status = rig.run(6 * MINUTE_MS, REST_MV, 10_000);
+    assert_eq!(soc(&status), 9);
+
+    // 10 Ah drawn at 1 C (11.6 Ah of SoC with Peukert), 10.5 Ah charged (10.4 Ah stored: the
+    // SoC is not full yet, the drawn charge is back): consumed Ah 0, not -0.4 Ah; 5 Ah drawn
+    // then show as 5 Ah.
+    let mut rig = Rig::at_soc(1000);
+    rig.run(6 * MINUTE_MS, REST_MV, -100_000);
+    let status = rig.run(63 * MINUTE_MS, REST_MV, 10_000);
+    assert!(
+        soc(&status) < 1000 && status.consumed_mah == 0,
+        "{status:?}"
+    );
+    let status = rig.run(HOUR_MS, REST_MV, -5_000);
+    assert!((4_999..=5_001).contains(&status.consumed_mah), "{status:?}");
+}
+
 /// MON-1: a change of bank capacity (battery added) keeps the SoC and scales consumed Ah.
 #[test]
 fn mon_1_capacity_change_keeps_soc() {

@@ -262,6 +262,11 @@ fn mon_2_synchronises_after_charged_detection_time() {
         rig.last.since_full_charge_ms,
         Some(10 * MINUTE_MS - 3 * MINUTE_MS - TICK_MS)
     );
+    // The age the balancer judges by (BAL-2's 30 days) is the same.
+    assert_eq!(
+        rig.monitor.since_full_charge_ms(),
+        rig.last.since_full_charge_ms
+    );
 }
 
 /// MON-2: no synchronisation while the current is above the tail current, the voltage is below

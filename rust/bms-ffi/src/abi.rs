@@ -71,7 +71,8 @@ const _: () = assert!(BMS_PASSKEY_MAX == bms_core::protocol::MAX_PASSKEY);
 const _: () = assert!(BMS_STORAGE_KEY_MAX_LEN == bms_core::storage::MAX_KEY_LEN);
 const _: () = assert!(BMS_LED_BLINK_ON_MS == bms_core::limits::LED_BLINK_ON_MS);
 const _: () = assert!(BMS_LED_BLINK_OFF_MS == bms_core::limits::LED_BLINK_OFF_MS);
-const _: () = assert!(BMS_USER_WRITE_INTERVAL_MS as u64 == bms_core::limits::USER_WRITE_INTERVAL_MS);
+const _: () =
+    assert!(BMS_USER_WRITE_INTERVAL_MS as u64 == bms_core::limits::USER_WRITE_INTERVAL_MS);
 
 /// The characteristics of the OpenBMS GATT service: the `characteristic` argument of
 /// `bms_gatt_request` (a copy of `bms_core::protocol::Characteristic`, checked equal below).

@@ -191,6 +191,25 @@ fn ble_1_device_name_written_over_gatt_survives_a_reboot() {
     assert!(!decisions.codes.contains(Code::RecordsCorrupt));
 }
 
+/// A random source that gives new bytes at every call (passkeys renewed in turn differ):
+/// byte i of call n is n × `step` + i.
+fn counting_random(step: u8) -> impl FnMut(&mut [u8]) -> bool {
+    let mut counter = 0u8;
+    move |out: &mut [u8]| {
+        counter = counter.wrapping_add(1);
+        for (i, b) in out.iter_mut().enumerate() {
+            *b = counter.wrapping_mul(step).wrapping_add(i as u8);
+        }
+        true
+    }
+}
+
+/// The owner's phone of the pairing tests.
+const PHONE: bms_core::pairing::Bond = bms_core::pairing::Bond {
+    address_type: 1,
+    address: [0x11, 0x22, 0x33, 0x44, 0x55, 0xC6],
+};
+
 /// The platform's random source: `key` for the device key (none: no random source), 0x0700
 /// for the starting nonce.
 fn random(key: Option<[u8; 16]>) -> impl FnMut(&mut [u8]) -> bool {
@@ -1584,14 +1603,7 @@ fn ble_2_a_passkey_tried_too_often_is_renewed_when_the_window_opens() {
     use bms_core::pairing::ButtonAction;
     let (mut dev, _) = Device::boot(Flash::default(), Some(KEY));
     dev.run_for(1_000);
-    let mut counter = 0u8;
-    let mut random = move |out: &mut [u8]| {
-        counter = counter.wrapping_add(1);
-        for (i, b) in out.iter_mut().enumerate() {
-            *b = counter.wrapping_mul(37).wrapping_add(i as u8);
-        }
-        true
-    };
+    let mut random = counting_random(37);
     let press = |dev: &mut Device, random: &mut dyn FnMut(&mut [u8]) -> bool| {
         let now = dev.rig.now_ms;
         let mut random = random;
@@ -1649,19 +1661,9 @@ fn ble_2_a_passkey_tried_too_often_is_renewed_when_the_window_opens() {
 /// restart (stored at once), and a worn passkey opens no power-up window.
 #[test]
 fn ble_2_a_passkey_a_pairing_completed_with_is_renewed_at_the_next_press() {
-    use bms_core::pairing::{Bond, ButtonAction, PairingRefusal};
-    let phone = Bond {
-        address_type: 1,
-        address: [0x11, 0x22, 0x33, 0x44, 0x55, 0xC6],
-    };
-    let mut counter = 0u8;
-    let mut random = move |out: &mut [u8]| {
-        counter = counter.wrapping_add(1);
-        for (i, b) in out.iter_mut().enumerate() {
-            *b = counter.wrapping_mul(59).wrapping_add(i as u8);
-        }
-        true
-    };
+    use bms_core::pairing::{ButtonAction, PairingRefusal};
+    let phone = PHONE;
+    let mut random = counting_random(59);
     let (mut dev, _) = Device::boot(Flash::default(), Some(KEY));
     dev.run_for(1_000);
     let first = dev.bms().passkey();
@@ -1717,19 +1719,9 @@ fn ble_2_a_passkey_a_pairing_completed_with_is_renewed_at_the_next_press() {
 /// keeps it.
 #[test]
 fn ble_2_a_renewed_passkey_is_not_locked_by_the_old_ones_back_off() {
-    use bms_core::pairing::{Bond, ButtonAction, PairingRefusal};
-    let phone = Bond {
-        address_type: 1,
-        address: [0x11, 0x22, 0x33, 0x44, 0x55, 0xC6],
-    };
-    let mut counter = 0u8;
-    let mut random = move |out: &mut [u8]| {
-        counter = counter.wrapping_add(1);
-        for (i, b) in out.iter_mut().enumerate() {
-            *b = counter.wrapping_mul(73).wrapping_add(i as u8);
-        }
-        true
-    };
+    use bms_core::pairing::{ButtonAction, PairingRefusal};
+    let phone = PHONE;
+    let mut random = counting_random(73);
     let (mut dev, _) = Device::boot(Flash::default(), Some(KEY));
     dev.rig.bms.set_bonds(&[phone]);
     dev.run_for(1_000);

@@ -948,59 +948,58 @@ fn prot_2_replay_decisions_do_not_depend_on_row_spacing_or_start_time() {
     let every_second: Vec<f64> = (0..700).map(f64::from).collect();
     let base = replay_signal(dir.path(), "1s.csv", &every_second, faults, &args);
     let at = |t: &str| base.iter().find(|r| &r[0] == t).unwrap().clone();
-    let outputs = |t: &str| {
-        let r = at(t);
+    // (time, atd, atc, pre-alarm, alarms, why)
+    let expected = [
+        ("49", "1", "1", "0", "", "before the remote switch"),
+        ("50", "1", "1", "0", "", "remote debounced 0.5 s"),
+        ("51", "0", "0", "0", "", "remote off (PROT-8)"),
+        ("104", "1", "1", "0", "", "2.70 V for 4 s"),
         (
-            r[2].to_string(),
-            r[3].to_string(),
-            r[4].to_string(),
-            r[5].to_string(),
-        )
-    };
-    let o = |atd: &str, atc: &str, pre: &str, alarms: &str| {
-        (atd.into(), atc.into(), pre.into(), alarms.into())
-    };
-    assert_eq!(outputs("49"), o("1", "1", "0", ""));
-    assert_eq!(
-        outputs("50"),
-        o("1", "1", "0", ""),
-        "remote debounced 0.5 s"
-    );
-    assert_eq!(outputs("51"), o("0", "0", "0", ""), "remote off (PROT-8)");
-    assert_eq!(outputs("104"), o("1", "1", "0", ""), "2.70 V for 4 s");
-    assert_eq!(
-        outputs("105"),
-        o("1", "1", "1", "cell_undervoltage"),
-        "PROT-2 after 5 s, pre-alarm first (PROT-3)"
-    );
-    assert_eq!(outputs("134"), o("1", "1", "1", "cell_undervoltage"));
-    assert_eq!(
-        outputs("135"),
-        o("0", "1", "1", "cell_undervoltage"),
-        "ATD 30 s after the pre-alarm"
-    );
-    assert_eq!(
-        outputs("195"),
-        o("0", "1", "0", "cell_undervoltage"),
-        "pre-alarm released 60 s after ATD (PROT-3)"
-    );
-    assert_eq!(
-        outputs("250"),
-        o("1", "1", "0", ""),
-        "back at 3.30 V ≥ 3.20 V"
-    );
-    assert_eq!(outputs("301"), o("1", "1", "0", ""));
-    assert_eq!(
-        outputs("302"),
-        o("1", "0", "0", "low_temperature"),
-        "PROT-5 after 2 s"
-    );
-    assert_eq!(
-        outputs("331"),
-        o("1", "0", "0", "cell_overvoltage"),
-        "PROT-4 after 1 s"
-    );
-    assert_eq!(outputs("340"), o("1", "1", "0", ""), "back under 3.60 V");
+            "105",
+            "1",
+            "1",
+            "1",
+            "cell_undervoltage",
+            "PROT-2 after 5 s, pre-alarm first (PROT-3)",
+        ),
+        (
+            "134",
+            "1",
+            "1",
+            "1",
+            "cell_undervoltage",
+            "pre-alarm for 29 s",
+        ),
+        (
+            "135",
+            "0",
+            "1",
+            "1",
+            "cell_undervoltage",
+            "ATD 30 s after the pre-alarm",
+        ),
+        (
+            "195",
+            "0",
+            "1",
+            "0",
+            "cell_undervoltage",
+            "pre-alarm released 60 s after ATD (PROT-3)",
+        ),
+        ("250", "1", "1", "0", "", "back at 3.30 V ≥ 3.20 V"),
+        ("301", "1", "1", "0", "", "cold for 1 s"),
+        ("302", "1", "0", "0", "low_temperature", "PROT-5 after 2 s"),
+        ("331", "1", "0", "0", "cell_overvoltage", "PROT-4 after 1 s"),
+        ("340", "1", "1", "0", "", "back under 3.60 V"),
+    ];
+    for (t, atd, atc, pre, alarms, why) in expected {
+        let r = at(t);
+        assert_eq!(
+            [&r[2], &r[3], &r[4], &r[5]],
+            [atd, atc, pre, alarms],
+            "{t} s: {why}"
+        );
+    }
 
     let tenths: Vec<f64> = (0..7000).map(|i| f64::from(i) / 10.0).collect();
     let mut irregular: Vec<f64> = (0..700).step_by(50).map(f64::from).collect();

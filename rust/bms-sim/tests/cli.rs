@@ -315,17 +315,7 @@ fn replay_bad_input_names_file_line_and_field_and_writes_nothing() {
         ("t_s,current_a,temp_c,cell1_v,cell2_v,cell3_v,cell4_v\n0,1,20,3.3,3.3,3.3,3.3\n1e10,1,20,3.3,3.3,3.3,3.3\n", "line 3 field `t_s`: time 1e10 is more than 604800 s after the previous row's 0"),
     ];
     for (i, (text, expected)) in cases.iter().enumerate() {
-        let input = dir.path().join(format!("in{i}.csv"));
-        fs::write(&input, text).unwrap();
-        let o = bms_sim(&["replay", s(&input), "--out", s(&out)]);
-        assert_eq!(o.status.code(), Some(2), "case {i}");
-        let err = stderr(&o);
-        assert_eq!(err.lines().count(), 1, "{err}");
-        assert!(
-            err.contains(&format!("in{i}.csv {expected}")),
-            "case {i}: {err}"
-        );
-        assert!(!out.exists(), "case {i}: nothing written");
+        assert_replay_refused(dir.path(), i, text, expected, &out);
     }
     let o = bms_sim(&[
         "replay",
@@ -936,6 +926,22 @@ fn faults(t: f64) -> String {
     format!("{current},{temp},{cell},3.3,3.3,3.3,{remote}")
 }
 
+/// Replays `text` as `in{i}.csv` in `dir` into `out`: refused with exit code 2 and one line
+/// naming the file and `expected`, and nothing written.
+fn assert_replay_refused(dir: &Path, i: usize, text: impl AsRef<[u8]>, expected: &str, out: &Path) {
+    let input = dir.join(format!("in{i}.csv"));
+    fs::write(&input, text).unwrap();
+    let o = bms_sim(&["replay", s(&input), "--out", s(out)]);
+    assert_eq!(o.status.code(), Some(2), "case {i}");
+    let err = stderr(&o);
+    assert_eq!(err.lines().count(), 1, "case {i}: {err}");
+    assert!(
+        err.contains(&format!("in{i}.csv {expected}")),
+        "case {i}: {err}"
+    );
+    assert!(!out.exists(), "case {i}: nothing written");
+}
+
 /// PROT-2, PROT-3, PROT-4, PROT-5, PROT-8 through the replay: the decisions are those the spec
 /// gives, at the times it gives, and the same whether the rows are 1 s, 100 ms or irregularly
 /// apart (3 000 random times and the fault edges), and whether the file starts at 0 s, 10^6 s,
@@ -1336,18 +1342,8 @@ fn replay_refuses_what_it_does_not_take_naming_line_column_and_value() {
     ]
     .concat();
     for (i, (text, expected)) in cases.iter().enumerate() {
-        let input = dir.path().join(format!("in{i}.csv"));
         let out = dir.path().join(format!("out{i}.csv"));
-        fs::write(&input, text).unwrap();
-        let o = bms_sim(&["replay", s(&input), "--out", s(&out)]);
-        assert_eq!(o.status.code(), Some(2), "case {i}");
-        let err = stderr(&o);
-        assert_eq!(err.lines().count(), 1, "case {i}: {err}");
-        assert!(
-            err.contains(&format!("in{i}.csv {expected}")),
-            "case {i}: {err}"
-        );
-        assert!(!out.exists(), "case {i}: nothing written");
+        assert_replay_refused(dir.path(), i, text, expected, &out);
     }
     assert_eq!(
         fs::read_dir(dir.path()).unwrap().count(),

@@ -429,6 +429,20 @@ mod tests {
         assert_eq!(p.allowed(1_300), Ok(()));
     }
 
+    /// BLE-2: the next deadline is always after now: a deadline that is due has passed (one
+    /// reported as now would wake the platform at once, forever), and none is left once the
+    /// window closed.
+    #[test]
+    fn ble_2_next_deadline_is_after_now() {
+        let p = Pairing::new(0, false);
+        assert_eq!(p.next_deadline_ms(0), Some(PAIRING_WINDOW_MS));
+        assert_eq!(
+            p.next_deadline_ms(PAIRING_WINDOW_MS - 1),
+            Some(PAIRING_WINDOW_MS)
+        );
+        assert_eq!(p.next_deadline_ms(PAIRING_WINDOW_MS), None);
+    }
+
     #[test]
     fn ble_2_locked_until_the_button_is_held() {
         let mut p = Pairing::new(0, true);

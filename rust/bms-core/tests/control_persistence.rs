@@ -385,6 +385,33 @@ fn ble_2_ble_3_no_placeholder_secrets_and_a_lost_record_locks_until_reset() {
     assert_eq!(dev.rig.bms.bms().device_key(), &KEY);
 }
 
+/// BLE-2: holding the button resets pairing, which unlocks it only with new secrets: without a
+/// random source there are none, the bonds still go, and pairing stays locked (no pairing
+/// against the missing or faulty passkey), before and after the next step.
+#[test]
+fn ble_2_a_reset_without_a_random_source_keeps_pairing_locked() {
+    use bms_core::pairing::{BondAction, ButtonAction, PairingRefusal};
+    let (mut dev, _) = Device::boot(Flash::default(), None);
+    dev.run_for(1_000);
+    let now = dev.rig.now_ms;
+    assert_eq!(dev.bms().pairing_allowed(now), Err(PairingRefusal::Locked));
+    let mut no_random = random(None);
+    assert_eq!(dev.rig.bms.button(now, true, &mut no_random), None);
+    let released = now + bms_core::limits::PAIRING_RESET_HOLD_MS;
+    assert_eq!(
+        dev.rig.bms.button(released, false, &mut no_random),
+        Some(ButtonAction::ResetPairing)
+    );
+    assert_eq!(dev.rig.bms.take_bond_action(), Some(BondAction::RemoveAll));
+    assert_eq!(
+        dev.bms().pairing_allowed(released + 1),
+        Err(PairingRefusal::Locked)
+    );
+    let d = dev.run_for(1_000).clone();
+    assert!(!d.pairing_allowed);
+    assert_eq!(dev.bms().passkey(), 0);
+}
+
 /// SET-3: a corrupt record is never applied: its defaults are used and an error is raised at
 /// the first step (settings: SettingsCorrupt; SoC: RecordsCorrupt), the others are restored.
 #[test]

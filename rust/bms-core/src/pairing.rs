@@ -448,6 +448,7 @@ mod tests {
         let mut p = Pairing::new(0, true);
         p.set_bonds(&[PHONE]);
         assert_eq!(p.allowed(0), Err(PairingRefusal::Locked));
+        assert!(p.locked());
         assert_eq!(press(&mut p, 1_000, 500), None);
         assert_eq!(p.allowed(2_000), Err(PairingRefusal::Locked));
         assert_eq!(p.button(3_000, true), None);

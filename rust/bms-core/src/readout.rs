@@ -1360,6 +1360,10 @@ mod tests {
         let mut out = [0u8; PAYLOAD_LEN];
         adv.payload(&sample(), &mut out).unwrap();
         assert_eq!(adv.nonce(), 5, "the failed calls used no nonce");
+        // A larger buffer is no error: the payload fills its first PAYLOAD_LEN bytes.
+        let mut big = [0u8; PAYLOAD_LEN + 1];
+        assert_eq!(adv.payload(&sample(), &mut big), Ok(PAYLOAD_LEN));
+        assert_eq!(big[..PAYLOAD_LEN], out);
         assert_eq!(
             seal(
                 &KEY,

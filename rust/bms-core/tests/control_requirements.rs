@@ -2503,3 +2503,63 @@ fn ble_3_a_flapping_output_takes_no_more_nonces_than_the_interval_allows() {
         "the first change waited"
     );
 }
+
+/// Steps one 12.8 V battery's BMS the way the firmware does: at each report (sent at
+/// `report_at`), 30 ms after it (a step for something else, a BLE request, which moves the
+/// tick), and otherwise only at [`Bms::next_deadline_ms`] (always later than the step, or the
+/// firmware would spin), up to `until_ms`. Returns each step's
+/// time with ATD and whether "battery communication lost" is raised.
+fn run_on_deadlines(report_at: &[u64], until_ms: u64) -> std::vec::Vec<(u64, bool, bool)> {
+    let mut bms = Bms::new(Config::default());
+    let battery = report(1000, BatteryModel::Lfp12V8, 3300);
+    let inputs = Inputs {
+        remote_h_mv: 6600,
+        remote_l_mv: 6600,
+        supply_mv: 13_200,
+        app_connected: false,
+    };
+    let mut steps = std::vec::Vec::new();
+    let mut now_ms = 0;
+    let _ = bms.step(now_ms, &inputs);
+    loop {
+        let next_report = report_at.iter().copied().find(|&t| t > now_ms);
+        let other = report_at.iter().map(|&t| t + 30).find(|&t| t > now_ms);
+        let next = [bms.next_deadline_ms(), next_report, other]
+            .into_iter()
+            .flatten()
+            .min()
+            .expect("a deadline");
+        if next > until_ms {
+            return steps;
+        }
+        assert!(
+            next > now_ms,
+            "a deadline at {next} ms, not after {now_ms} ms"
+        );
+        now_ms = next;
+        if report_at.contains(&now_ms) {
+            bms.handle_report(now_ms, &battery).unwrap();
+        }
+        let d = bms.step(now_ms, &inputs);
+        steps.push((now_ms, d.atd, d.codes.contains(Code::BatteryLost)));
+    }
+}
+
+/// BANK-1/PROT-1: the discovery window ends on time (2 s after the first report) although no
+/// tick falls on it: the bank's deadline makes the BMS step then, and the outputs switch on.
+#[test]
+fn bank_1_prot_1_the_discovery_window_ends_on_time_between_ticks() {
+    let steps = run_on_deadlines(&[1000, 1950, 2900, 3850], 4000);
+    let on = steps.iter().find(|s| s.1).map(|s| s.0);
+    assert_eq!(on, Some(3000), "steps: {steps:?}");
+}
+
+/// BANK-4: a battery is lost exactly 5 s after its last valid report although no tick falls on
+/// it: the bank's deadline makes the BMS step then.
+#[test]
+fn bank_4_a_battery_is_lost_on_time_between_ticks() {
+    let steps = run_on_deadlines(&[1000, 1950, 2900, 3850], 10_000);
+    let lost = steps.iter().find(|s| s.2).map(|s| s.0);
+    assert_eq!(lost, Some(3850 + 5000), "steps: {steps:?}");
+    assert!(steps.iter().any(|&(t, atd, _)| t == 8850 && !atd));
+}

@@ -2504,14 +2504,18 @@ fn ble_3_a_flapping_output_takes_no_more_nonces_than_the_interval_allows() {
     );
 }
 
-/// Steps one 12.8 V battery's BMS the way the firmware does: at each report (sent at
-/// `report_at`), 30 ms after it (a step for something else, a BLE request, which moves the
-/// tick), and otherwise only at [`Bms::next_deadline_ms`] (always later than the step, or the
-/// firmware would spin), up to `until_ms`. Returns each step's
-/// time with ATD and whether "battery communication lost" is raised.
-fn run_on_deadlines(report_at: &[u64], until_ms: u64) -> std::vec::Vec<(u64, bool, bool)> {
+/// Steps one 12.8 V battery's BMS the way the firmware does: at each report (sent at the
+/// times of `reports`, with their nominal capacity, 0.1 Ah), 30 ms after it (a step for
+/// something else, a BLE request, which moves the tick), and otherwise only at
+/// [`Bms::next_deadline_ms`] (always later than the step, or the firmware would spin), up to
+/// `until_ms`. Returns each step's time, ATD, whether "battery communication lost" is raised,
+/// and the bank capacity in use.
+fn run_on_deadlines(
+    reports: &[(u64, u16)],
+    until_ms: u64,
+) -> std::vec::Vec<(u64, bool, bool, u32)> {
     let mut bms = Bms::new(Config::default());
-    let battery = report(1000, BatteryModel::Lfp12V8, 3300);
+    let mut battery = report(1000, BatteryModel::Lfp12V8, 3300);
     let inputs = Inputs {
         remote_h_mv: 6600,
         remote_l_mv: 6600,
@@ -2522,8 +2526,8 @@ fn run_on_deadlines(report_at: &[u64], until_ms: u64) -> std::vec::Vec<(u64, boo
     let mut now_ms = 0;
     let _ = bms.step(now_ms, &inputs);
     loop {
-        let next_report = report_at.iter().copied().find(|&t| t > now_ms);
-        let other = report_at.iter().map(|&t| t + 30).find(|&t| t > now_ms);
+        let next_report = reports.iter().map(|r| r.0).find(|&t| t > now_ms);
+        let other = reports.iter().map(|r| r.0 + 30).find(|&t| t > now_ms);
         let next = [bms.next_deadline_ms(), next_report, other]
             .into_iter()
             .flatten()
@@ -2537,19 +2541,29 @@ fn run_on_deadlines(report_at: &[u64], until_ms: u64) -> std::vec::Vec<(u64, boo
             "a deadline at {next} ms, not after {now_ms} ms"
         );
         now_ms = next;
-        if report_at.contains(&now_ms) {
+        if let Some(&(_, capacity_dah)) = reports.iter().find(|r| r.0 == now_ms) {
+            battery.capacity_dah = capacity_dah;
             bms.handle_report(now_ms, &battery).unwrap();
         }
         let d = bms.step(now_ms, &inputs);
-        steps.push((now_ms, d.atd, d.codes.contains(Code::BatteryLost)));
+        let capacity_dah = bms.bank().topology().map_or(0, |t| t.capacity_dah);
+        steps.push((
+            now_ms,
+            d.atd,
+            d.codes.contains(Code::BatteryLost),
+            capacity_dah,
+        ));
     }
 }
+
+/// Reports of 100 Ah every 950 ms from 1 s on, until 3.85 s.
+const REPORTS_100_AH: [(u64, u16); 4] = [(1000, 1000), (1950, 1000), (2900, 1000), (3850, 1000)];
 
 /// BANK-1/PROT-1: the discovery window ends on time (2 s after the first report) although no
 /// tick falls on it: the bank's deadline makes the BMS step then, and the outputs switch on.
 #[test]
 fn bank_1_prot_1_the_discovery_window_ends_on_time_between_ticks() {
-    let steps = run_on_deadlines(&[1000, 1950, 2900, 3850], 4000);
+    let steps = run_on_deadlines(&REPORTS_100_AH, 4000);
     let on = steps.iter().find(|s| s.1).map(|s| s.0);
     assert_eq!(on, Some(3000), "steps: {steps:?}");
 }
@@ -2558,8 +2572,19 @@ fn bank_1_prot_1_the_discovery_window_ends_on_time_between_ticks() {
 /// it: the bank's deadline makes the BMS step then.
 #[test]
 fn bank_4_a_battery_is_lost_on_time_between_ticks() {
-    let steps = run_on_deadlines(&[1000, 1950, 2900, 3850], 10_000);
+    let steps = run_on_deadlines(&REPORTS_100_AH, 10_000);
     let lost = steps.iter().find(|s| s.2).map(|s| s.0);
     assert_eq!(lost, Some(3850 + 5000), "steps: {steps:?}");
-    assert!(steps.iter().any(|&(t, atd, _)| t == 8850 && !atd));
+    assert!(steps.iter().any(|&(t, atd, _, _)| t == 8850 && !atd));
+}
+
+/// BANK-1: a new capacity that holds is taken exactly the settle time (1.5 s) after it first
+/// came, although no tick falls on it.
+#[test]
+fn bank_1_a_new_capacity_is_taken_on_time_between_ticks() {
+    let mut reports = REPORTS_100_AH.to_vec();
+    reports.extend([(4800, 2000), (5750, 2000), (6700, 2000), (7650, 2000)]);
+    let steps = run_on_deadlines(&reports, 8000);
+    let taken = steps.iter().find(|s| s.3 == 2000).map(|s| s.0);
+    assert_eq!(taken, Some(4800 + 1500), "steps: {steps:?}");
 }

@@ -2588,3 +2588,32 @@ fn bank_1_a_new_capacity_is_taken_on_time_between_ticks() {
     let taken = steps.iter().find(|s| s.3 == 2000).map(|s| s.0);
     assert_eq!(taken, Some(4800 + 1500), "steps: {steps:?}");
 }
+
+/// BANK-1: the discovery window is 2 s from the first report, its end excluded: a battery first
+/// heard exactly then is a newcomer, which joins only at its third report in a row, while one
+/// heard a millisecond earlier is found at once.
+#[test]
+fn bank_1_a_battery_first_heard_when_discovery_ends_is_a_newcomer() {
+    let inputs = Inputs {
+        remote_h_mv: 6600,
+        remote_l_mv: 6600,
+        supply_mv: 13_200,
+        app_connected: false,
+    };
+    for (first_heard_ms, found_at_once) in [(1999, true), (2000, false)] {
+        let mut bms = Bms::new(Config::default());
+        let a = report(1000, BatteryModel::Lfp12V8, 3300);
+        let b = report(1001, BatteryModel::Lfp12V8, 3300);
+        bms.handle_report(0, &a).unwrap();
+        let _ = bms.step(0, &inputs);
+        bms.handle_report(1000, &a).unwrap();
+        let _ = bms.step(1000, &inputs);
+        let _ = bms.handle_report(first_heard_ms, &b);
+        let _ = bms.step(first_heard_ms, &inputs);
+        assert_eq!(
+            bms.bank().batteries().len(),
+            if found_at_once { 2 } else { 1 },
+            "first heard at {first_heard_ms} ms"
+        );
+    }
+}

@@ -397,7 +397,8 @@ pub struct CellRef {
     pub cell: u8,
 }
 
-/// BANK-3: the bank values over every battery with valid data.
+/// BANK-3: the bank values over every battery with valid data. On a tie, the place named is
+/// the first: the lowest battery number, then the lowest cell.
 #[derive(Clone, Copy, Debug, Default, PartialEq, Eq)]
 pub struct Aggregates {
     /// Lowest cell voltage, mV.

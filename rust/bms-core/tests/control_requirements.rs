@@ -2617,3 +2617,30 @@ fn bank_1_a_battery_first_heard_when_discovery_ends_is_a_newcomer() {
         );
     }
 }
+
+/// BANK-3: on a tie, the extreme cell (and the battery with the extreme temperature) named is
+/// the first: the lowest battery number, then the lowest cell. The page shows a steady place,
+/// not one that depends on the order of the comparison.
+#[test]
+fn bank_3_a_tie_names_the_first_battery_and_cell() {
+    let mut rig = Rig::new(3, 1, BatteryModel::Lfp12V8);
+    rig.run_for(3000);
+    let a = rig.bms.bank().aggregates().expect("aggregates");
+    assert_eq!((a.min_cell.battery, a.min_cell.cell), (0, 0));
+    assert_eq!((a.max_cell.battery, a.max_cell.cell), (0, 0));
+    assert_eq!((a.min_temp_battery, a.max_temp_battery), (0, 0));
+    rig.set_cell(1, 2, 3250);
+    rig.set_cell(2, 1, 3250);
+    rig.set_cell(1, 3, 3350);
+    rig.set_cell(2, 0, 3350);
+    rig.run_for(2000);
+    let a = rig.bms.bank().aggregates().expect("aggregates");
+    assert_eq!(
+        (a.min_cell_mv, a.min_cell.battery, a.min_cell.cell),
+        (3250, 1, 2)
+    );
+    assert_eq!(
+        (a.max_cell_mv, a.max_cell.battery, a.max_cell.cell),
+        (3350, 1, 3)
+    );
+}

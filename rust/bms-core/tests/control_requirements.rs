@@ -2644,3 +2644,18 @@ fn bank_3_a_tie_names_the_first_battery_and_cell() {
         (3350, 1, 3)
     );
 }
+
+/// BANK-1: the batteries in series are the bank voltage over the mean battery voltage, rounded
+/// to the nearest: a bank voltage the BMS measures a little below the batteries' sum (a drop
+/// in the wiring, a load) is still 2 in series, and so is one a little above.
+#[test]
+fn bank_1_series_is_the_voltage_ratio_rounded() {
+    for supply_mv in [26_000, 26_400, 27_000] {
+        let mut rig = Rig::new(2, 2, BatteryModel::Lfp12V8);
+        rig.supply_mv = Some(supply_mv);
+        rig.run_for(3000);
+        let t = rig.bms.bank().topology().expect("topology");
+        assert_eq!((t.series, t.parallel), (2, 1), "bank at {supply_mv} mV");
+        assert!(rig.last().atd && rig.last().atc, "bank at {supply_mv} mV");
+    }
+}

@@ -2659,3 +2659,36 @@ fn bank_1_series_is_the_voltage_ratio_rounded() {
         assert!(rig.last().atd && rig.last().atc, "bank at {supply_mv} mV");
     }
 }
+
+/// BANK-2/BANK-4: a bank left with no battery (every one forgotten) breaks no configuration
+/// rule: the outputs are free-floating for the lack of data alone.
+#[test]
+fn bank_2_bank_4_no_battery_left_is_no_configuration_error() {
+    let mut rig = Rig::started();
+    rig.silence(0, true);
+    rig.run_for(6000);
+    assert_eq!(rig.bms.forget_lost_batteries(), 1);
+    let d = rig.run_for(3000).clone();
+    assert_eq!(rig.bms.bank().config_error(), None);
+    assert!(!d.atd && !d.atc);
+    assert_eq!(d.atd_reasons, Reasons::of(Reason::NoValidData));
+    assert!(!d.codes.contains(Code::ConfigurationError));
+}
+
+/// BANK-2: more batteries than any bank may hold are a configuration error even when none of
+/// them has sent valid data yet (no layout to judge).
+#[test]
+fn bank_2_too_many_batteries_without_valid_data_is_a_configuration_error() {
+    let mut rig = Rig::new(51, 1, BatteryModel::Lfp12V8);
+    rig.set_cells(5500);
+    rig.run_for(3000);
+    assert_eq!(
+        rig.bms.bank().config_error(),
+        Some(ConfigError::TooManyBatteries {
+            batteries: 51,
+            max: 50
+        })
+    );
+    let d = rig.last();
+    assert!(!d.atd && !d.atc && d.codes.contains(Code::ConfigurationError));
+}

@@ -2692,3 +2692,19 @@ fn bank_2_too_many_batteries_without_valid_data_is_a_configuration_error() {
     let d = rig.last();
     assert!(!d.atd && !d.atc && d.codes.contains(Code::ConfigurationError));
 }
+
+/// BANK-3: a bank current beyond what the page can carry (50 batteries of 6553.5 Ah at their
+/// plausible 10 C) saturates on its own side, never wraps to the other direction.
+#[test]
+fn bank_3_a_bank_current_beyond_range_saturates_on_its_side() {
+    for (current_ma, bank_ma) in [(65_000_000, i32::MAX), (-65_000_000, i32::MIN)] {
+        let mut rig = Rig::new(50, 1, BatteryModel::Lfp12V8);
+        for (r, _) in &mut rig.batteries {
+            r.capacity_dah = u16::MAX;
+        }
+        rig.set_current(current_ma);
+        rig.run_for(3000);
+        let a = rig.bms.bank().aggregates().expect("aggregates");
+        assert_eq!(a.current_ma, bank_ma, "50 × {current_ma} mA");
+    }
+}

@@ -2708,3 +2708,15 @@ fn bank_3_a_bank_current_beyond_range_saturates_on_its_side() {
         assert_eq!(a.current_ma, bank_ma, "50 × {current_ma} mA");
     }
 }
+
+/// BANK-3: below 0 °C the highest temperature is the highest reported, not 0 °C.
+#[test]
+fn bank_3_the_highest_temperature_below_freezing() {
+    let mut rig = Rig::new(2, 1, BatteryModel::Lfp12V8);
+    rig.set_temp(-150);
+    rig.batteries[1].0.temps_ddegc = heapless::Vec::from_slice(&[-120, -200]).unwrap();
+    rig.run_for(3000);
+    let a = rig.bms.bank().aggregates().expect("aggregates");
+    assert_eq!((a.max_temp_ddegc, a.max_temp_battery), (-120, 1));
+    assert_eq!((a.min_temp_ddegc, a.min_temp_battery), (-200, 1));
+}

@@ -2720,3 +2720,14 @@ fn bank_3_the_highest_temperature_below_freezing() {
     assert_eq!((a.max_temp_ddegc, a.max_temp_battery), (-120, 1));
     assert_eq!((a.min_temp_ddegc, a.min_temp_battery), (-200, 1));
 }
+
+/// BANK-3/BAL-3: the bank is balancing when any battery reports active balancing.
+#[test]
+fn bank_3_bal_3_any_battery_balancing_is_the_bank_balancing() {
+    let mut rig = Rig::new(2, 1, BatteryModel::Lfp12V8);
+    rig.run_for(3000);
+    assert!(!rig.bms.bank().aggregates().expect("aggregates").balancing);
+    rig.batteries[1].0.flags.balancing = true;
+    rig.run_for(2000);
+    assert!(rig.bms.bank().aggregates().expect("aggregates").balancing);
+}

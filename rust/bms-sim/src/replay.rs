@@ -154,13 +154,6 @@ const REQUIRED: [&str; 7] = [
     "cell4_v",
 ];
 
-/// Reads and checks the whole input file.
-pub fn read_input(path: &Path) -> Result<Vec<InputRow>, InputError> {
-    let file = std::fs::File::open(path)
-        .map_err(|e| InputError::file(path, format!("cannot read: {e}")))?;
-    parse_input(path, file)
-}
-
 /// Checks the whole input read from `source`; `path` is only used in errors.
 pub fn parse_input(path: &Path, source: impl std::io::Read) -> Result<Vec<InputRow>, InputError> {
     Rows::new(path, source)?.collect()
